@@ -1,0 +1,198 @@
+//! The engine's public types: mutations, options, errors, statistics and limits.
+//!
+//! Everything the filesystem layer may name lives here or in `engine/mod.rs`; the components
+//! behind them stay `pub(crate)`.
+
+use std::fmt;
+use std::io;
+
+/// A compaction group. Group 0 always exists (the filesystem's root group).
+pub type GroupId = u32;
+
+/// Log sequence number of a batch. Batches that returned before another began have lower LSNs.
+pub type Lsn = u64;
+
+/// The root group: every store has it.
+pub const ROOT_GROUP: GroupId = 0;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Size of one write buffer, header included. A batch must fit in one buffer, so this bounds the
+/// size of an atomic batch.
+pub const WRITE_BUFFER_SIZE: usize = 256 * 1024;
+
+/// Largest encoded batch (records and their headers), in bytes: what fits in one write buffer
+/// beside the buffer header.
+pub const MAX_BATCH_BYTES: usize = WRITE_BUFFER_SIZE - crate::engine::format::BUFFER_HEADER_SIZE;
+
+/// Largest value of one record. Several of them fit in one batch.
+pub const MAX_VALUE_LEN: usize = 128 * 1024;
+
+/// Most records in one batch (record versions keep the index within the batch in 16 bits).
+pub const MAX_BATCH_RECORDS: usize = 65_535;
+
+/// Smallest and largest store capacity accepted at creation.
+pub const MIN_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_CAPACITY_BYTES: u64 = 1 << 44; // 16 TiB
+
+/// Bytes of per-record overhead on disk (the record header), for callers that budget batches.
+pub const RECORD_OVERHEAD_BYTES: usize = crate::engine::format::RECORD_HEADER_SIZE;
+
+/// One change in a batch. A batch of them is applied atomically: after a crash either all of it
+/// is there or none of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Set `key` to `value`; the record is stored with `group`'s data.
+    Put { group: GroupId, key: Vec<u8>, value: Vec<u8> },
+    /// Delete `key` (a tombstone record).
+    Delete { group: GroupId, key: Vec<u8> },
+    /// Delete every key that starts with `prefix` and was written before this record, as one
+    /// small record (a file's chunks on unlink or truncate). Later records in the same batch and
+    /// later batches are not affected.
+    DeletePrefix { group: GroupId, prefix: Vec<u8> },
+}
+
+impl Mutation {
+    pub fn put(group: GroupId, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Mutation::Put { group, key: key.into(), value: value.into() }
+    }
+    pub fn delete(group: GroupId, key: impl Into<Vec<u8>>) -> Self {
+        Mutation::Delete { group, key: key.into() }
+    }
+    pub fn delete_prefix(group: GroupId, prefix: impl Into<Vec<u8>>) -> Self {
+        Mutation::DeletePrefix { group, prefix: prefix.into() }
+    }
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Mutation::Put { key, .. } | Mutation::Delete { key, .. } => key,
+            Mutation::DeletePrefix { prefix, .. } => prefix,
+        }
+    }
+    pub fn group(&self) -> GroupId {
+        match self {
+            Mutation::Put { group, .. }
+            | Mutation::Delete { group, .. }
+            | Mutation::DeletePrefix { group, .. } => *group,
+        }
+    }
+    /// Bytes this mutation takes in a write buffer.
+    pub fn encoded_len(&self) -> usize {
+        let value_len = match self {
+            Mutation::Put { value, .. } => value.len(),
+            _ => 0,
+        };
+        crate::engine::format::RECORD_HEADER_SIZE + self.key().len() + value_len
+    }
+}
+
+/// How to open or create a store.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Capacity of a store created by this open. Ignored for an existing store (its superblock
+    /// says).
+    pub capacity_bytes: u64,
+    /// Segment size of a store created by this open (power of two, 64 KiB to 64 MiB).
+    pub segment_size_bytes: u32,
+    /// Segments per segment file of a store created by this open.
+    pub segments_per_file: u32,
+    /// Create the store if the directory holds none.
+    pub create_if_missing: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            capacity_bytes: 1 << 30,
+            segment_size_bytes: crate::engine::format::DEFAULT_SEGMENT_SIZE,
+            segments_per_file: crate::engine::format::DEFAULT_SEGMENTS_PER_FILE,
+            create_if_missing: true,
+        }
+    }
+}
+
+/// Everything that can go wrong in the engine. Never an errno: the filesystem maps these.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The host returned an I/O error. After one on the write path the engine refuses all
+    /// further writes ([`EngineError::Failed`]).
+    Io(io::Error),
+    /// The store is full: live data would exceed capacity.
+    NoSpace,
+    /// A request broke a documented limit (key, value, batch size); says which.
+    Limit(String),
+    /// The directory holds no store (and creation was not asked for), or not a store of ours.
+    NotAStore(String),
+    /// Another process has this store open.
+    Locked(String),
+    /// On-disk data failed a check: what and where.
+    Corrupt(String),
+    /// A previous write-path I/O error latched the engine read-only: nothing more is written.
+    Failed(String),
+    /// The engine has been closed.
+    Closed,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Io(e) => write!(f, "I/O error: {e}"),
+            EngineError::NoSpace => write!(f, "store is full"),
+            EngineError::Limit(s) => write!(f, "limit exceeded: {s}"),
+            EngineError::NotAStore(s) => write!(f, "not a logstorfs store: {s}"),
+            EngineError::Locked(s) => write!(f, "store is in use: {s}"),
+            EngineError::Corrupt(s) => write!(f, "store is damaged: {s}"),
+            EngineError::Failed(s) => {
+                write!(f, "store stopped accepting writes after an earlier I/O error: {s}")
+            }
+            EngineError::Closed => write!(f, "store is closed"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<io::Error> for EngineError {
+    fn from(e: io::Error) -> Self {
+        EngineError::Io(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// Per-group figures.
+#[derive(Clone, Debug, Default)]
+pub struct GroupStats {
+    pub id: GroupId,
+    /// Group-owned segments.
+    pub segments: u64,
+    pub live_bytes: u64,
+    /// Segments by utilisation, in ten buckets of 10% each (bucket 9 holds 90-100%).
+    pub utilization_histogram: [u64; 10],
+}
+
+/// The store's figures, for `logstorfs stats`.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub capacity_bytes: u64,
+    pub segment_size_bytes: u64,
+    pub segments_total: u64,
+    pub segments_free: u64,
+    pub mixed_segments: u64,
+    /// Bytes of records the index points at (values, keys and record headers).
+    pub live_bytes: u64,
+    pub index_entries: u64,
+    /// Estimated heap bytes of the index.
+    pub index_bytes: u64,
+    /// Bytes of user batches written to the log (record bytes, before buffer padding).
+    pub user_bytes_written: u64,
+    pub separator_bytes_written: u64,
+    pub compaction_bytes_written: u64,
+    /// All bytes written to segment files (buffers with their headers and padding).
+    pub device_bytes_written: u64,
+    pub segments_reclaimed: u64,
+    pub last_lsn: Lsn,
+    pub durable_lsn: Lsn,
+    pub groups: Vec<GroupStats>,
+}

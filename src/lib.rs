@@ -1,0 +1,14 @@
+//! logstorfs: a FUSE filesystem on a log-structured key-value engine modelled on ScyllaDB's
+//! logstor.
+//!
+//! - [`engine`]: the storage engine. Keys, records, compaction groups and segments; knows nothing
+//!   of inodes, paths or FUSE.
+//! - [`fs`]: the filesystem. Inodes, directory entries and file data as engine records; the FUSE
+//!   adapter is the only code that knows fuser's request and reply types.
+//! - [`cli`]: the command line (`logstorfs mount | stats | fsck`).
+//!
+//! `ARCHITECTURE.md` at the top of the repository has the map and the invariants.
+
+pub mod cli;
+pub mod engine;
+pub mod fs;
