@@ -51,6 +51,9 @@ pub enum Mutation {
     /// small record (a file's chunks on unlink or truncate). Later records in the same batch and
     /// later batches are not affected.
     DeletePrefix { group: GroupId, prefix: Vec<u8> },
+    /// Delete every key in `start..end` (`end` exclusive; an empty `end` means no upper bound)
+    /// written before this record, as one small record (truncating a file's tail).
+    DeleteRange { group: GroupId, start: Vec<u8>, end: Vec<u8> },
 }
 
 impl Mutation {
@@ -67,19 +70,22 @@ impl Mutation {
         match self {
             Mutation::Put { key, .. } | Mutation::Delete { key, .. } => key,
             Mutation::DeletePrefix { prefix, .. } => prefix,
+            Mutation::DeleteRange { start, .. } => start,
         }
     }
     pub fn group(&self) -> GroupId {
         match self {
             Mutation::Put { group, .. }
             | Mutation::Delete { group, .. }
-            | Mutation::DeletePrefix { group, .. } => *group,
+            | Mutation::DeletePrefix { group, .. }
+            | Mutation::DeleteRange { group, .. } => *group,
         }
     }
     /// Bytes this mutation takes in a write buffer.
     pub fn encoded_len(&self) -> usize {
         let value_len = match self {
             Mutation::Put { value, .. } => value.len(),
+            Mutation::DeleteRange { end, .. } => end.len(),
             _ => 0,
         };
         crate::engine::format::RECORD_HEADER_SIZE + self.key().len() + value_len
@@ -98,6 +104,9 @@ pub struct EngineOptions {
     pub segments_per_file: u32,
     /// Create the store if the directory holds none.
     pub create_if_missing: bool,
+    /// Make written batches durable at the latest after this long (a background sync).
+    /// `None`: only explicit [`crate::engine::Engine::sync`] calls and close.
+    pub sync_interval: Option<std::time::Duration>,
 }
 
 impl Default for EngineOptions {
@@ -107,6 +116,7 @@ impl Default for EngineOptions {
             segment_size_bytes: crate::engine::format::DEFAULT_SEGMENT_SIZE,
             segments_per_file: crate::engine::format::DEFAULT_SEGMENTS_PER_FILE,
             create_if_missing: true,
+            sync_interval: Some(std::time::Duration::from_secs(5)),
         }
     }
 }

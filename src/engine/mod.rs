@@ -48,6 +48,24 @@ impl Engine {
         todo!()
     }
 
+    /// Keys and values in `start..end` (`end` exclusive), in key order, at most `limit`.
+    /// Records adjacent on disk are read with one I/O.
+    pub fn scan_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let _ = (start, end, limit);
+        todo!()
+    }
+
+    /// Whether `key` exists (from the index alone: no I/O).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let _ = key;
+        todo!()
+    }
+
     /// Makes every batch that returned before this call durable.
     pub fn sync(&self) -> Result<()> {
         todo!()
