@@ -1,1 +1,427 @@
-//! Command line.
+//! Command line: `logstorfs mount` and `logstorfs stats`.
+//!
+//! Exit codes: 0 on success (mount: after a clean unmount, or with `--daemon` once the mount is
+//! live), 1 on any error, reported as one line `logstorfs: ...` on stderr.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use parking_lot::Mutex;
+
+use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::fs::fuse_adapter::FuseFs;
+use crate::fs::{Fs, STATS_XATTR, stats};
+
+/// Name of the file in the store directory that says where the store is mounted (first line:
+/// mount point, second line: daemon pid). Written at mount, removed at clean exit.
+pub const MOUNTED_FILE: &str = "mounted";
+/// Name of the daemon's log file in the store directory (`--daemon` only).
+pub const DAEMON_LOG_FILE: &str = "logstorfs.log";
+/// FUSE worker threads: between these bounds, following the number of CPUs.
+const FUSE_THREADS_MIN: usize = 2;
+const FUSE_THREADS_MAX: usize = 4;
+
+#[derive(Parser, Debug)]
+#[command(name = "logstorfs", version, about = "A FUSE filesystem on a log-structured store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Mount STORE (created if missing) on MOUNTPOINT.
+    Mount(MountArgs),
+    /// Print the store's figures (works while mounted and offline).
+    Stats(StatsArgs),
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    /// Capacity of a store created by this mount (e.g. 512M, 1G, 10G); ignored if it exists.
+    #[arg(long, default_value = "1G")]
+    size: String,
+    /// Run in the background; exit 0 once the mount is live.
+    #[arg(long)]
+    daemon: bool,
+    /// Mount options, comma separated (e.g. allow_other,default_permissions).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Store directory.
+    store: PathBuf,
+    /// Mount point (an existing directory).
+    mountpoint: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// Print a JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The store directory or the mount point.
+    path: PathBuf,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mount(args) => mount(args),
+        Command::Stats(args) => stats_cmd(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("logstorfs: {msg}");
+            1
+        }
+    }
+}
+
+/// Parses a size such as `1G`, `512M`, `64KiB`, `1073741824`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits_end);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("invalid size '{s}' (use a number with K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+/// Maps `-o` options to fuser's config. Unknown options pass through as custom options.
+pub fn parse_mount_options(opts: &[String], config: &mut Config) {
+    for opt in opts.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        let mo = match opt {
+            "allow_other" => {
+                config.acl = SessionACL::All;
+                continue;
+            }
+            "allow_root" => {
+                config.acl = SessionACL::RootAndOwner;
+                continue;
+            }
+            "auto_unmount" => MountOption::AutoUnmount,
+            "default_permissions" => MountOption::DefaultPermissions,
+            "dev" => MountOption::Dev,
+            "nodev" => MountOption::NoDev,
+            "suid" => MountOption::Suid,
+            "nosuid" => MountOption::NoSuid,
+            "ro" => MountOption::RO,
+            "rw" => MountOption::RW,
+            "exec" => MountOption::Exec,
+            "noexec" => MountOption::NoExec,
+            "atime" => MountOption::Atime,
+            "noatime" => MountOption::NoAtime,
+            "dirsync" => MountOption::DirSync,
+            "sync" => MountOption::Sync,
+            "async" => MountOption::Async,
+            o if o.starts_with("fsname=") => MountOption::FSName(o[7..].to_string()),
+            o if o.starts_with("subtype=") => MountOption::Subtype(o[8..].to_string()),
+            o => MountOption::CUSTOM(o.to_string()),
+        };
+        config.mount_options.push(mo);
+    }
+}
+
+fn open_error(store: &Path, e: &EngineError) -> String {
+    match e {
+        EngineError::Locked(_) => format!(
+            "store {} is already in use (mounted by another logstorfs daemon?): {e}",
+            store.display()
+        ),
+        _ => format!("cannot open store {}: {e}", store.display()),
+    }
+}
+
+fn mount(args: MountArgs) -> Result<(), String> {
+    let capacity_bytes = parse_size(&args.size)?;
+    std::fs::create_dir_all(&args.store)
+        .map_err(|e| format!("cannot create store directory {}: {e}", args.store.display()))?;
+    let store = args
+        .store
+        .canonicalize()
+        .map_err(|e| format!("store {}: {e}", args.store.display()))?;
+    let mountpoint = args
+        .mountpoint
+        .canonicalize()
+        .map_err(|e| format!("mount point {}: {e}", args.mountpoint.display()))?;
+    if !mountpoint.is_dir() {
+        return Err(format!("mount point {} is not a directory", mountpoint.display()));
+    }
+    let mut config = Config::default();
+    config.mount_options =
+        vec![MountOption::FSName("logstorfs".into()), MountOption::Subtype("logstorfs".into())];
+    parse_mount_options(&args.options, &mut config);
+    let cpus = std::thread::available_parallelism().map_or(FUSE_THREADS_MIN, |n| n.get());
+    config.n_threads = Some(cpus.clamp(FUSE_THREADS_MIN, FUSE_THREADS_MAX));
+    config.clone_fd = true;
+
+    let options = EngineOptions { capacity_bytes, create_if_missing: true, ..Default::default() };
+    if args.daemon {
+        daemonize_and_serve(&store, &mountpoint, &options, &config)
+    } else {
+        serve(&store, &mountpoint, &options, &config, None)
+    }
+}
+
+/// Forks. The parent waits until the child reports that the mount is live (or why it failed)
+/// and returns; the child serves the mount and exits.
+fn daemonize_and_serve(
+    store: &Path,
+    mountpoint: &Path,
+    options: &EngineOptions,
+    config: &Config,
+) -> Result<(), String> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: we are single-threaded here (no engine or FUSE threads exist yet), so the child
+    // may continue running Rust code after fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid > 0 {
+        // Parent: wait for the child's verdict.
+        // SAFETY: fds[1] is ours to close; fds[0] is a valid, owned pipe end.
+        unsafe { libc::close(fds[1]) };
+        let mut reader = unsafe { File::from_raw_fd(fds[0]) };
+        let mut msg = String::new();
+        let _ = reader.read_to_string(&mut msg);
+        return match msg.strip_prefix("OK") {
+            Some(_) => Ok(()),
+            None if msg.is_empty() => Err("the daemon exited before the mount was live".into()),
+            None => Err(msg.trim_end().to_string()),
+        };
+    }
+    // Child.
+    // SAFETY: fds[0] is ours to close; fds[1] is a valid, owned pipe end; setsid has no
+    // preconditions.
+    unsafe {
+        libc::close(fds[0]);
+        libc::setsid();
+    }
+    let notify = unsafe { File::from_raw_fd(fds[1]) };
+    let code = match serve(store, mountpoint, options, config, Some(notify)) {
+        Ok(()) => 0,
+        Err(msg) => {
+            // The parent already has the message if the mount never went live.
+            log::error!("{msg}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Points stdin/stdout at /dev/null and stderr at the store's log file.
+fn detach_stdio(store: &Path) {
+    let devnull = CString::new("/dev/null").expect("no NUL");
+    let log_path = store.join(DAEMON_LOG_FILE);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path);
+    // SAFETY: plain fd manipulation on descriptors we own or on 0/1/2.
+    unsafe {
+        let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::close(null);
+        }
+        if let Ok(f) = &log {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(f), 2);
+        }
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread spawned after), and
+/// starts a thread that waits for them and unmounts, which ends the session loop.
+fn start_signal_thread(unmounter: Arc<Mutex<Option<SessionUnmounter>>>) {
+    // SAFETY: sigset manipulation on a local, zero-initialised set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let mut sig = 0;
+                // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
+                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                    continue;
+                }
+                log::info!("signal {sig}: unmounting");
+                if let Some(u) = unmounter.lock().as_mut() {
+                    if let Err(e) = u.unmount() {
+                        log::error!("unmount on signal {sig}: {e}");
+                    }
+                }
+            }
+        })
+        .expect("spawn signal thread");
+}
+
+fn serve(
+    store: &Path,
+    mountpoint: &Path,
+    options: &EngineOptions,
+    config: &Config,
+    mut notify: Option<File>,
+) -> Result<(), String> {
+    let result = serve_inner(store, mountpoint, options, config, &mut notify);
+    if let (Err(msg), Some(n)) = (&result, notify.as_mut()) {
+        let _ = n.write_all(format!("ERR {msg}\n").as_bytes());
+    }
+    result
+}
+
+fn serve_inner(
+    store: &Path,
+    mountpoint: &Path,
+    options: &EngineOptions,
+    config: &Config,
+    notify: &mut Option<File>,
+) -> Result<(), String> {
+    let unmounter: Arc<Mutex<Option<SessionUnmounter>>> = Arc::new(Mutex::new(None));
+    start_signal_thread(unmounter.clone());
+    let engine = Engine::open(store, options).map_err(|e| open_error(store, &e))?;
+    let fs = Arc::new(Fs::new(engine).map_err(|e| format!("cannot mount store {}: {e}", store.display()))?);
+    let session = Session::new(FuseFs::new(fs.clone()), mountpoint, config);
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("cannot mount on {}: {e}", mountpoint.display());
+            close_fs(fs);
+            return Err(msg);
+        }
+    };
+    *unmounter.lock() = Some(session.unmount_callable());
+    let mounted_file = store.join(MOUNTED_FILE);
+    let _ = std::fs::write(
+        &mounted_file,
+        format!("{}\n{}\n", mountpoint.display(), std::process::id()),
+    );
+    if let Some(mut n) = notify.take() {
+        detach_stdio(store);
+        let _ = n.write_all(b"OK\n");
+    }
+    log::info!("mounted {} on {}", store.display(), mountpoint.display());
+    let run = session.run();
+    unmounter.lock().take();
+    let _ = std::fs::remove_file(&mounted_file);
+    let closed = close_fs(fs);
+    run.map_err(|e| format!("session ended with an error: {e}"))?;
+    closed
+}
+
+fn close_fs(fs: Arc<Fs>) -> Result<(), String> {
+    match Arc::try_unwrap(fs) {
+        Ok(fs) => fs.close().map_err(|e| format!("closing the store: {e}")),
+        Err(fs) => fs.fsync().map_err(|e| format!("syncing the store: {e}")),
+    }
+}
+
+/// Reads the stats xattr of a mounted logstorfs at `mountpoint`.
+fn stats_from_mount(mountpoint: &Path) -> Option<String> {
+    let path = CString::new(mountpoint.as_os_str().as_bytes()).ok()?;
+    let name = CString::new(STATS_XATTR).ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    String::from_utf8(buf).ok()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+fn stats_cmd(args: StatsArgs) -> Result<(), String> {
+    let path = &args.path;
+    let mut json = stats_from_mount(path);
+    if json.is_none() {
+        if let Ok(m) = std::fs::read_to_string(path.join(MOUNTED_FILE)) {
+            let mut lines = m.lines();
+            let mp = lines.next().unwrap_or_default();
+            let pid: i32 = lines.next().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+            if pid_alive(pid) {
+                json = stats_from_mount(Path::new(mp));
+            }
+        }
+    }
+    if let Some(j) = json {
+        if args.json {
+            println!("{j}");
+        } else {
+            // The daemon only speaks JSON; print it as is with one field per line.
+            println!("{}", j.replace(",\"", ",\n\""));
+        }
+        return Ok(());
+    }
+    let options = EngineOptions { create_if_missing: false, sync_interval: None, ..Default::default() };
+    let engine = Engine::open(path, &options).map_err(|e| match e {
+        EngineError::Locked(_) => format!(
+            "store {} is mounted, but its mount point does not answer (is the daemon alive?): {e}",
+            path.display()
+        ),
+        e => open_error(path, &e),
+    })?;
+    let s = engine.stats();
+    if args.json {
+        println!("{}", stats::stats_json(&s));
+    } else {
+        print!("{}", stats::stats_text(&s));
+    }
+    engine.close().map_err(|e| format!("closing the store: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("2gb").unwrap(), 2 << 30);
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("G").is_err());
+    }
+
+    #[test]
+    fn mount_options_map_to_fuser() {
+        let mut c = Config::default();
+        parse_mount_options(&["allow_other,default_permissions".into(), "foo=1".into()], &mut c);
+        assert_eq!(c.acl, SessionACL::All);
+        assert!(c.mount_options.contains(&MountOption::DefaultPermissions));
+        assert!(c.mount_options.contains(&MountOption::CUSTOM("foo=1".into())));
+    }
+}

@@ -1,1 +1,1526 @@
-//! The filesystem layer.
+//! The filesystem layer: inodes, directory entries, file pages, symlinks and xattrs as engine
+//! records (layout in [`keys`]), driven in terms of inode numbers.
+//!
+//! - [`Fs`] is the core. It uses only the engine's public API and knows nothing of FUSE, so it is
+//!   tested without a mount (`tests/fs_*.rs`).
+//! - [`fuse_adapter`] is the only code that names fuser's `Filesystem`, `Request` and `Reply*`.
+//! - [`FsError::errno`] is the one errno table.
+//!
+//! Rules kept here:
+//! 1. Every metadata operation (create, mknod, mkdir, symlink, link, unlink, rmdir, rename,
+//!    setattr, setxattr, removexattr) is ONE `engine.write` batch: atomic after a crash.
+//! 2. Inode numbers are never reused: a persisted high-water mark (`M inode_high_water`) is
+//!    raised in blocks of [`INODE_RESERVE_BLOCK`], in the same batch as the create that needs it.
+//! 3. Open-but-unlinked files: the unlink's batch writes an orphan record (`O ino`) and keeps the
+//!    data; the last release purges it; mount purges orphans left by a crash. A file unlinked
+//!    with no open handle is purged in the unlink's own batch; if the kernel still holds lookup
+//!    references to it, a "ghost" copy of its attributes stays in memory until `forget`, so
+//!    `getattr` keeps working (nobody can read its data without an open handle).
+//! 4. A data write larger than one engine batch is split into several batches (not atomic across
+//!    a crash, as in POSIX); each batch carries the inode record with the size reached so far.
+//! 5. Truncate and purge delete pages with one `DeleteRange`/`DeletePrefix`, never a tombstone
+//!    per page. A partial last page is rewritten shortened, so bytes past the size read as zero.
+//!
+//! Locking: one mutex ([`Fs::state`]) serialises every operation that writes, and guards the
+//! in-memory node table (lookup counts, open counts, cached attributes). Reads take it only to
+//! read the size, then read pages without it.
+
+pub mod error;
+pub mod fuse_adapter;
+pub mod keys;
+pub mod stats;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+pub use error::{FsError, FsResult};
+pub use keys::FileKind;
+
+use crate::engine::{Engine, GroupId, MAX_BATCH_BYTES, Mutation, ROOT_GROUP};
+use keys::{DirEntry, InodeRecord, Timestamp};
+
+/// The root directory's inode number.
+pub const ROOT_INO: u64 = 1;
+/// Longest name of a directory entry, in bytes (as ext4).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest symlink target, in bytes (PATH_MAX - 1).
+pub const MAX_SYMLINK_LEN: usize = 4095;
+/// Longest xattr name, in bytes (as the VFS).
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+/// Largest xattr value, in bytes (as the VFS, XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE_LEN: usize = 65536;
+/// Largest file size: 8 TiB. Writes or truncates beyond get EFBIG.
+pub const MAX_FILE_SIZE: u64 = 8 << 40;
+/// Inode numbers reserved per high-water-mark record.
+pub const INODE_RESERVE_BLOCK: u64 = 1024;
+/// Block size reported in `st_blksize` and statfs.
+pub const BLOCK_SIZE: u32 = 4096;
+/// Virtual xattr on the root directory that returns `logstorfs stats --json` output. Not listed
+/// by listxattr, not settable.
+pub const STATS_XATTR: &[u8] = b"user.logstorfs.stats";
+/// Directory records returned per readdir call (the adapter stops early when the reply is full).
+const READDIR_BATCH: usize = 128;
+/// Budget for the data part of a write batch: one batch minus room for the inode record.
+const WRITE_BATCH_BUDGET: usize = MAX_BATCH_BYTES - 1024;
+/// Truncates spanning more pages than this estimate the removed page count instead of asking
+/// the index page by page.
+const TRUNCATE_COUNT_PAGES_MAX: u64 = 1 << 20;
+
+/// Who is asking (for ownership of new inodes and access checks).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Attributes returned to callers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub flags: u32,
+    pub size: u64,
+    /// 512-byte blocks: 8 per stored page.
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub crtime: SystemTime,
+}
+
+/// A time to set: now, or a given time.
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSet {
+    Now,
+    At(SystemTime),
+}
+
+/// What setattr changes; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+    pub ctime: Option<SystemTime>,
+    pub crtime: Option<SystemTime>,
+    pub flags: Option<u32>,
+}
+
+/// One readdir entry; `cookie` is the offset to pass to continue after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirListEntry {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: Vec<u8>,
+    pub cookie: u64,
+}
+
+/// rename(2) flags we understand.
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+
+/// Filesystem figures for statfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_available: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub block_size: u32,
+    pub name_len_max: u32,
+}
+
+/// An inode the kernel holds references to (lookups or open handles), plus the root.
+#[derive(Debug)]
+struct Node {
+    rec: InodeRecord,
+    lookups: u64,
+    opens: u64,
+    /// nlink reached 0 while open: the orphan record exists, data kept until the last release.
+    orphan: bool,
+    /// The inode's records are deleted; only this in-memory copy remains until `forget`.
+    gone: bool,
+}
+
+struct State {
+    nodes: HashMap<u64, Node>,
+    /// Next inode number to hand out.
+    next_ino: u64,
+    /// Persisted high-water mark: every number below it may have been used.
+    ino_limit: u64,
+}
+
+/// The changes of one operation, turned into one engine batch by [`Txn::into_batch`].
+#[derive(Default)]
+struct Txn {
+    /// Mutations that go first (purges, range deletes).
+    pre: Vec<Mutation>,
+    /// Dirent lists changed: (parent, hash) -> (group, entries).
+    dirents: BTreeMap<(u64, u64), (GroupId, Vec<DirEntry>)>,
+    /// Inode records changed.
+    inodes: BTreeMap<u64, InodeRecord>,
+    /// Inodes purged by this batch (their record is deleted, not rewritten).
+    purged: BTreeSet<u64>,
+    /// Mutations that go last (data, symlink targets, xattrs, metadata).
+    post: Vec<Mutation>,
+    /// Inode allocation: (next_ino, ino_limit) after commit.
+    alloc: Option<(u64, u64)>,
+}
+
+impl Txn {
+    fn into_batch(self) -> Vec<Mutation> {
+        let mut batch = self.pre;
+        for ((parent, hash), (group, entries)) in self.dirents {
+            let key = keys::dirent_key(parent, hash);
+            if entries.is_empty() {
+                batch.push(Mutation::delete(group, key));
+            } else {
+                batch.push(Mutation::put(group, key, keys::encode_dirents(&entries)));
+            }
+        }
+        for (ino, rec) in self.inodes {
+            if !self.purged.contains(&ino) {
+                batch.push(Mutation::put(rec.group, keys::inode_key(ino), rec.encode()));
+            }
+        }
+        batch.extend(self.post);
+        batch
+    }
+}
+
+/// The filesystem core.
+pub struct Fs {
+    engine: Engine,
+    /// Lock order: `state` is the only lock; engine calls are made while holding it.
+    state: Mutex<State>,
+    next_fh: AtomicU64,
+}
+
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(FsError::Invalid);
+    }
+    Ok(())
+}
+
+fn corrupt(what: &str, key: &[u8]) -> FsError {
+    FsError::Corrupt(format!("{what} at key {key:02x?}"))
+}
+
+fn to_attr(ino: u64, rec: &InodeRecord) -> Attr {
+    Attr {
+        ino,
+        kind: rec.kind,
+        perm: rec.perm,
+        nlink: rec.nlink,
+        uid: rec.uid,
+        gid: rec.gid,
+        rdev: rec.rdev,
+        flags: rec.flags,
+        size: rec.size,
+        blocks: match rec.kind {
+            FileKind::Regular => rec.pages * (keys::PAGE_SIZE / 512),
+            FileKind::Directory => keys::PAGE_SIZE / 512,
+            _ => 0,
+        },
+        blksize: BLOCK_SIZE,
+        atime: rec.atime.to_system(),
+        mtime: rec.mtime.to_system(),
+        ctime: rec.ctime.to_system(),
+        crtime: rec.crtime.to_system(),
+    }
+}
+
+fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
+    match t {
+        TimeSet::Now => now,
+        TimeSet::At(s) => Timestamp::from_system(s),
+    }
+}
+
+/// The purge of an inode: every record it owns, as a handful of range deletes.
+fn purge_mutations(ino: u64, rec: &InodeRecord) -> Vec<Mutation> {
+    let g = rec.group;
+    let mut m = vec![
+        Mutation::delete_prefix(g, keys::chunk_prefix(ino)),
+        Mutation::delete_prefix(g, keys::xattr_prefix(ino)),
+        Mutation::delete(g, keys::inode_key(ino)),
+    ];
+    if rec.kind == FileKind::Symlink {
+        m.push(Mutation::delete(g, keys::symlink_key(ino)));
+    }
+    m
+}
+
+impl Fs {
+    /// Mounts the filesystem held by `engine`: creates the root directory on first use, loads
+    /// the inode high-water mark and purges orphans left by a crash.
+    pub fn new(engine: Engine) -> FsResult<Fs> {
+        let now = Timestamp::now();
+        let root = match engine.get(&keys::inode_key(ROOT_INO))? {
+            Some(v) => InodeRecord::decode(&v)
+                .ok_or_else(|| corrupt("root inode record", &keys::inode_key(ROOT_INO)))?,
+            None => {
+                // SAFETY: getuid/getgid cannot fail and have no preconditions.
+                let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+                let root = InodeRecord {
+                    kind: FileKind::Directory,
+                    perm: 0o755,
+                    nlink: 2,
+                    uid,
+                    gid,
+                    rdev: 0,
+                    flags: 0,
+                    size: 0,
+                    pages: 0,
+                    atime: now,
+                    mtime: now,
+                    ctime: now,
+                    crtime: now,
+                    group: ROOT_GROUP,
+                    parent: ROOT_INO,
+                };
+                engine.write(&[
+                    Mutation::put(ROOT_GROUP, keys::inode_key(ROOT_INO), root.encode()),
+                    Mutation::put(
+                        ROOT_GROUP,
+                        keys::meta_key(keys::META_INODE_HIGH_WATER),
+                        keys::encode_u64(ROOT_INO + 1),
+                    ),
+                ])?;
+                root
+            }
+        };
+        let hw_key = keys::meta_key(keys::META_INODE_HIGH_WATER);
+        let high_water = match engine.get(&hw_key)? {
+            Some(v) => keys::decode_u64(&v).ok_or_else(|| corrupt("inode high-water mark", &hw_key))?,
+            None => return Err(corrupt("missing inode high-water mark", &hw_key)),
+        };
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT_INO,
+            Node { rec: root, lookups: 0, opens: 0, orphan: false, gone: false },
+        );
+        let fs = Fs {
+            engine,
+            state: Mutex::new(State { nodes, next_ino: high_water, ino_limit: high_water }),
+            next_fh: AtomicU64::new(1),
+        };
+        fs.reclaim_orphans()?;
+        Ok(fs)
+    }
+
+    /// Purges every inode recorded as an orphan (unlinked while open when the daemon stopped).
+    fn reclaim_orphans(&self) -> FsResult<()> {
+        loop {
+            let found = self.engine.scan(&keys::orphan_prefix(), None, 256)?;
+            if found.is_empty() {
+                return Ok(());
+            }
+            for (key, _) in found {
+                let ino = keys::orphan_ino(&key).ok_or_else(|| corrupt("orphan key", &key))?;
+                let mut batch = match self.engine.get(&keys::inode_key(ino))? {
+                    Some(v) => {
+                        let rec = InodeRecord::decode(&v)
+                            .ok_or_else(|| corrupt("orphan inode", &keys::inode_key(ino)))?;
+                        purge_mutations(ino, &rec)
+                    }
+                    None => Vec::new(),
+                };
+                batch.push(Mutation::delete(ROOT_GROUP, key));
+                self.engine.write(&batch)?;
+                log::info!("reclaimed orphan inode {ino}");
+            }
+        }
+    }
+
+    /// The engine underneath (for stats).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Syncs and closes the engine.
+    pub fn close(self) -> FsResult<()> {
+        self.engine.close()?;
+        Ok(())
+    }
+
+    // ----- helpers (called with the state lock held) -----
+
+    fn load(&self, st: &State, ino: u64) -> FsResult<InodeRecord> {
+        if let Some(n) = st.nodes.get(&ino) {
+            // A ghost (gone) still answers getattr; callers that need a live inode check.
+            return Ok(n.rec.clone());
+        }
+        let key = keys::inode_key(ino);
+        match self.engine.get(&key)? {
+            Some(v) => InodeRecord::decode(&v).ok_or_else(|| corrupt("inode record", &key)),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// A directory that still exists (not removed).
+    fn load_dir(&self, st: &State, ino: u64) -> FsResult<InodeRecord> {
+        let rec = self.load(st, ino)?;
+        if rec.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if rec.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        Ok(rec)
+    }
+
+    fn read_dirents(&self, parent: u64, hash: u64) -> FsResult<Vec<DirEntry>> {
+        let key = keys::dirent_key(parent, hash);
+        match self.engine.get(&key)? {
+            Some(v) => keys::decode_dirents(&v).ok_or_else(|| corrupt("directory entry", &key)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn find_entry(&self, parent: u64, name: &[u8]) -> FsResult<Option<DirEntry>> {
+        let list = self.read_dirents(parent, keys::name_hash(name))?;
+        Ok(list.into_iter().find(|e| e.name == name))
+    }
+
+    fn txn_inode<'t>(
+        &self,
+        st: &State,
+        txn: &'t mut Txn,
+        ino: u64,
+    ) -> FsResult<&'t mut InodeRecord> {
+        if !txn.inodes.contains_key(&ino) {
+            let rec = self.load(st, ino)?;
+            txn.inodes.insert(ino, rec);
+        }
+        Ok(txn.inodes.get_mut(&ino).expect("inserted above"))
+    }
+
+    fn txn_dirents<'t>(
+        &self,
+        txn: &'t mut Txn,
+        parent: u64,
+        group: GroupId,
+        name: &[u8],
+    ) -> FsResult<&'t mut Vec<DirEntry>> {
+        let hash = keys::name_hash(name);
+        if !txn.dirents.contains_key(&(parent, hash)) {
+            let list = self.read_dirents(parent, hash)?;
+            txn.dirents.insert((parent, hash), (group, list));
+        }
+        Ok(&mut txn.dirents.get_mut(&(parent, hash)).expect("inserted above").1)
+    }
+
+    fn add_entry(
+        &self,
+        txn: &mut Txn,
+        parent: u64,
+        group: GroupId,
+        entry: DirEntry,
+    ) -> FsResult<()> {
+        let list = self.txn_dirents(txn, parent, group, &entry.name)?;
+        if list.len() >= keys::MAX_ENTRIES_PER_HASH {
+            // Hundreds of names sharing one 56-bit hash: treat as a full directory.
+            return Err(FsError::Engine(crate::engine::EngineError::NoSpace));
+        }
+        list.push(entry);
+        Ok(())
+    }
+
+    fn remove_entry(
+        &self,
+        txn: &mut Txn,
+        parent: u64,
+        group: GroupId,
+        name: &[u8],
+    ) -> FsResult<()> {
+        let list = self.txn_dirents(txn, parent, group, name)?;
+        let before = list.len();
+        list.retain(|e| e.name != name);
+        if list.len() == before {
+            return Err(FsError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn set_entry(
+        &self,
+        txn: &mut Txn,
+        parent: u64,
+        group: GroupId,
+        name: &[u8],
+        ino: u64,
+        kind: FileKind,
+    ) -> FsResult<()> {
+        let list = self.txn_dirents(txn, parent, group, name)?;
+        let e = list.iter_mut().find(|e| e.name == name).ok_or(FsError::NotFound)?;
+        e.ino = ino;
+        e.kind = kind;
+        Ok(())
+    }
+
+    fn alloc_ino(st: &State, txn: &mut Txn) -> u64 {
+        let (next, limit) = txn.alloc.unwrap_or((st.next_ino, st.ino_limit));
+        let ino = next;
+        let mut limit = limit;
+        if ino >= limit {
+            limit = ino + INODE_RESERVE_BLOCK;
+            // IMPORTANT: the raised mark is in the same batch as the inode that needs it, so a
+            // crash can never leave an inode numbered at or above the persisted mark.
+            txn.post.push(Mutation::put(
+                ROOT_GROUP,
+                keys::meta_key(keys::META_INODE_HIGH_WATER),
+                keys::encode_u64(limit),
+            ));
+        }
+        txn.alloc = Some((ino + 1, limit));
+        ino
+    }
+
+    /// Drops one link of `ino` inside `txn`: at zero links, purge now (no open handle) or
+    /// record an orphan (open handles keep the data until the last release).
+    fn drop_link(&self, st: &State, txn: &mut Txn, ino: u64, now: Timestamp) -> FsResult<()> {
+        let opens = st.nodes.get(&ino).map_or(0, |n| n.opens);
+        let rec = self.txn_inode(st, txn, ino)?;
+        rec.nlink = rec.nlink.saturating_sub(1);
+        if rec.kind == FileKind::Directory {
+            // A removed directory loses both its entry and its "." link.
+            rec.nlink = 0;
+        }
+        rec.ctime = now;
+        if rec.nlink > 0 {
+            return Ok(());
+        }
+        let rec = rec.clone();
+        if opens > 0 {
+            txn.post.push(Mutation::put(rec.group, keys::orphan_key(ino), Vec::new()));
+        } else {
+            txn.pre.extend(purge_mutations(ino, &rec));
+            txn.purged.insert(ino);
+        }
+        Ok(())
+    }
+
+    /// Writes `txn` as one batch and, once it is applied, updates the in-memory state.
+    fn commit(&self, st: &mut State, txn: Txn) -> FsResult<()> {
+        let alloc = txn.alloc;
+        let purged = txn.purged.clone();
+        let inodes: Vec<(u64, InodeRecord)> =
+            txn.inodes.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let batch = txn.into_batch();
+        if !batch.is_empty() {
+            self.engine.write(&batch)?;
+        }
+        if let Some((next, limit)) = alloc {
+            st.next_ino = next;
+            st.ino_limit = limit;
+        }
+        for (ino, rec) in inodes {
+            if let Some(node) = st.nodes.get_mut(&ino) {
+                node.rec = rec;
+                if node.rec.nlink == 0 {
+                    if purged.contains(&ino) {
+                        node.gone = true;
+                    } else {
+                        node.orphan = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remember(st: &mut State, ino: u64, rec: &InodeRecord, lookups: u64, opens: u64) {
+        let node = st.nodes.entry(ino).or_insert_with(|| Node {
+            rec: rec.clone(),
+            lookups: 0,
+            opens: 0,
+            orphan: false,
+            gone: false,
+        });
+        node.lookups += lookups;
+        node.opens += opens;
+    }
+
+    /// Drops a node nobody references; purges an orphan whose last handle closed.
+    fn settle(&self, st: &mut State, ino: u64) -> FsResult<()> {
+        let Some(node) = st.nodes.get(&ino) else { return Ok(()) };
+        if node.orphan && !node.gone && node.opens == 0 {
+            let mut batch = purge_mutations(ino, &node.rec);
+            batch.push(Mutation::delete(node.rec.group, keys::orphan_key(ino)));
+            self.engine.write(&batch)?;
+            let node = st.nodes.get_mut(&ino).expect("checked above");
+            node.gone = true;
+            node.orphan = false;
+        }
+        let node = st.nodes.get(&ino).expect("checked above");
+        if ino != ROOT_INO && node.lookups == 0 && node.opens == 0 {
+            st.nodes.remove(&ino);
+        }
+        Ok(())
+    }
+
+    // ----- operations -----
+
+    /// Looks `name` up in `parent` and takes one lookup reference on the result.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        let mut st = self.state.lock();
+        let prec = self.load_dir(&st, parent)?;
+        let ino = match name {
+            b"." => parent,
+            b".." => prec.parent,
+            _ => self.find_entry(parent, name)?.ok_or(FsError::NotFound)?.ino,
+        };
+        let rec = self.load(&st, ino)?;
+        Self::remember(&mut st, ino, &rec, 1, 0);
+        Ok(to_attr(ino, &rec))
+    }
+
+    /// Takes one lookup reference on `ino` (readdirplus entries). Unknown inodes are ignored.
+    pub fn note_lookup(&self, ino: u64) {
+        let mut st = self.state.lock();
+        if let Ok(rec) = self.load(&st, ino) {
+            Self::remember(&mut st, ino, &rec, 1, 0);
+        }
+    }
+
+    /// Drops `count` lookup references.
+    pub fn forget(&self, ino: u64, count: u64) {
+        let mut st = self.state.lock();
+        if let Some(node) = st.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(count);
+            if let Err(e) = self.settle(&mut st, ino) {
+                log::error!("forget of inode {ino}: {e}");
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let st = self.state.lock();
+        let rec = self.load(&st, ino)?;
+        Ok(to_attr(ino, &rec))
+    }
+
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<Attr> {
+        let now = Timestamp::now();
+        let mut st = self.state.lock();
+        let mut txn = Txn::default();
+        let rec = self.txn_inode(&st, &mut txn, ino)?;
+        if rec.nlink == 0 && st.nodes.get(&ino).is_some_and(|n| n.gone) {
+            return Err(FsError::NotFound);
+        }
+        let mut rec = rec.clone();
+        if let Some(size) = set.size {
+            match rec.kind {
+                FileKind::Regular => {}
+                FileKind::Directory => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid),
+            }
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            self.truncate_mutations(ino, &mut rec, size, &mut txn)?;
+            rec.mtime = now;
+        }
+        if let Some(mode) = set.mode {
+            rec.perm = (mode & 0o7777) as u16;
+        }
+        if let Some(uid) = set.uid {
+            rec.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            rec.gid = gid;
+        }
+        if let Some(flags) = set.flags {
+            rec.flags = flags;
+        }
+        if let Some(t) = set.atime {
+            rec.atime = resolve_time(t, now);
+        }
+        if let Some(t) = set.mtime {
+            rec.mtime = resolve_time(t, now);
+        }
+        if let Some(t) = set.crtime {
+            rec.crtime = Timestamp::from_system(t);
+        }
+        rec.ctime = set.ctime.map_or(now, Timestamp::from_system);
+        txn.inodes.insert(ino, rec.clone());
+        self.commit(&mut st, txn)?;
+        Ok(to_attr(ino, &rec))
+    }
+
+    /// Adds to `txn` what changes the size of regular file `ino` from `rec.size` to `size`, and
+    /// updates `rec` (size, page count).
+    fn truncate_mutations(
+        &self,
+        ino: u64,
+        rec: &mut InodeRecord,
+        size: u64,
+        txn: &mut Txn,
+    ) -> FsResult<()> {
+        let g = rec.group;
+        if size < rec.size {
+            let keep_pages = size.div_ceil(keys::PAGE_SIZE);
+            let old_pages = rec.size.div_ceil(keys::PAGE_SIZE);
+            // Count the stored pages that go away (index lookups only, no I/O).
+            let span = old_pages - keep_pages;
+            let removed = if span <= TRUNCATE_COUNT_PAGES_MAX {
+                (keep_pages..old_pages)
+                    .filter(|p| self.engine.contains(&keys::chunk_key(ino, *p)))
+                    .count() as u64
+            } else {
+                rec.pages.saturating_sub(keep_pages)
+            };
+            rec.pages = rec.pages.saturating_sub(removed).min(keep_pages);
+            if size == 0 {
+                txn.pre.push(Mutation::delete_prefix(g, keys::chunk_prefix(ino)));
+            } else {
+                txn.pre.push(Mutation::DeleteRange {
+                    group: g,
+                    start: keys::chunk_key(ino, keep_pages),
+                    end: keys::chunk_end(ino),
+                });
+                // The new last page, if partial, is rewritten shortened so that the bytes past
+                // the new size read as zeros if the file grows again.
+                let tail = (size % keys::PAGE_SIZE) as usize;
+                if tail != 0 {
+                    let key = keys::chunk_key(ino, size / keys::PAGE_SIZE);
+                    if let Some(mut page) = self.engine.get(&key)? {
+                        if page.len() > tail {
+                            page.truncate(tail);
+                            txn.post.push(Mutation::put(g, key, page));
+                        }
+                    }
+                }
+            }
+        }
+        rec.size = size;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        caller: Caller,
+        symlink_target: Option<&[u8]>,
+        open: bool,
+    ) -> FsResult<(Attr, Option<u64>)> {
+        check_name(name)?;
+        let now = Timestamp::now();
+        let mut st = self.state.lock();
+        let prec = self.load_dir(&st, parent)?;
+        if self.find_entry(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let mut txn = Txn::default();
+        let ino = Self::alloc_ino(&st, &mut txn);
+        let mut perm = (mode & !umask & 0o7777) as u16;
+        let mut gid = caller.gid;
+        if prec.perm & (libc::S_ISGID as u16) != 0 {
+            gid = prec.gid;
+            if kind == FileKind::Directory {
+                perm |= libc::S_ISGID as u16;
+            }
+        }
+        let rec = InodeRecord {
+            kind,
+            perm: if kind == FileKind::Symlink { 0o777 } else { perm },
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
+            uid: caller.uid,
+            gid,
+            rdev,
+            flags: 0,
+            size: symlink_target.map_or(0, |t| t.len() as u64),
+            pages: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            // Every directory is in the root group for now; a file's home group is its parent's.
+            group: if kind == FileKind::Directory { ROOT_GROUP } else { prec.group },
+            parent,
+        };
+        self.add_entry(&mut txn, parent, prec.group, DirEntry { name: name.to_vec(), ino, kind })?;
+        {
+            let p = self.txn_inode(&st, &mut txn, parent)?;
+            p.mtime = now;
+            p.ctime = now;
+            if kind == FileKind::Directory {
+                p.nlink += 1;
+            }
+        }
+        if let Some(target) = symlink_target {
+            txn.post.push(Mutation::put(rec.group, keys::symlink_key(ino), target.to_vec()));
+        }
+        txn.inodes.insert(ino, rec.clone());
+        self.commit(&mut st, txn)?;
+        Self::remember(&mut st, ino, &rec, 1, u64::from(open));
+        let fh = open.then(|| self.next_fh.fetch_add(1, Ordering::Relaxed));
+        Ok((to_attr(ino, &rec), fh))
+    }
+
+    /// Creates and opens a regular file; returns its attributes and a file handle.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> FsResult<(Attr, u64)> {
+        let (attr, fh) =
+            self.make_node(parent, name, FileKind::Regular, mode, umask, 0, caller, None, true)?;
+        Ok((attr, fh.expect("opened")))
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        let kind = FileKind::from_mode(mode).ok_or(FsError::Invalid)?;
+        if kind == FileKind::Directory || kind == FileKind::Symlink {
+            return Err(FsError::Invalid);
+        }
+        Ok(self.make_node(parent, name, kind, mode, umask, rdev, caller, None, false)?.0)
+    }
+
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        Ok(self
+            .make_node(parent, name, FileKind::Directory, mode, umask, 0, caller, None, false)?
+            .0)
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        if target.len() > MAX_SYMLINK_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        if target.is_empty() {
+            return Err(FsError::NotFound);
+        }
+        Ok(self
+            .make_node(parent, name, FileKind::Symlink, 0o777, 0, 0, caller, Some(target), false)?
+            .0)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let st = self.state.lock();
+        let rec = self.load(&st, ino)?;
+        if rec.kind != FileKind::Symlink {
+            return Err(FsError::Invalid);
+        }
+        self.engine.get(&keys::symlink_key(ino))?.ok_or(FsError::NotFound)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        let now = Timestamp::now();
+        let mut st = self.state.lock();
+        let prec = self.load_dir(&st, parent)?;
+        let entry = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
+        if entry.kind == FileKind::Directory {
+            return Err(FsError::IsDir);
+        }
+        let mut txn = Txn::default();
+        self.remove_entry(&mut txn, parent, prec.group, name)?;
+        {
+            let p = self.txn_inode(&st, &mut txn, parent)?;
+            p.mtime = now;
+            p.ctime = now;
+        }
+        self.drop_link(&st, &mut txn, entry.ino, now)?;
+        self.commit(&mut st, txn)
+    }
+
+    fn dir_is_empty(&self, ino: u64) -> FsResult<bool> {
+        Ok(self.engine.scan(&keys::dirent_prefix(ino), None, 1)?.is_empty())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        match name {
+            b"." => return Err(FsError::Invalid),
+            b".." => return Err(FsError::NotEmpty),
+            _ => {}
+        }
+        let now = Timestamp::now();
+        let mut st = self.state.lock();
+        let prec = self.load_dir(&st, parent)?;
+        let entry = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
+        if entry.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        if !self.dir_is_empty(entry.ino)? {
+            return Err(FsError::NotEmpty);
+        }
+        let mut txn = Txn::default();
+        self.remove_entry(&mut txn, parent, prec.group, name)?;
+        {
+            let p = self.txn_inode(&st, &mut txn, parent)?;
+            p.mtime = now;
+            p.ctime = now;
+            p.nlink = p.nlink.saturating_sub(1);
+        }
+        self.drop_link(&st, &mut txn, entry.ino, now)?;
+        self.commit(&mut st, txn)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
+        check_name(newname)?;
+        let now = Timestamp::now();
+        let mut st = self.state.lock();
+        let prec = self.load_dir(&st, newparent)?;
+        let rec = self.load(&st, ino)?;
+        if rec.kind == FileKind::Directory {
+            return Err(FsError::NotPermitted);
+        }
+        if rec.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        if self.find_entry(newparent, newname)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let mut txn = Txn::default();
+        self.add_entry(
+            &mut txn,
+            newparent,
+            prec.group,
+            DirEntry { name: newname.to_vec(), ino, kind: rec.kind },
+        )?;
+        {
+            let r = self.txn_inode(&st, &mut txn, ino)?;
+            r.nlink += 1;
+            r.ctime = now;
+        }
+        {
+            let p = self.txn_inode(&st, &mut txn, newparent)?;
+            p.mtime = now;
+            p.ctime = now;
+        }
+        let rec = txn.inodes[&ino].clone();
+        self.commit(&mut st, txn)?;
+        Self::remember(&mut st, ino, &rec, 1, 0);
+        Ok(to_attr(ino, &rec))
+    }
+
+    /// Whether `dir` is `ancestor` or lies below it (walks parent pointers up to the root).
+    fn is_within(&self, st: &State, dir: u64, ancestor: u64) -> FsResult<bool> {
+        let mut cur = dir;
+        // Bounded walk: a corrupt parent cycle must not hang the daemon.
+        for _ in 0..100_000 {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            if cur == ROOT_INO {
+                return Ok(false);
+            }
+            cur = self.load(st, cur)?.parent;
+        }
+        Err(FsError::Corrupt(format!("directory parent chain of {dir} does not reach the root")))
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+            return Err(FsError::Invalid);
+        }
+        if flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0 {
+            return Err(FsError::Invalid);
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        check_name(newname)?;
+        let now = Timestamp::now();
+        let mut st = self.state.lock();
+        let prec = self.load_dir(&st, parent)?;
+        let nprec = self.load_dir(&st, newparent)?;
+        let src = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = self.find_entry(newparent, newname)?;
+        if parent == newparent && name == newname {
+            return Ok(());
+        }
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        if exchange && dst.is_none() {
+            return Err(FsError::NotFound);
+        }
+        if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(FsError::Exists);
+        }
+        let src_dir = src.kind == FileKind::Directory;
+        if src_dir && self.is_within(&st, newparent, src.ino)? {
+            return Err(FsError::Invalid);
+        }
+        let mut txn = Txn::default();
+        if exchange {
+            let dst = dst.expect("checked above");
+            let dst_dir = dst.kind == FileKind::Directory;
+            if dst_dir && self.is_within(&st, parent, dst.ino)? {
+                return Err(FsError::Invalid);
+            }
+            self.set_entry(&mut txn, parent, prec.group, name, dst.ino, dst.kind)?;
+            self.set_entry(&mut txn, newparent, nprec.group, newname, src.ino, src.kind)?;
+            for (ino, is_dir, new_parent) in
+                [(src.ino, src_dir, newparent), (dst.ino, dst_dir, parent)]
+            {
+                let r = self.txn_inode(&st, &mut txn, ino)?;
+                r.ctime = now;
+                if is_dir {
+                    r.parent = new_parent;
+                }
+            }
+            if parent != newparent && src_dir != dst_dir {
+                let delta: i64 = if dst_dir { 1 } else { -1 };
+                let p = self.txn_inode(&st, &mut txn, parent)?;
+                p.nlink = (i64::from(p.nlink) + delta) as u32;
+                let np = self.txn_inode(&st, &mut txn, newparent)?;
+                np.nlink = (i64::from(np.nlink) - delta) as u32;
+            }
+        } else {
+            if let Some(dst) = &dst {
+                if dst.ino == src.ino {
+                    // Two links to one inode: rename does nothing (POSIX).
+                    return Ok(());
+                }
+                let dst_dir = dst.kind == FileKind::Directory;
+                if src_dir && !dst_dir {
+                    return Err(FsError::NotDir);
+                }
+                if !src_dir && dst_dir {
+                    return Err(FsError::IsDir);
+                }
+                if dst_dir && !self.dir_is_empty(dst.ino)? {
+                    return Err(FsError::NotEmpty);
+                }
+                self.remove_entry(&mut txn, newparent, nprec.group, newname)?;
+                if dst_dir {
+                    let np = self.txn_inode(&st, &mut txn, newparent)?;
+                    np.nlink = np.nlink.saturating_sub(1);
+                }
+                self.drop_link(&st, &mut txn, dst.ino, now)?;
+            }
+            self.remove_entry(&mut txn, parent, prec.group, name)?;
+            self.add_entry(
+                &mut txn,
+                newparent,
+                nprec.group,
+                DirEntry { name: newname.to_vec(), ino: src.ino, kind: src.kind },
+            )?;
+            {
+                let r = self.txn_inode(&st, &mut txn, src.ino)?;
+                r.ctime = now;
+                if src_dir {
+                    r.parent = newparent;
+                }
+            }
+            if src_dir && parent != newparent {
+                let p = self.txn_inode(&st, &mut txn, parent)?;
+                p.nlink = p.nlink.saturating_sub(1);
+                let np = self.txn_inode(&st, &mut txn, newparent)?;
+                np.nlink += 1;
+            }
+        }
+        for p in [parent, newparent] {
+            let r = self.txn_inode(&st, &mut txn, p)?;
+            r.mtime = now;
+            r.ctime = now;
+        }
+        self.commit(&mut st, txn)
+    }
+
+    /// Opens `ino`; returns a file handle.
+    pub fn open(&self, ino: u64) -> FsResult<u64> {
+        let mut st = self.state.lock();
+        let rec = self.load(&st, ino)?;
+        if st.nodes.get(&ino).is_some_and(|n| n.gone) {
+            return Err(FsError::NotFound);
+        }
+        Self::remember(&mut st, ino, &rec, 0, 1);
+        Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Closes a handle of `ino`; the last close of an unlinked file purges it.
+    pub fn release(&self, ino: u64, _fh: u64) -> FsResult<()> {
+        let mut st = self.state.lock();
+        match st.nodes.get_mut(&ino) {
+            Some(node) if node.opens > 0 => node.opens -= 1,
+            _ => return Err(FsError::BadHandle),
+        }
+        self.settle(&mut st, ino)
+    }
+
+    /// Reads up to `size` bytes at `offset`; holes read as zeros; short at end of file.
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let file_size = {
+            let st = self.state.lock();
+            let rec = self.load(&st, ino)?;
+            if rec.kind == FileKind::Directory {
+                return Err(FsError::IsDir);
+            }
+            rec.size
+        };
+        if offset >= file_size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = file_size.min(offset.saturating_add(u64::from(size)));
+        let mut out = vec![0u8; (end - offset) as usize];
+        let first = offset / keys::PAGE_SIZE;
+        let last = (end - 1) / keys::PAGE_SIZE;
+        let pages = self.engine.scan_range(
+            &keys::chunk_key(ino, first),
+            &keys::chunk_key(ino, last + 1),
+            (last - first + 1) as usize,
+        )?;
+        for (key, value) in pages {
+            let page = keys::chunk_page_index(ino, &key).ok_or_else(|| corrupt("page key", &key))?;
+            let pstart = page * keys::PAGE_SIZE;
+            let from = pstart.max(offset);
+            let to = (pstart + value.len() as u64).min(end);
+            if from < to {
+                out[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&value[(from - pstart) as usize..(to - pstart) as usize]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` at `offset`. Pages are written in batches of at most one engine batch; if a
+    /// later batch fails, the bytes written so far are reported (a short write).
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = offset.checked_add(data.len() as u64).ok_or(FsError::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let mut st = self.state.lock();
+        let mut rec = self.load(&st, ino)?;
+        match rec.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid),
+        }
+        if st.nodes.get(&ino).is_some_and(|n| n.gone) {
+            return Err(FsError::NotFound);
+        }
+        let group = rec.group;
+        let mut batch: Vec<Mutation> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut written_end = offset; // end of the bytes in committed batches
+        let mut pos = offset;
+        while pos < end {
+            let page = pos / keys::PAGE_SIZE;
+            let pstart = page * keys::PAGE_SIZE;
+            let pend = (pstart + keys::PAGE_SIZE).min(end);
+            let from = (pos - pstart) as usize;
+            let to = (pend - pstart) as usize;
+            let src = &data[(pos - offset) as usize..(pend - offset) as usize];
+            let key = keys::chunk_key(ino, page);
+            let existed = self.engine.contains(&key);
+            let value = if from == 0 && to == keys::PAGE_SIZE as usize {
+                src.to_vec()
+            } else {
+                // Read-modify-write of a partial page only.
+                let mut buf = if existed { self.engine.get(&key)?.unwrap_or_default() } else { Vec::new() };
+                if buf.len() < to {
+                    buf.resize(to, 0);
+                }
+                buf[from..to].copy_from_slice(src);
+                buf
+            };
+            if !existed {
+                rec.pages += 1;
+            }
+            let m = Mutation::put(group, key, value);
+            batch_bytes += m.encoded_len();
+            batch.push(m);
+            pos = pend;
+            if batch_bytes >= WRITE_BATCH_BUDGET - (keys::PAGE_SIZE as usize + 64) || pos == end {
+                let now = Timestamp::now();
+                rec.size = rec.size.max(pos);
+                rec.mtime = now;
+                rec.ctime = now;
+                batch.push(Mutation::put(group, keys::inode_key(ino), rec.encode()));
+                let result = self.engine.write(&batch);
+                batch.clear();
+                batch_bytes = 0;
+                if let Err(e) = result {
+                    if written_end > offset {
+                        break;
+                    }
+                    return Err(e.into());
+                }
+                written_end = pos;
+                if let Some(node) = st.nodes.get_mut(&ino) {
+                    node.rec = rec.clone();
+                }
+            }
+        }
+        // Reload the committed record if a later batch failed (rec holds uncommitted counts).
+        if written_end < end {
+            if let Ok(r) = self.load(&st, ino) {
+                if let Some(node) = st.nodes.get_mut(&ino) {
+                    node.rec = r;
+                }
+            }
+        }
+        drop(st);
+        Ok((written_end - offset) as u32)
+    }
+
+    /// fallocate: only mode 0 (allocate, extending the size). Space is not reserved.
+    pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        if mode != 0 {
+            return Err(FsError::NotSupported);
+        }
+        let end = offset.checked_add(length).ok_or(FsError::FileTooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let mut st = self.state.lock();
+        let mut rec = self.load(&st, ino)?;
+        if rec.kind != FileKind::Regular {
+            return Err(FsError::NotSupported);
+        }
+        if end <= rec.size {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        rec.size = end;
+        rec.ctime = now;
+        let mut txn = Txn::default();
+        txn.inodes.insert(ino, rec);
+        self.commit(&mut st, txn)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn fsync(&self) -> FsResult<()> {
+        self.engine.sync()?;
+        Ok(())
+    }
+
+    /// Checks that `ino` is a directory that can be listed.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let st = self.state.lock();
+        let rec = self.load(&st, ino)?;
+        if rec.kind != FileKind::Directory {
+            return Err(FsError::NotDir);
+        }
+        Ok(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Entries of directory `ino` after cookie `offset` (0: from the start), `.` and `..`
+    /// included. An empty result means the end. Cookies are name hashes, so entries added or
+    /// removed meanwhile never make the listing skip or repeat others.
+    pub fn readdir(&self, ino: u64, offset: u64) -> FsResult<Vec<DirListEntry>> {
+        let parent = {
+            let st = self.state.lock();
+            let rec = self.load(&st, ino)?;
+            if rec.kind != FileKind::Directory {
+                return Err(FsError::NotDir);
+            }
+            rec.parent
+        };
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push(DirListEntry { ino, kind: FileKind::Directory, name: b".".to_vec(), cookie: 1 });
+        }
+        if offset < 2 {
+            out.push(DirListEntry {
+                ino: parent,
+                kind: FileKind::Directory,
+                name: b"..".to_vec(),
+                cookie: 2,
+            });
+        }
+        let prefix = keys::dirent_prefix(ino);
+        let start_after = if offset <= 2 {
+            None
+        } else {
+            let (hash, done) = keys::split_cookie(offset);
+            for (i, e) in self.read_dirents(ino, hash)?.into_iter().enumerate().skip(done) {
+                out.push(DirListEntry {
+                    ino: e.ino,
+                    kind: e.kind,
+                    name: e.name,
+                    cookie: keys::dirent_cookie(hash, i),
+                });
+            }
+            Some(keys::dirent_key(ino, hash))
+        };
+        let records = self.engine.scan(&prefix, start_after.as_deref(), READDIR_BATCH)?;
+        for (key, value) in records {
+            let hash = keys::dirent_key_hash(ino, &key).ok_or_else(|| corrupt("dirent key", &key))?;
+            let list = keys::decode_dirents(&value).ok_or_else(|| corrupt("dirent", &key))?;
+            for (i, e) in list.into_iter().enumerate() {
+                out.push(DirListEntry {
+                    ino: e.ino,
+                    kind: e.kind,
+                    name: e.name,
+                    cookie: keys::dirent_cookie(hash, i),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// As [`Fs::readdir`], with each entry's attributes (readdirplus). Takes no lookup
+    /// references: the caller calls [`Fs::note_lookup`] for each entry it hands out.
+    pub fn readdir_plus(&self, ino: u64, offset: u64) -> FsResult<Vec<(DirListEntry, Attr)>> {
+        let entries = self.readdir(ino, offset)?;
+        let st = self.state.lock();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            match self.load(&st, e.ino) {
+                Ok(rec) => {
+                    let attr = to_attr(e.ino, &rec);
+                    out.push((e, attr));
+                }
+                // Removed since the listing: skip it.
+                Err(FsError::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let s = self.engine.stats();
+        let bs = u64::from(BLOCK_SIZE);
+        let blocks = s.capacity_bytes / bs;
+        let free = s.capacity_bytes.saturating_sub(s.live_bytes) / bs;
+        let st = self.state.lock();
+        let files_total = u64::MAX >> 1;
+        StatFs {
+            blocks,
+            blocks_free: free,
+            blocks_available: free,
+            files: files_total,
+            files_free: files_total - st.next_ino.min(files_total),
+            block_size: BLOCK_SIZE,
+            name_len_max: MAX_NAME_LEN as u32,
+        }
+    }
+
+    // ----- xattrs -----
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        if name.len() > MAX_XATTR_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        if name.is_empty() {
+            return Err(FsError::Invalid);
+        }
+        if value.len() > MAX_XATTR_VALUE_LEN {
+            return Err(FsError::TooBig);
+        }
+        if ino == ROOT_INO && name == STATS_XATTR {
+            return Err(FsError::NotPermitted);
+        }
+        let mut st = self.state.lock();
+        let mut rec = self.load(&st, ino)?;
+        let key = keys::xattr_key(ino, name);
+        let exists = self.engine.contains(&key);
+        if flags & libc::XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & libc::XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::NoXattr);
+        }
+        rec.ctime = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.post.push(Mutation::put(rec.group, key, value.to_vec()));
+        txn.inodes.insert(ino, rec);
+        self.commit(&mut st, txn)
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        if ino == ROOT_INO && name == STATS_XATTR {
+            return Ok(stats::stats_json(&self.engine.stats()).into_bytes());
+        }
+        if name.len() > MAX_XATTR_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        let st = self.state.lock();
+        self.load(&st, ino)?;
+        self.engine.get(&keys::xattr_key(ino, name))?.ok_or(FsError::NoXattr)
+    }
+
+    /// Names of `ino`'s xattrs, each followed by a NUL byte (the listxattr format).
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let st = self.state.lock();
+        self.load(&st, ino)?;
+        let prefix = keys::xattr_prefix(ino);
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let found = self.engine.scan(&prefix, after.as_deref(), 256)?;
+            if found.is_empty() {
+                return Ok(out);
+            }
+            for (key, _) in &found {
+                out.extend_from_slice(&key[prefix.len()..]);
+                out.push(0);
+            }
+            after = found.last().map(|(k, _)| k.clone());
+        }
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        if name.len() > MAX_XATTR_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        let mut st = self.state.lock();
+        let mut rec = self.load(&st, ino)?;
+        let key = keys::xattr_key(ino, name);
+        if !self.engine.contains(&key) {
+            return Err(FsError::NoXattr);
+        }
+        rec.ctime = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.post.push(Mutation::delete(rec.group, key));
+        txn.inodes.insert(ino, rec);
+        self.commit(&mut st, txn)
+    }
+
+    /// access(2): checks `mask` (R_OK/W_OK/X_OK bits; 0 = existence) against the mode bits.
+    pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> FsResult<()> {
+        let st = self.state.lock();
+        let rec = self.load(&st, ino)?;
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let perm = u32::from(rec.perm);
+        let granted = if caller.uid == 0 {
+            // Root may read and write anything, and execute if any execute bit is set.
+            let x = if perm & 0o111 != 0 || rec.kind == FileKind::Directory { 1 } else { 0 };
+            6 | x
+        } else if caller.uid == rec.uid {
+            (perm >> 6) & 7
+        } else if caller.gid == rec.gid {
+            (perm >> 3) & 7
+        } else {
+            perm & 7
+        };
+        if (mask as u32) & 7 & !granted != 0 {
+            return Err(FsError::Access);
+        }
+        Ok(())
+    }
+}
+
+/// What a getxattr/listxattr reply should say for a value and the caller's buffer size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum XattrReply {
+    /// The caller asked for the size only.
+    Size(u32),
+    /// The value fits.
+    Data(Vec<u8>),
+}
+
+/// Size 0 asks for the length; a buffer too small is ERANGE.
+pub fn xattr_reply(value: Vec<u8>, size: u32) -> FsResult<XattrReply> {
+    if size == 0 {
+        Ok(XattrReply::Size(value.len() as u32))
+    } else if value.len() > size as usize {
+        Err(FsError::Range)
+    } else {
+        Ok(XattrReply::Data(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattr_reply_sizes() {
+        assert_eq!(xattr_reply(vec![1, 2, 3], 0).unwrap(), XattrReply::Size(3));
+        assert_eq!(xattr_reply(vec![1, 2, 3], 3).unwrap(), XattrReply::Data(vec![1, 2, 3]));
+        assert_eq!(xattr_reply(vec![1, 2, 3], 2).unwrap_err().errno(), libc::ERANGE);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(check_name(&[b'a'; 256]).unwrap_err().errno(), libc::ENAMETOOLONG);
+        assert!(check_name(&[b'a'; 255]).is_ok());
+        assert_eq!(check_name(b"a/b").unwrap_err().errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn blocks_count_stored_pages() {
+        let now = Timestamp::now();
+        let rec = InodeRecord {
+            kind: FileKind::Regular,
+            perm: 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            flags: 0,
+            size: 1 << 30,
+            pages: 3,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            group: 0,
+            parent: 1,
+        };
+        assert_eq!(to_attr(5, &rec).blocks, 24);
+    }
+}

@@ -1,0 +1,142 @@
+//! `logstorfs stats` output: the engine's figures as a JSON object, written by hand.
+
+use std::fmt::Write as _;
+
+use crate::engine::{EngineStats, GroupId, ROOT_GROUP};
+
+/// Escapes `s` as the contents of a JSON string.
+pub fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The root directory (relative to the mount) of a group: "/" for the root group. Other groups
+/// do not exist yet (a later issue splits them off directories).
+fn group_root(id: GroupId) -> String {
+    if id == ROOT_GROUP { "/".to_string() } else { format!("?group-{id}") }
+}
+
+/// The stats JSON object (one line).
+pub fn stats_json(s: &EngineStats) -> String {
+    let mut o = String::from("{");
+    let fields: [(&str, u64); 16] = [
+        ("capacity_bytes", s.capacity_bytes),
+        ("segment_size_bytes", s.segment_size_bytes),
+        ("segments_total", s.segments_total),
+        ("segments_free", s.segments_free),
+        ("mixed_segments", s.mixed_segments),
+        ("live_bytes", s.live_bytes),
+        ("index_entries", s.index_entries),
+        ("index_bytes", s.index_bytes),
+        ("user_bytes_written", s.user_bytes_written),
+        ("separator_bytes_written", s.separator_bytes_written),
+        ("compaction_bytes_written", s.compaction_bytes_written),
+        ("device_bytes_written", s.device_bytes_written),
+        ("segments_reclaimed", s.segments_reclaimed),
+        ("last_lsn", s.last_lsn),
+        ("durable_lsn", s.durable_lsn),
+        ("groups_count", s.groups.len() as u64),
+    ];
+    for (name, v) in fields {
+        let _ = write!(o, "\"{name}\":{v},");
+    }
+    o.push_str("\"groups\":[");
+    for (i, g) in s.groups.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        let hist: Vec<String> = g.utilization_histogram.iter().map(|v| v.to_string()).collect();
+        let _ = write!(
+            o,
+            "{{\"id\":{},\"root\":\"{}\",\"segments\":{},\"live_bytes\":{},\"utilization_histogram\":[{}]}}",
+            g.id,
+            json_escape(&group_root(g.id)),
+            g.segments,
+            g.live_bytes,
+            hist.join(",")
+        );
+    }
+    o.push_str("]}");
+    o
+}
+
+/// A human-readable rendering of the same figures.
+pub fn stats_text(s: &EngineStats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "capacity_bytes           {}", s.capacity_bytes);
+    let _ = writeln!(o, "segment_size_bytes       {}", s.segment_size_bytes);
+    let _ = writeln!(o, "segments_total           {}", s.segments_total);
+    let _ = writeln!(o, "segments_free            {}", s.segments_free);
+    let _ = writeln!(o, "mixed_segments           {}", s.mixed_segments);
+    let _ = writeln!(o, "live_bytes               {}", s.live_bytes);
+    let _ = writeln!(o, "index_entries            {}", s.index_entries);
+    let _ = writeln!(o, "index_bytes              {}", s.index_bytes);
+    let _ = writeln!(o, "user_bytes_written       {}", s.user_bytes_written);
+    let _ = writeln!(o, "separator_bytes_written  {}", s.separator_bytes_written);
+    let _ = writeln!(o, "compaction_bytes_written {}", s.compaction_bytes_written);
+    let _ = writeln!(o, "device_bytes_written     {}", s.device_bytes_written);
+    for g in &s.groups {
+        let _ = writeln!(
+            o,
+            "group {} root {} segments {} live_bytes {} histogram {:?}",
+            g.id,
+            group_root(g.id),
+            g.segments,
+            g.live_bytes,
+            g.utilization_histogram
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::GroupStats;
+
+    #[test]
+    fn escapes_quotes_backslashes_and_controls() {
+        assert_eq!(json_escape("a\"b\\c\n\u{1}"), "a\\\"b\\\\c\\n\\u0001");
+    }
+
+    #[test]
+    fn json_has_required_fields_and_groups() {
+        let s = EngineStats {
+            capacity_bytes: 1 << 30,
+            live_bytes: 77,
+            groups: vec![GroupStats {
+                id: 0,
+                segments: 3,
+                live_bytes: 70,
+                utilization_histogram: [1, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            }],
+            ..Default::default()
+        };
+        let j = stats_json(&s);
+        for f in [
+            "\"capacity_bytes\":1073741824",
+            "\"live_bytes\":77",
+            "\"segments_free\":0",
+            "\"index_bytes\":0",
+            "\"separator_bytes_written\":0",
+            "\"compaction_bytes_written\":0",
+            "\"groups\":[{\"id\":0,\"root\":\"/\",\"segments\":3,\"live_bytes\":70,\"utilization_histogram\":[1,0,0,0,0,0,0,0,0,2]}]",
+        ] {
+            assert!(j.contains(f), "{f} missing from {j}");
+        }
+        assert!(j.starts_with('{') && j.ends_with('}'));
+    }
+}
