@@ -1,39 +1,160 @@
 //! The storage engine: a log-structured key-value store modelled on ScyllaDB's logstor.
 //!
 //! It knows keys, records, compaction groups and segments; nothing of inodes, paths or FUSE.
-//! See `ARCHITECTURE.md` for the map and the invariants.
+//!
+//! Map (each module's doc says more):
+//! - `api`: the public types: [`Mutation`], [`EngineOptions`], [`EngineError`], [`EngineStats`],
+//!   the limits.
+//! - `format`: every on-disk byte (buffer and record headers, superblock).
+//! - [`storage`]: files, or crash-simulation memory ([`storage::SimStorage`]).
+//! - `segments`: the segment manager (states, generations, live bytes, allocation).
+//! - `log`: the write buffer, its write gate, group commit and the active segment.
+//! - `index`: key -> location, version and group.
+//! - `recovery`: rebuilds all of the above from the segments at open.
+//!
+//! See `ARCHITECTURE.md` for the invariants and how they are tested.
 
 mod api;
 pub(crate) mod format;
+mod index;
+mod log;
+mod recovery;
+mod segments;
+pub mod storage;
 
 pub use api::*;
+pub use recovery::RecoveryReport;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// An open store. Cheap to share between threads (`&Engine` is `Sync`).
+use crc32fast::Hasher;
+use parking_lot::{Condvar, Mutex};
+
+use format::{
+    BLOCK_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SegmentKind, Superblock,
+    record_body_crc, version_of,
+};
+use index::{Entry, Index, Location, RangeDelete, Update};
+use segments::SegmentManager;
+use storage::{FileStorage, Storage};
+
+/// An open store. Share it between threads by reference or `Arc`.
 pub struct Engine {
-    _private: (),
+    inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
 }
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    segments: Arc<SegmentManager>,
+    index: Index,
+    log: log::Log,
+    options: EngineOptions,
+    recovery: RecoveryReport,
+    user_bytes_written: AtomicU64,
+    closed: AtomicBool,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    /// Serialises reclamation passes.
+    reclaim_lock: Mutex<()>,
+    /// Test hook: milliseconds to sleep between a batch's buffer write and its index update.
+    test_index_delay_ms: AtomicU64,
+}
+
+/// How often the background thread looks for work (syncs due, dead segments).
+const BACKGROUND_TICK: Duration = Duration::from_millis(100);
+
+/// Attempts of a read whose record moved under it (relocated or freed meanwhile) before the
+/// mismatch is reported as damage.
+const READ_ATTEMPTS: usize = 4;
 
 impl Engine {
     /// Opens the store in `dir`, creating it (with `options`' geometry) if it holds none and
     /// `options.create_if_missing` is set. Takes the store's lock: a second opener is refused.
     pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
-        let _ = (dir, options);
-        todo!()
+        let storage = FileStorage::open(dir, options.create_if_missing).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                EngineError::Locked(e.to_string())
+            } else if e.kind() == std::io::ErrorKind::NotFound {
+                EngineError::NotAStore(e.to_string())
+            } else {
+                EngineError::Io(e)
+            }
+        })?;
+        Self::open_on(Arc::new(storage), options)
+    }
+
+    /// Opens a store on any [`Storage`] (for crash-simulation tests: [`storage::SimStorage`]).
+    pub fn open_on(storage: Arc<dyn Storage>, options: &EngineOptions) -> Result<Engine> {
+        let superblock = match storage.read_superblock()? {
+            Some(bytes) => Superblock::decode(&bytes).map_err(EngineError::NotAStore)?,
+            None if options.create_if_missing => create_superblock(&*storage, options)?,
+            None => return Err(EngineError::NotAStore("no superblock".into())),
+        };
+        let recovered = recovery::recover(&storage, &superblock)?;
+        let segments = Arc::new(SegmentManager::new(storage.clone(), superblock, recovered.infos));
+        // Discarded buffers must not come back once new batches reuse their LSNs.
+        for &(segment, offset) in &recovered.invalidate {
+            segments.write(segment, offset, &[0u8; BLOCK_SIZE])?;
+        }
+        // What recovery accepted may still be only in the host's page cache (after a crash of
+        // the process, not of the machine): make it durable before building on it.
+        storage.sync_everything()?;
+        let index = recovered.index;
+        index.for_each_location(|loc| segments.add_live(loc.segment, loc.len));
+        let durable = recovered.next_lsn - 1;
+        let log = log::Log::new(segments.clone(), recovered.next_lsn, durable);
+        if !recovered.invalidate.is_empty() || recovered.report.buffers_discarded > 0 {
+            ::log::warn!(
+                "recovery discarded {} buffer(s) beyond LSN {}",
+                recovered.report.buffers_discarded,
+                recovered.report.last_lsn
+            );
+        }
+        let inner = Arc::new(Inner {
+            storage,
+            segments,
+            index,
+            log,
+            options: options.clone(),
+            recovery: recovered.report,
+            user_bytes_written: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            reclaim_lock: Mutex::new(()),
+            test_index_delay_ms: AtomicU64::new(0),
+        });
+        let worker = inner.clone();
+        let background = std::thread::Builder::new()
+            .name("logstor-bg".into())
+            .spawn(move || worker.background_loop())?;
+        Ok(Engine { inner, background: Some(background) })
     }
 
     /// Applies `batch` atomically and returns its LSN. Returns once the batch is written to the
     /// segment file and indexed: every reader sees it. Durable after the next [`Engine::sync`].
     pub fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
-        let _ = batch;
-        todo!()
+        self.inner.write(batch)
     }
 
     /// The value of `key`, or `None` if it does not exist or was deleted.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let _ = key;
-        todo!()
+        self.inner.check_open()?;
+        for _ in 0..READ_ATTEMPTS {
+            let Some(entry) = self.inner.index.get(key) else { return Ok(None) };
+            if entry.tombstone {
+                return Ok(None);
+            }
+            if let Some(value) = self.inner.read_value(key, &entry)? {
+                return Ok(Some(value));
+            }
+        }
+        Err(self.inner.damaged(key))
     }
 
     /// Keys and values under `prefix`, in key order, starting after `start_after` (exclusive) if
@@ -44,8 +165,8 @@ impl Engine {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let _ = (prefix, start_after, limit);
-        todo!()
+        let end = prefix_successor(prefix);
+        self.inner.scan(prefix, &end, start_after, limit)
     }
 
     /// Keys and values in `start..end` (`end` exclusive), in key order, at most `limit`.
@@ -56,28 +177,572 @@ impl Engine {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let _ = (start, end, limit);
-        todo!()
+        if end.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner.scan(start, end, None, limit)
     }
 
     /// Whether `key` exists (from the index alone: no I/O).
     pub fn contains(&self, key: &[u8]) -> bool {
-        let _ = key;
-        todo!()
+        self.inner.index.get(key).is_some_and(|e| !e.tombstone)
     }
 
     /// Makes every batch that returned before this call durable.
     pub fn sync(&self) -> Result<()> {
-        todo!()
+        self.inner.check_open()?;
+        self.inner.sync()
     }
 
     /// The store's figures.
     pub fn stats(&self) -> EngineStats {
-        todo!()
+        self.inner.stats()
+    }
+
+    /// What recovery found when this engine was opened.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.inner.recovery.clone()
+    }
+
+    /// Bytes that user writes may still add before the store is full (capacity less the
+    /// reserve, less live bytes).
+    pub fn available_bytes(&self) -> u64 {
+        self.inner.user_capacity().saturating_sub(self.inner.segments.live_total())
     }
 
     /// Syncs and closes the store, releasing its lock.
-    pub fn close(self) -> Result<()> {
-        todo!()
+    pub fn close(mut self) -> Result<()> {
+        let result = self.inner.sync();
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.stop_background();
+        result
     }
+
+    fn stop_background(&mut self) {
+        *self.inner.stop.lock() = true;
+        self.inner.wake.notify_all();
+        if let Some(handle) = self.background.take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Test hook: sleep this long between a batch's buffer write and its index update, so that
+    /// a test can watch the write gate hold the flush and the segment open.
+    #[doc(hidden)]
+    pub fn test_set_index_delay(&self, delay: Duration) {
+        self.inner.test_index_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Test hook: (segment of `key`'s record, whether that segment is closed, whether the
+    /// flushes of all sealed buffers are complete).
+    #[doc(hidden)]
+    pub fn test_segment_of(&self, key: &[u8]) -> Option<(u32, bool)> {
+        let entry = self.inner.index.get(key)?;
+        let info = self.inner.segments.info(entry.location.segment);
+        Some((entry.location.segment, info.state == segments::SegmentState::Closed))
+    }
+
+    /// Test hook: the sequence number of the newest buffer whose flush is complete.
+    #[doc(hidden)]
+    pub fn test_completed_flushes(&self) -> u64 {
+        self.inner.log.completed_seq()
+    }
+
+    /// Test hook: run one reclamation pass now (frees closed segments with no live data).
+    #[doc(hidden)]
+    pub fn test_reclaim(&self) -> Result<usize> {
+        self.inner.reclaim_dead_segments()
+    }
+
+    /// Test hook: (segment, generation) of every segment in use.
+    #[doc(hidden)]
+    pub fn test_segments_in_use(&self) -> Vec<(u32, u64)> {
+        self.inner
+            .segments
+            .snapshot()
+            .iter()
+            .enumerate()
+            .filter(|(_, (info, _))| info.state != segments::SegmentState::Free)
+            .map(|(s, (info, _))| (s as u32, info.generation))
+            .collect()
+    }
+}
+
+impl Drop for Engine {
+    /// Dropping without [`Engine::close`] stops the background thread and nothing else: what
+    /// was written stays wherever the host has it, as after a crash of the process.
+    fn drop(&mut self) {
+        self.stop_background();
+    }
+}
+
+fn create_superblock(storage: &dyn Storage, options: &EngineOptions) -> Result<Superblock> {
+    let seg = options.segment_size_bytes;
+    if !seg.is_power_of_two() || !(format::MIN_SEGMENT_SIZE..=format::MAX_SEGMENT_SIZE).contains(&seg)
+    {
+        return Err(EngineError::Limit(format!(
+            "segment size {seg} must be a power of two from {} to {}",
+            format::MIN_SEGMENT_SIZE,
+            format::MAX_SEGMENT_SIZE
+        )));
+    }
+    if (seg as usize) < WRITE_BUFFER_SIZE {
+        return Err(EngineError::Limit(format!(
+            "segment size {seg} is smaller than a write buffer ({WRITE_BUFFER_SIZE})"
+        )));
+    }
+    let cap = options.capacity_bytes;
+    if !(MIN_CAPACITY_BYTES..=MAX_CAPACITY_BYTES).contains(&cap) {
+        return Err(EngineError::Limit(format!(
+            "capacity {cap} bytes is outside {MIN_CAPACITY_BYTES}..={MAX_CAPACITY_BYTES}"
+        )));
+    }
+    let segment_count = (cap / seg as u64) as u32;
+    let per_file = options
+        .segments_per_file
+        .max(segment_count.div_ceil(format::MAX_SEGMENT_FILES))
+        .max(1);
+    let sb = Superblock {
+        segment_size: seg,
+        segments_per_file: per_file,
+        segment_count,
+        generation_high_water: 1,
+    };
+    storage.write_superblock(&sb.encode())?;
+    Ok(sb)
+}
+
+/// The smallest key greater than every key starting with `prefix` (empty: none).
+pub fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+/// A batch encoded outside the log lock; stamped with its LSN under it.
+struct EncodedBatch {
+    bytes: Vec<u8>,
+    records: Vec<EncodedRecord>,
+}
+
+struct EncodedRecord {
+    offset: usize,
+    header: RecordHeader,
+    body_crc: Hasher,
+    key: Vec<u8>,
+    /// Range end, for range deletes.
+    end: Vec<u8>,
+}
+
+impl EncodedBatch {
+    fn new(batch: &[Mutation]) -> EncodedBatch {
+        let total: usize = batch.iter().map(Mutation::encoded_len).sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut records = Vec::with_capacity(batch.len());
+        for m in batch {
+            let (kind, key, value): (RecordKind, &[u8], Vec<u8>) = match m {
+                Mutation::Put { key, value, .. } => (RecordKind::Put, key, value.clone()),
+                Mutation::Delete { key, .. } => (RecordKind::Delete, key, Vec::new()),
+                Mutation::DeletePrefix { prefix, .. } => {
+                    (RecordKind::DeleteRange, prefix, prefix_successor(prefix))
+                }
+                Mutation::DeleteRange { start, end, .. } => {
+                    (RecordKind::DeleteRange, start, end.clone())
+                }
+            };
+            let header = RecordHeader {
+                kind,
+                key_len: key.len() as u16,
+                group: m.group(),
+                value_len: value.len() as u32,
+                version: 0,
+            };
+            let offset = bytes.len();
+            bytes.resize(offset + RECORD_HEADER_SIZE, 0);
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(&value);
+            let end = if kind == RecordKind::DeleteRange { value } else { Vec::new() };
+            records.push(EncodedRecord {
+                offset,
+                header,
+                body_crc: record_body_crc(key, &bytes[offset + RECORD_HEADER_SIZE + key.len()..]),
+                key: key.to_vec(),
+                end,
+            });
+        }
+        EncodedBatch { bytes, records }
+    }
+
+    fn updates(&self, lsn: u64, segment: u32, batch_offset: u32) -> Vec<Update> {
+        self.records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let location = Location {
+                    segment,
+                    offset: batch_offset + r.offset as u32,
+                    len: r.header.total_len() as u32,
+                };
+                let version = version_of(lsn, i);
+                match r.header.kind {
+                    RecordKind::DeleteRange => Update::Range(RangeDelete {
+                        start: r.key.clone(),
+                        end: r.end.clone(),
+                        version,
+                        location,
+                        group: r.header.group,
+                    }),
+                    kind => Update::Point {
+                        key: r.key.clone(),
+                        entry: Entry {
+                            location,
+                            version,
+                            group: r.header.group,
+                            tombstone: kind == RecordKind::Delete,
+                        },
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+impl log::Placeable for EncodedBatch {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn stamp_into(&self, lsn: u64, out: &mut [u8]) {
+        out.copy_from_slice(&self.bytes);
+        for (i, r) in self.records.iter().enumerate() {
+            let header = RecordHeader { version: version_of(lsn, i), ..r.header };
+            header.encode(&mut out[r.offset..], &r.body_crc);
+        }
+    }
+
+    fn ranges(&self, lsn: u64, segment: u32, offset: u32) -> Vec<RangeDelete> {
+        self.updates(lsn, segment, offset)
+            .into_iter()
+            .filter_map(|u| match u {
+                Update::Range(r) => Some(r),
+                Update::Point { .. } => None,
+            })
+            .collect()
+    }
+}
+
+fn validate(batch: &[Mutation]) -> Result<usize> {
+    if batch.is_empty() {
+        return Err(EngineError::Limit("empty batch".into()));
+    }
+    if batch.len() > MAX_BATCH_RECORDS {
+        return Err(EngineError::Limit(format!(
+            "batch of {} records, at most {MAX_BATCH_RECORDS}",
+            batch.len()
+        )));
+    }
+    let mut total = 0;
+    for m in batch {
+        let key = m.key();
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(EngineError::Limit(format!(
+                "key of {} bytes, must be 1 to {MAX_KEY_LEN}",
+                key.len()
+            )));
+        }
+        let value_len = match m {
+            Mutation::Put { value, .. } => value.len(),
+            Mutation::DeleteRange { end, .. } => end.len(),
+            _ => 0,
+        };
+        if value_len > MAX_VALUE_LEN {
+            return Err(EngineError::Limit(format!(
+                "value of {value_len} bytes, at most {MAX_VALUE_LEN}"
+            )));
+        }
+        if let Mutation::DeleteRange { start, end, .. } = m {
+            if !end.is_empty() && end <= start {
+                return Err(EngineError::Limit("range delete with end <= start".into()));
+            }
+        }
+        total += m.encoded_len();
+    }
+    if total > MAX_BATCH_BYTES {
+        return Err(EngineError::Limit(format!(
+            "batch of {total} bytes, at most {MAX_BATCH_BYTES} (one write buffer)"
+        )));
+    }
+    Ok(total)
+}
+
+/// Batches that only delete (or carry small bookkeeping beside their deletes) may use space
+/// beyond the user limit: deleting must always be possible in a full store.
+const DELETE_BATCH_ALLOWANCE: usize = 16 * 1024;
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(EngineError::Closed);
+        }
+        Ok(())
+    }
+
+    fn user_capacity(&self) -> u64 {
+        let g = &self.segments.geometry;
+        let usable = g.segment_count.saturating_sub(self.segments.reserved) as u64;
+        // A segment's last bytes may stay unused when a batch does not fit: count one write
+        // buffer of slack per segment, so that "full" is decided before segments run out.
+        usable * (g.segment_size as u64 - (WRITE_BUFFER_SIZE as u64 / 4))
+    }
+
+    fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
+        self.check_open()?;
+        let total = validate(batch)?;
+        let deletes = batch.iter().any(|m| !matches!(m, Mutation::Put { .. }));
+        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE;
+        if !exempt && self.segments.live_total() + total as u64 > self.user_capacity() {
+            return Err(EngineError::NoSpace);
+        }
+        let encoded = EncodedBatch::new(batch);
+        let ticket = match self.log.append(&encoded) {
+            Err(EngineError::NoSpace) => {
+                // Out of free segments for now: free the dead ones and try once more.
+                self.sync()?;
+                self.reclaim_dead_segments()?;
+                self.log.append(&encoded)?
+            }
+            other => other?,
+        };
+        let delay = self.test_index_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let same_buffer_ranges = ticket.buffer_ranges.lock().clone();
+        for update in encoded.updates(ticket.lsn, ticket.segment, ticket.offset) {
+            let applied = self.index.apply(&update, &same_buffer_ranges);
+            let location = match &update {
+                Update::Point { entry, .. } => entry.location,
+                Update::Range(r) => r.location,
+            };
+            if applied.new_is_live {
+                self.segments.add_live(location.segment, location.len);
+            }
+            for old in applied.displaced {
+                self.segments.sub_live(old.segment, old.len, ticket.lsn);
+            }
+        }
+        let lsn = ticket.lsn;
+        self.log.finish(ticket);
+        self.user_bytes_written.fetch_add(total as u64, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    /// Reads and checks the record `entry` points at. `Ok(None)` if it is not the record the
+    /// entry names (it was relocated or its segment reused meanwhile): the caller looks again.
+    fn read_value(&self, key: &[u8], entry: &Entry) -> Result<Option<Vec<u8>>> {
+        let loc = entry.location;
+        let mut buf = vec![0u8; loc.len as usize];
+        self.segments.read(loc.segment, loc.offset, &mut buf)?;
+        Ok(self.check_record(key, entry, buf))
+    }
+
+    fn check_record(&self, key: &[u8], entry: &Entry, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        let h = RecordHeader::decode_checked(&buf)?;
+        let key_at = RECORD_HEADER_SIZE;
+        let value_at = key_at + h.key_len as usize;
+        if h.version != entry.version || &buf[key_at..value_at] != key {
+            return None;
+        }
+        buf.truncate(value_at + h.value_len as usize);
+        buf.drain(..value_at);
+        Some(buf)
+    }
+
+    fn damaged(&self, key: &[u8]) -> EngineError {
+        match self.index.get(key) {
+            Some(e) => EngineError::Corrupt(format!(
+                "record of key {} at segment {} offset {} ({} bytes) fails its checksum",
+                hex(key),
+                e.location.segment,
+                e.location.offset,
+                e.location.len
+            )),
+            None => EngineError::Corrupt(format!("key {} kept moving while read", hex(key))),
+        }
+    }
+
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check_open()?;
+        let entries = self.index.scan(start, end, start_after, limit);
+        let mut out = Vec::with_capacity(entries.len());
+        // Coalesce records that sit next to each other on disk into one read.
+        let mut i = 0;
+        while i < entries.len() {
+            let first = entries[i].1.location;
+            let mut j = i + 1;
+            let mut span_end = first.offset + first.len;
+            while j < entries.len() {
+                let loc = entries[j].1.location;
+                if loc.segment != first.segment
+                    || loc.offset < span_end
+                    || loc.offset - span_end > BLOCK_SIZE as u32
+                    || loc.offset + loc.len - first.offset > 1 << 20
+                {
+                    break;
+                }
+                span_end = loc.offset + loc.len;
+                j += 1;
+            }
+            let mut span = vec![0u8; (span_end - first.offset) as usize];
+            self.segments.read(first.segment, first.offset, &mut span)?;
+            for (key, entry) in &entries[i..j] {
+                let at = (entry.location.offset - first.offset) as usize;
+                let bytes = span[at..at + entry.location.len as usize].to_vec();
+                match self.check_record(key, entry, bytes) {
+                    Some(v) => out.push((key.clone(), v)),
+                    None => {
+                        // Moved or damaged: the point read retries and tells which.
+                        let mut value = None;
+                        for _ in 0..READ_ATTEMPTS {
+                            match self.index.get(key) {
+                                None => break,
+                                Some(e) if e.tombstone => break,
+                                Some(e) => {
+                                    if let Some(v) = self.read_value(key, &e)? {
+                                        value = Some(v);
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        match value {
+                            Some(v) => out.push((key.clone(), v)),
+                            None if self.index.get(key).is_some_and(|e| !e.tombstone) => {
+                                return Err(self.damaged(key));
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.log.sync(|| self.storage.sync())
+    }
+
+    /// Frees closed segments whose records are all dead, without copying anything: a marker
+    /// records the durable floor first (so that recovery does not take the freed batches for a
+    /// gap), then the segments' first blocks are zeroed and synced.
+    fn reclaim_dead_segments(&self) -> Result<usize> {
+        let _serial = self.reclaim_lock.lock();
+        let durable = self.log.durable_lsn();
+        let dead = self.segments.dead_segments(durable);
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let result = (|| {
+            self.log.flush_marker()?;
+            self.storage.sync()?;
+            for &segment in &dead {
+                self.segments.begin_free(segment)?;
+            }
+            self.storage.sync()?;
+            Ok::<(), EngineError>(())
+        })();
+        if let Err(e) = result {
+            self.log.fail(format!("freeing segments: {e}"));
+            return Err(e);
+        }
+        for &segment in &dead {
+            self.segments.finish_free(segment);
+        }
+        Ok(dead.len())
+    }
+
+    fn background_loop(&self) {
+        let mut last_sync = Instant::now();
+        loop {
+            {
+                let mut stop = self.stop.lock();
+                if *stop {
+                    return;
+                }
+                self.wake.wait_for(&mut stop, BACKGROUND_TICK);
+                if *stop {
+                    return;
+                }
+            }
+            if self.log.failure().is_some() {
+                continue;
+            }
+            if let Some(interval) = self.options.sync_interval {
+                if last_sync.elapsed() >= interval && self.log.has_unsynced() {
+                    if let Err(e) = self.sync() {
+                        ::log::error!("background sync failed: {e}");
+                    }
+                    last_sync = Instant::now();
+                }
+            }
+            if let Err(e) = self.reclaim_dead_segments() {
+                ::log::error!("freeing dead segments failed: {e}");
+            }
+        }
+    }
+
+    fn stats(&self) -> EngineStats {
+        let g = &self.segments.geometry;
+        let (free, mixed, _group) = self.segments.counts();
+        let mut groups: std::collections::BTreeMap<u32, GroupStats> = Default::default();
+        for (info, live) in self.segments.snapshot() {
+            if info.state == segments::SegmentState::Free || info.kind != SegmentKind::Group {
+                continue;
+            }
+            let gs = groups.entry(info.group).or_insert_with(|| GroupStats {
+                id: info.group,
+                ..Default::default()
+            });
+            gs.segments += 1;
+            gs.live_bytes += live;
+            let bucket = ((live * 10) / g.segment_size as u64).min(9) as usize;
+            gs.utilization_histogram[bucket] += 1;
+        }
+        groups.entry(ROOT_GROUP).or_insert_with(|| GroupStats { id: ROOT_GROUP, ..Default::default() });
+        EngineStats {
+            capacity_bytes: g.segment_count as u64 * g.segment_size as u64,
+            segment_size_bytes: g.segment_size as u64,
+            segments_total: g.segment_count as u64,
+            segments_free: free,
+            mixed_segments: mixed,
+            live_bytes: self.segments.live_total(),
+            index_entries: (self.index.len() + self.index.range_delete_count()) as u64,
+            index_bytes: self.index.heap_bytes() as u64,
+            user_bytes_written: self.user_bytes_written.load(Ordering::Relaxed),
+            separator_bytes_written: 0,
+            compaction_bytes_written: 0,
+            device_bytes_written: self.log.device_bytes_written.load(Ordering::Relaxed),
+            segments_reclaimed: self.segments.reclaimed.load(Ordering::Relaxed),
+            last_lsn: self.log.last_lsn(),
+            durable_lsn: self.log.durable_lsn(),
+            groups: groups.into_values().collect(),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

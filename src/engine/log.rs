@@ -1,0 +1,513 @@
+//! The log: the write buffer, its write gate, group commit, and the active (mixed) segment.
+//!
+//! A writer appends its encoded batch to the open buffer under the log lock, which assigns the
+//! batch its LSN and the records their locations, and takes a hold on the buffer's *gate*. One
+//! writer at a time becomes the *flusher*: it seals the open buffer (a new one opens behind it,
+//! so appends go on during the write), writes it to the active segment, and wakes the writers in
+//! it. Each of them then updates the index and releases its hold. The flush completes only when
+//! the gate has closed, that is when every index update of the buffer is done, and a segment is
+//! closed only when the flushes of all its buffers are complete. Hence the invariant compaction
+//! and the separator rely on: **every record of a closed segment is in the index.**
+//!
+//! Index updates are also applied in buffer order (a writer waits for the previous buffer's
+//! flush to complete before it updates), so a put can only race a range delete from its own
+//! buffer; see [`super::index::Index::apply`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::api::{EngineError, Result, WRITE_BUFFER_SIZE};
+use super::format::{BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, NO_GROUP, SegmentKind, align_up};
+use super::index::RangeDelete;
+use super::segments::SegmentManager;
+
+/// The buffer's write gate: counts the writers whose index updates are still to come.
+#[derive(Default)]
+pub struct Gate {
+    holds: Mutex<usize>,
+    closed: Condvar,
+}
+
+impl Gate {
+    pub fn enter(self: &Arc<Gate>) -> GateHold {
+        *self.holds.lock() += 1;
+        GateHold(self.clone())
+    }
+
+    pub fn wait_closed(&self) {
+        let mut holds = self.holds.lock();
+        while *holds > 0 {
+            self.closed.wait(&mut holds);
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.holds.lock() == 0
+    }
+}
+
+/// A writer's hold on a buffer's gate. Keep it until the index update is done.
+pub struct GateHold(Arc<Gate>);
+
+impl Drop for GateHold {
+    fn drop(&mut self) {
+        let mut holds = self.0.holds.lock();
+        *holds -= 1;
+        if *holds == 0 {
+            self.0.closed.notify_all();
+        }
+    }
+}
+
+struct OpenBuffer {
+    seq: u64,
+    segment: u32,
+    generation: u64,
+    /// Where the buffer starts in the segment.
+    offset: u32,
+    /// Largest buffer (header, payload, padding) that fits here.
+    capacity: usize,
+    /// Header space followed by the payload appended so far.
+    data: Vec<u8>,
+    records: u32,
+    lsn_first: u64,
+    lsn_last: u64,
+    gate: Arc<Gate>,
+    ranges: Arc<Mutex<Vec<RangeDelete>>>,
+}
+
+impl OpenBuffer {
+    fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+    fn fits(&self, payload: usize) -> bool {
+        align_up(self.data.len() + payload, BLOCK_SIZE) <= self.capacity
+    }
+}
+
+/// A sealed buffer on its way to the segment.
+struct Sealed {
+    seq: u64,
+    segment: u32,
+    offset: u32,
+    data: Vec<u8>,
+    lsn_last: u64,
+    gate: Arc<Gate>,
+}
+
+struct State {
+    open: Option<OpenBuffer>,
+    next_lsn: u64,
+    next_seq: u64,
+    /// A flusher is writing a buffer.
+    flushing: bool,
+    /// Every buffer up to this sequence number is written.
+    written_seq: u64,
+    /// Highest LSN in a written buffer (buffers are written in LSN order).
+    written_lsn: u64,
+    /// Every buffer up to this sequence number has a closed gate: its flush is complete.
+    completed_seq: u64,
+    /// Segments waiting for their last buffer's flush to complete before they close.
+    closing: Vec<(u32, u64)>,
+    durable_lsn: u64,
+    failed: Option<String>,
+}
+
+/// Where a writer's batch landed.
+pub struct Ticket {
+    pub lsn: u64,
+    pub seq: u64,
+    pub segment: u32,
+    /// Offset of the batch's first byte in the segment.
+    pub offset: u32,
+    pub hold: GateHold,
+    pub buffer_ranges: Arc<Mutex<Vec<RangeDelete>>>,
+    /// This writer flushed the buffer and must complete the flush after its index update.
+    flushed_by_me: Option<Arc<Gate>>,
+}
+
+pub struct Log {
+    segments: Arc<SegmentManager>,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Serialises `sync` so that concurrent callers share one storage sync.
+    sync_lock: Mutex<()>,
+    pub device_bytes_written: AtomicU64,
+    /// Test hook: sleep this long (ms) after a buffer is written, before waking its writers.
+    pub test_delay_after_write_ms: AtomicU64,
+}
+
+/// How one batch is to be placed: its encoded bytes, and a callback that fills in the LSN.
+pub trait Placeable {
+    fn len(&self) -> usize;
+    /// Copies the batch, stamped with `lsn`, to `out` (exactly `len()` bytes).
+    fn stamp_into(&self, lsn: u64, out: &mut [u8]);
+    fn ranges(&self, lsn: u64, segment: u32, offset: u32) -> Vec<RangeDelete>;
+}
+
+impl Log {
+    pub fn new(segments: Arc<SegmentManager>, next_lsn: u64, durable_lsn: u64) -> Log {
+        Log {
+            segments,
+            state: Mutex::new(State {
+                open: None,
+                next_lsn,
+                next_seq: 1,
+                flushing: false,
+                written_seq: 0,
+                written_lsn: durable_lsn,
+                completed_seq: 0,
+                closing: Vec::new(),
+                durable_lsn,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+            sync_lock: Mutex::new(()),
+            device_bytes_written: AtomicU64::new(0),
+            test_delay_after_write_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn durable_lsn(&self) -> u64 {
+        self.state.lock().durable_lsn
+    }
+
+    pub fn last_lsn(&self) -> u64 {
+        self.state.lock().next_lsn - 1
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.state.lock().failed.clone()
+    }
+
+    /// Latches the log read-only after an I/O error on the write path.
+    pub fn fail(&self, why: String) {
+        let mut st = self.state.lock();
+        if st.failed.is_none() {
+            log::error!("store stops accepting writes: {why}");
+            st.failed = Some(why);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Appends a batch and waits until its buffer is written. The caller then updates the index
+    /// and calls [`Log::finish`] with the ticket.
+    pub fn append(&self, batch: &dyn Placeable) -> Result<Ticket> {
+        let len = batch.len();
+        let mut st = self.state.lock();
+        // Find room in an open buffer.
+        loop {
+            if let Some(why) = &st.failed {
+                return Err(EngineError::Failed(why.clone()));
+            }
+            if st.open.is_none() {
+                self.open_new_segment(&mut st, true)?;
+            }
+            let open = st.open.as_ref().unwrap();
+            if open.fits(len) {
+                break;
+            }
+            if open.is_empty() {
+                // The segment's tail is too small for this batch: close it, move on.
+                self.retire_active_segment(&mut st);
+                continue;
+            }
+            if st.flushing {
+                self.changed.wait(&mut st);
+                continue;
+            }
+            let sealed = self.seal(&mut st);
+            drop(st);
+            self.write_sealed(&sealed)?;
+            self.complete(&sealed);
+            st = self.state.lock();
+        }
+        let lsn = st.next_lsn;
+        st.next_lsn += 1;
+        let next_seq = st.next_seq;
+        let open = st.open.as_mut().unwrap();
+        if open.seq == 0 {
+            open.seq = next_seq;
+            st.next_seq += 1;
+        }
+        let open = st.open.as_mut().unwrap();
+        let at = open.data.len();
+        open.data.resize(at + len, 0);
+        batch.stamp_into(lsn, &mut open.data[at..]);
+        open.records += 1;
+        if open.lsn_first == 0 {
+            open.lsn_first = lsn;
+        }
+        open.lsn_last = lsn;
+        let offset = open.offset + at as u32;
+        open.ranges.lock().extend(batch.ranges(lsn, open.segment, offset));
+        let mut ticket = Ticket {
+            lsn,
+            seq: open.seq,
+            segment: open.segment,
+            offset,
+            hold: open.gate.enter(),
+            buffer_ranges: open.ranges.clone(),
+            flushed_by_me: None,
+        };
+        // Wait for the buffer to be written, flushing it ourselves if nobody is.
+        loop {
+            if st.written_seq >= ticket.seq {
+                break;
+            }
+            if let Some(why) = &st.failed {
+                return Err(EngineError::Failed(why.clone()));
+            }
+            if st.flushing {
+                self.changed.wait(&mut st);
+                continue;
+            }
+            let sealed = self.seal(&mut st);
+            debug_assert_eq!(sealed.seq, ticket.seq);
+            drop(st);
+            self.write_sealed(&sealed)?;
+            ticket.flushed_by_me = Some(sealed.gate.clone());
+            st = self.state.lock();
+            break;
+        }
+        // Index updates go in buffer order: wait for the previous buffer's flush to complete.
+        while st.completed_seq + 1 < ticket.seq {
+            if let Some(why) = &st.failed {
+                return Err(EngineError::Failed(why.clone()));
+            }
+            self.changed.wait(&mut st);
+        }
+        Ok(ticket)
+    }
+
+    /// Called after the index update: releases the hold, and completes the flush if this writer
+    /// wrote the buffer (waiting for the gate to close).
+    pub fn finish(&self, ticket: Ticket) {
+        let seq = ticket.seq;
+        let gate = ticket.flushed_by_me.clone();
+        drop(ticket);
+        if let Some(gate) = gate {
+            self.complete_seq(seq, &gate);
+        }
+    }
+
+    fn open_new_segment(&self, st: &mut State, for_user: bool) -> Result<()> {
+        let (segment, generation) =
+            self.segments.allocate(SegmentKind::Mixed, NO_GROUP, for_user)?;
+        st.open = Some(self.new_buffer(st, segment, generation, 0));
+        Ok(())
+    }
+
+    fn new_buffer(&self, _st: &mut State, segment: u32, generation: u64, offset: u32) -> OpenBuffer {
+        let room = self.segments.segment_size() as usize - offset as usize;
+        let mut data = Vec::with_capacity(WRITE_BUFFER_SIZE.min(room));
+        data.resize(BUFFER_HEADER_SIZE, 0);
+        OpenBuffer {
+            seq: 0,
+            segment,
+            generation,
+            offset,
+            capacity: WRITE_BUFFER_SIZE.min(room),
+            data,
+            records: 0,
+            lsn_first: 0,
+            lsn_last: 0,
+            gate: Arc::new(Gate::default()),
+            ranges: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The active segment's remaining space is too small for the next batch: it closes once the
+    /// flushes of the buffers already sealed into it are complete.
+    fn retire_active_segment(&self, st: &mut State) {
+        let open = st.open.take().unwrap();
+        debug_assert!(open.is_empty() && open.seq == 0 && open.offset > 0);
+        // The open buffer never got a sequence number, so the newest one was sealed into this
+        // segment.
+        st.closing.push((open.segment, st.next_seq - 1));
+        self.close_finished_segments(st);
+    }
+
+    fn close_finished_segments(&self, st: &mut State) {
+        let completed = st.completed_seq;
+        let segments = &self.segments;
+        st.closing.retain(|&(segment, last)| {
+            if last <= completed {
+                segments.mark_closed(segment);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Seals the open buffer and opens the next one behind it. Caller holds the lock and has
+    /// checked that no flush is running.
+    fn seal(&self, st: &mut State) -> Sealed {
+        debug_assert!(!st.flushing);
+        st.flushing = true;
+        let mut open = st.open.take().unwrap();
+        if open.seq == 0 {
+            // A marker: a buffer with no batch.
+            open.seq = st.next_seq;
+            st.next_seq += 1;
+        }
+        let payload_len = open.data.len() - BUFFER_HEADER_SIZE;
+        let buffer_len = align_up(open.data.len(), BLOCK_SIZE);
+        open.data.resize(buffer_len, 0);
+        let header = BufferHeader {
+            kind: SegmentKind::Mixed,
+            generation: open.generation,
+            lsn_first: open.lsn_first,
+            lsn_last: open.lsn_last,
+            durable_floor: st.durable_lsn,
+            payload_len: payload_len as u32,
+            record_count: open.records,
+            group: NO_GROUP,
+            buffer_len: buffer_len as u32,
+            segment_index: open.segment,
+        };
+        header.seal(&mut open.data);
+        let end = open.offset as usize + buffer_len;
+        let room = self.segments.segment_size() as usize - end;
+        let closes_segment = room < 2 * BLOCK_SIZE;
+        if closes_segment {
+            st.closing.push((open.segment, open.seq));
+        } else {
+            st.open = Some(self.new_buffer(st, open.segment, open.generation, end as u32));
+        }
+        Sealed {
+            seq: open.seq,
+            segment: open.segment,
+            offset: open.offset,
+            data: open.data,
+            lsn_last: open.lsn_last,
+            gate: open.gate,
+        }
+    }
+
+    /// Writes a sealed buffer. Nothing else is flushing meanwhile.
+    fn write_sealed(&self, sealed: &Sealed) -> Result<()> {
+        let result = self.segments.write(sealed.segment, sealed.offset, &sealed.data);
+        let delay = self.test_delay_after_write_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        let mut st = self.state.lock();
+        st.flushing = false;
+        match result {
+            Ok(()) => {
+                let end = sealed.offset + sealed.data.len() as u32;
+                self.segments.note_written(sealed.segment, end, sealed.lsn_last);
+                self.device_bytes_written.fetch_add(sealed.data.len() as u64, Ordering::Relaxed);
+                st.written_seq = sealed.seq;
+                st.written_lsn = st.written_lsn.max(sealed.lsn_last);
+                self.changed.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("writing segment {}: {e}", sealed.segment);
+                drop(st);
+                self.fail(why.clone());
+                Err(EngineError::Failed(why))
+            }
+        }
+    }
+
+    /// The flush of `sealed` completes once its gate has closed.
+    fn complete(&self, sealed: &Sealed) {
+        self.complete_seq(sealed.seq, &sealed.gate);
+    }
+
+    fn complete_seq(&self, seq: u64, gate: &Gate) {
+        gate.wait_closed();
+        let mut st = self.state.lock();
+        while st.completed_seq + 1 < seq {
+            if st.failed.is_some() {
+                return;
+            }
+            self.changed.wait(&mut st);
+        }
+        st.completed_seq = st.completed_seq.max(seq);
+        self.close_finished_segments(&mut st);
+        self.changed.notify_all();
+    }
+
+    /// Writes the open buffer even if it holds no batch (a *marker*: its header records the
+    /// current durable floor), and waits for the flush to complete.
+    pub fn flush_marker(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(why) = &st.failed {
+                return Err(EngineError::Failed(why.clone()));
+            }
+            if st.flushing {
+                self.changed.wait(&mut st);
+                continue;
+            }
+            if st.open.is_none() {
+                self.open_new_segment(&mut st, false)?;
+            }
+            break;
+        }
+        let sealed = self.seal(&mut st);
+        drop(st);
+        self.write_sealed(&sealed)?;
+        self.complete(&sealed);
+        Ok(())
+    }
+
+    /// Makes every batch that returned before this call durable. Concurrent callers share one
+    /// storage sync (group commit).
+    pub fn sync(&self, storage_sync: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
+        let target = {
+            let st = self.state.lock();
+            if let Some(why) = &st.failed {
+                return Err(EngineError::Failed(why.clone()));
+            }
+            st.written_lsn
+        };
+        let _serial = self.sync_lock.lock();
+        if self.state.lock().durable_lsn >= target {
+            return Ok(());
+        }
+        // Everything written up to now, which includes `target`.
+        let upto = self.state.lock().written_lsn;
+        if let Err(e) = storage_sync() {
+            // After a failed fsync the kernel may have dropped the dirty pages: nothing written
+            // since the last good sync can be trusted to reach the disk. Stop here.
+            let why = format!("sync: {e}");
+            self.fail(why.clone());
+            return Err(EngineError::Failed(why));
+        }
+        let mut st = self.state.lock();
+        st.durable_lsn = st.durable_lsn.max(upto);
+        Ok(())
+    }
+
+    /// For tests: whether the flush of buffer `seq` is complete.
+    pub fn completed_seq(&self) -> u64 {
+        self.state.lock().completed_seq
+    }
+
+    pub fn has_unsynced(&self) -> bool {
+        let st = self.state.lock();
+        st.written_lsn > st.durable_lsn
+    }
+
+    /// Waits until every buffer sealed so far has completed its flush (the open buffer, which
+    /// may have a sequence number already, must be empty of waiting writers: call it when no
+    /// write is in progress).
+    pub fn quiesce(&self) {
+        let mut st = self.state.lock();
+        while st.flushing || st.completed_seq + 1 < st.next_seq {
+            if st.failed.is_some() {
+                return;
+            }
+            self.changed.wait_for(&mut st, Duration::from_millis(10));
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The segment manager: which segments are free, active, closing or closed; their generations,
+//! kinds and live bytes; allocation of segment-file space before a segment is handed out.
+//!
+//! It knows no keys. Live bytes are adjusted by the engine as the index changes.
+//!
+//! Segment life cycle:
+//!
+//! ```text
+//! Free --allocate--> Open --last buffer's flush complete--> Closed --live 0, durable--> Freeing
+//!   ^                                                                                   |
+//!   +------------------------- first block zeroed and synced ----------------------------+
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::api::{EngineError, Result};
+use super::format::{BLOCK_SIZE, NO_GROUP, SegmentKind, Superblock};
+use super::storage::Storage;
+
+/// Generations are reserved in the superblock this many at a time, so that handing out a
+/// segment rarely costs a superblock write, and a generation is never handed out twice even
+/// across crashes (recovery starts above the reserved high-water mark).
+const GENERATION_RESERVATION: u64 = 1 << 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentState {
+    Free,
+    /// Being written (the active segment of the log, or a group's open segment).
+    Open,
+    /// Every buffer written into it is flushed and every record in it is in the index.
+    Closed,
+    /// Its first block is being zeroed; free after the next sync.
+    Freeing,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentInfo {
+    pub state: SegmentState,
+    pub kind: SegmentKind,
+    pub group: u32,
+    pub generation: u64,
+    /// Bytes written (end of the last buffer).
+    pub used: u32,
+    /// Highest LSN of a batch written into it (0: none).
+    pub max_lsn: u64,
+}
+
+struct Inner {
+    infos: Vec<SegmentInfo>,
+    free: VecDeque<u32>,
+    next_generation: u64,
+    superblock: Superblock,
+    files_allocated: Vec<bool>,
+}
+
+pub struct SegmentManager {
+    storage: Arc<dyn Storage>,
+    pub geometry: Superblock,
+    inner: Mutex<Inner>,
+    /// Signed: a record's death may be counted a moment before its birth by a racing writer.
+    live: Vec<AtomicI64>,
+    /// The highest LSN of a batch that killed a record in the segment: it may be freed only once
+    /// that batch is durable, or a crash could leave neither the old record nor its successor.
+    dead_at: Vec<AtomicU64>,
+    live_total: AtomicI64,
+    /// Segments user writes may not take (kept for relocation and deletes).
+    pub reserved: u32,
+    pub reclaimed: AtomicU64,
+}
+
+impl SegmentManager {
+    /// A manager over `superblock`'s geometry with every segment in `infos` (recovered state).
+    pub fn new(storage: Arc<dyn Storage>, superblock: Superblock, infos: Vec<SegmentInfo>) -> Self {
+        let n = superblock.segment_count as usize;
+        let free = (0..n as u32).filter(|&s| infos[s as usize].state == SegmentState::Free).collect();
+        let files = superblock.file_count() as usize;
+        let file_len = superblock.file_len();
+        let files_allocated =
+            (0..files as u32).map(|f| storage.file_len(f).map(|l| l >= file_len).unwrap_or(false)).collect();
+        let reserved = (n as u32 / 50).clamp(4, 64).min(n as u32 / 4);
+        SegmentManager {
+            storage,
+            geometry: superblock,
+            inner: Mutex::new(Inner {
+                infos,
+                free,
+                next_generation: superblock.generation_high_water,
+                superblock,
+                files_allocated,
+            }),
+            live: (0..n).map(|_| AtomicI64::new(0)).collect(),
+            dead_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            live_total: AtomicI64::new(0),
+            reserved,
+            reclaimed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn empty_info() -> SegmentInfo {
+        SegmentInfo {
+            state: SegmentState::Free,
+            kind: SegmentKind::Mixed,
+            group: NO_GROUP,
+            generation: 0,
+            used: 0,
+            max_lsn: 0,
+        }
+    }
+
+    pub fn segment_size(&self) -> u32 {
+        self.geometry.segment_size
+    }
+
+    /// Hands out a free segment of `kind`/`group` with a new generation. User writes
+    /// (`for_user`) may not take the last `reserved` segments.
+    pub fn allocate(&self, kind: SegmentKind, group: u32, for_user: bool) -> Result<(u32, u64)> {
+        let mut inner = self.inner.lock();
+        let floor = if for_user { self.reserved as usize } else { 0 };
+        if inner.free.len() <= floor {
+            return Err(EngineError::NoSpace);
+        }
+        let segment = *inner.free.front().unwrap();
+        let (file, _) = self.geometry.segment_position(segment);
+        if !inner.files_allocated[file as usize] {
+            // Allocate the whole segment file before handing out any segment in it, so that a
+            // full host disk fails here and never in the middle of a buffer write.
+            self.storage.allocate(file, self.geometry.file_len()).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    EngineError::NoSpace
+                } else {
+                    EngineError::Io(e)
+                }
+            })?;
+            inner.files_allocated[file as usize] = true;
+        }
+        if inner.next_generation >= inner.superblock.generation_high_water {
+            let mut sb = inner.superblock;
+            sb.generation_high_water = inner.next_generation + GENERATION_RESERVATION;
+            self.storage.write_superblock(&sb.encode())?;
+            inner.superblock = sb;
+        }
+        let generation = inner.next_generation;
+        inner.next_generation += 1;
+        inner.free.pop_front();
+        inner.infos[segment as usize] = SegmentInfo {
+            state: SegmentState::Open,
+            kind,
+            group,
+            generation,
+            used: 0,
+            max_lsn: 0,
+        };
+        self.dead_at[segment as usize].store(0, Ordering::Relaxed);
+        Ok((segment, generation))
+    }
+
+    pub fn write(&self, segment: u32, offset: u32, data: &[u8]) -> Result<()> {
+        debug_assert!(offset as usize % BLOCK_SIZE == 0 && data.len() % BLOCK_SIZE == 0);
+        debug_assert!(offset as usize + data.len() <= self.segment_size() as usize);
+        let (file, base) = self.geometry.segment_position(segment);
+        self.storage.write_at(file, base + offset as u64, data)?;
+        Ok(())
+    }
+
+    pub fn read(&self, segment: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
+        let (file, base) = self.geometry.segment_position(segment);
+        self.storage.read_at(file, base + offset as u64, buf)?;
+        Ok(())
+    }
+
+    /// Notes a buffer written at `end` bytes into `segment`, holding batches up to `max_lsn`.
+    pub fn note_written(&self, segment: u32, end: u32, max_lsn: u64) {
+        let mut inner = self.inner.lock();
+        let info = &mut inner.infos[segment as usize];
+        info.used = info.used.max(end);
+        info.max_lsn = info.max_lsn.max(max_lsn);
+    }
+
+    pub fn mark_closed(&self, segment: u32) {
+        self.inner.lock().infos[segment as usize].state = SegmentState::Closed;
+    }
+
+    pub fn info(&self, segment: u32) -> SegmentInfo {
+        self.inner.lock().infos[segment as usize]
+    }
+
+    pub fn add_live(&self, segment: u32, bytes: u32) {
+        self.live[segment as usize].fetch_add(bytes as i64, Ordering::Relaxed);
+        self.live_total.fetch_add(bytes as i64, Ordering::Relaxed);
+    }
+
+    /// A record of `bytes` in `segment` died, killed by a batch of LSN `killed_by`.
+    pub fn sub_live(&self, segment: u32, bytes: u32, killed_by: u64) {
+        self.dead_at[segment as usize].fetch_max(killed_by, Ordering::Relaxed);
+        self.live[segment as usize].fetch_sub(bytes as i64, Ordering::Relaxed);
+        self.live_total.fetch_sub(bytes as i64, Ordering::Relaxed);
+    }
+
+    pub fn live_bytes(&self, segment: u32) -> u64 {
+        self.live[segment as usize].load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub fn live_total(&self) -> u64 {
+        self.live_total.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub fn free_count(&self) -> usize {
+        self.inner.lock().free.len()
+    }
+
+    /// Closed segments with no live record whose killers are all durable (`<= durable_lsn`):
+    /// they can be freed whole, without copying anything.
+    pub fn dead_segments(&self, durable_lsn: u64) -> Vec<u32> {
+        let inner = self.inner.lock();
+        inner
+            .infos
+            .iter()
+            .enumerate()
+            .filter(|(s, info)| {
+                info.state == SegmentState::Closed
+                    && self.live[*s].load(Ordering::Relaxed) == 0
+                    && info.max_lsn <= durable_lsn
+                    && self.dead_at[*s].load(Ordering::Relaxed) <= durable_lsn
+            })
+            .map(|(s, _)| s as u32)
+            .collect()
+    }
+
+    /// First step of freeing: zero the segment's first block, so that nothing of this use can
+    /// be read back once the zeros are durable. The caller syncs, then calls `finish_free`.
+    pub fn begin_free(&self, segment: u32) -> Result<()> {
+        self.inner.lock().infos[segment as usize].state = SegmentState::Freeing;
+        self.write(segment, 0, &[0u8; BLOCK_SIZE])
+    }
+
+    pub fn finish_free(&self, segment: u32) {
+        let mut inner = self.inner.lock();
+        debug_assert_eq!(inner.infos[segment as usize].state, SegmentState::Freeing);
+        inner.infos[segment as usize] = Self::empty_info();
+        inner.free.push_back(segment);
+        self.reclaimed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Segments by state and kind: (free, mixed in use, group-owned in use).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let inner = self.inner.lock();
+        let mut c = (0, 0, 0);
+        for info in &inner.infos {
+            match (info.state, info.kind) {
+                (SegmentState::Free, _) => c.0 += 1,
+                (_, SegmentKind::Mixed) => c.1 += 1,
+                (_, SegmentKind::Group) => c.2 += 1,
+            }
+        }
+        c
+    }
+
+    pub fn snapshot(&self) -> Vec<(SegmentInfo, u64)> {
+        let inner = self.inner.lock();
+        inner.infos.iter().enumerate().map(|(s, i)| (*i, self.live_bytes(s as u32))).collect()
+    }
+}

@@ -1,0 +1,478 @@
+//! Where the bytes go: the only code that opens files, reads, writes, allocates and syncs.
+//!
+//! Two implementations of [`Storage`]:
+//! - [`FileStorage`]: a store directory of segment files on the host filesystem.
+//! - [`SimStorage`]: memory that keeps what was written apart from what is durable, so that a
+//!   test can cut power at any point (keeping any subset of the unsynced 512-byte sectors, as a
+//!   host page cache may write them back in any order) and inject I/O errors.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+/// The sector size of simulated power cuts: a sector is either all old or all new.
+pub const SECTOR_SIZE: usize = 512;
+
+/// Storage under a store: numbered segment files plus an atomically replaced superblock.
+pub trait Storage: Send + Sync {
+    /// Reads exactly `buf.len()` bytes at `offset` of file `file`. Bytes never written read as
+    /// zeros; reading past the allocated length is an error.
+    fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes `data` at `offset` of file `file` (already allocated). Not durable until `sync`.
+    fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Makes sure file `file` exists with `len` bytes of space really allocated, so that later
+    /// writes inside it cannot fail for lack of space.
+    fn allocate(&self, file: u32, len: u64) -> io::Result<()>;
+    /// Allocated length of file `file` (0 if it does not exist).
+    fn file_len(&self, file: u32) -> io::Result<u64>;
+    /// Makes every write that returned before this call durable.
+    fn sync(&self) -> io::Result<()>;
+    /// Makes everything in the store durable, including what an earlier process wrote and did
+    /// not sync (recovery builds on it).
+    fn sync_everything(&self) -> io::Result<()> {
+        self.sync()
+    }
+    /// The superblock, or `None` if the store has none yet.
+    fn read_superblock(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the superblock atomically and durably.
+    fn write_superblock(&self, data: &[u8]) -> io::Result<()>;
+}
+
+fn segment_file_name(file: u32) -> String {
+    format!("seg-{file:06}")
+}
+
+const SUPERBLOCK_FILE: &str = "superblock";
+const LOCK_FILE: &str = "lock";
+
+/// A store directory on the host filesystem.
+///
+/// Holds one descriptor per segment file (never one per segment), opened on first use.
+pub struct FileStorage {
+    dir: PathBuf,
+    files: RwLock<Vec<Option<Arc<File>>>>,
+    /// Files written since the last sync.
+    dirty: Mutex<HashSet<u32>>,
+    /// Held for as long as the storage lives: `flock` on it keeps other processes out.
+    _lock: File,
+}
+
+impl FileStorage {
+    /// Opens (creating the directory if `create`) and locks the store directory `dir`.
+    pub fn open(dir: &Path, create: bool) -> io::Result<FileStorage> {
+        if create {
+            std::fs::create_dir_all(dir)?;
+        }
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(
+            dir.join(LOCK_FILE),
+        )?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let holder = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is open in another process{}",
+                        dir.display(),
+                        if holder.trim().is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (pid {})", holder.trim())
+                        }
+                    ),
+                ));
+            }
+            return Err(err);
+        }
+        lock.set_len(0)?;
+        lock.write_at(std::process::id().to_string().as_bytes(), 0)?;
+        Ok(FileStorage {
+            dir: dir.to_path_buf(),
+            files: RwLock::new(Vec::new()),
+            dirty: Mutex::new(HashSet::new()),
+            _lock: lock,
+        })
+    }
+
+    fn file(&self, file: u32, create: bool) -> io::Result<Arc<File>> {
+        if let Some(Some(f)) = self.files.read().get(file as usize) {
+            return Ok(f.clone());
+        }
+        let mut files = self.files.write();
+        if files.len() <= file as usize {
+            files.resize(file as usize + 1, None);
+        }
+        if let Some(f) = &files[file as usize] {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(segment_file_name(file));
+        let f = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(
+            &path,
+        )?;
+        let f = Arc::new(f);
+        files[file as usize] = Some(f.clone());
+        Ok(f)
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+impl Storage for FileStorage {
+    fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file(file, false)?.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        let f = self.file(file, false)?;
+        self.dirty.lock().insert(file);
+        f.write_all_at(data, offset)
+    }
+
+    fn allocate(&self, file: u32, len: u64) -> io::Result<()> {
+        let f = self.file(file, true)?;
+        // SAFETY: fallocate on a descriptor we own.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            // Filesystems without fallocate: fall back to a plain length (space not reserved).
+            if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                if f.metadata()?.len() < len {
+                    f.set_len(len)?;
+                }
+            } else {
+                return Err(err);
+            }
+        }
+        f.sync_all()?;
+        self.sync_dir()
+    }
+
+    fn file_len(&self, file: u32) -> io::Result<u64> {
+        match std::fs::metadata(self.dir.join(segment_file_name(file))) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let dirty: Vec<u32> = self.dirty.lock().drain().collect();
+        for file in &dirty {
+            if let Err(e) = self.file(*file, false)?.sync_data() {
+                // Keep it dirty: a later sync must try again (and the engine latches anyway).
+                self.dirty.lock().extend(dirty.iter().copied());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_everything(&self) -> io::Result<()> {
+        let mut file = 0;
+        while self.file_len(file)? > 0 {
+            self.dirty.lock().insert(file);
+            file += 1;
+        }
+        self.sync()
+    }
+
+    fn read_superblock(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(SUPERBLOCK_FILE)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
+        let tmp = self.dir.join("superblock.tmp");
+        {
+            let f = File::create(&tmp)?;
+            f.write_all_at(data, 0)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join(SUPERBLOCK_FILE))?;
+        self.sync_dir()
+    }
+}
+
+/// What [`SimStorage`] should fail, for fault-injection tests.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    /// Fail every `write_at` after this many more have succeeded.
+    pub fail_writes_after: Option<u64>,
+    /// Fail every `sync` after this many more have succeeded.
+    pub fail_syncs_after: Option<u64>,
+    /// Fail `allocate` (a full host disk).
+    pub fail_allocate: bool,
+}
+
+#[derive(Clone, Default)]
+struct SimFile {
+    /// What readers see now.
+    live: Vec<u8>,
+    /// What survives a power cut for certain.
+    durable: Vec<u8>,
+    /// Sectors written since the last sync (their `durable` contents may be old).
+    dirty: BTreeSet<u64>,
+}
+
+#[derive(Default)]
+struct SimState {
+    files: Vec<SimFile>,
+    superblock: Option<Vec<u8>>,
+    faults: FaultPlan,
+    writes: u64,
+    syncs: u64,
+}
+
+/// Crash-simulation storage. Cheap to clone the durable image of (see [`SimStorage::crash`]).
+#[derive(Default)]
+pub struct SimStorage {
+    state: Mutex<SimState>,
+}
+
+/// Which of the unsynced sectors survive a simulated power cut.
+#[derive(Clone, Copy, Debug)]
+pub enum PowerCut {
+    /// Only what was synced.
+    DropAllUnsynced,
+    /// Everything written (the page cache made it to disk, as after `kill -9`).
+    KeepAllWritten,
+    /// Each unsynced sector kept or dropped by a pseudo-random choice from this seed.
+    Random(u64),
+}
+
+/// A small deterministic generator (xorshift*), so crash tests are reproducible by seed.
+#[derive(Clone, Debug)]
+pub struct SimRng(u64);
+
+impl SimRng {
+    pub fn new(seed: u64) -> SimRng {
+        SimRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+impl SimStorage {
+    pub fn new() -> Arc<SimStorage> {
+        Arc::new(SimStorage::default())
+    }
+
+    pub fn set_faults(&self, faults: FaultPlan) {
+        let mut s = self.state.lock();
+        s.faults = faults;
+    }
+
+    /// Counts of successful writes and syncs so far.
+    pub fn op_counts(&self) -> (u64, u64) {
+        let s = self.state.lock();
+        (s.writes, s.syncs)
+    }
+
+    /// The storage a machine would find after a power cut now: the durable bytes plus, per
+    /// `cut`, some of the unsynced sectors. `self` is left as it is (the "dead" machine).
+    pub fn crash(&self, cut: PowerCut) -> Arc<SimStorage> {
+        let s = self.state.lock();
+        let mut rng = match cut {
+            PowerCut::Random(seed) => Some(SimRng::new(seed)),
+            _ => None,
+        };
+        let files = s
+            .files
+            .iter()
+            .map(|f| {
+                let mut image = f.durable.clone();
+                for &sector in &f.dirty {
+                    let keep = match cut {
+                        PowerCut::DropAllUnsynced => false,
+                        PowerCut::KeepAllWritten => true,
+                        PowerCut::Random(_) => rng.as_mut().unwrap().below(2) == 1,
+                    };
+                    if keep {
+                        let a = sector as usize * SECTOR_SIZE;
+                        let b = (a + SECTOR_SIZE).min(image.len());
+                        image[a..b].copy_from_slice(&f.live[a..b]);
+                    }
+                }
+                SimFile { live: image.clone(), durable: image, dirty: BTreeSet::new() }
+            })
+            .collect();
+        Arc::new(SimStorage {
+            state: Mutex::new(SimState {
+                files,
+                superblock: s.superblock.clone(),
+                ..SimState::default()
+            }),
+        })
+    }
+
+    /// Flips the bits of `mask` in the byte at `offset` of `file`, in both images (media damage).
+    pub fn corrupt(&self, file: u32, offset: u64, mask: u8) {
+        let mut s = self.state.lock();
+        let f = &mut s.files[file as usize];
+        f.live[offset as usize] ^= mask;
+        f.durable[offset as usize] ^= mask;
+    }
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("injected I/O error ({what})"))
+}
+
+impl Storage for SimStorage {
+    fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let s = self.state.lock();
+        let f = s.files.get(file as usize).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let a = offset as usize;
+        let b = a + buf.len();
+        if b > f.live.len() {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        buf.copy_from_slice(&f.live[a..b]);
+        Ok(())
+    }
+
+    fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if let Some(n) = s.faults.fail_writes_after {
+            if n == 0 {
+                return Err(injected("write"));
+            }
+            s.faults.fail_writes_after = Some(n - 1);
+        }
+        let f = s.files.get_mut(file as usize).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let a = offset as usize;
+        let b = a + data.len();
+        if b > f.live.len() {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        f.live[a..b].copy_from_slice(data);
+        for sector in (a / SECTOR_SIZE)..b.div_ceil(SECTOR_SIZE) {
+            f.dirty.insert(sector as u64);
+        }
+        s.writes += 1;
+        Ok(())
+    }
+
+    fn allocate(&self, file: u32, len: u64) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if s.faults.fail_allocate {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        if s.files.len() <= file as usize {
+            s.files.resize(file as usize + 1, SimFile::default());
+        }
+        let f = &mut s.files[file as usize];
+        if (f.live.len() as u64) < len {
+            f.live.resize(len as usize, 0);
+            f.durable.resize(len as usize, 0);
+        }
+        Ok(())
+    }
+
+    fn file_len(&self, file: u32) -> io::Result<u64> {
+        Ok(self.state.lock().files.get(file as usize).map_or(0, |f| f.live.len() as u64))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if let Some(n) = s.faults.fail_syncs_after {
+            if n == 0 {
+                return Err(injected("sync"));
+            }
+            s.faults.fail_syncs_after = Some(n - 1);
+        }
+        for f in &mut s.files {
+            for &sector in &f.dirty {
+                let a = sector as usize * SECTOR_SIZE;
+                let b = (a + SECTOR_SIZE).min(f.live.len());
+                let (live, durable) = (&f.live, &mut f.durable);
+                durable[a..b].copy_from_slice(&live[a..b]);
+            }
+            f.dirty.clear();
+        }
+        s.syncs += 1;
+        Ok(())
+    }
+
+    fn read_superblock(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.state.lock().superblock.clone())
+    }
+
+    fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
+        self.state.lock().superblock = Some(data.to_vec());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_power_cut_keeps_synced_and_drops_unsynced() {
+        let s = SimStorage::new();
+        s.allocate(0, 4096).unwrap();
+        s.write_at(0, 0, &[1u8; 1024]).unwrap();
+        s.sync().unwrap();
+        s.write_at(0, 0, &[2u8; 1024]).unwrap();
+        let after = s.crash(PowerCut::DropAllUnsynced);
+        let mut buf = [0u8; 1024];
+        after.read_at(0, 0, &mut buf).unwrap();
+        assert_eq!(buf, [1u8; 1024]);
+        let kept = s.crash(PowerCut::KeepAllWritten);
+        kept.read_at(0, 0, &mut buf).unwrap();
+        assert_eq!(buf, [2u8; 1024]);
+    }
+
+    #[test]
+    fn sim_random_cut_mixes_sectors() {
+        let s = SimStorage::new();
+        s.allocate(0, 64 * 1024).unwrap();
+        s.write_at(0, 0, &[9u8; 64 * 1024]).unwrap();
+        let img = s.crash(PowerCut::Random(3));
+        let mut buf = vec![0u8; 64 * 1024];
+        img.read_at(0, 0, &mut buf).unwrap();
+        let kept = buf.chunks(SECTOR_SIZE).filter(|c| c[0] == 9).count();
+        assert!(kept > 0 && kept < 128, "kept {kept} of 128 sectors");
+        for c in buf.chunks(SECTOR_SIZE) {
+            assert!(c.iter().all(|&b| b == c[0]), "a sector is all old or all new");
+        }
+    }
+
+    #[test]
+    fn file_storage_lock_refuses_second_opener() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = FileStorage::open(dir.path(), true).unwrap();
+        let err = FileStorage::open(dir.path(), true).err().unwrap();
+        assert!(err.to_string().contains("open in another process"), "{err}");
+    }
+}
