@@ -21,6 +21,8 @@ mod log;
 mod recovery;
 mod segments;
 pub mod storage;
+#[cfg(test)]
+mod tests;
 
 pub use api::*;
 pub use recovery::RecoveryReport;

@@ -1,0 +1,293 @@
+//! Engine tests that need the crate's internals: on-disk images built by hand, the write gate
+//! observed from inside, recovery of reused segments. Behaviour-level tests live in `tests/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::format::{BLOCK_SIZE, Superblock};
+use super::segments::SegmentState;
+use super::storage::{PowerCut, SimStorage, Storage};
+use super::*;
+
+pub(crate) fn small_options() -> EngineOptions {
+    EngineOptions {
+        capacity_bytes: 32 << 20,
+        segment_size_bytes: 256 << 10,
+        segments_per_file: 16,
+        create_if_missing: true,
+        sync_interval: None,
+    }
+}
+
+fn put(key: &str, value: &[u8]) -> Mutation {
+    Mutation::put(ROOT_GROUP, key.as_bytes(), value)
+}
+
+#[test]
+fn write_read_delete_and_reopen() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.write(&[put("a", b"1"), put("b", b"2")]).unwrap();
+    engine.write(&[Mutation::delete(ROOT_GROUP, b"a".to_vec())]).unwrap();
+    assert_eq!(engine.get(b"a").unwrap(), None);
+    assert_eq!(engine.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+    engine.sync().unwrap();
+    drop(engine);
+    let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    assert_eq!(engine.get(b"a").unwrap(), None, "a synced delete stays deleted");
+    assert_eq!(engine.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+}
+
+/// DESIGN.md 4.1: buffers are 4 KiB-aligned, 4 KiB-padded, and the padding is zero.
+#[test]
+fn buffers_are_aligned_and_zero_padded() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    for i in 0..5 {
+        engine.write(&[put(&format!("k{i}"), &vec![0xAB; 100 + i * 1000])]).unwrap();
+    }
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (segment, _) = engine.test_segment_of(b"k0").unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    let mut pos = 0;
+    let mut buffers = 0;
+    while let Some(h) = format::BufferHeader::decode_checked(&image[pos..]) {
+        assert_eq!(pos % BLOCK_SIZE, 0, "buffer starts on a block boundary");
+        assert_eq!(h.buffer_len as usize % BLOCK_SIZE, 0, "buffer is whole blocks");
+        let padding = &image[pos + format::BUFFER_HEADER_SIZE + h.payload_len as usize
+            ..pos + h.buffer_len as usize];
+        assert!(padding.iter().all(|&b| b == 0), "padding is zeroed");
+        pos += h.buffer_len as usize;
+        buffers += 1;
+    }
+    assert_eq!(buffers, 5, "one buffer per sequential write");
+}
+
+/// DESIGN.md 4.2: the flush waits for the gate, and the segment closes only once every index
+/// update of its buffers is done.
+#[test]
+fn write_gate_holds_flush_and_segment_close_until_index_update() {
+    let storage = SimStorage::new();
+    let engine = Arc::new(Engine::open_on(storage, &small_options()).unwrap());
+    // Segments are 256 KiB and so are buffers: one batch of nearly 256 KiB fills a segment.
+    let big = vec![7u8; 124 << 10];
+    engine.write(&[put("first", &big)]).unwrap();
+    let (segment, closed) = engine.test_segment_of(b"first").unwrap();
+    assert!(!closed, "the segment still has room");
+    let completed_before = engine.test_completed_flushes();
+    engine.test_set_index_delay(Duration::from_millis(600));
+    let writer = {
+        let engine = engine.clone();
+        let big = big.clone();
+        std::thread::spawn(move || engine.write(&[put("second", &big)]).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(250));
+    // The buffer is written by now, but its writer has not updated the index yet.
+    assert_eq!(engine.get(b"second").unwrap(), None, "not yet indexed");
+    assert_eq!(engine.test_completed_flushes(), completed_before, "flush waits for the gate");
+    let (_, closed) = engine.test_segment_of(b"first").unwrap();
+    assert!(!closed, "segment {segment} must stay open until the index update is done");
+    writer.join().unwrap();
+    engine.test_set_index_delay(Duration::ZERO);
+    assert!(engine.test_completed_flushes() > completed_before);
+    assert_eq!(engine.test_segment_of(b"second").unwrap().0, segment);
+    assert!(engine.test_segment_of(b"first").unwrap().1, "full segment closed after the update");
+}
+
+/// DESIGN.md 4.4: buffers left from an earlier use of a segment, behind the new use's buffers,
+/// are not read back (their generation is older).
+#[test]
+fn stale_generation_buffers_are_ignored() {
+    let opts = small_options();
+    // Store A: segment 0 gets several buffers, one per write.
+    let a = SimStorage::new();
+    let ea = Engine::open_on(a.clone(), &opts).unwrap();
+    for i in 0..4 {
+        ea.write(&[put(&format!("old{i}"), b"from the earlier use")]).unwrap();
+    }
+    ea.sync().unwrap();
+    drop(ea);
+    // Store B: the same segment reused later (a higher generation), one buffer only.
+    let b = SimStorage::new();
+    let sb = Superblock::decode(&a.read_superblock().unwrap().unwrap()).unwrap();
+    b.write_superblock(&Superblock { generation_high_water: 1000, ..sb }.encode()).unwrap();
+    let eb = Engine::open_on(b.clone(), &opts).unwrap();
+    eb.write(&[put("new", b"from the new use")]).unwrap();
+    eb.sync().unwrap();
+    drop(eb);
+    // Splice: B's first buffer, then A's later buffers, as a reused segment looks on disk.
+    let (file, base) = sb.segment_position(0);
+    let mut tail = vec![0u8; 3 * BLOCK_SIZE];
+    a.read_at(file, base + BLOCK_SIZE as u64, &mut tail).unwrap();
+    b.write_at(file, base + BLOCK_SIZE as u64, &tail).unwrap();
+    b.sync().unwrap();
+    let engine = Engine::open_on(b, &opts).unwrap();
+    assert_eq!(engine.get(b"new").unwrap().as_deref(), Some(&b"from the new use"[..]));
+    for i in 1..4 {
+        assert_eq!(engine.get(format!("old{i}").as_bytes()).unwrap(), None, "old{i} came back");
+    }
+}
+
+/// Fills `engine` until segment `target` has been freed and handed out again.
+fn cycle_until_reused(engine: &Engine, target: u32, generation: u64) -> u64 {
+    let value = vec![1u8; 60 << 10];
+    for round in 0..10_000 {
+        // Overwrite the same few keys, so that old segments die and get freed.
+        engine.write(&[put(&format!("churn{}", round % 3), &value)]).unwrap();
+        if round % 8 == 7 {
+            engine.sync().unwrap();
+            engine.test_reclaim().unwrap();
+        }
+        if let Some((_, g)) =
+            engine.test_segments_in_use().into_iter().find(|&(s, g)| s == target && g > generation)
+        {
+            return g;
+        }
+    }
+    panic!("segment {target} was never reused");
+}
+
+/// DESIGN.md 4.4 and the "reused segments" trap: a torn first buffer of a new use must not let
+/// the old first buffer be read back.
+#[test]
+fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
+    let opts = small_options();
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &opts).unwrap();
+    // Two values that fill the segment, so that the tombstones below go to the next one.
+    let fill = vec![9u8; 124 << 10];
+    engine.write(&[put("victim", &fill), put("victim2", &fill)]).unwrap();
+    let (segment, _) = engine.test_segment_of(b"victim").unwrap();
+    let first_gen = engine
+        .test_segments_in_use()
+        .into_iter()
+        .find(|&(s, _)| s == segment)
+        .unwrap()
+        .1;
+    engine
+        .write(&[
+            Mutation::delete(ROOT_GROUP, b"victim".to_vec()),
+            Mutation::delete(ROOT_GROUP, b"victim2".to_vec()),
+        ])
+        .unwrap();
+    let new_gen = cycle_until_reused(&engine, segment, first_gen);
+    assert!(new_gen > first_gen, "generation grows on reuse");
+    // Power cut now: the reused segment's new buffers were never synced.
+    let image = storage.crash(PowerCut::DropAllUnsynced);
+    let sb = Superblock::decode(&image.read_superblock().unwrap().unwrap()).unwrap();
+    let recovered = recovery::recover(&(image.clone() as Arc<dyn Storage>), &sb).unwrap();
+    let info = recovered.infos[segment as usize];
+    assert!(
+        info.state == SegmentState::Free || info.generation == new_gen,
+        "segment {segment} shows its old use (generation {}) after a torn reuse",
+        info.generation
+    );
+    let engine = Engine::open_on(image, &opts).unwrap();
+    assert_eq!(engine.get(b"victim").unwrap(), None);
+}
+
+#[test]
+fn limits_give_clear_errors() {
+    let engine = Engine::open_on(SimStorage::new(), &small_options()).unwrap();
+    let long_key = vec![b'k'; MAX_KEY_LEN + 1];
+    let err = engine.write(&[Mutation::put(0, long_key, b"v".to_vec())]).unwrap_err();
+    assert!(matches!(err, EngineError::Limit(ref s) if s.contains("key")), "{err}");
+    let err = engine.write(&[put("k", &vec![0; MAX_VALUE_LEN + 1])]).unwrap_err();
+    assert!(matches!(err, EngineError::Limit(ref s) if s.contains("value")), "{err}");
+    let too_big: Vec<Mutation> =
+        (0..3).map(|i| put(&format!("k{i}"), &vec![0; MAX_VALUE_LEN])).collect();
+    let err = engine.write(&too_big).unwrap_err();
+    assert!(matches!(err, EngineError::Limit(ref s) if s.contains("write buffer")), "{err}");
+    assert!(matches!(engine.write(&[]).unwrap_err(), EngineError::Limit(_)));
+}
+
+#[test]
+fn io_error_latches_engine_read_only() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.write(&[put("a", b"1")]).unwrap();
+    storage.set_faults(storage::FaultPlan { fail_writes_after: Some(0), ..Default::default() });
+    assert!(engine.write(&[put("b", b"2")]).is_err());
+    storage.set_faults(storage::FaultPlan::default());
+    let err = engine.write(&[put("c", b"3")]).unwrap_err();
+    assert!(matches!(err, EngineError::Failed(_)), "writes after an I/O error fail: {err}");
+    assert_eq!(engine.get(b"a").unwrap().as_deref(), Some(&b"1"[..]), "reads still work");
+}
+
+#[test]
+fn failed_sync_latches_too() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.write(&[put("a", b"1")]).unwrap();
+    storage.set_faults(storage::FaultPlan { fail_syncs_after: Some(0), ..Default::default() });
+    assert!(engine.sync().is_err());
+    storage.set_faults(storage::FaultPlan::default());
+    assert!(matches!(engine.write(&[put("b", b"2")]).unwrap_err(), EngineError::Failed(_)));
+}
+
+#[test]
+fn damaged_record_is_reported_not_returned() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.write(&[put("good", b"fine"), put("bad", b"this will be damaged")]).unwrap();
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (segment, _) = engine.test_segment_of(b"bad").unwrap();
+    let entry = engine.inner.index.get(b"bad").unwrap();
+    let (file, base) = sb.segment_position(segment);
+    storage.corrupt(file, base + entry.location.offset as u64 + entry.location.len as u64 - 2, 1);
+    let err = engine.get(b"bad").unwrap_err();
+    assert!(matches!(err, EngineError::Corrupt(ref s) if s.contains("checksum")), "{err}");
+    assert_eq!(engine.get(b"good").unwrap().as_deref(), Some(&b"fine"[..]));
+    let err = engine.scan(b"", None, 10).unwrap_err();
+    assert!(matches!(err, EngineError::Corrupt(_)), "a scan over damage fails too: {err}");
+}
+
+#[test]
+fn full_store_gives_no_space_and_deletes_make_room() {
+    let opts = EngineOptions { capacity_bytes: 16 << 20, ..small_options() };
+    let engine = Engine::open_on(SimStorage::new(), &opts).unwrap();
+    let value = vec![3u8; 100 << 10];
+    let mut written = 0;
+    loop {
+        match engine.write(&[put(&format!("f{written}"), &value)]) {
+            Ok(_) => written += 1,
+            Err(EngineError::NoSpace) => break,
+            Err(e) => panic!("unexpected {e}"),
+        }
+        assert!(written < 1000, "never filled");
+    }
+    assert!(written > 100, "only {written} values of 100 KiB fit in 16 MiB");
+    for i in 0..written {
+        engine.write(&[Mutation::delete(ROOT_GROUP, format!("f{i}").into_bytes())]).unwrap();
+    }
+    engine.sync().unwrap();
+    engine.test_reclaim().unwrap();
+    for i in 0..10 {
+        engine.write(&[put(&format!("again{i}"), &value)]).unwrap();
+    }
+    for i in 0..10 {
+        assert_eq!(engine.get(format!("again{i}").as_bytes()).unwrap().unwrap(), value);
+    }
+}
+
+#[test]
+fn host_disk_full_at_allocation_is_a_clean_no_space() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.write(&[put("a", b"1")]).unwrap();
+    storage.set_faults(storage::FaultPlan { fail_allocate: true, ..Default::default() });
+    let value = vec![0u8; 100 << 10];
+    let mut result = Ok(0);
+    for i in 0..200 {
+        result = engine.write(&[put(&format!("k{i}"), &value)]);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(result, Err(EngineError::NoSpace)), "{result:?}");
+    assert_eq!(engine.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    storage.set_faults(storage::FaultPlan::default());
+    engine.write(&[put("after", b"ok")]).unwrap();
+}
