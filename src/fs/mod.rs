@@ -63,8 +63,19 @@ pub const BLOCK_SIZE: u32 = 4096;
 pub const STATS_XATTR: &[u8] = b"user.logstorfs.stats";
 /// Directory records returned per readdir call (the adapter stops early when the reply is full).
 const READDIR_BATCH: usize = 128;
-/// Budget for the data part of a write batch: one batch minus room for the inode record.
-const WRITE_BATCH_BUDGET: usize = MAX_BATCH_BYTES - 1024;
+/// Most data pages in one write batch. 31 pages with their record headers and keys, plus the
+/// inode record, fill exactly 32 blocks of 4 KiB (128 KiB): half a write buffer, and a divisor
+/// of the segment size, so that consecutive batches pack segments with little padding. (Full
+/// 63-page batches left up to a quarter of each segment unused when a short batch came between
+/// them.)
+pub const WRITE_PAGES_PER_BATCH: usize = 31;
+const _: () = assert!(
+    WRITE_PAGES_PER_BATCH * (4096 + 17 + crate::engine::RECORD_OVERHEAD_BYTES)
+        + keys::INODE_RECORD_SIZE
+        + 9
+        + crate::engine::RECORD_OVERHEAD_BYTES
+        <= MAX_BATCH_BYTES
+);
 /// Truncates spanning more pages than this estimate the removed page count instead of asking
 /// the index page by page.
 const TRUNCATE_COUNT_PAGES_MAX: u64 = 1 << 20;
@@ -1159,7 +1170,6 @@ impl Fs {
         }
         let group = rec.group;
         let mut batch: Vec<Mutation> = Vec::new();
-        let mut batch_bytes = 0usize;
         let mut written_end = offset; // end of the bytes in committed batches
         let mut pos = offset;
         while pos < end {
@@ -1185,11 +1195,9 @@ impl Fs {
             if !existed {
                 rec.pages += 1;
             }
-            let m = Mutation::put(group, key, value);
-            batch_bytes += m.encoded_len();
-            batch.push(m);
+            batch.push(Mutation::put(group, key, value));
             pos = pend;
-            if batch_bytes >= WRITE_BATCH_BUDGET - (keys::PAGE_SIZE as usize + 64) || pos == end {
+            if batch.len() >= WRITE_PAGES_PER_BATCH || pos == end {
                 let now = Timestamp::now();
                 rec.size = rec.size.max(pos);
                 rec.mtime = now;
@@ -1197,7 +1205,6 @@ impl Fs {
                 batch.push(Mutation::put(group, keys::inode_key(ino), rec.encode()));
                 let result = self.engine.write(&batch);
                 batch.clear();
-                batch_bytes = 0;
                 if let Err(e) = result {
                     if written_end > offset {
                         break;
