@@ -1,0 +1,267 @@
+//! The namespace through the `Fs` core, without FUSE: create/mkdir/link/unlink/rmdir/rename
+//! (plain, NOREPLACE, EXCHANGE), nlink counts, readdir under concurrent deletes, xattrs, and the
+//! errno of each refusal. Method: an `Fs` on a fresh engine in a temporary directory.
+
+mod fs_common;
+
+use fs_common::*;
+use logstorfs::fs::{keys, FileKind, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, STATS_XATTR};
+
+fn e<T: std::fmt::Debug>(r: Result<T, logstorfs::fs::FsError>) -> i32 {
+    r.unwrap_err().errno()
+}
+
+#[test]
+fn errnos_match_ext4() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let long = "x".repeat(256);
+    assert_eq!(e(fs.create(ROOT_INO, long.as_bytes(), 0o644, 0, CALLER)), libc::ENAMETOOLONG);
+    assert_eq!(e(fs.mkdir(ROOT_INO, long.as_bytes(), 0o755, 0, CALLER)), libc::ENAMETOOLONG);
+    assert_eq!(e(fs.lookup(ROOT_INO, long.as_bytes())), libc::ENAMETOOLONG);
+    assert!(fs.create(ROOT_INO, "y".repeat(255).as_bytes(), 0o644, 0, CALLER).is_ok());
+    assert_eq!(e(fs.lookup(ROOT_INO, b"missing")), libc::ENOENT);
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    assert_eq!(e(fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER)), libc::EEXIST);
+    let f = make_file(&fs, d, "f", b"x");
+    assert_eq!(e(fs.rmdir(ROOT_INO, b"d")), libc::ENOTEMPTY);
+    assert_eq!(e(fs.unlink(ROOT_INO, b"d")), libc::EISDIR);
+    assert_eq!(e(fs.rmdir(d, b"f")), libc::ENOTDIR);
+    assert_eq!(e(fs.create(f, b"sub", 0o644, 0, CALLER)), libc::ENOTDIR);
+    assert_eq!(e(fs.link(d, ROOT_INO, b"dirlink")), libc::EPERM);
+    assert_eq!(e(fs.read(d, 0, 10)), libc::EISDIR);
+    assert_eq!(e(fs.readlink(f)), libc::EINVAL);
+    assert_eq!(e(fs.rename(ROOT_INO, b"nope", ROOT_INO, b"x", 0)), libc::ENOENT);
+    assert_eq!(e(fs.symlink(ROOT_INO, b"s", &vec![b'a'; 4096], CALLER)), libc::ENAMETOOLONG);
+    fs.unlink(d, b"f").unwrap();
+    fs.rmdir(ROOT_INO, b"d").unwrap();
+    assert_eq!(e(fs.lookup(ROOT_INO, b"d")), libc::ENOENT);
+}
+
+#[test]
+fn directory_nlink_is_two_plus_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 2);
+    let a = fs.mkdir(ROOT_INO, b"a", 0o755, 0, CALLER).unwrap().ino;
+    fs.mkdir(a, b"b", 0o755, 0, CALLER).unwrap();
+    fs.mkdir(a, b"c", 0o755, 0, CALLER).unwrap();
+    make_file(&fs, a, "file", b"");
+    assert_eq!(fs.getattr(a).unwrap().nlink, 4);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 3);
+    // Moving a directory moves one link between the parents.
+    fs.rename(a, b"b", ROOT_INO, b"b2", 0).unwrap();
+    assert_eq!(fs.getattr(a).unwrap().nlink, 3);
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 4);
+    fs.rmdir(a, b"c").unwrap();
+    assert_eq!(fs.getattr(a).unwrap().nlink, 2);
+    let b2 = resolve(&fs, "b2").unwrap();
+    let dotdot = fs.readdir(b2, 0).unwrap().into_iter().find(|e| e.name == b"..").unwrap();
+    assert_eq!(dotdot.ino, ROOT_INO, "'..' follows the rename");
+}
+
+#[test]
+fn hard_links_share_data_and_count_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let ino = make_file(&fs, ROOT_INO, "a", b"shared");
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    let attr = fs.link(ino, d, b"b").unwrap();
+    assert_eq!((attr.ino, attr.nlink), (ino, 2));
+    fs.write(ino, 0, b"SHARED").unwrap();
+    assert_eq!(read_all(&fs, resolve(&fs, "d/b").unwrap()), b"SHARED");
+    fs.unlink(ROOT_INO, b"a").unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 1);
+    assert_eq!(read_all(&fs, ino), b"SHARED");
+    // Renaming one link onto another link of the same inode does nothing.
+    fs.link(ino, ROOT_INO, b"c").unwrap();
+    fs.rename(ROOT_INO, b"c", d, b"b", 0).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 2);
+    assert_eq!(list(&fs, ROOT_INO), vec!["c", "d"]);
+}
+
+#[test]
+fn rename_replace_noreplace_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let a = make_file(&fs, ROOT_INO, "a", b"AAA");
+    let b = make_file(&fs, ROOT_INO, "b", b"BBB");
+    let e = fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", RENAME_NOREPLACE).unwrap_err();
+    assert_eq!(e.errno(), libc::EEXIST);
+    fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", RENAME_EXCHANGE).unwrap();
+    assert_eq!(resolve(&fs, "a").unwrap(), b);
+    assert_eq!(resolve(&fs, "b").unwrap(), a);
+    assert_eq!(read_all(&fs, resolve(&fs, "b").unwrap()), b"AAA");
+    let e = fs.rename(ROOT_INO, b"a", ROOT_INO, b"zz", RENAME_EXCHANGE).unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT);
+    // Plain rename replaces, and the replaced file's records are gone.
+    fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", 0).unwrap();
+    assert_eq!(list(&fs, ROOT_INO), vec!["b"]);
+    assert_eq!(read_all(&fs, resolve(&fs, "b").unwrap()), b"BBB");
+    assert_eq!(fs.engine().get(&keys::inode_key(a)).unwrap(), None);
+    assert!(fs.engine().scan(&keys::chunk_prefix(a), None, 10).unwrap().is_empty());
+    fs.rename(ROOT_INO, b"b", ROOT_INO, b"new", RENAME_NOREPLACE).unwrap();
+    assert_eq!(list(&fs, ROOT_INO), vec!["new"]);
+}
+
+#[test]
+fn rename_directory_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let a = fs.mkdir(ROOT_INO, b"a", 0o755, 0, CALLER).unwrap().ino;
+    let sub = fs.mkdir(a, b"sub", 0o755, 0, CALLER).unwrap().ino;
+    let full = fs.mkdir(ROOT_INO, b"full", 0o755, 0, CALLER).unwrap().ino;
+    make_file(&fs, full, "x", b"");
+    make_file(&fs, ROOT_INO, "file", b"");
+    let errno = |r: Result<(), logstorfs::fs::FsError>| r.unwrap_err().errno();
+    assert_eq!(errno(fs.rename(ROOT_INO, b"a", sub, b"loop", 0)), libc::EINVAL);
+    assert_eq!(errno(fs.rename(ROOT_INO, b"a", a, b"self", 0)), libc::EINVAL);
+    assert_eq!(errno(fs.rename(ROOT_INO, b"a", ROOT_INO, b"full", 0)), libc::ENOTEMPTY);
+    assert_eq!(errno(fs.rename(ROOT_INO, b"a", ROOT_INO, b"file", 0)), libc::ENOTDIR);
+    assert_eq!(errno(fs.rename(ROOT_INO, b"file", ROOT_INO, b"a", 0)), libc::EISDIR);
+    // Over an empty directory: allowed, and the parent's link count drops by one.
+    let empty = fs.mkdir(ROOT_INO, b"empty", 0o755, 0, CALLER).unwrap().ino;
+    let before = fs.getattr(ROOT_INO).unwrap().nlink;
+    fs.rename(ROOT_INO, b"a", ROOT_INO, b"empty", 0).unwrap();
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, before - 1);
+    assert_eq!(resolve(&fs, "empty/sub").unwrap(), sub);
+    assert_eq!(fs.engine().get(&keys::inode_key(empty)).unwrap(), None);
+}
+
+#[test]
+fn unlinked_open_file_lives_until_last_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let (attr, fh) = fs.create(ROOT_INO, b"tmp", 0o600, 0, CALLER).unwrap();
+    let ino = attr.ino;
+    fs.write(ino, 0, b"still here").unwrap();
+    fs.unlink(ROOT_INO, b"tmp").unwrap();
+    assert_eq!(fs.lookup(ROOT_INO, b"tmp").unwrap_err().errno(), libc::ENOENT);
+    assert!(fs.engine().contains(&keys::orphan_key(ino)), "unlink records an orphan");
+    assert_eq!(fs.read(ino, 0, 100).unwrap(), b"still here");
+    fs.write(ino, 10, b"!").unwrap();
+    assert_eq!(fs.read(ino, 0, 100).unwrap(), b"still here!");
+    assert_eq!(fs.getattr(ino).unwrap().nlink, 0);
+    fs.release(ino, fh).unwrap();
+    assert!(!fs.engine().contains(&keys::orphan_key(ino)));
+    assert_eq!(fs.engine().get(&keys::inode_key(ino)).unwrap(), None);
+    assert!(fs.engine().scan(&keys::chunk_prefix(ino), None, 10).unwrap().is_empty());
+    fs.forget(ino, 1);
+    assert_eq!(fs.getattr(ino).unwrap_err().errno(), libc::ENOENT);
+}
+
+#[test]
+fn readdir_survives_deletes_during_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    let n = 600;
+    for i in 0..n {
+        make_file(&fs, d, &format!("file-{i}"), b"");
+    }
+    // Like `rm -r`: read a few entries, delete them, continue from the last cookie; also
+    // insert new names meanwhile (they may or may not be listed, but nothing may be skipped).
+    let mut seen = std::collections::BTreeSet::new();
+    let mut offset = 0;
+    let mut round = 0;
+    loop {
+        let batch = fs.readdir(d, offset).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for e in batch.iter().take(7) {
+            offset = e.cookie;
+            if e.name == b"." || e.name == b".." {
+                continue;
+            }
+            let name = String::from_utf8(e.name.clone()).unwrap();
+            assert!(seen.insert(name.clone()), "{name} listed twice");
+            fs.unlink(d, &e.name).unwrap();
+        }
+        round += 1;
+        make_file(&fs, ROOT_INO, &format!("elsewhere-{round}"), b"");
+    }
+    for i in 0..n {
+        assert!(seen.contains(&format!("file-{i}")), "file-{i} skipped");
+    }
+    assert!(list(&fs, d).is_empty());
+    fs.rmdir(ROOT_INO, b"d").unwrap();
+}
+
+#[test]
+fn readdir_lists_kinds_and_dots() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    make_file(&fs, ROOT_INO, "f", b"");
+    fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap();
+    fs.symlink(ROOT_INO, b"s", b"f", CALLER).unwrap();
+    fs.mknod(ROOT_INO, b"p", libc::S_IFIFO | 0o644, 0, 0, CALLER).unwrap();
+    let all = fs.readdir(ROOT_INO, 0).unwrap();
+    let kinds: Vec<(String, FileKind)> =
+        all.iter().map(|e| (String::from_utf8(e.name.clone()).unwrap(), e.kind)).collect();
+    assert_eq!(kinds[0], (".".into(), FileKind::Directory));
+    assert_eq!(kinds[1], ("..".into(), FileKind::Directory));
+    assert!(kinds.contains(&("s".into(), FileKind::Symlink)));
+    assert!(kinds.contains(&("p".into(), FileKind::NamedPipe)));
+    assert_eq!(all.len(), 6);
+    let s = resolve(&fs, "s").unwrap();
+    assert_eq!(fs.readlink(s).unwrap(), b"f");
+    assert_eq!(fs.getattr(s).unwrap().size, 1);
+    // Listing from the last cookie gives nothing more.
+    assert!(fs.readdir(ROOT_INO, all.last().unwrap().cookie).unwrap().is_empty());
+    let plus = fs.readdir_plus(ROOT_INO, 0).unwrap();
+    assert_eq!(plus.len(), 6);
+    assert!(plus.iter().all(|(e, a)| e.ino == a.ino));
+}
+
+#[test]
+fn xattrs_set_get_list_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let ino = make_file(&fs, ROOT_INO, "f", b"");
+    fs.setxattr(ino, b"user.a", b"1", 0).unwrap();
+    fs.setxattr(ino, b"user.b", &vec![7u8; 65536], 0).unwrap();
+    assert_eq!(fs.getxattr(ino, b"user.a").unwrap(), b"1");
+    assert_eq!(fs.listxattr(ino).unwrap(), b"user.a\0user.b\0");
+    assert_eq!(fs.setxattr(ino, b"user.a", b"2", libc::XATTR_CREATE).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(fs.setxattr(ino, b"user.c", b"2", libc::XATTR_REPLACE).unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(fs.setxattr(ino, b"user.c", &vec![0; 65537], 0).unwrap_err().errno(), libc::E2BIG);
+    fs.removexattr(ino, b"user.a").unwrap();
+    assert_eq!(fs.getxattr(ino, b"user.a").unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(fs.removexattr(ino, b"user.a").unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(fs.listxattr(ino).unwrap(), b"user.b\0");
+    // The stats xattr answers on the root only, and is not listed.
+    let stats = String::from_utf8(fs.getxattr(ROOT_INO, STATS_XATTR).unwrap()).unwrap();
+    assert!(stats.contains("\"capacity_bytes\":") && stats.contains("\"root\":\"/\""), "{stats}");
+    assert!(fs.listxattr(ROOT_INO).unwrap().is_empty());
+    // Unlink removes the xattrs with the file.
+    fs.unlink(ROOT_INO, b"f").unwrap();
+    assert!(fs.engine().scan(&keys::xattr_prefix(ino), None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn setattr_mode_owner_times() {
+    use logstorfs::fs::{SetAttr, TimeSet};
+    use std::time::{Duration, UNIX_EPOCH};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let ino = make_file(&fs, ROOT_INO, "f", b"");
+    let t = UNIX_EPOCH + Duration::new(1_000_000, 5);
+    let a = fs
+        .setattr(
+            ino,
+            &SetAttr {
+                mode: Some(0o100600),
+                uid: Some(42),
+                gid: Some(43),
+                mtime: Some(TimeSet::At(t)),
+                atime: Some(TimeSet::At(t)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((a.perm, a.uid, a.gid, a.mtime, a.atime), (0o600, 42, 43, t, t));
+    assert_eq!(fs.getattr(ino).unwrap(), a);
+    assert_eq!(fs.access(ino, libc::R_OK, CALLER).unwrap_err().errno(), libc::EACCES);
+    assert!(fs.access(ino, libc::R_OK | libc::W_OK, logstorfs::fs::Caller { uid: 42, gid: 0 }).is_ok());
+}

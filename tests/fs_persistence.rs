@@ -1,0 +1,131 @@
+//! What survives a remount and a crash, through the `Fs` core without FUSE: the namespace and
+//! data after a clean close; inode numbers stable and never reused; orphans (unlinked while
+//! open) reclaimed at the next mount after a crash. Method: build a tree, close (or drop the
+//! engine without closing, which the engine defines as a process crash), reopen, compare.
+
+mod fs_common;
+
+use std::collections::BTreeMap;
+
+use fs_common::*;
+use logstorfs::fs::{keys, Fs, ROOT_INO};
+
+/// path -> (ino, kind, size, nlink, content or symlink target)
+type Tree = BTreeMap<String, (u64, String, u64, u32, Vec<u8>)>;
+
+fn snapshot(fs: &Fs, dir: u64, prefix: &str, out: &mut Tree) {
+    for name in list(fs, dir) {
+        let path = format!("{prefix}/{name}");
+        let attr = fs.lookup(dir, name.as_bytes()).unwrap();
+        let content = match attr.kind {
+            logstorfs::fs::FileKind::Regular => read_all(fs, attr.ino),
+            logstorfs::fs::FileKind::Symlink => fs.readlink(attr.ino).unwrap(),
+            _ => Vec::new(),
+        };
+        out.insert(path.clone(), (attr.ino, format!("{:?}", attr.kind), attr.size, attr.nlink, content));
+        if attr.kind == logstorfs::fs::FileKind::Directory {
+            snapshot(fs, attr.ino, &path, out);
+        }
+    }
+}
+
+fn build(fs: &Fs) -> u64 {
+    let a = fs.mkdir(ROOT_INO, b"a", 0o755, 0, CALLER).unwrap().ino;
+    let b = fs.mkdir(a, b"b", 0o700, 0, CALLER).unwrap().ino;
+    let f = make_file(fs, b, "data", &pattern(300_000, 9));
+    fs.link(f, ROOT_INO, b"hardlink").unwrap();
+    fs.symlink(a, b"link", b"b/data", CALLER).unwrap();
+    make_file(fs, ROOT_INO, "sparse", b"");
+    let sparse = resolve(fs, "sparse").unwrap();
+    fs.write(sparse, 64 << 20, b"end").unwrap();
+    fs.setxattr(f, b"user.k", b"v", 0).unwrap();
+    fs.rename(ROOT_INO, b"a", ROOT_INO, b"renamed", 0).unwrap();
+    let mut max = 0;
+    for i in 0..50 {
+        max = max.max(make_file(fs, b, &format!("small{i}"), format!("{i}").as_bytes()));
+    }
+    max
+}
+
+#[test]
+fn namespace_and_inode_numbers_survive_remount() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let max_ino = build(&fs);
+    let mut before = Tree::new();
+    snapshot(&fs, ROOT_INO, "", &mut before);
+    assert!(before.len() > 50);
+    fs.close().unwrap();
+
+    let fs = open(dir.path());
+    let mut after = Tree::new();
+    snapshot(&fs, ROOT_INO, "", &mut after);
+    assert_eq!(before, after);
+    let data = resolve(&fs, "renamed/b/data").unwrap();
+    assert_eq!(fs.getxattr(data, b"user.k").unwrap(), b"v");
+    // New inodes never reuse a number handed out before the remount.
+    let used: std::collections::BTreeSet<u64> = before.values().map(|v| v.0).collect();
+    let new = make_file(&fs, ROOT_INO, "new", b"");
+    assert!(new > max_ino && !used.contains(&new), "inode {new} reused (max before {max_ino})");
+    fs.close().unwrap();
+}
+
+#[test]
+fn inode_numbers_never_reused_after_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let mut seen = Vec::new();
+    for i in 0..10 {
+        seen.push(make_file(&fs, ROOT_INO, &format!("f{i}"), b""));
+    }
+    fs.fsync().unwrap();
+    drop(fs); // crash: no close
+    for round in 0..3 {
+        let fs = open(dir.path());
+        let ino = make_file(&fs, ROOT_INO, &format!("r{round}"), b"");
+        assert!(seen.iter().all(|&s| ino > s), "inode {ino} not above {seen:?}");
+        seen.push(ino);
+        fs.fsync().unwrap();
+        drop(fs);
+    }
+}
+
+#[test]
+fn orphans_are_reclaimed_at_mount_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let (attr, _fh) = fs.create(ROOT_INO, b"tmp", 0o600, 0, CALLER).unwrap();
+    let ino = attr.ino;
+    fs.write(ino, 0, &pattern(100_000, 1)).unwrap();
+    fs.setxattr(ino, b"user.x", b"1", 0).unwrap();
+    fs.unlink(ROOT_INO, b"tmp").unwrap();
+    assert!(fs.engine().contains(&keys::orphan_key(ino)));
+    fs.fsync().unwrap();
+    drop(fs); // crash with the file still open
+
+    let fs = open(dir.path());
+    let e = fs.engine();
+    assert!(!e.contains(&keys::orphan_key(ino)), "orphan record left");
+    assert_eq!(e.get(&keys::inode_key(ino)).unwrap(), None, "orphan inode left");
+    assert!(e.scan(&keys::chunk_prefix(ino), None, 1).unwrap().is_empty(), "orphan data left");
+    assert!(e.scan(&keys::xattr_prefix(ino), None, 1).unwrap().is_empty(), "orphan xattrs left");
+    assert!(list(&fs, ROOT_INO).is_empty());
+    fs.close().unwrap();
+}
+
+#[test]
+fn metadata_batches_are_atomic_at_a_crash() {
+    // After a crash, a rename is either fully there or not at all: never both names, never none.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let ino = make_file(&fs, ROOT_INO, "old", b"payload");
+    fs.fsync().unwrap();
+    fs.rename(ROOT_INO, b"old", ROOT_INO, b"new", 0).unwrap();
+    drop(fs);
+    let fs = open(dir.path());
+    let names = list(&fs, ROOT_INO);
+    assert!(names == vec!["new"] || names == vec!["old"], "{names:?}");
+    let found = resolve(&fs, &names[0]).unwrap();
+    assert_eq!(found, ino);
+    assert_eq!(read_all(&fs, found), b"payload");
+}
