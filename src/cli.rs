@@ -204,10 +204,12 @@ fn daemonize_and_serve(
         let mut reader = unsafe { File::from_raw_fd(fds[0]) };
         let mut msg = String::new();
         let _ = reader.read_to_string(&mut msg);
-        return match msg.strip_prefix("OK") {
-            Some(_) => Ok(()),
-            None if msg.is_empty() => Err("the daemon exited before the mount was live".into()),
-            None => Err(msg.trim_end().to_string()),
+        return if msg.starts_with("OK") {
+            Ok(())
+        } else if let Some(err) = msg.strip_prefix("ERR ") {
+            Err(err.trim_end().to_string())
+        } else {
+            Err("the daemon exited before the mount was live".into())
         };
     }
     // Child.
@@ -221,16 +223,23 @@ fn daemonize_and_serve(
     let code = match serve(store, mountpoint, options, config, Some(notify)) {
         Ok(()) => 0,
         Err(msg) => {
-            // The parent already has the message if the mount never went live.
-            log::error!("{msg}");
+            // Before the mount went live the parent reports the message; after, only the log
+            // (our stderr by then) can.
+            if DETACHED.load(std::sync::atomic::Ordering::Relaxed) {
+                log::error!("{msg}");
+            }
             1
         }
     };
     std::process::exit(code);
 }
 
+/// Set once the daemon's stdio points at /dev/null and the log file.
+static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Points stdin/stdout at /dev/null and stderr at the store's log file.
 fn detach_stdio(store: &Path) {
+    DETACHED.store(true, std::sync::atomic::Ordering::Relaxed);
     let devnull = CString::new("/dev/null").expect("no NUL");
     let log_path = store.join(DAEMON_LOG_FILE);
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path);
@@ -311,7 +320,9 @@ fn serve_inner(
         Ok(s) => s,
         Err(e) => {
             let msg = format!("cannot mount on {}: {e}", mountpoint.display());
-            close_fs(fs);
+            if let Err(close) = close_fs(fs) {
+                log::error!("{close}");
+            }
             return Err(msg);
         }
     };
@@ -357,6 +368,11 @@ fn stats_from_mount(mountpoint: &Path) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
+/// Prints to stdout, ignoring a closed pipe (`logstorfs stats | head`).
+fn print_out(s: &str) {
+    let _ = std::io::stdout().write_all(s.as_bytes());
+}
+
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
@@ -377,10 +393,10 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
     }
     if let Some(j) = json {
         if args.json {
-            println!("{j}");
+            print_out(&format!("{j}\n"));
         } else {
-            // The daemon only speaks JSON; print it as is with one field per line.
-            println!("{}", j.replace(",\"", ",\n\""));
+            // The daemon only speaks JSON; print it with one field per line.
+            print_out(&format!("{}\n", j.replace(",\"", ",\n\"")));
         }
         return Ok(());
     }
@@ -394,9 +410,9 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
     })?;
     let s = engine.stats();
     if args.json {
-        println!("{}", stats::stats_json(&s));
+        print_out(&format!("{}\n", stats::stats_json(&s)));
     } else {
-        print!("{}", stats::stats_text(&s));
+        print_out(&stats::stats_text(&s));
     }
     engine.close().map_err(|e| format!("closing the store: {e}"))
 }

@@ -1,0 +1,201 @@
+//! Real mounts through the kernel, using the built binary: `mount --daemon`, ordinary std::fs
+//! operations, `stats` while mounted and offline, a second mount of the same store refused,
+//! unmount with `fusermount3 -u`, remount and verify; foreground mode ending on unmount and on
+//! SIGTERM. Requires /dev/fuse and fusermount3 (CI installs fuse3): without them these tests
+//! FAIL, they do not skip.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_logstorfs");
+
+fn require_fuse() {
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: install and load fuse3");
+    let found = Command::new("fusermount3").arg("-V").output();
+    assert!(found.is_ok(), "fusermount3 is missing: apt-get install -y fuse3");
+}
+
+fn is_mounted(mnt: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mnt = mnt.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(mnt))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run logstorfs")
+}
+
+/// A tempdir with `store/` and `mnt/`; unmounts on drop so a failed test leaves no mount.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        require_fuse();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mnt = mnt.canonicalize().unwrap();
+        Fixture { _dir: dir, store, mnt }
+    }
+
+    fn mount_daemon(&self) {
+        let out = run(&["mount", "--daemon", "--size", "64M", s(&self.store), s(&self.mnt)]);
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(is_mounted(&self.mnt), "--daemon returned before the mount was live");
+    }
+
+    fn daemon_pid(&self) -> i32 {
+        let m = std::fs::read_to_string(self.store.join("mounted")).expect("STORE/mounted");
+        let mut lines = m.lines();
+        assert_eq!(lines.next(), Some(s(&self.mnt)));
+        lines.next().unwrap().parse().unwrap()
+    }
+
+    /// fusermount3 -u, then wait until the daemon has exited (engine closed, lock released).
+    fn unmount(&self) {
+        let pid = self.daemon_pid();
+        let st = Command::new("fusermount3").arg("-u").arg(&self.mnt).status().unwrap();
+        assert!(st.success(), "fusermount3 -u failed");
+        wait_for("daemon exit", || !process_alive(pid));
+        assert!(!is_mounted(&self.mnt));
+        assert!(!self.store.join("mounted").exists(), "STORE/mounted left after clean exit");
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.mnt).status();
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn process_alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped by init in a container) counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn daemon_mount_use_unmount_remount() {
+    let fx = Fixture::new();
+    fx.mount_daemon();
+    let m = &fx.mnt;
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+    std::fs::write(m.join("big"), &data).unwrap();
+    std::fs::write(m.join("small"), b"hello").unwrap();
+    std::fs::create_dir_all(m.join("a/b/c")).unwrap();
+    std::fs::rename(m.join("small"), m.join("a/b/moved")).unwrap();
+    std::fs::hard_link(m.join("a/b/moved"), m.join("hard")).unwrap();
+    std::os::unix::fs::symlink("a/b/moved", m.join("sym")).unwrap();
+    assert_eq!(std::fs::read(m.join("sym")).unwrap(), b"hello");
+    assert_eq!(std::fs::metadata(m.join("hard")).unwrap().nlink(), 2);
+    assert_eq!(std::fs::metadata(m.join("a")).unwrap().nlink(), 3);
+    // rm -r of a directory with many entries: nothing skipped, so remove_dir_all succeeds.
+    std::fs::create_dir(m.join("many")).unwrap();
+    for i in 0..500 {
+        std::fs::write(m.join(format!("many/f{i}")), b"x").unwrap();
+    }
+    assert_eq!(std::fs::read_dir(m.join("many")).unwrap().count(), 500);
+    std::fs::remove_dir_all(m.join("many")).unwrap();
+    assert!(!m.join("many").exists());
+    let long = "n".repeat(256);
+    let err = std::fs::write(m.join(&long), b"").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG));
+    let err = std::fs::remove_dir(m.join("a")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+    let meta = std::fs::metadata(m.join("big")).unwrap();
+    assert_eq!(meta.len(), data.len() as u64);
+    assert_eq!(meta.blocks(), (data.len() as u64).div_ceil(4096) * 8);
+    let big_ino = meta.ino();
+
+    // stats while mounted, by store and by mount point.
+    for target in [&fx.store, &fx.mnt] {
+        let out = run(&["stats", "--json", s(target)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json = String::from_utf8(out.stdout).unwrap();
+        assert!(json.contains("\"capacity_bytes\":67108864"), "{json}");
+        assert!(json.contains("\"groups\":[{\"id\":0,\"root\":\"/\""), "{json}");
+    }
+    // A second daemon on the same store is refused with a clear message.
+    let other = tempfile::tempdir().unwrap();
+    let out = run(&["mount", "--daemon", s(&fx.store), s(other.path())]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("logstorfs: ") && err.contains("in use"), "{err}");
+    assert!(!is_mounted(other.path()));
+
+    fx.unmount();
+    let out = run(&["stats", "--json", s(&fx.store)]);
+    assert!(out.status.success(), "offline stats: {}", String::from_utf8_lossy(&out.stderr));
+
+    fx.mount_daemon();
+    assert!(std::fs::read(m.join("big")).unwrap() == data, "big differs after remount");
+    assert_eq!(std::fs::read(m.join("a/b/moved")).unwrap(), b"hello");
+    assert_eq!(std::fs::read_link(m.join("sym")).unwrap(), Path::new("a/b/moved"));
+    assert_eq!(std::fs::metadata(m.join("big")).unwrap().ino(), big_ino);
+    let mut names: Vec<String> = std::fs::read_dir(m)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "big", "hard", "sym"]);
+    fx.unmount();
+}
+
+fn spawn_foreground(fx: &Fixture) -> Child {
+    let child = Command::new(BIN)
+        .args(["mount", "--size", "64M", s(&fx.store), s(&fx.mnt)])
+        .spawn()
+        .unwrap();
+    wait_for("foreground mount", || is_mounted(&fx.mnt));
+    child
+}
+
+#[test]
+fn foreground_mount_exits_zero_on_unmount_and_on_sigterm() {
+    let fx = Fixture::new();
+    let mut child = spawn_foreground(&fx);
+    std::fs::write(fx.mnt.join("f"), b"one").unwrap();
+    let st = Command::new("fusermount3").arg("-u").arg(&fx.mnt).status().unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success(), "foreground mount did not exit 0 after unmount");
+
+    let mut child = spawn_foreground(&fx);
+    assert_eq!(std::fs::read(fx.mnt.join("f")).unwrap(), b"one");
+    std::fs::write(fx.mnt.join("g"), b"two").unwrap();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success(), "SIGTERM did not end in a clean exit");
+    assert!(!is_mounted(&fx.mnt), "SIGTERM left the mount behind");
+
+    let mut child = spawn_foreground(&fx);
+    assert_eq!(std::fs::read(fx.mnt.join("g")).unwrap(), b"two");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+}
