@@ -166,6 +166,11 @@ fn mount(args: MountArgs) -> Result<(), String> {
     config.mount_options =
         vec![MountOption::FSName("logstorfs".into()), MountOption::Subtype("logstorfs".into())];
     parse_mount_options(&args.options, &mut config);
+    // The kernel checks permissions against the mode bits we report (as ext4 would); without
+    // it, any user allowed on the mount could open any file.
+    if !config.mount_options.contains(&MountOption::DefaultPermissions) {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
     let cpus = std::thread::available_parallelism().map_or(FUSE_THREADS_MIN, |n| n.get());
     config.n_threads = Some(cpus.clamp(FUSE_THREADS_MIN, FUSE_THREADS_MAX));
     config.clone_fd = true;

@@ -199,3 +199,39 @@ fn foreground_mount_exits_zero_on_unmount_and_on_sigterm() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn unlinked_open_file_stays_usable_through_its_descriptor() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let fx = Fixture::new();
+    fx.mount_daemon();
+    let path = fx.mnt.join("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&vec![5u8; 200_000]).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(!path.exists());
+    f.write_all(b"more").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).unwrap();
+    assert_eq!(back.len(), 200_004);
+    assert_eq!(&back[200_000..], b"more");
+    let live_open = stats_live_bytes(&fx.store);
+    drop(f);
+    // The last close purges the data: live bytes drop by at least the file's size.
+    wait_for("purge after last close", || stats_live_bytes(&fx.store) + 200_000 <= live_open);
+    fx.unmount();
+}
+
+fn stats_live_bytes(store: &Path) -> u64 {
+    let out = run(&["stats", "--json", s(store)]);
+    let json = String::from_utf8(out.stdout).unwrap();
+    let at = json.find("\"live_bytes\":").expect("live_bytes") + "\"live_bytes\":".len();
+    json[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}

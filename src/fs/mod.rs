@@ -1349,7 +1349,9 @@ impl Fs {
         let s = self.engine.stats();
         let bs = u64::from(BLOCK_SIZE);
         let blocks = s.capacity_bytes / bs;
-        let free = s.capacity_bytes.saturating_sub(s.live_bytes) / bs;
+        // What user writes may still add before ENOSPC (the engine keeps a reserve for its own
+        // work that users cannot take), so `df` never promises space a write would not get.
+        let free = self.engine.available_bytes() / bs;
         let st = self.state.lock();
         let files_total = u64::MAX >> 1;
         StatFs {
