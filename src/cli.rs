@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -192,8 +192,9 @@ fn daemonize_and_serve(
     config: &Config,
 ) -> Result<(), String> {
     let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+    // SAFETY: `fds` is a valid array of two ints for pipe2(2) to fill. CLOEXEC: a helper the
+    // child spawns (fusermount3) must not inherit the write end and keep the parent waiting.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: we are single-threaded here (no engine or FUSE threads exist yet), so the child
@@ -206,9 +207,10 @@ fn daemonize_and_serve(
         // Parent: wait for the child's verdict.
         // SAFETY: fds[1] is ours to close; fds[0] is a valid, owned pipe end.
         unsafe { libc::close(fds[1]) };
-        let mut reader = unsafe { File::from_raw_fd(fds[0]) };
+        let reader = unsafe { File::from_raw_fd(fds[0]) };
+        // One line: "OK" or "ERR <message>"; EOF without it means the child died.
         let mut msg = String::new();
-        let _ = reader.read_to_string(&mut msg);
+        let _ = std::io::BufReader::new(reader).read_line(&mut msg);
         return if msg.starts_with("OK") {
             Ok(())
         } else if let Some(err) = msg.strip_prefix("ERR ") {

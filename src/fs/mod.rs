@@ -21,9 +21,21 @@
 //! 5. Truncate and purge delete pages with one `DeleteRange`/`DeletePrefix`, never a tombstone
 //!    per page. A partial last page is rewritten shortened, so bytes past the size read as zero.
 //!
-//! Locking: one mutex ([`Fs::state`]) serialises every operation that writes, and guards the
+//! Locking: one mutex (`Fs::state`) serialises every operation that writes, and guards the
 //! in-memory node table (lookup counts, open counts, cached attributes). Reads take it only to
 //! read the size, then read pages without it.
+//!
+//! Durability (DESIGN.md section 6): a write or metadata operation is visible to every reader
+//! when it returns. It is durable after fsync/fdatasync/fsyncdir (all call `Engine::sync`, so
+//! they make *everything* written so far durable, not just that file), after a clean unmount
+//! or SIGINT/SIGTERM (the daemon syncs and closes the engine), and at the latest after the
+//! engine's `sync_interval` (5 s by default). The kernel writeback cache is off, so write(2)
+//! itself reports ENOSPC/EIO and close(2) has nothing left to report.
+//!
+//! Other decisions: atime is not updated by reads (as `noatime`); permission checks are the
+//! kernel's (`default_permissions` is always on); `access()` checks mode bits for callers that
+//! ask; fallocate supports mode 0 only (extends the size; it does not reserve space) and other
+//! modes get EOPNOTSUPP; `st_blocks` is 8 per stored 4 KiB page (directories report 8).
 
 pub mod error;
 pub mod fuse_adapter;
