@@ -155,6 +155,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
         .store
         .canonicalize()
         .map_err(|e| format!("store {}: {e}", args.store.display()))?;
+    clear_dead_mount(&args.mountpoint);
     let mountpoint = args
         .mountpoint
         .canonicalize()
@@ -180,6 +181,26 @@ fn mount(args: MountArgs) -> Result<(), String> {
         daemonize_and_serve(&store, &mountpoint, &options, &config)
     } else {
         serve(&store, &mountpoint, &options, &config, None)
+    }
+}
+
+/// A daemon killed without unmounting leaves its mount behind, answering ENOTCONN. Detach it
+/// so the store can be mounted there again (the store's lock tells whether a daemon is alive).
+fn clear_dead_mount(mountpoint: &Path) {
+    if let Err(e) = std::fs::metadata(mountpoint) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            log::warn!("{}: detaching the mount of a daemon that died", mountpoint.display());
+            let status = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mountpoint)
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                if let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) {
+                    // SAFETY: a valid C string; umount2 has no other preconditions.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
     }
 }
 

@@ -235,3 +235,31 @@ fn stats_live_bytes(store: &Path) -> u64 {
     let at = json.find("\"live_bytes\":").expect("live_bytes") + "\"live_bytes\":".len();
     json[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
+
+#[test]
+fn kill_9_then_remount_keeps_synced_data_and_reclaims_orphans() {
+    use std::io::Write;
+    let fx = Fixture::new();
+    fx.mount_daemon();
+    let mut kept = std::fs::File::create(fx.mnt.join("kept")).unwrap();
+    kept.write_all(&vec![9u8; 100_000]).unwrap();
+    kept.sync_all().unwrap();
+    drop(kept);
+    let mut open_unlinked = std::fs::File::create(fx.mnt.join("orphan")).unwrap();
+    open_unlinked.write_all(&vec![1u8; 500_000]).unwrap();
+    std::fs::remove_file(fx.mnt.join("orphan")).unwrap();
+    open_unlinked.sync_all().unwrap();
+    let live_with_orphan = stats_live_bytes(&fx.store);
+    let pid = fx.daemon_pid();
+    // SAFETY: killing the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for("daemon death", || !process_alive(pid));
+    drop(open_unlinked);
+    // The dead mount is detached by the next mount of the same mount point.
+    fx.mount_daemon();
+    assert_eq!(std::fs::read(fx.mnt.join("kept")).unwrap(), vec![9u8; 100_000]);
+    assert!(!fx.mnt.join("orphan").exists());
+    let live = stats_live_bytes(&fx.store);
+    assert!(live + 500_000 <= live_with_orphan, "orphan not reclaimed: {live} vs {live_with_orphan}");
+    fx.unmount();
+}
