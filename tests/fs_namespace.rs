@@ -265,3 +265,19 @@ fn setattr_mode_owner_times() {
     assert_eq!(fs.access(ino, libc::R_OK, CALLER).unwrap_err().errno(), libc::EACCES);
     assert!(fs.access(ino, libc::R_OK | libc::W_OK, logstorfs::fs::Caller { uid: 42, gid: 0 }).is_ok());
 }
+
+#[test]
+fn access_acl_xattr_sets_the_mode_like_ext4() {
+    // What `cp -a` writes after creating a file with mode 0600: an ACL equal to mode 0644.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let ino = make_file(&fs, ROOT_INO, "f", b"");
+    fs.setattr(ino, &logstorfs::fs::SetAttr { mode: Some(0o600), ..Default::default() }).unwrap();
+    let acl: Vec<u8> = [2u32.to_le_bytes().to_vec(), vec![1, 0, 6, 0, 255, 255, 255, 255],
+        vec![4, 0, 4, 0, 255, 255, 255, 255], vec![0x20, 0, 4, 0, 255, 255, 255, 255]]
+        .concat();
+    fs.setxattr(ino, b"system.posix_acl_access", &acl, 0).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().perm, 0o644);
+    assert_eq!(fs.getxattr(ino, b"system.posix_acl_access").unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(fs.setxattr(ino, b"system.posix_acl_access", &[1, 2], 0).unwrap_err().errno(), libc::EINVAL);
+}

@@ -37,6 +37,7 @@
 //! ask; fallocate supports mode 0 only (extends the size; it does not reserve space) and other
 //! modes get EOPNOTSUPP; `st_blocks` is 8 per stored 4 KiB page (directories report 8).
 
+pub mod acl;
 pub mod error;
 pub mod fuse_adapter;
 pub mod keys;
@@ -1404,6 +1405,18 @@ impl Fs {
         }
         rec.ctime = Timestamp::now();
         let mut txn = Txn::default();
+        if name == acl::ACCESS_ACL_XATTR {
+            // The ACL sets the mode bits; one that says nothing more is not kept (as ext4).
+            let mode = acl::parse_access_acl(value)?;
+            rec.perm = (rec.perm & !0o777) | mode.perm;
+            if mode.equivalent {
+                if exists {
+                    txn.post.push(Mutation::delete(rec.group, key));
+                }
+                txn.inodes.insert(ino, rec);
+                return self.commit(&mut st, txn);
+            }
+        }
         txn.post.push(Mutation::put(rec.group, key, value.to_vec()));
         txn.inodes.insert(ino, rec);
         self.commit(&mut st, txn)
