@@ -167,7 +167,7 @@ EOF
         pjd_rc=$?
         set -e
         grep -E '^Summary' "$WORK/pjdfstest.log" || true
-        grep -E '[[:space:]]FAILED$' "$WORK/pjdfstest.log" | awk '{print $1}' | LC_ALL=C sort -u > "$WORK/pjd-failed.txt"
+        { grep -E '[[:space:]]FAILED$' "$WORK/pjdfstest.log" || true; } | awk '{print $1}' | LC_ALL=C sort -u > "$WORK/pjd-failed.txt"
         PJD_PASSED=$(grep -cE '[[:space:]]ok$' "$WORK/pjdfstest.log" || true)
         PJD_FAILED=$(wc -l < "$WORK/pjd-failed.txt")
         [[ -f "$KNOWN" ]] || die "known-failures list $KNOWN is missing"

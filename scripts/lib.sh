@@ -106,7 +106,7 @@ daemon_pid() {
                 case "$(cat "$p/comm" 2>/dev/null)" in bash|sh|timeout|sudo) break ;; esac
                 echo "${p#/proc/}"; return 0
             fi
-        done < "$p/cmdline" 2>/dev/null
+        done 2>/dev/null < "$p/cmdline"
     done
     return 1
 }

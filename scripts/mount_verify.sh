@@ -6,7 +6,8 @@
 #
 # BINARY defaults to target/release/logstorfs. To validate this script itself on another FUSE
 # file system: MOUNT_CMD=bindfs bash scripts/mount_verify.sh
-# Env: VERIFY_SIZE (store size, default 1G), KEEP=1 keeps the work dir, TMPDIR.
+# Env: VERIFY_SIZE (store size, default 1G), VERIFY_SRC (a tree to copy, >= 25 MB), KEEP=1
+# keeps the work dir, TMPDIR.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [[ $# -ge 1 ]] && LOGSTORFS="$(realpath "$1")"
@@ -26,8 +27,14 @@ trap cleanup EXIT
 
 log "mount_verify on $(backend_name), work dir $WORK"
 
-# ---- source trees from /usr/share/doc: ~30 MB of real files, symlinks and directories ----
-DOC=/usr/share/doc
+# ---- source trees: ~30 MB of real files, symlinks and directories from /usr/share/doc, or,
+# where that is thin (slim container images drop the docs), from the cargo registry sources ----
+DOC=""
+for cand in "${VERIFY_SRC:-}" /usr/share/doc "$HOME"/.cargo/registry/src/*/; do
+    [[ -n "$cand" && -d "$cand" ]] || continue
+    if (( $(du -sk "$cand" 2>/dev/null | cut -f1) >= 25000 )); then DOC="${cand%/}"; break; fi
+done
+[[ -n "$DOC" ]] || die "no source tree of >= 25 MB found (/usr/share/doc, ~/.cargo/registry/src); set VERIFY_SRC"
 CP_SET=()      # copied with cp -a
 TAR_SET=()     # copied with tar
 total=0
@@ -37,7 +44,7 @@ while read -r kb name; do
     total=$((total + kb))
 done < <(cd "$DOC" && du -sk -- * 2>/dev/null | sort -k2)
 [[ ${#CP_SET[@]} -gt 0 && ${#TAR_SET[@]} -gt 0 ]] || die "not enough in $DOC to copy"
-log "copying ${#CP_SET[@]} + ${#TAR_SET[@]} package doc dirs (~$((total / 1024)) MB)"
+log "copying ${#CP_SET[@]} + ${#TAR_SET[@]} directories of $DOC (~$((total / 1024)) MB)"
 
 # Metadata listing of a tree: type, mode, owner, size (files), mtime (files, dirs), link target.
 meta() {
@@ -79,7 +86,7 @@ t_cp() {
     (cd "$DOC" && cp -a -- "${CP_SET[@]}" "$MNT/cp/")
     (cd "$DOC" && for d in "${CP_SET[@]}"; do diff -r --no-dereference "$d" "$MNT/cp/$d"; done)
 }
-check "cp -a of /usr/share/doc subset + diff -r" t_cp
+check "cp -a of real trees + diff -r" t_cp
 
 t_cp_meta() { diff <(meta_src "${CP_SET[@]}") <(cd "$MNT/cp" && meta_src_here); }
 meta_src_here() { local DOC="$PWD"; meta_src "${CP_SET[@]}"; }
