@@ -167,3 +167,24 @@ expect_fail_msg() { # expect_fail_msg MESSAGE CMD... : CMD must fail and print M
     if [[ $rc -eq 0 ]]; then echo "expected '$*' to fail, it succeeded"; return 1; fi
     if [[ "$err" != *"$msg"* ]]; then echo "expected '$msg' from '$*', got: $err"; return 1; fi
 }
+
+# Make `trap ... EXIT` (unmounting) run when the script is stopped by a signal, e.g. by timeout.
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# Unmount leftover FUSE mounts under the scripts' work directories (a script killed with SIGKILL
+# cannot clean up after itself). Only dead mounts (the daemon is gone: stat fails) at paths
+# matching ${TMPDIR:-/tmp}/logstorfs-{verify,ext}.*, so that concurrent runs are left alone.
+unmount_leftovers() {
+    local base="${TMPDIR:-/tmp}" m
+    while read -r _ m _; do
+        m="$(printf '%b' "$m")"
+        case "$m" in
+            "$base"/logstorfs-verify.*|"$base"/logstorfs-ext.*)
+                stat -t "$m" >/dev/null 2>&1 && continue
+                echo "unmounting leftover $m"
+                fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || true ;;
+        esac
+    done < <(grep ' fuse' /proc/mounts || true)
+}
+

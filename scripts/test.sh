@@ -17,7 +17,7 @@ export RESULTS_FILE
 STAGE_FAILED=()
 TIMINGS=()
 T0=$SECONDS
-trap 'cleanup_mounts; rm -f "$RESULTS_FILE"' EXIT
+trap 'cleanup_mounts; unmount_leftovers; rm -f "$RESULTS_FILE"' EXIT
 
 stage() { [[ " $STAGES " == *" $1 "* ]]; }
 banner() { echo; echo "==================== $* ===================="; }
