@@ -381,17 +381,23 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir_plus(ino.0, offset) {
+        match self.fs.readdir(ino.0, offset) {
             Ok(entries) => {
-                for (e, a) in entries {
-                    let name = OsStr::from_bytes(&e.name);
-                    if reply.add(INodeNo(e.ino), e.cookie, name, &TTL, &file_attr(&a), GENERATION)
-                    {
-                        break;
-                    }
+                for e in entries {
+                    let dots = e.name == b"." || e.name == b"..";
                     // The kernel takes a lookup reference on every entry but "." and "..".
-                    if e.name != b"." && e.name != b".." {
-                        self.fs.note_lookup(e.ino);
+                    let attr = if dots { self.fs.getattr(e.ino) } else { self.fs.readdir_entry(e.ino) };
+                    let attr = match attr {
+                        Ok(a) => a,
+                        Err(_) => continue, // removed since the listing
+                    };
+                    let name = OsStr::from_bytes(&e.name);
+                    if reply.add(INodeNo(e.ino), e.cookie, name, &TTL, &file_attr(&attr), GENERATION)
+                    {
+                        if !dots {
+                            self.fs.forget(e.ino, 1);
+                        }
+                        break;
                     }
                 }
                 reply.ok();

@@ -620,12 +620,15 @@ impl Fs {
         Ok(to_attr(ino, &rec))
     }
 
-    /// Takes one lookup reference on `ino` (readdirplus entries). Unknown inodes are ignored.
-    pub fn note_lookup(&self, ino: u64) {
+    /// The attributes of a readdirplus entry, taking one lookup reference on it (the kernel
+    /// counts one for every entry but `.` and `..`; if the entry does not fit in the reply after
+    /// all, the caller gives the reference back with [`Fs::forget`]). ENOENT if it was removed
+    /// since the listing.
+    pub fn readdir_entry(&self, ino: u64) -> FsResult<Attr> {
         let mut st = self.state.lock();
-        if let Ok(rec) = self.load(&st, ino) {
-            Self::remember(&mut st, ino, &rec, 1, 0);
-        }
+        let rec = self.load(&st, ino)?;
+        Self::remember(&mut st, ino, &rec, 1, 0);
+        Ok(to_attr(ino, &rec))
     }
 
     /// Drops `count` lookup references.
@@ -759,10 +762,10 @@ impl Fs {
         let now = Timestamp::now();
         let mut st = self.state.lock();
         let prec = self.load_dir(&st, parent)?;
-        if self.find_entry(parent, name)?.is_some() {
+        let mut txn = Txn::default();
+        if self.txn_dirents(&mut txn, parent, prec.group, name)?.iter().any(|e| e.name == name) {
             return Err(FsError::Exists);
         }
-        let mut txn = Txn::default();
         let ino = Self::alloc_ino(&st, &mut txn);
         let mut perm = (mode & !umask & 0o7777) as u16;
         let mut gid = caller.gid;
@@ -1333,26 +1336,6 @@ impl Fs {
                     name: e.name,
                     cookie: keys::dirent_cookie(hash, i),
                 });
-            }
-        }
-        Ok(out)
-    }
-
-    /// As [`Fs::readdir`], with each entry's attributes (readdirplus). Takes no lookup
-    /// references: the caller calls [`Fs::note_lookup`] for each entry it hands out.
-    pub fn readdir_plus(&self, ino: u64, offset: u64) -> FsResult<Vec<(DirListEntry, Attr)>> {
-        let entries = self.readdir(ino, offset)?;
-        let st = self.state.lock();
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            match self.load(&st, e.ino) {
-                Ok(rec) => {
-                    let attr = to_attr(e.ino, &rec);
-                    out.push((e, attr));
-                }
-                // Removed since the listing: skip it.
-                Err(FsError::NotFound) => {}
-                Err(err) => return Err(err),
             }
         }
         Ok(out)
