@@ -29,7 +29,11 @@ const FUSE_THREADS_MIN: usize = 2;
 const FUSE_THREADS_MAX: usize = 4;
 
 #[derive(Parser, Debug)]
-#[command(name = "logstorfs", version, about = "A FUSE filesystem on a log-structured store")]
+#[command(
+    name = "logstorfs",
+    version,
+    about = "A FUSE filesystem on a log-structured store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,20 +95,33 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits_end);
     let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
-    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(format!("invalid size '{s}' (use a number with K, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "invalid size '{s}' (use a number with K, M, G or T)"
+            ));
+        }
     };
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size '{s}' is too large"))
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
 /// Maps `-o` options to fuser's config. Unknown options pass through as custom options.
 pub fn parse_mount_options(opts: &[String], config: &mut Config) {
-    for opt in opts.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+    for opt in opts
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
         let mo = match opt {
             "allow_other" => {
                 config.acl = SessionACL::All;
@@ -149,8 +166,12 @@ fn open_error(store: &Path, e: &EngineError) -> String {
 
 fn mount(args: MountArgs) -> Result<(), String> {
     let capacity_bytes = parse_size(&args.size)?;
-    std::fs::create_dir_all(&args.store)
-        .map_err(|e| format!("cannot create store directory {}: {e}", args.store.display()))?;
+    std::fs::create_dir_all(&args.store).map_err(|e| {
+        format!(
+            "cannot create store directory {}: {e}",
+            args.store.display()
+        )
+    })?;
     let store = args
         .store
         .canonicalize()
@@ -161,22 +182,34 @@ fn mount(args: MountArgs) -> Result<(), String> {
         .canonicalize()
         .map_err(|e| format!("mount point {}: {e}", args.mountpoint.display()))?;
     if !mountpoint.is_dir() {
-        return Err(format!("mount point {} is not a directory", mountpoint.display()));
+        return Err(format!(
+            "mount point {} is not a directory",
+            mountpoint.display()
+        ));
     }
     let mut config = Config::default();
-    config.mount_options =
-        vec![MountOption::FSName("logstorfs".into()), MountOption::Subtype("logstorfs".into())];
+    config.mount_options = vec![
+        MountOption::FSName("logstorfs".into()),
+        MountOption::Subtype("logstorfs".into()),
+    ];
     parse_mount_options(&args.options, &mut config);
     // The kernel checks permissions against the mode bits we report (as ext4 would); without
     // it, any user allowed on the mount could open any file.
-    if !config.mount_options.contains(&MountOption::DefaultPermissions) {
+    if !config
+        .mount_options
+        .contains(&MountOption::DefaultPermissions)
+    {
         config.mount_options.push(MountOption::DefaultPermissions);
     }
     let cpus = std::thread::available_parallelism().map_or(FUSE_THREADS_MIN, |n| n.get());
     config.n_threads = Some(cpus.clamp(FUSE_THREADS_MIN, FUSE_THREADS_MAX));
     config.clone_fd = true;
 
-    let options = EngineOptions { capacity_bytes, create_if_missing: true, ..Default::default() };
+    let options = EngineOptions {
+        capacity_bytes,
+        create_if_missing: true,
+        ..Default::default()
+    };
     if args.daemon {
         daemonize_and_serve(&store, &mountpoint, &options, &config)
     } else {
@@ -189,7 +222,10 @@ fn mount(args: MountArgs) -> Result<(), String> {
 fn clear_dead_mount(mountpoint: &Path) {
     if let Err(e) = std::fs::metadata(mountpoint) {
         if e.raw_os_error() == Some(libc::ENOTCONN) {
-            log::warn!("{}: detaching the mount of a daemon that died", mountpoint.display());
+            log::warn!(
+                "{}: detaching the mount of a daemon that died",
+                mountpoint.display()
+            );
             let status = std::process::Command::new("fusermount3")
                 .arg("-uz")
                 .arg(mountpoint)
@@ -270,7 +306,10 @@ fn detach_stdio(store: &Path) {
     DETACHED.store(true, std::sync::atomic::Ordering::Relaxed);
     let devnull = CString::new("/dev/null").expect("no NUL");
     let log_path = store.join(DAEMON_LOG_FILE);
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path);
     // SAFETY: plain fd manipulation on descriptors we own or on 0/1/2.
     unsafe {
         let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
@@ -342,7 +381,9 @@ fn serve_inner(
     let unmounter: Arc<Mutex<Option<SessionUnmounter>>> = Arc::new(Mutex::new(None));
     start_signal_thread(unmounter.clone());
     let engine = Engine::open(store, options).map_err(|e| open_error(store, &e))?;
-    let fs = Arc::new(Fs::new(engine).map_err(|e| format!("cannot mount store {}: {e}", store.display()))?);
+    let fs = Arc::new(
+        Fs::new(engine).map_err(|e| format!("cannot mount store {}: {e}", store.display()))?,
+    );
     let session = Session::new(FuseFs::new(fs.clone()), mountpoint, config);
     let mut session = match session {
         Ok(s) => s,
@@ -387,7 +428,12 @@ fn stats_from_mount(mountpoint: &Path) -> Option<String> {
     let mut buf = vec![0u8; 1 << 20];
     // SAFETY: valid C strings and a buffer of the given length.
     let n = unsafe {
-        libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
     if n < 0 {
         return None;
@@ -413,7 +459,10 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
         if let Ok(m) = std::fs::read_to_string(path.join(MOUNTED_FILE)) {
             let mut lines = m.lines();
             let mp = lines.next().unwrap_or_default();
-            let pid: i32 = lines.next().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
+            let pid: i32 = lines
+                .next()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0);
             if pid_alive(pid) {
                 json = stats_from_mount(Path::new(mp));
             }
@@ -428,7 +477,11 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let options = EngineOptions { create_if_missing: false, sync_interval: None, ..Default::default() };
+    let options = EngineOptions {
+        create_if_missing: false,
+        sync_interval: None,
+        ..Default::default()
+    };
     let engine = Engine::open(path, &options).map_err(|e| match e {
         EngineError::Locked(_) => format!(
             "store {} is mounted, but its mount point does not answer (is the daemon alive?): {e}",
@@ -442,7 +495,9 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
     } else {
         print_out(&stats::stats_text(&s));
     }
-    engine.close().map_err(|e| format!("closing the store: {e}"))
+    engine
+        .close()
+        .map_err(|e| format!("closing the store: {e}"))
 }
 
 #[cfg(test)]
@@ -463,9 +518,15 @@ mod tests {
     #[test]
     fn mount_options_map_to_fuser() {
         let mut c = Config::default();
-        parse_mount_options(&["allow_other,default_permissions".into(), "foo=1".into()], &mut c);
+        parse_mount_options(
+            &["allow_other,default_permissions".into(), "foo=1".into()],
+            &mut c,
+        );
         assert_eq!(c.acl, SessionACL::All);
         assert!(c.mount_options.contains(&MountOption::DefaultPermissions));
-        assert!(c.mount_options.contains(&MountOption::CUSTOM("foo=1".into())));
+        assert!(
+            c.mount_options
+                .contains(&MountOption::CUSTOM("foo=1".into()))
+        );
     }
 }

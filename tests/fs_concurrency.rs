@@ -19,7 +19,10 @@ fn parallel_writers_do_not_interfere() {
         .map(|t| {
             let fs = fs.clone();
             std::thread::spawn(move || {
-                let d = fs.mkdir(ROOT_INO, format!("t{t}").as_bytes(), 0o755, 0, CALLER).unwrap().ino;
+                let d = fs
+                    .mkdir(ROOT_INO, format!("t{t}").as_bytes(), 0o755, 0, CALLER)
+                    .unwrap()
+                    .ino;
                 for i in 0..40u64 {
                     let data = pattern(10_000 + (i as usize) * 777, t * 1000 + i);
                     let ino = make_file(&fs, d, &format!("f{i}"), &data);

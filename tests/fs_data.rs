@@ -5,7 +5,7 @@
 mod fs_common;
 
 use fs_common::*;
-use logstorfs::fs::{keys, MAX_FILE_SIZE, ROOT_INO, SetAttr};
+use logstorfs::fs::{MAX_FILE_SIZE, ROOT_INO, SetAttr, keys};
 
 #[test]
 fn write_read_overwrite_across_page_boundaries() {
@@ -58,7 +58,10 @@ fn sparse_file_stores_only_written_pages() {
     assert_eq!(attr.blocks, 8, "only one page is stored");
     assert_eq!(fs.read(ino, 0, 8192).unwrap(), vec![0u8; 8192]);
     assert_eq!(fs.read(ino, off - 2, 10).unwrap(), b"\0\0tail");
-    let pages = fs.engine().scan(&keys::chunk_prefix(ino), None, 100).unwrap();
+    let pages = fs
+        .engine()
+        .scan(&keys::chunk_prefix(ino), None, 100)
+        .unwrap();
     assert_eq!(pages.len(), 1);
 }
 
@@ -68,19 +71,50 @@ fn truncate_zeroes_the_partial_page_and_deletes_the_tail() {
     let fs = open(dir.path());
     let ino = make_file(&fs, ROOT_INO, "t", &vec![0xAA; 3 * 4096]);
     assert_eq!(fs.getattr(ino).unwrap().blocks, 24);
-    let a = fs.setattr(ino, &SetAttr { size: Some(5000), ..Default::default() }).unwrap();
+    let a = fs
+        .setattr(
+            ino,
+            &SetAttr {
+                size: Some(5000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(a.size, 5000);
     assert_eq!(a.blocks, 16);
     // Grow again: the bytes between 5000 and the new size must read as zeros.
-    fs.setattr(ino, &SetAttr { size: Some(3 * 4096), ..Default::default() }).unwrap();
+    fs.setattr(
+        ino,
+        &SetAttr {
+            size: Some(3 * 4096),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let data = read_all(&fs, ino);
     assert!(data[..5000].iter().all(|&b| b == 0xAA));
-    assert!(data[5000..].iter().all(|&b| b == 0), "stale bytes after truncate + extend");
+    assert!(
+        data[5000..].iter().all(|&b| b == 0),
+        "stale bytes after truncate + extend"
+    );
     // The third page is gone from the store, not just hidden.
     assert!(!fs.engine().contains(&keys::chunk_key(ino, 2)));
-    let a = fs.setattr(ino, &SetAttr { size: Some(0), ..Default::default() }).unwrap();
+    let a = fs
+        .setattr(
+            ino,
+            &SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!((a.size, a.blocks), (0, 0));
-    assert!(fs.engine().scan(&keys::chunk_prefix(ino), None, 10).unwrap().is_empty());
+    assert!(
+        fs.engine()
+            .scan(&keys::chunk_prefix(ino), None, 10)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -88,11 +122,20 @@ fn file_size_limit_is_efbig() {
     let dir = tempfile::tempdir().unwrap();
     let fs = open(dir.path());
     let ino = make_file(&fs, ROOT_INO, "f", b"");
-    assert_eq!(fs.write(ino, MAX_FILE_SIZE - 1, b"ab").unwrap_err().errno(), libc::EFBIG);
+    assert_eq!(
+        fs.write(ino, MAX_FILE_SIZE - 1, b"ab").unwrap_err().errno(),
+        libc::EFBIG
+    );
     assert_eq!(fs.write(ino, MAX_FILE_SIZE - 1, b"a").unwrap(), 1);
-    let too_big = SetAttr { size: Some(MAX_FILE_SIZE + 1), ..Default::default() };
+    let too_big = SetAttr {
+        size: Some(MAX_FILE_SIZE + 1),
+        ..Default::default()
+    };
     assert_eq!(fs.setattr(ino, &too_big).unwrap_err().errno(), libc::EFBIG);
-    assert_eq!(fs.fallocate(ino, 0, 10, 1).unwrap_err().errno(), libc::EOPNOTSUPP);
+    assert_eq!(
+        fs.fallocate(ino, 0, 10, 1).unwrap_err().errno(),
+        libc::EOPNOTSUPP
+    );
 }
 
 #[test]
@@ -127,6 +170,9 @@ fn statfs_follows_live_data() {
     assert_eq!(before.name_len_max, 255);
     make_file(&fs, ROOT_INO, "f", &pattern(4 << 20, 3));
     let after = fs.statfs();
-    assert!(after.blocks_available + 1024 <= before.blocks_available, "{before:?} {after:?}");
+    assert!(
+        after.blocks_available + 1024 <= before.blocks_available,
+        "{before:?} {after:?}"
+    );
     assert!(after.blocks_available <= after.blocks);
 }

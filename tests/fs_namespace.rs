@@ -5,7 +5,7 @@
 mod fs_common;
 
 use fs_common::*;
-use logstorfs::fs::{keys, FileKind, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, STATS_XATTR};
+use logstorfs::fs::{FileKind, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, STATS_XATTR, keys};
 
 fn e<T: std::fmt::Debug>(r: Result<T, logstorfs::fs::FsError>) -> i32 {
     r.unwrap_err().errno()
@@ -16,10 +16,19 @@ fn errnos_match_ext4() {
     let dir = tempfile::tempdir().unwrap();
     let fs = open(dir.path());
     let long = "x".repeat(256);
-    assert_eq!(e(fs.create(ROOT_INO, long.as_bytes(), 0o644, 0, CALLER)), libc::ENAMETOOLONG);
-    assert_eq!(e(fs.mkdir(ROOT_INO, long.as_bytes(), 0o755, 0, CALLER)), libc::ENAMETOOLONG);
+    assert_eq!(
+        e(fs.create(ROOT_INO, long.as_bytes(), 0o644, 0, CALLER)),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        e(fs.mkdir(ROOT_INO, long.as_bytes(), 0o755, 0, CALLER)),
+        libc::ENAMETOOLONG
+    );
     assert_eq!(e(fs.lookup(ROOT_INO, long.as_bytes())), libc::ENAMETOOLONG);
-    assert!(fs.create(ROOT_INO, "y".repeat(255).as_bytes(), 0o644, 0, CALLER).is_ok());
+    assert!(
+        fs.create(ROOT_INO, "y".repeat(255).as_bytes(), 0o644, 0, CALLER)
+            .is_ok()
+    );
     assert_eq!(e(fs.lookup(ROOT_INO, b"missing")), libc::ENOENT);
     let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
     assert_eq!(e(fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER)), libc::EEXIST);
@@ -31,8 +40,14 @@ fn errnos_match_ext4() {
     assert_eq!(e(fs.link(d, ROOT_INO, b"dirlink")), libc::EPERM);
     assert_eq!(e(fs.read(d, 0, 10)), libc::EISDIR);
     assert_eq!(e(fs.readlink(f)), libc::EINVAL);
-    assert_eq!(e(fs.rename(ROOT_INO, b"nope", ROOT_INO, b"x", 0)), libc::ENOENT);
-    assert_eq!(e(fs.symlink(ROOT_INO, b"s", &vec![b'a'; 4096], CALLER)), libc::ENAMETOOLONG);
+    assert_eq!(
+        e(fs.rename(ROOT_INO, b"nope", ROOT_INO, b"x", 0)),
+        libc::ENOENT
+    );
+    assert_eq!(
+        e(fs.symlink(ROOT_INO, b"s", &vec![b'a'; 4096], CALLER)),
+        libc::ENAMETOOLONG
+    );
     fs.unlink(d, b"f").unwrap();
     fs.rmdir(ROOT_INO, b"d").unwrap();
     assert_eq!(e(fs.lookup(ROOT_INO, b"d")), libc::ENOENT);
@@ -56,7 +71,12 @@ fn directory_nlink_is_two_plus_subdirectories() {
     fs.rmdir(a, b"c").unwrap();
     assert_eq!(fs.getattr(a).unwrap().nlink, 2);
     let b2 = resolve(&fs, "b2").unwrap();
-    let dotdot = fs.readdir(b2, 0).unwrap().into_iter().find(|e| e.name == b"..").unwrap();
+    let dotdot = fs
+        .readdir(b2, 0)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == b"..")
+        .unwrap();
     assert_eq!(dotdot.ino, ROOT_INO, "'..' follows the rename");
 }
 
@@ -86,21 +106,32 @@ fn rename_replace_noreplace_exchange() {
     let fs = open(dir.path());
     let a = make_file(&fs, ROOT_INO, "a", b"AAA");
     let b = make_file(&fs, ROOT_INO, "b", b"BBB");
-    let e = fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", RENAME_NOREPLACE).unwrap_err();
+    let e = fs
+        .rename(ROOT_INO, b"a", ROOT_INO, b"b", RENAME_NOREPLACE)
+        .unwrap_err();
     assert_eq!(e.errno(), libc::EEXIST);
-    fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", RENAME_EXCHANGE).unwrap();
+    fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", RENAME_EXCHANGE)
+        .unwrap();
     assert_eq!(resolve(&fs, "a").unwrap(), b);
     assert_eq!(resolve(&fs, "b").unwrap(), a);
     assert_eq!(read_all(&fs, resolve(&fs, "b").unwrap()), b"AAA");
-    let e = fs.rename(ROOT_INO, b"a", ROOT_INO, b"zz", RENAME_EXCHANGE).unwrap_err();
+    let e = fs
+        .rename(ROOT_INO, b"a", ROOT_INO, b"zz", RENAME_EXCHANGE)
+        .unwrap_err();
     assert_eq!(e.errno(), libc::ENOENT);
     // Plain rename replaces, and the replaced file's records are gone.
     fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", 0).unwrap();
     assert_eq!(list(&fs, ROOT_INO), vec!["b"]);
     assert_eq!(read_all(&fs, resolve(&fs, "b").unwrap()), b"BBB");
     assert_eq!(fs.engine().get(&keys::inode_key(a)).unwrap(), None);
-    assert!(fs.engine().scan(&keys::chunk_prefix(a), None, 10).unwrap().is_empty());
-    fs.rename(ROOT_INO, b"b", ROOT_INO, b"new", RENAME_NOREPLACE).unwrap();
+    assert!(
+        fs.engine()
+            .scan(&keys::chunk_prefix(a), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    fs.rename(ROOT_INO, b"b", ROOT_INO, b"new", RENAME_NOREPLACE)
+        .unwrap();
     assert_eq!(list(&fs, ROOT_INO), vec!["new"]);
 }
 
@@ -114,11 +145,26 @@ fn rename_directory_rules() {
     make_file(&fs, full, "x", b"");
     make_file(&fs, ROOT_INO, "file", b"");
     let errno = |r: Result<(), logstorfs::fs::FsError>| r.unwrap_err().errno();
-    assert_eq!(errno(fs.rename(ROOT_INO, b"a", sub, b"loop", 0)), libc::EINVAL);
-    assert_eq!(errno(fs.rename(ROOT_INO, b"a", a, b"self", 0)), libc::EINVAL);
-    assert_eq!(errno(fs.rename(ROOT_INO, b"a", ROOT_INO, b"full", 0)), libc::ENOTEMPTY);
-    assert_eq!(errno(fs.rename(ROOT_INO, b"a", ROOT_INO, b"file", 0)), libc::ENOTDIR);
-    assert_eq!(errno(fs.rename(ROOT_INO, b"file", ROOT_INO, b"a", 0)), libc::EISDIR);
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"a", sub, b"loop", 0)),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"a", a, b"self", 0)),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"a", ROOT_INO, b"full", 0)),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"a", ROOT_INO, b"file", 0)),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"file", ROOT_INO, b"a", 0)),
+        libc::EISDIR
+    );
     // Over an empty directory: allowed, and the parent's link count drops by one.
     let empty = fs.mkdir(ROOT_INO, b"empty", 0o755, 0, CALLER).unwrap().ino;
     let before = fs.getattr(ROOT_INO).unwrap().nlink;
@@ -136,8 +182,14 @@ fn unlinked_open_file_lives_until_last_release() {
     let ino = attr.ino;
     fs.write(ino, 0, b"still here").unwrap();
     fs.unlink(ROOT_INO, b"tmp").unwrap();
-    assert_eq!(fs.lookup(ROOT_INO, b"tmp").unwrap_err().errno(), libc::ENOENT);
-    assert!(fs.engine().contains(&keys::orphan_key(ino)), "unlink records an orphan");
+    assert_eq!(
+        fs.lookup(ROOT_INO, b"tmp").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert!(
+        fs.engine().contains(&keys::orphan_key(ino)),
+        "unlink records an orphan"
+    );
     assert_eq!(fs.read(ino, 0, 100).unwrap(), b"still here");
     fs.write(ino, 10, b"!").unwrap();
     assert_eq!(fs.read(ino, 0, 100).unwrap(), b"still here!");
@@ -145,7 +197,12 @@ fn unlinked_open_file_lives_until_last_release() {
     fs.release(ino, fh).unwrap();
     assert!(!fs.engine().contains(&keys::orphan_key(ino)));
     assert_eq!(fs.engine().get(&keys::inode_key(ino)).unwrap(), None);
-    assert!(fs.engine().scan(&keys::chunk_prefix(ino), None, 10).unwrap().is_empty());
+    assert!(
+        fs.engine()
+            .scan(&keys::chunk_prefix(ino), None, 10)
+            .unwrap()
+            .is_empty()
+    );
     fs.forget(ino, 1);
     assert_eq!(fs.getattr(ino).unwrap_err().errno(), libc::ENOENT);
 }
@@ -195,10 +252,13 @@ fn readdir_lists_kinds_and_dots() {
     make_file(&fs, ROOT_INO, "f", b"");
     fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap();
     fs.symlink(ROOT_INO, b"s", b"f", CALLER).unwrap();
-    fs.mknod(ROOT_INO, b"p", libc::S_IFIFO | 0o644, 0, 0, CALLER).unwrap();
+    fs.mknod(ROOT_INO, b"p", libc::S_IFIFO | 0o644, 0, 0, CALLER)
+        .unwrap();
     let all = fs.readdir(ROOT_INO, 0).unwrap();
-    let kinds: Vec<(String, FileKind)> =
-        all.iter().map(|e| (String::from_utf8(e.name.clone()).unwrap(), e.kind)).collect();
+    let kinds: Vec<(String, FileKind)> = all
+        .iter()
+        .map(|e| (String::from_utf8(e.name.clone()).unwrap(), e.kind))
+        .collect();
     assert_eq!(kinds[0], (".".into(), FileKind::Directory));
     assert_eq!(kinds[1], ("..".into(), FileKind::Directory));
     assert!(kinds.contains(&("s".into(), FileKind::Symlink)));
@@ -208,7 +268,11 @@ fn readdir_lists_kinds_and_dots() {
     assert_eq!(fs.readlink(s).unwrap(), b"f");
     assert_eq!(fs.getattr(s).unwrap().size, 1);
     // Listing from the last cookie gives nothing more.
-    assert!(fs.readdir(ROOT_INO, all.last().unwrap().cookie).unwrap().is_empty());
+    assert!(
+        fs.readdir(ROOT_INO, all.last().unwrap().cookie)
+            .unwrap()
+            .is_empty()
+    );
     for e in all.iter().skip(2) {
         let a = fs.readdir_entry(e.ino).unwrap();
         assert_eq!((a.ino, a.kind), (e.ino, e.kind));
@@ -224,20 +288,49 @@ fn xattrs_set_get_list_remove() {
     fs.setxattr(ino, b"user.b", &vec![7u8; 65536], 0).unwrap();
     assert_eq!(fs.getxattr(ino, b"user.a").unwrap(), b"1");
     assert_eq!(fs.listxattr(ino).unwrap(), b"user.a\0user.b\0");
-    assert_eq!(fs.setxattr(ino, b"user.a", b"2", libc::XATTR_CREATE).unwrap_err().errno(), libc::EEXIST);
-    assert_eq!(fs.setxattr(ino, b"user.c", b"2", libc::XATTR_REPLACE).unwrap_err().errno(), libc::ENODATA);
-    assert_eq!(fs.setxattr(ino, b"user.c", &vec![0; 65537], 0).unwrap_err().errno(), libc::E2BIG);
+    assert_eq!(
+        fs.setxattr(ino, b"user.a", b"2", libc::XATTR_CREATE)
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    assert_eq!(
+        fs.setxattr(ino, b"user.c", b"2", libc::XATTR_REPLACE)
+            .unwrap_err()
+            .errno(),
+        libc::ENODATA
+    );
+    assert_eq!(
+        fs.setxattr(ino, b"user.c", &vec![0; 65537], 0)
+            .unwrap_err()
+            .errno(),
+        libc::E2BIG
+    );
     fs.removexattr(ino, b"user.a").unwrap();
-    assert_eq!(fs.getxattr(ino, b"user.a").unwrap_err().errno(), libc::ENODATA);
-    assert_eq!(fs.removexattr(ino, b"user.a").unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(
+        fs.getxattr(ino, b"user.a").unwrap_err().errno(),
+        libc::ENODATA
+    );
+    assert_eq!(
+        fs.removexattr(ino, b"user.a").unwrap_err().errno(),
+        libc::ENODATA
+    );
     assert_eq!(fs.listxattr(ino).unwrap(), b"user.b\0");
     // The stats xattr answers on the root only, and is not listed.
     let stats = String::from_utf8(fs.getxattr(ROOT_INO, STATS_XATTR).unwrap()).unwrap();
-    assert!(stats.contains("\"capacity_bytes\":") && stats.contains("\"root\":\"/\""), "{stats}");
+    assert!(
+        stats.contains("\"capacity_bytes\":") && stats.contains("\"root\":\"/\""),
+        "{stats}"
+    );
     assert!(fs.listxattr(ROOT_INO).unwrap().is_empty());
     // Unlink removes the xattrs with the file.
     fs.unlink(ROOT_INO, b"f").unwrap();
-    assert!(fs.engine().scan(&keys::xattr_prefix(ino), None, 10).unwrap().is_empty());
+    assert!(
+        fs.engine()
+            .scan(&keys::xattr_prefix(ino), None, 10)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -261,10 +354,23 @@ fn setattr_mode_owner_times() {
             },
         )
         .unwrap();
-    assert_eq!((a.perm, a.uid, a.gid, a.mtime, a.atime), (0o600, 42, 43, t, t));
+    assert_eq!(
+        (a.perm, a.uid, a.gid, a.mtime, a.atime),
+        (0o600, 42, 43, t, t)
+    );
     assert_eq!(fs.getattr(ino).unwrap(), a);
-    assert_eq!(fs.access(ino, libc::R_OK, CALLER).unwrap_err().errno(), libc::EACCES);
-    assert!(fs.access(ino, libc::R_OK | libc::W_OK, logstorfs::fs::Caller { uid: 42, gid: 0 }).is_ok());
+    assert_eq!(
+        fs.access(ino, libc::R_OK, CALLER).unwrap_err().errno(),
+        libc::EACCES
+    );
+    assert!(
+        fs.access(
+            ino,
+            libc::R_OK | libc::W_OK,
+            logstorfs::fs::Caller { uid: 42, gid: 0 }
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -273,12 +379,34 @@ fn access_acl_xattr_sets_the_mode_like_ext4() {
     let dir = tempfile::tempdir().unwrap();
     let fs = open(dir.path());
     let ino = make_file(&fs, ROOT_INO, "f", b"");
-    fs.setattr(ino, &logstorfs::fs::SetAttr { mode: Some(0o600), ..Default::default() }).unwrap();
-    let acl: Vec<u8> = [2u32.to_le_bytes().to_vec(), vec![1, 0, 6, 0, 255, 255, 255, 255],
-        vec![4, 0, 4, 0, 255, 255, 255, 255], vec![0x20, 0, 4, 0, 255, 255, 255, 255]]
-        .concat();
-    fs.setxattr(ino, b"system.posix_acl_access", &acl, 0).unwrap();
+    fs.setattr(
+        ino,
+        &logstorfs::fs::SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let acl: Vec<u8> = [
+        2u32.to_le_bytes().to_vec(),
+        vec![1, 0, 6, 0, 255, 255, 255, 255],
+        vec![4, 0, 4, 0, 255, 255, 255, 255],
+        vec![0x20, 0, 4, 0, 255, 255, 255, 255],
+    ]
+    .concat();
+    fs.setxattr(ino, b"system.posix_acl_access", &acl, 0)
+        .unwrap();
     assert_eq!(fs.getattr(ino).unwrap().perm, 0o644);
-    assert_eq!(fs.getxattr(ino, b"system.posix_acl_access").unwrap_err().errno(), libc::ENODATA);
-    assert_eq!(fs.setxattr(ino, b"system.posix_acl_access", &[1, 2], 0).unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(
+        fs.getxattr(ino, b"system.posix_acl_access")
+            .unwrap_err()
+            .errno(),
+        libc::ENODATA
+    );
+    assert_eq!(
+        fs.setxattr(ino, b"system.posix_acl_access", &[1, 2], 0)
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
 }

@@ -8,7 +8,7 @@ mod fs_common;
 use std::collections::BTreeMap;
 
 use fs_common::*;
-use logstorfs::fs::{keys, Fs, ROOT_INO};
+use logstorfs::fs::{Fs, ROOT_INO, keys};
 
 /// path -> (ino, kind, size, nlink, content or symlink target)
 type Tree = BTreeMap<String, (u64, String, u64, u32, Vec<u8>)>;
@@ -22,7 +22,16 @@ fn snapshot(fs: &Fs, dir: u64, prefix: &str, out: &mut Tree) {
             logstorfs::fs::FileKind::Symlink => fs.readlink(attr.ino).unwrap(),
             _ => Vec::new(),
         };
-        out.insert(path.clone(), (attr.ino, format!("{:?}", attr.kind), attr.size, attr.nlink, content));
+        out.insert(
+            path.clone(),
+            (
+                attr.ino,
+                format!("{:?}", attr.kind),
+                attr.size,
+                attr.nlink,
+                content,
+            ),
+        );
         if attr.kind == logstorfs::fs::FileKind::Directory {
             snapshot(fs, attr.ino, &path, out);
         }
@@ -42,7 +51,12 @@ fn build(fs: &Fs) -> u64 {
     fs.rename(ROOT_INO, b"a", ROOT_INO, b"renamed", 0).unwrap();
     let mut max = 0;
     for i in 0..50 {
-        max = max.max(make_file(fs, b, &format!("small{i}"), format!("{i}").as_bytes()));
+        max = max.max(make_file(
+            fs,
+            b,
+            &format!("small{i}"),
+            format!("{i}").as_bytes(),
+        ));
     }
     max
 }
@@ -66,7 +80,10 @@ fn namespace_and_inode_numbers_survive_remount() {
     // New inodes never reuse a number handed out before the remount.
     let used: std::collections::BTreeSet<u64> = before.values().map(|v| v.0).collect();
     let new = make_file(&fs, ROOT_INO, "new", b"");
-    assert!(new > max_ino && !used.contains(&new), "inode {new} reused (max before {max_ino})");
+    assert!(
+        new > max_ino && !used.contains(&new),
+        "inode {new} reused (max before {max_ino})"
+    );
     fs.close().unwrap();
 }
 
@@ -83,7 +100,10 @@ fn inode_numbers_never_reused_after_crash() {
     for round in 0..3 {
         let fs = open(dir.path());
         let ino = make_file(&fs, ROOT_INO, &format!("r{round}"), b"");
-        assert!(seen.iter().all(|&s| ino > s), "inode {ino} not above {seen:?}");
+        assert!(
+            seen.iter().all(|&s| ino > s),
+            "inode {ino} not above {seen:?}"
+        );
         seen.push(ino);
         fs.fsync().unwrap();
         drop(fs);
@@ -106,9 +126,23 @@ fn orphans_are_reclaimed_at_mount_after_a_crash() {
     let fs = open(dir.path());
     let e = fs.engine();
     assert!(!e.contains(&keys::orphan_key(ino)), "orphan record left");
-    assert_eq!(e.get(&keys::inode_key(ino)).unwrap(), None, "orphan inode left");
-    assert!(e.scan(&keys::chunk_prefix(ino), None, 1).unwrap().is_empty(), "orphan data left");
-    assert!(e.scan(&keys::xattr_prefix(ino), None, 1).unwrap().is_empty(), "orphan xattrs left");
+    assert_eq!(
+        e.get(&keys::inode_key(ino)).unwrap(),
+        None,
+        "orphan inode left"
+    );
+    assert!(
+        e.scan(&keys::chunk_prefix(ino), None, 1)
+            .unwrap()
+            .is_empty(),
+        "orphan data left"
+    );
+    assert!(
+        e.scan(&keys::xattr_prefix(ino), None, 1)
+            .unwrap()
+            .is_empty(),
+        "orphan xattrs left"
+    );
     assert!(list(&fs, ROOT_INO).is_empty());
     fs.close().unwrap();
 }

@@ -12,9 +12,15 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_logstorfs");
 
 fn require_fuse() {
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: install and load fuse3");
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: install and load fuse3"
+    );
     let found = Command::new("fusermount3").arg("-V").output();
-    assert!(found.is_ok(), "fusermount3 is missing: apt-get install -y fuse3");
+    assert!(
+        found.is_ok(),
+        "fusermount3 is missing: apt-get install -y fuse3"
+    );
 }
 
 fn is_mounted(mnt: &Path) -> bool {
@@ -24,7 +30,10 @@ fn is_mounted(mnt: &Path) -> bool {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run logstorfs")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run logstorfs")
 }
 
 /// A tempdir with `store/` and `mnt/`; unmounts on drop so a failed test leaves no mount.
@@ -42,17 +51,31 @@ impl Fixture {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let mnt = mnt.canonicalize().unwrap();
-        Fixture { _dir: dir, store, mnt }
+        Fixture {
+            _dir: dir,
+            store,
+            mnt,
+        }
     }
 
     fn mount_daemon(&self) {
-        let out = run(&["mount", "--daemon", "--size", "64M", s(&self.store), s(&self.mnt)]);
+        let out = run(&[
+            "mount",
+            "--daemon",
+            "--size",
+            "64M",
+            s(&self.store),
+            s(&self.mnt),
+        ]);
         assert!(
             out.status.success(),
             "mount failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(is_mounted(&self.mnt), "--daemon returned before the mount was live");
+        assert!(
+            is_mounted(&self.mnt),
+            "--daemon returned before the mount was live"
+        );
     }
 
     fn daemon_pid(&self) -> i32 {
@@ -65,18 +88,28 @@ impl Fixture {
     /// fusermount3 -u, then wait until the daemon has exited (engine closed, lock released).
     fn unmount(&self) {
         let pid = self.daemon_pid();
-        let st = Command::new("fusermount3").arg("-u").arg(&self.mnt).status().unwrap();
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .status()
+            .unwrap();
         assert!(st.success(), "fusermount3 -u failed");
         wait_for("daemon exit", || !process_alive(pid));
         assert!(!is_mounted(&self.mnt));
-        assert!(!self.store.join("mounted").exists(), "STORE/mounted left after clean exit");
+        assert!(
+            !self.store.join("mounted").exists(),
+            "STORE/mounted left after clean exit"
+        );
     }
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
         if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.mnt).status();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .status();
         }
     }
 }
@@ -88,7 +121,12 @@ fn s(p: &Path) -> &str {
 fn process_alive(pid: i32) -> bool {
     // A zombie (exited, not yet reaped by init in a container) counts as gone.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -96,7 +134,10 @@ fn process_alive(pid: i32) -> bool {
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -106,7 +147,9 @@ fn daemon_mount_use_unmount_remount() {
     let fx = Fixture::new();
     fx.mount_daemon();
     let m = &fx.mnt;
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i * 7 + i / 4096) as u8)
+        .collect();
     std::fs::write(m.join("big"), &data).unwrap();
     std::fs::write(m.join("small"), b"hello").unwrap();
     std::fs::create_dir_all(m.join("a/b/c")).unwrap();
@@ -137,27 +180,47 @@ fn daemon_mount_use_unmount_remount() {
     // stats while mounted, by store and by mount point.
     for target in [&fx.store, &fx.mnt] {
         let out = run(&["stats", "--json", s(target)]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json = String::from_utf8(out.stdout).unwrap();
         assert!(json.contains("\"capacity_bytes\":67108864"), "{json}");
-        assert!(json.contains("\"groups\":[{\"id\":0,\"root\":\"/\""), "{json}");
+        assert!(
+            json.contains("\"groups\":[{\"id\":0,\"root\":\"/\""),
+            "{json}"
+        );
     }
     // A second daemon on the same store is refused with a clear message.
     let other = tempfile::tempdir().unwrap();
     let out = run(&["mount", "--daemon", s(&fx.store), s(other.path())]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("logstorfs: ") && err.contains("in use"), "{err}");
+    assert!(
+        err.starts_with("logstorfs: ") && err.contains("in use"),
+        "{err}"
+    );
     assert!(!is_mounted(other.path()));
 
     fx.unmount();
     let out = run(&["stats", "--json", s(&fx.store)]);
-    assert!(out.status.success(), "offline stats: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "offline stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     fx.mount_daemon();
-    assert!(std::fs::read(m.join("big")).unwrap() == data, "big differs after remount");
+    assert!(
+        std::fs::read(m.join("big")).unwrap() == data,
+        "big differs after remount"
+    );
     assert_eq!(std::fs::read(m.join("a/b/moved")).unwrap(), b"hello");
-    assert_eq!(std::fs::read_link(m.join("sym")).unwrap(), Path::new("a/b/moved"));
+    assert_eq!(
+        std::fs::read_link(m.join("sym")).unwrap(),
+        Path::new("a/b/moved")
+    );
     assert_eq!(std::fs::metadata(m.join("big")).unwrap().ino(), big_ino);
     let mut names: Vec<String> = std::fs::read_dir(m)
         .unwrap()
@@ -182,16 +245,26 @@ fn foreground_mount_exits_zero_on_unmount_and_on_sigterm() {
     let fx = Fixture::new();
     let mut child = spawn_foreground(&fx);
     std::fs::write(fx.mnt.join("f"), b"one").unwrap();
-    let st = Command::new("fusermount3").arg("-u").arg(&fx.mnt).status().unwrap();
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&fx.mnt)
+        .status()
+        .unwrap();
     assert!(st.success());
-    assert!(child.wait().unwrap().success(), "foreground mount did not exit 0 after unmount");
+    assert!(
+        child.wait().unwrap().success(),
+        "foreground mount did not exit 0 after unmount"
+    );
 
     let mut child = spawn_foreground(&fx);
     assert_eq!(std::fs::read(fx.mnt.join("f")).unwrap(), b"one");
     std::fs::write(fx.mnt.join("g"), b"two").unwrap();
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success(), "SIGTERM did not end in a clean exit");
+    assert!(
+        child.wait().unwrap().success(),
+        "SIGTERM did not end in a clean exit"
+    );
     assert!(!is_mounted(&fx.mnt), "SIGTERM left the mount behind");
 
     let mut child = spawn_foreground(&fx);
@@ -225,7 +298,9 @@ fn unlinked_open_file_stays_usable_through_its_descriptor() {
     let live_open = stats_live_bytes(&fx.store);
     drop(f);
     // The last close purges the data: live bytes drop by at least the file's size.
-    wait_for("purge after last close", || stats_live_bytes(&fx.store) + 200_000 <= live_open);
+    wait_for("purge after last close", || {
+        stats_live_bytes(&fx.store) + 200_000 <= live_open
+    });
     fx.unmount();
 }
 
@@ -233,7 +308,12 @@ fn stats_live_bytes(store: &Path) -> u64 {
     let out = run(&["stats", "--json", s(store)]);
     let json = String::from_utf8(out.stdout).unwrap();
     let at = json.find("\"live_bytes\":").expect("live_bytes") + "\"live_bytes\":".len();
-    json[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    json[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -257,9 +337,15 @@ fn kill_9_then_remount_keeps_synced_data_and_reclaims_orphans() {
     drop(open_unlinked);
     // The dead mount is detached by the next mount of the same mount point.
     fx.mount_daemon();
-    assert_eq!(std::fs::read(fx.mnt.join("kept")).unwrap(), vec![9u8; 100_000]);
+    assert_eq!(
+        std::fs::read(fx.mnt.join("kept")).unwrap(),
+        vec![9u8; 100_000]
+    );
     assert!(!fx.mnt.join("orphan").exists());
     let live = stats_live_bytes(&fx.store);
-    assert!(live + 500_000 <= live_with_orphan, "orphan not reclaimed: {live} vs {live_with_orphan}");
+    assert!(
+        live + 500_000 <= live_with_orphan,
+        "orphan not reclaimed: {live} vs {live_with_orphan}"
+    );
     fx.unmount();
 }

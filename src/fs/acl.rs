@@ -53,7 +53,10 @@ pub fn parse_access_acl(value: &[u8]) -> FsResult<AclMode> {
         return Err(FsError::Invalid);
     };
     let g = mask.unwrap_or(g);
-    Ok(AclMode { perm: (u << 6) | (g << 3) | o, equivalent: !named && mask.is_none() })
+    Ok(AclMode {
+        perm: (u << 6) | (g << 3) | o,
+        equivalent: !named && mask.is_none(),
+    })
 }
 
 #[cfg(test)]
@@ -72,8 +75,18 @@ mod tests {
 
     #[test]
     fn minimal_acl_is_the_mode() {
-        let a = acl(&[(TAG_USER_OBJ, 6, u32::MAX), (TAG_GROUP_OBJ, 4, u32::MAX), (TAG_OTHER, 4, u32::MAX)]);
-        assert_eq!(parse_access_acl(&a).unwrap(), AclMode { perm: 0o644, equivalent: true });
+        let a = acl(&[
+            (TAG_USER_OBJ, 6, u32::MAX),
+            (TAG_GROUP_OBJ, 4, u32::MAX),
+            (TAG_OTHER, 4, u32::MAX),
+        ]);
+        assert_eq!(
+            parse_access_acl(&a).unwrap(),
+            AclMode {
+                perm: 0o644,
+                equivalent: true
+            }
+        );
     }
 
     #[test]
@@ -85,14 +98,24 @@ mod tests {
             (TAG_MASK, 1, u32::MAX),
             (TAG_OTHER, 0, u32::MAX),
         ]);
-        assert_eq!(parse_access_acl(&a).unwrap(), AclMode { perm: 0o710, equivalent: false });
+        assert_eq!(
+            parse_access_acl(&a).unwrap(),
+            AclMode {
+                perm: 0o710,
+                equivalent: false
+            }
+        );
     }
 
     #[test]
     fn malformed_acls_are_einval() {
         assert!(parse_access_acl(&[1, 2, 3]).is_err());
         assert!(parse_access_acl(&acl(&[(TAG_USER_OBJ, 6, 0)])).is_err());
-        let mut bad = acl(&[(TAG_USER_OBJ, 6, 0), (TAG_GROUP_OBJ, 4, 0), (TAG_OTHER, 4, 0)]);
+        let mut bad = acl(&[
+            (TAG_USER_OBJ, 6, 0),
+            (TAG_GROUP_OBJ, 4, 0),
+            (TAG_OTHER, 4, 0),
+        ]);
         bad[0] = 3;
         assert!(parse_access_acl(&bad).is_err());
     }

@@ -118,8 +118,14 @@ mod tests {
         assert_eq!(FsError::IsDir.errno(), libc::EISDIR);
         assert_eq!(FsError::FileTooBig.errno(), libc::EFBIG);
         assert_eq!(FsError::Engine(EngineError::NoSpace).errno(), libc::ENOSPC);
-        assert_eq!(FsError::Engine(EngineError::Corrupt("x".into())).errno(), libc::EIO);
-        assert_eq!(FsError::Engine(EngineError::Failed("x".into())).errno(), libc::EIO);
+        assert_eq!(
+            FsError::Engine(EngineError::Corrupt("x".into())).errno(),
+            libc::EIO
+        );
+        assert_eq!(
+            FsError::Engine(EngineError::Failed("x".into())).errno(),
+            libc::EIO
+        );
         assert_eq!(
             FsError::Engine(EngineError::Io(std::io::Error::other("x"))).errno(),
             libc::EIO

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
@@ -73,7 +73,10 @@ fn file_attr(a: &Attr) -> FileAttr {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn time_set(t: TimeOrNow) -> TimeSet {
@@ -180,7 +183,10 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mknod(parent.0, name.as_bytes(), mode, umask, rdev, caller(req)) {
+        match self
+            .fs
+            .mknod(parent.0, name.as_bytes(), mode, umask, rdev, caller(req))
+        {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
             Err(e) => reply.error(errno("mknod", req, &e)),
         }
@@ -195,7 +201,10 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(parent.0, name.as_bytes(), mode, umask, caller(req)) {
+        match self
+            .fs
+            .mkdir(parent.0, name.as_bytes(), mode, umask, caller(req))
+        {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
             Err(e) => reply.error(errno("mkdir", req, &e)),
         }
@@ -224,7 +233,10 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let target = target.as_os_str().as_bytes();
-        match self.fs.symlink(parent.0, link_name.as_bytes(), target, caller(req)) {
+        match self
+            .fs
+            .symlink(parent.0, link_name.as_bytes(), target, caller(req))
+        {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
             Err(e) => reply.error(errno("symlink", req, &e)),
         }
@@ -386,14 +398,24 @@ impl Filesystem for FuseFs {
                 for e in entries {
                     let dots = e.name == b"." || e.name == b"..";
                     // The kernel takes a lookup reference on every entry but "." and "..".
-                    let attr = if dots { self.fs.getattr(e.ino) } else { self.fs.readdir_entry(e.ino) };
+                    let attr = if dots {
+                        self.fs.getattr(e.ino)
+                    } else {
+                        self.fs.readdir_entry(e.ino)
+                    };
                     let attr = match attr {
                         Ok(a) => a,
                         Err(_) => continue, // removed since the listing
                     };
                     let name = OsStr::from_bytes(&e.name);
-                    if reply.add(INodeNo(e.ino), e.cookie, name, &TTL, &file_attr(&attr), GENERATION)
-                    {
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.cookie,
+                        name,
+                        &TTL,
+                        &file_attr(&attr),
+                        GENERATION,
+                    ) {
                         if !dots {
                             self.fs.forget(e.ino, 1);
                         }
@@ -455,7 +477,11 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(ino.0, name.as_bytes()).and_then(|v| super::xattr_reply(v, size)) {
+        match self
+            .fs
+            .getxattr(ino.0, name.as_bytes())
+            .and_then(|v| super::xattr_reply(v, size))
+        {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
             Err(e) => reply.error(errno("getxattr", req, &e)),
@@ -463,7 +489,11 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0).and_then(|v| super::xattr_reply(v, size)) {
+        match self
+            .fs
+            .listxattr(ino.0)
+            .and_then(|v| super::xattr_reply(v, size))
+        {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
             Err(e) => reply.error(errno("listxattr", req, &e)),
@@ -494,7 +524,10 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(parent.0, name.as_bytes(), mode, umask, caller(req)) {
+        match self
+            .fs
+            .create(parent.0, name.as_bytes(), mode, umask, caller(req))
+        {
             Ok((a, fh)) => reply.created(
                 &TTL,
                 &file_attr(&a),

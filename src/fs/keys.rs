@@ -238,11 +238,17 @@ impl Timestamp {
 
     pub fn from_system(t: SystemTime) -> Timestamp {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp { secs: d.as_secs() as i64, nanos: d.subsec_nanos() },
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
             Err(e) => {
                 let d = e.duration();
                 if d.subsec_nanos() == 0 {
-                    Timestamp { secs: -(d.as_secs() as i64), nanos: 0 }
+                    Timestamp {
+                        secs: -(d.as_secs() as i64),
+                        nanos: 0,
+                    }
                 } else {
                     Timestamp {
                         secs: -(d.as_secs() as i64) - 1,
@@ -462,8 +468,14 @@ mod tests {
             size: 123_456_789,
             pages: 42,
             atime: Timestamp { secs: 1, nanos: 2 },
-            mtime: Timestamp { secs: -5, nanos: 999_999_999 },
-            ctime: Timestamp { secs: 1_700_000_000, nanos: 0 },
+            mtime: Timestamp {
+                secs: -5,
+                nanos: 999_999_999,
+            },
+            ctime: Timestamp {
+                secs: 1_700_000_000,
+                nanos: 0,
+            },
             crtime: Timestamp { secs: 0, nanos: 0 },
             group: 9,
             parent: 77,
@@ -519,8 +531,16 @@ mod tests {
     #[test]
     fn dirents_round_trip() {
         let v = vec![
-            DirEntry { name: b"a".to_vec(), ino: 5, kind: FileKind::Directory },
-            DirEntry { name: vec![0xff; 255], ino: u64::MAX, kind: FileKind::Symlink },
+            DirEntry {
+                name: b"a".to_vec(),
+                ino: 5,
+                kind: FileKind::Directory,
+            },
+            DirEntry {
+                name: vec![0xff; 255],
+                ino: u64::MAX,
+                kind: FileKind::Symlink,
+            },
         ];
         assert_eq!(decode_dirents(&encode_dirents(&v)), Some(v));
         assert_eq!(decode_dirents(&[1, 2, 3]), None);
@@ -541,7 +561,10 @@ mod tests {
 
     #[test]
     fn kind_from_mode() {
-        assert_eq!(FileKind::from_mode(libc::S_IFDIR | 0o755), Some(FileKind::Directory));
+        assert_eq!(
+            FileKind::from_mode(libc::S_IFDIR | 0o755),
+            Some(FileKind::Directory)
+        );
         assert_eq!(FileKind::from_mode(0o644), Some(FileKind::Regular));
         assert_eq!(FileKind::from_mode(libc::S_IFSOCK), Some(FileKind::Socket));
     }

@@ -333,17 +333,29 @@ impl Fs {
         };
         let hw_key = keys::meta_key(keys::META_INODE_HIGH_WATER);
         let high_water = match engine.get(&hw_key)? {
-            Some(v) => keys::decode_u64(&v).ok_or_else(|| corrupt("inode high-water mark", &hw_key))?,
+            Some(v) => {
+                keys::decode_u64(&v).ok_or_else(|| corrupt("inode high-water mark", &hw_key))?
+            }
             None => return Err(corrupt("missing inode high-water mark", &hw_key)),
         };
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT_INO,
-            Node { rec: root, lookups: 0, opens: 0, orphan: false, gone: false },
+            Node {
+                rec: root,
+                lookups: 0,
+                opens: 0,
+                orphan: false,
+                gone: false,
+            },
         );
         let fs = Fs {
             engine,
-            state: Mutex::new(State { nodes, next_ino: high_water, ino_limit: high_water }),
+            state: Mutex::new(State {
+                nodes,
+                next_ino: high_water,
+                ino_limit: high_water,
+            }),
             next_fh: AtomicU64::new(1),
         };
         fs.reclaim_orphans()?;
@@ -449,7 +461,11 @@ impl Fs {
             let list = self.read_dirents(parent, hash)?;
             txn.dirents.insert((parent, hash), (group, list));
         }
-        Ok(&mut txn.dirents.get_mut(&(parent, hash)).expect("inserted above").1)
+        Ok(&mut txn
+            .dirents
+            .get_mut(&(parent, hash))
+            .expect("inserted above")
+            .1)
     }
 
     fn add_entry(
@@ -494,7 +510,10 @@ impl Fs {
         kind: FileKind,
     ) -> FsResult<()> {
         let list = self.txn_dirents(txn, parent, group, name)?;
-        let e = list.iter_mut().find(|e| e.name == name).ok_or(FsError::NotFound)?;
+        let e = list
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or(FsError::NotFound)?;
         e.ino = ino;
         e.kind = kind;
         Ok(())
@@ -534,7 +553,8 @@ impl Fs {
         }
         let rec = rec.clone();
         if opens > 0 {
-            txn.post.push(Mutation::put(rec.group, keys::orphan_key(ino), Vec::new()));
+            txn.post
+                .push(Mutation::put(rec.group, keys::orphan_key(ino), Vec::new()));
         } else {
             txn.pre.extend(purge_mutations(ino, &rec));
             txn.purged.insert(ino);
@@ -585,7 +605,9 @@ impl Fs {
 
     /// Drops a node nobody references; purges an orphan whose last handle closed.
     fn settle(&self, st: &mut State, ino: u64) -> FsResult<()> {
-        let Some(node) = st.nodes.get(&ino) else { return Ok(()) };
+        let Some(node) = st.nodes.get(&ino) else {
+            return Ok(());
+        };
         if node.orphan && !node.gone && node.opens == 0 {
             let mut batch = purge_mutations(ino, &node.rec);
             batch.push(Mutation::delete(node.rec.group, keys::orphan_key(ino)));
@@ -720,7 +742,8 @@ impl Fs {
             };
             rec.pages = rec.pages.saturating_sub(removed).min(keep_pages);
             if size == 0 {
-                txn.pre.push(Mutation::delete_prefix(g, keys::chunk_prefix(ino)));
+                txn.pre
+                    .push(Mutation::delete_prefix(g, keys::chunk_prefix(ino)));
             } else {
                 txn.pre.push(Mutation::DeleteRange {
                     group: g,
@@ -763,7 +786,11 @@ impl Fs {
         let mut st = self.state.lock();
         let prec = self.load_dir(&st, parent)?;
         let mut txn = Txn::default();
-        if self.txn_dirents(&mut txn, parent, prec.group, name)?.iter().any(|e| e.name == name) {
+        if self
+            .txn_dirents(&mut txn, parent, prec.group, name)?
+            .iter()
+            .any(|e| e.name == name)
+        {
             return Err(FsError::Exists);
         }
         let ino = Self::alloc_ino(&st, &mut txn);
@@ -777,7 +804,11 @@ impl Fs {
         }
         let rec = InodeRecord {
             kind,
-            perm: if kind == FileKind::Symlink { 0o777 } else { perm },
+            perm: if kind == FileKind::Symlink {
+                0o777
+            } else {
+                perm
+            },
             nlink: if kind == FileKind::Directory { 2 } else { 1 },
             uid: caller.uid,
             gid,
@@ -790,10 +821,23 @@ impl Fs {
             ctime: now,
             crtime: now,
             // Every directory is in the root group for now; a file's home group is its parent's.
-            group: if kind == FileKind::Directory { ROOT_GROUP } else { prec.group },
+            group: if kind == FileKind::Directory {
+                ROOT_GROUP
+            } else {
+                prec.group
+            },
             parent,
         };
-        self.add_entry(&mut txn, parent, prec.group, DirEntry { name: name.to_vec(), ino, kind })?;
+        self.add_entry(
+            &mut txn,
+            parent,
+            prec.group,
+            DirEntry {
+                name: name.to_vec(),
+                ino,
+                kind,
+            },
+        )?;
         {
             let p = self.txn_inode(&st, &mut txn, parent)?;
             p.mtime = now;
@@ -803,7 +847,11 @@ impl Fs {
             }
         }
         if let Some(target) = symlink_target {
-            txn.post.push(Mutation::put(rec.group, keys::symlink_key(ino), target.to_vec()));
+            txn.post.push(Mutation::put(
+                rec.group,
+                keys::symlink_key(ino),
+                target.to_vec(),
+            ));
         }
         txn.inodes.insert(ino, rec.clone());
         self.commit(&mut st, txn)?;
@@ -821,8 +869,17 @@ impl Fs {
         umask: u32,
         caller: Caller,
     ) -> FsResult<(Attr, u64)> {
-        let (attr, fh) =
-            self.make_node(parent, name, FileKind::Regular, mode, umask, 0, caller, None, true)?;
+        let (attr, fh) = self.make_node(
+            parent,
+            name,
+            FileKind::Regular,
+            mode,
+            umask,
+            0,
+            caller,
+            None,
+            true,
+        )?;
         Ok((attr, fh.expect("opened")))
     }
 
@@ -839,7 +896,9 @@ impl Fs {
         if kind == FileKind::Directory || kind == FileKind::Symlink {
             return Err(FsError::Invalid);
         }
-        Ok(self.make_node(parent, name, kind, mode, umask, rdev, caller, None, false)?.0)
+        Ok(self
+            .make_node(parent, name, kind, mode, umask, rdev, caller, None, false)?
+            .0)
     }
 
     pub fn mkdir(
@@ -851,7 +910,17 @@ impl Fs {
         caller: Caller,
     ) -> FsResult<Attr> {
         Ok(self
-            .make_node(parent, name, FileKind::Directory, mode, umask, 0, caller, None, false)?
+            .make_node(
+                parent,
+                name,
+                FileKind::Directory,
+                mode,
+                umask,
+                0,
+                caller,
+                None,
+                false,
+            )?
             .0)
     }
 
@@ -869,7 +938,17 @@ impl Fs {
             return Err(FsError::NotFound);
         }
         Ok(self
-            .make_node(parent, name, FileKind::Symlink, 0o777, 0, 0, caller, Some(target), false)?
+            .make_node(
+                parent,
+                name,
+                FileKind::Symlink,
+                0o777,
+                0,
+                0,
+                caller,
+                Some(target),
+                false,
+            )?
             .0)
     }
 
@@ -879,7 +958,9 @@ impl Fs {
         if rec.kind != FileKind::Symlink {
             return Err(FsError::Invalid);
         }
-        self.engine.get(&keys::symlink_key(ino))?.ok_or(FsError::NotFound)
+        self.engine
+            .get(&keys::symlink_key(ino))?
+            .ok_or(FsError::NotFound)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
@@ -905,7 +986,10 @@ impl Fs {
     }
 
     fn dir_is_empty(&self, ino: u64) -> FsResult<bool> {
-        Ok(self.engine.scan(&keys::dirent_prefix(ino), None, 1)?.is_empty())
+        Ok(self
+            .engine
+            .scan(&keys::dirent_prefix(ino), None, 1)?
+            .is_empty())
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
@@ -959,7 +1043,11 @@ impl Fs {
             &mut txn,
             newparent,
             prec.group,
-            DirEntry { name: newname.to_vec(), ino, kind: rec.kind },
+            DirEntry {
+                name: newname.to_vec(),
+                ino,
+                kind: rec.kind,
+            },
         )?;
         {
             let r = self.txn_inode(&st, &mut txn, ino)?;
@@ -990,7 +1078,9 @@ impl Fs {
             }
             cur = self.load(st, cur)?.parent;
         }
-        Err(FsError::Corrupt(format!("directory parent chain of {dir} does not reach the root")))
+        Err(FsError::Corrupt(format!(
+            "directory parent chain of {dir} does not reach the root"
+        )))
     }
 
     pub fn rename(
@@ -1084,7 +1174,11 @@ impl Fs {
                 &mut txn,
                 newparent,
                 nprec.group,
-                DirEntry { name: newname.to_vec(), ino: src.ino, kind: src.kind },
+                DirEntry {
+                    name: newname.to_vec(),
+                    ino: src.ino,
+                    kind: src.kind,
+                },
             )?;
             {
                 let r = self.txn_inode(&st, &mut txn, src.ino)?;
@@ -1152,7 +1246,8 @@ impl Fs {
             (last - first + 1) as usize,
         )?;
         for (key, value) in pages {
-            let page = keys::chunk_page_index(ino, &key).ok_or_else(|| corrupt("page key", &key))?;
+            let page =
+                keys::chunk_page_index(ino, &key).ok_or_else(|| corrupt("page key", &key))?;
             let pstart = page * keys::PAGE_SIZE;
             let from = pstart.max(offset);
             let to = (pstart + value.len() as u64).min(end);
@@ -1170,7 +1265,9 @@ impl Fs {
         if data.is_empty() {
             return Ok(0);
         }
-        let end = offset.checked_add(data.len() as u64).ok_or(FsError::FileTooBig)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::FileTooBig)?;
         if end > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
@@ -1201,7 +1298,11 @@ impl Fs {
                 src.to_vec()
             } else {
                 // Read-modify-write of a partial page only.
-                let mut buf = if existed { self.engine.get(&key)?.unwrap_or_default() } else { Vec::new() };
+                let mut buf = if existed {
+                    self.engine.get(&key)?.unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 if buf.len() < to {
                     buf.resize(to, 0);
                 }
@@ -1300,7 +1401,12 @@ impl Fs {
         };
         let mut out = Vec::new();
         if offset < 1 {
-            out.push(DirListEntry { ino, kind: FileKind::Directory, name: b".".to_vec(), cookie: 1 });
+            out.push(DirListEntry {
+                ino,
+                kind: FileKind::Directory,
+                name: b".".to_vec(),
+                cookie: 1,
+            });
         }
         if offset < 2 {
             out.push(DirListEntry {
@@ -1315,7 +1421,12 @@ impl Fs {
             None
         } else {
             let (hash, done) = keys::split_cookie(offset);
-            for (i, e) in self.read_dirents(ino, hash)?.into_iter().enumerate().skip(done) {
+            for (i, e) in self
+                .read_dirents(ino, hash)?
+                .into_iter()
+                .enumerate()
+                .skip(done)
+            {
                 out.push(DirListEntry {
                     ino: e.ino,
                     kind: e.kind,
@@ -1325,9 +1436,12 @@ impl Fs {
             }
             Some(keys::dirent_key(ino, hash))
         };
-        let records = self.engine.scan(&prefix, start_after.as_deref(), READDIR_BATCH)?;
+        let records = self
+            .engine
+            .scan(&prefix, start_after.as_deref(), READDIR_BATCH)?;
         for (key, value) in records {
-            let hash = keys::dirent_key_hash(ino, &key).ok_or_else(|| corrupt("dirent key", &key))?;
+            let hash =
+                keys::dirent_key_hash(ino, &key).ok_or_else(|| corrupt("dirent key", &key))?;
             let list = keys::decode_dirents(&value).ok_or_else(|| corrupt("dirent", &key))?;
             for (i, e) in list.into_iter().enumerate() {
                 out.push(DirListEntry {
@@ -1414,7 +1528,9 @@ impl Fs {
         }
         let st = self.state.lock();
         self.load(&st, ino)?;
-        self.engine.get(&keys::xattr_key(ino, name))?.ok_or(FsError::NoXattr)
+        self.engine
+            .get(&keys::xattr_key(ino, name))?
+            .ok_or(FsError::NoXattr)
     }
 
     /// Names of `ino`'s xattrs, each followed by a NUL byte (the listxattr format).
@@ -1464,7 +1580,11 @@ impl Fs {
         let perm = u32::from(rec.perm);
         let granted = if caller.uid == 0 {
             // Root may read and write anything, and execute if any execute bit is set.
-            let x = if perm & 0o111 != 0 || rec.kind == FileKind::Directory { 1 } else { 0 };
+            let x = if perm & 0o111 != 0 || rec.kind == FileKind::Directory {
+                1
+            } else {
+                0
+            };
             6 | x
         } else if caller.uid == rec.uid {
             (perm >> 6) & 7
@@ -1507,13 +1627,22 @@ mod tests {
     #[test]
     fn xattr_reply_sizes() {
         assert_eq!(xattr_reply(vec![1, 2, 3], 0).unwrap(), XattrReply::Size(3));
-        assert_eq!(xattr_reply(vec![1, 2, 3], 3).unwrap(), XattrReply::Data(vec![1, 2, 3]));
-        assert_eq!(xattr_reply(vec![1, 2, 3], 2).unwrap_err().errno(), libc::ERANGE);
+        assert_eq!(
+            xattr_reply(vec![1, 2, 3], 3).unwrap(),
+            XattrReply::Data(vec![1, 2, 3])
+        );
+        assert_eq!(
+            xattr_reply(vec![1, 2, 3], 2).unwrap_err().errno(),
+            libc::ERANGE
+        );
     }
 
     #[test]
     fn names_are_checked() {
-        assert_eq!(check_name(&[b'a'; 256]).unwrap_err().errno(), libc::ENAMETOOLONG);
+        assert_eq!(
+            check_name(&[b'a'; 256]).unwrap_err().errno(),
+            libc::ENAMETOOLONG
+        );
         assert!(check_name(&[b'a'; 255]).is_ok());
         assert_eq!(check_name(b"a/b").unwrap_err().errno(), libc::EINVAL);
     }

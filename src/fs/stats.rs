@@ -26,7 +26,11 @@ pub fn json_escape(s: &str) -> String {
 /// The root directory (relative to the mount) of a group: "/" for the root group. Other groups
 /// do not exist yet (a later issue splits them off directories).
 fn group_root(id: GroupId) -> String {
-    if id == ROOT_GROUP { "/".to_string() } else { format!("?group-{id}") }
+    if id == ROOT_GROUP {
+        "/".to_string()
+    } else {
+        format!("?group-{id}")
+    }
 }
 
 /// The stats JSON object (one line).
@@ -58,7 +62,11 @@ pub fn stats_json(s: &EngineStats) -> String {
         if i > 0 {
             o.push(',');
         }
-        let hist: Vec<String> = g.utilization_histogram.iter().map(|v| v.to_string()).collect();
+        let hist: Vec<String> = g
+            .utilization_histogram
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         let _ = write!(
             o,
             "{{\"id\":{},\"root\":\"{}\",\"segments\":{},\"live_bytes\":{},\"utilization_histogram\":[{}]}}",

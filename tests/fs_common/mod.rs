@@ -6,10 +6,17 @@ use std::path::Path;
 use logstorfs::engine::{Engine, EngineOptions};
 use logstorfs::fs::{Caller, Fs, FsError, ROOT_INO};
 
-pub const CALLER: Caller = Caller { uid: 1000, gid: 1000 };
+pub const CALLER: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
 
 pub fn options(capacity_bytes: u64) -> EngineOptions {
-    EngineOptions { capacity_bytes, sync_interval: None, ..Default::default() }
+    EngineOptions {
+        capacity_bytes,
+        sync_interval: None,
+        ..Default::default()
+    }
 }
 
 pub fn open(dir: &Path) -> Fs {
@@ -23,9 +30,14 @@ pub fn open_with(dir: &Path, capacity_bytes: u64) -> Fs {
 
 /// Creates a regular file with `data`, closes it; returns its inode number.
 pub fn make_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
-    let (attr, fh) = fs.create(parent, name.as_bytes(), 0o644, 0o022, CALLER).expect("create");
+    let (attr, fh) = fs
+        .create(parent, name.as_bytes(), 0o644, 0o022, CALLER)
+        .expect("create");
     if !data.is_empty() {
-        assert_eq!(fs.write(attr.ino, 0, data).expect("write") as usize, data.len());
+        assert_eq!(
+            fs.write(attr.ino, 0, data).expect("write") as usize,
+            data.len()
+        );
     }
     fs.release(attr.ino, fh).expect("release");
     attr.ino
@@ -73,7 +85,10 @@ pub fn list(fs: &Fs, dir: u64) -> Vec<String> {
 
 /// Deterministic pseudo-random bytes.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
