@@ -5,7 +5,7 @@
 #   bash scripts/external.sh [BINARY]
 #
 # To validate the harness on another FUSE file system: MOUNT_CMD=bindfs bash scripts/external.sh
-# Env: FSX_OPS (default 20000), STRESS_SECS per stressor (default 2), ONLY="fsx fio stress pjdfstest"
+# Env: FSX_OPS (default 100000), STRESS_SECS per stressor (default 2), ONLY="fsx fio stress pjdfstest"
 # pjdfstest failures are compared against tests/known-failures/pjdfstest.txt
 # (tests/known-failures/pjdfstest-<backend>.txt when MOUNT_CMD is set).
 set -euo pipefail
@@ -17,7 +17,7 @@ for tool in fio stress-ng fsx pjdfstest; do
     command -v "$tool" >/dev/null || die "$tool is missing (scripts/test.sh installs it)"
 done
 
-FSX_OPS="${FSX_OPS:-20000}"
+FSX_OPS="${FSX_OPS:-100000}"
 STRESS_SECS="${STRESS_SECS:-2}"
 ONLY="${ONLY:-fsx fio stress pjdfstest}"
 BACKEND="$(backend_name)"
