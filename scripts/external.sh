@@ -80,7 +80,7 @@ fi
 if want fio; then
     if check_here "fio: mount" fresh fio 1G; then
         t_fio_rand() {
-            timeout --kill-after=10 600 fio --name=randwrite --directory="$WORK/fio.mnt" \
+            timeout --kill-after=10 600 fio --verify_state_save=0 --name=randwrite --directory="$WORK/fio.mnt" \
                 --rw=randwrite --bs=4k --size=64M --numjobs=2 --ioengine=psync \
                 --verify=crc32c --verify_fatal=1 --do_verify=1 --end_fsync=1 \
                 --output="$WORK/fio-rand.log" || { tail -n 30 "$WORK/fio-rand.log"; return 1; }
@@ -89,7 +89,7 @@ if want fio; then
         }
         check "fio randwrite 4k 64 MiB x2 jobs --verify=crc32c" t_fio_rand
         t_fio_seq() {
-            timeout --kill-after=10 600 fio --name=seqwrite --directory="$WORK/fio.mnt" \
+            timeout --kill-after=10 600 fio --verify_state_save=0 --name=seqwrite --directory="$WORK/fio.mnt" \
                 --rw=write --bs=1M --size=256M --numjobs=1 --ioengine=psync \
                 --verify=crc32c --verify_fatal=1 --do_verify=1 --end_fsync=1 \
                 --output="$WORK/fio-seq.log" || { tail -n 30 "$WORK/fio-seq.log"; return 1; }
@@ -99,7 +99,7 @@ if want fio; then
         t_fio_reread() { # after a remount, fio verifies what it wrote before
             unmount "$WORK/fio.mnt"
             mount_fresh "$WORK/fio.store" "$WORK/fio.mnt" 1G
-            timeout --kill-after=10 600 fio --name=seqwrite --directory="$WORK/fio.mnt" \
+            timeout --kill-after=10 600 fio --verify_state_save=0 --name=seqwrite --directory="$WORK/fio.mnt" \
                 --rw=read --bs=1M --size=256M --ioengine=psync --verify=crc32c --verify_fatal=1 \
                 --verify_only=1 --output="$WORK/fio-reread.log" || { tail -n 30 "$WORK/fio-reread.log"; return 1; }
         }
