@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Breaks each invariant of DESIGN.md section 4 on purpose and checks that a test fails.
+
+Each mutant is a (file, original text, replacement, tests to run). The source tree is copied to a
+scratch directory, the mutant applied there, and the named tests run; the mutant must make at
+least one of them fail. A mutant whose original text is missing fails the script too, so the list
+cannot silently rot when the code changes.
+
+Usage: scripts/mutants.py [NAME ...]   (default: all)
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (name, invariant, file, original, replacement, cargo test arguments)
+MUTANTS = [
+    (
+        "padding-not-zeroed",
+        "4.1 write buffer: padding is zeroed",
+        "src/engine/log.rs",
+        "open.data.resize(buffer_len, 0);",
+        "open.data.resize(buffer_len, 0xEE);",
+        ["--lib", "engine::tests::buffers_are_aligned_and_zero_padded"],
+    ),
+    (
+        "flush-ignores-gate",
+        "4.2 write gate: the flush waits for the gate to close",
+        "src/engine/log.rs",
+        "    fn complete_seq(&self, seq: u64, gate: &Gate) {\n        gate.wait_closed();",
+        "    fn complete_seq(&self, seq: u64, gate: &Gate) {\n        let _ = gate;",
+        ["--lib", "engine::tests::write_gate_holds_flush_and_segment_close_until_index_update"],
+    ),
+    (
+        "segment-closes-early",
+        "4.2 write gate: a segment closes only when its index updates are complete",
+        "src/engine/log.rs",
+        "            if last <= completed {",
+        "            if last <= completed + 1 {",
+        ["--lib", "engine::tests::write_gate_holds_flush_and_segment_close_until_index_update"],
+    ),
+    (
+        "no-preallocation",
+        "4.3 segment manager: space is allocated before a segment is handed out",
+        "src/engine/segments.rs",
+        "            self.storage.allocate(file, self.geometry.file_len()).map_err(|e| {",
+        "            Ok::<(), std::io::Error>(()).map_err(|e: std::io::Error| {",
+        ["--lib", "engine::tests::host_disk_full_at_allocation_is_a_clean_no_space"],
+    ),
+    (
+        "generation-not-checked",
+        "4.4 generation: recovery accepts only buffers of the segment's current generation",
+        "src/engine/recovery.rs",
+        "                || generation.is_some_and(|g| g != header.generation)",
+        "                || generation.is_some_and(|g| g == u64::MAX && g != header.generation)",
+        ["--lib", "engine::tests::stale_generation_buffers_are_ignored"],
+    ),
+    (
+        "freed-segment-not-invalidated",
+        "4.4 / trap 'reused segments': a freed segment's first block is zeroed",
+        "src/engine/segments.rs",
+        "        self.write(segment, 0, &[0u8; BLOCK_SIZE])",
+        "        Ok(())",
+        ["--lib", "engine::tests::torn_first_buffer_of_reused_segment_exposes_nothing_old"],
+    ),
+    (
+        "index-ignores-versions",
+        "4.5 index: a lower version never replaces a higher one",
+        "src/engine/index.rs",
+        "            Some(existing) if existing.version >= entry.version => {",
+        "            Some(existing) if existing.version == u64::MAX => {",
+        ["--lib", "engine::index::tests::older_version_never_wins_whatever_the_order"],
+    ),
+    (
+        "recovery-ignores-lsn-gap",
+        "section 6 / 4.9 recovery: no batch survives without every earlier one",
+        "src/engine/recovery.rs",
+        "        if first > expected {\n            break;\n        }",
+        "        if first > expected {\n            expected = first;\n        }",
+        ["--release", "--test", "engine_model", "random_batches"],
+    ),
+    (
+        "recovery-drops-range-deletes",
+        "4.9 recovery: range deletes hide older versions after recovery",
+        "src/engine/recovery.rs",
+        "    apply_range_deletes(&mut points, &mut ranges);",
+        "    let _ = apply_range_deletes;",
+        ["--release", "--test", "engine_model", "random_batches"],
+    ),
+    (
+        "free-before-killer-durable",
+        "trap 'page cache reorders': nothing freed on the strength of unsynced data",
+        "src/engine/segments.rs",
+        "                    && self.dead_at[*s].load(Ordering::Relaxed) <= durable_lsn",
+        "                    && self.dead_at[*s].load(Ordering::Relaxed) <= u64::MAX",
+        ["--release", "--test", "engine_model", "random_batches"],
+    ),
+    (
+        "torn-buffer-accepted",
+        "trap 'torn writes': the CRC covers the whole buffer",
+        "src/engine/format.rs",
+        "        if buffer_crc(buf, header.payload_len as usize) != u32_at(buf, 60) {",
+        "        if buffer_crc(buf, 0) != buffer_crc(buf, 0) {",
+        ["--release", "--test", "engine_model", "random_batches"],
+    ),
+]
+
+
+def run(cmd, cwd, env):
+    return subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def main():
+    wanted = set(sys.argv[1:])
+    scratch = tempfile.mkdtemp(prefix="logstorfs-mutants-")
+    env = dict(os.environ)
+    env["CARGO_TARGET_DIR"] = os.path.join(ROOT, "target", "mutants")
+    env.setdefault("MODEL_SEEDS", "40")
+    env.setdefault("MODEL_STEPS", "800")
+    caught = escaped = 0
+    try:
+        for name, invariant, path, original, replacement, args in MUTANTS:
+            if wanted and name not in wanted:
+                continue
+            tree = os.path.join(scratch, "tree")
+            shutil.rmtree(tree, ignore_errors=True)
+            os.makedirs(tree)
+            for item in ("Cargo.toml", "Cargo.lock", "src", "tests"):
+                src = os.path.join(ROOT, item)
+                if os.path.isdir(src):
+                    shutil.copytree(src, os.path.join(tree, item))
+                elif os.path.exists(src):
+                    shutil.copy(src, os.path.join(tree, item))
+            target = os.path.join(tree, path)
+            text = open(target).read()
+            if text.count(original) != 1:
+                print(f"MUTANT {name}: original text found {text.count(original)} times in {path}:"
+                      " update scripts/mutants.py")
+                escaped += 1
+                continue
+            open(target, "w").write(text.replace(original, replacement))
+            started = time.time()
+            result = run(["cargo", "test", "-q"] + args, tree, env)
+            took = time.time() - started
+            if "error[E" in result.stdout or "could not compile" in result.stdout:
+                print(f"MUTANT {name}: does not compile; fix the mutant\n{result.stdout[-2000:]}")
+                escaped += 1
+            elif result.returncode != 0:
+                print(f"caught   {name:32} ({invariant}) in {took:.0f}s")
+                caught += 1
+            else:
+                print(f"ESCAPED  {name:32} ({invariant}): no test failed")
+                escaped += 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"mutants: {caught} passed, {escaped} failed")
+    sys.exit(1 if escaped else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+//! Model test: thousands of random batches, range deletes, syncs, injected I/O errors and power
+//! cuts against an in-memory model. After every reopen the store must equal the model as of
+//! exactly the LSN recovery reports, and that LSN must cover every batch completed before the
+//! last completed sync (DESIGN.md section 6, the engine's contract).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use logstorfs::engine::storage::{FaultPlan, PowerCut, SimRng, SimStorage};
+use logstorfs::engine::{Engine, EngineError, EngineOptions, Mutation, ROOT_GROUP};
+
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        capacity_bytes: 48 << 20,
+        segment_size_bytes: 256 << 10,
+        segments_per_file: 16,
+        create_if_missing: true,
+        sync_interval: None,
+    }
+}
+
+fn key(n: u64) -> Vec<u8> {
+    format!("k{n:02}").into_bytes()
+}
+
+fn value(rng: &mut SimRng, step: u64) -> Vec<u8> {
+    let len = match rng.below(10) {
+        0 => rng.below(60 << 10) as usize,
+        1..=3 => rng.below(4096) as usize + 1,
+        _ => rng.below(100) as usize,
+    };
+    let mut v = format!("step {step};").into_bytes();
+    v.resize(len.max(v.len()), (step % 251) as u8);
+    v
+}
+
+fn apply(state: &mut State, batch: &[Mutation]) {
+    for m in batch {
+        match m {
+            Mutation::Put { key, value, .. } => {
+                state.insert(key.clone(), value.clone());
+            }
+            Mutation::Delete { key, .. } => {
+                state.remove(key);
+            }
+            Mutation::DeletePrefix { prefix, .. } => state.retain(|k, _| !k.starts_with(prefix)),
+            Mutation::DeleteRange { start, end, .. } => {
+                state.retain(|k, _| !(k >= start && (end.is_empty() || k < end)))
+            }
+        }
+    }
+}
+
+fn random_batch(rng: &mut SimRng, step: u64) -> Vec<Mutation> {
+    let n = 1 + rng.below(4);
+    (0..n)
+        .map(|_| match rng.below(20) {
+            0..=13 => Mutation::put(ROOT_GROUP, key(rng.below(48)), value(rng, step)),
+            14..=16 => Mutation::delete(ROOT_GROUP, key(rng.below(48))),
+            17..=18 => Mutation::delete_prefix(ROOT_GROUP, format!("k{}", rng.below(5))),
+            _ => {
+                let a = rng.below(48);
+                let b = a + 1 + rng.below(10);
+                Mutation::DeleteRange { group: ROOT_GROUP, start: key(a), end: key(b) }
+            }
+        })
+        .collect()
+}
+
+fn read_all(engine: &Engine) -> State {
+    engine.scan(b"", None, usize::MAX).unwrap().into_iter().collect()
+}
+
+/// Runs one seed; returns (batches written, power cuts survived).
+fn run(seed: u64, steps: u64) -> (u64, u64) {
+    let mut rng = SimRng::new(seed);
+    let mut storage = SimStorage::new();
+    let mut engine = Engine::open_on(storage.clone(), &options()).unwrap();
+    // State after every LSN still possible to recover to.
+    let mut history: Vec<(u64, State)> = vec![(0, State::new())];
+    let mut synced_lsn = 0;
+    let mut batches = 0;
+    let mut cuts = 0;
+    for step in 0..steps {
+        match rng.below(100) {
+            0..=79 => {
+                let batch = random_batch(&mut rng, step);
+                match engine.write(&batch) {
+                    Ok(lsn) => {
+                        let (last, prev) = history.last().unwrap();
+                        assert!(lsn > *last, "seed {seed}: LSN {lsn} after {last}");
+                        let mut next = prev.clone();
+                        apply(&mut next, &batch);
+                        history.push((lsn, next));
+                        batches += 1;
+                    }
+                    Err(EngineError::NoSpace) => {}
+                    Err(e) => panic!("seed {seed} step {step}: {e}"),
+                }
+            }
+            80..=84 => {
+                let k = key(rng.below(48));
+                let expected = history.last().unwrap().1.get(&k).cloned();
+                assert_eq!(engine.get(&k).unwrap(), expected, "seed {seed} step {step}");
+            }
+            85..=93 => {
+                engine.sync().unwrap();
+                synced_lsn = history.last().unwrap().0;
+            }
+            _ => {
+                let cut = match rng.below(4) {
+                    0 => PowerCut::DropAllUnsynced,
+                    1 => PowerCut::KeepAllWritten,
+                    _ => PowerCut::Random(rng.next_u64()),
+                };
+                if rng.below(4) == 0 {
+                    // An I/O error in the middle of what follows: the engine must refuse the
+                    // rest, and lose nothing that was synced.
+                    storage.set_faults(FaultPlan {
+                        fail_writes_after: Some(rng.below(3)),
+                        ..FaultPlan::default()
+                    });
+                    for extra in 0..4 {
+                        let batch = random_batch(&mut rng, step * 10 + extra);
+                        if let Ok(lsn) = engine.write(&batch) {
+                            let mut next = history.last().unwrap().1.clone();
+                            apply(&mut next, &batch);
+                            history.push((lsn, next));
+                        }
+                    }
+                }
+                let image = storage.crash(cut);
+                drop(engine);
+                storage = image;
+                engine = Engine::open_on(storage.clone(), &options()).unwrap();
+                cuts += 1;
+                let report = engine.recovery_report();
+                let recovered = read_all(&engine);
+                assert!(
+                    report.last_lsn >= synced_lsn,
+                    "seed {seed} step {step}: recovered to LSN {} but {synced_lsn} was synced",
+                    report.last_lsn
+                );
+                let at = history
+                    .iter()
+                    .position(|(lsn, _)| *lsn == report.last_lsn)
+                    .unwrap_or_else(|| {
+                        panic!("seed {seed} step {step}: no batch has LSN {}", report.last_lsn)
+                    });
+                assert!(
+                    history[at].1 == recovered,
+                    "seed {seed} step {step} ({cut:?}): store differs from the model at LSN {}: \
+                     model has {} keys, store {}",
+                    report.last_lsn,
+                    history[at].1.len(),
+                    recovered.len()
+                );
+                history.truncate(at + 1);
+                synced_lsn = report.last_lsn;
+            }
+        }
+    }
+    // A clean close keeps everything.
+    let expected = history.last().unwrap().1.clone();
+    engine.close().unwrap();
+    let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options()).unwrap();
+    assert_eq!(read_all(&engine), expected, "seed {seed}: clean close lost data");
+    (batches, cuts)
+}
+
+#[test]
+fn random_batches_with_power_cuts_match_the_model() {
+    let seeds: u64 = std::env::var("MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let steps: u64 = std::env::var("MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    let (mut batches, mut cuts) = (0, 0);
+    for seed in 1..=seeds {
+        let (b, c) = run(seed, steps);
+        batches += b;
+        cuts += c;
+    }
+    eprintln!("model test: {batches} batches, {cuts} power cuts, all consistent");
+    assert!(batches > seeds * steps / 2 && cuts > seeds, "the test exercised too little");
+}
+
+/// Many writers on overlapping keys: the index keeps the highest version whatever order their
+/// index updates land in; LSNs follow completion order; a sync makes it all durable.
+#[test]
+fn concurrent_writers_keep_newest_versions_and_lsn_order() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let storage = SimStorage::new();
+    let engine = Arc::new(Engine::open_on(storage.clone(), &options()).unwrap());
+    let completed = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let engine = engine.clone();
+            let completed = completed.clone();
+            std::thread::spawn(move || {
+                let mut log = Vec::new();
+                for i in 0..300u64 {
+                    let k = key((t * 7 + i) % 20);
+                    let v = format!("t{t} i{i}").into_bytes();
+                    let before = completed.load(Ordering::SeqCst);
+                    let lsn = engine.write(&[Mutation::put(ROOT_GROUP, k.clone(), v.clone())]).unwrap();
+                    assert!(lsn > before, "batch that began after LSN {before} got {lsn}");
+                    completed.fetch_max(lsn, Ordering::SeqCst);
+                    log.push((lsn, k, v));
+                }
+                log
+            })
+        })
+        .collect();
+    let mut all: Vec<(u64, Vec<u8>, Vec<u8>)> =
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort();
+    let mut expected = State::new();
+    for (_, k, v) in all {
+        expected.insert(k, v);
+    }
+    assert_eq!(read_all(&engine), expected);
+    engine.sync().unwrap();
+    let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options()).unwrap();
+    assert_eq!(read_all(&engine), expected, "after a power cut following sync");
+}
+
+#[test]
+fn second_opener_of_a_store_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions { capacity_bytes: 16 << 20, ..EngineOptions::default() };
+    let first = Engine::open(dir.path(), &opts).unwrap();
+    let err = Engine::open(dir.path(), &opts).err().expect("second open must fail");
+    assert!(matches!(err, EngineError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    first.close().unwrap();
+    Engine::open(dir.path(), &opts).unwrap().close().unwrap();
+}
+
+#[test]
+fn file_store_persists_across_reopen_and_prefix_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions { capacity_bytes: 16 << 20, ..EngineOptions::default() };
+    let engine = Engine::open(dir.path(), &opts).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..100u32 {
+        batch.push(Mutation::put(ROOT_GROUP, format!("dir/{i:03}"), i.to_le_bytes().to_vec()));
+    }
+    engine.write(&batch).unwrap();
+    engine.write(&[Mutation::delete_prefix(ROOT_GROUP, "dir/05")]).unwrap();
+    engine.close().unwrap();
+    let engine = Engine::open(dir.path(), &opts).unwrap();
+    let listed = engine.scan(b"dir/", None, 1000).unwrap();
+    assert_eq!(listed.len(), 90);
+    let page = engine.scan(b"dir/", Some(b"dir/010"), 5).unwrap();
+    let names: Vec<String> = page.iter().map(|(k, _)| String::from_utf8_lossy(k).into()).collect();
+    assert_eq!(names, ["dir/011", "dir/012", "dir/013", "dir/014", "dir/015"]);
+    let range = engine.scan_range(b"dir/020", b"dir/023", 100).unwrap();
+    assert_eq!(range.len(), 3);
+    assert_eq!(range[2].1, 22u32.to_le_bytes());
+}
