@@ -56,8 +56,8 @@ MUTANTS = [
         "generation-not-checked",
         "4.4 generation: recovery accepts only buffers of the segment's current generation",
         "src/engine/recovery.rs",
-        "                || generation.is_some_and(|g| g != header.generation)",
-        "                || generation.is_some_and(|g| g == u64::MAX && g != header.generation)",
+        "            || generation.is_some_and(|g| g != header.generation)",
+        "            || generation.is_some_and(|g| g == u64::MAX && g != header.generation)",
         ["--lib", "engine::tests::stale_generation_buffers_are_ignored"],
     ),
     (
@@ -93,11 +93,11 @@ MUTANTS = [
         ["--release", "--test", "engine_model", "random_batches"],
     ),
     (
-        "free-before-killer-durable",
-        "trap 'page cache reorders': nothing freed on the strength of unsynced data",
+        "free-beyond-durable-floor",
+        "trap 'page cache reorders': a segment is freed only once its batches are below the floor",
         "src/engine/segments.rs",
-        "                    && self.dead_at[*s].load(Ordering::Relaxed) <= durable_lsn",
-        "                    && self.dead_at[*s].load(Ordering::Relaxed) <= u64::MAX",
+        "                    && info.max_lsn <= durable_lsn",
+        "                    && info.max_lsn <= u64::MAX",
         ["--release", "--test", "engine_model", "random_batches"],
     ),
     (

@@ -105,7 +105,10 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
                 let expected = history.last().unwrap().1.get(&k).cloned();
                 assert_eq!(engine.get(&k).unwrap(), expected, "seed {seed} step {step}");
             }
-            85..=93 => {
+            85..=86 => {
+                engine.test_compact().unwrap();
+            }
+            87..=93 => {
                 engine.sync().unwrap();
                 synced_lsn = history.last().unwrap().0;
             }

@@ -41,7 +41,7 @@
 //! | 24 | 8 | last LSN of the batches in this buffer (0: none) |
 //! | 32 | 8 | durable floor: every batch up to this LSN was durable when the buffer was sealed |
 //! | 40 | 4 | payload length (bytes of records) |
-//! | 44 | 4 | record count |
+//! | 44 | 4 | batch count (user batches and copy batches) |
 //! | 48 | 4 | owning group (group-owned segments; `u32::MAX` in mixed ones) |
 //! | 52 | 4 | buffer length on disk (header + payload + padding, a multiple of 4 KiB) |
 //! | 56 | 4 | segment index (where the buffer belongs: catches misdirected writes) |

@@ -16,7 +16,6 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::format::RecordKind;
 
 /// Where a record is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,16 +56,6 @@ impl RangeDelete {
 pub enum Update {
     Point { key: Vec<u8>, entry: Entry },
     Range(RangeDelete),
-}
-
-impl Update {
-    pub fn kind(&self) -> RecordKind {
-        match self {
-            Update::Point { entry, .. } if entry.tombstone => RecordKind::Delete,
-            Update::Point { .. } => RecordKind::Put,
-            Update::Range(_) => RecordKind::DeleteRange,
-        }
-    }
 }
 
 /// What an update did to live bytes: the new record is live (or not, when it lost to a newer
@@ -143,6 +132,35 @@ impl Index {
         match inner.points.get_mut(key) {
             Some(e) if e.location == old => {
                 e.location = new;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `location` holds the record the index relies on for `key` (a put or tombstone).
+    pub fn points_at(&self, key: &[u8], location: Location) -> bool {
+        self.inner.read().points.get(key).is_some_and(|e| e.location == location)
+    }
+
+    /// Whether `location` holds the range delete starting at `start` with `version`.
+    pub fn range_at(&self, start: &[u8], version: u64, location: Location) -> bool {
+        let key = (Box::<[u8]>::from(start), version);
+        self.inner.read().ranges.get(&key).is_some_and(|r| r.location == location)
+    }
+
+    /// [`Index::compare_and_set`] for a range delete.
+    pub fn compare_and_set_range(
+        &self,
+        start: &[u8],
+        version: u64,
+        old: Location,
+        new: Location,
+    ) -> bool {
+        let key = (Box::<[u8]>::from(start), version);
+        match self.inner.write().ranges.get_mut(&key) {
+            Some(r) if r.location == old => {
+                r.location = new;
                 true
             }
             _ => false,

@@ -146,6 +146,14 @@ pub trait Placeable {
     /// Copies the batch, stamped with `lsn`, to `out` (exactly `len()` bytes).
     fn stamp_into(&self, lsn: u64, out: &mut [u8]);
     fn ranges(&self, lsn: u64, segment: u32, offset: u32) -> Vec<RangeDelete>;
+    /// Whether the batch may take the segments kept in reserve (relocation and deletes, which
+    /// free space, must make progress in a full store).
+    fn may_use_reserve(&self) -> bool;
+    /// Whether the batch is a user batch with an LSN of its own. Copies (relocated records)
+    /// take none: they change nothing a reader can see, and keep their records' versions.
+    fn takes_lsn(&self) -> bool {
+        true
+    }
 }
 
 impl Log {
@@ -204,7 +212,7 @@ impl Log {
                 return Err(EngineError::Failed(why.clone()));
             }
             if st.open.is_none() {
-                self.open_new_segment(&mut st, true)?;
+                self.open_new_segment(&mut st, !batch.may_use_reserve())?;
             }
             let open = st.open.as_ref().unwrap();
             if open.fits(len) {
@@ -225,8 +233,12 @@ impl Log {
             self.complete(&sealed);
             st = self.state.lock();
         }
-        let lsn = st.next_lsn;
-        st.next_lsn += 1;
+        let lsn = if batch.takes_lsn() {
+            st.next_lsn += 1;
+            st.next_lsn - 1
+        } else {
+            0
+        };
         let next_seq = st.next_seq;
         let open = st.open.as_mut().unwrap();
         if open.seq == 0 {
@@ -238,10 +250,12 @@ impl Log {
         open.data.resize(at + len, 0);
         batch.stamp_into(lsn, &mut open.data[at..]);
         open.records += 1;
-        if open.lsn_first == 0 {
-            open.lsn_first = lsn;
+        if lsn != 0 {
+            if open.lsn_first == 0 {
+                open.lsn_first = lsn;
+            }
+            open.lsn_last = lsn;
         }
-        open.lsn_last = lsn;
         let offset = open.offset + at as u32;
         open.ranges.lock().extend(batch.ranges(lsn, open.segment, offset));
         let mut ticket = Ticket {
@@ -405,6 +419,7 @@ impl Log {
                 self.device_bytes_written.fetch_add(sealed.data.len() as u64, Ordering::Relaxed);
                 st.written_seq = sealed.seq;
                 st.written_lsn = st.written_lsn.max(sealed.lsn_last);
+                self.close_finished_segments(&mut st);
                 self.changed.notify_all();
                 Ok(())
             }

@@ -15,6 +15,7 @@
 //! See `ARCHITECTURE.md` for the invariants and how they are tested.
 
 mod api;
+mod compaction;
 pub(crate) mod format;
 mod index;
 mod log;
@@ -41,6 +42,7 @@ use format::{
     record_body_crc, version_of,
 };
 use index::{Entry, Index, Location, RangeDelete, Update};
+use self::log::Placeable;
 use segments::SegmentManager;
 use storage::{FileStorage, Storage};
 
@@ -58,6 +60,9 @@ struct Inner {
     options: EngineOptions,
     recovery: RecoveryReport,
     user_bytes_written: AtomicU64,
+    compaction_bytes_written: AtomicU64,
+    /// Serialises compaction passes.
+    compaction_lock: Mutex<()>,
     closed: AtomicBool,
     stop: Mutex<bool>,
     wake: Condvar,
@@ -125,6 +130,8 @@ impl Engine {
             options: options.clone(),
             recovery: recovered.report,
             user_bytes_written: AtomicU64::new(0),
+            compaction_bytes_written: AtomicU64::new(0),
+            compaction_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -256,6 +263,15 @@ impl Engine {
         self.inner.reclaim_dead_segments()
     }
 
+    /// Test hook: run one compaction pass now; returns the number of victims emptied.
+    #[doc(hidden)]
+    pub fn test_compact(&self) -> Result<usize> {
+        let n = self.inner.compact_pass()?;
+        self.inner.sync()?;
+        self.inner.reclaim_dead_segments()?;
+        Ok(n)
+    }
+
     /// Test hook: (segment, generation) of every segment in use.
     #[doc(hidden)]
     pub fn test_segments_in_use(&self) -> Vec<(u32, u64)> {
@@ -330,6 +346,8 @@ pub fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
 struct EncodedBatch {
     bytes: Vec<u8>,
     records: Vec<EncodedRecord>,
+    /// A small batch that deletes: it may use the reserve (see `DELETE_BATCH_ALLOWANCE`).
+    frees_space: bool,
 }
 
 struct EncodedRecord {
@@ -377,7 +395,7 @@ impl EncodedBatch {
                 end,
             });
         }
-        EncodedBatch { bytes, records }
+        EncodedBatch { bytes, records, frees_space: false }
     }
 
     fn updates(&self, lsn: u64, segment: u32, batch_offset: u32) -> Vec<Update> {
@@ -415,6 +433,10 @@ impl EncodedBatch {
 }
 
 impl log::Placeable for EncodedBatch {
+    fn may_use_reserve(&self) -> bool {
+        self.frees_space
+    }
+
     fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -435,6 +457,38 @@ impl log::Placeable for EncodedBatch {
                 Update::Point { .. } => None,
             })
             .collect()
+    }
+}
+
+/// Records copied verbatim by compaction: versions and CRCs stay as they were.
+struct CopyBatch<'a> {
+    records: &'a [compaction::LiveRecord],
+}
+
+impl log::Placeable for CopyBatch<'_> {
+    fn len(&self) -> usize {
+        self.records.iter().map(|r| r.bytes.len()).sum()
+    }
+
+    fn stamp_into(&self, _lsn: u64, out: &mut [u8]) {
+        let mut at = 0;
+        for r in self.records {
+            out[at..at + r.bytes.len()].copy_from_slice(&r.bytes);
+            at += r.bytes.len();
+        }
+    }
+
+    fn ranges(&self, _lsn: u64, _segment: u32, _offset: u32) -> Vec<RangeDelete> {
+        // Copies move by compare-and-set; no put of this buffer is older than a copied range.
+        Vec::new()
+    }
+
+    fn may_use_reserve(&self) -> bool {
+        true
+    }
+
+    fn takes_lsn(&self) -> bool {
+        false
     }
 }
 
@@ -510,12 +564,12 @@ impl Inner {
         if !exempt && self.segments.live_total() + total as u64 > self.user_capacity() {
             return Err(EngineError::NoSpace);
         }
-        let encoded = EncodedBatch::new(batch);
+        let mut encoded = EncodedBatch::new(batch);
+        encoded.frees_space = exempt;
         let ticket = match self.log.append(&encoded) {
             Err(EngineError::NoSpace) => {
-                // Out of free segments for now: free the dead ones and try once more.
-                self.sync()?;
-                self.reclaim_dead_segments()?;
+                // Out of free segments for now: compact, free, and try once more.
+                self.make_room()?;
                 self.log.append(&encoded)?
             }
             other => other?,
@@ -535,7 +589,7 @@ impl Inner {
                 self.segments.add_live(location.segment, location.len);
             }
             for old in applied.displaced {
-                self.segments.sub_live(old.segment, old.len, ticket.lsn);
+                self.segments.sub_live(old.segment, old.len);
             }
         }
         let lsn = ticket.lsn;
@@ -676,6 +730,104 @@ impl Inner {
         Ok(dead.len())
     }
 
+    /// Frees what can be freed now: dead segments, then compaction passes while they help.
+    fn make_room(&self) -> Result<()> {
+        self.sync()?;
+        self.reclaim_dead_segments()?;
+        for _ in 0..8 {
+            if self.compact_pass()? == 0 {
+                break;
+            }
+            self.sync()?;
+            self.reclaim_dead_segments()?;
+        }
+        Ok(())
+    }
+
+    /// Whether free segments are low enough for background compaction to run.
+    fn needs_compaction(&self) -> bool {
+        let total = self.segments.geometry.segment_count as usize;
+        let low_water = (total / 8).max(2 * self.segments.reserved as usize);
+        self.segments.free_count() < low_water
+    }
+
+    /// One compaction pass: copies the live records of the chosen victims into the log.
+    /// Returns how many victims it emptied.
+    fn compact_pass(&self) -> Result<usize> {
+        let _serial = self.compaction_lock.lock();
+        let snapshot = self.segments.snapshot();
+        let victims = compaction::pick_victims(&snapshot, self.segments.segment_size() as u64);
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let hw = self.segments.generation_high_water();
+        let mut image = vec![0u8; self.segments.segment_size() as usize];
+        let mut live = Vec::new();
+        for &victim in &victims {
+            let info = self.segments.info(victim);
+            if info.state != segments::SegmentState::Closed {
+                continue;
+            }
+            let used = info.used as usize;
+            self.segments.read(victim, 0, &mut image[..used])?;
+            for (pos, header) in recovery::valid_buffers(&image[..used], victim, hw) {
+                for (at, h) in recovery::records_of(victim, pos, &header, &image)? {
+                    let location = Location { segment: victim, offset: at as u32, len: h.total_len() as u32 };
+                    let key = compaction::LiveRecord::key_of(&image[at..], h.key_len as usize);
+                    let is_live = match h.kind {
+                        RecordKind::DeleteRange => self.index.range_at(&key, h.version, location),
+                        _ => self.index.points_at(&key, location),
+                    };
+                    if is_live {
+                        live.push(compaction::LiveRecord {
+                            bytes: image[at..at + h.total_len()].to_vec(),
+                            kind: h.kind,
+                            key,
+                            version: h.version,
+                            old: location,
+                        });
+                    }
+                }
+            }
+        }
+        // Copy in batches that fit a write buffer.
+        let mut start = 0;
+        while start < live.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < live.len() && bytes + live[end].bytes.len() <= MAX_BATCH_BYTES {
+                bytes += live[end].bytes.len();
+                end += 1;
+            }
+            self.relocate(&live[start..end])?;
+            start = end;
+        }
+        Ok(victims.len())
+    }
+
+    fn relocate(&self, records: &[compaction::LiveRecord]) -> Result<()> {
+        let copy = CopyBatch { records };
+        let ticket = self.log.append(&copy)?;
+        let mut offset = ticket.offset;
+        for r in records {
+            let new = Location { segment: ticket.segment, offset, len: r.old.len };
+            offset += r.old.len;
+            let moved = match r.kind {
+                RecordKind::DeleteRange => {
+                    self.index.compare_and_set_range(&r.key, r.version, r.old, new)
+                }
+                _ => self.index.compare_and_set(&r.key, r.old, new),
+            };
+            if moved {
+                self.segments.add_live(new.segment, new.len);
+                self.segments.sub_live(r.old.segment, r.old.len);
+            }
+        }
+        self.compaction_bytes_written.fetch_add(copy.len() as u64, Ordering::Relaxed);
+        self.log.finish(ticket);
+        Ok(())
+    }
+
     fn background_loop(&self) {
         let mut last_sync = Instant::now();
         loop {
@@ -702,6 +854,11 @@ impl Inner {
             }
             if let Err(e) = self.reclaim_dead_segments() {
                 ::log::error!("freeing dead segments failed: {e}");
+            }
+            if self.needs_compaction() {
+                if let Err(e) = self.make_room() {
+                    ::log::error!("compaction failed: {e}");
+                }
             }
         }
     }
@@ -735,7 +892,7 @@ impl Inner {
             index_bytes: self.index.heap_bytes() as u64,
             user_bytes_written: self.user_bytes_written.load(Ordering::Relaxed),
             separator_bytes_written: 0,
-            compaction_bytes_written: 0,
+            compaction_bytes_written: self.compaction_bytes_written.load(Ordering::Relaxed),
             device_bytes_written: self.log.device_bytes_written.load(Ordering::Relaxed),
             segments_reclaimed: self.segments.reclaimed.load(Ordering::Relaxed),
             last_lsn: self.log.last_lsn(),

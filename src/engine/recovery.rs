@@ -85,17 +85,7 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
         }
         report.segments_scanned += 1;
         storage.read_at(file, base, &mut image)?;
-        let mut pos = 0usize;
-        let mut generation = None;
-        while pos + BLOCK_SIZE <= seg_size {
-            let Some(header) = BufferHeader::decode_checked(&image[pos..]) else { break };
-            if header.segment_index != segment
-                || header.generation >= sb.generation_high_water
-                || generation.is_some_and(|g| g != header.generation)
-            {
-                break;
-            }
-            generation = Some(header.generation);
+        for (pos, header) in valid_buffers(&image, segment, sb.generation_high_water) {
             let first = candidates.len();
             parse_records(segment, pos, &header, &image, &mut candidates)?;
             buffers.push(ScannedBuffer {
@@ -104,7 +94,6 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
                 header,
                 records: first..candidates.len(),
             });
-            pos += header.buffer_len as usize;
         }
     }
 
@@ -201,15 +190,38 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
     })
 }
 
-fn parse_records(
+/// The buffers of a segment image that recovery accepts, in order: from the first, up to the
+/// first that fails its checks, belongs to another segment, or has another generation than the
+/// first (bytes of an earlier use).
+pub fn valid_buffers(image: &[u8], segment: u32, generation_high_water: u64) -> Vec<(usize, BufferHeader)> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    let mut generation = None;
+    while pos + BLOCK_SIZE <= image.len() {
+        let Some(header) = BufferHeader::decode_checked(&image[pos..]) else { break };
+        if header.segment_index != segment
+            || header.generation >= generation_high_water
+            || generation.is_some_and(|g| g != header.generation)
+        {
+            break;
+        }
+        generation = Some(header.generation);
+        out.push((pos, header));
+        pos += header.buffer_len as usize;
+    }
+    out
+}
+
+/// Every record of a valid buffer: (offset of the record in the segment, its header).
+pub fn records_of(
     segment: u32,
     buffer_offset: usize,
     header: &BufferHeader,
     image: &[u8],
-    out: &mut Vec<Candidate>,
-) -> Result<()> {
+) -> Result<Vec<(usize, RecordHeader)>> {
     let payload_start = buffer_offset + BUFFER_HEADER_SIZE;
     let payload = &image[payload_start..payload_start + header.payload_len as usize];
+    let mut out = Vec::new();
     let mut p = 0usize;
     while p < payload.len() {
         let Some(h) = RecordHeader::decode(&payload[p..]) else {
@@ -219,28 +231,36 @@ fn parse_records(
                  offset {p}"
             )));
         };
-        let key_at = p + super::format::RECORD_HEADER_SIZE;
+        out.push((payload_start + p, h));
+        p += h.total_len();
+    }
+    Ok(out)
+}
+
+fn parse_records(
+    segment: u32,
+    buffer_offset: usize,
+    header: &BufferHeader,
+    image: &[u8],
+    out: &mut Vec<Candidate>,
+) -> Result<()> {
+    for (at, h) in records_of(segment, buffer_offset, header, image)? {
+        let key_at = at + super::format::RECORD_HEADER_SIZE;
         let value_at = key_at + h.key_len as usize;
-        let key = payload[key_at..value_at].to_vec();
         let end = if h.kind == RecordKind::DeleteRange {
-            payload[value_at..value_at + h.value_len as usize].to_vec()
+            image[value_at..value_at + h.value_len as usize].to_vec()
         } else {
             Vec::new()
         };
         out.push(Candidate {
-            key,
+            key: image[key_at..value_at].to_vec(),
             end,
             kind: h.kind,
             group: h.group,
             version: h.version,
-            location: Location {
-                segment,
-                offset: (payload_start + p) as u32,
-                len: h.total_len() as u32,
-            },
+            location: Location { segment, offset: at as u32, len: h.total_len() as u32 },
         });
         debug_assert!(lsn_of_version(h.version) <= header.lsn_last || header.lsn_last == 0);
-        p += h.total_len();
     }
     Ok(())
 }

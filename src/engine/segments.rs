@@ -63,9 +63,6 @@ pub struct SegmentManager {
     inner: Mutex<Inner>,
     /// Signed: a record's death may be counted a moment before its birth by a racing writer.
     live: Vec<AtomicI64>,
-    /// The highest LSN of a batch that killed a record in the segment: it may be freed only once
-    /// that batch is durable, or a crash could leave neither the old record nor its successor.
-    dead_at: Vec<AtomicU64>,
     live_total: AtomicI64,
     /// Segments user writes may not take (kept for relocation and deletes).
     pub reserved: u32,
@@ -93,7 +90,6 @@ impl SegmentManager {
                 files_allocated,
             }),
             live: (0..n).map(|_| AtomicI64::new(0)).collect(),
-            dead_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
             live_total: AtomicI64::new(0),
             reserved,
             reclaimed: AtomicU64::new(0),
@@ -109,6 +105,10 @@ impl SegmentManager {
             used: 0,
             max_lsn: 0,
         }
+    }
+
+    pub fn generation_high_water(&self) -> u64 {
+        self.inner.lock().superblock.generation_high_water
     }
 
     pub fn segment_size(&self) -> u32 {
@@ -154,7 +154,6 @@ impl SegmentManager {
             used: 0,
             max_lsn: 0,
         };
-        self.dead_at[segment as usize].store(0, Ordering::Relaxed);
         Ok((segment, generation))
     }
 
@@ -193,9 +192,8 @@ impl SegmentManager {
         self.live_total.fetch_add(bytes as i64, Ordering::Relaxed);
     }
 
-    /// A record of `bytes` in `segment` died, killed by a batch of LSN `killed_by`.
-    pub fn sub_live(&self, segment: u32, bytes: u32, killed_by: u64) {
-        self.dead_at[segment as usize].fetch_max(killed_by, Ordering::Relaxed);
+    /// A record of `bytes` in `segment` died (superseded, deleted or relocated).
+    pub fn sub_live(&self, segment: u32, bytes: u32) {
         self.live[segment as usize].fetch_sub(bytes as i64, Ordering::Relaxed);
         self.live_total.fetch_sub(bytes as i64, Ordering::Relaxed);
     }
@@ -212,8 +210,10 @@ impl SegmentManager {
         self.inner.lock().free.len()
     }
 
-    /// Closed segments with no live record whose killers are all durable (`<= durable_lsn`):
-    /// they can be freed whole, without copying anything.
+    /// Closed segments with no live record and no batch above `durable_lsn`: they can be freed
+    /// whole, without copying anything. (The batches that killed their records were written
+    /// before this is asked; the caller syncs before it zeroes anything, which makes them
+    /// durable too.)
     pub fn dead_segments(&self, durable_lsn: u64) -> Vec<u32> {
         let inner = self.inner.lock();
         inner
@@ -224,7 +224,6 @@ impl SegmentManager {
                 info.state == SegmentState::Closed
                     && self.live[*s].load(Ordering::Relaxed) == 0
                     && info.max_lsn <= durable_lsn
-                    && self.dead_at[*s].load(Ordering::Relaxed) <= durable_lsn
             })
             .map(|(s, _)| s as u32)
             .collect()
