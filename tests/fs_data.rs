@@ -139,8 +139,6 @@ fn file_size_limit_is_efbig() {
 }
 
 #[test]
-#[ignore = "engine bug: in a store whose free segments are down to the reserve, a delete \
-            batch still gets NoSpace (it allocates as a user write); see the issue 3 report"]
 fn full_store_is_enospc_and_deleting_makes_room() {
     let dir = tempfile::tempdir().unwrap();
     let fs = open_with(dir.path(), 32 << 20);
