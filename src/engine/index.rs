@@ -84,10 +84,6 @@ pub struct Index {
 }
 
 impl Index {
-    pub fn new() -> Index {
-        Index::default()
-    }
-
     pub fn get(&self, key: &[u8]) -> Option<Entry> {
         self.inner.read().points.get(key).copied()
     }
@@ -280,7 +276,7 @@ mod tests {
 
     #[test]
     fn older_version_never_wins_whatever_the_order() {
-        let index = Index::new();
+        let index = Index::default();
         assert!(index.apply(&put(b"k", 5, loc(1, 0)), &[]).new_is_live);
         let late_old = index.apply(&put(b"k", 3, loc(0, 0)), &[]);
         assert!(!late_old.new_is_live, "a lower version reaching the index later must lose");
@@ -291,7 +287,7 @@ mod tests {
 
     #[test]
     fn range_delete_removes_only_older_keys_in_range() {
-        let index = Index::new();
+        let index = Index::default();
         index.apply(&put(b"a1", 1, loc(0, 0)), &[]);
         index.apply(&put(b"a2", 10, loc(0, 10)), &[]);
         index.apply(&put(b"b1", 1, loc(0, 20)), &[]);
@@ -315,7 +311,7 @@ mod tests {
 
     #[test]
     fn compare_and_set_moves_only_from_the_expected_location() {
-        let index = Index::new();
+        let index = Index::default();
         index.apply(&put(b"k", 1, loc(0, 0)), &[]);
         assert!(!index.compare_and_set(b"k", loc(9, 9), loc(1, 0)));
         assert!(index.compare_and_set(b"k", loc(0, 0), loc(1, 0)));
@@ -325,7 +321,7 @@ mod tests {
 
     #[test]
     fn scan_skips_tombstones_and_honours_start_after() {
-        let index = Index::new();
+        let index = Index::default();
         for (i, k) in [b"p1", b"p2", b"p3", b"q1"].iter().enumerate() {
             index.apply(&put(*k, i as u64 + 1, loc(0, i as u32 * 10)), &[]);
         }

@@ -1,13 +1,14 @@
 //! The log: the write buffer, its write gate, group commit, and the active (mixed) segment.
 //!
 //! A writer appends its encoded batch to the open buffer under the log lock, which assigns the
-//! batch its LSN and the records their locations, and takes a hold on the buffer's *gate*. One
-//! writer at a time becomes the *flusher*: it seals the open buffer (a new one opens behind it,
-//! so appends go on during the write), writes it to the active segment, and wakes the writers in
-//! it. Each of them then updates the index and releases its hold. The flush completes only when
-//! the gate has closed, that is when every index update of the buffer is done, and a segment is
-//! closed only when the flushes of all its buffers are complete. Hence the invariant compaction
-//! and the separator rely on: **every record of a closed segment is in the index.**
+//! batch its LSN and the records their locations, and takes a hold on the buffer's *gate*. The
+//! *flusher* thread seals the open buffer (a new one opens behind it, so appends go on during the
+//! write: group commit), writes it to the active segment, and wakes the writers in it. Each of
+//! them then updates the index and releases its hold. The flusher then waits for the gate to
+//! close, that is for every index update of the buffer, and only then is the flush complete and
+//! the next buffer sealed. A segment is closed only when the flushes of all its buffers are
+//! complete. Hence the invariant compaction and the separator rely on: **every record of a
+//! closed segment is in the index.**
 //!
 //! Index updates are also applied in buffer order (a writer waits for the previous buffer's
 //! flush to complete before it updates), so a put can only race a range delete from its own
@@ -42,10 +43,6 @@ impl Gate {
         while *holds > 0 {
             self.closed.wait(&mut holds);
         }
-    }
-
-    pub fn is_closed(&self) -> bool {
-        *self.holds.lock() == 0
     }
 }
 
@@ -102,8 +99,6 @@ struct State {
     open: Option<OpenBuffer>,
     next_lsn: u64,
     next_seq: u64,
-    /// A flusher is writing a buffer.
-    flushing: bool,
     /// Every buffer up to this sequence number is written.
     written_seq: u64,
     /// Highest LSN in a written buffer (buffers are written in LSN order).
@@ -114,6 +109,11 @@ struct State {
     closing: Vec<(u32, u64)>,
     durable_lsn: u64,
     failed: Option<String>,
+    /// Sequence number of the newest sealed buffer.
+    sealed_seq: u64,
+    /// Seal buffers (even empty ones: markers) until one with this sequence number is sealed.
+    marker_until: u64,
+    stop: bool,
 }
 
 /// Where a writer's batch landed.
@@ -123,16 +123,18 @@ pub struct Ticket {
     pub segment: u32,
     /// Offset of the batch's first byte in the segment.
     pub offset: u32,
-    pub hold: GateHold,
+    /// The writer's hold on the buffer's gate: released when the ticket is dropped, after the
+    /// index update.
+    _hold: GateHold,
     pub buffer_ranges: Arc<Mutex<Vec<RangeDelete>>>,
-    /// This writer flushed the buffer and must complete the flush after its index update.
-    flushed_by_me: Option<Arc<Gate>>,
 }
 
 pub struct Log {
     segments: Arc<SegmentManager>,
     state: Mutex<State>,
     changed: Condvar,
+    /// Wakes the flusher thread.
+    work: Condvar,
     /// Serialises `sync` so that concurrent callers share one storage sync.
     sync_lock: Mutex<()>,
     pub device_bytes_written: AtomicU64,
@@ -164,15 +166,18 @@ impl Log {
                 open: None,
                 next_lsn,
                 next_seq: 1,
-                flushing: false,
                 written_seq: 0,
                 written_lsn: durable_lsn,
                 completed_seq: 0,
                 closing: Vec::new(),
                 durable_lsn,
                 failed: None,
+                sealed_seq: 0,
+                marker_until: 0,
+                stop: false,
             }),
             changed: Condvar::new(),
+            work: Condvar::new(),
             sync_lock: Mutex::new(()),
             device_bytes_written: AtomicU64::new(0),
             test_delay_after_write_ms: AtomicU64::new(0),
@@ -199,10 +204,11 @@ impl Log {
             st.failed = Some(why);
         }
         self.changed.notify_all();
+        self.work.notify_all();
     }
 
-    /// Appends a batch and waits until its buffer is written. The caller then updates the index
-    /// and calls [`Log::finish`] with the ticket.
+    /// Appends a batch and waits until its buffer is written and the flushes before it are
+    /// complete. The caller then updates the index and drops the ticket (releasing its hold).
     pub fn append(&self, batch: &dyn Placeable) -> Result<Ticket> {
         let len = batch.len();
         let mut st = self.state.lock();
@@ -223,15 +229,9 @@ impl Log {
                 self.retire_active_segment(&mut st);
                 continue;
             }
-            if st.flushing {
-                self.changed.wait(&mut st);
-                continue;
-            }
-            let sealed = self.seal(&mut st);
-            drop(st);
-            self.write_sealed(&sealed)?;
-            self.complete(&sealed);
-            st = self.state.lock();
+            // Full: the flusher seals it as soon as it is free.
+            self.work.notify_one();
+            self.changed.wait(&mut st);
         }
         let lsn = if batch.takes_lsn() {
             st.next_lsn += 1;
@@ -258,37 +258,18 @@ impl Log {
         }
         let offset = open.offset + at as u32;
         open.ranges.lock().extend(batch.ranges(lsn, open.segment, offset));
-        let mut ticket = Ticket {
+        let ticket = Ticket {
             lsn,
             seq: open.seq,
             segment: open.segment,
             offset,
-            hold: open.gate.enter(),
+            _hold: open.gate.enter(),
             buffer_ranges: open.ranges.clone(),
-            flushed_by_me: None,
         };
-        // Wait for the buffer to be written, flushing it ourselves if nobody is.
-        loop {
-            if st.written_seq >= ticket.seq {
-                break;
-            }
-            if let Some(why) = &st.failed {
-                return Err(EngineError::Failed(why.clone()));
-            }
-            if st.flushing {
-                self.changed.wait(&mut st);
-                continue;
-            }
-            let sealed = self.seal(&mut st);
-            debug_assert_eq!(sealed.seq, ticket.seq);
-            drop(st);
-            self.write_sealed(&sealed)?;
-            ticket.flushed_by_me = Some(sealed.gate.clone());
-            st = self.state.lock();
-            break;
-        }
-        // Index updates go in buffer order: wait for the previous buffer's flush to complete.
-        while st.completed_seq + 1 < ticket.seq {
+        self.work.notify_one();
+        // Wait for the buffer to be written, and (index updates go in buffer order) for the
+        // previous buffer's flush to complete.
+        while st.written_seq < ticket.seq || st.completed_seq + 1 < ticket.seq {
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
             }
@@ -297,15 +278,50 @@ impl Log {
         Ok(ticket)
     }
 
-    /// Called after the index update: releases the hold, and completes the flush if this writer
-    /// wrote the buffer (waiting for the gate to close).
-    pub fn finish(&self, ticket: Ticket) {
-        let seq = ticket.seq;
-        let gate = ticket.flushed_by_me.clone();
-        drop(ticket);
-        if let Some(gate) = gate {
-            self.complete_seq(seq, &gate);
+    /// The flusher thread's loop: seal, write, wake the writers, wait for the gate, complete.
+    /// Returns when asked to stop and nothing is left to write.
+    pub fn run_flusher(&self) {
+        let mut st = self.state.lock();
+        loop {
+            let has_batches = st.open.as_ref().is_some_and(|o| !o.is_empty());
+            let marker_due = st.sealed_seq < st.marker_until;
+            if st.failed.is_some() || !(has_batches || marker_due) {
+                if st.stop {
+                    return;
+                }
+                self.work.wait_for(&mut st, Duration::from_millis(100));
+                continue;
+            }
+            if st.open.is_none() {
+                if let Err(e) = self.open_new_segment(&mut st, false) {
+                    // No room even for a marker: let the requester see the failure.
+                    st.marker_until = 0;
+                    log::warn!("cannot write a marker buffer: {e}");
+                    self.changed.notify_all();
+                    continue;
+                }
+            }
+            let sealed = self.seal(&mut st);
+            drop(st);
+            let written = self.write_sealed(&sealed);
+            if written.is_ok() {
+                // The flush completes only once every writer of the buffer has updated the
+                // index: the write gate.
+                sealed.gate.wait_closed();
+            }
+            st = self.state.lock();
+            if written.is_ok() {
+                st.completed_seq = sealed.seq;
+                self.close_finished_segments(&mut st);
+                self.changed.notify_all();
+            }
         }
+    }
+
+    /// Asks the flusher thread to stop once nothing is left to write.
+    pub fn stop(&self) {
+        self.state.lock().stop = true;
+        self.work.notify_all();
     }
 
     fn open_new_segment(&self, st: &mut State, for_user: bool) -> Result<()> {
@@ -358,11 +374,8 @@ impl Log {
         });
     }
 
-    /// Seals the open buffer and opens the next one behind it. Caller holds the lock and has
-    /// checked that no flush is running.
+    /// Seals the open buffer and opens the next one behind it. Only the flusher calls it.
     fn seal(&self, st: &mut State) -> Sealed {
-        debug_assert!(!st.flushing);
-        st.flushing = true;
         let mut open = st.open.take().unwrap();
         if open.seq == 0 {
             // A marker: a buffer with no batch.
@@ -387,6 +400,7 @@ impl Log {
         header.seal(&mut open.data);
         let end = open.offset as usize + buffer_len;
         let room = self.segments.segment_size() as usize - end;
+        st.sealed_seq = open.seq;
         let closes_segment = room < 2 * BLOCK_SIZE;
         if closes_segment {
             st.closing.push((open.segment, open.seq));
@@ -403,7 +417,7 @@ impl Log {
         }
     }
 
-    /// Writes a sealed buffer. Nothing else is flushing meanwhile.
+    /// Writes a sealed buffer (only the flusher does).
     fn write_sealed(&self, sealed: &Sealed) -> Result<()> {
         let result = self.segments.write(sealed.segment, sealed.offset, &sealed.data);
         let delay = self.test_delay_after_write_ms.load(Ordering::Relaxed);
@@ -411,7 +425,6 @@ impl Log {
             std::thread::sleep(Duration::from_millis(delay));
         }
         let mut st = self.state.lock();
-        st.flushing = false;
         match result {
             Ok(()) => {
                 let end = sealed.offset + sealed.data.len() as u32;
@@ -432,46 +445,23 @@ impl Log {
         }
     }
 
-    /// The flush of `sealed` completes once its gate has closed.
-    fn complete(&self, sealed: &Sealed) {
-        self.complete_seq(sealed.seq, &sealed.gate);
-    }
-
-    fn complete_seq(&self, seq: u64, gate: &Gate) {
-        gate.wait_closed();
-        let mut st = self.state.lock();
-        while st.completed_seq + 1 < seq {
-            if st.failed.is_some() {
-                return;
-            }
-            self.changed.wait(&mut st);
-        }
-        st.completed_seq = st.completed_seq.max(seq);
-        self.close_finished_segments(&mut st);
-        self.changed.notify_all();
-    }
-
-    /// Writes the open buffer even if it holds no batch (a *marker*: its header records the
-    /// current durable floor), and waits for the flush to complete.
+    /// Has the flusher write a buffer even if it holds no batch (a *marker*: its header
+    /// records the current durable floor), and waits for that flush to complete.
     pub fn flush_marker(&self) -> Result<()> {
         let mut st = self.state.lock();
-        loop {
+        // Any buffer sealed from now on carries a floor at least as high as the current one.
+        let after = st.next_seq;
+        st.marker_until = st.marker_until.max(after);
+        self.work.notify_one();
+        while st.completed_seq < after {
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
             }
-            if st.flushing {
-                self.changed.wait(&mut st);
-                continue;
+            if st.marker_until < after {
+                return Err(EngineError::NoSpace);
             }
-            if st.open.is_none() {
-                self.open_new_segment(&mut st, false)?;
-            }
-            break;
+            self.changed.wait(&mut st);
         }
-        let sealed = self.seal(&mut st);
-        drop(st);
-        self.write_sealed(&sealed)?;
-        self.complete(&sealed);
         Ok(())
     }
 
@@ -508,21 +498,16 @@ impl Log {
         self.state.lock().completed_seq
     }
 
+    /// Waits until every sealed buffer's flush is complete (or the log failed).
+    pub fn wait_flushes_complete(&self) {
+        let mut st = self.state.lock();
+        while st.completed_seq < st.sealed_seq && st.failed.is_none() {
+            self.changed.wait(&mut st);
+        }
+    }
+
     pub fn has_unsynced(&self) -> bool {
         let st = self.state.lock();
         st.written_lsn > st.durable_lsn
-    }
-
-    /// Waits until every buffer sealed so far has completed its flush (the open buffer, which
-    /// may have a sequence number already, must be empty of waiting writers: call it when no
-    /// write is in progress).
-    pub fn quiesce(&self) {
-        let mut st = self.state.lock();
-        while st.flushing || st.completed_seq + 1 < st.next_seq {
-            if st.failed.is_some() {
-                return;
-            }
-            self.changed.wait_for(&mut st, Duration::from_millis(10));
-        }
     }
 }

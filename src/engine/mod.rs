@@ -49,7 +49,8 @@ use storage::{FileStorage, Storage};
 /// An open store. Share it between threads by reference or `Arc`.
 pub struct Engine {
     inner: Arc<Inner>,
-    background: Option<JoinHandle<()>>,
+    /// The flusher and the background (sync, reclaim, compaction) threads.
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Inner {
@@ -138,11 +139,23 @@ impl Engine {
             reclaim_lock: Mutex::new(()),
             test_index_delay_ms: AtomicU64::new(0),
         });
+        let flusher = inner.clone();
+        let flusher = std::thread::Builder::new()
+            .name("logstor-flush".into())
+            .spawn(move || flusher.log.run_flusher())?;
         let worker = inner.clone();
         let background = std::thread::Builder::new()
             .name("logstor-bg".into())
-            .spawn(move || worker.background_loop())?;
-        Ok(Engine { inner, background: Some(background) })
+            .spawn(move || worker.background_loop());
+        let background = match background {
+            Ok(b) => b,
+            Err(e) => {
+                inner.log.stop();
+                let _ = flusher.join();
+                return Err(e.into());
+            }
+        };
+        Ok(Engine { inner, threads: vec![background, flusher] })
     }
 
     /// Applies `batch` atomically and returns its LSN. Returns once the batch is written to the
@@ -230,7 +243,8 @@ impl Engine {
     fn stop_background(&mut self) {
         *self.inner.stop.lock() = true;
         self.inner.wake.notify_all();
-        if let Some(handle) = self.background.take() {
+        self.inner.log.stop();
+        for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
     }
@@ -255,6 +269,12 @@ impl Engine {
     #[doc(hidden)]
     pub fn test_completed_flushes(&self) -> u64 {
         self.inner.log.completed_seq()
+    }
+
+    /// Test hook: waits until the flushes of all sealed buffers are complete.
+    #[doc(hidden)]
+    pub fn test_wait_flushes(&self) {
+        self.inner.log.wait_flushes_complete()
     }
 
     /// Test hook: run one reclamation pass now (frees closed segments with no live data).
@@ -593,7 +613,8 @@ impl Inner {
             }
         }
         let lsn = ticket.lsn;
-        self.log.finish(ticket);
+        // Dropping the ticket releases the gate hold: the flush may complete.
+        drop(ticket);
         self.user_bytes_written.fetch_add(total as u64, Ordering::Relaxed);
         Ok(lsn)
     }
@@ -824,7 +845,8 @@ impl Inner {
             }
         }
         self.compaction_bytes_written.fetch_add(copy.len() as u64, Ordering::Relaxed);
-        self.log.finish(ticket);
+        // Dropping the ticket releases the gate hold: the flush may complete.
+        drop(ticket);
         Ok(())
     }
 

@@ -76,6 +76,7 @@ fn write_gate_holds_flush_and_segment_close_until_index_update() {
     engine.write(&[put("first", &big)]).unwrap();
     let (segment, closed) = engine.test_segment_of(b"first").unwrap();
     assert!(!closed, "the segment still has room");
+    engine.test_wait_flushes();
     let completed_before = engine.test_completed_flushes();
     engine.test_set_index_delay(Duration::from_millis(600));
     let writer = {
@@ -91,6 +92,7 @@ fn write_gate_holds_flush_and_segment_close_until_index_update() {
     assert!(!closed, "segment {segment} must stay open until the index update is done");
     writer.join().unwrap();
     engine.test_set_index_delay(Duration::ZERO);
+    engine.test_wait_flushes();
     assert!(engine.test_completed_flushes() > completed_before);
     assert_eq!(engine.test_segment_of(b"second").unwrap().0, segment);
     assert!(engine.test_segment_of(b"first").unwrap().1, "full segment closed after the update");
