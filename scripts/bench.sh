@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# Filesystem vs peers benchmark (issue 7): logstorfs against kernel ext4, bindfs and fuse2fs,
+# all on the same disk, each workload run on every system in alternation.
+#
+#   sudo bash scripts/bench.sh [--quick]
+#
+# Setup (in a scratch directory BENCH_DIR, default a `mktemp -d` under /work or the repo's parent):
+#   ext4       a sparse image file, mkfs.ext4, mount -o loop          (kernel baseline)
+#   bindfs     bindfs over a directory on that ext4                   (FUSE pass-through peer)
+#   fuse2fs    fuse2fs on a second ext4 image file                    (FUSE file system peer)
+#   logstorfs  logstorfs with its store on the ext4 mount
+#
+# Every workload runs RUNS times (default 3) on every system, the systems alternating within each
+# run (the order rotates from run to run); the median is reported, with ratios logstorfs/peer.
+# Ratios are "how fast logstorfs is relative to the peer": > 1 means logstorfs is faster (for a
+# time, lower is better, so the ratio is peer time / logstorfs time).
+#
+# Workloads (sizes from the environment; --quick shrinks the defaults ~10x):
+#   seq_write   1 MiB sequential write of SEQ_MB (2048; quick 256) MiB with fio, fsync at the end
+#   seq_read    read it back (dd bs=1M) after unmount + remount + drop_caches
+#   rand_write  4 KiB random overwrite of a RAND_MB (1024; quick 128) MiB file, fio psync,
+#               end_fsync, every block once or RAND_RUNTIME (60) seconds, whichever ends first
+#   small_files create + 4 KiB write + close of SMALL_FILES (50000; quick 5000) files in
+#               SMALL_DIRS (100) directories, then sync and fsync of the directories
+#   meta_*      create META_FILES (20000; quick 2000) empty files in one directory, then (after
+#               drop_caches) stat them all, then unlink them all
+#   ls_l        `ls -l` of a directory of LS_FILES (10000; quick 1000) files, after drop_caches
+#
+# Other environment: RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs logstorfs"), LOGSTOR_SIZE (4G),
+# EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), BENCH_DOCS (1: append the table to
+# docs/BENCHMARKS.md; 0: only print it), KEEP (0; 1 keeps the scratch directory).
+#
+# Adding a workload: write a function wl_NAME SYSTEM DIR that prints "METRIC VALUE" lines,
+# declare its metrics (unit, higher/lower better) in METRICS below and list it in WORKLOADS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$(pwd)"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+QUICK=0
+for a in "$@"; do
+    case "$a" in
+        --quick) QUICK=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $a (try --help)" >&2; exit 2 ;;
+    esac
+done
+q() { if [[ $QUICK -eq 1 ]]; then echo "$2"; else echo "$1"; fi; }
+SEQ_MB="${SEQ_MB:-$(q 2048 256)}"
+RAND_MB="${RAND_MB:-$(q 1024 128)}"
+RAND_RUNTIME="${RAND_RUNTIME:-60}"
+SMALL_FILES="${SMALL_FILES:-$(q 50000 5000)}"
+SMALL_DIRS="${SMALL_DIRS:-100}"
+META_FILES="${META_FILES:-$(q 20000 2000)}"
+LS_FILES="${LS_FILES:-$(q 10000 1000)}"
+RUNS="${RUNS:-3}"
+SYSTEMS="${SYSTEMS:-ext4 bindfs fuse2fs logstorfs}"
+LOGSTOR_SIZE="${LOGSTOR_SIZE:-4G}"
+EXT4_IMG_SIZE="${EXT4_IMG_SIZE:-16G}"
+FUSE2FS_IMG_SIZE="${FUSE2FS_IMG_SIZE:-8G}"
+BENCH_DOCS="${BENCH_DOCS:-1}"
+KEEP="${KEEP:-0}"
+WORKLOADS=(seq rand small meta ls)
+# metric -> "unit|better|label"
+declare -A METRICS=(
+    [seq_write]="MiB/s|higher|seq write 1M + fsync"
+    [seq_read]="MiB/s|higher|seq read 1M, cold (remount)"
+    [rand_write]="IOPS|higher|4k random overwrite + fsync"
+    [small_files]="files/s|higher|small files 4k create+write+close, sync"
+    [meta_create]="ops/s|higher|create empty files"
+    [meta_stat]="ops/s|higher|stat (cold)"
+    [meta_unlink]="ops/s|higher|unlink"
+    [ls_l]="s|lower|ls -l of ${LS_FILES}-file dir (cold)"
+)
+METRIC_ORDER=(seq_write seq_read rand_write small_files meta_create meta_stat meta_unlink ls_l)
+
+[[ $(id -u) -eq 0 ]] || { echo "run as root (loop mounts, drop_caches, apt-get)" >&2; exit 1; }
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---- dependencies -------------------------------------------------------------------------------
+need=()
+command -v bindfs >/dev/null || need+=(bindfs)
+command -v fuse2fs >/dev/null || need+=(fuse2fs)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v fio >/dev/null || need+=(fio)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+if [[ ${#need[@]} -gt 0 ]]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
+fi
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+modprobe fuse 2>/dev/null || true
+log "building logstorfs (release)"
+cargo build --release --quiet
+LOGSTORFS="$REPO/target/release/logstorfs"
+source scripts/lib.sh   # unmount, daemon_pid
+
+# ---- scratch directory and mounts ---------------------------------------------------------------
+if [[ -z "${BENCH_DIR:-}" ]]; then
+    base=/work; [[ -d $base && -w $base ]] || base="$(dirname "$REPO")"
+    BENCH_DIR="$(mktemp -d "$base/logstorfs-bench.XXXXXX")"
+fi
+W="$BENCH_DIR"
+mkdir -p "$W/ext4" "$W/mnt/bindfs" "$W/mnt/fuse2fs" "$W/mnt/logstorfs"
+EXT4="$W/ext4"                      # kernel ext4 mount (the "ext4" system and the others' disk)
+declare -A MNT=([ext4]="$EXT4/bench" [bindfs]="$W/mnt/bindfs" [fuse2fs]="$W/mnt/fuse2fs" [logstorfs]="$W/mnt/logstorfs")
+FAILURES=()
+
+is_mounted() { grep -qs " $(realpath -m "$1") " /proc/mounts; }
+
+cleanup() {
+    local rc=$? m
+    set +e
+    for m in "${MNT[logstorfs]}" "${MNT[fuse2fs]}" "${MNT[bindfs]}"; do
+        is_mounted "$m" && { unmount "$m" >/dev/null 2>&1 || fusermount3 -uz "$m"; }
+    done
+    is_mounted "$EXT4" && { umount "$EXT4" || umount -l "$EXT4"; }
+    if [[ "$KEEP" != 1 ]] && ! grep -qs " $W/" /proc/mounts; then
+        rm -rf "$W"
+    else
+        echo "scratch directory kept: $W" >&2
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+mount_ext4() { mount -o loop "$W/ext4.img" "$EXT4"; }
+# Daemons must not inherit stdout (workloads run in $(...) and may remount).
+mount_bindfs() { bindfs "$EXT4/bindfs-src" "${MNT[bindfs]}" </dev/null >/dev/null 2>>"$W/mount.log"; }
+mount_fuse2fs() { fuse2fs "$W/fuse2fs.img" "${MNT[fuse2fs]}" -o fakeroot </dev/null >/dev/null 2>>"$W/mount.log"; }
+mount_logstorfs() {
+    "$LOGSTORFS" mount --daemon --size "$LOGSTOR_SIZE" "$EXT4/logstor-store" "${MNT[logstorfs]}" \
+        </dev/null >/dev/null 2>>"$W/mount.log"
+}
+wait_mounted() {
+    local i; for i in $(seq 1 100); do is_mounted "$1" && return 0; sleep 0.1; done
+    echo "$1 is not mounted after 10 s" >&2; return 1
+}
+mount_sys() { # mount_sys SYSTEM (ext4: the whole stack)
+    case "$1" in
+        ext4) mount_ext4; mkdir -p "${MNT[ext4]}" "$EXT4/bindfs-src"
+              for s in bindfs fuse2fs logstorfs; do [[ " $SYSTEMS " == *" $s "* && $s != fuse2fs ]] && mount_sys $s; done; return 0 ;;
+        *) "mount_$1"; wait_mounted "${MNT[$1]}" ;;
+    esac
+}
+umount_sys() {
+    case "$1" in
+        ext4) for s in logstorfs bindfs; do is_mounted "${MNT[$s]}" && umount_sys $s; done; umount "$EXT4" ;;
+        *) unmount "${MNT[$1]}" ;;
+    esac
+}
+remount_sys() { umount_sys "$1" && mount_sys "$1"; }
+
+log "scratch: $W"
+truncate -s "$EXT4_IMG_SIZE" "$W/ext4.img"
+mkfs.ext4 -q -F "$W/ext4.img"
+if [[ " $SYSTEMS " == *" fuse2fs "* ]]; then
+    truncate -s "$FUSE2FS_IMG_SIZE" "$W/fuse2fs.img"
+    mkfs.ext4 -q -F "$W/fuse2fs.img"
+    mount_sys fuse2fs
+fi
+mount_sys ext4
+log "mounted: $(for s in $SYSTEMS; do printf '%s=%s ' "$s" "${MNT[$s]}"; done)"
+
+# ---- workload helpers ---------------------------------------------------------------------------
+cat > "$W/wl.py" <<'EOF'
+import os, sys, time
+pc = time.perf_counter
+def drop():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f: f.write("3\n")
+def small(d, n, ndirs):
+    dirs = [os.path.join(d, "d%03d" % i) for i in range(ndirs)]
+    buf = os.urandom(4096)
+    t = pc()
+    for p in dirs: os.mkdir(p)
+    for i in range(n):
+        fd = os.open(os.path.join(dirs[i % ndirs], "f%06d" % i), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+        os.write(fd, buf)
+        os.close(fd)
+    os.sync()
+    for p in dirs + [d]:
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY); os.fsync(fd); os.close(fd)
+    print("small_files %.1f" % (n / (pc() - t)))
+def meta(d, n):
+    names = [os.path.join(d, "e%06d" % i) for i in range(n)]
+    t = pc()
+    for p in names: os.close(os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+    print("meta_create %.1f" % (n / (pc() - t)))
+    drop()
+    t = pc()
+    for p in names: os.stat(p)
+    print("meta_stat %.1f" % (n / (pc() - t)))
+    t = pc()
+    for p in names: os.unlink(p)
+    print("meta_unlink %.1f" % (n / (pc() - t)))
+def mkfiles(d, n):
+    for i in range(n): os.close(os.open(os.path.join(d, "l%06d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+def fio_iops(path, bs):
+    import json
+    j = json.load(open(path))["jobs"][0]["write"]
+    print(j["io_bytes"] // bs)
+cmd = sys.argv[1]
+args = [int(a) if a.isdigit() else a for a in sys.argv[2:]]
+globals()[cmd](*args)
+EOF
+wl() { python3 "$W/wl.py" "$@"; }
+now() { date +%s.%N; }
+rate() { python3 -c "import sys; print('%.1f' % (float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))" "$@"; }
+
+# Each wl_* gets SYSTEM and a fresh empty DIR on it and prints "METRIC VALUE" lines.
+wl_seq() {
+    local sys=$1 d=$2 t0 t1
+    t0=$(now)
+    fio --name=seqw --filename="$d/seq" --rw=write --bs=1M --size="${SEQ_MB}M" --ioengine=psync \
+        --end_fsync=1 --output="$W/fio.json" --output-format=json >/dev/null
+    t1=$(now); echo "seq_write $(rate "$SEQ_MB" "$t0" "$t1")"
+    remount_sys "$sys" >&2; drop_caches
+    t0=$(now); dd if="$d/seq" of=/dev/null bs=1M status=none; t1=$(now)
+    echo "seq_read $(rate "$SEQ_MB" "$t0" "$t1")"
+}
+wl_rand() {
+    local d=$2 t0 t1 ops
+    fio --name=prep --filename="$d/rand" --rw=write --bs=1M --size="${RAND_MB}M" --ioengine=psync \
+        --end_fsync=1 --output="$W/fio.json" >/dev/null
+    drop_caches
+    t0=$(now)
+    fio --name=randw --filename="$d/rand" --rw=randwrite --bs=4k --size="${RAND_MB}M" --ioengine=psync \
+        --direct=0 --end_fsync=1 --time_based=0 --runtime="$RAND_RUNTIME" \
+        --output="$W/fio.json" --output-format=json >/dev/null
+    t1=$(now)
+    ops=$(wl fio_iops "$W/fio.json" 4096)
+    echo "rand_write $(rate "$ops" "$t0" "$t1")"
+}
+wl_small() { wl small "$2" "$SMALL_FILES" "$SMALL_DIRS"; }
+wl_meta() { wl meta "$2" "$META_FILES"; }
+wl_ls() {
+    local d=$2 t0 t1
+    wl mkfiles "$d" "$LS_FILES"; drop_caches
+    t0=$(now); ls -l "$d" >/dev/null; t1=$(now)
+    echo "ls_l $(python3 -c "print('%.3f' % ($t1 - $t0))")"
+}
+
+declare -A RES=()
+run_one() { # run_one WORKLOAD SYSTEM RUN
+    local w=$1 s=$2 r=$3 d="${MNT[$2]}/b.$1.$3" out err m v
+    mkdir "$d"
+    err="$W/err"
+    if out="$(wl_"$w" "$s" "$d" 2>"$err")"; then
+        while read -r m v; do [[ -n "$m" ]] && RES[$m|$s]+="$v "; done <<< "$out"
+        log "  $w run $r $s: $(echo $out)"
+    else
+        FAILURES+=("$s: workload $w run $r failed: $(tail -n 3 "$err" | tr '\n' ' ')")
+        log "  $w run $r $s: FAILED: $(tail -n 3 "$err" | tr '\n' ' ')"
+        local mp="${MNT[$s]}"; [[ $s == ext4 ]] && mp="$EXT4"
+        is_mounted "$mp" || mount_sys "$s" >&2 || true
+    fi
+    rm -rf "$d" 2>/dev/null || FAILURES+=("$s: rm -rf of the workload $w directory failed")
+    sync
+}
+
+read -r -a SYS <<< "$SYSTEMS"
+n=${#SYS[@]}
+for w in "${WORKLOADS[@]}"; do
+    log "workload $w"
+    for r in $(seq 1 "$RUNS"); do
+        for i in $(seq 0 $((n - 1))); do run_one "$w" "${SYS[$(( (i + r - 1) % n ))]}" "$r"; done
+    done
+done
+
+# ---- report -------------------------------------------------------------------------------------
+median() { tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "ERR"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { # ratio LOGSTORFS PEER BETTER
+    python3 -c "
+import sys
+l, p, b = sys.argv[1:]
+try:
+    l, p = float(l), float(p)
+    print('%.2f' % ((l / p) if b == 'higher' else (p / l)))
+except Exception: print('-')" "$@"
+}
+peers=()
+for s in bindfs fuse2fs ext4; do [[ " $SYSTEMS " == *" $s "* ]] && peers+=("$s"); done
+TABLE="$W/table.md"
+{
+    printf '| workload | unit |'; for s in "${SYS[@]}"; do printf ' %s |' "$s"; done
+    for p in "${peers[@]}"; do printf ' logstorfs/%s |' "$p"; done; echo
+    printf '|---|---|'; for _ in "${SYS[@]}" "${peers[@]}"; do printf -- '---:|'; done; echo
+    for m in "${METRIC_ORDER[@]}"; do
+        IFS='|' read -r unit better label <<< "${METRICS[$m]}"
+        declare -A MED=()
+        for s in "${SYS[@]}"; do MED[$s]="$(median "${RES[$m|$s]:-}")"; done
+        u="$unit"; [[ $better == lower ]] && u="$unit (lower is better)"
+        printf '| %s | %s |' "$label" "$u"; for s in "${SYS[@]}"; do printf ' %s |' "${MED[$s]}"; done
+        for p in "${peers[@]}"; do printf ' %s |' "$(ratio "${MED[logstorfs]:-ERR}" "${MED[$p]}" "$better")"; done; echo
+        unset MED
+    done
+} > "$TABLE"
+MODE="full"; [[ $QUICK -eq 1 ]] && MODE="quick"
+DISK_DEV="$(df --output=source "$W" | tail -n 1)"
+DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/dev/null | head -n 1 | sed 's|^|/dev/|;s|^/dev/$||')" 2>/dev/null || lsblk -dno NAME,SIZE,ROTA,MODEL "$DISK_DEV" 2>/dev/null || echo "$DISK_DEV")"
+{
+    echo
+    echo "### $(date -u '+%Y-%m-%d %H:%M UTC'), $MODE mode ($(git -C "$REPO" rev-parse --short HEAD))"
+    echo
+    echo "Sizes: seq ${SEQ_MB} MiB, random overwrite ${RAND_MB} MiB (max ${RAND_RUNTIME} s), small files ${SMALL_FILES} in ${SMALL_DIRS} dirs, metadata ${META_FILES} files, ls -l ${LS_FILES} files; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}."
+    echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time)."
+    echo
+    cat "$TABLE"
+    echo
+    echo "Machine: $(nproc) CPUs, kernel $(uname -r), disk ${DISK_INFO:-$DISK_DEV} (ext4 and fuse2fs images are sparse files on it); \`free -g\`:"
+    echo
+    echo '```'
+    free -g
+    echo '```'
+    if [[ ${#FAILURES[@]} -gt 0 ]]; then
+        echo; echo "Failures:"; for f in "${FAILURES[@]}"; do echo "- $f"; done
+    fi
+} > "$W/section.md"
+cat "$W/section.md"
+
+if [[ "$BENCH_DOCS" == 1 ]]; then
+    DOC="$REPO/docs/BENCHMARKS.md"
+    mkdir -p "$REPO/docs"
+    [[ -f "$DOC" ]] || printf '# Benchmarks\n' > "$DOC"
+    # Re-read right before appending: reuse our heading only if it is the file's last section.
+    if [[ "$(grep '^## ' "$DOC" | tail -n 1)" != "## Filesystem vs peers" ]]; then
+        printf '\n## Filesystem vs peers\n\nWritten by `scripts/bench.sh` (logstorfs vs kernel ext4, bindfs and fuse2fs on the same disk).\n' >> "$DOC"
+    fi
+    cat "$W/section.md" >> "$DOC"
+    log "appended to $DOC"
+fi
+[[ ${#FAILURES[@]} -eq 0 ]]
