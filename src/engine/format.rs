@@ -164,6 +164,15 @@ impl BufferHeader {
         buf[60..64].copy_from_slice(&crc.to_le_bytes());
     }
 
+    /// Whether `block` could start a valid buffer of `segment` (magic, version, segment index):
+    /// a cheap test before reading the whole buffer for its CRC.
+    pub fn plausible_start(block: &[u8], segment: u32) -> bool {
+        block.len() >= BUFFER_HEADER_SIZE
+            && u32_at(block, 0) == BUFFER_MAGIC
+            && u16_at(block, 4) == FORMAT_VERSION
+            && u32_at(block, 56) == segment
+    }
+
     /// Decodes and checks a buffer starting at `buf[0]` (which holds at least the whole
     /// buffer, or whatever remains of the segment). `None` if anything is off: wrong magic or
     /// version, impossible lengths, or a CRC mismatch (torn or damaged).

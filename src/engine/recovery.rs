@@ -84,6 +84,12 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
             continue; // never allocated
         }
         report.segments_scanned += 1;
+        // A free segment's first block is zeros (or foreign bytes): look at it before reading
+        // the whole segment.
+        storage.read_at(file, base, &mut image[..BLOCK_SIZE])?;
+        if !BufferHeader::plausible_start(&image[..BLOCK_SIZE], segment) {
+            continue;
+        }
         storage.read_at(file, base, &mut image)?;
         for (pos, header) in valid_buffers(&image, segment, sb.generation_high_water) {
             let first = candidates.len();
