@@ -123,7 +123,7 @@ def main():
             tree = os.path.join(scratch, "tree")
             shutil.rmtree(tree, ignore_errors=True)
             os.makedirs(tree)
-            for item in ("Cargo.toml", "Cargo.lock", "src", "tests"):
+            for item in ("Cargo.toml", "Cargo.lock", "src", "tests", "benches", "examples"):
                 src = os.path.join(ROOT, item)
                 if os.path.isdir(src):
                     shutil.copytree(src, os.path.join(tree, item))
@@ -143,9 +143,14 @@ def main():
             if "error[E" in result.stdout or "could not compile" in result.stdout:
                 print(f"MUTANT {name}: does not compile; fix the mutant\n{result.stdout[-2000:]}")
                 escaped += 1
-            elif result.returncode != 0:
+            elif result.returncode != 0 and ("panicked" in result.stdout
+                                             or "FAILED" in result.stdout):
                 print(f"caught   {name:32} ({invariant}) in {took:.0f}s")
                 caught += 1
+            elif result.returncode != 0:
+                print(f"MUTANT {name}: cargo failed without a failing test; fix the script\n"
+                      f"{result.stdout[-2000:]}")
+                escaped += 1
             else:
                 print(f"ESCAPED  {name:32} ({invariant}): no test failed")
                 escaped += 1

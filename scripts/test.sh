@@ -5,13 +5,13 @@
 #
 #   bash scripts/test.sh
 #
-# Env: SKIP_INSTALL=1 (do not apt-get/cargo install), STAGES="build unit verify external"
+# Env: SKIP_INSTALL=1 (do not apt-get/cargo install), STAGES="build unit mutants verify external"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
-STAGES="${STAGES:-install build unit verify external}"
+STAGES="${STAGES:-install build unit mutants verify external}"
 RESULTS_FILE="$(mktemp)"
 export RESULTS_FILE
 STAGE_FAILED=()
@@ -94,6 +94,10 @@ if stage build; then
 fi
 if stage unit; then
     timed "cargo test --release" cargo test --release || true
+fi
+if stage mutants; then
+    # Each invariant of DESIGN.md section 4 broken on purpose must make a test fail.
+    timed "scripts/mutants.py" python3 scripts/mutants.py || true
 fi
 if stage verify; then
     timed "scripts/mount_verify.sh" timeout --kill-after=30 1200 bash scripts/mount_verify.sh || true
