@@ -48,8 +48,8 @@ MUTANTS = [
         "no-preallocation",
         "4.3 segment manager: space is allocated before a segment is handed out",
         "src/engine/segments.rs",
-        "            self.storage.allocate(file, self.geometry.file_len()).map_err(|e| {",
-        "            Ok::<(), std::io::Error>(()).map_err(|e: std::io::Error| {",
+        "                .allocate(file, self.geometry.file_len())\n                .map_err(|e| {",
+        "                .file_len(file)\n                .map(|_| ())\n                .map_err(|e| {",
         ["--lib", "engine::tests::host_disk_full_at_allocation_is_a_clean_no_space"],
     ),
     (
@@ -72,8 +72,8 @@ MUTANTS = [
         "index-ignores-versions",
         "4.5 index: a lower version never replaces a higher one",
         "src/engine/index.rs",
-        "            Some(existing) if existing.version >= entry.version => {",
-        "            Some(existing) if existing.version == u64::MAX => {",
+        "            Some(existing) if existing.version >= entry.version => Applied {",
+        "            Some(existing) if existing.version == u64::MAX => Applied {",
         ["--lib", "engine::index::tests::older_version_never_wins_whatever_the_order"],
     ),
     (

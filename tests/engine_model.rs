@@ -63,14 +63,22 @@ fn random_batch(rng: &mut SimRng, step: u64) -> Vec<Mutation> {
             _ => {
                 let a = rng.below(48);
                 let b = a + 1 + rng.below(10);
-                Mutation::DeleteRange { group: ROOT_GROUP, start: key(a), end: key(b) }
+                Mutation::DeleteRange {
+                    group: ROOT_GROUP,
+                    start: key(a),
+                    end: key(b),
+                }
             }
         })
         .collect()
 }
 
 fn read_all(engine: &Engine) -> State {
-    engine.scan(b"", None, usize::MAX).unwrap().into_iter().collect()
+    engine
+        .scan(b"", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 /// Runs one seed; returns (batches written, power cuts survived).
@@ -150,7 +158,10 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
                     .iter()
                     .position(|(lsn, _)| *lsn == report.last_lsn)
                     .unwrap_or_else(|| {
-                        panic!("seed {seed} step {step}: no batch has LSN {}", report.last_lsn)
+                        panic!(
+                            "seed {seed} step {step}: no batch has LSN {}",
+                            report.last_lsn
+                        )
                     });
                 assert!(
                     history[at].1 == recovered,
@@ -169,14 +180,24 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
     let expected = history.last().unwrap().1.clone();
     engine.close().unwrap();
     let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options()).unwrap();
-    assert_eq!(read_all(&engine), expected, "seed {seed}: clean close lost data");
+    assert_eq!(
+        read_all(&engine),
+        expected,
+        "seed {seed}: clean close lost data"
+    );
     (batches, cuts)
 }
 
 #[test]
 fn random_batches_with_power_cuts_match_the_model() {
-    let seeds: u64 = std::env::var("MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
-    let steps: u64 = std::env::var("MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    let seeds: u64 = std::env::var("MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let steps: u64 = std::env::var("MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
     let (mut batches, mut cuts) = (0, 0);
     for seed in 1..=seeds {
         let (b, c) = run(seed, steps);
@@ -184,7 +205,10 @@ fn random_batches_with_power_cuts_match_the_model() {
         cuts += c;
     }
     eprintln!("model test: {batches} batches, {cuts} power cuts, all consistent");
-    assert!(batches > seeds * steps / 2 && cuts > seeds, "the test exercised too little");
+    assert!(
+        batches > seeds * steps / 2 && cuts > seeds,
+        "the test exercised too little"
+    );
 }
 
 /// Many writers on overlapping keys: the index keeps the highest version whatever order their
@@ -205,8 +229,13 @@ fn concurrent_writers_keep_newest_versions_and_lsn_order() {
                     let k = key((t * 7 + i) % 20);
                     let v = format!("t{t} i{i}").into_bytes();
                     let before = completed.load(Ordering::SeqCst);
-                    let lsn = engine.write(&[Mutation::put(ROOT_GROUP, k.clone(), v.clone())]).unwrap();
-                    assert!(lsn > before, "batch that began after LSN {before} got {lsn}");
+                    let lsn = engine
+                        .write(&[Mutation::put(ROOT_GROUP, k.clone(), v.clone())])
+                        .unwrap();
+                    assert!(
+                        lsn > before,
+                        "batch that began after LSN {before} got {lsn}"
+                    );
                     completed.fetch_max(lsn, Ordering::SeqCst);
                     log.push((lsn, k, v));
                 }
@@ -214,8 +243,10 @@ fn concurrent_writers_keep_newest_versions_and_lsn_order() {
             })
         })
         .collect();
-    let mut all: Vec<(u64, Vec<u8>, Vec<u8>)> =
-        threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut all: Vec<(u64, Vec<u8>, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     all.sort();
     let mut expected = State::new();
     for (_, k, v) in all {
@@ -224,15 +255,24 @@ fn concurrent_writers_keep_newest_versions_and_lsn_order() {
     assert_eq!(read_all(&engine), expected);
     engine.sync().unwrap();
     let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options()).unwrap();
-    assert_eq!(read_all(&engine), expected, "after a power cut following sync");
+    assert_eq!(
+        read_all(&engine),
+        expected,
+        "after a power cut following sync"
+    );
 }
 
 #[test]
 fn second_opener_of_a_store_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { capacity_bytes: 16 << 20, ..EngineOptions::default() };
+    let opts = EngineOptions {
+        capacity_bytes: 16 << 20,
+        ..EngineOptions::default()
+    };
     let first = Engine::open(dir.path(), &opts).unwrap();
-    let err = Engine::open(dir.path(), &opts).err().expect("second open must fail");
+    let err = Engine::open(dir.path(), &opts)
+        .err()
+        .expect("second open must fail");
     assert!(matches!(err, EngineError::Locked(_)), "{err}");
     assert!(err.to_string().contains("in use"), "{err}");
     first.close().unwrap();
@@ -242,21 +282,36 @@ fn second_opener_of_a_store_directory_is_refused() {
 #[test]
 fn file_store_persists_across_reopen_and_prefix_scans() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { capacity_bytes: 16 << 20, ..EngineOptions::default() };
+    let opts = EngineOptions {
+        capacity_bytes: 16 << 20,
+        ..EngineOptions::default()
+    };
     let engine = Engine::open(dir.path(), &opts).unwrap();
     let mut batch = Vec::new();
     for i in 0..100u32 {
-        batch.push(Mutation::put(ROOT_GROUP, format!("dir/{i:03}"), i.to_le_bytes().to_vec()));
+        batch.push(Mutation::put(
+            ROOT_GROUP,
+            format!("dir/{i:03}"),
+            i.to_le_bytes().to_vec(),
+        ));
     }
     engine.write(&batch).unwrap();
-    engine.write(&[Mutation::delete_prefix(ROOT_GROUP, "dir/05")]).unwrap();
+    engine
+        .write(&[Mutation::delete_prefix(ROOT_GROUP, "dir/05")])
+        .unwrap();
     engine.close().unwrap();
     let engine = Engine::open(dir.path(), &opts).unwrap();
     let listed = engine.scan(b"dir/", None, 1000).unwrap();
     assert_eq!(listed.len(), 90);
     let page = engine.scan(b"dir/", Some(b"dir/010"), 5).unwrap();
-    let names: Vec<String> = page.iter().map(|(k, _)| String::from_utf8_lossy(k).into()).collect();
-    assert_eq!(names, ["dir/011", "dir/012", "dir/013", "dir/014", "dir/015"]);
+    let names: Vec<String> = page
+        .iter()
+        .map(|(k, _)| String::from_utf8_lossy(k).into())
+        .collect();
+    assert_eq!(
+        names,
+        ["dir/011", "dir/012", "dir/013", "dir/014", "dir/015"]
+    );
     let range = engine.scan_range(b"dir/020", b"dir/023", 100).unwrap();
     assert_eq!(range.len(), 3);
     assert_eq!(range[2].1, 22u32.to_le_bytes());

@@ -44,7 +44,11 @@ pub const RECORD_OVERHEAD_BYTES: usize = crate::engine::format::RECORD_HEADER_SI
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mutation {
     /// Set `key` to `value`; the record is stored with `group`'s data.
-    Put { group: GroupId, key: Vec<u8>, value: Vec<u8> },
+    Put {
+        group: GroupId,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
     /// Delete `key` (a tombstone record).
     Delete { group: GroupId, key: Vec<u8> },
     /// Delete every key that starts with `prefix` and was written before this record, as one
@@ -53,18 +57,32 @@ pub enum Mutation {
     DeletePrefix { group: GroupId, prefix: Vec<u8> },
     /// Delete every key in `start..end` (`end` exclusive; an empty `end` means no upper bound)
     /// written before this record, as one small record (truncating a file's tail).
-    DeleteRange { group: GroupId, start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        group: GroupId,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
 }
 
 impl Mutation {
     pub fn put(group: GroupId, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
-        Mutation::Put { group, key: key.into(), value: value.into() }
+        Mutation::Put {
+            group,
+            key: key.into(),
+            value: value.into(),
+        }
     }
     pub fn delete(group: GroupId, key: impl Into<Vec<u8>>) -> Self {
-        Mutation::Delete { group, key: key.into() }
+        Mutation::Delete {
+            group,
+            key: key.into(),
+        }
     }
     pub fn delete_prefix(group: GroupId, prefix: impl Into<Vec<u8>>) -> Self {
-        Mutation::DeletePrefix { group, prefix: prefix.into() }
+        Mutation::DeletePrefix {
+            group,
+            prefix: prefix.into(),
+        }
     }
     pub fn key(&self) -> &[u8] {
         match self {
@@ -154,7 +172,10 @@ impl fmt::Display for EngineError {
             EngineError::Locked(s) => write!(f, "store is in use: {s}"),
             EngineError::Corrupt(s) => write!(f, "store is damaged: {s}"),
             EngineError::Failed(s) => {
-                write!(f, "store stopped accepting writes after an earlier I/O error: {s}")
+                write!(
+                    f,
+                    "store stopped accepting writes after an earlier I/O error: {s}"
+                )
             }
             EngineError::Closed => write!(f, "store is closed"),
         }

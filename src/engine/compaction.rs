@@ -46,7 +46,11 @@ pub fn pick_victims(segments: &[(SegmentInfo, u64)], segment_size: u64) -> Vec<u
     }
     // Worth it only if the copies take fewer segments than the victims give back.
     let filled = live_total.div_ceil(segment_size.max(1));
-    if (victims.len() as u64) <= filled { Vec::new() } else { victims }
+    if (victims.len() as u64) <= filled {
+        Vec::new()
+    } else {
+        victims
+    }
 }
 
 /// A live record found in a victim: its bytes and what identifies it in the index.

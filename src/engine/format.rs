@@ -322,7 +322,10 @@ impl Superblock {
 
     pub fn decode(b: &[u8]) -> Result<Superblock, String> {
         if b.len() != SUPERBLOCK_SIZE {
-            return Err(format!("superblock is {} bytes, expected {SUPERBLOCK_SIZE}", b.len()));
+            return Err(format!(
+                "superblock is {} bytes, expected {SUPERBLOCK_SIZE}",
+                b.len()
+            ));
         }
         if u64_at(b, 0) != SUPERBLOCK_MAGIC {
             return Err("superblock has the wrong magic number".into());
@@ -332,7 +335,9 @@ impl Superblock {
         }
         let version = u16_at(b, 8);
         if version != FORMAT_VERSION {
-            return Err(format!("format version {version}, this build reads {FORMAT_VERSION}"));
+            return Err(format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            ));
         }
         let sb = Superblock {
             segment_size: u32_at(b, 12),

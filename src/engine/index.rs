@@ -16,7 +16,6 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-
 /// Where a record is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
@@ -96,8 +95,14 @@ impl Index {
         let mut inner = self.inner.write();
         match update {
             Update::Point { key, entry } => {
-                if same_buffer_ranges.iter().any(|r| r.version > entry.version && r.covers(key)) {
-                    return Applied { new_is_live: false, displaced: Vec::new() };
+                if same_buffer_ranges
+                    .iter()
+                    .any(|r| r.version > entry.version && r.covers(key))
+                {
+                    return Applied {
+                        new_is_live: false,
+                        displaced: Vec::new(),
+                    };
                 }
                 inner.put_if_newer(key, *entry)
             }
@@ -113,10 +118,14 @@ impl Index {
                     inner.key_bytes -= key.len();
                     displaced.push(e.location);
                 }
-                inner
-                    .ranges
-                    .insert((range.start.clone().into_boxed_slice(), range.version), range.clone());
-                Applied { new_is_live: true, displaced }
+                inner.ranges.insert(
+                    (range.start.clone().into_boxed_slice(), range.version),
+                    range.clone(),
+                );
+                Applied {
+                    new_is_live: true,
+                    displaced,
+                }
             }
         }
     }
@@ -136,13 +145,21 @@ impl Index {
 
     /// Whether `location` holds the record the index relies on for `key` (a put or tombstone).
     pub fn points_at(&self, key: &[u8], location: Location) -> bool {
-        self.inner.read().points.get(key).is_some_and(|e| e.location == location)
+        self.inner
+            .read()
+            .points
+            .get(key)
+            .is_some_and(|e| e.location == location)
     }
 
     /// Whether `location` holds the range delete starting at `start` with `version`.
     pub fn range_at(&self, start: &[u8], version: u64, location: Location) -> bool {
         let key = (Box::<[u8]>::from(start), version);
-        self.inner.read().ranges.get(&key).is_some_and(|r| r.location == location)
+        self.inner
+            .read()
+            .ranges
+            .get(&key)
+            .is_some_and(|r| r.location == location)
     }
 
     /// [`Index::compare_and_set`] for a range delete.
@@ -177,7 +194,11 @@ impl Index {
             Some(after) if after >= start => Bound::Excluded(after),
             _ => Bound::Included(start),
         };
-        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
         if let (Bound::Excluded(a), Bound::Excluded(b)) = (lower, upper) {
             if a >= b {
                 return Vec::new();
@@ -213,31 +234,44 @@ impl Index {
         let slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>();
         inner.points.len() * (slot + BTREE_SLOT_OVERHEAD)
             + inner.key_bytes
-            + inner.ranges.values().map(|r| r.start.len() * 2 + r.end.len() + 96).sum::<usize>()
+            + inner
+                .ranges
+                .values()
+                .map(|r| r.start.len() * 2 + r.end.len() + 96)
+                .sum::<usize>()
     }
 
     /// Builds an index from recovered entries in one go (no version conflicts left to resolve).
-    pub fn from_recovered(
-        points: BTreeMap<Box<[u8]>, Entry>,
-        ranges: Vec<RangeDelete>,
-    ) -> Index {
+    pub fn from_recovered(points: BTreeMap<Box<[u8]>, Entry>, ranges: Vec<RangeDelete>) -> Index {
         let key_bytes = points.keys().map(|k| k.len()).sum();
-        let ranges =
-            ranges.into_iter().map(|r| ((r.start.clone().into_boxed_slice(), r.version), r)).collect();
-        Index { inner: RwLock::new(Inner { points, ranges, key_bytes }) }
+        let ranges = ranges
+            .into_iter()
+            .map(|r| ((r.start.clone().into_boxed_slice(), r.version), r))
+            .collect();
+        Index {
+            inner: RwLock::new(Inner {
+                points,
+                ranges,
+                key_bytes,
+            }),
+        }
     }
 }
 
 impl Inner {
     fn put_if_newer(&mut self, key: &[u8], entry: Entry) -> Applied {
         match self.points.get_mut(key) {
-            Some(existing) if existing.version >= entry.version => {
-                Applied { new_is_live: false, displaced: Vec::new() }
-            }
+            Some(existing) if existing.version >= entry.version => Applied {
+                new_is_live: false,
+                displaced: Vec::new(),
+            },
             Some(existing) => {
                 let old = existing.location;
                 *existing = entry;
-                Applied { new_is_live: true, displaced: vec![old] }
+                Applied {
+                    new_is_live: true,
+                    displaced: vec![old],
+                }
             }
             None => {
                 // A put below a range delete that reached the index first (from an earlier
@@ -245,7 +279,10 @@ impl Inner {
                 // and this buffer's own are checked by the caller) is not possible here.
                 self.points.insert(key.into(), entry);
                 self.key_bytes += key.len();
-                Applied { new_is_live: true, displaced: Vec::new() }
+                Applied {
+                    new_is_live: true,
+                    displaced: Vec::new(),
+                }
             }
         }
     }
@@ -255,8 +292,13 @@ impl Inner {
         start: &'a [u8],
         end: &'a [u8],
     ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a Entry)> + 'a {
-        let upper = if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) };
-        self.points.range::<[u8], _>((Bound::Included(start), upper))
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        self.points
+            .range::<[u8], _>((Bound::Included(start), upper))
     }
 }
 
@@ -265,12 +307,21 @@ mod tests {
     use super::*;
 
     fn loc(segment: u32, offset: u32) -> Location {
-        Location { segment, offset, len: 10 }
+        Location {
+            segment,
+            offset,
+            len: 10,
+        }
     }
     fn put(key: &[u8], version: u64, at: Location) -> Update {
         Update::Point {
             key: key.to_vec(),
-            entry: Entry { location: at, version, group: 0, tombstone: false },
+            entry: Entry {
+                location: at,
+                version,
+                group: 0,
+                tombstone: false,
+            },
         }
     }
 
@@ -279,7 +330,10 @@ mod tests {
         let index = Index::default();
         assert!(index.apply(&put(b"k", 5, loc(1, 0)), &[]).new_is_live);
         let late_old = index.apply(&put(b"k", 3, loc(0, 0)), &[]);
-        assert!(!late_old.new_is_live, "a lower version reaching the index later must lose");
+        assert!(
+            !late_old.new_is_live,
+            "a lower version reaching the index later must lose"
+        );
         assert_eq!(index.get(b"k").unwrap().location, loc(1, 0));
         let newer = index.apply(&put(b"k", 9, loc(2, 0)), &[]);
         assert_eq!(newer.displaced, vec![loc(1, 0)]);
@@ -316,7 +370,11 @@ mod tests {
         assert!(!index.compare_and_set(b"k", loc(9, 9), loc(1, 0)));
         assert!(index.compare_and_set(b"k", loc(0, 0), loc(1, 0)));
         assert_eq!(index.get(b"k").unwrap().location, loc(1, 0));
-        assert_eq!(index.get(b"k").unwrap().version, 1, "a copy keeps its version");
+        assert_eq!(
+            index.get(b"k").unwrap().version,
+            1,
+            "a copy keeps its version"
+        );
     }
 
     #[test]
@@ -328,15 +386,26 @@ mod tests {
         index.apply(
             &Update::Point {
                 key: b"p2".to_vec(),
-                entry: Entry { location: loc(0, 90), version: 9, group: 0, tombstone: true },
+                entry: Entry {
+                    location: loc(0, 90),
+                    version: 9,
+                    group: 0,
+                    tombstone: true,
+                },
             },
             &[],
         );
-        let keys: Vec<Vec<u8>> =
-            index.scan(b"p", b"q", None, 10).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<Vec<u8>> = index
+            .scan(b"p", b"q", None, 10)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec![b"p1".to_vec(), b"p3".to_vec()]);
-        let after: Vec<Vec<u8>> =
-            index.scan(b"p", b"q", Some(b"p1"), 10).into_iter().map(|(k, _)| k).collect();
+        let after: Vec<Vec<u8>> = index
+            .scan(b"p", b"q", Some(b"p1"), 10)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(after, vec![b"p3".to_vec()]);
     }
 }

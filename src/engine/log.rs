@@ -21,7 +21,9 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::api::{EngineError, Result, WRITE_BUFFER_SIZE};
-use super::format::{BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, NO_GROUP, SegmentKind, align_up};
+use super::format::{
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, NO_GROUP, SegmentKind, align_up,
+};
 use super::index::RangeDelete;
 use super::segments::SegmentManager;
 
@@ -257,7 +259,9 @@ impl Log {
             open.lsn_last = lsn;
         }
         let offset = open.offset + at as u32;
-        open.ranges.lock().extend(batch.ranges(lsn, open.segment, offset));
+        open.ranges
+            .lock()
+            .extend(batch.ranges(lsn, open.segment, offset));
         let ticket = Ticket {
             lsn,
             seq: open.seq,
@@ -326,12 +330,19 @@ impl Log {
 
     fn open_new_segment(&self, st: &mut State, for_user: bool) -> Result<()> {
         let (segment, generation) =
-            self.segments.allocate(SegmentKind::Mixed, NO_GROUP, for_user)?;
+            self.segments
+                .allocate(SegmentKind::Mixed, NO_GROUP, for_user)?;
         st.open = Some(self.new_buffer(st, segment, generation, 0));
         Ok(())
     }
 
-    fn new_buffer(&self, _st: &mut State, segment: u32, generation: u64, offset: u32) -> OpenBuffer {
+    fn new_buffer(
+        &self,
+        _st: &mut State,
+        segment: u32,
+        generation: u64,
+        offset: u32,
+    ) -> OpenBuffer {
         let room = self.segments.segment_size() as usize - offset as usize;
         let mut data = Vec::with_capacity(WRITE_BUFFER_SIZE.min(room));
         data.resize(BUFFER_HEADER_SIZE, 0);
@@ -419,7 +430,9 @@ impl Log {
 
     /// Writes a sealed buffer (only the flusher does).
     fn write_sealed(&self, sealed: &Sealed) -> Result<()> {
-        let result = self.segments.write(sealed.segment, sealed.offset, &sealed.data);
+        let result = self
+            .segments
+            .write(sealed.segment, sealed.offset, &sealed.data);
         let delay = self.test_delay_after_write_ms.load(Ordering::Relaxed);
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
@@ -428,8 +441,10 @@ impl Log {
         match result {
             Ok(()) => {
                 let end = sealed.offset + sealed.data.len() as u32;
-                self.segments.note_written(sealed.segment, end, sealed.lsn_last);
-                self.device_bytes_written.fetch_add(sealed.data.len() as u64, Ordering::Relaxed);
+                self.segments
+                    .note_written(sealed.segment, end, sealed.lsn_last);
+                self.device_bytes_written
+                    .fetch_add(sealed.data.len() as u64, Ordering::Relaxed);
                 st.written_seq = sealed.seq;
                 st.written_lsn = st.written_lsn.max(sealed.lsn_last);
                 self.close_finished_segments(&mut st);

@@ -37,12 +37,12 @@ use std::time::{Duration, Instant};
 use crc32fast::Hasher;
 use parking_lot::{Condvar, Mutex};
 
+use self::log::Placeable;
 use format::{
     BLOCK_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SegmentKind, Superblock,
     record_body_crc, version_of,
 };
 use index::{Entry, Index, Location, RangeDelete, Update};
-use self::log::Placeable;
 use segments::SegmentManager;
 use storage::{FileStorage, Storage};
 
@@ -104,7 +104,11 @@ impl Engine {
             None => return Err(EngineError::NotAStore("no superblock".into())),
         };
         let recovered = recovery::recover(&storage, &superblock)?;
-        let segments = Arc::new(SegmentManager::new(storage.clone(), superblock, recovered.infos));
+        let segments = Arc::new(SegmentManager::new(
+            storage.clone(),
+            superblock,
+            recovered.infos,
+        ));
         // Discarded buffers must not come back once new batches reuse their LSNs.
         for &(segment, offset) in &recovered.invalidate {
             segments.write(segment, offset, &[0u8; BLOCK_SIZE])?;
@@ -155,7 +159,10 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        Ok(Engine { inner, threads: vec![background, flusher] })
+        Ok(Engine {
+            inner,
+            threads: vec![background, flusher],
+        })
     }
 
     /// Applies `batch` atomically and returns its LSN. Returns once the batch is written to the
@@ -168,7 +175,9 @@ impl Engine {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.check_open()?;
         for _ in 0..READ_ATTEMPTS {
-            let Some(entry) = self.inner.index.get(key) else { return Ok(None) };
+            let Some(entry) = self.inner.index.get(key) else {
+                return Ok(None);
+            };
             if entry.tombstone {
                 return Ok(None);
             }
@@ -229,7 +238,9 @@ impl Engine {
     /// Bytes that user writes may still add before the store is full (capacity less the
     /// reserve, less live bytes).
     pub fn available_bytes(&self) -> u64 {
-        self.inner.user_capacity().saturating_sub(self.inner.segments.live_total())
+        self.inner
+            .user_capacity()
+            .saturating_sub(self.inner.segments.live_total())
     }
 
     /// Syncs and closes the store, releasing its lock.
@@ -253,7 +264,9 @@ impl Engine {
     /// a test can watch the write gate hold the flush and the segment open.
     #[doc(hidden)]
     pub fn test_set_index_delay(&self, delay: Duration) {
-        self.inner.test_index_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+        self.inner
+            .test_index_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Test hook: (segment of `key`'s record, whether that segment is closed, whether the
@@ -262,7 +275,10 @@ impl Engine {
     pub fn test_segment_of(&self, key: &[u8]) -> Option<(u32, bool)> {
         let entry = self.inner.index.get(key)?;
         let info = self.inner.segments.info(entry.location.segment);
-        Some((entry.location.segment, info.state == segments::SegmentState::Closed))
+        Some((
+            entry.location.segment,
+            info.state == segments::SegmentState::Closed,
+        ))
     }
 
     /// Test hook: the sequence number of the newest buffer whose flush is complete.
@@ -316,7 +332,8 @@ impl Drop for Engine {
 
 fn create_superblock(storage: &dyn Storage, options: &EngineOptions) -> Result<Superblock> {
     let seg = options.segment_size_bytes;
-    if !seg.is_power_of_two() || !(format::MIN_SEGMENT_SIZE..=format::MAX_SEGMENT_SIZE).contains(&seg)
+    if !seg.is_power_of_two()
+        || !(format::MIN_SEGMENT_SIZE..=format::MAX_SEGMENT_SIZE).contains(&seg)
     {
         return Err(EngineError::Limit(format!(
             "segment size {seg} must be a power of two from {} to {}",
@@ -406,7 +423,11 @@ impl EncodedBatch {
             bytes.resize(offset + RECORD_HEADER_SIZE, 0);
             bytes.extend_from_slice(key);
             bytes.extend_from_slice(&value);
-            let end = if kind == RecordKind::DeleteRange { value } else { Vec::new() };
+            let end = if kind == RecordKind::DeleteRange {
+                value
+            } else {
+                Vec::new()
+            };
             records.push(EncodedRecord {
                 offset,
                 header,
@@ -415,7 +436,11 @@ impl EncodedBatch {
                 end,
             });
         }
-        EncodedBatch { bytes, records, frees_space: false }
+        EncodedBatch {
+            bytes,
+            records,
+            frees_space: false,
+        }
     }
 
     fn updates(&self, lsn: u64, segment: u32, batch_offset: u32) -> Vec<Update> {
@@ -464,7 +489,10 @@ impl log::Placeable for EncodedBatch {
     fn stamp_into(&self, lsn: u64, out: &mut [u8]) {
         out.copy_from_slice(&self.bytes);
         for (i, r) in self.records.iter().enumerate() {
-            let header = RecordHeader { version: version_of(lsn, i), ..r.header };
+            let header = RecordHeader {
+                version: version_of(lsn, i),
+                ..r.header
+            };
             header.encode(&mut out[r.offset..], &r.body_crc);
         }
     }
@@ -615,7 +643,8 @@ impl Inner {
         let lsn = ticket.lsn;
         // Dropping the ticket releases the gate hold: the flush may complete.
         drop(ticket);
-        self.user_bytes_written.fetch_add(total as u64, Ordering::Relaxed);
+        self.user_bytes_written
+            .fetch_add(total as u64, Ordering::Relaxed);
         Ok(lsn)
     }
 
@@ -793,7 +822,11 @@ impl Inner {
             self.segments.read(victim, 0, &mut image[..used])?;
             for (pos, header) in recovery::valid_buffers(&image[..used], victim, hw) {
                 for (at, h) in recovery::records_of(victim, pos, &header, &image)? {
-                    let location = Location { segment: victim, offset: at as u32, len: h.total_len() as u32 };
+                    let location = Location {
+                        segment: victim,
+                        offset: at as u32,
+                        len: h.total_len() as u32,
+                    };
                     let key = compaction::LiveRecord::key_of(&image[at..], h.key_len as usize);
                     let is_live = match h.kind {
                         RecordKind::DeleteRange => self.index.range_at(&key, h.version, location),
@@ -831,12 +864,16 @@ impl Inner {
         let ticket = self.log.append(&copy)?;
         let mut offset = ticket.offset;
         for r in records {
-            let new = Location { segment: ticket.segment, offset, len: r.old.len };
+            let new = Location {
+                segment: ticket.segment,
+                offset,
+                len: r.old.len,
+            };
             offset += r.old.len;
             let moved = match r.kind {
-                RecordKind::DeleteRange => {
-                    self.index.compare_and_set_range(&r.key, r.version, r.old, new)
-                }
+                RecordKind::DeleteRange => self
+                    .index
+                    .compare_and_set_range(&r.key, r.version, r.old, new),
                 _ => self.index.compare_and_set(&r.key, r.old, new),
             };
             if moved {
@@ -844,7 +881,8 @@ impl Inner {
                 self.segments.sub_live(r.old.segment, r.old.len);
             }
         }
-        self.compaction_bytes_written.fetch_add(copy.len() as u64, Ordering::Relaxed);
+        self.compaction_bytes_written
+            .fetch_add(copy.len() as u64, Ordering::Relaxed);
         // Dropping the ticket releases the gate hold: the flush may complete.
         drop(ticket);
         Ok(())
@@ -902,7 +940,10 @@ impl Inner {
             let bucket = ((live * 10) / g.segment_size as u64).min(9) as usize;
             gs.utilization_histogram[bucket] += 1;
         }
-        groups.entry(ROOT_GROUP).or_insert_with(|| GroupStats { id: ROOT_GROUP, ..Default::default() });
+        groups.entry(ROOT_GROUP).or_insert_with(|| GroupStats {
+            id: ROOT_GROUP,
+            ..Default::default()
+        });
         EngineStats {
             capacity_bytes: g.segment_count as u64 * g.segment_size as u64,
             segment_size_bytes: g.segment_size as u64,

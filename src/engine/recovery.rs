@@ -104,7 +104,11 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
     }
 
     // The log's end: the first gap above the durable floor.
-    let floor = buffers.iter().map(|b| b.header.durable_floor).max().unwrap_or(0);
+    let floor = buffers
+        .iter()
+        .map(|b| b.header.durable_floor)
+        .max()
+        .unwrap_or(0);
     let mut batches: Vec<(u64, u64)> = buffers
         .iter()
         .filter(|b| b.header.lsn_first > 0)
@@ -199,12 +203,18 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
 /// The buffers of a segment image that recovery accepts, in order: from the first, up to the
 /// first that fails its checks, belongs to another segment, or has another generation than the
 /// first (bytes of an earlier use).
-pub fn valid_buffers(image: &[u8], segment: u32, generation_high_water: u64) -> Vec<(usize, BufferHeader)> {
+pub fn valid_buffers(
+    image: &[u8],
+    segment: u32,
+    generation_high_water: u64,
+) -> Vec<(usize, BufferHeader)> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     let mut generation = None;
     while pos + BLOCK_SIZE <= image.len() {
-        let Some(header) = BufferHeader::decode_checked(&image[pos..]) else { break };
+        let Some(header) = BufferHeader::decode_checked(&image[pos..]) else {
+            break;
+        };
         if header.segment_index != segment
             || header.generation >= generation_high_water
             || generation.is_some_and(|g| g != header.generation)
@@ -264,7 +274,11 @@ fn parse_records(
             kind: h.kind,
             group: h.group,
             version: h.version,
-            location: Location { segment, offset: at as u32, len: h.total_len() as u32 },
+            location: Location {
+                segment,
+                offset: at as u32,
+                len: h.total_len() as u32,
+            },
         });
         debug_assert!(lsn_of_version(h.version) <= header.lsn_last || header.lsn_last == 0);
     }

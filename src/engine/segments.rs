@@ -73,11 +73,14 @@ impl SegmentManager {
     /// A manager over `superblock`'s geometry with every segment in `infos` (recovered state).
     pub fn new(storage: Arc<dyn Storage>, superblock: Superblock, infos: Vec<SegmentInfo>) -> Self {
         let n = superblock.segment_count as usize;
-        let free = (0..n as u32).filter(|&s| infos[s as usize].state == SegmentState::Free).collect();
+        let free = (0..n as u32)
+            .filter(|&s| infos[s as usize].state == SegmentState::Free)
+            .collect();
         let files = superblock.file_count() as usize;
         let file_len = superblock.file_len();
-        let files_allocated =
-            (0..files as u32).map(|f| storage.file_len(f).map(|l| l >= file_len).unwrap_or(false)).collect();
+        let files_allocated = (0..files as u32)
+            .map(|f| storage.file_len(f).map(|l| l >= file_len).unwrap_or(false))
+            .collect();
         let reserved = (n as u32 / 50).clamp(4, 64).min(n as u32 / 4);
         SegmentManager {
             storage,
@@ -128,13 +131,15 @@ impl SegmentManager {
         if !inner.files_allocated[file as usize] {
             // Allocate the whole segment file before handing out any segment in it, so that a
             // full host disk fails here and never in the middle of a buffer write.
-            self.storage.allocate(file, self.geometry.file_len()).map_err(|e| {
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    EngineError::NoSpace
-                } else {
-                    EngineError::Io(e)
-                }
-            })?;
+            self.storage
+                .allocate(file, self.geometry.file_len())
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENOSPC) {
+                        EngineError::NoSpace
+                    } else {
+                        EngineError::Io(e)
+                    }
+                })?;
             inner.files_allocated[file as usize] = true;
         }
         if inner.next_generation >= inner.superblock.generation_high_water {
@@ -260,6 +265,11 @@ impl SegmentManager {
 
     pub fn snapshot(&self) -> Vec<(SegmentInfo, u64)> {
         let inner = self.inner.lock();
-        inner.infos.iter().enumerate().map(|(s, i)| (*i, self.live_bytes(s as u32))).collect()
+        inner
+            .infos
+            .iter()
+            .enumerate()
+            .map(|(s, i)| (*i, self.live_bytes(s as u32)))
+            .collect()
     }
 }

@@ -75,9 +75,12 @@ impl FileStorage {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        let lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(
-            dir.join(LOCK_FILE),
-        )?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
         // SAFETY: flock on a descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -121,9 +124,12 @@ impl FileStorage {
             return Ok(f.clone());
         }
         let path = self.dir.join(segment_file_name(file));
-        let f = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(
-            &path,
-        )?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(&path)?;
         let f = Arc::new(f);
         files[file as usize] = Some(f.clone());
         Ok(f)
@@ -322,7 +328,11 @@ impl SimStorage {
                         image[a..b].copy_from_slice(&f.live[a..b]);
                     }
                 }
-                SimFile { live: image.clone(), durable: image, dirty: BTreeSet::new() }
+                SimFile {
+                    live: image.clone(),
+                    durable: image,
+                    dirty: BTreeSet::new(),
+                }
             })
             .collect();
         Arc::new(SimStorage {
@@ -350,7 +360,10 @@ fn injected(what: &str) -> io::Error {
 impl Storage for SimStorage {
     fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let s = self.state.lock();
-        let f = s.files.get(file as usize).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let f = s
+            .files
+            .get(file as usize)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let a = offset as usize;
         let b = a + buf.len();
         if b > f.live.len() {
@@ -368,7 +381,10 @@ impl Storage for SimStorage {
             }
             s.faults.fail_writes_after = Some(n - 1);
         }
-        let f = s.files.get_mut(file as usize).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let f = s
+            .files
+            .get_mut(file as usize)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let a = offset as usize;
         let b = a + data.len();
         if b > f.live.len() {
@@ -399,7 +415,12 @@ impl Storage for SimStorage {
     }
 
     fn file_len(&self, file: u32) -> io::Result<u64> {
-        Ok(self.state.lock().files.get(file as usize).map_or(0, |f| f.live.len() as u64))
+        Ok(self
+            .state
+            .lock()
+            .files
+            .get(file as usize)
+            .map_or(0, |f| f.live.len() as u64))
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -464,7 +485,10 @@ mod tests {
         let kept = buf.chunks(SECTOR_SIZE).filter(|c| c[0] == 9).count();
         assert!(kept > 0 && kept < 128, "kept {kept} of 128 sectors");
         for c in buf.chunks(SECTOR_SIZE) {
-            assert!(c.iter().all(|&b| b == c[0]), "a sector is all old or all new");
+            assert!(
+                c.iter().all(|&b| b == c[0]),
+                "a sector is all old or all new"
+            );
         }
     }
 

@@ -28,13 +28,20 @@ fn write_read_delete_and_reopen() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.write(&[put("a", b"1"), put("b", b"2")]).unwrap();
-    engine.write(&[Mutation::delete(ROOT_GROUP, b"a".to_vec())]).unwrap();
+    engine
+        .write(&[Mutation::delete(ROOT_GROUP, b"a".to_vec())])
+        .unwrap();
     assert_eq!(engine.get(b"a").unwrap(), None);
     assert_eq!(engine.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
     engine.sync().unwrap();
     drop(engine);
-    let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
-    assert_eq!(engine.get(b"a").unwrap(), None, "a synced delete stays deleted");
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    assert_eq!(
+        engine.get(b"a").unwrap(),
+        None,
+        "a synced delete stays deleted"
+    );
     assert_eq!(engine.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
 }
 
@@ -44,7 +51,9 @@ fn buffers_are_aligned_and_zero_padded() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     for i in 0..5 {
-        engine.write(&[put(&format!("k{i}"), &vec![0xAB; 100 + i * 1000])]).unwrap();
+        engine
+            .write(&[put(&format!("k{i}"), &vec![0xAB; 100 + i * 1000])])
+            .unwrap();
     }
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let (segment, _) = engine.test_segment_of(b"k0").unwrap();
@@ -55,7 +64,11 @@ fn buffers_are_aligned_and_zero_padded() {
     let mut buffers = 0;
     while let Some(h) = format::BufferHeader::decode_checked(&image[pos..]) {
         assert_eq!(pos % BLOCK_SIZE, 0, "buffer starts on a block boundary");
-        assert_eq!(h.buffer_len as usize % BLOCK_SIZE, 0, "buffer is whole blocks");
+        assert_eq!(
+            h.buffer_len as usize % BLOCK_SIZE,
+            0,
+            "buffer is whole blocks"
+        );
         let padding = &image[pos + format::BUFFER_HEADER_SIZE + h.payload_len as usize
             ..pos + h.buffer_len as usize];
         assert!(padding.iter().all(|&b| b == 0), "padding is zeroed");
@@ -87,15 +100,25 @@ fn write_gate_holds_flush_and_segment_close_until_index_update() {
     std::thread::sleep(Duration::from_millis(250));
     // The buffer is written by now, but its writer has not updated the index yet.
     assert_eq!(engine.get(b"second").unwrap(), None, "not yet indexed");
-    assert_eq!(engine.test_completed_flushes(), completed_before, "flush waits for the gate");
+    assert_eq!(
+        engine.test_completed_flushes(),
+        completed_before,
+        "flush waits for the gate"
+    );
     let (_, closed) = engine.test_segment_of(b"first").unwrap();
-    assert!(!closed, "segment {segment} must stay open until the index update is done");
+    assert!(
+        !closed,
+        "segment {segment} must stay open until the index update is done"
+    );
     writer.join().unwrap();
     engine.test_set_index_delay(Duration::ZERO);
     engine.test_wait_flushes();
     assert!(engine.test_completed_flushes() > completed_before);
     assert_eq!(engine.test_segment_of(b"second").unwrap().0, segment);
-    assert!(engine.test_segment_of(b"first").unwrap().1, "full segment closed after the update");
+    assert!(
+        engine.test_segment_of(b"first").unwrap().1,
+        "full segment closed after the update"
+    );
 }
 
 /// DESIGN.md 4.4: buffers left from an earlier use of a segment, behind the new use's buffers,
@@ -107,14 +130,22 @@ fn stale_generation_buffers_are_ignored() {
     let a = SimStorage::new();
     let ea = Engine::open_on(a.clone(), &opts).unwrap();
     for i in 0..4 {
-        ea.write(&[put(&format!("old{i}"), b"from the earlier use")]).unwrap();
+        ea.write(&[put(&format!("old{i}"), b"from the earlier use")])
+            .unwrap();
     }
     ea.sync().unwrap();
     drop(ea);
     // Store B: the same segment reused later (a higher generation), one buffer only.
     let b = SimStorage::new();
     let sb = Superblock::decode(&a.read_superblock().unwrap().unwrap()).unwrap();
-    b.write_superblock(&Superblock { generation_high_water: 1000, ..sb }.encode()).unwrap();
+    b.write_superblock(
+        &Superblock {
+            generation_high_water: 1000,
+            ..sb
+        }
+        .encode(),
+    )
+    .unwrap();
     let eb = Engine::open_on(b.clone(), &opts).unwrap();
     eb.write(&[put("new", b"from the new use")]).unwrap();
     eb.sync().unwrap();
@@ -122,13 +153,21 @@ fn stale_generation_buffers_are_ignored() {
     // Splice: B's first buffer, then A's later buffers, as a reused segment looks on disk.
     let (file, base) = sb.segment_position(0);
     let mut tail = vec![0u8; 3 * BLOCK_SIZE];
-    a.read_at(file, base + BLOCK_SIZE as u64, &mut tail).unwrap();
+    a.read_at(file, base + BLOCK_SIZE as u64, &mut tail)
+        .unwrap();
     b.write_at(file, base + BLOCK_SIZE as u64, &tail).unwrap();
     b.sync().unwrap();
     let engine = Engine::open_on(b, &opts).unwrap();
-    assert_eq!(engine.get(b"new").unwrap().as_deref(), Some(&b"from the new use"[..]));
+    assert_eq!(
+        engine.get(b"new").unwrap().as_deref(),
+        Some(&b"from the new use"[..])
+    );
     for i in 1..4 {
-        assert_eq!(engine.get(format!("old{i}").as_bytes()).unwrap(), None, "old{i} came back");
+        assert_eq!(
+            engine.get(format!("old{i}").as_bytes()).unwrap(),
+            None,
+            "old{i} came back"
+        );
     }
 }
 
@@ -137,13 +176,17 @@ fn cycle_until_reused(engine: &Engine, target: u32, generation: u64) -> u64 {
     let value = vec![1u8; 60 << 10];
     for round in 0..10_000 {
         // Overwrite the same few keys, so that old segments die and get freed.
-        engine.write(&[put(&format!("churn{}", round % 3), &value)]).unwrap();
+        engine
+            .write(&[put(&format!("churn{}", round % 3), &value)])
+            .unwrap();
         if round % 8 == 7 {
             engine.sync().unwrap();
             engine.test_reclaim().unwrap();
         }
-        if let Some((_, g)) =
-            engine.test_segments_in_use().into_iter().find(|&(s, g)| s == target && g > generation)
+        if let Some((_, g)) = engine
+            .test_segments_in_use()
+            .into_iter()
+            .find(|&(s, g)| s == target && g > generation)
         {
             return g;
         }
@@ -160,7 +203,9 @@ fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
     let engine = Engine::open_on(storage.clone(), &opts).unwrap();
     // Two values that fill the segment, so that the tombstones below go to the next one.
     let fill = vec![9u8; 124 << 10];
-    engine.write(&[put("victim", &fill), put("victim2", &fill)]).unwrap();
+    engine
+        .write(&[put("victim", &fill), put("victim2", &fill)])
+        .unwrap();
     let (segment, _) = engine.test_segment_of(b"victim").unwrap();
     let first_gen = engine
         .test_segments_in_use()
@@ -194,15 +239,32 @@ fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
 fn limits_give_clear_errors() {
     let engine = Engine::open_on(SimStorage::new(), &small_options()).unwrap();
     let long_key = vec![b'k'; MAX_KEY_LEN + 1];
-    let err = engine.write(&[Mutation::put(0, long_key, b"v".to_vec())]).unwrap_err();
-    assert!(matches!(err, EngineError::Limit(ref s) if s.contains("key")), "{err}");
-    let err = engine.write(&[put("k", &vec![0; MAX_VALUE_LEN + 1])]).unwrap_err();
-    assert!(matches!(err, EngineError::Limit(ref s) if s.contains("value")), "{err}");
-    let too_big: Vec<Mutation> =
-        (0..3).map(|i| put(&format!("k{i}"), &vec![0; MAX_VALUE_LEN])).collect();
+    let err = engine
+        .write(&[Mutation::put(0, long_key, b"v".to_vec())])
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Limit(ref s) if s.contains("key")),
+        "{err}"
+    );
+    let err = engine
+        .write(&[put("k", &vec![0; MAX_VALUE_LEN + 1])])
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Limit(ref s) if s.contains("value")),
+        "{err}"
+    );
+    let too_big: Vec<Mutation> = (0..3)
+        .map(|i| put(&format!("k{i}"), &vec![0; MAX_VALUE_LEN]))
+        .collect();
     let err = engine.write(&too_big).unwrap_err();
-    assert!(matches!(err, EngineError::Limit(ref s) if s.contains("write buffer")), "{err}");
-    assert!(matches!(engine.write(&[]).unwrap_err(), EngineError::Limit(_)));
+    assert!(
+        matches!(err, EngineError::Limit(ref s) if s.contains("write buffer")),
+        "{err}"
+    );
+    assert!(matches!(
+        engine.write(&[]).unwrap_err(),
+        EngineError::Limit(_)
+    ));
 }
 
 #[test]
@@ -210,12 +272,22 @@ fn io_error_latches_engine_read_only() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.write(&[put("a", b"1")]).unwrap();
-    storage.set_faults(storage::FaultPlan { fail_writes_after: Some(0), ..Default::default() });
+    storage.set_faults(storage::FaultPlan {
+        fail_writes_after: Some(0),
+        ..Default::default()
+    });
     assert!(engine.write(&[put("b", b"2")]).is_err());
     storage.set_faults(storage::FaultPlan::default());
     let err = engine.write(&[put("c", b"3")]).unwrap_err();
-    assert!(matches!(err, EngineError::Failed(_)), "writes after an I/O error fail: {err}");
-    assert_eq!(engine.get(b"a").unwrap().as_deref(), Some(&b"1"[..]), "reads still work");
+    assert!(
+        matches!(err, EngineError::Failed(_)),
+        "writes after an I/O error fail: {err}"
+    );
+    assert_eq!(
+        engine.get(b"a").unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "reads still work"
+    );
 }
 
 #[test]
@@ -223,32 +295,53 @@ fn failed_sync_latches_too() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.write(&[put("a", b"1")]).unwrap();
-    storage.set_faults(storage::FaultPlan { fail_syncs_after: Some(0), ..Default::default() });
+    storage.set_faults(storage::FaultPlan {
+        fail_syncs_after: Some(0),
+        ..Default::default()
+    });
     assert!(engine.sync().is_err());
     storage.set_faults(storage::FaultPlan::default());
-    assert!(matches!(engine.write(&[put("b", b"2")]).unwrap_err(), EngineError::Failed(_)));
+    assert!(matches!(
+        engine.write(&[put("b", b"2")]).unwrap_err(),
+        EngineError::Failed(_)
+    ));
 }
 
 #[test]
 fn damaged_record_is_reported_not_returned() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.write(&[put("good", b"fine"), put("bad", b"this will be damaged")]).unwrap();
+    engine
+        .write(&[put("good", b"fine"), put("bad", b"this will be damaged")])
+        .unwrap();
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let (segment, _) = engine.test_segment_of(b"bad").unwrap();
     let entry = engine.inner.index.get(b"bad").unwrap();
     let (file, base) = sb.segment_position(segment);
-    storage.corrupt(file, base + entry.location.offset as u64 + entry.location.len as u64 - 2, 1);
+    storage.corrupt(
+        file,
+        base + entry.location.offset as u64 + entry.location.len as u64 - 2,
+        1,
+    );
     let err = engine.get(b"bad").unwrap_err();
-    assert!(matches!(err, EngineError::Corrupt(ref s) if s.contains("checksum")), "{err}");
+    assert!(
+        matches!(err, EngineError::Corrupt(ref s) if s.contains("checksum")),
+        "{err}"
+    );
     assert_eq!(engine.get(b"good").unwrap().as_deref(), Some(&b"fine"[..]));
     let err = engine.scan(b"", None, 10).unwrap_err();
-    assert!(matches!(err, EngineError::Corrupt(_)), "a scan over damage fails too: {err}");
+    assert!(
+        matches!(err, EngineError::Corrupt(_)),
+        "a scan over damage fails too: {err}"
+    );
 }
 
 #[test]
 fn full_store_gives_no_space_and_deletes_make_room() {
-    let opts = EngineOptions { capacity_bytes: 16 << 20, ..small_options() };
+    let opts = EngineOptions {
+        capacity_bytes: 16 << 20,
+        ..small_options()
+    };
     let engine = Engine::open_on(SimStorage::new(), &opts).unwrap();
     let value = vec![3u8; 100 << 10];
     let mut written = 0;
@@ -260,9 +353,14 @@ fn full_store_gives_no_space_and_deletes_make_room() {
         }
         assert!(written < 1000, "never filled");
     }
-    assert!(written > 100, "only {written} values of 100 KiB fit in 16 MiB");
+    assert!(
+        written > 100,
+        "only {written} values of 100 KiB fit in 16 MiB"
+    );
     for i in 0..written {
-        engine.write(&[Mutation::delete(ROOT_GROUP, format!("f{i}").into_bytes())]).unwrap();
+        engine
+            .write(&[Mutation::delete(ROOT_GROUP, format!("f{i}").into_bytes())])
+            .unwrap();
     }
     engine.sync().unwrap();
     engine.test_reclaim().unwrap();
@@ -270,7 +368,10 @@ fn full_store_gives_no_space_and_deletes_make_room() {
         engine.write(&[put(&format!("again{i}"), &value)]).unwrap();
     }
     for i in 0..10 {
-        assert_eq!(engine.get(format!("again{i}").as_bytes()).unwrap().unwrap(), value);
+        assert_eq!(
+            engine.get(format!("again{i}").as_bytes()).unwrap().unwrap(),
+            value
+        );
     }
 }
 
@@ -279,7 +380,10 @@ fn host_disk_full_at_allocation_is_a_clean_no_space() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.write(&[put("a", b"1")]).unwrap();
-    storage.set_faults(storage::FaultPlan { fail_allocate: true, ..Default::default() });
+    storage.set_faults(storage::FaultPlan {
+        fail_allocate: true,
+        ..Default::default()
+    });
     let value = vec![0u8; 100 << 10];
     let mut result = Ok(0);
     for i in 0..200 {
@@ -309,7 +413,9 @@ fn overwrites_far_beyond_capacity_are_compacted() {
     while written < 4 * capacity {
         let k = format!("key{:03}", rng.below(keys));
         let v = format!("{step:08}").repeat(8 * 1024 / 8 * (1 + rng.below(8) as usize));
-        engine.write(&[put(&k, v.as_bytes())]).unwrap_or_else(|e| panic!("step {step}: {e}"));
+        engine
+            .write(&[put(&k, v.as_bytes())])
+            .unwrap_or_else(|e| panic!("step {step}: {e}"));
         written += v.len() as u64;
         expected.insert(k, v);
         step += 1;
@@ -318,12 +424,21 @@ fn overwrites_far_beyond_capacity_are_compacted() {
     assert!(stats.compaction_bytes_written > 0, "compaction never ran");
     assert!(stats.segments_reclaimed > 100);
     for (k, v) in &expected {
-        assert_eq!(engine.get(k.as_bytes()).unwrap().as_deref(), Some(v.as_bytes()), "{k}");
+        assert_eq!(
+            engine.get(k.as_bytes()).unwrap().as_deref(),
+            Some(v.as_bytes()),
+            "{k}"
+        );
     }
     engine.sync().unwrap();
-    let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
     for (k, v) in &expected {
-        assert_eq!(engine.get(k.as_bytes()).unwrap().as_deref(), Some(v.as_bytes()), "{k}");
+        assert_eq!(
+            engine.get(k.as_bytes()).unwrap().as_deref(),
+            Some(v.as_bytes()),
+            "{k}"
+        );
     }
 }
 
@@ -335,8 +450,9 @@ fn deletes_succeed_in_a_full_store() {
     let mut n = 0;
     'fill: loop {
         for size in [60, 4] {
-            let batch: Vec<Mutation> =
-                (0..size).map(|i| put(&format!("C{n:06}{i:03}"), &page)).collect();
+            let batch: Vec<Mutation> = (0..size)
+                .map(|i| put(&format!("C{n:06}{i:03}"), &page))
+                .collect();
             match engine.write(&batch) {
                 Ok(_) => n += 1,
                 Err(EngineError::NoSpace) => break 'fill,
@@ -344,7 +460,9 @@ fn deletes_succeed_in_a_full_store() {
             }
         }
     }
-    engine.write(&[Mutation::delete_prefix(ROOT_GROUP, b"C".to_vec())]).unwrap();
+    engine
+        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"C".to_vec())])
+        .unwrap();
     engine.sync().unwrap();
     engine.test_reclaim().unwrap();
     engine.write(&[put("after", &page)]).unwrap();
