@@ -58,6 +58,10 @@ struct MountArgs {
     /// Mount options, comma separated (e.g. allow_other,default_permissions).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
+    /// Written data becomes durable at the latest after this many seconds (0: only on fsync,
+    /// sync of a directory and unmount).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    flush_interval: u64,
     /// Store directory.
     store: PathBuf,
     /// Mount point (an existing directory).
@@ -208,6 +212,8 @@ fn mount(args: MountArgs) -> Result<(), String> {
     let options = EngineOptions {
         capacity_bytes,
         create_if_missing: true,
+        sync_interval: (args.flush_interval > 0)
+            .then(|| std::time::Duration::from_secs(args.flush_interval)),
         ..Default::default()
     };
     if args.daemon {

@@ -467,3 +467,32 @@ fn deletes_succeed_in_a_full_store() {
     engine.test_reclaim().unwrap();
     engine.write(&[put("after", &page)]).unwrap();
 }
+
+/// Durability contract: written data is durable at the latest after the flush interval, without
+/// any explicit sync.
+#[test]
+fn flush_interval_makes_writes_durable_without_sync() {
+    let storage = SimStorage::new();
+    let opts = EngineOptions {
+        sync_interval: Some(Duration::from_millis(200)),
+        ..small_options()
+    };
+    let engine = Engine::open_on(storage.clone(), &opts).unwrap();
+    engine
+        .write(&[put("k", b"durable by the interval")])
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while engine.stats().durable_lsn < engine.stats().last_lsn {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background sync never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    assert_eq!(
+        engine.get(b"k").unwrap().as_deref(),
+        Some(&b"durable by the interval"[..])
+    );
+}
