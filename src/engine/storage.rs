@@ -75,6 +75,13 @@ impl FileStorage {
                 format!("{} is not a directory", dir.display()),
             ));
         }
+        if !create && !dir.join(SUPERBLOCK_FILE).exists() {
+            // Not a store: leave the directory exactly as it was (no lock file).
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} holds no logstorfs store (no superblock)", dir.display()),
+            ));
+        }
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -490,6 +497,14 @@ mod tests {
                 "a sector is all old or all new"
             );
         }
+    }
+
+    #[test]
+    fn opening_a_non_store_without_create_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = FileStorage::open(dir.path(), false).err().unwrap();
+        assert!(err.to_string().contains("no logstorfs store"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
