@@ -269,8 +269,7 @@ impl Engine {
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Test hook: (segment of `key`'s record, whether that segment is closed, whether the
-    /// flushes of all sealed buffers are complete).
+    /// Test hook: (segment of `key`'s record, whether that segment is closed).
     #[doc(hidden)]
     pub fn test_segment_of(&self, key: &[u8]) -> Option<(u32, bool)> {
         let entry = self.inner.index.get(key)?;
