@@ -71,6 +71,8 @@ struct Inner {
     reclaim_lock: Mutex<()>,
     /// Test hook: milliseconds to sleep between a batch's buffer write and its index update.
     test_index_delay_ms: AtomicU64,
+    /// Test hook: the background thread does nothing while set.
+    test_background_paused: AtomicBool,
 }
 
 /// How often the background thread looks for work (syncs due, dead segments).
@@ -142,6 +144,7 @@ impl Engine {
             wake: Condvar::new(),
             reclaim_lock: Mutex::new(()),
             test_index_delay_ms: AtomicU64::new(0),
+            test_background_paused: AtomicBool::new(false),
         });
         let flusher = inner.clone();
         let flusher = std::thread::Builder::new()
@@ -296,6 +299,17 @@ impl Engine {
     #[doc(hidden)]
     pub fn test_reclaim(&self) -> Result<usize> {
         self.inner.reclaim_dead_segments()
+    }
+
+    /// Test hook: stop background syncs, reclamation and compaction (waits for a pass in
+    /// progress), so that a test decides alone what becomes durable.
+    #[doc(hidden)]
+    pub fn test_pause_background(&self) {
+        self.inner
+            .test_background_paused
+            .store(true, Ordering::SeqCst);
+        drop(self.inner.compaction_lock.lock());
+        drop(self.inner.reclaim_lock.lock());
     }
 
     /// Test hook: run one compaction pass now; returns the number of victims emptied.
@@ -900,7 +914,7 @@ impl Inner {
                     return;
                 }
             }
-            if self.log.failure().is_some() {
+            if self.log.failure().is_some() || self.test_background_paused.load(Ordering::SeqCst) {
                 continue;
             }
             if let Some(interval) = self.options.sync_interval {
