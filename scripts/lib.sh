@@ -188,3 +188,29 @@ unmount_leftovers() {
     done < <(grep ' fuse' /proc/mounts || true)
 }
 
+
+# watchdog SECONDS CMD...: run CMD; if it is still running after SECONDS, print the stacks of
+# every thread of the test binaries it started (gdb, when installed) so that a hang can be
+# diagnosed from the CI log, then kill it. Returns CMD's status, or 124 after a hang.
+watchdog() {
+    local limit="$1" pid waited=0 rc; shift
+    "$@" & pid=$!
+    while kill -0 "$pid" 2>/dev/null && (( waited < limit )); do sleep 1; waited=$((waited + 1)); done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "WATCHDOG: '$*' still running after ${limit}s: a hang. Stacks of its test processes:"
+        local p
+        for p in $(pgrep -f 'target/[^ ]*/deps/' || true); do
+            echo "---- pid $p: $(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null | cut -c1-200)"
+            if command -v gdb >/dev/null; then
+                timeout 60 gdb -p "$p" -batch -ex 'thread apply all bt' 2>/dev/null \
+                    | grep -E '^(Thread|#)' | grep -v '^#.* in (syscall|__futex|futex_wait)' | head -400
+            fi
+        done
+        pkill -9 -f 'target/[^ ]*/deps/' 2>/dev/null || true
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        return 124
+    fi
+    set +e; wait "$pid"; rc=$?; set -e
+    return $rc
+}

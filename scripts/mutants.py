@@ -11,6 +11,7 @@ Usage: scripts/mutants.py [NAME ...]   (default: all)
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,9 +104,22 @@ MUTANTS = [
 ]
 
 
+# A mutant run that takes longer than this is stopped and reported as a hang (not as caught:
+# a test that hangs instead of failing must be fixed so that it fails).
+MUTANT_TIMEOUT_S = 600
+
+
 def run(cmd, cwd, env):
-    return subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+    """Runs cmd in its own process group; returns (returncode or None after a hang, output)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=MUTANT_TIMEOUT_S)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
 
 
 def main():
@@ -138,18 +152,21 @@ def main():
                 continue
             open(target, "w").write(text.replace(original, replacement))
             started = time.time()
-            result = run(["cargo", "test", "-q"] + args, tree, env)
+            returncode, stdout = run(["cargo", "test", "-q"] + args, tree, env)
             took = time.time() - started
-            if "error[E" in result.stdout or "could not compile" in result.stdout:
-                print(f"MUTANT {name}: does not compile; fix the mutant\n{result.stdout[-2000:]}")
+            if returncode is None:
+                print(f"MUTANT {name}: tests hung for {MUTANT_TIMEOUT_S}s instead of failing\n"
+                      f"{stdout[-2000:]}")
                 escaped += 1
-            elif result.returncode != 0 and ("panicked" in result.stdout
-                                             or "FAILED" in result.stdout):
+            elif "error[E" in stdout or "could not compile" in stdout:
+                print(f"MUTANT {name}: does not compile; fix the mutant\n{stdout[-2000:]}")
+                escaped += 1
+            elif returncode != 0 and ("panicked" in stdout or "FAILED" in stdout):
                 print(f"caught   {name:32} ({invariant}) in {took:.0f}s")
                 caught += 1
-            elif result.returncode != 0:
+            elif returncode != 0:
                 print(f"MUTANT {name}: cargo failed without a failing test; fix the script\n"
-                      f"{result.stdout[-2000:]}")
+                      f"{stdout[-2000:]}")
                 escaped += 1
             else:
                 print(f"ESCAPED  {name:32} ({invariant}): no test failed")

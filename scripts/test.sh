@@ -93,7 +93,8 @@ if stage build; then
     timed "cargo build --release" cargo build --release || { print_timings; die "build failed"; }
 fi
 if stage unit; then
-    timed "cargo test --release" cargo test --release || true
+    # A hung test must fail CI in minutes with its stacks, not eat the whole CI budget.
+    timed "cargo test --release" watchdog 900 cargo test --release || true
 fi
 if stage mutants; then
     # Each invariant of DESIGN.md section 4 broken on purpose must make a test fail.

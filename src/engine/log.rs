@@ -116,6 +116,9 @@ struct State {
     /// Seal buffers (even empty ones: markers) until one with this sequence number is sealed.
     marker_until: u64,
     stop: bool,
+    /// The flusher thread has returned: nothing more will be written, so whoever waits for a
+    /// write must give up (with `Closed`) instead of waiting forever.
+    flusher_gone: bool,
 }
 
 /// Where a writer's batch landed.
@@ -177,6 +180,7 @@ impl Log {
                 sealed_seq: 0,
                 marker_until: 0,
                 stop: false,
+                flusher_gone: false,
             }),
             changed: Condvar::new(),
             work: Condvar::new(),
@@ -218,6 +222,9 @@ impl Log {
         loop {
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
+            }
+            if st.flusher_gone {
+                return Err(EngineError::Closed);
             }
             if st.open.is_none() {
                 self.open_new_segment(&mut st, !batch.may_use_reserve())?;
@@ -277,6 +284,9 @@ impl Log {
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
             }
+            if st.flusher_gone {
+                return Err(EngineError::Closed);
+            }
             self.changed.wait(&mut st);
         }
         Ok(ticket)
@@ -291,6 +301,8 @@ impl Log {
             let marker_due = st.sealed_seq < st.marker_until;
             if st.failed.is_some() || !(has_batches || marker_due) {
                 if st.stop {
+                    st.flusher_gone = true;
+                    self.changed.notify_all();
                     return;
                 }
                 self.work.wait_for(&mut st, Duration::from_millis(100));
@@ -475,6 +487,9 @@ impl Log {
             if st.marker_until < after {
                 return Err(EngineError::NoSpace);
             }
+            if st.flusher_gone {
+                return Err(EngineError::Closed);
+            }
             self.changed.wait(&mut st);
         }
         Ok(())
@@ -516,7 +531,7 @@ impl Log {
     /// Waits until every sealed buffer's flush is complete (or the log failed).
     pub fn wait_flushes_complete(&self) {
         let mut st = self.state.lock();
-        while st.completed_seq < st.sealed_seq && st.failed.is_none() {
+        while st.completed_seq < st.sealed_seq && st.failed.is_none() && !st.flusher_gone {
             self.changed.wait(&mut st);
         }
     }

@@ -254,12 +254,20 @@ impl Engine {
         result
     }
 
+    /// Stops the background thread, then the flusher. The order matters: a background pass may
+    /// still append copies or ask for a marker, which only the flusher can write; stopping the
+    /// flusher first once left such a pass waiting forever (a hang seen in CI).
     fn stop_background(&mut self) {
         *self.inner.stop.lock() = true;
         self.inner.wake.notify_all();
-        self.inner.log.stop();
-        for handle in self.threads.drain(..) {
+        let mut threads = std::mem::take(&mut self.threads);
+        let flusher = threads.pop();
+        for handle in threads {
             let _ = handle.join();
+        }
+        self.inner.log.stop();
+        if let Some(flusher) = flusher {
+            let _ = flusher.join();
         }
     }
 
@@ -774,8 +782,10 @@ impl Inner {
         if dead.is_empty() {
             return Ok(0);
         }
+        // Nothing is changed yet if the marker cannot be written (no room, or the store is
+        // closing): report it, without latching the store read-only.
+        self.log.flush_marker()?;
         let result = (|| {
-            self.log.flush_marker()?;
             self.storage.sync()?;
             for &segment in &dead {
                 self.segments.begin_free(segment)?;

@@ -499,3 +499,28 @@ fn flush_interval_makes_writes_durable_without_sync() {
         Some(&b"durable by the interval"[..])
     );
 }
+
+/// Once the flusher has exited, nothing waits for it: appends and markers give up with
+/// `Closed`. (A background pass that asked for a marker after the flusher stopped once hung
+/// the engine's drop forever.)
+#[test]
+fn nothing_waits_for_a_stopped_flusher() {
+    let mut engine = Engine::open_on(SimStorage::new(), &small_options()).unwrap();
+    engine.write(&[put("a", b"1")]).unwrap();
+    let flusher = engine.threads.pop().unwrap();
+    engine.inner.log.stop();
+    flusher.join().unwrap();
+    let inner = engine.inner.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let marker = inner.log.flush_marker();
+        let write = inner.write(&[put("b", b"2")]);
+        let _ = tx.send((marker, write));
+    });
+    let (marker, write) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a marker or a write waited forever for a stopped flusher");
+    assert!(matches!(marker, Err(EngineError::Closed)), "{marker:?}");
+    assert!(matches!(write, Err(EngineError::Closed)), "{write:?}");
+    assert_eq!(engine.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+}
