@@ -18,6 +18,7 @@ fn options() -> EngineOptions {
         segments_per_file: 16,
         create_if_missing: true,
         sync_interval: None,
+        ..Default::default()
     }
 }
 

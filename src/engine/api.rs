@@ -125,6 +125,18 @@ pub struct EngineOptions {
     /// Make written batches durable at the latest after this long (a background sync).
     /// `None`: only explicit [`crate::engine::Engine::sync`] calls and close.
     pub sync_interval: Option<std::time::Duration>,
+    /// How compaction chooses its victims.
+    pub compaction_policy: CompactionPolicy,
+}
+
+/// How compaction chooses the segments it empties (see `engine/compaction.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CompactionPolicy {
+    /// Least live bytes first.
+    #[default]
+    Greedy,
+    /// Most (free space gained x age) / cost first, as in LFS and RAMCloud.
+    CostBenefit,
 }
 
 impl Default for EngineOptions {
@@ -135,6 +147,7 @@ impl Default for EngineOptions {
             segments_per_file: crate::engine::format::DEFAULT_SEGMENTS_PER_FILE,
             create_if_missing: true,
             sync_interval: Some(std::time::Duration::from_secs(5)),
+            compaction_policy: CompactionPolicy::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! This is the first, global policy: greedy by live bytes over all closed segments. Per-group
 //! compaction, cost-benefit selection and tombstone dropping come with the compaction issue.
 
+use super::api::CompactionPolicy;
 use super::format::{RECORD_HEADER_SIZE, RecordKind};
 use super::segments::{SegmentInfo, SegmentState};
 
@@ -25,7 +26,13 @@ pub const MAX_PASS_LIVE_SEGMENTS: u64 = 4;
 /// Chooses the victims of a pass: closed segments, emptiest first, while the live bytes copied
 /// stay under `MAX_PASS_LIVE_SEGMENTS` segments and the pass frees more segments than it fills.
 /// A pure function of the segments' figures: `segments[i]` is segment `i` with its live bytes.
-pub fn pick_victims(segments: &[(SegmentInfo, u64)], segment_size: u64) -> Vec<u32> {
+/// `now_lsn` is the newest LSN (segment age = `now_lsn - max_lsn`), for policies that weigh age.
+pub fn pick_victims(
+    segments: &[(SegmentInfo, u64)],
+    segment_size: u64,
+    _policy: CompactionPolicy,
+    _now_lsn: u64,
+) -> Vec<u32> {
     let limit = segment_size * MAX_VICTIM_UTILIZATION_PERCENT / 100;
     let mut candidates: Vec<(u64, u32)> = segments
         .iter()
@@ -96,21 +103,24 @@ mod tests {
             seg(SegmentState::Free, 0),
             seg(SegmentState::Closed, 30),
         ];
-        assert_eq!(pick_victims(&segments, size), vec![3, 5, 0]);
+        assert_eq!(
+            pick_victims(&segments, size, CompactionPolicy::Greedy, 0),
+            vec![3, 5, 0]
+        );
     }
 
     #[test]
     fn no_pass_when_copies_would_fill_as_many_segments_as_they_free() {
         let size = 100;
         let segments = vec![seg(SegmentState::Closed, 85), seg(SegmentState::Closed, 90)];
-        assert!(pick_victims(&segments, size).is_empty());
+        assert!(pick_victims(&segments, size, CompactionPolicy::Greedy, 0).is_empty());
     }
 
     #[test]
     fn a_pass_copies_at_most_its_budget() {
         let size = 100;
         let segments: Vec<_> = (0..20).map(|_| seg(SegmentState::Closed, 50)).collect();
-        let victims = pick_victims(&segments, size);
+        let victims = pick_victims(&segments, size, CompactionPolicy::Greedy, 0);
         assert_eq!(victims.len() as u64, MAX_PASS_LIVE_SEGMENTS * 2);
     }
 }

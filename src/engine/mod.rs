@@ -15,6 +15,7 @@
 //! See `ARCHITECTURE.md` for the invariants and how they are tested.
 
 mod api;
+pub mod check;
 mod compaction;
 pub(crate) mod format;
 mod index;
@@ -829,7 +830,12 @@ impl Inner {
     fn compact_pass(&self) -> Result<usize> {
         let _serial = self.compaction_lock.lock();
         let snapshot = self.segments.snapshot();
-        let victims = compaction::pick_victims(&snapshot, self.segments.segment_size() as u64);
+        let victims = compaction::pick_victims(
+            &snapshot,
+            self.segments.segment_size() as u64,
+            self.options.compaction_policy,
+            self.log.last_lsn(),
+        );
         if victims.is_empty() {
             return Ok(0);
         }

@@ -16,6 +16,7 @@ pub(crate) fn small_options() -> EngineOptions {
         segments_per_file: 16,
         create_if_missing: true,
         sync_interval: None,
+        ..Default::default()
     }
 }
 

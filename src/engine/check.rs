@@ -1,0 +1,1 @@
+//! Offline store checker (`logstorfs fsck`): being written; see issue 6.
