@@ -38,6 +38,7 @@
 //! modes get EOPNOTSUPP; `st_blocks` is 8 per stored 4 KiB page (directories report 8).
 
 pub mod acl;
+pub mod check;
 pub mod error;
 pub mod fuse_adapter;
 pub mod keys;

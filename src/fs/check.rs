@@ -1,0 +1,1 @@
+//! Offline namespace checker for `logstorfs fsck`: being written; see issue 6.
