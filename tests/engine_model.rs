@@ -2,9 +2,14 @@
 //! cuts against an in-memory model. After every reopen the store must equal the model as of
 //! exactly the LSN recovery reports, and that LSN must cover every batch completed before the
 //! last completed sync (DESIGN.md section 6, the engine's contract).
+//!
+//! Keys belong to four groups, so that the separator copies records between segments; power is
+//! also cut at every step of separator, compaction and reclamation passes (after the copies are
+//! written, after the index moved, after the marker, after each zeroed block).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use logstorfs::engine::storage::{FaultPlan, PowerCut, SimRng, SimStorage};
 use logstorfs::engine::{Engine, EngineError, EngineOptions, Mutation, ROOT_GROUP};
@@ -18,8 +23,14 @@ fn options() -> EngineOptions {
         segments_per_file: 16,
         create_if_missing: true,
         sync_interval: None,
+        separator_threshold_segments: 2,
         ..Default::default()
     }
+}
+
+/// Every key belongs to one of four groups.
+fn group_of(n: u64) -> u32 {
+    1 + (n % 4) as u32
 }
 
 fn key(n: u64) -> Vec<u8> {
@@ -58,8 +69,14 @@ fn random_batch(rng: &mut SimRng, step: u64) -> Vec<Mutation> {
     let n = 1 + rng.below(4);
     (0..n)
         .map(|_| match rng.below(20) {
-            0..=13 => Mutation::put(ROOT_GROUP, key(rng.below(48)), value(rng, step)),
-            14..=16 => Mutation::delete(ROOT_GROUP, key(rng.below(48))),
+            0..=13 => {
+                let n = rng.below(48);
+                Mutation::put(group_of(n), key(n), value(rng, step))
+            }
+            14..=16 => {
+                let n = rng.below(48);
+                Mutation::delete(group_of(n), key(n))
+            }
             17..=18 => Mutation::delete_prefix(ROOT_GROUP, format!("k{}", rng.below(5))),
             _ => {
                 let a = rng.below(48);
@@ -82,8 +99,39 @@ fn read_all(engine: &Engine) -> State {
         .collect()
 }
 
-/// Runs one seed; returns (batches written, power cuts survived).
-fn run(seed: u64, steps: u64) -> (u64, u64) {
+/// After a reopen: the store must equal the model as of exactly the LSN recovery reports, which
+/// must cover everything synced. Truncates the history there; returns the new synced LSN.
+fn check_recovered(
+    engine: &Engine,
+    seed: u64,
+    what: &str,
+    history: &mut Vec<(u64, State)>,
+    synced_lsn: u64,
+) -> u64 {
+    let report = engine.recovery_report();
+    let recovered = read_all(engine);
+    assert!(
+        report.last_lsn >= synced_lsn,
+        "seed {seed} {what}: recovered to LSN {} but {synced_lsn} was synced",
+        report.last_lsn
+    );
+    let at = history
+        .iter()
+        .position(|(lsn, _)| *lsn == report.last_lsn)
+        .unwrap_or_else(|| panic!("seed {seed} {what}: no batch has LSN {}", report.last_lsn));
+    assert!(
+        history[at].1 == recovered,
+        "seed {seed} {what}: store differs from the model at LSN {}: model has {} keys, store {}",
+        report.last_lsn,
+        history[at].1.len(),
+        recovered.len()
+    );
+    history.truncate(at + 1);
+    report.last_lsn
+}
+
+/// Runs one seed; returns (batches written, power cuts survived, of which inside a pass).
+fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
     let mut rng = SimRng::new(seed);
     let mut storage = SimStorage::new();
     let mut engine = Engine::open_on(storage.clone(), &options()).unwrap();
@@ -92,6 +140,7 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
     let mut synced_lsn = 0;
     let mut batches = 0;
     let mut cuts = 0;
+    let mut pass_cuts = 0;
     for step in 0..steps {
         match rng.below(100) {
             0..=79 => {
@@ -115,7 +164,40 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
                 assert_eq!(engine.get(&k).unwrap(), expected, "seed {seed} step {step}");
             }
             85..=86 => {
-                engine.test_compact().unwrap();
+                // A separator or compaction pass, with a power cut at one of its steps now and
+                // then.
+                let cut_at = (rng.below(3) == 0).then(|| rng.below(12));
+                let cut = match rng.below(3) {
+                    0 => PowerCut::DropAllUnsynced,
+                    1 => PowerCut::KeepAllWritten,
+                    _ => PowerCut::Random(rng.next_u64()),
+                };
+                let taken: Arc<Mutex<Option<(Arc<SimStorage>, &'static str)>>> = Default::default();
+                if let Some(k) = cut_at {
+                    let (storage, taken, count) =
+                        (storage.clone(), taken.clone(), AtomicU64::new(0));
+                    engine.test_set_step_hook(Some(Box::new(move |name| {
+                        if count.fetch_add(1, Ordering::Relaxed) == k {
+                            *taken.lock().unwrap() = Some((storage.crash(cut), name));
+                        }
+                    })));
+                }
+                if rng.below(2) == 0 {
+                    engine.test_separate().unwrap();
+                } else {
+                    engine.test_compact().unwrap();
+                }
+                engine.test_set_step_hook(None);
+                let image = taken.lock().unwrap().take();
+                if let Some((image, name)) = image {
+                    drop(engine);
+                    storage = image;
+                    engine = Engine::open_on(storage.clone(), &options()).unwrap();
+                    cuts += 1;
+                    pass_cuts += 1;
+                    let what = format!("step {step}, cut {cut:?} at '{name}'");
+                    synced_lsn = check_recovered(&engine, seed, &what, &mut history, synced_lsn);
+                }
             }
             87..=93 => {
                 engine.sync().unwrap();
@@ -148,32 +230,8 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
                 storage = image;
                 engine = Engine::open_on(storage.clone(), &options()).unwrap();
                 cuts += 1;
-                let report = engine.recovery_report();
-                let recovered = read_all(&engine);
-                assert!(
-                    report.last_lsn >= synced_lsn,
-                    "seed {seed} step {step}: recovered to LSN {} but {synced_lsn} was synced",
-                    report.last_lsn
-                );
-                let at = history
-                    .iter()
-                    .position(|(lsn, _)| *lsn == report.last_lsn)
-                    .unwrap_or_else(|| {
-                        panic!(
-                            "seed {seed} step {step}: no batch has LSN {}",
-                            report.last_lsn
-                        )
-                    });
-                assert!(
-                    history[at].1 == recovered,
-                    "seed {seed} step {step} ({cut:?}): store differs from the model at LSN {}: \
-                     model has {} keys, store {}",
-                    report.last_lsn,
-                    history[at].1.len(),
-                    recovered.len()
-                );
-                history.truncate(at + 1);
-                synced_lsn = report.last_lsn;
+                let what = format!("step {step}, cut {cut:?}");
+                synced_lsn = check_recovered(&engine, seed, &what, &mut history, synced_lsn);
             }
         }
     }
@@ -186,7 +244,7 @@ fn run(seed: u64, steps: u64) -> (u64, u64) {
         expected,
         "seed {seed}: clean close lost data"
     );
-    (batches, cuts)
+    (batches, cuts, pass_cuts)
 }
 
 #[test]
@@ -199,15 +257,19 @@ fn random_batches_with_power_cuts_match_the_model() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
-    let (mut batches, mut cuts) = (0, 0);
+    let (mut batches, mut cuts, mut pass_cuts) = (0, 0, 0);
     for seed in 1..=seeds {
-        let (b, c) = run(seed, steps);
+        let (b, c, p) = run(seed, steps);
         batches += b;
         cuts += c;
+        pass_cuts += p;
     }
-    eprintln!("model test: {batches} batches, {cuts} power cuts, all consistent");
+    eprintln!(
+        "model test: {batches} batches, {cuts} power cuts ({pass_cuts} inside separator, \
+         compaction or reclamation passes), all consistent"
+    );
     assert!(
-        batches > seeds * steps / 2 && cuts > seeds,
+        batches > seeds * steps / 2 && cuts > seeds && pass_cuts > 0,
         "the test exercised too little"
     );
 }

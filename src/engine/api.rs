@@ -127,6 +127,10 @@ pub struct EngineOptions {
     pub sync_interval: Option<std::time::Duration>,
     /// How compaction chooses its victims.
     pub compaction_policy: CompactionPolicy,
+    /// The separator sorts closed mixed segments into their groups once this many are closed
+    /// (and all of them whenever writes pause). Its memory is one segment and its live records
+    /// at a time, whatever the number of groups.
+    pub separator_threshold_segments: u32,
 }
 
 /// How compaction chooses the segments it empties (see `engine/compaction.rs`).
@@ -148,6 +152,7 @@ impl Default for EngineOptions {
             create_if_missing: true,
             sync_interval: Some(std::time::Duration::from_secs(5)),
             compaction_policy: CompactionPolicy::default(),
+            separator_threshold_segments: 4,
         }
     }
 }
@@ -231,7 +236,13 @@ pub struct EngineStats {
     pub index_bytes: u64,
     /// Bytes of user batches written to the log (record bytes, before buffer padding).
     pub user_bytes_written: u64,
+    /// Bytes the separator wrote copying live records out of mixed segments.
     pub separator_bytes_written: u64,
+    /// Mixed segments the separator handed to a group whole, without copying.
+    pub segments_handed_over: u64,
+    /// Most memory a separator pass has held (one segment image and its live records).
+    pub separator_memory_bytes: u64,
+    /// Bytes compaction wrote copying live records out of its victims.
     pub compaction_bytes_written: u64,
     /// All bytes written to segment files (buffers with their headers and padding).
     pub device_bytes_written: u64,

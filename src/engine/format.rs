@@ -38,7 +38,7 @@
 //! | 7 | 1 | flags (0) |
 //! | 8 | 8 | segment generation |
 //! | 16 | 8 | first LSN of the batches in this buffer (0: none, e.g. copies or a marker) |
-//! | 24 | 8 | last LSN of the batches in this buffer (0: none) |
+//! | 24 | 8 | last LSN of the batches in this buffer (0: none); in a buffer of copies, the highest LSN among the copied records' versions |
 //! | 32 | 8 | durable floor: every batch up to this LSN was durable when the buffer was sealed |
 //! | 40 | 4 | payload length (bytes of records) |
 //! | 44 | 4 | batch count (user batches and copy batches) |
@@ -61,6 +61,15 @@
 //!
 //! A range delete's key is the range's start and its value the range's end (exclusive; empty:
 //! unbounded). It hides every key in the range whose version is lower than its own.
+//!
+//! # Mixed and group-owned segments
+//!
+//! The log writes user batches into *mixed* segments (kind 1, group `u32::MAX`), whatever their
+//! records' groups. The separator and compaction write *buffers of copies* into *group-owned*
+//! segments (kind 2, the group in the header): records copied verbatim (so with their versions
+//! and CRCs), every record of the buffer of that group. A buffer of copies has no batch of its
+//! own (first LSN 0); its last LSN is the highest LSN among its records' versions, so that
+//! recovery can tell a copy of a batch that did not survive a power cut (see `recovery.rs`).
 
 use crc32fast::Hasher;
 

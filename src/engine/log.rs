@@ -156,11 +156,6 @@ pub trait Placeable {
     /// Whether the batch may take the segments kept in reserve (relocation and deletes, which
     /// free space, must make progress in a full store).
     fn may_use_reserve(&self) -> bool;
-    /// Whether the batch is a user batch with an LSN of its own. Copies (relocated records)
-    /// take none: they change nothing a reader can see, and keep their records' versions.
-    fn takes_lsn(&self) -> bool {
-        true
-    }
 }
 
 impl Log {
@@ -242,12 +237,8 @@ impl Log {
             self.work.notify_one();
             self.changed.wait(&mut st);
         }
-        let lsn = if batch.takes_lsn() {
-            st.next_lsn += 1;
-            st.next_lsn - 1
-        } else {
-            0
-        };
+        let lsn = st.next_lsn;
+        st.next_lsn += 1;
         let next_seq = st.next_seq;
         let open = st.open.as_mut().unwrap();
         if open.seq == 0 {
@@ -259,12 +250,10 @@ impl Log {
         open.data.resize(at + len, 0);
         batch.stamp_into(lsn, &mut open.data[at..]);
         open.records += 1;
-        if lsn != 0 {
-            if open.lsn_first == 0 {
-                open.lsn_first = lsn;
-            }
-            open.lsn_last = lsn;
+        if open.lsn_first == 0 {
+            open.lsn_first = lsn;
         }
+        open.lsn_last = lsn;
         let offset = open.offset + at as u32;
         open.ranges
             .lock()

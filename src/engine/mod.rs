@@ -18,6 +18,7 @@ mod api;
 pub mod check;
 mod compaction;
 pub(crate) mod format;
+mod groups;
 mod index;
 mod log;
 mod recovery;
@@ -38,7 +39,6 @@ use std::time::{Duration, Instant};
 use crc32fast::Hasher;
 use parking_lot::{Condvar, Mutex};
 
-use self::log::Placeable;
 use format::{
     BLOCK_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SegmentKind, Superblock,
     record_body_crc, version_of,
@@ -63,8 +63,16 @@ struct Inner {
     recovery: RecoveryReport,
     user_bytes_written: AtomicU64,
     compaction_bytes_written: AtomicU64,
-    /// Serialises compaction passes.
+    separator_bytes_written: AtomicU64,
+    /// Mixed segments handed to a group whole, without copying (their live records all
+    /// belonged to it).
+    segments_handed_over: AtomicU64,
+    /// Most memory a separator pass has held: one segment image and its live records.
+    separator_memory_peak: AtomicU64,
+    /// Serialises compaction and separator passes (they share the group writer).
     compaction_lock: Mutex<()>,
+    /// The open group-owned segments (taken under `compaction_lock`).
+    group_writer: Mutex<groups::GroupWriter>,
     closed: AtomicBool,
     stop: Mutex<bool>,
     wake: Condvar,
@@ -74,7 +82,12 @@ struct Inner {
     test_index_delay_ms: AtomicU64,
     /// Test hook: the background thread does nothing while set.
     test_background_paused: AtomicBool,
+    /// Test hook: called at each step of a separator or compaction pass and of a reclamation,
+    /// with the step's name (a crash test takes its power-cut image there).
+    test_step_hook: Mutex<Option<StepHook>>,
 }
+
+type StepHook = Box<dyn Fn(&'static str) + Send>;
 
 /// How often the background thread looks for work (syncs due, dead segments).
 const BACKGROUND_TICK: Duration = Duration::from_millis(100);
@@ -139,13 +152,18 @@ impl Engine {
             recovery: recovered.report,
             user_bytes_written: AtomicU64::new(0),
             compaction_bytes_written: AtomicU64::new(0),
+            separator_bytes_written: AtomicU64::new(0),
+            segments_handed_over: AtomicU64::new(0),
+            separator_memory_peak: AtomicU64::new(0),
             compaction_lock: Mutex::new(()),
+            group_writer: Mutex::new(groups::GroupWriter::default()),
             closed: AtomicBool::new(false),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             reclaim_lock: Mutex::new(()),
             test_index_delay_ms: AtomicU64::new(0),
             test_background_paused: AtomicBool::new(false),
+            test_step_hook: Mutex::new(None),
         });
         let flusher = inner.clone();
         let flusher = std::thread::Builder::new()
@@ -328,6 +346,71 @@ impl Engine {
         self.inner.sync()?;
         self.inner.reclaim_dead_segments()?;
         Ok(n)
+    }
+
+    /// Test hook: run the separator now (every closed mixed segment, whatever their number),
+    /// then sync and free what it emptied. Returns the number of mixed segments it handled.
+    #[doc(hidden)]
+    pub fn test_separate(&self) -> Result<usize> {
+        let n = self.inner.separate(true)?;
+        self.inner.sync()?;
+        self.inner.reclaim_dead_segments()?;
+        Ok(n)
+    }
+
+    /// Test hook: call `hook` with the step's name at every step of separator, compaction and
+    /// reclamation passes.
+    #[doc(hidden)]
+    pub fn test_set_step_hook(&self, hook: Option<Box<dyn Fn(&'static str) + Send>>) {
+        *self.inner.test_step_hook.lock() = hook;
+    }
+
+    /// Test hook: (segment, kind is group-owned, group, state is closed) of every segment in
+    /// use, and the raw bytes of each (up to its end).
+    #[doc(hidden)]
+    pub fn test_segment_images(&self) -> Vec<(u32, bool, u32, bool, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (s, (info, _)) in self.inner.segments.snapshot().into_iter().enumerate() {
+            if info.state == segments::SegmentState::Free {
+                continue;
+            }
+            let mut image = vec![0u8; info.used as usize];
+            if self.inner.segments.read(s as u32, 0, &mut image).is_ok() {
+                out.push((
+                    s as u32,
+                    info.kind == SegmentKind::Group,
+                    info.group,
+                    info.state == segments::SegmentState::Closed,
+                    image,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Test hook: the groups of the records in `image` of `segment` that the index points at.
+    #[doc(hidden)]
+    pub fn test_live_groups_in(&self, segment: u32, image: &[u8]) -> Vec<u32> {
+        let hw = self.inner.segments.generation_high_water();
+        let mut groups = Vec::new();
+        for (pos, header) in recovery::valid_buffers(image, segment, hw) {
+            for (at, h) in recovery::records_of(segment, pos, &header, image).unwrap_or_default() {
+                let key = compaction::LiveRecord::key_of(&image[at..], h.key_len as usize);
+                let location = Location {
+                    segment,
+                    offset: at as u32,
+                    len: h.total_len() as u32,
+                };
+                let live = match h.kind {
+                    RecordKind::DeleteRange => self.inner.index.range_at(&key, h.version, location),
+                    _ => self.inner.index.points_at(&key, location),
+                };
+                if live {
+                    groups.push(h.group);
+                }
+            }
+        }
+        groups
     }
 
     /// Test hook: (segment, generation) of every segment in use.
@@ -531,37 +614,6 @@ impl log::Placeable for EncodedBatch {
 }
 
 /// Records copied verbatim by compaction: versions and CRCs stay as they were.
-struct CopyBatch<'a> {
-    records: &'a [compaction::LiveRecord],
-}
-
-impl log::Placeable for CopyBatch<'_> {
-    fn len(&self) -> usize {
-        self.records.iter().map(|r| r.bytes.len()).sum()
-    }
-
-    fn stamp_into(&self, _lsn: u64, out: &mut [u8]) {
-        let mut at = 0;
-        for r in self.records {
-            out[at..at + r.bytes.len()].copy_from_slice(&r.bytes);
-            at += r.bytes.len();
-        }
-    }
-
-    fn ranges(&self, _lsn: u64, _segment: u32, _offset: u32) -> Vec<RangeDelete> {
-        // Copies move by compare-and-set; no put of this buffer is older than a copied range.
-        Vec::new()
-    }
-
-    fn may_use_reserve(&self) -> bool {
-        true
-    }
-
-    fn takes_lsn(&self) -> bool {
-        false
-    }
-}
-
 fn validate(batch: &[Mutation]) -> Result<usize> {
     if batch.is_empty() {
         return Err(EngineError::Limit("empty batch".into()));
@@ -665,8 +717,15 @@ impl Inner {
         let lsn = ticket.lsn;
         // Dropping the ticket releases the gate hold: the flush may complete.
         drop(ticket);
-        self.user_bytes_written
+        let before = self
+            .user_bytes_written
             .fetch_add(total as u64, Ordering::Relaxed);
+        let segment = self.segments.segment_size() as u64;
+        if before / segment != (before + total as u64) / segment {
+            // Another segment's worth written: the separator may have work (not only the timer
+            // triggers it).
+            self.wake.notify_one();
+        }
         Ok(lsn)
     }
 
@@ -786,10 +845,13 @@ impl Inner {
         // Nothing is changed yet if the marker cannot be written (no room, or the store is
         // closing): report it, without latching the store read-only.
         self.log.flush_marker()?;
+        self.test_step("reclaim: marker written");
         let result = (|| {
             self.storage.sync()?;
+            self.test_step("reclaim: marker synced");
             for &segment in &dead {
                 self.segments.begin_free(segment)?;
+                self.test_step("reclaim: a first block zeroed");
             }
             self.storage.sync()?;
             Ok::<(), EngineError>(())
@@ -825,8 +887,8 @@ impl Inner {
         self.segments.free_count() < low_water
     }
 
-    /// One compaction pass: copies the live records of the chosen victims into the log.
-    /// Returns how many victims it emptied.
+    /// One compaction pass: moves the live records of the chosen victims into the group-owned
+    /// segments of their groups. Returns how many victims it emptied (the reclaimer frees them).
     fn compact_pass(&self) -> Result<usize> {
         let _serial = self.compaction_lock.lock();
         let snapshot = self.segments.snapshot();
@@ -839,86 +901,174 @@ impl Inner {
         if victims.is_empty() {
             return Ok(0);
         }
-        let hw = self.segments.generation_high_water();
-        let mut image = vec![0u8; self.segments.segment_size() as usize];
-        let mut live = Vec::new();
+        let mut image = Vec::new();
+        let mut emptied = 0;
         for &victim in &victims {
-            let info = self.segments.info(victim);
-            if info.state != segments::SegmentState::Closed {
+            if self.segments.info(victim).state != segments::SegmentState::Closed {
                 continue;
             }
-            let used = info.used as usize;
-            self.segments.read(victim, 0, &mut image[..used])?;
-            for (pos, header) in recovery::valid_buffers(&image[..used], victim, hw) {
-                for (at, h) in recovery::records_of(victim, pos, &header, &image)? {
-                    let location = Location {
-                        segment: victim,
-                        offset: at as u32,
-                        len: h.total_len() as u32,
-                    };
-                    let key = compaction::LiveRecord::key_of(&image[at..], h.key_len as usize);
-                    let is_live = match h.kind {
-                        RecordKind::DeleteRange => self.index.range_at(&key, h.version, location),
-                        _ => self.index.points_at(&key, location),
-                    };
-                    if is_live {
-                        live.push(compaction::LiveRecord {
+            let live = self.live_records_of(victim, &mut image)?;
+            self.copy_to_groups(live, &self.compaction_bytes_written, true)?;
+            emptied += 1;
+        }
+        self.group_writer.lock().close_empty(&self.segments);
+        Ok(emptied)
+    }
+
+    /// The separator: sorts the records of closed mixed segments into their groups' segments.
+    /// A mixed segment whose live records all belong to one group is handed to that group as
+    /// it is (no copy: a large sequential write costs one device write); the others have their
+    /// live records copied. Runs once `threshold` mixed segments are closed, or with `drain`
+    /// whatever their number. Sources must be durable first (a copy must not outlive a batch
+    /// that a power cut takes back; recovery also drops such copies, see `recovery.rs`).
+    /// Returns how many mixed segments it dealt with.
+    fn separate(&self, drain: bool) -> Result<usize> {
+        let _serial = self.compaction_lock.lock();
+        let mixed: Vec<(u32, segments::SegmentInfo)> = self
+            .segments
+            .snapshot()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (info, live))| {
+                info.state == segments::SegmentState::Closed
+                    && info.kind == SegmentKind::Mixed
+                    && *live > 0
+            })
+            .map(|(s, (info, _))| (s as u32, info))
+            .collect();
+        let threshold = self.options.separator_threshold_segments.max(1) as usize;
+        if mixed.is_empty() || (!drain && mixed.len() < threshold) {
+            return Ok(0);
+        }
+        if mixed
+            .iter()
+            .any(|(_, info)| info.max_lsn > self.log.durable_lsn())
+        {
+            self.sync()?;
+        }
+        let mut image = Vec::new();
+        for &(segment, _) in &mixed {
+            let live = self.live_records_of(segment, &mut image)?;
+            let held = image.len() + live.iter().map(|(_, r)| r.bytes.len()).sum::<usize>();
+            self.separator_memory_peak
+                .fetch_max(held as u64, Ordering::Relaxed);
+            let first_group = live.first().map(|(g, _)| *g);
+            if let Some(group) = first_group {
+                if live.iter().all(|(g, _)| *g == group) {
+                    self.segments.hand_over(segment, group);
+                    self.segments_handed_over.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            self.copy_to_groups(live, &self.separator_bytes_written, false)?;
+        }
+        self.group_writer.lock().close_empty(&self.segments);
+        Ok(mixed.len())
+    }
+
+    /// The live records of closed segment `segment` with their groups: the records the index
+    /// points at exactly (sound because every record of a closed segment is in the index: the
+    /// write gate). `image` is scratch space for the segment's bytes.
+    fn live_records_of(
+        &self,
+        segment: u32,
+        image: &mut Vec<u8>,
+    ) -> Result<Vec<(u32, compaction::LiveRecord)>> {
+        let info = self.segments.info(segment);
+        debug_assert_eq!(info.state, segments::SegmentState::Closed);
+        let used = info.used as usize;
+        image.resize(used, 0);
+        self.segments.read(segment, 0, &mut image[..used])?;
+        let hw = self.segments.generation_high_water();
+        let mut live = Vec::new();
+        for (pos, header) in recovery::valid_buffers(&image[..used], segment, hw) {
+            for (at, h) in recovery::records_of(segment, pos, &header, image)? {
+                let location = Location {
+                    segment,
+                    offset: at as u32,
+                    len: h.total_len() as u32,
+                };
+                let key = compaction::LiveRecord::key_of(&image[at..], h.key_len as usize);
+                let is_live = match h.kind {
+                    RecordKind::DeleteRange => self.index.range_at(&key, h.version, location),
+                    _ => self.index.points_at(&key, location),
+                };
+                if is_live {
+                    live.push((
+                        h.group,
+                        compaction::LiveRecord {
                             bytes: image[at..at + h.total_len()].to_vec(),
                             kind: h.kind,
                             key,
                             version: h.version,
                             old: location,
-                        });
-                    }
+                        },
+                    ));
                 }
             }
         }
-        // Copy in batches that fit a write buffer.
-        let mut start = 0;
-        while start < live.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < live.len() && bytes + live[end].bytes.len() <= MAX_BATCH_BYTES {
-                bytes += live[end].bytes.len();
-                end += 1;
-            }
-            self.relocate(&live[start..end])?;
-            start = end;
-        }
-        Ok(victims.len())
+        Ok(live)
     }
 
-    fn relocate(&self, records: &[compaction::LiveRecord]) -> Result<()> {
-        let copy = CopyBatch { records };
-        let ticket = self.log.append(&copy)?;
-        let mut offset = ticket.offset;
-        for r in records {
-            let new = Location {
-                segment: ticket.segment,
-                offset,
-                len: r.old.len,
-            };
-            offset += r.old.len;
-            let moved = match r.kind {
-                RecordKind::DeleteRange => self
-                    .index
-                    .compare_and_set_range(&r.key, r.version, r.old, new),
-                _ => self.index.compare_and_set(&r.key, r.old, new),
-            };
-            if moved {
-                self.segments.add_live(new.segment, new.len);
-                self.segments.sub_live(r.old.segment, r.old.len);
-            }
+    /// Copies `live` records into the group-owned segments of their groups (oldest first, so
+    /// that cold data ends up together), then moves the index to the copies by compare-and-set:
+    /// a record overwritten meanwhile stays where its newest version is, and its copy is dead
+    /// on arrival. `counter` gets the bytes written; see `GroupWriter::write` for the reserve.
+    fn copy_to_groups(
+        &self,
+        live: Vec<(u32, compaction::LiveRecord)>,
+        counter: &AtomicU64,
+        may_use_reserve: bool,
+    ) -> Result<()> {
+        let mut by_group: std::collections::BTreeMap<u32, Vec<compaction::LiveRecord>> =
+            Default::default();
+        for (group, record) in live {
+            by_group.entry(group).or_default().push(record);
         }
-        self.compaction_bytes_written
-            .fetch_add(copy.len() as u64, Ordering::Relaxed);
-        // Dropping the ticket releases the gate hold: the flush may complete.
-        drop(ticket);
+        let mut writer = self.group_writer.lock();
+        for (group, mut records) in by_group {
+            records.sort_by_key(|r| r.version);
+            let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
+            let floor = self.log.durable_lsn();
+            let written = match writer.write(&self.segments, group, &refs, floor, may_use_reserve) {
+                Ok(w) => w,
+                Err(EngineError::NoSpace) => return Err(EngineError::NoSpace),
+                Err(e) => {
+                    self.log.fail(format!("writing copies: {e}"));
+                    return Err(e);
+                }
+            };
+            self.test_step("copies written, index not yet moved");
+            counter.fetch_add(written.device_bytes, Ordering::Relaxed);
+            self.log
+                .device_bytes_written
+                .fetch_add(written.device_bytes, Ordering::Relaxed);
+            for (r, new) in records.iter().zip(written.locations) {
+                let moved = match r.kind {
+                    RecordKind::DeleteRange => self
+                        .index
+                        .compare_and_set_range(&r.key, r.version, r.old, new),
+                    _ => self.index.compare_and_set(&r.key, r.old, new),
+                };
+                if moved {
+                    self.segments.add_live(new.segment, new.len);
+                    self.segments.sub_live(r.old.segment, r.old.len);
+                }
+            }
+            self.test_step("index moved to the copies");
+        }
         Ok(())
+    }
+
+    fn test_step(&self, step: &'static str) {
+        if let Some(hook) = &*self.test_step_hook.lock() {
+            hook(step);
+        }
     }
 
     fn background_loop(&self) {
         let mut last_sync = Instant::now();
+        let mut written_at_last_tick = 0;
         loop {
             {
                 let mut stop = self.stop.lock();
@@ -943,6 +1093,20 @@ impl Inner {
             }
             if let Err(e) = self.reclaim_dead_segments() {
                 ::log::error!("freeing dead segments failed: {e}");
+            }
+            // Separate once enough mixed segments are closed, and all of them once writes
+            // pause, so that the mixed segments drain to the active one.
+            let written = self.user_bytes_written.load(Ordering::Relaxed);
+            let idle = written == written_at_last_tick;
+            written_at_last_tick = written;
+            match self.separate(idle) {
+                Ok(0) => {}
+                Ok(_) => {
+                    if let Err(e) = self.reclaim_dead_segments() {
+                        ::log::error!("freeing separated segments failed: {e}");
+                    }
+                }
+                Err(e) => ::log::error!("separator failed: {e}"),
             }
             if self.needs_compaction() {
                 if let Err(e) = self.make_room() {
@@ -983,7 +1147,9 @@ impl Inner {
             index_entries: (self.index.len() + self.index.range_delete_count()) as u64,
             index_bytes: self.index.heap_bytes() as u64,
             user_bytes_written: self.user_bytes_written.load(Ordering::Relaxed),
-            separator_bytes_written: 0,
+            separator_bytes_written: self.separator_bytes_written.load(Ordering::Relaxed),
+            segments_handed_over: self.segments_handed_over.load(Ordering::Relaxed),
+            separator_memory_bytes: self.separator_memory_peak.load(Ordering::Relaxed),
             compaction_bytes_written: self.compaction_bytes_written.load(Ordering::Relaxed),
             device_bytes_written: self.log.device_bytes_written.load(Ordering::Relaxed),
             segments_reclaimed: self.segments.reclaimed.load(Ordering::Relaxed),

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use super::api::{EngineError, Result};
 use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, Superblock,
-    lsn_of_version,
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind,
+    Superblock, lsn_of_version,
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
@@ -127,10 +127,13 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
     }
     let last_lsn = expected - 1;
 
-    // Discard buffers beyond the end, and everything after them in their segment.
+    // Discard buffers beyond the end, and everything after them in their segment. That
+    // includes buffers of copies holding a record of a batch beyond the end (a copy made
+    // before a sync that never came): no sync completed after such a buffer was written, so
+    // the sources of all its copies, and of every later buffer's, are still in place.
     let mut cut: BTreeMap<u32, u32> = BTreeMap::new();
     for b in &buffers {
-        if b.header.lsn_first > last_lsn {
+        if b.header.lsn_last > last_lsn {
             let at = cut.entry(b.segment).or_insert(b.offset);
             *at = (*at).min(b.offset);
         }
@@ -187,6 +190,7 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
     }
     drop(candidates);
     apply_range_deletes(&mut points, &mut ranges);
+    hand_over_single_group_segments(&mut infos, &points, &ranges);
 
     let next_lsn = last_lsn.max(floor) + 1;
     report.durable_floor = floor;
@@ -283,6 +287,43 @@ fn parse_records(
         debug_assert!(lsn_of_version(h.version) <= header.lsn_last || header.lsn_last == 0);
     }
     Ok(())
+}
+
+/// A mixed segment whose live records all belong to one group is that group's: the rule the
+/// separator applies when it hands a mixed segment over without copying (the hand-over is not
+/// written down; recovery finds it again). Mixed segments with several groups' live records
+/// stay mixed, and the separator sorts them again.
+fn hand_over_single_group_segments(
+    infos: &mut [SegmentInfo],
+    points: &BTreeMap<Box<[u8]>, Entry>,
+    ranges: &[RangeDelete],
+) {
+    // segment -> Some(its only group) or None (several groups)
+    let mut owner: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+    let live = points
+        .values()
+        .map(|e| (e.location.segment, e.group))
+        .chain(ranges.iter().map(|r| (r.location.segment, r.group)));
+    for (segment, group) in live {
+        if infos[segment as usize].kind != SegmentKind::Mixed {
+            continue;
+        }
+        owner
+            .entry(segment)
+            .and_modify(|o| {
+                if *o != Some(group) {
+                    *o = None
+                }
+            })
+            .or_insert(Some(group));
+    }
+    for (segment, group) in owner {
+        if let Some(group) = group {
+            let info = &mut infos[segment as usize];
+            info.kind = SegmentKind::Group;
+            info.group = group;
+        }
+    }
 }
 
 /// Drops every point entry that a range delete of a higher version covers: one sweep over the

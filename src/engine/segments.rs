@@ -184,6 +184,17 @@ impl SegmentManager {
         info.max_lsn = info.max_lsn.max(max_lsn);
     }
 
+    /// Gives closed mixed segment `segment` to `group` as it is (the separator found all its
+    /// live records to be of that group). Only the in-memory kind changes: on disk it stays a
+    /// mixed segment, and recovery hands it over again by the same rule.
+    pub fn hand_over(&self, segment: u32, group: u32) {
+        let mut inner = self.inner.lock();
+        let info = &mut inner.infos[segment as usize];
+        debug_assert!(info.state == SegmentState::Closed && info.kind == SegmentKind::Mixed);
+        info.kind = SegmentKind::Group;
+        info.group = group;
+    }
+
     pub fn mark_closed(&self, segment: u32) {
         self.inner.lock().infos[segment as usize].state = SegmentState::Closed;
     }
