@@ -22,6 +22,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "separator-mixes-groups",
+        "4.6 separator: every group-owned segment holds records of its group only",
+        "src/engine/mod.rs",
+        "            by_group.entry(group).or_default().push(record);",
+        "            by_group.entry(group % 2).or_default().push(record);",
+        ["--lib", "engine::tests::separator_sorts_records_into_their_groups"],
+    ),
+    (
+        "hand-over-of-a-mixed-segment",
+        "4.7 segment sets: only a one-group mixed segment is handed over whole",
+        "src/engine/mod.rs",
+        "                if live.iter().all(|(g, _)| *g == group) {",
+        "                if live.iter().any(|(g, _)| *g == group) {",
+        ["--lib", "engine::tests::separator_sorts_records_into_their_groups"],
+    ),
+    (
+        "recovery-keeps-lost-copies",
+        "4.9 recovery: a copy of a batch lost in a power cut does not come back",
+        "src/engine/recovery.rs",
+        "        if b.header.lsn_last > last_lsn {",
+        "        if b.header.lsn_first > last_lsn {",
+        ["--lib", "engine::tests::copy_of_a_batch_lost_in_a_power_cut"],
+    ),
+    (
         "padding-not-zeroed",
         "4.1 write buffer: padding is zeroed",
         "src/engine/log.rs",

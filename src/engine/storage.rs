@@ -44,12 +44,12 @@ pub trait Storage: Send + Sync {
     fn write_superblock(&self, data: &[u8]) -> io::Result<()>;
 }
 
-fn segment_file_name(file: u32) -> String {
+pub(crate) fn segment_file_name(file: u32) -> String {
     format!("seg-{file:06}")
 }
 
-const SUPERBLOCK_FILE: &str = "superblock";
-const LOCK_FILE: &str = "lock";
+pub(crate) const SUPERBLOCK_FILE: &str = "superblock";
+pub(crate) const LOCK_FILE: &str = "lock";
 
 /// A store directory on the host filesystem.
 ///
@@ -271,6 +271,9 @@ pub enum PowerCut {
     KeepAllWritten,
     /// Each unsynced sector kept or dropped by a pseudo-random choice from this seed.
     Random(u64),
+    /// The unsynced sectors in bytes `start..end` of segment file `file` kept, all others
+    /// dropped: the page cache wrote back exactly that range (a targeted reordering).
+    KeepOnlyIn { file: u32, start: u64, end: u64 },
 }
 
 /// A small deterministic generator (xorshift*), so crash tests are reproducible by seed.
@@ -321,13 +324,18 @@ impl SimStorage {
         let files = s
             .files
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(index, f)| {
                 let mut image = f.durable.clone();
                 for &sector in &f.dirty {
                     let keep = match cut {
                         PowerCut::DropAllUnsynced => false,
                         PowerCut::KeepAllWritten => true,
                         PowerCut::Random(_) => rng.as_mut().unwrap().below(2) == 1,
+                        PowerCut::KeepOnlyIn { file, start, end } => {
+                            let at = sector * SECTOR_SIZE as u64;
+                            index as u32 == file && at >= start && at < end
+                        }
                     };
                     if keep {
                         let a = sector as usize * SECTOR_SIZE;
@@ -345,6 +353,19 @@ impl SimStorage {
         Arc::new(SimStorage {
             state: Mutex::new(SimState {
                 files,
+                superblock: s.superblock.clone(),
+                ..SimState::default()
+            }),
+        })
+    }
+
+    /// A copy of this storage as it is now, unsynced sectors included, to cut power on later
+    /// (when a test knows which sectors it wants to keep).
+    pub fn freeze(&self) -> Arc<SimStorage> {
+        let s = self.state.lock();
+        Arc::new(SimStorage {
+            state: Mutex::new(SimState {
+                files: s.files.clone(),
                 superblock: s.superblock.clone(),
                 ..SimState::default()
             }),
