@@ -33,10 +33,20 @@ fn group_root(id: GroupId) -> String {
     }
 }
 
+/// Device bytes written per user byte written so far (buffer headers and padding, separator
+/// copies and compaction copies included); 0 before anything was written.
+fn write_amplification(s: &EngineStats) -> f64 {
+    if s.user_bytes_written == 0 {
+        0.0
+    } else {
+        s.device_bytes_written as f64 / s.user_bytes_written as f64
+    }
+}
+
 /// The stats JSON object (one line).
 pub fn stats_json(s: &EngineStats) -> String {
     let mut o = String::from("{");
-    let fields: [(&str, u64); 16] = [
+    let fields: [(&str, u64); 18] = [
         ("capacity_bytes", s.capacity_bytes),
         ("segment_size_bytes", s.segment_size_bytes),
         ("segments_total", s.segments_total),
@@ -47,6 +57,8 @@ pub fn stats_json(s: &EngineStats) -> String {
         ("index_bytes", s.index_bytes),
         ("user_bytes_written", s.user_bytes_written),
         ("separator_bytes_written", s.separator_bytes_written),
+        ("segments_handed_over", s.segments_handed_over),
+        ("separator_memory_bytes", s.separator_memory_bytes),
         ("compaction_bytes_written", s.compaction_bytes_written),
         ("device_bytes_written", s.device_bytes_written),
         ("segments_reclaimed", s.segments_reclaimed),
@@ -57,6 +69,7 @@ pub fn stats_json(s: &EngineStats) -> String {
     for (name, v) in fields {
         let _ = write!(o, "\"{name}\":{v},");
     }
+    let _ = write!(o, "\"write_amplification\":{:.3},", write_amplification(s));
     o.push_str("\"groups\":[");
     for (i, g) in s.groups.iter().enumerate() {
         if i > 0 {
@@ -96,6 +109,10 @@ pub fn stats_text(s: &EngineStats) -> String {
     let _ = writeln!(o, "separator_bytes_written  {}", s.separator_bytes_written);
     let _ = writeln!(o, "compaction_bytes_written {}", s.compaction_bytes_written);
     let _ = writeln!(o, "device_bytes_written     {}", s.device_bytes_written);
+    let _ = writeln!(o, "segments_handed_over     {}", s.segments_handed_over);
+    let _ = writeln!(o, "separator_memory_bytes   {}", s.separator_memory_bytes);
+    let _ = writeln!(o, "segments_reclaimed       {}", s.segments_reclaimed);
+    let _ = writeln!(o, "write_amplification      {:.3}", write_amplification(s));
     for g in &s.groups {
         let _ = writeln!(
             o,
