@@ -1,7 +1,8 @@
-//! Command line: `logstorfs mount` and `logstorfs stats`.
+//! Command line: `logstorfs mount`, `logstorfs stats` and `logstorfs fsck`.
 //!
 //! Exit codes: 0 on success (mount: after a clean unmount, or with `--daemon` once the mount is
-//! live), 1 on any error, reported as one line `logstorfs: ...` on stderr.
+//! live), 1 on any error, reported as one line `logstorfs: ...` on stderr. `fsck`: 0 clean, 1
+//! problems found, 2 usage or I/O error (or a mounted store).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -15,9 +16,10 @@ use clap::{Args, Parser, Subcommand};
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 use parking_lot::Mutex;
 
+use crate::engine::check::Severity;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::fs::fuse_adapter::FuseFs;
-use crate::fs::{Fs, STATS_XATTR, stats};
+use crate::fs::{Fs, STATS_XATTR, check, stats};
 
 /// Name of the file in the store directory that says where the store is mounted (first line:
 /// mount point, second line: daemon pid). Written at mount, removed at clean exit.
@@ -45,6 +47,20 @@ enum Command {
     Mount(MountArgs),
     /// Print the store's figures (works while mounted and offline).
     Stats(StatsArgs),
+    /// Check an unmounted store, changing nothing: buffers and records (CRCs), the log, the
+    /// per-segment accounting, and the namespace (entries, link counts, reachability, orphans,
+    /// data pages). Prints one problem per line. Exit status: 0 clean, 1 problems found, 2
+    /// usage or I/O error, or the store is mounted.
+    Fsck(FsckArgs),
+}
+
+#[derive(Args, Debug)]
+struct FsckArgs {
+    /// Print one JSON object (problems, notes, damaged files, figures).
+    #[arg(long)]
+    json: bool,
+    /// The store directory (unmounted).
+    store: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +99,15 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Mount(args) => mount(args),
         Command::Stats(args) => stats_cmd(args),
+        Command::Fsck(args) => {
+            return match fsck_cmd(&args) {
+                Ok(code) => code,
+                Err(msg) => {
+                    eprintln!("logstorfs: {msg}");
+                    2
+                }
+            };
+        }
     };
     match result {
         Ok(()) => 0,
@@ -504,6 +529,68 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
     engine
         .close()
         .map_err(|e| format!("closing the store: {e}"))
+}
+
+/// `logstorfs fsck`: returns the exit code (0 clean, 1 problems); `Err` for exit code 2.
+fn fsck_cmd(args: &FsckArgs) -> Result<i32, String> {
+    let store = &args.store;
+    if let Ok(m) = std::fs::read_to_string(store.join(MOUNTED_FILE)) {
+        let mut lines = m.lines();
+        let mp = lines.next().unwrap_or_default().to_string();
+        let pid: i32 = lines
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        if pid_alive(pid) {
+            return Err(format!(
+                "store {} is mounted on {mp} (logstorfs pid {pid}): unmount it first \
+                 (fusermount3 -u {mp}); fsck checks only an unmounted store",
+                store.display()
+            ));
+        }
+    }
+    let report = check::check_store(store).map_err(|e| match e {
+        EngineError::Locked(_) => format!(
+            "store {} is in use by another process (mounted?): {e}; fsck checks only an \
+             unmounted store",
+            store.display()
+        ),
+        e => format!("cannot check store {}: {e}", store.display()),
+    })?;
+    if args.json {
+        print_out(&format!("{}\n", report.json(store)));
+    } else {
+        let mut text = String::new();
+        for f in report.all_findings() {
+            match f.severity {
+                Severity::Problem => text.push_str(&format!("{f}\n")),
+                Severity::Note => text.push_str(&format!("note: {f}\n")),
+            }
+        }
+        let fig = &report.figures;
+        let e = &report.engine;
+        let problems = report.problems();
+        text.push_str(&format!(
+            "{}: {} ({} inodes: {} directories, {} files, {} symlinks; {} data pages; {} \
+             segments in use, {} records, last LSN {})\n",
+            store.display(),
+            if problems == 0 {
+                "clean".to_string()
+            } else {
+                format!("{problems} problem(s) found")
+            },
+            fig.inodes,
+            fig.directories,
+            fig.regular_files,
+            fig.symlinks,
+            fig.data_pages,
+            e.segments.len(),
+            e.records_accepted,
+            e.last_lsn
+        ));
+        print_out(&text);
+    }
+    Ok(if report.is_clean() { 0 } else { 1 })
 }
 
 #[cfg(test)]

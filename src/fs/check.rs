@@ -1,1 +1,837 @@
-//! Offline namespace checker for `logstorfs fsck`: being written; see issue 6.
+//! The filesystem's half of `logstorfs fsck`: checks the namespace held by the key -> newest
+//! version map that [`crate::engine::check`] rebuilt from the segments, and names the files
+//! that damaged records belong to. Changes nothing.
+//!
+//! Checks (each failure is one [`Finding`]):
+//! - every key decodes as one of the layouts of [`super::keys`], every value too;
+//! - the root directory exists; the inode high-water mark is above every inode number;
+//! - every directory entry sits in an existing directory, points at an existing inode of the
+//!   kind it says, and is filed under the hash of its name;
+//! - link counts: a file's `nlink` is the number of entries naming it; a directory has exactly
+//!   one entry (the root none), `2 + subdirectories` links, and its `parent` is that entry's
+//!   directory;
+//! - every directory is reachable from the root (no cycles), every inode is named or recorded
+//!   as an orphan (unlinked while open; reclaimed at the next mount), every orphan record
+//!   belongs to an unlinked inode;
+//! - data pages belong to regular files, lie within the file's size, and their count is the
+//!   inode's page count; symlinks have their target, of the recorded length; xattrs belong to
+//!   existing inodes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::ROOT_INO;
+use super::keys::{self, FileKind, InodeRecord, PAGE_SIZE};
+use super::stats::json_escape;
+use crate::engine::EngineError;
+use crate::engine::check::{self as echeck, EngineCheck, Finding, Severity};
+
+/// Whether the checker needs `key`'s value in memory (everything but file data pages).
+pub fn keep_value(key: &[u8]) -> bool {
+    key.first() != Some(&keys::TAG_CHUNK)
+}
+
+/// A file (or directory) that damaged records belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedFile {
+    pub ino: u64,
+    pub path: String,
+    /// What of it is damaged, e.g. "data page 3", "inode record", "entries".
+    pub parts: Vec<String>,
+    /// Where the first damaged record is.
+    pub place: String,
+}
+
+/// Figures of the namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsFigures {
+    pub inodes: u64,
+    pub directories: u64,
+    pub regular_files: u64,
+    pub symlinks: u64,
+    pub other_files: u64,
+    pub entries: u64,
+    pub data_pages: u64,
+    pub xattrs: u64,
+    pub orphans: u64,
+}
+
+/// Both halves of a check.
+pub struct Report {
+    pub engine: EngineCheck,
+    /// Filesystem findings (the engine's are in `engine.findings`).
+    pub findings: Vec<Finding>,
+    pub damaged_files: Vec<DamagedFile>,
+    pub figures: FsFigures,
+}
+
+impl Report {
+    /// Every finding, engine first.
+    pub fn all_findings(&self) -> impl Iterator<Item = &Finding> {
+        self.engine.findings.iter().chain(self.findings.iter())
+    }
+
+    pub fn problems(&self) -> usize {
+        self.all_findings()
+            .filter(|f| f.severity == Severity::Problem)
+            .count()
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.problems() == 0
+    }
+
+    /// The report as one JSON object.
+    pub fn json(&self, store: &Path) -> String {
+        let mut o = String::from("{");
+        let _ = write!(
+            o,
+            "\"store\":\"{}\",\"clean\":{},\"problems\":[",
+            json_escape(&store.display().to_string()),
+            self.is_clean()
+        );
+        let list = |o: &mut String, sev: Severity| {
+            let mut first = true;
+            for f in self.all_findings().filter(|f| f.severity == sev) {
+                if !first {
+                    o.push(',');
+                }
+                first = false;
+                let _ = write!(
+                    o,
+                    "{{\"place\":\"{}\",\"what\":\"{}\"}}",
+                    json_escape(&f.place),
+                    json_escape(&f.what)
+                );
+            }
+        };
+        list(&mut o, Severity::Problem);
+        o.push_str("],\"notes\":[");
+        list(&mut o, Severity::Note);
+        o.push_str("],\"damaged_files\":[");
+        for (i, d) in self.damaged_files.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            let parts: Vec<String> = d
+                .parts
+                .iter()
+                .map(|p| format!("\"{}\"", json_escape(p)))
+                .collect();
+            let _ = write!(
+                o,
+                "{{\"ino\":{},\"path\":\"{}\",\"parts\":[{}],\"place\":\"{}\"}}",
+                d.ino,
+                json_escape(&d.path),
+                parts.join(","),
+                json_escape(&d.place)
+            );
+        }
+        let e = &self.engine;
+        let f = &self.figures;
+        let _ = write!(
+            o,
+            "],\"engine\":{{\"segment_size\":{},\"segment_count\":{},\"segments_scanned\":{},\
+             \"segments_in_use\":{},\"buffers\":{},\"records\":{},\"live_keys\":{},\
+             \"durable_floor\":{},\"last_lsn\":{},\"segments\":[",
+            e.segment_size,
+            e.segment_count,
+            e.segments_scanned,
+            e.segments.len(),
+            e.buffers_accepted,
+            e.records_accepted,
+            e.live.len(),
+            e.durable_floor,
+            e.last_lsn
+        );
+        for (i, s) in e.segments.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            let _ = write!(
+                o,
+                "{{\"segment\":{},\"kind\":\"{}\",\"group\":{},\"generation\":{},\"buffers\":{},\
+                 \"records\":{},\"used_bytes\":{},\"live_bytes\":{}}}",
+                s.segment,
+                s.kind,
+                s.group,
+                s.generation,
+                s.buffers,
+                s.records,
+                s.used_bytes,
+                s.live_bytes
+            );
+        }
+        let _ = write!(
+            o,
+            "]}},\"fs\":{{\"inodes\":{},\"directories\":{},\"regular_files\":{},\"symlinks\":{},\
+             \"other_files\":{},\"entries\":{},\"data_pages\":{},\"xattrs\":{},\"orphans\":{}}}}}",
+            f.inodes,
+            f.directories,
+            f.regular_files,
+            f.symlinks,
+            f.other_files,
+            f.entries,
+            f.data_pages,
+            f.xattrs,
+            f.orphans
+        );
+        o
+    }
+}
+
+/// Checks the store in directory `dir`: engine, then namespace. Read-only; an error if the
+/// store cannot be read (not a store, in use, I/O error).
+pub fn check_store(dir: &Path) -> Result<Report, EngineError> {
+    let engine = echeck::check_dir(dir, &keep_value)?;
+    Ok(check_engine_result(engine))
+}
+
+/// The namespace checks on an engine check's result.
+pub fn check_engine_result(engine: EngineCheck) -> Report {
+    let mut c = Checker::new(&engine);
+    if engine.segment_size != 0 {
+        c.run();
+    }
+    let findings = c.findings;
+    let damaged_files = c.damaged_files;
+    let figures = c.figures;
+    Report {
+        engine,
+        findings,
+        damaged_files,
+        figures,
+    }
+}
+
+struct Entry {
+    parent: u64,
+    name: Vec<u8>,
+    ino: u64,
+    kind: FileKind,
+}
+
+struct Checker<'a> {
+    e: &'a EngineCheck,
+    findings: Vec<Finding>,
+    damaged_files: Vec<DamagedFile>,
+    figures: FsFigures,
+    inodes: BTreeMap<u64, InodeRecord>,
+    entries: Vec<Entry>,
+    /// ino -> indexes into `entries` naming it.
+    names: HashMap<u64, Vec<usize>>,
+    orphans: BTreeSet<u64>,
+    /// Names found only in lost (intact but unrecovered) entry records: ino -> (parent, name).
+    lost_names: HashMap<u64, (u64, Vec<u8>)>,
+}
+
+fn hex(b: &[u8]) -> String {
+    if !b.is_empty() && b.iter().all(|c| c.is_ascii_graphic()) {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    b.iter().map(|c| format!("{c:02x}")).collect()
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b.try_into().expect("8 bytes"))
+}
+
+impl<'a> Checker<'a> {
+    fn new(e: &'a EngineCheck) -> Self {
+        Checker {
+            e,
+            findings: Vec::new(),
+            damaged_files: Vec::new(),
+            figures: FsFigures::default(),
+            inodes: BTreeMap::new(),
+            entries: Vec::new(),
+            names: HashMap::new(),
+            orphans: BTreeSet::new(),
+            lost_names: HashMap::new(),
+        }
+    }
+
+    fn problem(&mut self, place: impl Into<String>, what: impl Into<String>) {
+        self.findings.push(Finding::problem(place, what));
+    }
+
+    fn inode_place(&self, ino: u64) -> String {
+        format!("inode {ino} ({})", self.path_of(ino))
+    }
+
+    /// A path of `ino` from the root, through the first entry naming it at every step.
+    fn path_of(&self, ino: u64) -> String {
+        if ino == ROOT_INO {
+            return "/".into();
+        }
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        let mut seen = BTreeSet::new();
+        while cur != ROOT_INO {
+            if !seen.insert(cur) || parts.len() > 4096 {
+                return format!("(in a directory cycle)/{}", join_rev(&parts));
+            }
+            let named = self
+                .names
+                .get(&cur)
+                .and_then(|v| v.first())
+                .map(|&i| (self.entries[i].parent, &self.entries[i].name));
+            let lost = self.lost_names.get(&cur).map(|(p, n)| (*p, n));
+            let Some((parent, name)) = named.or(lost) else {
+                return if cur == ino {
+                    if self.orphans.contains(&ino) {
+                        "(unlinked while open)".into()
+                    } else {
+                        "(no name)".into()
+                    }
+                } else {
+                    format!("(unnamed directory {cur})/{}", join_rev(&parts))
+                };
+            };
+            parts.push(String::from_utf8_lossy(name).into_owned());
+            cur = parent;
+        }
+        format!("/{}", join_rev(&parts))
+    }
+
+    fn run(&mut self) {
+        let e = self.e;
+        if e.live.is_empty() && e.damaged.is_empty() {
+            self.findings.push(Finding::note(
+                "store",
+                "holds no filesystem yet (never mounted)",
+            ));
+            return;
+        }
+        // Decode every key.
+        let mut pages: BTreeMap<u64, Vec<(u64, u32, echeck::Place)>> = BTreeMap::new();
+        let mut symlinks: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut xattrs: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut high_water = None;
+        for (key, rec) in &e.live {
+            let place = e.describe(rec.place);
+            let value = rec.value.as_deref().unwrap_or(&[]);
+            let Some(&tag) = key.first() else {
+                self.problem(place, "empty key");
+                continue;
+            };
+            let ino_key = key.len() == 9;
+            match tag {
+                keys::TAG_INODE if ino_key => {
+                    let ino = be_u64(&key[1..9]);
+                    match InodeRecord::decode(value) {
+                        Some(r) => {
+                            self.inodes.insert(ino, r);
+                        }
+                        None => self.problem(place, format!("inode {ino}: record does not decode")),
+                    }
+                }
+                keys::TAG_DIRENT if key.len() == 17 => {
+                    let parent = be_u64(&key[1..9]);
+                    let hash = be_u64(&key[9..17]);
+                    let Some(list) = keys::decode_dirents(value) else {
+                        self.problem(
+                            place,
+                            format!("directory {parent}: entry record does not decode"),
+                        );
+                        continue;
+                    };
+                    if list.is_empty() {
+                        self.problem(
+                            place.clone(),
+                            format!("directory {parent}: empty entry record"),
+                        );
+                    }
+                    for d in list {
+                        let name = String::from_utf8_lossy(&d.name).into_owned();
+                        if keys::name_hash(&d.name) != hash {
+                            self.problem(
+                                place.clone(),
+                                format!(
+                                    "directory {parent}: entry '{name}' filed under the wrong hash"
+                                ),
+                            );
+                        }
+                        if d.name.is_empty()
+                            || d.name.len() > super::MAX_NAME_LEN
+                            || d.name.contains(&b'/')
+                            || d.name.contains(&0)
+                            || d.name == b"."
+                            || d.name == b".."
+                        {
+                            self.problem(
+                                place.clone(),
+                                format!("directory {parent}: invalid entry name '{name}'"),
+                            );
+                        }
+                        self.names
+                            .entry(d.ino)
+                            .or_default()
+                            .push(self.entries.len());
+                        self.entries.push(Entry {
+                            parent,
+                            name: d.name,
+                            ino: d.ino,
+                            kind: d.kind,
+                        });
+                    }
+                }
+                keys::TAG_CHUNK if key.len() == 17 => {
+                    let ino = be_u64(&key[1..9]);
+                    let page = be_u64(&key[9..17]);
+                    pages
+                        .entry(ino)
+                        .or_default()
+                        .push((page, rec.value_len, rec.place));
+                }
+                keys::TAG_SYMLINK if ino_key => {
+                    symlinks.insert(be_u64(&key[1..9]), rec.value_len);
+                }
+                keys::TAG_XATTR if key.len() > 9 => {
+                    *xattrs.entry(be_u64(&key[1..9])).or_default() += 1;
+                }
+                keys::TAG_ORPHAN if ino_key => {
+                    self.orphans.insert(be_u64(&key[1..9]));
+                }
+                keys::TAG_META if key[1..] == *keys::META_INODE_HIGH_WATER => {
+                    match keys::decode_u64(value) {
+                        Some(v) => high_water = Some(v),
+                        None => self.problem(place, "inode high-water mark does not decode"),
+                    }
+                }
+                _ => self.problem(
+                    place,
+                    format!("key {} is none of the filesystem's", hex(key)),
+                ),
+            }
+        }
+        self.figures.inodes = self.inodes.len() as u64;
+        self.figures.entries = self.entries.len() as u64;
+        self.figures.orphans = self.orphans.len() as u64;
+        for r in self.inodes.values() {
+            match r.kind {
+                FileKind::Directory => self.figures.directories += 1,
+                FileKind::Regular => self.figures.regular_files += 1,
+                FileKind::Symlink => self.figures.symlinks += 1,
+                _ => self.figures.other_files += 1,
+            }
+        }
+        self.figures.data_pages = pages.values().map(|v| v.len() as u64).sum();
+        self.figures.xattrs = xattrs.values().sum();
+
+        // Root and high-water mark.
+        match self.inodes.get(&ROOT_INO) {
+            None => self.problem("inode 1 (/)", "the root directory is missing"),
+            Some(r) if r.kind != FileKind::Directory => {
+                self.problem("inode 1 (/)", "the root is not a directory")
+            }
+            _ => {}
+        }
+        let max_ino = self.inodes.keys().next_back().copied().unwrap_or(0);
+        match high_water {
+            None => self.problem("metadata", "the inode high-water mark is missing"),
+            Some(hw) if max_ino >= hw => self.problem(
+                "metadata",
+                format!("inode {max_ino} is at or above the inode high-water mark {hw}"),
+            ),
+            _ => {}
+        }
+
+        self.check_entries();
+        self.check_links_and_reachability();
+        self.check_pages(&pages);
+        for (&ino, &len) in &symlinks {
+            match self.inodes.get(&ino) {
+                None => self.problem(format!("inode {ino}"), "symlink target of a missing inode"),
+                Some(r) if r.kind != FileKind::Symlink => self.problem(
+                    self.inode_place(ino),
+                    "symlink target stored for an inode that is not a symlink",
+                ),
+                Some(r) if r.size != len as u64 => self.problem(
+                    self.inode_place(ino),
+                    format!("symlink size {} but its target has {len} bytes", r.size),
+                ),
+                _ => {}
+            }
+        }
+        let missing_targets: Vec<u64> = self
+            .inodes
+            .iter()
+            .filter(|(ino, r)| r.kind == FileKind::Symlink && !symlinks.contains_key(ino))
+            .map(|(&ino, _)| ino)
+            .collect();
+        for ino in missing_targets {
+            self.problem(self.inode_place(ino), "symlink without a target");
+        }
+        for &ino in xattrs.keys() {
+            if !self.inodes.contains_key(&ino) {
+                self.problem(
+                    format!("inode {ino}"),
+                    "extended attributes of a missing inode",
+                );
+            }
+        }
+        self.name_damaged_files();
+    }
+
+    fn check_entries(&mut self) {
+        let mut found = Vec::new();
+        for e in &self.entries {
+            let name = String::from_utf8_lossy(&e.name);
+            match self.inodes.get(&e.parent) {
+                None => found.push((
+                    format!("directory {}", e.parent),
+                    format!(
+                        "entry '{name}' -> inode {} in a directory that does not exist",
+                        e.ino
+                    ),
+                )),
+                Some(p) if p.kind != FileKind::Directory => found.push((
+                    self.inode_place(e.parent),
+                    format!("entry '{name}' in an inode that is not a directory"),
+                )),
+                _ => {}
+            }
+            let place = format!("{} entry '{name}'", self.path_of(e.parent));
+            match self.inodes.get(&e.ino) {
+                None => found.push((
+                    place,
+                    format!("points at inode {}, which does not exist", e.ino),
+                )),
+                Some(r) if r.kind != e.kind => found.push((
+                    place,
+                    format!("says {:?} but inode {} is {:?}", e.kind, e.ino, r.kind),
+                )),
+                Some(_) if e.ino == ROOT_INO => {
+                    found.push((place, "names the root directory".into()))
+                }
+                _ => {}
+            }
+        }
+        for (p, w) in found {
+            self.problem(p, w);
+        }
+    }
+
+    fn check_links_and_reachability(&mut self) {
+        // Subdirectory counts.
+        let mut subdirs: HashMap<u64, u32> = HashMap::new();
+        for e in &self.entries {
+            if self
+                .inodes
+                .get(&e.ino)
+                .is_some_and(|r| r.kind == FileKind::Directory)
+            {
+                *subdirs.entry(e.parent).or_default() += 1;
+            }
+        }
+        let mut found = Vec::new();
+        for (&ino, r) in &self.inodes {
+            let named = self.names.get(&ino).map_or(0, |v| v.len()) as u32;
+            let orphan = self.orphans.contains(&ino);
+            if r.kind == FileKind::Directory {
+                let expected_names = u32::from(ino != ROOT_INO);
+                if named != expected_names && !(named == 0 && orphan) {
+                    found.push((
+                        self.inode_place(ino),
+                        format!("directory named by {named} entries (expected {expected_names})"),
+                    ));
+                }
+                let want = 2 + subdirs.get(&ino).copied().unwrap_or(0);
+                if r.nlink != want && !(orphan && r.nlink == 0) {
+                    found.push((
+                        self.inode_place(ino),
+                        format!("directory has nlink {} but {want} links", r.nlink),
+                    ));
+                }
+                if named == 1 && ino != ROOT_INO {
+                    let parent = self.entries[self.names[&ino][0]].parent;
+                    if r.parent != parent {
+                        found.push((
+                            self.inode_place(ino),
+                            format!(
+                                "directory records parent {} but is named in directory {parent}",
+                                r.parent
+                            ),
+                        ));
+                    }
+                }
+            } else if r.nlink != named {
+                found.push((
+                    self.inode_place(ino),
+                    format!("nlink is {} but {named} entries name it", r.nlink),
+                ));
+            }
+            if orphan && (named > 0 || r.nlink > 0) {
+                found.push((
+                    self.inode_place(ino),
+                    format!(
+                        "recorded as an orphan but has nlink {} and {named} entries (the next \
+                         mount would purge a linked file)",
+                        r.nlink
+                    ),
+                ));
+            } else if named == 0 && ino != ROOT_INO && !orphan {
+                found.push((
+                    format!("inode {ino}"),
+                    format!(
+                        "{:?} named by no entry and not recorded as an orphan (leaked)",
+                        r.kind
+                    ),
+                ));
+            }
+        }
+        for &ino in &self.orphans {
+            match self.inodes.get(&ino) {
+                None => found.push((
+                    format!("inode {ino}"),
+                    "orphan record of an inode that does not exist".into(),
+                )),
+                Some(r) if r.nlink == 0 => self.findings.push(Finding::note(
+                    format!("inode {ino}"),
+                    format!(
+                        "{:?} unlinked while open: an orphan, reclaimed at the next mount",
+                        r.kind
+                    ),
+                )),
+                _ => {}
+            }
+        }
+        // Reachability from the root.
+        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+        for e in &self.entries {
+            children.entry(e.parent).or_default().push(e.ino);
+        }
+        let mut reached = BTreeSet::new();
+        let mut queue = VecDeque::from([ROOT_INO]);
+        reached.insert(ROOT_INO);
+        while let Some(d) = queue.pop_front() {
+            for &c in children.get(&d).map_or(&[][..], |v| &v[..]) {
+                if reached.insert(c) {
+                    queue.push_back(c);
+                }
+            }
+        }
+        let mut reported_cycles = BTreeSet::new();
+        for (&ino, r) in &self.inodes {
+            if reached.contains(&ino) || self.names.get(&ino).is_none_or(|v| v.is_empty()) {
+                continue; // reached, or reported above as unnamed
+            }
+            if r.kind != FileKind::Directory {
+                if !self.names[&ino]
+                    .iter()
+                    .any(|&i| !self.inodes.contains_key(&self.entries[i].parent))
+                {
+                    continue; // its directory is unreachable: reported for the directory
+                }
+                found.push((
+                    format!("inode {ino}"),
+                    "file not reachable from the root".into(),
+                ));
+                continue;
+            }
+            // Walk up through the entries naming each directory: a cycle, or a dead end.
+            let mut path = vec![ino];
+            let mut cur = ino;
+            let verdict = loop {
+                let Some(&i) = self.names.get(&cur).and_then(|v| v.first()) else {
+                    break None;
+                };
+                cur = self.entries[i].parent;
+                if reached.contains(&cur) {
+                    break None;
+                }
+                if let Some(at) = path.iter().position(|&p| p == cur) {
+                    break Some(path[at..].to_vec());
+                }
+                path.push(cur);
+            };
+            match verdict {
+                Some(mut cycle) => {
+                    let mut key = cycle.clone();
+                    key.sort_unstable();
+                    if reported_cycles.insert(key) {
+                        cycle.reverse();
+                        let list: Vec<String> = cycle.iter().map(|i| i.to_string()).collect();
+                        found.push((
+                            format!("inode {ino}"),
+                            format!(
+                                "directory cycle, unreachable from the root: inodes {}",
+                                list.join(" -> ")
+                            ),
+                        ));
+                    }
+                }
+                None => found.push((
+                    format!("inode {ino}"),
+                    format!(
+                        "directory not reachable from the root (its top-most ancestor is inode \
+                         {})",
+                        path.last().copied().unwrap_or(ino)
+                    ),
+                )),
+            }
+        }
+        for (p, w) in found {
+            self.problem(p, w);
+        }
+    }
+
+    fn check_pages(&mut self, pages: &BTreeMap<u64, Vec<(u64, u32, echeck::Place)>>) {
+        let mut found = Vec::new();
+        for (&ino, list) in pages {
+            let Some(r) = self.inodes.get(&ino) else {
+                found.push((
+                    format!("inode {ino}"),
+                    format!(
+                        "{} data page(s) of an inode that does not exist",
+                        list.len()
+                    ),
+                ));
+                continue;
+            };
+            if r.kind != FileKind::Regular {
+                found.push((
+                    self.inode_place(ino),
+                    format!("{} data page(s) of a {:?}", list.len(), r.kind),
+                ));
+                continue;
+            }
+            for &(page, len, place) in list {
+                let end = page.saturating_mul(PAGE_SIZE).saturating_add(len as u64);
+                if len as u64 > PAGE_SIZE {
+                    found.push((
+                        self.inode_place(ino),
+                        format!(
+                            "data page {page} holds {len} bytes (more than a page), at {}",
+                            self.e.describe(place)
+                        ),
+                    ));
+                } else if end > r.size {
+                    found.push((
+                        self.inode_place(ino),
+                        format!(
+                            "data page {page} ends at byte {end}, beyond the file's size {}, \
+                             at {}",
+                            r.size,
+                            self.e.describe(place)
+                        ),
+                    ));
+                }
+            }
+            if r.pages != list.len() as u64 {
+                found.push((
+                    self.inode_place(ino),
+                    format!(
+                        "inode counts {} data page(s), the store holds {}",
+                        r.pages,
+                        list.len()
+                    ),
+                ));
+            }
+        }
+        for (&ino, r) in &self.inodes {
+            if r.kind == FileKind::Regular && r.pages > 0 && !pages.contains_key(&ino) {
+                found.push((
+                    self.inode_place(ino),
+                    format!(
+                        "inode counts {} data page(s), the store holds none",
+                        r.pages
+                    ),
+                ));
+            }
+        }
+        for (p, w) in found {
+            self.problem(p, w);
+        }
+    }
+
+    /// One problem per file that damaged records belong to.
+    fn name_damaged_files(&mut self) {
+        for d in &self.e.damaged {
+            if d.key.first() == Some(&keys::TAG_DIRENT) && d.key.len() == 17 {
+                let parent = be_u64(&d.key[1..9]);
+                for entry in d
+                    .value
+                    .as_deref()
+                    .and_then(keys::decode_dirents)
+                    .unwrap_or_default()
+                {
+                    self.lost_names.insert(entry.ino, (parent, entry.name));
+                }
+            }
+        }
+        let mut by_ino: BTreeMap<u64, (Vec<String>, String)> = BTreeMap::new();
+        let mut other = Vec::new();
+        for d in &self.e.damaged {
+            let k = &d.key;
+            let part = match k.first() {
+                Some(&keys::TAG_CHUNK) if k.len() == 17 => {
+                    Some((be_u64(&k[1..9]), format!("data page {}", be_u64(&k[9..17]))))
+                }
+                Some(&keys::TAG_INODE) if k.len() == 9 => {
+                    Some((be_u64(&k[1..9]), "inode record".to_string()))
+                }
+                Some(&keys::TAG_DIRENT) if k.len() == 17 => {
+                    Some((be_u64(&k[1..9]), "directory entries".to_string()))
+                }
+                Some(&keys::TAG_SYMLINK) if k.len() == 9 => {
+                    Some((be_u64(&k[1..9]), "symlink target".to_string()))
+                }
+                Some(&keys::TAG_XATTR) if k.len() > 9 => Some((
+                    be_u64(&k[1..9]),
+                    format!("xattr {}", String::from_utf8_lossy(&k[9..])),
+                )),
+                Some(&keys::TAG_ORPHAN) if k.len() == 9 => {
+                    Some((be_u64(&k[1..9]), "orphan record".to_string()))
+                }
+                _ => None,
+            };
+            match part {
+                Some((ino, part)) => {
+                    let entry = by_ino
+                        .entry(ino)
+                        .or_insert_with(|| (Vec::new(), self.e.describe(d.place)));
+                    if !entry.0.contains(&part) {
+                        entry.0.push(part);
+                    }
+                }
+                None => other.push(d),
+            }
+        }
+        for (ino, (parts, place)) in by_ino {
+            let path = self.path_of(ino);
+            let shown: Vec<String> = parts.iter().take(8).cloned().collect();
+            let more = if parts.len() > 8 {
+                format!(" and {} more", parts.len() - 8)
+            } else {
+                String::new()
+            };
+            self.problem(
+                format!("{path} (inode {ino})"),
+                format!(
+                    "damaged file: {}{more} (first at {place}); reading it fails, or the next \
+                     mount serves an older version",
+                    shown.join(", ")
+                ),
+            );
+            self.damaged_files.push(DamagedFile {
+                ino,
+                path,
+                parts,
+                place,
+            });
+        }
+        for d in other {
+            self.problem(
+                self.e.describe(d.place),
+                format!("damaged record of key {}", hex(&d.key)),
+            );
+        }
+    }
+}
+
+fn join_rev(parts: &[String]) -> String {
+    parts.iter().rev().cloned().collect::<Vec<_>>().join("/")
+}

@@ -1,0 +1,395 @@
+//! `logstorfs fsck`: the offline checker, through its library entry (`fs::check::check_store`)
+//! and through the binary (exit codes, one problem per line, refusing a store in use).
+//! Method: build a store with the `Fs` core, close it, then damage it on purpose: flip bytes
+//! in a segment file, or write inconsistent records with the engine API directly; check that
+//! each damage is reported where it is, and that a clean store passes and is left unchanged.
+
+mod fs_common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use fs_common::*;
+use logstorfs::engine::{Engine, EngineOptions, Mutation, ROOT_GROUP};
+use logstorfs::fs::check::{Report, check_store};
+use logstorfs::fs::keys::{self, FileKind, InodeRecord};
+use logstorfs::fs::{ROOT_INO, SetAttr};
+
+fn fsck_bin(store: &Path, json: bool) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logstorfs"));
+    cmd.arg("fsck");
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.arg(store).output().expect("run logstorfs fsck");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn problems(r: &Report) -> Vec<String> {
+    r.all_findings()
+        .filter(|f| f.severity == logstorfs::engine::check::Severity::Problem)
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// Every file of the store directory and its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A store with a bit of everything: nested directories, data over several pages, a hard
+/// link, a symlink, an xattr, a rename across directories, a truncate, a deletion.
+fn populate(dir: &Path) -> (u64, u64) {
+    let fs = open(dir);
+    let a = fs.mkdir(ROOT_INO, b"a", 0o755, 0, CALLER).unwrap().ino;
+    let b = fs.mkdir(a, b"b", 0o755, 0, CALLER).unwrap().ino;
+    let c = fs.mkdir(ROOT_INO, b"c", 0o755, 0, CALLER).unwrap().ino;
+    let f = make_file(&fs, a, "f", &vec![5u8; 10_000]);
+    let g = make_file(&fs, b, "g", b"small");
+    fs.link(f, c, b"f-link").unwrap();
+    fs.symlink(b, b"s", b"../f", CALLER).unwrap();
+    fs.setxattr(g, b"user.k", b"v", 0).unwrap();
+    fs.rename(b, b"g", c, b"g2", 0).unwrap();
+    fs.rename(a, b"b", c, b"b", 0).unwrap();
+    let set = SetAttr {
+        size: Some(5000),
+        ..Default::default()
+    };
+    fs.setattr(f, &set).unwrap();
+    let gone = make_file(&fs, ROOT_INO, "gone", &[1u8; 9000]);
+    fs.unlink(ROOT_INO, b"gone").unwrap();
+    let _ = gone;
+    fs.close().unwrap();
+    (f, g)
+}
+
+fn engine(dir: &Path) -> Engine {
+    Engine::open(
+        dir,
+        &EngineOptions {
+            create_if_missing: false,
+            sync_interval: None,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn inode(e: &Engine, ino: u64) -> InodeRecord {
+    InodeRecord::decode(&e.get(&keys::inode_key(ino)).unwrap().unwrap()).unwrap()
+}
+
+#[test]
+fn clean_store_passes_and_is_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let before = snapshot(dir.path());
+    let r = check_store(dir.path()).unwrap();
+    assert!(r.is_clean(), "{:?}", problems(&r));
+    assert_eq!(r.figures.directories, 4);
+    assert_eq!(r.figures.regular_files, 2);
+    assert_eq!(r.figures.symlinks, 1);
+    assert_eq!(r.figures.xattrs, 1);
+    // f truncated to 5000 bytes: 2 pages; g: 1 page.
+    assert_eq!(r.figures.data_pages, 3);
+    let (code, out, err) = fsck_bin(dir.path(), false);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("clean"), "{out}");
+    let (code, out, _) = fsck_bin(dir.path(), true);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with('{') && out.contains("\"clean\":true"),
+        "{out}"
+    );
+    assert_eq!(snapshot(dir.path()), before, "fsck changed the store");
+}
+
+#[test]
+fn orphan_of_an_unlinked_open_file_is_recorded_not_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let fs = open(dir.path());
+        let (attr, _fh) = fs
+            .create(ROOT_INO, b"open", 0o644, 0, CALLER)
+            .expect("create");
+        fs.write(attr.ino, 0, b"still open").unwrap();
+        fs.unlink(ROOT_INO, b"open").unwrap();
+        // The daemon dies with the file open: no release.
+        fs.close().unwrap();
+    }
+    let r = check_store(dir.path()).unwrap();
+    assert!(r.is_clean(), "{:?}", problems(&r));
+    assert_eq!(r.figures.orphans, 1);
+    assert!(
+        r.all_findings()
+            .any(|f| f.what.contains("orphan, reclaimed at the next mount")),
+        "the orphan is noted"
+    );
+}
+
+#[test]
+fn flipped_bytes_in_a_segment_file_are_reported_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let content: Vec<u8> = b"fsck-victim-content:"
+        .iter()
+        .cycle()
+        .take(12_000)
+        .copied()
+        .collect();
+    {
+        let fs = open(dir.path());
+        let d = fs.mkdir(ROOT_INO, b"dir", 0o755, 0, CALLER).unwrap().ino;
+        make_file(&fs, d, "victim", &content);
+        fs.fsync().unwrap();
+        make_file(&fs, d, "bystander", &[3u8; 6000]);
+        fs.close().unwrap();
+    }
+    // Find the victim's bytes in the segment files and flip one bit in the middle of them.
+    let mut hit = None;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("seg-")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(40).position(|w| w == &content[..40]) {
+            hit = Some((path, at + 1000));
+            break;
+        }
+    }
+    let (path, at) = hit.expect("victim content in a segment file");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let r = check_store(dir.path()).unwrap();
+    let p = problems(&r);
+    assert!(!r.is_clean());
+    let seg = path.display().to_string();
+    assert!(
+        p.iter()
+            .any(|l| l.contains("fails its checksum") && l.contains(&seg)),
+        "the damaged buffer is reported with the segment file's path: {p:?}"
+    );
+    assert!(
+        r.damaged_files
+            .iter()
+            .any(|d| d.path == "/dir/victim" && d.parts.iter().any(|x| x.starts_with("data page"))),
+        "the damaged file is named: {:?}",
+        r.damaged_files
+    );
+    let (code, out, err) = fsck_bin(dir.path(), false);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("/dir/victim"), "{out}");
+    assert!(out.contains(&seg), "{out}");
+    assert!(out.contains("problem(s) found"), "{out}");
+}
+
+#[test]
+fn dangling_entry_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let e = engine(dir.path());
+    let name = b"ghost";
+    let entry = keys::DirEntry {
+        name: name.to_vec(),
+        ino: 999_999,
+        kind: FileKind::Regular,
+    };
+    e.write(&[Mutation::put(
+        ROOT_GROUP,
+        keys::dirent_key(ROOT_INO, keys::name_hash(name)),
+        keys::encode_dirents(&[entry]),
+    )])
+    .unwrap();
+    e.close().unwrap();
+    let r = check_store(dir.path()).unwrap();
+    let p = problems(&r);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("/ entry 'ghost'") && p[0].contains("inode 999999, which does not exist"),
+        "{p:?}"
+    );
+    let (code, out, _) = fsck_bin(dir.path(), false);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("ghost")).count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn wrong_link_count_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = populate(dir.path());
+    let e = engine(dir.path());
+    let mut rec = inode(&e, f);
+    assert_eq!(rec.nlink, 2, "f has a hard link");
+    rec.nlink = 5;
+    e.write(&[Mutation::put(rec.group, keys::inode_key(f), rec.encode())])
+        .unwrap();
+    e.close().unwrap();
+    let r = check_store(dir.path()).unwrap();
+    let p = problems(&r);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(&format!("inode {f} (/a/f)")) && p[0].contains("nlink is 5 but 2 entries"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn page_beyond_size_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, g) = populate(dir.path());
+    let e = engine(dir.path());
+    let mut rec = inode(&e, g);
+    assert_eq!(rec.size, 5);
+    rec.pages += 1;
+    // Page 3 of a 5-byte file, with the page count kept right: only the size is wrong.
+    e.write(&[
+        Mutation::put(rec.group, keys::chunk_key(g, 3), vec![9u8; 100]),
+        Mutation::put(rec.group, keys::inode_key(g), rec.encode()),
+    ])
+    .unwrap();
+    e.close().unwrap();
+    let r = check_store(dir.path()).unwrap();
+    let p = problems(&r);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(&format!("inode {g} (/c/g2)"))
+            && p[0].contains("data page 3 ends at byte 12388, beyond the file's size 5"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn directory_cycle_and_leaked_inode_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b);
+    {
+        let fs = open(dir.path());
+        a = fs.mkdir(ROOT_INO, b"a", 0o755, 0, CALLER).unwrap().ino;
+        b = fs.mkdir(a, b"b", 0o755, 0, CALLER).unwrap().ino;
+        make_file(&fs, ROOT_INO, "x", b"x");
+        fs.close().unwrap();
+    }
+    let e = engine(dir.path());
+    // Move a's entry from the root into b (a/b/a), keeping counts right, and forget "x".
+    let mut ra = inode(&e, a);
+    ra.parent = b;
+    let mut rb = inode(&e, b);
+    rb.nlink += 1;
+    let mut root = inode(&e, ROOT_INO);
+    root.nlink -= 1;
+    let entry = |name: &[u8], ino| keys::DirEntry {
+        name: name.to_vec(),
+        ino,
+        kind: FileKind::Directory,
+    };
+    e.write(&[
+        Mutation::delete(
+            ROOT_GROUP,
+            keys::dirent_key(ROOT_INO, keys::name_hash(b"a")),
+        ),
+        Mutation::delete(
+            ROOT_GROUP,
+            keys::dirent_key(ROOT_INO, keys::name_hash(b"x")),
+        ),
+        Mutation::put(
+            ROOT_GROUP,
+            keys::dirent_key(b, keys::name_hash(b"a")),
+            keys::encode_dirents(&[entry(b"a", a)]),
+        ),
+        Mutation::put(ROOT_GROUP, keys::inode_key(a), ra.encode()),
+        Mutation::put(ROOT_GROUP, keys::inode_key(b), rb.encode()),
+        Mutation::put(ROOT_GROUP, keys::inode_key(ROOT_INO), root.encode()),
+    ])
+    .unwrap();
+    e.close().unwrap();
+    let r = check_store(dir.path()).unwrap();
+    let p = problems(&r);
+    assert!(
+        p.iter().any(|l| l.contains("directory cycle")),
+        "cycle: {p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.contains("named by no entry") && l.contains("leaked")),
+        "leaked x: {p:?}"
+    );
+    // x was also counted as a link of nothing: nlink 1, 0 entries.
+    assert!(
+        p.iter().any(|l| l.contains("nlink is 1 but 0 entries")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn store_in_use_and_bad_arguments_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    {
+        let _held = engine(dir.path());
+        let (code, out, err) = fsck_bin(dir.path(), false);
+        assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
+        assert!(err.contains("in use") && err.contains("unmounted"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one readable line: {err}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = fsck_bin(empty.path(), false);
+    assert_eq!(code, 2);
+    assert!(err.contains("no logstorfs store"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing created in a non-store"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_logstorfs"))
+        .args(["fsck"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let out = Command::new(env!("CARGO_BIN_EXE_logstorfs"))
+        .args(["fsck", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--json"));
+}
+
+#[test]
+fn damaged_superblock_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let sb = dir.path().join("superblock");
+    let mut bytes = std::fs::read(&sb).unwrap();
+    bytes[13] ^= 1;
+    std::fs::write(&sb, &bytes).unwrap();
+    let (code, out, err) = fsck_bin(dir.path(), false);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("superblock: superblock checksum mismatch"),
+        "{out}"
+    );
+}
