@@ -89,6 +89,9 @@ struct Inner {
 
 type StepHook = Box<dyn Fn(&'static str) + Send>;
 
+/// A compaction pass frees the victims it has emptied so far once free segments drop to this.
+const INCREMENTAL_RECLAIM_FREE_SEGMENTS: usize = 3;
+
 /// How often the background thread looks for work (syncs due, dead segments).
 const BACKGROUND_TICK: Duration = Duration::from_millis(100);
 
@@ -910,6 +913,13 @@ impl Inner {
             let live = self.live_records_of(victim, &mut image)?;
             self.copy_to_groups(live, &self.compaction_bytes_written, true)?;
             emptied += 1;
+            // Free the emptied victims as we go when free segments run short, so that a pass
+            // over many victims needs only a couple of free segments, not room for all its
+            // copies at once (the difference between working and not at high utilisation).
+            if self.segments.free_count() <= INCREMENTAL_RECLAIM_FREE_SEGMENTS {
+                self.sync()?;
+                self.reclaim_dead_segments()?;
+            }
         }
         self.group_writer.lock().close_empty(&self.segments);
         Ok(emptied)

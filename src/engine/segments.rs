@@ -51,7 +51,11 @@ pub struct SegmentInfo {
 
 struct Inner {
     infos: Vec<SegmentInfo>,
+    /// Free segments in segment files already allocated on the host (writable for certain).
     free: VecDeque<u32>,
+    /// Free segments in segment files not allocated yet: usable only once their file's
+    /// allocation succeeds, which a full host disk refuses.
+    free_unallocated: VecDeque<u32>,
     next_generation: u64,
     superblock: Superblock,
     files_allocated: Vec<bool>,
@@ -73,14 +77,14 @@ impl SegmentManager {
     /// A manager over `superblock`'s geometry with every segment in `infos` (recovered state).
     pub fn new(storage: Arc<dyn Storage>, superblock: Superblock, infos: Vec<SegmentInfo>) -> Self {
         let n = superblock.segment_count as usize;
-        let free = (0..n as u32)
-            .filter(|&s| infos[s as usize].state == SegmentState::Free)
-            .collect();
         let files = superblock.file_count() as usize;
         let file_len = superblock.file_len();
-        let files_allocated = (0..files as u32)
+        let files_allocated: Vec<bool> = (0..files as u32)
             .map(|f| storage.file_len(f).map(|l| l >= file_len).unwrap_or(false))
             .collect();
+        let (free, free_unallocated): (VecDeque<u32>, VecDeque<u32>) = (0..n as u32)
+            .filter(|&s| infos[s as usize].state == SegmentState::Free)
+            .partition(|&s| files_allocated[superblock.segment_position(s).0 as usize]);
         let reserved = (n as u32 / 50).clamp(4, 64).min(n as u32 / 4);
         SegmentManager {
             storage,
@@ -88,6 +92,7 @@ impl SegmentManager {
             inner: Mutex::new(Inner {
                 infos,
                 free,
+                free_unallocated,
                 next_generation: superblock.generation_high_water,
                 superblock,
                 files_allocated,
@@ -119,16 +124,21 @@ impl SegmentManager {
     }
 
     /// Hands out a free segment of `kind`/`group` with a new generation. User writes
-    /// (`for_user`) may not take the last `reserved` segments.
+    /// (`for_user`) may not take the last `reserved` segments, and those must be segments whose
+    /// file is already allocated: on a full host disk the reserve must still be writable, so
+    /// that deletes and compaction can free space.
     pub fn allocate(&self, kind: SegmentKind, group: u32, for_user: bool) -> Result<(u32, u64)> {
         let mut inner = self.inner.lock();
         let floor = if for_user { self.reserved as usize } else { 0 };
-        if inner.free.len() <= floor {
+        if inner.free.len() + inner.free_unallocated.len() <= floor {
             return Err(EngineError::NoSpace);
         }
-        let segment = *inner.free.front().unwrap();
-        let (file, _) = self.geometry.segment_position(segment);
-        if !inner.files_allocated[file as usize] {
+        // Grow into the next segment file when the allocated free segments run short.
+        while inner.free.len() <= floor {
+            let Some(&next) = inner.free_unallocated.front() else {
+                return Err(EngineError::NoSpace);
+            };
+            let (file, _) = self.geometry.segment_position(next);
             // Allocate the whole segment file before handing out any segment in it, so that a
             // full host disk fails here and never in the middle of a buffer write.
             self.storage
@@ -141,7 +151,15 @@ impl SegmentManager {
                     }
                 })?;
             inner.files_allocated[file as usize] = true;
+            let geometry = self.geometry;
+            let (now_ready, still): (VecDeque<u32>, VecDeque<u32>) = inner
+                .free_unallocated
+                .drain(..)
+                .partition(|&s| geometry.segment_position(s).0 == file);
+            inner.free_unallocated = still;
+            inner.free.extend(now_ready);
         }
+        let segment = *inner.free.front().unwrap();
         if inner.next_generation >= inner.superblock.generation_high_water {
             let mut sb = inner.superblock;
             sb.generation_high_water = inner.next_generation + GENERATION_RESERVATION;
@@ -222,8 +240,10 @@ impl SegmentManager {
         self.live_total.load(Ordering::Relaxed).max(0) as u64
     }
 
+    /// Free segments, in allocated segment files or not.
     pub fn free_count(&self) -> usize {
-        self.inner.lock().free.len()
+        let inner = self.inner.lock();
+        inner.free.len() + inner.free_unallocated.len()
     }
 
     /// Closed segments with no live record and no batch above `durable_lsn`: they can be freed

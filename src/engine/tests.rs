@@ -398,6 +398,16 @@ fn host_disk_full_at_allocation_is_a_clean_no_space() {
     }
     assert!(matches!(result, Err(EngineError::NoSpace)), "{result:?}");
     assert_eq!(engine.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    // The host is still full: deleting must work all the same (the reserve lies in segment
+    // files already allocated), and free the space it promises.
+    for i in 0..20 {
+        engine
+            .write(&[Mutation::delete(ROOT_GROUP, format!("k{i}").into_bytes())])
+            .unwrap_or_else(|e| panic!("delete {i} on a full host disk: {e}"));
+    }
+    engine.sync().unwrap();
+    engine.test_reclaim().unwrap();
+    engine.write(&[put("fits again", &value)]).unwrap();
     storage.set_faults(storage::FaultPlan::default());
     engine.write(&[put("after", b"ok")]).unwrap();
 }
