@@ -10,7 +10,9 @@
 #
 #   bash scripts/limits.sh [BINARY]
 #
-# Env: SOAK_SECS, ONLY="full hostfull soak", KEEP=1 keeps the work dir.
+#  4. Shape: 10,000 directories with a 1 KiB file each, remount, a new file takes half the store.
+#
+# Env: SOAK_SECS, ONLY="full hostfull shape soak", KEEP=1 keeps the work dir.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [[ $# -ge 1 ]] && LOGSTORFS="$(realpath "$1")"
@@ -18,7 +20,7 @@ for tool in fio stress-ng mountpoint fusermount3 sha256sum; do
     command -v "$tool" >/dev/null || die "$tool is missing (scripts/test.sh installs it)"
 done
 SOAK_SECS="${SOAK_SECS:-60}"
-ONLY="${ONLY:-full hostfull soak}"
+ONLY="${ONLY:-full hostfull shape soak}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-limits.XXXXXX")"
 HOSTFS="$WORK/hostfs"
 cleanup() {
@@ -100,6 +102,32 @@ if [[ " $ONLY " == *" hostfull "* ]]; then
             fi
         fi
         umount "$HOSTFS" || true
+    fi
+fi
+
+# ---------------- 4. space overhead whatever the directory shape ----------------
+# 10,000 directories right under the root, each with one 1 KiB file; after a remount a new file
+# can still take half of the 1 GiB store (issue 4, point 6: groups must not cost a segment each).
+if [[ " $ONLY " == *" shape "* ]]; then
+    STORE="$WORK/shape.store"; MNT="$WORK/shape.mnt"
+    if check_here "shape: mount a 1 GiB store" mount_fresh "$STORE" "$MNT" 1G; then
+        t_many_dirs() {
+            head -c 1024 /dev/urandom > "$WORK/one-kib"
+            (cd "$MNT" && for i in $(seq 1 10000); do mkdir "d$i" && cp "$WORK/one-kib" "d$i/f"; done)
+            [[ $(find "$MNT" -mindepth 1 -maxdepth 1 -type d | wc -l) -eq 10000 ]]
+        }
+        check "shape: 10,000 directories with a 1 KiB file each" t_many_dirs
+        check_here "shape: unmount" unmount "$MNT" || true
+        if check_here "shape: remount" mount_fresh "$STORE" "$MNT"; then
+            t_half_store() {
+                dd if=/dev/zero of="$MNT/half" bs=1M count=512 conv=fsync status=none
+                [[ $(stat -c %s "$MNT/half") -eq $((512 << 20)) ]]
+                cmp -s "$WORK/one-kib" "$MNT/d9999/f"
+            }
+            check "shape: a new 512 MiB file still fits" t_half_store
+            "$LOGSTORFS" stats "$MNT" | grep -E 'segments_free|mixed_segments|segments_handed_over' || true
+            check_here "shape: final unmount" unmount "$MNT" || true
+        fi
     fi
 fi
 
