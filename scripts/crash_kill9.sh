@@ -43,7 +43,7 @@ trap cleanup EXIT
 cat > "$WORK/workload.py" <<'EOF'
 import hashlib, json, os, random, sys
 
-mnt, journal_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mnt, journal_path, seed, ready_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 rng = random.Random(seed)
 DIRS = ["d0", "d1", "d2", "d1/sub", "d2/sub/deeper"]
 
@@ -62,6 +62,12 @@ def replay(path):
                 model.pop(op["path"], None)
             elif op["op"] == "rename":
                 model[op["to"]] = model.pop(op["from"])
+            elif op["op"] == "adopt":
+                for p, h in op["paths"].items():
+                    if h is None:
+                        model.pop(p, None)
+                    else:
+                        model[p] = h
     return model, inflight
 
 journal = open(journal_path, "a")
@@ -82,23 +88,31 @@ def fsync_dir(d):
 def full(p):
     return os.path.join(mnt, p)
 
-model, inflight = replay(journal_path)
-for d in DIRS:
-    os.makedirs(full(d), exist_ok=True)
-for d in ["", "d1", "d2", "d2/sub"]:
-    fsync_dir(d)
-# Adopt the state of the unconfirmed step's paths.
-if inflight is not None:
-    for p in inflight["paths"]:
-        if os.path.exists(full(p)):
-            log("C", {"op": "put", "path": p, "sha": sha(open(full(p), "rb").read())})
-        else:
-            log("C", {"op": "delete", "path": p})
-    model, _ = replay(journal_path)
-contents = {p: open(full(p), "rb").read() for p in model}
-for p, h in model.items():
-    if sha(contents[p]) != h:
-        sys.exit("workload: %s does not match the journal at start" % p)
+def start():
+    for d in DIRS:
+        os.makedirs(full(d), exist_ok=True)
+    for d in ["", "d1", "d2", "d2/sub"]:
+        fsync_dir(d)
+    model, inflight = replay(journal_path)
+    # Adopt the state of the unconfirmed step's paths, in one journal line.
+    if inflight is not None:
+        state = {}
+        for p in inflight["paths"]:
+            state[p] = sha(open(full(p), "rb").read()) if os.path.exists(full(p)) else None
+        log("C", {"op": "adopt", "paths": state})
+        model, _ = replay(journal_path)
+    contents = {p: open(full(p), "rb").read() for p in model}
+    for p, h in model.items():
+        if sha(contents[p]) != h:
+            sys.exit("workload: %s does not match the journal at start" % p)
+    open(ready_path, "w").close()
+    return contents
+
+try:
+    contents = start()
+except OSError as e:
+    print("workload stopped: %s" % e)
+    sys.exit(0)
 
 counter = [0]
 def new_path():
@@ -213,6 +227,12 @@ for line in open(journal_path):
         model.pop(op["path"], None); gone.add(op["path"])
     elif op["op"] == "rename":
         model[op["to"]] = model.pop(op["from"]); gone.discard(op["to"]); gone.add(op["from"])
+    elif op["op"] == "adopt":
+        for p, h in op["paths"].items():
+            if h is None:
+                model.pop(p, None)
+            else:
+                model[p] = h; gone.discard(p)
 loose = set(inflight["paths"]) if inflight else set()
 bad = 0
 for p, h in sorted(model.items()):
@@ -267,9 +287,15 @@ for round in $(seq 1 "$ROUNDS"); do
     if [[ $round -gt 1 ]]; then
         check_here "round $round: mount" mount_fresh "$STORE" "$MNT" || break
     fi
-    python3 "$WORK/workload.py" "$MNT" "$JOURNAL" "$((BASE_SEED * 1000 + round))" \
+    rm -f "$WORK/ready"
+    python3 "$WORK/workload.py" "$MNT" "$JOURNAL" "$((BASE_SEED * 1000 + round))" "$WORK/ready" \
         > "$WORK/workload.$round.log" 2>&1 &
     WORKLOAD_PID=$!
+    # Kill at a random moment once the workload is past its start (reading back the files).
+    for _ in $(seq 1 600); do
+        [[ -e "$WORK/ready" ]] || ! kill -0 "$WORKLOAD_PID" 2>/dev/null && break
+        sleep 0.1
+    done
     sleep "$(python3 -c 'import random; print(round(random.uniform(0.3, 3.0), 2))')"
     t_kill() {
         if ! kill -0 "$WORKLOAD_PID" 2>/dev/null; then

@@ -47,10 +47,13 @@ enum Command {
     Mount(MountArgs),
     /// Print the store's figures (works while mounted and offline).
     Stats(StatsArgs),
-    /// Check an unmounted store, changing nothing: buffers and records (CRCs), the log, the
-    /// per-segment accounting, and the namespace (entries, link counts, reachability, orphans,
-    /// data pages). Prints one problem per line. Exit status: 0 clean, 1 problems found, 2
-    /// usage or I/O error, or the store is mounted.
+    /// Check an unmounted store without changing it (exit 0 clean, 1 problems, 2 errors).
+    ///
+    /// Checks buffers and records (CRCs), the end of the log, the per-segment accounting, and
+    /// the namespace (entries, link counts, reachability, orphans, data pages within sizes);
+    /// names the files that damaged records belong to. Prints one problem per line, where
+    /// first; lines starting with "note:" are not problems. Exit status: 0 clean, 1 problems
+    /// found, 2 usage or I/O error, or the store is mounted (unmount it first).
     Fsck(FsckArgs),
 }
 

@@ -456,13 +456,9 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
     let last_lsn = (expected - 1).max(floor);
     out.durable_floor = floor;
     out.last_lsn = last_lsn;
-    let beyond = |h: &BufferHeader| {
-        if h.lsn_first > 0 {
-            h.lsn_first > last_lsn
-        } else {
-            h.lsn_last > last_lsn
-        }
-    };
+    // Beyond the end: a batch after it, or a copy of one (buffers of copies carry the highest
+    // LSN among their records).
+    let beyond = |h: &BufferHeader| h.lsn_last > last_lsn;
     let mut cut: BTreeMap<u32, u32> = BTreeMap::new();
     for b in &bufs {
         if beyond(&b.header) {
