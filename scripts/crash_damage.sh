@@ -104,6 +104,17 @@ t_fsck_names() {
 check "fsck reports the damage and names the damaged file" t_fsck_names
 
 check_here "remount the damaged store" mount_fresh "$STORE" "$MNT" || { summary crash-damage; exit 1; }
+t_fsck_refuses_mounted() {
+    local rc=0 err
+    err="$("$LOGSTORFS" fsck "$STORE" 2>&1)" || rc=$?
+    echo "$err"
+    expect_eq 2 "$rc" "fsck exit status on a mounted store"
+    grep -q "is mounted on .*unmount it first" <<<"$err"
+    rc=0; err="$("$LOGSTORFS" fsck "$MNT" 2>&1)" || rc=$?
+    echo "$err"
+    expect_eq 2 "$rc" "fsck exit status on a mount point"
+}
+check "fsck refuses the mounted store (exit 2, says where it is mounted)" t_fsck_refuses_mounted
 t_victim_eio() {
     local err rc=0
     err="$(cat "$MNT/dir/victim" 2>&1 >"$WORK/victim.read")" || rc=$?

@@ -537,6 +537,13 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
 /// `logstorfs fsck`: returns the exit code (0 clean, 1 problems); `Err` for exit code 2.
 fn fsck_cmd(args: &FsckArgs) -> Result<i32, String> {
     let store = &args.store;
+    if stats_from_mount(store).is_some() {
+        return Err(format!(
+            "{} is the mount point of a mounted logstorfs: unmount it, then give fsck the store \
+             directory",
+            store.display()
+        ));
+    }
     if let Ok(m) = std::fs::read_to_string(store.join(MOUNTED_FILE)) {
         let mut lines = m.lines();
         let mp = lines.next().unwrap_or_default().to_string();
@@ -544,7 +551,9 @@ fn fsck_cmd(args: &FsckArgs) -> Result<i32, String> {
             .next()
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or(0);
-        if pid_alive(pid) {
+        // The lock (below) is what decides; this names the mount point when it can.
+        let daemon = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if pid_alive(pid) && daemon.contains("logstorfs") {
             return Err(format!(
                 "store {} is mounted on {mp} (logstorfs pid {pid}): unmount it first \
                  (fusermount3 -u {mp}); fsck checks only an unmounted store",
