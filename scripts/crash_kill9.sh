@@ -264,12 +264,12 @@ fsck_clean() { # fsck_clean WHEN: the store (unmounted) must be clean
 }
 
 kill_daemon() {
-    local pid i
+    local pid
     pid="$(sed -n 2p "$STORE/mounted" 2>/dev/null || true)"
     [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || pid="$(daemon_pid "$MNT")" \
         || { echo "no daemon for $MNT"; return 1; }
     kill -9 "$pid"
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then echo "daemon $pid survived kill -9"; return 1; fi
     fusermount3 -u -z "$MNT" 2>/dev/null || true
     _forget_mount "$MNT"
