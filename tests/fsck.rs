@@ -393,3 +393,31 @@ fn damaged_superblock_is_a_problem() {
         "{out}"
     );
 }
+
+#[test]
+fn orphan_record_of_a_linked_file_and_leaked_pages_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = populate(dir.path());
+    let e = engine(dir.path());
+    // The next mount would purge f, which two entries still name; and pages of an inode that
+    // never existed.
+    e.write(&[
+        Mutation::put(ROOT_GROUP, keys::orphan_key(f), Vec::new()),
+        Mutation::put(ROOT_GROUP, keys::chunk_key(777_777, 0), vec![1u8; 10]),
+    ])
+    .unwrap();
+    e.close().unwrap();
+    let r = check_store(dir.path()).unwrap();
+    let p = problems(&r);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p.iter().any(|l| l.contains(&format!("inode {f} (/a/f)"))
+            && l.contains("recorded as an orphan but has nlink 2 and 2 entries")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.contains("inode 777777")
+            && l.contains("data page(s) of an inode that does not exist")),
+        "{p:?}"
+    );
+}
