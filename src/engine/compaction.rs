@@ -9,10 +9,20 @@
 //! that newer version at recovery too. The victims are freed by the dead-segment reclaimer once
 //! the copies are durable (it syncs before zeroing anything).
 //!
-//! This is the first, global policy: greedy by live bytes over all closed segments. Per-group
-//! compaction, cost-benefit selection and tombstone dropping come with the compaction issue.
+//! Victim choice is a pure function of the segments' figures ([`pick_victims`]), with two
+//! policies (`CompactionPolicy`):
+//! - greedy: least live bytes first;
+//! - cost-benefit (LFS, RAMCloud): most `(1 - u) * age / (1 + u)` first, where `u` is the
+//!   segment's live fraction and `age` how long ago its newest batch was written, in LSNs. Old
+//!   (cold) segments are then cleaned at a higher utilisation than young (hot) ones, whose data
+//!   is still dying on its own.
+//!
+//! Both only consider closed segments, never one more than `MAX_VICTIM_UTILIZATION_PERCENT`
+//! live, bound the bytes a pass copies, and give up a pass that would not free more segments
+//! than its copies fill. [`order_survivors`] sorts the records a pass copies oldest first, so
+//! that cold data is written together. Per-group compaction and tombstone dropping come later.
 
-use super::api::CompactionPolicy;
+use super::api::{CompactionPolicy, MAX_BATCH_BYTES, WRITE_BUFFER_SIZE};
 use super::format::{RECORD_HEADER_SIZE, RecordKind};
 use super::segments::{SegmentInfo, SegmentState};
 
@@ -20,44 +30,200 @@ use super::segments::{SegmentInfo, SegmentState};
 /// nearly a segment of writes for almost nothing.
 pub const MAX_VICTIM_UTILIZATION_PERCENT: u64 = 90;
 
-/// Most bytes of live data one pass copies, in segments.
-pub const MAX_PASS_LIVE_SEGMENTS: u64 = 4;
+/// Most bytes of live data one pass copies, in segments. At the utilisation cap (90%) a pass
+/// must take 10 victims (9 segments of copies) to free one segment, so the budget is 9.
+pub const MAX_PASS_LIVE_SEGMENTS: u64 = 9;
 
-/// Chooses the victims of a pass: closed segments, emptiest first, while the live bytes copied
-/// stay under `MAX_PASS_LIVE_SEGMENTS` segments and the pass frees more segments than it fills.
-/// A pure function of the segments' figures: `segments[i]` is segment `i` with its live bytes.
-/// `now_lsn` is the newest LSN (segment age = `now_lsn - max_lsn`), for policies that weigh age.
+/// Free segments a pass leaves untouched: the marker buffer that lets the reclaimer free the
+/// victims needs room (a pass that used up every free segment could never free its victims).
+pub const PASS_SPARE_FREE_SEGMENTS: u64 = 1;
+
+/// Chooses the victims of a pass. A pure function of the segments' figures: `segments[i]` is
+/// segment `i` with its live bytes; `now_lsn` is the newest LSN (for the age of a segment).
+///
+/// Rules, for every policy:
+/// - only `Closed` segments are candidates, and only those at most
+///   `MAX_VICTIM_UTILIZATION_PERCENT` live;
+/// - candidates are taken in the policy's order while the live bytes copied stay within
+///   `MAX_PASS_LIVE_SEGMENTS` segments, and within what the free reserve segments can take
+///   (see `pass_budget`), so that a pass never runs out of segments half-way;
+/// - the pass frees more segments than its copies fill ([`frees_more_than_it_fills`]).
+///
+/// When free segments are down to the reserve (user writes wait for space), the order is
+/// greedy whatever the policy: a pass must then free the most it can. If the policy's choice
+/// fails the last rule, the greedy order is tried too: it takes the most victims for a given
+/// budget, so if it fails as well, no pass can free anything and there is none.
 pub fn pick_victims(
     segments: &[(SegmentInfo, u64)],
     segment_size: u64,
-    _policy: CompactionPolicy,
-    _now_lsn: u64,
+    policy: CompactionPolicy,
+    now_lsn: u64,
 ) -> Vec<u32> {
-    let limit = segment_size * MAX_VICTIM_UTILIZATION_PERCENT / 100;
-    let mut candidates: Vec<(u64, u32)> = segments
+    let size = segment_size.max(1);
+    let budget = pass_budget(segments, size);
+    let free = segments
+        .iter()
+        .filter(|(info, _)| info.state == SegmentState::Free)
+        .count() as u64;
+    // Under space pressure (user writes are waiting for a segment) free the most space now:
+    // greedy, as F2FS does for its foreground cleaning.
+    let policy = if free <= assumed_reserve(segments.len() as u64) {
+        CompactionPolicy::Greedy
+    } else {
+        policy
+    };
+    let ordered = candidates_in_order(segments, size, policy, now_lsn);
+    if let Some(victims) = take_within_budget(&ordered, budget, size) {
+        return victims;
+    }
+    if policy != CompactionPolicy::Greedy {
+        let ordered = candidates_in_order(segments, size, CompactionPolicy::Greedy, now_lsn);
+        if let Some(victims) = take_within_budget(&ordered, budget, size) {
+            return victims;
+        }
+    }
+    Vec::new()
+}
+
+/// Segments kept for relocation that user writes may not take: the rule of
+/// `SegmentManager::new` (`segments.rs`), which this pure function cannot ask.
+pub fn assumed_reserve(segment_count: u64) -> u64 {
+    (segment_count / 50).clamp(4, 64).min(segment_count / 4)
+}
+
+/// Most live bytes a pass may copy. Only the reserve is certain to stay free while a pass
+/// runs: user writes racing a background pass may take every other free segment. So the copies
+/// must fit the free reserve segments less `PASS_SPARE_FREE_SEGMENTS` (if copies took them
+/// all, not even the marker that frees the victims could be written, and the store would stay
+/// stuck), counting in each segment the tail a copy batch that does not fit leaves unused.
+fn pass_budget(segments: &[(SegmentInfo, u64)], size: u64) -> u64 {
+    let free = segments
+        .iter()
+        .filter(|(info, _)| info.state == SegmentState::Free)
+        .count() as u64;
+    let usable = free
+        .min(assumed_reserve(segments.len() as u64))
+        .saturating_sub(PASS_SPARE_FREE_SEGMENTS);
+    let copy_room = size - (MAX_BATCH_BYTES as u64).min(size / 2);
+    (MAX_PASS_LIVE_SEGMENTS * size).min(usable * copy_room)
+}
+
+/// The candidate segments (closed, not too full) as `(segment, live bytes)`, best victim first
+/// by `policy`.
+fn candidates_in_order(
+    segments: &[(SegmentInfo, u64)],
+    size: u64,
+    policy: CompactionPolicy,
+    now_lsn: u64,
+) -> Vec<(u32, u64)> {
+    let limit = size * MAX_VICTIM_UTILIZATION_PERCENT / 100;
+    let mut candidates: Vec<Candidate> = segments
         .iter()
         .enumerate()
         .filter(|(_, (info, live))| info.state == SegmentState::Closed && *live <= limit)
-        .map(|(s, (_, live))| (*live, s as u32))
+        .map(|(s, (_, live))| Candidate {
+            segment: s as u32,
+            live: *live,
+            age: 0,
+        })
         .collect();
-    candidates.sort_unstable();
-    let budget = segment_size * MAX_PASS_LIVE_SEGMENTS;
+    match policy {
+        CompactionPolicy::Greedy => {
+            candidates.sort_unstable_by_key(|c| (c.live, c.segment));
+        }
+        CompactionPolicy::CostBenefit => {
+            let written = written_lsns(segments);
+            for c in &mut candidates {
+                c.age = now_lsn.saturating_sub(written[c.segment as usize]);
+            }
+            candidates.sort_unstable_by(|a, b| {
+                cost_benefit_cmp(b, a, size)
+                    .then(a.live.cmp(&b.live))
+                    .then(a.segment.cmp(&b.segment))
+            });
+        }
+    }
+    candidates.iter().map(|c| (c.segment, c.live)).collect()
+}
+
+/// Takes candidates in order while their live bytes fit `budget`; `None` unless the victims
+/// outnumber the segments their copies fill.
+fn take_within_budget(ordered: &[(u32, u64)], budget: u64, size: u64) -> Option<Vec<u32>> {
     let mut live_total = 0;
     let mut victims = Vec::new();
-    for (live, segment) in candidates {
-        if live_total + live > budget {
-            break;
+    for &(segment, live) in ordered {
+        if live_total + live <= budget {
+            live_total += live;
+            victims.push(segment);
         }
-        live_total += live;
-        victims.push(segment);
     }
-    // Worth it only if the copies take fewer segments than the victims give back.
-    let filled = live_total.div_ceil(segment_size.max(1));
-    if (victims.len() as u64) <= filled {
-        Vec::new()
-    } else {
-        victims
+    frees_more_than_it_fills(victims.len() as u64, live_total, size).then_some(victims)
+}
+
+/// Whether `victims` segments holding `live` bytes free more segments than their copies fill.
+/// Copies are packed densely into the log behind whatever it holds (the next pass or user
+/// batch continues the same segment), so they fill `live / room` segments, `room` being a
+/// segment less the tail a segment typically leaves unused (a quarter of a write buffer, as in
+/// the user capacity). Counting whole segments per pass instead (`victims > ceil(live /
+/// segment)`) refused every pass of a store filled by small batches (segments 75-85% live,
+/// at most 3 victims within a small store's reserve), and writes got NoSpace at 76% live.
+pub fn frees_more_than_it_fills(victims: u64, live: u64, segment_size: u64) -> bool {
+    let tail = (WRITE_BUFFER_SIZE as u64 / 4).min(segment_size / 4);
+    victims as u128 * (segment_size - tail) as u128 > live as u128
+}
+
+struct Candidate {
+    segment: u32,
+    live: u64,
+    /// LSNs since the segment's newest batch (cost-benefit only).
+    age: u64,
+}
+
+/// Compares the cost-benefit scores `(size - live) * age / (size + live)` of `a` and `b`
+/// exactly (cross-multiplied in 128 bits: no rounding, a total order).
+fn cost_benefit_cmp(a: &Candidate, b: &Candidate, size: u64) -> std::cmp::Ordering {
+    let num = |c: &Candidate| (size.saturating_sub(c.live)) as u128 * c.age as u128;
+    let den = |c: &Candidate| (size + c.live) as u128;
+    (num(a) * den(b)).cmp(&(num(b) * den(a)))
+}
+
+/// The LSN at which each segment was last written, for its age. A segment's `max_lsn` is the
+/// newest user batch in it; a segment holding only copies (compaction output, which takes no
+/// LSN) has `max_lsn` 0, so it is dated by when it was written instead: the newest `max_lsn` of
+/// the segments allocated before it (generations are handed out in allocation order).
+fn written_lsns(segments: &[(SegmentInfo, u64)]) -> Vec<u64> {
+    let mut order: Vec<usize> = (0..segments.len()).collect();
+    order.sort_unstable_by_key(|&i| segments[i].0.generation);
+    let mut written = vec![0; segments.len()];
+    let mut clock = 0;
+    for i in order {
+        let info = &segments[i].0;
+        if info.state == SegmentState::Free {
+            continue;
+        }
+        if info.max_lsn > 0 {
+            clock = clock.max(info.max_lsn);
+            written[i] = info.max_lsn;
+        } else {
+            written[i] = clock;
+        }
     }
+    written
+}
+
+/// Orders the records a pass copies oldest first (by version, `lsn << 16 | index in batch`,
+/// which copies keep), so that data
+/// that has not changed for long, and is likely to stay unchanged, is written together and its
+/// segments stay full. Stable: records of the same version keep their order.
+pub fn order_by_age<T>(records: &mut [T], version: impl Fn(&T) -> u64) {
+    records.sort_by_key(|r| version(r));
+}
+
+/// [`order_by_age`] for the live records of a pass (`Inner::compact_pass` calls it before
+/// copying).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn order_survivors(records: &mut [LiveRecord]) {
+    order_by_age(records, |r| r.version);
 }
 
 /// A live record found in a victim: its bytes and what identifies it in the index.
@@ -79,48 +245,337 @@ impl LiveRecord {
 mod tests {
     use super::*;
     use crate::engine::format::SegmentKind;
+    use crate::engine::index::Location;
 
-    fn seg(state: SegmentState, live: u64) -> (SegmentInfo, u64) {
+    const SIZE: u64 = 1 << 20;
+
+    /// A segment `percent` live, last written at `max_lsn`, allocated `generation`-th.
+    fn seg(state: SegmentState, percent: u64, max_lsn: u64, generation: u64) -> (SegmentInfo, u64) {
         let info = SegmentInfo {
             state,
             kind: SegmentKind::Mixed,
             group: 0,
-            generation: 1,
-            used: 0,
-            max_lsn: 0,
+            generation,
+            used: SIZE as u32,
+            max_lsn,
         };
-        (info, live)
+        (info, SIZE * percent / 100)
     }
 
+    fn closed(percent: u64, max_lsn: u64) -> (SegmentInfo, u64) {
+        seg(SegmentState::Closed, percent, max_lsn, max_lsn)
+    }
+
+    const SMALL: u64 = 64 * 1024;
+
+    /// A closed 64 KiB segment `percent` live, last written at `max_lsn`.
+    fn small(percent: u64, max_lsn: u64) -> (SegmentInfo, u64) {
+        let (mut info, _) = closed(0, max_lsn);
+        info.used = SMALL as u32;
+        (info, SMALL * percent / 100)
+    }
+
+    fn free() -> (SegmentInfo, u64) {
+        seg(SegmentState::Free, 0, 0, 0)
+    }
+
+    /// Segments in the stores of these tests: the reserve is 20, more than the free segments
+    /// of most tests, so the free segments given decide the budget.
+    const STORE_SEGMENTS: usize = 1000;
+
+    /// `segments` followed by `n` free segments, then full closed segments (never candidates)
+    /// up to `STORE_SEGMENTS`.
+    fn with_free(mut segments: Vec<(SegmentInfo, u64)>, n: usize) -> Vec<(SegmentInfo, u64)> {
+        segments.extend((0..n).map(|_| free()));
+        while segments.len() < STORE_SEGMENTS {
+            segments.push(closed(100, 1));
+        }
+        segments
+    }
+
+    const BOTH: [CompactionPolicy; 2] = [CompactionPolicy::Greedy, CompactionPolicy::CostBenefit];
+
     #[test]
-    fn greedy_takes_emptiest_closed_segments_and_never_almost_full_ones() {
-        let size = 100;
-        let segments = vec![
-            seg(SegmentState::Closed, 50),
-            seg(SegmentState::Open, 0),
-            seg(SegmentState::Closed, 95),
-            seg(SegmentState::Closed, 10),
-            seg(SegmentState::Free, 0),
-            seg(SegmentState::Closed, 30),
-        ];
+    fn greedy_takes_the_emptiest_closed_segments() {
+        let segments = with_free(
+            vec![
+                closed(50, 10),
+                seg(SegmentState::Open, 0, 0, 90),
+                closed(95, 20),
+                closed(10, 30),
+                seg(SegmentState::Freeing, 0, 5, 5),
+                closed(30, 40),
+                closed(70, 50),
+            ],
+            20,
+        );
+        let ordered = candidates_in_order(&segments, SIZE, CompactionPolicy::Greedy, 100);
         assert_eq!(
-            pick_victims(&segments, size, CompactionPolicy::Greedy, 0),
-            vec![3, 5, 0]
+            ordered.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![3, 5, 0, 6]
+        );
+        assert_eq!(
+            pick_victims(&segments, SIZE, CompactionPolicy::Greedy, 100),
+            vec![3, 5, 0, 6]
         );
     }
 
     #[test]
+    fn cost_benefit_prefers_an_old_fuller_segment_to_a_young_emptier_one() {
+        // Old: 60% live, written at LSN 100; young: 50% live, written at LSN 900; now 1000.
+        // Scores: 0.4 * 900 / 1.6 = 225 against 0.5 * 100 / 1.5 = 33.
+        let segments = with_free(vec![closed(50, 900), closed(60, 100)], 20);
+        let cb = candidates_in_order(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
+        assert_eq!(cb[0].0, 1, "the old segment first: {cb:?}");
+        let greedy = candidates_in_order(&segments, SIZE, CompactionPolicy::Greedy, 1000);
+        assert_eq!(greedy[0].0, 0);
+        // Ages too close: 0.4 * 120 / 1.6 = 30 against 0.5 * 100 / 1.5 = 33.
+        let close = with_free(vec![closed(50, 900), closed(60, 880)], 20);
+        let cb = candidates_in_order(&close, SIZE, CompactionPolicy::CostBenefit, 1000);
+        assert_eq!(cb[0].0, 0, "the emptier segment first: {cb:?}");
+    }
+
+    #[test]
+    fn cost_benefit_with_equal_ages_takes_the_emptier_segment() {
+        let segments = with_free(vec![closed(60, 500), closed(50, 500), closed(55, 500)], 20);
+        let cb = candidates_in_order(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
+        assert_eq!(cb.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 2, 0]);
+        // Age 0 everywhere (all written by the newest batch): greedy order too.
+        let cb = candidates_in_order(&segments, SIZE, CompactionPolicy::CostBenefit, 500);
+        assert_eq!(cb.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn the_policy_decides_which_victims_a_tight_budget_gets() {
+        // Ten old 60% segments and ten young 50% ones in a store of 300 segments (reserve 6)
+        // with 10 free: the copies may take 5 segments, 3.75 MiB with room for unused tails.
+        let mut segments: Vec<_> = (0..10).map(|i| closed(60, 10 + i)).collect();
+        segments.extend((0..10).map(|i| closed(50, 900 + i)));
+        segments.extend((0..10).map(|_| free()));
+        segments.extend((0..270).map(|_| closed(100, 1)));
+        let cb = pick_victims(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
+        assert_eq!(cb.len(), 6, "{cb:?}");
+        assert!(cb.iter().all(|&s| s < 10), "old segments only: {cb:?}");
+        let greedy = pick_victims(&segments, SIZE, CompactionPolicy::Greedy, 1000);
+        assert_eq!(greedy.len(), 7, "{greedy:?}");
+        assert!(greedy.iter().all(|&s| (10..20).contains(&s)), "{greedy:?}");
+        // Down to the reserve (6 free): user writes are waiting, cost-benefit acts greedy.
+        for s in 20..24 {
+            segments[s] = closed(100, 1);
+        }
+        let pressed = pick_victims(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
+        assert_eq!(pressed.len(), 7, "{pressed:?}");
+        assert!(
+            pressed.iter().all(|&s| (10..20).contains(&s)),
+            "{pressed:?}"
+        );
+    }
+
+    #[test]
+    fn copies_only_segments_are_dated_by_when_they_were_written() {
+        // Segment 1 holds only copies (max_lsn 0), allocated after segment 0 (LSN 400) and
+        // before segment 2 (LSN 990): it was written around LSN 400, so it is old, not new
+        // and not infinitely old.
+        let segments = with_free(
+            vec![
+                seg(SegmentState::Closed, 60, 400, 1),
+                seg(SegmentState::Closed, 60, 0, 2),
+                seg(SegmentState::Closed, 60, 990, 3),
+            ],
+            20,
+        );
+        let written = written_lsns(&segments);
+        assert_eq!(&written[..3], &[400, 400, 990]);
+        let cb = candidates_in_order(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
+        assert_eq!(cb.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn never_almost_full_segments_whatever_their_age() {
+        for policy in BOTH {
+            let segments = with_free((0..30).map(|i| closed(91 + i % 9, 1 + i)).collect(), 30);
+            assert!(pick_victims(&segments, SIZE, policy, 1 << 40).is_empty());
+            let ordered = candidates_in_order(&segments, SIZE, policy, 1 << 40);
+            assert!(ordered.is_empty(), "{policy:?}: {ordered:?}");
+        }
+        // At the cap exactly, ten of them free one segment.
+        let at_cap = with_free((0..10).map(|i| closed(90, 1 + i)).collect(), 30);
+        for policy in BOTH {
+            assert_eq!(pick_victims(&at_cap, SIZE, policy, 100).len(), 10);
+        }
+    }
+
+    #[test]
     fn no_pass_when_copies_would_fill_as_many_segments_as_they_free() {
-        let size = 100;
-        let segments = vec![seg(SegmentState::Closed, 85), seg(SegmentState::Closed, 90)];
-        assert!(pick_victims(&segments, size, CompactionPolicy::Greedy, 0).is_empty());
+        // 1 MiB segments: copies fill 960 KiB of each; 64 KiB segments: 48 KiB.
+        assert!(frees_more_than_it_fills(1, 0, SIZE));
+        assert!(frees_more_than_it_fills(1, SIZE * 90 / 100, SIZE));
+        assert!(frees_more_than_it_fills(3, 3 * 983_039, SIZE));
+        assert!(!frees_more_than_it_fills(3, 3 * 983_040, SIZE));
+        assert!(!frees_more_than_it_fills(0, 0, SIZE));
+        assert!(frees_more_than_it_fills(2, SMALL * 140 / 100, SMALL));
+        assert!(!frees_more_than_it_fills(2, SMALL * 150 / 100, SMALL));
+        for policy in BOTH {
+            // 64 KiB segments at 80% and 90%: copies fill 48 KiB of a segment, so neither
+            // alone nor both together free more than they fill.
+            let mut segments = with_free(vec![small(80, 1), small(90, 2)], 20);
+            assert!(pick_victims(&segments, SMALL, policy, 100).is_empty());
+            // An empty closed segment is always worth freeing.
+            segments[0] = small(0, 1);
+            assert_eq!(pick_victims(&segments, SMALL, policy, 100), vec![0, 1]);
+            // 1 MiB segments: a lone 30% segment is worth it.
+            let one = with_free(vec![closed(30, 1)], 20);
+            assert_eq!(pick_victims(&one, SIZE, policy, 100), vec![0]);
+        }
     }
 
     #[test]
     fn a_pass_copies_at_most_its_budget() {
-        let size = 100;
-        let segments: Vec<_> = (0..20).map(|_| seg(SegmentState::Closed, 50)).collect();
-        let victims = pick_victims(&segments, size, CompactionPolicy::Greedy, 0);
-        assert_eq!(victims.len() as u64, MAX_PASS_LIVE_SEGMENTS * 2);
+        for policy in BOTH {
+            // Plenty of free segments: at most MAX_PASS_LIVE_SEGMENTS segments of copies.
+            let segments = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 40);
+            let victims = pick_victims(&segments, SIZE, policy, 100);
+            assert_eq!(
+                victims.len() as u64,
+                MAX_PASS_LIVE_SEGMENTS * 2,
+                "{policy:?}"
+            );
+            // Few free segments: the copies must fit them (3 free, one kept spare: 2 segments
+            // with worst-case tails, 1.5 MiB: three 50% victims).
+            let tight = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 3);
+            assert_eq!(
+                pick_victims(&tight, SIZE, policy, 100).len(),
+                3,
+                "{policy:?}"
+            );
+            // Only the spare free segment: no copies at all, but empty segments still go.
+            let mut none = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 1);
+            assert!(pick_victims(&none, SIZE, policy, 100).is_empty());
+            none.push(closed(0, 50));
+            assert_eq!(
+                pick_victims(&none, SIZE, policy, 100),
+                vec![STORE_SEGMENTS as u32]
+            );
+            // Whatever the figures, the live bytes chosen stay within the budget.
+            for free_count in 0..12 {
+                let mixed = with_free(
+                    (0..40)
+                        .map(|i| closed((i * 37) % 95, 1 + i * 13 % 40))
+                        .collect(),
+                    free_count,
+                );
+                let victims = pick_victims(&mixed, SIZE, policy, 1000);
+                let live: u64 = victims.iter().map(|&s| mixed[s as usize].1).sum();
+                let copy_room = SIZE - (MAX_BATCH_BYTES as u64).min(SIZE / 2);
+                let budget = (MAX_PASS_LIVE_SEGMENTS * SIZE).min(
+                    (free_count as u64)
+                        .min(20)
+                        .saturating_sub(PASS_SPARE_FREE_SEGMENTS)
+                        * copy_room,
+                );
+                assert!(
+                    live <= budget,
+                    "{policy:?} free {free_count}: {live} > {budget}"
+                );
+                assert!(
+                    victims.is_empty()
+                        || frees_more_than_it_fills(victims.len() as u64, live, SIZE),
+                    "{policy:?} free {free_count}: {victims:?}"
+                );
+                for &s in &victims {
+                    assert_eq!(mixed[s as usize].0.state, SegmentState::Closed);
+                    assert!(mixed[s as usize].1 * 100 <= SIZE * MAX_VICTIM_UTILIZATION_PERCENT);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pass_counts_only_on_the_reserve_which_user_writes_cannot_take() {
+        assert_eq!(assumed_reserve(100), 4);
+        assert_eq!(assumed_reserve(1000), 20);
+        assert_eq!(assumed_reserve(8), 2);
+        // 100 segments: reserve 4. 60 free, but user writes may take 56 of them while the pass
+        // runs: the copies must fit 3 segments with worst-case tails (2.25 MiB).
+        let mut segments: Vec<_> = (0..40).map(|i| closed(50, 1 + i)).collect();
+        segments.extend((0..60).map(|_| free()));
+        for policy in BOTH {
+            assert_eq!(
+                pick_victims(&segments, SIZE, policy, 100).len(),
+                4,
+                "{policy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cost_benefit_takes_the_greedy_choice_when_its_own_frees_nothing() {
+        // 64 KiB segments, three free (two usable: 64 KiB of copies with worst-case tails).
+        // The oldest segment (80%) alone fills more than it frees (48 KiB per segment);
+        // greedy's two 30% segments free more.
+        let segments = with_free(vec![small(80, 1), small(30, 990), small(30, 991)], 3);
+        let cb = candidates_in_order(&segments, SMALL, CompactionPolicy::CostBenefit, 1000);
+        assert_eq!(cb[0].0, 0);
+        let budget = pass_budget(&segments, SMALL);
+        assert_eq!(budget, SMALL);
+        assert_eq!(take_within_budget(&cb, budget, SMALL), None);
+        assert_eq!(
+            pick_victims(&segments, SMALL, CompactionPolicy::CostBenefit, 1000),
+            vec![1, 2]
+        );
+    }
+
+    #[test]
+    fn empty_input_and_no_candidates_give_no_pass() {
+        for policy in BOTH {
+            assert!(pick_victims(&[], SIZE, policy, 0).is_empty());
+            assert!(pick_victims(&[], SIZE, policy, 1000).is_empty());
+            let none_closed = vec![
+                seg(SegmentState::Open, 10, 5, 1),
+                seg(SegmentState::Freeing, 0, 3, 2),
+                free(),
+                free(),
+                free(),
+            ];
+            assert!(pick_victims(&none_closed, SIZE, policy, 1000).is_empty());
+        }
+    }
+
+    fn record(version: u64, tag: u8) -> LiveRecord {
+        LiveRecord {
+            bytes: vec![tag; 3],
+            kind: RecordKind::Put,
+            key: vec![tag],
+            version,
+            old: Location {
+                segment: 0,
+                offset: 0,
+                len: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn survivors_are_ordered_oldest_first() {
+        // Versions are lsn << 16 | index in batch.
+        let v = |lsn: u64, i: u64| (lsn << 16) | i;
+        let mut records = vec![
+            record(v(9, 0), b'a'),
+            record(v(2, 1), b'b'),
+            record(v(5, 0), b'c'),
+            record(v(2, 0), b'd'),
+            record(v(9, 0), b'e'),
+        ];
+        order_survivors(&mut records);
+        let keys: Vec<u8> = records.iter().map(|r| r.key[0]).collect();
+        assert_eq!(
+            keys, b"dbcae",
+            "oldest first; equal versions keep their order"
+        );
+        let mut empty: Vec<LiveRecord> = Vec::new();
+        order_survivors(&mut empty);
+        let mut plain = vec![(3u64, 'x'), (1, 'y'), (2, 'z')];
+        order_by_age(&mut plain, |r| r.0);
+        assert_eq!(plain, vec![(1, 'y'), (2, 'z'), (3, 'x')]);
     }
 }
