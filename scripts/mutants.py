@@ -38,6 +38,14 @@ MUTANTS = [
         ["--lib", "engine::tests::separator_sorts_records_into_their_groups"],
     ),
     (
+        "tombstone-dropped-too-early",
+        "5 trap 'tombstones': a tombstone goes only once no older put of its key is on disk",
+        "src/engine/tombstones.rs",
+        "            .is_some_and(|&(h, v)| h == hash && v < version)",
+        "            .is_some_and(|&(h, v)| h == hash && v < version && false)",
+        ["--lib", "engine::tests::tombstones_are_dropped_once_no_older_put_remains"],
+    ),
+    (
         "recovery-keeps-lost-copies",
         "4.9 recovery: a copy of a batch lost in a power cut does not come back",
         "src/engine/recovery.rs",

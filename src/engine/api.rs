@@ -131,6 +131,10 @@ pub struct EngineOptions {
     /// (and all of them whenever writes pause). Its memory is one segment and its live records
     /// at a time, whatever the number of groups.
     pub separator_threshold_segments: u32,
+    /// Key prefix lengths by which the user deletes ranges (the filesystem deletes a file's
+    /// pages by their 9-byte prefix). Compaction can drop a range delete only if one of these
+    /// covers it (see `engine/tombstones.rs`); point deletes are always droppable.
+    pub tombstone_prefix_lengths: Vec<usize>,
 }
 
 /// How compaction chooses the segments it empties (see `engine/compaction.rs`).
@@ -153,6 +157,7 @@ impl Default for EngineOptions {
             sync_interval: Some(std::time::Duration::from_secs(5)),
             compaction_policy: CompactionPolicy::default(),
             separator_threshold_segments: 4,
+            tombstone_prefix_lengths: Vec::new(),
         }
     }
 }
@@ -244,6 +249,8 @@ pub struct EngineStats {
     pub separator_memory_bytes: u64,
     /// Bytes compaction wrote copying live records out of its victims.
     pub compaction_bytes_written: u64,
+    /// Tombstones (deletes, range deletes) dropped by compaction: no older version was left.
+    pub tombstones_dropped: u64,
     /// All bytes written to segment files (buffers with their headers and padding).
     pub device_bytes_written: u64,
     pub segments_reclaimed: u64,

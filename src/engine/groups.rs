@@ -20,7 +20,7 @@ use super::format::{
     BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, SegmentKind, align_up, lsn_of_version,
 };
 use super::index::Location;
-use super::segments::SegmentManager;
+use super::segments::{Claim, SegmentManager};
 
 struct OpenGroupSegment {
     segment: u32,
@@ -45,17 +45,17 @@ pub struct Written {
 
 impl GroupWriter {
     /// Appends copies of `records` (every one of `group`) to the group's open segment, opening
-    /// new segments as they fill. Only compaction, which frees space, may take new segments
-    /// from the reserve (`may_use_reserve`); the separator may not, so that sorting records
-    /// never eats the room that freeing space needs. `durable_floor` goes into every buffer
-    /// header (see `format.rs`).
+    /// new segments as they fill, as `claim` allows: compaction, which frees space, may take
+    /// part of the reserve; the separator may not, so that sorting records never eats the room
+    /// that freeing space needs. `durable_floor` goes into every buffer header (see
+    /// `format.rs`).
     pub fn write(
         &mut self,
         segments: &SegmentManager,
         group: u32,
         records: &[&LiveRecord],
         durable_floor: u64,
-        may_use_reserve: bool,
+        claim: Claim,
     ) -> Result<Written> {
         let segment_size = segments.segment_size();
         let mut locations = Vec::with_capacity(records.len());
@@ -66,7 +66,7 @@ impl GroupWriter {
                 Some(open) => open,
                 None => {
                     let (segment, generation) =
-                        segments.allocate(SegmentKind::Group, group, !may_use_reserve)?;
+                        segments.allocate(SegmentKind::Group, group, claim)?;
                     self.open.entry(group).or_insert(OpenGroupSegment {
                         segment,
                         generation,

@@ -143,6 +143,40 @@ impl Index {
         }
     }
 
+    /// Removes `key`'s entry if it is still the record at `location` (a tombstone compaction
+    /// drops). Returns whether it did.
+    pub fn remove_if_at(&self, key: &[u8], location: Location) -> bool {
+        let mut inner = self.inner.write();
+        if inner
+            .points
+            .get(key)
+            .is_some_and(|e| e.location == location)
+        {
+            inner.points.remove(key);
+            inner.key_bytes -= key.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes the range delete starting at `start` with `version` if it is still the record
+    /// at `location`. Returns whether it did.
+    pub fn remove_range_if_at(&self, start: &[u8], version: u64, location: Location) -> bool {
+        let key = (Box::<[u8]>::from(start), version);
+        let mut inner = self.inner.write();
+        if inner
+            .ranges
+            .get(&key)
+            .is_some_and(|r| r.location == location)
+        {
+            inner.ranges.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether `location` holds the record the index relies on for `key` (a put or tombstone).
     pub fn points_at(&self, key: &[u8], location: Location) -> bool {
         self.inner

@@ -25,7 +25,7 @@ use super::format::{
     BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, NO_GROUP, SegmentKind, align_up,
 };
 use super::index::RangeDelete;
-use super::segments::SegmentManager;
+use super::segments::{Claim, SegmentManager};
 
 /// The buffer's write gate: counts the writers whose index updates are still to come.
 #[derive(Default)]
@@ -330,9 +330,15 @@ impl Log {
     }
 
     fn open_new_segment(&self, st: &mut State, for_user: bool) -> Result<()> {
-        let (segment, generation) =
-            self.segments
-                .allocate(SegmentKind::Mixed, NO_GROUP, for_user)?;
+        let (segment, generation) = self.segments.allocate(
+            SegmentKind::Mixed,
+            NO_GROUP,
+            if for_user {
+                Claim::User
+            } else {
+                Claim::FreesSpace
+            },
+        )?;
         st.open = Some(self.new_buffer(st, segment, generation, 0));
         Ok(())
     }

@@ -26,6 +26,7 @@ mod segments;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+mod tombstones;
 
 pub use api::*;
 pub use recovery::RecoveryReport;
@@ -73,6 +74,9 @@ struct Inner {
     compaction_lock: Mutex<()>,
     /// The open group-owned segments (taken under `compaction_lock`).
     group_writer: Mutex<groups::GroupWriter>,
+    /// Which puts each segment holds, to know when a tombstone may go.
+    put_notes: tombstones::PutNotes,
+    tombstones_dropped: AtomicU64,
     closed: AtomicBool,
     stop: Mutex<bool>,
     wake: Condvar,
@@ -89,7 +93,8 @@ struct Inner {
 
 type StepHook = Box<dyn Fn(&'static str) + Send>;
 
-/// A compaction pass frees the victims it has emptied so far once free segments drop to this.
+/// A compaction pass frees the victims it has emptied so far once free segments drop to this
+/// many above what compaction may not take (half the reserve).
 const INCREMENTAL_RECLAIM_FREE_SEGMENTS: usize = 3;
 
 /// How often the background thread looks for work (syncs due, dead segments).
@@ -122,7 +127,11 @@ impl Engine {
             None if options.create_if_missing => create_superblock(&*storage, options)?,
             None => return Err(EngineError::NotAStore("no superblock".into())),
         };
-        let recovered = recovery::recover(&storage, &superblock)?;
+        let put_notes = tombstones::PutNotes::new(
+            superblock.segment_count as usize,
+            options.tombstone_prefix_lengths.clone(),
+        );
+        let recovered = recovery::recover(&storage, &superblock, &put_notes)?;
         let segments = Arc::new(SegmentManager::new(
             storage.clone(),
             superblock,
@@ -160,6 +169,8 @@ impl Engine {
             separator_memory_peak: AtomicU64::new(0),
             compaction_lock: Mutex::new(()),
             group_writer: Mutex::new(groups::GroupWriter::default()),
+            put_notes,
+            tombstones_dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -705,6 +716,13 @@ impl Inner {
         }
         let same_buffer_ranges = ticket.buffer_ranges.lock().clone();
         for update in encoded.updates(ticket.lsn, ticket.segment, ticket.offset) {
+            // Noted before the ticket is dropped: once a later tombstone's segment is closed,
+            // this put's note is there (index updates and flushes complete in buffer order).
+            if let Update::Point { key, entry } = &update {
+                if !entry.tombstone {
+                    self.put_notes.note_put(ticket.segment, key, entry.version);
+                }
+            }
             let applied = self.index.apply(&update, &same_buffer_ranges);
             let location = match &update {
                 Update::Point { entry, .. } => entry.location,
@@ -865,6 +883,7 @@ impl Inner {
         }
         for &segment in &dead {
             self.segments.finish_free(segment);
+            self.put_notes.forget_segment(segment);
         }
         Ok(dead.len())
     }
@@ -910,13 +929,20 @@ impl Inner {
             if self.segments.info(victim).state != segments::SegmentState::Closed {
                 continue;
             }
-            let live = self.live_records_of(victim, &mut image)?;
-            self.copy_to_groups(live, &self.compaction_bytes_written, true)?;
+            let mut live = self.live_records_of(victim, &mut image)?;
+            self.drop_dead_tombstones(victim, &mut live);
+            self.copy_to_groups(
+                live,
+                &self.compaction_bytes_written,
+                segments::Claim::Compaction,
+            )?;
             emptied += 1;
             // Free the emptied victims as we go when free segments run short, so that a pass
             // over many victims needs only a couple of free segments, not room for all its
             // copies at once (the difference between working and not at high utilisation).
-            if self.segments.free_count() <= INCREMENTAL_RECLAIM_FREE_SEGMENTS {
+            if self.segments.free_count()
+                <= self.segments.reserved as usize / 2 + INCREMENTAL_RECLAIM_FREE_SEGMENTS
+            {
                 self.sync()?;
                 self.reclaim_dead_segments()?;
             }
@@ -958,7 +984,8 @@ impl Inner {
         }
         let mut image = Vec::new();
         for &(segment, _) in &mixed {
-            let live = self.live_records_of(segment, &mut image)?;
+            let mut live = self.live_records_of(segment, &mut image)?;
+            self.drop_dead_tombstones(segment, &mut live);
             let held = image.len() + live.iter().map(|(_, r)| r.bytes.len()).sum::<usize>();
             self.separator_memory_peak
                 .fetch_max(held as u64, Ordering::Relaxed);
@@ -970,10 +997,63 @@ impl Inner {
                     continue;
                 }
             }
-            self.copy_to_groups(live, &self.separator_bytes_written, false)?;
+            self.copy_to_groups(live, &self.separator_bytes_written, segments::Claim::User)?;
         }
         self.group_writer.lock().close_empty(&self.segments);
         Ok(mixed.len())
+    }
+
+    /// Takes out of `live` (records of `victim` about to be moved) the tombstones that no
+    /// segment other than `victim` holds an older put for, and removes them from the index:
+    /// they die with `victim` (see `tombstones.rs`).
+    fn drop_dead_tombstones(&self, victim: u32, live: &mut Vec<(u32, compaction::LiveRecord)>) {
+        if !live.iter().any(|(_, r)| r.kind != RecordKind::Put) {
+            return;
+        }
+        let in_use: Vec<u32> = self
+            .segments
+            .snapshot()
+            .iter()
+            .enumerate()
+            .filter(|(s, (info, _))| {
+                *s as u32 != victim && info.state != segments::SegmentState::Free
+            })
+            .map(|(s, _)| s as u32)
+            .collect();
+        live.retain(|(_, r)| {
+            let hash = match r.kind {
+                RecordKind::Put => return true,
+                RecordKind::Delete => self.put_notes.point_hash(&r.key),
+                RecordKind::DeleteRange => {
+                    let Some(h) = RecordHeader::decode(&r.bytes) else {
+                        return true;
+                    };
+                    let end =
+                        &r.bytes[RECORD_HEADER_SIZE + h.key_len as usize..][..h.value_len as usize];
+                    match self.put_notes.range_hash(&r.key, end) {
+                        Some(hash) => hash,
+                        None => return true,
+                    }
+                }
+            };
+            if in_use
+                .iter()
+                .any(|&s| self.put_notes.may_hold_older(s, hash, r.version))
+            {
+                return true; // an older put is still on disk: the tombstone stays
+            }
+            let removed = match r.kind {
+                RecordKind::DeleteRange => self.index.remove_range_if_at(&r.key, r.version, r.old),
+                _ => self.index.remove_if_at(&r.key, r.old),
+            };
+            if removed {
+                self.segments.sub_live(r.old.segment, r.old.len);
+                self.tombstones_dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            // Superseded meanwhile: not live any more; copying it would be harmless but useless.
+            false
+        });
     }
 
     /// The live records of closed segment `segment` with their groups: the records the index
@@ -1028,7 +1108,7 @@ impl Inner {
         &self,
         live: Vec<(u32, compaction::LiveRecord)>,
         counter: &AtomicU64,
-        may_use_reserve: bool,
+        claim: segments::Claim,
     ) -> Result<()> {
         let mut by_group: std::collections::BTreeMap<u32, Vec<compaction::LiveRecord>> =
             Default::default();
@@ -1040,7 +1120,7 @@ impl Inner {
             records.sort_by_key(|r| r.version);
             let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
             let floor = self.log.durable_lsn();
-            let written = match writer.write(&self.segments, group, &refs, floor, may_use_reserve) {
+            let written = match writer.write(&self.segments, group, &refs, floor, claim) {
                 Ok(w) => w,
                 Err(EngineError::NoSpace) => return Err(EngineError::NoSpace),
                 Err(e) => {
@@ -1049,6 +1129,13 @@ impl Inner {
                 }
             };
             self.test_step("copies written, index not yet moved");
+            // Every copy is on disk now, including the ones about to lose their compare-and-set
+            // (old versions in a new segment): note them all.
+            for (r, new) in records.iter().zip(&written.locations) {
+                if r.kind == RecordKind::Put {
+                    self.put_notes.note_put(new.segment, &r.key, r.version);
+                }
+            }
             counter.fetch_add(written.device_bytes, Ordering::Relaxed);
             self.log
                 .device_bytes_written
@@ -1155,12 +1242,14 @@ impl Inner {
             mixed_segments: mixed,
             live_bytes: self.segments.live_total(),
             index_entries: (self.index.len() + self.index.range_delete_count()) as u64,
-            index_bytes: self.index.heap_bytes() as u64,
+            // The notes of which puts each segment holds are index memory too.
+            index_bytes: (self.index.heap_bytes() + self.put_notes.heap_bytes()) as u64,
             user_bytes_written: self.user_bytes_written.load(Ordering::Relaxed),
             separator_bytes_written: self.separator_bytes_written.load(Ordering::Relaxed),
             segments_handed_over: self.segments_handed_over.load(Ordering::Relaxed),
             separator_memory_bytes: self.separator_memory_peak.load(Ordering::Relaxed),
             compaction_bytes_written: self.compaction_bytes_written.load(Ordering::Relaxed),
+            tombstones_dropped: self.tombstones_dropped.load(Ordering::Relaxed),
             device_bytes_written: self.log.device_bytes_written.load(Ordering::Relaxed),
             segments_reclaimed: self.segments.reclaimed.load(Ordering::Relaxed),
             last_lsn: self.log.last_lsn(),

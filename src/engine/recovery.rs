@@ -67,7 +67,13 @@ struct Candidate {
     location: Location,
 }
 
-pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered> {
+/// Rebuilds everything from the segments; every put accepted is noted in `put_notes` (see
+/// `tombstones.rs`), live or not.
+pub fn recover(
+    storage: &Arc<dyn Storage>,
+    sb: &Superblock,
+    put_notes: &super::tombstones::PutNotes,
+) -> Result<Recovered> {
     let seg_size = sb.segment_size as usize;
     let mut report = RecoveryReport::default();
     let mut buffers: Vec<ScannedBuffer> = Vec::new();
@@ -162,6 +168,9 @@ pub fn recover(storage: &Arc<dyn Storage>, sb: &Superblock) -> Result<Recovered>
         info.max_lsn = info.max_lsn.max(b.header.lsn_last);
         for c in &candidates[b.records.clone()] {
             report.records_accepted += 1;
+            if c.kind == RecordKind::Put {
+                put_notes.note_put(c.location.segment, &c.key, c.version);
+            }
             match c.kind {
                 RecordKind::DeleteRange => ranges.push(RangeDelete {
                     start: c.key.clone(),

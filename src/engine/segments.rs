@@ -26,6 +26,18 @@ use super::storage::Storage;
 /// across crashes (recovery starts above the reserved high-water mark).
 const GENERATION_RESERVATION: u64 = 1 << 16;
 
+/// Who asks for a segment, which decides how much of the reserve it may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// User batches and the separator: never the reserve.
+    User,
+    /// Compaction copies: half the reserve, so that it can make room in a full store but
+    /// never takes the last segments from the deletes and markers that free its victims.
+    Compaction,
+    /// Small delete batches and marker buffers: everything (they are what frees space).
+    FreesSpace,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SegmentState {
     Free,
@@ -123,13 +135,17 @@ impl SegmentManager {
         self.geometry.segment_size
     }
 
-    /// Hands out a free segment of `kind`/`group` with a new generation. User writes
-    /// (`for_user`) may not take the last `reserved` segments, and those must be segments whose
-    /// file is already allocated: on a full host disk the reserve must still be writable, so
-    /// that deletes and compaction can free space.
-    pub fn allocate(&self, kind: SegmentKind, group: u32, for_user: bool) -> Result<(u32, u64)> {
+    /// Hands out a free segment of `kind`/`group` with a new generation, leaving at least the
+    /// free segments `claim` may not take (see [`Claim`]). The reserve lies in segment files
+    /// already allocated: on a full host disk it must still be writable, so that deletes and
+    /// compaction can free space.
+    pub fn allocate(&self, kind: SegmentKind, group: u32, claim: Claim) -> Result<(u32, u64)> {
         let mut inner = self.inner.lock();
-        let floor = if for_user { self.reserved as usize } else { 0 };
+        let floor = match claim {
+            Claim::User => self.reserved as usize,
+            Claim::Compaction => self.reserved as usize / 2,
+            Claim::FreesSpace => 0,
+        };
         if inner.free.len() + inner.free_unallocated.len() <= floor {
             return Err(EngineError::NoSpace);
         }

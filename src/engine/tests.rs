@@ -228,7 +228,8 @@ fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
     // Power cut now: the reused segment's new buffers were never synced.
     let image = storage.crash(PowerCut::DropAllUnsynced);
     let sb = Superblock::decode(&image.read_superblock().unwrap().unwrap()).unwrap();
-    let recovered = recovery::recover(&(image.clone() as Arc<dyn Storage>), &sb).unwrap();
+    let notes = tombstones::PutNotes::new(sb.segment_count as usize, Vec::new());
+    let recovered = recovery::recover(&(image.clone() as Arc<dyn Storage>), &sb, &notes).unwrap();
     let info = recovered.infos[segment as usize];
     assert!(
         info.state == SegmentState::Free || info.generation == new_gen,
@@ -816,4 +817,95 @@ fn copy_of_a_batch_lost_in_a_power_cut_does_not_come_back() {
     });
     let engine = Engine::open_on(image, &small_options()).unwrap();
     assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"durable"[..]));
+}
+
+/// Deleting frees everything in the end, tombstones included, and nothing deleted comes back
+/// after a power cut (DESIGN.md 5: a tombstone may go only once no older version can return).
+#[test]
+fn tombstones_are_dropped_once_no_older_put_remains_and_nothing_comes_back() {
+    let opts = EngineOptions {
+        tombstone_prefix_lengths: vec![2],
+        ..small_options()
+    };
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &opts).unwrap();
+    engine.test_pause_background();
+    let value = vec![4u8; 3000];
+    // A put that stays on disk in a segment too full to be compacted: its tombstone must stay.
+    // (One batch, so that they share a segment, which stays over 90% live.)
+    let keep = vec![7u8; 34_000];
+    let mut first = vec![put("zold", &value), put("zp/old", &value)];
+    first.extend((0..7).map(|i| put(&format!("keep{i}"), &keep)));
+    engine.write(&first).unwrap();
+    let (cold_segment, _) = engine.test_segment_of(b"zold").unwrap();
+    engine
+        .write(&[Mutation::delete(ROOT_GROUP, b"zold".to_vec())])
+        .unwrap();
+    engine
+        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"zp".to_vec())])
+        .unwrap();
+    // Create/delete cycles: point deletes of some keys, prefix deletes of others.
+    for cycle in 0..40 {
+        for i in 0..60 {
+            engine
+                .write(&[put(&format!("p{}/{i:03}", cycle % 10), &value)])
+                .unwrap();
+            engine.write(&[put(&format!("k{i:03}"), &value)]).unwrap();
+        }
+        engine
+            .write(&[Mutation::delete_prefix(
+                ROOT_GROUP,
+                format!("p{}", cycle % 10),
+            )])
+            .unwrap();
+        for i in 0..60 {
+            engine
+                .write(&[Mutation::delete(
+                    ROOT_GROUP,
+                    format!("k{i:03}").into_bytes(),
+                )])
+                .unwrap();
+        }
+        engine.test_separate().unwrap();
+        while engine.test_compact().unwrap() > 0 {}
+    }
+    engine.write(&[put("survivor", b"here")]).unwrap();
+    for _ in 0..3 {
+        engine.test_separate().unwrap();
+        while engine.test_compact().unwrap() > 0 {}
+    }
+    let stats = engine.stats();
+    assert_eq!(
+        engine.test_segment_of(b"keep0").map(|(s, _)| s),
+        Some(cold_segment),
+        "the cold segment was compacted: the test no longer keeps an old put on disk"
+    );
+    assert!(
+        stats.tombstones_dropped > 0,
+        "no tombstone was ever dropped"
+    );
+    // 40 cycles wrote 14 MiB and 2,440 deletes; what remains must not grow with the cycles.
+    assert!(
+        stats.index_entries < 200,
+        "{} index entries left (tombstones leak)",
+        stats.index_entries
+    );
+    assert!(
+        stats.live_bytes < 7 * 34_000 + (64 << 10),
+        "{} live bytes left",
+        stats.live_bytes
+    );
+    engine.sync().unwrap();
+    drop(engine);
+    for cut in [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten] {
+        let engine = Engine::open_on(storage.crash(cut), &opts).unwrap();
+        let all = engine.scan(b"", None, usize::MAX).unwrap();
+        let keys: Vec<String> = all
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into())
+            .collect();
+        let mut expected: Vec<String> = (0..7).map(|i| format!("keep{i}")).collect();
+        expected.push("survivor".into());
+        assert_eq!(keys, expected, "deleted keys came back ({cut:?})");
+    }
 }
