@@ -242,6 +242,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
         create_if_missing: true,
         sync_interval: (args.flush_interval > 0)
             .then(|| std::time::Duration::from_secs(args.flush_interval)),
+        tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
         ..Default::default()
     };
     if args.daemon {

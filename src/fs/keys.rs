@@ -48,6 +48,10 @@ pub const MAX_ENTRIES_PER_HASH: usize = 255;
 /// Name of the metadata record holding the inode high-water mark.
 pub const META_INODE_HIGH_WATER: &[u8] = b"inode_high_water";
 
+/// Length of the prefixes by which the filesystem deletes a file's pages and xattrs (tag and
+/// inode number); the engine tracks them so that compaction can drop those range deletes.
+pub const TOMBSTONE_PREFIX_LENGTHS: &[usize] = &[9];
+
 fn key_with_ino(tag: u8, ino: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(tag);

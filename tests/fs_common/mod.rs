@@ -15,6 +15,7 @@ pub fn options(capacity_bytes: u64) -> EngineOptions {
     EngineOptions {
         capacity_bytes,
         sync_interval: None,
+        tombstone_prefix_lengths: logstorfs::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
         ..Default::default()
     }
 }
