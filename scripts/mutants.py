@@ -46,6 +46,14 @@ MUTANTS = [
         ["--lib", "engine::tests::tombstones_are_dropped_once_no_older_put_remains"],
     ),
     (
+        "scan-past-unproven-damage",
+        "4.9 recovery: only a stretch the next buffer proves durable is damage, not a torn tail",
+        "src/engine/recovery.rs",
+        "        match next.filter(|&q| proven(q)) {",
+        "        match next.filter(|&q| proven(q) || q > 0) {",
+        ["--release", "--test", "engine_model", "random_batches"],
+    ),
+    (
         "recovery-keeps-lost-copies",
         "4.9 recovery: a copy of a batch lost in a power cut does not come back",
         "src/engine/recovery.rs",

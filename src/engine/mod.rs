@@ -138,8 +138,8 @@ impl Engine {
             recovered.infos,
         ));
         // Discarded buffers must not come back once new batches reuse their LSNs.
-        for &(segment, offset) in &recovered.invalidate {
-            segments.write(segment, offset, &[0u8; BLOCK_SIZE])?;
+        for &(segment, start, end) in &recovered.invalidate {
+            segments.write(segment, start, &vec![0u8; (end - start) as usize])?;
         }
         // What recovery accepted may still be only in the host's page cache (after a crash of
         // the process, not of the machine): make it durable before building on it.
@@ -281,7 +281,16 @@ impl Engine {
 
     /// Syncs and closes the store, releasing its lock.
     pub fn close(mut self) -> Result<()> {
-        let result = self.inner.sync();
+        let mut result = self.inner.sync();
+        if result.is_ok() {
+            // A last marker, synced, records that everything is durable: recovery (and fsck)
+            // can then tell damage to the newest batches from a write torn by a power cut.
+            match self.inner.log.flush_marker() {
+                Ok(()) => result = self.inner.storage.sync().map_err(EngineError::from),
+                Err(EngineError::NoSpace) => {}
+                Err(e) => result = Err(e),
+            }
+        }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.stop_background();
         result
@@ -1071,7 +1080,10 @@ impl Inner {
         self.segments.read(segment, 0, &mut image[..used])?;
         let hw = self.segments.generation_high_water();
         let mut live = Vec::new();
-        for (pos, header) in recovery::valid_buffers(&image[..used], segment, hw) {
+        // Past a damaged stretch too (recovery indexed what follows it); the records of the
+        // stretch itself stay where they are, so such a segment is never emptied.
+        let scan = recovery::scan_segment(&image[..used], segment, hw);
+        for (pos, header) in scan.valid {
             for (at, h) in recovery::records_of(segment, pos, &header, image)? {
                 let location = Location {
                     segment,

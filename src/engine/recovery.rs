@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use super::api::{EngineError, Result};
 use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind,
-    Superblock, lsn_of_version,
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
+    SegmentKind, Superblock, lsn_of_version,
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
@@ -35,6 +35,12 @@ pub struct RecoveryReport {
     pub records_accepted: u64,
     /// Buffers dropped because a batch before them was missing.
     pub buffers_discarded: u64,
+    /// Buffers that fail their checks with valid buffers of the same use after them: damage,
+    /// not a torn tail. Their records were salvaged (see `salvage_records`).
+    pub buffers_damaged: u64,
+    /// Records of damaged buffers indexed where they are so that reading them fails (EIO)
+    /// instead of an older version being served.
+    pub records_poisoned: u64,
     /// The durable floor found, and the last LSN kept.
     pub durable_floor: u64,
     pub last_lsn: u64,
@@ -44,8 +50,10 @@ pub struct Recovered {
     pub index: Index,
     pub infos: Vec<SegmentInfo>,
     pub next_lsn: u64,
-    /// (segment, offset) of each discarded buffer that starts a segment's discarded tail.
-    pub invalidate: Vec<(u32, u32)>,
+    /// (segment, start, end) of each segment's discarded tail: from the first discarded buffer
+    /// to the end of the last buffer found. The caller zeroes it all, so that no buffer of it
+    /// can be found again (recovery looks past damaged buffers for valid ones).
+    pub invalidate: Vec<(u32, u32, u32)>,
     pub report: RecoveryReport,
 }
 
@@ -78,6 +86,7 @@ pub fn recover(
     let mut report = RecoveryReport::default();
     let mut buffers: Vec<ScannedBuffer> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
+    let mut damaged: Vec<DamagedBuffer> = Vec::new();
     let mut image = vec![0u8; seg_size];
     let mut file_lens = Vec::new();
     for file in 0..sb.file_count() {
@@ -97,7 +106,22 @@ pub fn recover(
             continue;
         }
         storage.read_at(file, base, &mut image)?;
-        for (pos, header) in valid_buffers(&image, segment, sb.generation_high_water) {
+        let scan = scan_segment(&image, segment, sb.generation_high_water);
+        // What the buffer right after each damaged stretch says: only in the log (mixed
+        // segments) does its durable floor vouch for the stretch's batches having been durable
+        // (synced before it was sealed), which tells damage from a write torn by a power cut.
+        let vouched: Vec<u64> = scan
+            .damaged
+            .iter()
+            .map(|&(_, end)| {
+                scan.valid
+                    .iter()
+                    .find(|(pos, _)| *pos == end)
+                    .filter(|(_, h)| h.kind == SegmentKind::Mixed)
+                    .map_or(0, |(_, h)| h.durable_floor)
+            })
+            .collect();
+        for &(pos, header) in &scan.valid {
             let first = candidates.len();
             parse_records(segment, pos, &header, &image, &mut candidates)?;
             buffers.push(ScannedBuffer {
@@ -105,6 +129,15 @@ pub fn recover(
                 offset: pos as u32,
                 header,
                 records: first..candidates.len(),
+            });
+        }
+        for (&(start, end), &vouched_floor) in scan.damaged.iter().zip(&vouched) {
+            report.buffers_damaged += 1;
+            damaged.push(DamagedBuffer {
+                segment,
+                offset: start as u32,
+                vouched_floor,
+                records: salvage_records(segment, start, &image[..end]),
             });
         }
     }
@@ -146,6 +179,27 @@ pub fn recover(
     }
     let keep = |b: &ScannedBuffer| cut.get(&b.segment).is_none_or(|&at| b.offset < at);
     report.buffers_discarded = buffers.iter().filter(|b| !keep(b)).count() as u64;
+
+    // Damaged log buffers: their records whose batches the next buffer vouches were durable are
+    // taken as they are: intact ones serve reads, damaged ones make reads fail (their own CRC
+    // fails) rather than let an older version of the key stand in. Otherwise a failing buffer
+    // is indistinguishable from a write torn by a power cut, and is dropped like one. (Damage
+    // in a buffer of copies is dropped too: see the note in ARCHITECTURE.md.)
+    let mut salvaged: Vec<Candidate> = Vec::new();
+    for d in damaged {
+        if cut.get(&d.segment).is_some_and(|&at| d.offset >= at) {
+            continue; // beyond the log's end: discarded with the rest of the segment's tail
+        }
+        for (c, intact) in d.records {
+            let lsn = lsn_of_version(c.version);
+            if lsn > 0 && lsn <= d.vouched_floor && lsn <= floor {
+                if !intact {
+                    report.records_poisoned += 1;
+                }
+                salvaged.push(c);
+            }
+        }
+    }
 
     // Segment states.
     let mut infos = vec![SegmentManager::empty_info(); sb.segment_count as usize];
@@ -197,6 +251,34 @@ pub fn recover(
             }
         }
     }
+    for c in salvaged {
+        report.records_accepted += 1;
+        if c.kind == RecordKind::Put {
+            put_notes.note_put(c.location.segment, &c.key, c.version);
+        }
+        let entry = Entry {
+            location: c.location,
+            version: c.version,
+            group: c.group,
+            tombstone: c.kind == RecordKind::Delete,
+        };
+        match c.kind {
+            RecordKind::DeleteRange => ranges.push(RangeDelete {
+                start: c.key,
+                end: c.end,
+                version: c.version,
+                location: c.location,
+                group: c.group,
+            }),
+            _ => match points.get_mut(c.key.as_slice()) {
+                Some(e) if e.version >= entry.version => {}
+                Some(e) => *e = entry,
+                None => {
+                    points.insert(c.key.into_boxed_slice(), entry);
+                }
+            },
+        }
+    }
     drop(candidates);
     apply_range_deletes(&mut points, &mut ranges);
     hand_over_single_group_segments(&mut infos, &points, &ranges);
@@ -208,9 +290,144 @@ pub fn recover(
         index: Index::from_recovered(points, ranges),
         infos,
         next_lsn,
-        invalidate: cut.into_iter().collect(),
+        invalidate: cut
+            .into_iter()
+            .map(|(segment, at)| {
+                let end = buffers
+                    .iter()
+                    .filter(|b| b.segment == segment)
+                    .map(|b| b.offset + b.header.buffer_len)
+                    .max()
+                    .unwrap_or(at)
+                    .max(at + BLOCK_SIZE as u32);
+                (segment, at, end)
+            })
+            .collect(),
         report,
     })
+}
+
+/// A segment image read by recovery: its valid buffers, and the damaged stretches between them.
+pub struct SegmentScan {
+    pub valid: Vec<(usize, BufferHeader)>,
+    /// (start, end) of each stretch that fails its checks but is followed by a valid buffer of
+    /// the same use of the segment.
+    pub damaged: Vec<(usize, usize)>,
+}
+
+struct DamagedBuffer {
+    segment: u32,
+    offset: u32,
+    /// The durable floor of the log buffer right after it (0: none, or not in the log).
+    vouched_floor: u64,
+    /// Records found in it, and whether each passed its own CRC.
+    records: Vec<(Candidate, bool)>,
+}
+
+/// Like [`valid_buffers`], but a buffer that fails its checks does not end the segment when a
+/// valid buffer of the same generation follows it (found at a later block boundary): that is
+/// damage in the middle, and what follows it is still the segment's. The first buffer must be
+/// valid (it alone tells this use of the segment from an earlier one).
+pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> SegmentScan {
+    let mut scan = SegmentScan {
+        valid: Vec::new(),
+        damaged: Vec::new(),
+    };
+    let mut pos = 0usize;
+    let mut generation = None;
+    while pos + BLOCK_SIZE <= image.len() {
+        let valid = BufferHeader::decode_checked(&image[pos..]).filter(|h| {
+            h.segment_index == segment
+                && h.generation < generation_high_water
+                && generation.is_none_or(|g| g == h.generation)
+        });
+        if let Some(header) = valid {
+            generation = Some(header.generation);
+            scan.valid.push((pos, header));
+            pos += header.buffer_len as usize;
+            continue;
+        }
+        let Some(g) = generation else { break };
+        // A zeroed block is where a discarded tail was invalidated (or where nothing was ever
+        // written): the end, never damage.
+        if image[pos..pos + BLOCK_SIZE].iter().all(|&b| b == 0) {
+            break;
+        }
+        // Look for the next valid buffer of this use.
+        let next = (pos + BLOCK_SIZE..image.len())
+            .step_by(BLOCK_SIZE)
+            .find(|&q| {
+                BufferHeader::plausible_start(&image[q..], segment)
+                    && BufferHeader::decode_checked(&image[q..])
+                        .is_some_and(|h| h.segment_index == segment && h.generation == g)
+            });
+        // Only a stretch of the log that the next buffer proves durable is damage: its header
+        // records a durable floor covering every batch before its own, so the stretch's batches
+        // had been synced (and a synced write cannot be torn). Anything else may be a write
+        // torn by a power cut, or bytes the page cache reordered: the segment ends there.
+        let proven = |q: usize| {
+            BufferHeader::decode_checked(&image[q..]).is_some_and(|h| {
+                h.kind == SegmentKind::Mixed
+                    && h.lsn_first > 0
+                    && h.durable_floor + 1 >= h.lsn_first
+            })
+        };
+        match next.filter(|&q| proven(q)) {
+            Some(q) => {
+                scan.damaged.push((pos, q));
+                pos = q;
+            }
+            None => break,
+        }
+    }
+    scan
+}
+
+/// The records of a damaged stretch `[start, image.len())`, walked through its (unchecked)
+/// buffer header, each with whether its own CRC holds. The walk stops where record headers stop
+/// making sense.
+fn salvage_records(segment: u32, start: usize, image: &[u8]) -> Vec<(Candidate, bool)> {
+    let mut out = Vec::new();
+    if image.len() < start + BUFFER_HEADER_SIZE {
+        return out;
+    }
+    let mut p = start + BUFFER_HEADER_SIZE;
+    while p + RECORD_HEADER_SIZE <= image.len() {
+        let Some(h) = RecordHeader::decode(&image[p..]) else {
+            break;
+        };
+        if h.total_len() <= RECORD_HEADER_SIZE || h.key_len == 0 {
+            break;
+        }
+        let intact = RecordHeader::decode_checked(&image[p..]).is_some();
+        let key_at = p + RECORD_HEADER_SIZE;
+        let value_at = key_at + h.key_len as usize;
+        let end = if h.kind == RecordKind::DeleteRange {
+            image[value_at..value_at + h.value_len as usize].to_vec()
+        } else {
+            Vec::new()
+        };
+        // A damaged range delete could hide anything: only intact ones are taken.
+        if intact || h.kind != RecordKind::DeleteRange {
+            out.push((
+                Candidate {
+                    key: image[key_at..value_at].to_vec(),
+                    end,
+                    kind: h.kind,
+                    group: h.group,
+                    version: h.version,
+                    location: Location {
+                        segment,
+                        offset: p as u32,
+                        len: h.total_len() as u32,
+                    },
+                },
+                intact,
+            ));
+        }
+        p += h.total_len();
+    }
+    out
 }
 
 /// The buffers of a segment image that recovery accepts, in order: from the first, up to the

@@ -909,3 +909,46 @@ fn tombstones_are_dropped_once_no_older_put_remains_and_nothing_comes_back() {
         assert_eq!(keys, expected, "deleted keys came back ({cut:?})");
     }
 }
+
+/// Damage in the middle of the log (durable data, later buffers intact) is not the end of the
+/// log: what follows it is still served, the damaged record reads as damage (never as an older
+/// version of its key), and its intact neighbours in the damaged buffer are served too.
+#[test]
+fn damage_in_the_middle_of_the_log_fails_reads_of_that_record_only() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    engine.write(&[put("victim", b"old version")]).unwrap();
+    engine.write(&[put("before", b"b")]).unwrap();
+    engine.sync().unwrap();
+    engine
+        .write(&[put("victim", &[b'V'; 3000]), put("neighbour", &[b'N'; 300])])
+        .unwrap();
+    engine.sync().unwrap();
+    engine.write(&[put("after", b"a")]).unwrap();
+    engine.sync().unwrap();
+    let (segment, _) = engine.test_segment_of(b"victim").unwrap();
+    assert_eq!(
+        engine.test_segment_of(b"after").unwrap().0,
+        segment,
+        "one segment"
+    );
+    engine.close().unwrap();
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut img = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut img).unwrap();
+    let at = img.windows(64).position(|w| w == [b'V'; 64]).unwrap();
+    storage.corrupt(file, base + at as u64 + 100, 0x01);
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    assert_eq!(engine.recovery_report().buffers_damaged, 1);
+    assert!(
+        matches!(engine.get(b"victim"), Err(EngineError::Corrupt(_))),
+        "{:?}",
+        engine.get(b"victim").map(|v| v.map(|v| v.len()))
+    );
+    assert_eq!(engine.get(b"neighbour").unwrap().unwrap(), vec![b'N'; 300]);
+    assert_eq!(engine.get(b"before").unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
+}
