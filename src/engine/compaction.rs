@@ -22,8 +22,8 @@
 //! than its copies fill. [`order_survivors`] sorts the records a pass copies oldest first, so
 //! that cold data is written together. Per-group compaction and tombstone dropping come later.
 
-use super::api::{CompactionPolicy, MAX_BATCH_BYTES, WRITE_BUFFER_SIZE};
-use super::format::{RECORD_HEADER_SIZE, RecordKind};
+use super::api::{CompactionPolicy, MAX_KEY_LEN, MAX_VALUE_LEN, WRITE_BUFFER_SIZE};
+use super::format::{BLOCK_SIZE, BUFFER_HEADER_SIZE, RECORD_HEADER_SIZE, RecordKind};
 use super::segments::{SegmentInfo, SegmentState};
 
 /// Segments fuller than this fraction (in percent) are never rewritten: copying them would cost
@@ -33,10 +33,6 @@ pub const MAX_VICTIM_UTILIZATION_PERCENT: u64 = 90;
 /// Most bytes of live data one pass copies, in segments. At the utilisation cap (90%) a pass
 /// must take 10 victims (9 segments of copies) to free one segment, so the budget is 9.
 pub const MAX_PASS_LIVE_SEGMENTS: u64 = 9;
-
-/// Free segments a pass leaves untouched: the marker buffer that lets the reclaimer free the
-/// victims needs room (a pass that used up every free segment could never free its victims).
-pub const PASS_SPARE_FREE_SEGMENTS: u64 = 1;
 
 /// Chooses the victims of a pass. A pure function of the segments' figures: `segments[i]` is
 /// segment `i` with its live bytes; `now_lsn` is the newest LSN (for the age of a segment).
@@ -85,26 +81,39 @@ pub fn pick_victims(
     Vec::new()
 }
 
+/// The most of a segment's tail that copies may leave unused: the group writer fills a segment
+/// up to the last record that fits, so at most one largest record, in its own buffer.
+pub const WORST_TAIL_BYTES: u64 =
+    ((BUFFER_HEADER_SIZE + RECORD_HEADER_SIZE + MAX_KEY_LEN + MAX_VALUE_LEN).div_ceil(BLOCK_SIZE)
+        * BLOCK_SIZE) as u64;
+
 /// Segments kept for relocation that user writes may not take: the rule of
 /// `SegmentManager::new` (`segments.rs`), which this pure function cannot ask.
 pub fn assumed_reserve(segment_count: u64) -> u64 {
     (segment_count / 50).clamp(4, 64).min(segment_count / 4)
 }
 
+/// Free segments compaction copies may not take: half the reserve (`Claim::Compaction` in
+/// `segments.rs`), left to the deletes and markers that free the victims.
+pub fn assumed_compaction_floor(segment_count: u64) -> u64 {
+    assumed_reserve(segment_count) / 2
+}
+
 /// Most live bytes a pass may copy. Only the reserve is certain to stay free while a pass
-/// runs: user writes racing a background pass may take every other free segment. So the copies
-/// must fit the free reserve segments less `PASS_SPARE_FREE_SEGMENTS` (if copies took them
-/// all, not even the marker that frees the victims could be written, and the store would stay
-/// stuck), counting in each segment the tail a copy batch that does not fit leaves unused.
+/// runs: user writes racing a background pass may take every other free segment. Of the
+/// reserve, copies may take what lies above the compaction floor (if they took it all, not even
+/// the marker that frees the victims could be written, and the store would stay stuck). Each
+/// segment counts for what copies may leave unused in it (`WORST_TAIL_BYTES`).
 fn pass_budget(segments: &[(SegmentInfo, u64)], size: u64) -> u64 {
     let free = segments
         .iter()
         .filter(|(info, _)| info.state == SegmentState::Free)
         .count() as u64;
+    let n = segments.len() as u64;
     let usable = free
-        .min(assumed_reserve(segments.len() as u64))
-        .saturating_sub(PASS_SPARE_FREE_SEGMENTS);
-    let copy_room = size - (MAX_BATCH_BYTES as u64).min(size / 2);
+        .min(assumed_reserve(n))
+        .saturating_sub(assumed_compaction_floor(n));
+    let copy_room = size - WORST_TAIL_BYTES.min(size / 2);
     (MAX_PASS_LIVE_SEGMENTS * size).min(usable * copy_room)
 }
 
@@ -279,8 +288,8 @@ mod tests {
         seg(SegmentState::Free, 0, 0, 0)
     }
 
-    /// Segments in the stores of these tests: the reserve is 20, more than the free segments
-    /// of most tests, so the free segments given decide the budget.
+    /// Segments in the stores of these tests: the reserve is 20, of which copies may take 10
+    /// (the compaction floor is 10), so the free segments given (10 to 20) decide the budget.
     const STORE_SEGMENTS: usize = 1000;
 
     /// `segments` followed by `n` free segments, then full closed segments (never candidates)
@@ -347,24 +356,25 @@ mod tests {
 
     #[test]
     fn the_policy_decides_which_victims_a_tight_budget_gets() {
-        // Ten old 60% segments and ten young 50% ones in a store of 300 segments (reserve 6)
-        // with 10 free: the copies may take 5 segments, 3.75 MiB with room for unused tails.
+        // Ten old 60% segments and ten young 50% ones in a store of 500 segments (reserve 10,
+        // compaction floor 5) with 12 free: the copies may take 5 segments, 4.36 MiB with room
+        // for unused tails.
         let mut segments: Vec<_> = (0..10).map(|i| closed(60, 10 + i)).collect();
         segments.extend((0..10).map(|i| closed(50, 900 + i)));
-        segments.extend((0..10).map(|_| free()));
-        segments.extend((0..270).map(|_| closed(100, 1)));
+        segments.extend((0..12).map(|_| free()));
+        segments.extend((0..468).map(|_| closed(100, 1)));
         let cb = pick_victims(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
-        assert_eq!(cb.len(), 6, "{cb:?}");
+        assert_eq!(cb.len(), 7, "{cb:?}");
         assert!(cb.iter().all(|&s| s < 10), "old segments only: {cb:?}");
         let greedy = pick_victims(&segments, SIZE, CompactionPolicy::Greedy, 1000);
-        assert_eq!(greedy.len(), 7, "{greedy:?}");
+        assert_eq!(greedy.len(), 8, "{greedy:?}");
         assert!(greedy.iter().all(|&s| (10..20).contains(&s)), "{greedy:?}");
-        // Down to the reserve (6 free): user writes are waiting, cost-benefit acts greedy.
-        for s in 20..24 {
+        // Down to the reserve (10 free): user writes are waiting, cost-benefit acts greedy.
+        for s in 20..22 {
             segments[s] = closed(100, 1);
         }
         let pressed = pick_victims(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
-        assert_eq!(pressed.len(), 7, "{pressed:?}");
+        assert_eq!(pressed.len(), 8, "{pressed:?}");
         assert!(
             pressed.iter().all(|&s| (10..20).contains(&s)),
             "{pressed:?}"
@@ -398,10 +408,10 @@ mod tests {
             let ordered = candidates_in_order(&segments, SIZE, policy, 1 << 40);
             assert!(ordered.is_empty(), "{policy:?}: {ordered:?}");
         }
-        // At the cap exactly, ten of them free one segment.
+        // At the cap exactly they are candidates (9 fit the budget of 8.7 MiB).
         let at_cap = with_free((0..10).map(|i| closed(90, 1 + i)).collect(), 30);
         for policy in BOTH {
-            assert_eq!(pick_victims(&at_cap, SIZE, policy, 100).len(), 10);
+            assert_eq!(pick_victims(&at_cap, SIZE, policy, 100).len(), 9);
         }
     }
 
@@ -432,24 +442,27 @@ mod tests {
     #[test]
     fn a_pass_copies_at_most_its_budget() {
         for policy in BOTH {
-            // Plenty of free segments: at most MAX_PASS_LIVE_SEGMENTS segments of copies.
-            let segments = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 40);
-            let victims = pick_victims(&segments, SIZE, policy, 100);
+            // A store of 2000 segments (reserve 40, floor 20), all free ones usable: at most
+            // MAX_PASS_LIVE_SEGMENTS segments of copies.
+            let mut big: Vec<_> = (0..40).map(|i| closed(50, 1 + i)).collect();
+            big.extend((0..40).map(|_| free()));
+            big.extend((0..1920).map(|_| closed(100, 1)));
+            let victims = pick_victims(&big, SIZE, policy, 100);
             assert_eq!(
                 victims.len() as u64,
                 MAX_PASS_LIVE_SEGMENTS * 2,
                 "{policy:?}"
             );
-            // Few free segments: the copies must fit them (3 free, one kept spare: 2 segments
-            // with worst-case tails, 1.5 MiB: three 50% victims).
-            let tight = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 3);
+            // Few free segments: the copies must fit those above the compaction floor (13 free,
+            // floor 10: 3 segments with worst-case tails, 2.6 MiB: five 50% victims).
+            let tight = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 13);
             assert_eq!(
                 pick_victims(&tight, SIZE, policy, 100).len(),
-                3,
+                5,
                 "{policy:?}"
             );
-            // Only the spare free segment: no copies at all, but empty segments still go.
-            let mut none = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 1);
+            // Down to the floor: no copies at all, but empty segments still go.
+            let mut none = with_free((0..40).map(|i| closed(50, 1 + i)).collect(), 10);
             assert!(pick_victims(&none, SIZE, policy, 100).is_empty());
             none.push(closed(0, 50));
             assert_eq!(
@@ -457,7 +470,7 @@ mod tests {
                 vec![STORE_SEGMENTS as u32]
             );
             // Whatever the figures, the live bytes chosen stay within the budget.
-            for free_count in 0..12 {
+            for free_count in [0, 5, 10, 11, 12, 15, 20, 25] {
                 let mixed = with_free(
                     (0..40)
                         .map(|i| closed((i * 37) % 95, 1 + i * 13 % 40))
@@ -466,13 +479,9 @@ mod tests {
                 );
                 let victims = pick_victims(&mixed, SIZE, policy, 1000);
                 let live: u64 = victims.iter().map(|&s| mixed[s as usize].1).sum();
-                let copy_room = SIZE - (MAX_BATCH_BYTES as u64).min(SIZE / 2);
-                let budget = (MAX_PASS_LIVE_SEGMENTS * SIZE).min(
-                    (free_count as u64)
-                        .min(20)
-                        .saturating_sub(PASS_SPARE_FREE_SEGMENTS)
-                        * copy_room,
-                );
+                let copy_room = SIZE - WORST_TAIL_BYTES.min(SIZE / 2);
+                let usable = (free_count as u64).min(20).saturating_sub(10);
+                let budget = (MAX_PASS_LIVE_SEGMENTS * SIZE).min(usable * copy_room);
                 assert!(
                     live <= budget,
                     "{policy:?} free {free_count}: {live} > {budget}"
@@ -495,14 +504,16 @@ mod tests {
         assert_eq!(assumed_reserve(100), 4);
         assert_eq!(assumed_reserve(1000), 20);
         assert_eq!(assumed_reserve(8), 2);
-        // 100 segments: reserve 4. 60 free, but user writes may take 56 of them while the pass
-        // runs: the copies must fit 3 segments with worst-case tails (2.25 MiB).
+        assert_eq!(assumed_compaction_floor(1000), 10);
+        // 100 segments: reserve 4, compaction floor 2. 60 free, but user writes may take 56 of
+        // them while the pass runs: the copies must fit 2 segments with worst-case tails
+        // (1.74 MiB: three 50% victims).
         let mut segments: Vec<_> = (0..40).map(|i| closed(50, 1 + i)).collect();
         segments.extend((0..60).map(|_| free()));
         for policy in BOTH {
             assert_eq!(
                 pick_victims(&segments, SIZE, policy, 100).len(),
-                4,
+                3,
                 "{policy:?}"
             );
         }
@@ -510,10 +521,10 @@ mod tests {
 
     #[test]
     fn cost_benefit_takes_the_greedy_choice_when_its_own_frees_nothing() {
-        // 64 KiB segments, three free (two usable: 64 KiB of copies with worst-case tails).
-        // The oldest segment (80%) alone fills more than it frees (48 KiB per segment);
-        // greedy's two 30% segments free more.
-        let segments = with_free(vec![small(80, 1), small(30, 990), small(30, 991)], 3);
+        // 64 KiB segments, 12 free (two above the floor: 64 KiB of copies with worst-case
+        // tails). The oldest segment (80%) alone fills more than it frees (48 KiB per
+        // segment); greedy's two 30% segments free more.
+        let segments = with_free(vec![small(80, 1), small(30, 990), small(30, 991)], 12);
         let cb = candidates_in_order(&segments, SMALL, CompactionPolicy::CostBenefit, 1000);
         assert_eq!(cb[0].0, 0);
         let budget = pass_budget(&segments, SMALL);
