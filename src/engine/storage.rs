@@ -88,10 +88,35 @@ impl FileStorage {
             .create(true)
             .truncate(false)
             .open(dir.join(LOCK_FILE))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
+        let try_lock = || {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        let mut locked = try_lock();
+        // When the holder recorded is this very process, the store was just closed here and a
+        // child being spawned by another thread still holds a copy of the lock's descriptor
+        // until it execs (close-on-exec): wait that moment out instead of refusing.
+        let holder_is_us = || {
+            std::fs::read_to_string(dir.join(LOCK_FILE))
+                .is_ok_and(|h| h.trim() == std::process::id().to_string())
+        };
+        let mut waits = 0;
+        while locked
+            .as_ref()
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EWOULDBLOCK))
+            && waits < 40
+            && holder_is_us()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            waits += 1;
+            locked = try_lock();
+        }
+        if let Err(err) = locked {
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let holder = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
                 return Err(io::Error::new(
