@@ -39,7 +39,6 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -235,24 +234,13 @@ impl ReadOnlyStorage {
             Err(e) => return Err(EngineError::Io(e)),
         };
         if let Some(f) = &lock {
-            // SAFETY: flock on a descriptor we own.
-            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-            if rc != 0 {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                    let holder = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
-                    return Err(EngineError::Locked(format!(
-                        "{} is open in another process{}",
-                        dir.display(),
-                        if holder.trim().is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (pid {})", holder.trim())
-                        }
-                    )));
+            super::storage::lock_store(dir, f, libc::LOCK_SH).map_err(|e| {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    EngineError::Locked(e.to_string())
+                } else {
+                    EngineError::Io(e)
                 }
-                return Err(EngineError::Io(err));
-            }
+            })?;
         }
         Ok(ReadOnlyStorage {
             dir: dir.to_path_buf(),

@@ -63,6 +63,54 @@ pub struct FileStorage {
     _lock: File,
 }
 
+/// Takes `flock` lock `mode` (`LOCK_EX` or `LOCK_SH`) on `lock`, the lock file of store `dir`,
+/// without waiting; refused (`WouldBlock`, naming the holder's pid) if another process holds
+/// it. When the holder recorded is this very process, the store was just closed here and a
+/// child being spawned by another thread still holds a copy of the lock's descriptor until it
+/// execs (close-on-exec): that moment is waited out (up to 2 s) instead of refusing.
+pub(crate) fn lock_store(dir: &Path, lock: &File, mode: libc::c_int) -> io::Result<()> {
+    let try_lock = || {
+        // SAFETY: flock on a descriptor the caller owns; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), mode | libc::LOCK_NB) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let holder = || std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
+    let mut locked = try_lock();
+    let mut waits = 0;
+    while locked
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(libc::EWOULDBLOCK))
+        && waits < 40
+        && holder().trim() == std::process::id().to_string()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waits += 1;
+        locked = try_lock();
+    }
+    match locked {
+        Err(err) if err.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            let holder = holder();
+            Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "{} is open in another process{}",
+                    dir.display(),
+                    if holder.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {})", holder.trim())
+                    }
+                ),
+            ))
+        }
+        other => other,
+    }
+}
+
 impl FileStorage {
     /// Opens (creating the directory if `create`) and locks the store directory `dir`.
     pub fn open(dir: &Path, create: bool) -> io::Result<FileStorage> {
@@ -88,52 +136,7 @@ impl FileStorage {
             .create(true)
             .truncate(false)
             .open(dir.join(LOCK_FILE))?;
-        let try_lock = || {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        };
-        let mut locked = try_lock();
-        // When the holder recorded is this very process, the store was just closed here and a
-        // child being spawned by another thread still holds a copy of the lock's descriptor
-        // until it execs (close-on-exec): wait that moment out instead of refusing.
-        let holder_is_us = || {
-            std::fs::read_to_string(dir.join(LOCK_FILE))
-                .is_ok_and(|h| h.trim() == std::process::id().to_string())
-        };
-        let mut waits = 0;
-        while locked
-            .as_ref()
-            .is_err_and(|e| e.raw_os_error() == Some(libc::EWOULDBLOCK))
-            && waits < 40
-            && holder_is_us()
-        {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            waits += 1;
-            locked = try_lock();
-        }
-        if let Err(err) = locked {
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let holder = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!(
-                        "{} is open in another process{}",
-                        dir.display(),
-                        if holder.trim().is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (pid {})", holder.trim())
-                        }
-                    ),
-                ));
-            }
-            return Err(err);
-        }
+        lock_store(dir, &lock, libc::LOCK_EX)?;
         lock.set_len(0)?;
         lock.write_at(std::process::id().to_string().as_bytes(), 0)?;
         Ok(FileStorage {
