@@ -89,16 +89,16 @@ pub const WORST_TAIL_BYTES: u64 =
     ((BUFFER_HEADER_SIZE + RECORD_HEADER_SIZE + MAX_KEY_LEN + MAX_VALUE_LEN).div_ceil(BLOCK_SIZE)
         * BLOCK_SIZE) as u64;
 
-/// Segments kept for relocation that user writes may not take: the rule of
-/// `SegmentManager::new` (`segments.rs`), which this pure function cannot ask.
+/// Segments kept for relocation that user writes may not take: the segment manager's rule
+/// (`segments::reserve_for`), computed from the figures alone so this function stays pure.
 pub fn assumed_reserve(segment_count: u64) -> u64 {
-    (segment_count / 50).clamp(4, 64).min(segment_count / 4)
+    super::segments::reserve_for(segment_count)
 }
 
-/// Free segments compaction copies may not take: half the reserve (`Claim::Compaction` in
-/// `segments.rs`), left to the deletes and markers that free the victims.
+/// Free segments compaction copies may not take (`segments::compaction_floor`, the floor of
+/// `Claim::Compaction`), left to the deletes and markers that free the victims.
 pub fn assumed_compaction_floor(segment_count: u64) -> u64 {
-    assumed_reserve(segment_count) / 2
+    super::segments::compaction_floor(assumed_reserve(segment_count))
 }
 
 /// Most live bytes a pass may copy. Only the reserve is certain to stay free while a pass

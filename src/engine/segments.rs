@@ -26,6 +26,18 @@ use super::storage::Storage;
 /// across crashes (recovery starts above the reserved high-water mark).
 const GENERATION_RESERVATION: u64 = 1 << 16;
 
+/// Segments of a store of `segment_count` kept in reserve: user writes never take them (2%,
+/// at least 4, at most 64, never more than a quarter of the store).
+pub fn reserve_for(segment_count: u64) -> u64 {
+    (segment_count / 50).clamp(4, 64).min(segment_count / 4)
+}
+
+/// Free segments compaction copies may not take: half the reserve, left to the deletes and
+/// markers that free the victims.
+pub fn compaction_floor(reserved: u64) -> u64 {
+    reserved / 2
+}
+
 /// Who asks for a segment, which decides how much of the reserve it may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -97,7 +109,7 @@ impl SegmentManager {
         let (free, free_unallocated): (VecDeque<u32>, VecDeque<u32>) = (0..n as u32)
             .filter(|&s| infos[s as usize].state == SegmentState::Free)
             .partition(|&s| files_allocated[superblock.segment_position(s).0 as usize]);
-        let reserved = (n as u32 / 50).clamp(4, 64).min(n as u32 / 4);
+        let reserved = reserve_for(n as u64) as u32;
         SegmentManager {
             storage,
             geometry: superblock,
@@ -143,7 +155,7 @@ impl SegmentManager {
         let mut inner = self.inner.lock();
         let floor = match claim {
             Claim::User => self.reserved as usize,
-            Claim::Compaction => self.reserved as usize / 2,
+            Claim::Compaction => compaction_floor(self.reserved as u64) as usize,
             Claim::FreesSpace => 0,
         };
         if inner.free.len() + inner.free_unallocated.len() <= floor {
