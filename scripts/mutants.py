@@ -97,8 +97,8 @@ MUTANTS = [
         "generation-not-checked",
         "4.4 generation: recovery accepts only buffers of the segment's current generation",
         "src/engine/recovery.rs",
-        "            || generation.is_some_and(|g| g != header.generation)",
-        "            || generation.is_some_and(|g| g == u64::MAX && g != header.generation)",
+        "                && generation.is_none_or(|g| g == h.generation)",
+        "                && generation.is_none_or(|g| g == h.generation || g != u64::MAX)",
         ["--lib", "engine::tests::stale_generation_buffers_are_ignored"],
     ),
     (

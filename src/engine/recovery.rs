@@ -324,8 +324,10 @@ struct DamagedBuffer {
     records: Vec<(Candidate, bool)>,
 }
 
-/// Like [`valid_buffers`], but a buffer that fails its checks does not end the segment when a
-/// valid buffer of the same generation follows it (found at a later block boundary): that is
+/// The buffers of a segment image that recovery accepts, in order: from the first, up to the
+/// first that fails its checks, belongs to another segment, or has another generation than the
+/// first (bytes of an earlier use). A buffer that fails its checks does not end the segment when
+/// a valid buffer of the same generation follows it (found at a later block boundary): that is
 /// damage in the middle, and what follows it is still the segment's. The first buffer must be
 /// valid (it alone tells this use of the segment from an earlier one).
 pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> SegmentScan {
@@ -430,32 +432,13 @@ fn salvage_records(segment: u32, start: usize, image: &[u8]) -> Vec<(Candidate, 
     out
 }
 
-/// The buffers of a segment image that recovery accepts, in order: from the first, up to the
-/// first that fails its checks, belongs to another segment, or has another generation than the
-/// first (bytes of an earlier use).
+/// The buffers of a segment image that recovery accepts, in order (see [`scan_segment`]).
 pub fn valid_buffers(
     image: &[u8],
     segment: u32,
     generation_high_water: u64,
 ) -> Vec<(usize, BufferHeader)> {
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    let mut generation = None;
-    while pos + BLOCK_SIZE <= image.len() {
-        let Some(header) = BufferHeader::decode_checked(&image[pos..]) else {
-            break;
-        };
-        if header.segment_index != segment
-            || header.generation >= generation_high_water
-            || generation.is_some_and(|g| g != header.generation)
-        {
-            break;
-        }
-        generation = Some(header.generation);
-        out.push((pos, header));
-        pos += header.buffer_len as usize;
-    }
-    out
+    scan_segment(image, segment, generation_high_water).valid
 }
 
 /// Every record of a valid buffer: (offset of the record in the segment, its header).
