@@ -222,62 +222,12 @@ pub fn recover(
         info.max_lsn = info.max_lsn.max(b.header.lsn_last);
         for c in &candidates[b.records.clone()] {
             report.records_accepted += 1;
-            if c.kind == RecordKind::Put {
-                put_notes.note_put(c.location.segment, &c.key, c.version);
-            }
-            match c.kind {
-                RecordKind::DeleteRange => ranges.push(RangeDelete {
-                    start: c.key.clone(),
-                    end: c.end.clone(),
-                    version: c.version,
-                    location: c.location,
-                    group: c.group,
-                }),
-                kind => {
-                    let entry = Entry {
-                        location: c.location,
-                        version: c.version,
-                        group: c.group,
-                        tombstone: kind == RecordKind::Delete,
-                    };
-                    match points.get_mut(c.key.as_slice()) {
-                        Some(e) if e.version >= entry.version => {}
-                        Some(e) => *e = entry,
-                        None => {
-                            points.insert(c.key.clone().into_boxed_slice(), entry);
-                        }
-                    }
-                }
-            }
+            accept(c, &mut points, &mut ranges, put_notes);
         }
     }
-    for c in salvaged {
+    for c in &salvaged {
         report.records_accepted += 1;
-        if c.kind == RecordKind::Put {
-            put_notes.note_put(c.location.segment, &c.key, c.version);
-        }
-        let entry = Entry {
-            location: c.location,
-            version: c.version,
-            group: c.group,
-            tombstone: c.kind == RecordKind::Delete,
-        };
-        match c.kind {
-            RecordKind::DeleteRange => ranges.push(RangeDelete {
-                start: c.key,
-                end: c.end,
-                version: c.version,
-                location: c.location,
-                group: c.group,
-            }),
-            _ => match points.get_mut(c.key.as_slice()) {
-                Some(e) if e.version >= entry.version => {}
-                Some(e) => *e = entry,
-                None => {
-                    points.insert(c.key.into_boxed_slice(), entry);
-                }
-            },
-        }
+        accept(c, &mut points, &mut ranges, put_notes);
     }
     drop(candidates);
     apply_range_deletes(&mut points, &mut ranges);
@@ -402,30 +352,9 @@ fn salvage_records(segment: u32, start: usize, image: &[u8]) -> Vec<(Candidate, 
             break;
         }
         let intact = RecordHeader::decode_checked(&image[p..]).is_some();
-        let key_at = p + RECORD_HEADER_SIZE;
-        let value_at = key_at + h.key_len as usize;
-        let end = if h.kind == RecordKind::DeleteRange {
-            image[value_at..value_at + h.value_len as usize].to_vec()
-        } else {
-            Vec::new()
-        };
         // A damaged range delete could hide anything: only intact ones are taken.
         if intact || h.kind != RecordKind::DeleteRange {
-            out.push((
-                Candidate {
-                    key: image[key_at..value_at].to_vec(),
-                    end,
-                    kind: h.kind,
-                    group: h.group,
-                    version: h.version,
-                    location: Location {
-                        segment,
-                        offset: p as u32,
-                        len: h.total_len() as u32,
-                    },
-                },
-                intact,
-            ));
+            out.push((candidate(segment, p, &h, image), intact));
         }
         p += h.total_len();
     }
@@ -466,6 +395,65 @@ pub fn records_of(
     Ok(out)
 }
 
+/// Takes candidate `c` into the index being rebuilt: per key the highest version wins; range
+/// deletes are collected (applied afterwards); puts are noted (see `tombstones.rs`).
+fn accept(
+    c: &Candidate,
+    points: &mut BTreeMap<Box<[u8]>, Entry>,
+    ranges: &mut Vec<RangeDelete>,
+    put_notes: &super::tombstones::PutNotes,
+) {
+    if c.kind == RecordKind::Put {
+        put_notes.note_put(c.location.segment, &c.key, c.version);
+    }
+    if c.kind == RecordKind::DeleteRange {
+        ranges.push(RangeDelete {
+            start: c.key.clone(),
+            end: c.end.clone(),
+            version: c.version,
+            location: c.location,
+            group: c.group,
+        });
+        return;
+    }
+    let entry = Entry {
+        location: c.location,
+        version: c.version,
+        group: c.group,
+        tombstone: c.kind == RecordKind::Delete,
+    };
+    match points.get_mut(c.key.as_slice()) {
+        Some(e) if e.version >= entry.version => {}
+        Some(e) => *e = entry,
+        None => {
+            points.insert(c.key.clone().into_boxed_slice(), entry);
+        }
+    }
+}
+
+/// The record at `at` of a segment image, with header `h`, as a recovery candidate.
+fn candidate(segment: u32, at: usize, h: &RecordHeader, image: &[u8]) -> Candidate {
+    let key_at = at + RECORD_HEADER_SIZE;
+    let value_at = key_at + h.key_len as usize;
+    let end = if h.kind == RecordKind::DeleteRange {
+        image[value_at..value_at + h.value_len as usize].to_vec()
+    } else {
+        Vec::new()
+    };
+    Candidate {
+        key: image[key_at..value_at].to_vec(),
+        end,
+        kind: h.kind,
+        group: h.group,
+        version: h.version,
+        location: Location {
+            segment,
+            offset: at as u32,
+            len: h.total_len() as u32,
+        },
+    }
+}
+
 fn parse_records(
     segment: u32,
     buffer_offset: usize,
@@ -474,25 +462,7 @@ fn parse_records(
     out: &mut Vec<Candidate>,
 ) -> Result<()> {
     for (at, h) in records_of(segment, buffer_offset, header, image)? {
-        let key_at = at + super::format::RECORD_HEADER_SIZE;
-        let value_at = key_at + h.key_len as usize;
-        let end = if h.kind == RecordKind::DeleteRange {
-            image[value_at..value_at + h.value_len as usize].to_vec()
-        } else {
-            Vec::new()
-        };
-        out.push(Candidate {
-            key: image[key_at..value_at].to_vec(),
-            end,
-            kind: h.kind,
-            group: h.group,
-            version: h.version,
-            location: Location {
-                segment,
-                offset: at as u32,
-                len: h.total_len() as u32,
-            },
-        });
+        out.push(candidate(segment, at, &h, image));
         debug_assert!(lsn_of_version(h.version) <= header.lsn_last || header.lsn_last == 0);
     }
     Ok(())
