@@ -10,7 +10,12 @@
 //! - `segments`: the segment manager (states, generations, live bytes, allocation).
 //! - `log`: the write buffer, its write gate, group commit and the active segment.
 //! - `index`: key -> location, version and group.
+//! - `groups`: the open group-owned segments, where the separator and compaction put copies.
+//! - `compaction`: which segments to empty (pure); the passes themselves are `Inner::separate`
+//!   and `Inner::compact_pass` here.
+//! - `tombstones`: which puts each segment holds, to know when a tombstone may be dropped.
 //! - `recovery`: rebuilds all of the above from the segments at open.
+//! - `check`: the offline checker behind `logstorfs fsck`.
 //!
 //! See `ARCHITECTURE.md` for the invariants and how they are tested.
 
