@@ -231,9 +231,8 @@ pub fn order_by_age<T>(records: &mut [T], version: impl Fn(&T) -> u64) {
     records.sort_by_key(|r| version(r));
 }
 
-/// [`order_by_age`] for the live records of a pass (`Inner::compact_pass` calls it before
-/// copying).
-#[cfg_attr(not(test), allow(dead_code))]
+/// [`order_by_age`] for the live records a pass copies into one group (`Inner::copy_to_groups`
+/// calls it before writing them).
 pub fn order_survivors(records: &mut [LiveRecord]) {
     order_by_age(records, |r| r.version);
 }

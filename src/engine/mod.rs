@@ -1134,7 +1134,7 @@ impl Inner {
         }
         let mut writer = self.group_writer.lock();
         for (group, mut records) in by_group {
-            records.sort_by_key(|r| r.version);
+            compaction::order_survivors(&mut records);
             let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
             let floor = self.log.durable_lsn();
             let written = match writer.write(&self.segments, group, &refs, floor, claim) {
