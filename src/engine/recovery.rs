@@ -131,6 +131,15 @@ pub fn recover(
                 records: first..candidates.len(),
             });
         }
+        // The puts of a torn tail are never served, but they are on disk: note them, so that no
+        // tombstone of their keys is dropped while they are there (fsck reads them too).
+        if let Some(at) = scan.stopped_at {
+            for (c, _) in salvage_records(segment, at, &image) {
+                if c.kind == RecordKind::Put {
+                    put_notes.note_put(segment, &c.key, c.version);
+                }
+            }
+        }
         for (&(start, end), &vouched_floor) in scan.damaged.iter().zip(&vouched) {
             report.buffers_damaged += 1;
             damaged.push(DamagedBuffer {
@@ -263,6 +272,9 @@ pub struct SegmentScan {
     /// (start, end) of each stretch that fails its checks but is followed by a valid buffer of
     /// the same use of the segment.
     pub damaged: Vec<(usize, usize)>,
+    /// Where the scan stopped at bytes that are neither zeros nor a valid buffer (a torn tail,
+    /// or unproven damage): what lies there is not served, but is still on disk.
+    pub stopped_at: Option<usize>,
 }
 
 struct DamagedBuffer {
@@ -284,6 +296,7 @@ pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> S
     let mut scan = SegmentScan {
         valid: Vec::new(),
         damaged: Vec::new(),
+        stopped_at: None,
     };
     let mut pos = 0usize;
     let mut generation = None;
@@ -329,7 +342,10 @@ pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> S
                 scan.damaged.push((pos, q));
                 pos = q;
             }
-            None => break,
+            None => {
+                scan.stopped_at = Some(pos);
+                break;
+            }
         }
     }
     scan
