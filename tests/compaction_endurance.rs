@@ -19,7 +19,9 @@
 //! 2 free segments of 64. Its reserve is 4 segments, of which compaction copies may take 2
 //! (`Claim::Compaction`), and user segments written by small batches are at most about 82% live
 //! (a 4 KiB page plus its headers spans two blocks), so the slack is only a few segments; 128,
-//! 256 and 512 MiB stores passed every run.
+//! 256 and 512 MiB stores passed every run. Plan (issue 5): a larger minimum reserve for small
+//! stores, or a pass budget that counts the room left in the groups' open segments; then this
+//! test runs by default.
 //!
 //! Keys are 4 KiB pages of one file (random page numbers); a batch holds 1 to 8 pages, like the
 //! filesystem's writes. The model keeps, per page, a stamp from which its bytes are derived.
