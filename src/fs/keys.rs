@@ -14,6 +14,7 @@
 //! | `X`   | `X ino:u64 name...`                | xattr value                                  |
 //! | `O`   | `O ino:u64`                        | empty: the inode is an orphan (unlinked while open) |
 //! | `M`   | `M name...`                        | filesystem metadata (inode high-water mark)  |
+//! | `G`   | `G ino:u64`                        | group id:u32: directory `ino` is a group root |
 //!
 //! Layout decision: file data lives in 4 KiB pages, one record per page. A small overwrite
 //! rewrites at most one page (4 KiB), never a large chunk, and a page that was never written is
@@ -38,6 +39,7 @@ pub const TAG_SYMLINK: u8 = b'L';
 pub const TAG_XATTR: u8 = b'X';
 pub const TAG_ORPHAN: u8 = b'O';
 pub const TAG_META: u8 = b'M';
+pub const TAG_GROUP_ROOT: u8 = b'G';
 
 /// Size of one data page record's payload.
 pub const PAGE_SIZE: u64 = 4096;
@@ -90,6 +92,49 @@ pub fn meta_key(name: &[u8]) -> Vec<u8> {
     k.push(TAG_META);
     k.extend_from_slice(name);
     k
+}
+
+/// The record saying directory `ino` is a compaction group root (value: [`encode_group`]).
+/// Only roots have one; every other directory's group is its nearest root's (`fs::groups`).
+pub fn group_root_key(ino: u64) -> Vec<u8> {
+    key_with_ino(TAG_GROUP_ROOT, ino)
+}
+
+/// Prefix of every group root record.
+pub fn group_root_prefix() -> Vec<u8> {
+    vec![TAG_GROUP_ROOT]
+}
+
+/// The directory of a group root key, if it is one.
+pub fn group_root_ino(key: &[u8]) -> Option<u64> {
+    if key.len() == 9 && key[0] == TAG_GROUP_ROOT {
+        Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+    } else {
+        None
+    }
+}
+
+/// Encodes a group id (4 bytes, big-endian).
+pub fn encode_group(g: GroupId) -> Vec<u8> {
+    g.to_be_bytes().to_vec()
+}
+
+pub fn decode_group(buf: &[u8]) -> Option<GroupId> {
+    Some(GroupId::from_be_bytes(buf.try_into().ok()?))
+}
+
+/// Prefix of every inode record.
+pub fn inode_prefix() -> Vec<u8> {
+    vec![TAG_INODE]
+}
+
+/// The inode number of an inode key, if it is one.
+pub fn inode_ino(key: &[u8]) -> Option<u64> {
+    if key.len() == 9 && key[0] == TAG_INODE {
+        Some(u64::from_be_bytes(key[1..9].try_into().ok()?))
+    } else {
+        None
+    }
 }
 
 /// Prefix of every data page of `ino`.
@@ -292,10 +337,14 @@ pub struct InodeRecord {
     pub mtime: Timestamp,
     pub ctime: Timestamp,
     pub crtime: Timestamp,
-    /// Directories: their compaction group. Files: their home group (where data goes).
+    /// The compaction group this record was last written into (informational: the group of a
+    /// directory is its nearest group root's, kept by `fs::groups`, and a file's is its home
+    /// directory's).
     pub group: GroupId,
-    /// Directories: the parent directory (root: itself). Others: the directory they were
-    /// created in (informational).
+    /// Directories: the parent directory (root: itself). Others: the home directory, whose
+    /// group the file's records go to (DESIGN.md section 3). It follows a rename out of the home
+    /// directory; when the home entry is unlinked and other links remain, or the last link goes
+    /// while the file is open, the home becomes the root.
     pub parent: u64,
 }
 

@@ -41,6 +41,7 @@ pub mod acl;
 pub mod check;
 pub mod error;
 pub mod fuse_adapter;
+pub mod groups;
 pub mod keys;
 pub mod stats;
 
@@ -54,7 +55,40 @@ pub use error::{FsError, FsResult};
 pub use keys::FileKind;
 
 use crate::engine::{Engine, GroupId, MAX_BATCH_BYTES, Mutation, ROOT_GROUP};
+use groups::{GroupMap, Regroup};
 use keys::{DirEntry, InodeRecord, Timestamp};
+
+/// The group every delete (tombstone, range delete) is written to. A tombstone must outlive
+/// the puts it shadows, wherever they are, and is dropped by compaction once they are gone; in
+/// the root group it never keeps a removed subtree's group alive (`rm -r` of a group root leaves
+/// that group owning nothing).
+const TOMBSTONE_GROUP: GroupId = ROOT_GROUP;
+
+/// Filesystem settings.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// A directory becomes a compaction group root past this many bytes of live data under it
+    /// (outside deeper roots), and merges back below a quarter of it.
+    pub group_split_bytes: u64,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            group_split_bytes: groups::DEFAULT_SPLIT_BYTES,
+        }
+    }
+}
+
+/// Live bytes a file counts towards its home directory's group (stored pages, so a sparse file
+/// counts what it stores).
+fn file_bytes(rec: &InodeRecord) -> u64 {
+    if rec.kind == FileKind::Regular {
+        rec.pages.saturating_mul(keys::PAGE_SIZE)
+    } else {
+        0
+    }
+}
 
 /// The root directory's inode number.
 pub const ROOT_INO: u64 = 1;
@@ -186,6 +220,25 @@ struct State {
     next_ino: u64,
     /// Persisted high-water mark: every number below it may have been used.
     ino_limit: u64,
+    /// Directory -> compaction group, and live bytes per directory.
+    groups: GroupMap,
+}
+
+impl State {
+    /// The group a directory's entries go to (its own group).
+    fn dir_group(&self, dir: u64) -> GroupId {
+        self.groups.group_of(dir)
+    }
+
+    /// The group `rec`'s records go to: a directory's own group (a directory not yet in the map,
+    /// being created, takes its parent's), a file's home directory's.
+    fn record_group(&self, ino: u64, rec: &InodeRecord) -> GroupId {
+        if rec.kind == FileKind::Directory && self.groups.contains(ino) {
+            self.groups.group_of(ino)
+        } else {
+            self.groups.group_of(rec.parent)
+        }
+    }
 }
 
 /// The changes of one operation, turned into one engine batch by [`Txn::into_batch`].
@@ -193,10 +246,14 @@ struct State {
 struct Txn {
     /// Mutations that go first (purges, range deletes).
     pre: Vec<Mutation>,
-    /// Dirent lists changed: (parent, hash) -> (group, entries).
+    /// Dirent lists changed: (parent, hash) -> (group, entries). The group is set at commit.
     dirents: BTreeMap<(u64, u64), (GroupId, Vec<DirEntry>)>,
-    /// Inode records changed.
+    /// Inode records changed (their `group` is set at commit).
     inodes: BTreeMap<u64, InodeRecord>,
+    /// The records of `inodes` as they were before this operation (for the group accounting).
+    loaded: BTreeMap<u64, InodeRecord>,
+    /// Inodes this operation creates.
+    created: BTreeSet<u64>,
     /// Inodes purged by this batch (their record is deleted, not rewritten).
     purged: BTreeSet<u64>,
     /// Mutations that go last (data, symlink targets, xattrs, metadata).
@@ -211,7 +268,7 @@ impl Txn {
         for ((parent, hash), (group, entries)) in self.dirents {
             let key = keys::dirent_key(parent, hash);
             if entries.is_empty() {
-                batch.push(Mutation::delete(group, key));
+                batch.push(Mutation::delete(TOMBSTONE_GROUP, key));
             } else {
                 batch.push(Mutation::put(group, key, keys::encode_dirents(&entries)));
             }
@@ -281,7 +338,7 @@ fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
 
 /// The purge of an inode: every record it owns, as a handful of range deletes.
 fn purge_mutations(ino: u64, rec: &InodeRecord) -> Vec<Mutation> {
-    let g = rec.group;
+    let g = TOMBSTONE_GROUP;
     let mut m = vec![
         Mutation::delete_prefix(g, keys::chunk_prefix(ino)),
         Mutation::delete_prefix(g, keys::xattr_prefix(ino)),
@@ -294,9 +351,15 @@ fn purge_mutations(ino: u64, rec: &InodeRecord) -> Vec<Mutation> {
 }
 
 impl Fs {
-    /// Mounts the filesystem held by `engine`: creates the root directory on first use, loads
-    /// the inode high-water mark and purges orphans left by a crash.
+    /// [`Fs::with_options`] with the default options.
     pub fn new(engine: Engine) -> FsResult<Fs> {
+        Fs::with_options(engine, FsOptions::default())
+    }
+
+    /// Mounts the filesystem held by `engine`: creates the root directory on first use, loads
+    /// the inode high-water mark, purges orphans left by a crash and rebuilds the directory ->
+    /// group map with its byte counts.
+    pub fn with_options(engine: Engine, options: FsOptions) -> FsResult<Fs> {
         let now = Timestamp::now();
         let root = match engine.get(&keys::inode_key(ROOT_INO))? {
             Some(v) => InodeRecord::decode(&v)
@@ -356,11 +419,64 @@ impl Fs {
                 nodes,
                 next_ino: high_water,
                 ino_limit: high_water,
+                groups: GroupMap::new(options.group_split_bytes),
             }),
             next_fh: AtomicU64::new(1),
         };
         fs.reclaim_orphans()?;
+        let groups = fs.load_group_map(options.group_split_bytes)?;
+        fs.state.lock().groups = groups;
         Ok(fs)
+    }
+
+    /// Rebuilds the group map from the store: every directory and its parent, the stored group
+    /// roots, and each file's stored bytes counted towards its home directory. One pass over the
+    /// inode records (they are adjacent in key order), one over the root records.
+    fn load_group_map(&self, split_bytes: u64) -> FsResult<GroupMap> {
+        let mut map = GroupMap::new(split_bytes);
+        let mut homed_bytes: HashMap<u64, u64> = HashMap::new();
+        let prefix = keys::inode_prefix();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let found = self.engine.scan(&prefix, after.as_deref(), 4096)?;
+            let Some((last, _)) = found.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (key, value) in &found {
+                let ino = keys::inode_ino(key).ok_or_else(|| corrupt("inode key", key))?;
+                let rec = InodeRecord::decode(value).ok_or_else(|| corrupt("inode record", key))?;
+                if rec.kind == FileKind::Directory {
+                    map.add_dir(ino, rec.parent);
+                } else if file_bytes(&rec) > 0 {
+                    *homed_bytes.entry(rec.parent).or_default() += file_bytes(&rec);
+                }
+            }
+        }
+        let prefix = keys::group_root_prefix();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let found = self.engine.scan(&prefix, after.as_deref(), 4096)?;
+            let Some((last, _)) = found.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (key, value) in &found {
+                let dir =
+                    keys::group_root_ino(key).ok_or_else(|| corrupt("group root key", key))?;
+                let group =
+                    keys::decode_group(value).ok_or_else(|| corrupt("group root record", key))?;
+                map.set_root(dir, group);
+            }
+        }
+        // Groups that merged away may still own segments: their ids are not handed out again.
+        for g in self.engine.stats().groups {
+            map.reserve_group_ids_through(g.id);
+        }
+        for (dir, bytes) in homed_bytes {
+            map.add_bytes(dir, bytes as i64);
+        }
+        Ok(map)
     }
 
     /// Purges every inode recorded as an orphan (unlinked while open when the daemon stopped).
@@ -445,6 +561,7 @@ impl Fs {
     ) -> FsResult<&'t mut InodeRecord> {
         if !txn.inodes.contains_key(&ino) {
             let rec = self.load(st, ino)?;
+            txn.loaded.insert(ino, rec.clone());
             txn.inodes.insert(ino, rec);
         }
         Ok(txn.inodes.get_mut(&ino).expect("inserted above"))
@@ -454,13 +571,12 @@ impl Fs {
         &self,
         txn: &'t mut Txn,
         parent: u64,
-        group: GroupId,
         name: &[u8],
     ) -> FsResult<&'t mut Vec<DirEntry>> {
         let hash = keys::name_hash(name);
         if !txn.dirents.contains_key(&(parent, hash)) {
             let list = self.read_dirents(parent, hash)?;
-            txn.dirents.insert((parent, hash), (group, list));
+            txn.dirents.insert((parent, hash), (ROOT_GROUP, list));
         }
         Ok(&mut txn
             .dirents
@@ -469,14 +585,8 @@ impl Fs {
             .1)
     }
 
-    fn add_entry(
-        &self,
-        txn: &mut Txn,
-        parent: u64,
-        group: GroupId,
-        entry: DirEntry,
-    ) -> FsResult<()> {
-        let list = self.txn_dirents(txn, parent, group, &entry.name)?;
+    fn add_entry(&self, txn: &mut Txn, parent: u64, entry: DirEntry) -> FsResult<()> {
+        let list = self.txn_dirents(txn, parent, &entry.name)?;
         if list.len() >= keys::MAX_ENTRIES_PER_HASH {
             // Hundreds of names sharing one 56-bit hash: treat as a full directory.
             return Err(FsError::Engine(crate::engine::EngineError::NoSpace));
@@ -485,14 +595,8 @@ impl Fs {
         Ok(())
     }
 
-    fn remove_entry(
-        &self,
-        txn: &mut Txn,
-        parent: u64,
-        group: GroupId,
-        name: &[u8],
-    ) -> FsResult<()> {
-        let list = self.txn_dirents(txn, parent, group, name)?;
+    fn remove_entry(&self, txn: &mut Txn, parent: u64, name: &[u8]) -> FsResult<()> {
+        let list = self.txn_dirents(txn, parent, name)?;
         let before = list.len();
         list.retain(|e| e.name != name);
         if list.len() == before {
@@ -505,12 +609,11 @@ impl Fs {
         &self,
         txn: &mut Txn,
         parent: u64,
-        group: GroupId,
         name: &[u8],
         ino: u64,
         kind: FileKind,
     ) -> FsResult<()> {
-        let list = self.txn_dirents(txn, parent, group, name)?;
+        let list = self.txn_dirents(txn, parent, name)?;
         let e = list
             .iter_mut()
             .find(|e| e.name == name)
@@ -538,15 +641,26 @@ impl Fs {
         ino
     }
 
-    /// Drops one link of `ino` inside `txn`: at zero links, purge now (no open handle) or
-    /// record an orphan (open handles keep the data until the last release).
-    fn drop_link(&self, st: &State, txn: &mut Txn, ino: u64, now: Timestamp) -> FsResult<()> {
+    /// Drops the link of `ino` in directory `from` inside `txn`: at zero links, purge now (no
+    /// open handle) or record an orphan (open handles keep the data until the last release).
+    fn drop_link(
+        &self,
+        st: &State,
+        txn: &mut Txn,
+        ino: u64,
+        from: u64,
+        now: Timestamp,
+    ) -> FsResult<()> {
         let opens = st.nodes.get(&ino).map_or(0, |n| n.opens);
         let rec = self.txn_inode(st, txn, ino)?;
         rec.nlink = rec.nlink.saturating_sub(1);
         if rec.kind == FileKind::Directory {
             // A removed directory loses both its entry and its "." link.
             rec.nlink = 0;
+        } else if rec.parent == from {
+            // The home entry goes: the other links (if any) are not known by name, so the file's
+            // home becomes the root, which always exists.
+            rec.parent = ROOT_INO;
         }
         rec.ctime = now;
         if rec.nlink > 0 {
@@ -555,7 +669,7 @@ impl Fs {
         let rec = rec.clone();
         if opens > 0 {
             txn.post
-                .push(Mutation::put(rec.group, keys::orphan_key(ino), Vec::new()));
+                .push(Mutation::put(ROOT_GROUP, keys::orphan_key(ino), Vec::new()));
         } else {
             txn.pre.extend(purge_mutations(ino, &rec));
             txn.purged.insert(ino);
@@ -563,12 +677,30 @@ impl Fs {
         Ok(())
     }
 
-    /// Writes `txn` as one batch and, once it is applied, updates the in-memory state.
-    fn commit(&self, st: &mut State, txn: Txn) -> FsResult<()> {
+    /// Writes `txn` as one batch and, once it is applied, updates the in-memory state: the
+    /// node table, and the group map's directories and byte counts (which may then split or
+    /// merge a group).
+    fn commit(&self, st: &mut State, mut txn: Txn) -> FsResult<()> {
+        // Records go to their current groups (a directory's entries to its own group).
+        for (&(parent, _), (group, _)) in txn.dirents.iter_mut() {
+            *group = st.dir_group(parent);
+        }
+        for (&ino, rec) in txn.inodes.iter_mut() {
+            rec.group = st.record_group(ino, rec);
+        }
+        for &ino in &txn.purged {
+            if st.groups.root_group(ino).is_some() {
+                txn.post
+                    .push(Mutation::delete(TOMBSTONE_GROUP, keys::group_root_key(ino)));
+            }
+        }
         let alloc = txn.alloc;
-        let purged = txn.purged.clone();
+        let purged = std::mem::take(&mut txn.purged);
+        let loaded = std::mem::take(&mut txn.loaded);
+        let created = std::mem::take(&mut txn.created);
         let inodes: Vec<(u64, InodeRecord)> =
             txn.inodes.iter().map(|(k, v)| (*k, v.clone())).collect();
+        txn.purged = purged.clone();
         let batch = txn.into_batch();
         if !batch.is_empty() {
             self.engine.write(&batch)?;
@@ -577,6 +709,27 @@ impl Fs {
             st.next_ino = next;
             st.ino_limit = limit;
         }
+        let mut touched = Vec::new();
+        for (ino, rec) in &inodes {
+            let old = loaded.get(ino);
+            if old.is_none() && !created.contains(ino) {
+                debug_assert!(false, "inode {ino} changed without txn_inode");
+                continue;
+            }
+            let new = (!purged.contains(ino)).then_some(rec);
+            Self::account(st, *ino, old, new);
+            if let Some(r) = new {
+                touched.push(if r.kind == FileKind::Directory {
+                    *ino
+                } else {
+                    r.parent
+                });
+            }
+            if let Some(o) = old {
+                touched.push(o.parent);
+            }
+        }
+        self.regroup(st, &touched);
         for (ino, rec) in inodes {
             if let Some(node) = st.nodes.get_mut(&ino) {
                 node.rec = rec;
@@ -590,6 +743,57 @@ impl Fs {
             }
         }
         Ok(())
+    }
+
+    /// Updates the group map for inode `ino` going from `old` to `new` (`None`: absent before,
+    /// or purged now): directories join, leave or move; a file's bytes move between homes.
+    fn account(st: &mut State, ino: u64, old: Option<&InodeRecord>, new: Option<&InodeRecord>) {
+        let kind = new.or(old).map(|r| r.kind);
+        if kind == Some(FileKind::Directory) {
+            match (old, new) {
+                (None, Some(n)) => st.groups.add_dir(ino, n.parent),
+                (Some(_), None) => st.groups.remove_dir(ino),
+                (Some(o), Some(n)) if o.parent != n.parent => st.groups.move_dir(ino, n.parent),
+                _ => {}
+            }
+            return;
+        }
+        if let Some(o) = old {
+            st.groups.add_bytes(o.parent, -(file_bytes(o) as i64));
+        }
+        if let Some(n) = new {
+            st.groups.add_bytes(n.parent, file_bytes(n) as i64);
+        }
+    }
+
+    /// Splits or merges the groups whose byte counts the chains of `dirs` changed: each
+    /// decision is persisted (a root record written or deleted, in a batch of its own) before
+    /// the map changes. A failed write leaves the map as it was; the next change retries.
+    fn regroup(&self, st: &mut State, dirs: &[u64]) {
+        for &dir in dirs {
+            // A merge can push the group above over the threshold: follow up to a few steps.
+            for _ in 0..4 {
+                let Some(change) = st.groups.plan(dir) else {
+                    break;
+                };
+                let m = match change {
+                    Regroup::Split { dir, group } => Mutation::put(
+                        ROOT_GROUP,
+                        keys::group_root_key(dir),
+                        keys::encode_group(group),
+                    ),
+                    Regroup::Merge { dir, .. } => {
+                        Mutation::delete(TOMBSTONE_GROUP, keys::group_root_key(dir))
+                    }
+                };
+                if let Err(e) = self.engine.write(&[m]) {
+                    log::warn!("group change {change:?} not written: {e}");
+                    return;
+                }
+                log::info!("group change: {change:?}");
+                st.groups.apply(change);
+            }
+        }
     }
 
     fn remember(st: &mut State, ino: u64, rec: &InodeRecord, lookups: u64, opens: u64) {
@@ -611,8 +815,11 @@ impl Fs {
         };
         if node.orphan && !node.gone && node.opens == 0 {
             let mut batch = purge_mutations(ino, &node.rec);
-            batch.push(Mutation::delete(node.rec.group, keys::orphan_key(ino)));
+            batch.push(Mutation::delete(TOMBSTONE_GROUP, keys::orphan_key(ino)));
             self.engine.write(&batch)?;
+            let rec = node.rec.clone();
+            Self::account(st, ino, Some(&rec), None);
+            self.regroup(st, &[rec.parent]);
             let node = st.nodes.get_mut(&ino).expect("checked above");
             node.gone = true;
             node.orphan = false;
@@ -689,7 +896,8 @@ impl Fs {
             if size > MAX_FILE_SIZE {
                 return Err(FsError::FileTooBig);
             }
-            self.truncate_mutations(ino, &mut rec, size, &mut txn)?;
+            let group = st.record_group(ino, &rec);
+            self.truncate_mutations(ino, &mut rec, size, group, &mut txn)?;
             rec.mtime = now;
         }
         if let Some(mode) = set.mode {
@@ -720,15 +928,16 @@ impl Fs {
     }
 
     /// Adds to `txn` what changes the size of regular file `ino` from `rec.size` to `size`, and
-    /// updates `rec` (size, page count).
+    /// updates `rec` (size, page count). A shortened last page is rewritten into `group`.
     fn truncate_mutations(
         &self,
         ino: u64,
         rec: &mut InodeRecord,
         size: u64,
+        group: GroupId,
         txn: &mut Txn,
     ) -> FsResult<()> {
-        let g = rec.group;
+        let g = TOMBSTONE_GROUP;
         if size < rec.size {
             let keep_pages = size.div_ceil(keys::PAGE_SIZE);
             let old_pages = rec.size.div_ceil(keys::PAGE_SIZE);
@@ -759,7 +968,7 @@ impl Fs {
                     if let Some(mut page) = self.engine.get(&key)? {
                         if page.len() > tail {
                             page.truncate(tail);
-                            txn.post.push(Mutation::put(g, key, page));
+                            txn.post.push(Mutation::put(group, key, page));
                         }
                     }
                 }
@@ -788,7 +997,7 @@ impl Fs {
         let prec = self.load_dir(&st, parent)?;
         let mut txn = Txn::default();
         if self
-            .txn_dirents(&mut txn, parent, prec.group, name)?
+            .txn_dirents(&mut txn, parent, name)?
             .iter()
             .any(|e| e.name == name)
         {
@@ -821,18 +1030,13 @@ impl Fs {
             mtime: now,
             ctime: now,
             crtime: now,
-            // Every directory is in the root group for now; a file's home group is its parent's.
-            group: if kind == FileKind::Directory {
-                ROOT_GROUP
-            } else {
-                prec.group
-            },
+            // A new directory starts in its parent's group; so do a file's records (its home).
+            group: st.dir_group(parent),
             parent,
         };
         self.add_entry(
             &mut txn,
             parent,
-            prec.group,
             DirEntry {
                 name: name.to_vec(),
                 ino,
@@ -849,12 +1053,13 @@ impl Fs {
         }
         if let Some(target) = symlink_target {
             txn.post.push(Mutation::put(
-                rec.group,
+                st.dir_group(parent),
                 keys::symlink_key(ino),
                 target.to_vec(),
             ));
         }
         txn.inodes.insert(ino, rec.clone());
+        txn.created.insert(ino);
         self.commit(&mut st, txn)?;
         Self::remember(&mut st, ino, &rec, 1, u64::from(open));
         let fh = open.then(|| self.next_fh.fetch_add(1, Ordering::Relaxed));
@@ -970,19 +1175,19 @@ impl Fs {
         }
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        let prec = self.load_dir(&st, parent)?;
+        self.load_dir(&st, parent)?;
         let entry = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
         if entry.kind == FileKind::Directory {
             return Err(FsError::IsDir);
         }
         let mut txn = Txn::default();
-        self.remove_entry(&mut txn, parent, prec.group, name)?;
+        self.remove_entry(&mut txn, parent, name)?;
         {
             let p = self.txn_inode(&st, &mut txn, parent)?;
             p.mtime = now;
             p.ctime = now;
         }
-        self.drop_link(&st, &mut txn, entry.ino, now)?;
+        self.drop_link(&st, &mut txn, entry.ino, parent, now)?;
         self.commit(&mut st, txn)
     }
 
@@ -1004,7 +1209,7 @@ impl Fs {
         }
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        let prec = self.load_dir(&st, parent)?;
+        self.load_dir(&st, parent)?;
         let entry = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
         if entry.kind != FileKind::Directory {
             return Err(FsError::NotDir);
@@ -1013,14 +1218,14 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         let mut txn = Txn::default();
-        self.remove_entry(&mut txn, parent, prec.group, name)?;
+        self.remove_entry(&mut txn, parent, name)?;
         {
             let p = self.txn_inode(&st, &mut txn, parent)?;
             p.mtime = now;
             p.ctime = now;
             p.nlink = p.nlink.saturating_sub(1);
         }
-        self.drop_link(&st, &mut txn, entry.ino, now)?;
+        self.drop_link(&st, &mut txn, entry.ino, parent, now)?;
         self.commit(&mut st, txn)
     }
 
@@ -1028,7 +1233,7 @@ impl Fs {
         check_name(newname)?;
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        let prec = self.load_dir(&st, newparent)?;
+        self.load_dir(&st, newparent)?;
         let rec = self.load(&st, ino)?;
         if rec.kind == FileKind::Directory {
             return Err(FsError::NotPermitted);
@@ -1043,7 +1248,6 @@ impl Fs {
         self.add_entry(
             &mut txn,
             newparent,
-            prec.group,
             DirEntry {
                 name: newname.to_vec(),
                 ino,
@@ -1104,8 +1308,8 @@ impl Fs {
         check_name(newname)?;
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        let prec = self.load_dir(&st, parent)?;
-        let nprec = self.load_dir(&st, newparent)?;
+        self.load_dir(&st, parent)?;
+        self.load_dir(&st, newparent)?;
         let src = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
         let dst = self.find_entry(newparent, newname)?;
         if parent == newparent && name == newname {
@@ -1129,14 +1333,16 @@ impl Fs {
             if dst_dir && self.is_within(&st, parent, dst.ino)? {
                 return Err(FsError::Invalid);
             }
-            self.set_entry(&mut txn, parent, prec.group, name, dst.ino, dst.kind)?;
-            self.set_entry(&mut txn, newparent, nprec.group, newname, src.ino, src.kind)?;
-            for (ino, is_dir, new_parent) in
-                [(src.ino, src_dir, newparent), (dst.ino, dst_dir, parent)]
-            {
+            self.set_entry(&mut txn, parent, name, dst.ino, dst.kind)?;
+            self.set_entry(&mut txn, newparent, newname, src.ino, src.kind)?;
+            for (ino, is_dir, old_parent, new_parent) in [
+                (src.ino, src_dir, parent, newparent),
+                (dst.ino, dst_dir, newparent, parent),
+            ] {
                 let r = self.txn_inode(&st, &mut txn, ino)?;
                 r.ctime = now;
-                if is_dir {
+                // A directory's parent, and a file's home if it was renamed out of it.
+                if is_dir || r.parent == old_parent {
                     r.parent = new_parent;
                 }
             }
@@ -1163,18 +1369,17 @@ impl Fs {
                 if dst_dir && !self.dir_is_empty(dst.ino)? {
                     return Err(FsError::NotEmpty);
                 }
-                self.remove_entry(&mut txn, newparent, nprec.group, newname)?;
+                self.remove_entry(&mut txn, newparent, newname)?;
                 if dst_dir {
                     let np = self.txn_inode(&st, &mut txn, newparent)?;
                     np.nlink = np.nlink.saturating_sub(1);
                 }
-                self.drop_link(&st, &mut txn, dst.ino, now)?;
+                self.drop_link(&st, &mut txn, dst.ino, newparent, now)?;
             }
-            self.remove_entry(&mut txn, parent, prec.group, name)?;
+            self.remove_entry(&mut txn, parent, name)?;
             self.add_entry(
                 &mut txn,
                 newparent,
-                nprec.group,
                 DirEntry {
                     name: newname.to_vec(),
                     ino: src.ino,
@@ -1184,7 +1389,8 @@ impl Fs {
             {
                 let r = self.txn_inode(&st, &mut txn, src.ino)?;
                 r.ctime = now;
-                if src_dir {
+                // A directory's parent, and a file's home if it was renamed out of it.
+                if src_dir || r.parent == parent {
                     r.parent = newparent;
                 }
             }
@@ -1282,7 +1488,9 @@ impl Fs {
         if st.nodes.get(&ino).is_some_and(|n| n.gone) {
             return Err(FsError::NotFound);
         }
-        let group = rec.group;
+        let group = st.record_group(ino, &rec);
+        rec.group = group;
+        let pages_before = rec.pages;
         let mut batch: Vec<Mutation> = Vec::new();
         let mut written_end = offset; // end of the bytes in committed batches
         let mut pos = offset;
@@ -1336,12 +1544,19 @@ impl Fs {
             }
         }
         // Reload the committed record if a later batch failed (rec holds uncommitted counts).
+        let mut pages_after = rec.pages;
         if written_end < end {
             if let Ok(r) = self.load(&st, ino) {
+                pages_after = r.pages;
                 if let Some(node) = st.nodes.get_mut(&ino) {
                     node.rec = r;
                 }
             }
+        }
+        if pages_after != pages_before {
+            let delta = (pages_after as i64 - pages_before as i64) * keys::PAGE_SIZE as i64;
+            st.groups.add_bytes(rec.parent, delta);
+            self.regroup(&mut st, &[rec.parent]);
         }
         drop(st);
         Ok((written_end - offset) as u32)
@@ -1357,18 +1572,16 @@ impl Fs {
             return Err(FsError::FileTooBig);
         }
         let mut st = self.state.lock();
-        let mut rec = self.load(&st, ino)?;
+        let mut txn = Txn::default();
+        let rec = self.txn_inode(&st, &mut txn, ino)?;
         if rec.kind != FileKind::Regular {
             return Err(FsError::NotSupported);
         }
         if end <= rec.size {
             return Ok(());
         }
-        let now = Timestamp::now();
         rec.size = end;
-        rec.ctime = now;
-        let mut txn = Txn::default();
-        txn.inodes.insert(ino, rec);
+        rec.ctime = Timestamp::now();
         self.commit(&mut st, txn)
     }
 
@@ -1492,7 +1705,8 @@ impl Fs {
             return Err(FsError::NotPermitted);
         }
         let mut st = self.state.lock();
-        let mut rec = self.load(&st, ino)?;
+        let mut txn = Txn::default();
+        let mut rec = self.txn_inode(&st, &mut txn, ino)?.clone();
         let key = keys::xattr_key(ino, name);
         let exists = self.engine.contains(&key);
         if flags & libc::XATTR_CREATE != 0 && exists {
@@ -1502,20 +1716,23 @@ impl Fs {
             return Err(FsError::NoXattr);
         }
         rec.ctime = Timestamp::now();
-        let mut txn = Txn::default();
         if name == acl::ACCESS_ACL_XATTR {
             // The ACL sets the mode bits; one that says nothing more is not kept (as ext4).
             let mode = acl::parse_access_acl(value)?;
             rec.perm = (rec.perm & !0o777) | mode.perm;
             if mode.equivalent {
                 if exists {
-                    txn.post.push(Mutation::delete(rec.group, key));
+                    txn.post.push(Mutation::delete(TOMBSTONE_GROUP, key));
                 }
                 txn.inodes.insert(ino, rec);
                 return self.commit(&mut st, txn);
             }
         }
-        txn.post.push(Mutation::put(rec.group, key, value.to_vec()));
+        txn.post.push(Mutation::put(
+            st.record_group(ino, &rec),
+            key,
+            value.to_vec(),
+        ));
         txn.inodes.insert(ino, rec);
         self.commit(&mut st, txn)
     }
@@ -1559,15 +1776,14 @@ impl Fs {
             return Err(FsError::NameTooLong);
         }
         let mut st = self.state.lock();
-        let mut rec = self.load(&st, ino)?;
+        let mut txn = Txn::default();
         let key = keys::xattr_key(ino, name);
+        let rec = self.txn_inode(&st, &mut txn, ino)?;
         if !self.engine.contains(&key) {
             return Err(FsError::NoXattr);
         }
         rec.ctime = Timestamp::now();
-        let mut txn = Txn::default();
-        txn.post.push(Mutation::delete(rec.group, key));
-        txn.inodes.insert(ino, rec);
+        txn.post.push(Mutation::delete(TOMBSTONE_GROUP, key));
         self.commit(&mut st, txn)
     }
 
