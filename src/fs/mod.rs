@@ -508,6 +508,16 @@ impl Fs {
         &self.engine
     }
 
+    /// The compaction group of directory `dir` (its nearest group root's).
+    pub fn group_of_dir(&self, dir: u64) -> GroupId {
+        self.state.lock().dir_group(dir)
+    }
+
+    /// Every group root with the live bytes under it (outside deeper roots), root group first.
+    pub fn group_roots(&self) -> Vec<groups::GroupRoot> {
+        self.state.lock().groups.roots()
+    }
+
     /// Syncs and closes the engine.
     pub fn close(self) -> FsResult<()> {
         self.engine.close()?;
