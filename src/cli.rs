@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use crate::engine::check::Severity;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::fs::fuse_adapter::FuseFs;
-use crate::fs::{Fs, STATS_XATTR, check, stats};
+use crate::fs::{Fs, FsOptions, STATS_XATTR, check, stats};
 
 /// Name of the file in the store directory that says where the store is mounted (first line:
 /// mount point, second line: daemon pid). Written at mount, removed at clean exit.
@@ -81,6 +81,10 @@ struct MountArgs {
     /// sync of a directory and unmount).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     flush_interval: u64,
+    /// A directory becomes a compaction group of its own once the live data under it (outside
+    /// deeper group roots) passes this size (e.g. 16M), and merges back below a quarter of it.
+    #[arg(long, value_name = "SIZE", default_value = "16M")]
+    group_split_size: String,
     /// Store directory.
     store: PathBuf,
     /// Mount point (an existing directory).
@@ -245,10 +249,13 @@ fn mount(args: MountArgs) -> Result<(), String> {
         tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
         ..Default::default()
     };
+    let fs_options = FsOptions {
+        group_split_bytes: parse_size(&args.group_split_size)?,
+    };
     if args.daemon {
-        daemonize_and_serve(&store, &mountpoint, &options, &config)
+        daemonize_and_serve(&store, &mountpoint, &options, &fs_options, &config)
     } else {
-        serve(&store, &mountpoint, &options, &config, None)
+        serve(&store, &mountpoint, &options, &fs_options, &config, None)
     }
 }
 
@@ -281,6 +288,7 @@ fn daemonize_and_serve(
     store: &Path,
     mountpoint: &Path,
     options: &EngineOptions,
+    fs_options: &FsOptions,
     config: &Config,
 ) -> Result<(), String> {
     let mut fds = [0i32; 2];
@@ -319,7 +327,7 @@ fn daemonize_and_serve(
         libc::setsid();
     }
     let notify = unsafe { File::from_raw_fd(fds[1]) };
-    let code = match serve(store, mountpoint, options, config, Some(notify)) {
+    let code = match serve(store, mountpoint, options, fs_options, config, Some(notify)) {
         Ok(()) => 0,
         Err(msg) => {
             // Before the mount went live the parent reports the message; after, only the log
@@ -396,10 +404,11 @@ fn serve(
     store: &Path,
     mountpoint: &Path,
     options: &EngineOptions,
+    fs_options: &FsOptions,
     config: &Config,
     mut notify: Option<File>,
 ) -> Result<(), String> {
-    let result = serve_inner(store, mountpoint, options, config, &mut notify);
+    let result = serve_inner(store, mountpoint, options, fs_options, config, &mut notify);
     if let (Err(msg), Some(n)) = (&result, notify.as_mut()) {
         let _ = n.write_all(format!("ERR {msg}\n").as_bytes());
     }
@@ -410,6 +419,7 @@ fn serve_inner(
     store: &Path,
     mountpoint: &Path,
     options: &EngineOptions,
+    fs_options: &FsOptions,
     config: &Config,
     notify: &mut Option<File>,
 ) -> Result<(), String> {
@@ -417,7 +427,8 @@ fn serve_inner(
     start_signal_thread(unmounter.clone());
     let engine = Engine::open(store, options).map_err(|e| open_error(store, &e))?;
     let fs = Arc::new(
-        Fs::new(engine).map_err(|e| format!("cannot mount store {}: {e}", store.display()))?,
+        Fs::with_options(engine, fs_options.clone())
+            .map_err(|e| format!("cannot mount store {}: {e}", store.display()))?,
     );
     let session = Session::new(FuseFs::new(fs.clone()), mountpoint, config);
     let mut session = match session {
@@ -525,10 +536,12 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
         e => open_error(path, &e),
     })?;
     let s = engine.stats();
+    let roots = crate::fs::group_root_paths(&engine)
+        .map_err(|e| format!("reading the group roots of {}: {e}", path.display()))?;
     if args.json {
-        print_out(&format!("{}\n", stats::stats_json(&s)));
+        print_out(&format!("{}\n", stats::stats_json(&s, &roots)));
     } else {
-        print_out(&stats::stats_text(&s));
+        print_out(&stats::stats_text(&s, &roots));
     }
     engine
         .close()

@@ -55,6 +55,8 @@ pub struct FsFigures {
     pub data_pages: u64,
     pub xattrs: u64,
     pub orphans: u64,
+    /// Directories that are compaction group roots (besides the root directory).
+    pub group_roots: u64,
 }
 
 /// Both halves of a check.
@@ -166,7 +168,8 @@ impl Report {
         let _ = write!(
             o,
             "]}},\"fs\":{{\"inodes\":{},\"directories\":{},\"regular_files\":{},\"symlinks\":{},\
-             \"other_files\":{},\"entries\":{},\"data_pages\":{},\"xattrs\":{},\"orphans\":{}}}}}",
+             \"other_files\":{},\"entries\":{},\"data_pages\":{},\"xattrs\":{},\"orphans\":{},\
+             \"group_roots\":{}}}}}",
             f.inodes,
             f.directories,
             f.regular_files,
@@ -175,7 +178,8 @@ impl Report {
             f.entries,
             f.data_pages,
             f.xattrs,
-            f.orphans
+            f.orphans,
+            f.group_roots
         );
         o
     }
@@ -309,6 +313,8 @@ impl<'a> Checker<'a> {
         let mut symlinks: BTreeMap<u64, u32> = BTreeMap::new();
         let mut xattrs: BTreeMap<u64, u64> = BTreeMap::new();
         let mut high_water = None;
+        // Group root records: directory -> group id.
+        let mut group_roots: BTreeMap<u64, (crate::engine::GroupId, String)> = BTreeMap::new();
         for (key, rec) in &e.live {
             let place = e.describe(rec.place);
             let value = rec.value.as_deref().unwrap_or(&[]);
@@ -394,6 +400,12 @@ impl<'a> Checker<'a> {
                 keys::TAG_ORPHAN if ino_key => {
                     self.orphans.insert(be_u64(&key[1..9]));
                 }
+                keys::TAG_GROUP_ROOT if ino_key => match keys::decode_group(value) {
+                    Some(g) => {
+                        group_roots.insert(be_u64(&key[1..9]), (g, place));
+                    }
+                    None => self.problem(place, "group root record does not decode"),
+                },
                 keys::TAG_META if key[1..] == *keys::META_INODE_HIGH_WATER => {
                     match keys::decode_u64(value) {
                         Some(v) => high_water = Some(v),
@@ -472,7 +484,43 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+        self.check_group_roots(&group_roots);
         self.name_damaged_files();
+    }
+
+    /// Every group root record names a live directory other than the root, with a group id of
+    /// its own (two roots sharing an id would merge two subtrees' segments into one group).
+    fn check_group_roots(&mut self, roots: &BTreeMap<u64, (crate::engine::GroupId, String)>) {
+        let mut owner: BTreeMap<crate::engine::GroupId, u64> = BTreeMap::new();
+        for (&dir, (group, place)) in roots {
+            match self.inodes.get(&dir) {
+                None => self.problem(
+                    place.clone(),
+                    format!("group root record of missing directory {dir}"),
+                ),
+                Some(r) if r.kind != FileKind::Directory => self.problem(
+                    place.clone(),
+                    format!(
+                        "group root record of {}, not a directory",
+                        self.inode_place(dir)
+                    ),
+                ),
+                _ => {}
+            }
+            if dir == ROOT_INO || *group == crate::engine::ROOT_GROUP {
+                self.problem(
+                    place.clone(),
+                    format!("group root record of directory {dir} with group {group}: the root group is the root directory's alone"),
+                );
+            }
+            if let Some(other) = owner.insert(*group, dir) {
+                self.problem(
+                    place.clone(),
+                    format!("group {group} has two roots: directories {other} and {dir}"),
+                );
+            }
+        }
+        self.figures.group_roots = roots.len() as u64;
     }
 
     fn check_entries(&mut self) {

@@ -336,6 +336,64 @@ fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
     }
 }
 
+/// The path of every group root, by group ("/" for the root group), read from the store: for
+/// `logstorfs stats`, mounted or not. A root whose path cannot be rebuilt is named by inode.
+pub fn group_root_paths(engine: &Engine) -> FsResult<HashMap<GroupId, String>> {
+    let mut out = HashMap::from([(ROOT_GROUP, "/".to_string())]);
+    let prefix = keys::group_root_prefix();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let found = engine.scan(&prefix, after.as_deref(), 1024)?;
+        let Some((last, _)) = found.last() else {
+            return Ok(out);
+        };
+        after = Some(last.clone());
+        for (key, value) in &found {
+            if let (Some(dir), Some(group)) = (keys::group_root_ino(key), keys::decode_group(value))
+            {
+                let path = dir_path(engine, dir).unwrap_or_else(|| format!("(directory {dir})"));
+                out.insert(group, path);
+            }
+        }
+    }
+}
+
+/// The path of directory `dir` from the root, walking parent pointers and finding each name in
+/// its parent's entries; `None` if a step is missing.
+fn dir_path(engine: &Engine, dir: u64) -> Option<String> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut cur = dir;
+    while cur != ROOT_INO {
+        if parts.len() > 4096 {
+            return None;
+        }
+        let rec = InodeRecord::decode(&engine.get(&keys::inode_key(cur)).ok()??)?;
+        let prefix = keys::dirent_prefix(rec.parent);
+        let mut after: Option<Vec<u8>> = None;
+        let name = 'search: loop {
+            let found = engine.scan(&prefix, after.as_deref(), 256).ok()?;
+            let (last, _) = found.last()?;
+            after = Some(last.clone());
+            for (_, value) in &found {
+                if let Some(e) = keys::decode_dirents(value)?
+                    .into_iter()
+                    .find(|e| e.ino == cur)
+                {
+                    break 'search e.name;
+                }
+            }
+        };
+        parts.push(name);
+        cur = rec.parent;
+    }
+    let mut path = String::new();
+    for p in parts.iter().rev() {
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(p));
+    }
+    Some(if path.is_empty() { "/".into() } else { path })
+}
+
 /// The purge of an inode: every record it owns, as a handful of range deletes.
 fn purge_mutations(ino: u64, rec: &InodeRecord) -> Vec<Mutation> {
     let g = TOMBSTONE_GROUP;
@@ -1749,7 +1807,8 @@ impl Fs {
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
         if ino == ROOT_INO && name == STATS_XATTR {
-            return Ok(stats::stats_json(&self.engine.stats()).into_bytes());
+            let roots = group_root_paths(&self.engine)?;
+            return Ok(stats::stats_json(&self.engine.stats(), &roots).into_bytes());
         }
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);

@@ -1,8 +1,9 @@
 //! `logstorfs stats` output: the engine's figures as a JSON object, written by hand.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::engine::{EngineStats, GroupId, ROOT_GROUP};
+use crate::engine::{EngineStats, GroupId};
 
 /// Escapes `s` as the contents of a JSON string.
 pub fn json_escape(s: &str) -> String {
@@ -23,14 +24,14 @@ pub fn json_escape(s: &str) -> String {
     out
 }
 
-/// The root directory (relative to the mount) of a group: "/" for the root group. Other groups
-/// do not exist yet (a later issue splits them off directories).
-fn group_root(id: GroupId) -> String {
-    if id == ROOT_GROUP {
-        "/".to_string()
-    } else {
-        format!("?group-{id}")
-    }
+/// The root directory (relative to the mount) of group `id`, from `roots` (see
+/// `fs::group_root_paths`). A group whose root merged back or was removed may still own
+/// segments until its records are rewritten or freed: it is shown as "(merged)".
+fn group_root(roots: &HashMap<GroupId, String>, id: GroupId) -> String {
+    roots
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| "(merged)".to_string())
 }
 
 /// Device bytes written per user byte written so far (buffer headers and padding, separator
@@ -44,7 +45,7 @@ fn write_amplification(s: &EngineStats) -> f64 {
 }
 
 /// The stats JSON object (one line).
-pub fn stats_json(s: &EngineStats) -> String {
+pub fn stats_json(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
     let mut o = String::from("{");
     let fields: [(&str, u64); 18] = [
         ("capacity_bytes", s.capacity_bytes),
@@ -84,7 +85,7 @@ pub fn stats_json(s: &EngineStats) -> String {
             o,
             "{{\"id\":{},\"root\":\"{}\",\"segments\":{},\"live_bytes\":{},\"utilization_histogram\":[{}]}}",
             g.id,
-            json_escape(&group_root(g.id)),
+            json_escape(&group_root(roots, g.id)),
             g.segments,
             g.live_bytes,
             hist.join(",")
@@ -95,7 +96,7 @@ pub fn stats_json(s: &EngineStats) -> String {
 }
 
 /// A human-readable rendering of the same figures.
-pub fn stats_text(s: &EngineStats) -> String {
+pub fn stats_text(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "capacity_bytes           {}", s.capacity_bytes);
     let _ = writeln!(o, "segment_size_bytes       {}", s.segment_size_bytes);
@@ -118,7 +119,7 @@ pub fn stats_text(s: &EngineStats) -> String {
             o,
             "group {} root {} segments {} live_bytes {} histogram {:?}",
             g.id,
-            group_root(g.id),
+            group_root(roots, g.id),
             g.segments,
             g.live_bytes,
             g.utilization_histogram
@@ -142,15 +143,30 @@ mod tests {
         let s = EngineStats {
             capacity_bytes: 1 << 30,
             live_bytes: 77,
-            groups: vec![GroupStats {
-                id: 0,
-                segments: 3,
-                live_bytes: 70,
-                utilization_histogram: [1, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-            }],
+            groups: vec![
+                GroupStats {
+                    id: 0,
+                    segments: 3,
+                    live_bytes: 70,
+                    utilization_histogram: [1, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                },
+                GroupStats {
+                    id: 4,
+                    segments: 1,
+                    live_bytes: 7,
+                    utilization_histogram: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                },
+                GroupStats {
+                    id: 5,
+                    segments: 1,
+                    live_bytes: 0,
+                    utilization_histogram: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                },
+            ],
             ..Default::default()
         };
-        let j = stats_json(&s);
+        let roots = HashMap::from([(0, "/".to_string()), (4, "/a/\"q\"".to_string())]);
+        let j = stats_json(&s, &roots);
         for f in [
             "\"capacity_bytes\":1073741824",
             "\"live_bytes\":77",
@@ -158,7 +174,9 @@ mod tests {
             "\"index_bytes\":0",
             "\"separator_bytes_written\":0",
             "\"compaction_bytes_written\":0",
-            "\"groups\":[{\"id\":0,\"root\":\"/\",\"segments\":3,\"live_bytes\":70,\"utilization_histogram\":[1,0,0,0,0,0,0,0,0,2]}]",
+            "\"groups\":[{\"id\":0,\"root\":\"/\",\"segments\":3,\"live_bytes\":70,\"utilization_histogram\":[1,0,0,0,0,0,0,0,0,2]},",
+            "{\"id\":4,\"root\":\"/a/\\\"q\\\"\",\"segments\":1,",
+            "{\"id\":5,\"root\":\"(merged)\",",
         ] {
             assert!(j.contains(f), "{f} missing from {j}");
         }
