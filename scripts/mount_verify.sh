@@ -17,6 +17,9 @@ for tool in setfattr getfattr sqlite3 rsync mountpoint fusermount3; do
 done
 
 SIZE="${VERIFY_SIZE:-1G}"
+# A small group split size, so that the copies below split directories off as compaction
+# groups and the removals merge them back: every check then runs with several groups.
+[[ -z "$MOUNT_CMD" && -z "$MOUNT_OPTS" ]] && MOUNT_OPTS="--group-split-size 2M"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-verify.XXXXXX")"
 STORE="$WORK/store"
 MNT="$WORK/mnt"
@@ -319,6 +322,52 @@ t_df() {
     (( size > 0 ))
 }
 check "df shows the store's capacity and usage" t_df
+
+# ---- compaction groups (logstorfs only): directories past the split size became group roots,
+# stats name them, and rm -r of a root leaves its group owning no segments ----
+# group_field JSON ROOT FIELD: FIELD of the group whose root is ROOT ("" if no such group).
+group_field() {
+    python3 -c 'import json,sys
+j=json.loads(sys.argv[1])
+print(next((str(g[sys.argv[3]]) for g in j["groups"] if g["root"]==sys.argv[2]), ""))' "$1" "$2" "$3"
+}
+if [[ -z "$MOUNT_CMD" ]]; then
+    t_groups_split() {
+        local j roots
+        j="$("$LOGSTORFS" stats --json "$MNT")"
+        roots="$(python3 -c 'import json,sys; print(" ".join(g["root"] for g in json.loads(sys.argv[1])["groups"]))' "$j")"
+        echo "group roots: $roots"
+        # The copied trees hold ~30 MB: with a 2 MiB split size, some directory below must be a root.
+        (( $(wc -w <<<"$roots") >= 3 )) || { echo "expected several groups after copying ~30 MB"; return 1; }
+        mkdir "$MNT/grp"
+        local i; for i in 1 2 3 4 5 6; do head -c 1M /dev/urandom > "$MNT/grp/f$i"; done
+        mkdir "$MNT/grp/sub"; head -c 1M /dev/urandom > "$MNT/grp/sub/g"
+        sync "$MNT/grp/f1"
+        j="$("$LOGSTORFS" stats --json "$MNT")"
+        [[ -n "$(group_field "$j" /grp id)" ]] || { echo "/grp (7 MiB) is not a group root: $j"; return 1; }
+    }
+    check "groups: directories past the split size are group roots, named in stats" t_groups_split
+
+    t_groups_rm() {
+        local j id segs i
+        j="$("$LOGSTORFS" stats --json "$MNT")"
+        id="$(group_field "$j" /grp id)"
+        [[ -n "$id" ]] || { echo "/grp is not a group root"; return 1; }
+        rm -r "$MNT/grp"
+        # The separator and reclamation run in the background; 60 s is a liveness limit only.
+        for i in $(seq 1 120); do
+            segs="$("$LOGSTORFS" stats --json "$MNT" | python3 -c 'import json,sys
+j=json.load(sys.stdin); print(sum(g["segments"] for g in j["groups"] if g["id"]=='"$id"'))')"
+            [[ "$segs" == 0 ]] && { echo "group $id owns no segments after ${i}x0.5 s"; return 0; }
+            sleep 0.5
+        done
+        echo "group $id still owns $segs segments 60 s after rm -r of its root"
+        return 1
+    }
+    check "groups: rm -r of a group root leaves its group owning no segments" t_groups_rm
+else
+    log "not logstorfs: the compaction group checks do not apply"
+fi
 
 # ---- record everything outside the mount, unmount, remount, compare ----
 snapshot() { # snapshot DIR OUT: checksums + metadata

@@ -988,6 +988,12 @@ impl Inner {
             .collect();
         let threshold = self.options.separator_threshold_segments.max(1) as usize;
         if mixed.is_empty() || (!drain && mixed.len() < threshold) {
+            if drain {
+                // Writes paused: a group whose data was all deleted since the last pass (its
+                // tombstones are in the active mixed segment, so there is nothing to separate)
+                // must still give up its open segment, or it owns it until the next write.
+                self.group_writer.lock().close_empty(&self.segments);
+            }
             return Ok(0);
         }
         if mixed
