@@ -182,6 +182,12 @@ impl BufferHeader {
             && u32_at(block, 56) == segment
     }
 
+    /// The generation field of a block that passes [`BufferHeader::plausible_start`], read
+    /// without checking the CRC.
+    pub fn generation_field(block: &[u8]) -> u64 {
+        u64_at(block, 8)
+    }
+
     /// Decodes and checks a buffer starting at `buf[0]` (which holds at least the whole
     /// buffer, or whatever remains of the segment). `None` if anything is off: wrong magic or
     /// version, impossible lengths, or a CRC mismatch (torn or damaged).
