@@ -421,3 +421,77 @@ fn orphan_record_of_a_linked_file_and_leaked_pages_are_reported() {
         "{p:?}"
     );
 }
+
+#[test]
+fn group_roots_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    // A real split: a directory past the (small) split size becomes a group root; fsck is
+    // clean and counts it.
+    {
+        let engine = Engine::open(dir.path(), &options(128 << 20)).unwrap();
+        let fs = logstorfs::fs::Fs::with_options(
+            engine,
+            logstorfs::fs::FsOptions {
+                group_split_bytes: 64 << 10,
+            },
+        )
+        .unwrap();
+        let big = fs.mkdir(ROOT_INO, b"big", 0o755, 0, CALLER).unwrap().ino;
+        make_file(&fs, big, "f", &vec![3u8; 100 << 10]);
+        assert_ne!(fs.group_of_dir(big), ROOT_GROUP, "/big did not split off");
+        fs.close().unwrap();
+    }
+    let r = check_store(dir.path()).unwrap();
+    assert!(r.is_clean(), "{:?}", problems(&r));
+    assert_eq!(r.figures.group_roots, 1);
+    // Damage: a root record of a directory that does not exist, one of a regular file, one
+    // for the root directory, and a second root claiming the same group.
+    let e = engine(dir.path());
+    let file_ino = {
+        let list = e.scan(&keys::dirent_prefix(ROOT_INO), None, 10).unwrap();
+        let big = keys::decode_dirents(&list[0].1).unwrap()[0].ino;
+        let inner = e.scan(&keys::dirent_prefix(big), None, 10).unwrap();
+        keys::decode_dirents(&inner[0].1).unwrap()[0].ino
+    };
+    e.write(&[
+        Mutation::put(
+            ROOT_GROUP,
+            keys::group_root_key(999_999),
+            keys::encode_group(77),
+        ),
+        Mutation::put(
+            ROOT_GROUP,
+            keys::group_root_key(file_ino),
+            keys::encode_group(78),
+        ),
+        Mutation::put(
+            ROOT_GROUP,
+            keys::group_root_key(ROOT_INO),
+            keys::encode_group(79),
+        ),
+        Mutation::put(
+            ROOT_GROUP,
+            keys::group_root_key(999_998),
+            keys::encode_group(77),
+        ),
+    ])
+    .unwrap();
+    e.close().unwrap();
+    let r = check_store(dir.path()).unwrap();
+    let p = problems(&r);
+    assert!(
+        p.iter()
+            .any(|l| l.contains("group root record of missing directory 999999")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|l| l.contains("not a directory")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|l| l.contains("the root group is the root directory's alone")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.contains("group 77 has two roots")),
+        "{p:?}"
+    );
+}
