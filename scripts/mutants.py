@@ -22,6 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "group-never-splits",
+        "3 mapping: a directory past the split size becomes a group root",
+        "src/fs/groups.rs",
+        "                None if d.bytes > self.split_bytes => {",
+        "                None if d.bytes > self.split_bytes && false => {",
+        ["--lib", "fs::groups::tests"],
+    ),
+    (
+        "stale-generation-read-as-damage",
+        "4.4 generations: bytes of an earlier use past a segment's end are stale, not damage",
+        "src/engine/check.rs",
+        "    if stranded.is_empty() && (zeros || !plausible || earlier_use) {",
+        "    if stranded.is_empty() && (zeros || !plausible) {",
+        ["--lib", "engine::check::tests::a_buffer_of_an_earlier_use"],
+    ),
+    (
         "separator-mixes-groups",
         "4.6 separator: every group-owned segment holds records of its group only",
         "src/engine/mod.rs",
