@@ -39,225 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The workload. Journal lines: "I <json>" (a step is about to start: the paths it may touch),
-# "C <json>" (the step is durable: its fsyncs returned). Started with the journal of earlier
-# rounds: it first adopts, as confirmed, whatever state the paths of an unconfirmed step have
-# after the crash (the remount made that state durable), then runs steps until the mount dies.
-cat > "$WORK/workload.py" <<'EOF'
-import hashlib, json, os, random, sys
-
-mnt, journal_path, seed, ready_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-rng = random.Random(seed)
-DIRS = ["d0", "d1", "d2", "d1/sub", "d2/sub/deeper"]
-
-def replay(path):
-    model, inflight = {}, None
-    for line in open(path):
-        kind, _, body = line.rstrip("\n").partition(" ")
-        op = json.loads(body)
-        if kind == "I":
-            inflight = op
-        elif kind == "C":
-            inflight = None
-            if op["op"] == "put":
-                model[op["path"]] = op["sha"]
-            elif op["op"] == "delete":
-                model.pop(op["path"], None)
-            elif op["op"] == "rename":
-                model[op["to"]] = model.pop(op["from"])
-            elif op["op"] == "adopt":
-                for p, h in op["paths"].items():
-                    if h is None:
-                        model.pop(p, None)
-                    else:
-                        model[p] = h
-    return model, inflight
-
-journal = open(journal_path, "a")
-def log(kind, op):
-    journal.write(kind + " " + json.dumps(op, sort_keys=True) + "\n")
-    journal.flush()
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
-
-def fsync_dir(d):
-    fd = os.open(os.path.join(mnt, d), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-def full(p):
-    return os.path.join(mnt, p)
-
-def start():
-    for d in DIRS:
-        os.makedirs(full(d), exist_ok=True)
-    for d in ["", "d1", "d2", "d2/sub"]:
-        fsync_dir(d)
-    model, inflight = replay(journal_path)
-    # Adopt the state of the unconfirmed step's paths, in one journal line.
-    if inflight is not None:
-        state = {}
-        for p in inflight["paths"]:
-            state[p] = sha(open(full(p), "rb").read()) if os.path.exists(full(p)) else None
-        log("C", {"op": "adopt", "paths": state})
-        model, _ = replay(journal_path)
-    contents = {p: open(full(p), "rb").read() for p in model}
-    for p, h in model.items():
-        if sha(contents[p]) != h:
-            sys.exit("workload: %s does not match the journal at start" % p)
-    open(ready_path, "w").close()
-    return contents
-
-try:
-    contents = start()
-except OSError as e:
-    print("workload stopped: %s" % e)
-    sys.exit(0)
-
-counter = [0]
-def new_path():
-    counter[0] += 1
-    return "%s/f%d-%d" % (rng.choice(DIRS), seed, counter[0])
-
-def data(n):
-    return rng.randbytes(n)
-
-def size():
-    return rng.choice([0, 1, 100, 4095, 4096, 5000, 20000, 130000, 300000])
-
-def write_file(p, body, mode):
-    fd = os.open(full(p), mode, 0o644)
-    try:
-        os.write(fd, body) if body else None
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-try:
-    while True:
-        files = sorted(contents)
-        r = rng.random()
-        if not files or (r < 0.3 and len(files) < 80):
-            p = new_path()
-            body = data(size())
-            log("I", {"paths": [p]})
-            write_file(p, body, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-            fsync_dir(os.path.dirname(p))
-            contents[p] = body
-            log("C", {"op": "put", "path": p, "sha": sha(body)})
-        elif r < 0.45:
-            p = rng.choice(files)
-            body = data(size())
-            log("I", {"paths": [p]})
-            write_file(p, body, os.O_WRONLY | os.O_TRUNC)
-            contents[p] = body
-            log("C", {"op": "put", "path": p, "sha": sha(body)})
-        elif r < 0.6:
-            p = rng.choice(files)
-            old = contents[p]
-            off = rng.randrange(0, len(old) + 5000)
-            patch = data(rng.choice([1, 10, 4096, 9000, 70000]))
-            log("I", {"paths": [p]})
-            fd = os.open(full(p), os.O_WRONLY)
-            try:
-                os.pwrite(fd, patch, off)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            new = bytearray(old)
-            if len(new) < off:
-                new.extend(b"\0" * (off - len(new)))
-            new[off:off + len(patch)] = patch
-            contents[p] = bytes(new)
-            log("C", {"op": "put", "path": p, "sha": sha(contents[p])})
-        elif r < 0.68:
-            p = rng.choice(files)
-            n = rng.randrange(0, len(contents[p]) + 1)
-            log("I", {"paths": [p]})
-            os.truncate(full(p), n)
-            fd = os.open(full(p), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            contents[p] = contents[p][:n]
-            log("C", {"op": "put", "path": p, "sha": sha(contents[p])})
-        elif r < 0.85:
-            src = rng.choice(files)
-            if rng.random() < 0.3 and len(files) > 1:
-                dst = rng.choice([f for f in files if f != src])   # rename over a file
-            else:
-                dst = new_path()
-            log("I", {"paths": [src, dst]})
-            os.rename(full(src), full(dst))
-            for d in {os.path.dirname(src), os.path.dirname(dst)}:
-                fsync_dir(d)
-            contents[dst] = contents.pop(src)
-            log("C", {"op": "rename", "from": src, "to": dst})
-        else:
-            p = rng.choice(files)
-            log("I", {"paths": [p]})
-            os.unlink(full(p))
-            fsync_dir(os.path.dirname(p))
-            del contents[p]
-            log("C", {"op": "delete", "path": p})
-except OSError as e:
-    # The daemon was killed under us (ENOTCONN and friends): the round is over.
-    print("workload stopped: %s" % e)
-EOF
-
-# Verifies the mount against the journal: every confirmed file with exact contents, nothing
-# else but the paths of the one unconfirmed step. Prints what differs.
-cat > "$WORK/verify.py" <<'EOF'
-import hashlib, json, os, sys
-mnt, journal_path = sys.argv[1], sys.argv[2]
-model, inflight, gone = {}, None, set()
-steps = 0
-for line in open(journal_path):
-    kind, _, body = line.rstrip("\n").partition(" ")
-    op = json.loads(body)
-    if kind == "I":
-        inflight = op
-        continue
-    inflight = None
-    steps += 1
-    if op["op"] == "put":
-        model[op["path"]] = op["sha"]; gone.discard(op["path"])
-    elif op["op"] == "delete":
-        model.pop(op["path"], None); gone.add(op["path"])
-    elif op["op"] == "rename":
-        model[op["to"]] = model.pop(op["from"]); gone.discard(op["to"]); gone.add(op["from"])
-    elif op["op"] == "adopt":
-        for p, h in op["paths"].items():
-            if h is None:
-                model.pop(p, None)
-            else:
-                model[p] = h; gone.discard(p)
-loose = set(inflight["paths"]) if inflight else set()
-bad = 0
-for p, h in sorted(model.items()):
-    if p in loose:
-        continue
-    try:
-        got = hashlib.sha256(open(os.path.join(mnt, p), "rb").read()).hexdigest()
-    except OSError as e:
-        print("confirmed file %s: %s" % (p, e)); bad += 1; continue
-    if got != h:
-        print("confirmed file %s: contents differ" % p); bad += 1
-present = set()
-for root, dirs, files in os.walk(mnt):
-    for f in files:
-        present.add(os.path.relpath(os.path.join(root, f), mnt))
-for p in sorted(present - set(model) - loose):
-    why = "deleted or renamed away, and confirmed" if p in gone else "never confirmed"
-    print("file %s is present: %s" % (p, why)); bad += 1
-print("%d confirmed steps, %d files checked, %d unconfirmed path(s) at the crash, %d differences"
-      % (steps, len(model), len(loose), bad))
-sys.exit(1 if bad else 0)
-EOF
+# The workload and its checker: scripts/crash_workload.py (journal format there).
+WORKLOAD="$(dirname "$0")/crash_workload.py"
 
 fsck_clean() { # fsck_clean WHEN: the store (unmounted) must be clean
     local out rc=0
@@ -279,7 +62,7 @@ kill_daemon() {
     ! mountpoint -q "$MNT"
 }
 
-verify_mount() { python3 "$WORK/verify.py" "$MNT" "$JOURNAL"; }
+verify_mount() { python3 "$WORKLOAD" verify "$MNT" "$JOURNAL"; }
 
 BASE_SEED="${CRASH_SEED:-$RANDOM}"
 log "crash_kill9: $ROUNDS rounds on $(backend_name), seed $BASE_SEED, work dir $WORK"
@@ -291,7 +74,7 @@ for round in $(seq 1 "$ROUNDS"); do
         check_here "round $round: mount" mount_fresh "$STORE" "$MNT" || break
     fi
     rm -f "$WORK/ready"
-    python3 "$WORK/workload.py" "$MNT" "$JOURNAL" "$((BASE_SEED * 1000 + round))" "$WORK/ready" \
+    python3 "$WORKLOAD" run "$MNT" "$JOURNAL" "$((BASE_SEED * 1000 + round))" "$WORK/ready" \
         > "$WORK/workload.$round.log" 2>&1 &
     WORKLOAD_PID=$!
     # Kill at a random moment once the workload is past its start (reading back the files).

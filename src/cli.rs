@@ -17,6 +17,7 @@ use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 use parking_lot::Mutex;
 
 use crate::engine::check::Severity;
+use crate::engine::instrument::Instrumentation;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::fs::fuse_adapter::FuseFs;
 use crate::fs::{Fs, FsOptions, STATS_XATTR, check, stats};
@@ -55,6 +56,29 @@ enum Command {
     /// first; lines starting with "note:" are not problems. Exit status: 0 clean, 1 problems
     /// found, 2 usage or I/O error, or the store is mounted (unmount it first).
     Fsck(FsckArgs),
+    /// (Testing) Power-cut images of an I/O log recorded by `mount --test-record-io`.
+    #[command(hide = true)]
+    ReplayCut(ReplayCutArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReplayCutArgs {
+    /// The I/O log.
+    log: PathBuf,
+    /// Print what the log holds (entries, syncs, marks) as JSON, and nothing else.
+    #[arg(long)]
+    list: bool,
+    /// Replay this many entries, then cut power.
+    #[arg(long, value_name = "ENTRIES")]
+    at: Option<u64>,
+    /// Which unsynced sectors survive: random (per --seed), none, all.
+    #[arg(long, default_value = "random")]
+    keep: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the image as a store directory (must not hold a store).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +105,13 @@ struct MountArgs {
     /// sync of a directory and unmount).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     flush_interval: u64,
+    /// (Testing) Record every storage call of this new store into an I/O log, for power-cut
+    /// replay (`logstorfs replay-cut`).
+    #[arg(long, hide = true, value_name = "PATH")]
+    test_record_io: Option<PathBuf>,
+    /// (Testing) Fail every segment write after this many: an injected disk error.
+    #[arg(long, hide = true, value_name = "N")]
+    test_fail_writes_after: Option<u64>,
     /// A directory becomes a compaction group of its own once the live data under it (outside
     /// deeper group roots) passes this size (e.g. 16M), and merges back below a quarter of it.
     #[arg(long, value_name = "SIZE", default_value = "16M")]
@@ -106,6 +137,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Mount(args) => mount(args),
         Command::Stats(args) => stats_cmd(args),
+        Command::ReplayCut(args) => replay_cut_cmd(&args),
         Command::Fsck(args) => {
             return match fsck_cmd(&args) {
                 Ok(code) => code,
@@ -252,10 +284,29 @@ fn mount(args: MountArgs) -> Result<(), String> {
     let fs_options = FsOptions {
         group_split_bytes: parse_size(&args.group_split_size)?,
     };
+    let instrument = Instrumentation {
+        record_io: args.test_record_io.clone(),
+        fail_writes_after: args.test_fail_writes_after,
+    };
     if args.daemon {
-        daemonize_and_serve(&store, &mountpoint, &options, &fs_options, &config)
+        daemonize_and_serve(
+            &store,
+            &mountpoint,
+            &options,
+            &fs_options,
+            &instrument,
+            &config,
+        )
     } else {
-        serve(&store, &mountpoint, &options, &fs_options, &config, None)
+        serve(
+            &store,
+            &mountpoint,
+            &options,
+            &fs_options,
+            &instrument,
+            &config,
+            None,
+        )
     }
 }
 
@@ -289,6 +340,7 @@ fn daemonize_and_serve(
     mountpoint: &Path,
     options: &EngineOptions,
     fs_options: &FsOptions,
+    instrument: &Instrumentation,
     config: &Config,
 ) -> Result<(), String> {
     let mut fds = [0i32; 2];
@@ -327,7 +379,15 @@ fn daemonize_and_serve(
         libc::setsid();
     }
     let notify = unsafe { File::from_raw_fd(fds[1]) };
-    let code = match serve(store, mountpoint, options, fs_options, config, Some(notify)) {
+    let code = match serve(
+        store,
+        mountpoint,
+        options,
+        fs_options,
+        instrument,
+        config,
+        Some(notify),
+    ) {
         Ok(()) => 0,
         Err(msg) => {
             // Before the mount went live the parent reports the message; after, only the log
@@ -405,10 +465,19 @@ fn serve(
     mountpoint: &Path,
     options: &EngineOptions,
     fs_options: &FsOptions,
+    instrument: &Instrumentation,
     config: &Config,
     mut notify: Option<File>,
 ) -> Result<(), String> {
-    let result = serve_inner(store, mountpoint, options, fs_options, config, &mut notify);
+    let result = serve_inner(
+        store,
+        mountpoint,
+        options,
+        fs_options,
+        instrument,
+        config,
+        &mut notify,
+    );
     if let (Err(msg), Some(n)) = (&result, notify.as_mut()) {
         let _ = n.write_all(format!("ERR {msg}\n").as_bytes());
     }
@@ -420,12 +489,14 @@ fn serve_inner(
     mountpoint: &Path,
     options: &EngineOptions,
     fs_options: &FsOptions,
+    instrument: &Instrumentation,
     config: &Config,
     notify: &mut Option<File>,
 ) -> Result<(), String> {
     let unmounter: Arc<Mutex<Option<SessionUnmounter>>> = Arc::new(Mutex::new(None));
     start_signal_thread(unmounter.clone());
-    let engine = Engine::open(store, options).map_err(|e| open_error(store, &e))?;
+    let engine =
+        Engine::open_instrumented(store, options, instrument).map_err(|e| open_error(store, &e))?;
     let fs = Arc::new(
         Fs::with_options(engine, fs_options.clone())
             .map_err(|e| format!("cannot mount store {}: {e}", store.display()))?,
@@ -546,6 +617,48 @@ fn stats_cmd(args: StatsArgs) -> Result<(), String> {
     engine
         .close()
         .map_err(|e| format!("closing the store: {e}"))
+}
+
+/// `logstorfs replay-cut`: lists an I/O log, or writes the image a power cut after its first
+/// `--at` entries would leave.
+fn replay_cut_cmd(args: &ReplayCutArgs) -> Result<(), String> {
+    use crate::engine::instrument;
+    use crate::engine::storage::PowerCut;
+    let log = &args.log;
+    if args.list {
+        let s = instrument::summarize(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let syncs: Vec<String> = s.syncs.iter().map(|v| v.to_string()).collect();
+        let marks: Vec<String> = s.marks.iter().map(|(e, l)| format!("[{e},{l}]")).collect();
+        print_out(&format!(
+            "{{\"entries\":{},\"writes\":{},\"bytes_written\":{},\"syncs\":[{}],\"marks\":[{}]}}\n",
+            s.entries,
+            s.writes,
+            s.bytes_written,
+            syncs.join(","),
+            marks.join(",")
+        ));
+        return Ok(());
+    }
+    let (Some(at), Some(out)) = (args.at, &args.out) else {
+        return Err("give --list, or --at ENTRIES and --out DIR".into());
+    };
+    let cut = match args.keep.as_str() {
+        "random" => PowerCut::Random(args.seed),
+        "none" => PowerCut::DropAllUnsynced,
+        "all" => PowerCut::KeepAllWritten,
+        other => return Err(format!("--keep {other}: expected random, none or all")),
+    };
+    let (image, last_mark) =
+        instrument::replay(log, at).map_err(|e| format!("{}: {e}", log.display()))?;
+    image
+        .crash(cut)
+        .export(out)
+        .map_err(|e| format!("writing the image to {}: {e}", out.display()))?;
+    print_out(&format!(
+        "{}\n",
+        last_mark.map_or_else(|| "none".to_string(), |m| m.to_string())
+    ));
+    Ok(())
 }
 
 /// `logstorfs fsck`: returns the exit code (0 clean, 1 problems); `Err` for exit code 2.

@@ -25,6 +25,7 @@ mod compaction;
 pub(crate) mod format;
 mod groups;
 mod index;
+pub mod instrument;
 mod log;
 mod recovery;
 mod segments;
@@ -123,6 +124,37 @@ impl Engine {
             }
         })?;
         Self::open_on(Arc::new(storage), options)
+    }
+
+    /// [`Engine::open`] with test instrumentation of the store's storage (an I/O log for
+    /// power-cut replay, injected write errors): see `instrument.rs`. Recording needs a new
+    /// store, since the log must hold every byte of it.
+    pub fn open_instrumented(
+        dir: &Path,
+        options: &EngineOptions,
+        what: &instrument::Instrumentation,
+    ) -> Result<Engine> {
+        if what.record_io.is_some() && dir.join(storage::SUPERBLOCK_FILE).exists() {
+            return Err(EngineError::Io(std::io::Error::other(format!(
+                "recording an I/O log needs a new store; {} already holds one",
+                dir.display()
+            ))));
+        }
+        let storage = FileStorage::open(dir, options.create_if_missing).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                EngineError::Locked(e.to_string())
+            } else {
+                EngineError::Io(e)
+            }
+        })?;
+        let storage = instrument::InstrumentedStorage::new(Arc::new(storage), what)?;
+        Self::open_on(Arc::new(storage), options)
+    }
+
+    /// Writes mark `label` into the I/O log, if the store records one (see
+    /// [`Engine::open_instrumented`]); false if not.
+    pub fn mark_io_log(&self, label: u64) -> bool {
+        self.inner.storage.mark(label)
     }
 
     /// Opens a store on any [`Storage`] (for crash-simulation tests: [`storage::SimStorage`]).

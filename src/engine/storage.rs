@@ -42,6 +42,10 @@ pub trait Storage: Send + Sync {
     fn read_superblock(&self) -> io::Result<Option<Vec<u8>>>;
     /// Replaces the superblock atomically and durably.
     fn write_superblock(&self, data: &[u8]) -> io::Result<()>;
+    /// Records a mark in an I/O log, if this storage keeps one (`instrument.rs`); false if not.
+    fn mark(&self, _label: u64) -> bool {
+        false
+    }
 }
 
 pub(crate) fn segment_file_name(file: u32) -> String {

@@ -109,6 +109,11 @@ pub const BLOCK_SIZE: u32 = 4096;
 /// Virtual xattr on the root directory that returns `logstorfs stats --json` output. Not listed
 /// by listxattr, not settable.
 pub const STATS_XATTR: &[u8] = b"user.logstorfs.stats";
+/// Virtual xattr prefix on the root directory: `getxattr(root, PREFIX + decimal N)` writes mark
+/// N into the I/O log of a mount recording one (`mount --test-record-io`) and returns an empty
+/// value; ENODATA on any other mount. A power-cut replay workload sends it once step N is
+/// confirmed, so that the replay knows which steps every cut point must keep.
+pub const REPLAY_MARK_XATTR_PREFIX: &[u8] = b"user.logstorfs.replay_mark.";
 /// Directory records returned per readdir call (the adapter stops early when the reply is full).
 const READDIR_BATCH: usize = 128;
 /// Most data pages in one write batch. 31 pages with their record headers and keys, plus the
@@ -1806,6 +1811,13 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        if let Some(label) = name.strip_prefix(REPLAY_MARK_XATTR_PREFIX) {
+            let label = std::str::from_utf8(label).ok().and_then(|l| l.parse().ok());
+            return match label {
+                Some(l) if ino == ROOT_INO && self.engine.mark_io_log(l) => Ok(Vec::new()),
+                _ => Err(FsError::NoXattr),
+            };
+        }
         if ino == ROOT_INO && name == STATS_XATTR {
             let roots = group_root_paths(&self.engine)?;
             return Ok(stats::stats_json(&self.engine.stats(), &roots).into_bytes());
