@@ -22,6 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "torn-tail-notes-first-buffer-only",
+        "5 trap 'tombstones': every put behind a torn buffer stays noted while on disk",
+        "src/engine/recovery.rs",
+        "                let of_this_use = q == at\n                    || (",
+        "                let of_this_use = q == at\n                    || false && (",
+        ["--lib", "engine::tests::puts_behind_a_torn_buffer_of_copies"],
+    ),
+    (
+        "lost-tombstone-that-hides-nothing-is-damage",
+        "9 fsck: a torn tombstone that hides no served put is no loss",
+        "src/engine/check.rs",
+        "            if r.intact && !hides_a_served_put {",
+        "            if r.intact && !hides_a_served_put && false {",
+        ["--lib", "engine::check::tests::a_torn_tombstone"],
+    ),
+    (
         "group-never-splits",
         "3 mapping: a directory past the split size becomes a group root",
         "src/fs/groups.rs",

@@ -132,12 +132,24 @@ pub fn recover(
             });
         }
         // The puts of a torn tail are never served, but they are on disk: note them, so that no
-        // tombstone of their keys is dropped while they are there (fsck reads them too).
+        // tombstone of their keys is dropped while they are there (fsck reads them too). That
+        // is the torn buffer and every buffer of this use behind it, torn or intact (a power
+        // cut can keep a later buffer whole and tear an earlier one).
         if let Some(at) = scan.stopped_at {
-            for (c, _) in salvage_records(segment, at, &image) {
-                if c.kind == RecordKind::Put {
-                    put_notes.note_put(segment, &c.key, c.version);
+            let generation = scan.valid.first().map(|(_, h)| h.generation);
+            let mut q = at;
+            while q + BLOCK_SIZE <= image.len() {
+                let of_this_use = q == at
+                    || (BufferHeader::plausible_start(&image[q..], segment)
+                        && Some(BufferHeader::generation_field(&image[q..])) == generation);
+                if of_this_use {
+                    for (c, _) in salvage_records(segment, q, &image) {
+                        if c.kind == RecordKind::Put {
+                            put_notes.note_put(segment, &c.key, c.version);
+                        }
+                    }
                 }
+                q += BLOCK_SIZE;
             }
         }
         for (&(start, end), &vouched_floor) in scan.damaged.iter().zip(&vouched) {
