@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Damaged media on a real mount. Writes two files (fsync each), unmounts, flips bytes in the
+# Damaged media on a real mount, and an injected disk write error (the daemon must refuse
+# every later write with EIO; see the end). Damage: writes two files (fsync each), unmounts, flips bytes in the
 # segment file region that holds one of them (found by searching the segment files for its
 # known contents), then: `logstorfs fsck` must report the damage and name the damaged file;
 # after a remount, reading the damaged file must fail with EIO (never return wrong bytes) and
@@ -132,4 +133,78 @@ t_victim_eio() {
 check "reading the damaged file fails with EIO, never wrong bytes" t_victim_eio
 check "the other file reads back exactly" cmp "$WORK/bystander.ref" "$MNT/dir/bystander"
 check_here "clean unmount" unmount "$MNT"
+
+# ---- an I/O error from the disk (injected: `mount --test-fail-writes-after N`): the daemon
+# must refuse every later write with EIO, not go on silently; what was synced before stays
+# readable, and intact after a remount without the fault ----
+EIO_STORE="$WORK/eio-store"
+MOUNT_OPTS="--test-fail-writes-after 200"
+check_here "mount a new store that fails its 201st segment write" mount_fresh "$EIO_STORE" "$MNT" 64M \
+    || { summary crash-damage; exit 1; }
+MOUNT_OPTS=""
+t_eio_latches() {
+    python3 - "$MNT" "$WORK" <<'EOF'
+import errno, os, sys
+mnt, work = sys.argv[1], sys.argv[2]
+synced = []
+failed = None
+for i in range(2000):
+    p = os.path.join(mnt, "f%04d" % i)
+    body = (b"%06d-" % i) * 700
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dfd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)
+        os.close(dfd)
+        synced.append(i)
+    except OSError as e:
+        failed = e
+        break
+if failed is None:
+    sys.exit("2000 files written and synced: the injected write error never surfaced")
+print("first error after %d synced files: %s" % (len(synced), failed))
+if failed.errno != errno.EIO:
+    sys.exit("expected EIO, got %s" % failed)
+# Every later write is refused with EIO, whatever it is.
+for what, op in (("create", lambda: open(os.path.join(mnt, "late"), "wb").close()),
+                 ("mkdir", lambda: os.mkdir(os.path.join(mnt, "latedir"))),
+                 ("rename", lambda: os.rename(os.path.join(mnt, "f0000"), os.path.join(mnt, "moved")))):
+    try:
+        op()
+        sys.exit("%s succeeded after the disk error" % what)
+    except OSError as e:
+        if e.errno != errno.EIO:
+            sys.exit("%s after the disk error: expected EIO, got %s" % (what, e))
+# What was synced is still readable.
+for i in synced:
+    if open(os.path.join(mnt, "f%04d" % i), "rb").read() != (b"%06d-" % i) * 700:
+        sys.exit("f%04d reads back wrong after the disk error" % i)
+open(os.path.join(work, "eio-synced"), "w").write("\n".join(map(str, synced)))
+print("%d synced files read back; create, mkdir, rename refused with EIO" % len(synced))
+EOF
+}
+check "an injected disk write error: EIO, every later write refused with EIO, synced data readable" t_eio_latches
+# The daemon latched read-only; unmounting must still work.
+check_here "unmount after the disk error" unmount "$MNT"
+t_eio_remount() {
+    mount_fresh "$EIO_STORE" "$MNT" || return 1
+    python3 - "$MNT" "$WORK/eio-synced" <<'EOF'
+import os, sys
+mnt = sys.argv[1]
+synced = [int(x) for x in open(sys.argv[2]).read().split()]
+for i in synced:
+    if open(os.path.join(mnt, "f%04d" % i), "rb").read() != (b"%06d-" % i) * 700:
+        sys.exit("f%04d lost or wrong after remount" % i)
+open(os.path.join(mnt, "after"), "wb").write(b"writable again")
+print("%d synced files intact after remount; the store takes writes again" % len(synced))
+EOF
+    unmount "$MNT"
+}
+check "remount without the fault: every synced file intact, writable" t_eio_remount
+check "fsck of the store after the disk error" "$LOGSTORFS" fsck "$EIO_STORE"
 summary crash-damage
