@@ -22,6 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "copies-keep-their-old-group",
+        "4.8/3 compaction and the separator copy a put into the group its key belongs to now",
+        "src/engine/mod.rs",
+        "            if let Some(now) = current(&record.key, &read).filter(|now| now != group) {",
+        "            if let Some(now) = current(&record.key, &read).filter(|now| now != group && false) {",
+        ["--lib", "engine::tests::copies_go_to_the_group"],
+    ),
+    (
+        "regrouped-segment-handed-over",
+        "4.7 a mixed segment whose records move to another group is copied, not handed over",
+        "src/engine/mod.rs",
+        "            if let Some(group) = first_group.filter(|_| !regrouped) {",
+        "            if let Some(group) = first_group {",
+        ["--lib", "engine::tests::copies_go_to_the_group"],
+    ),
+    (
         "torn-tail-notes-first-buffer-only",
         "5 trap 'tombstones': every put behind a torn buffer stays noted while on disk",
         "src/engine/recovery.rs",

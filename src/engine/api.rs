@@ -12,6 +12,15 @@ pub type GroupId = u32;
 /// Log sequence number of a batch. Batches that returned before another began have lower LSNs.
 pub type Lsn = u64;
 
+/// Which group the records of a key belong to now, when the owner of the keys has moved them
+/// (`Engine::set_current_group`): given the key and a way to read other keys' values, the
+/// group, or `None` to leave the record where it was written. Called by the separator and
+/// compaction for every put they copy, so it must be cheap; it must not write to the engine
+/// nor wait on anything that may wait on the engine (it runs inside their passes).
+pub type CurrentGroup = std::sync::Arc<
+    dyn Fn(&[u8], &dyn Fn(&[u8]) -> Option<Vec<u8>>) -> Option<GroupId> + Send + Sync,
+>;
+
 /// The root group: every store has it.
 pub const ROOT_GROUP: GroupId = 0;
 

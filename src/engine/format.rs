@@ -292,6 +292,15 @@ impl RecordHeader {
     }
 }
 
+/// Rewrites the group of the encoded record `bytes` (header, key and value) and its CRC: a copy
+/// that moves to another group says so, the rest of it unchanged (version included).
+pub fn set_record_group(bytes: &mut [u8], group: u32) {
+    bytes[8..12].copy_from_slice(&group.to_le_bytes());
+    let mut h = Hasher::new();
+    h.update(&bytes[4..]);
+    bytes[0..4].copy_from_slice(&h.finalize().to_le_bytes());
+}
+
 /// The CRC state of a record's key and value, to be combined into its header later.
 pub fn record_body_crc(key: &[u8], value: &[u8]) -> Hasher {
     let mut h = Hasher::new();

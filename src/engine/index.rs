@@ -132,11 +132,12 @@ impl Index {
 
     /// Moves `key` from `old` to `new` (same version, a copy) if the index still points at `old`.
     /// Used by relocation (separator, compaction). Returns whether it moved.
-    pub fn compare_and_set(&self, key: &[u8], old: Location, new: Location) -> bool {
+    pub fn compare_and_set(&self, key: &[u8], old: Location, new: Location, group: u32) -> bool {
         let mut inner = self.inner.write();
         match inner.points.get_mut(key) {
             Some(e) if e.location == old => {
                 e.location = new;
+                e.group = group;
                 true
             }
             _ => false,
@@ -401,8 +402,8 @@ mod tests {
     fn compare_and_set_moves_only_from_the_expected_location() {
         let index = Index::default();
         index.apply(&put(b"k", 1, loc(0, 0)), &[]);
-        assert!(!index.compare_and_set(b"k", loc(9, 9), loc(1, 0)));
-        assert!(index.compare_and_set(b"k", loc(0, 0), loc(1, 0)));
+        assert!(!index.compare_and_set(b"k", loc(9, 9), loc(1, 0), 0));
+        assert!(index.compare_and_set(b"k", loc(0, 0), loc(1, 0), 0));
         assert_eq!(index.get(b"k").unwrap().location, loc(1, 0));
         assert_eq!(
             index.get(b"k").unwrap().version,

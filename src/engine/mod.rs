@@ -95,6 +95,8 @@ struct Inner {
     /// Test hook: called at each step of a separator or compaction pass and of a reclamation,
     /// with the step's name (a crash test takes its power-cut image there).
     test_step_hook: Mutex<Option<StepHook>>,
+    /// Which group a key belongs to now (set by the owner of the keys; see `CurrentGroup`).
+    current_group: parking_lot::RwLock<Option<CurrentGroup>>,
 }
 
 type StepHook = Box<dyn Fn(&'static str) + Send>;
@@ -215,6 +217,7 @@ impl Engine {
             test_index_delay_ms: AtomicU64::new(0),
             test_background_paused: AtomicBool::new(false),
             test_step_hook: Mutex::new(None),
+            current_group: parking_lot::RwLock::new(None),
         });
         let flusher = inner.clone();
         let flusher = std::thread::Builder::new()
@@ -247,18 +250,15 @@ impl Engine {
     /// The value of `key`, or `None` if it does not exist or was deleted.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.check_open()?;
-        for _ in 0..READ_ATTEMPTS {
-            let Some(entry) = self.inner.index.get(key) else {
-                return Ok(None);
-            };
-            if entry.tombstone {
-                return Ok(None);
-            }
-            if let Some(value) = self.inner.read_value(key, &entry)? {
-                return Ok(Some(value));
-            }
-        }
-        Err(self.inner.damaged(key))
+        self.inner.get(key)
+    }
+
+    /// Tells the separator and compaction which group a key's records belong to now, when the
+    /// owner of the keys moves them between groups (the filesystem: a directory split or
+    /// merged, a file renamed): a put they copy goes to that group instead of the one it was
+    /// written to (see [`CurrentGroup`]). Tombstones keep their group.
+    pub fn set_current_group(&self, current: CurrentGroup) {
+        *self.inner.current_group.write() = Some(current);
     }
 
     /// Keys and values under `prefix`, in key order, starting after `start_after` (exclusive) if
@@ -798,6 +798,22 @@ impl Inner {
 
     /// Reads and checks the record `entry` points at. `Ok(None)` if it is not the record the
     /// entry names (it was relocated or its segment reused meanwhile): the caller looks again.
+    /// The value of `key` (see `Engine::get`).
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        for _ in 0..READ_ATTEMPTS {
+            let Some(entry) = self.index.get(key) else {
+                return Ok(None);
+            };
+            if entry.tombstone {
+                return Ok(None);
+            }
+            if let Some(value) = self.read_value(key, &entry)? {
+                return Ok(Some(value));
+            }
+        }
+        Err(self.damaged(key))
+    }
+
     fn read_value(&self, key: &[u8], entry: &Entry) -> Result<Option<Vec<u8>>> {
         let loc = entry.location;
         let mut buf = vec![0u8; loc.len as usize];
@@ -1041,8 +1057,11 @@ impl Inner {
             let held = image.len() + live.iter().map(|(_, r)| r.bytes.len()).sum::<usize>();
             self.separator_memory_peak
                 .fetch_max(held as u64, Ordering::Relaxed);
+            // A segment whose records move to another group is copied, never handed over:
+            // its bytes on disk still name the group they were written to.
+            let regrouped = self.regroup_copies(&mut live);
             let first_group = live.first().map(|(g, _)| *g);
-            if let Some(group) = first_group {
+            if let Some(group) = first_group.filter(|_| !regrouped) {
                 if live.iter().all(|(g, _)| *g == group) {
                     self.segments.hand_over(segment, group);
                     self.segments_handed_over.fetch_add(1, Ordering::Relaxed);
@@ -1159,12 +1178,36 @@ impl Inner {
     /// that cold data ends up together), then moves the index to the copies by compare-and-set:
     /// a record overwritten meanwhile stays where its newest version is, and its copy is dead
     /// on arrival. `counter` gets the bytes written; see `GroupWriter::write` for the reserve.
+    /// Moves each put of `live` to the group its key belongs to now, as the owner of the keys
+    /// says (`Engine::set_current_group`): the group and the record's header (its copy will
+    /// say so). Tombstones keep their group. Returns whether any record moved.
+    fn regroup_copies(&self, live: &mut [(u32, compaction::LiveRecord)]) -> bool {
+        let Some(current) = self.current_group.read().clone() else {
+            return false;
+        };
+        let read = |key: &[u8]| self.get(key).ok().flatten();
+        let mut moved = false;
+        for (group, record) in live.iter_mut() {
+            if record.kind != RecordKind::Put {
+                continue;
+            }
+            if let Some(now) = current(&record.key, &read).filter(|now| now != group) {
+                format::set_record_group(&mut record.bytes, now);
+                *group = now;
+                moved = true;
+            }
+        }
+        moved
+    }
+
     fn copy_to_groups(
         &self,
         live: Vec<(u32, compaction::LiveRecord)>,
         counter: &AtomicU64,
         claim: segments::Claim,
     ) -> Result<()> {
+        let mut live = live;
+        self.regroup_copies(&mut live);
         let mut by_group: std::collections::BTreeMap<u32, Vec<compaction::LiveRecord>> =
             Default::default();
         for (group, record) in live {
@@ -1200,7 +1243,7 @@ impl Inner {
                     RecordKind::DeleteRange => self
                         .index
                         .compare_and_set_range(&r.key, r.version, r.old, new),
-                    _ => self.index.compare_and_set(&r.key, r.old, new),
+                    _ => self.index.compare_and_set(&r.key, r.old, new, group),
                 };
                 if moved {
                     self.segments.add_live(new.segment, new.len);

@@ -1012,3 +1012,91 @@ fn puts_behind_a_torn_buffer_of_copies_keep_their_tombstones() {
         );
     }
 }
+
+/// The separator and compaction copy a put into the group its key belongs to now (as the
+/// owner says through `set_current_group`), not the one it was written to; tombstones keep
+/// their group. The copies say so in their headers: recovery keeps them in the new group.
+#[test]
+fn copies_go_to_the_group_a_key_belongs_to_now() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
+    engine.test_pause_background();
+    // Keys "moved/*" now belong to group 9, whatever they were written to; the resolver reads
+    // another key through the engine to decide, as the filesystem reads an inode record.
+    engine.write(&[group_put(0, "where".into(), b"9")]).unwrap();
+    engine.set_current_group(Arc::new(
+        |key: &[u8], read: &dyn Fn(&[u8]) -> Option<Vec<u8>>| {
+            if key.starts_with(b"moved/") {
+                let g = read(b"where")?;
+                std::str::from_utf8(&g).ok()?.parse().ok()
+            } else {
+                None
+            }
+        },
+    ));
+    let value = vec![3u8; 20 << 10];
+    for i in 0..40 {
+        engine
+            .write(&[group_put(5, format!("moved/{i:03}"), &value)])
+            .unwrap();
+        engine
+            .write(&[group_put(6, format!("stays/{i:03}"), &value)])
+            .unwrap();
+    }
+    engine
+        .write(&[Mutation::delete(5, b"moved/000".to_vec())])
+        .unwrap();
+    engine.sync().unwrap();
+    engine.test_separate().unwrap();
+    engine.test_separate().unwrap();
+    let (group_owned, _) = assert_segments_hold_their_groups_only(&engine);
+    assert!(group_owned > 0);
+    let in_group = |key: &str| {
+        let (segment, _) = engine.test_segment_of(key.as_bytes()).unwrap();
+        engine
+            .test_segment_images()
+            .into_iter()
+            .find(|(s, ..)| *s == segment)
+            .map(|(_, owned, group, ..)| (owned, group))
+            .unwrap()
+    };
+    assert_eq!(
+        in_group("moved/007"),
+        (true, 9),
+        "a moved key's copy is in group 9"
+    );
+    assert_eq!(in_group("stays/007"), (true, 6));
+    let stats = engine.stats();
+    assert!(stats.groups.iter().any(|g| g.id == 9 && g.live_bytes > 0));
+    // Mixed segments of group 5 alone: they would be handed over whole, but their keys belong
+    // to group 9 now, so they are copied instead.
+    let handed_before = engine.stats().segments_handed_over;
+    for i in 0..40 {
+        engine
+            .write(&[group_put(5, format!("moved/solo{i:03}"), &value)])
+            .unwrap();
+    }
+    engine.sync().unwrap();
+    engine.test_separate().unwrap();
+    assert_eq!(in_group("moved/solo007"), (true, 9));
+    assert_eq!(engine.stats().segments_handed_over, handed_before);
+    assert_segments_hold_their_groups_only(&engine);
+    drop(engine);
+    let engine = Engine::open_on(
+        storage.crash(PowerCut::DropAllUnsynced),
+        &separator_options(),
+    )
+    .unwrap();
+    engine.test_pause_background();
+    assert_segments_hold_their_groups_only(&engine);
+    assert_eq!(engine.get(b"moved/007").unwrap().unwrap(), value);
+    assert!(engine.get(b"moved/000").unwrap().is_none());
+    let (segment, _) = engine.test_segment_of(b"moved/007").unwrap();
+    let group = engine
+        .test_segment_images()
+        .into_iter()
+        .find(|(s, ..)| *s == segment)
+        .map(|(_, _, g, ..)| g)
+        .unwrap();
+    assert_eq!(group, 9, "recovery keeps the copy in its new group");
+}

@@ -46,10 +46,11 @@ pub mod keys;
 pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 pub use error::{FsError, FsResult};
 pub use keys::FileKind;
@@ -225,23 +226,26 @@ struct State {
     next_ino: u64,
     /// Persisted high-water mark: every number below it may have been used.
     ino_limit: u64,
-    /// Directory -> compaction group, and live bytes per directory.
-    groups: GroupMap,
+    /// Directory -> compaction group, and live bytes per directory. Shared with the engine's
+    /// separator and compaction (`Fs::current_group`), which must not wait on `Fs::state`:
+    /// taken after `state`, and never held across an engine call.
+    groups: Arc<RwLock<GroupMap>>,
 }
 
 impl State {
     /// The group a directory's entries go to (its own group).
     fn dir_group(&self, dir: u64) -> GroupId {
-        self.groups.group_of(dir)
+        self.groups.read().group_of(dir)
     }
 
     /// The group `rec`'s records go to: a directory's own group (a directory not yet in the map,
     /// being created, takes its parent's), a file's home directory's.
     fn record_group(&self, ino: u64, rec: &InodeRecord) -> GroupId {
-        if rec.kind == FileKind::Directory && self.groups.contains(ino) {
-            self.groups.group_of(ino)
+        let groups = self.groups.read();
+        if rec.kind == FileKind::Directory && groups.contains(ino) {
+            groups.group_of(ino)
         } else {
-            self.groups.group_of(rec.parent)
+            groups.group_of(rec.parent)
         }
     }
 }
@@ -339,6 +343,31 @@ fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
         TimeSet::Now => now,
         TimeSet::At(s) => Timestamp::from_system(s),
     }
+}
+
+/// What the engine's separator and compaction ask to place a copy: the group a key belongs to
+/// now. Entries go to their directory's group; an inode's records (inode, pages, symlink
+/// target, xattrs) to the directory itself for a directory, else to the home directory's
+/// group, read from the inode record (the engine passes a reader). Other records (metadata,
+/// orphans, group roots) stay where they are. Takes only the group map's read lock.
+fn current_group(groups: Arc<RwLock<GroupMap>>) -> crate::engine::CurrentGroup {
+    Arc::new(move |key: &[u8], read: &dyn Fn(&[u8]) -> Option<Vec<u8>>| {
+        let ino = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+        match key[0] {
+            keys::TAG_DIRENT => Some(groups.read().group_of(ino)),
+            keys::TAG_INODE | keys::TAG_CHUNK | keys::TAG_SYMLINK | keys::TAG_XATTR => {
+                {
+                    let map = groups.read();
+                    if map.contains(ino) {
+                        return Some(map.group_of(ino));
+                    }
+                }
+                let rec = InodeRecord::decode(&read(&keys::inode_key(ino))?)?;
+                Some(groups.read().group_of(rec.parent))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// The path of every group root, by group ("/" for the root group), read from the store: for
@@ -482,13 +511,15 @@ impl Fs {
                 nodes,
                 next_ino: high_water,
                 ino_limit: high_water,
-                groups: GroupMap::new(options.group_split_bytes),
+                groups: Arc::new(RwLock::new(GroupMap::new(options.group_split_bytes))),
             }),
             next_fh: AtomicU64::new(1),
         };
         fs.reclaim_orphans()?;
         let groups = fs.load_group_map(options.group_split_bytes)?;
-        fs.state.lock().groups = groups;
+        let shared = fs.state.lock().groups.clone();
+        *shared.write() = groups;
+        fs.engine.set_current_group(current_group(shared));
         Ok(fs)
     }
 
@@ -578,7 +609,7 @@ impl Fs {
 
     /// Every group root with the live bytes under it (outside deeper roots), root group first.
     pub fn group_roots(&self) -> Vec<groups::GroupRoot> {
-        self.state.lock().groups.roots()
+        self.state.lock().groups.read().roots()
     }
 
     /// Syncs and closes the engine.
@@ -762,7 +793,7 @@ impl Fs {
             rec.group = st.record_group(ino, rec);
         }
         for &ino in &txn.purged {
-            if st.groups.root_group(ino).is_some() {
+            if st.groups.read().root_group(ino).is_some() {
                 txn.post
                     .push(Mutation::delete(TOMBSTONE_GROUP, keys::group_root_key(ino)));
             }
@@ -822,20 +853,21 @@ impl Fs {
     /// or purged now): directories join, leave or move; a file's bytes move between homes.
     fn account(st: &mut State, ino: u64, old: Option<&InodeRecord>, new: Option<&InodeRecord>) {
         let kind = new.or(old).map(|r| r.kind);
+        let mut groups = st.groups.write();
         if kind == Some(FileKind::Directory) {
             match (old, new) {
-                (None, Some(n)) => st.groups.add_dir(ino, n.parent),
-                (Some(_), None) => st.groups.remove_dir(ino),
-                (Some(o), Some(n)) if o.parent != n.parent => st.groups.move_dir(ino, n.parent),
+                (None, Some(n)) => groups.add_dir(ino, n.parent),
+                (Some(_), None) => groups.remove_dir(ino),
+                (Some(o), Some(n)) if o.parent != n.parent => groups.move_dir(ino, n.parent),
                 _ => {}
             }
             return;
         }
         if let Some(o) = old {
-            st.groups.add_bytes(o.parent, -(file_bytes(o) as i64));
+            groups.add_bytes(o.parent, -(file_bytes(o) as i64));
         }
         if let Some(n) = new {
-            st.groups.add_bytes(n.parent, file_bytes(n) as i64);
+            groups.add_bytes(n.parent, file_bytes(n) as i64);
         }
     }
 
@@ -846,7 +878,7 @@ impl Fs {
         for &dir in dirs {
             // A merge can push the group above over the threshold: follow up to a few steps.
             for _ in 0..4 {
-                let Some(change) = st.groups.plan(dir) else {
+                let Some(change) = st.groups.read().plan(dir) else {
                     break;
                 };
                 let m = match change {
@@ -864,7 +896,7 @@ impl Fs {
                     return;
                 }
                 log::info!("group change: {change:?}");
-                st.groups.apply(change);
+                st.groups.write().apply(change);
             }
         }
     }
@@ -1628,7 +1660,7 @@ impl Fs {
         }
         if pages_after != pages_before {
             let delta = (pages_after as i64 - pages_before as i64) * keys::PAGE_SIZE as i64;
-            st.groups.add_bytes(rec.parent, delta);
+            st.groups.write().add_bytes(rec.parent, delta);
             self.regroup(&mut st, &[rec.parent]);
         }
         drop(st);
