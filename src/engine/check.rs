@@ -338,6 +338,12 @@ struct Rec {
 /// checks, valid buffers behind it, or whatever follows an unreadable first block.
 struct Suspect {
     place: Place,
+    /// The segment is group-owned: its records are copies made by the separator or compaction.
+    /// Nothing proves a stretch of copies was ever synced (their sources are freed only after
+    /// a sync, so a torn copy after a power cut is no loss): their loss is a note, like that
+    /// of unsynced batches. Recovery drops them the same way (a known gap: damage to synced
+    /// copies is not told apart, see ARCHITECTURE.md).
+    copies: bool,
     /// A buffer here fails its CRC (or its first block is unreadable), as opposed to only
     /// holding valid buffers stranded behind damage.
     damaged_buffer: bool,
@@ -597,7 +603,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             if r.intact && !hides_a_served_put {
                 continue;
             }
-            if lsn <= evidence_floor {
+            if lsn <= evidence_floor && !s.copies {
                 durable_lost += 1;
             } else {
                 unsynced_lost += 1;
@@ -637,10 +643,19 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         } else if unsynced_lost > 0 {
             out.findings.push(Finding::note(
                 place,
-                format!(
-                    "{what}: {detail}, all of batches that were not yet durable (a write torn \
-                     by a crash, which the next mount discards; or damage to the newest data)"
-                ),
+                if s.copies {
+                    format!(
+                        "{what}: {detail}, all copies (made by the separator or compaction) \
+                         that nothing proves were synced: a write torn by a crash, which the \
+                         next mount discards (the originals stay until copies are synced)"
+                    )
+                } else {
+                    format!(
+                        "{what}: {detail}, all of batches that were not yet durable (a write \
+                         torn by a crash, which the next mount discards; or damage to the \
+                         newest data)"
+                    )
+                },
             ));
         }
     }
@@ -872,11 +887,21 @@ fn scan_segment(
     if stranded.is_empty() && (zeros || !plausible || earlier_use) {
         return; // the end of the log in this segment; what follows is from an earlier use
     }
+    // Whether the segment holds copies (group-owned), by its own buffers' word: the first
+    // valid one, else a stranded one, else the failing block's kind byte.
+    let first_of_segment = bufs.iter().rev().find(|b| b.segment == segment);
+    let copies = first_of_segment
+        .map(|b| b.header.kind)
+        .or(stranded.first().map(|(_, h)| h.kind))
+        .map_or(stop_block[6] == SegmentKind::Group as u8, |k| {
+            k == SegmentKind::Group
+        });
     let mut suspect = Suspect {
         place: Place {
             segment,
             offset: pos as u32,
         },
+        copies,
         damaged_buffer: !zeros,
         stranded_buffers: stranded.len() as u64,
         stranded_lsn: stranded.iter().map(|(_, h)| h.lsn_last).max().unwrap_or(0),

@@ -988,16 +988,21 @@ impl Inner {
         let mut image = Vec::new();
         let mut emptied = 0;
         for &victim in &victims {
-            if self.segments.info(victim).state != segments::SegmentState::Closed {
-                continue;
+            {
+                // The reclaimer must not free (and the log reuse) the victim while it is read
+                // and copied; it may have done so since the snapshot.
+                let _no_free = self.reclaim_lock.lock();
+                if !self.still_as_listed(victim, &snapshot[victim as usize].0) {
+                    continue;
+                }
+                let mut live = self.live_records_of(victim, &mut image)?;
+                self.drop_dead_tombstones(victim, &mut live);
+                self.copy_to_groups(
+                    live,
+                    &self.compaction_bytes_written,
+                    segments::Claim::Compaction,
+                )?;
             }
-            let mut live = self.live_records_of(victim, &mut image)?;
-            self.drop_dead_tombstones(victim, &mut live);
-            self.copy_to_groups(
-                live,
-                &self.compaction_bytes_written,
-                segments::Claim::Compaction,
-            )?;
             emptied += 1;
             // Free the emptied victims as we go when free segments run short, so that a pass
             // over many victims needs only a couple of free segments, not room for all its
@@ -1051,7 +1056,13 @@ impl Inner {
             self.sync()?;
         }
         let mut image = Vec::new();
-        for &(segment, _) in &mixed {
+        for &(segment, listed) in &mixed {
+            // The reclaimer must not free (and the log reuse) the segment while it is read and
+            // sorted: it may have emptied and freed it since the list was made.
+            let _no_free = self.reclaim_lock.lock();
+            if !self.still_as_listed(segment, &listed) {
+                continue;
+            }
             let mut live = self.live_records_of(segment, &mut image)?;
             self.drop_dead_tombstones(segment, &mut live);
             let held = image.len() + live.iter().map(|(_, r)| r.bytes.len()).sum::<usize>();
@@ -1178,6 +1189,15 @@ impl Inner {
     /// that cold data ends up together), then moves the index to the copies by compare-and-set:
     /// a record overwritten meanwhile stays where its newest version is, and its copy is dead
     /// on arrival. `counter` gets the bytes written; see `GroupWriter::write` for the reserve.
+    /// Whether `segment` is still closed in the use `listed` describes (not freed, not reused
+    /// since a pass listed it). Call with `reclaim_lock` held, so that it stays so.
+    fn still_as_listed(&self, segment: u32, listed: &segments::SegmentInfo) -> bool {
+        let now = self.segments.info(segment);
+        now.state == segments::SegmentState::Closed
+            && now.kind == listed.kind
+            && now.generation == listed.generation
+    }
+
     /// Moves each put of `live` to the group its key belongs to now, as the owner of the keys
     /// says (`Engine::set_current_group`): the group and the record's header (its copy will
     /// say so). Tombstones keep their group. Returns whether any record moved.
