@@ -22,6 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "torn-copies-called-damage",
+        "9 fsck: lost copies that nothing proves were synced are a note, not damage",
+        "src/engine/check.rs",
+        "            if lsn <= evidence_floor && !s.copies {",
+        "            if lsn <= evidence_floor {",
+        ["--lib", "engine::check::tests::torn_copies_are_a_note"],
+    ),
+    (
+        "deleted-unseen-put-called-lost",
+        "9 fsck: a put deleted by an unseen tombstone beside it is no loss",
+        "src/engine/check.rs",
+        "            if r.intact && (!hides_a_served_put || deleted_unseen(r)) {",
+        "            if r.intact && !hides_a_served_put {",
+        ["--lib", "engine::check::tests::a_torn_tombstone"],
+    ),
+    (
         "copies-keep-their-old-group",
         "4.8/3 compaction and the separator copy a put into the group its key belongs to now",
         "src/engine/mod.rs",
@@ -49,8 +65,8 @@ MUTANTS = [
         "lost-tombstone-that-hides-nothing-is-damage",
         "9 fsck: a torn tombstone that hides no served put is no loss",
         "src/engine/check.rs",
-        "            if r.intact && !hides_a_served_put {",
-        "            if r.intact && !hides_a_served_put && false {",
+        "            if r.intact && (!hides_a_served_put || deleted_unseen(r)) {",
+        "            if r.intact && false {",
         ["--lib", "engine::check::tests::a_torn_tombstone"],
     ),
     (
