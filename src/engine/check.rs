@@ -5,7 +5,7 @@
 //!
 //! What it does, in order:
 //! 1. Superblock: decoded and checked (magic, CRC, geometry). Segment files: length.
-//! 2. Every segment whose first block is not zeros (a free segment's first block is zeroed) is
+//! 2. Every segment whose first sector is not zeros (a freed segment's first sector is zeroed) is
 //!    read whole. Its buffers are walked from the first as recovery walks them (CRC over header
 //!    and payload, segment index, one generation); every record of an accepted buffer has its
 //!    own CRC checked too.
@@ -49,7 +49,7 @@ use super::format::{
     BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
     SegmentKind, Superblock, lsn_of_version,
 };
-use super::storage::{LOCK_FILE, SUPERBLOCK_FILE, Storage, segment_file_name};
+use super::storage::{LOCK_FILE, SECTOR_SIZE, SUPERBLOCK_FILE, Storage, segment_file_name};
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -409,8 +409,8 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         }
         out.segments_scanned += 1;
         storage.read_at(file, base, &mut image[..BLOCK_SIZE])?;
-        if image[..BLOCK_SIZE].iter().all(|&b| b == 0) {
-            continue; // free
+        if image[..SECTOR_SIZE].iter().all(|&b| b == 0) {
+            continue; // free: a freed segment's first sector is zeroed (what follows is stale)
         }
         storage.read_at(file, base, &mut image)?;
         scan_segment(

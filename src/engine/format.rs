@@ -24,7 +24,7 @@
 //! A segment's *generation* is taken from a global counter every time the segment is handed out,
 //! so it grows with every reuse of the segment. Every buffer carries it; recovery reads a segment
 //! from its first buffer and stops at the first buffer that is invalid or of another generation,
-//! so bytes of an earlier use never come back. A freed segment's first block is zeroed (and
+//! so bytes of an earlier use never come back. A freed segment's first sector is zeroed (and
 //! synced) before the segment is reused, so a torn first buffer of the new use cannot expose the
 //! old first buffer either.
 //!

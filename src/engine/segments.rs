@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use super::api::{EngineError, Result};
 use super::format::{BLOCK_SIZE, NO_GROUP, SegmentKind, Superblock};
-use super::storage::Storage;
+use super::storage::{SECTOR_SIZE, Storage};
 
 /// Generations are reserved in the superblock this many at a time, so that handing out a
 /// segment rarely costs a superblock write, and a generation is never handed out twice even
@@ -293,11 +293,14 @@ impl SegmentManager {
             .collect()
     }
 
-    /// First step of freeing: zero the segment's first block, so that nothing of this use can
-    /// be read back once the zeros are durable. The caller syncs, then calls `finish_free`.
+    /// First step of freeing: zero the segment's first sector (its first buffer's header), so
+    /// that nothing of this use can be read back once the zeros are durable. The caller syncs,
+    /// then calls `finish_free`. One sector, not the whole first block: a power cut keeps or
+    /// drops a sector whole, so the segment is then either entirely as it was (closed, its
+    /// records dead) or free, never a torn mix that reads as a damaged live segment.
     pub fn begin_free(&self, segment: u32) -> Result<()> {
         self.inner.lock().infos[segment as usize].state = SegmentState::Freeing;
-        self.write(segment, 0, &[0u8; BLOCK_SIZE])
+        self.write(segment, 0, &[0u8; SECTOR_SIZE])
     }
 
     pub fn finish_free(&self, segment: u32) {
