@@ -23,11 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUTANTS = [
     (
         "torn-copies-called-damage",
-        "9 fsck: lost copies that nothing proves were synced are a note, not damage",
+        "9 fsck: damaged records in a torn stretch of copies are a note, not damage",
         "src/engine/check.rs",
-        "            if lsn <= evidence_floor && !s.copies {",
+        "            if lsn <= evidence_floor && !(s.copies && !r.intact) {",
         "            if lsn <= evidence_floor {",
-        ["--lib", "engine::check::tests::torn_copies_are_a_note"],
+        ["--lib", "engine::check::tests::damaged_copies_are_a_note"],
     ),
     (
         "deleted-unseen-put-called-lost",

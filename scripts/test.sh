@@ -95,6 +95,11 @@ fi
 if stage unit; then
     # A hung test must fail CI in minutes with its stacks, not eat the whole CI budget.
     timed "cargo test --release" watchdog 900 cargo test --release || true
+    # Again without optimisation, so that the engine's debug assertions run (a segment read
+    # after it was freed was caught this way); the long endurance and model tests only once.
+    timed "cargo test (debug assertions)" watchdog 900 cargo test --lib --test fs_groups \
+        --test fs_concurrency --test fs_data --test fs_namespace --test fs_persistence \
+        --test fsck || true
 fi
 if stage mutants; then
     # Each invariant of DESIGN.md section 4 broken on purpose must make a test fail.

@@ -339,10 +339,8 @@ struct Rec {
 struct Suspect {
     place: Place,
     /// The segment is group-owned: its records are copies made by the separator or compaction.
-    /// Nothing proves a stretch of copies was ever synced (their sources are freed only after
-    /// a sync, so a torn copy after a power cut is no loss): their loss is a note, like that
-    /// of unsynced batches. Recovery drops them the same way (a known gap: damage to synced
-    /// copies is not told apart, see ARCHITECTURE.md).
+    /// Nothing proves a stretch of copies was synced, so a damaged record there may be garbage
+    /// of a torn write: a note. An intact lost copy is still a problem (see the loop).
     copies: bool,
     /// A buffer here fails its CRC (or its first block is unreadable), as opposed to only
     /// holding valid buffers stranded behind damage.
@@ -622,7 +620,10 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             if r.intact && (!hides_a_served_put || deleted_unseen(r)) {
                 continue;
             }
-            if lsn <= evidence_floor && !s.copies {
+            // A damaged record in a stretch of copies may be garbage of a write torn by a power
+            // cut (nothing proves copies were synced); an intact one newer than what is served
+            // has no source left, and sources are freed only once their copies are synced.
+            if lsn <= evidence_floor && !(s.copies && !r.intact) {
                 durable_lost += 1;
             } else {
                 unsynced_lost += 1;
@@ -1143,6 +1144,8 @@ mod tests {
         torn: bool,
         /// "kept" lives in a group-owned segment (copied there by the separator), not the log.
         in_group_segment: bool,
+        /// The first record's own CRC fails too (a byte of its value flipped).
+        damaged_record: bool,
     }
 
     /// A store whose segment holding "kept" is followed, past its last valid buffer, by a
@@ -1243,6 +1246,10 @@ mod tests {
         if f.torn {
             forged[7] ^= 1; // the flags byte: the buffer CRC fails, its records stay intact
         }
+        if f.damaged_record {
+            let key_len = f.records[0].1.len();
+            forged[BUFFER_HEADER_SIZE + RECORD_HEADER_SIZE + key_len] ^= 0x40;
+        }
         storage.write_at(file, base + end as u64, &forged).unwrap();
         run(&storage)
     }
@@ -1258,6 +1265,7 @@ mod tests {
             generation_back: 1,
             torn: false,
             in_group_segment: false,
+            damaged_record: false,
         });
         assert!(c.findings.is_empty(), "{:?}", c.findings);
         assert!(c.damaged.is_empty(), "{:?}", c.damaged);
@@ -1276,6 +1284,7 @@ mod tests {
                 generation_back: 0,
                 torn: true,
                 in_group_segment: false,
+                damaged_record: false,
             })
         };
         let c = torn(&[(RecordKind::Delete, b"gone", 5)]);
@@ -1296,22 +1305,30 @@ mod tests {
         assert_eq!(c.problems(), 0, "{:?}", c.findings);
     }
 
-    /// Copies (group-owned segments) that nothing proves were synced: their loss after a power
-    /// cut is a note, not damage; the same put in the log is a problem (test above).
+    /// Copies (group-owned segments): nothing proves a stretch of them was synced, so a
+    /// damaged record in a torn buffer of copies may be garbage of a power cut: a note. An
+    /// intact copy newer than anything served is lost data all the same (sources are freed
+    /// only once their copies are synced): a problem.
     #[test]
-    fn torn_copies_are_a_note_not_damage() {
-        let c = check_with_forged_tail(Forged {
-            records: &[(RecordKind::Put, b"gone", 5)],
-            generation_back: 0,
-            torn: true,
-            in_group_segment: true,
-        });
+    fn damaged_copies_are_a_note_intact_lost_copies_a_problem() {
+        let copies = |damaged_record| {
+            check_with_forged_tail(Forged {
+                records: &[(RecordKind::Put, b"gone", 5)],
+                generation_back: 0,
+                torn: true,
+                in_group_segment: true,
+                damaged_record,
+            })
+        };
+        let c = copies(true);
         assert_eq!(c.problems(), 0, "{:?}", c.findings);
         assert!(
             c.findings.iter().any(|f| f.what.contains("all copies")),
             "{:?}",
             c.findings
         );
+        let c = copies(false);
+        assert_eq!(c.problems(), 1, "{:?}", c.findings);
     }
 
     #[test]

@@ -300,7 +300,10 @@ impl SegmentManager {
     /// records dead) or free, never a torn mix that reads as a damaged live segment.
     pub fn begin_free(&self, segment: u32) -> Result<()> {
         self.inner.lock().infos[segment as usize].state = SegmentState::Freeing;
-        self.write(segment, 0, &[0u8; SECTOR_SIZE])
+        // The only write that is not whole blocks (see `write`).
+        let (file, base) = self.geometry.segment_position(segment);
+        self.storage.write_at(file, base, &[0u8; SECTOR_SIZE])?;
+        Ok(())
     }
 
     pub fn finish_free(&self, segment: u32) {
