@@ -374,20 +374,31 @@ fn current_group(groups: Arc<RwLock<GroupMap>>) -> crate::engine::CurrentGroup {
 /// `logstorfs stats`, mounted or not. A root whose path cannot be rebuilt is named by inode.
 pub fn group_root_paths(engine: &Engine) -> FsResult<HashMap<GroupId, String>> {
     let mut out = HashMap::from([(ROOT_GROUP, "/".to_string())]);
-    let prefix = keys::group_root_prefix();
+    for_each_record(engine, &keys::group_root_prefix(), |key, value| {
+        if let (Some(dir), Some(group)) = (keys::group_root_ino(key), keys::decode_group(value)) {
+            let path = dir_path(engine, dir).unwrap_or_else(|| format!("(directory {dir})"));
+            out.insert(group, path);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with every record under `prefix`, in key order, a few thousand at a time.
+fn for_each_record(
+    engine: &Engine,
+    prefix: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> FsResult<()>,
+) -> FsResult<()> {
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let found = engine.scan(&prefix, after.as_deref(), 1024)?;
+        let found = engine.scan(prefix, after.as_deref(), 4096)?;
         let Some((last, _)) = found.last() else {
-            return Ok(out);
+            return Ok(());
         };
         after = Some(last.clone());
         for (key, value) in &found {
-            if let (Some(dir), Some(group)) = (keys::group_root_ino(key), keys::decode_group(value))
-            {
-                let path = dir_path(engine, dir).unwrap_or_else(|| format!("(directory {dir})"));
-                out.insert(group, path);
-            }
+            f(key, value)?;
         }
     }
 }
@@ -529,40 +540,23 @@ impl Fs {
     fn load_group_map(&self, split_bytes: u64) -> FsResult<GroupMap> {
         let mut map = GroupMap::new(split_bytes);
         let mut homed_bytes: HashMap<u64, u64> = HashMap::new();
-        let prefix = keys::inode_prefix();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let found = self.engine.scan(&prefix, after.as_deref(), 4096)?;
-            let Some((last, _)) = found.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (key, value) in &found {
-                let ino = keys::inode_ino(key).ok_or_else(|| corrupt("inode key", key))?;
-                let rec = InodeRecord::decode(value).ok_or_else(|| corrupt("inode record", key))?;
-                if rec.kind == FileKind::Directory {
-                    map.add_dir(ino, rec.parent);
-                } else if file_bytes(&rec) > 0 {
-                    *homed_bytes.entry(rec.parent).or_default() += file_bytes(&rec);
-                }
+        for_each_record(&self.engine, &keys::inode_prefix(), |key, value| {
+            let ino = keys::inode_ino(key).ok_or_else(|| corrupt("inode key", key))?;
+            let rec = InodeRecord::decode(value).ok_or_else(|| corrupt("inode record", key))?;
+            if rec.kind == FileKind::Directory {
+                map.add_dir(ino, rec.parent);
+            } else if file_bytes(&rec) > 0 {
+                *homed_bytes.entry(rec.parent).or_default() += file_bytes(&rec);
             }
-        }
-        let prefix = keys::group_root_prefix();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let found = self.engine.scan(&prefix, after.as_deref(), 4096)?;
-            let Some((last, _)) = found.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (key, value) in &found {
-                let dir =
-                    keys::group_root_ino(key).ok_or_else(|| corrupt("group root key", key))?;
-                let group =
-                    keys::decode_group(value).ok_or_else(|| corrupt("group root record", key))?;
-                map.set_root(dir, group);
-            }
-        }
+            Ok(())
+        })?;
+        for_each_record(&self.engine, &keys::group_root_prefix(), |key, value| {
+            let dir = keys::group_root_ino(key).ok_or_else(|| corrupt("group root key", key))?;
+            let group =
+                keys::decode_group(value).ok_or_else(|| corrupt("group root record", key))?;
+            map.set_root(dir, group);
+            Ok(())
+        })?;
         // Groups that merged away may still own segments: their ids are not handed out again.
         for g in self.engine.stats().groups {
             map.reserve_group_ids_through(g.id);
