@@ -25,8 +25,23 @@
 #   meta_*      create META_FILES (20000; quick 2000) empty files in one directory, then (after
 #               drop_caches) stat them all, then unlink them all
 #   ls_l        `ls -l` of a directory of LS_FILES (10000; quick 1000) files, after drop_caches
+#   untar, du   untar a real source tree (UNTAR_SRC, default /usr/share/doc or a cargo registry
+#               source tree, whichever first has >= 20 MB; tarred once at setup) then sync;
+#               after drop_caches `du -s` of it
+#   fsync_append  APPEND_OPS (2000; quick 300) appends of 4 KiB to one file, each followed by
+#               fsync (ops/s)
+#   mount       logstorfs only, run once: a fresh store filled with MOUNT_FILES (330000; quick
+#               33000) files of 100 bytes in MOUNT_DIRS (330) directories (each file is about 3
+#               records: inode, entry, data page) by MOUNT_PROCS (4) parallel creators; then
+#               MOUNT_REPEATS (3) cold remounts (drop_caches first) and as many warm ones, timed
+#               from `logstorfs mount --daemon` until `stat` on the mount point answers (median);
+#               then the daemon's VmRSS per index entry and per file, minus the VmRSS of a daemon
+#               on an empty store, and the engine's own index_bytes / index_entries
 #
-# Other environment: RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs logstorfs"), LOGSTOR_SIZE (4G),
+# Metrics that do not apply to a system (the mount workload's on the peers) show "n/a".
+# Other environment: LOGSTORFS (a logstorfs binary to use instead of building one with `cargo
+# build --release`, which honours CARGO_TARGET_DIR), BENCH_COMMIT (the commit named in the
+# report; default HEAD), WORKLOADS (default "seq rand small meta ls untar append mount"), RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs logstorfs"), LOGSTOR_SIZE (4G),
 # EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), BENCH_DOCS (1: append the table to
 # docs/BENCHMARKS.md; 0: only print it), KEEP (0; 1 keeps the scratch directory).
 #
@@ -53,6 +68,13 @@ SMALL_FILES="${SMALL_FILES:-$(q 50000 5000)}"
 SMALL_DIRS="${SMALL_DIRS:-100}"
 META_FILES="${META_FILES:-$(q 20000 2000)}"
 LS_FILES="${LS_FILES:-$(q 10000 1000)}"
+UNTAR_SRC="${UNTAR_SRC:-}"
+APPEND_OPS="${APPEND_OPS:-$(q 2000 300)}"
+MOUNT_FILES="${MOUNT_FILES:-$(q 330000 33000)}"
+MOUNT_DIRS="${MOUNT_DIRS:-330}"
+MOUNT_PROCS="${MOUNT_PROCS:-4}"
+MOUNT_REPEATS="${MOUNT_REPEATS:-3}"
+MOUNT_STORE_SIZE="${MOUNT_STORE_SIZE:-4G}"
 RUNS="${RUNS:-3}"
 SYSTEMS="${SYSTEMS:-ext4 bindfs fuse2fs logstorfs}"
 LOGSTOR_SIZE="${LOGSTOR_SIZE:-4G}"
@@ -60,7 +82,10 @@ EXT4_IMG_SIZE="${EXT4_IMG_SIZE:-16G}"
 FUSE2FS_IMG_SIZE="${FUSE2FS_IMG_SIZE:-8G}"
 BENCH_DOCS="${BENCH_DOCS:-1}"
 KEEP="${KEEP:-0}"
-WORKLOADS=(seq rand small meta ls)
+read -r -a WORKLOADS <<< "${WORKLOADS:-seq rand small meta ls untar append mount}"
+# Workloads that run only on some systems (others show "n/a"), and how many runs they get.
+declare -A WL_SYSTEMS=([mount]="logstorfs")
+declare -A WL_RUNS=([mount]=1)
 # metric -> "unit|better|label"
 declare -A METRICS=(
     [seq_write]="MiB/s|higher|seq write 1M + fsync"
@@ -71,8 +96,25 @@ declare -A METRICS=(
     [meta_stat]="ops/s|higher|stat (cold)"
     [meta_unlink]="ops/s|higher|unlink"
     [ls_l]="s|lower|ls -l of ${LS_FILES}-file dir (cold)"
+    [untar]="s|lower|untar of a source tree, then sync"
+    [du]="s|lower|du -s of the untarred tree (cold)"
+    [fsync_append]="ops/s|higher|4k append + fsync, one file"
+    [mount_files]="files|info|mount store: files|logstorfs"
+    [mount_records]="records|info|mount store: index entries|logstorfs"
+    [mount_fill]="files/s|info|mount store: fill rate (${MOUNT_PROCS} parallel creators, then sync)|logstorfs"
+    [mount_cold]="s|info|mount time, cold (drop_caches; target < 2 s at 1M records)|logstorfs"
+    [mount_warm]="s|info|mount time, warm|logstorfs"
+    [mount_rss]="MiB|info|daemon VmRSS after the last remount|logstorfs"
+    [rss_per_record]="B|info|VmRSS / index entries (target <= 64)|logstorfs"
+    [rss_delta_per_record]="B|info|(VmRSS - VmRSS on an empty store) / index entries|logstorfs"
+    [rss_per_file]="B|info|VmRSS / files (target <= 256)|logstorfs"
+    [index_bytes_per_record]="B|info|index_bytes / index_entries (engine estimate)|logstorfs"
 )
-METRIC_ORDER=(seq_write seq_read rand_write small_files meta_create meta_stat meta_unlink ls_l)
+# The 4th field, if any, lists the systems a metric applies to; the others show "n/a", as do the
+# ratios of "info" metrics (absolute figures of logstorfs alone).
+METRIC_ORDER=(seq_write seq_read rand_write small_files meta_create meta_stat meta_unlink ls_l
+              untar du fsync_append mount_files mount_records mount_fill mount_cold mount_warm
+              mount_rss rss_per_record rss_delta_per_record rss_per_file index_bytes_per_record)
 
 [[ $(id -u) -eq 0 ]] || { echo "run as root (loop mounts, drop_caches, apt-get)" >&2; exit 1; }
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -91,9 +133,16 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 modprobe fuse 2>/dev/null || true
-log "building logstorfs (release)"
-cargo build --release --quiet
-LOGSTORFS="$REPO/target/release/logstorfs"
+if [[ -n "${LOGSTORFS:-}" ]]; then
+    log "using $LOGSTORFS"
+else
+    log "building logstorfs (release)"
+    cargo build --release --quiet
+    LOGSTORFS="${CARGO_TARGET_DIR:-$REPO/target}/release/logstorfs"
+fi
+[[ -x "$LOGSTORFS" ]] || { echo "no logstorfs binary at $LOGSTORFS" >&2; exit 1; }
+LOGSTORFS="$(realpath "$LOGSTORFS")"
+BENCH_COMMIT="${BENCH_COMMIT:-$(git -C "$REPO" rev-parse --short HEAD)}"
 source scripts/lib.sh   # unmount, daemon_pid
 
 # ---- scratch directory and mounts ---------------------------------------------------------------
@@ -102,7 +151,8 @@ if [[ -z "${BENCH_DIR:-}" ]]; then
     BENCH_DIR="$(mktemp -d "$base/logstorfs-bench.XXXXXX")"
 fi
 W="$BENCH_DIR"
-mkdir -p "$W/ext4" "$W/mnt/bindfs" "$W/mnt/fuse2fs" "$W/mnt/logstorfs"
+mkdir -p "$W/ext4" "$W/mnt/bindfs" "$W/mnt/fuse2fs" "$W/mnt/logstorfs" "$W/mnt/logstor-mt"
+MNT_MT="$W/mnt/logstor-mt"          # the mount workload's own stores
 EXT4="$W/ext4"                      # kernel ext4 mount (the "ext4" system and the others' disk)
 declare -A MNT=([ext4]="$EXT4/bench" [bindfs]="$W/mnt/bindfs" [fuse2fs]="$W/mnt/fuse2fs" [logstorfs]="$W/mnt/logstorfs")
 FAILURES=()
@@ -112,7 +162,7 @@ is_mounted() { grep -qs " $(realpath -m "$1") " /proc/mounts; }
 cleanup() {
     local rc=$? m
     set +e
-    for m in "${MNT[logstorfs]}" "${MNT[fuse2fs]}" "${MNT[bindfs]}"; do
+    for m in "$MNT_MT" "${MNT[logstorfs]}" "${MNT[fuse2fs]}" "${MNT[bindfs]}"; do
         is_mounted "$m" && { unmount "$m" >/dev/null 2>&1 || fusermount3 -uz "$m"; }
     done
     is_mounted "$EXT4" && { umount "$EXT4" || umount -l "$EXT4"; }
@@ -163,6 +213,17 @@ if [[ " $SYSTEMS " == *" fuse2fs "* ]]; then
     mount_sys fuse2fs
 fi
 mount_sys ext4
+if [[ " ${WORKLOADS[*]} " == *" untar "* ]]; then
+    # the untar source: a real tree of >= 20 MB, tarred once here (not timed)
+    for cand in "$UNTAR_SRC" /usr/share/doc "$HOME"/.cargo/registry/src/*/; do
+        [[ -n "$cand" && -d "$cand" ]] || continue
+        if (( $(du -sk "$cand" 2>/dev/null | cut -f1) >= 20000 )); then UNTAR_SRC="${cand%/}"; break; fi
+    done
+    [[ -d "$UNTAR_SRC" ]] || { echo "no source tree of >= 20 MB for untar (set UNTAR_SRC)" >&2; exit 1; }
+    tar -cf "$W/src.tar" -C "$(dirname "$UNTAR_SRC")" "$(basename "$UNTAR_SRC")" 2>/dev/null || [[ $? -eq 1 ]]
+    UNTAR_DESC="$UNTAR_SRC ($(tar -tvf "$W/src.tar" | grep -c '^-') files, $(tar -tvf "$W/src.tar" | grep -c '^d') directories, $(( $(stat -c %s "$W/src.tar") / 1048576 )) MiB tar)"
+    log "untar source: $UNTAR_DESC"
+fi
 log "mounted: $(for s in $SYSTEMS; do printf '%s=%s ' "$s" "${MNT[$s]}"; done)"
 
 # ---- workload helpers ---------------------------------------------------------------------------
@@ -199,6 +260,42 @@ def meta(d, n):
     print("meta_unlink %.1f" % (n / (pc() - t)))
 def mkfiles(d, n):
     for i in range(n): os.close(os.open(os.path.join(d, "l%06d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+def append(path, n):
+    buf = os.urandom(4096)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_EXCL, 0o644)
+    t = pc()
+    for _ in range(n):
+        os.write(fd, buf)
+        os.fsync(fd)
+    el = pc() - t
+    os.close(fd)
+    print("fsync_append %.1f" % (n / el))
+def fill(d, n, ndirs, procs):
+    # n files of 100 bytes in ndirs directories, by procs processes (one per share of the dirs)
+    buf = os.urandom(100)
+    t = pc()
+    pids = []
+    for k in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for j in range(k, ndirs, procs):
+                    p = os.path.join(d, "d%04d" % j)
+                    os.mkdir(p)
+                    for i in range(j, n, ndirs):
+                        fd = os.open(os.path.join(p, "f%07d" % i), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+                        os.write(fd, buf)
+                        os.close(fd)
+                os._exit(0)
+            except BaseException as e:
+                sys.stderr.write("fill: %r\n" % e)
+                os._exit(1)
+        pids.append(pid)
+    ok = all(os.waitpid(p, 0)[1] == 0 for p in pids)
+    os.sync()
+    if not ok: sys.exit(1)
+    print("mount_files %d" % n)
+    print("mount_fill %.1f" % (n / (pc() - t)))
 def fio_iops(path, bs):
     import json
     j = json.load(open(path))["jobs"][0]["write"]
@@ -209,6 +306,8 @@ globals()[cmd](*args)
 EOF
 wl() { python3 "$W/wl.py" "$@"; }
 now() { date +%s.%N; }
+elapsed() { python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$@"; }
+median() { tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "ERR"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 rate() { python3 -c "import sys; print('%.1f' % (float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))" "$@"; }
 
 # Each wl_* gets SYSTEM and a fresh empty DIR on it and prints "METRIC VALUE" lines.
@@ -244,6 +343,71 @@ wl_ls() {
     echo "ls_l $(python3 -c "print('%.3f' % ($t1 - $t0))")"
 }
 
+wl_untar() {
+    local d=$2 t0 t1
+    cat "$W/src.tar" > /dev/null    # the tarball is read from the page cache, not timed
+    sync
+    t0=$(now); tar -xf "$W/src.tar" -C "$d"; sync; t1=$(now)
+    echo "untar $(elapsed "$t0" "$t1")"
+    drop_caches
+    t0=$(now); du -s "$d" >/dev/null; t1=$(now)
+    echo "du $(elapsed "$t0" "$t1")"
+}
+wl_append() { wl append "$2/append" "$APPEND_OPS"; }
+
+# wl_mount (logstorfs only) works on stores of its own (STORE_MT on the ext4, mounted on MNT_MT),
+# not in DIR: mount time depends on everything a store holds, including what other workloads
+# left behind in the shared store.
+mt_mount() { # mt_mount STORE: mount on MNT_MT, wait until the mount point answers
+    local pdev; pdev="$(stat -c %d "$(dirname "$MNT_MT")")"
+    "$LOGSTORFS" mount --daemon --size "$MOUNT_STORE_SIZE" "$1" "$MNT_MT" </dev/null >/dev/null 2>>"$W/mount.log"
+    local i; for i in $(seq 1 1000); do
+        [[ "$(stat -c %d "$MNT_MT" 2>/dev/null)" != "$pdev" ]] && return 0; sleep 0.01
+    done
+    echo "$MNT_MT does not answer 10 s after logstorfs mount returned" >&2; return 1
+}
+mt_rss_kb() { # VmRSS (kB) of the daemon serving STORE
+    local pid; pid="$(sed -n 2p "$1/mounted")"
+    awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"
+}
+mt_stat() { "$LOGSTORFS" stats --json "$MNT_MT" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+wl_mount() {
+    local store="$EXT4/logstor-mt" empty="$EXT4/logstor-empty" base_kb rss_kb entries ibytes t0 t1 i
+    local cold="" warm=""
+    rm -rf "$store" "$empty"
+    mt_mount "$empty"; sleep 1; base_kb="$(mt_rss_kb "$empty")"; unmount "$MNT_MT"; rm -rf "$empty"
+    mt_mount "$store"
+    wl fill "$MNT_MT" "$MOUNT_FILES" "$MOUNT_DIRS" "$MOUNT_PROCS"
+    unmount "$MNT_MT"
+    for i in $(seq 1 "$MOUNT_REPEATS"); do
+        drop_caches
+        t0=$(now); mt_mount "$store"; t1=$(now); cold+="$(elapsed "$t0" "$t1") "
+        unmount "$MNT_MT"
+    done
+    for i in $(seq 1 "$MOUNT_REPEATS"); do
+        t0=$(now); mt_mount "$store"; t1=$(now); warm+="$(elapsed "$t0" "$t1") "
+        [[ $i -lt $MOUNT_REPEATS ]] && unmount "$MNT_MT"
+    done
+    echo "mount_cold $(median "$cold")"
+    echo "mount_warm $(median "$warm")"
+    # (no log here: lib.sh's log prints to stdout, which is this function's result)
+    echo "cold remounts ${cold% }, warm remounts ${warm% } s; empty-store daemon VmRSS ${base_kb} kB" >> "$W/mount.detail"
+    sleep 1
+    rss_kb="$(mt_rss_kb "$store")"
+    entries="$(mt_stat index_entries)"; ibytes="$(mt_stat index_bytes)"
+    unmount "$MNT_MT"
+    rm -rf "$store"
+    python3 -c "
+import sys
+rss, base, n, ib, files = (int(a) for a in sys.argv[1:])
+print('mount_records %d' % n)
+print('mount_rss %.1f' % (rss / 1024))
+print('rss_per_record %.1f' % (rss * 1024 / n))
+print('rss_delta_per_record %.1f' % ((rss - base) * 1024 / n))
+print('rss_per_file %.1f' % (rss * 1024 / files))
+print('index_bytes_per_record %.1f' % (ib / n))" "$rss_kb" "$base_kb" "$entries" "$ibytes" "$MOUNT_FILES"
+}
+
 declare -A RES=()
 run_one() { # run_one WORKLOAD SYSTEM RUN
     local w=$1 s=$2 r=$3 d="${MNT[$2]}/b.$1.$3" out err m v
@@ -263,16 +427,19 @@ run_one() { # run_one WORKLOAD SYSTEM RUN
 }
 
 read -r -a SYS <<< "$SYSTEMS"
-n=${#SYS[@]}
 for w in "${WORKLOADS[@]}"; do
+    declare -F "wl_$w" >/dev/null || { echo "unknown workload $w" >&2; exit 2; }
+    wsys=()
+    for s in "${SYS[@]}"; do [[ -z "${WL_SYSTEMS[$w]:-}" || " ${WL_SYSTEMS[$w]} " == *" $s "* ]] && wsys+=("$s"); done
+    n=${#wsys[@]}
+    [[ $n -gt 0 ]] || { log "workload $w: none of its systems (${WL_SYSTEMS[$w]}) is benchmarked, skipped"; continue; }
     log "workload $w"
-    for r in $(seq 1 "$RUNS"); do
-        for i in $(seq 0 $((n - 1))); do run_one "$w" "${SYS[$(( (i + r - 1) % n ))]}" "$r"; done
+    for r in $(seq 1 "${WL_RUNS[$w]:-$RUNS}"); do
+        for i in $(seq 0 $((n - 1))); do run_one "$w" "${wsys[$(( (i + r - 1) % n ))]}" "$r"; done
     done
 done
 
 # ---- report -------------------------------------------------------------------------------------
-median() { tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "ERR"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { # ratio LOGSTORFS PEER BETTER
     python3 -c "
 import sys
@@ -290,12 +457,20 @@ TABLE="$W/table.md"
     for p in "${peers[@]}"; do printf ' logstorfs/%s |' "$p"; done; echo
     printf '|---|---|'; for _ in "${SYS[@]}" "${peers[@]}"; do printf -- '---:|'; done; echo
     for m in "${METRIC_ORDER[@]}"; do
-        IFS='|' read -r unit better label <<< "${METRICS[$m]}"
+        IFS='|' read -r unit better label msys <<< "${METRICS[$m]}"
+        # skip metrics of workloads that were not run
+        ran=0; for s in "${SYS[@]}"; do [[ -n "${RES[$m|$s]:-}" ]] && ran=1; done
+        [[ $ran -eq 1 ]] || continue
         declare -A MED=()
-        for s in "${SYS[@]}"; do MED[$s]="$(median "${RES[$m|$s]:-}")"; done
+        for s in "${SYS[@]}"; do
+            if [[ -n "$msys" && " $msys " != *" $s "* ]]; then MED[$s]="n/a"; else MED[$s]="$(median "${RES[$m|$s]:-}")"; fi
+        done
         u="$unit"; [[ $better == lower ]] && u="$unit (lower is better)"
         printf '| %s | %s |' "$label" "$u"; for s in "${SYS[@]}"; do printf ' %s |' "${MED[$s]}"; done
-        for p in "${peers[@]}"; do printf ' %s |' "$(ratio "${MED[logstorfs]:-ERR}" "${MED[$p]}" "$better")"; done; echo
+        for p in "${peers[@]}"; do
+            if [[ $better == info || ${MED[$p]} == n/a ]]; then printf ' n/a |'
+            else printf ' %s |' "$(ratio "${MED[logstorfs]:-ERR}" "${MED[$p]}" "$better")"; fi
+        done; echo
         unset MED
     done
 } > "$TABLE"
@@ -304,13 +479,17 @@ DISK_DEV="$(df --output=source "$W" | tail -n 1)"
 DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/dev/null | head -n 1 | sed 's|^|/dev/|;s|^/dev/$||')" 2>/dev/null || lsblk -dno NAME,SIZE,ROTA,MODEL "$DISK_DEV" 2>/dev/null || echo "$DISK_DEV")"
 {
     echo
-    echo "### $(date -u '+%Y-%m-%d %H:%M UTC'), $MODE mode ($(git -C "$REPO" rev-parse --short HEAD))"
+    echo "### $(date -u '+%Y-%m-%d %H:%M UTC'), $MODE mode ($BENCH_COMMIT)"
     echo
-    echo "Sizes: seq ${SEQ_MB} MiB, random overwrite ${RAND_MB} MiB (max ${RAND_RUNTIME} s), small files ${SMALL_FILES} in ${SMALL_DIRS} dirs, metadata ${META_FILES} files, ls -l ${LS_FILES} files; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}."
-    echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time)."
+    echo "Sizes: seq ${SEQ_MB} MiB, random overwrite ${RAND_MB} MiB (max ${RAND_RUNTIME} s), small files ${SMALL_FILES} in ${SMALL_DIRS} dirs, metadata ${META_FILES} files, ls -l ${LS_FILES} files, untar ${UNTAR_DESC:-(not run)}, ${APPEND_OPS} fsync'd 4k appends; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}. Workloads: ${WORKLOADS[*]}."
+    if [[ " ${WORKLOADS[*]} " == *" mount "* ]]; then
+        echo "Mount and memory (logstorfs only, once): a fresh store (--size ${MOUNT_STORE_SIZE}) of ${MOUNT_FILES} files of 100 B in ${MOUNT_DIRS} dirs; median of ${MOUNT_REPEATS} remounts, timed from \`logstorfs mount --daemon\` until \`stat\` of the mount point sees it; VmRSS of the daemon after the last (warm) remount."
+    fi
+    echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time); n/a: does not apply."
     echo
     cat "$TABLE"
     echo
+    if [[ -s "$W/mount.detail" ]]; then echo "Mount detail: $(paste -sd ';' "$W/mount.detail")."; echo; fi
     echo "Machine: $(nproc) CPUs, kernel $(uname -r), disk ${DISK_INFO:-$DISK_DEV} (ext4 and fuse2fs images are sparse files on it); \`free -g\`:"
     echo
     echo '```'
