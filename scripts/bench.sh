@@ -42,8 +42,9 @@
 # Other environment: LOGSTORFS (a logstorfs binary to use instead of building one with `cargo
 # build --release`, which honours CARGO_TARGET_DIR), BENCH_COMMIT (the commit named in the
 # report; default HEAD), WORKLOADS (default "seq rand small meta ls untar append mount"), RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs logstorfs"), LOGSTOR_SIZE (4G),
-# EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), BENCH_DOCS (1: append the table to
-# docs/BENCHMARKS.md; 0: only print it), KEEP (0; 1 keeps the scratch directory).
+# EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), MOUNT_STORE_SIZE (4G), BENCH_DOCS (1: add the
+# table at the end of the "Filesystem vs peers" section of docs/BENCHMARKS.md; 0: only print
+# it), KEEP (0; 1 keeps the scratch directory).
 #
 # Adding a workload: write a function wl_NAME SYSTEM DIR that prints "METRIC VALUE" lines,
 # declare its metrics (unit, higher/lower better) in METRICS below and list it in WORKLOADS.
@@ -361,10 +362,10 @@ wl_append() { wl append "$2/append" "$APPEND_OPS"; }
 mt_mount() { # mt_mount STORE: mount on MNT_MT, wait until the mount point answers
     local pdev; pdev="$(stat -c %d "$(dirname "$MNT_MT")")"
     "$LOGSTORFS" mount --daemon --size "$MOUNT_STORE_SIZE" "$1" "$MNT_MT" </dev/null >/dev/null 2>>"$W/mount.log"
-    local i; for i in $(seq 1 1000); do
+    local i; for i in $(seq 1 3000); do
         [[ "$(stat -c %d "$MNT_MT" 2>/dev/null)" != "$pdev" ]] && return 0; sleep 0.01
     done
-    echo "$MNT_MT does not answer 10 s after logstorfs mount returned" >&2; return 1
+    echo "$MNT_MT does not answer 30 s after logstorfs mount returned" >&2; return 1
 }
 mt_rss_kb() { # VmRSS (kB) of the daemon serving STORE
     local pid; pid="$(sed -n 2p "$1/mounted")"
@@ -505,11 +506,22 @@ if [[ "$BENCH_DOCS" == 1 ]]; then
     DOC="$REPO/docs/BENCHMARKS.md"
     mkdir -p "$REPO/docs"
     [[ -f "$DOC" ]] || printf '# Benchmarks\n' > "$DOC"
-    # Re-read right before appending: reuse our heading only if it is the file's last section.
-    if [[ "$(grep '^## ' "$DOC" | tail -n 1)" != "## Filesystem vs peers" ]]; then
+    # Re-read right before writing: the new section goes at the end of the "## Filesystem vs
+    # peers" section (before the next "## " heading), which is created at the end if missing.
+    if ! grep -qx '## Filesystem vs peers' "$DOC"; then
         printf '\n## Filesystem vs peers\n\nWritten by `scripts/bench.sh` (logstorfs vs kernel ext4, bindfs and fuse2fs on the same disk).\n' >> "$DOC"
     fi
-    cat "$W/section.md" >> "$DOC"
-    log "appended to $DOC"
+    python3 - "$DOC" "$W/section.md" <<'PYEOF'
+import sys
+doc, sec = sys.argv[1:]
+lines = open(doc).read().split("\n")
+new = open(sec).read().rstrip("\n").split("\n")
+start = lines.index("## Filesystem vs peers")
+end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+while end > start + 1 and lines[end - 1] == "": end -= 1
+lines[end:end] = new + ([""] if end < len(lines) else [])
+open(doc, "w").write("\n".join(lines).rstrip("\n") + "\n")
+PYEOF
+    log "written to $DOC (end of its section \"Filesystem vs peers\")"
 fi
 [[ ${#FAILURES[@]} -eq 0 ]]
