@@ -22,6 +22,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "old-use-buffers-read-as-stranded",
+        "9 fsck: an earlier use's buffers behind a torn first buffer of a new use are stale",
+        "src/engine/check.rs",
+        "    if generation.is_none() && BufferHeader::plausible_start(&image[pos..], segment) {",
+        "    if false && generation.is_none() && BufferHeader::plausible_start(&image[pos..], segment) {",
+        ["--lib", "engine::check::tests::old_buffers_behind_a_torn_first_buffer"],
+    ),
+    (
         "torn-copies-called-damage",
         "9 fsck: damaged records in a torn stretch of copies are a note, not damage",
         "src/engine/check.rs",
