@@ -482,7 +482,11 @@ DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/
     echo
     echo "### $(date -u '+%Y-%m-%d %H:%M UTC'), $MODE mode ($BENCH_COMMIT)"
     echo
-    echo "Sizes: seq ${SEQ_MB} MiB, random overwrite ${RAND_MB} MiB (max ${RAND_RUNTIME} s), small files ${SMALL_FILES} in ${SMALL_DIRS} dirs, metadata ${META_FILES} files, ls -l ${LS_FILES} files, untar ${UNTAR_DESC:-(not run)}, ${APPEND_OPS} fsync'd 4k appends; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}. Workloads: ${WORKLOADS[*]}."
+    declare -A SIZE_DESC=([seq]="seq ${SEQ_MB} MiB" [rand]="random overwrite ${RAND_MB} MiB (max ${RAND_RUNTIME} s)"
+        [small]="small files ${SMALL_FILES} in ${SMALL_DIRS} dirs" [meta]="metadata ${META_FILES} files"
+        [ls]="ls -l ${LS_FILES} files" [untar]="untar ${UNTAR_DESC:-}" [append]="${APPEND_OPS} fsync'd 4k appends")
+    sizes=""; for w in "${WORKLOADS[@]}"; do [[ -n "${SIZE_DESC[$w]:-}" ]] && sizes+="${SIZE_DESC[$w]}, "; done
+    echo "Workloads: ${WORKLOADS[*]}. Sizes: ${sizes%, }; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}."
     if [[ " ${WORKLOADS[*]} " == *" mount "* ]]; then
         echo "Mount and memory (logstorfs only, once): a fresh store (--size ${MOUNT_STORE_SIZE}) of ${MOUNT_FILES} files of 100 B in ${MOUNT_DIRS} dirs; median of ${MOUNT_REPEATS} remounts, timed from \`logstorfs mount --daemon\` until \`stat\` of the mount point sees it; VmRSS of the daemon after the last (warm) remount."
     fi
