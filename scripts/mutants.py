@@ -175,10 +175,10 @@ MUTANTS = [
     ),
     (
         "freed-segment-not-invalidated",
-        "4.4 / trap 'reused segments': a freed segment's first block is zeroed",
+        "4.4 / trap 'reused segments': a freed segment's first sector is zeroed",
         "src/engine/segments.rs",
-        "        self.write(segment, 0, &[0u8; BLOCK_SIZE])",
-        "        Ok(())",
+        "        self.storage.write_at(file, base, &[0u8; SECTOR_SIZE])?;",
+        "        let _ = (file, base);",
         ["--lib", "engine::tests::torn_first_buffer_of_reused_segment_exposes_nothing_old"],
     ),
     (
