@@ -623,7 +623,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             // A damaged record in a stretch of copies may be garbage of a write torn by a power
             // cut (nothing proves copies were synced); an intact one newer than what is served
             // has no source left, and sources are freed only once their copies are synced.
-            if lsn <= evidence_floor && !(s.copies && !r.intact) {
+            if lsn <= evidence_floor && (r.intact || !s.copies) {
                 durable_lost += 1;
             } else {
                 unsynced_lost += 1;

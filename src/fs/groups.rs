@@ -125,10 +125,8 @@ impl GroupMap {
     /// Marks `dir` as the root of `group` (at mount, from its stored root record). Must be
     /// called before any bytes are added.
     pub fn set_root(&mut self, dir: u64, group: GroupId) {
-        if let Some(d) = self.dirs.get_mut(&dir) {
-            if dir != ROOT_INO {
-                d.root_of = Some(group);
-            }
+        if let Some(d) = self.dirs.get_mut(&dir).filter(|_| dir != ROOT_INO) {
+            d.root_of = Some(group);
         }
         self.reserve_group_ids_through(group);
     }
@@ -190,10 +188,13 @@ impl GroupMap {
 
     /// Adds `delta` to the directories strictly above `dir`, up to its first root inclusive.
     fn add_above(&mut self, dir: u64, delta: i64) {
-        if let Some(parent) = self.dirs.get(&dir).map(|d| d.parent) {
-            if dir != ROOT_INO {
-                self.add_bytes(parent, delta);
-            }
+        if let Some(parent) = self
+            .dirs
+            .get(&dir)
+            .map(|d| d.parent)
+            .filter(|_| dir != ROOT_INO)
+        {
+            self.add_bytes(parent, delta);
         }
     }
 
