@@ -922,6 +922,27 @@ fn scan_segment(
         .map_or(stop_block[6] == SegmentKind::Group as u8, |k| {
             k == SegmentKind::Group
         });
+    // Recovery takes the buffers of copies behind a failing stretch of a segment of copies
+    // (see `recovery::scan_segment`): so does the check. Only the stretch is suspect.
+    let taken = copies && first_of_segment.is_some() && !stranded.is_empty();
+    let stranded_at = stranded.first().map(|&(p, _)| p);
+    if taken {
+        for (p, h) in std::mem::take(&mut stranded) {
+            let first = recs.len();
+            if let Err(what) = parse_buffer(segment, p, &h, image, options, recs) {
+                findings.push(Finding::problem(
+                    format!("segment {segment} offset {p}"),
+                    what,
+                ));
+            }
+            bufs.push(Buf {
+                segment,
+                offset: p as u32,
+                header: h,
+                records: first..recs.len(),
+            });
+        }
+    }
     let mut suspect = Suspect {
         place: Place {
             segment,
@@ -940,7 +961,7 @@ fn scan_segment(
     };
     if !zeros {
         // Records of the failing buffer, one by one, up to the next valid buffer.
-        let region_end = stranded.first().map_or(image.len(), |&(p, _)| p);
+        let region_end = stranded_at.unwrap_or(image.len());
         let mut at = pos + BUFFER_HEADER_SIZE;
         while at + RECORD_HEADER_SIZE <= region_end {
             let Some(h) = RecordHeader::decode(&image[at..region_end]) else {

@@ -218,6 +218,9 @@ pub fn recover(
                     report.records_poisoned += 1;
                 }
                 salvaged.push(c);
+            } else if c.kind == RecordKind::Put {
+                // Not served, but on disk: no tombstone of its key may be dropped meanwhile.
+                put_notes.note_put(d.segment, &c.key, c.version);
             }
         }
     }
@@ -342,11 +345,17 @@ pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> S
         // records a durable floor covering every batch before its own, so the stretch's batches
         // had been synced (and a synced write cannot be torn). Anything else may be a write
         // torn by a power cut, or bytes the page cache reordered: the segment ends there.
+        // Except in a segment of copies: the buffers of copies behind a failing stretch are
+        // taken whatever it was. Were they not synced, their sources are still there (sources
+        // are freed only once their copies are synced) and a copy changes nothing; were they,
+        // they may be the only copy left. The stretch's own records are not taken (a torn
+        // write leaves garbage there), and stay noted (see `recover`).
         let proven = |q: usize| {
             BufferHeader::decode_checked(&image[q..]).is_some_and(|h| {
-                h.kind == SegmentKind::Mixed
-                    && h.lsn_first > 0
-                    && h.durable_floor + 1 >= h.lsn_first
+                h.kind == SegmentKind::Group
+                    || (h.kind == SegmentKind::Mixed
+                        && h.lsn_first > 0
+                        && h.durable_floor + 1 >= h.lsn_first)
             })
         };
         match next.filter(|&q| proven(q)) {

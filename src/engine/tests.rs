@@ -1100,3 +1100,65 @@ fn copies_go_to_the_group_a_key_belongs_to_now() {
         .unwrap();
     assert_eq!(group, 9, "recovery keeps the copy in its new group");
 }
+
+/// Damage in a segment of copies costs only the damaged buffer: the copies behind it are still
+/// served, also when they are the only copies left (their sources freed), and fsck agrees.
+/// Before, recovery ended the segment at the damage and lost every record behind it.
+#[test]
+fn copies_behind_damage_in_a_group_segment_are_still_served() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
+    engine.test_pause_background();
+    let filler = vec![6u8; 50 << 10];
+    for (i, key) in ["z", "y", "x"].iter().enumerate() {
+        engine
+            .write(&[group_put(5, key.to_string(), &[i as u8 + 1; 20 << 10])])
+            .unwrap();
+        for j in 0..6 {
+            engine
+                .write(&[group_put(6, format!("fill{i}-{j}"), &filler)])
+                .unwrap();
+        }
+        // Separate, sync, and free the sources: the copies are the only ones left.
+        engine.test_separate().unwrap();
+    }
+    let (seg, _) = engine.test_segment_of(b"y").unwrap();
+    assert_eq!(engine.test_segment_of(b"x").unwrap().0, seg);
+    engine.close().unwrap();
+    // Media damage inside the buffer holding "y" (synced long ago).
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(seg);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    let y_at = image.windows(64).position(|w| w == [2u8; 64]).unwrap();
+    storage.corrupt(file, base + y_at as u64 + 100, 0xff);
+    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
+    engine.test_pause_background();
+    assert_eq!(engine.get(b"z").unwrap().unwrap(), vec![1u8; 20 << 10]);
+    assert_eq!(
+        engine.get(b"x").unwrap().unwrap(),
+        vec![3u8; 20 << 10],
+        "the copy behind the damaged buffer is lost"
+    );
+    assert!(
+        engine
+            .get(b"y")
+            .map_or(true, |v| v.as_deref() != Some(&[2u8; 20 << 10][..])),
+        "the damaged copy must not read back as if intact"
+    );
+    engine.close().unwrap();
+    let c = check::check(
+        &*storage,
+        &check::CheckOptions {
+            keep_value: &|_| false,
+            store_dir: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        !c.damaged.iter().any(|d| d.key == b"x"),
+        "fsck calls x lost although recovery serves it: {:?}",
+        c.findings
+    );
+    assert!(c.live.contains_key(&b"x".to_vec()));
+}
