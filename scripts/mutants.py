@@ -22,6 +22,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "copies-behind-damage-dropped",
+        "4.9 recovery: damage in a segment of copies costs only the damaged buffer",
+        "src/engine/recovery.rs",
+        "                h.kind == SegmentKind::Group\n",
+        "                false\n",
+        ["--lib", "engine::tests::copies_behind_damage_in_a_group_segment"],
+    ),
+    (
         "old-use-buffers-read-as-stranded",
         "9 fsck: an earlier use's buffers behind a torn first buffer of a new use are stale",
         "src/engine/check.rs",
