@@ -206,6 +206,7 @@ umount_sys() {
 remount_sys() { umount_sys "$1" && mount_sys "$1"; }
 
 log "scratch: $W"
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 truncate -s "$EXT4_IMG_SIZE" "$W/ext4.img"
 mkfs.ext4 -q -F "$W/ext4.img"
 if [[ " $SYSTEMS " == *" fuse2fs "* ]]; then
@@ -495,7 +496,7 @@ DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/
     cat "$TABLE"
     echo
     if [[ -s "$W/mount.detail" ]]; then echo "Mount detail: $(paste -sd ';' "$W/mount.detail")."; echo; fi
-    echo "Machine: $(nproc) CPUs, kernel $(uname -r), disk ${DISK_INFO:-$DISK_DEV} (ext4 and fuse2fs images are sparse files on it); \`free -g\`:"
+    echo "Machine: $(nproc) CPUs, kernel $(uname -r), disk ${DISK_INFO:-$DISK_DEV} (ext4 and fuse2fs images are sparse files on it); load average at the start ${LOAD_START}, at the end $(cut -d' ' -f1-3 /proc/loadavg) (other jobs on the machine show here); \`free -g\`:"
     echo
     echo '```'
     free -g
@@ -523,7 +524,7 @@ new = open(sec).read().rstrip("\n").split("\n")
 start = lines.index("## Filesystem vs peers")
 end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
 while end > start + 1 and lines[end - 1] == "": end -= 1
-lines[end:end] = new + ([""] if end < len(lines) else [])
+lines[end:end] = new + ([""] if end < len(lines) and lines[end] != "" else [])
 open(doc, "w").write("\n".join(lines).rstrip("\n") + "\n")
 PYEOF
     log "written to $DOC (end of its section \"Filesystem vs peers\")"
