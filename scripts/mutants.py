@@ -75,7 +75,7 @@ MUTANTS = [
         "src/engine/recovery.rs",
         "                let of_this_use = q == at\n                    || (",
         "                let of_this_use = q == at\n                    || false && (",
-        ["--lib", "engine::tests::puts_behind_a_torn_buffer_of_copies"],
+        ["--lib", "engine::tests::puts_behind_a_torn_buffer_stay_noted"],
     ),
     (
         "lost-tombstone-that-hides-nothing-is-damage",
