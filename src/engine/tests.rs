@@ -958,6 +958,20 @@ fn damage_in_the_middle_of_the_log_fails_reads_of_that_record_only() {
     assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
 }
 
+/// Flips a byte inside the first value of segment `segment` made of `fill` bytes (at least 64 of
+/// them in a row): damage, or a torn write, inside that record's buffer.
+fn flip_a_byte_of_value(storage: &SimStorage, segment: u32, fill: u8) {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    let at = image
+        .windows(64)
+        .position(|w| w == [fill; 64])
+        .expect("the value is in the segment");
+    storage.corrupt(file, base + at as u64 + 100, 0xff);
+}
+
 /// A power cut can tear one log buffer and keep a later one of the same segment whole.
 /// Recovery ends the segment at the torn buffer (nothing proves it was durable), but the puts
 /// behind it stay on disk: they must be noted like those of the torn buffer itself, or
@@ -978,12 +992,7 @@ fn puts_behind_a_torn_buffer_stay_noted() {
     assert_eq!(engine.test_segment_of(b"x").unwrap().0, seg_y);
     drop(engine);
     // Tear the buffer of "y" (its payload); the one of "x" behind it stays whole.
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(seg_y);
-    let mut image = vec![0u8; sb.segment_size as usize];
-    storage.read_at(file, base, &mut image).unwrap();
-    let y_at = image.windows(64).position(|w| w == [2u8; 64]).unwrap();
-    storage.corrupt(file, base + y_at as u64 + 100, 0xff);
+    flip_a_byte_of_value(&storage, seg_y, 2);
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
     assert_eq!(engine.get(b"first").unwrap().as_deref(), Some(&b"1"[..]));
@@ -1112,12 +1121,7 @@ fn copies_behind_damage_in_a_group_segment_are_still_served() {
     assert_eq!(engine.test_segment_of(b"x").unwrap().0, seg);
     engine.close().unwrap();
     // Media damage inside the buffer holding "y" (synced long ago).
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(seg);
-    let mut image = vec![0u8; sb.segment_size as usize];
-    storage.read_at(file, base, &mut image).unwrap();
-    let y_at = image.windows(64).position(|w| w == [2u8; 64]).unwrap();
-    storage.corrupt(file, base + y_at as u64 + 100, 0xff);
+    flip_a_byte_of_value(&storage, seg, 2);
     let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
     engine.test_pause_background();
     assert_eq!(engine.get(b"z").unwrap().unwrap(), vec![1u8; 20 << 10]);
