@@ -260,6 +260,12 @@ pub struct EngineStats {
     pub compaction_bytes_written: u64,
     /// Tombstones (deletes, range deletes) dropped by compaction: no older version was left.
     pub tombstones_dropped: u64,
+    /// Compaction steps run by writers that found no free segment (write stalls: the
+    /// background compactor fell behind).
+    pub foreground_compaction_steps: u64,
+    /// Segments compaction emptied by copying their live records out (their mean live fraction
+    /// is `compaction_bytes_written / (compaction_victims * segment_size_bytes)`).
+    pub compaction_victims: u64,
     /// All bytes written to segment files (buffers with their headers and padding).
     pub device_bytes_written: u64,
     pub segments_reclaimed: u64,

@@ -36,14 +36,42 @@ pub const MAX_VICTIM_UTILIZATION_PERCENT: u64 = 90;
 /// must take 10 victims (9 segments of copies) to free one segment, so the budget is 9.
 pub const MAX_PASS_LIVE_SEGMENTS: u64 = 9;
 
-/// Chooses the victims of a pass. A pure function of the segments' figures: `segments[i]` is
-/// segment `i` with its live bytes; `now_lsn` is the newest LSN (for the age of a segment).
+/// Live data the engine's passes copy, in segments: two segments of copies free at least three
+/// victims at 60% live, and still more than they fill at the 90% cap (two victims, 1.8 segments
+/// of copies packed behind the group's open segment). A pass this small takes a few
+/// milliseconds, which bounds how long a writer waiting for room can be held up by one.
+pub const SMALL_PASS_LIVE_SEGMENTS: u64 = 2;
+
+/// [`pick_victims_within`] with the largest pass (`MAX_PASS_LIVE_SEGMENTS`).
+#[cfg(test)]
+pub fn pick_victims(
+    segments: &[(SegmentInfo, u64)],
+    segment_size: u64,
+    policy: CompactionPolicy,
+    now_lsn: u64,
+) -> Vec<u32> {
+    pick_victims_within(
+        segments,
+        segment_size,
+        policy,
+        now_lsn,
+        MAX_PASS_LIVE_SEGMENTS,
+    )
+}
+
+/// Chooses the victims of a pass that copies at most `max_live_segments` segments of live
+/// data (and never more than [`MAX_PASS_LIVE_SEGMENTS`]). The engine runs small passes
+/// ([`SMALL_PASS_LIVE_SEGMENTS`]): a writer that waits for room waits for one small pass at
+/// most, and greedy choices are made on fresher figures.
+///
+/// A pure function of the segments' figures: `segments[i]` is segment `i` with its live bytes;
+/// `now_lsn` is the newest LSN (for the age of a segment).
 ///
 /// Rules, for every policy:
 /// - only `Closed` segments are candidates, and only those at most
 ///   `MAX_VICTIM_UTILIZATION_PERCENT` live;
 /// - candidates are taken in the policy's order while the live bytes copied stay within
-///   `MAX_PASS_LIVE_SEGMENTS` segments, and within what the free reserve segments can take
+///   `max_live_segments` segments, and within what the free reserve segments can take
 ///   (see `pass_budget`), so that a pass never runs out of segments half-way;
 /// - the pass frees more segments than its copies fill ([`frees_more_than_it_fills`]).
 ///
@@ -51,14 +79,15 @@ pub const MAX_PASS_LIVE_SEGMENTS: u64 = 9;
 /// greedy whatever the policy: a pass must then free the most it can. If the policy's choice
 /// fails the last rule, the greedy order is tried too: it takes the most victims for a given
 /// budget, so if it fails as well, no pass can free anything and there is none.
-pub fn pick_victims(
+pub fn pick_victims_within(
     segments: &[(SegmentInfo, u64)],
     segment_size: u64,
     policy: CompactionPolicy,
     now_lsn: u64,
+    max_live_segments: u64,
 ) -> Vec<u32> {
     let size = segment_size.max(1);
-    let budget = pass_budget(segments, size);
+    let budget = pass_budget(segments, size).min(max_live_segments.max(1) * size);
     let free = segments
         .iter()
         .filter(|(info, _)| info.state == SegmentState::Free)
@@ -438,6 +467,29 @@ mod tests {
             // 1 MiB segments: a lone 30% segment is worth it.
             let one = with_free(vec![closed(30, 1)], 20);
             assert_eq!(pick_victims(&one, SIZE, policy, 100), vec![0]);
+        }
+    }
+
+    #[test]
+    fn a_small_pass_copies_at_most_its_own_budget() {
+        for policy in BOTH {
+            let mut store: Vec<_> = (0..40).map(|i| closed(50, 1 + i)).collect();
+            store.extend((0..40).map(|_| free()));
+            store.extend((0..1920).map(|_| closed(100, 1)));
+            let victims = pick_victims_within(&store, SIZE, policy, 100, SMALL_PASS_LIVE_SEGMENTS);
+            assert_eq!(victims.len(), 4, "{policy:?}: two segments of 50% victims");
+            // At the cap a small pass still frees more than it fills: two 90% victims.
+            let mut full: Vec<_> = (0..40).map(|i| closed(90, 1 + i)).collect();
+            full.extend((0..40).map(|_| free()));
+            full.extend((0..1920).map(|_| closed(100, 1)));
+            let victims = pick_victims_within(&full, SIZE, policy, 100, SMALL_PASS_LIVE_SEGMENTS);
+            assert_eq!(victims.len(), 2, "{policy:?}");
+            // A budget larger than the pass maximum is the pass maximum.
+            assert_eq!(
+                pick_victims_within(&store, SIZE, policy, 100, 1000),
+                pick_victims(&store, SIZE, policy, 100),
+                "{policy:?}"
+            );
         }
     }
 

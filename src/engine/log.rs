@@ -119,6 +119,8 @@ struct State {
     /// The flusher thread has returned: nothing more will be written, so whoever waits for a
     /// write must give up (with `Closed`) instead of waiting forever.
     flusher_gone: bool,
+    /// The active mixed segment was taken from the reserve (by a marker or a delete batch).
+    active_from_reserve: bool,
 }
 
 /// Where a writer's batch landed.
@@ -176,6 +178,7 @@ impl Log {
                 marker_until: 0,
                 stop: false,
                 flusher_gone: false,
+                active_from_reserve: false,
             }),
             changed: Condvar::new(),
             work: Condvar::new(),
@@ -223,6 +226,16 @@ impl Log {
             }
             if st.open.is_none() {
                 self.open_new_segment(&mut st, !batch.may_use_reserve())?;
+            }
+            // A mixed segment that a marker or a delete opened from the reserve is not for user
+            // batches while users could not take a segment themselves: filling it would hand
+            // the reserve to users one segment per free, and compaction would run down to its
+            // floor, where it can copy nothing (seen with a 64 MiB store at its capacity).
+            if !batch.may_use_reserve()
+                && st.active_from_reserve
+                && !self.segments.user_may_allocate()
+            {
+                return Err(EngineError::NoSpace);
             }
             let open = st.open.as_ref().unwrap();
             if open.fits(len) {
@@ -340,6 +353,7 @@ impl Log {
             },
         )?;
         st.open = Some(self.new_buffer(st, segment, generation, 0));
+        st.active_from_reserve = !for_user;
         Ok(())
     }
 

@@ -151,6 +151,12 @@ impl SegmentManager {
     /// free segments `claim` may not take (see [`Claim`]). The reserve lies in segment files
     /// already allocated: on a full host disk it must still be writable, so that deletes and
     /// compaction can free space.
+    /// Whether a user batch could take a free segment now (`Claim::User`: above the reserve).
+    pub fn user_may_allocate(&self) -> bool {
+        let inner = self.inner.lock();
+        inner.free.len() + inner.free_unallocated.len() > self.reserved as usize
+    }
+
     pub fn allocate(&self, kind: SegmentKind, group: u32, claim: Claim) -> Result<(u32, u64)> {
         let mut inner = self.inner.lock();
         let floor = match claim {

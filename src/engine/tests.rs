@@ -803,7 +803,10 @@ fn copy_of_a_batch_lost_in_a_power_cut_does_not_come_back() {
             }
         })));
     }
-    let moved = engine.inner.compact_pass().unwrap();
+    let moved = engine
+        .inner
+        .compact_pass(compaction::MAX_PASS_LIVE_SEGMENTS)
+        .unwrap();
     engine.test_set_step_hook(None);
     let (copy_segment, _) = engine.test_segment_of(b"k").unwrap();
     assert!(

@@ -47,7 +47,7 @@ fn write_amplification(s: &EngineStats) -> f64 {
 /// The stats JSON object (one line).
 pub fn stats_json(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
     let mut o = String::from("{");
-    let fields: [(&str, u64); 18] = [
+    let fields: [(&str, u64); 20] = [
         ("capacity_bytes", s.capacity_bytes),
         ("segment_size_bytes", s.segment_size_bytes),
         ("segments_total", s.segments_total),
@@ -63,6 +63,8 @@ pub fn stats_json(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
         ("compaction_bytes_written", s.compaction_bytes_written),
         ("device_bytes_written", s.device_bytes_written),
         ("segments_reclaimed", s.segments_reclaimed),
+        ("compaction_victims", s.compaction_victims),
+        ("foreground_compaction_steps", s.foreground_compaction_steps),
         ("last_lsn", s.last_lsn),
         ("durable_lsn", s.durable_lsn),
         ("groups_count", s.groups.len() as u64),
@@ -113,6 +115,12 @@ pub fn stats_text(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
     let _ = writeln!(o, "segments_handed_over     {}", s.segments_handed_over);
     let _ = writeln!(o, "separator_memory_bytes   {}", s.separator_memory_bytes);
     let _ = writeln!(o, "segments_reclaimed       {}", s.segments_reclaimed);
+    let _ = writeln!(o, "compaction_victims       {}", s.compaction_victims);
+    let _ = writeln!(
+        o,
+        "foreground_compaction_steps {}",
+        s.foreground_compaction_steps
+    );
     let _ = writeln!(o, "write_amplification      {:.3}", write_amplification(s));
     for g in &s.groups {
         let _ = writeln!(
