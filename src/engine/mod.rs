@@ -1019,7 +1019,7 @@ impl Inner {
                 other => return other,
             }
             self.foreground_passes.fetch_add(1, Ordering::Relaxed);
-            if !self.compaction_step()? {
+            if !self.compaction_step(compaction::SMALL_PASS_LIVE_SEGMENTS)? {
                 return Err(EngineError::NoSpace);
             }
         }
@@ -1028,12 +1028,10 @@ impl Inner {
     /// One step of compaction: frees the dead segments, or else runs one small pass and frees
     /// its victims. Returns whether any segment was freed (a pass frees its first victims
     /// itself when free segments run short).
-    fn compaction_step(&self) -> Result<bool> {
+    fn compaction_step(&self, pass_segments: u64) -> Result<bool> {
         let freed_before = self.segments.reclaimed.load(Ordering::Relaxed);
         self.sync()?;
-        if self.reclaim_dead_segments()? == 0
-            && self.compact_pass(compaction::SMALL_PASS_LIVE_SEGMENTS)? > 0
-        {
+        if self.reclaim_dead_segments()? == 0 && self.compact_pass(pass_segments)? > 0 {
             self.sync()?;
             self.reclaim_dead_segments()?;
         }
@@ -1048,7 +1046,7 @@ impl Inner {
     /// target cost about 0.4 of compaction bytes per user byte at 75% live data).
     fn needs_compaction(&self) -> bool {
         let total = self.segments.geometry.segment_count as usize;
-        let headroom = (total / 128).clamp(4, 32);
+        let headroom = (total / 32).clamp(8, 64);
         self.segments.free_count() < self.segments.reserved as usize + headroom
     }
 
@@ -1412,7 +1410,7 @@ impl Inner {
             // for a long run of them, and the active segment is never waited for (passes take
             // closed segments only).
             while self.needs_compaction() && !*self.stop.lock() {
-                match self.compaction_step() {
+                match self.compaction_step(compaction::MAX_PASS_LIVE_SEGMENTS) {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {
