@@ -60,9 +60,8 @@ pub fn pick_victims(
 }
 
 /// Chooses the victims of a pass that copies at most `max_live_segments` segments of live
-/// data (and never more than [`MAX_PASS_LIVE_SEGMENTS`]). The engine runs small passes
-/// ([`SMALL_PASS_LIVE_SEGMENTS`]): a writer that waits for room waits for one small pass at
-/// most, and greedy choices are made on fresher figures.
+/// data (and never more than [`MAX_PASS_LIVE_SEGMENTS`]). A writer that waits for room runs
+/// small passes ([`SMALL_PASS_LIVE_SEGMENTS`]); the background runs the largest.
 ///
 /// A pure function of the segments' figures: `segments[i]` is segment `i` with its live bytes;
 /// `now_lsn` is the newest LSN (for the age of a segment).

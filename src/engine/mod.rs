@@ -1038,12 +1038,13 @@ impl Inner {
         Ok(self.segments.reclaimed.load(Ordering::Relaxed) > freed_before)
     }
 
-    /// Whether free segments are below the background compactor's target: the reserve plus a
-    /// little headroom for bursts of writes (a 128th of the store, 4 to 32 segments). The
-    /// headroom is kept small on purpose: every segment held free is space that cannot hold
-    /// dead records waiting to die further, and greedy cleaning's write amplification grows
-    /// steeply with the space in use (`docs/BENCHMARKS.md`, "Write amplification": a 1/8
-    /// target cost about 0.4 of compaction bytes per user byte at 75% live data).
+    /// Whether free segments are below the background compactor's target: the reserve plus
+    /// headroom for bursts of writes (a 32nd of the store, 8 to 64 segments). Every segment
+    /// held free is space that cannot hold dead records waiting to die further, and cleaning
+    /// costs grow steeply with the space in use (an eighth of the store held free cost about
+    /// 0.4 compaction bytes per user byte at 75% live data in `wa_bench`); too little, and a
+    /// real mount's writers outrun the background and run passes themselves (a 128th: 56
+    /// writer-run steps in 30 s of 4 KiB overwrites; `scripts/compaction_latency.sh`).
     fn needs_compaction(&self) -> bool {
         let total = self.segments.geometry.segment_count as usize;
         let headroom = (total / 32).clamp(8, 64);
@@ -1405,10 +1406,11 @@ impl Inner {
                 }
                 Err(e) => ::log::error!("separator failed: {e}"),
             }
-            // Small passes back to back until the target is met: a writer that runs out of
-            // segments meanwhile waits for one small pass at most (the compaction lock), never
-            // for a long run of them, and the active segment is never waited for (passes take
-            // closed segments only).
+            // Passes back to back until the target is met, each as large as the reserve allows
+            // (on a real disk a pass costs three or four fsyncs whatever its size: 2-segment
+            // passes halved a mount's 4 KiB overwrite rate). A writer that runs out of segments
+            // meanwhile waits for the pass under way, then runs small ones itself; the active
+            // segment is never waited for (passes take closed segments only).
             while self.needs_compaction() && !*self.stop.lock() {
                 match self.compaction_step(compaction::MAX_PASS_LIVE_SEGMENTS) {
                     Ok(true) => {}
