@@ -177,7 +177,13 @@ fn main() {
     let start = Instant::now();
     let mut count = 0u64;
     shape.for_each_key(|k| {
-        index.apply(&Update::Point { key: k, entry: entry(count) }, &[]);
+        index.apply(
+            &Update::Point {
+                key: k,
+                entry: entry(count),
+            },
+            &[],
+        );
         count += 1;
     });
     let insert_secs = start.elapsed().as_secs_f64();
@@ -251,8 +257,14 @@ fn main() {
         rss3 as f64 / len - rss2 as f64 / len
     );
     println!("| inserts/s (creation order) | {:.0} |", len / insert_secs);
-    println!("| gets/s (random, one thread) | {:.0} |", lookups as f64 / get_secs);
-    println!("| scan entries/s (pages of 1000) | {:.0} |", scanned as f64 / scan_secs);
+    println!(
+        "| gets/s (random, one thread) | {:.0} |",
+        lookups as f64 / get_secs
+    );
+    println!(
+        "| scan entries/s (pages of 1000) | {:.0} |",
+        scanned as f64 / scan_secs
+    );
     println!(
         "| bulk build entries/s (from_recovered) | {:.0} |",
         len / bulk_secs.max(1e-9)
