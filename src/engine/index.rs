@@ -496,6 +496,43 @@ impl Leaf {
     }
 }
 
+/// Sorted entries in flat vectors: the first pass of [`Index::from_recovered`].
+struct Flat {
+    keys: Vec<u8>,
+    /// `ends[i]`: end of key `i` in `keys`.
+    ends: Vec<usize>,
+    entries: Vec<Packed>,
+    tombs: Vec<bool>,
+}
+
+impl Flat {
+    fn with_capacity(n: usize) -> Flat {
+        Flat {
+            // Keys of 17 bytes are the most common (data pages, directory entries).
+            keys: Vec::with_capacity(n * 17),
+            ends: Vec::with_capacity(n),
+            entries: Vec::with_capacity(n),
+            tombs: Vec::with_capacity(n),
+        }
+    }
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.keys[start..self.ends[i]]
+    }
+    fn last_key(&self) -> Option<&[u8]> {
+        self.len().checked_sub(1).map(|i| self.key(i))
+    }
+    fn push(&mut self, key: &[u8], e: &Entry) {
+        self.keys.extend_from_slice(key);
+        self.ends.push(self.keys.len());
+        self.entries.push(Packed::new(e));
+        self.tombs.push(e.tombstone);
+    }
+}
+
 /// Heap bytes of one leaf's slot in the map of leaves besides the leaf's own allocations: fence
 /// box and leaf in a B-tree node at its typical two-thirds fill, plus node headers.
 const LEAF_SLOT_BYTES: usize =
@@ -716,36 +753,35 @@ impl Index {
         points: impl IntoIterator<Item = (Box<[u8]>, Entry)>,
         ranges: Vec<RangeDelete>,
     ) -> Index {
-        let mut inner = Inner::default();
-        let mut chunk: Vec<(Box<[u8]>, Entry)> = Vec::with_capacity(LEAF_BULK_FILL);
-        let mut chunk_bytes = 0;
-        let mut last: Vec<u8> = Vec::new();
+        // Two passes: the input is first copied into a few large flat vectors, which frees the
+        // input map as it goes; the leaves are then built into the freed, now contiguous, memory.
+        // Built while the input still lived, their small allocations (prefixes, fences, ends)
+        // would land in the holes of its freed keys and nodes all over the heap, and pin those
+        // pages: ~75 B of RSS per entry after a 1M-entry build, against ~35 B this way.
+        let points = points.into_iter();
+        let mut flat = Flat::with_capacity(points.size_hint().0);
         let mut stragglers = Vec::new();
         for (key, entry) in points {
-            let in_order = match chunk.last() {
-                Some((prev, _)) => key > *prev,
-                None => inner.leaves.is_empty() || key.as_ref() > last.as_slice(),
-            };
-            if !in_order {
+            if flat.last_key().is_some_and(|last| *key <= *last) {
                 stragglers.push((key, entry));
-                continue;
+            } else {
+                flat.push(&key, &entry);
             }
-            if !chunk.is_empty()
-                && (chunk.len() >= LEAF_BULK_FILL || chunk_bytes + key.len() > ARENA_MAX)
-            {
-                inner.push_leaf(&chunk);
-                last.clear();
-                last.extend_from_slice(&chunk[chunk.len() - 1].0);
-                chunk.clear();
-                chunk_bytes = 0;
+        }
+        let mut inner = Inner::default();
+        let (mut from, mut bytes) = (0, 0);
+        for i in 0..flat.len() {
+            let len = flat.key(i).len();
+            if i > from && (i - from >= LEAF_BULK_FILL || bytes + len > ARENA_MAX) {
+                inner.push_leaf(&flat, from, i);
+                (from, bytes) = (i, 0);
             }
-            chunk_bytes += key.len();
-            chunk.push((key, entry));
+            bytes += len;
         }
-        if !chunk.is_empty() {
-            inner.push_leaf(&chunk);
+        if from < flat.len() {
+            inner.push_leaf(&flat, from, flat.len());
         }
-        drop(chunk);
+        drop(flat);
         for (key, entry) in stragglers {
             inner.put_if_newer(&key, entry);
         }
@@ -966,24 +1002,25 @@ impl Inner {
         }
     }
 
-    /// Appends a leaf of `chunk` (sorted, after every key in the index, not empty; suffix bytes
-    /// within `ARENA_MAX`). Recovery's bulk build.
-    fn push_leaf(&mut self, chunk: &[(Box<[u8]>, Entry)]) {
-        let (Some((first, _)), Some((last, _))) = (chunk.first(), chunk.last()) else {
+    /// Appends a leaf of entries `from..to` of `flat` (not empty, after every key in the index,
+    /// suffix bytes within `ARENA_MAX`). Recovery's bulk build.
+    fn push_leaf(&mut self, flat: &Flat, from: usize, to: usize) {
+        if from >= to {
             return;
-        };
+        }
+        let (first, last) = (flat.key(from), flat.key(to - 1));
         let plen = common_prefix_len(first, last);
-        let arena = chunk.iter().map(|(k, _)| k.len() - plen).sum();
-        let mut leaf = Leaf::with_capacity(&first[..plen], chunk.len(), arena);
-        for (key, entry) in chunk {
-            leaf.push(key, &[], Packed::new(entry), entry.tombstone);
+        let arena = (from..to).map(|i| flat.key(i).len() - plen).sum();
+        let mut leaf = Leaf::with_capacity(&first[..plen], to - from, arena);
+        for i in from..to {
+            leaf.push(flat.key(i), &[], flat.entries[i], flat.tombs[i]);
         }
         let fence = if self.leaves.is_empty() {
             Box::default()
         } else {
-            first.clone()
+            first.into()
         };
-        self.len += chunk.len();
+        self.len += to - from;
         self.leaves.insert(fence, leaf);
     }
 
@@ -1269,6 +1306,10 @@ mod tests {
                 let Some((last, _)) = page.last() else { break };
                 after = Some(last.clone());
                 got.extend(page.into_iter().map(|(k, _)| k));
+                assert!(
+                    got.len() <= live.len(),
+                    "a page repeats keys (limit {limit})"
+                );
             }
             assert_eq!(got, live, "limit {limit}");
         }
