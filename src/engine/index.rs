@@ -802,15 +802,16 @@ impl Index {
 }
 
 impl Inner {
-    /// The leaf that holds `key` if anything does, with its fence.
-    fn leaf_for(&self, key: &[u8]) -> Option<(&Box<[u8]>, &Leaf)> {
+    /// The leaf that holds `key` if anything does (the last fence at or before it).
+    fn leaf_for(&self, key: &[u8]) -> Option<&Leaf> {
         self.leaves
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
+            .map(|(_, leaf)| leaf)
     }
 
     fn get(&self, key: &[u8]) -> Option<Entry> {
-        let (_, leaf) = self.leaf_for(key)?;
+        let leaf = self.leaf_for(key)?;
         leaf.find(key).ok().map(|i| leaf.entry(i))
     }
 
@@ -833,9 +834,10 @@ impl Inner {
         let first = self.leaf_for(from);
         let rest = self
             .leaves
-            .range::<[u8], _>((Bound::Excluded(from), Bound::Unbounded));
+            .range::<[u8], _>((Bound::Excluded(from), Bound::Unbounded))
+            .map(|(_, leaf)| leaf);
         let mut key = Vec::new();
-        for (n, (_, leaf)) in first.into_iter().chain(rest).enumerate() {
+        for (n, leaf) in first.into_iter().chain(rest).enumerate() {
             let start = if n > 0 {
                 0
             } else {
