@@ -170,7 +170,9 @@ impl Engine {
             superblock.segment_count as usize,
             options.tombstone_prefix_lengths.clone(),
         );
+        let started = std::time::Instant::now();
         let recovered = recovery::recover(&storage, &superblock, &put_notes)?;
+        let recovered_at = started.elapsed();
         let segments = Arc::new(SegmentManager::new(
             storage.clone(),
             superblock,
@@ -185,6 +187,12 @@ impl Engine {
         storage.sync_everything()?;
         let index = recovered.index;
         index.for_each_location(|loc| segments.add_live(loc.segment, loc.len));
+        ::log::info!(
+            "open: recovery {:.3} s ({} records), then invalidation, sync and live bytes {:.3} s",
+            recovered_at.as_secs_f64(),
+            recovered.report.records_accepted,
+            (started.elapsed() - recovered_at).as_secs_f64()
+        );
         let durable = recovered.next_lsn - 1;
         let log = log::Log::new(segments.clone(), recovered.next_lsn, durable);
         if !recovered.invalidate.is_empty() || recovered.report.buffers_discarded > 0 {

@@ -526,8 +526,16 @@ impl Fs {
             }),
             next_fh: AtomicU64::new(1),
         };
+        let started = std::time::Instant::now();
         fs.reclaim_orphans()?;
+        let orphans_at = started.elapsed();
         let groups = fs.load_group_map(options.group_split_bytes)?;
+        log::info!(
+            "mount: orphans {:.3} s, group map {:.3} s ({} directories)",
+            orphans_at.as_secs_f64(),
+            (started.elapsed() - orphans_at).as_secs_f64(),
+            groups.dir_count()
+        );
         let shared = fs.state.lock().groups.clone();
         *shared.write() = groups;
         fs.engine.set_current_group(current_group(shared));
