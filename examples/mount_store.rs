@@ -3,7 +3,7 @@
 //! `cargo run --release --example mount_store -- build STORE [FILES] [DIRS] [THREADS]` creates
 //! FILES files of 100 B in DIRS directories under the root, THREADS creators taking directories
 //! round-robin (as `scripts/bench.sh`'s `fill`), then closes the store cleanly.
-//! `... -- open STORE` times `Engine::open` and `Fs::with_options` (RUST_LOG=info for the
+//! `... -- open STORE [defer]` times `Engine::open` and `Fs::with_options` (RUST_LOG=info for the
 //! phases inside them) and closes again.
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,7 +68,12 @@ fn main() {
             let t = Instant::now();
             let engine = Engine::open(&store, &options()).unwrap();
             let t_engine = t.elapsed();
-            let fs = Fs::with_options(engine, FsOptions::default()).unwrap();
+            let defer = args.get(3).is_some_and(|a| a == "defer");
+            let options = FsOptions {
+                defer_group_map: defer,
+                ..FsOptions::default()
+            };
+            let fs = Fs::with_options(engine, options).unwrap();
             let t_fs = t.elapsed() - t_engine;
             eprintln!(
                 "Engine::open {:.3} s, Fs::with_options {:.3} s, total {:.3} s ({} records)",
@@ -77,9 +82,10 @@ fn main() {
                 (t_engine + t_fs).as_secs_f64(),
                 fs.engine().stats().index_entries
             );
-            if args.get(3).is_some_and(|a| a == "wait") {
-                // Let background work (a deferred rebuild) finish before closing.
-                std::thread::sleep(std::time::Duration::from_secs(10));
+            if defer {
+                let t = Instant::now();
+                fs.rebuild_group_map().unwrap();
+                eprintln!("deferred group map rebuild {:.3} s", t.elapsed().as_secs_f64());
             }
             let t = Instant::now();
             fs.close().unwrap();
