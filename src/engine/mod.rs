@@ -21,6 +21,7 @@
 
 mod api;
 pub mod check;
+mod checkpoint;
 mod compaction;
 pub(crate) mod format;
 mod groups;
@@ -171,7 +172,12 @@ impl Engine {
             options.tombstone_prefix_lengths.clone(),
         );
         let started = std::time::Instant::now();
-        let recovered = recovery::recover(&storage, &superblock, &put_notes)?;
+        // A checkpoint of the last clean close spares the scan (it is consumed here either way).
+        let superblock_bytes = storage.read_superblock()?.unwrap_or_default();
+        let recovered = match checkpoint::load(&storage, &superblock_bytes, &put_notes) {
+            Some(r) => r,
+            None => recovery::recover(&storage, &superblock, &put_notes)?,
+        };
         let recovered_at = started.elapsed();
         let segments = Arc::new(SegmentManager::new(
             storage.clone(),
@@ -338,6 +344,21 @@ impl Engine {
         }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.stop_background();
+        let log = &self.inner.log;
+        if result.is_ok() && log.failure().is_none() && log.last_lsn() == log.durable_lsn() {
+            // Everything is durable and nothing runs any more: the next open may load this
+            // instead of scanning every segment (see checkpoint.rs).
+            if let Ok(Some(sb)) = self.inner.storage.read_superblock() {
+                checkpoint::write(
+                    &self.inner.storage,
+                    &sb,
+                    &self.inner.segments,
+                    &self.inner.index,
+                    &self.inner.put_notes,
+                    log.last_lsn(),
+                );
+            }
+        }
         result
     }
 

@@ -52,6 +52,24 @@ pub trait Storage: Send + Sync {
     fn map_file(&self, _file: u32, _len: u64) -> io::Result<Option<MappedFile>> {
         Ok(None)
     }
+    /// The index checkpoint left by the last clean close (`checkpoint.rs`), if this storage
+    /// keeps one. Storages that do not (the default) always recover by a full scan.
+    fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Stores an index checkpoint atomically and durably (or does nothing, by default).
+    fn write_checkpoint(&self, _data: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    /// Removes the checkpoint durably: once this returns, no later open can find it.
+    fn remove_checkpoint(&self) -> io::Result<()> {
+        Ok(())
+    }
+    /// What changes whenever anything writes the store's segment files or superblock (sizes,
+    /// modification times, inode numbers): a checkpoint records it and is ignored if it differs.
+    fn fingerprint(&self) -> io::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A read-only shared memory map of a segment file (see [`Storage::map_file`]). Recovery reads
@@ -131,6 +149,8 @@ pub(crate) fn segment_file_name(file: u32) -> String {
 
 pub(crate) const SUPERBLOCK_FILE: &str = "superblock";
 pub(crate) const LOCK_FILE: &str = "lock";
+/// The index checkpoint of the last clean close (see `checkpoint.rs`).
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 
 /// A store directory on the host filesystem.
 ///
@@ -325,6 +345,63 @@ impl Storage for FileStorage {
 
     fn map_file(&self, file: u32, len: u64) -> io::Result<Option<MappedFile>> {
         MappedFile::map(&*self.file(file, false)?, len).map(Some)
+    }
+
+    fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(CHECKPOINT_FILE)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_checkpoint(&self, data: &[u8]) -> io::Result<()> {
+        let tmp = self.dir.join("checkpoint.tmp");
+        {
+            let f = File::create(&tmp)?;
+            f.write_all_at(data, 0)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE))?;
+        self.sync_dir()
+    }
+
+    fn remove_checkpoint(&self) -> io::Result<()> {
+        match std::fs::remove_file(self.dir.join(CHECKPOINT_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let _ = std::fs::remove_file(self.dir.join("checkpoint.tmp"));
+        self.sync_dir()
+    }
+
+    fn fingerprint(&self) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        let mut add = |m: &std::fs::Metadata| {
+            for v in [
+                m.ino(),
+                m.size(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+                m.ctime() as u64,
+                m.ctime_nsec() as u64,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        add(&std::fs::metadata(self.dir.join(SUPERBLOCK_FILE))?);
+        let mut file = 0;
+        loop {
+            match std::fs::metadata(self.dir.join(segment_file_name(file))) {
+                Ok(m) => add(&m),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(e),
+            }
+            file += 1;
+        }
+        Ok(out)
     }
 
     fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
