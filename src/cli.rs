@@ -551,7 +551,10 @@ fn serve_inner(
 fn close_fs(fs: Arc<Fs>) -> Result<(), String> {
     match Arc::try_unwrap(fs) {
         Ok(fs) => fs.close().map_err(|e| format!("closing the store: {e}")),
-        Err(fs) => fs.fsync().map_err(|e| format!("syncing the store: {e}")),
+        Err(fs) => {
+            log::info!("the filesystem is still referenced: synced, not closed");
+            fs.fsync().map_err(|e| format!("syncing the store: {e}"))
+        }
     }
 }
 

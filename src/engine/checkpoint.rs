@@ -43,8 +43,8 @@ use super::tombstones::PutNotes;
 
 const MAGIC: &[u8; 8] = b"LSCKPT01";
 
-/// Builds the checkpoint of a closed engine's state. `None` if the state is not one a
-/// checkpoint can describe (a segment being freed, a record that cannot be read back); the
+/// Builds the checkpoint of a closed engine's state; why not, if the state is not one a
+/// checkpoint can describe (a segment being freed, a record that cannot be read back): the
 /// next open then scans, as it always did.
 pub fn encode(
     storage: &Arc<dyn Storage>,
@@ -53,10 +53,10 @@ pub fn encode(
     index: &Index,
     notes: &PutNotes,
     last_lsn: u64,
-) -> Option<Vec<u8>> {
-    let fingerprint = storage.fingerprint().ok()?;
+) -> Result<Vec<u8>, &'static str> {
+    let fingerprint = storage.fingerprint().map_err(|_| "no fingerprint")?;
     if fingerprint.is_empty() {
-        return None; // this storage keeps no checkpoints
+        return Err("this storage keeps no checkpoints");
     }
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
@@ -74,7 +74,7 @@ pub fn encode(
             SegmentState::Free => 0u8,
             // Open segments are closed by a recovery too (a new session never appends to them).
             SegmentState::Open | SegmentState::Closed => 1,
-            SegmentState::Freeing => return None,
+            SegmentState::Freeing => return Err("a segment is being freed"),
         };
         out.push(state);
         out.push(match info.kind {
@@ -110,13 +110,18 @@ pub fn encode(
     let mut ranges: Vec<RangeDelete> = Vec::new();
     for l in others {
         let mut buf = vec![0u8; l.len as usize];
-        segments.read(l.segment, l.offset, &mut buf).ok()?;
-        let h = RecordHeader::decode_checked(&buf)?;
+        segments
+            .read(l.segment, l.offset, &mut buf)
+            .map_err(|_| "a tombstone cannot be read")?;
+        let h = RecordHeader::decode_checked(&buf).ok_or("a tombstone fails its checksum")?;
         let key = buf[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + h.key_len as usize].to_vec();
         let value = &buf[RECORD_HEADER_SIZE + h.key_len as usize..h.total_len()];
         match h.kind {
             RecordKind::Delete => {
-                let entry = index.get(&key).filter(|e| e.location == l && e.tombstone)?;
+                let entry = index
+                    .get(&key)
+                    .filter(|e| e.location == l && e.tombstone)
+                    .ok_or("a tombstone is not indexed where it lies")?;
                 points.push((key, entry));
             }
             RecordKind::DeleteRange => ranges.push(RangeDelete {
@@ -126,11 +131,11 @@ pub fn encode(
                 location: l,
                 group: h.group,
             }),
-            RecordKind::Put => return None, // live, yet not scanned: the index moved
+            RecordKind::Put => return Err("a put the scan did not return"),
         }
     }
     if ranges.len() != index.range_delete_count() {
-        return None;
+        return Err("range deletes miscounted");
     }
     points.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     out.extend_from_slice(&(points.len() as u64).to_le_bytes());
@@ -152,7 +157,7 @@ pub fn encode(
     let mut crc = Hasher::new();
     crc.update(&out);
     out.extend_from_slice(&crc.finalize().to_le_bytes());
-    Some(out)
+    Ok(out)
 }
 
 /// Writes the checkpoint (see [`encode`]); a failure only costs the next open a full scan.
@@ -165,8 +170,12 @@ pub fn write(
     last_lsn: u64,
 ) {
     let started = std::time::Instant::now();
-    let Some(data) = encode(storage, superblock, segments, index, notes, last_lsn) else {
-        return;
+    let data = match encode(storage, superblock, segments, index, notes, last_lsn) {
+        Ok(d) => d,
+        Err(why) => {
+            ::log::info!("no index checkpoint: {why}");
+            return;
+        }
     };
     match storage.write_checkpoint(&data) {
         Ok(()) => ::log::info!(

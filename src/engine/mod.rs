@@ -345,6 +345,13 @@ impl Engine {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.stop_background();
         let log = &self.inner.log;
+        ::log::info!(
+            "close: {:?}, failure {:?}, last LSN {}, durable {}",
+            result.as_ref().map(|_| ()),
+            log.failure(),
+            log.last_lsn(),
+            log.durable_lsn()
+        );
         if result.is_ok() && log.failure().is_none() && log.last_lsn() == log.durable_lsn() {
             // Everything is durable and nothing runs any more: the next open may load this
             // instead of scanning every segment (see checkpoint.rs).
