@@ -520,6 +520,7 @@ fn serve_inner(
         Ok(s) => s,
         Err(e) => {
             let msg = format!("cannot mount on {}: {e}", mountpoint.display());
+            fs.stop_group_map_rebuild();
             let _ = rebuild.join();
             if let Err(close) = close_fs(fs) {
                 log::error!("{close}");
@@ -541,7 +542,8 @@ fn serve_inner(
     let run = session.run();
     unmounter.lock().take();
     let _ = std::fs::remove_file(&mounted_file);
-    // The rebuild holds a reference to the filesystem; it ends within a pass over the inodes.
+    // The rebuild holds a reference to the filesystem: stop it (its counts are in memory only).
+    fs.stop_group_map_rebuild();
     let _ = rebuild.join();
     let closed = close_fs(fs);
     run.map_err(|e| format!("session ended with an error: {e}"))?;

@@ -190,6 +190,7 @@ pub fn write(
 /// The state a checkpoint left by the last clean close describes, if there is one and it can
 /// be trusted (see the module doc); it is removed either way. Fills `notes`.
 pub fn load(storage: &Arc<dyn Storage>, superblock: &[u8], notes: &PutNotes) -> Option<Recovered> {
+    let started = std::time::Instant::now();
     let data = match storage.read_checkpoint() {
         Ok(Some(d)) => d,
         Ok(None) => return None,
@@ -204,14 +205,16 @@ pub fn load(storage: &Arc<dyn Storage>, superblock: &[u8], notes: &PutNotes) -> 
         ::log::warn!("index checkpoint cannot be removed, scanning: {e}");
         return None;
     }
+    let read_in = started.elapsed();
     let fingerprint = storage.fingerprint().ok()?;
-    let started = std::time::Instant::now();
     let r = decode(&data, superblock, &fingerprint, notes);
     match &r {
         Some(r) => ::log::info!(
-            "index checkpoint loaded: {} entries in {:.3} s",
+            "index checkpoint loaded: {} entries, {} bytes read in {:.3} s, decoded in {:.3} s",
             r.report.records_accepted,
-            started.elapsed().as_secs_f64()
+            data.len(),
+            read_in.as_secs_f64(),
+            (started.elapsed() - read_in).as_secs_f64()
         ),
         None => ::log::warn!("index checkpoint stale or damaged: ignored, scanning"),
     }

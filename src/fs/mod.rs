@@ -47,7 +47,7 @@ pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
@@ -306,6 +306,8 @@ pub struct Fs {
     /// Lock order: `state` is the only lock; engine calls are made while holding it.
     state: Mutex<State>,
     next_fh: AtomicU64,
+    /// Set at unmount: a group map rebuild still running stops (see `rebuild_group_map`).
+    rebuild_stop: AtomicBool,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -536,6 +538,7 @@ impl Fs {
                 groups: Arc::new(RwLock::new(GroupMap::new(options.group_split_bytes))),
             }),
             next_fh: AtomicU64::new(1),
+            rebuild_stop: AtomicBool::new(false),
         };
         let started = std::time::Instant::now();
         fs.reclaim_orphans()?;
@@ -565,7 +568,30 @@ impl Fs {
     /// in key order), a chunk at a time, while the filesystem serves requests.
     pub fn rebuild_group_map(&self) -> FsResult<()> {
         let started = std::time::Instant::now();
-        while !self.rebuild_group_map_step(GROUP_MAP_CHUNK)? {}
+        loop {
+            let cursor = {
+                let st = self.state.lock();
+                let g = st.groups.read();
+                if !g.is_loading() {
+                    break;
+                }
+                g.loading_cursor()
+            };
+            // Read the next chunk once without the state lock, for the host's cache only: after
+            // a mount from a checkpoint the records are cold, and requests must not wait on the
+            // lock for a chunk of random reads (a first stat of the mount point did, seconds).
+            let after = cursor.map(keys::inode_key);
+            let _ = self
+                .engine
+                .scan(&keys::inode_prefix(), after.as_deref(), GROUP_MAP_CHUNK);
+            if self.rebuild_stop.load(Ordering::Relaxed) {
+                log::info!("mount: group map rebuild stopped (unmount)");
+                return Ok(());
+            }
+            if self.rebuild_group_map_step(GROUP_MAP_CHUNK)? {
+                break;
+            }
+        }
         log::info!(
             "mount: group map rebuilt in {:.3} s ({} directories)",
             started.elapsed().as_secs_f64(),
@@ -618,6 +644,12 @@ impl Fs {
             g.finish_loading();
         }
         Ok(done)
+    }
+
+    /// Makes a running [`Fs::rebuild_group_map`] return soon, its work unfinished (at unmount:
+    /// the counts are in memory only, nothing is lost).
+    pub fn stop_group_map_rebuild(&self) {
+        self.rebuild_stop.store(true, Ordering::Relaxed);
     }
 
     /// Whether a group map rebuild is pending (see [`FsOptions::defer_group_map`]).
