@@ -309,6 +309,9 @@ fn decode(data: &[u8], superblock: &[u8], fingerprint: &[u8], notes: &PutNotes) 
         let version = r.u64()?;
         let location = r.location()?;
         let group = r.u32()?;
+        if location.segment as usize >= segment_count {
+            return None;
+        }
         ranges.push(RangeDelete {
             start,
             end,
