@@ -61,7 +61,10 @@ fn main() {
             }
             fs.fsync().unwrap();
             let n = fs.engine().stats().index_entries;
-            eprintln!("built {files} files in {:.1} s, {n} index entries", t.elapsed().as_secs_f64());
+            eprintln!(
+                "built {files} files in {:.1} s, {n} index entries",
+                t.elapsed().as_secs_f64()
+            );
             Arc::try_unwrap(fs).ok().unwrap().close().unwrap();
         }
         "open" => {
@@ -85,7 +88,10 @@ fn main() {
             if defer {
                 let t = Instant::now();
                 fs.rebuild_group_map().unwrap();
-                eprintln!("deferred group map rebuild {:.3} s", t.elapsed().as_secs_f64());
+                eprintln!(
+                    "deferred group map rebuild {:.3} s",
+                    t.elapsed().as_secs_f64()
+                );
             }
             let t = Instant::now();
             fs.close().unwrap();

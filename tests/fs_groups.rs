@@ -1037,7 +1037,13 @@ fn a_group_map_rebuilt_while_the_filesystem_changes_equals_a_full_load() {
             write_file(&fs, home, &format!("f{i}"), &data, PAGE as usize);
         }
         let big = mkdir(&fs, ROOT_INO, "big");
-        write_file(&fs, big, "huge", &vec![2u8; (80 * KIB) as usize], PAGE as usize);
+        write_file(
+            &fs,
+            big,
+            "huge",
+            &vec![2u8; (80 * KIB) as usize],
+            PAGE as usize,
+        );
         assert!(root_entry(&fs, big).is_some(), "big split off");
         assert_eq!(fs.group_roots().len(), 2, "only big split off");
         mkdir(&fs, big, "deep");
@@ -1047,12 +1053,27 @@ fn a_group_map_rebuilt_while_the_filesystem_changes_equals_a_full_load() {
     let fs = open_deferred(dir.path(), split);
     assert!(fs.group_map_loading());
     assert_eq!(resolve(&fs, "/a/f0").unwrap(), 6);
-    let ops: Vec<Box<dyn Fn(&Fs)>> = vec![
+    type Op = Box<dyn Fn(&Fs)>;
+    let ops: Vec<Op> = vec![
         Box::new(|fs| append_pages(fs, "/a/f0", 2)),
         Box::new(|fs| append_pages(fs, "/c/f20", 3)),
-        Box::new(|fs| truncate(fs, resolve(fs, "/b/f1").or_else(|_| resolve(fs, "/a/b/f1")).unwrap(), 0)),
         Box::new(|fs| {
-            write_file(fs, resolve(fs, "/a").unwrap(), "new1", &[3u8; 3 * 4096], 4096);
+            truncate(
+                fs,
+                resolve(fs, "/b/f1")
+                    .or_else(|_| resolve(fs, "/a/b/f1"))
+                    .unwrap(),
+                0,
+            )
+        }),
+        Box::new(|fs| {
+            write_file(
+                fs,
+                resolve(fs, "/a").unwrap(),
+                "new1",
+                &[3u8; 3 * 4096],
+                4096,
+            );
         }),
         Box::new(|fs| fs.unlink(resolve(fs, "/c").unwrap(), b"f2").unwrap()),
         Box::new(|fs| {
@@ -1072,7 +1093,13 @@ fn a_group_map_rebuilt_while_the_filesystem_changes_equals_a_full_load() {
         Box::new(|fs| append_pages(fs, "/c/b2/f4", 1)),
         // /c grows past the split threshold: no split while the counts are incomplete.
         Box::new(|fs| {
-            write_file(fs, resolve(fs, "/c").unwrap(), "grow", &[5u8; 72 * 1024], 4096);
+            write_file(
+                fs,
+                resolve(fs, "/c").unwrap(),
+                "grow",
+                &[5u8; 72 * 1024],
+                4096,
+            );
         }),
         Box::new(|fs| append_pages(fs, "/a/x/y", 1)),
     ];
@@ -1080,11 +1107,15 @@ fn a_group_map_rebuilt_while_the_filesystem_changes_equals_a_full_load() {
     for (i, op) in ops.iter().enumerate() {
         // The first step reads inodes 1 (/) to 6 (/a/f0): the first op changes the very inode
         // the rebuild read last.
-        fs.rebuild_group_map_step(if i == 0 { 6 } else { 2 }).unwrap();
+        fs.rebuild_group_map_step(if i == 0 { 6 } else { 2 })
+            .unwrap();
         steps += 1;
         op(&fs);
     }
-    assert!(fs.group_map_loading(), "ops interleaved with the rebuild, not after it");
+    assert!(
+        fs.group_map_loading(),
+        "ops interleaved with the rebuild, not after it"
+    );
     while !fs.rebuild_group_map_step(2).unwrap() {
         steps += 1;
     }
@@ -1112,7 +1143,10 @@ fn a_group_map_rebuilt_while_the_filesystem_changes_equals_a_full_load() {
     let fs = open_deferred(dir.path(), split);
     fs.rebuild_group_map().unwrap();
     append_pages(&fs, "/c/grow", 1);
-    assert!(root_entry(&fs, c).is_some(), "c splits once the map is complete");
+    assert!(
+        root_entry(&fs, c).is_some(),
+        "c splits once the map is complete"
+    );
     fs.close().unwrap();
     assert_fsck_clean(dir.path());
 }

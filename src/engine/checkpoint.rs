@@ -221,7 +221,12 @@ pub fn load(storage: &Arc<dyn Storage>, superblock: &[u8], notes: &PutNotes) -> 
     r
 }
 
-fn decode(data: &[u8], superblock: &[u8], fingerprint: &[u8], notes: &PutNotes) -> Option<Recovered> {
+fn decode(
+    data: &[u8],
+    superblock: &[u8],
+    fingerprint: &[u8],
+    notes: &PutNotes,
+) -> Option<Recovered> {
     if data.len() < MAGIC.len() + 4 || &data[..MAGIC.len()] != MAGIC {
         return None;
     }
@@ -288,7 +293,9 @@ fn decode(data: &[u8], superblock: &[u8], fingerprint: &[u8], notes: &PutNotes) 
         let version = r.u64()?;
         let group = r.u32()?;
         let tombstone = r.u8()? != 0;
-        if points.last().is_some_and(|(k, _)| *k >= key) || location.segment as usize >= segment_count {
+        if points.last().is_some_and(|(k, _)| *k >= key)
+            || location.segment as usize >= segment_count
+        {
             return None; // keys must be sorted and unique
         }
         points.push((

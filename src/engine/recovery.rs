@@ -92,7 +92,7 @@ pub fn recover(
         let Some(image) = reader.image(segment, &mut report)? else {
             continue;
         };
-        let scan = scan_segment(&image, segment, sb.generation_high_water);
+        let scan = scan_segment(image, segment, sb.generation_high_water);
         // What the buffer right after each damaged stretch says: only in the log (mixed
         // segments) does its durable floor vouch for the stretch's batches having been durable
         // (synced before it was sealed), which tells damage from a write torn by a power cut.
@@ -109,7 +109,7 @@ pub fn recover(
             .collect();
         for &(pos, header) in &scan.valid {
             let first = candidates.len();
-            parse_records(segment, pos, &header, &image, &mut candidates)?;
+            parse_records(segment, pos, &header, image, &mut candidates)?;
             buffers.push(ScannedBuffer {
                 segment,
                 offset: pos as u32,
@@ -129,7 +129,7 @@ pub fn recover(
                     || (BufferHeader::plausible_start(&image[q..], segment)
                         && Some(BufferHeader::generation_field(&image[q..])) == generation);
                 if of_this_use {
-                    for (c, _) in salvage_records(segment, q, &image) {
+                    for (c, _) in salvage_records(segment, q, image) {
                         if c.kind == RecordKind::Put {
                             put_notes.note_put(segment, &c.key, c.version);
                         }
@@ -239,9 +239,9 @@ pub fn recover(
     }
     let salvaged_from = candidates.len();
     candidates.extend(salvaged);
-    for i in salvaged_from..candidates.len() {
+    for (i, c) in candidates.iter().enumerate().skip(salvaged_from) {
         report.records_accepted += 1;
-        accept(&candidates[i], i, &mut accepted, &mut ranges, put_notes);
+        accept(c, i, &mut accepted, &mut ranges, put_notes);
     }
     let mut points = resolve_versions(&mut candidates, accepted);
     drop(candidates);
@@ -352,7 +352,9 @@ impl<'a> SegmentReader<'a> {
         let base = base as usize;
         if let Some(Some(m)) = &self.maps[file as usize] {
             let image = &m.bytes()[base..base + seg_size];
-            return Ok(BufferHeader::plausible_start(&image[..BLOCK_SIZE], segment).then_some(image));
+            return Ok(
+                BufferHeader::plausible_start(&image[..BLOCK_SIZE], segment).then_some(image)
+            );
         }
         self.storage
             .read_at(file, base as u64, &mut self.buf[..BLOCK_SIZE])?;
@@ -546,7 +548,10 @@ fn accept(
 /// the map in one go rather than inserted one by one (a million B-tree look-ups with key
 /// comparisons were most of the CPU time of recovering a store of small records). Keys are
 /// moved out of `candidates`.
-fn resolve_versions(candidates: &mut [Candidate], accepted: Vec<u32>) -> BTreeMap<Box<[u8]>, Entry> {
+fn resolve_versions(
+    candidates: &mut [Candidate],
+    accepted: Vec<u32>,
+) -> BTreeMap<Box<[u8]>, Entry> {
     /// The first 16 bytes of the key, big-endian and zero-padded: compares as the key does,
     /// except between keys equal in those bytes (then the whole keys are compared).
     fn prefix(key: &[u8]) -> u128 {
@@ -565,7 +570,11 @@ fn resolve_versions(candidates: &mut [Candidate], accepted: Vec<u32>) -> BTreeMa
     // Key ascending, then version descending, then acceptance order (index ascending).
     order.sort_unstable_by(|a, b| {
         a.0.cmp(&b.0)
-            .then_with(|| candidates[a.2 as usize].key.cmp(&candidates[b.2 as usize].key))
+            .then_with(|| {
+                candidates[a.2 as usize]
+                    .key
+                    .cmp(&candidates[b.2 as usize].key)
+            })
             .then(b.1.cmp(&a.1))
             .then(a.2.cmp(&b.2))
     });

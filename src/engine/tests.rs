@@ -1198,7 +1198,8 @@ fn recovered_summary(storage: Arc<dyn Storage>) -> String {
         .collect();
     let live = r.index.scan(&[], &[], None, usize::MAX);
     let mut locations = Vec::new();
-    r.index.for_each_location(|l| locations.push((l.segment, l.offset, l.len)));
+    r.index
+        .for_each_location(|l| locations.push((l.segment, l.offset, l.len)));
     locations.sort_unstable();
     let hashes: Vec<bool> = (0..sb.segment_count)
         .map(|s| notes.may_hold_older(s, notes.point_hash(b"k00001"), u64::MAX))
@@ -1266,7 +1267,10 @@ fn recovery_through_a_map_equals_recovery_through_reads() {
                 && format::BufferHeader::plausible_start(&first, s)
         })
         .collect();
-    assert!(used.iter().any(|&s| sb.segment_position(s).0 > 0), "several files: {used:?}");
+    assert!(
+        used.iter().any(|&s| sb.segment_position(s).0 > 0),
+        "several files: {used:?}"
+    );
     for &s in &used {
         let (f, b) = sb.segment_position(s);
         let mut image = vec![0u8; sb.segment_size as usize];
@@ -1287,7 +1291,10 @@ fn recovery_through_a_map_equals_recovery_through_reads() {
     storage.write_at(f, b, &first).unwrap();
     let mapped = recovered_summary(storage.clone());
     let read = recovered_summary(Arc::new(NoMap(storage)));
-    assert!(mapped == read, "mapped and read recoveries of a damaged store differ");
+    assert!(
+        mapped == read,
+        "mapped and read recoveries of a damaged store differ"
+    );
     let report = mapped.lines().next().unwrap();
     assert!(!report.contains("buffers_damaged: 0,"), "{report}");
 }
@@ -1372,7 +1379,11 @@ fn fill_for_checkpoint(dir: &std::path::Path, rounds: u32) {
             let key = format!("k{:05}", (i * 7 + round * 13) % 900);
             let group = i % 3;
             engine
-                .write(&[Mutation::put(group, key.into_bytes(), vec![round as u8; 300])])
+                .write(&[Mutation::put(
+                    group,
+                    key.into_bytes(),
+                    vec![round as u8; 300],
+                )])
                 .unwrap();
         }
         engine
@@ -1422,12 +1433,18 @@ fn a_checkpoint_of_a_clean_close_restores_what_a_full_scan_finds() {
     // Put notes: exactly those of the puts on disk in each segment's current use; a scan notes
     // those too, and may add puts of an earlier use's bytes behind a segment's end.
     let loaded_notes = sorted_notes(&notes);
-    assert!(loaded_notes == notes_of_current_uses(&storage), "notes differ");
+    assert!(
+        loaded_notes == notes_of_current_uses(&storage),
+        "notes differ"
+    );
     for (s, (scan, ckpt)) in scanned_notes.iter().zip(&loaded_notes).enumerate() {
         let mut extra = scan.clone();
         for n in ckpt {
             let at = extra.iter().position(|e| e == n);
-            assert!(at.is_some(), "segment {s}: a checkpoint note the scan lacks");
+            assert!(
+                at.is_some(),
+                "segment {s}: a checkpoint note the scan lacks"
+            );
             extra.remove(at.unwrap());
         }
     }
@@ -1455,7 +1472,9 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
     let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
     assert!(!path.exists());
     engine.write(&[put("crash", b"kept")]).unwrap();
-    engine.write(&[Mutation::delete(ROOT_GROUP, b"k00100".to_vec())]).unwrap();
+    engine
+        .write(&[Mutation::delete(ROOT_GROUP, b"k00100".to_vec())])
+        .unwrap();
     engine.sync().unwrap();
     let expected = contents(&engine);
     drop(engine);
@@ -1464,7 +1483,11 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
     // The old checkpoint put back: stale (the files changed since), ignored.
     std::fs::write(&path, &old).unwrap();
     let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
-    assert_eq!(engine.recovery_report().segments_scanned > 0, true, "scanned");
+    assert_eq!(
+        engine.recovery_report().segments_scanned > 0,
+        true,
+        "scanned"
+    );
     assert!(!path.exists(), "a stale checkpoint is removed too");
     assert_eq!(contents(&engine), expected);
     assert_eq!(engine.get(b"crash").unwrap().as_deref(), Some(&b"kept"[..]));
@@ -1473,7 +1496,11 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
     // The fresh checkpoint of that clean close loads (no scan) and serves the same.
     let good = std::fs::read(&path).unwrap();
     let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
-    assert_eq!(engine.recovery_report().segments_scanned, 0, "loaded, not scanned");
+    assert_eq!(
+        engine.recovery_report().segments_scanned,
+        0,
+        "loaded, not scanned"
+    );
     assert_eq!(contents(&engine), expected);
     drop(engine); // a crash: nothing written, but no checkpoint either
 
@@ -1490,7 +1517,10 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
             .map(|e| e.path())
             .max()
             .unwrap();
-        let f = std::fs::OpenOptions::new().write(true).open(&files).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files)
+            .unwrap();
         let len = f.metadata().unwrap().len();
         let mut last = vec![0u8; 512];
         std::fs::File::open(&files)
@@ -1500,7 +1530,10 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
         f.write_all_at(&last, len - 512).unwrap();
     }
     let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
-    assert!(engine.recovery_report().segments_scanned > 0, "files written: scanned");
+    assert!(
+        engine.recovery_report().segments_scanned > 0,
+        "files written: scanned"
+    );
     assert_eq!(contents(&engine), expected);
     drop(engine);
 
@@ -1517,7 +1550,10 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
         }
         std::fs::write(&path, &bad).unwrap();
         let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
-        assert!(engine.recovery_report().segments_scanned > 0, "damage {damage}: scanned");
+        assert!(
+            engine.recovery_report().segments_scanned > 0,
+            "damage {damage}: scanned"
+        );
         assert_eq!(contents(&engine), expected, "damage {damage}");
         drop(engine);
     }

@@ -113,7 +113,10 @@ impl GroupMap {
 
     /// A map to be rebuilt by [`GroupMap::load_chunk`] calls and [`GroupMap::finish_loading`],
     /// knowing the stored group roots (directory, group) from the start.
-    pub fn loading(split_bytes: u64, stored_roots: impl IntoIterator<Item = (u64, GroupId)>) -> GroupMap {
+    pub fn loading(
+        split_bytes: u64,
+        stored_roots: impl IntoIterator<Item = (u64, GroupId)>,
+    ) -> GroupMap {
         let mut map = GroupMap::new(split_bytes);
         let roots: HashMap<u64, GroupId> = stored_roots.into_iter().collect();
         for &g in roots.values() {
