@@ -22,6 +22,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "recovery-keeps-lowest-version",
+        "4.5 recovery: of a key's records the highest version wins (bulk resolution)",
+        "src/engine/recovery.rs",
+        "            .then(b.1.cmp(&a.1))\n",
+        "            .then(a.1.cmp(&b.1))\n",
+        ["--test", "engine_model"],
+    ),
+    (
+        "stale-checkpoint-trusted",
+        "4.9 recovery: an index checkpoint is ignored once the store's files changed after it",
+        "src/engine/checkpoint.rs",
+        "r.bytes()? != fingerprint ||",
+        "(r.bytes()? != fingerprint && false) ||",
+        ["--lib", "engine::tests::a_stale_or_damaged_checkpoint_is_ignored"],
+    ),
+    (
+        "group-map-rebuild-skips-last-read-inode",
+        "3 mapping: a change of an inode the group map rebuild has read is applied on top",
+        "src/fs/groups.rs",
+        "l.scanned_through.is_some_and(|s| ino <= s)",
+        "l.scanned_through.is_some_and(|s| ino < s)",
+        ["--test", "fs_groups", "a_group_map_rebuilt"],
+    ),
+    (
         "copies-behind-damage-dropped",
         "4.9 recovery: damage in a segment of copies costs only the damaged buffer",
         "src/engine/recovery.rs",

@@ -283,6 +283,8 @@ fn mount(args: MountArgs) -> Result<(), String> {
     };
     let fs_options = FsOptions {
         group_split_bytes: parse_size(&args.group_split_size)?,
+        // The byte counts steer splits and merges only: rebuilt while the mount is live.
+        defer_group_map: true,
     };
     let instrument = Instrumentation {
         record_io: args.test_record_io.clone(),
@@ -501,11 +503,25 @@ fn serve_inner(
         Fs::with_options(engine, fs_options.clone())
             .map_err(|e| format!("cannot mount store {}: {e}", store.display()))?,
     );
+    let rebuild = {
+        let fs = fs.clone();
+        std::thread::Builder::new()
+            .name("group-map".into())
+            .spawn(move || {
+                if let Err(e) = fs.rebuild_group_map() {
+                    // Splits and merges stay off for this mount; nothing else depends on it.
+                    log::error!("group map rebuild failed: {e}");
+                }
+            })
+            .map_err(|e| format!("cannot start the group map rebuild: {e}"))?
+    };
     let session = Session::new(FuseFs::new(fs.clone()), mountpoint, config);
     let mut session = match session {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("cannot mount on {}: {e}", mountpoint.display());
+            fs.stop_group_map_rebuild();
+            let _ = rebuild.join();
             if let Err(close) = close_fs(fs) {
                 log::error!("{close}");
             }
@@ -526,6 +542,9 @@ fn serve_inner(
     let run = session.run();
     unmounter.lock().take();
     let _ = std::fs::remove_file(&mounted_file);
+    // The rebuild holds a reference to the filesystem: stop it (its counts are in memory only).
+    fs.stop_group_map_rebuild();
+    let _ = rebuild.join();
     let closed = close_fs(fs);
     run.map_err(|e| format!("session ended with an error: {e}"))?;
     closed
@@ -534,7 +553,10 @@ fn serve_inner(
 fn close_fs(fs: Arc<Fs>) -> Result<(), String> {
     match Arc::try_unwrap(fs) {
         Ok(fs) => fs.close().map_err(|e| format!("closing the store: {e}")),
-        Err(fs) => fs.fsync().map_err(|e| format!("syncing the store: {e}")),
+        Err(fs) => {
+            log::info!("the filesystem is still referenced: synced, not closed");
+            fs.fsync().map_err(|e| format!("syncing the store: {e}"))
+        }
     }
 }
 

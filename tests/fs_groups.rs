@@ -47,6 +47,7 @@ fn open_grouped(dir: &Path, split: u64) -> Fs {
         engine,
         FsOptions {
             group_split_bytes: split,
+            ..Default::default()
         },
     )
     .expect("mount fs")
@@ -988,4 +989,164 @@ fn reads_stay_exact_while_directories_split_and_merge_under_writers_and_the_sepa
     assert_eq!(fs.group_roots(), roots, "roots and bytes rebuilt at mount");
     verify(&fs);
     fs.close().unwrap();
+}
+
+/// An `Fs` on the store in `dir` whose group map is rebuilt only by the test's own
+/// `rebuild_group_map_step` calls (as `logstorfs mount` leaves it to a thread).
+fn open_deferred(dir: &Path, split: u64) -> Fs {
+    let engine = Engine::open(dir, &options(256 << 20)).expect("open engine");
+    Fs::with_options(
+        engine,
+        FsOptions {
+            group_split_bytes: split,
+            defer_group_map: true,
+        },
+    )
+    .expect("mount fs")
+}
+
+fn append_pages(fs: &Fs, path: &str, pages: u64) {
+    let ino = resolve(fs, path).expect("resolve");
+    let size = fs.getattr(ino).expect("getattr").size;
+    let fh = fs.open(ino).expect("open");
+    fs.write(ino, size, &vec![7u8; (pages * PAGE) as usize])
+        .expect("write");
+    fs.release(ino, fh).expect("release");
+}
+
+/// Issue 7: the group map is rebuilt after the mount returns, a few inode records at a time,
+/// while the filesystem changes. Once done it equals what a full load finds on the same store
+/// (every directory, parent, root and byte count): changes of inodes the rebuild had read are
+/// applied on top, those of inodes it had not are read by it (writes growing and truncating
+/// files on both sides of the rebuild's position, creates, unlinks, renames of files and
+/// directories, mkdir and rmdir, a write under a stored root not scanned yet). Splits wait for
+/// the end of the rebuild; a rebuild cut short by an unmount leaves nothing behind.
+#[test]
+fn a_group_map_rebuilt_while_the_filesystem_changes_equals_a_full_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = 64 * KIB;
+    {
+        let fs = open_grouped(dir.path(), split);
+        let a = mkdir(&fs, ROOT_INO, "a");
+        let b = mkdir(&fs, a, "b");
+        let c = mkdir(&fs, ROOT_INO, "c");
+        mkdir(&fs, ROOT_INO, "e");
+        for i in 0..21u64 {
+            let home = [a, b, c][i as usize % 3];
+            let data = vec![1u8; PAGE as usize];
+            write_file(&fs, home, &format!("f{i}"), &data, PAGE as usize);
+        }
+        let big = mkdir(&fs, ROOT_INO, "big");
+        write_file(
+            &fs,
+            big,
+            "huge",
+            &vec![2u8; (80 * KIB) as usize],
+            PAGE as usize,
+        );
+        assert!(root_entry(&fs, big).is_some(), "big split off");
+        assert_eq!(fs.group_roots().len(), 2, "only big split off");
+        mkdir(&fs, big, "deep");
+        fs.close().unwrap();
+    }
+
+    let fs = open_deferred(dir.path(), split);
+    assert!(fs.group_map_loading());
+    assert_eq!(resolve(&fs, "/a/f0").unwrap(), 6);
+    type Op = Box<dyn Fn(&Fs)>;
+    let ops: Vec<Op> = vec![
+        Box::new(|fs| append_pages(fs, "/a/f0", 2)),
+        Box::new(|fs| append_pages(fs, "/c/f20", 3)),
+        Box::new(|fs| {
+            truncate(
+                fs,
+                resolve(fs, "/b/f1")
+                    .or_else(|_| resolve(fs, "/a/b/f1"))
+                    .unwrap(),
+                0,
+            )
+        }),
+        Box::new(|fs| {
+            write_file(
+                fs,
+                resolve(fs, "/a").unwrap(),
+                "new1",
+                &[3u8; 3 * 4096],
+                4096,
+            );
+        }),
+        Box::new(|fs| fs.unlink(resolve(fs, "/c").unwrap(), b"f2").unwrap()),
+        Box::new(|fs| {
+            let (a, c) = (resolve(fs, "/a").unwrap(), resolve(fs, "/c").unwrap());
+            fs.rename(a, b"f3", c, b"f3moved", 0).unwrap()
+        }),
+        Box::new(|fs| {
+            let x = mkdir(fs, resolve(fs, "/a").unwrap(), "x");
+            write_file(fs, x, "y", &[4u8; 2 * 4096], 4096);
+        }),
+        Box::new(|fs| {
+            let (a, c) = (resolve(fs, "/a").unwrap(), resolve(fs, "/c").unwrap());
+            fs.rename(a, b"b", c, b"b2", 0).unwrap()
+        }),
+        Box::new(|fs| fs.rmdir(ROOT_INO, b"e").unwrap()),
+        Box::new(|fs| append_pages(fs, "/big/huge", 4)),
+        Box::new(|fs| append_pages(fs, "/c/b2/f4", 1)),
+        // /c grows past the split threshold: no split while the counts are incomplete.
+        Box::new(|fs| {
+            write_file(
+                fs,
+                resolve(fs, "/c").unwrap(),
+                "grow",
+                &[5u8; 72 * 1024],
+                4096,
+            );
+        }),
+        Box::new(|fs| append_pages(fs, "/a/x/y", 1)),
+    ];
+    let mut steps = 0;
+    for (i, op) in ops.iter().enumerate() {
+        // The first step reads inodes 1 (/) to 6 (/a/f0): the first op changes the very inode
+        // the rebuild read last.
+        fs.rebuild_group_map_step(if i == 0 { 6 } else { 2 })
+            .unwrap();
+        steps += 1;
+        op(&fs);
+    }
+    assert!(
+        fs.group_map_loading(),
+        "ops interleaved with the rebuild, not after it"
+    );
+    while !fs.rebuild_group_map_step(2).unwrap() {
+        steps += 1;
+    }
+    assert!(steps > ops.len());
+    assert!(!fs.group_map_loading());
+    let c = resolve(&fs, "/c").unwrap();
+    let rebuilt = fs.group_map_snapshot();
+    assert!(root_entry(&fs, c).is_none(), "no split during the rebuild");
+    assert!(root_entry(&fs, resolve(&fs, "/big").unwrap()).is_some());
+    fs.close().unwrap();
+
+    let full = open_grouped(dir.path(), split);
+    assert_eq!(rebuilt, full.group_map_snapshot());
+    full.close().unwrap();
+
+    // Unmounted before the rebuild ended: the next mount's full load is the same.
+    let fs = open_deferred(dir.path(), split);
+    fs.rebuild_group_map_step(3).unwrap();
+    fs.close().unwrap();
+    let full = open_grouped(dir.path(), split);
+    assert_eq!(rebuilt, full.group_map_snapshot());
+    full.close().unwrap();
+
+    // Once rebuilt, splits resume: the next write under /c splits it.
+    let fs = open_deferred(dir.path(), split);
+    fs.rebuild_group_map().unwrap();
+    append_pages(&fs, "/c/grow", 1);
+    assert!(
+        root_entry(&fs, c).is_some(),
+        "c splits once the map is complete"
+    );
+    fs.close().unwrap();
+    assert_fsck_clean(dir.path());
 }

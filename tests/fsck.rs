@@ -433,6 +433,7 @@ fn group_roots_are_checked() {
             engine,
             logstorfs::fs::FsOptions {
                 group_split_bytes: 64 << 10,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -58,6 +58,8 @@ pub struct InstrumentedStorage {
     log: Option<Mutex<BufWriter<File>>>,
     /// Writes still allowed to succeed (`u64::MAX`: no limit).
     writes_left: AtomicU64,
+    /// Neither recording nor failing writes (a plain `logstorfs mount`).
+    plain: bool,
 }
 
 impl InstrumentedStorage {
@@ -74,7 +76,12 @@ impl InstrumentedStorage {
             inner,
             log,
             writes_left: AtomicU64::new(what.fail_writes_after.unwrap_or(u64::MAX)),
+            plain: what.record_io.is_none() && what.fail_writes_after.is_none(),
         })
+    }
+
+    fn plain(&self) -> bool {
+        self.plain
     }
 
     /// Runs `call` and appends `entry` under the log's lock, so that entries are in the order
@@ -166,6 +173,45 @@ impl Storage for InstrumentedStorage {
             false,
             || self.inner.write_superblock(data),
         )
+    }
+
+    /// Reads are not logged: recovery may read through a map.
+    fn map_file(&self, file: u32, len: u64) -> io::Result<Option<super::storage::MappedFile>> {
+        self.inner.map_file(file, len)
+    }
+
+    // Index checkpoints only without instrumentation (a plain `logstorfs mount`): a recorded
+    // I/O log must hold every write of the store, and a store whose writes are made to fail
+    // is tested for what its segments hold.
+    fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
+        if self.plain() {
+            self.inner.read_checkpoint()
+        } else {
+            // Not used, and not left behind for a later session either.
+            self.inner.remove_checkpoint()?;
+            Ok(None)
+        }
+    }
+
+    fn write_checkpoint(&self, data: &[u8]) -> io::Result<()> {
+        if self.plain() {
+            self.inner.write_checkpoint(data)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn remove_checkpoint(&self) -> io::Result<()> {
+        // Always: an instrumented session must not leave an earlier checkpoint behind.
+        self.inner.remove_checkpoint()
+    }
+
+    fn fingerprint(&self) -> io::Result<Vec<u8>> {
+        if self.plain() {
+            self.inner.fingerprint()
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     fn mark(&self, label: u64) -> bool {

@@ -1155,3 +1155,409 @@ fn copies_behind_damage_in_a_group_segment_are_still_served() {
     );
     assert!(c.live.contains_key(&b"x".to_vec()));
 }
+
+/// Storage that reads a store's files with `read_at` only (no map): recovery's other path.
+struct NoMap(Arc<dyn Storage>);
+
+impl Storage for NoMap {
+    fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0.read_at(file, offset, buf)
+    }
+    fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write_at(file, offset, data)
+    }
+    fn allocate(&self, file: u32, len: u64) -> std::io::Result<()> {
+        self.0.allocate(file, len)
+    }
+    fn file_len(&self, file: u32) -> std::io::Result<u64> {
+        self.0.file_len(file)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.0.sync()
+    }
+    fn read_superblock(&self) -> std::io::Result<Option<Vec<u8>>> {
+        self.0.read_superblock()
+    }
+    fn write_superblock(&self, data: &[u8]) -> std::io::Result<()> {
+        self.0.write_superblock(data)
+    }
+}
+
+/// Everything recovery rebuilt, in comparable form: report, segment states, every index entry
+/// (live ones with their keys), every location the index holds.
+fn recovered_summary(storage: Arc<dyn Storage>) -> String {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![2]);
+    let r = recovery::recover(&storage, &sb, &notes).unwrap();
+    let infos: Vec<String> = r
+        .infos
+        .iter()
+        .map(|i| {
+            format!(
+                "{:?} {:?} {} {} {} {}",
+                i.state, i.kind, i.group, i.generation, i.used, i.max_lsn
+            )
+        })
+        .collect();
+    let live = r.index.scan(&[], &[], None, usize::MAX);
+    let mut locations = Vec::new();
+    r.index
+        .for_each_location(|l| locations.push((l.segment, l.offset, l.len)));
+    locations.sort_unstable();
+    let hashes: Vec<bool> = (0..sb.segment_count)
+        .map(|s| notes.may_hold_older(s, notes.point_hash(b"k00001"), u64::MAX))
+        .collect();
+    format!(
+        "{:?}\n{infos:?}\n{live:?}\n{locations:?}\n{:?} {:?}\n{hashes:?}",
+        r.report, r.next_lsn, r.invalidate
+    )
+}
+
+/// Recovery through a map of the segment files (FileStorage) finds exactly what reading them
+/// with `read_at` finds: overwrites, copies of equal versions, deletes, range deletes, several
+/// segment files, a torn tail and damage in the middle of the log.
+#[test]
+fn recovery_through_a_map_equals_recovery_through_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let options = EngineOptions {
+            segments_per_file: 4,
+            ..small_options()
+        };
+        let engine = Engine::open(dir.path(), &options).unwrap();
+        for round in 0..6u32 {
+            let mut batch = Vec::new();
+            for i in 0..400u32 {
+                let key = format!("k{:05}", (i * 7 + round * 13) % 1500);
+                batch.push(put(&key, &vec![round as u8; 200 + (i % 5) as usize * 300]));
+                if batch.len() == 8 {
+                    engine.write(&batch).unwrap();
+                    batch.clear();
+                }
+            }
+            if !batch.is_empty() {
+                engine.write(&batch).unwrap();
+            }
+            engine
+                .write(&[
+                    Mutation::delete(ROOT_GROUP, format!("k{:05}", round * 3).into_bytes()),
+                    Mutation::delete_prefix(ROOT_GROUP, format!("k0{round}").into_bytes()),
+                ])
+                .unwrap();
+            engine.sync().unwrap();
+            engine.test_compact().unwrap();
+        }
+        assert!(engine.stats().segments_total > 0);
+        drop(engine); // as a crash of the process
+    }
+    let storage: Arc<dyn Storage> =
+        Arc::new(super::storage::FileStorage::open(dir.path(), false).unwrap());
+    let mapped = recovered_summary(storage.clone());
+    let read = recovered_summary(Arc::new(NoMap(storage.clone())));
+    assert!(mapped == read, "mapped and read recoveries differ");
+    assert!(mapped.contains("records_accepted: "));
+
+    // Damage: a payload byte of the second buffer of every used segment (in the log, damage
+    // the next buffer vouches for, or a torn tail; in copies, a stretch skipped), and a torn
+    // first buffer of the last used segment.
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let used: Vec<u32> = (0..sb.segment_count)
+        .filter(|&s| {
+            let (f, b) = sb.segment_position(s);
+            let mut first = vec![0u8; BLOCK_SIZE];
+            storage.file_len(f).unwrap() >= b + sb.segment_size as u64
+                && storage.read_at(f, b, &mut first).is_ok()
+                && format::BufferHeader::plausible_start(&first, s)
+        })
+        .collect();
+    assert!(
+        used.iter().any(|&s| sb.segment_position(s).0 > 0),
+        "several files: {used:?}"
+    );
+    for &s in &used {
+        let (f, b) = sb.segment_position(s);
+        let mut image = vec![0u8; sb.segment_size as usize];
+        storage.read_at(f, b, &mut image).unwrap();
+        let valid = recovery::valid_buffers(&image, s, sb.generation_high_water);
+        if let Some(&(pos, _)) = valid.get(1).filter(|_| valid.len() > 2) {
+            let at = b + pos as u64 + 100;
+            let mut byte = [0u8];
+            storage.read_at(f, at, &mut byte).unwrap();
+            storage.write_at(f, at, &[byte[0] ^ 0x5a]).unwrap();
+        }
+    }
+    let last = *used.last().unwrap();
+    let (f, b) = sb.segment_position(last);
+    let mut first = vec![0u8; BLOCK_SIZE];
+    storage.read_at(f, b, &mut first).unwrap();
+    first[100] ^= 0x01;
+    storage.write_at(f, b, &first).unwrap();
+    let mapped = recovered_summary(storage.clone());
+    let read = recovered_summary(Arc::new(NoMap(storage)));
+    assert!(
+        mapped == read,
+        "mapped and read recoveries of a damaged store differ"
+    );
+    let report = mapped.lines().next().unwrap();
+    assert!(!report.contains("buffers_damaged: 0,"), "{report}");
+}
+
+/// The state a recovery (full scan or checkpoint) rebuilt, in comparable form: segment states,
+/// every index entry (tombstones and range deletes included, through their locations), the put
+/// notes of every segment (sorted), the next LSN.
+fn recovered_state(r: &recovery::Recovered, notes: &tombstones::PutNotes) -> String {
+    let infos: Vec<String> = r
+        .infos
+        .iter()
+        .map(|i| {
+            format!(
+                "{:?} {:?} {} {} {} {}",
+                i.state, i.kind, i.group, i.generation, i.used, i.max_lsn
+            )
+        })
+        .collect();
+    let live = r.index.scan(&[], &[], None, usize::MAX);
+    let mut locations = Vec::new();
+    r.index
+        .for_each_location(|l| locations.push((l.segment, l.offset, l.len)));
+    locations.sort_unstable();
+    let _ = notes;
+    format!(
+        "{infos:?}\n{live:?}\n{locations:?} {}\n{}",
+        r.index.range_delete_count(),
+        r.next_lsn
+    )
+}
+
+/// The put notes of each segment, sorted.
+fn sorted_notes(notes: &tombstones::PutNotes) -> Vec<Vec<(u64, u64)>> {
+    (0..notes.segment_count() as u32)
+        .map(|s| {
+            let mut v = notes.items(s);
+            v.sort_unstable();
+            v
+        })
+        .collect()
+}
+
+/// The notes of every put in the valid buffers of each segment's current use: what a running
+/// engine notes (user writes and every copy, CAS lost or not), without what a scan also notes
+/// past a segment's end (bytes of an earlier use, never served, only ever over-noted).
+fn notes_of_current_uses(storage: &Arc<dyn Storage>) -> Vec<Vec<(u64, u64)>> {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![2]);
+    for s in 0..sb.segment_count {
+        let (f, b) = sb.segment_position(s);
+        if storage.file_len(f).unwrap() < b + sb.segment_size as u64 {
+            continue;
+        }
+        let mut image = vec![0u8; sb.segment_size as usize];
+        storage.read_at(f, b, &mut image).unwrap();
+        for (pos, h) in recovery::valid_buffers(&image, s, sb.generation_high_water) {
+            for (at, rh) in recovery::records_of(s, pos, &h, &image).unwrap() {
+                if rh.kind == format::RecordKind::Put {
+                    let key = &image[at + format::RECORD_HEADER_SIZE..][..rh.key_len as usize];
+                    notes.note_put(s, key, rh.version);
+                }
+            }
+        }
+    }
+    sorted_notes(&notes)
+}
+
+fn checkpoint_options() -> EngineOptions {
+    EngineOptions {
+        segments_per_file: 4,
+        tombstone_prefix_lengths: vec![2],
+        ..small_options()
+    }
+}
+
+/// Writes overwrites, deletes, range deletes and several groups' records, runs the separator
+/// and compaction, and closes cleanly.
+fn fill_for_checkpoint(dir: &std::path::Path, rounds: u32) {
+    let engine = Engine::open(dir, &checkpoint_options()).unwrap();
+    for round in 0..rounds {
+        for i in 0..300u32 {
+            let key = format!("k{:05}", (i * 7 + round * 13) % 900);
+            let group = i % 3;
+            engine
+                .write(&[Mutation::put(
+                    group,
+                    key.into_bytes(),
+                    vec![round as u8; 300],
+                )])
+                .unwrap();
+        }
+        engine
+            .write(&[
+                Mutation::delete(ROOT_GROUP, format!("k{:05}", round * 5).into_bytes()),
+                Mutation::delete_prefix(ROOT_GROUP, format!("k00{round}").into_bytes()),
+            ])
+            .unwrap();
+        engine.sync().unwrap();
+        engine.test_separate().unwrap();
+        engine.test_compact().unwrap();
+    }
+    engine.close().unwrap();
+}
+
+fn full_scan_state(dir: &std::path::Path) -> (String, Vec<Vec<(u64, u64)>>) {
+    let storage: Arc<dyn Storage> =
+        Arc::new(super::storage::FileStorage::open(dir, false).unwrap());
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![2]);
+    let r = recovery::recover(&storage, &sb, &notes).unwrap();
+    (recovered_state(&r, &notes), sorted_notes(&notes))
+}
+
+/// Issue 7: a clean close leaves an index checkpoint, and loading it gives what a full scan of
+/// the same store finds: index (tombstones and range deletes too), segment states, put notes,
+/// next LSN. It is consumed by the open that loads it.
+#[test]
+fn a_checkpoint_of_a_clean_close_restores_what_a_full_scan_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_for_checkpoint(dir.path(), 8);
+    let path = dir.path().join(super::storage::CHECKPOINT_FILE);
+    assert!(path.exists(), "a clean close leaves a checkpoint");
+    let (scanned, scanned_notes) = full_scan_state(dir.path());
+    let storage: Arc<dyn Storage> =
+        Arc::new(super::storage::FileStorage::open(dir.path(), false).unwrap());
+    let sb_bytes = storage.read_superblock().unwrap().unwrap();
+    let sb = Superblock::decode(&sb_bytes).unwrap();
+    let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![2]);
+    let loaded = checkpoint::load(&storage, &sb_bytes, &notes).expect("checkpoint loaded");
+    assert!(!path.exists(), "consumed by the open that loads it");
+    assert!(loaded.report.records_accepted > 0);
+    assert!(
+        scanned == recovered_state(&loaded, &notes),
+        "checkpoint and full scan differ"
+    );
+    // Put notes: exactly those of the puts on disk in each segment's current use; a scan notes
+    // those too, and may add puts of an earlier use's bytes behind a segment's end.
+    let loaded_notes = sorted_notes(&notes);
+    assert!(
+        loaded_notes == notes_of_current_uses(&storage),
+        "notes differ"
+    );
+    for (s, (scan, ckpt)) in scanned_notes.iter().zip(&loaded_notes).enumerate() {
+        let mut extra = scan.clone();
+        for n in ckpt {
+            let at = extra.iter().position(|e| e == n);
+            assert!(
+                at.is_some(),
+                "segment {s}: a checkpoint note the scan lacks"
+            );
+            extra.remove(at.unwrap());
+        }
+    }
+    assert!(checkpoint::load(&storage, &sb_bytes, &notes).is_none());
+}
+
+/// Every key's value as the engine serves it.
+fn contents(engine: &Engine) -> Vec<(Vec<u8>, Vec<u8>)> {
+    engine.scan(&[], None, usize::MAX).unwrap()
+}
+
+/// A checkpoint is never trusted once the store changed after it, nor when damaged: a crash
+/// of the session that consumed it, an old checkpoint put back after later writes (as by a
+/// writer that does not know checkpoints), a torn or bit-flipped one. Each open then scans and
+/// serves exactly the last state.
+#[test]
+fn a_stale_or_damaged_checkpoint_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_for_checkpoint(dir.path(), 3);
+    let path = dir.path().join(super::storage::CHECKPOINT_FILE);
+    let old = std::fs::read(&path).unwrap();
+
+    // A session that consumed it writes and crashes: the next open scans (no checkpoint).
+    std::thread::sleep(Duration::from_millis(30)); // past the file times' clock granularity
+    let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
+    assert!(!path.exists());
+    engine.write(&[put("crash", b"kept")]).unwrap();
+    engine
+        .write(&[Mutation::delete(ROOT_GROUP, b"k00100".to_vec())])
+        .unwrap();
+    engine.sync().unwrap();
+    let expected = contents(&engine);
+    drop(engine);
+    assert!(!path.exists(), "a crash leaves no checkpoint");
+
+    // The old checkpoint put back: stale (the files changed since), ignored.
+    std::fs::write(&path, &old).unwrap();
+    let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
+    assert_eq!(
+        engine.recovery_report().segments_scanned > 0,
+        true,
+        "scanned"
+    );
+    assert!(!path.exists(), "a stale checkpoint is removed too");
+    assert_eq!(contents(&engine), expected);
+    assert_eq!(engine.get(b"crash").unwrap().as_deref(), Some(&b"kept"[..]));
+    engine.close().unwrap();
+
+    // The fresh checkpoint of that clean close loads (no scan) and serves the same.
+    let good = std::fs::read(&path).unwrap();
+    let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
+    assert_eq!(
+        engine.recovery_report().segments_scanned,
+        0,
+        "loaded, not scanned"
+    );
+    assert_eq!(contents(&engine), expected);
+    drop(engine); // a crash: nothing written, but no checkpoint either
+
+    // Any write to a segment file after the checkpoint (here zeros over zeros in the last
+    // file, which changes no byte and not the superblock, only the file's times): ignored.
+    std::fs::write(&path, &good).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    {
+        use std::os::unix::fs::FileExt;
+        let files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+            .map(|e| e.path())
+            .max()
+            .unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&files)
+            .unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut last = vec![0u8; 512];
+        std::fs::File::open(&files)
+            .unwrap()
+            .read_exact_at(&mut last, len - 512)
+            .unwrap();
+        f.write_all_at(&last, len - 512).unwrap();
+    }
+    let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
+    assert!(
+        engine.recovery_report().segments_scanned > 0,
+        "files written: scanned"
+    );
+    assert_eq!(contents(&engine), expected);
+    drop(engine);
+
+    // Torn (cut short) and bit-flipped copies of a checkpoint that was valid: ignored.
+    for damage in 0..3 {
+        let mut bad = good.clone();
+        match damage {
+            0 => bad.truncate(bad.len() / 2),
+            1 => bad.truncate(bad.len() - 1),
+            _ => {
+                let at = bad.len() / 3;
+                bad[at] ^= 0x10;
+            }
+        }
+        std::fs::write(&path, &bad).unwrap();
+        let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
+        assert!(
+            engine.recovery_report().segments_scanned > 0,
+            "damage {damage}: scanned"
+        );
+        assert_eq!(contents(&engine), expected, "damage {damage}");
+        drop(engine);
+    }
+}

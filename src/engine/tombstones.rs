@@ -74,6 +74,30 @@ impl PutNotes {
         notes.sorted = false;
     }
 
+    /// The tracked prefix lengths (sorted, deduplicated): notes are comparable only between
+    /// stores tracking the same ones.
+    pub fn prefix_lengths(&self) -> &[usize] {
+        &self.prefix_lengths
+    }
+
+    /// Number of segments noted for.
+    pub fn segment_count(&self) -> usize {
+        self.per_segment.len()
+    }
+
+    /// The notes of `segment` (for an index checkpoint).
+    pub fn items(&self, segment: u32) -> Vec<(u64, u64)> {
+        self.per_segment[segment as usize].lock().items.clone()
+    }
+
+    /// Replaces the notes of `segment` (from an index checkpoint).
+    pub fn set_items(&self, segment: u32, items: Vec<(u64, u64)>) {
+        *self.per_segment[segment as usize].lock() = Notes {
+            items,
+            sorted: false,
+        };
+    }
+
     /// The segment was freed: nothing of it is on disk any more.
     pub fn forget_segment(&self, segment: u32) {
         *self.per_segment[segment as usize].lock() = Notes::default();

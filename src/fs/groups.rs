@@ -70,6 +70,25 @@ pub struct GroupMap {
     dirs: HashMap<u64, DirNode>,
     split_bytes: u64,
     next_group: GroupId,
+    /// `Some` while the map is rebuilt from the inode records after a mount (see [`Loading`]).
+    loading: Option<Loading>,
+}
+
+/// A rebuild in progress. The inode records are scanned in inode order, a chunk at a time,
+/// with the filesystem's state lock held (which every change of an inode record also holds).
+/// So for each inode, either the scan has read it (number <= `scanned_through`) and every
+/// later change of it must be applied on top, or it has not, and the scan will read the record
+/// as every change before it left it: the change is not applied. Files' bytes are collected
+/// per home directory and added once every directory and root is known (as a full load does);
+/// splits and merges wait for the end, since the counts are incomplete until then.
+#[derive(Debug, Default)]
+struct Loading {
+    /// Highest inode number scanned (`None`: none yet).
+    scanned_through: Option<u64>,
+    /// Bytes of files homed in each directory, from the scan and the changes on top.
+    homed: HashMap<u64, i64>,
+    /// The stored group roots (loaded first): a directory is marked as one when it is found.
+    roots: HashMap<u64, GroupId>,
 }
 
 impl GroupMap {
@@ -88,7 +107,94 @@ impl GroupMap {
             dirs,
             split_bytes: split_bytes.max(1),
             next_group: ROOT_GROUP + 1,
+            loading: None,
         }
+    }
+
+    /// A map to be rebuilt by [`GroupMap::load_chunk`] calls and [`GroupMap::finish_loading`],
+    /// knowing the stored group roots (directory, group) from the start.
+    pub fn loading(
+        split_bytes: u64,
+        stored_roots: impl IntoIterator<Item = (u64, GroupId)>,
+    ) -> GroupMap {
+        let mut map = GroupMap::new(split_bytes);
+        let roots: HashMap<u64, GroupId> = stored_roots.into_iter().collect();
+        for &g in roots.values() {
+            map.reserve_group_ids_through(g);
+        }
+        map.loading = Some(Loading {
+            roots,
+            ..Loading::default()
+        });
+        map
+    }
+
+    /// Whether a rebuild is in progress.
+    pub fn is_loading(&self) -> bool {
+        self.loading.is_some()
+    }
+
+    /// The inode number after which the rebuild scans next (`None`: from the start).
+    pub fn loading_cursor(&self) -> Option<u64> {
+        self.loading.as_ref().and_then(|l| l.scanned_through)
+    }
+
+    /// Whether the changes of inode `ino` are to be applied to the map: always, except during
+    /// a rebuild that has not scanned `ino` yet (it will read the changed record).
+    pub fn tracks(&self, ino: u64) -> bool {
+        self.loading
+            .as_ref()
+            .is_none_or(|l| l.scanned_through.is_some_and(|s| ino <= s))
+    }
+
+    /// Takes scanned inode records into a rebuild: `(ino, parent, Some(bytes))` for a file with
+    /// `bytes` homed at `parent`, `(ino, parent, None)` for a directory; `through` is the highest
+    /// inode number the scan has now read.
+    pub fn load_chunk(&mut self, records: &[(u64, u64, Option<u64>)], through: u64) {
+        for &(ino, parent, bytes) in records {
+            match bytes {
+                None => self.add_dir(ino, parent),
+                Some(b) => self.add_homed_bytes(parent, b as i64),
+            }
+        }
+        if let Some(l) = &mut self.loading {
+            l.scanned_through = Some(l.scanned_through.map_or(through, |s| s.max(through)));
+        }
+    }
+
+    /// Ends a rebuild: every directory is known, its roots are marked, and the files' bytes
+    /// go to their homes' chains. Splits and merges may be planned again.
+    pub fn finish_loading(&mut self) {
+        let Some(l) = self.loading.take() else {
+            return;
+        };
+        for (dir, group) in l.roots {
+            self.set_root(dir, group);
+        }
+        for (dir, bytes) in l.homed {
+            if bytes > 0 {
+                self.add_bytes(dir, bytes);
+            }
+        }
+    }
+
+    /// `delta` bytes of a file homed in `dir` (see [`GroupMap::tracks`] for when to call it).
+    pub fn add_homed_bytes(&mut self, dir: u64, delta: i64) {
+        match &mut self.loading {
+            Some(l) => *l.homed.entry(dir).or_default() += delta,
+            None => self.add_bytes(dir, delta),
+        }
+    }
+
+    /// Every known directory: (dir, parent, group if a root, bytes), sorted (for tests).
+    pub fn snapshot(&self) -> Vec<(u64, u64, Option<GroupId>, u64)> {
+        let mut v: Vec<_> = self
+            .dirs
+            .iter()
+            .map(|(&dir, d)| (dir, d.parent, d.root_of, d.bytes))
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Group ids at or below `g` are taken (by a stored root, or by segments the engine still
@@ -112,11 +218,15 @@ impl GroupMap {
         if dir == ROOT_INO {
             return;
         }
+        let root_of = self
+            .loading
+            .as_ref()
+            .and_then(|l| l.roots.get(&dir).copied());
         self.dirs.insert(
             dir,
             DirNode {
                 parent,
-                root_of: None,
+                root_of,
                 bytes: 0,
             },
         );
@@ -225,7 +335,12 @@ impl GroupMap {
 
     /// Whether `dir` is a group root, and of which group.
     pub fn root_group(&self, dir: u64) -> Option<GroupId> {
-        self.dirs.get(&dir).and_then(|d| d.root_of)
+        self.dirs.get(&dir).and_then(|d| d.root_of).or_else(|| {
+            // A stored root not scanned yet is a root all the same (its record must go with it).
+            self.loading
+                .as_ref()
+                .and_then(|l| l.roots.get(&dir).copied())
+        })
     }
 
     /// Every root, root directory first.
@@ -250,6 +365,9 @@ impl GroupMap {
     /// otherwise the chain's root merges back if it holds less than a quarter of it. Nothing
     /// changes until [`GroupMap::apply`] is called (after the root record is written).
     pub fn plan(&self, dir: u64) -> Option<Regroup> {
+        if self.loading.is_some() {
+            return None; // the counts are incomplete until the rebuild ends
+        }
         let mut cur = dir;
         for _ in 0..MAX_DEPTH {
             let d = self.dirs.get(&cur)?;

@@ -47,7 +47,7 @@ pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
@@ -71,15 +71,23 @@ pub struct FsOptions {
     /// A directory becomes a compaction group root past this many bytes of live data under it
     /// (outside deeper roots), and merges back below a quarter of it.
     pub group_split_bytes: u64,
+    /// Leave the rebuild of the group map's byte counts (a read of every inode record) to the
+    /// caller: [`Fs::rebuild_group_map`], typically in a thread of its own once the mount is
+    /// live. Until it ends, splits and merges wait and copies stay in their groups.
+    pub defer_group_map: bool,
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
         FsOptions {
             group_split_bytes: groups::DEFAULT_SPLIT_BYTES,
+            defer_group_map: false,
         }
     }
 }
+
+/// Inode records read per step of a group map rebuild (each step holds the state lock).
+const GROUP_MAP_CHUNK: usize = 4096;
 
 /// Live bytes a file counts towards its home directory's group (stored pages, so a sparse file
 /// counts what it stores).
@@ -298,6 +306,8 @@ pub struct Fs {
     /// Lock order: `state` is the only lock; engine calls are made while holding it.
     state: Mutex<State>,
     next_fh: AtomicU64,
+    /// Set at unmount: a group map rebuild still running stops (see `rebuild_group_map`).
+    rebuild_stop: AtomicBool,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -352,6 +362,9 @@ fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
 /// orphans, group roots) stay where they are. Takes only the group map's read lock.
 fn current_group(groups: Arc<RwLock<GroupMap>>) -> crate::engine::CurrentGroup {
     Arc::new(move |key: &[u8], read: &dyn Fn(&[u8]) -> Option<Vec<u8>>| {
+        if groups.read().is_loading() {
+            return None; // the map is partial: copies stay in their groups meanwhile
+        }
         let ino = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
         match key[0] {
             keys::TAG_DIRENT => Some(groups.read().group_of(ino)),
@@ -525,46 +538,128 @@ impl Fs {
                 groups: Arc::new(RwLock::new(GroupMap::new(options.group_split_bytes))),
             }),
             next_fh: AtomicU64::new(1),
+            rebuild_stop: AtomicBool::new(false),
         };
+        let started = std::time::Instant::now();
         fs.reclaim_orphans()?;
-        let groups = fs.load_group_map(options.group_split_bytes)?;
-        let shared = fs.state.lock().groups.clone();
-        *shared.write() = groups;
-        fs.engine.set_current_group(current_group(shared));
-        Ok(fs)
-    }
-
-    /// Rebuilds the group map from the store: every directory and its parent, the stored group
-    /// roots, and each file's stored bytes counted towards its home directory. One pass over the
-    /// inode records (they are adjacent in key order), one over the root records.
-    fn load_group_map(&self, split_bytes: u64) -> FsResult<GroupMap> {
-        let mut map = GroupMap::new(split_bytes);
-        let mut homed_bytes: HashMap<u64, u64> = HashMap::new();
-        for_each_record(&self.engine, &keys::inode_prefix(), |key, value| {
-            let ino = keys::inode_ino(key).ok_or_else(|| corrupt("inode key", key))?;
-            let rec = InodeRecord::decode(value).ok_or_else(|| corrupt("inode record", key))?;
-            if rec.kind == FileKind::Directory {
-                map.add_dir(ino, rec.parent);
-            } else if file_bytes(&rec) > 0 {
-                *homed_bytes.entry(rec.parent).or_default() += file_bytes(&rec);
-            }
-            Ok(())
-        })?;
-        for_each_record(&self.engine, &keys::group_root_prefix(), |key, value| {
+        let orphans_at = started.elapsed();
+        // The stored roots now (a few records); the directories and bytes by a rebuild.
+        let mut roots = Vec::new();
+        for_each_record(&fs.engine, &keys::group_root_prefix(), |key, value| {
             let dir = keys::group_root_ino(key).ok_or_else(|| corrupt("group root key", key))?;
             let group =
                 keys::decode_group(value).ok_or_else(|| corrupt("group root record", key))?;
-            map.set_root(dir, group);
+            roots.push((dir, group));
             Ok(())
         })?;
+        let shared = fs.state.lock().groups.clone();
+        *shared.write() = GroupMap::loading(options.group_split_bytes, roots);
+        fs.engine.set_current_group(current_group(shared));
+        log::info!("mount: orphans {:.3} s", orphans_at.as_secs_f64());
+        if !options.defer_group_map {
+            fs.rebuild_group_map()?;
+        }
+        Ok(fs)
+    }
+
+    /// Rebuilds the group map from the store, if a rebuild is pending (see
+    /// [`FsOptions::defer_group_map`]): every directory and its parent, and each file's stored
+    /// bytes counted towards its home directory, from one pass over the inode records (adjacent
+    /// in key order), a chunk at a time, while the filesystem serves requests.
+    pub fn rebuild_group_map(&self) -> FsResult<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let cursor = {
+                let st = self.state.lock();
+                let g = st.groups.read();
+                if !g.is_loading() {
+                    break;
+                }
+                g.loading_cursor()
+            };
+            // Read the next chunk once without the state lock, for the host's cache only: after
+            // a mount from a checkpoint the records are cold, and requests must not wait on the
+            // lock for a chunk of random reads (a first stat of the mount point did, seconds).
+            let after = cursor.map(keys::inode_key);
+            let _ = self
+                .engine
+                .scan(&keys::inode_prefix(), after.as_deref(), GROUP_MAP_CHUNK);
+            if self.rebuild_stop.load(Ordering::Relaxed) {
+                log::info!("mount: group map rebuild stopped (unmount)");
+                return Ok(());
+            }
+            if self.rebuild_group_map_step(GROUP_MAP_CHUNK)? {
+                break;
+            }
+        }
+        log::info!(
+            "mount: group map rebuilt in {:.3} s ({} directories)",
+            started.elapsed().as_secs_f64(),
+            self.state.lock().groups.read().dir_count()
+        );
+        Ok(())
+    }
+
+    /// One step of [`Fs::rebuild_group_map`]: reads the next `chunk` inode records and takes
+    /// them into the map, with the state lock held (so that no inode changes meanwhile: see
+    /// `groups::Loading`). True once the rebuild is over.
+    pub fn rebuild_group_map_step(&self, chunk: usize) -> FsResult<bool> {
+        let st = self.state.lock();
+        let Some(cursor) = ({
+            let g = st.groups.read();
+            g.is_loading().then(|| g.loading_cursor())
+        }) else {
+            return Ok(true);
+        };
+        let after = cursor.map(keys::inode_key);
+        let found = self
+            .engine
+            .scan(&keys::inode_prefix(), after.as_deref(), chunk.max(1))?;
+        let mut records = Vec::with_capacity(found.len());
+        let mut through = cursor.unwrap_or(0);
+        for (key, value) in &found {
+            let ino = keys::inode_ino(key).ok_or_else(|| corrupt("inode key", key))?;
+            let rec = InodeRecord::decode(value).ok_or_else(|| corrupt("inode record", key))?;
+            through = through.max(ino);
+            if rec.kind == FileKind::Directory {
+                records.push((ino, rec.parent, None));
+            } else if file_bytes(&rec) > 0 {
+                records.push((ino, rec.parent, Some(file_bytes(&rec))));
+            }
+        }
+        let done = found.len() < chunk.max(1);
         // Groups that merged away may still own segments: their ids are not handed out again.
-        for g in self.engine.stats().groups {
-            map.reserve_group_ids_through(g.id);
+        // (Asked before the map's lock is taken: no engine call is made while holding it.)
+        let engine_groups = if done {
+            self.engine.stats().groups
+        } else {
+            Vec::new()
+        };
+        let mut g = st.groups.write();
+        g.load_chunk(&records, through);
+        if done {
+            for eg in engine_groups {
+                g.reserve_group_ids_through(eg.id);
+            }
+            g.finish_loading();
         }
-        for (dir, bytes) in homed_bytes {
-            map.add_bytes(dir, bytes as i64);
-        }
-        Ok(map)
+        Ok(done)
+    }
+
+    /// Makes a running [`Fs::rebuild_group_map`] return soon, its work unfinished (at unmount:
+    /// the counts are in memory only, nothing is lost).
+    pub fn stop_group_map_rebuild(&self) {
+        self.rebuild_stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a group map rebuild is pending (see [`FsOptions::defer_group_map`]).
+    pub fn group_map_loading(&self) -> bool {
+        self.state.lock().groups.read().is_loading()
+    }
+
+    /// Every known directory with its parent, group (if a root) and bytes (for tests).
+    pub fn group_map_snapshot(&self) -> Vec<(u64, u64, Option<GroupId>, u64)> {
+        self.state.lock().groups.read().snapshot()
     }
 
     /// Purges every inode recorded as an orphan (unlinked while open when the daemon stopped).
@@ -848,6 +943,9 @@ impl Fs {
     fn account(st: &mut State, ino: u64, old: Option<&InodeRecord>, new: Option<&InodeRecord>) {
         let kind = new.or(old).map(|r| r.kind);
         let mut groups = st.groups.write();
+        if !groups.tracks(ino) {
+            return; // a rebuild will read the record as it is now
+        }
         if kind == Some(FileKind::Directory) {
             match (old, new) {
                 (None, Some(n)) => groups.add_dir(ino, n.parent),
@@ -858,10 +956,10 @@ impl Fs {
             return;
         }
         if let Some(o) = old {
-            groups.add_bytes(o.parent, -(file_bytes(o) as i64));
+            groups.add_homed_bytes(o.parent, -(file_bytes(o) as i64));
         }
         if let Some(n) = new {
-            groups.add_bytes(n.parent, file_bytes(n) as i64);
+            groups.add_homed_bytes(n.parent, file_bytes(n) as i64);
         }
     }
 
@@ -1654,7 +1752,12 @@ impl Fs {
         }
         if pages_after != pages_before {
             let delta = (pages_after as i64 - pages_before as i64) * keys::PAGE_SIZE as i64;
-            st.groups.write().add_bytes(rec.parent, delta);
+            {
+                let mut groups = st.groups.write();
+                if groups.tracks(ino) {
+                    groups.add_homed_bytes(rec.parent, delta);
+                }
+            }
             self.regroup(&mut st, &[rec.parent]);
         }
         drop(st);
