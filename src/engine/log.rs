@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -92,10 +92,15 @@ struct Sealed {
     seq: u64,
     segment: u32,
     offset: u32,
-    data: Vec<u8>,
+    data: Arc<Vec<u8>>,
     lsn_last: u64,
     gate: Arc<Gate>,
 }
+
+/// How long a buffer holding batches may stay open waiting for more before the flusher seals
+/// it (write-behind): a writer does not wait for its buffer's write, so consecutive small
+/// batches share a buffer instead of each padding a block of its own.
+const SEAL_DELAY: Duration = Duration::from_millis(2);
 
 struct State {
     open: Option<OpenBuffer>,
@@ -121,6 +126,14 @@ struct State {
     flusher_gone: bool,
     /// The active mixed segment was taken from the reserve (by a marker or a delete batch).
     active_from_reserve: bool,
+    /// The sealed buffer being written: (segment, offset, bytes). Readers are served from it
+    /// (and from the open buffer) until it is written.
+    writing: Option<(u32, u32, Arc<Vec<u8>>)>,
+    /// Seal the open buffer as soon as it holds a batch at or below this LSN (a sync, or a
+    /// writer that found it full, waits for it).
+    seal_upto: u64,
+    /// When the open buffer got its first batch.
+    open_since: Option<Instant>,
 }
 
 /// Where a writer's batch landed.
@@ -179,6 +192,9 @@ impl Log {
                 stop: false,
                 flusher_gone: false,
                 active_from_reserve: false,
+                writing: None,
+                seal_upto: 0,
+                open_since: None,
             }),
             changed: Condvar::new(),
             work: Condvar::new(),
@@ -247,6 +263,7 @@ impl Log {
                 continue;
             }
             // Full: the flusher seals it as soon as it is free.
+            st.seal_upto = st.seal_upto.max(st.next_lsn - 1);
             self.work.notify_one();
             self.changed.wait(&mut st);
         }
@@ -266,6 +283,7 @@ impl Log {
         if open.lsn_first == 0 {
             open.lsn_first = lsn;
         }
+        let first_batch = open.records == 1;
         open.lsn_last = lsn;
         let offset = open.offset + at as u32;
         open.ranges
@@ -279,10 +297,14 @@ impl Log {
             _hold: open.gate.enter(),
             buffer_ranges: open.ranges.clone(),
         };
-        self.work.notify_one();
-        // Wait for the buffer to be written, and (index updates go in buffer order) for the
-        // previous buffer's flush to complete.
-        while st.written_seq < ticket.seq || st.completed_seq + 1 < ticket.seq {
+        if first_batch {
+            st.open_since = Some(Instant::now());
+            self.work.notify_one();
+        }
+        // Index updates go in buffer order: wait for the previous buffer's flush to complete.
+        // Not for this buffer's write (write-behind): readers are served from the buffer
+        // until it is written (`overlay_unwritten`), and `sync` writes it first.
+        while st.completed_seq + 1 < ticket.seq {
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
             }
@@ -301,6 +323,16 @@ impl Log {
         loop {
             let has_batches = st.open.as_ref().is_some_and(|o| !o.is_empty());
             let marker_due = st.sealed_seq < st.marker_until;
+            let waited = st.open_since.map_or(Duration::ZERO, |t| t.elapsed());
+            let seal_due = has_batches
+                && (st.stop
+                    || waited >= SEAL_DELAY
+                    || st.open.as_ref().is_some_and(|o| o.lsn_first <= st.seal_upto));
+            if has_batches && !seal_due && !marker_due && st.failed.is_none() {
+                let left = SEAL_DELAY.saturating_sub(waited);
+                self.work.wait_for(&mut st, left.max(Duration::from_micros(100)));
+                continue;
+            }
             if st.failed.is_some() || !(has_batches || marker_due) {
                 if st.stop {
                     st.flusher_gone = true;
@@ -433,17 +465,20 @@ impl Log {
         let end = open.offset as usize + buffer_len;
         let room = self.segments.segment_size() as usize - end;
         st.sealed_seq = open.seq;
+        st.open_since = None;
         let closes_segment = room < 2 * BLOCK_SIZE;
         if closes_segment {
             st.closing.push((open.segment, open.seq));
         } else {
             st.open = Some(self.new_buffer(st, open.segment, open.generation, end as u32));
         }
+        let data = Arc::new(open.data);
+        st.writing = Some((open.segment, open.offset, data.clone()));
         Sealed {
             seq: open.seq,
             segment: open.segment,
             offset: open.offset,
-            data: open.data,
+            data,
             lsn_last: open.lsn_last,
             gate: open.gate,
         }
@@ -468,6 +503,7 @@ impl Log {
                     .fetch_add(sealed.data.len() as u64, Ordering::Relaxed);
                 st.written_seq = sealed.seq;
                 st.written_lsn = st.written_lsn.max(sealed.lsn_last);
+                st.writing = None;
                 self.close_finished_segments(&mut st);
                 self.changed.notify_all();
                 Ok(())
@@ -508,11 +544,26 @@ impl Log {
     /// storage sync (group commit).
     pub fn sync(&self, storage_sync: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
         let target = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            // Every batch appended so far: have the open buffer sealed, wait for its write.
+            let target = st.next_lsn - 1;
+            if target > st.written_lsn {
+                st.seal_upto = st.seal_upto.max(target);
+                self.work.notify_one();
+            }
+            while st.written_lsn < target {
+                if let Some(why) = &st.failed {
+                    return Err(EngineError::Failed(why.clone()));
+                }
+                if st.flusher_gone {
+                    return Err(EngineError::Closed);
+                }
+                self.changed.wait(&mut st);
+            }
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
             }
-            st.written_lsn
+            target
         };
         let _serial = self.sync_lock.lock();
         if self.state.lock().durable_lsn >= target {
@@ -540,13 +591,45 @@ impl Log {
     /// Waits until every sealed buffer's flush is complete (or the log failed).
     pub fn wait_flushes_complete(&self) {
         let mut st = self.state.lock();
-        while st.completed_seq < st.sealed_seq && st.failed.is_none() && !st.flusher_gone {
+        st.seal_upto = st.seal_upto.max(st.next_lsn - 1);
+        self.work.notify_one();
+        while (st.completed_seq < st.sealed_seq || st.open.as_ref().is_some_and(|o| !o.is_empty()))
+            && st.failed.is_none()
+            && !st.flusher_gone
+        {
             self.changed.wait(&mut st);
         }
     }
 
     pub fn has_unsynced(&self) -> bool {
         let st = self.state.lock();
-        st.written_lsn > st.durable_lsn
+        st.next_lsn - 1 > st.durable_lsn
+    }
+
+    /// The bytes of `[offset, offset + len)` of `segment` that are still in memory: in the open
+    /// buffer or the one being written. As `(position in the range, bytes)`. Read these first,
+    /// then the segment: a buffer not listed here was written before this call.
+    pub fn overlay_unwritten(&self, segment: u32, offset: u32, len: usize) -> Vec<(usize, Vec<u8>)> {
+        let st = self.state.lock();
+        let mut out = Vec::new();
+        let end = offset as usize + len;
+        let mut take = |start: u32, bytes: &[u8]| {
+            let (b0, b1) = (start as usize, start as usize + bytes.len());
+            let (lo, hi) = (b0.max(offset as usize), b1.min(end));
+            if lo < hi {
+                out.push((lo - offset as usize, bytes[lo - b0..hi - b0].to_vec()));
+            }
+        };
+        if let Some((s, o, data)) = &st.writing {
+            if *s == segment {
+                take(*o, data);
+            }
+        }
+        if let Some(open) = &st.open {
+            if open.segment == segment {
+                take(open.offset, &open.data);
+            }
+        }
+        out
     }
 }

@@ -921,8 +921,19 @@ impl Inner {
     fn read_value(&self, key: &[u8], entry: &Entry) -> Result<Option<Vec<u8>>> {
         let loc = entry.location;
         let mut buf = vec![0u8; loc.len as usize];
-        self.segments.read(loc.segment, loc.offset, &mut buf)?;
+        self.read_segment(loc.segment, loc.offset, &mut buf)?;
         Ok(self.check_record(key, entry, buf))
+    }
+
+    /// Reads bytes of a segment the index may point into: what is still in the log's buffers
+    /// comes from memory (write-behind), the rest from the segment.
+    fn read_segment(&self, segment: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
+        let overlay = self.log.overlay_unwritten(segment, offset, buf.len());
+        self.segments.read(segment, offset, buf)?;
+        for (at, bytes) in overlay {
+            buf[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(())
     }
 
     fn check_record(&self, key: &[u8], entry: &Entry, mut buf: Vec<u8>) -> Option<Vec<u8>> {
@@ -979,7 +990,7 @@ impl Inner {
                 j += 1;
             }
             let mut span = vec![0u8; (span_end - first.offset) as usize];
-            self.segments.read(first.segment, first.offset, &mut span)?;
+            self.read_segment(first.segment, first.offset, &mut span)?;
             for (key, entry) in &entries[i..j] {
                 let at = (entry.location.offset - first.offset) as usize;
                 let bytes = span[at..at + entry.location.len as usize].to_vec();
