@@ -192,8 +192,12 @@ fn create_delete_cycles_do_not_leak_tombstones() {
         "{} tombstones dropped",
         stats.tombstones_dropped
     );
+    // A leak would leave about 3 tombstones per file (3,600). What stays is the tombstones of
+    // the last cycles that sit in the active mixed segment, which no pass takes while it is
+    // open: with write-behind, small batches share buffers, so that segment holds about three
+    // cycles' worth (120 per cycle) instead of the one it held when every batch padded a block.
     assert!(
-        stats.index_entries < 200,
+        stats.index_entries < 400,
         "{} index entries after 1,200 files created and deleted",
         stats.index_entries
     );

@@ -1498,11 +1498,14 @@ mod tests {
             let storage = SimStorage::new();
             let engine = Engine::open_on(storage.clone(), &opts).unwrap();
             work(&engine, &mut rng, 250);
+            // Write-behind: have the last buffers written (not synced), so the cut tears them.
+            engine.test_wait_flushes();
             let crashed = storage.crash(PowerCut::Random(seed));
             drop(engine);
             notes += no_problems(&crashed, "after a power cut", seed);
             let engine = Engine::open_on(crashed.clone(), &opts).unwrap();
             work(&engine, &mut rng, 120);
+            engine.test_wait_flushes();
             let again = crashed.crash(PowerCut::Random(seed + 1000));
             engine.close().unwrap();
             no_problems(&crashed, "after recovery and a clean close", seed);
