@@ -217,8 +217,8 @@ MUTANTS = [
         "index-ignores-versions",
         "4.5 index: a lower version never replaces a higher one",
         "src/engine/index.rs",
-        "            Some(existing) if existing.version >= entry.version => Applied {",
-        "            Some(existing) if existing.version == u64::MAX => Applied {",
+        "            Some((leaf, i)) if leaf.entries[i].version() >= entry.version => Applied {",
+        "            Some((leaf, i)) if leaf.entries[i].version() == u64::MAX => Applied {",
         ["--lib", "engine::index::tests::older_version_never_wins_whatever_the_order"],
     ),
     (
