@@ -1,18 +1,32 @@
-//! The log: the write buffer, its write gate, group commit, and the active (mixed) segment.
+//! The log: the write buffer, its write gate, group commit, write-behind, and the active (mixed)
+//! segment.
 //!
 //! A writer appends its encoded batch to the open buffer under the log lock, which assigns the
-//! batch its LSN and the records their locations, and takes a hold on the buffer's *gate*. The
-//! *flusher* thread seals the open buffer (a new one opens behind it, so appends go on during the
-//! write: group commit), writes it to the active segment, and wakes the writers in it. Each of
-//! them then updates the index and releases its hold. The flusher then waits for the gate to
-//! close, that is for every index update of the buffer, and only then is the flush complete and
-//! the next buffer sealed. A segment is closed only when the flushes of all its buffers are
-//! complete. Hence the invariant compaction and the separator rely on: **every record of a
-//! closed segment is in the index.**
+//! batch its LSN and the records their locations, and takes a hold on the buffer's *gate*. It
+//! then waits only for the *previous* buffer's flush to complete, updates the index and releases
+//! its hold: it does not wait for its own buffer's write (*write-behind*). Until that write,
+//! readers get the buffer's bytes from memory ([`Log::overlay_unwritten`]), and
+//! [`Log::sync`] seals and writes every appended batch before it syncs, so `sync` still makes
+//! durable every write that returned before it.
+//!
+//! The *flusher* thread seals the open buffer (a new one opens behind it, so appends go on during
+//! the write: group commit) when it is full, when a sync or a marker asks for it, when the store
+//! closes, or `SEAL_DELAY` after its first batch; so consecutive small batches share a buffer
+//! instead of each padding a 4 KiB block of its own (5,000 files of 300 B through a mount wrote
+//! 10.3 device bytes per user byte with a buffer per batch, 1.5 with write-behind). It writes
+//! the buffer to the active segment, then waits for the gate to close, that is for every index
+//! update of the buffer, and only then is the flush complete and the next buffer sealed. A
+//! segment is closed only when the flushes of all its buffers are complete. Hence the invariant
+//! compaction and the separator rely on: **every record of a closed segment is in the index**,
+//! and every closed segment is written.
 //!
 //! Index updates are also applied in buffer order (a writer waits for the previous buffer's
 //! flush to complete before it updates), so a put can only race a range delete from its own
 //! buffer; see [`super::index::Index::apply`].
+//!
+//! An I/O error writing a buffer latches the log: the writers of that buffer have returned
+//! already, so the error reaches users at their next write or sync (as with the kernel's own
+//! writeback), never silently.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
