@@ -30,7 +30,9 @@
 //! they make *everything* written so far durable, not just that file), after a clean unmount
 //! or SIGINT/SIGTERM (the daemon syncs and closes the engine), and at the latest after the
 //! engine's `sync_interval` (5 s by default). The kernel writeback cache is off, so write(2)
-//! itself reports ENOSPC/EIO and close(2) has nothing left to report.
+//! itself reports ENOSPC (decided before the batch is taken). The engine writes behind: a disk
+//! error writing a batch that was already acknowledged latches the store, and reaches the user
+//! as EIO at the next write or fsync, as ext4's writeback errors do.
 //!
 //! Other decisions: atime is not updated by reads (as `noatime`); permission checks are the
 //! kernel's (`default_permissions` is always on); `access()` checks mode bits for callers that
