@@ -135,6 +135,8 @@ fn stale_generation_buffers_are_ignored() {
     for i in 0..4 {
         ea.write(&[put(&format!("old{i}"), b"from the earlier use")])
             .unwrap();
+        // Write-behind: write each batch out now, so that each gets a buffer of its own.
+        ea.test_wait_flushes();
     }
     ea.sync().unwrap();
     drop(ea);
@@ -996,7 +998,10 @@ fn puts_behind_a_torn_buffer_stay_noted() {
     // Two batches, each filling a buffer of its own, with no sync between them: the second
     // buffer's durable floor does not cover the first.
     engine.write(&[put("y", &[2u8; 120 << 10])]).unwrap();
+    // Write-behind: written out now, so that "x" gets a buffer of its own.
+    engine.test_wait_flushes();
     engine.write(&[put("x", &[3u8; 120 << 10])]).unwrap();
+    engine.test_wait_flushes();
     let (seg_y, _) = engine.test_segment_of(b"y").unwrap();
     assert_eq!(engine.test_segment_of(b"x").unwrap().0, seg_y);
     drop(engine);
