@@ -38,7 +38,8 @@
 //!
 //! Cost: 4 bytes per put record on disk (point note) plus 12 bytes per distinct (segment,
 //! prefix) (prefix note), plus the staging of recent notes (16 bytes or less each) and ~80 bytes
-//! per segment.
+//! per segment: 8 to 9 bytes per put for the filesystem's records (`benches/put_notes_memory.rs`:
+//! 1M puts over 1,395 segments of 1 MiB; 47 bytes per put with (u64, u64) notes in a `Vec`).
 
 use std::hash::{DefaultHasher, Hasher};
 
