@@ -58,6 +58,11 @@ struct Notes {
     prefix_oldest: Box<[u64]>,
 }
 
+/// In a checkpoint's note pairs (`PutNotes::items`): the tag bit of a prefix note, and the
+/// second half of a point note (which has no version).
+const PREFIX_NOTE_TAG: u64 = 1 << 32;
+const POINT_NOTE: u64 = 0;
+
 /// Staged notes are settled once there are this many, or an eighth of the settled ones.
 const MIN_STAGED: usize = 64;
 
@@ -221,17 +226,36 @@ impl PutNotes {
         self.per_segment.len()
     }
 
-    /// The notes of `segment` (for an index checkpoint).
+    /// The notes of `segment`, for an index checkpoint: each a pair of `u64`s. A point note is
+    /// `(hash, POINT_NOTE)`; a prefix note is `(hash | PREFIX_NOTE_TAG, oldest version)`.
     pub fn items(&self, segment: u32) -> Vec<(u64, u64)> {
-        self.per_segment[segment as usize].lock().items.clone()
+        let mut notes = self.per_segment[segment as usize].lock();
+        notes.settle();
+        let mut out = Vec::with_capacity(notes.points.len() + notes.prefix_hashes.len());
+        out.extend(notes.points.iter().map(|&h| (h as u64, POINT_NOTE)));
+        out.extend(
+            notes
+                .prefix_hashes
+                .iter()
+                .zip(notes.prefix_oldest.iter())
+                .map(|(&h, &v)| (h as u64 | PREFIX_NOTE_TAG, v)),
+        );
+        out
     }
 
-    /// Replaces the notes of `segment` (from an index checkpoint).
+    /// Replaces the notes of `segment` with `items` from an index checkpoint (see `items`).
     pub fn set_items(&self, segment: u32, items: Vec<(u64, u64)>) {
-        *self.per_segment[segment as usize].lock() = Notes {
-            items,
-            sorted: false,
-        };
+        let mut notes = Notes::default();
+        for (tagged, version) in items {
+            let hash = tagged as u32;
+            if tagged & PREFIX_NOTE_TAG != 0 {
+                notes.staged_prefixes.push((hash, version));
+            } else {
+                notes.staged_points.push(hash);
+            }
+        }
+        notes.settle();
+        *self.per_segment[segment as usize].lock() = notes;
     }
 
     /// The segment was freed: nothing of it is on disk any more.
