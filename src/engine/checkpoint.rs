@@ -20,10 +20,11 @@
 //! - it was taken with the same tracked tombstone prefixes (the put notes' hashes depend on
 //!   them).
 //!
-//! Format (little-endian): magic `LSCKPT01`; superblock (u32 length, bytes); fingerprint (u32
+//! Format (little-endian): magic `LSCKPT02` (01 held 64-bit note hashes); superblock (u32 length, bytes); fingerprint (u32
 //! length, bytes); prefix lengths (u32 count, u32 each); last LSN (u64); segment count (u32),
 //! then per segment: state (u8: 0 free, 1 closed), kind (u8), group (u32), generation (u64),
-//! used (u32), max LSN (u64), note count (u32) and notes (u64 hash, u64 version); point count
+//! used (u32), max LSN (u64), note count (u32) and notes (two u64 each, see
+//! `PutNotes::items`); point count
 //! (u64), then per point: key (u32 length, bytes), segment, offset, length (u32 each), version
 //! (u64), group (u32), tombstone (u8); range count (u32), then per range: start and end (u32
 //! length, bytes each), version (u64), segment, offset, length, group (u32 each); CRC-32 of all
@@ -41,7 +42,7 @@ use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::Storage;
 use super::tombstones::PutNotes;
 
-const MAGIC: &[u8; 8] = b"LSCKPT01";
+const MAGIC: &[u8; 8] = b"LSCKPT02";
 
 /// Builds the checkpoint of a closed engine's state; why not, if the state is not one a
 /// checkpoint can describe (a segment being freed, a record that cannot be read back): the
