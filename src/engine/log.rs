@@ -341,10 +341,14 @@ impl Log {
             let seal_due = has_batches
                 && (st.stop
                     || waited >= SEAL_DELAY
-                    || st.open.as_ref().is_some_and(|o| o.lsn_first <= st.seal_upto));
+                    || st
+                        .open
+                        .as_ref()
+                        .is_some_and(|o| o.lsn_first <= st.seal_upto));
             if has_batches && !seal_due && !marker_due && st.failed.is_none() {
                 let left = SEAL_DELAY.saturating_sub(waited);
-                self.work.wait_for(&mut st, left.max(Duration::from_micros(100)));
+                self.work
+                    .wait_for(&mut st, left.max(Duration::from_micros(100)));
                 continue;
             }
             if st.failed.is_some() || !(has_batches || marker_due) {
@@ -623,7 +627,12 @@ impl Log {
     /// The bytes of `[offset, offset + len)` of `segment` that are still in memory: in the open
     /// buffer or the one being written. As `(position in the range, bytes)`. Read these first,
     /// then the segment: a buffer not listed here was written before this call.
-    pub fn overlay_unwritten(&self, segment: u32, offset: u32, len: usize) -> Vec<(usize, Vec<u8>)> {
+    pub fn overlay_unwritten(
+        &self,
+        segment: u32,
+        offset: u32,
+        len: usize,
+    ) -> Vec<(usize, Vec<u8>)> {
         let st = self.state.lock();
         let mut out = Vec::new();
         let end = offset as usize + len;
