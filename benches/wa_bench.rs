@@ -14,7 +14,9 @@
 //! - `--capacity-mib N` [`WA_CAPACITY_MIB`]: store capacity;
 //! - `--overwrites N` [`WA_OVERWRITES`]: bytes overwritten after the fill, in capacities (4);
 //! - `--batch N` [`WA_BATCH`]: records per batch (16; 1 = one 4 KiB record per write buffer);
-//! - `--utils 50,75,90`: live data levels, in percent of capacity;
+//! - `--utils 50,75,90`: live data levels, in percent of the usable capacity;
+//! - `--of-store`: live data levels in percent of the store's size instead (all its segments,
+//!   reserve and compaction headroom included: a harsher reading of "75% full");
 //! - `--record` / `--no-record`: append the table to `docs/BENCHMARKS.md` (default: full mode
 //!   appends, quick mode does not).
 //!
@@ -97,6 +99,8 @@ struct Plan {
     overwrites: u64,
     batch: usize,
     utils: Vec<u64>,
+    /// Levels are percent of the store's size, not of the usable capacity.
+    of_store: bool,
     record: bool,
 }
 
@@ -146,6 +150,7 @@ impl Plan {
             overwrites,
             batch: batch.max(1),
             utils,
+            of_store: args.iter().any(|a| a == "--of-store"),
             record,
         }
     }
@@ -156,6 +161,8 @@ struct Row {
     workload: Workload,
     policy: CompactionPolicy,
     live_percent: f64,
+    /// Live data at the fill, in percent of the store's size.
+    store_percent: f64,
     user: u64,
     device_wa: f64,
     compaction_wa: f64,
@@ -189,8 +196,16 @@ fn run_row(plan: &Plan, util: u64, workload: Workload, policy: CompactionPolicy)
         ..EngineOptions::default()
     };
     let engine = Engine::open_on(SimStorage::new(), &options).expect("open");
-    let capacity = engine.stats().capacity_bytes;
-    let keys = capacity * util / 100 / RECORD_BYTES;
+    let empty = engine.stats();
+    let capacity = empty.capacity_bytes;
+    // The level is of the usable capacity (what `df` shows, see `usable_capacity_bytes`)
+    // unless `--of-store`; overwrites are counted in store sizes either way.
+    let basis = if plan.of_store {
+        capacity
+    } else {
+        empty.usable_capacity_bytes
+    };
+    let keys = basis * util / 100 / RECORD_BYTES;
     let mut value = vec![0u8; VALUE_SIZE];
     for (i, b) in value.iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(31);
@@ -223,7 +238,8 @@ fn run_row(plan: &Plan, util: u64, workload: Workload, policy: CompactionPolicy)
     }
     let keys = k;
     let before = engine.stats();
-    let live_percent = before.live_bytes as f64 * 100.0 / capacity as f64;
+    let live_percent = before.live_bytes as f64 * 100.0 / basis as f64;
+    let store_percent = before.live_bytes as f64 * 100.0 / capacity as f64;
     let target = plan.overwrites * capacity;
     let mut rng = SimRng::new(util * 1000 + workload as u64 * 10 + policy as u64);
     let mut no_space = 0;
@@ -287,6 +303,7 @@ fn run_row(plan: &Plan, util: u64, workload: Workload, policy: CompactionPolicy)
         workload,
         policy,
         live_percent,
+        store_percent,
         user,
         device_wa: device as f64 / user as f64,
         compaction_wa: compaction as f64 / user as f64,
@@ -349,7 +366,7 @@ fn main() {
     );
     let mut table = String::new();
     table.push_str(
-        "| live data | workload | policy | live at fill | device / user | compaction / user | compaction / user after 1x | victims' live | NoSpace | free segs at end | write µs p50 / p99 / p99.9 / max | writer-run steps | seconds |\n",
+        "| live data | workload | policy | live at fill (of the store) | device / user | compaction / user | compaction / user after 1x | victims' live | NoSpace | free segs at end | write µs p50 / p99 / p99.9 / max | writer-run steps | seconds |\n",
     );
     table.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     print!("\n{table}");
@@ -372,12 +389,13 @@ fn main() {
                     ));
                 }
                 let line = format!(
-                    "| {}% | {} | {} | {:.1}%{} | {:.2} | {:.2} | {} | {:.0}% | {} | {} | {} / {} / {} / {} | {} | {:.1} |\n",
+                    "| {}% | {} | {} | {:.1}%{} ({:.1}%) | {:.2} | {:.2} | {} | {:.0}% | {} | {} | {} / {} / {} / {} | {} | {:.1} |\n",
                     r.util,
                     r.workload.name(),
                     policy_name(r.policy),
                     r.live_percent,
                     full,
+                    r.store_percent,
                     r.device_wa,
                     r.compaction_wa,
                     r.steady_wa.map_or("-".to_string(), |w| format!("{w:.2}")),
@@ -401,9 +419,14 @@ fn main() {
     }
     let commit = sh("git", &["rev-parse", "--short", "HEAD"]);
     let heading = format!(
-        "### {started}, {} mode ({commit}): {} MiB store, 1 MiB segments, {}x capacity overwritten, {} x 4 KiB per batch",
+        "### {started}, {} mode ({commit}): {} MiB store, 1 MiB segments, levels of the {}, {}x the store's size overwritten, {} x 4 KiB per batch",
         if plan.quick { "quick" } else { "full" },
         plan.capacity / MIB,
+        if plan.of_store {
+            "store's size"
+        } else {
+            "usable capacity"
+        },
         plan.overwrites,
         plan.batch
     );

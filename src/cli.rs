@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use crate::engine::check::Severity;
 use crate::engine::instrument::Instrumentation;
-use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::engine::{CompactionPolicy, Engine, EngineError, EngineOptions};
 use crate::fs::fuse_adapter::FuseFs;
 use crate::fs::{Fs, FsOptions, STATS_XATTR, check, stats};
 
@@ -116,6 +116,10 @@ struct MountArgs {
     /// deeper group roots) passes this size (e.g. 16M), and merges back below a quarter of it.
     #[arg(long, value_name = "SIZE", default_value = "16M")]
     group_split_size: String,
+    /// How compaction chooses the segments it empties: `greedy` (least live data first) or
+    /// `cost-benefit` (free space gained times age, over cost, as in LFS).
+    #[arg(long, value_name = "POLICY", default_value = "greedy", value_parser = parse_policy)]
+    compaction_policy: CompactionPolicy,
     /// Store directory.
     store: PathBuf,
     /// Mount point (an existing directory).
@@ -232,6 +236,14 @@ fn open_error(store: &Path, e: &EngineError) -> String {
     }
 }
 
+fn parse_policy(s: &str) -> Result<CompactionPolicy, String> {
+    match s {
+        "greedy" => Ok(CompactionPolicy::Greedy),
+        "cost-benefit" => Ok(CompactionPolicy::CostBenefit),
+        _ => Err(format!("{s:?}: expected greedy or cost-benefit")),
+    }
+}
+
 fn mount(args: MountArgs) -> Result<(), String> {
     let capacity_bytes = parse_size(&args.size)?;
     std::fs::create_dir_all(&args.store).map_err(|e| {
@@ -279,6 +291,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
         sync_interval: (args.flush_interval > 0)
             .then(|| std::time::Duration::from_secs(args.flush_interval)),
         tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
+        compaction_policy: args.compaction_policy,
         ..Default::default()
     };
     let fs_options = FsOptions {

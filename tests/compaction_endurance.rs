@@ -3,6 +3,11 @@
 //! stays below capacity) and every value must read back as last written, before and after a
 //! reopen.
 //!
+//! Levels of live data are in percent of the usable capacity (`usable_capacity_bytes`, what
+//! `df` shows: the store less its reserve and compaction's headroom); a 256 MiB store's usable
+//! capacity is 84.8% of it, so "75%" is 63.6% of the store's bytes. A full store (filled until
+//! a write gets NoSpace) is tested too. Overwrites are counted in store sizes.
+//!
 //! Sizes come from the environment, so the issue's full figures can be run by hand:
 //!
 //! ```text
@@ -12,13 +17,14 @@
 //!
 //! - `LOGSTORFS_ENDURANCE_MIB`: store capacity (default 256 MiB; about 25 s in all here);
 //! - `LOGSTORFS_ENDURANCE_TIMES`: capacities overwritten at 75% live data (default 4);
-//! - `LOGSTORFS_ENDURANCE_TIMES_85`: capacities overwritten at 85% live data (default 3).
+//! - `LOGSTORFS_ENDURANCE_TIMES_85`: capacities overwritten at 85% live data, and in a full
+//!   store (default 3).
 //!
-//! A small store (64 MiB: 64 segments, 4 of them reserved) cannot hold 85% live data that
-//! compaction can keep room for. It must refuse the fill with NoSpace instead (its capacity is
-//! what compaction can sustain, see `user_capacity` in `engine/mod.rs`), and then never refuse
-//! an overwrite. Until 2026-11-24 it took the 85% and ran out of room a capacity or two into
-//! the overwrites.
+//! A small store (64 MiB: 64 segments, 4 of them reserved) cannot hold 85% of its bytes as
+//! live data that compaction can keep room for. It must refuse the fill with NoSpace instead
+//! (its capacity is what compaction can sustain, see `user_capacity` in `engine/mod.rs`), and
+//! then never refuse an overwrite. Until 2026-11-24 it took the 85% and ran out of room a
+//! capacity or two into the overwrites.
 //!
 //! Keys are 4 KiB pages of one file (random page numbers); a batch holds 1 to 8 pages, like the
 //! filesystem's writes. The model keeps, per page, a stamp from which its bytes are derived.
@@ -95,24 +101,42 @@ fn verify(engine: &Engine, model: &[u64], rng: &mut SimRng, sample: Option<usize
     }
 }
 
+/// What a store's live data is measured against.
+#[derive(Clone, Copy)]
+enum Level {
+    /// Percent of the usable capacity (what `df` shows).
+    OfUsable(u64),
+    /// Percent of the store's size (all its segments).
+    OfStore(u64),
+}
+
 struct Outcome {
+    /// Live data after the fill, in percent of the store's size.
     filled_percent: f64,
+    /// The same in percent of the usable capacity.
+    filled_percent_of_usable: f64,
     user_bytes: u64,
     compaction_bytes: u64,
     device_bytes: u64,
     reclaimed: u64,
 }
 
-/// Fills `percent` of the capacity with pages (or as much as the store takes, which must be at
-/// least `at_least` percent), overwrites random pages until `times` capacities of user bytes
+/// Fills the store to `level` with pages (or as much as it takes, which must be at least
+/// `at_least` percent of the same basis), overwrites random pages until `times` capacities of user bytes
 /// are written, checking samples on the way, every page at the end, and every page again after
 /// a reopen. No overwrite may get NoSpace.
-fn endurance(capacity_mib: u64, percent: u64, at_least: u64, times: u64, seed: u64) -> Outcome {
+fn endurance(capacity_mib: u64, level: Level, at_least: u64, times: u64, seed: u64) -> Outcome {
     let capacity = capacity_mib * MIB;
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &options(capacity)).expect("create");
-    let capacity = engine.stats().capacity_bytes;
-    let mut pages = capacity * percent / 100 / RECORD_BYTES;
+    let empty = engine.stats();
+    let capacity = empty.capacity_bytes;
+    let usable = empty.usable_capacity_bytes;
+    let (basis, percent) = match level {
+        Level::OfUsable(p) => (usable, p),
+        Level::OfStore(p) => (capacity, p),
+    };
+    let mut pages = basis * percent / 100 / RECORD_BYTES;
     let mut model = vec![0u64; pages as usize];
     let mut rng = SimRng::new(seed);
     let mut stamp = 0;
@@ -161,9 +185,11 @@ fn endurance(capacity_mib: u64, percent: u64, at_least: u64, times: u64, seed: u
     }
     let filled: EngineStats = engine.stats();
     let live_percent = filled.live_bytes as f64 * 100.0 / capacity as f64;
+    let live_percent_of_usable = filled.live_bytes as f64 * 100.0 / usable as f64;
+    let reached = filled.live_bytes as f64 * 100.0 / basis as f64;
     assert!(
-        live_percent >= at_least as f64 - 1.0,
-        "filled to {live_percent:.1}% only"
+        reached >= at_least as f64 - 1.0,
+        "filled to {reached:.1}% only"
     );
     // Overwrite random pages.
     let target = filled.user_bytes_written + times * capacity;
@@ -192,6 +218,7 @@ fn endurance(capacity_mib: u64, percent: u64, at_least: u64, times: u64, seed: u
     let end = engine.stats();
     let outcome = Outcome {
         filled_percent: live_percent,
+        filled_percent_of_usable: live_percent_of_usable,
         user_bytes: end.user_bytes_written - filled.user_bytes_written,
         compaction_bytes: end.compaction_bytes_written - filled.compaction_bytes_written,
         device_bytes: end.device_bytes_written - filled.device_bytes_written,
@@ -203,8 +230,9 @@ fn endurance(capacity_mib: u64, percent: u64, at_least: u64, times: u64, seed: u
     verify(&engine, &model, &mut rng, None);
     engine.close().expect("close after reopen");
     eprintln!(
-        "{live_percent:.1}% live of {} MiB, {}x capacity overwritten: {:.1} s; compaction/user {:.2}, \
-         device/user {:.2}, {} segments reclaimed",
+        "{live_percent_of_usable:.1}% of the usable capacity live ({live_percent:.1}% of {} MiB), \
+         {}x the store overwritten: {:.1} s; compaction/user {:.2}, device/user {:.2}, \
+         {} segments reclaimed",
         capacity / MIB,
         times,
         started.elapsed().as_secs_f64(),
@@ -215,21 +243,48 @@ fn endurance(capacity_mib: u64, percent: u64, at_least: u64, times: u64, seed: u
     outcome
 }
 
+/// Compaction bytes per user byte that uniform random overwrites at 75% live data may cost
+/// (DESIGN.md section 8). Not a timing: the bytes compaction writes depend on which segments
+/// it picks, and a policy fault (a victim chosen by the wrong figure, stale live counts) shows
+/// as a higher ratio. Measured 0.8 (greedy, 256 and 512 MiB).
+const TARGET_COMPACTION_PER_USER_AT_75: f64 = 1.5;
+
 #[test]
 fn store_at_75_percent_live_overwritten_many_times_reads_back_last_writes() {
     let times = env_u64("LOGSTORFS_ENDURANCE_TIMES", 4);
     let mib = env_u64("LOGSTORFS_ENDURANCE_MIB", DEFAULT_MIB);
-    let o = endurance(mib, 75, 75, times, 75);
+    let o = endurance(mib, Level::OfUsable(75), 75, times, 75);
     assert!(o.user_bytes >= times * mib * MIB);
     // Overwriting more than the capacity is only possible if compaction freed segments.
     assert!(o.reclaimed > 0 && o.compaction_bytes > 0);
+    let wa = o.compaction_bytes as f64 / o.user_bytes as f64;
+    assert!(
+        wa <= TARGET_COMPACTION_PER_USER_AT_75,
+        "compaction wrote {wa:.2} bytes per user byte at 75% live data"
+    );
 }
 
 #[test]
 fn store_at_85_percent_live_overwritten_three_times_never_runs_out_of_space() {
     let times = env_u64("LOGSTORFS_ENDURANCE_TIMES_85", 3);
     let mib = env_u64("LOGSTORFS_ENDURANCE_MIB", DEFAULT_MIB);
-    let o = endurance(mib, 85, 85, times, 85);
+    let o = endurance(mib, Level::OfUsable(85), 85, times, 85);
+    assert!(o.user_bytes >= times * mib * MIB);
+    assert!(o.reclaimed > 0 && o.compaction_bytes > 0);
+}
+
+/// Filled until a write gets NoSpace (90% of the store's bytes is more than it takes), then
+/// overwritten: not one overwrite may be refused.
+#[test]
+fn full_store_overwritten_three_times_never_runs_out_of_space() {
+    let times = env_u64("LOGSTORFS_ENDURANCE_TIMES_85", 3);
+    let mib = env_u64("LOGSTORFS_ENDURANCE_MIB", DEFAULT_MIB);
+    let o = endurance(mib, Level::OfStore(90), 84, times, 86);
+    assert!(
+        o.filled_percent_of_usable >= 99.0,
+        "filled to {:.1}% of the usable capacity",
+        o.filled_percent_of_usable
+    );
     assert!(o.user_bytes >= times * mib * MIB);
     assert!(o.reclaimed > 0 && o.compaction_bytes > 0);
 }
@@ -239,7 +294,7 @@ fn store_at_85_percent_live_overwritten_three_times_never_runs_out_of_space() {
 #[test]
 fn small_store_refuses_what_it_cannot_sustain_then_never_runs_out_of_room() {
     for seed in 1..=4 {
-        let o = endurance(64, 85, 77, 3, seed);
+        let o = endurance(64, Level::OfStore(85), 77, 3, seed);
         assert!(o.user_bytes >= 3 * 64 * MIB);
         assert!(o.filled_percent < 84.0, "took {:.1}%", o.filled_percent);
     }

@@ -247,7 +247,14 @@ pub struct GroupStats {
 /// The store's figures, for `logstorfs stats`.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
+    /// The store's size: all its segments.
     pub capacity_bytes: u64,
+    /// What user data may take before writes get `NoSpace`: the segments outside the reserve
+    /// and the few that may be open, filled to what compaction can sustain (7/8). This is the
+    /// capacity `df` shows, and the one that live-data levels ("75% full") are measured
+    /// against, as an SSD's write amplification is quoted against its user capacity, not its
+    /// flash.
+    pub usable_capacity_bytes: u64,
     pub segment_size_bytes: u64,
     pub segments_total: u64,
     pub segments_free: u64,

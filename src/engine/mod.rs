@@ -1504,6 +1504,7 @@ impl Inner {
         });
         EngineStats {
             capacity_bytes: g.segment_count as u64 * g.segment_size as u64,
+            usable_capacity_bytes: self.user_capacity(),
             segment_size_bytes: g.segment_size as u64,
             segments_total: g.segment_count as u64,
             segments_free: free,

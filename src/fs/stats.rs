@@ -47,8 +47,9 @@ fn write_amplification(s: &EngineStats) -> f64 {
 /// The stats JSON object (one line).
 pub fn stats_json(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
     let mut o = String::from("{");
-    let fields: [(&str, u64); 20] = [
+    let fields: [(&str, u64); 21] = [
         ("capacity_bytes", s.capacity_bytes),
+        ("usable_capacity_bytes", s.usable_capacity_bytes),
         ("segment_size_bytes", s.segment_size_bytes),
         ("segments_total", s.segments_total),
         ("segments_free", s.segments_free),
@@ -101,6 +102,7 @@ pub fn stats_json(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
 pub fn stats_text(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "capacity_bytes           {}", s.capacity_bytes);
+    let _ = writeln!(o, "usable_capacity_bytes    {}", s.usable_capacity_bytes);
     let _ = writeln!(o, "segment_size_bytes       {}", s.segment_size_bytes);
     let _ = writeln!(o, "segments_total           {}", s.segments_total);
     let _ = writeln!(o, "segments_free            {}", s.segments_free);
@@ -150,6 +152,7 @@ mod tests {
     fn json_has_required_fields_and_groups() {
         let s = EngineStats {
             capacity_bytes: 1 << 30,
+            usable_capacity_bytes: 900 << 20,
             live_bytes: 77,
             groups: vec![
                 GroupStats {
@@ -177,6 +180,7 @@ mod tests {
         let j = stats_json(&s, &roots);
         for f in [
             "\"capacity_bytes\":1073741824",
+            "\"usable_capacity_bytes\":943718400",
             "\"live_bytes\":77",
             "\"segments_free\":0",
             "\"index_bytes\":0",
