@@ -118,7 +118,7 @@ struct MountArgs {
     group_split_size: String,
     /// How compaction chooses the segments it empties: `greedy` (least live data first) or
     /// `cost-benefit` (free space gained times age, over cost, as in LFS).
-    #[arg(long, value_name = "POLICY", default_value = "greedy", value_parser = parse_policy)]
+    #[arg(long, value_name = "POLICY", default_value = "cost-benefit", value_parser = parse_policy)]
     compaction_policy: CompactionPolicy,
     /// Store directory.
     store: PathBuf,

@@ -148,20 +148,25 @@ pub struct EngineOptions {
 
 /// How compaction chooses the segments it empties (see `engine/compaction.rs`).
 ///
-/// The default stays greedy. In `benches/wa_bench.rs` (memory, 16 pages per batch, 75% live)
-/// cost-benefit wins under 90/10 overwrites (0.99 against 1.71 compaction bytes per user byte)
-/// and loses under uniform ones (1.88 against 1.65). On a real mount, where a random 4 KiB
-/// write is a batch of one page, so that a user segment is born half padding, cost-benefit
-/// takes those young half-empty segments for hot data and cleans old full ones first: 3.9
-/// against 2.0 under uniform overwrites, for 1.55 against 1.95 under 90/10 ones
-/// (`scripts/compaction_latency.sh`, one 30 s run each, 2026-11-24). Greedy has no such
-/// pathology.
+/// The default is cost-benefit, by measurement (levels of live data against the usable
+/// capacity, write-behind on; `docs/BENCHMARKS.md`, "Write amplification", 2026-11-24 14:30):
+///
+/// | compaction bytes / user byte at 75% live | uniform | 90/10 hot/cold |
+/// |---|---|---|
+/// | `benches/wa_bench.rs` (memory), greedy / cost-benefit | 0.81 / 0.93 | 0.92 / 0.51 |
+/// | real mount, fio 4 KiB (`scripts/compaction_latency.sh`), greedy / cost-benefit | 0.77 / 0.86 | 0.75 / 0.45 |
+///
+/// Cost-benefit loses a tenth on uniform traffic and halves the cost under skew, which is
+/// what real traffic has (as in LFS and RAMCloud). At 90% live, uniform 1.83 / 2.09 and 90/10
+/// 1.71 / 1.07. Before write-behind, a random 4 KiB write made a user segment half padding,
+/// and cost-benefit took those young half-empty segments for hot data: it was pathological
+/// on a mount (3.9 against 2.0), and greedy was the default until then.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CompactionPolicy {
     /// Least live bytes first.
-    #[default]
     Greedy,
     /// Most (free space gained x age) / cost first, as in LFS and RAMCloud.
+    #[default]
     CostBenefit,
 }
 

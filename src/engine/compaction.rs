@@ -22,7 +22,7 @@
 //! than its copies fill; when free segments are down to the reserve, both are greedy.
 //! [`order_survivors`] sorts the records a pass copies oldest first, so that cold data is
 //! written together. Figures measured with each policy: `docs/BENCHMARKS.md`, "Write
-//! amplification"; the default stays greedy.
+//! amplification"; the default is cost-benefit (see `CompactionPolicy`).
 
 use super::api::{CompactionPolicy, MAX_KEY_LEN, MAX_VALUE_LEN, WRITE_BUFFER_SIZE};
 use super::format::{BLOCK_SIZE, BUFFER_HEADER_SIZE, RECORD_HEADER_SIZE, RecordKind};
