@@ -185,6 +185,18 @@ t_chmod() {
 }
 check "chmod + stat -c %a" t_chmod
 
+# We clear these bits ourselves (FUSE_HANDLE_KILLPRIV_V2): root keeps them on write and
+# truncate (it has CAP_FSETID), and loses them on chown, as on ext4.
+t_killpriv() {
+    echo x > "$MNT/suid"; chmod 6755 "$MNT/suid"
+    echo y >> "$MNT/suid"; truncate -s 1 "$MNT/suid"
+    expect_eq 6755 "$(stat -c %a "$MNT/suid")"
+    chown 1:1 "$MNT/suid"; expect_eq 755 "$(stat -c %a "$MNT/suid")"
+    chmod 2745 "$MNT/suid"; chown 2:2 "$MNT/suid"; expect_eq 2745 "$(stat -c %a "$MNT/suid")"
+    rm "$MNT/suid"
+}
+check "set-user-ID and set-group-ID bits: kept by root's writes, dropped by chown" t_killpriv
+
 t_touch() {
     touch -d "2001-02-03 04:05:06.123456789 UTC" "$MNT/modes"
     expect_eq "$(date -d "2001-02-03 04:05:06 UTC" +%s)" "$(stat -c %Y "$MNT/modes")" mtime

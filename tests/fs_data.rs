@@ -174,3 +174,80 @@ fn statfs_follows_live_data() {
     );
     assert!(after.blocks_available <= after.blocks);
 }
+
+/// Under FUSE_HANDLE_KILLPRIV_V2 the kernel leaves it to us to clear what a write, truncation or
+/// chown clears on Linux: the set-user-ID bit, the set-group-ID bit when the group may execute,
+/// and the file's capabilities.
+#[test]
+fn writes_truncations_and_chown_drop_privileges_as_linux_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let perm = |ino| fs.getattr(ino).unwrap().perm;
+    let set_mode = |ino, mode| {
+        fs.setattr(
+            ino,
+            &SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    };
+    let cap = b"security.capability";
+    let ino = make_file(&fs, ROOT_INO, "f", b"data");
+
+    // A privileged writer (no kill asked): bits stay; the capabilities still go.
+    set_mode(ino, 0o6755);
+    fs.setxattr(ino, cap, b"caps", 0).unwrap();
+    fs.write_as(ino, 0, b"DATA", false).unwrap();
+    assert_eq!(perm(ino), 0o6755);
+    assert!(
+        fs.getxattr(ino, cap).is_err(),
+        "a write keeps security.capability"
+    );
+
+    // An unprivileged writer: set-user-ID and (group-executable) set-group-ID go.
+    fs.write_as(ino, 0, b"data", true).unwrap();
+    assert_eq!(perm(ino), 0o0755);
+    // Without group execute, set-group-ID means mandatory locking and stays.
+    set_mode(ino, 0o6745);
+    fs.write_as(ino, 0, b"x", true).unwrap();
+    assert_eq!(perm(ino), 0o2745);
+    assert_eq!(read_all(&fs, ino), b"xata");
+
+    // Truncation and chown as the FUSE adapter asks for them.
+    set_mode(ino, 0o6755);
+    fs.setxattr(ino, cap, b"caps", 0).unwrap();
+    let truncate = SetAttr {
+        size: Some(2),
+        kill_suid_sgid: true,
+        ..Default::default()
+    };
+    fs.setattr(ino, &truncate).unwrap();
+    assert_eq!(perm(ino), 0o0755);
+    assert!(
+        fs.getxattr(ino, cap).is_err(),
+        "truncation keeps security.capability"
+    );
+    set_mode(ino, 0o4755);
+    let chown = SetAttr {
+        uid: Some(1000),
+        kill_suid_sgid: true,
+        ..Default::default()
+    };
+    assert_eq!(fs.setattr(ino, &chown).unwrap().perm, 0o0755);
+    // An explicit mode in the same request wins (the kernel never sends both).
+    let chmod = SetAttr {
+        mode: Some(0o4755),
+        kill_suid_sgid: true,
+        ..Default::default()
+    };
+    assert_eq!(fs.setattr(ino, &chmod).unwrap().perm, 0o4755);
+    // A directory's set-group-ID bit (inherit the group) is never dropped.
+    let d = fs
+        .mkdir(ROOT_INO, b"d", 0o2775, 0, CALLER)
+        .map(|a| a.ino)
+        .unwrap();
+    fs.setattr(d, &chown).unwrap();
+    assert_eq!(perm(d), 0o2775);
+}

@@ -103,6 +103,10 @@ impl Filesystem for FuseFs {
             let _ = config.set_max_write(max);
         }
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        // We clear set-user-ID and set-group-ID bits and capabilities on write, truncation and
+        // chown ourselves (`Fs::write_as`, `SetAttr::kill_suid_sgid`). Without this the kernel
+        // asks for `security.capability` before every write: a second round trip per write.
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
@@ -159,6 +163,11 @@ impl Filesystem for FuseFs {
             ctime,
             crtime,
             flags: None,
+            // FUSE_HANDLE_KILLPRIV_V2: the kernel no longer clears these bits itself. A chown
+            // of a non-directory drops them whoever asks; a truncation only when the caller
+            // lacks CAP_FSETID, which the kernel tells us (FATTR_KILL_SUIDGID) but fuser does
+            // not pass on: root is taken to have it, as it does by default.
+            kill_suid_sgid: uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0),
         };
         match self.fs.setattr(ino.0, &set) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -310,12 +319,13 @@ impl Filesystem for FuseFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, offset, data) {
+        let kill_suid_sgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.fs.write_as(ino.0, offset, data, kill_suid_sgid) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", req, &e)),
         }

@@ -191,6 +191,10 @@ pub struct SetAttr {
     pub ctime: Option<SystemTime>,
     pub crtime: Option<SystemTime>,
     pub flags: Option<u32>,
+    /// Drop the privileges a change by an unprivileged caller drops (see [`drop_privileges`]):
+    /// the kernel leaves this to us under `FUSE_HANDLE_KILLPRIV_V2`. Ignored for directories
+    /// and when `mode` is set.
+    pub kill_suid_sgid: bool,
 }
 
 /// One readdir entry; `cookie` is the offset to pass to continue after it.
@@ -347,6 +351,19 @@ fn to_attr(ino: u64, rec: &InodeRecord) -> Attr {
         mtime: rec.mtime.to_system(),
         ctime: rec.ctime.to_system(),
         crtime: rec.crtime.to_system(),
+    }
+}
+
+/// The xattr that holds a file's capabilities: dropped by writes, truncation and chown.
+const CAPABILITY_XATTR: &[u8] = b"security.capability";
+
+/// Clears what a write, truncation or chown by an unprivileged caller clears on Linux: the
+/// set-user-ID bit, and the set-group-ID bit if the group may execute (without it, the bit
+/// marks mandatory locking and stays).
+fn drop_privileges(rec: &mut InodeRecord) {
+    rec.perm &= !(libc::S_ISUID as u16);
+    if rec.perm & (libc::S_IXGRP as u16) != 0 {
+        rec.perm &= !(libc::S_ISGID as u16);
     }
 }
 
@@ -1101,6 +1118,14 @@ impl Fs {
         }
         if let Some(mode) = set.mode {
             rec.perm = (mode & 0o7777) as u16;
+        } else if set.kill_suid_sgid && rec.kind != FileKind::Directory {
+            drop_privileges(&mut rec);
+        }
+        // A file's capabilities go with any change of its owner or contents (as on ext4).
+        if rec.kind != FileKind::Directory
+            && (set.size.is_some() || set.uid.is_some() || set.gid.is_some())
+        {
+            self.drop_capabilities(ino, &mut txn.post);
         }
         if let Some(uid) = set.uid {
             rec.uid = uid;
@@ -1668,6 +1693,20 @@ impl Fs {
     /// Writes `data` at `offset`. Pages are written in batches of at most one engine batch; if a
     /// later batch fails, the bytes written so far are reported (a short write).
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.write_as(ino, offset, data, false)
+    }
+
+    /// [`Fs::write`], which also drops the file's set-user-ID and set-group-ID bits if
+    /// `kill_suid_sgid` (the kernel asks for it when the writer lacks `CAP_FSETID`, under
+    /// `FUSE_HANDLE_KILLPRIV_V2`). Any write drops the file's capabilities
+    /// (`security.capability`), as ext4 does.
+    pub fn write_as(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suid_sgid: bool,
+    ) -> FsResult<u32> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -1691,6 +1730,11 @@ impl Fs {
         rec.group = group;
         let pages_before = rec.pages;
         let mut batch: Vec<Mutation> = Vec::new();
+        // In the first batch, with the first inode record written.
+        if kill_suid_sgid {
+            drop_privileges(&mut rec);
+        }
+        self.drop_capabilities(ino, &mut batch);
         let mut written_end = offset; // end of the bytes in committed batches
         let mut pos = offset;
         while pos < end {
@@ -1764,6 +1808,15 @@ impl Fs {
         }
         drop(st);
         Ok((written_end - offset) as u32)
+    }
+
+    /// Adds the deletion of `ino`'s `security.capability` xattr to `out`, if it has one (an
+    /// index lookup, no I/O).
+    fn drop_capabilities(&self, ino: u64, out: &mut Vec<Mutation>) {
+        let key = keys::xattr_key(ino, CAPABILITY_XATTR);
+        if self.engine.contains(&key) {
+            out.push(Mutation::delete(TOMBSTONE_GROUP, key));
+        }
     }
 
     /// fallocate: only mode 0 (allocate, extending the size). Space is not reserved.
