@@ -180,6 +180,10 @@ impl Storage for InstrumentedStorage {
         self.inner.map_file(file, len)
     }
 
+    fn will_need(&self, file: u32, offset: u64, len: u64) {
+        self.inner.will_need(file, offset, len)
+    }
+
     // Index checkpoints only without instrumentation (a plain `logstorfs mount`): a recorded
     // I/O log must hold every write of the store, and a store whose writes are made to fail
     // is tested for what its segments hold.

@@ -228,6 +228,14 @@ impl SegmentManager {
         Ok(())
     }
 
+    /// Hints that `[offset, offset + len)` of `segment` will be read soon
+    /// ([`Storage::will_need`]).
+    pub fn will_need(&self, segment: u32, offset: u32, len: u32) {
+        let (file, base) = self.geometry.segment_position(segment);
+        self.storage
+            .will_need(file, base + offset as u64, len as u64);
+    }
+
     /// Notes a buffer written at `end` bytes into `segment`, holding batches up to `max_lsn`.
     pub fn note_written(&self, segment: u32, end: u32, max_lsn: u64) {
         let mut inner = self.inner.lock();

@@ -42,6 +42,10 @@ pub trait Storage: Send + Sync {
     fn read_superblock(&self) -> io::Result<Option<Vec<u8>>>;
     /// Replaces the superblock atomically and durably.
     fn write_superblock(&self, data: &[u8]) -> io::Result<()>;
+    /// Hints that `[offset, offset + len)` of file `file` will be read soon, so that the reads
+    /// of many scattered records can be in flight together instead of one after the other
+    /// (a cold `ls -l` or `du`). Only a hint: nothing is read, and errors are ignored.
+    fn will_need(&self, _file: u32, _offset: u64, _len: u64) {}
     /// Records a mark in an I/O log, if this storage keeps one (`instrument.rs`); false if not.
     fn mark(&self, _label: u64) -> bool {
         false
@@ -277,6 +281,21 @@ impl FileStorage {
 }
 
 impl Storage for FileStorage {
+    fn will_need(&self, file: u32, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        if let Ok(f) = self.file(file, false) {
+            // SAFETY: a plain system call on a file descriptor we own; it reads no memory.
+            unsafe {
+                libc::posix_fadvise(
+                    f.as_raw_fd(),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+    }
+
     fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file(file, false)?.read_exact_at(buf, offset)
     }

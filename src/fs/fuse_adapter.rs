@@ -405,6 +405,9 @@ impl Filesystem for FuseFs {
     ) {
         match self.fs.readdir(ino.0, offset) {
             Ok(entries) => {
+                let names = |e: &&super::DirListEntry| e.name != b"." && e.name != b"..";
+                self.fs
+                    .prefetch_inodes(entries.iter().filter(names).map(|e| e.ino));
                 for e in entries {
                     let dots = e.name == b"." || e.name == b"..";
                     // The kernel takes a lookup reference on every entry but "." and "..".

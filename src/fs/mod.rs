@@ -1077,6 +1077,20 @@ impl Fs {
         Ok(to_attr(ino, &rec))
     }
 
+    /// Starts reading the inode records of `inos` that are not cached (a hint: see
+    /// `Engine::prefetch`), before a listing asks for their attributes one by one.
+    pub fn prefetch_inodes(&self, inos: impl Iterator<Item = u64>) {
+        let keys: Vec<Vec<u8>> = {
+            let st = self.state.lock();
+            inos.filter(|ino| !st.nodes.contains_key(ino))
+                .map(keys::inode_key)
+                .collect()
+        };
+        if keys.len() > 1 {
+            self.engine.prefetch(&keys);
+        }
+    }
+
     /// Drops `count` lookup references.
     pub fn forget(&self, ino: u64, count: u64) {
         let mut st = self.state.lock();
