@@ -49,7 +49,9 @@ use super::format::{
     BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
     SegmentKind, Superblock, lsn_of_version,
 };
-use super::storage::{LOCK_FILE, SECTOR_SIZE, SUPERBLOCK_FILE, Storage, segment_file_name};
+use super::storage::{
+    LOCK_FILE, SECTOR_SIZE, SUPERBLOCK_FILE, Storage, segment_file_name, store_file_name,
+};
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +253,7 @@ impl ReadOnlyStorage {
 
     /// Path of segment file `file`.
     pub fn segment_path(&self, file: u32) -> PathBuf {
-        self.dir.join(segment_file_name(file))
+        self.dir.join(store_file_name(file))
     }
 
     fn file(&self, file: u32) -> io::Result<Arc<File>> {

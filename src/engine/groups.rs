@@ -123,6 +123,10 @@ impl GroupWriter {
             segments.write(open.segment, open.offset, &buffer)?;
             open.offset += buffer_len as u32;
             segments.note_written(open.segment, open.offset, max_lsn);
+            // Recorded in the sync table before any source of these copies is freed.
+            segments
+                .sync_table
+                .note_copies(open.segment, open.generation, open.offset);
             device_bytes += buffer_len as u64;
             if ((segment_size - open.offset) as usize) < 2 * BLOCK_SIZE {
                 let full = self.open.remove(&group).unwrap();

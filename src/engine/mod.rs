@@ -31,6 +31,7 @@ mod log;
 mod recovery;
 mod segments;
 pub mod storage;
+mod synctable;
 #[cfg(test)]
 mod tests;
 mod tombstones;
@@ -192,10 +193,12 @@ impl Engine {
             None => recovery::recover(&storage, &superblock, &put_notes)?,
         };
         let recovered_at = started.elapsed();
+        let sync_table = synctable::SyncTable::open(storage.clone(), superblock.segment_count)?;
         let segments = Arc::new(SegmentManager::new(
             storage.clone(),
             superblock,
             recovered.infos,
+            sync_table,
         ));
         // Discarded buffers must not come back once new batches reuse their LSNs.
         for &(segment, start, end) in &recovered.invalidate {
@@ -1032,7 +1035,10 @@ impl Inner {
 
     /// Frees closed segments whose records are all dead, without copying anything: a marker
     /// records the durable floor first (so that recovery does not take the freed batches for a
-    /// gap), then the segments' first blocks are zeroed and synced.
+    /// gap), then the segments' first blocks are zeroed and synced. Copies written since the
+    /// last reclamation (their sources may be among the dead) are recorded in the sync table
+    /// between the two: after the sync that makes them durable, synced before any zeroing
+    /// (see `synctable.rs`).
     fn reclaim_dead_segments(&self) -> Result<usize> {
         let _serial = self.reclaim_lock.lock();
         let durable = self.log.durable_lsn();
@@ -1044,9 +1050,18 @@ impl Inner {
         // closing): report it, without latching the store read-only.
         self.log.flush_marker()?;
         self.test_step("reclaim: marker written");
+        // The copies written so far (copies are written under `reclaim_lock`, so none are
+        // written meanwhile): taken before the sync that makes them durable.
+        let copies = self.segments.sync_table.pending();
         let result = (|| {
             self.storage.sync()?;
             self.test_step("reclaim: marker synced");
+            if !copies.is_empty() {
+                self.segments.sync_table.record(&copies)?;
+                self.test_step("reclaim: sync table written");
+                self.storage.sync()?;
+                self.test_step("reclaim: sync table synced");
+            }
             for &segment in &dead {
                 self.segments.begin_free(segment)?;
                 self.test_step("reclaim: a first block zeroed");
@@ -1295,7 +1310,7 @@ impl Inner {
         let mut live = Vec::new();
         // Past a damaged stretch too (recovery indexed what follows it); the records of the
         // stretch itself stay where they are, so such a segment is never emptied.
-        let scan = recovery::scan_segment(&image[..used], segment, hw);
+        let scan = recovery::scan_segment(&image[..used], segment, hw, None);
         for (pos, header) in scan.valid {
             for (at, h) in recovery::records_of(segment, pos, &header, image)? {
                 let location = Location {

@@ -26,6 +26,7 @@ use super::format::{
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::{MappedFile, Storage};
+use super::synctable::Proof;
 
 /// What recovery found, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,19 +88,27 @@ pub fn recover(
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut damaged: Vec<DamagedBuffer> = Vec::new();
     let mut reader = SegmentReader::new(storage, sb)?;
+    // How far each segment of copies is known synced (see `synctable.rs`).
+    let proofs = super::synctable::read(&**storage, sb.segment_count)?;
 
     for segment in 0..sb.segment_count {
         let Some(image) = reader.image(segment, &mut report)? else {
             continue;
         };
-        let scan = scan_segment(image, segment, sb.generation_high_water);
+        let scan = scan_segment(
+            image,
+            segment,
+            sb.generation_high_water,
+            proofs[segment as usize],
+        );
         // What the buffer right after each damaged stretch says: only in the log (mixed
         // segments) does its durable floor vouch for the stretch's batches having been durable
         // (synced before it was sealed), which tells damage from a write torn by a power cut.
         let vouched: Vec<u64> = scan
             .damaged
             .iter()
-            .map(|&(_, end)| {
+            .map(|d| {
+                let end = d.end;
                 scan.valid
                     .iter()
                     .find(|(pos, _)| *pos == end)
@@ -138,13 +147,14 @@ pub fn recover(
                 q += BLOCK_SIZE;
             }
         }
-        for (&(start, end), &vouched_floor) in scan.damaged.iter().zip(&vouched) {
+        for (d, &vouched_floor) in scan.damaged.iter().zip(&vouched) {
             report.buffers_damaged += 1;
             damaged.push(DamagedBuffer {
                 segment,
-                offset: start as u32,
+                offset: d.start as u32,
                 vouched_floor,
-                records: salvage_records(segment, start, &image[..end]),
+                synced_end: d.synced_end as u32,
+                records: salvage_records(segment, d.start, &image[..d.end]),
             });
         }
     }
@@ -187,11 +197,13 @@ pub fn recover(
     let keep = |b: &ScannedBuffer| cut.get(&b.segment).is_none_or(|&at| b.offset < at);
     report.buffers_discarded = buffers.iter().filter(|b| !keep(b)).count() as u64;
 
-    // Damaged log buffers: their records whose batches the next buffer vouches were durable are
-    // taken as they are: intact ones serve reads, damaged ones make reads fail (their own CRC
-    // fails) rather than let an older version of the key stand in. Otherwise a failing buffer
-    // is indistinguishable from a write torn by a power cut, and is dropped like one. (Damage
-    // in a buffer of copies is dropped too: see the note in ARCHITECTURE.md.)
+    // Damaged buffers: their records proven durable are taken as they are: intact ones serve
+    // reads, damaged ones make reads fail (their own CRC fails) rather than let an older version
+    // of the key stand in. In the log, proven by the next buffer's durable floor; in a segment
+    // of copies, by the sync table (records wholly below the synced end it records, of batches
+    // within the log: a damaged version far beyond it would shadow every later write of its
+    // key). Otherwise a failing buffer is indistinguishable from a write torn by a power cut,
+    // and is dropped like one.
     let mut salvaged: Vec<Candidate> = Vec::new();
     for d in damaged {
         if cut.get(&d.segment).is_some_and(|&at| d.offset >= at) {
@@ -199,7 +211,10 @@ pub fn recover(
         }
         for (c, intact) in d.records {
             let lsn = lsn_of_version(c.version);
-            if lsn > 0 && lsn <= d.vouched_floor && lsn <= floor {
+            let logged = lsn <= d.vouched_floor && lsn <= floor;
+            let synced_copy = c.location.offset + c.location.len <= d.synced_end
+                && lsn <= last_lsn.max(floor);
+            if lsn > 0 && (logged || synced_copy) {
                 if !intact {
                     report.records_poisoned += 1;
                 }
@@ -369,12 +384,23 @@ impl<'a> SegmentReader<'a> {
 /// A segment image read by recovery: its valid buffers, and the damaged stretches between them.
 pub struct SegmentScan {
     pub valid: Vec<(usize, BufferHeader)>,
-    /// (start, end) of each stretch that fails its checks but is followed by a valid buffer of
-    /// the same use of the segment.
-    pub damaged: Vec<(usize, usize)>,
+    /// Each stretch that fails its checks but is followed by a valid buffer of the same use of
+    /// the segment, or lies below the synced end the sync table records for it.
+    pub damaged: Vec<DamagedStretch>,
     /// Where the scan stopped at bytes that are neither zeros nor a valid buffer (a torn tail,
     /// or unproven damage): what lies there is not served, but is still on disk.
     pub stopped_at: Option<usize>,
+}
+
+/// A failing stretch `[start, end)` of a segment image that is not its end (see
+/// [`scan_segment`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DamagedStretch {
+    pub start: usize,
+    pub end: usize,
+    /// Bytes below this were synced, by the sync table's word (`start` or less: nothing of the
+    /// stretch is proven so; only segments of copies have entries).
+    pub synced_end: usize,
 }
 
 struct DamagedBuffer {
@@ -382,6 +408,8 @@ struct DamagedBuffer {
     offset: u32,
     /// The durable floor of the log buffer right after it (0: none, or not in the log).
     vouched_floor: u64,
+    /// Records wholly below this were synced (the sync table; 0: nothing proven).
+    synced_end: u32,
     /// Records found in it, and whether each passed its own CRC.
     records: Vec<(Candidate, bool)>,
 }
@@ -392,7 +420,16 @@ struct DamagedBuffer {
 /// a valid buffer of the same generation follows it (found at a later block boundary): that is
 /// damage in the middle, and what follows it is still the segment's. The first buffer must be
 /// valid (it alone tells this use of the segment from an earlier one).
-pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> SegmentScan {
+///
+/// `proof` is the segment's entry in the sync table (`synctable.rs`): in a segment of copies
+/// whose use it names, a failing stretch below its synced end is damage too, even with no valid
+/// buffer behind it (the last buffers of the segment): it was synced, so no power cut tore it.
+pub fn scan_segment(
+    image: &[u8],
+    segment: u32,
+    generation_high_water: u64,
+    proof: Option<Proof>,
+) -> SegmentScan {
     let mut scan = SegmentScan {
         valid: Vec::new(),
         damaged: Vec::new(),
@@ -443,10 +480,34 @@ pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> S
                         && h.durable_floor + 1 >= h.lsn_first)
             })
         };
+        // The sync table's proof, for a segment of copies of the use it names.
+        let synced_end = proof
+            .filter(|p| {
+                p.generation == g
+                    && scan
+                        .valid
+                        .first()
+                        .is_some_and(|(_, h)| h.kind == SegmentKind::Group)
+            })
+            .map_or(0, |p| (p.synced_end as usize).min(image.len()));
         match next.filter(|&q| proven(q)) {
             Some(q) => {
-                scan.damaged.push((pos, q));
+                scan.damaged.push(DamagedStretch {
+                    start: pos,
+                    end: q,
+                    synced_end,
+                });
                 pos = q;
+            }
+            None if pos < synced_end => {
+                // Damage in the last synced buffers: the stretch ends where the proof does;
+                // what follows is looked at like the end of any segment.
+                scan.damaged.push(DamagedStretch {
+                    start: pos,
+                    end: synced_end,
+                    synced_end,
+                });
+                pos = synced_end;
             }
             None => {
                 scan.stopped_at = Some(pos);
@@ -489,7 +550,7 @@ pub fn valid_buffers(
     segment: u32,
     generation_high_water: u64,
 ) -> Vec<(usize, BufferHeader)> {
-    scan_segment(image, segment, generation_high_water).valid
+    scan_segment(image, segment, generation_high_water, None).valid
 }
 
 /// Every record of a valid buffer: (offset of the record in the segment, its header).
