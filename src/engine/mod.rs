@@ -1310,7 +1310,8 @@ impl Inner {
         let mut live = Vec::new();
         // Past a damaged stretch too (recovery indexed what follows it); the records of the
         // stretch itself stay where they are, so such a segment is never emptied.
-        let scan = recovery::scan_segment(&image[..used], segment, hw, None);
+        let proof = self.segments.sync_table.proof(segment);
+        let scan = recovery::scan_segment(&image[..used], segment, hw, proof);
         for (pos, header) in scan.valid {
             for (at, h) in recovery::records_of(segment, pos, &header, image)? {
                 let location = Location {

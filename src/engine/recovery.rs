@@ -205,6 +205,8 @@ pub fn recover(
     // key). Otherwise a failing buffer is indistinguishable from a write torn by a power cut,
     // and is dropped like one.
     let mut salvaged: Vec<Candidate> = Vec::new();
+    // (segment, end of the stretch, group) of each stretch of copies salvaged from.
+    let mut salvaged_segments: Vec<(u32, u32, u32)> = Vec::new();
     for d in damaged {
         if cut.get(&d.segment).is_some_and(|&at| d.offset >= at) {
             continue; // beyond the log's end: discarded with the rest of the segment's tail
@@ -217,6 +219,9 @@ pub fn recover(
             if lsn > 0 && (logged || synced_copy) {
                 if !intact {
                     report.records_poisoned += 1;
+                }
+                if synced_copy {
+                    salvaged_segments.push((d.segment, d.synced_end, c.group));
                 }
                 salvaged.push(c);
             } else if c.kind == RecordKind::Put {
@@ -251,6 +256,22 @@ pub fn recover(
             report.records_accepted += 1;
             accept(&candidates[i], i, &mut accepted, &mut ranges, put_notes);
         }
+    }
+    // A segment of copies whose first buffer is damaged (its use known from the sync table)
+    // and that has no valid buffer at all: in use all the same, its salvaged records are here.
+    for &(segment, end, group) in &salvaged_segments {
+        let info = &mut infos[segment as usize];
+        if info.state == SegmentState::Free {
+            *info = SegmentInfo {
+                state: SegmentState::Closed,
+                kind: SegmentKind::Group,
+                group,
+                generation: proofs[segment as usize].map_or(0, |p| p.generation),
+                used: end,
+                max_lsn: 0,
+            };
+        }
+        info.used = info.used.max(end);
     }
     let salvaged_from = candidates.len();
     candidates.extend(salvaged);
@@ -449,6 +470,19 @@ pub fn scan_segment(
             pos += header.buffer_len as usize;
             continue;
         }
+        // A failing first buffer whose header names the use the sync table has an entry for,
+        // in a segment of copies: that use (a freed segment's first sector is zeroed and synced
+        // before reuse, so no other use's header can be there), synced up to the entry's end.
+        let first_of_copies = proof.filter(|p| {
+            pos == 0
+                && p.generation < generation_high_water
+                && BufferHeader::plausible_start(image, segment)
+                && BufferHeader::generation_field(image) == p.generation
+                && image[6] == SegmentKind::Group as u8
+        });
+        if generation.is_none() {
+            generation = first_of_copies.map(|p| p.generation);
+        }
         let Some(g) = generation else { break };
         // A zeroed block is where a discarded tail was invalidated (or where nothing was ever
         // written): the end, never damage.
@@ -481,14 +515,12 @@ pub fn scan_segment(
             })
         };
         // The sync table's proof, for a segment of copies of the use it names.
+        let copies = scan
+            .valid
+            .first()
+            .map_or(first_of_copies.is_some(), |(_, h)| h.kind == SegmentKind::Group);
         let synced_end = proof
-            .filter(|p| {
-                p.generation == g
-                    && scan
-                        .valid
-                        .first()
-                        .is_some_and(|(_, h)| h.kind == SegmentKind::Group)
-            })
+            .filter(|p| p.generation == g && copies)
             .map_or(0, |p| (p.synced_end as usize).min(image.len()));
         match next.filter(|&q| proven(q)) {
             Some(q) => {

@@ -162,6 +162,11 @@ impl SyncTable {
         })
     }
 
+    /// The entry of `segment` as written (see [`read`]).
+    pub fn proof(&self, segment: u32) -> Option<Proof> {
+        self.entries.lock()[segment as usize]
+    }
+
     /// Copies were written into `segment` (use `generation`) up to `end`: its entry must cover
     /// them before their sources are freed.
     pub fn note_copies(&self, segment: u32, generation: u64, end: u32) {
