@@ -1672,6 +1672,32 @@ fn damaged_copy_after_a_crash(which: usize) -> (Arc<SimStorage>, Engine, String)
     );
     drop(engine);
     let storage = storage.crash(PowerCut::DropAllUnsynced);
+    // fsck, by the same rule: a problem that names the damaged key.
+    let c = check::check(
+        &*storage,
+        &check::CheckOptions {
+            keep_value: &|_| false,
+            store_dir: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        c.damaged.iter().any(|d| d.key == key.as_bytes() && !d.intact),
+        "fsck does not name {key}: {:?}",
+        c.findings
+    );
+    assert!(
+        c.findings
+            .iter()
+            .any(|f| f.severity == check::Severity::Problem && f.what.contains("checksum")),
+        "{:?}",
+        c.findings
+    );
+    assert!(
+        c.damaged.iter().all(|d| d.key == key.as_bytes()),
+        "fsck names others: {:?}",
+        c.damaged
+    );
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
     let got = engine.get(key.as_bytes());
