@@ -245,6 +245,30 @@ MUTANTS = [
         "        if buffer_crc(buf, 0) != buffer_crc(buf, 0) {",
         ["--release", "--test", "engine_model", "random_batches"],
     ),
+    (
+        "sync-table-proof-ignored",
+        "issue 6 recovery: damage below the synced end the sync table records is damage, not a torn tail",
+        "src/engine/recovery.rs",
+        "            .filter(|p| p.generation == g && copies)\n",
+        "            .filter(|p| p.generation == g && copies && false)\n",
+        ["--lib", "engine::tests::damage_in_the_last_buffer_of_copies"],
+    ),
+    (
+        "sync-table-not-synced-before-frees",
+        "issue 6: sources of copies are freed only once the sync table entry covering them is synced",
+        "src/engine/mod.rs",
+        '                self.test_step("reclaim: sync table written");\n                self.storage.sync()?;\n',
+        '                self.test_step("reclaim: sync table written");\n',
+        ["--lib", "engine::tests::power_cuts_during_a_pass_with_the_sync_table"],
+    ),
+    (
+        "fsck-ignores-sync-table",
+        "issue 6 fsck: a damaged copy the sync table proves synced is a problem naming its key",
+        "src/engine/check.rs",
+        "            let synced_copy = s.copies\n",
+        "            let synced_copy = false && s.copies\n",
+        ["--lib", "engine::tests::damage_in_the_last_buffer_of_copies"],
+    ),
 ]
 
 

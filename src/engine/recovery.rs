@@ -4,7 +4,9 @@
 //! 1. Each allocated segment is read from its first buffer; the scan stops at the first buffer
 //!    that fails its checks (magic, lengths, CRC over header and payload), belongs to another
 //!    segment, or has another generation than the segment's first buffer. What follows it is
-//!    torn, unsynced or left from an earlier use of the segment.
+//!    torn, unsynced or left from an earlier use of the segment, unless it is proven damage:
+//!    a valid buffer of the same use follows and proves the stretch synced, or, in a segment of
+//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]).
 //! 2. The *durable floor* is the highest floor any valid buffer header records: every batch up
 //!    to it was durable when that buffer was sealed. Above the floor, batches must follow each
 //!    other without a gap; the first missing LSN ends the log, and every buffer holding a batch
@@ -505,7 +507,8 @@ pub fn scan_segment(
         // taken whatever it was. Were they not synced, their sources are still there (sources
         // are freed only once their copies are synced) and a copy changes nothing; were they,
         // they may be the only copy left. The stretch's own records are not taken (a torn
-        // write leaves garbage there), and stay noted (see `recover`).
+        // write leaves garbage there), and stay noted (see `recover`), unless the sync table
+        // proves them synced (below).
         let proven = |q: usize| {
             BufferHeader::decode_checked(&image[q..]).is_some_and(|h| {
                 h.kind == SegmentKind::Group
