@@ -578,10 +578,7 @@ fn damaged_copy_made_by_compaction_names_the_file() {
 
     let r = check_store(dir.path()).unwrap();
     let p = problems(&r);
-    assert!(
-        p.iter().any(|l| l.contains("fails its checksum")),
-        "{p:?}"
-    );
+    assert!(p.iter().any(|l| l.contains("fails its checksum")), "{p:?}");
     assert_eq!(
         r.damaged_files
             .iter()

@@ -513,7 +513,9 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
     let mut salvaged_end: HashMap<u32, u64> = HashMap::new();
     for &i in &salvaged {
         let r = &recs[i];
-        let beyond_cut = cut.get(&r.place.segment).is_some_and(|&at| r.place.offset >= at);
+        let beyond_cut = cut
+            .get(&r.place.segment)
+            .is_some_and(|&at| r.place.offset >= at);
         if beyond_cut || lsn_of_version(r.version) > last_lsn {
             continue;
         }
@@ -1042,10 +1044,9 @@ fn scan_segment(
     }
     // Intact records of a stretch the sync table proves synced: recovery serves them.
     if synced_end > 0 {
-        let (served, rest): (Vec<Rec>, Vec<Rec>) =
-            std::mem::take(&mut suspect.records).into_iter().partition(|r| {
-                r.intact && r.place.offset as usize + r.len as usize <= synced_end
-            });
+        let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut suspect.records)
+            .into_iter()
+            .partition(|r| r.intact && r.place.offset as usize + r.len as usize <= synced_end);
         suspect.records = rest;
         for r in served {
             salvaged.push(recs.len());

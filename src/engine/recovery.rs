@@ -216,8 +216,8 @@ pub fn recover(
         for (c, intact) in d.records {
             let lsn = lsn_of_version(c.version);
             let logged = lsn <= d.vouched_floor && lsn <= floor;
-            let synced_copy = c.location.offset + c.location.len <= d.synced_end
-                && lsn <= last_lsn.max(floor);
+            let synced_copy =
+                c.location.offset + c.location.len <= d.synced_end && lsn <= last_lsn.max(floor);
             if lsn > 0 && (logged || synced_copy) {
                 if !intact {
                     report.records_poisoned += 1;
@@ -521,7 +521,9 @@ pub fn scan_segment(
         let copies = scan
             .valid
             .first()
-            .map_or(first_of_copies.is_some(), |(_, h)| h.kind == SegmentKind::Group);
+            .map_or(first_of_copies.is_some(), |(_, h)| {
+                h.kind == SegmentKind::Group
+            });
         let synced_end = proof
             .filter(|p| p.generation == g && copies)
             .map_or(0, |p| (p.synced_end as usize).min(image.len()));

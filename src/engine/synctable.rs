@@ -100,7 +100,8 @@ pub fn decode_entry(segment: u32, b: &[u8]) -> Option<Proof> {
         generation: u64::from_le_bytes(b[0..8].try_into().unwrap()),
         synced_end: u32::from_le_bytes(b[8..12].try_into().unwrap()),
     };
-    (proof.synced_end > 0 && proof.synced_end as usize % BLOCK_SIZE == 0).then_some(proof)
+    (proof.synced_end > 0 && (proof.synced_end as usize).is_multiple_of(BLOCK_SIZE))
+        .then_some(proof)
 }
 
 /// Every segment's entry as the table on `storage` holds it (`None`: no valid entry, or no
@@ -263,7 +264,11 @@ mod tests {
         };
         let e = encode_entry(5, p);
         assert_eq!(decode_entry(5, &e), Some(p));
-        assert_eq!(decode_entry(6, &e), None, "an entry written for another slot");
+        assert_eq!(
+            decode_entry(6, &e),
+            None,
+            "an entry written for another slot"
+        );
         assert_eq!(decode_entry(5, &[0u8; ENTRY_SIZE]), None, "never written");
         for byte in 0..ENTRY_SIZE {
             let mut d = e;

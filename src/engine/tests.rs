@@ -1636,7 +1636,10 @@ fn buffers_of_copies_cut(
                 images.push((n, step, storage.crash(cut)));
             })));
         }
-        assert!(engine.test_compact().unwrap() > 0, "pass {pass} copied nothing");
+        assert!(
+            engine.test_compact().unwrap() > 0,
+            "pass {pass} copied nothing"
+        );
         engine.test_set_step_hook(None);
         let (copy, _) = engine.test_segment_of(key.as_bytes()).unwrap();
         assert_ne!(copy, source, "pass {pass} did not move {key}");
@@ -1705,7 +1708,9 @@ fn damaged_copy_after_a_crash(which: usize) -> (Arc<SimStorage>, Engine, String)
     )
     .unwrap();
     assert!(
-        c.damaged.iter().any(|d| d.key == key.as_bytes() && !d.intact),
+        c.damaged
+            .iter()
+            .any(|d| d.key == key.as_bytes() && !d.intact),
         "fsck does not name {key}: {:?}",
         c.findings
     );
@@ -1732,7 +1737,11 @@ fn damaged_copy_after_a_crash(which: usize) -> (Arc<SimStorage>, Engine, String)
     assert_eq!(engine.recovery_report().records_poisoned, 1);
     for (k, value) in &expected {
         if k != key {
-            assert_eq!(engine.get(k.as_bytes()).unwrap().as_ref(), Some(value), "{k}");
+            assert_eq!(
+                engine.get(k.as_bytes()).unwrap().as_ref(),
+                Some(value),
+                "{k}"
+            );
         }
     }
     (storage, engine, key.to_string())
@@ -1768,20 +1777,17 @@ fn damage_in_the_first_buffer_of_copies_fails_reads_after_a_crash() {
 #[test]
 fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
     let mut steps_seen = std::collections::BTreeSet::new();
-    for (round, cut) in [
-        PowerCut::DropAllUnsynced,
-        PowerCut::KeepAllWritten,
-    ]
-    .into_iter()
-    .chain((1..=6).map(PowerCut::Random))
-    // Every unsynced write to a segment file kept, none to the sync table: a freed source
-    // whose copies' entry is not durable yet.
-    .chain((0..3).map(|file| PowerCut::KeepOnlyIn {
-        file,
-        start: 0,
-        end: u64::MAX,
-    }))
-    .enumerate()
+    for (round, cut) in [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten]
+        .into_iter()
+        .chain((1..=6).map(PowerCut::Random))
+        // Every unsynced write to a segment file kept, none to the sync table: a freed source
+        // whose copies' entry is not durable yet.
+        .chain((0..3).map(|file| PowerCut::KeepOnlyIn {
+            file,
+            start: 0,
+            end: u64::MAX,
+        }))
+        .enumerate()
     {
         let storage = SimStorage::new();
         let ((engine, _, expected), images) = buffers_of_copies_cut(&storage, Some(cut));
@@ -1852,6 +1858,9 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
         "reclaim: sync table synced",
         "reclaim: a first block zeroed",
     ] {
-        assert!(steps_seen.contains(step), "no cut at '{step}': {steps_seen:?}");
+        assert!(
+            steps_seen.contains(step),
+            "no cut at '{step}': {steps_seen:?}"
+        );
     }
 }
