@@ -1030,15 +1030,16 @@ impl Inner {
     }
 
     fn sync(&self) -> Result<()> {
-        self.log.sync(|| self.storage.sync())
+        self.log
+            .sync(|| self.segments.sync_table.sync(|| self.storage.sync()))
     }
 
     /// Frees closed segments whose records are all dead, without copying anything: a marker
     /// records the durable floor first (so that recovery does not take the freed batches for a
     /// gap), then the segments' first blocks are zeroed and synced. Copies written since the
     /// last reclamation (their sources may be among the dead) are recorded in the sync table
-    /// between the two: after the sync that makes them durable, synced before any zeroing
-    /// (see `synctable.rs`).
+    /// first: each entry after a sync that made its copies durable, and synced before any
+    /// zeroing (see `synctable.rs`).
     fn reclaim_dead_segments(&self) -> Result<usize> {
         let _serial = self.reclaim_lock.lock();
         let durable = self.log.durable_lsn();
@@ -1050,14 +1051,21 @@ impl Inner {
         // closing): report it, without latching the store read-only.
         self.log.flush_marker()?;
         self.test_step("reclaim: marker written");
-        // The copies written so far (copies are written under `reclaim_lock`, so none are
-        // written meanwhile): taken before the sync that makes them durable.
-        let copies = self.segments.sync_table.pending();
+        let table = &self.segments.sync_table;
         let result = (|| {
-            self.storage.sync()?;
+            // Entries of copies an earlier sync made durable: the marker's sync makes them
+            // durable too.
+            let synced = table.take_synced();
+            if !synced.is_empty() {
+                table.record(&synced)?;
+                self.test_step("reclaim: sync table written before the marker sync");
+            }
+            table.sync(|| self.storage.sync())?;
             self.test_step("reclaim: marker synced");
-            if !copies.is_empty() {
-                self.segments.sync_table.record(&copies)?;
+            // Entries of copies only the marker's sync made durable: one more sync.
+            let synced = table.take_synced();
+            if !synced.is_empty() {
+                table.record(&synced)?;
                 self.test_step("reclaim: sync table written");
                 self.storage.sync()?;
                 self.test_step("reclaim: sync table synced");

@@ -15,11 +15,13 @@
 //!
 //! An entry is written only after the copies it covers were synced, and the sources of copies
 //! are freed (their first sector zeroed) only after the entries covering the copies are synced.
-//! Both happen in `Inner::reclaim_dead_segments`, the only place that frees segments: it
-//! captures the copies' extents ([`SyncTable::pending`]), syncs (the marker sync, already
-//! there), writes the entries ([`SyncTable::record`]), syncs again, and only then zeroes
-//! anything. Cost: one more sync per reclamation that follows copies (a compaction pass or a
-//! separator run); reclamations with no new copies pay nothing.
+//! Every storage sync of the engine goes through [`SyncTable::sync`], which learns which copies
+//! it made durable. `Inner::reclaim_dead_segments`, the only place that frees segments, writes
+//! the entries of copies already known synced before its marker sync (which makes them
+//! durable), then those of copies that this very sync made durable, if any, followed by one
+//! more sync, and only then zeroes anything. Cost: that one more sync, when copies were written
+//! since the last storage sync (a reclamation right after a compaction pass or a separator run
+//! while no user batch needed syncing); otherwise none.
 //!
 //! # File `synced.tbl` (storage file number [`SYNC_TABLE_FILE`])
 //!
@@ -128,8 +130,27 @@ pub struct SyncTable {
     enabled: bool,
     /// Every entry as written to the table (synced, or latched into a failure).
     entries: Mutex<Vec<Option<Proof>>>,
-    /// Segments that received copies since their entry was last written: (generation, end).
-    pending: Mutex<BTreeMap<u32, Proof>>,
+    /// Copies written since their segment's entry was last written.
+    pending: Mutex<Pending>,
+}
+
+/// Extents of copies not yet in the table, per segment: (generation, end).
+#[derive(Default)]
+struct Pending {
+    /// Written, not known synced.
+    written: BTreeMap<u32, Proof>,
+    /// Known synced: a storage sync through [`SyncTable::sync`] began after they were written.
+    synced: BTreeMap<u32, Proof>,
+}
+
+/// Merges extent `p` of `segment` into `map`: the furthest end of the newest use.
+fn merge(map: &mut BTreeMap<u32, Proof>, segment: u32, p: Proof) {
+    let e = map.entry(segment).or_insert(p);
+    if e.generation < p.generation {
+        *e = p;
+    } else if e.generation == p.generation {
+        e.synced_end = e.synced_end.max(p.synced_end);
+    }
 }
 
 impl SyncTable {
@@ -159,7 +180,7 @@ impl SyncTable {
             storage,
             enabled,
             entries: Mutex::new(entries),
-            pending: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(Pending::default()),
         })
     }
 
@@ -169,26 +190,42 @@ impl SyncTable {
     }
 
     /// Copies were written into `segment` (use `generation`) up to `end`: its entry must cover
-    /// them before their sources are freed.
+    /// them before their sources are freed. Call once the write has returned.
     pub fn note_copies(&self, segment: u32, generation: u64, end: u32) {
-        let mut pending = self.pending.lock();
-        let p = pending.entry(segment).or_insert(Proof {
+        let p = Proof {
             generation,
-            synced_end: 0,
-        });
-        if p.generation != generation {
-            *p = Proof {
-                generation,
-                synced_end: 0,
-            };
-        }
-        p.synced_end = p.synced_end.max(end);
+            synced_end: end,
+        };
+        merge(&mut self.pending.lock().written, segment, p);
     }
 
-    /// The entries that copies written so far call for. Take them *before* the sync that makes
-    /// those copies durable, and [`SyncTable::record`] them after it.
-    pub fn pending(&self) -> Vec<(u32, Proof)> {
-        self.pending.lock().iter().map(|(&s, &p)| (s, p)).collect()
+    /// Runs `storage_sync` (a sync of the whole storage); once it succeeds, the copies noted
+    /// before it began are known synced (see [`SyncTable::take_synced`]). Every storage sync of
+    /// the engine goes through here, so that a reclamation seldom needs a sync of its own to
+    /// make its copies durable before it may write their entries.
+    pub fn sync(&self, storage_sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        let before = self.pending.lock().written.clone();
+        storage_sync()?;
+        let mut pending = self.pending.lock();
+        for (segment, p) in before {
+            merge(&mut pending.synced, segment, p);
+            if pending
+                .written
+                .get(&segment)
+                .is_some_and(|w| w.generation == p.generation && w.synced_end <= p.synced_end)
+            {
+                pending.written.remove(&segment);
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries for copies known synced, taken out: the caller writes them with
+    /// [`SyncTable::record`], and frees the copies' sources only after a later sync.
+    pub fn take_synced(&self) -> Vec<(u32, Proof)> {
+        std::mem::take(&mut self.pending.lock().synced)
+            .into_iter()
+            .collect()
     }
 
     /// Writes the entries `items` (whose copies the caller has synced) into the table, in whole
@@ -197,7 +234,6 @@ impl SyncTable {
     /// damaged stretch below it).
     pub fn record(&self, items: &[(u32, Proof)]) -> Result<()> {
         if !self.enabled || items.is_empty() {
-            self.forget_pending(items);
             return Ok(());
         }
         let mut entries = self.entries.lock();
@@ -233,21 +269,7 @@ impl SyncTable {
                 .write_at(SYNC_TABLE_FILE, (sectors[i] * SECTOR_SIZE) as u64, &buf)?;
             i = j;
         }
-        drop(entries);
-        self.forget_pending(items);
         Ok(())
-    }
-
-    /// Drops the pending extents that `items` cover (copies noted meanwhile stay pending).
-    fn forget_pending(&self, items: &[(u32, Proof)]) {
-        let mut pending = self.pending.lock();
-        for &(segment, proof) in items {
-            if pending.get(&segment).is_some_and(|p| {
-                p.generation == proof.generation && p.synced_end <= proof.synced_end
-            }) {
-                pending.remove(&segment);
-            }
-        }
     }
 }
 
@@ -285,10 +307,13 @@ mod tests {
         t.note_copies(40, 9, 8192);
         t.note_copies(40, 9, 16384);
         t.note_copies(3, 4, 4096);
-        let pending = t.pending();
-        assert_eq!(pending.len(), 2);
-        t.record(&pending).unwrap();
-        assert!(t.pending().is_empty());
+        assert!(t.take_synced().is_empty(), "nothing synced yet");
+        t.sync(|| storage.sync()).unwrap();
+        t.note_copies(7, 5, 4096); // after the sync began: not known synced
+        let synced = t.take_synced();
+        assert_eq!(synced.len(), 2);
+        t.record(&synced).unwrap();
+        assert!(t.take_synced().is_empty());
         let lost = storage.crash(PowerCut::DropAllUnsynced);
         assert!(read(&*lost, 100).unwrap().iter().all(Option::is_none));
         storage.sync().unwrap();
@@ -301,6 +326,9 @@ mod tests {
             })
         );
         assert_eq!(back[3].unwrap().synced_end, 4096);
+        assert_eq!(back[7], None);
+        t.sync(|| storage.sync()).unwrap();
+        assert_eq!(t.take_synced().len(), 1, "segment 7's copies, synced now");
         // A shorter proof of the same use does not replace a longer one; a new use does.
         let t = SyncTable::open(storage.clone(), 100).unwrap();
         t.record(&[(

@@ -1566,7 +1566,7 @@ const COPIED: [&str; 3] = ["c0", "c1", "c2"];
 /// on disk, dead, in a segment too full to compact. Everything is synced. Returns the engine
 /// (background paused), the copies' segment and every key's expected value.
 fn buffers_of_copies(storage: &Arc<SimStorage>) -> (Engine, u32, Vec<(String, Vec<u8>)>) {
-    buffers_of_copies_cut(storage, None).0
+    buffers_of_copies_cut(storage, None, false).0
 }
 
 /// Power-cut images taken at steps of the last pass: (step number, step name, image).
@@ -1574,9 +1574,13 @@ type CutImages = Vec<(usize, &'static str, Arc<SimStorage>)>;
 
 /// [`buffers_of_copies`], taking a power-cut image (`cut`) at every step of the last pass.
 #[allow(clippy::type_complexity)]
+/// With `log_busy`, an unsynced user batch waits when the last pass starts: the sync after the
+/// pass makes its copies durable, and the reclamation writes their entries before its marker
+/// sync (no sync of its own for them).
 fn buffers_of_copies_cut(
     storage: &Arc<SimStorage>,
     cut: Option<PowerCut>,
+    log_busy: bool,
 ) -> ((Engine, u32, Vec<(String, Vec<u8>)>), CutImages) {
     let images: Arc<parking_lot::Mutex<CutImages>> = Default::default();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
@@ -1628,6 +1632,9 @@ fn buffers_of_copies_cut(
         engine.sync().unwrap();
         let (source, closed) = engine.test_segment_of(key.as_bytes()).unwrap();
         assert!(closed && source != old_segment);
+        if log_busy && pass + 1 == COPIED.len() {
+            engine.write(&[put("unsynced", b"u")]).unwrap();
+        }
         if let Some(cut) = cut.filter(|_| pass + 1 == COPIED.len()) {
             let (storage, images) = (storage.clone(), images.clone());
             engine.test_set_step_hook(Some(Box::new(move |step| {
@@ -1771,9 +1778,10 @@ fn damage_in_the_first_buffer_of_copies_fails_reads_after_a_crash() {
 
 /// A power cut at every step of a compaction pass that copies into a segment of copies and
 /// frees the sources (after the copies are written, before their sync; after the index moved;
-/// after the marker; between the sync table's write and its sync; after each zeroed first
-/// block), keeping none, all or a random part of what was not synced: nothing synced is lost,
-/// nothing deleted comes back, and fsck finds no problem.
+/// after the marker; between the sync table's write and its sync, whether the entries went
+/// with the marker's sync or after it; after each zeroed first block), keeping none, all or a
+/// random part of what was not synced: nothing synced is lost, nothing deleted comes back, and
+/// fsck finds no problem.
 #[test]
 fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
     let mut steps_seen = std::collections::BTreeSet::new();
@@ -1790,7 +1798,8 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
         .enumerate()
     {
         let storage = SimStorage::new();
-        let ((engine, _, expected), images) = buffers_of_copies_cut(&storage, Some(cut));
+        let log_busy = round % 2 == 1;
+        let ((engine, _, expected), images) = buffers_of_copies_cut(&storage, Some(cut), log_busy);
         // Where the last pass put its copy (the same place in every image that has it).
         let last = COPIED[COPIED.len() - 1];
         let copy = engine.inner.index.get(last.as_bytes()).unwrap().location;
@@ -1800,7 +1809,7 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
         assert!(images.len() >= 6, "{images:?}", images = images.len());
         for (n, step, image) in images {
             steps_seen.insert(step);
-            let what = format!("round {round} ({cut:?}), cut at step {n} '{step}'");
+            let what = format!("round {round} ({cut:?}, log busy {log_busy}), step {n} '{step}'");
             let c = check::check(
                 &*image,
                 &check::CheckOptions {
@@ -1854,6 +1863,7 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
     for step in [
         "copies written, index not yet moved",
         "reclaim: marker synced",
+        "reclaim: sync table written before the marker sync",
         "reclaim: sync table written",
         "reclaim: sync table synced",
         "reclaim: a first block zeroed",
