@@ -262,6 +262,14 @@ MUTANTS = [
         ["--lib", "engine::tests::power_cuts_during_a_pass_with_the_sync_table"],
     ),
     (
+        "sync-table-proves-unwritten-bytes",
+        "issue 6: a sync table entry covers only what was written of its use (past it: an earlier use's bytes)",
+        "src/engine/groups.rs",
+        "                .note_copies(open.segment, open.generation, open.offset);",
+        "                .note_copies(open.segment, open.generation, segment_size);",
+        ["--lib", "engine::tests::damage_in_the_middle_of_copies"],
+    ),
+    (
         "fsck-ignores-sync-table",
         "issue 6 fsck: a damaged copy the sync table proves synced is a problem naming its key",
         "src/engine/check.rs",

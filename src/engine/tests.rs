@@ -1661,6 +1661,15 @@ fn buffers_of_copies_cut(
         engine.inner.segments.info(old_segment).state != SegmentState::Free,
         "the old versions stay on disk"
     );
+    // The table proves exactly what was written (and synced) of this use, no more.
+    let info = engine.inner.segments.info(copies.unwrap());
+    assert_eq!(
+        engine.inner.segments.sync_table.proof(copies.unwrap()),
+        Some(synctable::Proof {
+            generation: info.generation,
+            synced_end: info.used,
+        })
+    );
     let images = std::mem::take(&mut *images.lock());
     ((engine, copies.unwrap(), expected), images)
 }
@@ -1873,4 +1882,95 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
             "no cut at '{step}': {steps_seen:?}"
         );
     }
+}
+
+/// What the sync table does not prove keeps the old rule: past the proven end of a reused
+/// segment of copies lie the bytes of its earlier use (intact buffers of an older generation,
+/// or a torn buffer of this use): never salvaged, never served, whatever follows.
+#[test]
+fn bytes_past_the_proven_end_are_not_salvaged() {
+    use format::{BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind};
+    let segment = 7;
+    let buffer = |generation: u64, key: &[u8], value: &[u8]| {
+        let h = RecordHeader {
+            kind: RecordKind::Put,
+            key_len: key.len() as u16,
+            group: 3,
+            value_len: value.len() as u32,
+            version: format::version_of(10, 0),
+        };
+        let mut rec = vec![0u8; h.total_len()];
+        rec[24..24 + key.len()].copy_from_slice(key);
+        rec[24 + key.len()..].copy_from_slice(value);
+        h.encode(&mut rec, &format::record_body_crc(key, value));
+        let mut b = vec![0u8; BLOCK_SIZE];
+        b[BUFFER_HEADER_SIZE..BUFFER_HEADER_SIZE + rec.len()].copy_from_slice(&rec);
+        BufferHeader {
+            kind: SegmentKind::Group,
+            generation,
+            lsn_first: 0,
+            lsn_last: 10,
+            durable_floor: 10,
+            payload_len: rec.len() as u32,
+            record_count: 1,
+            group: 3,
+            buffer_len: BLOCK_SIZE as u32,
+            segment_index: segment,
+        }
+        .seal(&mut b);
+        b
+    };
+    // This use (generation 9): one buffer, proven. Then an intact buffer of the earlier use
+    // (generation 4), then a torn buffer of this use, then another earlier one.
+    let mut image = buffer(9, b"now", b"current");
+    image.extend(buffer(4, b"gone", b"deleted long ago"));
+    let mut torn = buffer(9, b"torn", b"never synced");
+    torn[100] ^= 1;
+    image.extend(torn);
+    image.extend(buffer(4, b"gone2", b"deleted too"));
+    let proof = synctable::Proof {
+        generation: 9,
+        synced_end: BLOCK_SIZE as u32,
+    };
+    for proof in [None, Some(proof)] {
+        let scan = recovery::scan_segment(&image, segment, 100, proof);
+        assert_eq!(scan.valid.len(), 1, "{proof:?}");
+        assert!(scan.damaged.is_empty(), "{proof:?}: {:?}", scan.damaged);
+        assert_eq!(scan.stopped_at, Some(BLOCK_SIZE), "{proof:?}");
+    }
+    // A proof of another use (the segment was reused since) proves nothing either.
+    let mut torn_first = image.clone();
+    torn_first[70] ^= 1;
+    let stale = synctable::Proof {
+        generation: 4,
+        synced_end: 4 * BLOCK_SIZE as u32,
+    };
+    let scan = recovery::scan_segment(&torn_first, segment, 100, Some(stale));
+    assert!(scan.valid.is_empty() && scan.damaged.is_empty());
+    // The same torn stretch inside the proven end is damage (its records get salvaged).
+    let proven = synctable::Proof {
+        generation: 9,
+        synced_end: 3 * BLOCK_SIZE as u32,
+    };
+    let mut image2 = buffer(9, b"now", b"current");
+    image2.extend(buffer(9, b"next", b"synced"));
+    let mut damaged = buffer(9, b"hit", b"damaged after its sync");
+    damaged[100] ^= 1;
+    image2.extend(damaged);
+    image2.extend(buffer(4, b"gone", b"deleted long ago"));
+    let scan = recovery::scan_segment(&image2, segment, 100, Some(proven));
+    assert_eq!(scan.valid.len(), 2);
+    assert_eq!(
+        scan.damaged,
+        vec![recovery::DamagedStretch {
+            start: 2 * BLOCK_SIZE,
+            end: 3 * BLOCK_SIZE,
+            synced_end: 3 * BLOCK_SIZE,
+        }]
+    );
+    assert_eq!(
+        scan.stopped_at,
+        Some(3 * BLOCK_SIZE),
+        "the earlier use behind it"
+    );
 }
