@@ -442,11 +442,13 @@ struct DamagedBuffer {
 /// first (bytes of an earlier use). A buffer that fails its checks does not end the segment when
 /// a valid buffer of the same generation follows it (found at a later block boundary): that is
 /// damage in the middle, and what follows it is still the segment's. The first buffer must be
-/// valid (it alone tells this use of the segment from an earlier one).
+/// valid (it alone tells this use of the segment from an earlier one), but for the exception
+/// below.
 ///
 /// `proof` is the segment's entry in the sync table (`synctable.rs`): in a segment of copies
 /// whose use it names, a failing stretch below its synced end is damage too, even with no valid
 /// buffer behind it (the last buffers of the segment): it was synced, so no power cut tore it.
+/// That includes a failing first buffer whose (unchecked) header names the entry's generation.
 pub fn scan_segment(
     image: &[u8],
     segment: u32,
@@ -518,12 +520,10 @@ pub fn scan_segment(
             })
         };
         // The sync table's proof, for a segment of copies of the use it names.
-        let copies = scan
-            .valid
-            .first()
-            .map_or(first_of_copies.is_some(), |(_, h)| {
-                h.kind == SegmentKind::Group
-            });
+        let copies = match scan.valid.first() {
+            Some((_, first)) => first.kind == SegmentKind::Group,
+            None => first_of_copies.is_some(),
+        };
         let synced_end = proof
             .filter(|p| p.generation == g && copies)
             .map_or(0, |p| (p.synced_end as usize).min(image.len()));
