@@ -15,13 +15,13 @@
 //!
 //! An entry is written only after the copies it covers were synced, and the sources of copies
 //! are freed (their first sector zeroed) only after the entries covering the copies are synced.
-//! Every storage sync of the engine goes through [`SyncTable::sync`], which learns which copies
-//! it made durable. `Inner::reclaim_dead_segments`, the only place that frees segments, writes
-//! the entries of copies already known synced before its marker sync (which makes them
-//! durable), then those of copies that this very sync made durable, if any, followed by one
-//! more sync, and only then zeroes anything. Cost: that one more sync, when copies were written
-//! since the last storage sync (a reclamation right after a compaction pass or a separator run
-//! while no user batch needed syncing); otherwise none.
+//! The engine's syncs (`Inner::sync`, the reclaimer's) go through [`SyncTable::sync`], which
+//! learns which copies each made durable. `Inner::reclaim_dead_segments`, the only place that
+//! frees segments, writes the entries of copies already known synced before its marker sync
+//! (which makes them durable), then those of copies that this very sync made durable, if any,
+//! followed by one more sync, and only then zeroes anything. Cost: that one more sync, when
+//! copies were written since the last storage sync (a reclamation right after a compaction pass
+//! or a separator run while no user batch needed syncing); otherwise none.
 //!
 //! # File `synced.tbl` (storage file number [`SYNC_TABLE_FILE`])
 //!
@@ -200,9 +200,9 @@ impl SyncTable {
     }
 
     /// Runs `storage_sync` (a sync of the whole storage); once it succeeds, the copies noted
-    /// before it began are known synced (see [`SyncTable::take_synced`]). Every storage sync of
-    /// the engine goes through here, so that a reclamation seldom needs a sync of its own to
-    /// make its copies durable before it may write their entries.
+    /// before it began are known synced (see [`SyncTable::take_synced`]). The engine's syncs
+    /// (`Inner::sync`, the reclaimer's marker sync) go through here, so that a reclamation
+    /// seldom needs a sync of its own to make its copies durable before writing their entries.
     pub fn sync(&self, storage_sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
         let before = self.pending.lock().written.clone();
         storage_sync()?;
