@@ -11,8 +11,10 @@
 //!    own CRC checked too.
 //! 3. Where the walk stops, the rest of the segment is searched for valid buffers of the same
 //!    use (same generation): any found means the stop was damage in the middle of the log, not
-//!    its end. The records of a buffer that fails its CRC are parsed one by one (each record has
-//!    its own CRC), so that intact and damaged records, and their keys, are known.
+//!    its end. In a segment of copies, a stop below the synced end the sync table records for
+//!    its use (`synctable.rs`) is damage too, whatever follows. The records of a buffer that
+//!    fails its CRC are parsed one by one (each record has its own CRC), so that intact and
+//!    damaged records, and their keys, are known.
 //! 4. The end of the log is found as recovery finds it (highest durable floor, first LSN gap
 //!    above it), and the key -> newest version map is rebuilt from the accepted buffers
 //!    (highest version wins, range deletes hide older keys).
@@ -49,7 +51,10 @@ use super::format::{
     BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
     SegmentKind, Superblock, lsn_of_version,
 };
-use super::storage::{LOCK_FILE, SECTOR_SIZE, SUPERBLOCK_FILE, Storage, segment_file_name};
+use super::storage::{
+    LOCK_FILE, SECTOR_SIZE, SUPERBLOCK_FILE, Storage, segment_file_name, store_file_name,
+};
+use super::synctable::Proof;
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +256,7 @@ impl ReadOnlyStorage {
 
     /// Path of segment file `file`.
     pub fn segment_path(&self, file: u32) -> PathBuf {
-        self.dir.join(segment_file_name(file))
+        self.dir.join(store_file_name(file))
     }
 
     fn file(&self, file: u32) -> io::Result<Arc<File>> {
@@ -339,9 +344,13 @@ struct Rec {
 struct Suspect {
     place: Place,
     /// The segment is group-owned: its records are copies made by the separator or compaction.
-    /// Nothing proves a stretch of copies was synced, so a damaged record there may be garbage
-    /// of a torn write: a note. An intact lost copy is still a problem (see the loop).
+    /// Unless the sync table proves a stretch of copies was synced, a damaged record there may
+    /// be garbage of a torn write: a note. An intact lost copy is still a problem (see the
+    /// loop).
     copies: bool,
+    /// Bytes of the segment below this were synced, by the sync table's word (0: nothing
+    /// proven): a damaged copy wholly below it is damage, as recovery takes it.
+    synced_end: usize,
     /// A buffer here fails its CRC (or its first block is unreadable), as opposed to only
     /// holding valid buffers stranded behind damage.
     damaged_buffer: bool,
@@ -399,7 +408,12 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
     let mut bufs: Vec<Buf> = Vec::new();
     let mut recs: Vec<Rec> = Vec::new();
     let mut suspects: Vec<Suspect> = Vec::new();
+    // Intact records of damaged stretches of copies that the sync table proves synced
+    // (indices into `recs`): recovery serves them.
+    let mut salvaged: Vec<usize> = Vec::new();
     let mut image = vec![0u8; seg_size];
+    // How far each segment of copies is known synced (`synctable.rs`), as recovery reads it.
+    let proofs = super::synctable::read(storage, sb.segment_count)?;
     for segment in 0..sb.segment_count {
         let (file, base) = sb.segment_position(segment);
         if file_lens[file as usize] < base + seg_size as u64 {
@@ -415,10 +429,12 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             segment,
             &image,
             sb.generation_high_water,
+            proofs[segment as usize],
             options,
             &mut bufs,
             &mut recs,
             &mut suspects,
+            &mut salvaged,
             &mut out.findings,
         );
     }
@@ -492,6 +508,29 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
                     }
                 },
             }
+        }
+    }
+    // Then the intact records recovery salvages (accepted after every buffer, as there).
+    let mut salvaged_end: HashMap<u32, u64> = HashMap::new();
+    for &i in &salvaged {
+        let r = &recs[i];
+        let beyond_cut = cut
+            .get(&r.place.segment)
+            .is_some_and(|&at| r.place.offset >= at);
+        if beyond_cut || lsn_of_version(r.version) > last_lsn {
+            continue;
+        }
+        out.records_accepted += 1;
+        let end = salvaged_end.entry(r.place.segment).or_default();
+        *end = (*end).max((r.place.offset + r.len) as u64);
+        match r.kind {
+            RecordKind::DeleteRange => ranges.push(i),
+            _ => match points.get(&r.key) {
+                Some(&j) if recs[j].version >= r.version => {}
+                _ => {
+                    points.insert(r.key.clone(), i);
+                }
+            },
         }
     }
     accepted_lsns.sort_unstable();
@@ -623,7 +662,10 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             // A damaged record in a stretch of copies may be garbage of a write torn by a power
             // cut (nothing proves copies were synced); an intact one newer than what is served
             // has no source left, and sources are freed only once their copies are synced.
-            if lsn <= evidence_floor && (r.intact || !s.copies) {
+            let synced_copy = s.copies
+                && r.place.offset as usize + r.len as usize <= s.synced_end
+                && lsn <= last_lsn;
+            if (lsn <= evidence_floor && (r.intact || !s.copies)) || synced_copy {
                 durable_lost += 1;
             } else {
                 unsynced_lost += 1;
@@ -815,6 +857,9 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
                 }
             }
         }
+        fig.used_bytes = fig
+            .used_bytes
+            .max(salvaged_end.get(&segment).copied().unwrap_or(0));
         fig.live_bytes = live_per_segment.get(&segment).copied().unwrap_or(0);
         if fig.live_bytes > fig.used_bytes || fig.used_bytes > seg_size as u64 {
             out.findings.push(Finding::problem(
@@ -837,10 +882,12 @@ fn scan_segment(
     segment: u32,
     image: &[u8],
     high_water: u64,
+    proof: Option<Proof>,
     options: &CheckOptions,
     bufs: &mut Vec<Buf>,
     recs: &mut Vec<Rec>,
     suspects: &mut Vec<Suspect>,
+    salvaged: &mut Vec<usize>,
     findings: &mut Vec<Finding>,
 ) {
     let valid_at = |pos: usize| -> Option<BufferHeader> {
@@ -922,9 +969,20 @@ fn scan_segment(
         .map_or(stop_block[6] == SegmentKind::Group as u8, |k| {
             k == SegmentKind::Group
         });
+    // The sync table's proof for this use of a segment of copies: the stretch below its synced
+    // end was synced, so it is damage, not a torn write (see `recovery::scan_segment`, which
+    // also takes a failing first buffer whose header names that use).
+    let synced_end = proof
+        .filter(|p| copies && generation == Some(p.generation) && p.generation < high_water)
+        .map_or(0, |p| p.synced_end as usize);
+    let proven_first = first_of_segment.is_none()
+        && pos == 0
+        && plausible
+        && synced_end > 0
+        && stop_block[6] == SegmentKind::Group as u8;
     // Recovery takes the buffers of copies behind a failing stretch of a segment of copies
     // (see `recovery::scan_segment`): so does the check. Only the stretch is suspect.
-    let taken = copies && first_of_segment.is_some() && !stranded.is_empty();
+    let taken = copies && (first_of_segment.is_some() || proven_first) && !stranded.is_empty();
     let stranded_at = stranded.first().map(|&(p, _)| p);
     if taken {
         for (p, h) in std::mem::take(&mut stranded) {
@@ -949,6 +1007,7 @@ fn scan_segment(
             offset: pos as u32,
         },
         copies,
+        synced_end,
         damaged_buffer: !zeros,
         stranded_buffers: stranded.len() as u64,
         stranded_lsn: stranded.iter().map(|(_, h)| h.lsn_last).max().unwrap_or(0),
@@ -982,6 +1041,17 @@ fn scan_segment(
                 );
             }
             at += h.total_len();
+        }
+    }
+    // Intact records of a stretch the sync table proves synced: recovery serves them.
+    if synced_end > 0 {
+        let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut suspect.records)
+            .into_iter()
+            .partition(|r| r.intact && r.place.offset as usize + r.len as usize <= synced_end);
+        suspect.records = rest;
+        for r in served {
+            salvaged.push(recs.len());
+            recs.push(r);
         }
     }
     for (p, h) in stranded {

@@ -9,6 +9,8 @@
 //! - `lock`: held with `flock` by the process that has the store open.
 //! - `seg-NNNNNN`: segment files, each `segments_per_file` segments of `segment_size` bytes,
 //!   allocated (`fallocate`) whole before any segment in them is handed out.
+//! - `synced.tbl`: the segment sync table, how far each group-owned segment is known synced
+//!   (format and invariant in `synctable.rs`).
 //!
 //! # Segments and buffers
 //!
@@ -374,6 +376,7 @@ impl Superblock {
             || sb.segment_size > MAX_SEGMENT_SIZE
             || sb.segments_per_file == 0
             || sb.segment_count == 0
+            || sb.file_count() > MAX_SEGMENT_FILES
         {
             return Err(format!("superblock geometry is impossible: {sb:?}"));
         }

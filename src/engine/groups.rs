@@ -7,7 +7,8 @@
 //! it is full, and only then closes. The caller (one pass at a time, under the engine's
 //! compaction lock) moves the index to the copies by compare-and-set after `write` returns, and
 //! counts their live bytes; the sources are freed later by the dead-segment reclaimer, which
-//! syncs first, so the copies are durable before any source is zeroed.
+//! syncs first, so the copies are durable before any source is zeroed, and records how far the
+//! copies reach in the sync table (`synctable.rs`), synced, before zeroing anything.
 //!
 //! An open group-owned segment is never a compaction victim (only closed segments are), and a
 //! crash leaves it closed at recovery, with its last valid buffer as its end.
@@ -123,6 +124,10 @@ impl GroupWriter {
             segments.write(open.segment, open.offset, &buffer)?;
             open.offset += buffer_len as u32;
             segments.note_written(open.segment, open.offset, max_lsn);
+            // Recorded in the sync table before any source of these copies is freed.
+            segments
+                .sync_table
+                .note_copies(open.segment, open.generation, open.offset);
             device_bytes += buffer_len as u64;
             if ((segment_size - open.offset) as usize) < 2 * BLOCK_SIZE {
                 let full = self.open.remove(&group).unwrap();

@@ -392,6 +392,13 @@ impl SimStorage {
             std::fs::write(dir.join(segment_file_name(file)), &buf)?;
             file += 1;
         }
+        let table = super::synctable::SYNC_TABLE_FILE;
+        let len = self.file_len(table)?;
+        if len > 0 {
+            let mut buf = vec![0u8; len as usize];
+            self.read_at(table, 0, &mut buf)?;
+            std::fs::write(dir.join(super::synctable::SYNC_TABLE_NAME), &buf)?;
+        }
         if let Some(sb) = self.read_superblock()? {
             std::fs::write(dir.join(SUPERBLOCK_FILE), sb)?;
         }

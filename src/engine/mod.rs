@@ -31,6 +31,7 @@ mod log;
 mod recovery;
 mod segments;
 pub mod storage;
+mod synctable;
 #[cfg(test)]
 mod tests;
 mod tombstones;
@@ -192,10 +193,12 @@ impl Engine {
             None => recovery::recover(&storage, &superblock, &put_notes)?,
         };
         let recovered_at = started.elapsed();
+        let sync_table = synctable::SyncTable::open(storage.clone(), superblock.segment_count)?;
         let segments = Arc::new(SegmentManager::new(
             storage.clone(),
             superblock,
             recovered.infos,
+            sync_table,
         ));
         // Discarded buffers must not come back once new batches reuse their LSNs.
         for &(segment, start, end) in &recovered.invalidate {
@@ -1061,12 +1064,16 @@ impl Inner {
     }
 
     fn sync(&self) -> Result<()> {
-        self.log.sync(|| self.storage.sync())
+        self.log
+            .sync(|| self.segments.sync_table.sync(|| self.storage.sync()))
     }
 
     /// Frees closed segments whose records are all dead, without copying anything: a marker
     /// records the durable floor first (so that recovery does not take the freed batches for a
-    /// gap), then the segments' first blocks are zeroed and synced.
+    /// gap), then the segments' first blocks are zeroed and synced. Copies written since the
+    /// last reclamation (their sources may be among the dead) are recorded in the sync table
+    /// first: each entry after a sync that made its copies durable, and synced before any
+    /// zeroing (see `synctable.rs`).
     fn reclaim_dead_segments(&self) -> Result<usize> {
         let _serial = self.reclaim_lock.lock();
         let durable = self.log.durable_lsn();
@@ -1078,9 +1085,25 @@ impl Inner {
         // closing): report it, without latching the store read-only.
         self.log.flush_marker()?;
         self.test_step("reclaim: marker written");
+        let table = &self.segments.sync_table;
         let result = (|| {
-            self.storage.sync()?;
+            // Entries of copies an earlier sync made durable: the marker's sync makes them
+            // durable too.
+            let synced = table.take_synced();
+            if !synced.is_empty() {
+                table.record(&synced)?;
+                self.test_step("reclaim: sync table written before the marker sync");
+            }
+            table.sync(|| self.storage.sync())?;
             self.test_step("reclaim: marker synced");
+            // Entries of copies only the marker's sync made durable: one more sync.
+            let synced = table.take_synced();
+            if !synced.is_empty() {
+                table.record(&synced)?;
+                self.test_step("reclaim: sync table written");
+                self.storage.sync()?;
+                self.test_step("reclaim: sync table synced");
+            }
             for &segment in &dead {
                 self.segments.begin_free(segment)?;
                 self.test_step("reclaim: a first block zeroed");
@@ -1329,7 +1352,8 @@ impl Inner {
         let mut live = Vec::new();
         // Past a damaged stretch too (recovery indexed what follows it); the records of the
         // stretch itself stay where they are, so such a segment is never emptied.
-        let scan = recovery::scan_segment(&image[..used], segment, hw);
+        let proof = self.segments.sync_table.proof(segment);
+        let scan = recovery::scan_segment(&image[..used], segment, hw, proof);
         for (pos, header) in scan.valid {
             for (at, h) in recovery::records_of(segment, pos, &header, image)? {
                 let location = Location {

@@ -4,7 +4,9 @@
 //! 1. Each allocated segment is read from its first buffer; the scan stops at the first buffer
 //!    that fails its checks (magic, lengths, CRC over header and payload), belongs to another
 //!    segment, or has another generation than the segment's first buffer. What follows it is
-//!    torn, unsynced or left from an earlier use of the segment.
+//!    torn, unsynced or left from an earlier use of the segment, unless it is proven damage:
+//!    a valid buffer of the same use follows and proves the stretch synced, or, in a segment of
+//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]).
 //! 2. The *durable floor* is the highest floor any valid buffer header records: every batch up
 //!    to it was durable when that buffer was sealed. Above the floor, batches must follow each
 //!    other without a gap; the first missing LSN ends the log, and every buffer holding a batch
@@ -26,6 +28,7 @@ use super::format::{
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::{MappedFile, Storage};
+use super::synctable::Proof;
 
 /// What recovery found, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,19 +90,27 @@ pub fn recover(
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut damaged: Vec<DamagedBuffer> = Vec::new();
     let mut reader = SegmentReader::new(storage, sb)?;
+    // How far each segment of copies is known synced (see `synctable.rs`).
+    let proofs = super::synctable::read(&**storage, sb.segment_count)?;
 
     for segment in 0..sb.segment_count {
         let Some(image) = reader.image(segment, &mut report)? else {
             continue;
         };
-        let scan = scan_segment(image, segment, sb.generation_high_water);
+        let scan = scan_segment(
+            image,
+            segment,
+            sb.generation_high_water,
+            proofs[segment as usize],
+        );
         // What the buffer right after each damaged stretch says: only in the log (mixed
         // segments) does its durable floor vouch for the stretch's batches having been durable
         // (synced before it was sealed), which tells damage from a write torn by a power cut.
         let vouched: Vec<u64> = scan
             .damaged
             .iter()
-            .map(|&(_, end)| {
+            .map(|d| {
+                let end = d.end;
                 scan.valid
                     .iter()
                     .find(|(pos, _)| *pos == end)
@@ -138,13 +149,14 @@ pub fn recover(
                 q += BLOCK_SIZE;
             }
         }
-        for (&(start, end), &vouched_floor) in scan.damaged.iter().zip(&vouched) {
+        for (d, &vouched_floor) in scan.damaged.iter().zip(&vouched) {
             report.buffers_damaged += 1;
             damaged.push(DamagedBuffer {
                 segment,
-                offset: start as u32,
+                offset: d.start as u32,
                 vouched_floor,
-                records: salvage_records(segment, start, &image[..end]),
+                synced_end: d.synced_end as u32,
+                records: salvage_records(segment, d.start, &image[..d.end]),
             });
         }
     }
@@ -187,21 +199,31 @@ pub fn recover(
     let keep = |b: &ScannedBuffer| cut.get(&b.segment).is_none_or(|&at| b.offset < at);
     report.buffers_discarded = buffers.iter().filter(|b| !keep(b)).count() as u64;
 
-    // Damaged log buffers: their records whose batches the next buffer vouches were durable are
-    // taken as they are: intact ones serve reads, damaged ones make reads fail (their own CRC
-    // fails) rather than let an older version of the key stand in. Otherwise a failing buffer
-    // is indistinguishable from a write torn by a power cut, and is dropped like one. (Damage
-    // in a buffer of copies is dropped too: see the note in ARCHITECTURE.md.)
+    // Damaged buffers: their records proven durable are taken as they are: intact ones serve
+    // reads, damaged ones make reads fail (their own CRC fails) rather than let an older version
+    // of the key stand in. In the log, proven by the next buffer's durable floor; in a segment
+    // of copies, by the sync table (records wholly below the synced end it records, of batches
+    // within the log: a damaged version far beyond it would shadow every later write of its
+    // key). Otherwise a failing buffer is indistinguishable from a write torn by a power cut,
+    // and is dropped like one.
     let mut salvaged: Vec<Candidate> = Vec::new();
+    // (segment, end of the stretch, group) of each stretch of copies salvaged from.
+    let mut salvaged_segments: Vec<(u32, u32, u32)> = Vec::new();
     for d in damaged {
         if cut.get(&d.segment).is_some_and(|&at| d.offset >= at) {
             continue; // beyond the log's end: discarded with the rest of the segment's tail
         }
         for (c, intact) in d.records {
             let lsn = lsn_of_version(c.version);
-            if lsn > 0 && lsn <= d.vouched_floor && lsn <= floor {
+            let logged = lsn <= d.vouched_floor && lsn <= floor;
+            let synced_copy =
+                c.location.offset + c.location.len <= d.synced_end && lsn <= last_lsn.max(floor);
+            if lsn > 0 && (logged || synced_copy) {
                 if !intact {
                     report.records_poisoned += 1;
+                }
+                if synced_copy {
+                    salvaged_segments.push((d.segment, d.synced_end, c.group));
                 }
                 salvaged.push(c);
             } else if c.kind == RecordKind::Put {
@@ -236,6 +258,22 @@ pub fn recover(
             report.records_accepted += 1;
             accept(&candidates[i], i, &mut accepted, &mut ranges, put_notes);
         }
+    }
+    // A segment of copies whose first buffer is damaged (its use known from the sync table)
+    // and that has no valid buffer at all: in use all the same, its salvaged records are here.
+    for &(segment, end, group) in &salvaged_segments {
+        let info = &mut infos[segment as usize];
+        if info.state == SegmentState::Free {
+            *info = SegmentInfo {
+                state: SegmentState::Closed,
+                kind: SegmentKind::Group,
+                group,
+                generation: proofs[segment as usize].map_or(0, |p| p.generation),
+                used: end,
+                max_lsn: 0,
+            };
+        }
+        info.used = info.used.max(end);
     }
     let salvaged_from = candidates.len();
     candidates.extend(salvaged);
@@ -369,12 +407,23 @@ impl<'a> SegmentReader<'a> {
 /// A segment image read by recovery: its valid buffers, and the damaged stretches between them.
 pub struct SegmentScan {
     pub valid: Vec<(usize, BufferHeader)>,
-    /// (start, end) of each stretch that fails its checks but is followed by a valid buffer of
-    /// the same use of the segment.
-    pub damaged: Vec<(usize, usize)>,
+    /// Each stretch that fails its checks but is followed by a valid buffer of the same use of
+    /// the segment, or lies below the synced end the sync table records for it.
+    pub damaged: Vec<DamagedStretch>,
     /// Where the scan stopped at bytes that are neither zeros nor a valid buffer (a torn tail,
     /// or unproven damage): what lies there is not served, but is still on disk.
     pub stopped_at: Option<usize>,
+}
+
+/// A failing stretch `[start, end)` of a segment image that is not its end (see
+/// [`scan_segment`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DamagedStretch {
+    pub start: usize,
+    pub end: usize,
+    /// Bytes below this were synced, by the sync table's word (`start` or less: nothing of the
+    /// stretch is proven so; only segments of copies have entries).
+    pub synced_end: usize,
 }
 
 struct DamagedBuffer {
@@ -382,6 +431,8 @@ struct DamagedBuffer {
     offset: u32,
     /// The durable floor of the log buffer right after it (0: none, or not in the log).
     vouched_floor: u64,
+    /// Records wholly below this were synced (the sync table; 0: nothing proven).
+    synced_end: u32,
     /// Records found in it, and whether each passed its own CRC.
     records: Vec<(Candidate, bool)>,
 }
@@ -391,8 +442,19 @@ struct DamagedBuffer {
 /// first (bytes of an earlier use). A buffer that fails its checks does not end the segment when
 /// a valid buffer of the same generation follows it (found at a later block boundary): that is
 /// damage in the middle, and what follows it is still the segment's. The first buffer must be
-/// valid (it alone tells this use of the segment from an earlier one).
-pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> SegmentScan {
+/// valid (it alone tells this use of the segment from an earlier one), but for the exception
+/// below.
+///
+/// `proof` is the segment's entry in the sync table (`synctable.rs`): in a segment of copies
+/// whose use it names, a failing stretch below its synced end is damage too, even with no valid
+/// buffer behind it (the last buffers of the segment): it was synced, so no power cut tore it.
+/// That includes a failing first buffer whose (unchecked) header names the entry's generation.
+pub fn scan_segment(
+    image: &[u8],
+    segment: u32,
+    generation_high_water: u64,
+    proof: Option<Proof>,
+) -> SegmentScan {
     let mut scan = SegmentScan {
         valid: Vec::new(),
         damaged: Vec::new(),
@@ -411,6 +473,19 @@ pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> S
             scan.valid.push((pos, header));
             pos += header.buffer_len as usize;
             continue;
+        }
+        // A failing first buffer whose header names the use the sync table has an entry for,
+        // in a segment of copies: that use (a freed segment's first sector is zeroed and synced
+        // before reuse, so no other use's header can be there), synced up to the entry's end.
+        let first_of_copies = proof.filter(|p| {
+            pos == 0
+                && p.generation < generation_high_water
+                && BufferHeader::plausible_start(image, segment)
+                && BufferHeader::generation_field(image) == p.generation
+                && image[6] == SegmentKind::Group as u8
+        });
+        if generation.is_none() {
+            generation = first_of_copies.map(|p| p.generation);
         }
         let Some(g) = generation else { break };
         // A zeroed block is where a discarded tail was invalidated (or where nothing was ever
@@ -434,7 +509,8 @@ pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> S
         // taken whatever it was. Were they not synced, their sources are still there (sources
         // are freed only once their copies are synced) and a copy changes nothing; were they,
         // they may be the only copy left. The stretch's own records are not taken (a torn
-        // write leaves garbage there), and stay noted (see `recover`).
+        // write leaves garbage there), and stay noted (see `recover`), unless the sync table
+        // proves them synced (below).
         let proven = |q: usize| {
             BufferHeader::decode_checked(&image[q..]).is_some_and(|h| {
                 h.kind == SegmentKind::Group
@@ -443,10 +519,32 @@ pub fn scan_segment(image: &[u8], segment: u32, generation_high_water: u64) -> S
                         && h.durable_floor + 1 >= h.lsn_first)
             })
         };
+        // The sync table's proof, for a segment of copies of the use it names.
+        let copies = match scan.valid.first() {
+            Some((_, first)) => first.kind == SegmentKind::Group,
+            None => first_of_copies.is_some(),
+        };
+        let synced_end = proof
+            .filter(|p| p.generation == g && copies)
+            .map_or(0, |p| (p.synced_end as usize).min(image.len()));
         match next.filter(|&q| proven(q)) {
             Some(q) => {
-                scan.damaged.push((pos, q));
+                scan.damaged.push(DamagedStretch {
+                    start: pos,
+                    end: q,
+                    synced_end,
+                });
                 pos = q;
+            }
+            None if pos < synced_end => {
+                // Damage in the last synced buffers: the stretch ends where the proof does;
+                // what follows is looked at like the end of any segment.
+                scan.damaged.push(DamagedStretch {
+                    start: pos,
+                    end: synced_end,
+                    synced_end,
+                });
+                pos = synced_end;
             }
             None => {
                 scan.stopped_at = Some(pos);
@@ -489,7 +587,7 @@ pub fn valid_buffers(
     segment: u32,
     generation_high_water: u64,
 ) -> Vec<(usize, BufferHeader)> {
-    scan_segment(image, segment, generation_high_water).valid
+    scan_segment(image, segment, generation_high_water, None).valid
 }
 
 /// Every record of a valid buffer: (offset of the record in the segment, its header).

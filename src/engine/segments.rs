@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use super::api::{EngineError, Result};
 use super::format::{BLOCK_SIZE, NO_GROUP, SegmentKind, Superblock};
 use super::storage::{SECTOR_SIZE, Storage};
+use super::synctable::SyncTable;
 
 /// Generations are reserved in the superblock this many at a time, so that handing out a
 /// segment rarely costs a superblock write, and a generation is never handed out twice even
@@ -95,11 +96,18 @@ pub struct SegmentManager {
     /// Segments user writes may not take (kept for relocation and deletes).
     pub reserved: u32,
     pub reclaimed: AtomicU64,
+    /// How far each group-owned segment is known synced (see `synctable.rs`).
+    pub sync_table: SyncTable,
 }
 
 impl SegmentManager {
     /// A manager over `superblock`'s geometry with every segment in `infos` (recovered state).
-    pub fn new(storage: Arc<dyn Storage>, superblock: Superblock, infos: Vec<SegmentInfo>) -> Self {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        superblock: Superblock,
+        infos: Vec<SegmentInfo>,
+        sync_table: SyncTable,
+    ) -> Self {
         let n = superblock.segment_count as usize;
         let files = superblock.file_count() as usize;
         let file_len = superblock.file_len();
@@ -125,6 +133,7 @@ impl SegmentManager {
             live_total: AtomicI64::new(0),
             reserved,
             reclaimed: AtomicU64::new(0),
+            sync_table,
         }
     }
 

@@ -6,7 +6,7 @@
 //!   test can cut power at any point (keeping any subset of the unsynced 512-byte sectors, as a
 //!   host page cache may write them back in any order) and inject I/O errors.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -151,6 +151,16 @@ pub(crate) fn segment_file_name(file: u32) -> String {
     format!("seg-{file:06}")
 }
 
+/// The name in a store directory of storage file `file`: a segment file, or the segment sync
+/// table (`synctable.rs`), which has a file number no segment file can have.
+pub(crate) fn store_file_name(file: u32) -> String {
+    if file == super::synctable::SYNC_TABLE_FILE {
+        super::synctable::SYNC_TABLE_NAME.to_string()
+    } else {
+        segment_file_name(file)
+    }
+}
+
 pub(crate) const SUPERBLOCK_FILE: &str = "superblock";
 pub(crate) const LOCK_FILE: &str = "lock";
 /// The index checkpoint of the last clean close (see `checkpoint.rs`).
@@ -263,7 +273,7 @@ impl FileStorage {
         if let Some(f) = &files[file as usize] {
             return Ok(f.clone());
         }
-        let path = self.dir.join(segment_file_name(file));
+        let path = self.dir.join(store_file_name(file));
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -326,7 +336,7 @@ impl Storage for FileStorage {
     }
 
     fn file_len(&self, file: u32) -> io::Result<u64> {
-        match std::fs::metadata(self.dir.join(segment_file_name(file))) {
+        match std::fs::metadata(self.dir.join(store_file_name(file))) {
             Ok(m) => Ok(m.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e),
@@ -350,6 +360,10 @@ impl Storage for FileStorage {
         while self.file_len(file)? > 0 {
             self.dirty.lock().insert(file);
             file += 1;
+        }
+        let table = super::synctable::SYNC_TABLE_FILE;
+        if self.file_len(table)? > 0 {
+            self.dirty.lock().insert(table);
         }
         self.sync()
     }
@@ -458,7 +472,8 @@ struct SimFile {
 
 #[derive(Default)]
 struct SimState {
-    files: Vec<SimFile>,
+    /// By file number (segment files, and the sync table's high number).
+    files: BTreeMap<u32, SimFile>,
     superblock: Option<Vec<u8>>,
     faults: FaultPlan,
     writes: u64,
@@ -533,8 +548,7 @@ impl SimStorage {
         let files = s
             .files
             .iter()
-            .enumerate()
-            .map(|(index, f)| {
+            .map(|(&index, f)| {
                 let mut image = f.durable.clone();
                 for &sector in &f.dirty {
                     let keep = match cut {
@@ -543,7 +557,7 @@ impl SimStorage {
                         PowerCut::Random(_) => rng.as_mut().unwrap().below(2) == 1,
                         PowerCut::KeepOnlyIn { file, start, end } => {
                             let at = sector * SECTOR_SIZE as u64;
-                            index as u32 == file && at >= start && at < end
+                            index == file && at >= start && at < end
                         }
                     };
                     if keep {
@@ -552,11 +566,12 @@ impl SimStorage {
                         image[a..b].copy_from_slice(&f.live[a..b]);
                     }
                 }
-                SimFile {
+                let file = SimFile {
                     live: image.clone(),
                     durable: image,
                     dirty: BTreeSet::new(),
-                }
+                };
+                (index, file)
             })
             .collect();
         Arc::new(SimStorage {
@@ -584,7 +599,7 @@ impl SimStorage {
     /// Flips the bits of `mask` in the byte at `offset` of `file`, in both images (media damage).
     pub fn corrupt(&self, file: u32, offset: u64, mask: u8) {
         let mut s = self.state.lock();
-        let f = &mut s.files[file as usize];
+        let f = s.files.get_mut(&file).expect("no such file");
         f.live[offset as usize] ^= mask;
         f.durable[offset as usize] ^= mask;
     }
@@ -599,7 +614,7 @@ impl Storage for SimStorage {
         let s = self.state.lock();
         let f = s
             .files
-            .get(file as usize)
+            .get(&file)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let a = offset as usize;
         let b = a + buf.len();
@@ -620,7 +635,7 @@ impl Storage for SimStorage {
         }
         let f = s
             .files
-            .get_mut(file as usize)
+            .get_mut(&file)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         let a = offset as usize;
         let b = a + data.len();
@@ -640,10 +655,7 @@ impl Storage for SimStorage {
         if s.faults.fail_allocate {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
-        if s.files.len() <= file as usize {
-            s.files.resize(file as usize + 1, SimFile::default());
-        }
-        let f = &mut s.files[file as usize];
+        let f = s.files.entry(file).or_default();
         if (f.live.len() as u64) < len {
             f.live.resize(len as usize, 0);
             f.durable.resize(len as usize, 0);
@@ -656,7 +668,7 @@ impl Storage for SimStorage {
             .state
             .lock()
             .files
-            .get(file as usize)
+            .get(&file)
             .map_or(0, |f| f.live.len() as u64))
     }
 
@@ -668,7 +680,7 @@ impl Storage for SimStorage {
             }
             s.faults.fail_syncs_after = Some(n - 1);
         }
-        for f in &mut s.files {
+        for f in s.files.values_mut() {
             for &sector in &f.dirty {
                 let a = sector as usize * SECTOR_SIZE;
                 let b = (a + SECTOR_SIZE).min(f.live.len());

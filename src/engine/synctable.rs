@@ -1,0 +1,355 @@
+//! The segment sync table: a durable proof of how far each group-owned segment's current use
+//! was synced, so that recovery and fsck can tell damage inside a segment of copies from a write
+//! torn by a power cut (issue 6).
+//!
+//! A failing stretch of a segment of copies looks the same whether a power cut tore it (its
+//! sources are then still in place, and dropping it is right) or the media damaged it after it
+//! was synced (its sources may be freed, and dropping it silently serves an older version of its
+//! keys, or none). Nothing inside the segment tells them apart; this table does. Its entry for a
+//! segment says: every byte of the use of generation `generation` below `synced_end` was synced.
+//! Recovery (`recovery::scan_segment`) and fsck (`check.rs`) then treat a failing stretch below
+//! `synced_end` as damage: its records are indexed where they are (a damaged one fails every
+//! read with EIO, an intact one is served), as for proven damage in the log.
+//!
+//! # Invariant
+//!
+//! An entry is written only after the copies it covers were synced, and the sources of copies
+//! are freed (their first sector zeroed) only after the entries covering the copies are synced.
+//! The engine's syncs (`Inner::sync`, the reclaimer's) go through [`SyncTable::sync`], which
+//! learns which copies each made durable. `Inner::reclaim_dead_segments`, the only place that
+//! frees segments, writes the entries of copies already known synced before its marker sync
+//! (which makes them durable), then those of copies that this very sync made durable, if any,
+//! followed by one more sync, and only then zeroes anything. Cost: that one more sync, when
+//! copies were written since the last storage sync (a reclamation right after a compaction pass
+//! or a separator run while no user batch needed syncing); otherwise none.
+//!
+//! # File `synced.tbl` (storage file number [`SYNC_TABLE_FILE`])
+//!
+//! `segment_count` entries of 16 bytes, entry `s` for segment `s` at byte `16 * s`, the file
+//! allocated in whole 4 KiB blocks (zeros past the last entry). 32 entries per 512-byte sector:
+//! an entry never straddles a sector, and the table is written in whole sectors. Little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | generation of the segment's use the entry is about |
+//! | 8 | 4 | synced end: every byte of that use below it was synced (a multiple of 4 KiB, > 0) |
+//! | 12 | 4 | CRC-32 of `LSST`, the segment index (u32), and bytes 0..12 |
+//!
+//! An entry whose CRC fails (never written: zeros; torn; damaged; written for another slot) is
+//! no entry, and proves nothing: recovery then does what it did without the table. An entry of
+//! another generation than the segment's current use (the segment was freed and reused) is
+//! ignored. Generations are never handed out twice (see `segments.rs`), so an entry can only be
+//! about the use it names. Writes and syncs go through [`Storage`] like the segments' own, so
+//! crash simulation (`SimStorage`) and the I/O log of `instrument.rs` cover them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::api::Result;
+use super::format::{BLOCK_SIZE, MAX_SEGMENT_FILES, align_up};
+use super::storage::{SECTOR_SIZE, Storage};
+
+/// The table's file number in [`Storage`]: one no segment file can have (segment files are
+/// numbered below [`MAX_SEGMENT_FILES`]). `FileStorage` names it [`SYNC_TABLE_NAME`].
+pub const SYNC_TABLE_FILE: u32 = MAX_SEGMENT_FILES;
+/// The table's file name in a store directory.
+pub const SYNC_TABLE_NAME: &str = "synced.tbl";
+pub const ENTRY_SIZE: usize = 16;
+const ENTRIES_PER_SECTOR: usize = SECTOR_SIZE / ENTRY_SIZE;
+const ENTRY_MAGIC: &[u8; 4] = b"LSST";
+
+/// What an entry proves: every byte of the segment's use of `generation` below `synced_end`
+/// was synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proof {
+    pub generation: u64,
+    pub synced_end: u32,
+}
+
+/// Bytes of the table file for `segment_count` segments.
+pub fn table_len(segment_count: u32) -> u64 {
+    align_up(segment_count as usize * ENTRY_SIZE, BLOCK_SIZE).max(BLOCK_SIZE) as u64
+}
+
+fn entry_crc(segment: u32, b: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(ENTRY_MAGIC);
+    h.update(&segment.to_le_bytes());
+    h.update(&b[..12]);
+    h.finalize()
+}
+
+pub fn encode_entry(segment: u32, proof: Proof) -> [u8; ENTRY_SIZE] {
+    let mut b = [0u8; ENTRY_SIZE];
+    b[0..8].copy_from_slice(&proof.generation.to_le_bytes());
+    b[8..12].copy_from_slice(&proof.synced_end.to_le_bytes());
+    let crc = entry_crc(segment, &b);
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The entry of `segment` in `b` (its 16 bytes), if it checks out.
+pub fn decode_entry(segment: u32, b: &[u8]) -> Option<Proof> {
+    if b.len() < ENTRY_SIZE {
+        return None;
+    }
+    if u32::from_le_bytes(b[12..16].try_into().unwrap()) != entry_crc(segment, b) {
+        return None;
+    }
+    let proof = Proof {
+        generation: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+        synced_end: u32::from_le_bytes(b[8..12].try_into().unwrap()),
+    };
+    (proof.synced_end > 0 && (proof.synced_end as usize).is_multiple_of(BLOCK_SIZE))
+        .then_some(proof)
+}
+
+/// Every segment's entry as the table on `storage` holds it (`None`: no valid entry, or no
+/// table at all: a store written before the table existed).
+pub fn read(storage: &dyn Storage, segment_count: u32) -> Result<Vec<Option<Proof>>> {
+    let len = storage.file_len(SYNC_TABLE_FILE)?;
+    let want = segment_count as usize * ENTRY_SIZE;
+    let mut bytes = vec![0u8; want];
+    let have = (len as usize).min(want);
+    if have > 0 {
+        storage.read_at(SYNC_TABLE_FILE, 0, &mut bytes[..have])?;
+    }
+    Ok((0..segment_count)
+        .map(|s| decode_entry(s, &bytes[s as usize * ENTRY_SIZE..][..ENTRY_SIZE]))
+        .collect())
+}
+
+/// The table of an open store: what it holds, and the copies written since it was last
+/// brought up to date.
+pub struct SyncTable {
+    storage: Arc<dyn Storage>,
+    /// False if the table could not be allocated: nothing is recorded (recovery then works as
+    /// without a table).
+    enabled: bool,
+    /// Every entry as written to the table (synced, or latched into a failure).
+    entries: Mutex<Vec<Option<Proof>>>,
+    /// Copies written since their segment's entry was last written.
+    pending: Mutex<Pending>,
+}
+
+/// Extents of copies not yet in the table, per segment: (generation, end).
+#[derive(Default)]
+struct Pending {
+    /// Written, not known synced.
+    written: BTreeMap<u32, Proof>,
+    /// Known synced: a storage sync through [`SyncTable::sync`] began after they were written.
+    synced: BTreeMap<u32, Proof>,
+}
+
+/// Merges extent `p` of `segment` into `map`: the furthest end of the newest use.
+fn merge(map: &mut BTreeMap<u32, Proof>, segment: u32, p: Proof) {
+    let e = map.entry(segment).or_insert(p);
+    if e.generation < p.generation {
+        *e = p;
+    } else if e.generation == p.generation {
+        e.synced_end = e.synced_end.max(p.synced_end);
+    }
+}
+
+impl SyncTable {
+    /// Opens the table of a store of `segment_count` segments, allocating its file if it is
+    /// short (a new store, or one written before the table existed).
+    pub fn open(storage: Arc<dyn Storage>, segment_count: u32) -> Result<SyncTable> {
+        let len = table_len(segment_count);
+        let enabled = match storage.file_len(SYNC_TABLE_FILE) {
+            Ok(have) if have >= len => true,
+            _ => match storage.allocate(SYNC_TABLE_FILE, len) {
+                Ok(()) => true,
+                Err(e) => {
+                    ::log::warn!(
+                        "cannot allocate the segment sync table ({e}): damage to copies will \
+                         not be told from torn writes"
+                    );
+                    false
+                }
+            },
+        };
+        let entries = if enabled {
+            read(&*storage, segment_count)?
+        } else {
+            vec![None; segment_count as usize]
+        };
+        Ok(SyncTable {
+            storage,
+            enabled,
+            entries: Mutex::new(entries),
+            pending: Mutex::new(Pending::default()),
+        })
+    }
+
+    /// The entry of `segment` as written (see [`read`]).
+    pub fn proof(&self, segment: u32) -> Option<Proof> {
+        self.entries.lock()[segment as usize]
+    }
+
+    /// Copies were written into `segment` (use `generation`) up to `end`: its entry must cover
+    /// them before their sources are freed. Call once the write has returned.
+    pub fn note_copies(&self, segment: u32, generation: u64, end: u32) {
+        let p = Proof {
+            generation,
+            synced_end: end,
+        };
+        merge(&mut self.pending.lock().written, segment, p);
+    }
+
+    /// Runs `storage_sync` (a sync of the whole storage); once it succeeds, the copies noted
+    /// before it began are known synced (see [`SyncTable::take_synced`]). The engine's syncs
+    /// (`Inner::sync`, the reclaimer's marker sync) go through here, so that a reclamation
+    /// seldom needs a sync of its own to make its copies durable before writing their entries.
+    pub fn sync(&self, storage_sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        let before = self.pending.lock().written.clone();
+        storage_sync()?;
+        let mut pending = self.pending.lock();
+        for (segment, p) in before {
+            merge(&mut pending.synced, segment, p);
+            if pending
+                .written
+                .get(&segment)
+                .is_some_and(|w| w.generation == p.generation && w.synced_end <= p.synced_end)
+            {
+                pending.written.remove(&segment);
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries for copies known synced, taken out: the caller writes them with
+    /// [`SyncTable::record`], and frees the copies' sources only after a later sync.
+    pub fn take_synced(&self) -> Vec<(u32, Proof)> {
+        std::mem::take(&mut self.pending.lock().synced)
+            .into_iter()
+            .collect()
+    }
+
+    /// Writes the entries `items` (whose copies the caller has synced) into the table, in whole
+    /// sectors. Not durable until the caller syncs again. An entry never moves back: an
+    /// earlier, longer proof of the same use stays (recovery may have closed a segment at a
+    /// damaged stretch below it).
+    pub fn record(&self, items: &[(u32, Proof)]) -> Result<()> {
+        if !self.enabled || items.is_empty() {
+            return Ok(());
+        }
+        let mut entries = self.entries.lock();
+        let mut sectors: Vec<usize> = Vec::new();
+        for &(segment, proof) in items {
+            let e = &mut entries[segment as usize];
+            let grows = e.is_none_or(|e| {
+                e.generation != proof.generation || e.synced_end < proof.synced_end
+            });
+            if grows {
+                *e = Some(proof);
+                sectors.push(segment as usize / ENTRIES_PER_SECTOR);
+            }
+        }
+        sectors.sort_unstable();
+        sectors.dedup();
+        // Runs of consecutive sectors in one write each.
+        let mut i = 0;
+        while i < sectors.len() {
+            let mut j = i + 1;
+            while j < sectors.len() && sectors[j] == sectors[j - 1] + 1 {
+                j += 1;
+            }
+            let first = sectors[i] * ENTRIES_PER_SECTOR;
+            let mut buf = vec![0u8; (j - i) * SECTOR_SIZE];
+            for (k, chunk) in buf.chunks_mut(ENTRY_SIZE).enumerate() {
+                let segment = first + k;
+                if let Some(Some(p)) = entries.get(segment) {
+                    chunk.copy_from_slice(&encode_entry(segment as u32, *p));
+                }
+            }
+            self.storage
+                .write_at(SYNC_TABLE_FILE, (sectors[i] * SECTOR_SIZE) as u64, &buf)?;
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::storage::{PowerCut, SimStorage};
+
+    #[test]
+    fn entries_round_trip_and_garbage_is_no_entry() {
+        let p = Proof {
+            generation: 77,
+            synced_end: 3 * BLOCK_SIZE as u32,
+        };
+        let e = encode_entry(5, p);
+        assert_eq!(decode_entry(5, &e), Some(p));
+        assert_eq!(
+            decode_entry(6, &e),
+            None,
+            "an entry written for another slot"
+        );
+        assert_eq!(decode_entry(5, &[0u8; ENTRY_SIZE]), None, "never written");
+        for byte in 0..ENTRY_SIZE {
+            let mut d = e;
+            d[byte] ^= 0x10;
+            assert_eq!(decode_entry(5, &d), None, "damaged byte {byte}");
+        }
+    }
+
+    #[test]
+    fn recorded_entries_survive_only_once_synced_and_never_shrink() {
+        let storage = SimStorage::new();
+        let t = SyncTable::open(storage.clone(), 100).unwrap();
+        assert!(read(&*storage, 100).unwrap().iter().all(Option::is_none));
+        t.note_copies(40, 9, 8192);
+        t.note_copies(40, 9, 16384);
+        t.note_copies(3, 4, 4096);
+        assert!(t.take_synced().is_empty(), "nothing synced yet");
+        t.sync(|| storage.sync()).unwrap();
+        t.note_copies(7, 5, 4096); // after the sync began: not known synced
+        let synced = t.take_synced();
+        assert_eq!(synced.len(), 2);
+        t.record(&synced).unwrap();
+        assert!(t.take_synced().is_empty());
+        let lost = storage.crash(PowerCut::DropAllUnsynced);
+        assert!(read(&*lost, 100).unwrap().iter().all(Option::is_none));
+        storage.sync().unwrap();
+        let back = read(&*storage, 100).unwrap();
+        assert_eq!(
+            back[40],
+            Some(Proof {
+                generation: 9,
+                synced_end: 16384
+            })
+        );
+        assert_eq!(back[3].unwrap().synced_end, 4096);
+        assert_eq!(back[7], None);
+        t.sync(|| storage.sync()).unwrap();
+        assert_eq!(t.take_synced().len(), 1, "segment 7's copies, synced now");
+        // A shorter proof of the same use does not replace a longer one; a new use does.
+        let t = SyncTable::open(storage.clone(), 100).unwrap();
+        t.record(&[(
+            40,
+            Proof {
+                generation: 9,
+                synced_end: 4096,
+            },
+        )])
+        .unwrap();
+        t.record(&[(
+            3,
+            Proof {
+                generation: 12,
+                synced_end: 4096,
+            },
+        )])
+        .unwrap();
+        storage.sync().unwrap();
+        let back = read(&*storage, 100).unwrap();
+        assert_eq!(back[40].unwrap().synced_end, 16384);
+        assert_eq!(back[3].unwrap().generation, 12);
+    }
+}
