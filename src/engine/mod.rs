@@ -1063,9 +1063,29 @@ impl Inner {
         Ok(out)
     }
 
+    /// Makes every batch that returned before it durable. Then writes the sync table entries of
+    /// the closed mixed segments that this sync (or an earlier one) made durable, and syncs
+    /// them: a damaged stretch of such a segment below its entry's end is then damage, not a
+    /// torn write, even with nothing valid behind it (see `synctable.rs`, `recovery.rs`). One
+    /// more storage sync per closed log segment, at most.
     fn sync(&self) -> Result<()> {
-        self.log
-            .sync(|| self.segments.sync_table.sync(|| self.storage.sync()))
+        let table = &self.segments.sync_table;
+        self.log.sync(|| table.sync(|| self.storage.sync()))?;
+        let closed = table.take_synced_log();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let result = (|| {
+            table.record(&closed)?;
+            self.test_step("sync: log segments' entries written");
+            table.sync(|| self.storage.sync())?;
+            Ok::<(), EngineError>(())
+        })();
+        if let Err(e) = result {
+            self.log.fail(format!("writing the sync table: {e}"));
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Frees closed segments whose records are all dead, without copying anything: a marker

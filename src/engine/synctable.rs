@@ -141,6 +141,12 @@ struct Pending {
     written: BTreeMap<u32, Proof>,
     /// Known synced: a storage sync through [`SyncTable::sync`] began after they were written.
     synced: BTreeMap<u32, Proof>,
+    /// Closed mixed (log) segments, whole: written, not known synced. Kept apart from the
+    /// copies, whose entries only the reclaimer writes (it frees their sources after syncing
+    /// them); these are written by `Inner::sync` (see [`SyncTable::take_synced_log`]).
+    log_written: BTreeMap<u32, Proof>,
+    /// Closed mixed segments known synced.
+    log_synced: BTreeMap<u32, Proof>,
 }
 
 /// Merges extent `p` of `segment` into `map`: the furthest end of the newest use.
@@ -199,14 +205,42 @@ impl SyncTable {
         merge(&mut self.pending.lock().written, segment, p);
     }
 
+    /// Mixed (log) segment `segment` (use `generation`) closed with `end` bytes written, every
+    /// buffer's write returned: once a later sync is known to have made them durable, its
+    /// entry may be written (issue 6 for the log: damage in the last buffers of a closed
+    /// segment, which no later buffer of the segment vouches for).
+    pub fn note_log_segment(&self, segment: u32, generation: u64, end: u32) {
+        if end == 0 {
+            return;
+        }
+        let p = Proof {
+            generation,
+            synced_end: end,
+        };
+        merge(&mut self.pending.lock().log_written, segment, p);
+    }
+
     /// Runs `storage_sync` (a sync of the whole storage); once it succeeds, the copies noted
     /// before it began are known synced (see [`SyncTable::take_synced`]). The engine's syncs
     /// (`Inner::sync`, the reclaimer's marker sync) go through here, so that a reclamation
     /// seldom needs a sync of its own to make its copies durable before writing their entries.
     pub fn sync(&self, storage_sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
-        let before = self.pending.lock().written.clone();
+        let (before, log_before) = {
+            let pending = self.pending.lock();
+            (pending.written.clone(), pending.log_written.clone())
+        };
         storage_sync()?;
         let mut pending = self.pending.lock();
+        for (segment, p) in log_before {
+            merge(&mut pending.log_synced, segment, p);
+            if pending
+                .log_written
+                .get(&segment)
+                .is_some_and(|w| w.generation == p.generation && w.synced_end <= p.synced_end)
+            {
+                pending.log_written.remove(&segment);
+            }
+        }
         for (segment, p) in before {
             merge(&mut pending.synced, segment, p);
             if pending
@@ -224,6 +258,15 @@ impl SyncTable {
     /// [`SyncTable::record`], and frees the copies' sources only after a later sync.
     pub fn take_synced(&self) -> Vec<(u32, Proof)> {
         std::mem::take(&mut self.pending.lock().synced)
+            .into_iter()
+            .collect()
+    }
+
+    /// The entries for closed mixed segments known synced, taken out: the caller writes them
+    /// with [`SyncTable::record`] (they prove those bytes synced as soon as they are on disk,
+    /// whether or not that write is synced: nothing waits for them).
+    pub fn take_synced_log(&self) -> Vec<(u32, Proof)> {
+        std::mem::take(&mut self.pending.lock().log_synced)
             .into_iter()
             .collect()
     }

@@ -1966,6 +1966,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
             start: 2 * BLOCK_SIZE,
             end: 3 * BLOCK_SIZE,
             synced_end: 3 * BLOCK_SIZE,
+            log_tail: false,
         }]
     );
     assert_eq!(
@@ -1973,4 +1974,136 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
         Some(3 * BLOCK_SIZE),
         "the earlier use behind it"
     );
+}
+
+/// Builds the log of the issue 6 defect for mixed segments: "victim" (old version, small) and
+/// two fillers fill segment S0; "g" and the new "victim" (`V` bytes) fill segment S1, whose last
+/// buffer holds the new victim; "later1" cannot fit and goes to S2, closing S1; a sync; then
+/// "later2" and a sync. With `hand_over`, the separator then hands S0 and S1 to group 0 whole
+/// (they stay mixed segments on disk). Returns the engine, S1, and every key's final value.
+fn log_with_a_closed_synced_segment(
+    storage: &Arc<SimStorage>,
+    hand_over: bool,
+) -> (Engine, u32, Vec<(String, Vec<u8>)>) {
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let big = 120 << 10;
+    let mut expected = Vec::new();
+    let mut write = |key: &str, value: Vec<u8>| {
+        engine.write(&[put(key, &value)]).unwrap();
+        // Each batch in a buffer of its own.
+        engine.test_wait_flushes();
+        expected.retain(|(k, _): &(String, Vec<u8>)| k != key);
+        expected.push((key.to_string(), value));
+    };
+    write("victim", b"old version".to_vec());
+    engine.sync().unwrap();
+    write("f1", vec![b'1'; big]);
+    write("f2", vec![b'2'; big]);
+    write("g", vec![b'g'; big]);
+    write("victim", vec![b'V'; big]);
+    engine.sync().unwrap();
+    write("later1", vec![b'L'; big]);
+    engine.sync().unwrap();
+    write("later2", b"two".to_vec());
+    engine.sync().unwrap();
+    let (s0, _) = engine.test_segment_of(b"f1").unwrap();
+    let (s1, _) = engine.test_segment_of(b"victim").unwrap();
+    let (s2, _) = engine.test_segment_of(b"later1").unwrap();
+    assert_eq!(engine.test_segment_of(b"g").unwrap().0, s1);
+    assert!(s0 != s1 && s1 != s2 && s0 != s2, "{s0} {s1} {s2}");
+    assert_eq!(engine.inner.segments.info(s1).state, SegmentState::Closed);
+    let offsets = buffer_offsets(storage, s1);
+    let victim_at = engine.inner.index.get(b"victim").unwrap().location.offset as usize;
+    assert_eq!(offsets.len(), 2, "{offsets:?}");
+    assert!(victim_at > offsets[1], "the victim is in S1's last buffer");
+    if hand_over {
+        engine.test_separate().unwrap();
+        assert_eq!(engine.inner.segments.info(s1).kind, SegmentKind::Group);
+        assert_eq!(
+            engine.test_segment_of(b"victim").unwrap().0,
+            s1,
+            "not copied"
+        );
+    }
+    (engine, s1, expected)
+}
+
+/// Damages the new "victim" in the last buffer of closed, synced mixed segment S1 (nothing valid
+/// after it in S1), cuts power without a clean close, and checks that reading it fails with the
+/// damage error, never absent, never the older version, and that every other key (the later
+/// batches in S2 too) reads back exactly; fsck names the damaged key.
+fn damaged_last_log_buffer_after_a_crash(hand_over: bool) {
+    let storage = SimStorage::new();
+    let (engine, s1, expected) = log_with_a_closed_synced_segment(&storage, hand_over);
+    let (segment, _) = damage_value_of(&engine, &storage, b"victim");
+    assert_eq!(segment, s1);
+    drop(engine);
+    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    let c = check::check(
+        &*storage,
+        &check::CheckOptions {
+            keep_value: &|_| false,
+            store_dir: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        c.damaged.iter().any(|d| d.key == b"victim" && !d.intact),
+        "fsck does not name the victim: {:?}",
+        c.findings
+    );
+    assert!(
+        c.damaged.iter().all(|d| d.key == b"victim"),
+        "fsck names others: {:?}",
+        c.damaged
+    );
+    assert!(
+        c.findings
+            .iter()
+            .any(|f| f.severity == check::Severity::Problem && f.what.contains("checksum")),
+        "{:?}",
+        c.findings
+    );
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let got = engine.get(b"victim");
+    assert!(
+        matches!(got, Err(EngineError::Corrupt(ref s)) if s.contains("checksum")),
+        "the damaged victim reads as {:?}",
+        got.map(|v| v.map(|v| v[..v.len().min(16)].to_vec()))
+    );
+    assert_eq!(engine.recovery_report().records_poisoned, 1);
+    for (k, value) in &expected {
+        if k != "victim" {
+            assert_eq!(
+                engine.get(k.as_bytes()).unwrap().as_ref(),
+                Some(value),
+                "{k}"
+            );
+        }
+    }
+    // And again after that recovery's own writes (its sync): nothing changes.
+    drop(engine);
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    assert!(matches!(
+        engine.get(b"victim"),
+        Err(EngineError::Corrupt(_))
+    ));
+    assert_eq!(engine.get(b"later2").unwrap().as_deref(), Some(&b"two"[..]));
+}
+
+/// Issue 6 point 4 for the log: bit damage in the last buffer of a closed, synced mixed segment
+/// (no later buffer of the segment vouches for it) after a crash.
+#[test]
+fn damage_in_the_last_buffer_of_a_closed_log_segment_fails_reads_after_a_crash() {
+    damaged_last_log_buffer_after_a_crash(false);
+}
+
+/// The same once the separator handed the damaged segment to a group whole (still a mixed
+/// segment on disk).
+#[test]
+fn damage_in_the_last_buffer_of_a_handed_over_log_segment_fails_reads_after_a_crash() {
+    damaged_last_log_buffer_after_a_crash(true);
 }
