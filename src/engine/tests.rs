@@ -2257,3 +2257,67 @@ fn power_cuts_around_log_segment_entries_lose_and_resurrect_nothing() {
     );
     assert!(proven_damage > 0);
 }
+
+/// The last buffer of a closed log segment, proven synced by the sync table but holding a batch
+/// above every durable floor on disk (no buffer was sealed after the sync that made it
+/// durable), damaged: recovery cannot tell its batches' LSNs (they may be damaged), so it takes
+/// nothing of it, as before the table (the older version is served), and zeroes it: the log
+/// reuses those LSNs, and a later recovery, with a higher floor, must not take the stretch then
+/// (its damaged or intact records would shadow what was written since).
+#[test]
+fn a_log_tail_beyond_the_floor_is_dropped_for_good() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let big = 120 << 10;
+    engine.write(&[put("victim", b"old version")]).unwrap();
+    engine.sync().unwrap();
+    for (k, fill) in [("f1", b'1'), ("f2", b'2'), ("g", b'g')] {
+        engine.write(&[put(k, &vec![fill; big])]).unwrap();
+        engine.test_wait_flushes();
+    }
+    // Fills S1 to its end: the segment closes when its buffer is sealed.
+    engine
+        .write(&[
+            put("victim", &[b'V'; 120 << 10]),
+            put("h", &[b'h'; 10 << 10]),
+        ])
+        .unwrap();
+    engine.sync().unwrap();
+    let (s1, closed) = engine.test_segment_of(b"victim").unwrap();
+    assert!(closed);
+    assert_eq!(engine.test_segment_of(b"g").unwrap().0, s1);
+    assert!(engine.inner.segments.sync_table.proof(s1).is_some());
+    damage_value_of(&engine, &storage, b"victim");
+    drop(engine);
+    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    assert_eq!(
+        engine.get(b"victim").unwrap().as_deref(),
+        Some(&b"old version"[..]),
+        "unproven LSNs: as before the table"
+    );
+    // New batches reuse the dropped batch's LSN; a later one raises the floor above it.
+    engine.write(&[put("x", b"x")]).unwrap();
+    engine.sync().unwrap();
+    engine.write(&[put("y", b"y")]).unwrap();
+    engine.sync().unwrap();
+    drop(engine);
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    engine.test_pause_background();
+    assert_eq!(
+        engine.get(b"victim").unwrap().as_deref(),
+        Some(&b"old version"[..]),
+        "the dropped stretch came back"
+    );
+    assert_eq!(
+        engine.get(b"h").unwrap(),
+        None,
+        "the dropped stretch came back"
+    );
+    assert_eq!(engine.get(b"x").unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(engine.get(b"y").unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(engine.get(b"g").unwrap().unwrap(), vec![b'g'; big]);
+}
