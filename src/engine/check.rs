@@ -12,7 +12,9 @@
 //! 3. Where the walk stops, the rest of the segment is searched for valid buffers of the same
 //!    use (same generation): any found means the stop was damage in the middle of the log, not
 //!    its end. In a segment of copies, a stop below the synced end the sync table records for
-//!    its use (`synctable.rs`) is damage too, whatever follows. The records of a buffer that
+//!    its use (`synctable.rs`) is damage too, whatever follows; so is a failing last stretch
+//!    of a closed log segment below its entry's end (taken as recovery takes it: if every
+//!    record's LSN is within the durable floor). The records of a buffer that
 //!    fails its CRC are parsed one by one (each record has its own CRC), so that intact and
 //!    damaged records, and their keys, are known.
 //! 4. The end of the log is found as recovery finds it (highest durable floor, first LSN gap

@@ -6,7 +6,9 @@
 //!    segment, or has another generation than the segment's first buffer. What follows it is
 //!    torn, unsynced or left from an earlier use of the segment, unless it is proven damage:
 //!    a valid buffer of the same use follows and proves the stretch synced, or, in a segment of
-//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]).
+//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]); or, in
+//!    a closed segment of the log, the table records its last buffers synced (a *log tail*,
+//!    taken only if all its records' LSNs are within the durable floor, else zeroed).
 //! 2. The *durable floor* is the highest floor any valid buffer header records: every batch up
 //!    to it was durable when that buffer was sealed. Above the floor, batches must follow each
 //!    other without a gap; the first missing LSN ends the log, and every buffer holding a batch
@@ -499,6 +501,9 @@ struct DamagedBuffer {
 /// whose use it names, a failing stretch below its synced end is damage too, even with no valid
 /// buffer behind it (the last buffers of the segment): it was synced, so no power cut tore it.
 /// That includes a failing first buffer whose (unchecked) header names the entry's generation.
+/// In a closed segment of the log (mixed on disk) whose use the entry names, a failing stretch
+/// below its synced end with no valid buffer of the use behind it is damage too (a *log tail*,
+/// [`DamagedStretch::log_tail`]); `recover` decides from the records' LSNs whether to take it.
 pub fn scan_segment(
     image: &[u8],
     segment: u32,

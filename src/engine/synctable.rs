@@ -1,6 +1,7 @@
 //! The segment sync table: a durable proof of how far each group-owned segment's current use
 //! was synced, so that recovery and fsck can tell damage inside a segment of copies from a write
-//! torn by a power cut (issue 6).
+//! torn by a power cut (issue 6). Closed segments of the log (mixed) have entries too: see
+//! "Closed log segments" below.
 //!
 //! A failing stretch of a segment of copies looks the same whether a power cut tore it (its
 //! sources are then still in place, and dropping it is right) or the media damaged it after it
@@ -22,6 +23,18 @@
 //! followed by one more sync, and only then zeroes anything. Cost: that one more sync, when
 //! copies were written since the last storage sync (a reclamation right after a compaction pass
 //! or a separator run while no user batch needed syncing); otherwise none.
+//!
+//! # Closed log segments
+//!
+//! The last buffers of a closed mixed segment have no later buffer of the segment whose durable
+//! floor vouches for them. When the log closes a segment (every buffer's write returned), it is
+//! noted ([`SyncTable::note_log_segment`], with its generation and used bytes); a storage sync
+//! through [`SyncTable::sync`] that began after the note makes it known synced, and
+//! `Inner::sync`, after its log sync returned, writes those entries
+//! ([`SyncTable::take_synced_log`]) and syncs once more. Kept apart from the copies' extents:
+//! the reclaimer alone writes those, since it must sync them before freeing sources. Recovery
+//! takes a failing last stretch of such a segment below its entry's end only if every record's
+//! LSN is within the durable floor (see `recovery::recover`); else it drops and zeroes it.
 //!
 //! # File `synced.tbl` (storage file number [`SYNC_TABLE_FILE`])
 //!
