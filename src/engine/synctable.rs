@@ -287,7 +287,7 @@ impl SyncTable {
     /// Writes the entries `items` (whose copies the caller has synced) into the table, in whole
     /// sectors. Not durable until the caller syncs again. An entry never moves back: an
     /// earlier, longer proof of the same use stays (recovery may have closed a segment at a
-    /// damaged stretch below it).
+    /// damaged stretch below it), and so does the proof of a later use.
     pub fn record(&self, items: &[(u32, Proof)]) -> Result<()> {
         if !self.enabled || items.is_empty() {
             return Ok(());
@@ -296,8 +296,11 @@ impl SyncTable {
         let mut sectors: Vec<usize> = Vec::new();
         for &(segment, proof) in items {
             let e = &mut entries[segment as usize];
+            // Never back to an earlier use: a closed log segment's entry can be taken after the
+            // segment was freed and reused (and its new use recorded).
             let grows = e.is_none_or(|e| {
-                e.generation != proof.generation || e.synced_end < proof.synced_end
+                e.generation < proof.generation
+                    || (e.generation == proof.generation && e.synced_end < proof.synced_end)
             });
             if grows {
                 *e = Some(proof);
@@ -407,5 +410,18 @@ mod tests {
         let back = read(&*storage, 100).unwrap();
         assert_eq!(back[40].unwrap().synced_end, 16384);
         assert_eq!(back[3].unwrap().generation, 12);
+        // A closed log segment's entry taken after the segment was reused: the later use's
+        // proof stays.
+        t.note_log_segment(3, 10, 8192);
+        t.sync(|| storage.sync()).unwrap();
+        let late = t.take_synced_log();
+        assert_eq!(late.len(), 1);
+        assert!(
+            t.take_synced().is_empty(),
+            "log segments are kept apart from copies"
+        );
+        t.record(&late).unwrap();
+        storage.sync().unwrap();
+        assert_eq!(read(&*storage, 100).unwrap()[3].unwrap().generation, 12);
     }
 }
