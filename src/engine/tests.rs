@@ -1990,7 +1990,10 @@ fn log_with_a_closed_synced_segment(
 
 /// Power-cut images of [`log_with_a_closed_synced_segment_cut`]: (step, image, every key's
 /// value as of the last completed sync, all of which the image must serve).
-type LogCutImages = Vec<(String, Arc<SimStorage>, Vec<(String, Vec<u8>)>)>;
+type LogCutImages = Vec<(String, Arc<SimStorage>, KeyValues)>;
+
+/// Every key and its value.
+type KeyValues = Vec<(String, Vec<u8>)>;
 
 /// [`log_with_a_closed_synced_segment`], and with `cut` the storage a power cut of that kind
 /// leaves at every step of every sync, separator run and reclamation (in a sync: once its
@@ -2000,13 +2003,13 @@ fn log_with_a_closed_synced_segment_cut(
     storage: &Arc<SimStorage>,
     hand_over: bool,
     cut: Option<PowerCut>,
-) -> ((Engine, u32, Vec<(String, Vec<u8>)>), LogCutImages) {
+) -> ((Engine, u32, KeyValues), LogCutImages) {
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
     let big = 120 << 10;
     let images: Arc<parking_lot::Mutex<LogCutImages>> = Default::default();
     // Every key's value as of the last completed log sync.
-    let durable: Arc<parking_lot::Mutex<Vec<(String, Vec<u8>)>>> = Default::default();
+    let durable: Arc<parking_lot::Mutex<KeyValues>> = Default::default();
     if let Some(cut) = cut {
         let (storage, images, durable) = (storage.clone(), images.clone(), durable.clone());
         engine.test_set_step_hook(Some(Box::new(move |step| {
