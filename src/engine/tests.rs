@@ -1977,9 +1977,9 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
 }
 
 /// Builds the log of the issue 6 defect for mixed segments: "victim" (old version, small) and
-/// two fillers fill segment S0; "g" and the new "victim" (`V` bytes) fill segment S1, whose last
-/// buffer holds the new victim; "later1" cannot fit and goes to S2, closing S1; a sync; then
-/// "later2" and a sync. With `hand_over`, the separator then hands S0 and S1 to group 0 whole
+/// two fillers fill segment S0 (a sync); a marker, "g" and the new "victim" (`V` bytes) fill
+/// segment S1, whose last buffer holds the new victim and closes it; a sync; "later1" goes to
+/// S2; a sync; then "later2" and a sync. With `hand_over`, the separator then hands S0 and S1 to group 0 whole
 /// (they stay mixed segments on disk). Returns the engine, S1, and every key's final value.
 fn log_with_a_closed_synced_segment(
     storage: &Arc<SimStorage>,
@@ -2042,14 +2042,17 @@ fn log_with_a_closed_synced_segment_cut(
     let state = write("victim", b"old version".to_vec());
     sync(state, 1);
     write("f1", vec![b'1'; big]);
-    write("f2", vec![b'2'; big]);
-    write("g", vec![b'g'; big]);
-    let state = write("victim", vec![b'V'; big]);
+    // S0 closes: this sync writes its entry, and a marker, the first buffer of S1.
+    let state = write("f2", vec![b'2'; big]);
     sync(state, 2);
-    let state = write("later1", vec![b'L'; big]);
+    write("g", vec![b'g'; big]);
+    // S1 closes when this buffer is sealed: too little room is left behind it.
+    let state = write("victim", vec![b'V'; big]);
     sync(state, 3);
+    let state = write("later1", vec![b'L'; big]);
+    sync(state, 4);
     let state = write("later2", b"two".to_vec());
-    sync(state.clone(), 4);
+    sync(state.clone(), 5);
     let expected = state;
     let (s0, _) = engine.test_segment_of(b"f1").unwrap();
     let (s1, _) = engine.test_segment_of(b"victim").unwrap();
@@ -2059,8 +2062,8 @@ fn log_with_a_closed_synced_segment_cut(
     assert_eq!(engine.inner.segments.info(s1).state, SegmentState::Closed);
     let offsets = buffer_offsets(storage, s1);
     let victim_at = engine.inner.index.get(b"victim").unwrap().location.offset as usize;
-    assert_eq!(offsets.len(), 2, "{offsets:?}");
-    assert!(victim_at > offsets[1], "the victim is in S1's last buffer");
+    assert_eq!(offsets.len(), 3, "marker, g, victim: {offsets:?}");
+    assert!(victim_at > offsets[2], "the victim is in S1's last buffer");
     if hand_over {
         engine.test_separate().unwrap();
         assert_eq!(engine.inner.segments.info(s1).kind, SegmentKind::Group);
@@ -2262,8 +2265,8 @@ fn power_cuts_around_log_segment_entries_lose_and_resurrect_nothing() {
 }
 
 /// The last buffer of a closed log segment, proven synced by the sync table but holding a batch
-/// above every durable floor on disk (no buffer was sealed after the sync that made it
-/// durable), damaged: recovery cannot tell its batches' LSNs (they may be damaged), so it takes
+/// above every durable floor on disk (a power cut kept the table's entry, written after the
+/// sync that made the segment durable, but not the marker written with it), damaged: recovery cannot tell its batches' LSNs (they may be damaged), so it takes
 /// nothing of it, as before the table (the older version is served), and zeroes it: the log
 /// reuses those LSNs, and a later recovery, with a higher floor, must not take the stretch then
 /// (its damaged or intact records would shadow what was written since).
@@ -2286,14 +2289,36 @@ fn a_log_tail_beyond_the_floor_is_dropped_for_good() {
             put("h", &[b'h'; 10 << 10]),
         ])
         .unwrap();
+    // Power cut once the sync wrote the entries and the marker, before syncing them: the
+    // table's sector kept, the marker (in a segment file) not.
+    let image: Arc<parking_lot::Mutex<Option<Arc<SimStorage>>>> = Default::default();
+    {
+        let (storage, image) = (storage.clone(), image.clone());
+        engine.test_set_step_hook(Some(Box::new(move |step| {
+            if step == "sync: log segments' entries written" {
+                *image.lock() = Some(storage.crash(PowerCut::KeepOnlyIn {
+                    file: synctable::SYNC_TABLE_FILE,
+                    start: 0,
+                    end: u64::MAX,
+                }));
+            }
+        })));
+    }
     engine.sync().unwrap();
+    engine.test_set_step_hook(None);
     let (s1, closed) = engine.test_segment_of(b"victim").unwrap();
     assert!(closed);
     assert_eq!(engine.test_segment_of(b"g").unwrap().0, s1);
-    assert!(engine.inner.segments.sync_table.proof(s1).is_some());
+    let generation = engine.inner.segments.info(s1).generation;
+    let storage = image.lock().take().expect("a cut inside the sync");
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        synctable::read(&*storage, sb.segment_count).unwrap()[s1 as usize].map(|p| p.generation),
+        Some(generation),
+        "the entry is in the image"
+    );
     damage_value_of(&engine, &storage, b"victim");
     drop(engine);
-    let storage = storage.crash(PowerCut::DropAllUnsynced);
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
     assert_eq!(
@@ -2322,5 +2347,45 @@ fn a_log_tail_beyond_the_floor_is_dropped_for_good() {
     );
     assert_eq!(engine.get(b"x").unwrap().as_deref(), Some(&b"x"[..]));
     assert_eq!(engine.get(b"y").unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(engine.get(b"g").unwrap().unwrap(), vec![b'g'; big]);
+}
+
+/// The last buffer of closed log segment S1 damaged, where the batches after it (in S2) were
+/// written before the one sync that made both durable: no buffer on disk was sealed after that
+/// sync but the marker the sync writes with S1's sync table entry. Before, the damaged batch was
+/// a gap above every durable floor on disk: recovery cut the log there and the later, synced
+/// batches went with it, and the older version of the damaged key was served.
+#[test]
+fn damage_in_the_last_buffer_of_a_log_segment_synced_with_later_batches_keeps_them() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let big = 120 << 10;
+    engine.write(&[put("victim", b"old version")]).unwrap();
+    engine.sync().unwrap();
+    for (k, fill) in [("f1", b'1'), ("f2", b'2'), ("g", b'g')] {
+        engine.write(&[put(k, &vec![fill; big])]).unwrap();
+        engine.test_wait_flushes();
+    }
+    engine.write(&[put("victim", &vec![b'V'; big])]).unwrap();
+    engine.test_wait_flushes();
+    engine.write(&[put("later1", &vec![b'L'; big])]).unwrap();
+    engine.test_wait_flushes();
+    engine.sync().unwrap();
+    let (s1, closed) = engine.test_segment_of(b"victim").unwrap();
+    assert!(closed);
+    assert_ne!(engine.test_segment_of(b"later1").unwrap().0, s1);
+    damage_value_of(&engine, &storage, b"victim");
+    drop(engine);
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    engine.test_pause_background();
+    let got = engine.get(b"victim");
+    assert!(
+        matches!(got, Err(EngineError::Corrupt(_))),
+        "the damaged victim reads as {:?}",
+        got.map(|v| v.map(|v| v.len()))
+    );
+    assert_eq!(engine.get(b"later1").unwrap().unwrap(), vec![b'L'; big]);
     assert_eq!(engine.get(b"g").unwrap().unwrap(), vec![b'g'; big]);
 }
