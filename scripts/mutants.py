@@ -262,6 +262,14 @@ MUTANTS = [
         ["--lib", "engine::tests::damage_in_the_last_buffer_of_a_closed_log_segment"],
     ),
     (
+        "log-entry-marker-skipped",
+        "issue 6: the sync that writes closed log segments' entries writes a marker carrying the floor that covers them",
+        "src/engine/mod.rs",
+        "            match self.log.flush_marker() {\n",
+        "            match Ok::<(), EngineError>(()) {\n",
+        ["--lib", "engine::tests::damage_in_the_last_buffer_of_a_log_segment_synced_with_later_batches"],
+    ),
+    (
         "log-tail-zeroing-skipped",
         "issue 6 recovery: a log tail not taken is zeroed, so that it never comes back once its LSNs are reused",
         "src/engine/recovery.rs",
