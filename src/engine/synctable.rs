@@ -31,7 +31,8 @@
 //! noted ([`SyncTable::note_log_segment`], with its generation and used bytes); a storage sync
 //! through [`SyncTable::sync`] that began after the note makes it known synced, and
 //! `Inner::sync`, after its log sync returned, writes those entries
-//! ([`SyncTable::take_synced_log`]) and syncs once more. Kept apart from the copies' extents:
+//! ([`SyncTable::take_synced_log`]) and a marker (its durable floor covers the segments'
+//! batches), and syncs once more. Kept apart from the copies' extents:
 //! the reclaimer alone writes those, since it must sync them before freeing sources. Recovery
 //! takes a failing last stretch of such a segment below its entry's end only if every record's
 //! LSN is within the durable floor (see `recovery::recover`); else it drops and zeroes it.
