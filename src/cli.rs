@@ -261,11 +261,15 @@ fn mount(args: MountArgs) -> Result<(), String> {
         .mountpoint
         .canonicalize()
         .map_err(|e| format!("mount point {}: {e}", args.mountpoint.display()))?;
-    if !mountpoint.is_dir() {
-        return Err(format!(
-            "mount point {} is not a directory",
-            mountpoint.display()
-        ));
+    match std::fs::metadata(&mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "mount point {} is not a directory",
+                mountpoint.display()
+            ));
+        }
+        Err(e) => return Err(format!("mount point {}: {e}", mountpoint.display())),
     }
     let mut config = Config::default();
     config.mount_options = vec![
@@ -328,23 +332,35 @@ fn mount(args: MountArgs) -> Result<(), String> {
 /// A daemon killed without unmounting leaves its mount behind, answering ENOTCONN. Detach it
 /// so the store can be mounted there again (the store's lock tells whether a daemon is alive).
 fn clear_dead_mount(mountpoint: &Path) {
-    if let Err(e) = std::fs::metadata(mountpoint) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
-            log::warn!(
-                "{}: detaching the mount of a daemon that died",
-                mountpoint.display()
-            );
-            let status = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(mountpoint)
-                .status();
-            if !status.is_ok_and(|s| s.success()) {
-                if let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) {
-                    // SAFETY: a valid C string; umount2 has no other preconditions.
-                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                }
-            }
-        }
+    // statvfs, not stat: the kernel answers stat from its attribute cache for up to a second
+    // after the daemon died (then the checks below would find ENOTCONN after this one passed),
+    // while a FUSE statfs always asks the daemon.
+    let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    let mut buf = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a valid C string and a buffer of the right type for statvfs to fill.
+    // ENOTCONN once the connection is gone; ECONNABORTED for a request that was under way
+    // when it went (seen in about one kill -9 in three).
+    let dead = unsafe { libc::statvfs(path.as_ptr(), buf.as_mut_ptr()) } != 0
+        && matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTCONN | libc::ECONNABORTED)
+        );
+    if !dead {
+        return;
+    }
+    log::warn!(
+        "{}: detaching the mount of a daemon that died",
+        mountpoint.display()
+    );
+    let status = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(mountpoint)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        // SAFETY: a valid C string; umount2 has no other preconditions.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
     }
 }
 

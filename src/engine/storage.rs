@@ -174,6 +174,10 @@ pub struct FileStorage {
     files: RwLock<Vec<Option<Arc<File>>>>,
     /// Files written since the last sync.
     dirty: Mutex<HashSet<u32>>,
+    /// Held by a sync from taking the dirty files until their fsyncs returned. A second sync
+    /// must not find the set empty and return while the first one's fsyncs, which cover
+    /// writes made before it, are still running.
+    sync_in_progress: Mutex<()>,
     /// Held for as long as the storage lives: `flock` on it keeps other processes out.
     _lock: File,
 }
@@ -258,6 +262,7 @@ impl FileStorage {
             dir: dir.to_path_buf(),
             files: RwLock::new(Vec::new()),
             dirty: Mutex::new(HashSet::new()),
+            sync_in_progress: Mutex::new(()),
             _lock: lock,
         })
     }
@@ -344,6 +349,7 @@ impl Storage for FileStorage {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let _one_at_a_time = self.sync_in_progress.lock();
         let dirty: Vec<u32> = self.dirty.lock().drain().collect();
         for file in &dirty {
             if let Err(e) = self.file(*file, false)?.sync_data() {
