@@ -499,15 +499,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             if !r.intact {
                 continue; // reported by the scan; never served
             }
-            match r.kind {
-                RecordKind::DeleteRange => ranges.push(i),
-                _ => match points.get(&r.key) {
-                    Some(&j) if recs[j].version >= r.version => {}
-                    _ => {
-                        points.insert(r.key.clone(), i);
-                    }
-                },
-            }
+            take_into_map(&recs, i, &mut points, &mut ranges);
         }
     }
     // Then the intact records recovery salvages (accepted after every buffer, as there).
@@ -523,15 +515,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         out.records_accepted += 1;
         let end = salvaged_end.entry(r.place.segment).or_default();
         *end = (*end).max((r.place.offset + r.len) as u64);
-        match r.kind {
-            RecordKind::DeleteRange => ranges.push(i),
-            _ => match points.get(&r.key) {
-                Some(&j) if recs[j].version >= r.version => {}
-                _ => {
-                    points.insert(r.key.clone(), i);
-                }
-            },
-        }
+        take_into_map(&recs, i, &mut points, &mut ranges);
     }
     accepted_lsns.sort_unstable();
     let range_version = |key: &[u8]| -> Option<u64> {
@@ -1136,6 +1120,27 @@ pub fn check_dir(dir: &Path, keep_value: &dyn Fn(&[u8]) -> bool) -> Result<Engin
             store_dir: Some(dir),
         },
     )
+}
+
+/// Takes record `i` into the newest-version map being rebuilt: a range delete is listed, a
+/// point record replaces the one of its key unless that one is at least as new (as recovery
+/// does).
+fn take_into_map(
+    recs: &[Rec],
+    i: usize,
+    points: &mut BTreeMap<Vec<u8>, usize>,
+    ranges: &mut Vec<usize>,
+) {
+    let r = &recs[i];
+    match r.kind {
+        RecordKind::DeleteRange => ranges.push(i),
+        _ => match points.get(&r.key) {
+            Some(&j) if recs[j].version >= r.version => {}
+            _ => {
+                points.insert(r.key.clone(), i);
+            }
+        },
+    }
 }
 
 #[cfg(test)]
