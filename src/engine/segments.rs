@@ -265,7 +265,19 @@ impl SegmentManager {
     }
 
     pub fn mark_closed(&self, segment: u32) {
-        self.inner.lock().infos[segment as usize].state = SegmentState::Closed;
+        let info = {
+            let mut inner = self.inner.lock();
+            let info = &mut inner.infos[segment as usize];
+            info.state = SegmentState::Closed;
+            *info
+        };
+        // A closed segment of the log: its entry in the sync table is written once a sync made
+        // it durable (see `synctable.rs`). Every buffer of it was written by now (the log closes
+        // a segment only once its last buffer's flush is complete).
+        if info.kind == SegmentKind::Mixed {
+            self.sync_table
+                .note_log_segment(segment, info.generation, info.used);
+        }
     }
 
     pub fn info(&self, segment: u32) -> SegmentInfo {
