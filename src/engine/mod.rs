@@ -1082,8 +1082,9 @@ impl Inner {
             // segments' batches (unless one closed while the sync was under way): without a
             // buffer sealed after the sync, a damaged last buffer's batches could lie above
             // every floor on disk, and recovery could not take them (see `recovery::recover`).
-            // Nothing depends on it: without room for a marker, the entries are written alone.
-            match self.log.flush_marker() {
+            // Nothing depends on it: without room for a marker, the entries are written alone
+            // (it never takes the reserve: see `Log::flush_proof_marker`).
+            match self.log.flush_proof_marker() {
                 Ok(()) | Err(EngineError::NoSpace | EngineError::Closed) => {}
                 Err(e) => return Err(e),
             }

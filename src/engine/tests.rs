@@ -421,6 +421,56 @@ fn host_disk_full_at_allocation_is_a_clean_no_space() {
     engine.write(&[put("after", b"ok")]).unwrap();
 }
 
+/// On a full host disk, the marker a sync writes to prove closed log segments synced
+/// (`synctable.rs`) never opens a segment from the reserve: each one did, every time a log
+/// segment closed while users could not take a segment, until no delete could be written
+/// (`scripts/limits.sh`, "hostfull: after deleting, writes succeed again", failed so).
+#[test]
+fn proof_markers_never_take_the_reserve_on_a_full_host() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    // The first segment file is allocated; the host has no room for a second.
+    engine.write(&[put("first", b"1")]).unwrap();
+    storage.set_faults(storage::FaultPlan {
+        fail_allocate: true,
+        ..Default::default()
+    });
+    let value = vec![7u8; 60 << 10];
+    let mut written = 0;
+    loop {
+        match engine.write(&[put(&format!("k{written}"), &value)]) {
+            Ok(_) => written += 1,
+            Err(EngineError::NoSpace) => break,
+            Err(e) => panic!("write {written}: {e}"),
+        }
+    }
+    assert!(written > 10, "the store filled after {written} writes");
+    // The write that found no room closed the log's segment: the next sync proves it synced.
+    let free_before = engine.inner.segments.free_count();
+    for round in 0..5 {
+        let refused = engine.write(&[put("more", &value)]);
+        assert!(
+            matches!(refused, Err(EngineError::NoSpace)),
+            "round {round}: {refused:?}"
+        );
+        engine.sync().unwrap();
+    }
+    assert_eq!(
+        engine.inner.segments.free_count(),
+        free_before,
+        "a proof marker took a free segment while users could not"
+    );
+    // The reserve is whole: deletes go through, and free what they promise.
+    for i in 0..written {
+        engine
+            .write(&[Mutation::delete(ROOT_GROUP, format!("k{i}").into_bytes())])
+            .unwrap_or_else(|e| panic!("delete {i} on a full host disk: {e}"));
+    }
+    engine.sync().unwrap();
+    engine.test_reclaim().unwrap();
+    engine.write(&[put("fits again", &value)]).unwrap();
+}
+
 /// Compaction keeps a store usable under overwrites many times its capacity (DESIGN.md 4.8),
 /// and every value reads back as last written, also after a power cut following a sync.
 #[test]
