@@ -5,7 +5,8 @@
 //!
 //! Keys belong to four groups, so that the separator copies records between segments; power is
 //! also cut at every step of separator, compaction and reclamation passes (after the copies are
-//! written, after the index moved, after the marker, after each zeroed block).
+//! written, after the index moved, after the marker, after each zeroed block), and inside syncs
+//! that write the sync table entries of closed log segments.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -206,8 +207,36 @@ fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
                 }
             }
             87..=93 => {
+                // Now and then a power cut inside the sync, once its log sync returned, when it
+                // writes the sync table entries of the log segments it made durable (before
+                // they are synced): everything before it is durable.
+                let cut = (rng.below(3) == 0).then(|| match rng.below(3) {
+                    0 => PowerCut::DropAllUnsynced,
+                    1 => PowerCut::KeepAllWritten,
+                    _ => PowerCut::Random(rng.next_u64()),
+                });
+                let taken: Arc<Mutex<Option<Arc<SimStorage>>>> = Default::default();
+                if let Some(cut) = cut {
+                    let (storage, taken) = (storage.clone(), taken.clone());
+                    engine.test_set_step_hook(Some(Box::new(move |name| {
+                        if name == "sync: log segments' entries written" {
+                            *taken.lock().unwrap() = Some(storage.crash(cut));
+                        }
+                    })));
+                }
                 engine.sync().unwrap();
+                engine.test_set_step_hook(None);
                 synced_lsn = history.last().unwrap().0;
+                let image = taken.lock().unwrap().take();
+                if let Some(image) = image {
+                    drop(engine);
+                    storage = image;
+                    engine = Engine::open_on(storage.clone(), &options()).unwrap();
+                    cuts += 1;
+                    pass_cuts += 1;
+                    let what = format!("step {step}, cut {cut:?} in a sync");
+                    synced_lsn = check_recovered(&engine, seed, &what, &mut history, synced_lsn);
+                }
             }
             _ => {
                 let cut = match rng.below(4) {

@@ -12,7 +12,9 @@
 //! 3. Where the walk stops, the rest of the segment is searched for valid buffers of the same
 //!    use (same generation): any found means the stop was damage in the middle of the log, not
 //!    its end. In a segment of copies, a stop below the synced end the sync table records for
-//!    its use (`synctable.rs`) is damage too, whatever follows. The records of a buffer that
+//!    its use (`synctable.rs`) is damage too, whatever follows; so is a failing last stretch
+//!    of a closed log segment below its entry's end (taken as recovery takes it: if every
+//!    record's LSN is within the durable floor). The records of a buffer that
 //!    fails its CRC are parsed one by one (each record has its own CRC), so that intact and
 //!    damaged records, and their keys, are known.
 //! 4. The end of the log is found as recovery finds it (highest durable floor, first LSN gap
@@ -351,6 +353,10 @@ struct Suspect {
     /// Bytes of the segment below this were synced, by the sync table's word (0: nothing
     /// proven): a damaged copy wholly below it is damage, as recovery takes it.
     synced_end: usize,
+    /// The last buffers of a segment of the log (mixed) below the synced end the sync table
+    /// records for its use, with nothing valid behind them: recovery takes their records if
+    /// every one's LSN is within the durable floor (see `recovery::recover`), so does the check.
+    log_tail: bool,
     /// A buffer here fails its CRC (or its first block is unreadable), as opposed to only
     /// holding valid buffers stranded behind damage.
     damaged_buffer: bool,
@@ -464,6 +470,28 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         expected = last.saturating_add(1);
     }
     let last_lsn = (expected - 1).max(floor);
+    // The log tails recovery takes (every record's LSN within the durable floor): their intact
+    // records are served; their damaged ones stay suspects (reads fail: damage, a problem).
+    for s in suspects.iter_mut().filter(|s| s.log_tail) {
+        let within = s
+            .records
+            .iter()
+            .filter(|r| r.intact || r.kind != RecordKind::DeleteRange)
+            .all(|r| {
+                let lsn = lsn_of_version(r.version);
+                lsn > 0 && lsn <= floor
+            });
+        if within && !s.records.is_empty() {
+            let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut s.records)
+                .into_iter()
+                .partition(|r| r.intact);
+            s.records = rest;
+            for r in served {
+                salvaged.push(recs.len());
+                recs.push(r);
+            }
+        }
+    }
     out.durable_floor = floor;
     out.last_lsn = last_lsn;
     // Beyond the end: a batch after it, or a copy of one (buffers of copies carry the highest
@@ -956,9 +984,14 @@ fn scan_segment(
     // The sync table's proof for this use of a segment of copies: the stretch below its synced
     // end was synced, so it is damage, not a torn write (see `recovery::scan_segment`, which
     // also takes a failing first buffer whose header names that use).
-    let synced_end = proof
-        .filter(|p| copies && generation == Some(p.generation) && p.generation < high_water)
-        .map_or(0, |p| p.synced_end as usize);
+    let proven_end = proof
+        .filter(|p| generation == Some(p.generation) && p.generation < high_water)
+        .map_or(0, |p| (p.synced_end as usize).min(image.len()));
+    // A closed segment of the log whose last buffers fail, below the end its entry proves
+    // synced, with nothing valid behind them (`recovery::scan_segment`'s log tail).
+    let log_tail =
+        !copies && first_of_segment.is_some() && stranded.is_empty() && !zeros && pos < proven_end;
+    let synced_end = if copies || log_tail { proven_end } else { 0 };
     let proven_first = first_of_segment.is_none()
         && pos == 0
         && plausible
@@ -992,6 +1025,7 @@ fn scan_segment(
         },
         copies,
         synced_end,
+        log_tail,
         damaged_buffer: !zeros,
         stranded_buffers: stranded.len() as u64,
         stranded_lsn: stranded.iter().map(|(_, h)| h.lsn_last).max().unwrap_or(0),
@@ -1004,7 +1038,10 @@ fn scan_segment(
     };
     if !zeros {
         // Records of the failing buffer, one by one, up to the next valid buffer.
-        let region_end = stranded_at.unwrap_or(image.len());
+        let mut region_end = stranded_at.unwrap_or(image.len());
+        if log_tail {
+            region_end = synced_end; // recovery's stretch ends there
+        }
         let mut at = pos + BUFFER_HEADER_SIZE;
         while at + RECORD_HEADER_SIZE <= region_end {
             let Some(h) = RecordHeader::decode(&image[at..region_end]) else {
@@ -1027,8 +1064,9 @@ fn scan_segment(
             at += h.total_len();
         }
     }
-    // Intact records of a stretch the sync table proves synced: recovery serves them.
-    if synced_end > 0 {
+    // Intact records of a stretch of copies the sync table proves synced: recovery serves
+    // them (those of a log tail: once the durable floor is known, see `check`).
+    if synced_end > 0 && copies {
         let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut suspect.records)
             .into_iter()
             .partition(|r| r.intact && r.place.offset as usize + r.len as usize <= synced_end);

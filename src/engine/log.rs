@@ -134,6 +134,10 @@ struct State {
     sealed_seq: u64,
     /// Seal buffers (even empty ones: markers) until one with this sequence number is sealed.
     marker_until: u64,
+    /// Of those, up to this sequence number a marker may open a segment from the reserve
+    /// (a marker that frees space: see [`Log::flush_marker`]); beyond it only a segment users
+    /// could take themselves.
+    reserve_marker_until: u64,
     stop: bool,
     /// The flusher thread has returned: nothing more will be written, so whoever waits for a
     /// write must give up (with `Closed`) instead of waiting forever.
@@ -203,6 +207,7 @@ impl Log {
                 failed: None,
                 sealed_seq: 0,
                 marker_until: 0,
+                reserve_marker_until: 0,
                 stop: false,
                 flusher_gone: false,
                 active_from_reserve: false,
@@ -361,9 +366,15 @@ impl Log {
                 continue;
             }
             if st.open.is_none() {
-                if let Err(e) = self.open_new_segment(&mut st, false) {
+                // A marker that frees space may take the reserve; one that only proves what is
+                // synced may not: on a full host disk, where users cannot take a segment, such
+                // markers would use the reserve up, one segment each time a segment closes,
+                // and leave nothing for the deletes that free space.
+                let frees_space = st.sealed_seq < st.reserve_marker_until;
+                if let Err(e) = self.open_new_segment(&mut st, !frees_space) {
                     // No room even for a marker: let the requester see the failure.
                     st.marker_until = 0;
+                    st.reserve_marker_until = 0;
                     log::warn!("cannot write a marker buffer: {e}");
                     self.changed.notify_all();
                     continue;
@@ -536,12 +547,28 @@ impl Log {
     }
 
     /// Has the flusher write a buffer even if it holds no batch (a *marker*: its header
-    /// records the current durable floor), and waits for that flush to complete.
+    /// records the current durable floor), and waits for that flush to complete. For markers
+    /// that free space (before segments are freed, at close): it may open a segment from the
+    /// reserve.
     pub fn flush_marker(&self) -> Result<()> {
+        self.flush_marker_claiming(true)
+    }
+
+    /// [`Log::flush_marker`] for a marker that frees nothing (the sync table's proof of closed
+    /// log segments): it never opens a segment from the reserve, and fails with `NoSpace`
+    /// where users could not take a segment either.
+    pub fn flush_proof_marker(&self) -> Result<()> {
+        self.flush_marker_claiming(false)
+    }
+
+    fn flush_marker_claiming(&self, may_use_reserve: bool) -> Result<()> {
         let mut st = self.state.lock();
         // Any buffer sealed from now on carries a floor at least as high as the current one.
         let after = st.next_seq;
         st.marker_until = st.marker_until.max(after);
+        if may_use_reserve {
+            st.reserve_marker_until = st.reserve_marker_until.max(after);
+        }
         self.work.notify_one();
         while st.completed_seq < after {
             if let Some(why) = &st.failed {

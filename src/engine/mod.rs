@@ -1063,9 +1063,40 @@ impl Inner {
         Ok(out)
     }
 
+    /// Makes every batch that returned before it durable. Then writes the sync table entries of
+    /// the closed mixed segments that this sync (or an earlier one) made durable, and syncs
+    /// them: a damaged stretch of such a segment below its entry's end is then damage, not a
+    /// torn write, even with nothing valid behind it (see `synctable.rs`, `recovery.rs`), with
+    /// a marker recording the floor this sync reached. One more storage sync and marker buffer
+    /// per closed log segment, at most.
     fn sync(&self) -> Result<()> {
-        self.log
-            .sync(|| self.segments.sync_table.sync(|| self.storage.sync()))
+        let table = &self.segments.sync_table;
+        self.log.sync(|| table.sync(|| self.storage.sync()))?;
+        let closed = table.take_synced_log();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let result = (|| {
+            table.record(&closed)?;
+            // A marker carries the durable floor this sync reached, which covers the closed
+            // segments' batches (unless one closed while the sync was under way): without a
+            // buffer sealed after the sync, a damaged last buffer's batches could lie above
+            // every floor on disk, and recovery could not take them (see `recovery::recover`).
+            // Nothing depends on it: without room for a marker, the entries are written alone
+            // (it never takes the reserve: see `Log::flush_proof_marker`).
+            match self.log.flush_proof_marker() {
+                Ok(()) | Err(EngineError::NoSpace | EngineError::Closed) => {}
+                Err(e) => return Err(e),
+            }
+            self.test_step("sync: log segments' entries written");
+            table.sync(|| self.storage.sync())?;
+            Ok::<(), EngineError>(())
+        })();
+        if let Err(e) = result {
+            self.log.fail(format!("writing the sync table: {e}"));
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Frees closed segments whose records are all dead, without copying anything: a marker

@@ -6,7 +6,9 @@
 //!    segment, or has another generation than the segment's first buffer. What follows it is
 //!    torn, unsynced or left from an earlier use of the segment, unless it is proven damage:
 //!    a valid buffer of the same use follows and proves the stretch synced, or, in a segment of
-//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]).
+//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]); or, in
+//!    a closed segment of the log, the table records its last buffers synced (a *log tail*,
+//!    taken only if all its records' LSNs are within the durable floor, else zeroed).
 //! 2. The *durable floor* is the highest floor any valid buffer header records: every batch up
 //!    to it was durable when that buffer was sealed. Above the floor, batches must follow each
 //!    other without a gap; the first missing LSN ends the log, and every buffer holding a batch
@@ -156,6 +158,8 @@ pub fn recover(
                 offset: d.start as u32,
                 vouched_floor,
                 synced_end: d.synced_end as u32,
+                log_tail: d.log_tail,
+                end: d.end as u32,
                 records: salvage_records(segment, d.start, &image[..d.end]),
             });
         }
@@ -209,9 +213,45 @@ pub fn recover(
     let mut salvaged: Vec<Candidate> = Vec::new();
     // (segment, end of the stretch, group) of each stretch of copies salvaged from.
     let mut salvaged_segments: Vec<(u32, u32, u32)> = Vec::new();
+    // Stretches of the log zeroed below (see the log tail rule).
+    let mut zero: Vec<(u32, u32, u32)> = Vec::new();
+    // Segments of the log whose last buffers were taken: in use up to the stretch's end.
+    let mut log_tails: Vec<(u32, u32)> = Vec::new();
     for d in damaged {
         if cut.get(&d.segment).is_some_and(|&at| d.offset >= at) {
             continue; // beyond the log's end: discarded with the rest of the segment's tail
+        }
+        if d.log_tail {
+            // The last buffers of a closed segment of the log, synced by the table's word.
+            // Their batches are taken if every record's LSN is within the durable floor (the
+            // gap logic then keeps the batches after them, since missing LSNs below the floor
+            // are no gap): intact records are served, damaged ones fail reads. Otherwise (a
+            // damaged version beyond the floor, or batches of the stretch above it that the
+            // gap logic has just cut the log at) nothing of it is taken, as for a torn tail,
+            // and the stretch is zeroed: the log's next LSNs reuse those beyond the end, and
+            // a later recovery, with a higher floor, must not take the stretch then.
+            let within = !d.records.is_empty()
+                && d.records.iter().all(|(c, _)| {
+                    let lsn = lsn_of_version(c.version);
+                    lsn > 0 && lsn <= floor
+                });
+            if within {
+                for (c, intact) in d.records {
+                    if !intact {
+                        report.records_poisoned += 1;
+                    }
+                    salvaged.push(c);
+                }
+                log_tails.push((d.segment, d.end));
+            } else {
+                for (c, _) in d.records {
+                    if c.kind == RecordKind::Put {
+                        put_notes.note_put(d.segment, &c.key, c.version);
+                    }
+                }
+                zero.push((d.segment, d.offset, d.end));
+            }
+            continue;
         }
         for (c, intact) in d.records {
             let lsn = lsn_of_version(c.version);
@@ -275,6 +315,10 @@ pub fn recover(
         }
         info.used = info.used.max(end);
     }
+    for &(segment, end) in &log_tails {
+        let info = &mut infos[segment as usize];
+        info.used = info.used.max(end);
+    }
     let salvaged_from = candidates.len();
     candidates.extend(salvaged);
     for (i, c) in candidates.iter().enumerate().skip(salvaged_from) {
@@ -305,6 +349,7 @@ pub fn recover(
                     .max(at + BLOCK_SIZE as u32);
                 (segment, at, end)
             })
+            .chain(zero)
             .collect(),
         report,
     })
@@ -422,8 +467,11 @@ pub struct DamagedStretch {
     pub start: usize,
     pub end: usize,
     /// Bytes below this were synced, by the sync table's word (`start` or less: nothing of the
-    /// stretch is proven so; only segments of copies have entries).
+    /// stretch is proven so).
     pub synced_end: usize,
+    /// The last buffers of a segment of the log (mixed), damage only by the sync table's word:
+    /// its batches are taken only if all of them are within the durable floor (see `recover`).
+    pub log_tail: bool,
 }
 
 struct DamagedBuffer {
@@ -433,6 +481,10 @@ struct DamagedBuffer {
     vouched_floor: u64,
     /// Records wholly below this were synced (the sync table; 0: nothing proven).
     synced_end: u32,
+    /// See [`DamagedStretch::log_tail`].
+    log_tail: bool,
+    /// Where the stretch ends.
+    end: u32,
     /// Records found in it, and whether each passed its own CRC.
     records: Vec<(Candidate, bool)>,
 }
@@ -449,6 +501,9 @@ struct DamagedBuffer {
 /// whose use it names, a failing stretch below its synced end is damage too, even with no valid
 /// buffer behind it (the last buffers of the segment): it was synced, so no power cut tore it.
 /// That includes a failing first buffer whose (unchecked) header names the entry's generation.
+/// In a closed segment of the log (mixed on disk) whose use the entry names, a failing stretch
+/// below its synced end with no valid buffer of the use behind it is damage too (a *log tail*,
+/// [`DamagedStretch::log_tail`]); `recover` decides from the records' LSNs whether to take it.
 pub fn scan_segment(
     image: &[u8],
     segment: u32,
@@ -519,30 +574,38 @@ pub fn scan_segment(
                         && h.durable_floor + 1 >= h.lsn_first)
             })
         };
-        // The sync table's proof, for a segment of copies of the use it names.
+        // The sync table's proof, for the use it names: of a segment of copies, or of a closed
+        // segment of the log (mixed on disk, whatever it was handed over to since).
         let copies = match scan.valid.first() {
             Some((_, first)) => first.kind == SegmentKind::Group,
             None => first_of_copies.is_some(),
         };
-        let synced_end = proof
-            .filter(|p| p.generation == g && copies)
+        let proven_end = proof
+            .filter(|p| p.generation == g)
             .map_or(0, |p| (p.synced_end as usize).min(image.len()));
+        // In the log, the table is taken only for the segment's last buffers (nothing valid of
+        // this use behind the stretch): a stretch followed by a valid buffer is judged by that
+        // buffer's durable floor, as before.
+        let log_tail = !copies && next.is_none() && pos < proven_end;
+        let synced_end = if copies || log_tail { proven_end } else { 0 };
         match next.filter(|&q| proven(q)) {
             Some(q) => {
                 scan.damaged.push(DamagedStretch {
                     start: pos,
                     end: q,
                     synced_end,
+                    log_tail: false,
                 });
                 pos = q;
             }
-            None if pos < synced_end => {
+            None if pos < synced_end && (copies || log_tail) => {
                 // Damage in the last synced buffers: the stretch ends where the proof does;
                 // what follows is looked at like the end of any segment.
                 scan.damaged.push(DamagedStretch {
                     start: pos,
                     end: synced_end,
                     synced_end,
+                    log_tail,
                 });
                 pos = synced_end;
             }

@@ -161,9 +161,12 @@ impl SegmentManager {
     /// already allocated: on a full host disk it must still be writable, so that deletes and
     /// compaction can free space.
     /// Whether a user batch could take a free segment now (`Claim::User`: above the reserve).
+    /// Grows into the next segment file if that is what it takes: segments in files the host
+    /// disk has no room for are no room for users (counting them let user batches into the
+    /// segments that markers and deletes opened from the reserve, until none was left).
     pub fn user_may_allocate(&self) -> bool {
-        let inner = self.inner.lock();
-        inner.free.len() + inner.free_unallocated.len() > self.reserved as usize
+        let mut inner = self.inner.lock();
+        self.grow(&mut inner, self.reserved as usize).is_ok()
     }
 
     pub fn allocate(&self, kind: SegmentKind, group: u32, claim: Claim) -> Result<(u32, u64)> {
@@ -173,6 +176,32 @@ impl SegmentManager {
             Claim::Compaction => compaction_floor(self.reserved as u64) as usize,
             Claim::FreesSpace => 0,
         };
+        self.grow(&mut inner, floor)?;
+        let segment = *inner.free.front().unwrap();
+        if inner.next_generation >= inner.superblock.generation_high_water {
+            let mut sb = inner.superblock;
+            sb.generation_high_water = inner.next_generation + GENERATION_RESERVATION;
+            self.storage.write_superblock(&sb.encode())?;
+            inner.superblock = sb;
+        }
+        let generation = inner.next_generation;
+        inner.next_generation += 1;
+        inner.free.pop_front();
+        inner.infos[segment as usize] = SegmentInfo {
+            state: SegmentState::Open,
+            kind,
+            group,
+            generation,
+            used: 0,
+            max_lsn: 0,
+        };
+        Ok((segment, generation))
+    }
+
+    /// Makes more than `floor` segments free in allocated segment files, allocating the next
+    /// files as needed; `NoSpace` if the store has no more free segments or the host disk has
+    /// no room for the next file.
+    fn grow(&self, inner: &mut Inner, floor: usize) -> Result<()> {
         if inner.free.len() + inner.free_unallocated.len() <= floor {
             return Err(EngineError::NoSpace);
         }
@@ -202,25 +231,7 @@ impl SegmentManager {
             inner.free_unallocated = still;
             inner.free.extend(now_ready);
         }
-        let segment = *inner.free.front().unwrap();
-        if inner.next_generation >= inner.superblock.generation_high_water {
-            let mut sb = inner.superblock;
-            sb.generation_high_water = inner.next_generation + GENERATION_RESERVATION;
-            self.storage.write_superblock(&sb.encode())?;
-            inner.superblock = sb;
-        }
-        let generation = inner.next_generation;
-        inner.next_generation += 1;
-        inner.free.pop_front();
-        inner.infos[segment as usize] = SegmentInfo {
-            state: SegmentState::Open,
-            kind,
-            group,
-            generation,
-            used: 0,
-            max_lsn: 0,
-        };
-        Ok((segment, generation))
+        Ok(())
     }
 
     pub fn write(&self, segment: u32, offset: u32, data: &[u8]) -> Result<()> {
@@ -265,7 +276,19 @@ impl SegmentManager {
     }
 
     pub fn mark_closed(&self, segment: u32) {
-        self.inner.lock().infos[segment as usize].state = SegmentState::Closed;
+        let info = {
+            let mut inner = self.inner.lock();
+            let info = &mut inner.infos[segment as usize];
+            info.state = SegmentState::Closed;
+            *info
+        };
+        // A closed segment of the log: its entry in the sync table is written once a sync made
+        // it durable (see `synctable.rs`). Every buffer of it was written by now (the log closes
+        // a segment only once its last buffer's flush is complete).
+        if info.kind == SegmentKind::Mixed {
+            self.sync_table
+                .note_log_segment(segment, info.generation, info.used);
+        }
     }
 
     pub fn info(&self, segment: u32) -> SegmentInfo {

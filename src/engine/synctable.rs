@@ -1,6 +1,7 @@
 //! The segment sync table: a durable proof of how far each group-owned segment's current use
 //! was synced, so that recovery and fsck can tell damage inside a segment of copies from a write
-//! torn by a power cut (issue 6).
+//! torn by a power cut (issue 6). Closed segments of the log (mixed) have entries too: see
+//! "Closed log segments" below.
 //!
 //! A failing stretch of a segment of copies looks the same whether a power cut tore it (its
 //! sources are then still in place, and dropping it is right) or the media damaged it after it
@@ -22,6 +23,19 @@
 //! followed by one more sync, and only then zeroes anything. Cost: that one more sync, when
 //! copies were written since the last storage sync (a reclamation right after a compaction pass
 //! or a separator run while no user batch needed syncing); otherwise none.
+//!
+//! # Closed log segments
+//!
+//! The last buffers of a closed mixed segment have no later buffer of the segment whose durable
+//! floor vouches for them. When the log closes a segment (every buffer's write returned), it is
+//! noted ([`SyncTable::note_log_segment`], with its generation and used bytes); a storage sync
+//! through [`SyncTable::sync`] that began after the note makes it known synced, and
+//! `Inner::sync`, after its log sync returned, writes those entries
+//! ([`SyncTable::take_synced_log`]) and a marker (its durable floor covers the segments'
+//! batches), and syncs once more. Kept apart from the copies' extents:
+//! the reclaimer alone writes those, since it must sync them before freeing sources. Recovery
+//! takes a failing last stretch of such a segment below its entry's end only if every record's
+//! LSN is within the durable floor (see `recovery::recover`); else it drops and zeroes it.
 //!
 //! # File `synced.tbl` (storage file number [`SYNC_TABLE_FILE`])
 //!
@@ -141,6 +155,12 @@ struct Pending {
     written: BTreeMap<u32, Proof>,
     /// Known synced: a storage sync through [`SyncTable::sync`] began after they were written.
     synced: BTreeMap<u32, Proof>,
+    /// Closed mixed (log) segments, whole: written, not known synced. Kept apart from the
+    /// copies, whose entries only the reclaimer writes (it frees their sources after syncing
+    /// them); these are written by `Inner::sync` (see [`SyncTable::take_synced_log`]).
+    log_written: BTreeMap<u32, Proof>,
+    /// Closed mixed segments known synced.
+    log_synced: BTreeMap<u32, Proof>,
 }
 
 /// Merges extent `p` of `segment` into `map`: the furthest end of the newest use.
@@ -199,14 +219,42 @@ impl SyncTable {
         merge(&mut self.pending.lock().written, segment, p);
     }
 
+    /// Mixed (log) segment `segment` (use `generation`) closed with `end` bytes written, every
+    /// buffer's write returned: once a later sync is known to have made them durable, its
+    /// entry may be written (issue 6 for the log: damage in the last buffers of a closed
+    /// segment, which no later buffer of the segment vouches for).
+    pub fn note_log_segment(&self, segment: u32, generation: u64, end: u32) {
+        if end == 0 {
+            return;
+        }
+        let p = Proof {
+            generation,
+            synced_end: end,
+        };
+        merge(&mut self.pending.lock().log_written, segment, p);
+    }
+
     /// Runs `storage_sync` (a sync of the whole storage); once it succeeds, the copies noted
     /// before it began are known synced (see [`SyncTable::take_synced`]). The engine's syncs
     /// (`Inner::sync`, the reclaimer's marker sync) go through here, so that a reclamation
     /// seldom needs a sync of its own to make its copies durable before writing their entries.
     pub fn sync(&self, storage_sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
-        let before = self.pending.lock().written.clone();
+        let (before, log_before) = {
+            let pending = self.pending.lock();
+            (pending.written.clone(), pending.log_written.clone())
+        };
         storage_sync()?;
         let mut pending = self.pending.lock();
+        for (segment, p) in log_before {
+            merge(&mut pending.log_synced, segment, p);
+            if pending
+                .log_written
+                .get(&segment)
+                .is_some_and(|w| w.generation == p.generation && w.synced_end <= p.synced_end)
+            {
+                pending.log_written.remove(&segment);
+            }
+        }
         for (segment, p) in before {
             merge(&mut pending.synced, segment, p);
             if pending
@@ -228,10 +276,19 @@ impl SyncTable {
             .collect()
     }
 
+    /// The entries for closed mixed segments known synced, taken out: the caller writes them
+    /// with [`SyncTable::record`] (they prove those bytes synced as soon as they are on disk,
+    /// whether or not that write is synced: nothing waits for them).
+    pub fn take_synced_log(&self) -> Vec<(u32, Proof)> {
+        std::mem::take(&mut self.pending.lock().log_synced)
+            .into_iter()
+            .collect()
+    }
+
     /// Writes the entries `items` (whose copies the caller has synced) into the table, in whole
     /// sectors. Not durable until the caller syncs again. An entry never moves back: an
     /// earlier, longer proof of the same use stays (recovery may have closed a segment at a
-    /// damaged stretch below it).
+    /// damaged stretch below it), and so does the proof of a later use.
     pub fn record(&self, items: &[(u32, Proof)]) -> Result<()> {
         if !self.enabled || items.is_empty() {
             return Ok(());
@@ -240,8 +297,11 @@ impl SyncTable {
         let mut sectors: Vec<usize> = Vec::new();
         for &(segment, proof) in items {
             let e = &mut entries[segment as usize];
+            // Never back to an earlier use: a closed log segment's entry can be taken after the
+            // segment was freed and reused (and its new use recorded).
             let grows = e.is_none_or(|e| {
-                e.generation != proof.generation || e.synced_end < proof.synced_end
+                e.generation < proof.generation
+                    || (e.generation == proof.generation && e.synced_end < proof.synced_end)
             });
             if grows {
                 *e = Some(proof);
@@ -351,5 +411,18 @@ mod tests {
         let back = read(&*storage, 100).unwrap();
         assert_eq!(back[40].unwrap().synced_end, 16384);
         assert_eq!(back[3].unwrap().generation, 12);
+        // A closed log segment's entry taken after the segment was reused: the later use's
+        // proof stays.
+        t.note_log_segment(3, 10, 8192);
+        t.sync(|| storage.sync()).unwrap();
+        let late = t.take_synced_log();
+        assert_eq!(late.len(), 1);
+        assert!(
+            t.take_synced().is_empty(),
+            "log segments are kept apart from copies"
+        );
+        t.record(&late).unwrap();
+        storage.sync().unwrap();
+        assert_eq!(read(&*storage, 100).unwrap()[3].unwrap().generation, 12);
     }
 }
