@@ -998,8 +998,13 @@ fn scan_segment(
         && synced_end > 0
         && stop_block[6] == SegmentKind::Group as u8;
     // Recovery takes the buffers of copies behind a failing stretch of a segment of copies
-    // (see `recovery::scan_segment`): so does the check. Only the stretch is suspect.
-    let taken = copies && (first_of_segment.is_some() || proven_first) && !stranded.is_empty();
+    // (see `recovery::scan_segment`): so does the check. Only the stretch is suspect. A
+    // failing first buffer counts when the table proves its use, or when its header names the
+    // generation of the valid buffers behind it (`stranded` holds only that generation's).
+    let first_of_use = first_of_segment.is_none() && pos == 0 && plausible;
+    let taken = copies
+        && (first_of_segment.is_some() || proven_first || first_of_use)
+        && !stranded.is_empty();
     let stranded_at = stranded.first().map(|&(p, _)| p);
     if taken {
         for (p, h) in std::mem::take(&mut stranded) {

@@ -539,8 +539,24 @@ pub fn scan_segment(
                 && BufferHeader::generation_field(image) == p.generation
                 && image[6] == SegmentKind::Group as u8
         });
+        // A failing first buffer whose header names the generation of a valid buffer behind
+        // it: that use, as in the middle of a segment (generations are never handed out twice,
+        // and a freed segment's first sector is zeroed before reuse, so a later valid buffer of
+        // the generation the header names was written by the same use, after it). Whether the
+        // stretch is damage or a torn write is then judged as anywhere else, by what the next
+        // buffer proves. Without this, one flipped byte in a segment's first buffer lost every
+        // buffer of the segment.
+        let first_of_use = (pos == 0 && BufferHeader::plausible_start(image, segment))
+            .then(|| BufferHeader::generation_field(image))
+            .filter(|&g| {
+                g < generation_high_water
+                    && (BLOCK_SIZE..image.len()).step_by(BLOCK_SIZE).any(|q| {
+                        BufferHeader::decode_checked(&image[q..])
+                            .is_some_and(|h| h.segment_index == segment && h.generation == g)
+                    })
+            });
         if generation.is_none() {
-            generation = first_of_copies.map(|p| p.generation);
+            generation = first_of_copies.map(|p| p.generation).or(first_of_use);
         }
         let Some(g) = generation else { break };
         // A zeroed block is where a discarded tail was invalidated (or where nothing was ever
@@ -578,7 +594,7 @@ pub fn scan_segment(
         // segment of the log (mixed on disk, whatever it was handed over to since).
         let copies = match scan.valid.first() {
             Some((_, first)) => first.kind == SegmentKind::Group,
-            None => first_of_copies.is_some(),
+            None => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,
         };
         let proven_end = proof
             .filter(|p| p.generation == g)
