@@ -1002,9 +1002,29 @@ fn scan_segment(
     // failing first buffer counts when the table proves its use, or when its header names the
     // generation of the valid buffers behind it (`stranded` holds only that generation's).
     let first_of_use = first_of_segment.is_none() && pos == 0 && plausible;
-    let taken = copies
+    // In the log, recovery takes a failing stretch as damage when the valid buffer right behind
+    // it vouches for it (its durable floor covers every batch before its own), and goes on
+    // from there, serving the stretch's intact records of batches within that floor. So does
+    // the check, when the valid buffers behind the stretch follow one another (with a second
+    // failing stretch among them, it keeps reporting them all as unreachable: stricter).
+    let contiguous = stranded
+        .windows(2)
+        .all(|w| w[0].0 + w[0].1.buffer_len as usize == w[1].0);
+    let vouched_floor = stranded
+        .first()
+        .filter(|(_, h)| {
+            !copies
+                && (first_of_segment.is_some() || first_of_use)
+                && contiguous
+                && h.kind == SegmentKind::Mixed
+                && h.lsn_first > 0
+                && h.durable_floor + 1 >= h.lsn_first
+        })
+        .map(|(_, h)| h.durable_floor);
+    let taken = (copies
         && (first_of_segment.is_some() || proven_first || first_of_use)
-        && !stranded.is_empty();
+        && !stranded.is_empty())
+        || vouched_floor.is_some();
     let stranded_at = stranded.first().map(|&(p, _)| p);
     if taken {
         for (p, h) in std::mem::take(&mut stranded) {
@@ -1075,6 +1095,21 @@ fn scan_segment(
         let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut suspect.records)
             .into_iter()
             .partition(|r| r.intact && r.place.offset as usize + r.len as usize <= synced_end);
+        suspect.records = rest;
+        for r in served {
+            salvaged.push(recs.len());
+            recs.push(r);
+        }
+    }
+    // Intact records of a stretch of the log that the buffer behind it vouches for: recovery
+    // serves them. Its damaged ones stay suspects: problems naming their keys.
+    if let Some(vouched) = vouched_floor {
+        let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut suspect.records)
+            .into_iter()
+            .partition(|r| {
+                let lsn = lsn_of_version(r.version);
+                r.intact && lsn > 0 && lsn <= vouched
+            });
         suspect.records = rest;
         for r in served {
             salvaged.push(recs.len());
@@ -1275,8 +1310,13 @@ mod tests {
             "{:?}",
             c.damaged
         );
-        // Keys written after it, in buffers behind it, are stranded but reported.
-        assert!(c.damaged.iter().any(|d| d.key == b"k\x04" && d.intact));
+        // Keys written after it, in buffers behind it whose floor vouches for it, are served by
+        // recovery, and not reported.
+        assert!(
+            c.damaged.iter().all(|d| d.key == b"victim"),
+            "{:?}",
+            c.damaged
+        );
     }
 
     /// What to forge past the end of the segment holding "kept" (see `check_with_forged_tail`).
