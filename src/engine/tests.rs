@@ -2148,24 +2148,7 @@ fn damaged_last_log_buffer_after_a_crash(hand_over: bool) {
     assert_eq!(segment, s1);
     drop(engine);
     let storage = storage.crash(PowerCut::DropAllUnsynced);
-    let c = check::check(
-        &*storage,
-        &check::CheckOptions {
-            keep_value: &|_| false,
-            store_dir: None,
-        },
-    )
-    .unwrap();
-    assert!(
-        c.damaged.iter().any(|d| d.key == b"victim" && !d.intact),
-        "fsck does not name the victim: {:?}",
-        c.findings
-    );
-    assert!(
-        c.damaged.iter().all(|d| d.key == b"victim"),
-        "fsck names others: {:?}",
-        c.damaged
-    );
+    let c = fsck_names_only_the_victim(&*storage);
     assert!(
         c.findings
             .iter()
@@ -2462,8 +2445,23 @@ fn damage_in_the_first_buffer_of_a_log_segment_fails_reads_of_that_record_only()
     drop(engine);
     flip_a_byte_of_value(&storage, segment, b'V');
     let storage = storage.crash(PowerCut::DropAllUnsynced);
+    fsck_names_only_the_victim(&*storage);
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    assert_eq!(engine.recovery_report().buffers_damaged, 1);
+    let got = engine.get(b"victim");
+    assert!(
+        matches!(got, Err(EngineError::Corrupt(_))),
+        "the damaged victim reads as {:?}",
+        got.map(|v| v.map(|v| v.len()))
+    );
+    assert_eq!(engine.get(b"neighbour").unwrap().unwrap(), vec![b'N'; 300]);
+    assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
+}
+
+/// Runs fsck on `storage`; asserts that it names the key "victim" as damaged, and no other key.
+fn fsck_names_only_the_victim(storage: &dyn Storage) -> check::EngineCheck {
     let c = check::check(
-        &*storage,
+        storage,
         &check::CheckOptions {
             keep_value: &|_| false,
             store_dir: None,
@@ -2480,14 +2478,5 @@ fn damage_in_the_first_buffer_of_a_log_segment_fails_reads_of_that_record_only()
         "fsck names others: {:?}",
         c.damaged
     );
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    assert_eq!(engine.recovery_report().buffers_damaged, 1);
-    let got = engine.get(b"victim");
-    assert!(
-        matches!(got, Err(EngineError::Corrupt(_))),
-        "the damaged victim reads as {:?}",
-        got.map(|v| v.map(|v| v.len()))
-    );
-    assert_eq!(engine.get(b"neighbour").unwrap().unwrap(), vec![b'N'; 300]);
-    assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
+    c
 }
