@@ -689,15 +689,14 @@ pub fn stretch_records(
     loop {
         let record = RecordHeader::decode(&image[p..end])
             .filter(|h| h.total_len() > RECORD_HEADER_SIZE && h.key_len != 0);
-        let resync_from = match record {
+        let intact = record.is_some() && RecordHeader::decode_checked(&image[p..end]).is_some();
+        // A buffer header where a record could start (records may fill a buffer exactly): the
+        // next buffer (of this use: its records are walked; else the walk looks further).
+        let header_here = !intact
+            && p.is_multiple_of(BLOCK_SIZE)
+            && BufferHeader::plausible_start(&image[p..end], segment);
+        let resync_from = match record.filter(|_| !header_here) {
             Some(h) => {
-                let intact = RecordHeader::decode_checked(&image[p..end]).is_some();
-                if !intact && buffer_at(p) {
-                    // The header of the next buffer (records may fill a buffer exactly).
-                    first_buffer_end = first_buffer_end.min(p);
-                    p += BUFFER_HEADER_SIZE;
-                    continue;
-                }
                 out.push(StretchRecord {
                     at: p,
                     header: h,

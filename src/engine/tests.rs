@@ -2065,6 +2065,114 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
 
 /// What the sync table does not prove keeps the old rule: past the proven end of a reused
 /// segment of copies lie the bytes of its earlier use (intact buffers of an older generation,
+/// The walk over a damaged stretch (`recovery::stretch_records`, recovery's salvage and fsck's
+/// read of it): the records of every buffer of the stretch's use in it, found at block
+/// boundaries, past buffers of another use, never past the stretch's end.
+#[test]
+fn stretch_records_walk_every_buffer_of_the_stretch_and_nothing_else() {
+    use format::{BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind};
+    let segment = 7;
+    // A buffer of `blocks` blocks of generation `generation` holding puts of `records`.
+    let buffer = |generation: u64, records: &[(&[u8], usize)], blocks: usize| {
+        let mut b = vec![0u8; blocks * BLOCK_SIZE];
+        let mut p = BUFFER_HEADER_SIZE;
+        for (i, &(key, value_len)) in records.iter().enumerate() {
+            let value = vec![key[0]; value_len];
+            let h = RecordHeader {
+                kind: RecordKind::Put,
+                key_len: key.len() as u16,
+                group: 3,
+                value_len: value_len as u32,
+                version: format::version_of(10, i),
+            };
+            let rec = &mut b[p..p + h.total_len()];
+            rec[24..24 + key.len()].copy_from_slice(key);
+            rec[24 + key.len()..].copy_from_slice(&value);
+            h.encode(rec, &format::record_body_crc(key, &value));
+            p += h.total_len();
+        }
+        BufferHeader {
+            kind: SegmentKind::Group,
+            generation,
+            lsn_first: 0,
+            lsn_last: 10,
+            durable_floor: 10,
+            payload_len: (p - BUFFER_HEADER_SIZE) as u32,
+            record_count: records.len() as u32,
+            group: 3,
+            buffer_len: (blocks * BLOCK_SIZE) as u32,
+            segment_index: segment,
+        }
+        .seal(&mut b);
+        b
+    };
+    let walk = |image: &[u8], end: usize, generation: Option<u64>| {
+        recovery::stretch_records(image, segment, 0, end, generation)
+            .into_iter()
+            .map(|r| {
+                let key = image[r.at + 24..r.at + 24 + r.header.key_len as usize].to_vec();
+                (String::from_utf8(key).unwrap(), r.intact, r.in_first_buffer)
+            })
+            .collect::<Vec<_>>()
+    };
+    let own = |key: &str, intact: bool, first: bool| (key.to_string(), intact, first);
+    // A: two blocks, its second record across the block boundary (value damaged). B: records
+    // filling it exactly, up to the next buffer's header. C: a buffer of an earlier use. D: of
+    // this use again. E: past the stretch's end.
+    let mut image = buffer(9, &[(b"a1", 3000), (b"a2", 3000)], 2);
+    image[3100 + 24 + 2 + 1500] ^= 0x10;
+    image.extend(buffer(
+        9,
+        &[
+            (b"b1", 2000),
+            (b"b2", BLOCK_SIZE - BUFFER_HEADER_SIZE - 2026 - 26),
+        ],
+        1,
+    ));
+    image.extend(buffer(4, &[(b"old", 100)], 1));
+    image.extend(buffer(9, &[(b"d1", 100)], 1));
+    image.extend(buffer(9, &[(b"e1", 100)], 1));
+    // Every buffer of the stretch fails its checks.
+    for at in [0, 2 * BLOCK_SIZE, 4 * BLOCK_SIZE] {
+        image[at + 60] ^= 1;
+        assert!(BufferHeader::decode_checked(&image[at..]).is_none());
+    }
+    let stretch = 5 * BLOCK_SIZE;
+    assert_eq!(
+        walk(&image, stretch, Some(9)),
+        vec![
+            own("a1", true, true),
+            own("a2", false, true),
+            own("b1", true, false),
+            own("b2", true, false),
+            own("d1", true, false),
+        ]
+    );
+    // Without the use's generation: the first buffer only (the walk past a torn buffer).
+    assert_eq!(
+        walk(&image, stretch, None),
+        vec![own("a1", true, true), own("a2", false, true)]
+    );
+    // A damaged length that runs over the buffers behind ends at the next one of this use.
+    let mut long = image.clone();
+    let value_len_at = BUFFER_HEADER_SIZE + 12;
+    long[value_len_at + 1] ^= 0x40; // a1's value length, 16 KiB longer
+    assert_eq!(
+        walk(&long, stretch, Some(9)),
+        vec![
+            own("a1", false, true),
+            own("b1", true, false),
+            own("b2", true, false),
+            own("d1", true, false),
+        ]
+    );
+    // The stretch ends before B's header: nothing of B (nor of what follows) is read.
+    assert_eq!(
+        walk(&image, 2 * BLOCK_SIZE + BUFFER_HEADER_SIZE - 1, Some(9)),
+        vec![own("a1", true, true), own("a2", false, true)]
+    );
+}
+
 /// or a torn buffer of this use): never salvaged, never served, whatever follows.
 #[test]
 fn bytes_past_the_proven_end_are_not_salvaged() {
