@@ -16,7 +16,8 @@
 //!    of a closed log segment below its entry's end (taken as recovery takes it: if every
 //!    record's LSN is within the durable floor). The records of a buffer that
 //!    fails its CRC are parsed one by one (each record has its own CRC), so that intact and
-//!    damaged records, and their keys, are known.
+//!    damaged records, and their keys, are known: in a stretch proven as recovery proves it,
+//!    those of every buffer of it, walked as recovery walks them (`recovery::stretch_records`).
 //! 4. The end of the log is found as recovery finds it (highest durable floor, first LSN gap
 //!    above it), and the key -> newest version map is rebuilt from the accepted buffers
 //!    (highest version wins, range deletes hide older keys).

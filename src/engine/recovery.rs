@@ -9,6 +9,9 @@
 //!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]); or, in
 //!    a closed segment of the log, the table records its last buffers synced (a *log tail*,
 //!    taken only if all its records' LSNs are within the durable floor, else zeroed).
+//!    The records of a damaged stretch are salvaged one by one, in every buffer of it (see
+//!    [`stretch_records`]): intact ones are served, damaged ones indexed where they are so that
+//!    reads fail rather than serve an older version.
 //! 2. The *durable floor* is the highest floor any valid buffer header records: every batch up
 //!    to it was durable when that buffer was sealed. Above the floor, batches must follow each
 //!    other without a gap; the first missing LSN ends the log, and every buffer holding a batch
@@ -40,8 +43,9 @@ pub struct RecoveryReport {
     pub records_accepted: u64,
     /// Buffers dropped because a batch before them was missing.
     pub buffers_discarded: u64,
-    /// Buffers that fail their checks with valid buffers of the same use after them: damage,
-    /// not a torn tail. Their records were salvaged (see `salvage_records`).
+    /// Damaged stretches (one or more buffers in a row that fail their checks, with a valid
+    /// buffer of the same use after them or a sync table proof): damage, not a torn tail.
+    /// The records of every buffer of them were salvaged (see `stretch_records`).
     pub buffers_damaged: u64,
     /// Records of damaged buffers indexed where they are so that reading them fails (EIO)
     /// instead of an older version being served.
