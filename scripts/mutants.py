@@ -301,6 +301,30 @@ MUTANTS = [
         "            let synced_copy = false && s.copies\n",
         ["--lib", "engine::tests::damage_in_the_last_buffer_of_copies"],
     ),
+    (
+        "stretch-walk-stops-at-first-buffer",
+        "issue 6 recovery: every buffer of a damaged stretch has its records salvaged (resync at block boundaries)",
+        "src/engine/recovery.rs",
+        "        match (resync_from..end)\n",
+        "        match (resync_from..resync_from)\n",
+        ["--lib", "engine::tests::damage_in_two_adjacent"],
+    ),
+    (
+        "stretch-walk-reads-other-uses",
+        "issue 6 recovery: the walk of a damaged stretch resyncs only at buffers of the stretch's use",
+        "src/engine/recovery.rs",
+        "                    && BufferHeader::generation_field(&image[q..end]) == g\n",
+        "                    && BufferHeader::generation_field(&image[q..end]) != g + 1\n",
+        ["--lib", "engine::tests::stretch_records_walk"],
+    ),
+    (
+        "fsck-stretch-first-buffer-only",
+        "issue 6 fsck: every damaged key of a stretch of several buffers is named",
+        "src/engine/check.rs",
+        "            Some(at) => (at, generation),\n",
+        "            Some(at) => (at, None),\n",
+        ["--test", "fsck", "damaged_stretch_of_several_log_buffers"],
+    ),
 ]
 
 

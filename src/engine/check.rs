@@ -16,7 +16,8 @@
 //!    of a closed log segment below its entry's end (taken as recovery takes it: if every
 //!    record's LSN is within the durable floor). The records of a buffer that
 //!    fails its CRC are parsed one by one (each record has its own CRC), so that intact and
-//!    damaged records, and their keys, are known.
+//!    damaged records, and their keys, are known: in a stretch proven as recovery proves it,
+//!    those of every buffer of it, walked as recovery walks them (`recovery::stretch_records`).
 //! 4. The end of the log is found as recovery finds it (highest durable floor, first LSN gap
 //!    above it), and the key -> newest version map is rebuilt from the accepted buffers
 //!    (highest version wins, range deletes hide older keys).
@@ -1062,31 +1063,30 @@ fn scan_segment(
         records: Vec::new(),
     };
     if !zeros {
-        // Records of the failing buffer, one by one, up to the next valid buffer.
-        let mut region_end = stranded_at.unwrap_or(image.len());
-        if log_tail {
-            region_end = synced_end; // recovery's stretch ends there
-        }
-        let mut at = pos + BUFFER_HEADER_SIZE;
-        while at + RECORD_HEADER_SIZE <= region_end {
-            let Some(h) = RecordHeader::decode(&image[at..region_end]) else {
-                break;
-            };
-            let intact = RecordHeader::decode_checked(&image[at..region_end]).is_some();
+        // Records of the failing buffers, one by one. Within a stretch that something of this
+        // use proves (a valid buffer behind it, or the synced end of the sync table's entry,
+        // where recovery's stretch ends): of every failing buffer of it, as recovery salvages
+        // them (`recovery::stretch_records` finds the later ones at block boundaries by their
+        // generation). Otherwise: of the first failing buffer only.
+        let (region_end, resync) = match stranded_at {
+            Some(at) => (at, generation),
+            None if pos < synced_end => (synced_end, generation),
+            None => (image.len(), None),
+        };
+        for r in super::recovery::stretch_records(image, segment, pos, region_end, resync) {
             // Without the buffer's CRC, only a record that checks out, or one in a buffer that
             // starts like a buffer of this segment, is worth reading as a record.
-            if intact || plausible {
+            if r.intact || plausible || !r.in_first_buffer {
                 recs_push(
                     &mut suspect.records,
                     segment,
-                    at,
-                    &h,
+                    r.at,
+                    &r.header,
                     image,
                     options,
-                    intact,
+                    r.intact,
                 );
             }
-            at += h.total_len();
         }
     }
     // Intact records of a stretch of copies the sync table proves synced: recovery serves

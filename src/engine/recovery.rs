@@ -9,6 +9,9 @@
 //!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]); or, in
 //!    a closed segment of the log, the table records its last buffers synced (a *log tail*,
 //!    taken only if all its records' LSNs are within the durable floor, else zeroed).
+//!    The records of a damaged stretch are salvaged one by one, in every buffer of it (see
+//!    [`stretch_records`]): intact ones are served, damaged ones indexed where they are so that
+//!    reads fail rather than serve an older version.
 //! 2. The *durable floor* is the highest floor any valid buffer header records: every batch up
 //!    to it was durable when that buffer was sealed. Above the floor, batches must follow each
 //!    other without a gap; the first missing LSN ends the log, and every buffer holding a batch
@@ -25,7 +28,7 @@ use std::sync::Arc;
 use super::api::{EngineError, Result};
 use super::format::{
     BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
-    SegmentKind, Superblock, lsn_of_version,
+    SegmentKind, Superblock, align_up, lsn_of_version,
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
@@ -40,8 +43,9 @@ pub struct RecoveryReport {
     pub records_accepted: u64,
     /// Buffers dropped because a batch before them was missing.
     pub buffers_discarded: u64,
-    /// Buffers that fail their checks with valid buffers of the same use after them: damage,
-    /// not a torn tail. Their records were salvaged (see `salvage_records`).
+    /// Damaged stretches (one or more buffers in a row that fail their checks, with a valid
+    /// buffer of the same use after them or a sync table proof): damage, not a torn tail.
+    /// The records of every buffer of them were salvaged (see `stretch_records`).
     pub buffers_damaged: u64,
     /// Records of damaged buffers indexed where they are so that reading them fails (EIO)
     /// instead of an older version being served.
@@ -142,7 +146,7 @@ pub fn recover(
                     || (BufferHeader::plausible_start(&image[q..], segment)
                         && Some(BufferHeader::generation_field(&image[q..])) == generation);
                 if of_this_use {
-                    for (c, _) in salvage_records(segment, q, image) {
+                    for (c, _) in salvage_records(segment, q, image.len(), None, image) {
                         if c.kind == RecordKind::Put {
                             put_notes.note_put(segment, &c.key, c.version);
                         }
@@ -160,7 +164,7 @@ pub fn recover(
                 synced_end: d.synced_end as u32,
                 log_tail: d.log_tail,
                 end: d.end as u32,
-                records: salvage_records(segment, d.start, &image[..d.end]),
+                records: salvage_records(segment, d.start, d.end, Some(d.generation), image),
             });
         }
     }
@@ -472,6 +476,9 @@ pub struct DamagedStretch {
     /// The last buffers of a segment of the log (mixed), damage only by the sync table's word:
     /// its batches are taken only if all of them are within the durable floor (see `recover`).
     pub log_tail: bool,
+    /// The generation of the segment's use the stretch belongs to: later buffers of the
+    /// stretch are found by it (see [`stretch_records`]).
+    pub generation: u64,
 }
 
 struct DamagedBuffer {
@@ -611,6 +618,7 @@ pub fn scan_segment(
                     end: q,
                     synced_end,
                     log_tail: false,
+                    generation: g,
                 });
                 pos = q;
             }
@@ -622,6 +630,7 @@ pub fn scan_segment(
                     end: synced_end,
                     synced_end,
                     log_tail,
+                    generation: g,
                 });
                 pos = synced_end;
             }
@@ -634,28 +643,115 @@ pub fn scan_segment(
     scan
 }
 
-/// The records of a damaged stretch `[start, image.len())`, walked through its (unchecked)
-/// buffer header, each with whether its own CRC holds. The walk stops where record headers stop
-/// making sense.
-fn salvage_records(segment: u32, start: usize, image: &[u8]) -> Vec<(Candidate, bool)> {
+/// The records of a damaged stretch `[start, end)` of a segment image (see
+/// [`stretch_records`]), each with whether its own CRC holds. A damaged range delete could hide
+/// anything: only intact ones are taken.
+fn salvage_records(
+    segment: u32,
+    start: usize,
+    end: usize,
+    generation: Option<u64>,
+    image: &[u8],
+) -> Vec<(Candidate, bool)> {
+    stretch_records(image, segment, start, end, generation)
+        .into_iter()
+        .filter(|r| r.intact || r.header.kind != RecordKind::DeleteRange)
+        .map(|r| (candidate(segment, r.at, &r.header, image), r.intact))
+        .collect()
+}
+
+/// A record found in a stretch that fails its buffer checks (see [`stretch_records`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StretchRecord {
+    /// Where it starts in the segment image.
+    pub at: usize,
+    pub header: RecordHeader,
+    /// It passes its own CRC.
+    pub intact: bool,
+    /// It is in the stretch's first buffer (whose header, at the stretch's start, was not
+    /// checked at all), not in a later one found at a block boundary.
+    pub in_first_buffer: bool,
+}
+
+/// The records of a stretch `[start, end)` of a segment image that fails its buffer checks,
+/// walked without the buffers' CRCs (recovery salvages them; fsck reads them the same way).
+/// From the (unchecked) buffer header at `start`, records follow each other. Where they stop
+/// making sense (zero padding, a header that does not decode, a length running past `end`),
+/// the walk goes on at the next block boundary inside the stretch that starts like a buffer of
+/// this segment and of `generation` (the stretch's use), past that buffer's header: a stretch
+/// of several damaged buffers gives the records of all of them. A damaged record whose length
+/// runs over such a boundary ends there too. The walk never looks for records byte by byte (a
+/// value may hold bytes that look like one) and never reads outside `[start, end)`. With no
+/// `generation`: the records of the first buffer only.
+pub fn stretch_records(
+    image: &[u8],
+    segment: u32,
+    start: usize,
+    end: usize,
+    generation: Option<u64>,
+) -> Vec<StretchRecord> {
+    let end = end.min(image.len());
     let mut out = Vec::new();
-    if image.len() < start + BUFFER_HEADER_SIZE {
+    if start + BUFFER_HEADER_SIZE > end {
         return out;
     }
+    // Whether a buffer of the stretch's use starts at `q` (header unchecked).
+    let buffer_at = |q: usize| {
+        q.is_multiple_of(BLOCK_SIZE)
+            && q + BUFFER_HEADER_SIZE <= end
+            && generation.is_some_and(|g| {
+                BufferHeader::plausible_start(&image[q..end], segment)
+                    && BufferHeader::generation_field(&image[q..end]) == g
+            })
+    };
+    let mut first_buffer_end = end;
     let mut p = start + BUFFER_HEADER_SIZE;
-    while p + RECORD_HEADER_SIZE <= image.len() {
-        let Some(h) = RecordHeader::decode(&image[p..]) else {
-            break;
+    loop {
+        let record = RecordHeader::decode(&image[p..end])
+            .filter(|h| h.total_len() > RECORD_HEADER_SIZE && h.key_len != 0);
+        let intact = record.is_some() && RecordHeader::decode_checked(&image[p..end]).is_some();
+        // A buffer header where a record could start (records may fill a buffer exactly): the
+        // next buffer (of this use: its records are walked; else the walk looks further).
+        let header_here = !intact
+            && p.is_multiple_of(BLOCK_SIZE)
+            && BufferHeader::plausible_start(&image[p..end], segment);
+        let resync_from = match record.filter(|_| !header_here) {
+            Some(h) => {
+                out.push(StretchRecord {
+                    at: p,
+                    header: h,
+                    intact,
+                    in_first_buffer: p < first_buffer_end,
+                });
+                let next = p + h.total_len();
+                // A damaged length may run over the buffers behind: a record does not.
+                let over = if intact {
+                    None
+                } else {
+                    (align_up(p + 1, BLOCK_SIZE)..next)
+                        .step_by(BLOCK_SIZE)
+                        .find(|&q| buffer_at(q))
+                };
+                match over {
+                    Some(q) => q,
+                    None => {
+                        p = next;
+                        continue;
+                    }
+                }
+            }
+            None => align_up(p, BLOCK_SIZE),
         };
-        if h.total_len() <= RECORD_HEADER_SIZE || h.key_len == 0 {
-            break;
+        match (resync_from..end)
+            .step_by(BLOCK_SIZE)
+            .find(|&q| buffer_at(q))
+        {
+            Some(q) => {
+                first_buffer_end = first_buffer_end.min(q);
+                p = q + BUFFER_HEADER_SIZE;
+            }
+            None => break,
         }
-        let intact = RecordHeader::decode_checked(&image[p..]).is_some();
-        // A damaged range delete could hide anything: only intact ones are taken.
-        if intact || h.kind != RecordKind::DeleteRange {
-            out.push((candidate(segment, p, &h, image), intact));
-        }
-        p += h.total_len();
     }
     out
 }

@@ -1019,6 +1019,105 @@ fn damage_in_the_middle_of_the_log_fails_reads_of_that_record_only() {
     assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
 }
 
+/// Issue 6: a damaged stretch of `n` adjacent log buffers in the middle of the log (a valid
+/// buffer of the same segment after them proves it durable). Each buffer holds a newer version
+/// of a key `d{i}` (its value damaged) and of a key `n{i}` (intact); all have older versions
+/// earlier in the log. After a crash and a full scan, every `n{i}` reads its newest value,
+/// every `d{i}` fails with the damage error, none reads its older version; fsck names every
+/// damaged key.
+fn damaged_log_stretch_of(n: usize) {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let old: Vec<Mutation> = (0..n)
+        .flat_map(|i| {
+            [
+                put(&format!("d{i}"), b"old version"),
+                put(&format!("n{i}"), b"old neighbour"),
+            ]
+        })
+        .collect();
+    engine.write(&old).unwrap();
+    engine.write(&[put("before", b"b")]).unwrap();
+    engine.sync().unwrap();
+    let newest = |i: usize| (vec![b'A' + i as u8; 3000], vec![b'a' + i as u8; 300]);
+    for i in 0..n {
+        let (d, nb) = newest(i);
+        engine
+            .write(&[put(&format!("d{i}"), &d), put(&format!("n{i}"), &nb)])
+            .unwrap();
+        engine.sync().unwrap();
+    }
+    engine.write(&[put("after", b"a")]).unwrap();
+    engine.sync().unwrap();
+    let (segment, _) = engine.test_segment_of(b"after").unwrap();
+    let buffers = buffer_offsets(&storage, segment);
+    let mut damaged_buffers = Vec::new();
+    for i in 0..n {
+        let key = format!("d{i}");
+        assert_eq!(engine.test_segment_of(key.as_bytes()).unwrap().0, segment);
+        let (_, offset) = damage_value_of(&engine, &storage, key.as_bytes());
+        damaged_buffers.push(buffers.iter().rposition(|&b| b < offset).unwrap());
+    }
+    assert!(
+        damaged_buffers.windows(2).all(|w| w[1] == w[0] + 1)
+            && damaged_buffers[n - 1] + 1 < buffers.len(),
+        "one buffer per batch, adjacent, a valid one behind: {buffers:?} {damaged_buffers:?}"
+    );
+    drop(engine);
+    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    let c = check::check(
+        &*storage,
+        &check::CheckOptions {
+            keep_value: &|_| false,
+            store_dir: None,
+        },
+    )
+    .unwrap();
+    for i in 0..n {
+        let key = format!("d{i}");
+        assert!(
+            c.damaged
+                .iter()
+                .any(|d| d.key == key.as_bytes() && !d.intact),
+            "fsck does not name {key}: {:?} {:?}",
+            c.damaged,
+            c.findings
+        );
+    }
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let report = engine.recovery_report();
+    assert_eq!(report.buffers_damaged, 1, "one stretch: {report:?}");
+    assert_eq!(report.records_poisoned, n as u64, "{report:?}");
+    for i in 0..n {
+        let (_, nb) = newest(i);
+        let got = engine.get(format!("d{i}").as_bytes());
+        assert!(
+            matches!(got, Err(EngineError::Corrupt(_))),
+            "d{i} of damaged buffer {i} reads as {:?}",
+            got.map(|v| v.map(|v| String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned()))
+        );
+        assert_eq!(
+            engine.get(format!("n{i}").as_bytes()).unwrap(),
+            Some(nb),
+            "n{i} of damaged buffer {i}"
+        );
+    }
+    assert_eq!(engine.get(b"before").unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
+}
+
+#[test]
+fn damage_in_two_adjacent_log_buffers_fails_reads_of_both() {
+    damaged_log_stretch_of(2);
+}
+
+#[test]
+fn damage_in_three_adjacent_log_buffers_fails_reads_of_all() {
+    damaged_log_stretch_of(3);
+}
+
 /// Flips a byte inside the first value of segment `segment` made of `fill` bytes (at least 64 of
 /// them in a row): damage, or a torn write, inside that record's buffer.
 fn flip_a_byte_of_value(storage: &SimStorage, segment: u32, fill: u8) {
@@ -1748,23 +1847,31 @@ fn buffer_offsets(storage: &SimStorage, segment: u32) -> Vec<usize> {
 /// Damages the copy of `COPIED[which]` (in buffer `which` of the segment of copies), cuts power
 /// (no clean close: a full scan), reopens, and checks that reading it fails with the damage
 /// error (EIO at the FUSE edge), never absent, never the older version still on disk, and that
-/// every other key reads back exactly. Returns the storage and the reopened engine.
-fn damaged_copy_after_a_crash(which: usize) -> (Arc<SimStorage>, Engine, String) {
+/// every other key reads back exactly.
+fn damaged_copy_after_a_crash(which: usize) {
+    damaged_copies_after_a_crash(&[which]);
+}
+
+/// [`damaged_copy_after_a_crash`] for the copies of several buffers at once (adjacent ones
+/// make one damaged stretch of several buffers).
+fn damaged_copies_after_a_crash(which: &[usize]) {
     let storage = SimStorage::new();
     let (engine, copies, expected) = buffers_of_copies(&storage);
     let buffers = buffer_offsets(&storage, copies);
     assert_eq!(buffers.len(), COPIED.len(), "one buffer per pass");
-    let key = COPIED[which];
-    let (segment, offset) = damage_value_of(&engine, &storage, key.as_bytes());
-    assert!(
-        segment == copies
-            && offset > buffers[which]
-            && buffers.get(which + 1).is_none_or(|&next| offset < next),
-        "the copy of {key} is in buffer {which}: {buffers:?}, copy at {offset}"
-    );
+    let keys: Vec<&str> = which.iter().map(|&w| COPIED[w]).collect();
+    for (&w, key) in which.iter().zip(&keys) {
+        let (segment, offset) = damage_value_of(&engine, &storage, key.as_bytes());
+        assert!(
+            segment == copies
+                && offset > buffers[w]
+                && buffers.get(w + 1).is_none_or(|&next| offset < next),
+            "the copy of {key} is in buffer {w}: {buffers:?}, copy at {offset}"
+        );
+    }
     drop(engine);
     let storage = storage.crash(PowerCut::DropAllUnsynced);
-    // fsck, by the same rule: a problem that names the damaged key.
+    // fsck, by the same rule: a problem that names every damaged key, and no other.
     let c = check::check(
         &*storage,
         &check::CheckOptions {
@@ -1773,13 +1880,15 @@ fn damaged_copy_after_a_crash(which: usize) -> (Arc<SimStorage>, Engine, String)
         },
     )
     .unwrap();
-    assert!(
-        c.damaged
-            .iter()
-            .any(|d| d.key == key.as_bytes() && !d.intact),
-        "fsck does not name {key}: {:?}",
-        c.findings
-    );
+    for key in &keys {
+        assert!(
+            c.damaged
+                .iter()
+                .any(|d| d.key == key.as_bytes() && !d.intact),
+            "fsck does not name {key}: {:?}",
+            c.findings
+        );
+    }
     assert!(
         c.findings
             .iter()
@@ -1788,21 +1897,25 @@ fn damaged_copy_after_a_crash(which: usize) -> (Arc<SimStorage>, Engine, String)
         c.findings
     );
     assert!(
-        c.damaged.iter().all(|d| d.key == key.as_bytes()),
+        c.damaged
+            .iter()
+            .all(|d| keys.iter().any(|k| d.key == k.as_bytes())),
         "fsck names others: {:?}",
         c.damaged
     );
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
-    let got = engine.get(key.as_bytes());
-    assert!(
-        matches!(got, Err(EngineError::Corrupt(ref s)) if s.contains("checksum")),
-        "the damaged copy of {key} reads as {:?}",
-        got.map(|v| v.map(|v| v[0]))
-    );
-    assert_eq!(engine.recovery_report().records_poisoned, 1);
+    for key in &keys {
+        let got = engine.get(key.as_bytes());
+        assert!(
+            matches!(got, Err(EngineError::Corrupt(ref s)) if s.contains("checksum")),
+            "the damaged copy of {key} reads as {:?}",
+            got.map(|v| v.map(|v| v[0]))
+        );
+    }
+    assert_eq!(engine.recovery_report().records_poisoned, keys.len() as u64);
     for (k, value) in &expected {
-        if k != key {
+        if !keys.contains(&k.as_str()) {
             assert_eq!(
                 engine.get(k.as_bytes()).unwrap().as_ref(),
                 Some(value),
@@ -1810,7 +1923,6 @@ fn damaged_copy_after_a_crash(which: usize) -> (Arc<SimStorage>, Engine, String)
             );
         }
     }
-    (storage, engine, key.to_string())
 }
 
 /// Issue 6: media damage in the last buffer of a segment of copies, whose sources compaction
@@ -1833,6 +1945,23 @@ fn damage_in_the_middle_of_copies_fails_reads_after_a_crash() {
 #[test]
 fn damage_in_the_first_buffer_of_copies_fails_reads_after_a_crash() {
     damaged_copy_after_a_crash(0);
+}
+
+/// Issue 6: a damaged stretch of two buffers of copies in the middle of the segment (a valid
+/// buffer of copies behind it): the records of both buffers are salvaged, not only the first
+/// one's (before, the second buffer's copy was neither served nor poisoned, and the older
+/// version still on disk was served).
+#[test]
+fn damage_in_two_adjacent_buffers_of_copies_fails_reads_of_both() {
+    damaged_copies_after_a_crash(&[0, 1]);
+}
+
+/// The same with the last two buffers of copies (the stretch ends where the sync table's proof
+/// does) and with all three.
+#[test]
+fn damage_in_the_last_buffers_of_copies_fails_reads_of_all_of_them() {
+    damaged_copies_after_a_crash(&[1, 2]);
+    damaged_copies_after_a_crash(&[0, 1, 2]);
 }
 
 /// A power cut at every step of a compaction pass that copies into a segment of copies and
@@ -1936,6 +2065,114 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
 
 /// What the sync table does not prove keeps the old rule: past the proven end of a reused
 /// segment of copies lie the bytes of its earlier use (intact buffers of an older generation,
+/// The walk over a damaged stretch (`recovery::stretch_records`, recovery's salvage and fsck's
+/// read of it): the records of every buffer of the stretch's use in it, found at block
+/// boundaries, past buffers of another use, never past the stretch's end.
+#[test]
+fn stretch_records_walk_every_buffer_of_the_stretch_and_nothing_else() {
+    use format::{BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind};
+    let segment = 7;
+    // A buffer of `blocks` blocks of generation `generation` holding puts of `records`.
+    let buffer = |generation: u64, records: &[(&[u8], usize)], blocks: usize| {
+        let mut b = vec![0u8; blocks * BLOCK_SIZE];
+        let mut p = BUFFER_HEADER_SIZE;
+        for (i, &(key, value_len)) in records.iter().enumerate() {
+            let value = vec![key[0]; value_len];
+            let h = RecordHeader {
+                kind: RecordKind::Put,
+                key_len: key.len() as u16,
+                group: 3,
+                value_len: value_len as u32,
+                version: format::version_of(10, i),
+            };
+            let rec = &mut b[p..p + h.total_len()];
+            rec[24..24 + key.len()].copy_from_slice(key);
+            rec[24 + key.len()..].copy_from_slice(&value);
+            h.encode(rec, &format::record_body_crc(key, &value));
+            p += h.total_len();
+        }
+        BufferHeader {
+            kind: SegmentKind::Group,
+            generation,
+            lsn_first: 0,
+            lsn_last: 10,
+            durable_floor: 10,
+            payload_len: (p - BUFFER_HEADER_SIZE) as u32,
+            record_count: records.len() as u32,
+            group: 3,
+            buffer_len: (blocks * BLOCK_SIZE) as u32,
+            segment_index: segment,
+        }
+        .seal(&mut b);
+        b
+    };
+    let walk = |image: &[u8], end: usize, generation: Option<u64>| {
+        recovery::stretch_records(image, segment, 0, end, generation)
+            .into_iter()
+            .map(|r| {
+                let key = image[r.at + 24..r.at + 24 + r.header.key_len as usize].to_vec();
+                (String::from_utf8(key).unwrap(), r.intact, r.in_first_buffer)
+            })
+            .collect::<Vec<_>>()
+    };
+    let own = |key: &str, intact: bool, first: bool| (key.to_string(), intact, first);
+    // A: two blocks, its second record across the block boundary (value damaged). B: records
+    // filling it exactly, up to the next buffer's header. C: a buffer of an earlier use. D: of
+    // this use again. E: past the stretch's end.
+    let mut image = buffer(9, &[(b"a1", 3000), (b"a2", 3000)], 2);
+    image[3100 + 24 + 2 + 1500] ^= 0x10;
+    image.extend(buffer(
+        9,
+        &[
+            (b"b1", 2000),
+            (b"b2", BLOCK_SIZE - BUFFER_HEADER_SIZE - 2026 - 26),
+        ],
+        1,
+    ));
+    image.extend(buffer(4, &[(b"old", 100)], 1));
+    image.extend(buffer(9, &[(b"d1", 100)], 1));
+    image.extend(buffer(9, &[(b"e1", 100)], 1));
+    // Every buffer of the stretch fails its checks.
+    for at in [0, 2 * BLOCK_SIZE, 4 * BLOCK_SIZE] {
+        image[at + 60] ^= 1;
+        assert!(BufferHeader::decode_checked(&image[at..]).is_none());
+    }
+    let stretch = 5 * BLOCK_SIZE;
+    assert_eq!(
+        walk(&image, stretch, Some(9)),
+        vec![
+            own("a1", true, true),
+            own("a2", false, true),
+            own("b1", true, false),
+            own("b2", true, false),
+            own("d1", true, false),
+        ]
+    );
+    // Without the use's generation: the first buffer only (the walk past a torn buffer).
+    assert_eq!(
+        walk(&image, stretch, None),
+        vec![own("a1", true, true), own("a2", false, true)]
+    );
+    // A damaged length that runs over the buffers behind ends at the next one of this use.
+    let mut long = image.clone();
+    let value_len_at = BUFFER_HEADER_SIZE + 12;
+    long[value_len_at + 1] ^= 0x40; // a1's value length, 16 KiB longer
+    assert_eq!(
+        walk(&long, stretch, Some(9)),
+        vec![
+            own("a1", false, true),
+            own("b1", true, false),
+            own("b2", true, false),
+            own("d1", true, false),
+        ]
+    );
+    // The stretch ends before B's header: nothing of B (nor of what follows) is read.
+    assert_eq!(
+        walk(&image, 2 * BLOCK_SIZE + BUFFER_HEADER_SIZE - 1, Some(9)),
+        vec![own("a1", true, true), own("a2", false, true)]
+    );
+}
+
 /// or a torn buffer of this use): never salvaged, never served, whatever follows.
 #[test]
 fn bytes_past_the_proven_end_are_not_salvaged() {
@@ -2017,6 +2254,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
             end: 3 * BLOCK_SIZE,
             synced_end: 3 * BLOCK_SIZE,
             log_tail: false,
+            generation: 9,
         }]
     );
     assert_eq!(
