@@ -259,9 +259,11 @@ fn keep_large_buffers_unresident() {
     }
 }
 
-/// Hands the pages of freed heap blocks back to the system. Recovery and the group map rebuild
-/// allocate and free a block per record they read (keys, candidates); the holes they leave
-/// between live blocks would otherwise stay resident for the daemon's lifetime.
+/// Hands the pages of freed heap blocks back to the system, once the store is open and once the
+/// group map is rebuilt: both use transient memory in proportion to the records (loading the
+/// index from a checkpoint; scanning every inode), and the holes it leaves between live blocks
+/// would otherwise stay resident for the daemon's lifetime (1M records after a clean unmount:
+/// VmRSS 62.3 -> 45.1 MiB). `Engine::open` trims by itself after a full recovery scan.
 fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory, under the allocator's locks.
