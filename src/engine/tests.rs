@@ -471,6 +471,34 @@ fn proof_markers_never_take_the_reserve_on_a_full_host() {
     engine.write(&[put("fits again", &value)]).unwrap();
 }
 
+/// On a full host disk, a segment that a delete opened from the reserve takes no user batch:
+/// users could not take a segment themselves, though the store counts free segments in files
+/// the host has no room for (`SegmentManager::user_may_allocate` tries the allocation).
+#[test]
+fn a_reserve_segment_opened_by_a_delete_takes_no_user_batch_on_a_full_host() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.write(&[put("first", b"1")]).unwrap();
+    storage.set_faults(storage::FaultPlan {
+        fail_allocate: true,
+        ..Default::default()
+    });
+    let value = vec![7u8; 60 << 10];
+    let mut written = 0;
+    while engine.write(&[put(&format!("k{written}"), &value)]).is_ok() {
+        written += 1;
+    }
+    // The log's segment is full and closed: the delete opens one from the reserve.
+    engine
+        .write(&[Mutation::delete(ROOT_GROUP, b"k0".to_vec())])
+        .unwrap();
+    let refused = engine.write(&[put("more", &value)]);
+    assert!(
+        matches!(refused, Err(EngineError::NoSpace)),
+        "a user batch went into the reserve: {refused:?}"
+    );
+}
+
 /// Compaction keeps a store usable under overwrites many times its capacity (DESIGN.md 4.8),
 /// and every value reads back as last written, also after a power cut following a sync.
 #[test]
