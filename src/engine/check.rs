@@ -1014,8 +1014,11 @@ fn scan_segment(
     let vouched_floor = stranded
         .first()
         .filter(|(_, h)| {
+            // Behind a failing first buffer, only buffers of the use its header names.
+            let same_use = first_of_segment.is_some()
+                || (first_of_use && h.generation == BufferHeader::generation_field(stop_block));
             !copies
-                && (first_of_segment.is_some() || first_of_use)
+                && same_use
                 && contiguous
                 && h.kind == SegmentKind::Mixed
                 && h.lsn_first > 0

@@ -1313,6 +1313,21 @@ fn copies_behind_damage_in_a_group_segment_are_still_served() {
     engine.close().unwrap();
     // Media damage inside the buffer holding "y" (synced long ago).
     flip_a_byte_of_value(&storage, seg, 2);
+    // Without the sync table's proof (its sector lost: zeroed here), the buffer behind the
+    // damage must be taken on its own rule (copies are taken whatever the stretch was).
+    let unproven = storage.crash(PowerCut::DropAllUnsynced);
+    let table_len = unproven.file_len(synctable::SYNC_TABLE_FILE).unwrap() as usize;
+    unproven
+        .write_at(synctable::SYNC_TABLE_FILE, 0, &vec![0u8; table_len])
+        .unwrap();
+    let without_table = Engine::open_on(unproven, &separator_options()).unwrap();
+    without_table.test_pause_background();
+    assert_eq!(
+        without_table.get(b"x").unwrap().unwrap(),
+        vec![3u8; 20 << 10],
+        "without the table's proof, the copy behind the damaged buffer is lost"
+    );
+    drop(without_table);
     let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
     engine.test_pause_background();
     assert_eq!(engine.get(b"z").unwrap().unwrap(), vec![1u8; 20 << 10]);
