@@ -1094,14 +1094,7 @@ fn damaged_log_stretch_of(n: usize) {
     );
     drop(engine);
     let storage = storage.crash(PowerCut::DropAllUnsynced);
-    let c = check::check(
-        &*storage,
-        &check::CheckOptions {
-            keep_value: &|_| false,
-            store_dir: None,
-        },
-    )
-    .unwrap();
+    let c = fsck(&*storage);
     for i in 0..n {
         let key = format!("d{i}");
         assert!(
@@ -1343,14 +1336,7 @@ fn copies_behind_damage_in_a_group_segment_are_still_served() {
         "the damaged copy must not read back as if intact"
     );
     engine.close().unwrap();
-    let c = check::check(
-        &*storage,
-        &check::CheckOptions {
-            keep_value: &|_| false,
-            store_dir: None,
-        },
-    )
-    .unwrap();
+    let c = fsck(&*storage);
     assert!(
         !c.damaged.iter().any(|d| d.key == b"x"),
         "fsck calls x lost although recovery serves it: {:?}",
@@ -1915,14 +1901,7 @@ fn damaged_copies_after_a_crash(which: &[usize]) {
     drop(engine);
     let storage = storage.crash(PowerCut::DropAllUnsynced);
     // fsck, by the same rule: a problem that names every damaged key, and no other.
-    let c = check::check(
-        &*storage,
-        &check::CheckOptions {
-            keep_value: &|_| false,
-            store_dir: None,
-        },
-    )
-    .unwrap();
+    let c = fsck(&*storage);
     for key in &keys {
         assert!(
             c.damaged
@@ -2041,14 +2020,7 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
         for (n, step, image) in images {
             steps_seen.insert(step);
             let what = format!("round {round} ({cut:?}, log busy {log_busy}), step {n} '{step}'");
-            let c = check::check(
-                &*image,
-                &check::CheckOptions {
-                    keep_value: &|_| false,
-                    store_dir: None,
-                },
-            )
-            .unwrap();
+            let c = fsck(&*image);
             assert!(
                 !c.findings
                     .iter()
@@ -2515,14 +2487,7 @@ fn power_cuts_around_log_segment_entries_lose_and_resurrect_nothing() {
         for (step, image, durable) in images {
             steps_seen.insert(step.clone());
             let what = format!("round {round} ({cut:?}, hand over {hand_over}), '{step}'");
-            let c = check::check(
-                &*image,
-                &check::CheckOptions {
-                    keep_value: &|_| false,
-                    store_dir: None,
-                },
-            )
-            .unwrap();
+            let c = fsck(&*image);
             assert!(
                 !c.findings
                     .iter()
@@ -2745,14 +2710,7 @@ fn damage_in_the_first_buffer_of_a_log_segment_fails_reads_of_that_record_only()
 
 /// Runs fsck on `storage`; asserts that it names the key "victim" as damaged, and no other key.
 fn fsck_names_only_the_victim(storage: &dyn Storage) -> check::EngineCheck {
-    let c = check::check(
-        storage,
-        &check::CheckOptions {
-            keep_value: &|_| false,
-            store_dir: None,
-        },
-    )
-    .unwrap();
+    let c = fsck(storage);
     assert!(
         c.damaged.iter().any(|d| d.key == b"victim" && !d.intact),
         "fsck does not name the victim: {:?}",
@@ -2764,4 +2722,16 @@ fn fsck_names_only_the_victim(storage: &dyn Storage) -> check::EngineCheck {
         c.damaged
     );
     c
+}
+
+/// fsck of `storage`, values not kept.
+fn fsck(storage: &dyn Storage) -> check::EngineCheck {
+    check::check(
+        storage,
+        &check::CheckOptions {
+            keep_value: &|_| false,
+            store_dir: None,
+        },
+    )
+    .unwrap()
 }
