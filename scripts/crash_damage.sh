@@ -4,7 +4,8 @@
 # segment file region that holds one of them (found by searching the segment files for its
 # known contents), then: `logstorfs fsck` must report the damage and name the damaged file;
 # after a remount, reading the damaged file must fail with EIO (never return wrong bytes) and
-# the other file must read back exactly.
+# the other file must read back exactly. A third file, written twice, gets one byte of a page
+# record's key flipped: reading it must fail with EIO, never return its older contents.
 #
 #   bash scripts/crash_damage.sh [BINARY]
 #
@@ -33,7 +34,8 @@ log "crash_damage on $(backend_name), work dir $WORK"
 python3 - "$WORK" <<'EOF'
 import sys
 work = sys.argv[1]
-for name, tag in (("victim", "VICTIM"), ("bystander", "BYSTANDER")):
+for name, tag in (("victim", "VICTIM"), ("bystander", "BYSTANDER"), ("rewritten.old", "OLDER"),
+                  ("rewritten", "NEWER")):
     body = b"".join(b"%s-line-%06d-of-crash-damage-test\n" % (tag.encode(), i) for i in range(1100))
     open("%s/%s.ref" % (work, name), "wb").write(body[:40000])
 EOF
@@ -43,8 +45,11 @@ write_files() {
     python3 - "$MNT/dir" "$WORK" <<'EOF'
 import os, sys
 d, work = sys.argv[1], sys.argv[2]
-for name in ("victim", "bystander"):
-    body = open("%s/%s.ref" % (work, name), "rb").read()
+# "rewritten" is written twice: its older contents stay on disk until compaction, the version a
+# damaged record of the newer one must never bring back.
+for name, ref in (("rewritten", "rewritten.old"), ("rewritten", "rewritten"),
+                  ("victim", "victim"), ("bystander", "bystander")):
+    body = open("%s/%s.ref" % (work, ref), "rb").read()
     fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, body)
     os.fsync(fd)
@@ -55,6 +60,7 @@ for name in ("victim", "bystander"):
 EOF
     cmp "$WORK/victim.ref" "$MNT/dir/victim"
     cmp "$WORK/bystander.ref" "$MNT/dir/bystander"
+    cmp "$WORK/rewritten.ref" "$MNT/dir/rewritten"
 }
 
 check_here "mount a fresh store" mount_fresh "$STORE" "$MNT" 64M || { summary crash-damage; exit 1; }
@@ -91,6 +97,35 @@ EOF
 }
 check "flip bytes in the segment file region holding the victim" damage
 
+# Flip one byte of the *key* of a page record of "rewritten" (its type tag, 17 bytes before the
+# page's contents), wherever a segment file holds the newer contents of that page: the record
+# can no longer be found by its own key. Its buffer's record directory must name it, so that
+# reading the file fails instead of serving the older contents or, since the rewrite truncated
+# the file first, a hole of zeros (what the build before the record directory returned).
+damage_key() {
+    python3 - "$STORE" "$WORK/rewritten.ref" <<'EOF'
+import glob, sys
+store, newer = sys.argv[1], open(sys.argv[2], "rb").read()
+needle = newer[2 * 4096:2 * 4096 + 64]   # the start of page 2: a record's value starts there
+hits = 0
+for path in sorted(glob.glob(store + "/seg-*")):
+    data = bytearray(open(path, "rb").read())
+    at = data.find(needle)
+    while at >= 0:
+        if data[at - 17] != ord("C"):
+            sys.exit("no page key before the page's contents at %s byte %d" % (path, at))
+        data[at - 17] ^= 0x01
+        print("flipped the key's tag at %s byte %d" % (path, at - 17))
+        hits += 1
+        at = data.find(needle, at + 1)
+    if hits:
+        open(path, "r+b").write(data)
+if hits == 0:
+    sys.exit("the rewritten file's contents are in no segment file")
+EOF
+}
+check "flip a byte of a page record's key of a rewritten file" damage_key
+
 t_fsck_names() {
     local out rc=0
     out="$("$LOGSTORFS" fsck "$STORE" 2>&1)" || rc=$?
@@ -98,6 +133,7 @@ t_fsck_names() {
     expect_eq 1 "$rc" "fsck exit status"
     grep -q "fails its checksum" <<<"$out"
     grep -q "^/dir/victim (inode [0-9]*): damaged file: .*data page" <<<"$out"
+    grep -q "^/dir/rewritten (inode [0-9]*): damaged file: .*data page" <<<"$out"
     local json
     json="$("$LOGSTORFS" fsck --json "$STORE")" || true
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert not r["clean"]; assert "/dir/victim" in [d["path"] for d in r["damaged_files"]], r["damaged_files"]' "$json"
@@ -131,6 +167,24 @@ t_victim_eio() {
     grep -q "Input/output error" <<<"$err"
 }
 check "reading the damaged file fails with EIO, never wrong bytes" t_victim_eio
+t_rewritten_eio() {
+    local err rc=0
+    err="$(cat "$MNT/dir/rewritten" 2>&1 >"$WORK/rewritten.read")" || rc=$?
+    if [[ $rc -eq 0 ]]; then
+        if grep -q "OLDER" "$WORK/rewritten.read"; then
+            echo "reading the file whose page key is damaged returned its OLDER contents"
+        elif cmp -s "$WORK/rewritten.ref" "$WORK/rewritten.read"; then
+            echo "reading the file whose page key is damaged returned its contents: the damage was not seen"
+        else
+            # The truncate of the rewrite deleted the older pages: the page reads as a hole.
+            echo "reading the file whose page key is damaged returned WRONG bytes (zeros where the page was?): $(cmp "$WORK/rewritten.ref" "$WORK/rewritten.read" 2>&1)"
+        fi
+        return 1
+    fi
+    echo "$err"
+    grep -q "Input/output error" <<<"$err"
+}
+check "reading a file whose page record's key is damaged fails with EIO, never its older contents" t_rewritten_eio
 check "the other file reads back exactly" cmp "$WORK/bystander.ref" "$MNT/dir/bystander"
 check_here "clean unmount" unmount "$MNT"
 

@@ -349,6 +349,30 @@ MUTANTS = [
         "            Some(at) => (at, None),\n",
         ["--test", "fsck", "damaged_stretch_of_several_log_buffers"],
     ),
+    (
+        "record-directory-ignored",
+        "issue 6 damage: a record whose own header or key is damaged is named by its buffer's record directory (else its key serves an older version)",
+        "src/engine/recovery.rs",
+        "        let entries = format::read_directory(&image[b..buffer_end], segment, generation)?;\n",
+        "        let entries = format::read_directory(&image[b..buffer_end], segment, generation).filter(|_| false)?;\n",
+        ["--lib", "engine::tests::damage_to_a_records_header_or_key"],
+    ),
+    (
+        "record-directory-key-not-used",
+        "issue 6 damage: a damaged record is indexed under the key its directory entry names, not the damaged bytes",
+        "src/engine/recovery.rs",
+        "                    key: e.key().to_vec(),\n",
+        "                    key: image[at + RECORD_HEADER_SIZE..at + RECORD_HEADER_SIZE + e.header.key_len as usize].to_vec(),\n",
+        ["--lib", "engine::tests::damage_to_a_records_header_or_key"],
+    ),
+    (
+        "record-directory-not-written",
+        "issue 6 damage: every sealed buffer ends with a record directory naming its records",
+        "src/engine/format.rs",
+        "    t[0..4].copy_from_slice(&DIRECTORY_MAGIC.to_le_bytes());\n",
+        "    t[0..4].fill(0);\n",
+        ["--lib", "engine::tests::buffers_are_aligned_and_zero_padded"],
+    ),
 ]
 
 

@@ -31,9 +31,20 @@ pub const MAX_KEY_LEN: usize = 512;
 /// size of an atomic batch.
 pub const WRITE_BUFFER_SIZE: usize = 256 * 1024;
 
-/// Largest encoded batch (records and their headers), in bytes: what fits in one write buffer
-/// beside the buffer header.
-pub const MAX_BATCH_BYTES: usize = WRITE_BUFFER_SIZE - crate::engine::format::BUFFER_HEADER_SIZE;
+/// Largest encoded batch, in bytes: its records (headers, keys, values) and their entries in
+/// the buffer's record directory (each record's header and key again, and a range delete's
+/// end; see [`put_overhead_bytes`]), what fits in one write buffer beside the buffer header
+/// and the directory's trailer.
+pub const MAX_BATCH_BYTES: usize = WRITE_BUFFER_SIZE
+    - crate::engine::format::BUFFER_HEADER_SIZE
+    - crate::engine::format::DIRECTORY_TRAILER_SIZE;
+
+/// Bytes a put of a `key_len`-byte key takes on disk beside its value, for callers that budget
+/// batches against [`MAX_BATCH_BYTES`]: its record header and, in the record directory, its
+/// header and key again.
+pub const fn put_overhead_bytes(key_len: usize) -> usize {
+    2 * crate::engine::format::RECORD_HEADER_SIZE + key_len
+}
 
 /// Largest value of one record. Several of them fit in one batch.
 pub const MAX_VALUE_LEN: usize = 128 * 1024;
@@ -44,9 +55,6 @@ pub const MAX_BATCH_RECORDS: usize = 65_535;
 /// Smallest and largest store capacity accepted at creation.
 pub const MIN_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_CAPACITY_BYTES: u64 = 1 << 44; // 16 TiB
-
-/// Bytes of per-record overhead on disk (the record header), for callers that budget batches.
-pub const RECORD_OVERHEAD_BYTES: usize = crate::engine::format::RECORD_HEADER_SIZE;
 
 /// One change in a batch. A batch of them is applied atomically: after a crash either all of it
 /// is there or none of it.

@@ -1079,16 +1079,25 @@ fn scan_segment(
         for r in super::recovery::stretch_records(image, segment, pos, region_end, resync) {
             // Without the buffer's CRC, only a record that checks out, or one in a buffer that
             // starts like a buffer of this segment, is worth reading as a record.
-            if r.intact || plausible || !r.in_first_buffer {
-                recs_push(
-                    &mut suspect.records,
-                    segment,
-                    r.at,
-                    &r.header,
-                    image,
-                    options,
-                    r.intact,
-                );
+            if r.intact || plausible || !r.in_first_buffer || r.from_directory {
+                let value_at = r.at + RECORD_HEADER_SIZE + r.header.key_len as usize;
+                let value = (r.header.kind == RecordKind::Put && (options.keep_value)(&r.key))
+                    .then(|| image[value_at..value_at + r.header.value_len as usize].to_vec());
+                suspect.records.push(Rec {
+                    key: r.key,
+                    end: r.range_end,
+                    kind: r.header.kind,
+                    group: r.header.group,
+                    version: r.header.version,
+                    place: Place {
+                        segment,
+                        offset: r.at as u32,
+                    },
+                    len: r.header.total_len() as u32,
+                    value_len: r.header.value_len,
+                    value,
+                    intact: r.intact,
+                });
             }
         }
     }

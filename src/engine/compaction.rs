@@ -25,7 +25,7 @@
 //! amplification"; the default is cost-benefit (see `CompactionPolicy`).
 
 use super::api::{CompactionPolicy, MAX_KEY_LEN, MAX_VALUE_LEN, WRITE_BUFFER_SIZE};
-use super::format::{BLOCK_SIZE, BUFFER_HEADER_SIZE, RECORD_HEADER_SIZE, RecordKind};
+use super::format::{RECORD_HEADER_SIZE, RecordKind, buffer_len_for};
 use super::segments::{SegmentInfo, SegmentState};
 
 /// Segments fuller than this fraction (in percent) are never rewritten: copying them would cost
@@ -112,10 +112,12 @@ pub fn pick_victims_within(
 }
 
 /// The most of a segment's tail that copies may leave unused: the group writer fills a segment
-/// up to the last record that fits, so at most one largest record, in its own buffer.
-pub const WORST_TAIL_BYTES: u64 =
-    ((BUFFER_HEADER_SIZE + RECORD_HEADER_SIZE + MAX_KEY_LEN + MAX_VALUE_LEN).div_ceil(BLOCK_SIZE)
-        * BLOCK_SIZE) as u64;
+/// up to the last record that fits, so at most one largest record, in its own buffer (with
+/// its record directory entry and trailer).
+pub const WORST_TAIL_BYTES: u64 = buffer_len_for(
+    RECORD_HEADER_SIZE + MAX_KEY_LEN + MAX_VALUE_LEN,
+    RECORD_HEADER_SIZE + MAX_KEY_LEN,
+) as u64;
 
 /// Segments kept for relocation that user writes may not take: the segment manager's rule
 /// (`segments::reserve_for`), computed from the figures alone so this function stays pure.

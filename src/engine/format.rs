@@ -30,12 +30,47 @@
 //! synced) before the segment is reused, so a torn first buffer of the new use cannot expose the
 //! old first buffer either.
 //!
+//! # Record directory (format version 2)
+//!
+//! A version 2 buffer ends with a *record directory*: a copy of every record's header and key
+//! (and of a range delete's end, which is its value), in record order, then a 32-byte trailer
+//! ending at the buffer's last byte. Zero padding lies between the records and the directory.
+//!
+//! ```text
+//! buffer (v2): | header (64 B) | records | zero padding | directory entries | trailer (32 B) |
+//! ```
+//!
+//! Why: a flipped byte in a record's own header or key leaves the record unnamed, and its key
+//! would quietly serve an older version (or read as absent) after recovery. The directory names
+//! it again (key, version, length), so that reads of that key fail instead; and the records
+//! behind a damaged length field are found at the offsets the directory's lengths give. It sits
+//! at the far end of the buffer from the header, so that a damaged sector rarely takes both.
+//! A damaged buffer's end is known without its header: it is where the next buffer of the
+//! segment's use starts (or the damaged stretch's end), and the trailer ends there.
+//!
+//! | offset | size | trailer field |
+//! |---|---|---|
+//! | 0 | 4 | magic `LSRD` |
+//! | 4 | 4 | record count |
+//! | 8 | 4 | directory length (bytes of entries, before the trailer) |
+//! | 12 | 4 | segment index |
+//! | 16 | 8 | segment generation |
+//! | 24 | 4 | reserved (0) |
+//! | 28 | 4 | CRC-32 of the directory entries and trailer bytes 0..28 |
+//!
+//! A version 2 buffer's CRC (header bytes 60..64) covers header bytes 0..60 and every byte
+//! after the header up to the buffer's end: records, padding, directory and trailer. Version 1
+//! buffers (no directory; the CRC covers header and payload only) are still read; every buffer
+//! written is version 2, and a store whose superblock says version 1 is marked version 2 when
+//! it is opened for writing, so that an older build refuses it instead of taking version 2
+//! buffers for torn ones.
+//!
 //! # Buffer header (64 bytes, little-endian)
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `LSBF` |
-//! | 4 | 2 | format version |
+//! | 4 | 2 | format version (1, or 2: with a record directory) |
 //! | 6 | 1 | segment kind: 1 mixed (the log), 2 group-owned |
 //! | 7 | 1 | flags (0) |
 //! | 8 | 8 | segment generation |
@@ -47,7 +82,7 @@
 //! | 48 | 4 | owning group (group-owned segments; `u32::MAX` in mixed ones) |
 //! | 52 | 4 | buffer length on disk (header + payload + padding, a multiple of 4 KiB) |
 //! | 56 | 4 | segment index (where the buffer belongs: catches misdirected writes) |
-//! | 60 | 4 | CRC-32 of bytes 0..60 and the payload |
+//! | 60 | 4 | CRC-32 of bytes 0..60 and the payload (version 1), or of bytes 0..60 and 64..buffer end (version 2) |
 //!
 //! # Record (24-byte header, then key, then value)
 //!
@@ -86,7 +121,12 @@ pub const MAX_SEGMENT_SIZE: u32 = 64 << 20;
 pub const MAX_SEGMENT_FILES: u32 = 4096;
 
 pub const BUFFER_MAGIC: u32 = u32::from_le_bytes(*b"LSBF");
-pub const FORMAT_VERSION: u16 = 1;
+/// The format every buffer and superblock is written in.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format still read: version 1 buffers have no record directory.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
+pub const DIRECTORY_MAGIC: u32 = u32::from_le_bytes(*b"LSRD");
+pub const DIRECTORY_TRAILER_SIZE: usize = 32;
 pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"LOGSTORS");
 pub const SUPERBLOCK_SIZE: usize = 64;
 pub const NO_GROUP: u32 = u32::MAX;
@@ -102,7 +142,7 @@ pub fn lsn_of_version(version: u64) -> u64 {
     version >> VERSION_BATCH_BITS
 }
 
-pub fn align_up(n: usize, to: usize) -> usize {
+pub const fn align_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
@@ -155,11 +195,32 @@ pub struct BufferHeader {
 }
 
 impl BufferHeader {
-    /// Writes the header into `buf[..64]` and the CRC over it and `buf[64..64 + payload_len]`.
+    /// Seals the buffer `buf[..buffer_len]`: records in `buf[64..64 + payload_len]`, zeros up to
+    /// the buffer's end (size it with [`buffer_len_for`]). Writes the record directory at the
+    /// buffer's end, the header, and the CRC over all of it.
     pub fn seal(&self, buf: &mut [u8]) {
+        let buf = &mut buf[..self.buffer_len as usize];
+        write_directory(
+            buf,
+            self.payload_len as usize,
+            self.segment_index,
+            self.generation,
+        );
+        self.write_header(buf, FORMAT_VERSION);
+    }
+
+    /// Seals `buf` as a format version 1 buffer (no record directory), as builds before
+    /// version 2 wrote them: for tests that such buffers are still read.
+    #[cfg(test)]
+    pub fn seal_version_1(&self, buf: &mut [u8]) {
+        self.write_header(&mut buf[..self.buffer_len as usize], 1);
+    }
+
+    /// Writes the header into `buf[..64]` (`buf`: the whole buffer), its CRC last.
+    fn write_header(&self, buf: &mut [u8], version: u16) {
         let h = &mut buf[..BUFFER_HEADER_SIZE];
         h[0..4].copy_from_slice(&BUFFER_MAGIC.to_le_bytes());
-        h[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[4..6].copy_from_slice(&version.to_le_bytes());
         h[6] = self.kind as u8;
         h[7] = 0;
         h[8..16].copy_from_slice(&self.generation.to_le_bytes());
@@ -171,7 +232,7 @@ impl BufferHeader {
         h[48..52].copy_from_slice(&self.group.to_le_bytes());
         h[52..56].copy_from_slice(&self.buffer_len.to_le_bytes());
         h[56..60].copy_from_slice(&self.segment_index.to_le_bytes());
-        let crc = buffer_crc(buf, self.payload_len as usize);
+        let crc = buffer_crc(buf, version, self.payload_len as usize);
         buf[60..64].copy_from_slice(&crc.to_le_bytes());
     }
 
@@ -180,7 +241,7 @@ impl BufferHeader {
     pub fn plausible_start(block: &[u8], segment: u32) -> bool {
         block.len() >= BUFFER_HEADER_SIZE
             && u32_at(block, 0) == BUFFER_MAGIC
-            && u16_at(block, 4) == FORMAT_VERSION
+            && (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&u16_at(block, 4))
             && u32_at(block, 56) == segment
     }
 
@@ -190,6 +251,12 @@ impl BufferHeader {
         u64_at(block, 8)
     }
 
+    /// The buffer length field of a block that passes [`BufferHeader::plausible_start`], read
+    /// without checking the CRC.
+    pub fn buffer_len_field(block: &[u8]) -> usize {
+        u32_at(block, 52) as usize
+    }
+
     /// Decodes and checks a buffer starting at `buf[0]` (which holds at least the whole
     /// buffer, or whatever remains of the segment). `None` if anything is off: wrong magic or
     /// version, impossible lengths, or a CRC mismatch (torn or damaged).
@@ -197,7 +264,8 @@ impl BufferHeader {
         if buf.len() < BUFFER_HEADER_SIZE || u32_at(buf, 0) != BUFFER_MAGIC {
             return None;
         }
-        if u16_at(buf, 4) != FORMAT_VERSION {
+        let version = u16_at(buf, 4);
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return None;
         }
         let kind = match buf[6] {
@@ -218,26 +286,171 @@ impl BufferHeader {
             segment_index: u32_at(buf, 56),
         };
         let len = header.buffer_len as usize;
+        let directory_room = if version >= 2 {
+            DIRECTORY_TRAILER_SIZE
+        } else {
+            0
+        };
         if len < BLOCK_SIZE
             || len % BLOCK_SIZE != 0
             || len > buf.len()
-            || header.payload_len as usize > len - BUFFER_HEADER_SIZE
+            || header.payload_len as usize > len - BUFFER_HEADER_SIZE - directory_room
             || header.lsn_first > header.lsn_last
         {
             return None;
         }
-        if buffer_crc(buf, header.payload_len as usize) != u32_at(buf, 60) {
+        if buffer_crc(&buf[..len], version, header.payload_len as usize) != u32_at(buf, 60) {
             return None;
         }
         Some(header)
     }
 }
 
-fn buffer_crc(buf: &[u8], payload_len: usize) -> u32 {
+/// The CRC of the buffer `buf` (exactly the buffer's bytes) in format `version`.
+fn buffer_crc(buf: &[u8], version: u16, payload_len: usize) -> u32 {
     let mut h = Hasher::new();
     h.update(&buf[..60]);
-    h.update(&buf[BUFFER_HEADER_SIZE..BUFFER_HEADER_SIZE + payload_len]);
+    if version >= 2 {
+        h.update(&buf[BUFFER_HEADER_SIZE..]);
+    } else {
+        h.update(&buf[BUFFER_HEADER_SIZE..BUFFER_HEADER_SIZE + payload_len]);
+    }
     h.finalize()
+}
+
+/// Bytes a record of `kind` with a key of `key_len` bytes and a value of `value_len` bytes
+/// takes in its buffer's record directory: its header and key, and a range delete's end.
+pub fn directory_entry_len(kind: RecordKind, key_len: usize, value_len: usize) -> usize {
+    RECORD_HEADER_SIZE
+        + key_len
+        + if kind == RecordKind::DeleteRange {
+            value_len
+        } else {
+            0
+        }
+}
+
+/// Length on disk of a buffer whose records take `payload` bytes and their directory entries
+/// `directory` bytes (see [`directory_entry_len`]).
+pub const fn buffer_len_for(payload: usize, directory: usize) -> usize {
+    align_up(
+        BUFFER_HEADER_SIZE + payload + directory + DIRECTORY_TRAILER_SIZE,
+        BLOCK_SIZE,
+    )
+}
+
+/// Writes the record directory of the records in `buf[64..64 + payload_len]` at the end of
+/// `buf` (the whole buffer, sized by [`buffer_len_for`]).
+fn write_directory(buf: &mut [u8], payload_len: usize, segment: u32, generation: u64) {
+    let payload_end = BUFFER_HEADER_SIZE + payload_len;
+    // (where the record starts, bytes of it its entry copies): entries are a prefix of each
+    // record (header, key, and a range delete's end).
+    let mut entries: Vec<(usize, usize)> = Vec::new();
+    let mut p = BUFFER_HEADER_SIZE;
+    while p < payload_end {
+        let Some(h) = RecordHeader::decode(&buf[p..payload_end]) else {
+            // Records are encoded by this crate: a malformed one is a bug. Fail safe (the
+            // directory names fewer records; recovery walks the rest) rather than panic.
+            debug_assert!(false, "malformed record at {p} of a buffer being sealed");
+            break;
+        };
+        entries.push((
+            p,
+            directory_entry_len(h.kind, h.key_len as usize, h.value_len as usize),
+        ));
+        p += h.total_len();
+    }
+    let directory_len: usize = entries.iter().map(|&(_, len)| len).sum();
+    let trailer_at = buf.len() - DIRECTORY_TRAILER_SIZE;
+    let directory_at = trailer_at - directory_len;
+    debug_assert!(
+        directory_at >= payload_end,
+        "buffer too small for its directory"
+    );
+    let mut q = directory_at;
+    for (at, len) in &entries {
+        buf.copy_within(*at..*at + len, q);
+        q += len;
+    }
+    let t = &mut buf[trailer_at..];
+    t[0..4].copy_from_slice(&DIRECTORY_MAGIC.to_le_bytes());
+    t[4..8].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    t[8..12].copy_from_slice(&(directory_len as u32).to_le_bytes());
+    t[12..16].copy_from_slice(&segment.to_le_bytes());
+    t[16..24].copy_from_slice(&generation.to_le_bytes());
+    t[24..28].fill(0);
+    let crc = crc32fast::hash(&buf[directory_at..trailer_at + 28]);
+    buf[trailer_at + 28..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record as a buffer's directory names it (see [`read_directory`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// Where the record starts, relative to the buffer's start.
+    pub at: usize,
+    pub header: RecordHeader,
+    /// The entry's bytes: the record's header and key (and a range delete's end), as the
+    /// record's own first bytes must be.
+    pub bytes: Vec<u8>,
+}
+
+impl DirectoryEntry {
+    pub fn key(&self) -> &[u8] {
+        &self.bytes[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + self.header.key_len as usize]
+    }
+
+    /// A range delete's end (empty for other kinds).
+    pub fn range_end(&self) -> &[u8] {
+        &self.bytes[RECORD_HEADER_SIZE + self.header.key_len as usize..]
+    }
+}
+
+/// The records named by the directory of the buffer `buf` (its bytes, from its header to its
+/// end, the header unchecked): `None` unless the trailer at the end of `buf` is intact (magic,
+/// CRC), names `segment` and `generation`, and its entries lay out records that fit between
+/// the buffer header and the directory. Used for buffers that fail their own checks.
+pub fn read_directory(buf: &[u8], segment: u32, generation: u64) -> Option<Vec<DirectoryEntry>> {
+    if buf.len() < BUFFER_HEADER_SIZE + DIRECTORY_TRAILER_SIZE {
+        return None;
+    }
+    let trailer_at = buf.len() - DIRECTORY_TRAILER_SIZE;
+    let t = &buf[trailer_at..];
+    let count = u32_at(t, 4) as usize;
+    let directory_len = u32_at(t, 8) as usize;
+    if u32_at(t, 0) != DIRECTORY_MAGIC
+        || u32_at(t, 12) != segment
+        || u64_at(t, 16) != generation
+        || directory_len > trailer_at - BUFFER_HEADER_SIZE
+    {
+        return None;
+    }
+    let directory_at = trailer_at - directory_len;
+    if crc32fast::hash(&buf[directory_at..trailer_at + 28]) != u32_at(t, 28) {
+        return None;
+    }
+    let directory = &buf[directory_at..trailer_at];
+    let mut entries = Vec::with_capacity(count);
+    let mut d = 0usize;
+    let mut record_at = BUFFER_HEADER_SIZE;
+    while d < directory.len() {
+        let header = RecordHeader::decode_prefix(&directory[d..])?;
+        let len = directory_entry_len(
+            header.kind,
+            header.key_len as usize,
+            header.value_len as usize,
+        );
+        if d + len > directory.len() || record_at + header.total_len() > directory_at {
+            return None;
+        }
+        entries.push(DirectoryEntry {
+            at: record_at,
+            header,
+            bytes: directory[d..d + len].to_vec(),
+        });
+        d += len;
+        record_at += header.total_len();
+    }
+    (entries.len() == count).then_some(entries)
 }
 
 /// A record's header, as encoded at the front of every record.
@@ -272,17 +485,22 @@ impl RecordHeader {
 
     /// Decodes a header without checking the CRC (recovery trusts the buffer CRC).
     pub fn decode(b: &[u8]) -> Option<RecordHeader> {
+        let h = Self::decode_prefix(b)?;
+        (h.total_len() <= b.len()).then_some(h)
+    }
+
+    /// Decodes the 24 header bytes alone, whatever follows them (a directory entry's copy).
+    pub fn decode_prefix(b: &[u8]) -> Option<RecordHeader> {
         if b.len() < RECORD_HEADER_SIZE {
             return None;
         }
-        let h = RecordHeader {
+        Some(RecordHeader {
             kind: RecordKind::from_u8(b[4])?,
             key_len: u16_at(b, 6),
             group: u32_at(b, 8),
             value_len: u32_at(b, 12),
             version: u64_at(b, 16),
-        };
-        (h.total_len() <= b.len()).then_some(h)
+        })
     }
 
     /// Decodes a whole record and checks its own CRC (used on every read).
@@ -360,9 +578,10 @@ impl Superblock {
             return Err("superblock checksum mismatch".into());
         }
         let version = u16_at(b, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
+                "format version {version}, this build reads {OLDEST_FORMAT_VERSION} to \
+                 {FORMAT_VERSION}"
             ));
         }
         let sb = Superblock {
@@ -403,27 +622,89 @@ impl Superblock {
 mod tests {
     use super::*;
 
+    /// A put of `key` and `value` with version `version`, encoded.
+    fn record(kind: RecordKind, key: &[u8], value: &[u8], version: u64) -> Vec<u8> {
+        let h = RecordHeader {
+            kind,
+            key_len: key.len() as u16,
+            group: 1,
+            value_len: value.len() as u32,
+            version,
+        };
+        let mut rec = vec![0u8; h.total_len()];
+        rec[24..24 + key.len()].copy_from_slice(key);
+        rec[24 + key.len()..].copy_from_slice(value);
+        h.encode(&mut rec, &record_body_crc(key, value));
+        rec
+    }
+
     #[test]
     fn buffer_header_round_trip_and_torn_detection() {
+        let records = [
+            record(RecordKind::Put, b"alpha", &[7; 100], version_of(3, 0)),
+            record(RecordKind::DeleteRange, b"b", b"c", version_of(3, 1)),
+            record(RecordKind::Delete, b"gamma", b"", version_of(5, 0)),
+        ];
+        let payload: Vec<u8> = records.concat();
+        let directory = 24 + 5 + (24 + 1 + 1) + (24 + 5);
+        let buffer_len = buffer_len_for(payload.len(), directory);
+        assert_eq!(buffer_len, BLOCK_SIZE);
         let mut buf = vec![0u8; 2 * BLOCK_SIZE];
-        buf[BUFFER_HEADER_SIZE..BUFFER_HEADER_SIZE + 100].fill(7);
+        buf[BUFFER_HEADER_SIZE..BUFFER_HEADER_SIZE + payload.len()].copy_from_slice(&payload);
         let h = BufferHeader {
             kind: SegmentKind::Mixed,
             generation: 9,
             lsn_first: 3,
             lsn_last: 5,
             durable_floor: 2,
-            payload_len: 100,
-            record_count: 1,
+            payload_len: payload.len() as u32,
+            record_count: 2,
             group: NO_GROUP,
-            buffer_len: BLOCK_SIZE as u32,
+            buffer_len: buffer_len as u32,
             segment_index: 4,
         };
         h.seal(&mut buf);
         assert_eq!(BufferHeader::decode_checked(&buf), Some(h));
-        // Any flipped payload byte (a torn or damaged sector) is caught by the CRC.
-        buf[BUFFER_HEADER_SIZE + 50] ^= 1;
-        assert_eq!(BufferHeader::decode_checked(&buf), None);
+        // The directory names every record, where it lies, with its key (and a range's end).
+        let entries = read_directory(&buf[..buffer_len], 4, 9).unwrap();
+        let mut at = BUFFER_HEADER_SIZE;
+        for (e, r) in entries.iter().zip(&records) {
+            assert_eq!(e.at, at);
+            assert_eq!(Some(e.header), RecordHeader::decode(r));
+            assert!(r.starts_with(&e.bytes));
+            at += r.len();
+        }
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].key(), b"alpha");
+        assert_eq!(
+            (entries[1].key(), entries[1].range_end()),
+            (&b"b"[..], &b"c"[..])
+        );
+        assert_eq!(entries[2].range_end(), b"");
+        // Of another segment or use: not this buffer's directory.
+        assert!(read_directory(&buf[..buffer_len], 5, 9).is_none());
+        assert!(read_directory(&buf[..buffer_len], 4, 8).is_none());
+        // Any flipped byte anywhere in the buffer (a torn or damaged sector) is caught by the
+        // CRC: in the payload, in the padding, in the directory.
+        for at in [BUFFER_HEADER_SIZE + 50, 2000, buffer_len - 40] {
+            let mut damaged = buf.clone();
+            damaged[at] ^= 1;
+            assert_eq!(BufferHeader::decode_checked(&damaged), None, "byte {at}");
+        }
+        // A damaged record leaves the directory intact; a damaged directory is not read.
+        let mut damaged = buf.clone();
+        damaged[BUFFER_HEADER_SIZE + 30] ^= 1;
+        assert_eq!(read_directory(&damaged[..buffer_len], 4, 9), Some(entries));
+        damaged[buffer_len - 40] ^= 1;
+        assert_eq!(read_directory(&damaged[..buffer_len], 4, 9), None);
+        // Version 1 buffers (no directory) are still read.
+        let mut v1 = vec![0u8; 2 * BLOCK_SIZE];
+        v1[BUFFER_HEADER_SIZE..BUFFER_HEADER_SIZE + payload.len()].copy_from_slice(&payload);
+        h.seal_version_1(&mut v1);
+        assert_eq!(BufferHeader::decode_checked(&v1), Some(h));
+        assert!(BufferHeader::plausible_start(&v1, 4));
+        v1[BUFFER_HEADER_SIZE + 50] ^= 1;
+        assert_eq!(BufferHeader::decode_checked(&v1), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Each compaction group has at most one *open* group-owned segment here. Copies of one group
 //! are packed into buffers (header of kind `Group` naming the group, records verbatim, zero
-//! padding to 4 KiB) appended to that segment; a segment takes buffers from many passes until
+//! padding, the record directory, to a multiple of 4 KiB) appended to that segment; a segment takes buffers from many passes until
 //! it is full, and only then closes. The caller (one pass at a time, under the engine's
 //! compaction lock) moves the index to the copies by compare-and-set after `write` returns, and
 //! counts their live bytes; the sources are freed later by the dead-segment reclaimer, which
@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use super::api::{Result, WRITE_BUFFER_SIZE};
 use super::compaction::LiveRecord;
 use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, SegmentKind, align_up, lsn_of_version,
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, SegmentKind, buffer_len_for,
+    directory_entry_len, lsn_of_version,
 };
 use super::index::Location;
 use super::segments::{Claim, SegmentManager};
@@ -78,14 +79,18 @@ impl GroupWriter {
             let capacity = WRITE_BUFFER_SIZE.min((segment_size - open.offset) as usize);
             // Take as many records as fit in one buffer here.
             let mut payload = 0usize;
+            let mut directory = 0usize;
             let mut end = next;
-            while end < records.len()
-                && align_up(
-                    BUFFER_HEADER_SIZE + payload + records[end].bytes.len(),
-                    BLOCK_SIZE,
-                ) <= capacity
-            {
-                payload += records[end].bytes.len();
+            while end < records.len() {
+                let bytes = &records[end].bytes;
+                let entry = RecordHeader::decode(bytes).map_or(0, |h| {
+                    directory_entry_len(h.kind, h.key_len as usize, h.value_len as usize)
+                });
+                if buffer_len_for(payload + bytes.len(), directory + entry) > capacity {
+                    break;
+                }
+                payload += bytes.len();
+                directory += entry;
                 end += 1;
             }
             if end == next {
@@ -94,7 +99,7 @@ impl GroupWriter {
                 segments.mark_closed(full.segment);
                 continue;
             }
-            let buffer_len = align_up(BUFFER_HEADER_SIZE + payload, BLOCK_SIZE);
+            let buffer_len = buffer_len_for(payload, directory);
             let mut buffer = vec![0u8; buffer_len];
             let mut at = BUFFER_HEADER_SIZE;
             let mut max_lsn = 0;

@@ -36,7 +36,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::api::{EngineError, Result, WRITE_BUFFER_SIZE};
 use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, NO_GROUP, SegmentKind, align_up,
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, NO_GROUP, SegmentKind, buffer_len_for,
 };
 use super::index::RangeDelete;
 use super::segments::{Claim, SegmentManager};
@@ -85,6 +85,8 @@ struct OpenBuffer {
     capacity: usize,
     /// Header space followed by the payload appended so far.
     data: Vec<u8>,
+    /// Bytes the record directory of the payload so far will take (`format.rs`).
+    directory_len: usize,
     records: u32,
     lsn_first: u64,
     lsn_last: u64,
@@ -96,8 +98,12 @@ impl OpenBuffer {
     fn is_empty(&self) -> bool {
         self.records == 0
     }
-    fn fits(&self, payload: usize) -> bool {
-        align_up(self.data.len() + payload, BLOCK_SIZE) <= self.capacity
+    /// Whether a batch of `payload` bytes whose directory entries take `directory` bytes fits.
+    fn fits(&self, payload: usize, directory: usize) -> bool {
+        buffer_len_for(
+            self.data.len() - BUFFER_HEADER_SIZE + payload,
+            self.directory_len + directory,
+        ) <= self.capacity
     }
 }
 
@@ -183,6 +189,8 @@ pub struct Log {
 /// How one batch is to be placed: its encoded bytes, and a callback that fills in the LSN.
 pub trait Placeable {
     fn len(&self) -> usize;
+    /// Bytes the batch's records take in a buffer's record directory (`format.rs`).
+    fn directory_len(&self) -> usize;
     /// Copies the batch, stamped with `lsn`, to `out` (exactly `len()` bytes).
     fn stamp_into(&self, lsn: u64, out: &mut [u8]);
     fn ranges(&self, lsn: u64, segment: u32, offset: u32) -> Vec<RangeDelete>;
@@ -250,6 +258,7 @@ impl Log {
     /// complete. The caller then updates the index and drops the ticket (releasing its hold).
     pub fn append(&self, batch: &dyn Placeable) -> Result<Ticket> {
         let len = batch.len();
+        let directory_len = batch.directory_len();
         let mut st = self.state.lock();
         // Find room in an open buffer.
         loop {
@@ -273,7 +282,7 @@ impl Log {
                 return Err(EngineError::NoSpace);
             }
             let open = st.open.as_ref().unwrap();
-            if open.fits(len) {
+            if open.fits(len, directory_len) {
                 break;
             }
             if open.is_empty() {
@@ -298,6 +307,7 @@ impl Log {
         let at = open.data.len();
         open.data.resize(at + len, 0);
         batch.stamp_into(lsn, &mut open.data[at..]);
+        open.directory_len += directory_len;
         open.records += 1;
         if open.lsn_first == 0 {
             open.lsn_first = lsn;
@@ -435,6 +445,7 @@ impl Log {
             offset,
             capacity: WRITE_BUFFER_SIZE.min(room),
             data,
+            directory_len: 0,
             records: 0,
             lsn_first: 0,
             lsn_last: 0,
@@ -476,7 +487,7 @@ impl Log {
             st.next_seq += 1;
         }
         let payload_len = open.data.len() - BUFFER_HEADER_SIZE;
-        let buffer_len = align_up(open.data.len(), BLOCK_SIZE);
+        let buffer_len = buffer_len_for(payload_len, open.directory_len);
         open.data.resize(buffer_len, 0);
         let header = BufferHeader {
             kind: SegmentKind::Mixed,

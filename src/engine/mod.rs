@@ -49,8 +49,8 @@ use crc32fast::Hasher;
 use parking_lot::{Condvar, Mutex};
 
 use format::{
-    BLOCK_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SegmentKind, Superblock,
-    record_body_crc, version_of,
+    BLOCK_SIZE, FORMAT_VERSION, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SegmentKind,
+    Superblock, record_body_crc, version_of,
 };
 use index::{Entry, Index, Location, RangeDelete, Update};
 use segments::SegmentManager;
@@ -203,6 +203,16 @@ impl Engine {
         // Discarded buffers must not come back once new batches reuse their LSNs.
         for &(segment, start, end) in &recovered.invalidate {
             segments.write(segment, start, &vec![0u8; (end - start) as usize])?;
+        }
+        // A store of an older format is marked as of this one before anything is written to it
+        // in this one: an older build then refuses the store instead of taking the new buffers
+        // for torn ones (format.rs, "Record directory").
+        if superblock_bytes.get(8..10) != Some(&FORMAT_VERSION.to_le_bytes()[..]) {
+            let current = Superblock {
+                generation_high_water: segments.generation_high_water(),
+                ..superblock
+            };
+            storage.write_superblock(&current.encode())?;
         }
         // What recovery accepted may still be only in the host's page cache (after a crash of
         // the process, not of the machine): make it durable before building on it.
@@ -445,6 +455,13 @@ impl Engine {
             entry.location.segment,
             info.state == segments::SegmentState::Closed,
         ))
+    }
+
+    /// Test hook: (segment, offset in it) of `key`'s record.
+    #[doc(hidden)]
+    pub fn test_location_of(&self, key: &[u8]) -> Option<(u32, u32)> {
+        let entry = self.inner.index.get(key)?;
+        Some((entry.location.segment, entry.location.offset))
     }
 
     /// Test hook: the sequence number of the newest buffer whose flush is complete.
@@ -730,6 +747,19 @@ impl log::Placeable for EncodedBatch {
         self.bytes.len()
     }
 
+    fn directory_len(&self) -> usize {
+        self.records
+            .iter()
+            .map(|r| {
+                format::directory_entry_len(
+                    r.header.kind,
+                    r.header.key_len as usize,
+                    r.header.value_len as usize,
+                )
+            })
+            .sum()
+    }
+
     fn stamp_into(&self, lsn: u64, out: &mut [u8]) {
         out.copy_from_slice(&self.bytes);
         for (i, r) in self.records.iter().enumerate() {
@@ -764,6 +794,7 @@ fn validate(batch: &[Mutation]) -> Result<usize> {
         )));
     }
     let mut total = 0;
+    let mut directory = 0;
     for m in batch {
         let key = m.key();
         if key.is_empty() || key.len() > MAX_KEY_LEN {
@@ -788,10 +819,21 @@ fn validate(batch: &[Mutation]) -> Result<usize> {
             }
         }
         total += m.encoded_len();
+        let kind = match m {
+            Mutation::Put { .. } => RecordKind::Put,
+            Mutation::Delete { .. } => RecordKind::Delete,
+            Mutation::DeletePrefix { .. } | Mutation::DeleteRange { .. } => RecordKind::DeleteRange,
+        };
+        directory += format::directory_entry_len(
+            kind,
+            key.len(),
+            m.encoded_len() - RECORD_HEADER_SIZE - key.len(),
+        );
     }
-    if total > MAX_BATCH_BYTES {
+    if total + directory > MAX_BATCH_BYTES {
         return Err(EngineError::Limit(format!(
-            "batch of {total} bytes, at most {MAX_BATCH_BYTES} (one write buffer)"
+            "batch of {total} bytes and {directory} bytes of record directory, at most \
+             {MAX_BATCH_BYTES} (one write buffer)"
         )));
     }
     Ok(total)

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use super::api::{EngineError, Result};
 use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
-    SegmentKind, Superblock, align_up, lsn_of_version,
+    self, BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader,
+    RecordKind, SegmentKind, Superblock, align_up, lsn_of_version,
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
@@ -645,7 +645,8 @@ pub fn scan_segment(
 
 /// The records of a damaged stretch `[start, end)` of a segment image (see
 /// [`stretch_records`]), each with whether its own CRC holds. A damaged range delete could hide
-/// anything: only intact ones are taken.
+/// anything: only intact ones are taken, and those a record directory names (its range is the
+/// directory's, under the directory's CRC).
 fn salvage_records(
     segment: u32,
     start: usize,
@@ -655,33 +656,65 @@ fn salvage_records(
 ) -> Vec<(Candidate, bool)> {
     stretch_records(image, segment, start, end, generation)
         .into_iter()
-        .filter(|r| r.intact || r.header.kind != RecordKind::DeleteRange)
-        .map(|r| (candidate(segment, r.at, &r.header, image), r.intact))
+        .filter(|r| r.intact || r.from_directory || r.header.kind != RecordKind::DeleteRange)
+        .map(|r| {
+            let intact = r.intact;
+            (
+                Candidate {
+                    key: r.key,
+                    end: r.range_end,
+                    kind: r.header.kind,
+                    group: r.header.group,
+                    version: r.header.version,
+                    location: Location {
+                        segment,
+                        offset: r.at as u32,
+                        len: r.header.total_len() as u32,
+                    },
+                },
+                intact,
+            )
+        })
         .collect()
 }
 
 /// A record found in a stretch that fails its buffer checks (see [`stretch_records`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StretchRecord {
     /// Where it starts in the segment image.
     pub at: usize,
     pub header: RecordHeader,
-    /// It passes its own CRC.
+    /// Its key: from its buffer's record directory when that is intact, else as found in the
+    /// record (then damaged with it if it is not intact).
+    pub key: Vec<u8>,
+    /// A range delete's end (empty for other kinds), from the same place as the key.
+    pub range_end: Vec<u8>,
+    /// It passes its own CRC (and matches its directory entry, if it has one).
     pub intact: bool,
     /// It is in the stretch's first buffer (whose header, at the stretch's start, was not
     /// checked at all), not in a later one found at a block boundary.
     pub in_first_buffer: bool,
+    /// Its buffer's record directory (intact, of the stretch's use) names it: it is a record
+    /// of this use, whatever its own bytes say.
+    pub from_directory: bool,
 }
 
-/// The records of a stretch `[start, end)` of a segment image that fails its buffer checks,
-/// walked without the buffers' CRCs (recovery salvages them; fsck reads them the same way).
-/// From the (unchecked) buffer header at `start`, records follow each other. Where they stop
-/// making sense (zero padding, a header that does not decode, a length running past `end`),
-/// the walk goes on at the next block boundary inside the stretch that starts like a buffer of
-/// this segment and of `generation` (the stretch's use), past that buffer's header: a stretch
-/// of several damaged buffers gives the records of all of them. A damaged record whose length
-/// runs over such a boundary ends there too. The walk never looks for records byte by byte (a
-/// value may hold bytes that look like one) and never reads outside `[start, end)`. With no
+/// The records of a stretch `[start, end)` of a segment image that fails its buffer checks
+/// (recovery salvages them; fsck reads them the same way), buffer by buffer.
+///
+/// A buffer whose record directory (`format.rs`) is intact gives exactly the records it names,
+/// found where the directory's lengths lay them out: a record whose own header, key or length
+/// is damaged is still named, with its key. The directory ends where the buffer does: at the
+/// end its (unchecked) header gives, else where the next buffer of the stretch's use starts
+/// (a block boundary that starts like a buffer of this segment and of `generation`), else at
+/// the stretch's end.
+///
+/// A buffer without an intact directory (damaged, or of format version 1) is walked: from the
+/// (unchecked) buffer header, records follow each other. Where they stop making sense (zero
+/// padding, a header that does not decode, a length running past `end`), the walk goes on at
+/// the next buffer of the stretch's use, past its header. A damaged record whose length runs
+/// over such a boundary ends there too. The walk never looks for records byte by byte (a value
+/// may hold bytes that look like one) and never reads outside `[start, end)`. With no
 /// `generation`: the records of the first buffer only.
 pub fn stretch_records(
     image: &[u8],
@@ -691,10 +724,7 @@ pub fn stretch_records(
     generation: Option<u64>,
 ) -> Vec<StretchRecord> {
     let end = end.min(image.len());
-    let mut out = Vec::new();
-    if start + BUFFER_HEADER_SIZE > end {
-        return out;
-    }
+    let mut out: Vec<StretchRecord> = Vec::new();
     // Whether a buffer of the stretch's use starts at `q` (header unchecked).
     let buffer_at = |q: usize| {
         q.is_multiple_of(BLOCK_SIZE)
@@ -704,8 +734,92 @@ pub fn stretch_records(
                     && BufferHeader::generation_field(&image[q..end]) == g
             })
     };
-    let mut first_buffer_end = end;
-    let mut p = start + BUFFER_HEADER_SIZE;
+    let mut b = start;
+    let mut first = true;
+    while b + BUFFER_HEADER_SIZE <= end {
+        if let Some((records, buffer_end)) =
+            directory_records(image, segment, b, end, generation, first, &buffer_at)
+        {
+            out.extend(records);
+            if buffer_end >= end {
+                break;
+            }
+            b = buffer_end;
+            first = false;
+            continue;
+        }
+        match walk_buffer(image, segment, b, end, first, &buffer_at, &mut out) {
+            Some(next) => {
+                b = next;
+                first = false;
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// The records the directory of the buffer at `b` names (see [`stretch_records`]), and where
+/// the buffer ends; `None` if it has no intact directory of the stretch's use.
+fn directory_records(
+    image: &[u8],
+    segment: u32,
+    b: usize,
+    end: usize,
+    generation: Option<u64>,
+    first: bool,
+    buffer_at: &dyn Fn(usize) -> bool,
+) -> Option<(Vec<StretchRecord>, usize)> {
+    let header_plausible = BufferHeader::plausible_start(&image[b..end], segment);
+    let generation = generation
+        .or_else(|| header_plausible.then(|| BufferHeader::generation_field(&image[b..end])))?;
+    // The buffer ends at the next buffer of this use, or at the stretch's end: its directory
+    // cannot lie beyond. Its header's length field, if it points before that, is tried first.
+    let bound = (b + BLOCK_SIZE..end)
+        .step_by(BLOCK_SIZE)
+        .find(|&q| buffer_at(q))
+        .unwrap_or(end);
+    let from_header = header_plausible
+        .then(|| b + BufferHeader::buffer_len_field(&image[b..end]))
+        .filter(|&e| e > b && e < bound && (e - b).is_multiple_of(BLOCK_SIZE));
+    from_header
+        .into_iter()
+        .chain([bound])
+        .find_map(|buffer_end| {
+            let entries = format::read_directory(&image[b..buffer_end], segment, generation)?;
+            let records = entries
+                .into_iter()
+                .map(|e| {
+                    let at = b + e.at;
+                    let intact = image[at..].starts_with(&e.bytes)
+                        && RecordHeader::decode_checked(&image[at..buffer_end]).is_some();
+                    StretchRecord {
+                        at,
+                        header: e.header,
+                        key: e.key().to_vec(),
+                        range_end: e.range_end().to_vec(),
+                        intact,
+                        in_first_buffer: first,
+                        from_directory: true,
+                    }
+                })
+                .collect();
+            Some((records, buffer_end))
+        })
+}
+
+/// Walks the records of the buffer at `b` that has no intact directory (see
+/// [`stretch_records`]) into `out`; returns where the next buffer of the stretch's use starts.
+fn walk_buffer(
+    image: &[u8],
+    segment: u32,
+    b: usize,
+    end: usize,
+    first: bool,
+    buffer_at: &dyn Fn(usize) -> bool,
+    out: &mut Vec<StretchRecord>,
+) -> Option<usize> {
+    let mut p = b + BUFFER_HEADER_SIZE;
     loop {
         let record = RecordHeader::decode(&image[p..end])
             .filter(|h| h.total_len() > RECORD_HEADER_SIZE && h.key_len != 0);
@@ -717,12 +831,30 @@ pub fn stretch_records(
             && BufferHeader::plausible_start(&image[p..end], segment);
         let resync_from = match record.filter(|_| !header_here) {
             Some(h) => {
-                out.push(StretchRecord {
-                    at: p,
-                    header: h,
-                    intact,
-                    in_first_buffer: p < first_buffer_end,
-                });
+                let key_at = p + RECORD_HEADER_SIZE;
+                let value_at = key_at + h.key_len as usize;
+                let key = image[key_at..value_at].to_vec();
+                // A copy of a record found before it, with the same key and version: an entry
+                // of a damaged directory read as a record (versions are never given twice).
+                let echo = !intact
+                    && out
+                        .iter()
+                        .any(|r| r.header.version == h.version && r.key == key);
+                if !echo {
+                    out.push(StretchRecord {
+                        at: p,
+                        header: h,
+                        key,
+                        range_end: if h.kind == RecordKind::DeleteRange {
+                            image[value_at..value_at + h.value_len as usize].to_vec()
+                        } else {
+                            Vec::new()
+                        },
+                        intact,
+                        in_first_buffer: first,
+                        from_directory: false,
+                    });
+                }
                 let next = p + h.total_len();
                 // A damaged length may run over the buffers behind: a record does not.
                 let over = if intact {
@@ -742,18 +874,10 @@ pub fn stretch_records(
             }
             None => align_up(p, BLOCK_SIZE),
         };
-        match (resync_from..end)
+        return (resync_from..end)
             .step_by(BLOCK_SIZE)
-            .find(|&q| buffer_at(q))
-        {
-            Some(q) => {
-                first_buffer_end = first_buffer_end.min(q);
-                p = q + BUFFER_HEADER_SIZE;
-            }
-            None => break,
-        }
+            .find(|&q| buffer_at(q));
     }
-    out
 }
 
 /// The buffers of a segment image that recovery accepts, in order (see [`scan_segment`]).

@@ -72,8 +72,25 @@ fn buffers_are_aligned_and_zero_padded() {
             0,
             "buffer is whole blocks"
         );
+        // Between the records and the record directory at the buffer's end: zeros.
+        let entries = format::read_directory(
+            &image[pos..pos + h.buffer_len as usize],
+            segment,
+            h.generation,
+        )
+        .expect("every buffer ends with an intact record directory");
+        let records = recovery::records_of(segment, pos, &h, &image).unwrap();
+        assert_eq!(entries.len(), records.len(), "one entry per record");
+        for (e, (at, rh)) in entries.iter().zip(&records) {
+            assert_eq!(
+                (pos + e.at, e.header),
+                (*at, *rh),
+                "the entry names its record"
+            );
+        }
+        let directory_len: usize = entries.iter().map(|e| e.bytes.len()).sum();
         let padding = &image[pos + format::BUFFER_HEADER_SIZE + h.payload_len as usize
-            ..pos + h.buffer_len as usize];
+            ..pos + h.buffer_len as usize - format::DIRECTORY_TRAILER_SIZE - directory_len];
         assert!(padding.iter().all(|&b| b == 0), "padding is zeroed");
         pos += h.buffer_len as usize;
         buffers += 1;
@@ -2082,7 +2099,8 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
 /// segment of copies lie the bytes of its earlier use (intact buffers of an older generation,
 /// The walk over a damaged stretch (`recovery::stretch_records`, recovery's salvage and fsck's
 /// read of it): the records of every buffer of the stretch's use in it, found at block
-/// boundaries, past buffers of another use, never past the stretch's end.
+/// boundaries, past buffers of another use, never past the stretch's end. Buffers without a
+/// record directory (format version 1, or a version 2 buffer whose directory is damaged).
 #[test]
 fn stretch_records_walk_every_buffer_of_the_stretch_and_nothing_else() {
     use format::{BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind};
@@ -2118,15 +2136,18 @@ fn stretch_records_walk_every_buffer_of_the_stretch_and_nothing_else() {
             buffer_len: (blocks * BLOCK_SIZE) as u32,
             segment_index: segment,
         }
-        .seal(&mut b);
+        .seal_version_1(&mut b);
         b
     };
     let walk = |image: &[u8], end: usize, generation: Option<u64>| {
         recovery::stretch_records(image, segment, 0, end, generation)
             .into_iter()
             .map(|r| {
-                let key = image[r.at + 24..r.at + 24 + r.header.key_len as usize].to_vec();
-                (String::from_utf8(key).unwrap(), r.intact, r.in_first_buffer)
+                (
+                    String::from_utf8(r.key).unwrap(),
+                    r.intact,
+                    r.in_first_buffer,
+                )
             })
             .collect::<Vec<_>>()
     };
@@ -2734,4 +2755,167 @@ fn fsck(storage: &dyn Storage) -> check::EngineCheck {
         },
     )
     .unwrap()
+}
+
+/// Flips the bits of `mask` in byte `delta` of `key`'s record (from the record's start).
+fn damage_record_of(storage: &SimStorage, engine: &Engine, key: &[u8], delta: u32, mask: u8) {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (segment, offset) = engine.test_location_of(key).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    storage.corrupt(file, base + (offset + delta) as u64, mask);
+}
+
+/// Issue 6, point 4: a flipped byte in a record's own header or key. Without the record
+/// directory (format version 2) the damaged record could not be named: its key served the
+/// version before it (or read as absent), and a damaged length lost every record behind it in
+/// its buffer. Now each such key reads as damaged, never as an older version; the records
+/// around it read their newest values; fsck names the key.
+#[test]
+fn damage_to_a_records_header_or_key_fails_reads_of_that_key_never_an_older_version() {
+    // (what is damaged, byte of the record, bits flipped); the layout is in format.rs.
+    let cases: [(&str, u32, u8); 6] = [
+        ("its CRC", 1, 0x01),
+        ("its kind", 4, 0x07),
+        ("its key length", 6, 0x01),
+        ("its value length", 13, 0x40),
+        ("its version", 17, 0x10),
+        ("its key", 24 + 3, 0x20),
+    ];
+    for (what, delta, mask) in cases {
+        let storage = SimStorage::new();
+        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+        engine.test_pause_background();
+        engine.write(&[put("victim", b"older version")]).unwrap();
+        engine.sync().unwrap();
+        engine
+            .write(&[
+                put("before", &[b'B'; 200]),
+                put("victim", &[b'V'; 1000]),
+                put("behind", &[b'N'; 300]),
+            ])
+            .unwrap();
+        engine.sync().unwrap();
+        // A later synced buffer vouches that the damaged one had been synced: damage, not a
+        // torn write.
+        engine.write(&[put("after", b"a")]).unwrap();
+        engine.sync().unwrap();
+        damage_record_of(&storage, &engine, b"victim", delta, mask);
+        drop(engine);
+        let storage = storage.crash(PowerCut::DropAllUnsynced);
+        let c = fsck(&*storage);
+        assert!(
+            c.damaged.iter().any(|d| d.key == b"victim" && !d.intact),
+            "{what} damaged: fsck does not name the victim: {:?}",
+            c.findings
+        );
+        assert!(
+            c.damaged.iter().all(|d| d.key == b"victim"),
+            "{what} damaged: fsck names others: {:?}",
+            c.damaged
+        );
+        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+        let got = engine.get(b"victim");
+        assert!(
+            matches!(got, Err(EngineError::Corrupt(_))),
+            "{what} damaged: the victim reads as {:?}",
+            got.map(|v| v.map(|v| String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned()))
+        );
+        assert_eq!(
+            engine.get(b"before").unwrap().unwrap(),
+            vec![b'B'; 200],
+            "{what}"
+        );
+        assert_eq!(
+            engine.get(b"behind").unwrap().unwrap(),
+            vec![b'N'; 300],
+            "{what}"
+        );
+        assert_eq!(
+            engine.get(b"after").unwrap().as_deref(),
+            Some(&b"a"[..]),
+            "{what}"
+        );
+        // A scan names it damaged too, and lists nothing that is not in the store.
+        let scanned = engine.scan(b"", None, 100);
+        assert!(
+            matches!(scanned, Err(EngineError::Corrupt(_))),
+            "{what} damaged: a scan over the victim gives {:?}",
+            scanned.map(|v| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+        );
+        // Writing the key again replaces the damaged version.
+        engine.write(&[put("victim", b"rewritten")]).unwrap();
+        assert_eq!(
+            engine.get(b"victim").unwrap().as_deref(),
+            Some(&b"rewritten"[..])
+        );
+    }
+}
+
+/// Stores written before format version 2 (buffers without a record directory, superblock of
+/// version 1) are still read, and marked version 2 once opened for writing.
+#[test]
+fn a_store_of_format_version_1_is_read_and_marked_version_2() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    for i in 0..50 {
+        engine
+            .write(&[put(&format!("k{i:02}"), &vec![i as u8; 100 + 37 * i])])
+            .unwrap();
+    }
+    engine.sync().unwrap();
+    drop(engine);
+    // Rewrite every buffer as version 1 wrote it, and the superblock.
+    let mut sb_bytes = storage.read_superblock().unwrap().unwrap();
+    let sb = Superblock::decode(&sb_bytes).unwrap();
+    let mut rewritten = 0;
+    for segment in 0..sb.segment_count {
+        let (file, base) = sb.segment_position(segment);
+        if storage.file_len(file).unwrap() < base + sb.segment_size as u64 {
+            continue;
+        }
+        let mut image = vec![0u8; sb.segment_size as usize];
+        storage.read_at(file, base, &mut image).unwrap();
+        for (pos, h) in recovery::valid_buffers(&image, segment, sb.generation_high_water) {
+            let buffer = &mut image[pos..pos + h.buffer_len as usize];
+            buffer[format::BUFFER_HEADER_SIZE + h.payload_len as usize..].fill(0);
+            h.seal_version_1(buffer);
+            rewritten += 1;
+        }
+        storage.write_at(file, base, &image).unwrap();
+    }
+    assert!(rewritten > 0);
+    sb_bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32fast::hash(&sb_bytes[..60]);
+    sb_bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+    storage.write_superblock(&sb_bytes).unwrap();
+    storage.sync().unwrap();
+    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    assert!(fsck(&*storage).findings.is_empty());
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    assert_eq!(engine.recovery_report().buffers_accepted, rewritten);
+    for i in 0..50 {
+        assert_eq!(
+            engine.get(format!("k{i:02}").as_bytes()).unwrap().unwrap(),
+            vec![i as u8; 100 + 37 * i]
+        );
+    }
+    let marked = storage.read_superblock().unwrap().unwrap();
+    assert_eq!(
+        marked[8..10],
+        2u16.to_le_bytes(),
+        "the superblock says version 2"
+    );
+    assert!(Superblock::decode(&marked).is_ok());
+    // New writes (version 2 buffers) and the old ones are read together after a restart.
+    engine.write(&[put("k00", b"new")]).unwrap();
+    engine.sync().unwrap();
+    drop(engine);
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    assert_eq!(engine.get(b"k00").unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(
+        engine.get(b"k49").unwrap().unwrap(),
+        vec![49u8; 100 + 37 * 49]
+    );
 }

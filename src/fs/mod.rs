@@ -133,13 +133,18 @@ const READDIR_BATCH: usize = 128;
 /// 63-page batches left up to a quarter of each segment unused when a short batch came between
 /// them.)
 pub const WRITE_PAGES_PER_BATCH: usize = 31;
+/// The record directory (`engine/format.rs`) copies each record's header and key again: a
+/// batch of 31 pages and the inode still fits in 32 blocks with it.
 const _: () = assert!(
-    WRITE_PAGES_PER_BATCH * (4096 + 17 + crate::engine::RECORD_OVERHEAD_BYTES)
+    WRITE_PAGES_PER_BATCH * (4096 + 17 + crate::engine::put_overhead_bytes(17))
         + keys::INODE_RECORD_SIZE
         + 9
-        + crate::engine::RECORD_OVERHEAD_BYTES
-        <= MAX_BATCH_BYTES
+        + crate::engine::put_overhead_bytes(9)
+        + 64
+        + 32
+        <= 32 * 4096
 );
+const _: () = assert!(32 * 4096 <= MAX_BATCH_BYTES);
 /// Truncates spanning more pages than this estimate the removed page count instead of asking
 /// the index page by page.
 const TRUNCATE_COUNT_PAGES_MAX: u64 = 1 << 20;
