@@ -9,14 +9,14 @@
 #   summary LABEL                  print "LABEL: N passed, N failed"; returns 1 if any failed
 #
 # Environment:
-#   LOGSTORFS    the binary (default: <repo>/target/release/logstorfs)
+#   LOGSTORFS    the binary (default: $CARGO_TARGET_DIR/release/logstorfs, or <repo>/target/release/logstorfs)
 #   MOUNT_CMD    if set, mount with "$MOUNT_CMD STORE MNT" instead of logstorfs, STORE being a
 #                directory (used to validate the scripts themselves, e.g. MOUNT_CMD=bindfs)
 #   MOUNT_OPTS   extra options for the mount command, e.g. "-o allow_other,default_permissions"
 #   RESULTS_FILE if set, summary appends "LABEL PASSED FAILED" to it (scripts/test.sh reads it)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LOGSTORFS="${LOGSTORFS:-$REPO_ROOT/target/release/logstorfs}"
+LOGSTORFS="${LOGSTORFS:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/logstorfs}"
 MOUNT_CMD="${MOUNT_CMD:-}"
 MOUNT_OPTS="${MOUNT_OPTS:-}"
 PASSED=0
