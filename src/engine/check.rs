@@ -1080,24 +1080,18 @@ fn scan_segment(
             // Without the buffer's CRC, only a record that checks out, or one in a buffer that
             // starts like a buffer of this segment, is worth reading as a record.
             if r.intact || plausible || !r.in_first_buffer || r.from_directory {
-                let value_at = r.at + RECORD_HEADER_SIZE + r.header.key_len as usize;
-                let value = (r.header.kind == RecordKind::Put && (options.keep_value)(&r.key))
-                    .then(|| image[value_at..value_at + r.header.value_len as usize].to_vec());
-                suspect.records.push(Rec {
-                    key: r.key,
-                    end: r.range_end,
-                    kind: r.header.kind,
-                    group: r.header.group,
-                    version: r.header.version,
-                    place: Place {
-                        segment,
-                        offset: r.at as u32,
-                    },
-                    len: r.header.total_len() as u32,
-                    value_len: r.header.value_len,
-                    value,
-                    intact: r.intact,
-                });
+                let named = (r.key, r.range_end);
+                let (at, h) = (r.at, r.header);
+                recs_push(
+                    &mut suspect.records,
+                    segment,
+                    at,
+                    &h,
+                    Some(named),
+                    image,
+                    options,
+                    r.intact,
+                );
             }
         }
     }
@@ -1157,17 +1151,21 @@ fn parse_buffer(
             ));
         };
         let intact = RecordHeader::decode_checked(&image[at..end]).is_some();
-        recs_push(recs, segment, at, &rh, image, options, intact);
+        recs_push(recs, segment, at, &rh, None, image, options, intact);
         at += rh.total_len();
     }
     Ok(())
 }
 
+/// Reads the record at `at` (header `h`) of a segment image into `recs`. Its key and range end
+/// are `named` (from its buffer's record directory) if given, else read from the record.
+#[allow(clippy::too_many_arguments)]
 fn recs_push(
     recs: &mut Vec<Rec>,
     segment: u32,
     at: usize,
     h: &RecordHeader,
+    named: Option<(Vec<u8>, Vec<u8>)>,
     image: &[u8],
     options: &CheckOptions,
     intact: bool,
@@ -1175,12 +1173,14 @@ fn recs_push(
     let key_at = at + RECORD_HEADER_SIZE;
     let value_at = key_at + h.key_len as usize;
     let value_end = value_at + h.value_len as usize;
-    let key = image[key_at..value_at].to_vec();
-    let end = if h.kind == RecordKind::DeleteRange {
-        image[value_at..value_end].to_vec()
-    } else {
-        Vec::new()
-    };
+    let (key, end) = named.unwrap_or_else(|| {
+        let end = if h.kind == RecordKind::DeleteRange {
+            image[value_at..value_end].to_vec()
+        } else {
+            Vec::new()
+        };
+        (image[key_at..value_at].to_vec(), end)
+    });
     let value = (h.kind == RecordKind::Put && (options.keep_value)(&key))
         .then(|| image[value_at..value_end].to_vec());
     recs.push(Rec {

@@ -660,18 +660,7 @@ fn salvage_records(
         .map(|r| {
             let intact = r.intact;
             (
-                Candidate {
-                    key: r.key,
-                    end: r.range_end,
-                    kind: r.header.kind,
-                    group: r.header.group,
-                    version: r.header.version,
-                    location: Location {
-                        segment,
-                        offset: r.at as u32,
-                        len: r.header.total_len() as u32,
-                    },
-                },
+                Candidate::new(segment, r.at, &r.header, r.key, r.range_end),
                 intact,
             )
         })
@@ -1002,17 +991,24 @@ fn candidate(segment: u32, at: usize, h: &RecordHeader, image: &[u8]) -> Candida
     } else {
         Vec::new()
     };
-    Candidate {
-        key: image[key_at..value_at].to_vec(),
-        end,
-        kind: h.kind,
-        group: h.group,
-        version: h.version,
-        location: Location {
-            segment,
-            offset: at as u32,
-            len: h.total_len() as u32,
-        },
+    Candidate::new(segment, at, h, image[key_at..value_at].to_vec(), end)
+}
+
+impl Candidate {
+    /// The record at `at` of `segment`, with header `h`, key `key` and range end `end`.
+    fn new(segment: u32, at: usize, h: &RecordHeader, key: Vec<u8>, end: Vec<u8>) -> Candidate {
+        Candidate {
+            key,
+            end,
+            kind: h.kind,
+            group: h.group,
+            version: h.version,
+            location: Location {
+                segment,
+                offset: at as u32,
+                len: h.total_len() as u32,
+            },
+        }
     }
 }
 
