@@ -373,6 +373,38 @@ MUTANTS = [
         "    t[0..4].fill(0);\n",
         ["--lib", "engine::tests::buffers_are_aligned_and_zero_padded"],
     ),
+    (
+        "marker-does-not-vouch",
+        "issue 6 damage: a marker behind a failing log stretch vouches for it when the stretch's record directory names only batches within the marker's floor",
+        "src/engine/recovery.rs",
+        "                            || directory_vouches(image, segment, pos, q, g, h.durable_floor)))\n",
+        "                            || (false && directory_vouches(image, segment, pos, q, g, h.durable_floor))))\n",
+        ["--lib", "engine::tests::damage_in_the_newest_synced_log_buffer"],
+    ),
+    (
+        "log-tail-directory-ignored",
+        "issue 6 damage: the failing last buffers of a log segment are a log tail up to an intact record directory (taken if within the durable floor)",
+        "src/engine/recovery.rs",
+        "            log_tail_directory_end(image, segment, pos, g)\n",
+        "            None::<usize>\n",
+        ["--lib", "engine::tests::damage_in_the_newest_synced_log_buffer"],
+    ),
+    (
+        "no-marker-at-open",
+        "issue 6 damage: an open writes a marker behind the recovered batches, which vouches for them",
+        "src/engine/mod.rs",
+        "        inner.vouch_for_newest_batches();\n",
+        "\n",
+        ["--lib", "engine::tests::damage_in_the_newest_synced_log_buffer"],
+    ),
+    (
+        "no-marker-when-idle",
+        "issue 6 damage: once writes pause, a marker vouches for the newest durable batches",
+        "src/engine/mod.rs",
+        "            if idle_ticks >= IDLE_TICKS_BEFORE_MARKER {\n",
+        "            if idle_ticks >= IDLE_TICKS_BEFORE_MARKER && false {\n",
+        ["--lib", "engine::tests::damage_in_the_newest_synced_log_buffer"],
+    ),
 ]
 
 

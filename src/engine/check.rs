@@ -970,9 +970,6 @@ fn scan_segment(
     // has since dropped is not lost data.
     let earlier_use =
         plausible && generation.is_some_and(|g| BufferHeader::generation_field(stop_block) < g);
-    if stranded.is_empty() && (zeros || !plausible || earlier_use) {
-        return; // the end of the log in this segment; what follows is from an earlier use
-    }
     // Whether the segment holds copies (group-owned), by its own buffers' word: the first
     // valid one, else a stranded one, else the failing block's kind byte.
     let first_of_segment = bufs.iter().rev().find(|b| b.segment == segment);
@@ -990,9 +987,29 @@ fn scan_segment(
         .map_or(0, |p| (p.synced_end as usize).min(image.len()));
     // A closed segment of the log whose last buffers fail, below the end its entry proves
     // synced, with nothing valid behind them (`recovery::scan_segment`'s log tail).
-    let log_tail =
-        !copies && first_of_segment.is_some() && stranded.is_empty() && !zeros && pos < proven_end;
-    let synced_end = if copies || log_tail { proven_end } else { 0 };
+    // Or, without the table's word, up to the first intact record directory of this use
+    // behind it (`recovery::scan_segment` and `log_tail_directory_end`).
+    let tail_candidate =
+        !copies && first_of_segment.is_some() && stranded.is_empty() && !zeros && !earlier_use;
+    let table_tail = tail_candidate && pos < proven_end;
+    let directory_end = match generation {
+        Some(g) if tail_candidate && !table_tail => {
+            super::recovery::log_tail_directory_end(image, segment, pos, g)
+        }
+        _ => None,
+    };
+    let log_tail = table_tail || directory_end.is_some();
+    let synced_end = if copies || table_tail {
+        proven_end
+    } else {
+        directory_end.unwrap_or(0)
+    };
+    // The end of this use's writes in the segment; what follows is from an earlier use. Unless
+    // something proves the failing bytes synced (the table, or a log tail's directory): then
+    // they are damage even where the buffer's header is gone, as recovery takes them.
+    if stranded.is_empty() && (zeros || earlier_use || (!plausible && pos >= synced_end)) {
+        return;
+    }
     let proven_first = first_of_segment.is_none()
         && pos == 0
         && plausible
@@ -1013,7 +1030,7 @@ fn scan_segment(
         .all(|w| w[0].0 + w[0].1.buffer_len as usize == w[1].0);
     let vouched_floor = stranded
         .first()
-        .filter(|(_, h)| {
+        .filter(|(p, h)| {
             // Behind a failing first buffer, only buffers of the use its header names.
             let same_use = first_of_segment.is_some()
                 || (first_of_use && h.generation == BufferHeader::generation_field(stop_block));
@@ -1021,8 +1038,15 @@ fn scan_segment(
                 && same_use
                 && contiguous
                 && h.kind == SegmentKind::Mixed
-                && h.lsn_first > 0
-                && h.durable_floor + 1 >= h.lsn_first
+                && ((h.lsn_first > 0 && h.durable_floor + 1 >= h.lsn_first)
+                    || super::recovery::directory_vouches(
+                        image,
+                        segment,
+                        pos,
+                        *p,
+                        h.generation,
+                        h.durable_floor,
+                    ))
         })
         .map(|(_, h)| h.durable_floor);
     let taken = (copies
@@ -1351,8 +1375,8 @@ mod tests {
     /// or lost data.
     fn check_with_forged_tail(f: Forged) -> EngineCheck {
         use crate::engine::format::{
-            BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, align_up,
-            record_body_crc, version_of,
+            BUFFER_HEADER_SIZE, BufferHeader, DIRECTORY_TRAILER_SIZE, RECORD_HEADER_SIZE,
+            RecordHeader, align_up, record_body_crc, version_of,
         };
         let storage = SimStorage::new();
         let engine = Engine::open_on(storage.clone(), &options()).unwrap();
@@ -1442,6 +1466,9 @@ mod tests {
         .seal(&mut forged);
         if f.torn {
             forged[7] ^= 1; // the flags byte: the buffer CRC fails, its records stay intact
+            // Torn before its end reached the disk: no record directory (an intact one naming
+            // batches within the durable floor would prove the buffer synced: damage).
+            forged[len - DIRECTORY_TRAILER_SIZE..].fill(0);
         }
         if f.damaged_record {
             let key_len = f.records[0].1.len();

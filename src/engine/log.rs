@@ -114,6 +114,8 @@ struct Sealed {
     offset: u32,
     data: Arc<Vec<u8>>,
     lsn_last: u64,
+    /// The durable floor in its header.
+    floor: u64,
     gate: Arc<Gate>,
 }
 
@@ -135,6 +137,9 @@ struct State {
     /// Segments waiting for their last buffer's flush to complete before they close.
     closing: Vec<(u32, u64)>,
     durable_lsn: u64,
+    /// Highest durable floor in a written buffer's header: the batches up to it are vouched
+    /// for on disk (see [`Log::newest_batches_unvouched`]).
+    floor_written: u64,
     failed: Option<String>,
     /// Sequence number of the newest sealed buffer.
     sealed_seq: u64,
@@ -212,6 +217,7 @@ impl Log {
                 completed_seq: 0,
                 closing: Vec::new(),
                 durable_lsn,
+                floor_written: 0,
                 failed: None,
                 sealed_seq: 0,
                 marker_until: 0,
@@ -400,6 +406,7 @@ impl Log {
             }
             st = self.state.lock();
             if written.is_ok() {
+                st.floor_written = st.floor_written.max(sealed.floor);
                 st.completed_seq = sealed.seq;
                 self.close_finished_segments(&mut st);
                 self.changed.notify_all();
@@ -520,6 +527,7 @@ impl Log {
             offset: open.offset,
             data,
             lsn_last: open.lsn_last,
+            floor: header.durable_floor,
             gate: open.gate,
         }
     }
@@ -655,6 +663,21 @@ impl Log {
         {
             self.changed.wait(&mut st);
         }
+    }
+
+    /// Whether the newest batches, all durable, have no buffer written behind them whose
+    /// durable floor covers them, and none is being added. Recovery tells damage in a log
+    /// buffer from a write torn by a power cut only by such a buffer (`recovery::scan_segment`,
+    /// `directory_vouches`): until one is written, damage to the newest synced batches would
+    /// look torn and their keys serve older versions. A marker then vouches for them.
+    pub fn newest_batches_unvouched(&self) -> bool {
+        let st = self.state.lock();
+        let last = st.next_lsn - 1;
+        last > 0
+            && st.durable_lsn >= last
+            && st.floor_written < last
+            && st.open.as_ref().is_none_or(|o| o.is_empty())
+            && st.failed.is_none()
     }
 
     pub fn has_unsynced(&self) -> bool {

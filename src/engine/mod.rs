@@ -123,6 +123,11 @@ const SUSTAINABLE_FILL_EIGHTHS: u64 = 7;
 /// How often the background thread looks for work (syncs due, dead segments).
 const BACKGROUND_TICK: Duration = Duration::from_millis(100);
 
+/// Ticks without user writes after which the log's newest durable batches get a marker behind
+/// them (`Inner::vouch_for_newest_batches`): a second, so that a trickle of writes does not pay
+/// a marker and a sync each.
+const IDLE_TICKS_BEFORE_MARKER: u32 = 10;
+
 /// Attempts of a read whose record moved under it (relocated or freed meanwhile) before the
 /// mismatch is reported as damage.
 const READ_ATTEMPTS: usize = 4;
@@ -287,6 +292,9 @@ impl Engine {
                 return Err(e.into());
             }
         };
+        // What recovery accepted is durable now, but its newest batches may have nothing on
+        // disk behind them that says so: a marker does (see `Inner::vouch_for_newest_batches`).
+        inner.vouch_for_newest_batches();
         Ok(Engine {
             inner,
             threads: vec![background, flusher],
@@ -1552,9 +1560,31 @@ impl Inner {
         }
     }
 
+    /// Writes and syncs a marker behind the log's newest batches when they are all durable but
+    /// no buffer on disk vouches for them yet (`Log::newest_batches_unvouched`), so that damage
+    /// found in them later fails reads of their keys instead of looking like a write torn by a
+    /// power cut (their keys would serve older versions). At open, and once writes pause
+    /// (`IDLE_TICKS_BEFORE_MARKER`): one 4 KiB buffer and one sync per pause, none while writes
+    /// go on (each later buffer vouches for the ones before it).
+    fn vouch_for_newest_batches(&self) {
+        if !self.log.newest_batches_unvouched() {
+            return;
+        }
+        match self.log.flush_proof_marker() {
+            Ok(()) => {
+                if let Err(e) = self.storage.sync() {
+                    ::log::warn!("cannot sync the marker behind the newest batches: {e}");
+                }
+            }
+            Err(EngineError::NoSpace) => {}
+            Err(e) => ::log::warn!("cannot write a marker behind the newest batches: {e}"),
+        }
+    }
+
     fn background_loop(&self) {
         let mut last_sync = Instant::now();
         let mut written_at_last_tick = 0;
+        let mut idle_ticks = 0u32;
         loop {
             {
                 let mut stop = self.stop.lock();
@@ -1585,6 +1615,14 @@ impl Inner {
             let written = self.user_bytes_written.load(Ordering::Relaxed);
             let idle = written == written_at_last_tick;
             written_at_last_tick = written;
+            idle_ticks = if idle {
+                idle_ticks.saturating_add(1)
+            } else {
+                0
+            };
+            if idle_ticks >= IDLE_TICKS_BEFORE_MARKER {
+                self.vouch_for_newest_batches();
+            }
             match self.separate(idle) {
                 Ok(0) => {}
                 Ok(_) => {

@@ -589,12 +589,14 @@ pub fn scan_segment(
         // they may be the only copy left. The stretch's own records are not taken (a torn
         // write leaves garbage there), and stay noted (see `recover`), unless the sync table
         // proves them synced (below).
+        // Or the stretch's last buffer's record directory names only batches within the next
+        // buffer's floor (see `directory_vouches`: how a marker vouches).
         let proven = |q: usize| {
             BufferHeader::decode_checked(&image[q..]).is_some_and(|h| {
                 h.kind == SegmentKind::Group
                     || (h.kind == SegmentKind::Mixed
-                        && h.lsn_first > 0
-                        && h.durable_floor + 1 >= h.lsn_first)
+                        && ((h.lsn_first > 0 && h.durable_floor + 1 >= h.lsn_first)
+                            || directory_vouches(image, segment, pos, q, g, h.durable_floor)))
             })
         };
         // The sync table's proof, for the use it names: of a segment of copies, or of a closed
@@ -608,9 +610,23 @@ pub fn scan_segment(
             .map_or(0, |p| (p.synced_end as usize).min(image.len()));
         // In the log, the table is taken only for the segment's last buffers (nothing valid of
         // this use behind the stretch): a stretch followed by a valid buffer is judged by that
-        // buffer's durable floor, as before.
-        let log_tail = !copies && next.is_none() && pos < proven_end;
-        let synced_end = if copies || log_tail { proven_end } else { 0 };
+        // buffer's durable floor, as before. Without the table's word, the last buffers of a
+        // log segment (of the one that was active at a crash, too) are a log tail up to the
+        // first intact record directory of this use behind the failing block: `recover` takes
+        // it only if every record's LSN is within the durable floor, which proves it synced
+        // (see `directory_vouches`), else it is a torn write.
+        let table_tail = !copies && next.is_none() && pos < proven_end;
+        let directory_end = if !copies && next.is_none() && !table_tail {
+            log_tail_directory_end(image, segment, pos, g)
+        } else {
+            None
+        };
+        let log_tail = table_tail || directory_end.is_some();
+        let synced_end = if copies || table_tail {
+            proven_end
+        } else {
+            directory_end.unwrap_or(0)
+        };
         match next.filter(|&q| proven(q)) {
             Some(q) => {
                 scan.damaged.push(DamagedStretch {
@@ -795,6 +811,50 @@ fn directory_records(
                 .collect();
             Some((records, buffer_end))
         })
+}
+
+/// Whether the record directory of the last buffer of a failing stretch `[start, end)` of a log
+/// segment proves the stretch synced before a buffer with durable floor `floor` was sealed
+/// behind it: the directory ending at `end` is intact, of the use `generation`, and names
+/// records, every one of a batch within `floor`. A batch lives in exactly one buffer, so that
+/// buffer had been synced whole, and so had every buffer before it (written before it, and
+/// holding lower LSNs or none): what fails in the stretch is damage, not a torn write.
+///
+/// This is how a marker (no batch of its own, so its floor says nothing of the buffers before
+/// it by the usual rule, see [`scan_segment`]) vouches for the newest batches before it: the
+/// marker a clean close, an open, or an idle log writes.
+pub fn directory_vouches(
+    image: &[u8],
+    segment: u32,
+    start: usize,
+    end: usize,
+    generation: u64,
+    floor: u64,
+) -> bool {
+    let end = end.min(image.len());
+    start + BUFFER_HEADER_SIZE < end
+        && format::read_directory(&image[start..end], segment, generation).is_some_and(|named| {
+            !named.is_empty()
+                && named.iter().all(|e| {
+                    let lsn = lsn_of_version(e.header.version);
+                    lsn > 0 && lsn <= floor
+                })
+        })
+}
+
+/// Where the failing last buffers of a log segment from `pos` on end, by the first intact
+/// record directory of the use `generation` found at a block boundary behind `pos` (a damaged
+/// buffer's own, or a later one's: either way the buffers from `pos` to it were written in one
+/// run of this use). `None` if there is none.
+pub fn log_tail_directory_end(
+    image: &[u8],
+    segment: u32,
+    pos: usize,
+    generation: u64,
+) -> Option<usize> {
+    (pos + BLOCK_SIZE..=image.len())
+        .step_by(BLOCK_SIZE)
+        .find(|&q| format::read_directory(&image[pos..q], segment, generation).is_some())
 }
 
 /// Walks the records of the buffer at `b` that has no intact directory (see
