@@ -405,6 +405,14 @@ MUTANTS = [
         "            if idle_ticks >= IDLE_TICKS_BEFORE_MARKER && false {\n",
         ["--lib", "engine::tests::damage_in_the_newest_synced_log_buffer"],
     ),
+    (
+        "first-buffer-use-needs-intact-magic",
+        "issue 6 damage: a failing first buffer whose generation field names the use of the valid buffers behind it is theirs, whatever its magic, version or segment index say",
+        "src/engine/recovery.rs",
+        "        let first_of_use = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)\n",
+        "        let first_of_use = (pos == 0 && BufferHeader::plausible_start(image, segment))\n",
+        ["--lib", "engine::tests::damage_in_the_first_buffer_of_a_log_segment"],
+    ),
 ]
 
 

@@ -1019,7 +1019,13 @@ fn scan_segment(
     // (see `recovery::scan_segment`): so does the check. Only the stretch is suspect. A
     // failing first buffer counts when the table proves its use, or when its header names the
     // generation of the valid buffers behind it (`stranded` holds only that generation's).
-    let first_of_use = first_of_segment.is_none() && pos == 0 && plausible;
+    // Its generation field decides, whatever its other fields say (see `recovery::scan_segment`).
+    let first_of_use = first_of_segment.is_none()
+        && pos == 0
+        && (plausible
+            || stranded.first().is_some_and(|(_, h)| {
+                h.generation > 0 && h.generation == BufferHeader::generation_field(stop_block)
+            }));
     // In the log, recovery takes a failing stretch as damage when the valid buffer right behind
     // it vouches for it (its durable floor covers every batch before its own), and goes on
     // from there, serving the stretch's intact records of batches within that floor. So does

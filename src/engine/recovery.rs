@@ -32,7 +32,7 @@ use super::format::{
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
-use super::storage::{MappedFile, Storage};
+use super::storage::{MappedFile, SECTOR_SIZE, Storage};
 use super::synctable::Proof;
 
 /// What recovery found, for logs and tests.
@@ -439,18 +439,27 @@ impl<'a> SegmentReader<'a> {
         let base = base as usize;
         if let Some(Some(m)) = &self.maps[file as usize] {
             let image = &m.bytes()[base..base + seg_size];
-            return Ok(
-                BufferHeader::plausible_start(&image[..BLOCK_SIZE], segment).then_some(image)
-            );
+            return Ok(may_be_in_use(&image[..BLOCK_SIZE], segment).then_some(image));
         }
         self.storage
             .read_at(file, base as u64, &mut self.buf[..BLOCK_SIZE])?;
-        if !BufferHeader::plausible_start(&self.buf[..BLOCK_SIZE], segment) {
+        if !may_be_in_use(&self.buf[..BLOCK_SIZE], segment) {
             return Ok(None);
         }
         self.storage.read_at(file, base as u64, &mut self.buf)?;
         Ok(Some(&self.buf))
     }
+}
+
+/// Whether a segment whose first block is `block` may be in use, so that recovery reads the
+/// rest of it: its first buffer's header starts like one, or its first sector is not zeroed
+/// (a free or never used segment has it zeroed; a damaged header of a segment in use does not,
+/// see `scan_segment`'s first buffer of a use).
+fn may_be_in_use(block: &[u8], segment: u32) -> bool {
+    BufferHeader::plausible_start(block, segment)
+        || block[..SECTOR_SIZE.min(block.len())]
+            .iter()
+            .any(|&b| b != 0)
 }
 
 /// A segment image read by recovery: its valid buffers, and the damaged stretches between them.
@@ -552,11 +561,15 @@ pub fn scan_segment(
         // the generation the header names was written by the same use, after it). Whether the
         // stretch is damage or a torn write is then judged as anywhere else, by what the next
         // buffer proves. Without this, one flipped byte in a segment's first buffer lost every
-        // buffer of the segment.
-        let first_of_use = (pos == 0 && BufferHeader::plausible_start(image, segment))
+        // buffer of the segment. The generation field alone decides, whatever the header's other
+        // fields (magic, version, segment index) say: they may be what is damaged, and a freed
+        // segment's zeroed first sector cannot hold a generation (none is 0), nor a torn first
+        // buffer of a later use this one's.
+        let first_of_use = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)
             .then(|| BufferHeader::generation_field(image))
             .filter(|&g| {
-                g < generation_high_water
+                g > 0
+                    && g < generation_high_water
                     && (BLOCK_SIZE..image.len()).step_by(BLOCK_SIZE).any(|q| {
                         BufferHeader::decode_checked(&image[q..])
                             .is_some_and(|h| h.segment_index == segment && h.generation == g)

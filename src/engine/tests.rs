@@ -2701,6 +2701,15 @@ fn damage_in_the_last_buffer_of_a_log_segment_synced_with_later_batches_keeps_th
 /// lost, the damaged one read as absent, intact ones behind it too.
 #[test]
 fn damage_in_the_first_buffer_of_a_log_segment_fails_reads_of_that_record_only() {
+    // A byte of the victim's value, then of the first buffer header's magic, version and
+    // segment index (its generation field still names the use).
+    for header_byte in [None, Some(0), Some(4), Some(57)] {
+        damage_in_the_first_buffer_of_a_log_segment(header_byte);
+    }
+}
+
+fn damage_in_the_first_buffer_of_a_log_segment(header_byte: Option<u64>) {
+    eprintln!("case: header byte {header_byte:?}");
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
@@ -2715,6 +2724,11 @@ fn damage_in_the_first_buffer_of_a_log_segment_fails_reads_of_that_record_only()
     assert_eq!(engine.test_segment_of(b"after").unwrap().0, segment);
     drop(engine);
     flip_a_byte_of_value(&storage, segment, b'V');
+    if let Some(at) = header_byte {
+        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+        let (file, base) = sb.segment_position(segment);
+        storage.corrupt(file, base + at, 0x20);
+    }
     let storage = storage.crash(PowerCut::DropAllUnsynced);
     fsck_names_only_the_victim(&*storage);
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
