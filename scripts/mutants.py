@@ -413,6 +413,14 @@ MUTANTS = [
         "        let first_of_use = (pos == 0 && BufferHeader::plausible_start(image, segment))\n",
         ["--lib", "engine::tests::damage_in_the_first_buffer_of_a_log_segment"],
     ),
+    (
+        "directory-buffer-start-ignored",
+        "issue 6 damage: a record directory places its records from its own buffer's start (its trailer's length), not from where the search began",
+        "src/engine/format.rs",
+        "    let start = tail.len() - buffer_len;\n",
+        "    let start = 0;\n",
+        ["--lib", "engine::tests::stretch_records_read_record_directories"],
+    ),
 ]
 
 

@@ -116,14 +116,20 @@ impl Mutation {
             | Mutation::DeleteRange { group, .. } => *group,
         }
     }
-    /// Bytes this mutation takes in a write buffer.
-    pub fn encoded_len(&self) -> usize {
-        let value_len = match self {
+    /// Bytes of its record's value: a put's value, a range delete's end (a prefix delete's is
+    /// the prefix's successor).
+    pub fn value_len(&self) -> usize {
+        match self {
             Mutation::Put { value, .. } => value.len(),
             Mutation::DeleteRange { end, .. } => end.len(),
-            _ => 0,
-        };
-        crate::engine::format::RECORD_HEADER_SIZE + self.key().len() + value_len
+            Mutation::DeletePrefix { prefix, .. } => crate::engine::prefix_successor(prefix).len(),
+            Mutation::Delete { .. } => 0,
+        }
+    }
+
+    /// Bytes this mutation's record takes in a write buffer (not counting its directory entry).
+    pub fn encoded_len(&self) -> usize {
+        crate::engine::format::RECORD_HEADER_SIZE + self.key().len() + self.value_len()
     }
 }
 

@@ -55,7 +55,7 @@
 //! | 8 | 4 | directory length (bytes of entries, before the trailer) |
 //! | 12 | 4 | segment index |
 //! | 16 | 8 | segment generation |
-//! | 24 | 4 | reserved (0) |
+//! | 24 | 4 | buffer length (the header's field again: where the buffer starts, from its end) |
 //! | 28 | 4 | CRC-32 of the directory entries and trailer bytes 0..28 |
 //!
 //! A version 2 buffer's CRC (header bytes 60..64) covers header bytes 0..60 and every byte
@@ -361,6 +361,7 @@ fn write_directory(buf: &mut [u8], payload_len: usize, segment: u32, generation:
         p += h.total_len();
     }
     let directory_len: usize = entries.iter().map(|&(_, len)| len).sum();
+    let buffer_len = buf.len();
     let trailer_at = buf.len() - DIRECTORY_TRAILER_SIZE;
     let directory_at = trailer_at - directory_len;
     debug_assert!(
@@ -378,7 +379,7 @@ fn write_directory(buf: &mut [u8], payload_len: usize, segment: u32, generation:
     t[8..12].copy_from_slice(&(directory_len as u32).to_le_bytes());
     t[12..16].copy_from_slice(&segment.to_le_bytes());
     t[16..24].copy_from_slice(&generation.to_le_bytes());
-    t[24..28].fill(0);
+    t[24..28].copy_from_slice(&(buffer_len as u32).to_le_bytes());
     let crc = crc32fast::hash(&buf[directory_at..trailer_at + 28]);
     buf[trailer_at + 28..].copy_from_slice(&crc.to_le_bytes());
 }
@@ -405,30 +406,42 @@ impl DirectoryEntry {
     }
 }
 
-/// The records named by the directory of the buffer `buf` (its bytes, from its header to its
-/// end, the header unchecked): `None` unless the trailer at the end of `buf` is intact (magic,
-/// CRC), names `segment` and `generation`, and its entries lay out records that fit between
-/// the buffer header and the directory. Used for buffers that fail their own checks.
-pub fn read_directory(buf: &[u8], segment: u32, generation: u64) -> Option<Vec<DirectoryEntry>> {
-    if buf.len() < BUFFER_HEADER_SIZE + DIRECTORY_TRAILER_SIZE {
+/// The buffer whose record directory ends at the end of `tail` (bytes up to a buffer's end,
+/// from anywhere before its start; headers unchecked), and the records its directory names:
+/// `(where the buffer starts in tail, entries)`. `None` unless the trailer is intact (magic,
+/// CRC), names `segment` and `generation`, gives a buffer length that fits in `tail`, and its
+/// entries lay out records that fit between the buffer's header and the directory. Used for
+/// buffers that fail their own checks.
+pub fn read_directory(
+    tail: &[u8],
+    segment: u32,
+    generation: u64,
+) -> Option<(usize, Vec<DirectoryEntry>)> {
+    if tail.len() < BUFFER_HEADER_SIZE + DIRECTORY_TRAILER_SIZE {
         return None;
     }
-    let trailer_at = buf.len() - DIRECTORY_TRAILER_SIZE;
-    let t = &buf[trailer_at..];
+    let trailer_at = tail.len() - DIRECTORY_TRAILER_SIZE;
+    let t = &tail[trailer_at..];
     let count = u32_at(t, 4) as usize;
     let directory_len = u32_at(t, 8) as usize;
+    let buffer_len = u32_at(t, 24) as usize;
     if u32_at(t, 0) != DIRECTORY_MAGIC
         || u32_at(t, 12) != segment
         || u64_at(t, 16) != generation
-        || directory_len > trailer_at - BUFFER_HEADER_SIZE
+        || buffer_len < BLOCK_SIZE
+        || buffer_len % BLOCK_SIZE != 0
+        || buffer_len > tail.len()
+        || directory_len > buffer_len - BUFFER_HEADER_SIZE - DIRECTORY_TRAILER_SIZE
+        || count > directory_len / RECORD_HEADER_SIZE
     {
         return None;
     }
     let directory_at = trailer_at - directory_len;
-    if crc32fast::hash(&buf[directory_at..trailer_at + 28]) != u32_at(t, 28) {
+    if crc32fast::hash(&tail[directory_at..trailer_at + 28]) != u32_at(t, 28) {
         return None;
     }
-    let directory = &buf[directory_at..trailer_at];
+    let start = tail.len() - buffer_len;
+    let directory = &tail[directory_at..trailer_at];
     let mut entries = Vec::with_capacity(count);
     let mut d = 0usize;
     let mut record_at = BUFFER_HEADER_SIZE;
@@ -439,7 +452,7 @@ pub fn read_directory(buf: &[u8], segment: u32, generation: u64) -> Option<Vec<D
             header.key_len as usize,
             header.value_len as usize,
         );
-        if d + len > directory.len() || record_at + header.total_len() > directory_at {
+        if d + len > directory.len() || start + record_at + header.total_len() > directory_at {
             return None;
         }
         entries.push(DirectoryEntry {
@@ -450,7 +463,7 @@ pub fn read_directory(buf: &[u8], segment: u32, generation: u64) -> Option<Vec<D
         d += len;
         record_at += header.total_len();
     }
-    (entries.len() == count).then_some(entries)
+    (entries.len() == count).then_some((start, entries))
 }
 
 /// A record's header, as encoded at the front of every record.
@@ -666,7 +679,8 @@ mod tests {
         h.seal(&mut buf);
         assert_eq!(BufferHeader::decode_checked(&buf), Some(h));
         // The directory names every record, where it lies, with its key (and a range's end).
-        let entries = read_directory(&buf[..buffer_len], 4, 9).unwrap();
+        let (start, entries) = read_directory(&buf[..buffer_len], 4, 9).unwrap();
+        assert_eq!(start, 0);
         let mut at = BUFFER_HEADER_SIZE;
         for (e, r) in entries.iter().zip(&records) {
             assert_eq!(e.at, at);
@@ -694,7 +708,17 @@ mod tests {
         // A damaged record leaves the directory intact; a damaged directory is not read.
         let mut damaged = buf.clone();
         damaged[BUFFER_HEADER_SIZE + 30] ^= 1;
-        assert_eq!(read_directory(&damaged[..buffer_len], 4, 9), Some(entries));
+        assert_eq!(
+            read_directory(&damaged[..buffer_len], 4, 9),
+            Some((0, entries))
+        );
+        // Found from the buffer's end whatever lies before its start.
+        let mut behind = vec![7u8; BLOCK_SIZE];
+        behind.extend_from_slice(&damaged[..buffer_len]);
+        assert_eq!(
+            read_directory(&behind, 4, 9).map(|(s, _)| s),
+            Some(BLOCK_SIZE)
+        );
         damaged[buffer_len - 40] ^= 1;
         assert_eq!(read_directory(&damaged[..buffer_len], 4, 9), None);
         // Version 1 buffers (no directory) are still read.

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use super::api::{Result, WRITE_BUFFER_SIZE};
+use super::api::{EngineError, Result, WRITE_BUFFER_SIZE};
 use super::compaction::LiveRecord;
 use super::format::{
     BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, SegmentKind, buffer_len_for,
@@ -92,6 +92,17 @@ impl GroupWriter {
                 payload += bytes.len();
                 directory += entry;
                 end += 1;
+            }
+            if end == next && open.offset == 0 {
+                // Not even in an empty segment's first buffer: a record that no buffer of this
+                // format can take (a range delete with an end of over 100 KiB written before
+                // the record directory, whose entry copies the end). Moving on to another
+                // segment would not help.
+                return Err(EngineError::Limit(format!(
+                    "a record of {} bytes (group {group}) does not fit a buffer with its \
+                     directory entry",
+                    records[next].bytes.len()
+                )));
             }
             if end == next {
                 // Not even one record fits in the segment's tail: it is full.

@@ -265,6 +265,14 @@ impl Log {
     pub fn append(&self, batch: &dyn Placeable) -> Result<Ticket> {
         let len = batch.len();
         let directory_len = batch.directory_len();
+        if buffer_len_for(len, directory_len) > WRITE_BUFFER_SIZE {
+            // No buffer could ever take it (callers validate batches; this is the backstop
+            // against retiring segment after segment for it).
+            return Err(EngineError::Limit(format!(
+                "batch of {len} bytes and {directory_len} of record directory exceeds a write \
+                 buffer"
+            )));
+        }
         let mut st = self.state.lock();
         // Find room in an open buffer.
         loop {

@@ -811,11 +811,7 @@ fn validate(batch: &[Mutation]) -> Result<usize> {
                 key.len()
             )));
         }
-        let value_len = match m {
-            Mutation::Put { value, .. } => value.len(),
-            Mutation::DeleteRange { end, .. } => end.len(),
-            _ => 0,
-        };
+        let value_len = m.value_len();
         if value_len > MAX_VALUE_LEN {
             return Err(EngineError::Limit(format!(
                 "value of {value_len} bytes, at most {MAX_VALUE_LEN}"
@@ -832,11 +828,7 @@ fn validate(batch: &[Mutation]) -> Result<usize> {
             Mutation::Delete { .. } => RecordKind::Delete,
             Mutation::DeletePrefix { .. } | Mutation::DeleteRange { .. } => RecordKind::DeleteRange,
         };
-        directory += format::directory_entry_len(
-            kind,
-            key.len(),
-            m.encoded_len() - RECORD_HEADER_SIZE - key.len(),
-        );
+        directory += format::directory_entry_len(kind, key.len(), value_len);
     }
     if total + directory > MAX_BATCH_BYTES {
         return Err(EngineError::Limit(format!(

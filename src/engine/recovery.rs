@@ -755,9 +755,26 @@ pub fn stretch_records(
     let mut b = start;
     let mut first = true;
     while b + BUFFER_HEADER_SIZE <= end {
-        if let Some((records, buffer_end)) =
+        if let Some((buffer_start, records, buffer_end)) =
             directory_records(image, segment, b, end, generation, first, &buffer_at)
         {
+            // The directory found is of a buffer starting after `b` (the headers of both were
+            // damaged): the buffers before it have lost theirs, and are walked.
+            let (mut w, mut walk_first) = (b, first);
+            while w + BUFFER_HEADER_SIZE <= buffer_start {
+                match walk_buffer(
+                    image,
+                    segment,
+                    w,
+                    buffer_start,
+                    walk_first,
+                    &buffer_at,
+                    &mut out,
+                ) {
+                    Some(next) => (w, walk_first) = (next, false),
+                    None => break,
+                }
+            }
             out.extend(records);
             if buffer_end >= end {
                 break;
@@ -777,8 +794,9 @@ pub fn stretch_records(
     out
 }
 
-/// The records the directory of the buffer at `b` names (see [`stretch_records`]), and where
-/// the buffer ends; `None` if it has no intact directory of the stretch's use.
+/// The records named by the intact record directory of the stretch's use that ends where the
+/// buffer at `b` may end (see [`stretch_records`]): `(where that directory's buffer starts, at
+/// `b` or after it, its records, where it ends)`; `None` if there is none.
 fn directory_records(
     image: &[u8],
     segment: u32,
@@ -787,7 +805,7 @@ fn directory_records(
     generation: Option<u64>,
     first: bool,
     buffer_at: &dyn Fn(usize) -> bool,
-) -> Option<(Vec<StretchRecord>, usize)> {
+) -> Option<(usize, Vec<StretchRecord>, usize)> {
     let header_plausible = BufferHeader::plausible_start(&image[b..end], segment);
     let generation = generation
         .or_else(|| header_plausible.then(|| BufferHeader::generation_field(&image[b..end])))?;
@@ -804,11 +822,13 @@ fn directory_records(
         .into_iter()
         .chain([bound])
         .find_map(|buffer_end| {
-            let entries = format::read_directory(&image[b..buffer_end], segment, generation)?;
+            let (start, entries) =
+                format::read_directory(&image[b..buffer_end], segment, generation)?;
+            let buffer_start = b + start;
             let records = entries
                 .into_iter()
                 .map(|e| {
-                    let at = b + e.at;
+                    let at = buffer_start + e.at;
                     let intact = image[at..].starts_with(&e.bytes)
                         && RecordHeader::decode_checked(&image[at..buffer_end]).is_some();
                     StretchRecord {
@@ -817,12 +837,12 @@ fn directory_records(
                         key: e.key().to_vec(),
                         range_end: e.range_end().to_vec(),
                         intact,
-                        in_first_buffer: first,
+                        in_first_buffer: first && start == 0,
                         from_directory: true,
                     }
                 })
                 .collect();
-            Some((records, buffer_end))
+            Some((buffer_start, records, buffer_end))
         })
 }
 
@@ -846,13 +866,15 @@ pub fn directory_vouches(
 ) -> bool {
     let end = end.min(image.len());
     start + BUFFER_HEADER_SIZE < end
-        && format::read_directory(&image[start..end], segment, generation).is_some_and(|named| {
-            !named.is_empty()
-                && named.iter().all(|e| {
-                    let lsn = lsn_of_version(e.header.version);
-                    lsn > 0 && lsn <= floor
-                })
-        })
+        && format::read_directory(&image[start..end], segment, generation).is_some_and(
+            |(_, named)| {
+                !named.is_empty()
+                    && named.iter().all(|e| {
+                        let lsn = lsn_of_version(e.header.version);
+                        lsn > 0 && lsn <= floor
+                    })
+            },
+        )
 }
 
 /// Where the failing last buffers of a log segment from `pos` on end, by the first intact
@@ -897,11 +919,11 @@ fn walk_buffer(
                 let value_at = key_at + h.key_len as usize;
                 let key = image[key_at..value_at].to_vec();
                 // A copy of a record found before it, with the same key and version: an entry
-                // of a damaged directory read as a record (versions are never given twice).
-                let echo = !intact
-                    && out
-                        .iter()
-                        .any(|r| r.header.version == h.version && r.key == key);
+                // of a damaged directory read as a record (versions are never given twice; a
+                // tombstone's entry is the whole record, so it even passes its CRC).
+                let echo = out
+                    .iter()
+                    .any(|r| r.header.version == h.version && r.key == key);
                 if !echo {
                     out.push(StretchRecord {
                         at: p,

@@ -78,6 +78,10 @@ fn buffers_are_aligned_and_zero_padded() {
             segment,
             h.generation,
         )
+        .map(|(start, entries)| {
+            assert_eq!(start, 0, "the directory is the buffer's own");
+            entries
+        })
         .expect("every buffer ends with an intact record directory");
         let records = recovery::records_of(segment, pos, &h, &image).unwrap();
         assert_eq!(entries.len(), records.len(), "one entry per record");
@@ -3010,4 +3014,89 @@ fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
         }
     }
     assert!(hits > 0, "the value is in no segment");
+}
+
+/// Record directories in a damaged stretch (`recovery::stretch_records`): a buffer whose own
+/// header, key or length is damaged is read from its directory, found from the buffer's end;
+/// when two adjacent buffers both lost their headers, the directory found at the stretch's end
+/// is the second one's (its trailer gives its length): its records are placed from its own
+/// start, and the first buffer is walked.
+#[test]
+fn stretch_records_read_record_directories_from_each_buffers_end() {
+    use format::{BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind};
+    let segment = 7;
+    let buffer = |records: &[(&[u8], usize)], first_index: usize| {
+        let mut b = vec![0u8; BLOCK_SIZE];
+        let mut p = BUFFER_HEADER_SIZE;
+        for (i, &(key, value_len)) in records.iter().enumerate() {
+            let value = vec![key[0]; value_len];
+            let h = RecordHeader {
+                kind: RecordKind::Put,
+                key_len: key.len() as u16,
+                group: 3,
+                value_len: value_len as u32,
+                version: format::version_of(10, first_index + i),
+            };
+            let rec = &mut b[p..p + h.total_len()];
+            rec[24..24 + key.len()].copy_from_slice(key);
+            rec[24 + key.len()..].copy_from_slice(&value);
+            h.encode(rec, &format::record_body_crc(key, &value));
+            p += h.total_len();
+        }
+        BufferHeader {
+            kind: SegmentKind::Mixed,
+            generation: 9,
+            lsn_first: 10,
+            lsn_last: 10,
+            durable_floor: 9,
+            payload_len: (p - BUFFER_HEADER_SIZE) as u32,
+            record_count: 1,
+            group: format::NO_GROUP,
+            buffer_len: BLOCK_SIZE as u32,
+            segment_index: segment,
+        }
+        .seal(&mut b);
+        b
+    };
+    let walk = |image: &[u8]| {
+        recovery::stretch_records(image, segment, 0, image.len(), Some(9))
+            .into_iter()
+            .map(|r| {
+                let key = String::from_utf8_lossy(&r.key).into_owned();
+                (key, r.at, r.intact, r.from_directory)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut image = buffer(&[(b"a1", 100)], 0);
+    image.extend(buffer(&[(b"b1", 2000), (b"b2", 100)], 1));
+    let b1_at = BLOCK_SIZE + BUFFER_HEADER_SIZE;
+    let b2_at = b1_at + 24 + 2 + 2000;
+    // B's key and value length damaged, A intact but for its header: both from directories.
+    let mut one = image.clone();
+    one[BLOCK_SIZE] ^= 1; // B's magic
+    one[0] ^= 1; // A's magic
+    one[b1_at + 24] ^= 0x02; // b1's key: "b1" -> "`1"
+    one[b1_at + 13] ^= 0x40; // b1's value length
+    assert_eq!(
+        walk(&one),
+        vec![
+            ("a1".into(), BUFFER_HEADER_SIZE, true, false),
+            ("b1".into(), b1_at, false, true),
+            ("b2".into(), b2_at, true, true),
+        ],
+        "A walked (its directory is found only past B's), B from its own directory"
+    );
+    // Only A's header damaged: its header's length field is gone, but B starts like a buffer:
+    // A's directory is found where B starts.
+    let mut two = image.clone();
+    two[0] ^= 1;
+    two[BUFFER_HEADER_SIZE + 24] ^= 0x04; // a1's key
+    assert_eq!(
+        walk(&two),
+        vec![
+            ("a1".into(), BUFFER_HEADER_SIZE, false, true),
+            ("b1".into(), b1_at, true, true),
+            ("b2".into(), b2_at, true, true),
+        ]
+    );
 }
