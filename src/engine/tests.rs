@@ -3100,3 +3100,34 @@ fn stretch_records_read_record_directories_from_each_buffers_end() {
         ]
     );
 }
+
+/// A prefix delete's record carries the prefix's successor as its range end: batch sizing
+/// counts it (and its record directory entry). A batch of long prefix deletes that passed
+/// validation without it could fit no buffer, and the log retired segment after segment for
+/// it (a livelock in release builds, a panic in debug ones).
+#[test]
+fn batches_of_long_prefix_deletes_are_sized_with_their_range_ends() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    let deletes = |n: usize| -> Vec<Mutation> {
+        (0..n)
+            .map(|i| {
+                let mut prefix = vec![b'p'; MAX_KEY_LEN];
+                prefix[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                Mutation::delete_prefix(ROOT_GROUP, prefix)
+            })
+            .collect()
+    };
+    // 2 x 1,048 bytes each with the directory: 100 fit a write buffer, 200 do not.
+    engine.write(&deletes(100)).unwrap();
+    assert!(matches!(
+        engine.write(&deletes(200)),
+        Err(EngineError::Limit(_))
+    ));
+    engine.write(&[put("after", b"a")]).unwrap();
+    engine.sync().unwrap();
+    drop(engine);
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
+}
