@@ -421,6 +421,14 @@ MUTANTS = [
         "    let start = 0;\n",
         ["--lib", "engine::tests::stretch_records_read_record_directories"],
     ),
+    (
+        "lone-first-buffer-taken-for-free",
+        "issue 6 damage: a failing first buffer with nothing valid behind it, whose generation its own record directory names, is that use's log tail (else the segment reads as free)",
+        "src/engine/recovery.rs",
+        "                    && log_tail_directory_end(image, segment, 0, g).is_some()\n",
+        "                    && log_tail_directory_end(image, segment, 0, g).is_some() && false\n",
+        ["--lib", "engine::tests::a_log_segment_whose_only_buffer"],
+    ),
 ]
 
 

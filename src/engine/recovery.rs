@@ -164,6 +164,7 @@ pub fn recover(
                 synced_end: d.synced_end as u32,
                 log_tail: d.log_tail,
                 end: d.end as u32,
+                generation: d.generation,
                 records: salvage_records(segment, d.start, d.end, Some(d.generation), image),
             });
         }
@@ -219,8 +220,9 @@ pub fn recover(
     let mut salvaged_segments: Vec<(u32, u32, u32)> = Vec::new();
     // Stretches of the log zeroed below (see the log tail rule).
     let mut zero: Vec<(u32, u32, u32)> = Vec::new();
-    // Segments of the log whose last buffers were taken: in use up to the stretch's end.
-    let mut log_tails: Vec<(u32, u32)> = Vec::new();
+    // Segments of the log whose last buffers were taken: in use up to the stretch's end (and
+    // the use's generation).
+    let mut log_tails: Vec<(u32, u32, u64)> = Vec::new();
     for d in damaged {
         if cut.get(&d.segment).is_some_and(|&at| d.offset >= at) {
             continue; // beyond the log's end: discarded with the rest of the segment's tail
@@ -246,7 +248,7 @@ pub fn recover(
                     }
                     salvaged.push(c);
                 }
-                log_tails.push((d.segment, d.end));
+                log_tails.push((d.segment, d.end, d.generation));
             } else {
                 for (c, _) in d.records {
                     if c.kind == RecordKind::Put {
@@ -319,8 +321,19 @@ pub fn recover(
         }
         info.used = info.used.max(end);
     }
-    for &(segment, end) in &log_tails {
+    for &(segment, end, generation) in &log_tails {
         let info = &mut infos[segment as usize];
+        if info.state == SegmentState::Free {
+            // A log segment whose only buffers are this damaged tail: in use all the same.
+            *info = SegmentInfo {
+                state: SegmentState::Closed,
+                kind: SegmentKind::Mixed,
+                group: super::format::NO_GROUP,
+                generation,
+                used: 0,
+                max_lsn: 0,
+            };
+        }
         info.used = info.used.max(end);
     }
     let salvaged_from = candidates.len();
@@ -501,6 +514,8 @@ struct DamagedBuffer {
     log_tail: bool,
     /// Where the stretch ends.
     end: u32,
+    /// The generation of the segment's use it belongs to.
+    generation: u64,
     /// Records found in it, and whether each passed its own CRC.
     records: Vec<(Candidate, bool)>,
 }
@@ -575,8 +590,23 @@ pub fn scan_segment(
                             .is_some_and(|h| h.segment_index == segment && h.generation == g)
                     })
             });
+        // A failing first buffer with nothing valid of its use behind it (a log segment of one
+        // buffer, or whose later ones were torn), whose generation field its own record
+        // directory names: that use, by two fields in two places that a freed segment's zeroed
+        // first sector and a torn first buffer of a later use cannot both show. It is then a
+        // log tail (below): taken only if every record's LSN is within the durable floor.
+        let first_alone = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)
+            .then(|| BufferHeader::generation_field(image))
+            .filter(|&g| {
+                g > 0
+                    && g < generation_high_water
+                    && log_tail_directory_end(image, segment, 0, g).is_some()
+            });
         if generation.is_none() {
-            generation = first_of_copies.map(|p| p.generation).or(first_of_use);
+            generation = first_of_copies
+                .map(|p| p.generation)
+                .or(first_of_use)
+                .or(first_alone);
         }
         let Some(g) = generation else { break };
         // A zeroed block is where a discarded tail was invalidated (or where nothing was ever
