@@ -366,6 +366,9 @@ struct Suspect {
     /// Highest last LSN and highest durable floor among the stranded buffers.
     stranded_lsn: u64,
     stranded_floor: u64,
+    /// Intact records of the stretch that recovery serves all the same (moved out of
+    /// `records`): the damage there is outside them (a header, padding, a record directory).
+    served_records: u64,
     records: Vec<Rec>,
 }
 
@@ -487,6 +490,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
                 .into_iter()
                 .partition(|r| r.intact);
             s.records = rest;
+            s.served_records += served.len() as u64;
             for r in served {
                 salvaged.push(recs.len());
                 recs.push(r);
@@ -715,6 +719,18 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             ));
             out.damaged.extend(lost_here);
             damage_found = true;
+        } else if unsynced_lost == 0 && s.damaged_buffer && s.served_records > 0 {
+            // Damage that cost nothing: every record of the stretch is intact and served (the
+            // damage is in a buffer header, padding or a record directory). Media damage all
+            // the same, worth knowing of.
+            out.findings.push(Finding::note(
+                place,
+                format!(
+                    "{what}: {} record(s) in it intact and served; the damage is outside them \
+                     (a buffer header, padding or a record directory)",
+                    s.served_records
+                ),
+            ));
         } else if unsynced_lost > 0 {
             out.findings.push(Finding::note(
                 place,
@@ -949,6 +965,19 @@ fn scan_segment(
     if generation.is_none() && BufferHeader::plausible_start(&image[pos..], segment) {
         generation = Some(BufferHeader::generation_field(&image[pos..]));
     }
+    // A failing first buffer whose generation field its own record directory names, with
+    // nothing valid behind it: that use's log tail, as recovery takes it (`scan_segment`'s
+    // `first_alone`).
+    let first_alone = (bufs.iter().all(|b| b.segment != segment) && pos == 0)
+        .then(|| BufferHeader::generation_field(image))
+        .filter(|&g| {
+            g > 0
+                && g < high_water
+                && super::recovery::log_tail_directory_end(image, segment, 0, g).is_some()
+        });
+    if generation.is_none() {
+        generation = first_alone;
+    }
     let mut stranded: Vec<(usize, BufferHeader)> = Vec::new();
     let mut p = pos + BLOCK_SIZE;
     while p + BLOCK_SIZE <= image.len() {
@@ -989,8 +1018,11 @@ fn scan_segment(
     // synced, with nothing valid behind them (`recovery::scan_segment`'s log tail).
     // Or, without the table's word, up to the first intact record directory of this use
     // behind it (`recovery::scan_segment` and `log_tail_directory_end`).
-    let tail_candidate =
-        !copies && first_of_segment.is_some() && stranded.is_empty() && !zeros && !earlier_use;
+    let tail_candidate = !copies
+        && (first_of_segment.is_some() || first_alone.is_some())
+        && stranded.is_empty()
+        && !zeros
+        && !earlier_use;
     let table_tail = tail_candidate && pos < proven_end;
     let directory_end = match generation {
         Some(g) if tail_candidate && !table_tail => {
@@ -1093,6 +1125,7 @@ fn scan_segment(
             .map(|(_, h)| h.durable_floor)
             .max()
             .unwrap_or(0),
+        served_records: 0,
         records: Vec::new(),
     };
     if !zeros {
@@ -1132,6 +1165,7 @@ fn scan_segment(
             .into_iter()
             .partition(|r| r.intact && r.place.offset as usize + r.len as usize <= synced_end);
         suspect.records = rest;
+        suspect.served_records += served.len() as u64;
         for r in served {
             salvaged.push(recs.len());
             recs.push(r);
@@ -1147,6 +1181,7 @@ fn scan_segment(
                 r.intact && lsn > 0 && lsn <= vouched
             });
         suspect.records = rest;
+        suspect.served_records += served.len() as u64;
         for r in served {
             salvaged.push(recs.len());
             recs.push(r);
