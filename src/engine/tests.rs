@@ -2107,27 +2107,12 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
 /// record directory (format version 1, or a version 2 buffer whose directory is damaged).
 #[test]
 fn stretch_records_walk_every_buffer_of_the_stretch_and_nothing_else() {
-    use format::{BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind};
+    use format::{BUFFER_HEADER_SIZE, BufferHeader, SegmentKind};
     let segment = 7;
     // A buffer of `blocks` blocks of generation `generation` holding puts of `records`.
     let buffer = |generation: u64, records: &[(&[u8], usize)], blocks: usize| {
         let mut b = vec![0u8; blocks * BLOCK_SIZE];
-        let mut p = BUFFER_HEADER_SIZE;
-        for (i, &(key, value_len)) in records.iter().enumerate() {
-            let value = vec![key[0]; value_len];
-            let h = RecordHeader {
-                kind: RecordKind::Put,
-                key_len: key.len() as u16,
-                group: 3,
-                value_len: value_len as u32,
-                version: format::version_of(10, i),
-            };
-            let rec = &mut b[p..p + h.total_len()];
-            rec[24..24 + key.len()].copy_from_slice(key);
-            rec[24 + key.len()..].copy_from_slice(&value);
-            h.encode(rec, &format::record_body_crc(key, &value));
-            p += h.total_len();
-        }
+        let p = puts_into(&mut b, records, 0);
         BufferHeader {
             kind: SegmentKind::Group,
             generation,
@@ -2819,16 +2804,7 @@ fn damage_to_a_records_header_or_key_fails_reads_of_that_key_never_an_older_vers
         engine.sync().unwrap();
         damage_record_of(&storage, &engine, b"victim", delta, mask);
         drop(engine);
-        let storage = storage.crash(PowerCut::DropAllUnsynced);
-        eprintln!("case: {what} damaged");
-        fsck_names_only_the_victim(&*storage);
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        let got = engine.get(b"victim");
-        assert!(
-            matches!(got, Err(EngineError::Corrupt(_))),
-            "{what} damaged: the victim reads as {:?}",
-            got.map(|v| v.map(|v| String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned()))
-        );
+        let engine = after_a_power_cut_the_victim_reads_as_damaged(&storage, what);
         assert_eq!(
             engine.get(b"before").unwrap().unwrap(),
             vec![b'B'; 200],
@@ -2878,13 +2854,7 @@ fn a_store_of_format_version_1_is_read_and_marked_version_2() {
     let mut sb_bytes = storage.read_superblock().unwrap().unwrap();
     let sb = Superblock::decode(&sb_bytes).unwrap();
     let mut rewritten = 0;
-    for segment in 0..sb.segment_count {
-        let (file, base) = sb.segment_position(segment);
-        if storage.file_len(file).unwrap() < base + sb.segment_size as u64 {
-            continue;
-        }
-        let mut image = vec![0u8; sb.segment_size as usize];
-        storage.read_at(file, base, &mut image).unwrap();
+    for (segment, (file, base), mut image) in segment_images(&storage) {
         for (pos, h) in recovery::valid_buffers(&image, segment, sb.generation_high_water) {
             let buffer = &mut image[pos..pos + h.buffer_len as usize];
             buffer[format::BUFFER_HEADER_SIZE + h.payload_len as usize..].fill(0);
@@ -2979,16 +2949,7 @@ fn damage_in_the_newest_synced_log_buffer_fails_reads_once_a_marker_is_behind_it
         };
         damage_every_copy_of(&storage, b'V');
         // A power cut: no checkpoint can stand in for the scan.
-        let storage = storage.crash(PowerCut::DropAllUnsynced);
-        eprintln!("case: {scenario}");
-        fsck_names_only_the_victim(&*storage);
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        let got = engine.get(b"victim");
-        assert!(
-            matches!(got, Err(EngineError::Corrupt(_))),
-            "{scenario}: the damaged victim reads as {:?}",
-            got.map(|v| v.map(|v| String::from_utf8_lossy(&v[..v.len().min(16)]).into_owned()))
-        );
+        let engine = after_a_power_cut_the_victim_reads_as_damaged(&storage, scenario);
         assert_eq!(
             engine.get(b"neighbour").unwrap().unwrap(),
             vec![b'N'; 500],
@@ -2999,15 +2960,8 @@ fn damage_in_the_newest_synced_log_buffer_fails_reads_once_a_marker_is_behind_it
 
 /// Flips a byte of the value of 64 or more `fill` bytes in every segment that holds it.
 fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let mut hits = 0;
-    for segment in 0..sb.segment_count {
-        let (file, base) = sb.segment_position(segment);
-        if storage.file_len(file).unwrap() < base + sb.segment_size as u64 {
-            continue;
-        }
-        let mut image = vec![0u8; sb.segment_size as usize];
-        storage.read_at(file, base, &mut image).unwrap();
+    for (_, (file, base), image) in segment_images(storage) {
         if let Some(at) = image.windows(64).position(|w| w == [fill; 64]) {
             storage.corrupt(file, base + at as u64 + 100, 0xff);
             hits += 1;
@@ -3023,26 +2977,11 @@ fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
 /// start, and the first buffer is walked.
 #[test]
 fn stretch_records_read_record_directories_from_each_buffers_end() {
-    use format::{BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind};
+    use format::{BUFFER_HEADER_SIZE, BufferHeader, SegmentKind};
     let segment = 7;
     let buffer = |records: &[(&[u8], usize)], first_index: usize| {
         let mut b = vec![0u8; BLOCK_SIZE];
-        let mut p = BUFFER_HEADER_SIZE;
-        for (i, &(key, value_len)) in records.iter().enumerate() {
-            let value = vec![key[0]; value_len];
-            let h = RecordHeader {
-                kind: RecordKind::Put,
-                key_len: key.len() as u16,
-                group: 3,
-                value_len: value_len as u32,
-                version: format::version_of(10, first_index + i),
-            };
-            let rec = &mut b[p..p + h.total_len()];
-            rec[24..24 + key.len()].copy_from_slice(key);
-            rec[24 + key.len()..].copy_from_slice(&value);
-            h.encode(rec, &format::record_body_crc(key, &value));
-            p += h.total_len();
-        }
+        let p = puts_into(&mut b, records, first_index);
         BufferHeader {
             kind: SegmentKind::Mixed,
             generation: 9,
@@ -3191,4 +3130,66 @@ fn a_log_segment_whose_only_buffer_is_damaged_is_not_taken_for_free() {
     );
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     assert_eq!(engine.get(b"victim").unwrap().unwrap(), value(i));
+}
+
+/// Cuts the power of `storage`, then asserts that fsck names the key "victim" (and only it) as
+/// damaged and that the store, opened again, reads it as damaged. Returns the opened engine.
+fn after_a_power_cut_the_victim_reads_as_damaged(storage: &SimStorage, case: &str) -> Engine {
+    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    eprintln!("case: {case}");
+    fsck_names_only_the_victim(&*storage);
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    assert_reads_as_damaged(&engine, b"victim", case);
+    engine
+}
+
+/// Asserts that reading `key` fails as damaged: never an older version, never absent.
+fn assert_reads_as_damaged(engine: &Engine, key: &[u8], case: &str) {
+    let got = engine.get(key);
+    assert!(
+        matches!(got, Err(EngineError::Corrupt(_))),
+        "{case}: {} reads as {:?}",
+        String::from_utf8_lossy(key),
+        got.map(|v| v.map(|v| String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned()))
+    );
+}
+
+/// Every allocated segment of `storage`: (segment, its (file, offset), its bytes).
+fn segment_images(storage: &SimStorage) -> Vec<(u32, (u32, u64), Vec<u8>)> {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    (0..sb.segment_count)
+        .filter_map(|segment| {
+            let (file, base) = sb.segment_position(segment);
+            if storage.file_len(file).unwrap() < base + sb.segment_size as u64 {
+                return None;
+            }
+            let mut image = vec![0u8; sb.segment_size as usize];
+            storage.read_at(file, base, &mut image).unwrap();
+            Some((segment, (file, base), image))
+        })
+        .collect()
+}
+
+/// Encodes puts of `records` (key, value length; the value is the key's first byte repeated)
+/// into the buffer `b` from its payload's start, versions `version_of(10, first_index + i)` in
+/// group 3; returns where they end.
+fn puts_into(b: &mut [u8], records: &[(&[u8], usize)], first_index: usize) -> usize {
+    use format::{BUFFER_HEADER_SIZE, RecordHeader, RecordKind};
+    let mut p = BUFFER_HEADER_SIZE;
+    for (i, &(key, value_len)) in records.iter().enumerate() {
+        let value = vec![key[0]; value_len];
+        let h = RecordHeader {
+            kind: RecordKind::Put,
+            key_len: key.len() as u16,
+            group: 3,
+            value_len: value_len as u32,
+            version: format::version_of(10, first_index + i),
+        };
+        let rec = &mut b[p..p + h.total_len()];
+        rec[24..24 + key.len()].copy_from_slice(key);
+        rec[24 + key.len()..].copy_from_slice(&value);
+        h.encode(rec, &format::record_body_crc(key, &value));
+        p += h.total_len();
+    }
+    p
 }
