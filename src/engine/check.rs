@@ -971,9 +971,7 @@ fn scan_segment(
     let first_alone = (bufs.iter().all(|b| b.segment != segment) && pos == 0)
         .then(|| BufferHeader::generation_field(image))
         .filter(|&g| {
-            g > 0
-                && g < high_water
-                && super::recovery::log_tail_directory_end(image, segment, 0, g).is_some()
+            g > 0 && g < high_water && super::recovery::named_by_own_directory(image, segment, g)
         });
     if generation.is_none() {
         generation = first_alone;
@@ -1142,7 +1140,7 @@ fn scan_segment(
         for r in super::recovery::stretch_records(image, segment, pos, region_end, resync) {
             // Without the buffer's CRC, only a record that checks out, or one in a buffer that
             // starts like a buffer of this segment, is worth reading as a record.
-            if r.intact || plausible || !r.in_first_buffer || r.from_directory {
+            if r.intact || plausible || first_of_use || !r.in_first_buffer || r.from_directory {
                 let named = (r.key, r.range_end);
                 let (at, h) = (r.at, r.header);
                 recs_push(
@@ -1627,6 +1625,8 @@ mod tests {
         // The new use (generation 2): its first buffer, torn.
         let mut new = buffer(2, b"kept", 1);
         new[7] ^= 1;
+        // Torn before its end: no record directory either.
+        new[BLOCK_SIZE - crate::engine::format::DIRECTORY_TRAILER_SIZE..].fill(0);
         storage.write_at(file, base, &new).unwrap();
         let c = run(&storage);
         assert!(

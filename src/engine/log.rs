@@ -205,7 +205,14 @@ pub trait Placeable {
 }
 
 impl Log {
-    pub fn new(segments: Arc<SegmentManager>, next_lsn: u64, durable_lsn: u64) -> Log {
+    /// A log whose next batch gets `next_lsn`, every batch up to `durable_lsn` durable, and
+    /// the highest durable floor in a buffer on disk `floor_on_disk`.
+    pub fn new(
+        segments: Arc<SegmentManager>,
+        next_lsn: u64,
+        durable_lsn: u64,
+        floor_on_disk: u64,
+    ) -> Log {
         Log {
             segments,
             state: Mutex::new(State {
@@ -217,7 +224,7 @@ impl Log {
                 completed_seq: 0,
                 closing: Vec::new(),
                 durable_lsn,
-                floor_written: 0,
+                floor_written: floor_on_disk,
                 failed: None,
                 sealed_seq: 0,
                 marker_until: 0,

@@ -241,7 +241,14 @@ impl Engine {
             (started.elapsed() - recovered_at).as_secs_f64()
         );
         let durable = recovered.next_lsn - 1;
-        let log = log::Log::new(segments.clone(), recovered.next_lsn, durable);
+        // The floor on disk: a checkpoint's is its last LSN (a clean close wrote a marker
+        // carrying it, or wrote no checkpoint); a scan's, the highest any buffer records.
+        let log = log::Log::new(
+            segments.clone(),
+            recovered.next_lsn,
+            durable,
+            recovered.report.durable_floor,
+        );
         if !recovered.invalidate.is_empty() || recovered.report.buffers_discarded > 0 {
             ::log::warn!(
                 "recovery discarded {} buffer(s) beyond LSN {}",
@@ -392,11 +399,15 @@ impl Engine {
     /// Syncs and closes the store, releasing its lock.
     pub fn close(mut self) -> Result<()> {
         let mut result = self.inner.sync();
+        let mut marker_written = false;
         if result.is_ok() {
             // A last marker, synced, records that everything is durable: recovery (and fsck)
             // can then tell damage to the newest batches from a write torn by a power cut.
             match self.inner.log.flush_marker() {
-                Ok(()) => result = self.inner.storage.sync().map_err(EngineError::from),
+                Ok(()) => {
+                    result = self.inner.storage.sync().map_err(EngineError::from);
+                    marker_written = true;
+                }
                 Err(EngineError::NoSpace) => {}
                 Err(e) => result = Err(e),
             }
@@ -411,7 +422,14 @@ impl Engine {
             log.last_lsn(),
             log.durable_lsn()
         );
-        if result.is_ok() && log.failure().is_none() && log.last_lsn() == log.durable_lsn() {
+        // Without the marker (no room for it), no checkpoint either: the next open scans, so
+        // that it knows the floor on disk does not cover the newest batches, and writes the
+        // marker itself (`Inner::vouch_for_newest_batches`).
+        if result.is_ok()
+            && marker_written
+            && log.failure().is_none()
+            && log.last_lsn() == log.durable_lsn()
+        {
             // Everything is durable and nothing runs any more: the next open may load this
             // instead of scanning every segment (see checkpoint.rs).
             if let Ok(Some(sb)) = self.inner.storage.read_superblock() {

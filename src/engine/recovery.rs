@@ -598,9 +598,7 @@ pub fn scan_segment(
         let first_alone = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)
             .then(|| BufferHeader::generation_field(image))
             .filter(|&g| {
-                g > 0
-                    && g < generation_high_water
-                    && log_tail_directory_end(image, segment, 0, g).is_some()
+                g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g)
             });
         if generation.is_none() {
             generation = first_of_copies
@@ -806,7 +804,9 @@ pub fn stretch_records(
                 }
             }
             out.extend(records);
-            if buffer_end >= end {
+            // Without the use's generation, the first buffer only: what follows may be of
+            // any use.
+            if buffer_end >= end || generation.is_none() {
                 break;
             }
             b = buffer_end;
@@ -905,6 +905,16 @@ pub fn directory_vouches(
                     })
             },
         )
+}
+
+/// Whether the segment's first buffer (its header unchecked) has an intact record directory
+/// of its own naming the use `generation`: one whose trailer's buffer length reaches back to
+/// the segment's start.
+pub fn named_by_own_directory(image: &[u8], segment: u32, generation: u64) -> bool {
+    (BLOCK_SIZE..=image.len())
+        .step_by(BLOCK_SIZE)
+        .find_map(|q| format::read_directory(&image[..q], segment, generation))
+        .is_some_and(|(start, _)| start == 0)
 }
 
 /// Where the failing last buffers of a log segment from `pos` on end, by the first intact

@@ -1882,6 +1882,26 @@ fn damage_value_of(engine: &Engine, storage: &SimStorage, key: &[u8]) -> (u32, u
     (loc.segment, loc.offset as usize)
 }
 
+/// Flips a byte of the directory trailer (its CRC) of the buffer of `segment` holding the
+/// record at `offset`.
+fn damage_directory_of_buffer_holding(storage: &SimStorage, segment: u32, offset: usize) {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    // The record's buffer fails its CRC already: it starts after the last valid one before it,
+    // where that one ends, and its header's length field is intact.
+    let start = recovery::valid_buffers(&image, segment, sb.generation_high_water)
+        .into_iter()
+        .filter(|(pos, _)| *pos < offset)
+        .map(|(pos, h)| pos + h.buffer_len as usize)
+        .max()
+        .unwrap_or(0);
+    let len = format::BufferHeader::buffer_len_field(&image[start..]);
+    assert!(start < offset && offset < start + len);
+    storage.corrupt(file, base + (start + len - 1) as u64, 0x10);
+}
+
 /// The buffer offsets of segment `segment`'s current use.
 fn buffer_offsets(storage: &SimStorage, segment: u32) -> Vec<usize> {
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
@@ -2407,8 +2427,11 @@ fn log_with_a_closed_synced_segment_cut(
 fn damaged_last_log_buffer_after_a_crash(hand_over: bool) {
     let storage = SimStorage::new();
     let (engine, s1, expected) = log_with_a_closed_synced_segment(&storage, hand_over);
-    let (segment, _) = damage_value_of(&engine, &storage, b"victim");
+    let (segment, offset) = damage_value_of(&engine, &storage, b"victim");
     assert_eq!(segment, s1);
+    // And the buffer's record directory, so that only the sync table's entry proves the
+    // buffer synced (a log tail by its directory is `damage_in_the_newest_synced_log_buffer_*`).
+    damage_directory_of_buffer_holding(&storage, segment, offset);
     drop(engine);
     let storage = storage.crash(PowerCut::DropAllUnsynced);
     let c = fsck_names_only_the_victim(&*storage);
@@ -2713,9 +2736,15 @@ fn damage_in_the_first_buffer_of_a_log_segment(header_byte: Option<u64>) {
     assert_eq!(engine.test_segment_of(b"after").unwrap().0, segment);
     drop(engine);
     flip_a_byte_of_value(&storage, segment, b'V');
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    // Its record directory too (the last byte of its trailer's CRC): the buffer's use is told
+    // by its header alone, not by `first_alone`.
+    let mut header = [0u8; format::BUFFER_HEADER_SIZE];
+    storage.read_at(file, base, &mut header).unwrap();
+    let buffer_len = u32::from_le_bytes(header[52..56].try_into().unwrap());
+    storage.corrupt(file, base + buffer_len as u64 - 1, 0x10);
     if let Some(at) = header_byte {
-        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-        let (file, base) = sb.segment_position(segment);
         storage.corrupt(file, base + at, 0x20);
     }
     let storage = storage.crash(PowerCut::DropAllUnsynced);
