@@ -372,6 +372,27 @@ struct Suspect {
     records: Vec<Rec>,
 }
 
+impl Suspect {
+    /// Moves the records `served` picks (recovery serves them) from this suspect into `recs`,
+    /// listing them in `salvaged`.
+    fn serve(
+        &mut self,
+        served: impl Fn(&Rec) -> bool,
+        recs: &mut Vec<Rec>,
+        salvaged: &mut Vec<usize>,
+    ) {
+        let (taken, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut self.records)
+            .into_iter()
+            .partition(|r| served(r));
+        self.records = rest;
+        self.served_records += taken.len() as u64;
+        for r in taken {
+            salvaged.push(recs.len());
+            recs.push(r);
+        }
+    }
+}
+
 /// Checks the store held by `storage`. I/O errors are errors; everything found on the store,
 /// including a damaged superblock, is a [`Finding`].
 pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineCheck> {
@@ -486,15 +507,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
                 lsn > 0 && lsn <= floor
             });
         if within && !s.records.is_empty() {
-            let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut s.records)
-                .into_iter()
-                .partition(|r| r.intact);
-            s.records = rest;
-            s.served_records += served.len() as u64;
-            for r in served {
-                salvaged.push(recs.len());
-                recs.push(r);
-            }
+            s.serve(|r| r.intact, &mut recs, &mut salvaged);
         }
     }
     out.durable_floor = floor;
@@ -1159,31 +1172,23 @@ fn scan_segment(
     // Intact records of a stretch of copies the sync table proves synced: recovery serves
     // them (those of a log tail: once the durable floor is known, see `check`).
     if synced_end > 0 && copies {
-        let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut suspect.records)
-            .into_iter()
-            .partition(|r| r.intact && r.place.offset as usize + r.len as usize <= synced_end);
-        suspect.records = rest;
-        suspect.served_records += served.len() as u64;
-        for r in served {
-            salvaged.push(recs.len());
-            recs.push(r);
-        }
+        suspect.serve(
+            |r| r.intact && r.place.offset as usize + r.len as usize <= synced_end,
+            recs,
+            salvaged,
+        );
     }
     // Intact records of a stretch of the log that the buffer behind it vouches for: recovery
     // serves them. Its damaged ones stay suspects: problems naming their keys.
     if let Some(vouched) = vouched_floor {
-        let (served, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut suspect.records)
-            .into_iter()
-            .partition(|r| {
+        suspect.serve(
+            |r| {
                 let lsn = lsn_of_version(r.version);
                 r.intact && lsn > 0 && lsn <= vouched
-            });
-        suspect.records = rest;
-        suspect.served_records += served.len() as u64;
-        for r in served {
-            salvaged.push(recs.len());
-            recs.push(r);
-        }
+            },
+            recs,
+            salvaged,
+        );
     }
     for (p, h) in stranded {
         let mut scratch = Vec::new();

@@ -442,15 +442,12 @@ fn host_disk_full_at_allocation_is_a_clean_no_space() {
     engine.write(&[put("after", b"ok")]).unwrap();
 }
 
-/// On a full host disk, the marker a sync writes to prove closed log segments synced
-/// (`synctable.rs`) never opens a segment from the reserve: each one did, every time a log
-/// segment closed while users could not take a segment, until no delete could be written
-/// (`scripts/limits.sh`, "hostfull: after deleting, writes succeed again", failed so).
-#[test]
-fn proof_markers_never_take_the_reserve_on_a_full_host() {
+/// A store whose first segment file is allocated while the host has no room for a second,
+/// filled with 60 KiB puts "k0", "k1", ... until the store refuses one with `NoSpace` (any
+/// other error fails the test): the engine, the value, and how many puts were taken.
+fn fill_a_full_host() -> (Engine, Vec<u8>, usize) {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    // The first segment file is allocated; the host has no room for a second.
     engine.write(&[put("first", b"1")]).unwrap();
     storage.set_faults(storage::FaultPlan {
         fail_allocate: true,
@@ -465,6 +462,16 @@ fn proof_markers_never_take_the_reserve_on_a_full_host() {
             Err(e) => panic!("write {written}: {e}"),
         }
     }
+    (engine, value, written)
+}
+
+/// On a full host disk, the marker a sync writes to prove closed log segments synced
+/// (`synctable.rs`) never opens a segment from the reserve: each one did, every time a log
+/// segment closed while users could not take a segment, until no delete could be written
+/// (`scripts/limits.sh`, "hostfull: after deleting, writes succeed again", failed so).
+#[test]
+fn proof_markers_never_take_the_reserve_on_a_full_host() {
+    let (engine, value, written) = fill_a_full_host();
     assert!(written > 10, "the store filled after {written} writes");
     // The write that found no room closed the log's segment: the next sync proves it synced.
     let free_before = engine.inner.segments.free_count();
@@ -497,18 +504,7 @@ fn proof_markers_never_take_the_reserve_on_a_full_host() {
 /// the host has no room for (`SegmentManager::user_may_allocate` tries the allocation).
 #[test]
 fn a_reserve_segment_opened_by_a_delete_takes_no_user_batch_on_a_full_host() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.write(&[put("first", b"1")]).unwrap();
-    storage.set_faults(storage::FaultPlan {
-        fail_allocate: true,
-        ..Default::default()
-    });
-    let value = vec![7u8; 60 << 10];
-    let mut written = 0;
-    while engine.write(&[put(&format!("k{written}"), &value)]).is_ok() {
-        written += 1;
-    }
+    let (engine, value, _) = fill_a_full_host();
     // The log's segment is full and closed: the delete opens one from the reserve.
     engine
         .write(&[Mutation::delete(ROOT_GROUP, b"k0".to_vec())])
