@@ -241,8 +241,8 @@ MUTANTS = [
         "torn-buffer-accepted",
         "trap 'torn writes': the CRC covers the whole buffer",
         "src/engine/format.rs",
-        "        if buffer_crc(&buf[..len], version, header.payload_len as usize) != u32_at(buf, 60) {",
-        "        if buffer_crc(&buf[..len], version, 0) != buffer_crc(&buf[..len], version, 0) {",
+        "        (buffer_crc(&buf[..len], version, payload_len) == stored_crc).then_some(header)",
+        "        (stored_crc == stored_crc).then_some(header)",
         ["--release", "--test", "engine_model", "random_batches"],
     ),
     (
@@ -428,6 +428,30 @@ MUTANTS = [
         "                g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g)\n",
         "                g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g) && false\n",
         ["--lib", "engine::tests::a_log_segment_whose_only_buffer"],
+    ),
+    (
+        "buffer-naming-fields-not-repaired",
+        "issue 6 damage: a buffer whose fields naming it (magic, generation, length, segment) alone are damaged is repaired from its record directory's trailer, checked by the buffer's CRC",
+        "src/engine/format.rs",
+        "        for end in (BLOCK_SIZE..=buf.len()).step_by(BLOCK_SIZE) {\n",
+        "        for end in (BLOCK_SIZE..=buf.len()).step_by(BLOCK_SIZE).take(0) {\n",
+        ["--lib", "engine::tests::damage_to_what_the_rest_of_a_buffer"],
+    ),
+    (
+        "buffer-directory-not-resealed",
+        "issue 6 damage: a buffer whose padding or record directory alone is damaged is sealed again from its header and records, checked by the buffer's CRC",
+        "src/engine/format.rs",
+        "        let mut copy = vec![0u8; len];\n",
+        "        let mut copy = vec![1u8; len];\n",
+        ["--lib", "engine::tests::damage_to_what_the_rest_of_a_buffer"],
+    ),
+    (
+        "fsck-ignores-named-damaged-range",
+        "issue 6 fsck: a damaged range delete that its record directory names is applied, as recovery applies it",
+        "src/engine/check.rs",
+        "                        !r.intact && r.from_directory && h.kind == RecordKind::DeleteRange;\n",
+        "                        false;\n",
+        ["--lib", "engine::tests::a_damaged_range_delete_named"],
     ),
 ]
 

@@ -340,6 +340,18 @@ struct Rec {
     value_len: u32,
     value: Option<Vec<u8>>,
     intact: bool,
+    /// A damaged range delete whose range its buffer's record directory names: recovery
+    /// applies it as if intact (`recovery::salvage_records`), wherever it takes the stretch.
+    range_named: bool,
+}
+
+impl Rec {
+    /// Whether recovery takes this record of a stretch it takes as it is: intact, or a range
+    /// delete its record directory names (a damaged point record is indexed so that reads of
+    /// it fail: still a problem, naming the key).
+    fn applied(&self) -> bool {
+        self.intact || self.range_named
+    }
 }
 
 /// Bytes of a segment that recovery does not see but that may hold data: a buffer failing its
@@ -501,13 +513,13 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         let within = s
             .records
             .iter()
-            .filter(|r| r.intact || r.kind != RecordKind::DeleteRange)
+            .filter(|r| r.applied() || r.kind != RecordKind::DeleteRange)
             .all(|r| {
                 let lsn = lsn_of_version(r.version);
                 lsn > 0 && lsn <= floor
             });
         if within && !s.records.is_empty() {
-            s.serve(|r| r.intact, &mut recs, &mut salvaged);
+            s.serve(|r| r.applied(), &mut recs, &mut salvaged);
         }
     }
     out.durable_floor = floor;
@@ -740,7 +752,8 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
                 place,
                 format!(
                     "{what}: {} record(s) in it intact and served; the damage is outside them \
-                     (a buffer header, padding or a record directory)",
+                     (a buffer header, padding or a record directory), or in a range delete \
+                     whose record directory entry keeps its range",
                     s.served_records
                 ),
             ));
@@ -936,14 +949,32 @@ fn scan_segment(
         let h = BufferHeader::decode_checked(&image[pos..])?;
         (h.segment_index == segment && h.generation < high_water).then_some(h)
     };
+    // Where the walk goes, a buffer whose naming fields alone are damaged is repaired as
+    // recovery repairs it (and noted below: the bytes on disk are still damaged).
+    let walked_at = |pos: usize| -> Option<(BufferHeader, bool)> {
+        if let Some(h) = valid_at(pos) {
+            return Some((h, false));
+        }
+        let h = super::recovery::decode_or_repair(&image[pos..], segment)?;
+        (h.segment_index == segment && h.generation < high_water).then_some((h, true))
+    };
     let mut pos = 0usize;
     let mut generation = None;
     while pos + BLOCK_SIZE <= image.len() {
-        let Some(h) = valid_at(pos) else { break };
+        let Some((h, repaired)) = walked_at(pos) else {
+            break;
+        };
         if generation.is_some_and(|g| g != h.generation) {
             break; // an earlier use of the segment
         }
         generation = Some(h.generation);
+        if repaired {
+            findings.push(Finding::note(
+                format!("segment {segment} offset {pos}"),
+                "buffer header damaged in a field naming the buffer; repaired from its record \
+                 directory (every other byte passes the buffer's checksum)",
+            ));
+        }
         let first = recs.len();
         if let Err(what) = parse_buffer(segment, pos, &h, image, options, recs) {
             findings.push(Finding::problem(
@@ -1166,6 +1197,10 @@ fn scan_segment(
                     options,
                     r.intact,
                 );
+                if let Some(pushed) = suspect.records.last_mut() {
+                    pushed.range_named =
+                        !r.intact && r.from_directory && h.kind == RecordKind::DeleteRange;
+                }
             }
         }
     }
@@ -1173,7 +1208,7 @@ fn scan_segment(
     // them (those of a log tail: once the durable floor is known, see `check`).
     if synced_end > 0 && copies {
         suspect.serve(
-            |r| r.intact && r.place.offset as usize + r.len as usize <= synced_end,
+            |r| r.applied() && r.place.offset as usize + r.len as usize <= synced_end,
             recs,
             salvaged,
         );
@@ -1184,7 +1219,7 @@ fn scan_segment(
         suspect.serve(
             |r| {
                 let lsn = lsn_of_version(r.version);
-                r.intact && lsn > 0 && lsn <= vouched
+                r.applied() && lsn > 0 && lsn <= vouched
             },
             recs,
             salvaged,
@@ -1265,6 +1300,7 @@ fn recs_push(
         value_len: h.value_len,
         value,
         intact,
+        range_named: false,
     });
 }
 

@@ -261,6 +261,15 @@ impl BufferHeader {
     /// buffer, or whatever remains of the segment). `None` if anything is off: wrong magic or
     /// version, impossible lengths, or a CRC mismatch (torn or damaged).
     pub fn decode_checked(buf: &[u8]) -> Option<BufferHeader> {
+        let (header, version) = Self::decode_fields(buf)?;
+        let (len, payload_len) = (header.buffer_len as usize, header.payload_len as usize);
+        let stored_crc = u32_at(buf, 60);
+        (buffer_crc(&buf[..len], version, payload_len) == stored_crc).then_some(header)
+    }
+
+    /// The header's fields and format version, if they are consistent with each other and
+    /// with `buf`; the CRC unchecked.
+    fn decode_fields(buf: &[u8]) -> Option<(BufferHeader, u16)> {
         if buf.len() < BUFFER_HEADER_SIZE || u32_at(buf, 0) != BUFFER_MAGIC {
             return None;
         }
@@ -299,10 +308,89 @@ impl BufferHeader {
         {
             return None;
         }
-        if buffer_crc(&buf[..len], version, header.payload_len as usize) != u32_at(buf, 60) {
+        Some((header, version))
+    }
+
+    /// Decodes a version 2 buffer starting at `buf[0]` whose damage lies only in bytes that
+    /// its header and records determine: the zero padding, the record directory and its
+    /// trailer. Every record must pass its own CRC; the buffer is then sealed again from its
+    /// header and records, and taken only if the header's CRC holds over the result: the
+    /// buffer as it was sealed, exactly. Why: with the directory damaged, nothing but a later
+    /// buffer's durable floor could prove the buffer synced, and a marker (which carries no
+    /// batch) cannot without the directory; the last buffers of a segment were dropped as torn
+    /// although every record in them was whole.
+    pub fn decode_resealed(buf: &[u8]) -> Option<BufferHeader> {
+        let (header, version) = Self::decode_fields(buf)?;
+        if version < 2 {
             return None;
         }
-        Some(header)
+        let len = header.buffer_len as usize;
+        let payload_end = BUFFER_HEADER_SIZE + header.payload_len as usize;
+        let mut p = BUFFER_HEADER_SIZE;
+        let mut directory_len = 0;
+        while p < payload_end {
+            let h = RecordHeader::decode_checked(&buf[p..payload_end])?;
+            directory_len += directory_entry_len(h.kind, h.key_len as usize, h.value_len as usize);
+            p += h.total_len();
+        }
+        // The directory must fit behind the records (a damaged length field could say
+        // otherwise: then this is not the buffer that was sealed).
+        if payload_end + directory_len + DIRECTORY_TRAILER_SIZE > len {
+            return None;
+        }
+        let mut copy = vec![0u8; len];
+        copy[..payload_end].copy_from_slice(&buf[..payload_end]);
+        write_directory(
+            &mut copy,
+            header.payload_len as usize,
+            header.segment_index,
+            header.generation,
+        );
+        let crc = buffer_crc(&copy, version, header.payload_len as usize);
+        (crc == u32_at(buf, 60)).then_some(header)
+    }
+}
+
+impl BufferHeader {
+    /// Decodes a version 2 buffer starting at `buf[0]` that fails [`decode_checked`] only
+    /// because a field naming it was damaged: magic, version, segment kind, flags, generation,
+    /// buffer length or segment index. Those fields are known without the header: the buffer's
+    /// end is where a record directory trailer of `segment` says a buffer starting at `buf[0]`
+    /// ends, the generation is the trailer's, the rest are constants. The repair is taken only
+    /// if the buffer's CRC then holds over every byte, which no torn write and no buffer of
+    /// another use can pass (short of a 32-bit CRC collision): the buffer is then exactly the
+    /// one that was sealed. Why: a segment's first buffer alone tells its use from an earlier
+    /// one, and a flipped generation there made the whole segment read as free (every file in
+    /// it served older versions or vanished: `one_flipped_byte_anywhere_reads_newest_or_fails_never_older`).
+    ///
+    /// [`decode_checked`]: BufferHeader::decode_checked
+    pub fn decode_repaired(buf: &[u8], segment: u32) -> Option<BufferHeader> {
+        if buf.len() < BLOCK_SIZE {
+            return None;
+        }
+        for end in (BLOCK_SIZE..=buf.len()).step_by(BLOCK_SIZE) {
+            let t = &buf[end - DIRECTORY_TRAILER_SIZE..end];
+            if u32_at(t, 0) != DIRECTORY_MAGIC
+                || u32_at(t, 12) != segment
+                || u32_at(t, 24) as usize != end
+            {
+                continue;
+            }
+            let mut copy = buf[..end].to_vec();
+            copy[0..4].copy_from_slice(&BUFFER_MAGIC.to_le_bytes());
+            copy[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+            copy[7] = 0;
+            copy[8..16].copy_from_slice(&t[16..24]);
+            copy[52..56].copy_from_slice(&(end as u32).to_le_bytes());
+            copy[56..60].copy_from_slice(&segment.to_le_bytes());
+            for kind in [SegmentKind::Mixed, SegmentKind::Group] {
+                copy[6] = kind as u8;
+                if let Some(h) = BufferHeader::decode_checked(&copy) {
+                    return Some(h);
+                }
+            }
+        }
+        None
     }
 }
 

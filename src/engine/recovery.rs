@@ -549,7 +549,7 @@ pub fn scan_segment(
     let mut pos = 0usize;
     let mut generation = None;
     while pos + BLOCK_SIZE <= image.len() {
-        let valid = BufferHeader::decode_checked(&image[pos..]).filter(|h| {
+        let valid = decode_or_repair(&image[pos..], segment).filter(|h| {
             h.segment_index == segment
                 && h.generation < generation_high_water
                 && generation.is_none_or(|g| g == h.generation)
@@ -698,6 +698,23 @@ pub fn scan_segment(
         }
     }
     scan
+}
+
+/// The buffer at `buf[0]`, checked, or repaired if only bytes that the rest of it determines
+/// are damaged: a field naming it ([`BufferHeader::decode_repaired`]), or its padding or record
+/// directory ([`BufferHeader::decode_resealed`]). Either way the repaired buffer passes the
+/// buffer's CRC over every byte, so it is the buffer as it was sealed: taking it is what
+/// recovery would do had the damage not happened (a buffer a power cut left whole may be taken
+/// whether or not it was synced). Shared by recovery, compaction and fsck, so that all three
+/// take the same buffers.
+pub fn decode_or_repair(buf: &[u8], segment: u32) -> Option<BufferHeader> {
+    BufferHeader::decode_checked(buf).or_else(|| {
+        let sector = &buf[..SECTOR_SIZE.min(buf.len())];
+        if sector.iter().all(|&b| b == 0) {
+            return None; // nothing was written here (or a freed segment's first sector)
+        }
+        BufferHeader::decode_repaired(buf, segment).or_else(|| BufferHeader::decode_resealed(buf))
+    })
 }
 
 /// The records of a damaged stretch `[start, end)` of a segment image (see
