@@ -446,12 +446,20 @@ MUTANTS = [
         ["--lib", "engine::tests::damage_to_what_the_rest_of_a_buffer"],
     ),
     (
+        "garbled-first-generation-reads-free",
+        "issue 6 damage: a first buffer whose generation field holds no generation, in a header still recognisable, belongs to the use its own record directory and the valid buffers behind it name",
+        "src/engine/recovery.rs",
+        "    (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end)\n",
+        "    (BufferHeader::magic_is_right(image) && false)\n",
+        ["--lib", "engine::tests::a_first_buffer_whose_generation_field_is_garbled"],
+    ),
+    (
         "fsck-ignores-named-damaged-range",
-        "issue 6 fsck: a damaged range delete that its record directory names is applied, as recovery applies it",
+        "issue 6 fsck: a damaged range delete that its record directory names is applied, as recovery applies it (and a damaged tombstone)",
         "src/engine/check.rs",
-        "                        !r.intact && r.from_directory && h.kind == RecordKind::DeleteRange;\n",
-        "                        false;\n",
-        ["--lib", "engine::tests::a_damaged_range_delete_named"],
+        "                            RecordKind::DeleteRange => r.from_directory,\n",
+        "                            RecordKind::DeleteRange => false,\n",
+        ["--lib", "engine::tests::damaged_deletions_that_recovery_keeps"],
     ),
 ]
 

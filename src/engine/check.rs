@@ -340,17 +340,18 @@ struct Rec {
     value_len: u32,
     value: Option<Vec<u8>>,
     intact: bool,
-    /// A damaged range delete whose range its buffer's record directory names: recovery
-    /// applies it as if intact (`recovery::salvage_records`), wherever it takes the stretch.
-    range_named: bool,
+    /// A damaged deletion whose effect recovery keeps wherever it takes the stretch
+    /// (`recovery::salvage_records`): a tombstone (indexed as one: its key reads as deleted, its
+    /// newest state), or a range delete whose range its buffer's record directory names.
+    deletion_kept: bool,
 }
 
 impl Rec {
-    /// Whether recovery takes this record of a stretch it takes as it is: intact, or a range
-    /// delete its record directory names (a damaged point record is indexed so that reads of
-    /// it fail: still a problem, naming the key).
+    /// Whether recovery takes this record of a stretch it takes with its effect: intact, or a
+    /// deletion it keeps (a damaged put is indexed so that reads of it fail: still a problem,
+    /// naming the key).
     fn applied(&self) -> bool {
-        self.intact || self.range_named
+        self.intact || self.deletion_kept
     }
 }
 
@@ -751,9 +752,9 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             out.findings.push(Finding::note(
                 place,
                 format!(
-                    "{what}: {} record(s) in it intact and served; the damage is outside them \
-                     (a buffer header, padding or a record directory), or in a range delete \
-                     whose record directory entry keeps its range",
+                    "{what}: {} record(s) in it intact and served (or deletions whose effect \
+                     is kept); the damage costs nothing (it is in a buffer header, padding, a \
+                     record directory, or a deletion that its directory entry names)",
                     s.served_records
                 ),
             ));
@@ -1006,8 +1007,14 @@ fn scan_segment(
     // buffer that still names its generation tells the use: buffers of other generations
     // behind it are stale bytes of an earlier use (a reused segment whose new first buffer was
     // torn by a power cut), not stranded data.
+    // Its generation field, unless that is damaged past a doubt and its own record directory
+    // names the use of the valid buffers behind it (`recovery::first_use_by_own_directory`).
+    let stop_generation = (pos == 0)
+        .then(|| super::recovery::first_use_by_own_directory(image, segment, high_water))
+        .flatten()
+        .unwrap_or_else(|| BufferHeader::generation_field(&image[pos..]));
     if generation.is_none() && BufferHeader::plausible_start(&image[pos..], segment) {
-        generation = Some(BufferHeader::generation_field(&image[pos..]));
+        generation = Some(stop_generation);
     }
     // A failing first buffer whose generation field its own record directory names, with
     // nothing valid behind it: that use's log tail, as recovery takes it (`scan_segment`'s
@@ -1039,8 +1046,7 @@ fn scan_segment(
     // where this use stopped writing (a reused segment keeps its old contents past its new
     // end). Their records are stale whatever their versions: a key whose tombstone compaction
     // has since dropped is not lost data.
-    let earlier_use =
-        plausible && generation.is_some_and(|g| BufferHeader::generation_field(stop_block) < g);
+    let earlier_use = plausible && generation.is_some_and(|g| stop_generation < g);
     // Whether the segment holds copies (group-owned), by its own buffers' word: the first
     // valid one, else a stranded one, else the failing block's kind byte.
     let first_of_segment = bufs.iter().rev().find(|b| b.segment == segment);
@@ -1097,9 +1103,9 @@ fn scan_segment(
     let first_of_use = first_of_segment.is_none()
         && pos == 0
         && (plausible
-            || stranded.first().is_some_and(|(_, h)| {
-                h.generation > 0 && h.generation == BufferHeader::generation_field(stop_block)
-            }));
+            || stranded
+                .first()
+                .is_some_and(|(_, h)| h.generation > 0 && h.generation == stop_generation));
     // In the log, recovery takes a failing stretch as damage when the valid buffer right behind
     // it vouches for it (its durable floor covers every batch before its own), and goes on
     // from there, serving the stretch's intact records of batches within that floor. So does
@@ -1112,8 +1118,8 @@ fn scan_segment(
         .first()
         .filter(|(p, h)| {
             // Behind a failing first buffer, only buffers of the use its header names.
-            let same_use = first_of_segment.is_some()
-                || (first_of_use && h.generation == BufferHeader::generation_field(stop_block));
+            let same_use =
+                first_of_segment.is_some() || (first_of_use && h.generation == stop_generation);
             !copies
                 && same_use
                 && contiguous
@@ -1198,8 +1204,12 @@ fn scan_segment(
                     r.intact,
                 );
                 if let Some(pushed) = suspect.records.last_mut() {
-                    pushed.range_named =
-                        !r.intact && r.from_directory && h.kind == RecordKind::DeleteRange;
+                    pushed.deletion_kept = !r.intact
+                        && match h.kind {
+                            RecordKind::Put => false,
+                            RecordKind::Delete => true,
+                            RecordKind::DeleteRange => r.from_directory,
+                        };
                 }
             }
         }
@@ -1300,7 +1310,7 @@ fn recs_push(
         value_len: h.value_len,
         value,
         intact,
-        range_named: false,
+        deletion_kept: false,
     });
 }
 

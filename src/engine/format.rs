@@ -245,6 +245,11 @@ impl BufferHeader {
             && u32_at(block, 56) == segment
     }
 
+    /// Whether `block` starts with a buffer header's magic.
+    pub fn magic_is_right(block: &[u8]) -> bool {
+        block.len() >= 4 && u32_at(block, 0) == BUFFER_MAGIC
+    }
+
     /// The generation field of a block that passes [`BufferHeader::plausible_start`], read
     /// without checking the CRC.
     pub fn generation_field(block: &[u8]) -> u64 {

@@ -604,7 +604,12 @@ pub fn scan_segment(
             generation = first_of_copies
                 .map(|p| p.generation)
                 .or(first_of_use)
-                .or(first_alone);
+                .or(first_alone)
+                .or_else(|| {
+                    (pos == 0)
+                        .then(|| first_use_by_own_directory(image, segment, generation_high_water))
+                        .flatten()
+                });
         }
         let Some(g) = generation else { break };
         // A zeroed block is where a discarded tail was invalidated (or where nothing was ever
@@ -928,10 +933,46 @@ pub fn directory_vouches(
 /// of its own naming the use `generation`: one whose trailer's buffer length reaches back to
 /// the segment's start.
 pub fn named_by_own_directory(image: &[u8], segment: u32, generation: u64) -> bool {
+    own_directory_end(image, segment, generation).is_some()
+}
+
+/// Where the segment's first buffer ends by its own record directory naming the use
+/// `generation` (see [`named_by_own_directory`]).
+fn own_directory_end(image: &[u8], segment: u32, generation: u64) -> Option<usize> {
     (BLOCK_SIZE..=image.len())
         .step_by(BLOCK_SIZE)
-        .find_map(|q| format::read_directory(&image[..q], segment, generation))
-        .is_some_and(|(start, _)| start == 0)
+        .find_map(|q| Some((q, format::read_directory(&image[..q], segment, generation)?)))
+        .filter(|(_, (start, _))| *start == 0)
+        .map(|(q, _)| q)
+}
+
+/// The use of a segment whose failing first buffer's generation field holds no generation ever
+/// handed out (at or above the high-water mark) in a header that is still one (its magic, or
+/// its length field, is what it should be): that field is damaged, since neither a torn write
+/// (it leaves whole sectors, of one write or the other) nor a freed segment's zeroed first
+/// sector shows that (damage to a zeroed sector does not make a magic or a length). The use is
+/// the generation of the first valid buffer behind it, if the first buffer's own record
+/// directory names that generation too. Why: damage in one place that takes the generation
+/// field and more of the header (so that [`BufferHeader::decode_repaired`] cannot repair it)
+/// made the segment read as free: every file in it served older versions or vanished.
+pub fn first_use_by_own_directory(
+    image: &[u8],
+    segment: u32,
+    generation_high_water: u64,
+) -> Option<u64> {
+    if image.len() < BLOCK_SIZE || BufferHeader::generation_field(image) < generation_high_water {
+        return None;
+    }
+    let behind = (BLOCK_SIZE..image.len())
+        .step_by(BLOCK_SIZE)
+        .find_map(|q| {
+            BufferHeader::decode_checked(&image[q..])
+                .filter(|h| h.segment_index == segment && h.generation < generation_high_water)
+        })?
+        .generation;
+    let end = own_directory_end(image, segment, behind)?;
+    (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end)
+        .then_some(behind)
 }
 
 /// Where the failing last buffers of a log segment from `pos` on end, by the first intact
