@@ -5,11 +5,12 @@
 # known contents), then: `logstorfs fsck` must report the damage and name the damaged file;
 # after a remount, reading the damaged file must fail with EIO (never return wrong bytes) and
 # the other file must read back exactly. A third file, written twice, gets one byte of a page
-# record's key flipped: reading it must fail with EIO, never return its older contents.
+# record's key flipped: reading it must fail with EIO, never return its older contents. Then
+# random flips in a tree of files (FLIPS rounds, see there).
 #
 #   bash scripts/crash_damage.sh [BINARY]
 #
-# Env: KEEP=1 keeps the work dir, TMPDIR. Reports "crash-damage: N passed, N failed" (and into
+# Env: KEEP=1 keeps the work dir, TMPDIR, FLIPS (random flip rounds, default 12), FLIP_SEED. Reports "crash-damage: N passed, N failed" (and into
 # RESULTS_FILE).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -187,6 +188,150 @@ t_rewritten_eio() {
 check "reading a file whose page record's key is damaged fails with EIO, never its older contents" t_rewritten_eio
 check "the other file reads back exactly" cmp "$WORK/bystander.ref" "$MNT/dir/bystander"
 check_here "clean unmount" unmount "$MNT"
+
+# ---- random flips (issue 6 point 4 at large): a store of many files and directories, then
+# FLIPS rounds (default 12; by hand more), each on a fresh copy of the store: one byte flipped
+# at a random place of a segment file (a buffer header in a third of the rounds, else anywhere
+# in a written block), then fsck, a mount, and a read of every file and every directory
+# listing. Each must read exactly, or fail with EIO; never wrong bytes, never a missing or
+# extra name. fsck must name every file whose data fails (exit 1), exit 1 if anything fails,
+# and exit 0 when nothing does. FLIP_SEED picks the places (default 1). ----
+FLIPS="${FLIPS:-12}"
+FLIP_STORE="$WORK/flip-store"
+FLIP_COPY="$WORK/flip-copy"
+check_here "mount a new store for random flips" mount_fresh "$FLIP_STORE" "$MNT" 64M \
+    || { summary crash-damage; exit 1; }
+t_flip_tree() {
+    python3 - "$MNT" "$WORK/flip-manifest.json" <<'EOF'
+import hashlib, json, os, random, sys
+mnt, manifest = sys.argv[1], sys.argv[2]
+rng = random.Random(7)
+def write(path, body):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, body)
+    os.fsync(fd)
+    os.close(fd)
+for d in range(4):
+    os.makedirs(os.path.join(mnt, "d%d" % d, "sub"), exist_ok=True)
+for i in range(48):
+    where = os.path.join(mnt, "d%d" % (i % 4), "sub" if i % 3 == 0 else "", "f%02d" % i)
+    size = rng.choice([0, 100, 5000, 40000, 200000])
+    body = bytes(rng.getrandbits(8) for _ in range(64)) * (size // 64 + 1)
+    if i % 5 == 0:  # written twice: the older contents stay on disk until compaction
+        write(where, b"OLDER" * (size // 5 + 1))
+    write(where, body[:size])
+os.rename(os.path.join(mnt, "d0", "f04"), os.path.join(mnt, "d1", "moved"))
+os.unlink(os.path.join(mnt, "d2", "f02"))
+for d in [mnt] + [os.path.join(r, x) for r, ds, _ in os.walk(mnt) for x in ds]:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(fd)
+    os.close(fd)
+files, dirs = {}, {}
+for root, ds, fs in os.walk(mnt):
+    rel = os.path.relpath(root, mnt)
+    dirs[rel] = sorted(ds + fs)
+    for f in fs:
+        files[os.path.join(rel, f)] = hashlib.sha256(open(os.path.join(root, f), "rb").read()).hexdigest()
+json.dump({"files": files, "dirs": dirs}, open(manifest, "w"))
+print("%d files in %d directories" % (len(files), len(dirs)))
+EOF
+}
+check "write a tree of files for random flips (fsync each)" t_flip_tree
+check_here "clean unmount" unmount "$MNT"
+check "fsck clean before the flips" "$LOGSTORFS" fsck "$FLIP_STORE"
+
+flip_one_byte() { # flip_one_byte STORE SEED: prints where
+    python3 - "$1" "$2" <<'EOF'
+import glob, os, random, sys
+store, seed = sys.argv[1], int(sys.argv[2])
+rng = random.Random(seed)
+blocks = []   # (path, offset) of every 4 KiB block holding a non-zero byte
+headers = []  # (path, offset) of every block that starts with a buffer header's magic
+for path in sorted(glob.glob(store + "/seg-*")):
+    data = open(path, "rb").read()
+    for at in range(0, len(data), 4096):
+        block = data[at:at + 4096]
+        if block.count(0) != len(block):
+            blocks.append((path, at))
+            if block[:4] == b"LSBF":
+                headers.append((path, at))
+if rng.random() < 1 / 3:
+    path, at = rng.choice(headers)
+    at += rng.randrange(64)
+else:
+    path, at = rng.choice(blocks)
+    at += rng.randrange(4096)
+mask = rng.randrange(1, 256)
+with open(path, "r+b") as f:
+    f.seek(at)
+    byte = f.read(1)[0]
+    f.seek(at)
+    f.write(bytes([byte ^ mask]))
+print("seed %d: flipped %s byte %d ^ 0x%02x" % (seed, os.path.basename(path), at, mask))
+EOF
+}
+
+verify_flipped() { # verify_flipped MNT MANIFEST FSCK_EXIT FSCK_JSON
+    python3 - "$@" <<'EOF'
+import errno, hashlib, json, os, sys
+mnt, manifest, fsck_rc, report = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), sys.argv[4]
+try:
+    named = {d["path"].lstrip("/") for d in json.loads(report)["damaged_files"]}
+except Exception as e:
+    sys.exit("fsck --json printed no report: %s" % e)
+wrong, data_eio, meta_eio = [], [], []
+for rel, names in manifest["dirs"].items():
+    try:
+        got = sorted(os.listdir(os.path.join(mnt, rel)))
+        if got != names:
+            wrong.append("directory %s lists %s, not %s" % (rel, got, names))
+    except OSError as e:
+        (meta_eio if e.errno == errno.EIO else wrong).append("listing %s: %s" % (rel, e))
+for rel, digest in manifest["files"].items():
+    try:
+        f = open(os.path.join(mnt, rel), "rb")
+    except OSError as e:
+        (meta_eio if e.errno == errno.EIO else wrong).append("open %s: %s" % (rel, e))
+        continue
+    try:
+        body = f.read()
+        if hashlib.sha256(body).hexdigest() != digest:
+            wrong.append("%s reads WRONG bytes (%d bytes)" % (rel, len(body)))
+    except OSError as e:
+        (data_eio if e.errno == errno.EIO else wrong).append(os.path.normpath(rel))
+    finally:
+        f.close()
+print("%d file(s) fail with EIO, %d lookup(s) or listing(s) fail with EIO; fsck exit %d, names %s"
+      % (len(data_eio), len(meta_eio), fsck_rc, sorted(named)))
+problems = list(wrong)
+if (data_eio or meta_eio) and fsck_rc != 1:
+    problems.append("reads fail but fsck exits %d" % fsck_rc)
+if not (data_eio or meta_eio) and fsck_rc != 0:
+    problems.append("every read succeeds but fsck exits %d" % fsck_rc)
+for rel in data_eio:
+    if rel not in named:
+        problems.append("%s fails with EIO but fsck does not name it" % rel)
+if problems:
+    sys.exit("\n".join(problems + meta_eio))
+EOF
+}
+
+t_random_flip() { # t_random_flip SEED
+    rm -rf "$FLIP_COPY"
+    cp -a --sparse=always "$FLIP_STORE" "$FLIP_COPY"
+    flip_one_byte "$FLIP_COPY" "$1"
+    local report rc=0 vrc=0
+    report="$("$LOGSTORFS" fsck --json "$FLIP_COPY" 2>/dev/null)" || rc=$?
+    mount_fresh "$FLIP_COPY" "$MNT" || return 1
+    verify_flipped "$MNT" "$WORK/flip-manifest.json" "$rc" "$report" || vrc=$?
+    unmount "$MNT" || return 1
+    return $vrc
+}
+for round in $(seq 1 "$FLIPS"); do
+    seed=$(( ${FLIP_SEED:-1} * 100000 + round ))
+    check "random flip $round of $FLIPS (seed $seed): every file reads exactly or fails with EIO, fsck names it" \
+        t_random_flip "$seed"
+done
 
 # ---- an I/O error from the disk (injected: `mount --test-fail-writes-after N`): the daemon
 # must refuse every later write with EIO, not go on silently; what was synced before stays

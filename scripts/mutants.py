@@ -377,8 +377,8 @@ MUTANTS = [
         "marker-does-not-vouch",
         "issue 6 damage: a marker behind a failing log stretch vouches for it when the stretch's record directory names only batches within the marker's floor",
         "src/engine/recovery.rs",
-        "                            || directory_vouches(image, segment, pos, q, g, h.durable_floor)))\n",
-        "                            || (false && directory_vouches(image, segment, pos, q, g, h.durable_floor))))\n",
+        "                            || directory_vouches(\n",
+        "                            || false && directory_vouches(\n",
         ["--lib", "engine::tests::damage_in_the_newest_synced_log_buffer"],
     ),
     (
@@ -452,6 +452,22 @@ MUTANTS = [
         "    (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end)\n",
         "    (BufferHeader::magic_is_right(image) && false)\n",
         ["--lib", "engine::tests::a_first_buffer_whose_generation_field_is_garbled"],
+    ),
+    (
+        "vouched-by-the-next-buffer-only",
+        "issue 6 damage: a damaged log buffer is vouched for by the highest durable floor of the buffers of its use behind it, not only the next one's",
+        "src/engine/recovery.rs",
+        "                floor = floor.max(h.durable_floor);\n",
+        "                floor = floor.max(h.durable_floor);\n                break;\n",
+        ["--lib", "engine::tests::damage_in_a_log_buffer_sealed_before"],
+    ),
+    (
+        "fsck-vouched-by-the-next-buffer-only",
+        "issue 6 fsck: a damaged log buffer is vouched for by the highest durable floor of the buffers of its use behind it, as recovery does",
+        "src/engine/check.rs",
+        "    let floor_behind = stranded\n        .iter()\n        .map(|(_, h)| h.durable_floor)\n        .max()\n",
+        "    let floor_behind = stranded\n        .iter()\n        .map(|(_, h)| h.durable_floor)\n        .min()\n",
+        ["--lib", "engine::tests::damage_in_a_log_buffer_sealed_before"],
     ),
     (
         "fsck-ignores-named-damaged-range",

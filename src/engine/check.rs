@@ -1114,6 +1114,13 @@ fn scan_segment(
     let contiguous = stranded
         .windows(2)
         .all(|w| w[0].0 + w[0].1.buffer_len as usize == w[1].0);
+    // The highest floor among them: each was sealed after the stretch was written (see
+    // `recovery::floor_behind`).
+    let floor_behind = stranded
+        .iter()
+        .map(|(_, h)| h.durable_floor)
+        .max()
+        .unwrap_or(0);
     let vouched_floor = stranded
         .first()
         .filter(|(p, h)| {
@@ -1131,10 +1138,10 @@ fn scan_segment(
                         pos,
                         *p,
                         h.generation,
-                        h.durable_floor,
+                        floor_behind,
                     ))
         })
-        .map(|(_, h)| h.durable_floor);
+        .map(|_| floor_behind);
     let taken = (copies
         && (first_of_segment.is_some() || proven_first || first_of_use)
         && !stranded.is_empty())

@@ -359,7 +359,7 @@ impl BufferHeader {
 impl BufferHeader {
     /// Decodes a version 2 buffer starting at `buf[0]` that fails [`decode_checked`] only
     /// because a field naming it was damaged: magic, version, segment kind, flags, generation,
-    /// buffer length or segment index. Those fields are known without the header: the buffer's
+    /// buffer length or segment index (or a mixed buffer's group, always [`NO_GROUP`]). Those fields are known without the header: the buffer's
     /// end is where a record directory trailer of `segment` says a buffer starting at `buf[0]`
     /// ends, the generation is the trailer's, the rest are constants. The repair is taken only
     /// if the buffer's CRC then holds over every byte, which no torn write and no buffer of
@@ -390,6 +390,13 @@ impl BufferHeader {
             copy[56..60].copy_from_slice(&segment.to_le_bytes());
             for kind in [SegmentKind::Mixed, SegmentKind::Group] {
                 copy[6] = kind as u8;
+                if kind == SegmentKind::Mixed {
+                    // A mixed buffer's group field is always this (a group-owned one's is the
+                    // segment's group: left as it is).
+                    copy[48..52].copy_from_slice(&NO_GROUP.to_le_bytes());
+                } else {
+                    copy[48..52].copy_from_slice(&buf[48..52]);
+                }
                 if let Some(h) = BufferHeader::decode_checked(&copy) {
                     return Some(h);
                 }

@@ -112,16 +112,22 @@ pub fn recover(
         // What the buffer right after each damaged stretch says: only in the log (mixed
         // segments) does its durable floor vouch for the stretch's batches having been durable
         // (synced before it was sealed), which tells damage from a write torn by a power cut.
+        // Its floor, or a later one's of the same use (see `floor_behind`).
         let vouched: Vec<u64> = scan
             .damaged
             .iter()
             .map(|d| {
                 let end = d.end;
-                scan.valid
+                let mixed = scan
+                    .valid
                     .iter()
                     .find(|(pos, _)| *pos == end)
-                    .filter(|(_, h)| h.kind == SegmentKind::Mixed)
-                    .map_or(0, |(_, h)| h.durable_floor)
+                    .is_some_and(|(_, h)| h.kind == SegmentKind::Mixed);
+                if mixed {
+                    floor_behind(image, segment, end, d.generation)
+                } else {
+                    0
+                }
             })
             .collect();
         for &(pos, header) in &scan.valid {
@@ -642,7 +648,14 @@ pub fn scan_segment(
                 h.kind == SegmentKind::Group
                     || (h.kind == SegmentKind::Mixed
                         && ((h.lsn_first > 0 && h.durable_floor + 1 >= h.lsn_first)
-                            || directory_vouches(image, segment, pos, q, g, h.durable_floor)))
+                            || directory_vouches(
+                                image,
+                                segment,
+                                pos,
+                                q,
+                                g,
+                                floor_behind(image, segment, q, g),
+                            )))
             })
         };
         // The sync table's proof, for the use it names: of a segment of copies, or of a closed
@@ -927,6 +940,31 @@ pub fn directory_vouches(
                     })
             },
         )
+}
+
+/// The highest durable floor among the valid buffers of the use `generation` that follow one
+/// another from `at` (up to the next that fails or ends the use). Each was sealed after every
+/// buffer before `at` was written, so every batch up to its floor, wherever it lies before
+/// `at`, had been synced. Why not only the first one's: the buffer right behind a damaged one
+/// may have been sealed before the damaged one's batches were synced (the first buffers of a
+/// store: its first batch, synced later, and the next buffer's floor 0), and a later one proves
+/// them synced all the same (found on a real mount by `scripts/crash_damage.sh`'s random flips:
+/// a flipped byte in a store's first buffer lost every file).
+pub fn floor_behind(image: &[u8], segment: u32, at: usize, generation: u64) -> u64 {
+    let mut floor = 0;
+    let mut p = at;
+    while p + BLOCK_SIZE <= image.len() {
+        match BufferHeader::decode_checked(&image[p..])
+            .filter(|h| h.segment_index == segment && h.generation == generation)
+        {
+            Some(h) => {
+                floor = floor.max(h.durable_floor);
+                p += h.buffer_len as usize;
+            }
+            None => break,
+        }
+    }
+    floor
 }
 
 /// Whether the segment's first buffer (its header unchecked) has an intact record directory

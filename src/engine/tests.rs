@@ -3491,7 +3491,7 @@ fn damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly() {
             .any(|&(at, h)| at == newest_end && h.lsn_first == 0),
         "no marker behind the newest batch: {buffers:?}"
     );
-    let mut cases: Vec<(String, usize)> = [0, 4, 6, 7, 8, 15, 52, 53, 56]
+    let mut cases: Vec<(String, usize)> = [0, 4, 6, 7, 8, 15, 50, 52, 53, 56]
         .iter()
         .map(|&b| (format!("first buffer's header byte {b}"), b))
         .collect();
@@ -3584,6 +3584,63 @@ fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
             "{case}"
         );
     }
+}
+
+/// A log buffer can be sealed before the buffer in front of it was synced: its durable floor
+/// then does not cover that buffer's batches (a batch too large to share the open buffer
+/// writes it out, unsynced, and the next sync seals the large one with the floor of before).
+/// Damage in the buffer in front was then read as a torn write, and the segment ended there:
+/// every later batch of the segment, synced, was lost (on a real mount, a flipped byte in a
+/// store's first buffer lost every file: `scripts/crash_damage.sh`'s random flips). A later
+/// buffer of the segment whose floor covers the damaged buffer's batches (its record
+/// directory names them) vouches for it as well (`recovery::floor_behind`).
+#[test]
+fn damage_in_a_log_buffer_sealed_before_the_one_in_front_was_synced_costs_only_its_records() {
+    let options = EngineOptions {
+        segment_size_bytes: 1 << 20,
+        ..small_options()
+    };
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &options).unwrap();
+    engine.test_pause_background();
+    engine.write(&[put("victim", b"older version")]).unwrap();
+    engine.sync().unwrap();
+    engine.write(&[put("victim", &[b'V'; 3000])]).unwrap();
+    // Too large to share the victim's buffer: that one is written now, unsynced, and the sync
+    // below seals this one with a floor below the victim's batch.
+    engine
+        .write(&[
+            put("big", &[b'B'; 127 << 10]),
+            put("big2", &[b'B'; 127 << 10]),
+        ])
+        .unwrap();
+    engine.sync().unwrap();
+    engine.write(&[put("later", b"L")]).unwrap();
+    engine.sync().unwrap();
+    let (segment, victim_at) = engine.test_location_of(b"victim").unwrap();
+    for key in [&b"big"[..], b"later"] {
+        assert_eq!(engine.test_location_of(key).unwrap().0, segment);
+    }
+    drop(engine);
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    let buffers = recovery::valid_buffers(&image, segment, sb.generation_high_water);
+    let victims = buffers
+        .iter()
+        .rposition(|&(at, _)| at <= victim_at as usize);
+    let behind = buffers[victims.expect("the victim's buffer") + 1].1;
+    assert!(
+        behind.durable_floor + 1 < behind.lsn_first,
+        "the buffer behind the victim's vouches for it by itself: {behind:?}"
+    );
+    damage_every_copy_of(&storage, b'V');
+    let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options).unwrap();
+    assert_reads_as_damaged(&engine, b"victim", "sealed before");
+    assert_eq!(engine.get(b"big").unwrap().unwrap(), vec![b'B'; 127 << 10]);
+    assert_eq!(engine.get(b"later").unwrap().unwrap(), b"L");
+    fsck_names_only_the_victim(&*storage.crash(PowerCut::DropAllUnsynced));
 }
 
 /// Damaged deletions whose effect recovery keeps (`recovery::salvage_records`): a range delete
