@@ -303,6 +303,8 @@ for rel, digest in manifest["files"].items():
         f.close()
 print("%d file(s) fail with EIO, %d lookup(s) or listing(s) fail with EIO; fsck exit %d, names %s"
       % (len(data_eio), len(meta_eio), fsck_rc, sorted(named)))
+with open(os.environ["FLIP_TALLY"], "a") as tally:
+    tally.write("%d %d\n" % (len(data_eio), len(meta_eio)))
 problems = list(wrong)
 if (data_eio or meta_eio) and fsck_rc != 1:
     problems.append("reads fail but fsck exits %d" % fsck_rc)
@@ -327,11 +329,14 @@ t_random_flip() { # t_random_flip SEED
     unmount "$MNT" || return 1
     return $vrc
 }
+export FLIP_TALLY="$WORK/flip-tally"
+: >"$FLIP_TALLY"
 for round in $(seq 1 "$FLIPS"); do
     seed=$(( ${FLIP_SEED:-1} * 100000 + round ))
     check "random flip $round of $FLIPS (seed $seed): every file reads exactly or fails with EIO, fsck names it" \
         t_random_flip "$seed"
 done
+log "random flips: $(awk '$1 + $2 > 0 { hit++ } $1 > 0 { files += $1 } END { printf "%d of %d made reads fail (%d file reads in all); the others cost nothing", hit, NR, files }' "$FLIP_TALLY")"
 
 # ---- an I/O error from the disk (injected: `mount --test-fail-writes-after N`): the daemon
 # must refuse every later write with EIO, not go on silently; what was synced before stays

@@ -48,6 +48,11 @@
 //! A damaged buffer's end is known without its header: it is where the next buffer of the
 //! segment's use starts (or the damaged stretch's end), and the trailer ends there.
 //!
+//! The header's naming fields and the trailer say the same things (segment, generation, buffer
+//! length), and the directory is a function of the records: a buffer damaged only in its naming
+//! fields, its padding, its directory or its trailer is repaired exactly from the rest, checked
+//! by the buffer's CRC ([`BufferHeader::decode_repaired`], [`BufferHeader::decode_resealed`]).
+//!
 //! | offset | size | trailer field |
 //! |---|---|---|
 //! | 0 | 4 | magic `LSRD` |
