@@ -449,8 +449,8 @@ MUTANTS = [
         "garbled-first-generation-reads-free",
         "issue 6 damage: a first buffer whose generation field holds no generation, in a header still recognisable, belongs to the use its own record directory and the valid buffers behind it name",
         "src/engine/recovery.rs",
-        "    (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end)\n",
-        "    (BufferHeader::magic_is_right(image) && false)\n",
+        "        && (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end))\n",
+        "        && (BufferHeader::magic_is_right(image) && false))\n",
         ["--lib", "engine::tests::a_first_buffer_whose_generation_field_is_garbled"],
     ),
     (
@@ -468,6 +468,22 @@ MUTANTS = [
         "    let floor_behind = stranded\n        .iter()\n        .map(|(_, h)| h.durable_floor)\n        .max()\n",
         "    let floor_behind = stranded\n        .iter()\n        .map(|(_, h)| h.durable_floor)\n        .min()\n",
         ["--lib", "engine::tests::damage_in_a_log_buffer_sealed_before"],
+    ),
+    (
+        "first-directory-not-trusted-when-cleared",
+        "issue 6 damage: a first buffer's own directory of a generation whose frees clear it names the segment's use, whatever its first sector holds",
+        "src/engine/recovery.rs",
+        "                        g >= frees_clear_directories_from && g > 0 && g < generation_high_water\n",
+        "                        false && g >= frees_clear_directories_from && g > 0 && g < generation_high_water\n",
+        ["--lib", "engine::tests::a_first_buffer_whose_generation_field_is_garbled"],
+    ),
+    (
+        "free-keeps-first-directory",
+        "issue 6 damage: freeing a segment clears its first buffer's directory, so that garbage over a free segment's zeroed first sector brings no old use back",
+        "src/engine/segments.rs",
+        "        for end in ends {\n",
+        "        for end in ends.into_iter().take(0) {\n",
+        ["--lib", "engine::tests::a_freed_segment_keeps_no_first_directory"],
     ),
     (
         "fsck-ignores-named-damaged-range",

@@ -474,6 +474,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             &image,
             sb.generation_high_water,
             proofs[segment as usize],
+            sb.frees_clear_directories_from,
             options,
             &mut bufs,
             &mut recs,
@@ -939,6 +940,7 @@ fn scan_segment(
     image: &[u8],
     high_water: u64,
     proof: Option<Proof>,
+    frees_clear_directories_from: u64,
     options: &CheckOptions,
     bufs: &mut Vec<Buf>,
     recs: &mut Vec<Rec>,
@@ -1009,9 +1011,16 @@ fn scan_segment(
     // torn by a power cut), not stranded data.
     // Its generation field, unless that is damaged past a doubt and its own record directory
     // names the use of the valid buffers behind it (`recovery::first_use_by_own_directory`).
+    // Or the use the first buffer's own directory names, when frees of it clear that
+    // directory (`Superblock::frees_clear_directories_from`), as recovery takes it.
+    let own_directory_use = (pos == 0)
+        .then(|| super::recovery::own_directory_generation(image, segment))
+        .flatten()
+        .filter(|&g| g >= frees_clear_directories_from && g > 0 && g < high_water);
     let stop_generation = (pos == 0)
         .then(|| super::recovery::first_use_by_own_directory(image, segment, high_water))
         .flatten()
+        .or(own_directory_use)
         .unwrap_or_else(|| BufferHeader::generation_field(&image[pos..]));
     if generation.is_none() && BufferHeader::plausible_start(&image[pos..], segment) {
         generation = Some(stop_generation);
@@ -1023,7 +1032,8 @@ fn scan_segment(
         .then(|| BufferHeader::generation_field(image))
         .filter(|&g| {
             g > 0 && g < high_water && super::recovery::named_by_own_directory(image, segment, g)
-        });
+        })
+        .or(own_directory_use.filter(|_| bufs.iter().all(|b| b.segment != segment)));
     if generation.is_none() {
         generation = first_alone;
     }

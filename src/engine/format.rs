@@ -130,6 +130,11 @@ pub const BUFFER_MAGIC: u32 = u32::from_le_bytes(*b"LSBF");
 pub const FORMAT_VERSION: u16 = 2;
 /// The oldest format still read: version 1 buffers have no record directory.
 pub const OLDEST_FORMAT_VERSION: u16 = 1;
+/// The format the superblock is written in: version 3 adds
+/// [`Superblock::frees_clear_directories_from`] (buffers are as in version 2). An older build
+/// refuses the store, since it would free segments without clearing their first buffer's
+/// directory, which the field promises.
+pub const SUPERBLOCK_VERSION: u16 = 3;
 pub const DIRECTORY_MAGIC: u32 = u32::from_le_bytes(*b"LSRD");
 pub const DIRECTORY_TRAILER_SIZE: usize = 32;
 pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"LOGSTORS");
@@ -380,10 +385,7 @@ impl BufferHeader {
         }
         for end in (BLOCK_SIZE..=buf.len()).step_by(BLOCK_SIZE) {
             let t = &buf[end - DIRECTORY_TRAILER_SIZE..end];
-            if u32_at(t, 0) != DIRECTORY_MAGIC
-                || u32_at(t, 12) != segment
-                || u32_at(t, 24) as usize != end
-            {
+            if !trailer_of_first_buffer(t, segment, end) {
                 continue;
             }
             let mut copy = buf[..end].to_vec();
@@ -487,6 +489,21 @@ fn write_directory(buf: &mut [u8], payload_len: usize, segment: u32, generation:
     t[24..28].copy_from_slice(&(buffer_len as u32).to_le_bytes());
     let crc = crc32fast::hash(&buf[directory_at..trailer_at + 28]);
     buf[trailer_at + 28..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether `trailer` (32 bytes) starts like the record directory trailer of a buffer of
+/// `segment` that is `end` bytes long, so ending `end` bytes into the segment if it is the
+/// segment's first buffer (magic, segment, buffer length; its CRC unchecked).
+pub fn trailer_of_first_buffer(trailer: &[u8], segment: u32, end: usize) -> bool {
+    trailer.len() == DIRECTORY_TRAILER_SIZE
+        && u32_at(trailer, 0) == DIRECTORY_MAGIC
+        && u32_at(trailer, 12) == segment
+        && u32_at(trailer, 24) as usize == end
+}
+
+/// The generation field of a record directory trailer (32 bytes; unchecked).
+pub fn trailer_generation(trailer: &[u8]) -> u64 {
+    u64_at(trailer, 16)
 }
 
 /// A record as a buffer's directory names it (see [`read_directory`]).
@@ -658,7 +675,8 @@ pub fn record_body_crc(key: &[u8], value: &[u8]) -> Hasher {
 /// | 16 | 4 | segments per file |
 /// | 20 | 4 | segment count |
 /// | 24 | 8 | generation high-water mark: no generation at or above it was ever handed out |
-/// | 32 | 28 | reserved (zero) |
+/// | 32 | 8 | (version 3) frees clear directories from this generation on (see the field) |
+/// | 40 | 20 | reserved (zero) |
 /// | 60 | 4 | CRC-32 of bytes 0..60 |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
@@ -666,17 +684,25 @@ pub struct Superblock {
     pub segments_per_file: u32,
     pub segment_count: u32,
     pub generation_high_water: u64,
+    /// A use of a generation at or above this one was freed (if ever) by a build that clears
+    /// the record directory trailer of the segment's first buffer along with its first sector
+    /// (`SegmentManager::begin_free`): a first-buffer directory of such a generation found in a
+    /// segment belongs to its current use, whatever its first sector holds. Builds before
+    /// superblock version 3 did not clear it (`u64::MAX` when read from such a superblock); a
+    /// store they wrote gets the high-water mark of its first open by this build.
+    pub frees_clear_directories_from: u64,
 }
 
 impl Superblock {
     pub fn encode(&self) -> [u8; SUPERBLOCK_SIZE] {
         let mut b = [0u8; SUPERBLOCK_SIZE];
         b[0..8].copy_from_slice(&SUPERBLOCK_MAGIC.to_le_bytes());
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&SUPERBLOCK_VERSION.to_le_bytes());
         b[12..16].copy_from_slice(&self.segment_size.to_le_bytes());
         b[16..20].copy_from_slice(&self.segments_per_file.to_le_bytes());
         b[20..24].copy_from_slice(&self.segment_count.to_le_bytes());
         b[24..32].copy_from_slice(&self.generation_high_water.to_le_bytes());
+        b[32..40].copy_from_slice(&self.frees_clear_directories_from.to_le_bytes());
         let crc = crc32fast::hash(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -696,10 +722,10 @@ impl Superblock {
             return Err("superblock checksum mismatch".into());
         }
         let version = u16_at(b, 8);
-        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+        if !(OLDEST_FORMAT_VERSION..=SUPERBLOCK_VERSION).contains(&version) {
             return Err(format!(
                 "format version {version}, this build reads {OLDEST_FORMAT_VERSION} to \
-                 {FORMAT_VERSION}"
+                 {SUPERBLOCK_VERSION}"
             ));
         }
         let sb = Superblock {
@@ -707,6 +733,11 @@ impl Superblock {
             segments_per_file: u32_at(b, 16),
             segment_count: u32_at(b, 20),
             generation_high_water: u64_at(b, 24),
+            frees_clear_directories_from: if version >= 3 {
+                u64_at(b, 32)
+            } else {
+                u64::MAX
+            },
         };
         if !sb.segment_size.is_power_of_two()
             || sb.segment_size < MIN_SEGMENT_SIZE
@@ -864,6 +895,7 @@ mod tests {
             segments_per_file: 64,
             segment_count: 1024,
             generation_high_water: 4096,
+            frees_clear_directories_from: 17,
         };
         let mut b = sb.encode();
         assert_eq!(Superblock::decode(&b), Ok(sb));

@@ -49,7 +49,7 @@ use crc32fast::Hasher;
 use parking_lot::{Condvar, Mutex};
 
 use format::{
-    BLOCK_SIZE, FORMAT_VERSION, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SegmentKind,
+    BLOCK_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SUPERBLOCK_VERSION, SegmentKind,
     Superblock, record_body_crc, version_of,
 };
 use index::{Entry, Index, Location, RangeDelete, Update};
@@ -199,6 +199,15 @@ impl Engine {
         };
         let recovered_at = started.elapsed();
         let sync_table = synctable::SyncTable::open(storage.clone(), superblock.segment_count)?;
+        // A store written by a build before superblock version 3 (whose frees left the first
+        // buffer's directory in place): every generation handed out from now on is at or
+        // above the high-water mark, and is freed by this build.
+        let superblock = Superblock {
+            frees_clear_directories_from: superblock
+                .frees_clear_directories_from
+                .min(superblock.generation_high_water),
+            ..superblock
+        };
         let segments = Arc::new(SegmentManager::new(
             storage.clone(),
             superblock,
@@ -211,8 +220,9 @@ impl Engine {
         }
         // A store of an older format is marked as of this one before anything is written to it
         // in this one: an older build then refuses the store instead of taking the new buffers
-        // for torn ones (format.rs, "Record directory").
-        if superblock_bytes.get(8..10) != Some(&FORMAT_VERSION.to_le_bytes()[..]) {
+        // for torn ones (format.rs, "Record directory"), or freeing segments without clearing
+        // their first buffer's directory (`Superblock::frees_clear_directories_from`).
+        if superblock_bytes.get(8..10) != Some(&SUPERBLOCK_VERSION.to_le_bytes()[..]) {
             let current = Superblock {
                 generation_high_water: segments.generation_high_water(),
                 ..superblock
@@ -649,6 +659,7 @@ fn create_superblock(storage: &dyn Storage, options: &EngineOptions) -> Result<S
         segments_per_file: per_file,
         segment_count,
         generation_high_water: 1,
+        frees_clear_directories_from: 1,
     };
     storage.write_superblock(&sb.encode())?;
     Ok(sb)
@@ -1176,6 +1187,15 @@ impl Inner {
         // closing): report it, without latching the store read-only.
         self.log.flush_marker()?;
         self.test_step("reclaim: marker written");
+        // Their first buffers' directories, made durable by the marker's sync below, before
+        // any first sector is zeroed (see `SegmentManager::clear_first_directory`).
+        for &segment in &dead {
+            if let Err(e) = self.segments.clear_first_directory(segment) {
+                self.log.fail(format!("freeing segments: {e}"));
+                return Err(e);
+            }
+        }
+        self.test_step("reclaim: first directories cleared");
         let table = &self.segments.sync_table;
         let result = (|| {
             // Entries of copies an earlier sync made durable: the marker's sync makes them
@@ -1444,7 +1464,13 @@ impl Inner {
         // Past a damaged stretch too (recovery indexed what follows it); the records of the
         // stretch itself stay where they are, so such a segment is never emptied.
         let proof = self.segments.sync_table.proof(segment);
-        let scan = recovery::scan_segment(&image[..used], segment, hw, proof);
+        let scan = recovery::scan_segment(
+            &image[..used],
+            segment,
+            hw,
+            proof,
+            self.segments.geometry.frees_clear_directories_from,
+        );
         for (pos, header) in scan.valid {
             for (at, h) in recovery::records_of(segment, pos, &header, image)? {
                 let location = Location {

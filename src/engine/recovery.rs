@@ -108,6 +108,7 @@ pub fn recover(
             segment,
             sb.generation_high_water,
             proofs[segment as usize],
+            sb.frees_clear_directories_from,
         );
         // What the buffer right after each damaged stretch says: only in the log (mixed
         // segments) does its durable floor vouch for the stretch's batches having been durable
@@ -546,6 +547,7 @@ pub fn scan_segment(
     segment: u32,
     generation_high_water: u64,
     proof: Option<Proof>,
+    frees_clear_directories_from: u64,
 ) -> SegmentScan {
     let mut scan = SegmentScan {
         valid: Vec::new(),
@@ -601,10 +603,22 @@ pub fn scan_segment(
         // directory names: that use, by two fields in two places that a freed segment's zeroed
         // first sector and a torn first buffer of a later use cannot both show. It is then a
         // log tail (below): taken only if every record's LSN is within the durable floor.
+        // Or, whatever the header holds (a whole sector of garbage over it), whose own directory
+        // names a use whose frees clear that directory: no freed segment keeps one then (see
+        // `Superblock::frees_clear_directories_from`). With valid buffers of the use behind it
+        // as well as without.
         let first_alone = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)
             .then(|| BufferHeader::generation_field(image))
             .filter(|&g| {
                 g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g)
+            })
+            .or_else(|| {
+                (pos == 0)
+                    .then(|| own_directory_generation(image, segment))
+                    .flatten()
+                    .filter(|&g| {
+                        g >= frees_clear_directories_from && g > 0 && g < generation_high_water
+                    })
             });
         if generation.is_none() {
             generation = first_of_copies
@@ -974,6 +988,23 @@ pub fn named_by_own_directory(image: &[u8], segment: u32, generation: u64) -> bo
     own_directory_end(image, segment, generation).is_some()
 }
 
+/// The generation that the segment's first buffer's own record directory names (intact, its
+/// trailer's buffer length reaching back to the segment's start), if any.
+pub fn own_directory_generation(image: &[u8], segment: u32) -> Option<u64> {
+    (BLOCK_SIZE..=image.len())
+        .step_by(BLOCK_SIZE)
+        .find_map(|end| {
+            let t = &image[end - format::DIRECTORY_TRAILER_SIZE..end];
+            if !format::trailer_of_first_buffer(t, segment, end) {
+                return None;
+            }
+            let g = format::trailer_generation(t);
+            format::read_directory(&image[..end], segment, g)
+                .filter(|(start, _)| *start == 0)
+                .map(|_| g)
+        })
+}
+
 /// Where the segment's first buffer ends by its own record directory naming the use
 /// `generation` (see [`named_by_own_directory`]).
 fn own_directory_end(image: &[u8], segment: u32, generation: u64) -> Option<usize> {
@@ -998,7 +1029,7 @@ pub fn first_use_by_own_directory(
     segment: u32,
     generation_high_water: u64,
 ) -> Option<u64> {
-    if image.len() < BLOCK_SIZE || BufferHeader::generation_field(image) < generation_high_water {
+    if image.len() < BLOCK_SIZE {
         return None;
     }
     let behind = (BLOCK_SIZE..image.len())
@@ -1009,7 +1040,8 @@ pub fn first_use_by_own_directory(
         })?
         .generation;
     let end = own_directory_end(image, segment, behind)?;
-    (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end)
+    (BufferHeader::generation_field(image) >= generation_high_water
+        && (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end))
         .then_some(behind)
 }
 
@@ -1106,7 +1138,7 @@ pub fn valid_buffers(
     segment: u32,
     generation_high_water: u64,
 ) -> Vec<(usize, BufferHeader)> {
-    scan_segment(image, segment, generation_high_water, None).valid
+    scan_segment(image, segment, generation_high_water, None, u64::MAX).valid
 }
 
 /// Every record of a valid buffer: (offset of the record in the segment, its header).

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::api::{EngineError, Result};
-use super::format::{BLOCK_SIZE, NO_GROUP, SegmentKind, Superblock};
+use super::format::{
+    self, BLOCK_SIZE, BufferHeader, DIRECTORY_TRAILER_SIZE, NO_GROUP, SegmentKind, Superblock,
+};
 use super::storage::{SECTOR_SIZE, Storage};
 use super::synctable::SyncTable;
 
@@ -339,6 +341,60 @@ impl SegmentManager {
             .collect()
     }
 
+    /// Before freeing a dead segment: clear the record directory trailer of its first buffer
+    /// (32 zero bytes where it ends), so that once the segment is free no directory of its first
+    /// buffer remains behind the zeroed first sector. Recovery then takes a first-buffer
+    /// directory of a generation at or above [`Superblock::frees_clear_directories_from`] as the
+    /// current use's, whatever the first sector holds (a whole sector of garbage over the
+    /// header: `recovery::first_use_by_own_directory`). Done before the sync that precedes
+    /// zeroing the first sector, so that a power cut never leaves the segment free with its
+    /// directory: at worst it is closed, dead, its first buffer failing only in the trailer,
+    /// which recovery repairs exactly (`BufferHeader::decode_resealed`) until the segment is
+    /// freed again.
+    pub fn clear_first_directory(&self, segment: u32) -> Result<()> {
+        let (file, base) = self.geometry.segment_position(segment);
+        let size = self.geometry.segment_size as usize;
+        let mut head = vec![0u8; BLOCK_SIZE];
+        self.storage.read_at(file, base, &mut head)?;
+        if BufferHeader::plausible_start(&head, segment) && head[4] == 1 {
+            return Ok(()); // format version 1: no directory
+        }
+        // Where the header says the first buffer ends, if a trailer reaching back to the
+        // segment's start is there; else (a damaged header) wherever one is.
+        let said = BufferHeader::buffer_len_field(&head);
+        let mut ends = Vec::new();
+        if said >= BLOCK_SIZE && said % BLOCK_SIZE == 0 && said <= size {
+            let mut trailer = [0u8; DIRECTORY_TRAILER_SIZE];
+            self.storage
+                .read_at(file, base + (said - trailer.len()) as u64, &mut trailer)?;
+            if format::trailer_of_first_buffer(&trailer, segment, said) {
+                ends.push(said);
+            }
+        }
+        if ends.is_empty() {
+            let mut image = vec![0u8; size];
+            self.storage.read_at(file, base, &mut image)?;
+            ends = (BLOCK_SIZE..=size)
+                .step_by(BLOCK_SIZE)
+                .filter(|&end| {
+                    format::trailer_of_first_buffer(
+                        &image[end - DIRECTORY_TRAILER_SIZE..end],
+                        segment,
+                        end,
+                    )
+                })
+                .collect();
+        }
+        for end in ends {
+            self.storage.write_at(
+                file,
+                base + (end - DIRECTORY_TRAILER_SIZE) as u64,
+                &[0u8; DIRECTORY_TRAILER_SIZE],
+            )?;
+        }
+        Ok(())
+    }
+
     /// First step of freeing: zero the segment's first sector (its first buffer's header), so
     /// that nothing of this use can be read back once the zeros are durable. The caller syncs,
     /// then calls `finish_free`. One sector, not the whole first block: a power cut keeps or
@@ -346,7 +402,8 @@ impl SegmentManager {
     /// records dead) or free, never a torn mix that reads as a damaged live segment.
     pub fn begin_free(&self, segment: u32) -> Result<()> {
         self.inner.lock().infos[segment as usize].state = SegmentState::Freeing;
-        // The only write that is not whole blocks (see `write`).
+        // With the directory trailer above, the only writes that are not whole blocks (see
+        // `write`).
         let (file, base) = self.geometry.segment_position(segment);
         self.storage.write_at(file, base, &[0u8; SECTOR_SIZE])?;
         Ok(())

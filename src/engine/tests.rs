@@ -2261,7 +2261,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
         synced_end: BLOCK_SIZE as u32,
     };
     for proof in [None, Some(proof)] {
-        let scan = recovery::scan_segment(&image, segment, 100, proof);
+        let scan = recovery::scan_segment(&image, segment, 100, proof, u64::MAX);
         assert_eq!(scan.valid.len(), 1, "{proof:?}");
         assert!(scan.damaged.is_empty(), "{proof:?}: {:?}", scan.damaged);
         assert_eq!(scan.stopped_at, Some(BLOCK_SIZE), "{proof:?}");
@@ -2273,7 +2273,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
         generation: 4,
         synced_end: 4 * BLOCK_SIZE as u32,
     };
-    let scan = recovery::scan_segment(&torn_first, segment, 100, Some(stale));
+    let scan = recovery::scan_segment(&torn_first, segment, 100, Some(stale), u64::MAX);
     assert!(scan.valid.is_empty() && scan.damaged.is_empty());
     // The same torn stretch inside the proven end is damage (its records get salvaged).
     let proven = synctable::Proof {
@@ -2286,7 +2286,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
     damaged[100] ^= 1;
     image2.extend(damaged);
     image2.extend(buffer(4, b"gone", b"deleted long ago"));
-    let scan = recovery::scan_segment(&image2, segment, 100, Some(proven));
+    let scan = recovery::scan_segment(&image2, segment, 100, Some(proven), u64::MAX);
     assert_eq!(scan.valid.len(), 2);
     assert_eq!(
         scan.damaged,
@@ -2862,9 +2862,10 @@ fn damage_to_a_records_header_or_key_fails_reads_of_that_key_never_an_older_vers
 }
 
 /// Stores written before format version 2 (buffers without a record directory, superblock of
-/// version 1) are still read, and marked version 2 once opened for writing.
+/// version 1) are still read, and marked as of the current superblock version once opened for
+/// writing.
 #[test]
-fn a_store_of_format_version_1_is_read_and_marked_version_2() {
+fn a_store_of_format_version_1_is_read_and_marked_current() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
@@ -2907,10 +2908,19 @@ fn a_store_of_format_version_1_is_read_and_marked_version_2() {
     let marked = storage.read_superblock().unwrap().unwrap();
     assert_eq!(
         marked[8..10],
-        2u16.to_le_bytes(),
-        "the superblock says version 2"
+        format::SUPERBLOCK_VERSION.to_le_bytes(),
+        "the superblock says version {}",
+        format::SUPERBLOCK_VERSION
     );
-    assert!(Superblock::decode(&marked).is_ok());
+    // Segments of generations handed out before may have been freed without clearing their
+    // first buffer's directory: only those from the high-water mark of this open on are known
+    // cleared.
+    assert_eq!(
+        Superblock::decode(&marked)
+            .unwrap()
+            .frees_clear_directories_from,
+        sb.generation_high_water
+    );
     // New writes (version 2 buffers) and the old ones are read together after a restart.
     engine.write(&[put("k00", b"new")]).unwrap();
     engine.sync().unwrap();
@@ -3549,7 +3559,17 @@ fn damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly() {
 /// record directory and the valid buffers behind it name (`recovery::first_use_by_own_directory`).
 #[test]
 fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
-    for (case, garbled) in [("magic kept", 4..24), ("length kept", 0..24)] {
+    // A whole sector of garbage too: the store's frees clear a first buffer's directory
+    // (`Superblock::frees_clear_directories_from`), so the directory alone tells the use. Not
+    // in a store whose superblock is older (version 2: its frees did not clear it), where the
+    // header must still be recognisable.
+    for (case, garbled, older_superblock) in [
+        ("magic kept", 4..24, false),
+        ("length kept", 0..24, false),
+        ("whole sector", 0..512, false),
+        ("magic kept, older superblock", 4..24, true),
+        ("length kept, older superblock", 0..24, true),
+    ] {
         let storage = SimStorage::new();
         let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
         engine.test_pause_background();
@@ -3564,20 +3584,38 @@ fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
         engine.write(&[put("second", &[b'S'; 3000])]).unwrap();
         engine.sync().unwrap();
         drop(engine);
-        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+        let mut sb_bytes = storage.read_superblock().unwrap().unwrap();
+        let sb = Superblock::decode(&sb_bytes).unwrap();
+        if older_superblock {
+            sb_bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+            sb_bytes[32..40].fill(0);
+            let crc = crc32fast::hash(&sb_bytes[..60]);
+            sb_bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+            storage.write_superblock(&sb_bytes).unwrap();
+            let older = Superblock::decode(&sb_bytes).unwrap();
+            assert_eq!(older.frees_clear_directories_from, u64::MAX);
+        }
         let (file, base) = sb.segment_position(segment);
         for at in garbled {
             storage.corrupt(file, base + at, 0xff);
         }
         let storage = storage.crash(PowerCut::DropAllUnsynced);
         let c = fsck(&*storage);
-        assert_eq!(c.problems(), 0, "{case}: {:?}", c.findings);
         let engine = Engine::open_on(storage, &small_options()).unwrap();
-        assert_eq!(
-            engine.get(b"first").unwrap().unwrap(),
-            vec![b'F'; 3000],
-            "{case}"
-        );
+        if case == "whole sector" {
+            // The first record's header and key are in that sector too: damaged, named by the
+            // directory.
+            let damaged: Vec<&[u8]> = c.damaged.iter().map(|d| &d.key[..]).collect();
+            assert_eq!(damaged, [&b"first"[..]], "{case}: {:?}", c.findings);
+            assert_reads_as_damaged(&engine, b"first", case);
+        } else {
+            assert_eq!(c.problems(), 0, "{case}: {:?}", c.findings);
+            assert_eq!(
+                engine.get(b"first").unwrap().unwrap(),
+                vec![b'F'; 3000],
+                "{case}"
+            );
+        }
         assert_eq!(
             engine.get(b"second").unwrap().unwrap(),
             vec![b'S'; 3000],
@@ -3641,6 +3679,63 @@ fn damage_in_a_log_buffer_sealed_before_the_one_in_front_was_synced_costs_only_i
     assert_eq!(engine.get(b"big").unwrap().unwrap(), vec![b'B'; 127 << 10]);
     assert_eq!(engine.get(b"later").unwrap().unwrap(), b"L");
     fsck_names_only_the_victim(&*storage.crash(PowerCut::DropAllUnsynced));
+}
+
+/// Freeing a segment clears its first buffer's record directory trailer along with zeroing its
+/// first sector (`SegmentManager::clear_first_directory`): a free segment then holds no
+/// directory of a first buffer, so garbage over its first sector (damage to the zeroed sector)
+/// cannot make an old use of it come back through its directory, while the directory of a
+/// segment in use tells its use whatever its first sector holds
+/// (`a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment`).
+#[test]
+fn a_freed_segment_keeps_no_first_directory_and_garbage_over_its_first_sector_stays_free() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    for i in 0..120 {
+        engine
+            .write(&[put(&format!("gone/{i:03}"), &[7u8; 4000])])
+            .unwrap();
+        if i % 10 == 9 {
+            engine.sync().unwrap();
+        }
+    }
+    let before: Vec<(u32, u64)> = engine.test_segments_in_use();
+    engine
+        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"gone/".to_vec())])
+        .unwrap();
+    engine.sync().unwrap();
+    assert!(engine.test_reclaim().unwrap() > 0, "nothing was freed");
+    let after = engine.test_segments_in_use();
+    let freed: Vec<u32> = before
+        .iter()
+        .filter(|b| !after.contains(b))
+        .map(|&(s, _)| s)
+        .collect();
+    assert!(!freed.is_empty());
+    drop(engine);
+    let images = segment_images(&storage);
+    for &segment in &freed {
+        let (_, (file, base), image) = images.iter().find(|(s, _, _)| *s == segment).unwrap();
+        assert!(image[..512].iter().all(|&b| b == 0), "segment {segment}");
+        assert_eq!(
+            recovery::own_directory_generation(image, segment),
+            None,
+            "freed segment {segment} keeps its first buffer's directory"
+        );
+        for at in 0..512 {
+            storage.corrupt(*file, base + at, 0xa5);
+        }
+    }
+    let engine =
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_options()).unwrap();
+    let in_use = engine.test_segments_in_use();
+    for segment in freed {
+        assert!(
+            in_use.iter().all(|&(s, _)| s != segment),
+            "freed segment {segment} is in use again after garbage over its first sector"
+        );
+    }
 }
 
 /// Damaged deletions whose effect recovery keeps (`recovery::salvage_records`): a range delete
