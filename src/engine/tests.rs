@@ -3452,6 +3452,23 @@ fn one_flipped_byte_anywhere_reads_newest_or_fails_never_older() {
     );
 }
 
+/// A fresh store (background work paused) whose key "first" (3,000 bytes of `F`) is the first
+/// record of a segment's first buffer, synced: the store, the engine, the segment.
+fn first_in_a_segments_first_buffer() -> (Arc<SimStorage>, Engine, u32) {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    engine.write(&[put("first", &[b'F'; 3000])]).unwrap();
+    engine.sync().unwrap();
+    let (segment, offset) = engine.test_location_of(b"first").unwrap();
+    assert_eq!(
+        offset as usize,
+        format::BUFFER_HEADER_SIZE,
+        "not a first buffer"
+    );
+    (storage, engine, segment)
+}
+
 /// A flipped byte in what the rest of a buffer determines is repaired, exactly, wherever the
 /// buffer is: a field of the header that names the buffer (magic, version, kind, flags,
 /// generation, length, segment index: known from the record directory's trailer and the
@@ -3464,17 +3481,7 @@ fn one_flipped_byte_anywhere_reads_newest_or_fails_never_older() {
 /// older versions). Found by `one_flipped_byte_anywhere_reads_newest_or_fails_never_older`.
 #[test]
 fn damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    engine.write(&[put("first", &[b'F'; 3000])]).unwrap();
-    engine.sync().unwrap();
-    let (segment, offset) = engine.test_location_of(b"first").unwrap();
-    assert_eq!(
-        offset as usize,
-        format::BUFFER_HEADER_SIZE,
-        "not a first buffer"
-    );
+    let (storage, engine, segment) = first_in_a_segments_first_buffer();
     engine.write(&[put("newest", b"older version")]).unwrap();
     engine.sync().unwrap();
     engine.write(&[put("newest", &[b'N'; 2000])]).unwrap();
@@ -3570,17 +3577,7 @@ fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
         ("magic kept, older superblock", 4..24, true),
         ("length kept, older superblock", 0..24, true),
     ] {
-        let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        engine.test_pause_background();
-        engine.write(&[put("first", &[b'F'; 3000])]).unwrap();
-        engine.sync().unwrap();
-        let (segment, offset) = engine.test_location_of(b"first").unwrap();
-        assert_eq!(
-            offset as usize,
-            format::BUFFER_HEADER_SIZE,
-            "not a first buffer"
-        );
+        let (storage, engine, segment) = first_in_a_segments_first_buffer();
         engine.write(&[put("second", &[b'S'; 3000])]).unwrap();
         engine.sync().unwrap();
         drop(engine);
