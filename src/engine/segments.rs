@@ -363,7 +363,7 @@ impl SegmentManager {
         // segment's start is there; else (a damaged header) wherever one is.
         let said = BufferHeader::buffer_len_field(&head);
         let mut ends = Vec::new();
-        if said >= BLOCK_SIZE && said % BLOCK_SIZE == 0 && said <= size {
+        if said >= BLOCK_SIZE && said.is_multiple_of(BLOCK_SIZE) && said <= size {
             let mut trailer = [0u8; DIRECTORY_TRAILER_SIZE];
             self.storage
                 .read_at(file, base + (said - trailer.len()) as u64, &mut trailer)?;
