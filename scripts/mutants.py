@@ -486,6 +486,14 @@ MUTANTS = [
         ["--lib", "engine::tests::a_freed_segment_keeps_no_first_directory"],
     ),
     (
+        "fsck-silent-about-unnamed-damage",
+        "issue 6 fsck: damage that takes a buffer's records and its directory at once is reported as a problem, not passed over",
+        "src/engine/check.rs",
+        "        suspect.unnamed_buffers = unnamed;\n",
+        "        suspect.unnamed_buffers = 0 * unnamed;\n",
+        ["--lib", "engine::tests::a_damaged_buffer_whose_directory_is_damaged_too"],
+    ),
+    (
         "fsck-ignores-named-damaged-range",
         "issue 6 fsck: a damaged range delete that its record directory names is applied, as recovery applies it (and a damaged tombstone)",
         "src/engine/check.rs",

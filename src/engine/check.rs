@@ -382,6 +382,12 @@ struct Suspect {
     /// Intact records of the stretch that recovery serves all the same (moved out of
     /// `records`): the damage there is outside them (a header, padding, a record directory).
     served_records: u64,
+    /// Recovery takes the stretch as damage, not as a torn write: a valid buffer behind it
+    /// vouches for it, it is a log tail, or the sync table proves the copies synced.
+    proven: bool,
+    /// Failing buffers of the stretch whose record directory is damaged too (see
+    /// `recovery::stretch_records_and_unnamed`): what they held may not all be named.
+    unnamed_buffers: usize,
     records: Vec<Rec>,
 }
 
@@ -729,6 +735,20 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         } else {
             "valid buffers that recovery does not reach"
         };
+        if s.proven && s.unnamed_buffers > 0 {
+            // Synced data whose names are gone: nothing tells which keys it held, so nothing
+            // makes their reads fail. Say so, with where it is.
+            out.findings.push(Finding::problem(
+                place.clone(),
+                format!(
+                    "{what}, and its record directory is damaged too ({} buffer(s)): synced \
+                     records there that nothing names any more are lost, and the files they \
+                     belonged to may read older contents without an error",
+                    s.unnamed_buffers
+                ),
+            ));
+            damage_found = true;
+        }
         let detail = format!(
             "{} record(s) damaged, {} stranded buffer(s) behind it; {} record(s) newer than \
              what the next mount serves",
@@ -1191,6 +1211,8 @@ fn scan_segment(
             .max()
             .unwrap_or(0),
         served_records: 0,
+        proven: vouched_floor.is_some() || log_tail || (copies && pos < synced_end),
+        unnamed_buffers: 0,
         records: Vec::new(),
     };
     if !zeros {
@@ -1204,7 +1226,10 @@ fn scan_segment(
             None if pos < synced_end => (synced_end, generation),
             None => (image.len(), None),
         };
-        for r in super::recovery::stretch_records(image, segment, pos, region_end, resync) {
+        let (found, unnamed) =
+            super::recovery::stretch_records_and_unnamed(image, segment, pos, region_end, resync);
+        suspect.unnamed_buffers = unnamed;
+        for r in found {
             // Without the buffer's CRC, only a record that checks out, or one in a buffer that
             // starts like a buffer of this segment, is worth reading as a record.
             if r.intact || plausible || first_of_use || !r.in_first_buffer || r.from_directory {

@@ -259,6 +259,14 @@ impl Engine {
             durable,
             recovered.report.durable_floor,
         );
+        if recovered.report.buffers_unnamed > 0 {
+            ::log::warn!(
+                "recovery found {} damaged buffer(s) whose record directory is damaged too: \
+                 records there that nothing names are lost, and their files may read older \
+                 contents; `logstorfs fsck` reports where",
+                recovered.report.buffers_unnamed
+            );
+        }
         if !recovered.invalidate.is_empty() || recovered.report.buffers_discarded > 0 {
             ::log::warn!(
                 "recovery discarded {} buffer(s) beyond LSN {}",

@@ -50,6 +50,9 @@ pub struct RecoveryReport {
     /// Records of damaged buffers indexed where they are so that reading them fails (EIO)
     /// instead of an older version being served.
     pub records_poisoned: u64,
+    /// Damaged buffers whose record directory is damaged too: records there that nothing names
+    /// are lost without their keys failing (fsck reports them).
+    pub buffers_unnamed: u64,
     /// The durable floor found, and the last LSN kept.
     pub durable_floor: u64,
     pub last_lsn: u64,
@@ -164,6 +167,9 @@ pub fn recover(
         }
         for (d, &vouched_floor) in scan.damaged.iter().zip(&vouched) {
             report.buffers_damaged += 1;
+            let (records, unnamed) =
+                salvage_records_and_unnamed(segment, d.start, d.end, Some(d.generation), image);
+            report.buffers_unnamed += unnamed as u64;
             damaged.push(DamagedBuffer {
                 segment,
                 offset: d.start as u32,
@@ -172,7 +178,7 @@ pub fn recover(
                 log_tail: d.log_tail,
                 end: d.end as u32,
                 generation: d.generation,
-                records: salvage_records(segment, d.start, d.end, Some(d.generation), image),
+                records,
             });
         }
     }
@@ -760,7 +766,20 @@ fn salvage_records(
     generation: Option<u64>,
     image: &[u8],
 ) -> Vec<(Candidate, bool)> {
-    stretch_records(image, segment, start, end, generation)
+    salvage_records_and_unnamed(segment, start, end, generation, image).0
+}
+
+/// [`salvage_records`], and the stretch's buffers without an intact record directory (see
+/// [`stretch_records_and_unnamed`]).
+fn salvage_records_and_unnamed(
+    segment: u32,
+    start: usize,
+    end: usize,
+    generation: Option<u64>,
+    image: &[u8],
+) -> (Vec<(Candidate, bool)>, usize) {
+    let (records, unnamed) = stretch_records_and_unnamed(image, segment, start, end, generation);
+    let records = records
         .into_iter()
         .filter(|r| r.intact || r.from_directory || r.header.kind != RecordKind::DeleteRange)
         .map(|r| {
@@ -770,7 +789,8 @@ fn salvage_records(
                 intact,
             )
         })
-        .collect()
+        .collect();
+    (records, unnamed)
 }
 
 /// A record found in a stretch that fails its buffer checks (see [`stretch_records`]).
@@ -811,6 +831,7 @@ pub struct StretchRecord {
 /// over such a boundary ends there too. The walk never looks for records byte by byte (a value
 /// may hold bytes that look like one) and never reads outside `[start, end)`. With no
 /// `generation`: the records of the first buffer only.
+#[cfg(test)]
 pub fn stretch_records(
     image: &[u8],
     segment: u32,
@@ -818,8 +839,24 @@ pub fn stretch_records(
     end: usize,
     generation: Option<u64>,
 ) -> Vec<StretchRecord> {
+    stretch_records_and_unnamed(image, segment, start, end, generation).0
+}
+
+/// [`stretch_records`], and how many of the stretch's buffers were walked without an intact
+/// record directory although their header does not say format version 1: their directory is
+/// damaged too, so records whose own header or key is damaged there are named by nothing (the
+/// damage of two places, or of a whole single-block buffer, that the directory cannot cover).
+pub fn stretch_records_and_unnamed(
+    image: &[u8],
+    segment: u32,
+    start: usize,
+    end: usize,
+    generation: Option<u64>,
+) -> (Vec<StretchRecord>, usize) {
     let end = end.min(image.len());
     let mut out: Vec<StretchRecord> = Vec::new();
+    let mut unnamed = 0;
+    let walked_unnamed = |w: usize| image.get(w + 4..w + 6) != Some(&1u16.to_le_bytes()[..]);
     // Whether a buffer of the stretch's use starts at `q` (header unchecked).
     let buffer_at = |q: usize| {
         q.is_multiple_of(BLOCK_SIZE)
@@ -839,6 +876,9 @@ pub fn stretch_records(
             // damaged): the buffers before it have lost theirs, and are walked.
             let (mut w, mut walk_first) = (b, first);
             while w + BUFFER_HEADER_SIZE <= buffer_start {
+                if walked_unnamed(w) {
+                    unnamed += 1;
+                }
                 match walk_buffer(
                     image,
                     segment,
@@ -862,6 +902,9 @@ pub fn stretch_records(
             first = false;
             continue;
         }
+        if walked_unnamed(b) {
+            unnamed += 1;
+        }
         match walk_buffer(image, segment, b, end, first, &buffer_at, &mut out) {
             Some(next) => {
                 b = next;
@@ -870,7 +913,7 @@ pub fn stretch_records(
             None => break,
         }
     }
-    out
+    (out, unnamed)
 }
 
 /// The records named by the intact record directory of the stretch's use that ends where the
