@@ -1176,6 +1176,8 @@ fn scan_segment(
         && (first_of_segment.is_some() || proven_first || first_of_use)
         && !stranded.is_empty())
         || vouched_floor.is_some();
+    let use_known =
+        first_of_segment.is_some() || proven_first || first_of_use || first_alone.is_some();
     let stranded_at = stranded.first().map(|&(p, _)| p);
     if taken {
         for (p, h) in std::mem::take(&mut stranded) {
@@ -1211,7 +1213,9 @@ fn scan_segment(
             .max()
             .unwrap_or(0),
         served_records: 0,
-        proven: vouched_floor.is_some() || log_tail || (copies && pos < synced_end),
+        // (Of a use recovery knows: not stale bytes of a freed segment whose zeroed first
+        // sector was damaged.)
+        proven: (vouched_floor.is_some() || log_tail || (copies && pos < synced_end)) && use_known,
         unnamed_buffers: 0,
         records: Vec::new(),
     };

@@ -680,9 +680,16 @@ pub fn scan_segment(
         };
         // The sync table's proof, for the use it names: of a segment of copies, or of a closed
         // segment of the log (mixed on disk, whatever it was handed over to since).
-        let copies = match scan.valid.first() {
-            Some((_, first)) => first.kind == SegmentKind::Group,
-            None => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,
+        // Whether the segment holds copies: by its valid buffers' word, the ones before the
+        // stretch, else the next one of its use (every buffer of a use is of one kind), and only
+        // then by the failing first buffer's own kind byte, which may be what is damaged.
+        let next_kind = next
+            .and_then(|q| BufferHeader::decode_checked(&image[q..]))
+            .map(|h| h.kind);
+        let copies = match (scan.valid.first(), next_kind) {
+            (Some((_, first)), _) => first.kind == SegmentKind::Group,
+            (None, Some(kind)) => first_of_copies.is_some() || kind == SegmentKind::Group,
+            (None, None) => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,
         };
         let proven_end = proof
             .filter(|p| p.generation == g)
