@@ -494,6 +494,14 @@ MUTANTS = [
         ["--lib", "engine::tests::a_damaged_buffer_whose_directory_is_damaged_too"],
     ),
     (
+        "copies-judged-by-damaged-kind-byte",
+        "issue 6 damage: a segment whose first buffer fails is of the kind of the next valid buffer of its use, not of the failing header's kind byte",
+        "src/engine/recovery.rs",
+        "            (None, Some(kind)) => first_of_copies.is_some() || kind == SegmentKind::Group,\n",
+        "            (None, Some(_)) => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,\n",
+        ["--lib", "engine::tests::a_segment_of_copies_whose_first_header_is_garbled"],
+    ),
+    (
         "fsck-ignores-named-damaged-range",
         "issue 6 fsck: a damaged range delete that its record directory names is applied, as recovery applies it (and a damaged tombstone)",
         "src/engine/check.rs",

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::format::{BLOCK_SIZE, Superblock};
+use super::format::{BLOCK_SIZE, BufferHeader, Superblock};
 use super::segments::SegmentState;
 use super::storage::{PowerCut, SimStorage, Storage};
 use super::*;
@@ -3788,6 +3788,83 @@ fn a_damaged_buffer_whose_directory_is_damaged_too_is_reported_not_silent() {
     let engine = Engine::open_on(storage, &small_options()).unwrap();
     assert_eq!(engine.recovery_report().buffers_unnamed, 1);
     assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
+}
+
+/// A segment of copies whose first buffer's header is garbled, kind byte included: recovery
+/// judged such a segment by that byte alone when no buffer before the damage was valid, took it
+/// for a segment of the log, found nothing vouching for the stretch, and dropped its copies
+/// (their keys read older versions or vanished; found by the flip campaign with runs of 16
+/// bytes). The next valid buffer of the use tells the kind (every buffer of a use is of one).
+#[test]
+fn a_segment_of_copies_whose_first_header_is_garbled_is_still_one_of_copies() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
+    engine.test_pause_background();
+    let mut expected = std::collections::BTreeMap::new();
+    // Two groups in every mixed segment: the separator copies them (a one-group segment would
+    // be handed over, mixed on disk). Two runs of it: two buffers in a group's segment.
+    for i in 0..240u32 {
+        let group = 1 + i % 2;
+        let key = format!("g{group}/k{i:03}");
+        let value = vec![(i % 251) as u8 | 1; 3000];
+        engine
+            .write(&[group_put(group, key.clone(), &value)])
+            .unwrap();
+        if i % 4 == 3 {
+            engine.sync().unwrap();
+        }
+        if i % 120 == 119 {
+            engine.test_separate().unwrap();
+        }
+        expected.insert(key, value);
+    }
+    engine.sync().unwrap();
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let segment = engine
+        .test_segment_images()
+        .into_iter()
+        .find(|(segment, _, _, _, image)| {
+            image[6] == format::SegmentKind::Group as u8
+                && recovery::valid_buffers(image, *segment, sb.generation_high_water).len() >= 2
+        })
+        .map(|(segment, ..)| segment)
+        .expect("a segment of copies of two buffers or more");
+    let first_len = {
+        let (file, base) = sb.segment_position(segment);
+        let mut head = vec![0u8; BLOCK_SIZE];
+        storage.read_at(file, base, &mut head).unwrap();
+        BufferHeader::buffer_len_field(&head) as u32
+    };
+    let in_first: Vec<&String> = expected
+        .keys()
+        .filter(|k| {
+            engine
+                .test_location_of(k.as_bytes())
+                .is_some_and(|(s, at)| s == segment && at < first_len)
+        })
+        .collect();
+    assert!(!in_first.is_empty(), "no key in the first buffer");
+    eprintln!(
+        "{} keys in the first buffer of segment {segment}",
+        in_first.len()
+    );
+    drop(engine);
+    let (file, base) = sb.segment_position(segment);
+    // Version, kind, flags, generation and first LSN.
+    for at in 4..24 {
+        storage.corrupt(file, base + at, 0xff);
+    }
+    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    let c = fsck(&*storage);
+    assert_eq!(c.problems(), 0, "{:?}", c.findings);
+    let engine = Engine::open_on(storage, &separator_options()).unwrap();
+    for (key, value) in &expected {
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap().as_ref(),
+            Some(value),
+            "{key}"
+        );
+    }
 }
 
 /// Damaged deletions whose effect recovery keeps (`recovery::salvage_records`): a range delete
