@@ -411,6 +411,8 @@ impl Filesystem for FuseFs {
                 let names = |e: &&super::DirListEntry| e.name != b"." && e.name != b"..";
                 self.fs
                     .prefetch_inodes(entries.iter().filter(names).map(|e| e.ino));
+                // Entries added so far that hold a lookup reference.
+                let mut referenced: Vec<u64> = Vec::new();
                 for e in entries {
                     let dots = e.name == b"." || e.name == b"..";
                     // The kernel takes a lookup reference on every entry but "." and "..".
@@ -421,7 +423,18 @@ impl Filesystem for FuseFs {
                     };
                     let attr = match attr {
                         Ok(a) => a,
-                        Err(_) => continue, // removed since the listing
+                        Err(super::FsError::NotFound) => continue, // removed since the listing
+                        // An inode that cannot be read (damaged: EIO): the listing fails rather
+                        // than leave its name out as if the file did not exist (found by the
+                        // random flips of `scripts/crash_damage.sh`). The entries added so far
+                        // never reach the kernel: their references go back.
+                        Err(err) => {
+                            for ino in referenced {
+                                self.fs.forget(ino, 1);
+                            }
+                            reply.error(errno("readdirplus", req, &err));
+                            return;
+                        }
                     };
                     let name = OsStr::from_bytes(&e.name);
                     if reply.add(
@@ -436,6 +449,9 @@ impl Filesystem for FuseFs {
                             self.fs.forget(e.ino, 1);
                         }
                         break;
+                    }
+                    if !dots {
+                        referenced.push(e.ino);
                     }
                 }
                 reply.ok();
