@@ -383,7 +383,7 @@ struct Suspect {
     /// `records`): the damage there is outside them (a header, padding, a record directory).
     served_records: u64,
     /// Recovery takes the stretch as damage, not as a torn write: a valid buffer behind it
-    /// vouches for it, it is a log tail, or the sync table proves the copies synced.
+    /// vouches for it, or the sync table proves the copies synced.
     proven: bool,
     /// Failing buffers of the stretch whose record directory is damaged too (see
     /// `recovery::stretch_records_and_unnamed`): what they held may not all be named.
@@ -1213,9 +1213,7 @@ fn scan_segment(
             .max()
             .unwrap_or(0),
         served_records: 0,
-        // (Of a use recovery knows: not stale bytes of a freed segment whose zeroed first
-        // sector was damaged.)
-        proven: (vouched_floor.is_some() || log_tail || (copies && pos < synced_end)) && use_known,
+        proven: false,
         unnamed_buffers: 0,
         records: Vec::new(),
     };
@@ -1233,6 +1231,12 @@ fn scan_segment(
         let (found, unnamed) =
             super::recovery::stretch_records_and_unnamed(image, segment, pos, region_end, resync);
         suspect.unnamed_buffers = unnamed;
+        // Synced, so damaged rather than torn: vouched for by the log, or copies the sync table
+        // proves synced up to the stretch's end. Of a use recovery knows (not stale bytes of a
+        // freed segment whose zeroed first sector was damaged). Not a log tail: recovery takes
+        // one only if its records are within the durable floor, else it was torn.
+        suspect.proven =
+            use_known && (vouched_floor.is_some() || (copies && region_end <= synced_end));
         for r in found {
             // Without the buffer's CRC, only a record that checks out, or one in a buffer that
             // starts like a buffer of this segment, is worth reading as a record.
