@@ -3113,6 +3113,14 @@ fn batches_of_long_prefix_deletes_are_sized_with_their_range_ends() {
 /// within the durable floor (a buffer of a later segment vouches).
 #[test]
 fn a_log_segment_whose_only_buffer_is_damaged_is_not_taken_for_free() {
+    // In a store of an older superblock too, whose frees did not clear first directories: the
+    // generation field and the directory together tell the use there.
+    for older_superblock in [false, true] {
+        a_log_segment_whose_only_buffer_is_damaged(older_superblock);
+    }
+}
+
+fn a_log_segment_whose_only_buffer_is_damaged(older_superblock: bool) {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
@@ -3150,6 +3158,9 @@ fn a_log_segment_whose_only_buffer_is_damaged_is_not_taken_for_free() {
     for (pos, _) in recovery::valid_buffers(&image, segment, sb.generation_high_water) {
         storage.corrupt(file, base + pos as u64 + 61, 0x01);
     }
+    if older_superblock {
+        mark_superblock_version_2(&storage);
+    }
     let storage = storage.crash(PowerCut::DropAllUnsynced);
     // fsck sees the damaged buffer, and serves what recovery serves: nothing is lost.
     let c = fsck(&*storage);
@@ -3169,6 +3180,19 @@ fn a_log_segment_whose_only_buffer_is_damaged_is_not_taken_for_free() {
     );
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     assert_eq!(engine.get(b"victim").unwrap().unwrap(), value(i));
+}
+
+/// Rewrites the superblock of `storage` as version 2 wrote it: no
+/// `frees_clear_directories_from` (read as `u64::MAX`: no first directory can be trusted alone).
+fn mark_superblock_version_2(storage: &SimStorage) {
+    let mut b = storage.read_superblock().unwrap().unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    b[32..40].fill(0);
+    let crc = crc32fast::hash(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    storage.write_superblock(&b).unwrap();
+    let older = Superblock::decode(&b).unwrap();
+    assert_eq!(older.frees_clear_directories_from, u64::MAX);
 }
 
 /// Cuts the power of `storage`, then asserts that fsck names the key "victim" (and only it) as
@@ -3594,16 +3618,9 @@ fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
         engine.write(&[put("second", &[b'S'; 3000])]).unwrap();
         engine.sync().unwrap();
         drop(engine);
-        let mut sb_bytes = storage.read_superblock().unwrap().unwrap();
-        let sb = Superblock::decode(&sb_bytes).unwrap();
+        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
         if older_superblock {
-            sb_bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
-            sb_bytes[32..40].fill(0);
-            let crc = crc32fast::hash(&sb_bytes[..60]);
-            sb_bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-            storage.write_superblock(&sb_bytes).unwrap();
-            let older = Superblock::decode(&sb_bytes).unwrap();
-            assert_eq!(older.frees_clear_directories_from, u64::MAX);
+            mark_superblock_version_2(&storage);
         }
         let (file, base) = sb.segment_position(segment);
         for at in garbled {
