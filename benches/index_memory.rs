@@ -23,6 +23,8 @@
 //! are regenerated from their number rather than kept, so the delta is the index alone.
 
 #[allow(dead_code)]
+#[path = "../src/engine/concurrency.rs"]
+mod concurrency;
 #[path = "../src/engine/index.rs"]
 mod index;
 

@@ -23,6 +23,8 @@
 //! private. RSS is read from `/proc/self/statm` after `malloc_trim(0)`.
 
 #[allow(dead_code)]
+#[path = "../src/engine/concurrency.rs"]
+mod concurrency;
 #[path = "../src/engine/tombstones.rs"]
 mod tombstones;
 

@@ -22,6 +22,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "write-noted-before-it-lands",
+        "4.9 durability: a returned sync covers every write that returned before it (concurrent syncs)",
+        "src/engine/storage.rs",
+        "        let landed = land();\n        self.note(file);\n        landed\n",
+        "        self.note(file);\n        land()\n",
+        ["--release", "--features", "shuttle", "--test", "engine_schedules",
+         "a_returned_sync_covers_every_earlier_write"],
+    ),
+    (
         "recovery-keeps-lowest-version",
         "4.5 recovery: of a key's records the highest version wins (bulk resolution)",
         "src/engine/recovery.rs",

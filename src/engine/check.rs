@@ -38,16 +38,15 @@
 //! (Buffer headers carry the floor as it was when they were sealed, so after a clean unmount
 //! the floor on disk lags the last batch.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use parking_lot::Mutex;
+use super::concurrency::{Arc, Mutex};
 
 use super::api::{EngineError, Result};
 use super::format::{
@@ -569,7 +568,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         }
     }
     // Then the intact records recovery salvages (accepted after every buffer, as there).
-    let mut salvaged_end: HashMap<u32, u64> = HashMap::new();
+    let mut salvaged_end: BTreeMap<u32, u64> = BTreeMap::new();
     for &i in &salvaged {
         let r = &recs[i];
         let beyond_cut = cut
@@ -612,7 +611,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
 
     // Live map: one sweep over the keys in order, keeping the range deletes that have started
     // and not yet ended (as recovery does).
-    let mut live_per_segment: HashMap<u32, u64> = HashMap::new();
+    let mut live_per_segment: BTreeMap<u32, u64> = BTreeMap::new();
     let mut sorted_ranges: Vec<&Rec> = ranges.iter().map(|&i| &recs[i]).collect();
     sorted_ranges.sort_by(|a, b| a.key.cmp(&b.key));
     for r in &sorted_ranges {
@@ -865,7 +864,7 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
     }
 
     // 6. Per-segment accounting.
-    let mut generations: HashMap<u64, u32> = HashMap::new();
+    let mut generations: BTreeMap<u64, u32> = BTreeMap::new();
     let mut by_segment: BTreeMap<u32, Vec<&Buf>> = BTreeMap::new();
     for b in bufs.iter().filter(|b| keep(b)) {
         by_segment.entry(b.segment).or_default().push(b);

@@ -30,8 +30,8 @@
 //! length, bytes each), version (u64), segment, offset, length, group (u32 each); CRC-32 of all
 //! that (u32).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use super::concurrency::Arc;
+use std::collections::BTreeMap;
 
 use crc32fast::Hasher;
 
@@ -97,7 +97,9 @@ pub fn encode(
     // Point entries: the live ones with their keys from a scan; tombstones and range deletes
     // (locations the index holds that the scan did not return) read back from their records.
     let live = index.scan(&[], &[], None, usize::MAX);
-    let live_at: HashSet<(u32, u32)> = live
+    // Looked up only, never iterated: its order decides nothing.
+    #[allow(clippy::disallowed_types)]
+    let live_at: std::collections::HashSet<(u32, u32)> = live
         .iter()
         .map(|(_, e)| (e.location.segment, e.location.offset))
         .collect();
@@ -170,7 +172,7 @@ pub fn write(
     notes: &PutNotes,
     last_lsn: u64,
 ) {
-    let started = std::time::Instant::now();
+    let started = super::concurrency::Instant::now();
     let data = match encode(storage, superblock, segments, index, notes, last_lsn) {
         Ok(d) => d,
         Err(why) => {
@@ -191,7 +193,7 @@ pub fn write(
 /// The state a checkpoint left by the last clean close describes, if there is one and it can
 /// be trusted (see the module doc); it is removed either way. Fills `notes`.
 pub fn load(storage: &Arc<dyn Storage>, superblock: &[u8], notes: &PutNotes) -> Option<Recovered> {
-    let started = std::time::Instant::now();
+    let started = super::concurrency::Instant::now();
     let data = match storage.read_checkpoint() {
         Ok(Some(d)) => d,
         Ok(None) => return None,

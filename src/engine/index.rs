@@ -45,7 +45,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use parking_lot::RwLock;
+use super::concurrency::RwLock;
 
 /// Where a record is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -25,13 +25,10 @@
 //! when the sync began, so the sync made it durable; writes logged after it may or may not be
 //! durable in a replay, which is what they are in reality too.
 
+use super::concurrency::{Arc, AtomicU64, Mutex, Ordering};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::Mutex;
 
 use super::storage::{LOCK_FILE, SUPERBLOCK_FILE, SimStorage, Storage, segment_file_name};
 

@@ -28,11 +28,9 @@
 //! already, so the error reaches users at their next write or sync (as with the kernel's own
 //! writeback), never silently.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use super::concurrency::{self, Arc, AtomicU64, Condvar, Instant, Mutex, Ordering};
 
 use super::api::{EngineError, Result, WRITE_BUFFER_SIZE};
 use super::format::{
@@ -554,7 +552,7 @@ impl Log {
             .write(sealed.segment, sealed.offset, &sealed.data);
         let delay = self.test_delay_after_write_ms.load(Ordering::Relaxed);
         if delay > 0 {
-            std::thread::sleep(Duration::from_millis(delay));
+            concurrency::sleep(Duration::from_millis(delay));
         }
         let mut st = self.state.lock();
         match result {

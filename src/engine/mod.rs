@@ -17,12 +17,19 @@
 //! - `recovery`: rebuilds all of the above from the segments at open.
 //! - `check`: the offline checker behind `logstorfs fsck`.
 //!
+//! - `concurrency`: the only door to threads, locks, atomics and the clock (a scheduler's in
+//!   tests).
+//!
 //! See `ARCHITECTURE.md` for the invariants and how they are tested.
+
+// Threads, locks, atomics and the clock come from `concurrency` only (see clippy.toml).
+#![warn(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod api;
 pub mod check;
 mod checkpoint;
 mod compaction;
+mod concurrency;
 pub(crate) mod format;
 mod groups;
 mod index;
@@ -40,13 +47,12 @@ pub use api::*;
 pub use recovery::RecoveryReport;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use concurrency::{
+    Arc, AtomicBool, AtomicU64, Condvar, Instant, JoinHandle, Mutex, Ordering, RwLock,
+};
 use crc32fast::Hasher;
-use parking_lot::{Condvar, Mutex};
 
 use format::{
     BLOCK_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SUPERBLOCK_VERSION, SegmentKind,
@@ -103,7 +109,7 @@ struct Inner {
     /// with the step's name (a crash test takes its power-cut image there).
     test_step_hook: Mutex<Option<StepHook>>,
     /// Which group a key belongs to now (set by the owner of the keys; see `CurrentGroup`).
-    current_group: parking_lot::RwLock<Option<CurrentGroup>>,
+    current_group: RwLock<Option<CurrentGroup>>,
 }
 
 type StepHook = Box<dyn Fn(&'static str) + Send>;
@@ -190,7 +196,7 @@ impl Engine {
             superblock.segment_count as usize,
             options.tombstone_prefix_lengths.clone(),
         );
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         // A checkpoint of the last clean close spares the scan (it is consumed here either way).
         let superblock_bytes = storage.read_superblock()?.unwrap_or_default();
         let recovered = match checkpoint::load(&storage, &superblock_bytes, &put_notes) {
@@ -299,16 +305,12 @@ impl Engine {
             test_index_delay_ms: AtomicU64::new(0),
             test_background_paused: AtomicBool::new(false),
             test_step_hook: Mutex::new(None),
-            current_group: parking_lot::RwLock::new(None),
+            current_group: RwLock::new(None),
         });
         let flusher = inner.clone();
-        let flusher = std::thread::Builder::new()
-            .name("logstor-flush".into())
-            .spawn(move || flusher.log.run_flusher())?;
+        let flusher = concurrency::spawn("logstor-flush", move || flusher.log.run_flusher())?;
         let worker = inner.clone();
-        let background = std::thread::Builder::new()
-            .name("logstor-bg".into())
-            .spawn(move || worker.background_loop());
+        let background = concurrency::spawn("logstor-bg", move || worker.background_loop());
         let background = match background {
             Ok(b) => b,
             Err(e) => {
@@ -921,7 +923,7 @@ impl Inner {
         }
         let mut growth = 0u64;
         let mut replaced = 0u64;
-        let mut later_puts = std::collections::HashSet::new();
+        let mut later_puts = std::collections::BTreeSet::new();
         for m in batch.iter().rev() {
             let Mutation::Put { key, .. } = m else {
                 growth += m.encoded_len() as u64;
@@ -957,7 +959,7 @@ impl Inner {
         let ticket = self.append_making_room(&encoded)?;
         let delay = self.test_index_delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
-            std::thread::sleep(Duration::from_millis(delay));
+            concurrency::sleep(Duration::from_millis(delay));
         }
         let same_buffer_ranges = ticket.buffer_ranges.lock().clone();
         for update in encoded.updates(ticket.lsn, ticket.segment, ticket.offset) {

@@ -22,8 +22,8 @@
 //! 4. The caller zeroes the first block of every discarded buffer (so that it cannot come back
 //!    when new batches reuse its LSNs) and syncs, before accepting writes.
 
+use super::concurrency::Arc;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::api::{EngineError, Result};
 use super::format::{

@@ -12,10 +12,8 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use super::concurrency::{Arc, AtomicI64, AtomicU64, Mutex, Ordering};
 
 use super::api::{EngineError, Result};
 use super::format::{

@@ -6,15 +6,14 @@
 //!   test can cut power at any point (keeping any subset of the unsynced 512-byte sectors, as a
 //!   host page cache may write them back in any order) and inject I/O errors.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use super::concurrency::{self, Arc, Mutex, RwLock};
 
 /// The sector size of simulated power cuts: a sector is either all old or all new.
 pub const SECTOR_SIZE: usize = 512;
@@ -166,18 +165,56 @@ pub(crate) const LOCK_FILE: &str = "lock";
 /// The index checkpoint of the last clean close (see `checkpoint.rs`).
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 
+/// Which files hold writes that no sync has covered yet. [`FileStorage`] and [`SimStorage`]
+/// share it, so that the crash simulation runs the very bookkeeping real syncs rely on.
+#[derive(Default)]
+pub(crate) struct DirtyFiles {
+    files: Mutex<BTreeSet<u32>>,
+    /// Held by a sync from taking the dirty files until their syncs returned. A second sync
+    /// must not find the set empty and return while the first one's syncs, which cover
+    /// writes made before it, are still running.
+    sync_in_progress: Mutex<()>,
+}
+
+impl DirtyFiles {
+    /// Runs `land` (the write itself), then notes `file` as dirty. Never the other way round:
+    /// a sync that took the set between the note and the landing would sync the file before
+    /// the bytes were there, and the writer's own sync would then find nothing to do and
+    /// return while the bytes are not durable. Noted even if the write failed: part of it may
+    /// have landed.
+    pub(crate) fn write(&self, file: u32, land: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let landed = land();
+        self.note(file);
+        landed
+    }
+
+    /// Notes `file` as dirty (its writes landed already).
+    pub(crate) fn note(&self, file: u32) {
+        self.files.lock().insert(file);
+    }
+
+    /// Syncs every dirty file with `sync_file`, one sync at a time. A file whose sync failed
+    /// stays dirty (so do the ones not reached), for a later sync to try again.
+    pub(crate) fn sync(&self, mut sync_file: impl FnMut(u32) -> io::Result<()>) -> io::Result<()> {
+        let _one_at_a_time = self.sync_in_progress.lock();
+        let dirty = std::mem::take(&mut *self.files.lock());
+        for &file in &dirty {
+            if let Err(e) = sync_file(file) {
+                self.files.lock().extend(dirty.iter().copied());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A store directory on the host filesystem.
 ///
 /// Holds one descriptor per segment file (never one per segment), opened on first use.
 pub struct FileStorage {
     dir: PathBuf,
     files: RwLock<Vec<Option<Arc<File>>>>,
-    /// Files written since the last sync.
-    dirty: Mutex<HashSet<u32>>,
-    /// Held by a sync from taking the dirty files until their fsyncs returned. A second sync
-    /// must not find the set empty and return while the first one's fsyncs, which cover
-    /// writes made before it, are still running.
-    sync_in_progress: Mutex<()>,
+    dirty: DirtyFiles,
     /// Held for as long as the storage lives: `flock` on it keeps other processes out.
     _lock: File,
 }
@@ -206,7 +243,7 @@ pub(crate) fn lock_store(dir: &Path, lock: &File, mode: libc::c_int) -> io::Resu
         && waits < 40
         && holder().trim() == std::process::id().to_string()
     {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        concurrency::sleep(std::time::Duration::from_millis(50));
         waits += 1;
         locked = try_lock();
     }
@@ -261,8 +298,7 @@ impl FileStorage {
         Ok(FileStorage {
             dir: dir.to_path_buf(),
             files: RwLock::new(Vec::new()),
-            dirty: Mutex::new(HashSet::new()),
-            sync_in_progress: Mutex::new(()),
+            dirty: DirtyFiles::default(),
             _lock: lock,
         })
     }
@@ -317,8 +353,7 @@ impl Storage for FileStorage {
 
     fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()> {
         let f = self.file(file, false)?;
-        self.dirty.lock().insert(file);
-        f.write_all_at(data, offset)
+        self.dirty.write(file, || f.write_all_at(data, offset))
     }
 
     fn allocate(&self, file: u32, len: u64) -> io::Result<()> {
@@ -349,27 +384,18 @@ impl Storage for FileStorage {
     }
 
     fn sync(&self) -> io::Result<()> {
-        let _one_at_a_time = self.sync_in_progress.lock();
-        let dirty: Vec<u32> = self.dirty.lock().drain().collect();
-        for file in &dirty {
-            if let Err(e) = self.file(*file, false)?.sync_data() {
-                // Keep it dirty: a later sync must try again (and the engine latches anyway).
-                self.dirty.lock().extend(dirty.iter().copied());
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.dirty.sync(|file| self.file(file, false)?.sync_data())
     }
 
     fn sync_everything(&self) -> io::Result<()> {
         let mut file = 0;
         while self.file_len(file)? > 0 {
-            self.dirty.lock().insert(file);
+            self.dirty.note(file);
             file += 1;
         }
         let table = super::synctable::SYNC_TABLE_FILE;
         if self.file_len(table)? > 0 {
-            self.dirty.lock().insert(table);
+            self.dirty.note(table);
         }
         self.sync()
     }
@@ -490,6 +516,9 @@ struct SimState {
 #[derive(Default)]
 pub struct SimStorage {
     state: Mutex<SimState>,
+    /// As in [`FileStorage`]: a sync makes durable only the files noted here, and a write
+    /// lands and is noted in two steps that a sync may fall between.
+    dirty: DirtyFiles,
 }
 
 /// Which of the unsynced sectors survive a simulated power cut.
@@ -586,6 +615,7 @@ impl SimStorage {
                 superblock: s.superblock.clone(),
                 ..SimState::default()
             }),
+            dirty: DirtyFiles::default(),
         })
     }
 
@@ -593,12 +623,19 @@ impl SimStorage {
     /// (when a test knows which sectors it wants to keep).
     pub fn freeze(&self) -> Arc<SimStorage> {
         let s = self.state.lock();
+        let dirty = DirtyFiles::default();
+        for (&file, f) in &s.files {
+            if !f.dirty.is_empty() {
+                dirty.note(file);
+            }
+        }
         Arc::new(SimStorage {
             state: Mutex::new(SimState {
                 files: s.files.clone(),
                 superblock: s.superblock.clone(),
                 ..SimState::default()
             }),
+            dirty,
         })
     }
 
@@ -632,28 +669,7 @@ impl Storage for SimStorage {
     }
 
     fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut s = self.state.lock();
-        if let Some(n) = s.faults.fail_writes_after {
-            if n == 0 {
-                return Err(injected("write"));
-            }
-            s.faults.fail_writes_after = Some(n - 1);
-        }
-        let f = s
-            .files
-            .get_mut(&file)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let a = offset as usize;
-        let b = a + data.len();
-        if b > f.live.len() {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        f.live[a..b].copy_from_slice(data);
-        for sector in (a / SECTOR_SIZE)..b.div_ceil(SECTOR_SIZE) {
-            f.dirty.insert(sector as u64);
-        }
-        s.writes += 1;
-        Ok(())
+        self.dirty.write(file, || self.land(file, offset, data))
     }
 
     fn allocate(&self, file: u32, len: u64) -> io::Result<()> {
@@ -679,24 +695,38 @@ impl Storage for SimStorage {
     }
 
     fn sync(&self) -> io::Result<()> {
-        let mut s = self.state.lock();
-        if let Some(n) = s.faults.fail_syncs_after {
-            if n == 0 {
-                return Err(injected("sync"));
+        {
+            let mut s = self.state.lock();
+            if let Some(n) = s.faults.fail_syncs_after {
+                if n == 0 {
+                    return Err(injected("sync"));
+                }
+                s.faults.fail_syncs_after = Some(n - 1);
             }
-            s.faults.fail_syncs_after = Some(n - 1);
         }
-        for f in s.files.values_mut() {
-            for &sector in &f.dirty {
-                let a = sector as usize * SECTOR_SIZE;
-                let b = (a + SECTOR_SIZE).min(f.live.len());
-                let (live, durable) = (&f.live, &mut f.durable);
-                durable[a..b].copy_from_slice(&live[a..b]);
+        self.dirty.sync(|file| {
+            let mut s = self.state.lock();
+            if let Some(f) = s.files.get_mut(&file) {
+                for &sector in &f.dirty {
+                    let a = sector as usize * SECTOR_SIZE;
+                    let b = (a + SECTOR_SIZE).min(f.live.len());
+                    let (live, durable) = (&f.live, &mut f.durable);
+                    durable[a..b].copy_from_slice(&live[a..b]);
+                }
+                f.dirty.clear();
             }
-            f.dirty.clear();
-        }
-        s.syncs += 1;
+            Ok(())
+        })?;
+        self.state.lock().syncs += 1;
         Ok(())
+    }
+
+    fn sync_everything(&self) -> io::Result<()> {
+        let files: Vec<u32> = self.state.lock().files.keys().copied().collect();
+        for file in files {
+            self.dirty.note(file);
+        }
+        self.sync()
     }
 
     fn read_superblock(&self) -> io::Result<Option<Vec<u8>>> {
@@ -705,6 +735,35 @@ impl Storage for SimStorage {
 
     fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
         self.state.lock().superblock = Some(data.to_vec());
+        Ok(())
+    }
+}
+
+impl SimStorage {
+    /// The first step of a write: the bytes reach the file's page cache (`live`), and their
+    /// sectors become unsynced; only the file's next sync makes them durable.
+    fn land(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if let Some(n) = s.faults.fail_writes_after {
+            if n == 0 {
+                return Err(injected("write"));
+            }
+            s.faults.fail_writes_after = Some(n - 1);
+        }
+        let f = s
+            .files
+            .get_mut(&file)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let a = offset as usize;
+        let b = a + data.len();
+        if b > f.live.len() {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        f.live[a..b].copy_from_slice(data);
+        for sector in (a / SECTOR_SIZE)..b.div_ceil(SECTOR_SIZE) {
+            f.dirty.insert(sector as u64);
+        }
+        s.writes += 1;
         Ok(())
     }
 }

@@ -57,9 +57,8 @@
 //! crash simulation (`SimStorage`) and the I/O log of `instrument.rs` cover them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use parking_lot::Mutex;
+use super::concurrency::{Arc, Mutex};
 
 use super::api::Result;
 use super::format::{BLOCK_SIZE, MAX_SEGMENT_FILES, align_up};

@@ -43,7 +43,7 @@
 
 use std::hash::{DefaultHasher, Hasher};
 
-use parking_lot::Mutex;
+use super::concurrency::Mutex;
 
 #[derive(Default)]
 struct Notes {
@@ -362,6 +362,7 @@ mod tests {
         key_of: impl Fn(u32) -> Vec<u8>,
         hash: impl Fn(&[u8]) -> u64,
     ) -> (Vec<u8>, Vec<u8>) {
+        #[allow(clippy::disallowed_types)] // a test helper: looked up only
         let mut seen = std::collections::HashMap::new();
         for i in 0u32.. {
             let key = key_of(i);

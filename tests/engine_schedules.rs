@@ -1,0 +1,93 @@
+//! The engine's own threads (writers, the flusher, the background loop) under a scheduler.
+//!
+//! Built only with the `shuttle` feature (`cargo test --release --features shuttle --test
+//! engine_schedules`), which makes every lock, atomic, wait and clock reading of the engine a
+//! point where the `shuttle` scheduler chooses which thread runs next
+//! (`src/engine/concurrency.rs`). Each test runs its scenario under many random schedules; a
+//! failing one prints a schedule that `shuttle::replay` runs again exactly.
+//!
+//! `LOGSTOR_SCHEDULES` sets how many schedules each test explores (CI's default below).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use logstorfs::engine::storage::{PowerCut, SimStorage};
+use logstorfs::engine::{Engine, EngineOptions, Mutation, ROOT_GROUP};
+use shuttle::sync::Mutex;
+
+fn schedules(default: usize) -> usize {
+    std::env::var("LOGSTOR_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small store: few segments, so that passes and allocation come into play quickly.
+fn small_store() -> EngineOptions {
+    EngineOptions {
+        capacity_bytes: 16 << 20,
+        segment_size_bytes: 256 << 10,
+        segments_per_file: 16,
+        create_if_missing: true,
+        sync_interval: None,
+        separator_threshold_segments: 2,
+        ..Default::default()
+    }
+}
+
+fn key(writer: u64, i: u64) -> Vec<u8> {
+    format!("w{writer}-{i:03}").into_bytes()
+}
+
+fn value(writer: u64, i: u64) -> Vec<u8> {
+    let mut v = format!("writer {writer} step {i};").into_bytes();
+    v.resize(700 + (i as usize % 5) * 300, b'a' + (i % 26) as u8);
+    v
+}
+
+/// Writers each put a few keys and sync after each; whatever the schedule, every put whose
+/// sync returned is there after a power cut that keeps only what was synced. Several syncs run
+/// at once here (each writer's, and the flusher's writes between them): a sync that returns
+/// while a write it should cover has not been made durable loses a confirmed put.
+#[test]
+fn a_returned_sync_covers_every_earlier_write_whatever_the_schedule() {
+    shuttle::check_random(
+        || {
+            let storage = SimStorage::new();
+            let engine = Arc::new(Engine::open_on(storage.clone(), &small_store()).unwrap());
+            let confirmed = Arc::new(Mutex::new(BTreeMap::new()));
+            let writers: Vec<_> = (0..3u64)
+                .map(|w| {
+                    let engine = engine.clone();
+                    let confirmed = confirmed.clone();
+                    shuttle::thread::spawn(move || {
+                        for i in 0..3 {
+                            let (k, v) = (key(w, i), value(w, i));
+                            engine
+                                .write(&[Mutation::put(ROOT_GROUP, k.clone(), v.clone())])
+                                .unwrap();
+                            engine.sync().unwrap();
+                            confirmed.lock().unwrap().insert(k, v);
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            let image = storage.crash(PowerCut::DropAllUnsynced);
+            Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
+            let engine = Engine::open_on(image, &small_store()).unwrap();
+            for (k, v) in confirmed.lock().unwrap().iter() {
+                assert_eq!(
+                    engine.get(k).unwrap().as_ref(),
+                    Some(v),
+                    "{} was confirmed by a sync and lost in the power cut",
+                    String::from_utf8_lossy(k)
+                );
+            }
+            engine.close().unwrap();
+        },
+        schedules(1000),
+    );
+}
