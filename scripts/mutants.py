@@ -509,6 +509,22 @@ MUTANTS = [
         "                            RecordKind::DeleteRange => false,\n",
         ["--lib", "engine::tests::damaged_deletions_that_recovery_keeps"],
     ),
+    (
+        "truncate-range-delete-kept-forever",
+        "5 tombstones: a range delete that a newer one holds is dead, so that repeated truncates of a file leave one, not one each",
+        "src/engine/index.rs",
+        "                    .filter(|(_, old)| range.supersedes(old))\n",
+        "                    .filter(|(_, old)| range.supersedes(old) && false)\n",
+        ["--test", "fs_data", "repeated_truncates_of_a_file_keep_the_index_bounded"],
+    ),
+    (
+        "recovery-keeps-superseded-range-deletes",
+        "4.9 recovery: a full scan drops the range deletes a newer one holds, as the index did when they arrived",
+        "src/engine/recovery.rs",
+        "    super::index::drop_superseded_ranges(&mut ranges);\n",
+        "",
+        ["--test", "fs_data", "repeated_truncates_of_a_file_keep_the_index_bounded"],
+    ),
 ]
 
 
