@@ -510,6 +510,14 @@ MUTANTS = [
         ["--lib", "engine::tests::damaged_deletions_that_recovery_keeps"],
     ),
     (
+        "deletes-take-the-marker-floor",
+        "5 space: delete batches leave the free segment one reclamation's marker needs, so that dead segments can always be freed, also after a remount",
+        "src/engine/segments.rs",
+        "            Claim::Deletes => RECLAIM_FLOOR,\n",
+        "            Claim::Deletes => 0,\n",
+        ["--lib", "engine::tests_space::deletes_leave_reclamation_its_segment"],
+    ),
+    (
         "truncate-range-delete-kept-forever",
         "5 tombstones: a range delete that a newer one holds is dead, so that repeated truncates of a file leave one, not one each",
         "src/engine/index.rs",

@@ -34,6 +34,8 @@ pub mod storage;
 mod synctable;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_space;
 mod tombstones;
 
 pub use api::*;
@@ -421,7 +423,7 @@ impl Engine {
         if result.is_ok() {
             // A last marker, synced, records that everything is durable: recovery (and fsck)
             // can then tell damage to the newest batches from a write torn by a power cut.
-            match self.inner.log.flush_marker() {
+            match self.inner.log.flush_close_marker() {
                 Ok(()) => {
                     result = self.inner.storage.sync().map_err(EngineError::from);
                     marker_written = true;
