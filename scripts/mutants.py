@@ -518,6 +518,14 @@ MUTANTS = [
         ["--lib", "engine::tests_space::deletes_leave_reclamation_its_segment"],
     ),
     (
+        "mixed-delete-batches-skip-capacity",
+        "5 space: a batch that deletes skips the capacity check (and may take the reserve) only if its puts add no live data",
+        "src/engine/mod.rs",
+        "        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE && !self.puts_grow_live_data(batch);\n",
+        "        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE;\n",
+        ["--lib", "engine::tests_space::a_put_beside_a_delete_gets_no_space"],
+    ),
+    (
         "truncate-range-delete-kept-forever",
         "5 tombstones: a range delete that a newer one holds is dead, so that repeated truncates of a file leave one, not one each",
         "src/engine/index.rs",

@@ -80,3 +80,71 @@ fn deletes_leave_reclamation_its_segment_even_across_a_remount() {
         .write(&[put("fits again", &vec![1u8; 100 << 10])])
         .unwrap();
 }
+
+/// A batch that deletes skips the capacity check only if it adds no live data. Any batch
+/// holding a delete once did (up to 16 KiB): a write that also drops the file's
+/// `security.capability` went past a full store's limit into the reserve that deletes need.
+#[test]
+fn a_put_beside_a_delete_gets_no_space_in_a_full_store() {
+    let opts = EngineOptions {
+        capacity_bytes: 16 << 20,
+        ..small_options()
+    };
+    let engine = Engine::open_on(SimStorage::new(), &opts).unwrap();
+    engine.test_pause_background();
+    for i in 0..200 {
+        engine
+            .write(&[put(&format!("x{i:03}"), b"capability")])
+            .unwrap();
+    }
+    let page = vec![4u8; 4096];
+    let mut pages = 0;
+    loop {
+        match engine.write(&[put(&format!("p{pages:05}"), &page)]) {
+            Ok(_) => pages += 1,
+            Err(EngineError::NoSpace) => break,
+            Err(e) => panic!("put {pages}: {e}"),
+        }
+    }
+    let before = engine.stats();
+    let mut taken = 0;
+    for i in 0..200 {
+        match engine.write(&[
+            put(&format!("new{i:03}"), &page),
+            delete(&format!("x{i:03}")),
+        ]) {
+            Ok(_) => taken += 1,
+            Err(EngineError::NoSpace) => {}
+            Err(e) => panic!("batch {i}: {e}"),
+        }
+    }
+    let after = engine.stats();
+    assert_eq!(
+        taken,
+        0,
+        "{taken} batches of a new page and a delete were taken by a full store: live bytes \
+         {} -> {} (capacity {}), free segments {} -> {} ({} reserved)",
+        before.live_bytes,
+        after.live_bytes,
+        before.usable_capacity_bytes,
+        before.segments_free,
+        after.segments_free,
+        engine.inner.segments.reserved
+    );
+    // What adds nothing still goes through: a pure delete, and a rewrite of a page no larger
+    // (a truncation's shortened last page) beside a delete.
+    engine.write(&[delete("x000")]).unwrap();
+    engine
+        .write(&[put("p00000", &page[..100]), delete("x001")])
+        .unwrap();
+    engine
+        .write(&[
+            put("p00001", &page),
+            Mutation::DeleteRange {
+                group: ROOT_GROUP,
+                start: b"p00002".to_vec(),
+                end: b"p00004".to_vec(),
+            },
+        ])
+        .unwrap();
+}
