@@ -518,6 +518,38 @@ MUTANTS = [
         "                            RecordKind::DeleteRange => false,\n",
         ["--lib", "engine::tests::damaged_deletions_that_recovery_keeps"],
     ),
+    (
+        "deletes-take-the-marker-floor",
+        "5 space: delete batches leave the free segment one reclamation's marker needs, so that dead segments can always be freed, also after a remount",
+        "src/engine/segments.rs",
+        "            Claim::Deletes => RECLAIM_FLOOR,\n",
+        "            Claim::Deletes => 0,\n",
+        ["--lib", "engine::tests_space::deletes_leave_reclamation_its_segment"],
+    ),
+    (
+        "mixed-delete-batches-skip-capacity",
+        "5 space: a batch that deletes skips the capacity check (and may take the reserve) only if its puts add no live data",
+        "src/engine/mod.rs",
+        "        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE && !self.puts_grow_live_data(batch);\n",
+        "        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE;\n",
+        ["--lib", "engine::tests_space::a_put_beside_a_delete_gets_no_space"],
+    ),
+    (
+        "truncate-range-delete-kept-forever",
+        "5 tombstones: a range delete that a newer one holds is dead, so that repeated truncates of a file leave one, not one each",
+        "src/engine/index.rs",
+        "                    .filter(|(_, old)| range.supersedes(old))\n",
+        "                    .filter(|(_, old)| range.supersedes(old) && false)\n",
+        ["--test", "fs_data", "repeated_truncates_of_a_file_keep_the_index_bounded"],
+    ),
+    (
+        "recovery-keeps-superseded-range-deletes",
+        "4.9 recovery: a full scan drops the range deletes a newer one holds, as the index did when they arrived",
+        "src/engine/recovery.rs",
+        "    super::index::drop_superseded_ranges(&mut ranges);\n",
+        "",
+        ["--test", "fs_data", "repeated_truncates_of_a_file_keep_the_index_bounded"],
+    ),
 ]
 
 

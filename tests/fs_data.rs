@@ -251,3 +251,71 @@ fn writes_truncations_and_chown_drop_privileges_as_linux_does() {
     fs.setattr(d, &chown).unwrap();
     assert_eq!(perm(d), 0o2775);
 }
+
+/// Shrinking truncates of a file whose first pages are never rewritten leave a bounded index
+/// and bounded live data: each truncate's range delete makes the previous one dead (it hides
+/// all the previous one hid). Kept while any older page of the file is on disk, they once
+/// piled up, one per truncate, in the index and on disk, copied by every compaction, and a
+/// full scan after a crash found them all again.
+#[test]
+fn repeated_truncates_of_a_file_keep_the_index_bounded() {
+    use logstorfs::engine::storage::{PowerCut, SimStorage};
+    use logstorfs::engine::{Engine, EngineStats};
+    const PAGE: u64 = 4096;
+    const KEPT: u64 = 8;
+    const CYCLES: u64 = 300;
+    let storage = SimStorage::new();
+    let fs = logstorfs::fs::Fs::new(Engine::open_on(storage.clone(), &options(64 << 20)).unwrap())
+        .unwrap();
+    let ino = make_file(&fs, ROOT_INO, "log", &vec![7u8; (KEPT * PAGE) as usize]);
+    let truncate = |size| {
+        fs.setattr(
+            ino,
+            &SetAttr {
+                size: Some(size),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    };
+    let cycle = |i: u64| {
+        fs.write(ino, KEPT * PAGE, &vec![i as u8; PAGE as usize])
+            .unwrap();
+        truncate(KEPT * PAGE);
+    };
+    let figures = |s: &EngineStats| (s.index_entries, s.live_bytes);
+    cycle(0);
+    let first = figures(&fs.engine().stats());
+    for i in 1..CYCLES {
+        cycle(i);
+    }
+    let last = figures(&fs.engine().stats());
+    // Same figures: a truncate record replaces the one before it, an inode record the one
+    // before it.
+    assert_eq!(
+        last, first,
+        "(index entries, live bytes) after 1 and after {CYCLES} truncates"
+    );
+    assert_eq!(read_all(&fs, ino), vec![7u8; (KEPT * PAGE) as usize]);
+    // A full scan after a crash finds the dead ones beside the newest, and keeps only it.
+    fs.engine().sync().unwrap();
+    drop(fs);
+    let fs = logstorfs::fs::Fs::new(
+        Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options(64 << 20)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        figures(&fs.engine().stats()),
+        first,
+        "(index entries, live bytes) recovered by a full scan"
+    );
+    for _ in 0..3 {
+        fs.engine().test_compact().unwrap();
+    }
+    assert_eq!(
+        figures(&fs.engine().stats()),
+        first,
+        "(index entries, live bytes) after compaction"
+    );
+    assert_eq!(read_all(&fs, ino), vec![7u8; (KEPT * PAGE) as usize]);
+}

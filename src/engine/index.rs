@@ -79,6 +79,79 @@ impl RangeDelete {
     pub fn covers(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
     }
+
+    /// Whether this range delete hides everything `other` hides: it is newer and its range
+    /// holds `other`'s. `other` is then dead, as a record an overwrite replaced: without it,
+    /// a file truncated again and again to the same size (its first pages never rewritten, so
+    /// that no range delete of it can be dropped) kept one range delete per truncation, in
+    /// the index and on disk, copied by every compaction.
+    pub fn supersedes(&self, other: &RangeDelete) -> bool {
+        self.version > other.version
+            && self.start <= other.start
+            && (self.end.is_empty()
+                || (!other.end.is_empty() && other.end <= self.end && other.start < self.end))
+    }
+}
+
+/// Removes from `ranges` every range delete that another one of them supersedes
+/// ([`RangeDelete::supersedes`]): the rule the index applies as range deletes arrive, for
+/// recovery, which finds them all at once. One sweep by start, with the highest version seen
+/// per end rank in a Fenwick tree (suffix maxima): O(n log n).
+pub fn drop_superseded_ranges(ranges: &mut Vec<RangeDelete>) {
+    if ranges.len() < 2 {
+        return;
+    }
+    let mut ends: Vec<&[u8]> = ranges
+        .iter()
+        .filter(|r| !r.end.is_empty())
+        .map(|r| r.end.as_slice())
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    let n = ends.len() + 1;
+    // Position in the tree: 1 for the unbounded end, n for the lowest one, so that the ranges
+    // ending at or after an end are a prefix of the tree.
+    let slot: Vec<usize> = ranges
+        .iter()
+        .map(|r| {
+            if r.end.is_empty() {
+                1
+            } else {
+                n - ends.binary_search(&r.end.as_slice()).unwrap()
+            }
+        })
+        .collect();
+    let mut tree = vec![0u64; n + 1]; // versions are never 0
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by(|&a, &b| ranges[a].start.cmp(&ranges[b].start));
+    let mut dead = vec![false; ranges.len()];
+    let mut i = 0;
+    while i < order.len() {
+        // Ranges of one start: each may supersede the others.
+        let mut j = i;
+        while j < order.len() && ranges[order[j]].start == ranges[order[i]].start {
+            let mut at = slot[order[j]];
+            while at <= n {
+                tree[at] = tree[at].max(ranges[order[j]].version);
+                at += at & at.wrapping_neg();
+            }
+            j += 1;
+        }
+        for &r in &order[i..j] {
+            let (mut at, mut newest) = (slot[r], 0);
+            while at > 0 {
+                newest = newest.max(tree[at]);
+                at -= at & at.wrapping_neg();
+            }
+            dead[r] = newest > ranges[r].version;
+        }
+        i = j;
+    }
+    let mut k = 0;
+    ranges.retain(|_| {
+        k += 1;
+        !dead[k - 1]
+    });
 }
 
 /// A change to the index: a put or tombstone at `entry`, or a range delete.
@@ -578,6 +651,15 @@ impl Index {
                 inner.put_if_newer(key, *entry)
             }
             Update::Range(range) => {
+                // A newer range delete of the same buffer that holds this one's range may have
+                // reached the index first: this one is dead on arrival (that one removes all it
+                // would). From earlier buffers none can be newer.
+                if same_buffer_ranges.iter().any(|r| r.supersedes(range)) {
+                    return Applied {
+                        new_is_live: false,
+                        displaced: Vec::new(),
+                    };
+                }
                 let mut doomed: Vec<Vec<u8>> = Vec::new();
                 inner.walk(Bound::Included(&range.start), |key, leaf, i| {
                     if !range.end.is_empty() && key >= range.end.as_slice() {
@@ -588,10 +670,26 @@ impl Index {
                     }
                     true
                 });
-                let displaced = doomed
+                let mut displaced: Vec<Location> = doomed
                     .iter()
                     .filter_map(|key| inner.remove_key(key).map(|e| e.location))
                     .collect();
+                // Older range deletes this one supersedes start within its range.
+                let from = (range.start.clone().into_boxed_slice(), 0);
+                let superseded: Vec<(Box<[u8]>, u64)> = inner
+                    .ranges
+                    .range(from..)
+                    .take_while(|((start, _), _)| {
+                        range.end.is_empty() || start.as_ref() < range.end.as_slice()
+                    })
+                    .filter(|(_, old)| range.supersedes(old))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in superseded {
+                    if let Some(old) = inner.ranges.remove(&k) {
+                        displaced.push(old.location);
+                    }
+                }
                 inner.ranges.insert(
                     (range.start.clone().into_boxed_slice(), range.version),
                     range.clone(),
@@ -1427,7 +1525,10 @@ mod tests {
             group: 0,
         };
         let applied = index.apply(&Update::Range(r), &[]);
-        assert_eq!(applied.displaced.len(), 3000 - want.len());
+        // Every key, then the range delete it supersedes.
+        assert_eq!(applied.displaced.len(), 3000 - want.len() + 1);
+        assert_eq!(applied.displaced.last(), Some(&loc(9, 0)));
+        assert_eq!(index.range_delete_count(), 1);
         assert_eq!(index.check(), 0);
         assert_eq!(index.len(), 0);
         assert!(index.scan(b"", b"", None, 10).is_empty());
@@ -1598,16 +1699,28 @@ mod tests {
                     }
                 }
                 Update::Range(r) => {
+                    if same.iter().any(|s| s.supersedes(r)) {
+                        return (false, Vec::new());
+                    }
                     let doomed: Vec<Vec<u8>> = self
                         .points
                         .iter()
                         .filter(|(k, e)| r.covers(k) && e.version < r.version)
                         .map(|(k, _)| k.clone())
                         .collect();
-                    let displaced = doomed
+                    let mut displaced: Vec<Location> = doomed
                         .iter()
                         .map(|k| self.points.remove(k).unwrap().location)
                         .collect();
+                    let superseded: Vec<(Vec<u8>, u64)> = self
+                        .ranges
+                        .iter()
+                        .filter(|(_, old)| r.supersedes(old))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in superseded {
+                        displaced.push(self.ranges.remove(&k).unwrap().location);
+                    }
                     self.ranges.insert((r.start.clone(), r.version), r.clone());
                     (true, displaced)
                 }
@@ -1668,6 +1781,42 @@ mod tests {
         }
     }
 
+    /// Recovery's sweep drops exactly the range deletes another one supersedes.
+    #[test]
+    fn superseded_ranges_are_dropped_as_one_by_one_comparison_finds() {
+        for seed in 0..200u64 {
+            let mut rng = Rng(seed);
+            let n = 1 + rng.below(40) as usize;
+            let ranges: Vec<RangeDelete> = (0..n)
+                .map(|i| {
+                    // Few distinct bounds, so that starts, ends and containments repeat.
+                    let (a, b) = (rng.below(6) as u8, rng.below(6) as u8);
+                    let (low, high) = (a.min(b), a.max(b) + 1);
+                    let end = if rng.below(5) == 0 {
+                        Vec::new()
+                    } else {
+                        vec![b'a' + high]
+                    };
+                    RangeDelete {
+                        start: vec![b'a' + low],
+                        end,
+                        version: 1 + rng.below(30) * 100 + i as u64,
+                        location: loc(i as u32, 0),
+                        group: 0,
+                    }
+                })
+                .collect();
+            let want: Vec<RangeDelete> = ranges
+                .iter()
+                .filter(|r| !ranges.iter().any(|o| o.supersedes(r)))
+                .cloned()
+                .collect();
+            let mut got = ranges.clone();
+            drop_superseded_ranges(&mut got);
+            assert_eq!(got, want, "seed {seed}");
+        }
+    }
+
     #[test]
     fn randomized_against_a_btreemap_model() {
         for seed in 0..60u64 {
@@ -1712,9 +1861,21 @@ mod tests {
                             location: loc(rng.below(50) as u32, rng.next() as u32),
                             group: 0,
                         };
+                        let same = if rng.below(4) == 0 {
+                            let (start, end) = random_range(&mut rng);
+                            vec![RangeDelete {
+                                start,
+                                end,
+                                version: rng.below(1000),
+                                location: loc(0, 0),
+                                group: 0,
+                            }]
+                        } else {
+                            Vec::new()
+                        };
                         let update = Update::Range(r);
-                        let a = index.apply(&update, &[]);
-                        let (live, displaced) = model.apply(&update, &[]);
+                        let a = index.apply(&update, &same);
+                        let (live, displaced) = model.apply(&update, &same);
                         assert_eq!((a.new_is_live, a.displaced), (live, displaced), "{}", ctx());
                     }
                     60..=74 => {

@@ -147,6 +147,9 @@ struct State {
     /// (a marker that frees space: see [`Log::flush_marker`]); beyond it only a segment users
     /// could take themselves.
     reserve_marker_until: u64,
+    /// Beyond `reserve_marker_until`, up to this sequence number a marker may open a segment
+    /// from the reserve down to the reclamation floor (the marker of a clean close).
+    close_marker_until: u64,
     stop: bool,
     /// The flusher thread has returned: nothing more will be written, so whoever waits for a
     /// write must give up (with `Closed`) instead of waiting forever.
@@ -227,6 +230,7 @@ impl Log {
                 sealed_seq: 0,
                 marker_until: 0,
                 reserve_marker_until: 0,
+                close_marker_until: 0,
                 stop: false,
                 flusher_gone: false,
                 active_from_reserve: false,
@@ -288,7 +292,12 @@ impl Log {
                 return Err(EngineError::Closed);
             }
             if st.open.is_none() {
-                self.open_new_segment(&mut st, !batch.may_use_reserve())?;
+                let claim = if batch.may_use_reserve() {
+                    Claim::Deletes
+                } else {
+                    Claim::User
+                };
+                self.open_new_segment(&mut st, claim)?;
             }
             // A mixed segment that a marker or a delete opened from the reserve is not for user
             // batches while users could not take a segment themselves: filling it would hand
@@ -399,11 +408,18 @@ impl Log {
                 // synced may not: on a full host disk, where users cannot take a segment, such
                 // markers would use the reserve up, one segment each time a segment closes,
                 // and leave nothing for the deletes that free space.
-                let frees_space = st.sealed_seq < st.reserve_marker_until;
-                if let Err(e) = self.open_new_segment(&mut st, !frees_space) {
+                let claim = if st.sealed_seq < st.reserve_marker_until {
+                    Claim::FreesSpace
+                } else if st.sealed_seq < st.close_marker_until {
+                    Claim::Deletes
+                } else {
+                    Claim::User
+                };
+                if let Err(e) = self.open_new_segment(&mut st, claim) {
                     // No room even for a marker: let the requester see the failure.
                     st.marker_until = 0;
                     st.reserve_marker_until = 0;
+                    st.close_marker_until = 0;
                     log::warn!("cannot write a marker buffer: {e}");
                     self.changed.notify_all();
                     continue;
@@ -433,18 +449,12 @@ impl Log {
         self.work.notify_all();
     }
 
-    fn open_new_segment(&self, st: &mut State, for_user: bool) -> Result<()> {
-        let (segment, generation) = self.segments.allocate(
-            SegmentKind::Mixed,
-            NO_GROUP,
-            if for_user {
-                Claim::User
-            } else {
-                Claim::FreesSpace
-            },
-        )?;
+    fn open_new_segment(&self, st: &mut State, claim: Claim) -> Result<()> {
+        let (segment, generation) = self
+            .segments
+            .allocate(SegmentKind::Mixed, NO_GROUP, claim)?;
         st.open = Some(self.new_buffer(st, segment, generation, 0));
-        st.active_from_reserve = !for_user;
+        st.active_from_reserve = claim != Claim::User;
         Ok(())
     }
 
@@ -580,26 +590,35 @@ impl Log {
 
     /// Has the flusher write a buffer even if it holds no batch (a *marker*: its header
     /// records the current durable floor), and waits for that flush to complete. For markers
-    /// that free space (before segments are freed, at close): it may open a segment from the
-    /// reserve.
+    /// that free space (before segments are freed): it may open a segment from the reserve,
+    /// its last free segment included.
     pub fn flush_marker(&self) -> Result<()> {
-        self.flush_marker_claiming(true)
+        self.flush_marker_claiming(Claim::FreesSpace)
+    }
+
+    /// [`Log::flush_marker`] for the marker of a clean close, which frees nothing: it may open
+    /// a segment from the reserve, but leaves the reclamation floor free, so that the next
+    /// session can still free segments (the marker's own segment among them).
+    pub fn flush_close_marker(&self) -> Result<()> {
+        self.flush_marker_claiming(Claim::Deletes)
     }
 
     /// [`Log::flush_marker`] for a marker that frees nothing (the sync table's proof of closed
     /// log segments): it never opens a segment from the reserve, and fails with `NoSpace`
     /// where users could not take a segment either.
     pub fn flush_proof_marker(&self) -> Result<()> {
-        self.flush_marker_claiming(false)
+        self.flush_marker_claiming(Claim::User)
     }
 
-    fn flush_marker_claiming(&self, may_use_reserve: bool) -> Result<()> {
+    fn flush_marker_claiming(&self, claim: Claim) -> Result<()> {
         let mut st = self.state.lock();
         // Any buffer sealed from now on carries a floor at least as high as the current one.
         let after = st.next_seq;
         st.marker_until = st.marker_until.max(after);
-        if may_use_reserve {
-            st.reserve_marker_until = st.reserve_marker_until.max(after);
+        match claim {
+            Claim::FreesSpace => st.reserve_marker_until = st.reserve_marker_until.max(after),
+            Claim::Deletes => st.close_marker_until = st.close_marker_until.max(after),
+            Claim::User | Claim::Compaction => {}
         }
         self.work.notify_one();
         while st.completed_seq < after {

@@ -41,6 +41,8 @@ pub mod storage;
 mod synctable;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_space;
 mod tombstones;
 
 pub use api::*;
@@ -423,7 +425,7 @@ impl Engine {
         if result.is_ok() {
             // A last marker, synced, records that everything is durable: recovery (and fsck)
             // can then tell damage to the newest batches from a write torn by a power cut.
-            match self.inner.log.flush_marker() {
+            match self.inner.log.flush_close_marker() {
                 Ok(()) => {
                     result = self.inner.storage.sync().map_err(EngineError::from);
                     marker_written = true;
@@ -878,9 +880,14 @@ fn validate(batch: &[Mutation]) -> Result<usize> {
     Ok(total)
 }
 
-/// Batches that only delete (or carry small bookkeeping beside their deletes) may use space
-/// beyond the user limit: deleting must always be possible in a full store.
+/// Batches that delete and add no live data (their puts, if any, take no more than what the
+/// batch replaces or deletes: an inode record rewritten, a last page shortened) may use space
+/// beyond the user limit, up to this size: deleting must always be possible in a full store.
 const DELETE_BATCH_ALLOWANCE: usize = 16 * 1024;
+
+/// Live records a range delete is looked up for when a batch's puts are weighed against what
+/// its deletes remove ([`Inner::puts_grow_live_data`]): enough for a batch's worth of pages.
+const RANGE_DELETE_WEIGH_LIMIT: usize = 64;
 
 impl Inner {
     fn check_open(&self) -> Result<()> {
@@ -940,11 +947,66 @@ impl Inner {
         growth.saturating_sub(replaced)
     }
 
+    /// Whether the puts of `batch` add live data: more bytes than the live records they replace
+    /// and the live puts the batch's deletes remove. The tombstones themselves are not counted:
+    /// they are what deleting costs (bounded by [`DELETE_BATCH_ALLOWANCE`]), and compaction
+    /// drops them. Errs towards "grows" (a range delete is weighed by its first records only).
+    fn puts_grow_live_data(&self, batch: &[Mutation]) -> bool {
+        let mut put_keys = std::collections::BTreeSet::new();
+        let mut added = 0u64;
+        let mut removed = 0u64;
+        for m in batch.iter().rev() {
+            let Mutation::Put { key, .. } = m else {
+                continue;
+            };
+            if !put_keys.insert(key.as_slice()) {
+                continue; // replaced at once by a later put of the batch
+            }
+            added += m.encoded_len() as u64;
+            if let Some(entry) = self.index.get(key).filter(|e| !e.tombstone) {
+                removed += entry.location.len as u64;
+            }
+        }
+        if added <= removed {
+            return false;
+        }
+        // Keys the batch also puts were counted above (as replaced), not again here.
+        for m in batch {
+            let (start, end) = match m {
+                Mutation::Put { .. } => continue,
+                Mutation::Delete { key, .. } => {
+                    if !put_keys.contains(key.as_slice())
+                        && let Some(entry) = self.index.get(key).filter(|e| !e.tombstone)
+                    {
+                        removed += entry.location.len as u64;
+                    }
+                    continue;
+                }
+                Mutation::DeletePrefix { prefix, .. } => (prefix.clone(), prefix_successor(prefix)),
+                Mutation::DeleteRange { start, end, .. } => (start.clone(), end.clone()),
+            };
+            for (key, entry) in self
+                .index
+                .scan(&start, &end, None, RANGE_DELETE_WEIGH_LIMIT)
+            {
+                if !put_keys.contains(key.as_slice()) {
+                    removed += entry.location.len as u64;
+                }
+            }
+            if added <= removed {
+                return false;
+            }
+        }
+        added > removed
+    }
+
     fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
         self.check_open()?;
         let total = validate(batch)?;
         let deletes = batch.iter().any(|m| !matches!(m, Mutation::Put { .. }));
-        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE;
+        // Only a batch that adds no live data: a put beside a delete (a write that also drops
+        // an xattr) would otherwise reach the reserve, which the deletes need.
+        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE && !self.puts_grow_live_data(batch);
         if !exempt {
             // A batch that does not add live bytes (an overwrite) is always taken: live bytes
             // may stand a little above the capacity (the check races other writers), and an

@@ -357,6 +357,8 @@ pub fn recover(
     }
     let mut points = resolve_versions(&mut candidates, accepted);
     drop(candidates);
+    // As the index does when they arrive: a range delete a newer one holds is dead.
+    super::index::drop_superseded_ranges(&mut ranges);
     apply_range_deletes(&mut points, &mut ranges);
     hand_over_single_group_segments(&mut infos, &points, &ranges);
 

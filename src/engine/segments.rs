@@ -39,6 +39,13 @@ pub fn compaction_floor(reserved: u64) -> u64 {
     reserved / 2
 }
 
+/// Free segments delete batches may not take: what one reclamation needs. It writes one marker
+/// buffer, which opens at most one segment (a sealed buffer always leaves room for the next in
+/// its segment, else the segment closes), and then frees every dead segment. Were deletes to
+/// take the last free segment, the marker would find none, nothing could be freed, and a
+/// remount would find the same store.
+pub const RECLAIM_FLOOR: usize = 1;
+
 /// Who asks for a segment, which decides how much of the reserve it may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -47,7 +54,10 @@ pub enum Claim {
     /// Compaction copies: half the reserve, so that it can make room in a full store but
     /// never takes the last segments from the deletes and markers that free its victims.
     Compaction,
-    /// Small delete batches and marker buffers: everything (they are what frees space).
+    /// Small delete batches and the marker of a clean close: the reserve down to
+    /// [`RECLAIM_FLOOR`], which they leave to reclamation's markers.
+    Deletes,
+    /// The marker buffers that free segments (reclamation): everything.
     FreesSpace,
 }
 
@@ -174,6 +184,7 @@ impl SegmentManager {
         let floor = match claim {
             Claim::User => self.reserved as usize,
             Claim::Compaction => compaction_floor(self.reserved as u64) as usize,
+            Claim::Deletes => RECLAIM_FLOOR,
             Claim::FreesSpace => 0,
         };
         self.grow(&mut inner, floor)?;
