@@ -22,6 +22,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "buffer-ranges-read-before-the-index-lock",
+        "4.5 index: a put of a write buffer dies on arrival under a newer range delete of that buffer",
+        "src/engine/mod.rs",
+        "        for update in encoded.updates(ticket.lsn, ticket.segment, ticket.offset) {\n            // Noted before the ticket is dropped: once a later tombstone's segment is closed,\n            // this put's note is there (index updates and flushes complete in buffer order).\n            if let Update::Point { key, entry } = &update {\n                if !entry.tombstone {\n                    self.put_notes.note_put(ticket.segment, key, entry.version);\n                }\n            }\n            let applied = self.index.apply_in_buffer(&update, &ticket.buffer_ranges);\n",
+        "        let read_early = Mutex::new(ticket.buffer_ranges.lock().clone());\n        for update in encoded.updates(ticket.lsn, ticket.segment, ticket.offset) {\n            // Noted before the ticket is dropped: once a later tombstone's segment is closed,\n            // this put's note is there (index updates and flushes complete in buffer order).\n            if let Update::Point { key, entry } = &update {\n                if !entry.tombstone {\n                    self.put_notes.note_put(ticket.segment, key, entry.version);\n                }\n            }\n            let applied = self.index.apply_in_buffer(&update, &read_early);\n",
+        ["--release", "--features", "shuttle", "--test", "engine_schedules",
+         "a_put_and_a_prefix_delete_of_one_buffer"],
+    ),
+    (
         "write-noted-before-it-lands",
         "4.9 durability: a returned sync covers every write that returned before it (concurrent syncs)",
         "src/engine/storage.rs",

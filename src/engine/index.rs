@@ -45,7 +45,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::concurrency::RwLock;
+use super::concurrency::{Mutex, RwLock};
 
 /// Where a record is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -626,17 +626,9 @@ pub struct Index {
     inner: RwLock<Inner>,
 }
 
-impl Index {
-    pub fn get(&self, key: &[u8]) -> Option<Entry> {
-        self.inner.read().get(key)
-    }
-
-    /// Applies one update. `same_buffer_ranges` are the range deletes written in the same write
-    /// buffer as this update: a put may reach the index after a range delete with a higher
-    /// version from the same buffer was applied, and must then die on arrival. (Updates from
-    /// different buffers are applied in buffer order, see the write gate in `log.rs`.)
-    pub fn apply(&self, update: &Update, same_buffer_ranges: &[RangeDelete]) -> Applied {
-        let mut inner = self.inner.write();
+impl Inner {
+    fn apply(&mut self, update: &Update, same_buffer_ranges: &[RangeDelete]) -> Applied {
+        let inner = self;
         match update {
             Update::Point { key, entry } => {
                 if same_buffer_ranges
@@ -700,6 +692,37 @@ impl Index {
                 }
             }
         }
+    }
+}
+
+impl Index {
+    pub fn get(&self, key: &[u8]) -> Option<Entry> {
+        self.inner.read().get(key)
+    }
+
+    /// Applies one update of a writer's batch. `buffer_ranges` collects the range deletes of
+    /// the write buffer the batch went into, each added when its batch took its place in the
+    /// buffer, before any of that batch's index updates. The writers of one buffer update the
+    /// index in any order (those of different buffers in buffer order, see the write gate in
+    /// `log.rs`): a put may come after a range delete of the same buffer with a higher version
+    /// was applied, and must then die on arrival. So the list is read under the index's lock,
+    /// not before taking it: read earlier, it could miss a range delete that is applied in
+    /// between, and the put would stay live.
+    pub fn apply_in_buffer(
+        &self,
+        update: &Update,
+        buffer_ranges: &Mutex<Vec<RangeDelete>>,
+    ) -> Applied {
+        let mut inner = self.inner.write();
+        let same_buffer_ranges = buffer_ranges.lock();
+        inner.apply(update, &same_buffer_ranges)
+    }
+
+    /// Applies one update, given the range deletes of its write buffer (see
+    /// [`Index::apply_in_buffer`]), for tests and benchmarks that know them in advance.
+    #[allow(dead_code)]
+    pub fn apply(&self, update: &Update, same_buffer_ranges: &[RangeDelete]) -> Applied {
+        self.inner.write().apply(update, same_buffer_ranges)
     }
 
     /// Moves `key` from `old` to `new` (same version, a copy) if the index still points at `old`.

@@ -1023,7 +1023,6 @@ impl Inner {
         if delay > 0 {
             concurrency::sleep(Duration::from_millis(delay));
         }
-        let same_buffer_ranges = ticket.buffer_ranges.lock().clone();
         for update in encoded.updates(ticket.lsn, ticket.segment, ticket.offset) {
             // Noted before the ticket is dropped: once a later tombstone's segment is closed,
             // this put's note is there (index updates and flushes complete in buffer order).
@@ -1032,7 +1031,7 @@ impl Inner {
                     self.put_notes.note_put(ticket.segment, key, entry.version);
                 }
             }
-            let applied = self.index.apply(&update, &same_buffer_ranges);
+            let applied = self.index.apply_in_buffer(&update, &ticket.buffer_ranges);
             let location = match &update {
                 Update::Point { entry, .. } => entry.location,
                 Update::Range(r) => r.location,
