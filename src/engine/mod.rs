@@ -1312,11 +1312,15 @@ impl Inner {
                 }
                 let mut live = self.live_records_of(victim, &mut image)?;
                 self.drop_dead_tombstones(victim, &mut live);
-                self.copy_to_groups(
+                if !self.copy_to_groups(
                     live,
                     &self.compaction_bytes_written,
                     segments::Claim::Compaction,
-                )?;
+                )? {
+                    // No room for this victim's copies: the pass ends here, and what it
+                    // emptied is freed as usual.
+                    break;
+                }
             }
             emptied += 1;
             self.compaction_victims.fetch_add(1, Ordering::Relaxed);
@@ -1372,7 +1376,7 @@ impl Inner {
             self.sync()?;
         }
         let mut image = Vec::new();
-        for &(segment, listed) in &mixed {
+        for (done, &(segment, listed)) in mixed.iter().enumerate() {
             // The reclaimer must not free (and the log reuse) the segment while it is read and
             // sorted: it may have emptied and freed it since the list was made.
             let _no_free = self.reclaim_lock.lock();
@@ -1395,7 +1399,11 @@ impl Inner {
                     continue;
                 }
             }
-            self.copy_to_groups(live, &self.separator_bytes_written, segments::Claim::User)?;
+            if !self.copy_to_groups(live, &self.separator_bytes_written, segments::Claim::User)? {
+                // No room for this segment's copies: the rest waits for the next run.
+                self.group_writer.lock().close_empty(&self.segments);
+                return Ok(done);
+            }
         }
         self.group_writer.lock().close_empty(&self.segments);
         Ok(mixed.len())
@@ -1508,10 +1516,6 @@ impl Inner {
         Ok(live)
     }
 
-    /// Copies `live` records into the group-owned segments of their groups (oldest first, so
-    /// that cold data ends up together), then moves the index to the copies by compare-and-set:
-    /// a record overwritten meanwhile stays where its newest version is, and its copy is dead
-    /// on arrival. `counter` gets the bytes written; see `GroupWriter::write` for the reserve.
     /// Whether `segment` is still closed in the use `listed` describes (not freed, not reused
     /// since a pass listed it). Call with `reclaim_lock` held, so that it stays so.
     fn still_as_listed(&self, segment: u32, listed: &segments::SegmentInfo) -> bool {
@@ -1543,12 +1547,22 @@ impl Inner {
         moved
     }
 
+    /// Copies `live` records into the group-owned segments of their groups (oldest first, so
+    /// that cold data ends up together), then moves the index to the copies by compare-and-set:
+    /// a record overwritten meanwhile stays where its newest version is, and its copy is dead
+    /// on arrival. `counter` gets the bytes written; see `GroupWriter::write` for the reserve.
+    ///
+    /// Returns `false`, having written nothing, if the free segments `claim` may take cannot
+    /// hold the copies (one open segment counted for every group they go to), so that a pass
+    /// stops between segments rather than in the middle of one. If a write still fails (a
+    /// racing writer took the segments, an I/O error), the copies already written are noted
+    /// and indexed all the same before the error is returned: they are on disk.
     fn copy_to_groups(
         &self,
         live: Vec<(u32, compaction::LiveRecord)>,
         counter: &AtomicU64,
         claim: segments::Claim,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut live = live;
         self.regroup_copies(&mut live);
         let mut by_group: std::collections::BTreeMap<u32, Vec<compaction::LiveRecord>> =
@@ -1556,22 +1570,30 @@ impl Inner {
         for (group, record) in live {
             by_group.entry(group).or_default().push(record);
         }
+        for records in by_group.values_mut() {
+            compaction::order_survivors(records);
+        }
         let mut writer = self.group_writer.lock();
-        for (group, mut records) in by_group {
-            compaction::order_survivors(&mut records);
+        let needed: usize = by_group
+            .iter()
+            .map(|(&group, records)| {
+                let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
+                writer.segments_needed(self.segments.segment_size(), group, &refs)
+            })
+            .sum();
+        if needed > self.segments.free_for(claim) {
+            return Ok(false);
+        }
+        for (group, records) in by_group {
             let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
             let floor = self.log.durable_lsn();
-            let written = match writer.write(&self.segments, group, &refs, floor, claim) {
-                Ok(w) => w,
-                Err(EngineError::NoSpace) => return Err(EngineError::NoSpace),
-                Err(e) => {
-                    self.log.fail(format!("writing copies: {e}"));
-                    return Err(e);
-                }
-            };
-            self.test_step("copies written, index not yet moved");
-            // Every copy is on disk now, including the ones about to lose their compare-and-set
-            // (old versions in a new segment): note them all.
+            let (written, outcome) = writer.write(&self.segments, group, &refs, floor, claim);
+            let wrote = !written.locations.is_empty();
+            if wrote {
+                self.test_step("copies written, index not yet moved");
+            }
+            // Every copy written is on disk now, including the ones about to lose their
+            // compare-and-set (old versions in a new segment): note them all.
             for (r, new) in records.iter().zip(&written.locations) {
                 if r.kind == RecordKind::Put {
                     self.put_notes.note_put(new.segment, &r.key, r.version);
@@ -1593,9 +1615,19 @@ impl Inner {
                     self.segments.sub_live(r.old.segment, r.old.len);
                 }
             }
-            self.test_step("index moved to the copies");
+            if wrote {
+                self.test_step("index moved to the copies");
+            }
+            match outcome {
+                Ok(()) => {}
+                Err(EngineError::NoSpace) => return Err(EngineError::NoSpace),
+                Err(e) => {
+                    self.log.fail(format!("writing copies: {e}"));
+                    return Err(e);
+                }
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn test_step(&self, step: &'static str) {
