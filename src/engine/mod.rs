@@ -432,6 +432,14 @@ impl Engine {
         }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.stop_background();
+        // A background pass may have moved the index onto copies after the syncs above, and
+        // not synced them: one that failed half-way (out of segments) has no reclamation, and
+        // so no sync, behind it. The checkpoint below describes the index, so everything it
+        // points at must be durable first.
+        let synced = self.inner.storage.sync();
+        if let (Ok(()), Err(e)) = (&result, synced) {
+            result = Err(EngineError::from(e));
+        }
         let log = &self.inner.log;
         ::log::info!(
             "close: {:?}, failure {:?}, last LSN {}, durable {}",
