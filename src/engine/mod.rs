@@ -1325,9 +1325,9 @@ impl Inner {
                     &self.compaction_bytes_written,
                     segments::Claim::Compaction,
                 )? {
-                    // No room for this victim's copies: the pass ends here, and what it
-                    // emptied is freed as usual.
-                    break;
+                    // No room for all of this victim's copies: copying part of them would
+                    // take segments and free none. A later victim may fit.
+                    continue;
                 }
             }
             emptied += 1;
@@ -1384,7 +1384,8 @@ impl Inner {
             self.sync()?;
         }
         let mut image = Vec::new();
-        for (done, &(segment, listed)) in mixed.iter().enumerate() {
+        let mut skipped = 0;
+        for &(segment, listed) in &mixed {
             // The reclaimer must not free (and the log reuse) the segment while it is read and
             // sorted: it may have emptied and freed it since the list was made.
             let _no_free = self.reclaim_lock.lock();
@@ -1408,13 +1409,12 @@ impl Inner {
                 }
             }
             if !self.copy_to_groups(live, &self.separator_bytes_written, segments::Claim::User)? {
-                // No room for this segment's copies: the rest waits for the next run.
-                self.group_writer.lock().close_empty(&self.segments);
-                return Ok(done);
+                // No room for all of this segment's copies: it waits for a later run.
+                skipped += 1;
             }
         }
         self.group_writer.lock().close_empty(&self.segments);
-        Ok(mixed.len())
+        Ok(mixed.len() - skipped)
     }
 
     /// Takes out of `live` (records of `victim` about to be moved) the tombstones that no
@@ -1562,7 +1562,7 @@ impl Inner {
     ///
     /// Returns `false`, having written nothing, if the free segments `claim` may take cannot
     /// hold the copies (one open segment counted for every group they go to), so that a pass
-    /// stops between segments rather than in the middle of one. If a write still fails (a
+    /// leaves such a segment whole for a later one rather than run out in its middle. If a write still fails (a
     /// racing writer took the segments, an I/O error), the copies already written are noted
     /// and indexed all the same before the error is returned: they are on disk.
     fn copy_to_groups(
