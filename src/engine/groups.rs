@@ -51,6 +51,11 @@ impl GroupWriter {
     /// part of the reserve; the separator may not, so that sorting records never eats the room
     /// that freeing space needs. `durable_floor` goes into every buffer header (see
     /// `format.rs`).
+    ///
+    /// Returns what was written even when it then fails (no free segment for the next buffer,
+    /// an I/O error): the copies before the failure are on disk, and the caller must note
+    /// their puts whatever happens after, or a tombstone of their keys could be dropped while
+    /// they remain.
     pub fn write(
         &mut self,
         segments: &SegmentManager,
@@ -58,10 +63,25 @@ impl GroupWriter {
         records: &[&LiveRecord],
         durable_floor: u64,
         claim: Claim,
-    ) -> Result<Written> {
+    ) -> (Written, Result<()>) {
+        let mut written = Written {
+            locations: Vec::with_capacity(records.len()),
+            device_bytes: 0,
+        };
+        let outcome = self.write_into(segments, group, records, durable_floor, claim, &mut written);
+        (written, outcome)
+    }
+
+    fn write_into(
+        &mut self,
+        segments: &SegmentManager,
+        group: u32,
+        records: &[&LiveRecord],
+        durable_floor: u64,
+        claim: Claim,
+        written: &mut Written,
+    ) -> Result<()> {
         let segment_size = segments.segment_size();
-        let mut locations = Vec::with_capacity(records.len());
-        let mut device_bytes = 0u64;
         let mut next = 0;
         while next < records.len() {
             let open = match self.open.get_mut(&group) {
@@ -77,22 +97,7 @@ impl GroupWriter {
                 }
             };
             let capacity = WRITE_BUFFER_SIZE.min((segment_size - open.offset) as usize);
-            // Take as many records as fit in one buffer here.
-            let mut payload = 0usize;
-            let mut directory = 0usize;
-            let mut end = next;
-            while end < records.len() {
-                let bytes = &records[end].bytes;
-                let entry = RecordHeader::decode(bytes).map_or(0, |h| {
-                    directory_entry_len(h.kind, h.key_len as usize, h.value_len as usize)
-                });
-                if buffer_len_for(payload + bytes.len(), directory + entry) > capacity {
-                    break;
-                }
-                payload += bytes.len();
-                directory += entry;
-                end += 1;
-            }
+            let (end, payload, directory) = fitting(records, next, capacity);
             if end == next && open.offset == 0 {
                 // Not even in an empty segment's first buffer: a record that no buffer of this
                 // format can take (a range delete with an end of over 100 KiB written before
@@ -114,6 +119,7 @@ impl GroupWriter {
             let mut buffer = vec![0u8; buffer_len];
             let mut at = BUFFER_HEADER_SIZE;
             let mut max_lsn = 0;
+            let mut locations = Vec::with_capacity(end - next);
             for r in &records[next..end] {
                 buffer[at..at + r.bytes.len()].copy_from_slice(&r.bytes);
                 locations.push(Location {
@@ -138,23 +144,54 @@ impl GroupWriter {
             }
             .seal(&mut buffer);
             segments.write(open.segment, open.offset, &buffer)?;
+            written.locations.extend(locations);
             open.offset += buffer_len as u32;
             segments.note_written(open.segment, open.offset, max_lsn);
             // Recorded in the sync table before any source of these copies is freed.
             segments
                 .sync_table
                 .note_copies(open.segment, open.generation, open.offset);
-            device_bytes += buffer_len as u64;
+            written.device_bytes += buffer_len as u64;
             if ((segment_size - open.offset) as usize) < 2 * BLOCK_SIZE {
                 let full = self.open.remove(&group).unwrap();
                 segments.mark_closed(full.segment);
             }
             next = end;
         }
-        Ok(Written {
-            locations,
-            device_bytes,
-        })
+        Ok(())
+    }
+
+    /// How many segments `write` would open for these copies of `group` (`records` in the
+    /// order they will be written), given where the group's open segment stands: the same
+    /// packing, without writing. A pass checks it against the free segments its claim may
+    /// take before copying anything of a segment, so that it does not run out half-way (each
+    /// group it copies into may need a segment of its own, however few its records).
+    pub fn segments_needed(&self, segment_size: u32, group: u32, records: &[&LiveRecord]) -> usize {
+        let mut offset = self.open.get(&group).map(|open| open.offset);
+        let mut needed = 0;
+        let mut next = 0;
+        while next < records.len() {
+            let at = match offset {
+                Some(at) => at,
+                None => {
+                    needed += 1;
+                    0
+                }
+            };
+            let capacity = WRITE_BUFFER_SIZE.min((segment_size - at) as usize);
+            let (end, payload, directory) = fitting(records, next, capacity);
+            if end == next && at == 0 {
+                return needed; // `write` refuses such a record before going further
+            }
+            if end == next {
+                offset = None;
+                continue;
+            }
+            let at = at + buffer_len_for(payload, directory) as u32;
+            offset = ((segment_size - at) as usize >= 2 * BLOCK_SIZE).then_some(at);
+            next = end;
+        }
+        needed
     }
 
     /// Closes every open segment that holds no live record (its group's data was deleted), so
@@ -169,4 +206,25 @@ impl GroupWriter {
             }
         });
     }
+}
+
+/// How many of `records` from `next` on fit one buffer of at most `capacity` bytes: (the end
+/// of that run, its payload bytes, its record directory bytes).
+fn fitting(records: &[&LiveRecord], next: usize, capacity: usize) -> (usize, usize, usize) {
+    let mut payload = 0usize;
+    let mut directory = 0usize;
+    let mut end = next;
+    while end < records.len() {
+        let bytes = &records[end].bytes;
+        let entry = RecordHeader::decode(bytes).map_or(0, |h| {
+            directory_entry_len(h.kind, h.key_len as usize, h.value_len as usize)
+        });
+        if buffer_len_for(payload + bytes.len(), directory + entry) > capacity {
+            break;
+        }
+        payload += bytes.len();
+        directory += entry;
+        end += 1;
+    }
+    (end, payload, directory)
 }

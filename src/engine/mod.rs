@@ -436,6 +436,14 @@ impl Engine {
         }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.stop_background();
+        // A background pass may have moved the index onto copies after the syncs above, and
+        // not synced them: one that failed half-way (out of segments) has no reclamation, and
+        // so no sync, behind it. The checkpoint below describes the index, so everything it
+        // points at must be durable first.
+        let synced = self.inner.storage.sync();
+        if let (Ok(()), Err(e)) = (&result, synced) {
+            result = Err(EngineError::from(e));
+        }
         let log = &self.inner.log;
         ::log::info!(
             "close: {:?}, failure {:?}, last LSN {}, durable {}",
@@ -1375,11 +1383,15 @@ impl Inner {
                 }
                 let mut live = self.live_records_of(victim, &mut image)?;
                 self.drop_dead_tombstones(victim, &mut live);
-                self.copy_to_groups(
+                if !self.copy_to_groups(
                     live,
                     &self.compaction_bytes_written,
                     segments::Claim::Compaction,
-                )?;
+                )? {
+                    // No room for all of this victim's copies: copying part of them would
+                    // take segments and free none. A later victim may fit.
+                    continue;
+                }
             }
             emptied += 1;
             self.compaction_victims.fetch_add(1, Ordering::Relaxed);
@@ -1435,6 +1447,7 @@ impl Inner {
             self.sync()?;
         }
         let mut image = Vec::new();
+        let mut skipped = 0;
         for &(segment, listed) in &mixed {
             // The reclaimer must not free (and the log reuse) the segment while it is read and
             // sorted: it may have emptied and freed it since the list was made.
@@ -1458,10 +1471,13 @@ impl Inner {
                     continue;
                 }
             }
-            self.copy_to_groups(live, &self.separator_bytes_written, segments::Claim::User)?;
+            if !self.copy_to_groups(live, &self.separator_bytes_written, segments::Claim::User)? {
+                // No room for all of this segment's copies: it waits for a later run.
+                skipped += 1;
+            }
         }
         self.group_writer.lock().close_empty(&self.segments);
-        Ok(mixed.len())
+        Ok(mixed.len() - skipped)
     }
 
     /// Takes out of `live` (records of `victim` about to be moved) the tombstones that no
@@ -1571,10 +1587,6 @@ impl Inner {
         Ok(live)
     }
 
-    /// Copies `live` records into the group-owned segments of their groups (oldest first, so
-    /// that cold data ends up together), then moves the index to the copies by compare-and-set:
-    /// a record overwritten meanwhile stays where its newest version is, and its copy is dead
-    /// on arrival. `counter` gets the bytes written; see `GroupWriter::write` for the reserve.
     /// Whether `segment` is still closed in the use `listed` describes (not freed, not reused
     /// since a pass listed it). Call with `reclaim_lock` held, so that it stays so.
     fn still_as_listed(&self, segment: u32, listed: &segments::SegmentInfo) -> bool {
@@ -1606,12 +1618,22 @@ impl Inner {
         moved
     }
 
+    /// Copies `live` records into the group-owned segments of their groups (oldest first, so
+    /// that cold data ends up together), then moves the index to the copies by compare-and-set:
+    /// a record overwritten meanwhile stays where its newest version is, and its copy is dead
+    /// on arrival. `counter` gets the bytes written; see `GroupWriter::write` for the reserve.
+    ///
+    /// Returns `false`, having written nothing, if the free segments `claim` may take cannot
+    /// hold the copies (one open segment counted for every group they go to), so that a pass
+    /// leaves such a segment whole for a later one rather than run out in its middle. If a write still fails (a
+    /// racing writer took the segments, an I/O error), the copies already written are noted
+    /// and indexed all the same before the error is returned: they are on disk.
     fn copy_to_groups(
         &self,
         live: Vec<(u32, compaction::LiveRecord)>,
         counter: &AtomicU64,
         claim: segments::Claim,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut live = live;
         self.regroup_copies(&mut live);
         let mut by_group: std::collections::BTreeMap<u32, Vec<compaction::LiveRecord>> =
@@ -1619,22 +1641,30 @@ impl Inner {
         for (group, record) in live {
             by_group.entry(group).or_default().push(record);
         }
+        for records in by_group.values_mut() {
+            compaction::order_survivors(records);
+        }
         let mut writer = self.group_writer.lock();
-        for (group, mut records) in by_group {
-            compaction::order_survivors(&mut records);
+        let needed: usize = by_group
+            .iter()
+            .map(|(&group, records)| {
+                let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
+                writer.segments_needed(self.segments.segment_size(), group, &refs)
+            })
+            .sum();
+        if needed > self.segments.free_for(claim) {
+            return Ok(false);
+        }
+        for (group, records) in by_group {
             let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
             let floor = self.log.durable_lsn();
-            let written = match writer.write(&self.segments, group, &refs, floor, claim) {
-                Ok(w) => w,
-                Err(EngineError::NoSpace) => return Err(EngineError::NoSpace),
-                Err(e) => {
-                    self.log.fail(format!("writing copies: {e}"));
-                    return Err(e);
-                }
-            };
-            self.test_step("copies written, index not yet moved");
-            // Every copy is on disk now, including the ones about to lose their compare-and-set
-            // (old versions in a new segment): note them all.
+            let (written, outcome) = writer.write(&self.segments, group, &refs, floor, claim);
+            let wrote = !written.locations.is_empty();
+            if wrote {
+                self.test_step("copies written, index not yet moved");
+            }
+            // Every copy written is on disk now, including the ones about to lose their
+            // compare-and-set (old versions in a new segment): note them all.
             for (r, new) in records.iter().zip(&written.locations) {
                 if r.kind == RecordKind::Put {
                     self.put_notes.note_put(new.segment, &r.key, r.version);
@@ -1656,9 +1686,19 @@ impl Inner {
                     self.segments.sub_live(r.old.segment, r.old.len);
                 }
             }
-            self.test_step("index moved to the copies");
+            if wrote {
+                self.test_step("index moved to the copies");
+            }
+            match outcome {
+                Ok(()) => {}
+                Err(EngineError::NoSpace) => return Err(EngineError::NoSpace),
+                Err(e) => {
+                    self.log.fail(format!("writing copies: {e}"));
+                    return Err(e);
+                }
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn test_step(&self, step: &'static str) {

@@ -181,12 +181,7 @@ impl SegmentManager {
 
     pub fn allocate(&self, kind: SegmentKind, group: u32, claim: Claim) -> Result<(u32, u64)> {
         let mut inner = self.inner.lock();
-        let floor = match claim {
-            Claim::User => self.reserved as usize,
-            Claim::Compaction => compaction_floor(self.reserved as u64) as usize,
-            Claim::Deletes => RECLAIM_FLOOR,
-            Claim::FreesSpace => 0,
-        };
+        let floor = self.floor_of(claim);
         self.grow(&mut inner, floor)?;
         let segment = *inner.free.front().unwrap();
         if inner.next_generation >= inner.superblock.generation_high_water {
@@ -323,6 +318,21 @@ impl SegmentManager {
 
     pub fn live_total(&self) -> u64 {
         self.live_total.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Free segments `claim` may take now (in allocated segment files or not).
+    pub fn free_for(&self, claim: Claim) -> usize {
+        self.free_count().saturating_sub(self.floor_of(claim))
+    }
+
+    /// Free segments `claim` must leave (see [`Claim`]).
+    fn floor_of(&self, claim: Claim) -> usize {
+        match claim {
+            Claim::User => self.reserved as usize,
+            Claim::Compaction => compaction_floor(self.reserved as u64) as usize,
+            Claim::Deletes => RECLAIM_FLOOR,
+            Claim::FreesSpace => 0,
+        }
     }
 
     /// Free segments, in allocated segment files or not.

@@ -3953,3 +3953,5 @@ fn damaged_deletions_that_recovery_keeps_are_kept_by_fsck_too() {
         assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
     }
 }
+
+mod copies_and_close;

@@ -1,0 +1,331 @@
+//! Passes that run out of free segments half-way, and a close that races a background pass:
+//! the copies a pass wrote are noted and made durable whatever happens after them.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+
+use parking_lot::Mutex;
+
+use super::super::format::SegmentKind;
+use super::super::segments::{Claim, SegmentManager, SegmentState};
+use super::super::storage::{FaultPlan, PowerCut, SimStorage, Storage};
+use super::super::*;
+use super::small_options;
+
+const COPIED: &str = "copies written, index not yet moved";
+
+fn put_in(group: GroupId, key: &str, value: &[u8]) -> Mutation {
+    Mutation::put(group, key.as_bytes(), value)
+}
+
+/// Writes records of groups `1..=groups` in turn (3,000 bytes each, `victim` of group 1
+/// first) until the mixed segment holding them is closed and durable; returns that segment.
+fn fill_a_mixed_segment(engine: &Engine, groups: u32) -> u32 {
+    let value = vec![0x5A; 3000];
+    engine.write(&[put_in(1, "victim", &value)]).unwrap();
+    for i in 0..100u32 {
+        let group = 1 + i % groups;
+        engine
+            .write(&[put_in(group, &format!("g{group}/{i:03}"), &value)])
+            .unwrap();
+    }
+    engine.sync().unwrap();
+    let (segment, closed) = engine.test_segment_of(b"victim").unwrap();
+    assert!(closed, "the first mixed segment is full and closed");
+    segment
+}
+
+/// Takes free segments as a racing writer would, until the separator (`Claim::User`) could
+/// take only `leave` more.
+fn take_free_segments(segments: &SegmentManager, leave: usize) -> Vec<u32> {
+    let mut taken = Vec::new();
+    while segments.free_count() > segments.reserved as usize + leave {
+        let (segment, _) = segments
+            .allocate(SegmentKind::Group, 99, Claim::User)
+            .unwrap();
+        taken.push(segment);
+    }
+    taken
+}
+
+/// Gives back segments taken by [`take_free_segments`] (nothing was written into them).
+fn give_back(segments: &SegmentManager, taken: Vec<u32>) {
+    for segment in taken {
+        segments.begin_free(segment).unwrap();
+        segments.finish_free(segment);
+    }
+}
+
+/// A pass that runs out of segments in the middle of one group's copies (the group's open
+/// segment took the first buffer, the host disk had no room for the segment file of the next
+/// one) leaves those first copies on disk. Their puts must be noted: otherwise, once the key
+/// is deleted, the separator drops the tombstone (no segment in use seems to hold an older
+/// put), and a full scan after a crash serves the old copy: a deleted file comes back.
+#[test]
+fn copies_written_before_a_pass_ran_out_of_segments_keep_their_key_deleted() {
+    let storage = SimStorage::new();
+    let opts = small_options();
+    let engine = Engine::open_on(storage.clone(), &opts).unwrap();
+    engine.test_pause_background();
+    let segments = engine.inner.segments.clone();
+    // Group 1 gets an open segment, partly filled by a first separation.
+    fill_a_mixed_segment(&engine, 2);
+    engine.test_separate().unwrap();
+    let (open, closed) = engine.test_segment_of(b"victim").unwrap();
+    assert!(!closed, "group 1's segment of copies is open");
+    // A second mixed segment, mostly of group 1 (more than the open segment's room), `second`
+    // (group 1) its oldest record, so the first of its group's copies.
+    let value = vec![0x5B; 3000];
+    engine.write(&[put_in(1, "second", &value)]).unwrap();
+    for i in 0..100u32 {
+        let group = if i % 5 == 4 { 2 } else { 1 };
+        engine
+            .write(&[put_in(group, &format!("h{group}/{i:03}"), &value)])
+            .unwrap();
+    }
+    engine.sync().unwrap();
+    let (source, closed) = engine.test_segment_of(b"second").unwrap();
+    assert!(closed);
+
+    // The host disk is full: no new segment file, and the allocated ones hold no free segment
+    // the separator may take.
+    storage.set_faults(FaultPlan {
+        fail_allocate: true,
+        ..Default::default()
+    });
+    let mut taken = Vec::new();
+    while let Ok((segment, _)) = segments.allocate(SegmentKind::Group, 99, Claim::FreesSpace) {
+        taken.push(segment);
+    }
+    give_back(
+        &segments,
+        taken.split_off(taken.len() - segments.reserved as usize),
+    );
+    let used_before = segments.info(open).used;
+    let outcome = engine.test_separate();
+    assert!(
+        matches!(outcome, Err(EngineError::NoSpace)),
+        "the separator runs out of segments half-way: {outcome:?}"
+    );
+    assert!(
+        segments.info(open).used > used_before,
+        "copies were written into group 1's open segment before the pass ran out"
+    );
+    storage.set_faults(FaultPlan::default());
+    give_back(&segments, taken);
+
+    // Delete the key, then let the separator consider its tombstone: the source segment and
+    // the one holding the tombstone are emptied and freed, while group 1's segment, which
+    // holds the copy, stays (its other records are live).
+    engine
+        .write(&[Mutation::delete(ROOT_GROUP, b"second".to_vec())])
+        .unwrap();
+    engine.sync().unwrap();
+    engine.test_separate().unwrap();
+    assert_ne!(
+        engine.test_segment_of(b"h2/004").map(|(s, _)| s),
+        Some(source),
+        "the source segment was separated"
+    );
+    let filler = vec![0xF1; 3000];
+    for i in 0..100u32 {
+        let group = 3 + i % 2;
+        engine
+            .write(&[put_in(group, &format!("f{group}/{i:03}"), &filler)])
+            .unwrap();
+    }
+    engine.sync().unwrap();
+    engine.test_separate().unwrap();
+    assert_eq!(engine.get(b"second").unwrap(), None);
+    assert!(
+        segments.info(open).state != SegmentState::Free,
+        "the segment holding the copy is still in use"
+    );
+    engine.sync().unwrap();
+    drop(engine);
+
+    for cut in [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten] {
+        let engine = Engine::open_on(storage.crash(cut), &opts).unwrap();
+        assert!(engine.recovery_report().segments_scanned > 0, "a full scan");
+        assert_eq!(
+            engine.get(b"second").unwrap().map(|v| v.len()),
+            None,
+            "a deleted key came back after a crash ({cut:?}): its tombstone was dropped while \
+             a copy of its put, written by a pass that then ran out of segments, was on disk"
+        );
+        for key in ["victim", "h1/000", "h2/004"] {
+            assert!(
+                engine.get(key.as_bytes()).unwrap().is_some(),
+                "{key} ({cut:?})"
+            );
+        }
+    }
+}
+
+/// A separator pass with room for the copies of some groups of a segment but not of all of
+/// them copies none of that segment and reports no error: every group it copies into may need a
+/// segment of its own. (Before, it wrote the first group's copies into the last free segment
+/// and failed on the next group, in the middle of the segment.)
+#[test]
+fn a_pass_without_room_for_every_groups_copies_copies_none_of_the_segment() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    engine.test_pause_background();
+    let source = fill_a_mixed_segment(&engine, 2);
+    // Room for one group's copies; the segment's records are of two groups that own no
+    // segment yet.
+    let taken = take_free_segments(&engine.inner.segments, 1);
+    let outcome = engine.test_separate();
+    assert!(
+        outcome.is_ok(),
+        "the separator stops before a segment it has no room for, not in its middle: \
+         {outcome:?}"
+    );
+    for key in ["victim", "g1/000", "g2/001"] {
+        assert_eq!(
+            engine.test_segment_of(key.as_bytes()).map(|(s, _)| s),
+            Some(source),
+            "{key} was not copied"
+        );
+    }
+    give_back(&engine.inner.segments, taken);
+    engine.test_separate().unwrap();
+    for key in ["victim", "g1/000", "g2/001"] {
+        assert_ne!(
+            engine.test_segment_of(key.as_bytes()).map(|(s, _)| s),
+            Some(source),
+            "{key} is separated once there is room"
+        );
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap().as_deref(),
+            Some(&[0x5A; 3000][..])
+        );
+    }
+}
+
+/// `SimStorage` that keeps an index checkpoint, as `FileStorage` does. Its fingerprint never
+/// changes: as after a real power cut, where the segment files' metadata reached the disk with
+/// the checkpoint's own journal commit while their unsynced data did not.
+struct CheckpointingSim {
+    sim: Arc<SimStorage>,
+    checkpoint: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl Storage for CheckpointingSim {
+    fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.sim.read_at(file, offset, buf)
+    }
+    fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.sim.write_at(file, offset, data)
+    }
+    fn allocate(&self, file: u32, len: u64) -> io::Result<()> {
+        self.sim.allocate(file, len)
+    }
+    fn file_len(&self, file: u32) -> io::Result<u64> {
+        self.sim.file_len(file)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.sim.sync()
+    }
+    fn read_superblock(&self) -> io::Result<Option<Vec<u8>>> {
+        self.sim.read_superblock()
+    }
+    fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
+        self.sim.write_superblock(data)
+    }
+    fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.checkpoint.lock().clone())
+    }
+    fn write_checkpoint(&self, data: &[u8]) -> io::Result<()> {
+        *self.checkpoint.lock() = Some(data.to_vec());
+        Ok(())
+    }
+    fn remove_checkpoint(&self) -> io::Result<()> {
+        *self.checkpoint.lock() = None;
+        Ok(())
+    }
+    fn fingerprint(&self) -> io::Result<Vec<u8>> {
+        Ok(b"simulated segment files".to_vec())
+    }
+}
+
+/// `Engine::close` syncs, then stops the background thread, then writes the index checkpoint.
+/// A background separator pass that writes copies after close's last sync and then fails (it
+/// ran out of segments, so no reclamation and no sync follows it) leaves the index on copies
+/// that are not durable: the checkpoint must not describe them. After a power cut that keeps
+/// only synced bytes, the open that loads the checkpoint must read every key's value.
+#[test]
+fn a_checkpoint_never_points_at_copies_a_power_cut_took() {
+    let sim = SimStorage::new();
+    let slot = Arc::new(Mutex::new(None));
+    let storage = Arc::new(CheckpointingSim {
+        sim: sim.clone(),
+        checkpoint: slot.clone(),
+    });
+    let opts = small_options();
+    let engine = Engine::open_on(storage, &opts).unwrap();
+    engine.test_pause_background();
+    fill_a_mixed_segment(&engine, 3);
+
+    // The background separator copies group 1, waits until close has synced and asked it to
+    // stop, copies group 2, and then finds no free segment for group 3 (a racing writer).
+    let (entered_tx, entered) = mpsc::channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    {
+        let inner = Arc::downgrade(&engine.inner);
+        let calls = calls.clone();
+        engine.test_set_step_hook(Some(Box::new(move |step| {
+            if step != COPIED {
+                return;
+            }
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    entered_tx.send(()).unwrap();
+                    while !*inner.stop.lock() {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+                1 => drop(take_free_segments(&inner.segments, 0)),
+                _ => {}
+            }
+        })));
+    }
+    engine
+        .inner
+        .test_background_paused
+        .store(false, Ordering::SeqCst);
+    engine.inner.wake.notify_all();
+    entered.recv().unwrap();
+    engine.close().unwrap();
+    assert!(
+        calls.load(Ordering::SeqCst) >= 2,
+        "group 2 was copied during close"
+    );
+    assert!(slot.lock().is_some(), "the clean close wrote a checkpoint");
+
+    let after = Arc::new(CheckpointingSim {
+        sim: sim.crash(PowerCut::DropAllUnsynced),
+        checkpoint: slot.clone(),
+    });
+    let engine = Engine::open_on(after, &opts).unwrap();
+    assert_eq!(
+        engine.recovery_report().segments_scanned,
+        0,
+        "the open loaded the checkpoint"
+    );
+    let value = vec![0x5A; 3000];
+    for i in 0..100u32 {
+        let group = 1 + i % 3;
+        let key = format!("g{group}/{i:03}");
+        let got = engine.get(key.as_bytes());
+        assert!(
+            matches!(&got, Ok(Some(v)) if *v == value),
+            "{key} after a clean close and a power cut: {:?}",
+            got.map(|v| v.map(|v| v.len()))
+        );
+    }
+}
