@@ -95,6 +95,9 @@ fi
 if stage unit; then
     # A hung test must fail CI in minutes with its stacks, not eat the whole CI budget.
     timed "cargo test --release" watchdog 900 cargo test --release || true
+    # The engine's threads under the shuttle scheduler: random schedules, replayable by seed.
+    timed "engine schedules (shuttle)" watchdog 900 cargo test --release --features shuttle \
+        --test engine_schedules || true
     # Again without optimisation, so that the engine's debug assertions run (a segment read
     # after it was freed was caught this way); the long endurance and model tests only once.
     timed "cargo test (debug assertions)" watchdog 900 cargo test --lib --test fs_groups \
