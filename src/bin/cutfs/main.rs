@@ -1203,7 +1203,12 @@ fn run(args: Args) -> Result<(), String> {
                     );
                 }
                 _ => {
-                    let _ = unmounter.unmount();
+                    if let Err(e) = unmounter.unmount() {
+                        // Busy (a process still uses the mount): leave rather than ignore the
+                        // request; the kernel then fails every access until a lazy unmount.
+                        eprintln!("cutfs: unmount on signal {sig}: {e}; exiting");
+                        std::process::exit(1);
+                    }
                     return;
                 }
             }

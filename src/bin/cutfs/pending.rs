@@ -196,7 +196,7 @@ impl Pending {
         if n < self.size {
             let first_gone = n.div_ceil(SECTOR);
             self.sectors.retain(|&s, _| s < first_gone);
-            if n % SECTOR > 0 {
+            if !n.is_multiple_of(SECTOR) {
                 let s = n / SECTOR;
                 let sector = self.sector_mut(b, s)?;
                 sector[(n % SECTOR) as usize..].fill(0);
