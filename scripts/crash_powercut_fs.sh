@@ -16,7 +16,8 @@
 #    directly from there, every confirmed step must be there with exact contents and no
 #    confirmed delete or rename-away may come back; it is unmounted and fsck must find it clean.
 #
-# All rounds use the same store. Seeds are printed: CRASH_SEED=N replays the same workloads,
+# Before the rounds, a self-check of cutfs (synced data and names survive a cut that keeps
+# nothing, unsynced ones do not). All rounds use the same store. Seeds are printed: CRASH_SEED=N replays the same workloads,
 # cut kinds and cutfs seeds (the moments of the cuts are random in time).
 #
 #   bash scripts/crash_powercut_fs.sh [BINARY]
@@ -71,8 +72,10 @@ fsck_clean() { # fsck_clean WHEN: the store (unmounted, on the backing directory
     [[ $rc -eq 0 ]] || { echo "fsck exit $rc $1"; return 1; }
 }
 
-mount_cutfs() { # mount_cutfs SEED LOG
-    "$CUTFS" "$BACKING" "$CUTMNT" --seed "$1" >"$2" 2>&1 &
+mount_cutfs() { mount_cutfs_on "$BACKING" "$@"; } # mount_cutfs SEED LOG
+mount_cutfs_on() { # mount_cutfs_on BACKING SEED LOG
+    local backing="$1"; shift
+    "$CUTFS" "$backing" "$CUTMNT" --seed "$1" >"$2" 2>&1 &
     CUTFS_PID=$!
     local i
     for i in $(seq 1 100); do
@@ -117,10 +120,58 @@ kill_and_detach() { # SIGKILL the daemon (pid taken before the cut), detach both
 
 verify_mount() { python3 "$WORKLOAD" verify "$MNT" "$JOURNAL"; }
 
+# cutfs itself first: if it let unsynced changes through, every round would pass for nothing.
+# Synced files and names must survive a cut that keeps nothing; an unsynced overwrite,
+# truncate, create, mkdir, unlink and rename over a synced file must all be gone.
+t_cutfs_self_check() {
+    local b="$WORK/selfcheck" log="$WORK/cutfs.selfcheck.log"
+    mkdir -p "$b"
+    mount_cutfs_on "$b" 1 "$log" || return 1
+    python3 - "$CUTMNT" <<'PY' || return 1
+import os, sys
+m = sys.argv[1]
+def put(name, body):
+    fd = os.open(os.path.join(m, name), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    os.write(fd, body); os.fsync(fd); os.close(fd)
+def fsync_dir():
+    fd = os.open(m, os.O_RDONLY); os.fsync(fd); os.close(fd)
+for n in "adefhi":
+    put(n, (n * 5000).encode())
+fsync_dir()
+fd = os.open(os.path.join(m, "a"), os.O_WRONLY); os.pwrite(fd, b"XXXX", 100); os.close(fd)
+os.truncate(os.path.join(m, "h"), 10)
+fd = os.open(os.path.join(m, "c"), os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(fd, b"c"); os.fsync(fd); os.close(fd)
+os.mkdir(os.path.join(m, "g"))
+os.rename(os.path.join(m, "d"), os.path.join(m, "e"))
+os.unlink(os.path.join(m, "f"))
+fd = os.open(os.path.join(m, "i"), os.O_WRONLY | os.O_APPEND); os.write(fd, b"more"); os.fsync(fd); os.close(fd)
+assert open(os.path.join(m, "a"), "rb").read(104)[100:] == b"XXXX", "the mount shows an unsynced write"
+assert sorted(os.listdir(m)) == ["a", "c", "e", "g", "h", "i"], sorted(os.listdir(m))
+PY
+    power_cut USR1 "$log" || return 1
+    if ( : > "$CUTMNT/x" ) 2>/dev/null; then echo "cutfs accepted a create after the cut"; return 1; fi
+    unmount "$CUTMNT" || return 1
+    wait "$CUTFS_PID" 2>/dev/null || true
+    CUTFS_PID=""
+    python3 - "$b" <<'PY'
+import os, sys
+b = sys.argv[1]
+got = {n: open(os.path.join(b, n), "rb").read() for n in sorted(os.listdir(b))}
+want = {n: (n * 5000).encode() for n in "adefh"}
+want["i"] = b"i" * 5000 + b"more"
+assert set(got) == set(want), "names after the cut: %s, want %s" % (sorted(got), sorted(want))
+for n in want:
+    assert got[n] == want[n], "%s after the cut: %d bytes, %r..." % (n, len(got[n]), got[n][:8])
+print("cutfs self-check: synced data and names kept, unsynced ones dropped")
+PY
+}
+
 BASE_SEED="${CRASH_SEED:-$RANDOM}"
 log "crash_powercut_fs: $ROUNDS power cuts through cutfs, seed $BASE_SEED, work dir $WORK"
 start_all=$SECONDS
 cuts=0
+check_here "cutfs drops exactly what was not synced" t_cutfs_self_check || { summary crash-powercut-fs; exit 1; }
 for round in $(seq 1 "$ROUNDS"); do
     t0=$SECONDS
     seed=$((BASE_SEED * 1000 + round))
