@@ -17,8 +17,9 @@
 #    confirmed delete or rename-away may come back; it is unmounted and fsck must find it clean.
 #
 # Before the rounds, a self-check of cutfs (synced data and names survive a cut that keeps
-# nothing, unsynced ones do not). All rounds use the same store. Seeds are printed: CRASH_SEED=N replays the same workloads,
-# cut kinds and cutfs seeds (the moments of the cuts are random in time).
+# nothing, unsynced ones do not). All rounds use the same store. Seeds are printed:
+# CRASH_SEED=N replays the same workloads, cut kinds and cutfs seeds (the moments of the cuts
+# are random in time).
 #
 #   bash scripts/crash_powercut_fs.sh [BINARY]
 #
