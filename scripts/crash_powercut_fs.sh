@@ -53,14 +53,23 @@ mkdir -p "$BACKING" "$CUTMNT" "$MNT"
 CUTFS_PID=""
 DAEMON_PID=""
 cleanup() {
-    [[ -n "${WORKLOAD_PID:-}" ]] && kill "$WORKLOAD_PID" 2>/dev/null
+    # Each step may fail (a process already gone): none may stop the rest.
+    [[ -n "${WORKLOAD_PID:-}" ]] && { kill "$WORKLOAD_PID" 2>/dev/null || true; }
     # The daemon on cutfs keeps cutfs busy: it goes first.
-    [[ -n "$DAEMON_PID" ]] && kill -9 "$DAEMON_PID" 2>/dev/null
+    [[ -n "$DAEMON_PID" ]] && { kill -9 "$DAEMON_PID" 2>/dev/null || true; sleep 0.2; }
     cleanup_mounts
     if mountpoint -q "$MNT" 2>/dev/null; then fusermount3 -uz "$MNT" 2>/dev/null || true; fi
     if mountpoint -q "$CUTMNT" 2>/dev/null; then fusermount3 -uz "$CUTMNT" 2>/dev/null || true; fi
-    [[ -n "$CUTFS_PID" ]] && kill "$CUTFS_PID" 2>/dev/null && sleep 0.5 && kill -9 "$CUTFS_PID" 2>/dev/null
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+    if [[ -n "$CUTFS_PID" ]]; then
+        kill "$CUTFS_PID" 2>/dev/null || true
+        sleep 0.5
+        kill -9 "$CUTFS_PID" 2>/dev/null || true
+    fi
+    if [[ "${KEEP:-0}" == 1 ]] || mountpoint -q "$MNT" || mountpoint -q "$CUTMNT"; then
+        echo "kept $WORK"       # never rm -rf through a live mount
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 
