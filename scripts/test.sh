@@ -116,6 +116,7 @@ if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true
     grep -q '^external ' "$RESULTS_FILE" || echo "external 0 1" >> "$RESULTS_FILE"
     timed "scripts/crash_kill9.sh" timeout --kill-after=30 600 bash scripts/crash_kill9.sh || true; grep -q '^crash-kill9 ' "$RESULTS_FILE" || echo "crash-kill9 0 1" >> "$RESULTS_FILE"
+    timed "scripts/crash_powercut_fs.sh" timeout --kill-after=30 600 bash scripts/crash_powercut_fs.sh || true; grep -q '^crash-powercut-fs ' "$RESULTS_FILE" || echo "crash-powercut-fs 0 1" >> "$RESULTS_FILE"
     timed "scripts/powercut_replay.sh" timeout --kill-after=30 600 bash scripts/powercut_replay.sh || true; grep -q '^powercut-replay ' "$RESULTS_FILE" || echo "powercut-replay 0 1" >> "$RESULTS_FILE"
     timed "scripts/crash_damage.sh" timeout --kill-after=30 300 bash scripts/crash_damage.sh || true; grep -q '^crash-damage ' "$RESULTS_FILE" || echo "crash-damage 0 1" >> "$RESULTS_FILE"
     timed "scripts/limits.sh" timeout --kill-after=30 900 bash scripts/limits.sh || true
