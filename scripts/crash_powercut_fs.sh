@@ -23,8 +23,7 @@
 #
 #   bash scripts/crash_powercut_fs.sh [BINARY]
 #
-# Env: ROUNDS (default 50), CRASH_SEED, STORE_DIR_THROUGH_CUTFS=1 (logstorfs makes the store
-# directory itself, through cutfs), CRASH_SIZE (store size, default 256M), CUTFS (the
+# Env: ROUNDS (default 50), CRASH_SEED, CRASH_SIZE (store size, default 256M), CUTFS (the
 # cutfs binary, default next to logstorfs), KEEP=1 keeps the work dir, TMPDIR.
 # Reports "crash-powercut-fs: N passed, N failed" (and into RESULTS_FILE).
 # Figures: a round takes about 5 to 8 s here (2 cores), 50 rounds about 6 minutes.
@@ -195,10 +194,8 @@ print("USR1" if r.random() < 1 / 3 else "USR2", r.randrange(1 << 40), round(r.un
     log "round $round: workload seed $seed, cut SIG$sig after ${delay} s, cutfs seed $cutfs_seed"
     check_here "round $round: mount cutfs" mount_cutfs "$cutfs_seed" "$cutlog" || break
     if [[ $round -eq 1 ]]; then
-        # logstorfs creates a missing store directory but does not fsync its parent, so a cut
-        # could take the whole store away (reported, not fixed here). The directory is made on
-        # the "disk" first, as an operator would; STORE_DIR_THROUGH_CUTFS=1 shows the issue.
-        [[ "${STORE_DIR_THROUGH_CUTFS:-0}" == 1 ]] || mkdir -p "$STORE"
+        # logstorfs creates the store directory itself, through cutfs: a cut must not take the
+        # new directory away with every confirmed file in it (its parent is synced).
         check_here "round $round: create the store on cutfs and mount it" \
             mount_fresh "$CUTMNT/store" "$MNT" "$SIZE" || break
     else

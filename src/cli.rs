@@ -275,7 +275,7 @@ fn return_freed_memory() {
 fn mount(args: MountArgs) -> Result<(), String> {
     let capacity_bytes = parse_size(&args.size)?;
     keep_large_buffers_unresident();
-    std::fs::create_dir_all(&args.store).map_err(|e| {
+    crate::engine::storage::create_dir_durably(&args.store).map_err(|e| {
         format!(
             "cannot create store directory {}: {e}",
             args.store.display()

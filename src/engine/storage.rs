@@ -267,11 +267,37 @@ pub(crate) fn lock_store(dir: &Path, lock: &File, mode: libc::c_int) -> io::Resu
     }
 }
 
+/// Creates directory `dir` and its missing parents durably: each new directory's entry is
+/// synced in its parent, so that a power cut after the store's first syncs cannot take the
+/// whole store away (a new directory's name is durable only once its parent is synced).
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    // Deepest first: a directory's parent is synced before the parent's own entry is, which is
+    // harmless; every new entry is synced before this returns.
+    for new in missing {
+        let parent = match new.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 impl FileStorage {
     /// Opens (creating the directory if `create`) and locks the store directory `dir`.
     pub fn open(dir: &Path, create: bool) -> io::Result<FileStorage> {
         if create {
-            std::fs::create_dir_all(dir)?;
+            create_dir_durably(dir)?;
         }
         if !dir.is_dir() {
             return Err(io::Error::new(
