@@ -22,6 +22,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "reads-racing-frees",
+        "4.4 reads: a segment is freed only once every read that may have looked a location up in it is done",
+        "src/engine/mod.rs",
+        "        self.read_pins.wait_out_earlier_reads();\n",
+        "",
+        ["--release", "--features", "shuttle", "--test", "engine_schedules",
+         "reads_of_a_key_that_compaction_keeps_moving"],
+    ),
+    (
         "buffer-ranges-read-before-the-index-lock",
         "4.5 index: a put of a write buffer dies on arrival under a newer range delete of that buffer",
         "src/engine/mod.rs",

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use logstorfs::engine::storage::{PowerCut, SimStorage};
 use logstorfs::engine::{Engine, EngineOptions, Mutation, ROOT_GROUP};
 use shuttle::sync::Mutex;
+use shuttle::sync::atomic::Ordering;
 
 fn schedules(default: usize) -> usize {
     std::env::var("LOGSTOR_SCHEDULES")
@@ -141,5 +142,68 @@ fn a_put_and_a_prefix_delete_of_one_buffer_resolve_by_lsn_whatever_the_schedule(
             engine.close().unwrap();
         },
         schedules(1000),
+    );
+}
+
+/// A reader reads a key again and again while another thread makes its segment nearly empty,
+/// has the separator and compaction move it, frees the segments it left and writes new data
+/// that takes them again. Whatever the schedule, every read returns the key's value: a read
+/// pins what it looked up, and the reclaimer waits out such reads before freeing (a record
+/// that moved is never reported damaged).
+#[test]
+fn reads_of_a_key_that_compaction_keeps_moving_never_fail_whatever_the_schedule() {
+    shuttle::check_random(
+        || {
+            let storage = SimStorage::new();
+            let engine = Arc::new(Engine::open_on(storage.clone(), &small_store()).unwrap());
+            let filler = |round: u64, i: u64| {
+                let mut v = value(round, i);
+                v.resize(40 << 10, b'0' + round as u8);
+                Mutation::put(ROOT_GROUP, format!("f{i}").into_bytes(), v)
+            };
+            let moved = value(9, 0);
+            engine
+                .write(&[Mutation::put(ROOT_GROUP, b"moved".to_vec(), moved.clone())])
+                .unwrap();
+            let first_place = engine.test_location_of(b"moved");
+            engine.test_stall_reads_after_lookup(1000);
+            let done = Arc::new(shuttle::sync::atomic::AtomicBool::new(false));
+            let reader = {
+                let engine = engine.clone();
+                let done = done.clone();
+                shuttle::thread::spawn(move || {
+                    let mut read = 0;
+                    while !done.load(Ordering::SeqCst) {
+                        match engine.get(b"moved") {
+                            Ok(Some(v)) if v == moved => {}
+                            other => panic!("read {read} of a key being moved gave {other:?}"),
+                        }
+                        read += 1;
+                    }
+                })
+            };
+            for round in 0..3u64 {
+                // Enough to fill the active segment and close the one holding the key, whose
+                // other records then die: the separator and compaction move the key on.
+                for i in 0..8 {
+                    engine.write(&[filler(round, i)]).unwrap();
+                }
+                engine.test_separate().unwrap();
+                engine.test_compact().unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+            reader.join().unwrap();
+            assert_ne!(
+                engine.test_location_of(b"moved"),
+                first_place,
+                "the key never moved"
+            );
+            assert!(
+                engine.stats().segments_reclaimed > 0,
+                "no segment was freed"
+            );
+            Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
+        },
+        schedules(300),
     );
 }

@@ -266,6 +266,10 @@ mod imp {
         advance(duration);
         shuttle::thread::yield_now();
     }
+
+    pub fn yield_now() {
+        shuttle::thread::yield_now();
+    }
 }
 
 pub use imp::{Instant, JoinHandle, MutexGuard, RwLockReadGuard, RwLockWriteGuard};
@@ -345,6 +349,12 @@ where
     T: Send + 'static,
 {
     imp::spawn(name, f)
+}
+
+/// Lets the scheduler run another thread (schedule tests widen a race window with it).
+#[cfg(feature = "shuttle")]
+pub fn yield_now() {
+    imp::yield_now()
 }
 
 /// Sleeps (injected delays in tests; waiting out a lock holder).

@@ -35,6 +35,7 @@ mod groups;
 mod index;
 pub mod instrument;
 mod log;
+mod read_pins;
 mod recovery;
 mod segments;
 pub mod storage;
@@ -103,6 +104,12 @@ struct Inner {
     wake: Condvar,
     /// Serialises reclamation passes.
     reclaim_lock: Mutex<()>,
+    /// Reads in progress, which the reclaimer waits out before freeing (see `read_pins.rs`).
+    read_pins: read_pins::ReadPins,
+    /// Turns a read gives the other threads between its lookup and its read, so that a
+    /// schedule test can have passes and frees run inside that window.
+    #[cfg(feature = "shuttle")]
+    test_read_stall_turns: AtomicU64,
     /// Test hook: milliseconds to sleep between a batch's buffer write and its index update.
     test_index_delay_ms: AtomicU64,
     /// Test hook: the background thread does nothing while set.
@@ -135,10 +142,6 @@ const BACKGROUND_TICK: Duration = Duration::from_millis(100);
 /// them (`Inner::vouch_for_newest_batches`): a second, so that a trickle of writes does not pay
 /// a marker and a sync each.
 const IDLE_TICKS_BEFORE_MARKER: u32 = 10;
-
-/// Attempts of a read whose record moved under it (relocated or freed meanwhile) before the
-/// mismatch is reported as damage.
-const READ_ATTEMPTS: usize = 4;
 
 impl Engine {
     /// Opens the store in `dir`, creating it (with `options`' geometry) if it holds none and
@@ -304,6 +307,9 @@ impl Engine {
             stop: Mutex::new(false),
             wake: Condvar::new(),
             reclaim_lock: Mutex::new(()),
+            read_pins: Default::default(),
+            #[cfg(feature = "shuttle")]
+            test_read_stall_turns: AtomicU64::new(0),
             test_index_delay_ms: AtomicU64::new(0),
             test_background_paused: AtomicBool::new(false),
             test_step_hook: Mutex::new(None),
@@ -547,6 +553,16 @@ impl Engine {
             .store(true, Ordering::SeqCst);
         drop(self.inner.compaction_lock.lock());
         drop(self.inner.reclaim_lock.lock());
+    }
+
+    /// Test hook (schedule tests): every point read gives the other threads `turns` turns
+    /// between its index lookup and its read of the record.
+    #[cfg(feature = "shuttle")]
+    #[doc(hidden)]
+    pub fn test_stall_reads_after_lookup(&self, turns: u64) {
+        self.inner
+            .test_read_stall_turns
+            .store(turns, Ordering::Relaxed);
     }
 
     /// Test hook: run one compaction pass now; returns the number of victims emptied.
@@ -1066,29 +1082,28 @@ impl Inner {
         Ok(lsn)
     }
 
-    /// Reads and checks the record `entry` points at. `Ok(None)` if it is not the record the
-    /// entry names (it was relocated or its segment reused meanwhile): the caller looks again.
-    /// The value of `key` (see `Engine::get`).
+    /// The value of `key` (see `Engine::get`). Pinned from the lookup to the end of the read,
+    /// the record the entry names is where it says (see `read_pins.rs`): one that fails its
+    /// check is damaged.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        for _ in 0..READ_ATTEMPTS {
-            let Some(entry) = self.index.get(key) else {
-                return Ok(None);
-            };
-            if entry.tombstone {
-                return Ok(None);
-            }
-            if let Some(value) = self.read_value(key, &entry)? {
-                return Ok(Some(value));
-            }
+        let _pin = self.read_pins.pin();
+        let Some(entry) = self.index.get(key) else {
+            return Ok(None);
+        };
+        if entry.tombstone {
+            return Ok(None);
         }
-        Err(self.damaged(key))
-    }
-
-    fn read_value(&self, key: &[u8], entry: &Entry) -> Result<Option<Vec<u8>>> {
+        #[cfg(feature = "shuttle")]
+        for _ in 0..self.test_read_stall_turns.load(Ordering::Relaxed) {
+            concurrency::yield_now();
+        }
         let loc = entry.location;
         let mut buf = vec![0u8; loc.len as usize];
         self.read_segment(loc.segment, loc.offset, &mut buf)?;
-        Ok(self.check_record(key, entry, buf))
+        match self.check_record(key, &entry, buf) {
+            Some(value) => Ok(Some(value)),
+            None => Err(damaged(key, &entry)),
+        }
     }
 
     /// Reads bytes of a segment the index may point into: what is still in the log's buffers
@@ -1112,19 +1127,6 @@ impl Inner {
         buf.truncate(value_at + h.value_len as usize);
         buf.drain(..value_at);
         Some(buf)
-    }
-
-    fn damaged(&self, key: &[u8]) -> EngineError {
-        match self.index.get(key) {
-            Some(e) => EngineError::Corrupt(format!(
-                "record of key {} at segment {} offset {} ({} bytes) fails its checksum",
-                hex(key),
-                e.location.segment,
-                e.location.offset,
-                e.location.len
-            )),
-            None => EngineError::Corrupt(format!("key {} kept moving while read", hex(key))),
-        }
     }
 
     /// Hints the storage to read `locations` soon: one hint per run of records less than a
@@ -1153,6 +1155,7 @@ impl Inner {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.check_open()?;
+        let _pin = self.read_pins.pin();
         let entries = self.index.scan(start, end, start_after, limit);
         if entries.len() > 1 {
             self.prefetch(entries.iter().map(|(_, e)| e.location).collect());
@@ -1183,29 +1186,7 @@ impl Inner {
                 let bytes = span[at..at + entry.location.len as usize].to_vec();
                 match self.check_record(key, entry, bytes) {
                     Some(v) => out.push((key.clone(), v)),
-                    None => {
-                        // Moved or damaged: the point read retries and tells which.
-                        let mut value = None;
-                        for _ in 0..READ_ATTEMPTS {
-                            match self.index.get(key) {
-                                None => break,
-                                Some(e) if e.tombstone => break,
-                                Some(e) => {
-                                    if let Some(v) = self.read_value(key, &e)? {
-                                        value = Some(v);
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        match value {
-                            Some(v) => out.push((key.clone(), v)),
-                            None if self.index.get(key).is_some_and(|e| !e.tombstone) => {
-                                return Err(self.damaged(key));
-                            }
-                            None => {}
-                        }
-                    }
+                    None => return Err(damaged(key, entry)),
                 }
             }
             i = j;
@@ -1262,6 +1243,9 @@ impl Inner {
         if dead.is_empty() {
             return Ok(0);
         }
+        // No index entry points into them any more; a read that looked one up before may still
+        // be reading there.
+        self.read_pins.wait_out_earlier_reads();
         // Nothing is changed yet if the marker cannot be written (no room, or the store is
         // closing): report it, without latching the store read-only.
         self.log.flush_marker()?;
@@ -1844,6 +1828,17 @@ impl Inner {
             groups: groups.into_values().collect(),
         }
     }
+}
+
+/// The error of a read whose record, pinned where its index entry says, fails its check.
+fn damaged(key: &[u8], entry: &Entry) -> EngineError {
+    EngineError::Corrupt(format!(
+        "record of key {} at segment {} offset {} ({} bytes) fails its checksum",
+        hex(key),
+        entry.location.segment,
+        entry.location.offset,
+        entry.location.len
+    ))
 }
 
 fn hex(bytes: &[u8]) -> String {
