@@ -240,6 +240,15 @@ MUTANTS = [
         ["--lib", "engine::tests::host_disk_full_at_allocation_is_a_clean_no_space"],
     ),
     (
+        "writer-does-not-compact-when-short",
+        "trap 'space exhaustion': NoSpace comes from live bytes against the capacity, stable \
+from one fill to the next, never from a writer that finds no free segment",
+        "src/engine/mod.rs",
+        "            if !self.compaction_step(compaction::SMALL_PASS_LIVE_SEGMENTS)? {",
+        "            if true {",
+        ["--lib", "engine::tests::full_store_gives_no_space_and_deletes_make_room"],
+    ),
+    (
         "generation-not-checked",
         "4.4 generation: recovery accepts only buffers of the segment's current generation",
         "src/engine/recovery.rs",

@@ -373,6 +373,15 @@ fn damaged_record_is_reported_not_returned() {
     );
 }
 
+/// Writes are refused at the capacity, and at the same point every time: the store is filled
+/// until `NoSpace`, half of it deleted (every other key, so that compaction must empty
+/// half-live segments to make room), refilled, and so on. Each refusal must come from the
+/// capacity rule (live bytes plus the refused put would pass `usable_capacity_bytes`), not
+/// from a shortage of segments: live bytes at the refusal lie within one record of the
+/// capacity, so every round refuses within one record of every other. Values of 60 KiB pack
+/// four to a 256 KiB segment (96% full, above the 7/8 the capacity assumes), so packing never
+/// decides before the capacity does. The tolerance holds the previous rounds' tombstones
+/// too: they count as live bytes until dropped, and the refusal is decided on live bytes.
 #[test]
 fn full_store_gives_no_space_and_deletes_make_room() {
     let opts = EngineOptions {
@@ -380,35 +389,57 @@ fn full_store_gives_no_space_and_deletes_make_room() {
         ..small_options()
     };
     let engine = Engine::open_on(SimStorage::new(), &opts).unwrap();
-    let value = vec![3u8; 100 << 10];
-    let mut written = 0;
-    loop {
-        match engine.write(&[put(&format!("f{written}"), &value)]) {
-            Ok(_) => written += 1,
-            Err(EngineError::NoSpace) => break,
-            Err(e) => panic!("unexpected {e}"),
-        }
-        assert!(written < 1000, "never filled");
-    }
-    assert!(
-        written > 100,
-        "only {written} values of 100 KiB fit in 16 MiB"
-    );
-    for i in 0..written {
-        engine
-            .write(&[Mutation::delete(ROOT_GROUP, format!("f{i}").into_bytes())])
-            .unwrap();
-    }
-    engine.sync().unwrap();
-    engine.test_reclaim().unwrap();
-    for i in 0..10 {
-        engine.write(&[put(&format!("again{i}"), &value)]).unwrap();
-    }
-    for i in 0..10 {
-        assert_eq!(
-            engine.get(format!("again{i}").as_bytes()).unwrap().unwrap(),
-            value
+    let value = vec![3u8; 60 << 10];
+    let mut live_keys: Vec<String> = Vec::new();
+    let mut next = 0u64;
+    for round in 0..6 {
+        let refused_record = loop {
+            let key = format!("f{next:05}");
+            let batch = [put(&key, &value)];
+            match engine.write(&batch) {
+                Ok(_) => {
+                    live_keys.push(key);
+                    next += 1;
+                }
+                Err(EngineError::NoSpace) => break batch[0].encoded_len() as u64,
+                Err(e) => panic!("unexpected {e}"),
+            }
+            assert!(next < 100_000, "never filled");
+        };
+        let stats = engine.stats();
+        let capacity = stats.usable_capacity_bytes;
+        assert!(
+            stats.live_bytes <= capacity,
+            "round {round}: {} live bytes above the capacity of {capacity}",
+            stats.live_bytes
         );
+        assert!(
+            capacity - stats.live_bytes < refused_record,
+            "round {round}: refused at {} live bytes, {} below the capacity of {capacity}: more \
+             than the {refused_record} bytes of the refused record ({} keys live, {} segments \
+             free of {})",
+            stats.live_bytes,
+            capacity - stats.live_bytes,
+            live_keys.len(),
+            stats.segments_free,
+            stats.segments_total
+        );
+        let mut kept = Vec::new();
+        for (i, key) in live_keys.drain(..).enumerate() {
+            if i % 2 == 0 {
+                kept.push(key);
+            } else {
+                engine
+                    .write(&[Mutation::delete(ROOT_GROUP, key.into_bytes())])
+                    .unwrap();
+            }
+        }
+        live_keys = kept;
+        engine.sync().unwrap();
+        engine.test_reclaim().unwrap();
+    }
+    for key in &live_keys {
+        assert_eq!(engine.get(key.as_bytes()).unwrap().unwrap(), value, "{key}");
     }
 }
 
