@@ -192,6 +192,15 @@ MUTANTS = [
         ["--lib", "engine::tests::tombstones_are_dropped_once_no_older_put_remains"],
     ),
     (
+        "tombstone-dropped-too-early-seen-by-a-full-scan",
+        "5 trap 'tombstones': a file deleted while a copy of its put sits in an open segment of \
+copies stays deleted after a crash (a checkpoint load hides the early drop)",
+        "src/engine/tombstones.rs",
+        "        let h = short(hash);\n",
+        "        let h = short(hash) ^ 1;\n",
+        ["--test", "fs_persistence", "create_delete_cycles_do_not_leak_tombstones"],
+    ),
+    (
         "scan-past-unproven-damage",
         "4.9 recovery: only a stretch the next buffer proves durable is damage, not a torn tail",
         "src/engine/recovery.rs",
