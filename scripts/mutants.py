@@ -282,6 +282,23 @@ from one fill to the next, never from a writer that finds no free segment",
         ["--lib", "engine::index::tests::older_version_never_wins_whatever_the_order"],
     ),
     (
+        "index-estimate-omits-entries",
+        "4.5 index: memory per entry is a tracked figure (index_bytes), close to what is allocated",
+        "src/engine/index.rs",
+        "            + malloc_bytes(self.arena.capacity())\n"
+        "            + malloc_bytes(self.entries.capacity() * std::mem::size_of::<Packed>())\n",
+        "            + malloc_bytes(self.arena.capacity())\n",
+        ["--test", "index_memory"],
+    ),
+    (
+        "range-delete-estimate-omits-its-slot",
+        "4.5 index: memory of range deletes is tracked too, close to what is allocated",
+        "src/engine/index.rs",
+        "                        + RANGE_SLOT_BYTES\n",
+        "                        + 0\n",
+        ["--test", "index_memory"],
+    ),
+    (
         "recovery-ignores-lsn-gap",
         "section 6 / 4.9 recovery: no batch survives without every earlier one",
         "src/engine/recovery.rs",
