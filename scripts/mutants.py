@@ -282,6 +282,15 @@ from one fill to the next, never from a writer that finds no free segment",
         ["--lib", "engine::index::tests::older_version_never_wins_whatever_the_order"],
     ),
     (
+        "range-delete-removes-newer-puts",
+        "section 6 / 4.5 index: a range delete hides only the puts of its range with a lower LSN, \
+whatever order concurrent writers update the index in",
+        "src/engine/index.rs",
+        "                    if leaf.entries[i].version() < range.version {",
+        "                    if true {",
+        ["--release", "--test", "engine_model", "concurrent_writers_keep_newest_versions"],
+    ),
+    (
         "index-estimate-omits-entries",
         "4.5 index: memory per entry is a tracked figure (index_bytes), close to what is allocated",
         "src/engine/index.rs",
