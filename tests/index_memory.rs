@@ -12,6 +12,9 @@
 //! The index module is compiled into this binary from its source file, as the benchmark does,
 //! since the engine keeps it private.
 
+#[allow(dead_code, unused_imports)]
+#[path = "../src/engine/concurrency.rs"]
+mod concurrency;
 #[allow(dead_code)]
 #[path = "../src/engine/index.rs"]
 mod index;
