@@ -22,9 +22,10 @@
 //! RSS is read from `/proc/self/statm` after `malloc_trim(0)`, before and after building; keys
 //! are regenerated from their number rather than kept, so the delta is the index alone.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../src/engine/concurrency.rs"]
 mod concurrency;
+#[allow(dead_code)]
 #[path = "../src/engine/index.rs"]
 mod index;
 

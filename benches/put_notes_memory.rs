@@ -22,9 +22,10 @@
 //! The module is compiled into this binary from its source file, since the engine keeps it
 //! private. RSS is read from `/proc/self/statm` after `malloc_trim(0)`.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../src/engine/concurrency.rs"]
 mod concurrency;
+#[allow(dead_code)]
 #[path = "../src/engine/tombstones.rs"]
 mod tombstones;
 

@@ -201,6 +201,15 @@ MUTANTS = [
         ["--lib", "engine::tests::tombstones_are_dropped_once_no_older_put_remains"],
     ),
     (
+        "tombstone-dropped-too-early-seen-by-a-full-scan",
+        "5 trap 'tombstones': a file deleted while a copy of its put sits in an open segment of \
+copies stays deleted after a crash (a checkpoint load hides the early drop)",
+        "src/engine/tombstones.rs",
+        "        let h = short(hash);\n",
+        "        let h = short(hash) ^ 1;\n",
+        ["--test", "fs_persistence", "create_delete_cycles_do_not_leak_tombstones"],
+    ),
+    (
         "scan-past-unproven-damage",
         "4.9 recovery: only a stretch the next buffer proves durable is damage, not a torn tail",
         "src/engine/recovery.rs",
@@ -249,6 +258,15 @@ MUTANTS = [
         ["--lib", "engine::tests::host_disk_full_at_allocation_is_a_clean_no_space"],
     ),
     (
+        "writer-does-not-compact-when-short",
+        "trap 'space exhaustion': NoSpace comes from live bytes against the capacity, stable \
+from one fill to the next, never from a writer that finds no free segment",
+        "src/engine/mod.rs",
+        "            if !self.compaction_step(compaction::SMALL_PASS_LIVE_SEGMENTS)? {",
+        "            if true {",
+        ["--lib", "engine::tests::full_store_gives_no_space_and_deletes_make_room"],
+    ),
+    (
         "generation-not-checked",
         "4.4 generation: recovery accepts only buffers of the segment's current generation",
         "src/engine/recovery.rs",
@@ -271,6 +289,32 @@ MUTANTS = [
         "            Some((leaf, i)) if leaf.entries[i].version() >= entry.version => Applied {",
         "            Some((leaf, i)) if leaf.entries[i].version() == u64::MAX => Applied {",
         ["--lib", "engine::index::tests::older_version_never_wins_whatever_the_order"],
+    ),
+    (
+        "range-delete-removes-newer-puts",
+        "section 6 / 4.5 index: a range delete hides only the puts of its range with a lower LSN, \
+whatever order concurrent writers update the index in",
+        "src/engine/index.rs",
+        "                    if leaf.entries[i].version() < range.version {",
+        "                    if true {",
+        ["--release", "--test", "engine_model", "concurrent_writers_keep_newest_versions"],
+    ),
+    (
+        "index-estimate-omits-entries",
+        "4.5 index: memory per entry is a tracked figure (index_bytes), close to what is allocated",
+        "src/engine/index.rs",
+        "            + malloc_bytes(self.arena.capacity())\n"
+        "            + malloc_bytes(self.entries.capacity() * std::mem::size_of::<Packed>())\n",
+        "            + malloc_bytes(self.arena.capacity())\n",
+        ["--test", "index_memory"],
+    ),
+    (
+        "range-delete-estimate-omits-its-slot",
+        "4.5 index: memory of range deletes is tracked too, close to what is allocated",
+        "src/engine/index.rs",
+        "                        + RANGE_SLOT_BYTES\n",
+        "                        + 0\n",
+        ["--test", "index_memory"],
     ),
     (
         "recovery-ignores-lsn-gap",

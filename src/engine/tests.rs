@@ -200,32 +200,11 @@ fn stale_generation_buffers_are_ignored() {
     }
 }
 
-/// Fills `engine` until segment `target` has been freed and handed out again.
-fn cycle_until_reused(engine: &Engine, target: u32, generation: u64) -> u64 {
-    let value = vec![1u8; 60 << 10];
-    for round in 0..10_000 {
-        // Overwrite the same few keys, so that old segments die and get freed.
-        engine
-            .write(&[put(&format!("churn{}", round % 3), &value)])
-            .unwrap();
-        // Checked before any sync: the new use's first buffer must still be unsynced.
-        if let Some((_, g)) = engine
-            .test_segments_in_use()
-            .into_iter()
-            .find(|&(s, g)| s == target && g > generation)
-        {
-            return g;
-        }
-        if round % 8 == 7 {
-            engine.sync().unwrap();
-            engine.test_reclaim().unwrap();
-        }
-    }
-    panic!("segment {target} was never reused");
-}
-
 /// DESIGN.md 4.4 and the "reused segments" trap: a torn first buffer of a new use must not let
-/// the old first buffer be read back.
+/// the old use's buffers be read back. The old use holds keys whose tombstones compaction has
+/// dropped (their puts' segment was freed), so that nothing but the segment's invalidation
+/// hides their old records: exposing them would bring them back. The power cut keeps a random
+/// subset of the unsynced 512-byte sectors (the new first buffer's among them), over many seeds.
 #[test]
 fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
     let opts = small_options();
@@ -233,40 +212,152 @@ fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
     let engine = Engine::open_on(storage.clone(), &opts).unwrap();
     // Only this test decides what is synced: a background pass could sync the new use.
     engine.test_pause_background();
-    // Two values that fill the segment, so that the tombstones below go to the next one.
-    let fill = vec![9u8; 124 << 10];
+    // The old use: a large first buffer, then small buffers of the keys that must not come
+    // back, each synced alone (so that each vouches for the buffers before it: a failing first
+    // buffer of the old use would read as damage, not as the log's end), then a value that
+    // fills the segment.
+    engine.write(&[put("fill", &vec![9u8; 124 << 10])]).unwrap();
+    engine.sync().unwrap();
+    let (segment, _) = engine.test_segment_of(b"fill").unwrap();
+    let old: Vec<String> = (0..4).map(|i| format!("old{i}")).collect();
+    for key in &old {
+        engine.write(&[put(key, b"from the earlier use")]).unwrap();
+        engine.sync().unwrap();
+        assert_eq!(engine.test_segment_of(key.as_bytes()).unwrap().0, segment);
+    }
     engine
-        .write(&[put("victim", &fill), put("victim2", &fill)])
+        .write(&[put("churn0", &vec![1u8; 120 << 10])])
         .unwrap();
     engine.test_wait_flushes();
-    let (segment, _) = engine.test_segment_of(b"victim").unwrap();
     let first_gen = engine
         .test_segments_in_use()
         .into_iter()
         .find(|&(s, _)| s == segment)
         .unwrap()
         .1;
-    engine
-        .write(&[
-            Mutation::delete(ROOT_GROUP, b"victim".to_vec()),
-            Mutation::delete(ROOT_GROUP, b"victim2".to_vec()),
-        ])
-        .unwrap();
-    let new_gen = cycle_until_reused(&engine, segment, first_gen);
-    assert!(new_gen > first_gen, "generation grows on reuse");
-    // Power cut now: the reused segment's new buffers were never synced.
-    let image = storage.crash(PowerCut::DropAllUnsynced);
-    let sb = Superblock::decode(&image.read_superblock().unwrap().unwrap()).unwrap();
-    let notes = tombstones::PutNotes::new(sb.segment_count as usize, Vec::new());
-    let recovered = recovery::recover(&(image.clone() as Arc<dyn Storage>), &sb, &notes).unwrap();
-    let info = recovered.infos[segment as usize];
-    assert!(
-        info.state == SegmentState::Free || info.generation == new_gen,
-        "segment {segment} shows its old use (generation {}) after a torn reuse",
-        info.generation
+    let mut deletes = vec![Mutation::delete(ROOT_GROUP, b"fill".to_vec())];
+    deletes.extend(
+        old.iter()
+            .map(|k| Mutation::delete(ROOT_GROUP, k.as_bytes().to_vec())),
     );
-    let engine = Engine::open_on(image, &opts).unwrap();
-    assert_eq!(engine.get(b"victim").unwrap(), None);
+    engine.write(&deletes).unwrap();
+    engine.test_wait_flushes();
+    let (tombstones_at, _) = engine.test_segment_of(b"old0").unwrap();
+    // Overwrite until the segment is freed and the tombstones' segment is closed with all its
+    // values dead, then compact until the tombstones are gone.
+    let value = vec![1u8; 60 << 10];
+    let mut round = 0;
+    while engine
+        .test_segments_in_use()
+        .iter()
+        .any(|&(s, g)| s == segment && g == first_gen)
+        || (0..3).any(|i| {
+            engine
+                .test_segment_of(format!("churn{i}").as_bytes())
+                .is_none_or(|(s, _)| s == tombstones_at)
+        })
+        || engine
+            .test_segment_of(b"old0")
+            .is_some_and(|(_, closed)| !closed)
+    {
+        engine
+            .write(&[put(&format!("churn{}", round % 3), &value)])
+            .unwrap();
+        engine.sync().unwrap();
+        engine.test_reclaim().unwrap();
+        round += 1;
+        assert!(round < 10_000, "segment {segment} was never freed");
+    }
+    while engine.test_compact().unwrap() > 0 {}
+    for key in old.iter().map(String::as_str).chain(["fill"]) {
+        assert!(
+            engine.inner.index.get(key.as_bytes()).is_none(),
+            "the tombstone of {key} was not dropped: it would hide an exposed old record"
+        );
+    }
+    // Compaction freed the tombstones' segment (any use of it from now on is a new one).
+    assert!(
+        !engine
+            .test_segments_in_use()
+            .iter()
+            .any(|&(s, _)| s == tombstones_at),
+        "segment {tombstones_at} of the dropped tombstones is still in use"
+    );
+    // Small overwrites, each in a buffer of its own, until the segment is reused: its new
+    // first buffer is one block, so that the cut picks among few sectors over the old use.
+    // Then the tombstones' segment is reused in the same unsynced stretch: a cut that keeps
+    // its new first buffer's header sector hides its earlier use (the tombstones) for good.
+    let small = vec![2u8; 1000];
+    let mut new_gen = 0;
+    for round in 0.. {
+        assert!(
+            round < 100_000,
+            "segments {segment} and {tombstones_at} never reused"
+        );
+        let in_use = engine.test_segments_in_use();
+        let reused = |target: u32, old_gen: u64| {
+            in_use
+                .iter()
+                .find(|&&(s, g)| s == target && g > old_gen)
+                .map(|&(_, g)| g)
+        };
+        if new_gen == 0 {
+            if let Some(g) = reused(segment, first_gen) {
+                new_gen = g;
+            } else if round % 8 == 7 {
+                engine.sync().unwrap();
+                engine.test_reclaim().unwrap();
+            }
+        }
+        if new_gen > 0 && reused(tombstones_at, 0).is_some() {
+            break;
+        }
+        engine
+            .write(&[put(&format!("churn{}", round % 3), &small)])
+            .unwrap();
+        engine.test_wait_flushes();
+    }
+    // The new use's first buffer is written, never synced.
+    engine.test_wait_flushes();
+    let (file, base) = Superblock::decode(&storage.read_superblock().unwrap().unwrap())
+        .unwrap()
+        .segment_position(segment);
+    let mut header_lost = 0;
+    for seed in 0..64 {
+        let image = storage.crash(PowerCut::Random(seed));
+        let mut first_sector = [0u8; storage::SECTOR_SIZE];
+        image.read_at(file, base, &mut first_sector).unwrap();
+        header_lost += u64::from(first_sector.iter().all(|&b| b == 0));
+        // What a reader sees first, then what recovery made of the segment (on a second image
+        // of the same cut: the open rewrites its image).
+        let engine = Engine::open_on(image, &opts).unwrap();
+        for key in old.iter().map(String::as_str).chain(["fill"]) {
+            match engine.get(key.as_bytes()) {
+                Ok(None) => {}
+                other => panic!(
+                    "seed {seed}: {key} read back from the earlier use of segment {segment}: \
+                     {other:?}"
+                ),
+            }
+        }
+        drop(engine);
+        let image = storage.crash(PowerCut::Random(seed));
+        let sb = Superblock::decode(&image.read_superblock().unwrap().unwrap()).unwrap();
+        let notes = tombstones::PutNotes::new(sb.segment_count as usize, Vec::new());
+        let recovered = recovery::recover(&(image as Arc<dyn Storage>), &sb, &notes).unwrap();
+        let info = recovered.infos[segment as usize];
+        assert!(
+            info.state == SegmentState::Free || info.generation == new_gen,
+            "seed {seed}: segment {segment} shows its old use (generation {}) after a torn reuse",
+            info.generation
+        );
+    }
+    // Both kinds of cut were tried: the new first buffer's header sector lost (the zeroed
+    // sector is what is left), and kept with the rest of the buffer torn.
+    assert!(
+        0 < header_lost && header_lost < 64,
+        "{header_lost} of 64 cuts lost the new first buffer's header sector"
+    );
 }
 
 #[test]
@@ -373,6 +464,15 @@ fn damaged_record_is_reported_not_returned() {
     );
 }
 
+/// Writes are refused at the capacity, and at the same point every time: the store is filled
+/// until `NoSpace`, half of it deleted (every other key, so that compaction must empty
+/// half-live segments to make room), refilled, and so on. Each refusal must come from the
+/// capacity rule (live bytes plus the refused put would pass `usable_capacity_bytes`), not
+/// from a shortage of segments: live bytes at the refusal lie within one record of the
+/// capacity, so every round refuses within one record of every other. Values of 60 KiB pack
+/// four to a 256 KiB segment (96% full, above the 7/8 the capacity assumes), so packing never
+/// decides before the capacity does. The tolerance holds the previous rounds' tombstones
+/// too: they count as live bytes until dropped, and the refusal is decided on live bytes.
 #[test]
 fn full_store_gives_no_space_and_deletes_make_room() {
     let opts = EngineOptions {
@@ -380,35 +480,57 @@ fn full_store_gives_no_space_and_deletes_make_room() {
         ..small_options()
     };
     let engine = Engine::open_on(SimStorage::new(), &opts).unwrap();
-    let value = vec![3u8; 100 << 10];
-    let mut written = 0;
-    loop {
-        match engine.write(&[put(&format!("f{written}"), &value)]) {
-            Ok(_) => written += 1,
-            Err(EngineError::NoSpace) => break,
-            Err(e) => panic!("unexpected {e}"),
-        }
-        assert!(written < 1000, "never filled");
-    }
-    assert!(
-        written > 100,
-        "only {written} values of 100 KiB fit in 16 MiB"
-    );
-    for i in 0..written {
-        engine
-            .write(&[Mutation::delete(ROOT_GROUP, format!("f{i}").into_bytes())])
-            .unwrap();
-    }
-    engine.sync().unwrap();
-    engine.test_reclaim().unwrap();
-    for i in 0..10 {
-        engine.write(&[put(&format!("again{i}"), &value)]).unwrap();
-    }
-    for i in 0..10 {
-        assert_eq!(
-            engine.get(format!("again{i}").as_bytes()).unwrap().unwrap(),
-            value
+    let value = vec![3u8; 60 << 10];
+    let mut live_keys: Vec<String> = Vec::new();
+    let mut next = 0u64;
+    for round in 0..6 {
+        let refused_record = loop {
+            let key = format!("f{next:05}");
+            let batch = [put(&key, &value)];
+            match engine.write(&batch) {
+                Ok(_) => {
+                    live_keys.push(key);
+                    next += 1;
+                }
+                Err(EngineError::NoSpace) => break batch[0].encoded_len() as u64,
+                Err(e) => panic!("unexpected {e}"),
+            }
+            assert!(next < 100_000, "never filled");
+        };
+        let stats = engine.stats();
+        let capacity = stats.usable_capacity_bytes;
+        assert!(
+            stats.live_bytes <= capacity,
+            "round {round}: {} live bytes above the capacity of {capacity}",
+            stats.live_bytes
         );
+        assert!(
+            capacity - stats.live_bytes < refused_record,
+            "round {round}: refused at {} live bytes, {} below the capacity of {capacity}: more \
+             than the {refused_record} bytes of the refused record ({} keys live, {} segments \
+             free of {})",
+            stats.live_bytes,
+            capacity - stats.live_bytes,
+            live_keys.len(),
+            stats.segments_free,
+            stats.segments_total
+        );
+        let mut kept = Vec::new();
+        for (i, key) in live_keys.drain(..).enumerate() {
+            if i % 2 == 0 {
+                kept.push(key);
+            } else {
+                engine
+                    .write(&[Mutation::delete(ROOT_GROUP, key.into_bytes())])
+                    .unwrap();
+            }
+        }
+        live_keys = kept;
+        engine.sync().unwrap();
+        engine.test_reclaim().unwrap();
+    }
+    for key in &live_keys {
+        assert_eq!(engine.get(key.as_bytes()).unwrap().unwrap(), value, "{key}");
     }
 }
 
