@@ -1,0 +1,539 @@
+//! Model tests with several writer threads, a store small enough that passes run out of free
+//! segments, clean closes between power cuts, and the real `FileStorage` in a child process
+//! killed with SIGKILL.
+//!
+//! The contract checked (DESIGN.md, durability): after a power cut the store holds exactly the
+//! batches up to some LSN, in the LSN order the engine returned, and that LSN covers every batch
+//! that returned before a sync that returned before the cut. With several writers the model is
+//! the set of (LSN, batch) the writers were given back, applied in LSN order.
+//!
+//! Seeds are printed; a failure names its seed and round. Thread schedules are the operating
+//! system's, so a seed replays the same random choices, not the same interleaving. `MODEL_SEEDS`,
+//! `MODEL_ROUNDS` and `MODEL_KILLS` run longer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use logstorfs::engine::storage::{PowerCut, SimRng, SimStorage};
+use logstorfs::engine::{Engine, EngineError, EngineOptions, EngineStats, Mutation, ROOT_GROUP};
+
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// 64 segments of 256 KiB, four of them the reserve: with eight groups each holding an open
+/// segment and live data near the capacity, separator and compaction passes run short of free
+/// segments while they copy.
+fn small_store() -> EngineOptions {
+    EngineOptions {
+        capacity_bytes: 16 << 20,
+        segment_size_bytes: 256 << 10,
+        segments_per_file: 16,
+        create_if_missing: true,
+        sync_interval: None,
+        separator_threshold_segments: 2,
+        ..Default::default()
+    }
+}
+
+const GROUPS: u64 = 8;
+const KEYS: u64 = 600;
+
+fn group_of(n: u64) -> u32 {
+    1 + (n % GROUPS) as u32
+}
+
+fn key(n: u64) -> Vec<u8> {
+    format!("k{n:03}").into_bytes()
+}
+
+/// A value that names its writer and step (so that a stale version is told from a new one),
+/// mostly tens of KiB: 400 keys of them are about the store's capacity.
+fn value(rng: &mut SimRng, tag: &str) -> Vec<u8> {
+    let len = match rng.below(10) {
+        0..=1 => rng.below(100 << 10) as usize,
+        2..=6 => (16 << 10) + rng.below(48 << 10) as usize,
+        _ => rng.below(4096) as usize,
+    };
+    let mut v = format!("{tag};").into_bytes();
+    let fill = (rng.next_u64() % 251) as u8;
+    v.resize(len.max(v.len()), fill);
+    v
+}
+
+fn apply(state: &mut State, batch: &[Mutation]) {
+    for m in batch {
+        match m {
+            Mutation::Put { key, value, .. } => {
+                state.insert(key.clone(), value.clone());
+            }
+            Mutation::Delete { key, .. } => {
+                state.remove(key);
+            }
+            Mutation::DeletePrefix { prefix, .. } => state.retain(|k, _| !k.starts_with(prefix)),
+            Mutation::DeleteRange { start, end, .. } => {
+                state.retain(|k, _| !(k >= start && (end.is_empty() || k < end)))
+            }
+        }
+    }
+}
+
+/// Puts, deletes, prefix and range deletes over keys of all groups; at most 160 KiB of values.
+fn random_batch(rng: &mut SimRng, tag: &str) -> Vec<Mutation> {
+    let n = 1 + rng.below(4);
+    let mut budget = 160usize << 10;
+    let mut batch = Vec::new();
+    for _ in 0..n {
+        let m = match rng.below(40) {
+            0..=29 => {
+                let n = rng.below(KEYS);
+                let mut v = value(rng, tag);
+                v.truncate(budget.max(tag.len()));
+                budget = budget.saturating_sub(v.len());
+                Mutation::put(group_of(n), key(n), v)
+            }
+            30..=36 => {
+                let n = rng.below(KEYS);
+                Mutation::delete(group_of(n), key(n))
+            }
+            37 => Mutation::delete_prefix(ROOT_GROUP, format!("k{:02}", rng.below(60))),
+            _ => {
+                let a = rng.below(KEYS);
+                let b = a + 1 + rng.below(12);
+                Mutation::DeleteRange {
+                    group: ROOT_GROUP,
+                    start: key(a),
+                    end: key(b),
+                }
+            }
+        };
+        batch.push(m);
+    }
+    batch
+}
+
+fn read_all(engine: &Engine) -> State {
+    engine
+        .scan(b"", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Where two states first differ, for a failure message.
+fn first_difference(model: &State, store: &State) -> String {
+    for (k, v) in model {
+        match store.get(k) {
+            None => return format!("{} missing from the store", String::from_utf8_lossy(k)),
+            Some(s) if s != v => {
+                return format!(
+                    "{}: store has {:?} ({} bytes), model {:?} ({} bytes)",
+                    String::from_utf8_lossy(k),
+                    String::from_utf8_lossy(&s[..s.len().min(24)]),
+                    s.len(),
+                    String::from_utf8_lossy(&v[..v.len().min(24)]),
+                    v.len()
+                );
+            }
+            _ => {}
+        }
+    }
+    for k in store.keys() {
+        if !model.contains_key(k) {
+            return format!(
+                "{} in the store, deleted or never put in the model",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+    "no difference".into()
+}
+
+/// The model across reopens: the state at `base_lsn` (verified), and the batches written
+/// since, by LSN.
+struct Model {
+    base: State,
+    base_lsn: u64,
+    batches: Vec<(u64, Vec<Mutation>)>,
+}
+
+impl Model {
+    fn state_at(&mut self, lsn: u64, what: &str) -> State {
+        self.batches.sort_by_key(|(l, _)| *l);
+        for pair in self.batches.windows(2) {
+            assert!(
+                pair[0].0 != pair[1].0,
+                "{what}: LSN {} given twice",
+                pair[0].0
+            );
+        }
+        let mut state = self.base.clone();
+        for (l, b) in &self.batches {
+            if *l <= lsn {
+                apply(&mut state, b);
+            }
+        }
+        state
+    }
+
+    /// After a reopen: the store must equal the model at exactly the LSN recovery reports, a
+    /// batch the writers were given (or the verified base), at or above `synced`. The model
+    /// then starts again from there.
+    fn check_recovered(&mut self, engine: &Engine, synced: u64, what: &str) {
+        let last = engine.recovery_report().last_lsn;
+        assert!(
+            last >= synced,
+            "{what}: recovered to LSN {last} but LSN {synced} was synced before the cut"
+        );
+        assert!(
+            last == self.base_lsn || self.batches.iter().any(|(l, _)| *l == last),
+            "{what}: recovered to LSN {last}, which no writer was given (base {}, {} batches)",
+            self.base_lsn,
+            self.batches.len()
+        );
+        let expected = self.state_at(last, what);
+        let recovered = read_all(engine);
+        assert!(
+            expected == recovered,
+            "{what}: store differs from the model at LSN {last} (synced {synced}): {}",
+            first_difference(&expected, &recovered)
+        );
+        self.base = expected;
+        self.base_lsn = last;
+        self.batches.clear();
+    }
+}
+
+/// What the writer threads share with the thread that cuts the power.
+#[derive(Default)]
+struct Shared {
+    batches: Mutex<Vec<(u64, Vec<Mutation>)>>,
+    /// Highest LSN any writer was given back.
+    completed: AtomicU64,
+    /// Highest LSN covered by a sync that returned.
+    synced: AtomicU64,
+    ops: AtomicU64,
+    stop: AtomicBool,
+    writes_refused: AtomicU64,
+    /// Refused with room left under the capacity: no free segment, and no pass could free one.
+    refused_below_capacity: AtomicU64,
+    first_refusal: Mutex<Option<String>>,
+    passes: AtomicU64,
+    passes_out_of_space: AtomicU64,
+}
+
+/// The store's segments and data when a write is refused.
+fn describe(engine: &Engine, batch_bytes: usize) -> String {
+    let st = engine.stats();
+    let groups: Vec<String> = st
+        .groups
+        .iter()
+        .map(|g| format!("{}:{}/{}K", g.id, g.segments, g.live_bytes >> 10))
+        .collect();
+    format!(
+        "{batch_bytes} B refused with {} bytes available: {} of {} segments free, {} mixed, \
+         live {} of usable {}; groups (segments/live) {}",
+        engine.available_bytes(),
+        st.segments_free,
+        st.segments_total,
+        st.mixed_segments,
+        st.live_bytes,
+        st.usable_capacity_bytes,
+        groups.join(" ")
+    )
+}
+
+fn writer(engine: &Engine, shared: &Shared, seed: u64, thread: u64, what: &str) {
+    let mut rng = SimRng::new(seed.wrapping_mul(1_000_003) ^ (thread + 1).wrapping_mul(7919));
+    let mut step = 0u64;
+    while !shared.stop.load(Ordering::SeqCst) {
+        step += 1;
+        match rng.below(100) {
+            0..=84 => {
+                let batch = random_batch(&mut rng, &format!("s{seed} t{thread} n{step}"));
+                let before = shared.completed.load(Ordering::SeqCst);
+                match engine.write(&batch) {
+                    Ok(lsn) => {
+                        assert!(lsn > before, "{what}: LSN {lsn} after {before} returned");
+                        shared.batches.lock().unwrap().push((lsn, batch));
+                        shared.completed.fetch_max(lsn, Ordering::SeqCst);
+                    }
+                    Err(EngineError::NoSpace) => {
+                        shared.writes_refused.fetch_add(1, Ordering::Relaxed);
+                        let size: usize = batch.iter().map(|m| m.encoded_len()).sum();
+                        if engine.available_bytes() > 2 * size as u64 {
+                            shared
+                                .refused_below_capacity
+                                .fetch_add(1, Ordering::Relaxed);
+                            let mut first = shared.first_refusal.lock().unwrap();
+                            if first.is_none() {
+                                *first = Some(format!("{what}: {}", describe(engine, size)));
+                            }
+                        }
+                    }
+                    Err(e) => panic!("{what}: thread {thread} write: {e}"),
+                }
+            }
+            85..=89 => engine.test_wait_flushes(),
+            90..=95 => {
+                // Everything returned before the call is durable once it returns.
+                let covered = shared.completed.load(Ordering::SeqCst);
+                engine
+                    .sync()
+                    .unwrap_or_else(|e| panic!("{what}: sync: {e}"));
+                shared.synced.fetch_max(covered, Ordering::SeqCst);
+            }
+            _ => {
+                let result = if rng.below(2) == 0 {
+                    engine.test_separate()
+                } else {
+                    engine.test_compact()
+                };
+                shared.passes.fetch_add(1, Ordering::Relaxed);
+                match result {
+                    Ok(_) => {}
+                    Err(EngineError::NoSpace) => {
+                        shared.passes_out_of_space.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("{what}: thread {thread} pass: {e}"),
+                }
+            }
+        }
+        shared.ops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default, Debug)]
+struct Totals {
+    batches: u64,
+    cuts: u64,
+    cuts_in_passes: u64,
+    closes: u64,
+    writes_refused: u64,
+    refused_below_capacity: u64,
+    /// The first refusal below the capacity of each round that had one.
+    refusals: Vec<String>,
+    passes: u64,
+    passes_out_of_space: u64,
+    foreground_steps: u64,
+    compaction_victims: u64,
+    separator_bytes: u64,
+    /// Most live data seen at the end of a round, in percent of the usable capacity.
+    fullest_percent: u64,
+}
+
+impl Totals {
+    fn add_stats(&mut self, stats: &EngineStats) {
+        self.foreground_steps += stats.foreground_compaction_steps;
+        self.compaction_victims += stats.compaction_victims;
+        self.separator_bytes += stats.separator_bytes_written;
+        let percent = stats.live_bytes * 100 / stats.usable_capacity_bytes.max(1);
+        self.fullest_percent = self.fullest_percent.max(percent);
+    }
+}
+
+/// How a round of threaded work ends.
+enum End {
+    /// A power cut now, of this kind.
+    Cut(PowerCut),
+    /// A power cut at the `n`th step of a separator, compaction or reclamation pass (any
+    /// thread's, the background's too), or when the ops run out if no pass gets that far.
+    CutInPass(PowerCut, u64),
+    /// `Engine::close`, then a power cut that keeps only what was synced.
+    Close,
+}
+
+/// Runs `threads` writers until `ops` operations are done (or a pass reaches the cut), then
+/// ends as `end` says. Returns the storage and the LSN known synced before the cut.
+fn round(
+    engine: Engine,
+    storage: &Arc<SimStorage>,
+    model: &mut Model,
+    totals: &mut Totals,
+    (seed, threads, ops): (u64, u64, u64),
+    end: &End,
+    what: &str,
+) -> (Arc<SimStorage>, u64, &'static str) {
+    let engine = Arc::new(engine);
+    let shared = Arc::new(Shared::default());
+    shared.completed.store(model.base_lsn, Ordering::SeqCst);
+    shared.synced.store(model.base_lsn, Ordering::SeqCst);
+    // A cut inside a pass: the hook takes the image (and the synced LSN before it) once.
+    type Taken = Arc<Mutex<Option<(Arc<SimStorage>, u64, &'static str)>>>;
+    let taken: Taken = Default::default();
+    if let End::CutInPass(cut, at) = *end {
+        let (storage, taken, shared, count) = (
+            storage.clone(),
+            taken.clone(),
+            shared.clone(),
+            AtomicU64::new(0),
+        );
+        engine.test_set_step_hook(Some(Box::new(move |name| {
+            if count.fetch_add(1, Ordering::SeqCst) == at {
+                let synced = shared.synced.load(Ordering::SeqCst);
+                *taken.lock().unwrap() = Some((storage.crash(cut), synced, name));
+            }
+        })));
+    }
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (engine, shared, what) = (engine.clone(), shared.clone(), what.to_string());
+            std::thread::spawn(move || writer(&engine, &shared, seed, t, &what))
+        })
+        .collect();
+    while shared.ops.load(Ordering::SeqCst) < ops
+        && taken.lock().unwrap().is_none()
+        && !handles.iter().any(|h| h.is_finished())
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // Read before the cut: every sync counted here returned before it.
+    let synced = shared.synced.load(Ordering::SeqCst);
+    let image = match *end {
+        End::Cut(cut) | End::CutInPass(cut, _) => Some((storage.crash(cut), synced, "")),
+        End::Close => None,
+    };
+    shared.stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        if let Err(panic) = h.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    engine.test_set_step_hook(None);
+    let engine = Arc::into_inner(engine).expect("writers hold no engine");
+    totals.add_stats(&engine.stats());
+    let batches = std::mem::take(&mut *shared.batches.lock().unwrap());
+    totals.batches += batches.len() as u64;
+    totals.writes_refused += shared.writes_refused.load(Ordering::Relaxed);
+    totals.refused_below_capacity += shared.refused_below_capacity.load(Ordering::Relaxed);
+    totals
+        .refusals
+        .extend(shared.first_refusal.lock().unwrap().take());
+    totals.passes += shared.passes.load(Ordering::Relaxed);
+    totals.passes_out_of_space += shared.passes_out_of_space.load(Ordering::Relaxed);
+    model.batches.extend(batches);
+    match end {
+        End::Close => {
+            engine
+                .close()
+                .unwrap_or_else(|e| panic!("{what}: close: {e}"));
+            totals.closes += 1;
+            // A close syncs everything: a cut after it loses nothing.
+            let all = shared.completed.load(Ordering::SeqCst);
+            (
+                storage.crash(PowerCut::DropAllUnsynced),
+                all,
+                "after a clean close",
+            )
+        }
+        _ => {
+            drop(engine);
+            let in_pass = taken.lock().unwrap().take();
+            totals.cuts += 1;
+            if let Some(found) = in_pass {
+                totals.cuts_in_passes += 1;
+                found
+            } else {
+                image.unwrap()
+            }
+        }
+    }
+}
+
+fn random_cut(rng: &mut SimRng) -> PowerCut {
+    match rng.below(5) {
+        0..=1 => PowerCut::DropAllUnsynced,
+        2 => PowerCut::KeepAllWritten,
+        _ => PowerCut::Random(rng.next_u64()),
+    }
+}
+
+/// One seed: rounds of threaded work, each ended by a power cut (now, or inside a pass) or a
+/// clean close, the store reopened and checked after each.
+fn run_seed(seed: u64, rounds: u64, totals: &mut Totals) {
+    let mut rng = SimRng::new(seed);
+    let mut storage = SimStorage::new();
+    let mut engine = Engine::open_on(storage.clone(), &small_store()).unwrap();
+    let mut model = Model {
+        base: State::new(),
+        base_lsn: 0,
+        batches: Vec::new(),
+    };
+    for r in 0..rounds {
+        let threads = 3 + rng.below(2);
+        let ops = 60 + rng.below(240);
+        let end = match rng.below(6) {
+            0..=1 => End::Close,
+            2..=3 => End::CutInPass(random_cut(&mut rng), rng.below(40)),
+            _ => End::Cut(random_cut(&mut rng)),
+        };
+        let label = match &end {
+            End::Close => "clean close".to_string(),
+            End::Cut(c) => format!("cut {c:?}"),
+            End::CutInPass(c, n) => format!("cut {c:?} at pass step {n}"),
+        };
+        let what = format!("seed {seed} round {r} ({threads} writers, {ops} ops, {label})");
+        let (image, synced, step) = round(
+            engine,
+            &storage,
+            &mut model,
+            totals,
+            (seed, threads, ops),
+            &end,
+            &what,
+        );
+        storage = image;
+        engine = Engine::open_on(storage.clone(), &small_store())
+            .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+        let what = if step.is_empty() {
+            what
+        } else {
+            format!("{what}, cut at '{step}'")
+        };
+        model.check_recovered(&engine, synced, &what);
+        if matches!(end, End::Close) {
+            // Nothing may be left behind by a close: the model is whole.
+            assert!(
+                model.batches.is_empty() && model.base_lsn >= synced,
+                "{what}: a clean close kept LSN {} of {synced}",
+                model.base_lsn
+            );
+        }
+    }
+    engine.close().unwrap();
+}
+
+/// Several writers, syncs from any of them, passes short of segments, closes and power cuts.
+#[test]
+fn threaded_writers_with_power_cuts_and_closes_match_the_model() {
+    let seeds = env_or("MODEL_SEEDS", 6);
+    let rounds = env_or("MODEL_ROUNDS", 10);
+    let mut totals = Totals::default();
+    for seed in 1..=seeds {
+        eprintln!("threaded model: seed {seed}");
+        run_seed(seed, rounds, &mut totals);
+    }
+    for refusal in &totals.refusals {
+        eprintln!("threaded model: write refused below the capacity: {refusal}");
+    }
+    eprintln!("threaded model: {totals:?}");
+    assert!(
+        totals.batches > seeds * rounds * 20 && totals.cuts > seeds && totals.closes > 0,
+        "the test exercised too little: {totals:?}"
+    );
+    assert!(
+        totals.cuts_in_passes > 0 && totals.compaction_victims > 0 && totals.separator_bytes > 0,
+        "no pass ran or none was cut: {totals:?}"
+    );
+    assert!(
+        totals.foreground_steps > 0 && totals.passes_out_of_space > 0,
+        "the store never ran short of segments: {totals:?}"
+    );
+}
