@@ -12,6 +12,8 @@
 //! `MODEL_ROUNDS` and `MODEL_KILLS` run longer.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -535,5 +537,261 @@ fn threaded_writers_with_power_cuts_and_closes_match_the_model() {
     assert!(
         totals.foreground_steps > 0 && totals.passes_out_of_space > 0,
         "the store never ran short of segments: {totals:?}"
+    );
+}
+
+// The real `FileStorage` in a child process killed with SIGKILL. The child (this test binary
+// run again with `CHILD_ENV` set) runs writer threads, each on keys of its own, and journals
+// each thread's batches once a sync covering them returned (append, then fsync, to a file
+// outside the store). Each thread's batches are a function of (seed, thread, index), so the
+// parent knows them without being told. After the kill the parent opens the store: each
+// thread's keys must equal its batches applied up to some index at or past the journaled one
+// (batches are atomic, none may be lost once synced, nothing deleted may come back).
+
+const CHILD_ENV: &str = "LOGSTORFS_MODEL_THREADS_CHILD";
+const CHILD_THREADS: u64 = 3;
+/// Batches a child thread writes between two syncs, at most.
+const CHILD_BATCHES_PER_SYNC: u64 = 4;
+
+fn file_store() -> EngineOptions {
+    EngineOptions {
+        capacity_bytes: 16 << 20,
+        segment_size_bytes: 256 << 10,
+        segments_per_file: 16,
+        create_if_missing: true,
+        sync_interval: None,
+        separator_threshold_segments: 2,
+        ..Default::default()
+    }
+}
+
+fn child_key(thread: u64, n: u64) -> Vec<u8> {
+    format!("t{thread}/k{n:02}").into_bytes()
+}
+
+/// Batch `index` of `thread`: puts, deletes, prefix and range deletes of the thread's 40 keys.
+fn child_batch(seed: u64, thread: u64, index: u64) -> Vec<Mutation> {
+    let mut rng = SimRng::new(
+        seed.wrapping_mul(0x1000_0000_01b3) ^ (thread << 40) ^ index.wrapping_mul(2_654_435_761),
+    );
+    let tag = format!("s{seed} t{thread} i{index}");
+    (0..1 + rng.below(3))
+        .map(|_| {
+            let n = rng.below(40);
+            match rng.below(20) {
+                0..=13 => {
+                    let len = match rng.below(4) {
+                        0 => rng.below(60 << 10),
+                        _ => rng.below(6000),
+                    } as usize;
+                    let mut v = tag.clone().into_bytes();
+                    v.resize(len.max(v.len()), (index % 251) as u8);
+                    Mutation::put(group_of(n), child_key(thread, n), v)
+                }
+                14..=16 => Mutation::delete(group_of(n), child_key(thread, n)),
+                17 => Mutation::delete_prefix(ROOT_GROUP, format!("t{thread}/k{}", n % 4)),
+                _ => Mutation::DeleteRange {
+                    group: ROOT_GROUP,
+                    start: child_key(thread, n),
+                    end: child_key(thread, n + 1 + rng.below(6)),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The child: writes until killed. `spec` is "store dir|journal|seed|first index of each thread".
+fn child_main(spec: &str) -> ! {
+    let parts: Vec<&str> = spec.split('|').collect();
+    let (dir, journal, seed) = (parts[0], parts[1], parts[2].parse::<u64>().unwrap());
+    let starts: Vec<u64> = parts[3].split(',').map(|s| s.parse().unwrap()).collect();
+    let engine = Arc::new(Engine::open(Path::new(dir), &file_store()).unwrap());
+    let journal = Arc::new(Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(journal)
+            .unwrap(),
+    ));
+    let handles: Vec<_> = (0..CHILD_THREADS)
+        .map(|thread| {
+            let (engine, journal) = (engine.clone(), journal.clone());
+            let mut index = starts[thread as usize];
+            std::thread::spawn(move || {
+                let mut rng = SimRng::new(seed ^ (thread + 1) << 20 ^ index);
+                // A bound on a child the parent failed to kill, not a pace.
+                for _ in 0..20_000 {
+                    for _ in 0..1 + rng.below(CHILD_BATCHES_PER_SYNC) {
+                        engine
+                            .write(&child_batch(seed, thread, index))
+                            .unwrap_or_else(|e| panic!("child thread {thread} batch {index}: {e}"));
+                        index += 1;
+                    }
+                    engine.sync().unwrap();
+                    let mut journal = journal.lock().unwrap();
+                    journal
+                        .write_all(format!("{thread} {index}\n").as_bytes())
+                        .unwrap();
+                    journal.sync_data().unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    eprintln!("child: not killed");
+    std::process::exit(3);
+}
+
+/// Each thread's count of synced batches, from the complete lines of the journal.
+fn journaled(journal: &Path) -> Vec<u64> {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(journal) {
+        f.read_to_string(&mut text).unwrap();
+    }
+    let mut synced = vec![0; CHILD_THREADS as usize];
+    let complete = text.rfind('\n').map_or("", |at| &text[..at]);
+    for line in complete.lines() {
+        let (t, n) = line.split_once(' ').unwrap();
+        let t: usize = t.parse().unwrap();
+        synced[t] = synced[t].max(n.parse().unwrap());
+    }
+    synced
+}
+
+/// Kills the child if the parent fails before it does.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn file_store_in_a_killed_child_keeps_every_synced_batch() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child_main(&spec);
+    }
+    let kills = env_or("MODEL_KILLS", 16);
+    let seed = env_or("MODEL_KILL_SEED", 1);
+    eprintln!("killed child: seed {seed}, {kills} kills (MODEL_KILL_SEED, MODEL_KILLS)");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let journal = tmp.path().join("journal");
+    let stderr_path = tmp.path().join("child-stderr");
+    let mut rng = SimRng::new(seed);
+    // Per thread: its keys as verified, and how many of its batches they hold.
+    let mut verified: Vec<(State, u64)> = vec![(State::new(), 0); CHILD_THREADS as usize];
+    let (mut unsynced_found, mut clean_closes) = (0, 0);
+    for round in 0..kills {
+        let what = format!("seed {seed} kill {round}");
+        let starts: Vec<String> = verified.iter().map(|(_, n)| n.to_string()).collect();
+        let spec = format!(
+            "{}|{}|{seed}|{}",
+            dir.display(),
+            journal.display(),
+            starts.join(",")
+        );
+        let before: u64 = journaled(&journal).iter().sum();
+        let mut child = Killed(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "file_store_in_a_killed_child_keeps_every_synced_batch",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_ENV, spec)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        // Kill it once it has journaled some syncs, a random number of them, and then a
+        // random while later (in the middle of writes, syncs, passes).
+        let target = before + 10 + rng.below(150);
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("{what}: the child ended by itself ({status}): {err}");
+            }
+            if journaled(&journal).iter().sum::<u64>() >= target {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(20_000)));
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        drop(child);
+        let synced = journaled(&journal);
+        let engine = Engine::open(&dir, &file_store())
+            .unwrap_or_else(|e| panic!("{what}: reopen after the kill: {e}"));
+        let store = read_all(&engine);
+        let stats = engine.stats();
+        for (t, (base, from)) in verified.iter_mut().enumerate() {
+            let prefix = format!("t{t}/").into_bytes();
+            let keys: State = store
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            // The thread got no further than one sync's worth of batches past its journal.
+            let mut state = base.clone();
+            let mut found = None;
+            let mut at_journal = None;
+            for n in *from..=synced[t] + CHILD_BATCHES_PER_SYNC {
+                if n > *from {
+                    apply(&mut state, &child_batch(seed, t as u64, n - 1));
+                }
+                if n == synced[t] {
+                    at_journal = Some(state.clone());
+                }
+                if n >= synced[t] && state == keys {
+                    found = Some(n);
+                    break;
+                }
+            }
+            let Some(n) = found else {
+                panic!(
+                    "{what}: thread {t}'s keys match none of its batches from the {} synced \
+                     on: against the synced ones, {}",
+                    synced[t],
+                    first_difference(&at_journal.unwrap_or_default(), &keys)
+                );
+            };
+            unsynced_found += n - synced[t];
+            *base = keys;
+            *from = n;
+        }
+        // Half the time a clean close between kills (the next child loads its checkpoint).
+        if rng.below(2) == 0 {
+            engine.close().unwrap();
+            clean_closes += 1;
+        } else {
+            drop(engine);
+        }
+        eprintln!(
+            "{what}: journaled syncs {synced:?}, found {:?}; {} of {} segments free, {} mixed, \
+             live {} bytes",
+            verified.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            stats.segments_free,
+            stats.segments_total,
+            stats.mixed_segments,
+            stats.live_bytes
+        );
+    }
+    eprintln!(
+        "killed child: {kills} kills, {clean_closes} clean closes between them, {unsynced_found} \
+         batches found past their journaled sync"
+    );
+    let total: u64 = verified.iter().map(|(_, n)| *n).sum();
+    assert!(
+        total > kills * 5,
+        "the children wrote too little: {total} batches"
     );
 }
