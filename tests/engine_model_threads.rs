@@ -621,8 +621,7 @@ fn child_batch(seed: u64, thread: u64, index: u64) -> Vec<Mutation> {
 fn child_main(spec: &str) -> ! {
     let parts: Vec<&str> = spec.split('|').collect();
     let (dir, journal, seed) = (parts[0], parts[1], parts[2].parse::<u64>().unwrap());
-    let starts: Vec<u64> = parts[3].split(',').map(|s| s.parse().unwrap()).collect();
-    let engine = Arc::new(Engine::open(Path::new(dir), &file_store()).unwrap());
+    let mut next: Vec<u64> = parts[3].split(',').map(|s| s.parse().unwrap()).collect();
     let journal = Arc::new(Mutex::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -630,32 +629,46 @@ fn child_main(spec: &str) -> ! {
             .open(journal)
             .unwrap(),
     ));
-    let handles: Vec<_> = (0..CHILD_THREADS)
-        .map(|thread| {
-            let (engine, journal) = (engine.clone(), journal.clone());
-            let mut index = starts[thread as usize];
-            std::thread::spawn(move || {
-                let mut rng = SimRng::new(seed ^ (thread + 1) << 20 ^ index);
-                // A bound on a child the parent failed to kill, not a pace.
-                for _ in 0..20_000 {
-                    for _ in 0..1 + rng.below(CHILD_BATCHES_PER_SYNC) {
-                        engine
-                            .write(&child_batch(seed, thread, index))
-                            .unwrap_or_else(|e| panic!("child thread {thread} batch {index}: {e}"));
-                        index += 1;
+    let mut rng = SimRng::new(seed ^ next.iter().sum::<u64>());
+    // Spells of writing, each ended by a clean close or a drop and a reopen, so that the kill
+    // also lands in closes (their checkpoint) and in opens (their recovery). The bound is on
+    // a child the parent failed to kill, not a pace.
+    for _ in 0..1000 {
+        let engine = Arc::new(Engine::open(Path::new(dir), &file_store()).unwrap());
+        let syncs = 2 + rng.below(30);
+        let handles: Vec<_> = (0..CHILD_THREADS)
+            .map(|thread| {
+                let (engine, journal) = (engine.clone(), journal.clone());
+                let mut index = next[thread as usize];
+                let mut rng = SimRng::new(rng.next_u64());
+                std::thread::spawn(move || {
+                    for _ in 0..syncs {
+                        for _ in 0..1 + rng.below(CHILD_BATCHES_PER_SYNC) {
+                            engine
+                                .write(&child_batch(seed, thread, index))
+                                .unwrap_or_else(|e| {
+                                    panic!("child thread {thread} batch {index}: {e}")
+                                });
+                            index += 1;
+                        }
+                        engine.sync().unwrap();
+                        let mut journal = journal.lock().unwrap();
+                        journal
+                            .write_all(format!("{thread} {index}\n").as_bytes())
+                            .unwrap();
+                        journal.sync_data().unwrap();
                     }
-                    engine.sync().unwrap();
-                    let mut journal = journal.lock().unwrap();
-                    journal
-                        .write_all(format!("{thread} {index}\n").as_bytes())
-                        .unwrap();
-                    journal.sync_data().unwrap();
-                }
+                    index
+                })
             })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
+            .collect();
+        for (thread, h) in handles.into_iter().enumerate() {
+            next[thread] = h.join().unwrap();
+        }
+        let engine = Arc::into_inner(engine).unwrap();
+        if rng.below(3) != 0 {
+            engine.close().unwrap();
+        }
     }
     eprintln!("child: not killed");
     std::process::exit(3);
