@@ -287,7 +287,27 @@ fn writer(engine: &Engine, shared: &Shared, seed: u64, thread: u64, what: &str) 
                     Err(e) => panic!("{what}: thread {thread} write: {e}"),
                 }
             }
-            85..=89 => engine.test_wait_flushes(),
+            85..=87 => engine.test_wait_flushes(),
+            88..=89 => {
+                // Reads race writes, passes and frees: a key is never reported damaged, and
+                // what it holds was written by this seed's writers.
+                let k = key(rng.below(KEYS));
+                let tag = format!("s{seed} t");
+                match engine.get(&k) {
+                    Ok(None) => {}
+                    Ok(Some(v)) => assert!(
+                        v.starts_with(tag.as_bytes()),
+                        "{what}: {} read {:?}",
+                        String::from_utf8_lossy(&k),
+                        String::from_utf8_lossy(&v[..v.len().min(24)])
+                    ),
+                    Err(e) => panic!("{what}: thread {thread} reading {:?}: {e}", k),
+                }
+                let from = key(rng.below(KEYS));
+                if let Err(e) = engine.scan(&from, None, 8) {
+                    panic!("{what}: thread {thread} scanning from {from:?}: {e}");
+                }
+            }
             90..=95 => {
                 // Everything returned before the call is durable once it returns.
                 let covered = shared.completed.load(Ordering::SeqCst);
