@@ -107,12 +107,16 @@ fn random_batch(rng: &mut SimRng, tag: &str) -> Vec<Mutation> {
                 let n = rng.below(KEYS);
                 Mutation::delete(group_of(n), key(n))
             }
-            37 => Mutation::delete_prefix(ROOT_GROUP, format!("k{:02}", rng.below(60))),
+            // Range deletes are written with any group's data (a file's group, or the root).
+            37 => Mutation::delete_prefix(
+                rng.below(GROUPS + 1) as u32,
+                format!("k{:02}", rng.below(60)),
+            ),
             _ => {
                 let a = rng.below(KEYS);
                 let b = a + 1 + rng.below(12);
                 Mutation::DeleteRange {
-                    group: ROOT_GROUP,
+                    group: rng.below(GROUPS + 1) as u32,
                     start: key(a),
                     end: key(b),
                 }
@@ -677,6 +681,17 @@ fn child_main(spec: &str) -> ! {
                             .write_all(format!("{thread} {index}\n").as_bytes())
                             .unwrap();
                         journal.sync_data().unwrap();
+                        drop(journal);
+                        // Passes in the child too, beside the background's.
+                        let pass = match rng.below(16) {
+                            0 => engine.test_separate(),
+                            1 => engine.test_compact(),
+                            _ => Ok(0),
+                        };
+                        match pass {
+                            Ok(_) | Err(EngineError::NoSpace) => {}
+                            Err(e) => panic!("child thread {thread}: pass: {e}"),
+                        }
                     }
                     index
                 })
