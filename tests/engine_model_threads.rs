@@ -59,9 +59,12 @@ fn key(n: u64) -> Vec<u8> {
 }
 
 /// A value that names its writer and step (so that a stale version is told from a new one),
-/// mostly tens of KiB: 400 keys of them are about the store's capacity.
-fn value(rng: &mut SimRng, tag: &str) -> Vec<u8> {
+/// mostly tens of KiB: 600 keys of them are about the store's capacity. Or, `small`, a few
+/// hundred bytes: many batches to a buffer, buffers of a sector or two, which a power cut keeps
+/// or drops whole (a later one kept, an earlier one lost: the LSN gap recovery must not cross).
+fn value(rng: &mut SimRng, tag: &str, small: bool) -> Vec<u8> {
     let len = match rng.below(10) {
+        _ if small => rng.below(300) as usize,
         0..=1 => rng.below(100 << 10) as usize,
         2..=6 => (16 << 10) + rng.below(48 << 10) as usize,
         _ => rng.below(4096) as usize,
@@ -90,7 +93,7 @@ fn apply(state: &mut State, batch: &[Mutation]) {
 }
 
 /// Puts, deletes, prefix and range deletes over keys of all groups; at most 160 KiB of values.
-fn random_batch(rng: &mut SimRng, tag: &str) -> Vec<Mutation> {
+fn random_batch(rng: &mut SimRng, tag: &str, small: bool) -> Vec<Mutation> {
     let n = 1 + rng.below(4);
     let mut budget = 160usize << 10;
     let mut batch = Vec::new();
@@ -98,7 +101,7 @@ fn random_batch(rng: &mut SimRng, tag: &str) -> Vec<Mutation> {
         let m = match rng.below(40) {
             0..=29 => {
                 let n = rng.below(KEYS);
-                let mut v = value(rng, tag);
+                let mut v = value(rng, tag, small);
                 v.truncate(budget.max(tag.len()));
                 budget = budget.saturating_sub(v.len());
                 Mutation::put(group_of(n), key(n), v)
@@ -222,6 +225,8 @@ impl Model {
 /// What the writer threads share with the thread that cuts the power.
 #[derive(Default)]
 struct Shared {
+    /// Values of a few hundred bytes this round (see `value`).
+    small_values: bool,
     batches: Mutex<Vec<(u64, Vec<Mutation>)>>,
     /// Highest LSN any writer was given back.
     completed: AtomicU64,
@@ -267,13 +272,19 @@ fn writer(engine: &Engine, shared: &Shared, seed: u64, thread: u64, what: &str) 
         step += 1;
         match rng.below(100) {
             0..=84 => {
-                let batch = random_batch(&mut rng, &format!("s{seed} t{thread} n{step}"));
+                let small = shared.small_values;
+                let batch = random_batch(&mut rng, &format!("s{seed} t{thread} n{step}"), small);
                 let before = shared.completed.load(Ordering::SeqCst);
                 match engine.write(&batch) {
                     Ok(lsn) => {
                         assert!(lsn > before, "{what}: LSN {lsn} after {before} returned");
                         shared.batches.lock().unwrap().push((lsn, batch));
                         shared.completed.fetch_max(lsn, Ordering::SeqCst);
+                        // Small batches: write their buffers out now and then, so that several
+                        // unsynced ones lie on disk for a cut to keep some of.
+                        if small && rng.below(2) == 0 {
+                            engine.test_wait_flushes();
+                        }
                     }
                     Err(EngineError::NoSpace) => {
                         shared.writes_refused.fetch_add(1, Ordering::Relaxed);
@@ -391,12 +402,15 @@ fn round(
     storage: &Arc<SimStorage>,
     model: &mut Model,
     totals: &mut Totals,
-    (seed, threads, ops): (u64, u64, u64),
+    (seed, threads, ops, small_values): (u64, u64, u64, bool),
     end: &End,
     what: &str,
 ) -> (Arc<SimStorage>, u64, &'static str) {
     let engine = Arc::new(engine);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        small_values,
+        ..Shared::default()
+    });
     shared.completed.store(model.base_lsn, Ordering::SeqCst);
     shared.fewest_free.store(u64::MAX, Ordering::SeqCst);
     shared.synced.store(model.base_lsn, Ordering::SeqCst);
@@ -506,6 +520,7 @@ fn run_seed(seed: u64, rounds: u64, totals: &mut Totals) {
     };
     for r in 0..rounds {
         let threads = 3 + rng.below(2);
+        let small = rng.below(3) == 0;
         let ops = 60 + rng.below(240);
         let end = match rng.below(6) {
             0..=1 => End::Close,
@@ -517,13 +532,19 @@ fn run_seed(seed: u64, rounds: u64, totals: &mut Totals) {
             End::Cut(c) => format!("cut {c:?}"),
             End::CutInPass(c, n) => format!("cut {c:?} at pass step {n}"),
         };
-        let what = format!("seed {seed} round {r} ({threads} writers, {ops} ops, {label})");
+        let values = if small {
+            "small values"
+        } else {
+            "large values"
+        };
+        let what =
+            format!("seed {seed} round {r} ({threads} writers, {ops} ops, {values}, {label})");
         let (image, synced, step) = round(
             engine,
             &storage,
             &mut model,
             totals,
-            (seed, threads, ops),
+            (seed, threads, ops, small),
             &end,
             &what,
         );
@@ -880,7 +901,7 @@ fn a_store_of_many_groups_near_full_keeps_taking_overwrites() {
         let mut rng = SimRng::new(seed);
         let mut refused = None;
         for step in 0..6000u64 {
-            let batch = random_batch(&mut rng, &format!("s{seed} n{step}"));
+            let batch = random_batch(&mut rng, &format!("s{seed} n{step}"), false);
             match engine.write(&batch) {
                 Ok(_) => {}
                 Err(EngineError::NoSpace) => {
