@@ -396,7 +396,8 @@ enum End {
 }
 
 /// Runs `threads` writers until `ops` operations are done (or a pass reaches the cut), then
-/// ends as `end` says. Returns the storage and the LSN known synced before the cut.
+/// ends as `end` says. Returns the storage to reopen, the LSN known synced before the cut (all
+/// of them after a close), and the pass step the cut fell at (or "").
 fn round(
     engine: Engine,
     storage: &Arc<SimStorage>,
