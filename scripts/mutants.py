@@ -22,6 +22,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "read-of-written-record-takes-the-log-lock",
+        "reads: a record already in storage is read without the log's lock (held over allocations)",
+        "src/engine/mod.rs",
+        "        if self\n            .segments\n            .written_through(",
+        "        if false\n            && self\n            .segments\n            .written_through(",
+        ["--release", "--features", "shuttle", "--test", "engine_schedules",
+         "a_read_of_a_written_record_does_not_wait"],
+    ),
+    (
         "reads-racing-frees",
         "4.4 reads: a segment is freed only once every read that may have looked a location up in it is done",
         "src/engine/mod.rs",

@@ -207,3 +207,74 @@ fn reads_of_a_key_that_compaction_keeps_moving_never_fail_whatever_the_schedule(
         schedules(300),
     );
 }
+
+/// A segment allocation (on a real disk: `fallocate`, `fsync`, a superblock write) runs with the
+/// log's lock held. Here one does not finish until a read of a key written earlier has
+/// returned: a read that needed the log's lock for a record already in storage would wait for
+/// the allocation, which waits for it (a deadlock, which the scheduler reports).
+#[test]
+fn a_read_of_a_written_record_does_not_wait_for_a_segment_allocation() {
+    shuttle::check_random(
+        || {
+            let options = EngineOptions {
+                segments_per_file: 2,
+                ..small_store()
+            };
+            let storage = SimStorage::new();
+            let engine = Arc::new(Engine::open_on(storage.clone(), &options).unwrap());
+            let written = value(1, 1);
+            engine
+                .write(&[Mutation::put(
+                    ROOT_GROUP,
+                    b"written".to_vec(),
+                    written.clone(),
+                )])
+                .unwrap();
+            engine.sync().unwrap();
+            // (allocating, read done)
+            let progress = Arc::new((Mutex::new((false, false)), shuttle::sync::Condvar::new()));
+            let hook_progress = progress.clone();
+            storage.set_allocate_hook(Some(Arc::new(move || {
+                let (lock, changed) = &*hook_progress;
+                let mut p = lock.lock().unwrap();
+                if p.1 {
+                    return;
+                }
+                p.0 = true;
+                changed.notify_all();
+                while !p.1 {
+                    p = changed.wait(p).unwrap();
+                }
+            })));
+            let reader = {
+                let engine = engine.clone();
+                let progress = progress.clone();
+                shuttle::thread::spawn(move || {
+                    let (lock, changed) = &*progress;
+                    let mut p = lock.lock().unwrap();
+                    while !p.0 {
+                        p = changed.wait(p).unwrap();
+                    }
+                    drop(p);
+                    let read = engine.get(b"written").unwrap();
+                    let mut p = lock.lock().unwrap();
+                    p.1 = true;
+                    changed.notify_all();
+                    read
+                })
+            };
+            // Enough to need the next segment file.
+            for i in 0..12u64 {
+                let mut v = value(2, i);
+                v.resize(60 << 10, b'f');
+                engine
+                    .write(&[Mutation::put(ROOT_GROUP, format!("f{i}").into_bytes(), v)])
+                    .unwrap();
+            }
+            assert_eq!(reader.join().unwrap(), Some(written));
+            storage.set_allocate_hook(None);
+            Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
+        },
+        schedules(20),
+    );
+}

@@ -1109,6 +1109,12 @@ impl Inner {
     /// Reads bytes of a segment the index may point into: what is still in the log's buffers
     /// comes from memory (write-behind), the rest from the segment.
     fn read_segment(&self, segment: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
+        if self
+            .segments
+            .written_through(segment, offset as u64 + buf.len() as u64)
+        {
+            return self.segments.read(segment, offset, buf);
+        }
         let overlay = self.log.overlay_unwritten(segment, offset, buf.len());
         self.segments.read(segment, offset, buf)?;
         for (at, bytes) in overlay {

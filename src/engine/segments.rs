@@ -103,6 +103,11 @@ pub struct SegmentManager {
     /// Signed: a record's death may be counted a moment before its birth by a racing writer.
     live: Vec<AtomicI64>,
     live_total: AtomicI64,
+    /// How far each segment's bytes are in storage (`note_written`), readable without a lock:
+    /// a read of a record wholly below it needs nothing from the log's buffers, and so never
+    /// waits for the log's lock (held while a segment is allocated). Never above the truth: it
+    /// only grows after a write returned, and is cleared when the segment is freed.
+    written: Vec<AtomicU64>,
     /// Segments user writes may not take (kept for relocation and deletes).
     pub reserved: u32,
     pub reclaimed: AtomicU64,
@@ -128,6 +133,17 @@ impl SegmentManager {
             .filter(|&s| infos[s as usize].state == SegmentState::Free)
             .partition(|&s| files_allocated[superblock.segment_position(s).0 as usize]);
         let reserved = reserve_for(n as u64) as u32;
+        // What recovery found in a segment in use was read from storage.
+        let written = infos
+            .iter()
+            .map(|i| {
+                AtomicU64::new(if i.state == SegmentState::Free {
+                    0
+                } else {
+                    i.used as u64
+                })
+            })
+            .collect();
         SegmentManager {
             storage,
             geometry: superblock,
@@ -141,6 +157,7 @@ impl SegmentManager {
             }),
             live: (0..n).map(|_| AtomicI64::new(0)).collect(),
             live_total: AtomicI64::new(0),
+            written,
             reserved,
             reclaimed: AtomicU64::new(0),
             sync_table,
@@ -268,6 +285,12 @@ impl SegmentManager {
         let info = &mut inner.infos[segment as usize];
         info.used = info.used.max(end);
         info.max_lsn = info.max_lsn.max(max_lsn);
+        self.written[segment as usize].fetch_max(end as u64, Ordering::Release);
+    }
+
+    /// Whether bytes `..end` of `segment` are known to be in storage (see `written`).
+    pub fn written_through(&self, segment: u32, end: u64) -> bool {
+        self.written[segment as usize].load(Ordering::Acquire) >= end
     }
 
     /// Gives closed mixed segment `segment` to `group` as it is (the separator found all its
@@ -432,6 +455,7 @@ impl SegmentManager {
         let mut inner = self.inner.lock();
         debug_assert_eq!(inner.infos[segment as usize].state, SegmentState::Freeing);
         inner.infos[segment as usize] = Self::empty_info();
+        self.written[segment as usize].store(0, Ordering::Release);
         inner.free.push_back(segment);
         self.reclaimed.fetch_add(1, Ordering::Relaxed);
     }

@@ -545,7 +545,12 @@ pub struct SimStorage {
     /// As in [`FileStorage`]: a sync makes durable only the files noted here, and a write
     /// lands and is noted in two steps that a sync may fall between.
     dirty: DirtyFiles,
+    /// Called at the start of every `allocate` (a test that wants to know what waits on an
+    /// allocation: a slow `fallocate` and `fsync` on a real disk).
+    allocate_hook: Mutex<Option<AllocateHook>>,
 }
+
+type AllocateHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Which of the unsynced sectors survive a simulated power cut.
 #[derive(Clone, Copy, Debug)]
@@ -585,6 +590,11 @@ impl SimRng {
 impl SimStorage {
     pub fn new() -> Arc<SimStorage> {
         Arc::new(SimStorage::default())
+    }
+
+    /// Has `hook` called at the start of every `allocate` (`None`: no more).
+    pub fn set_allocate_hook(&self, hook: Option<AllocateHook>) {
+        *self.allocate_hook.lock() = hook;
     }
 
     pub fn set_faults(&self, faults: FaultPlan) {
@@ -642,6 +652,7 @@ impl SimStorage {
                 ..SimState::default()
             }),
             dirty: DirtyFiles::default(),
+            allocate_hook: Mutex::new(None),
         })
     }
 
@@ -662,6 +673,7 @@ impl SimStorage {
                 ..SimState::default()
             }),
             dirty,
+            allocate_hook: Mutex::new(None),
         })
     }
 
@@ -699,6 +711,10 @@ impl Storage for SimStorage {
     }
 
     fn allocate(&self, file: u32, len: u64) -> io::Result<()> {
+        let hook = self.allocate_hook.lock().clone();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut s = self.state.lock();
         if s.faults.fail_allocate {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
