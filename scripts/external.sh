@@ -122,9 +122,10 @@ if want stress; then
         for s in $STRESSORS; do
             t_stress() {
                 local dir="$WORK/stress.mnt/$1"; mkdir -p "$dir"
-                timeout --kill-after=10 $((STRESS_SECS * 10 + 30)) \
+                # From the mount: some stressors leave files in their working directory.
+                (cd "$dir" && timeout --kill-after=10 $((STRESS_SECS * 10 + 30)) \
                     stress-ng --"$1" 1 --timeout "${STRESS_SECS}s" --verify --temp-path "$dir" \
-                    --metrics-brief > "$WORK/stress-$1.log" 2>&1 || { tail -n 20 "$WORK/stress-$1.log"; return 1; }
+                    --metrics-brief) > "$WORK/stress-$1.log" 2>&1 || { tail -n 20 "$WORK/stress-$1.log"; return 1; }
                 if grep -qE '^stress-ng: (fail|error):|unsuccessful run' "$WORK/stress-$1.log" \
                     || ! grep -q 'successful run completed' "$WORK/stress-$1.log"; then
                     grep -vE 'metrc:|dispatching|setting to' "$WORK/stress-$1.log" | tail -n 15; return 1
