@@ -22,22 +22,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
-        "separator-copies-before-its-sync",
-        "4.9' recovery: the separator copies only batches that are durable in the log",
-        "src/engine/mod.rs",
-        "            .any(|(_, info)| info.max_lsn > self.log.durable_lsn())\n        {\n            self.sync()?;\n",
-        "            .any(|(_, info)| info.max_lsn > self.log.durable_lsn())\n        {\n",
-        ["--release", "--test", "engine_model", "--test", "engine_model_threads"],
-    ),
-    (
-        "reclaim-lock-not-held-while-copying",
-        "4.4 compaction: a victim is not freed (and reused) while its records are read and copied",
-        "src/engine/mod.rs",
-        "                let _no_free = self.reclaim_lock.lock();\n                if !self.still_as_listed(victim",
-        "                if !self.still_as_listed(victim",
-        ["--release", "--test", "engine_model", "--test", "engine_model_threads"],
-    ),
-    (
         "read-of-written-record-takes-the-log-lock",
         "reads: a record already in storage is read without the log's lock (held over allocations)",
         "src/engine/mod.rs",
