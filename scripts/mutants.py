@@ -22,6 +22,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, invariant, file, original, replacement, cargo test arguments)
 MUTANTS = [
     (
+        "gate-closes-with-a-hold-left",
+        "4.2 write gate: the flush waits until every writer of its buffer let go",
+        "src/engine/log.rs",
+        "        while *holds > 0 {",
+        "        while *holds > 1 {",
+        ["--release", "--features", "shuttle", "--lib", "gate_schedules"],
+    ),
+    (
         "read-of-written-record-takes-the-log-lock",
         "reads: a record already in storage is read without the log's lock (held over allocations)",
         "src/engine/mod.rs",

@@ -98,6 +98,8 @@ if stage unit; then
     # The engine's threads under the shuttle scheduler: random schedules, replayable by seed.
     timed "engine schedules (shuttle)" watchdog 900 cargo test --release --features shuttle \
         --test engine_schedules || true
+    timed "write gate schedules (shuttle)" watchdog 300 cargo test --release --features shuttle \
+        --lib gate_schedules || true
     # Again without optimisation, so that the engine's debug assertions run (a segment read
     # after it was freed was caught this way); the long endurance and model tests only once.
     timed "cargo test (debug assertions)" watchdog 900 cargo test --lib --test fs_groups \
