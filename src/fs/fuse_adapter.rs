@@ -194,9 +194,9 @@ impl Filesystem for FuseFs {
         ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<BsdFileFlags>,
+        chgtime: Option<SystemTime>,
+        bkuptime: Option<SystemTime>,
+        flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
         // chown(2) with neither owner nor group (-1, -1) still drops the bits of a
@@ -211,9 +211,9 @@ impl Filesystem for FuseFs {
             && mtime.is_none()
             && ctime.is_none()
             && crtime.is_none()
-            && _chgtime.is_none()
-            && _bkuptime.is_none()
-            && _flags.is_none();
+            && chgtime.is_none()
+            && bkuptime.is_none()
+            && flags.is_none();
         let chown = uid.is_some() || gid.is_some();
         let fsetid = (chown || nothing || size.is_some()) && caller_has_fsetid(req);
         let in_group = |g| fsetid || caller_in_group(req, g);
