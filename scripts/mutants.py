@@ -653,6 +653,22 @@ whatever order concurrent writers update the index in",
         "",
         ["--test", "fs_data", "repeated_truncates_of_a_file_keep_the_index_bounded"],
     ),
+    (
+        "set-group-id-kept-for-callers-outside-the-group",
+        "killpriv: a write, truncation, fallocate or chown by a caller outside the file's group without CAP_FSETID drops set-group-ID even without group execute",
+        "src/fs/mod.rs",
+        "        && (rec.perm & (libc::S_IXGRP as u16) != 0 || !in_group(rec.gid))\n",
+        "        && (rec.perm & (libc::S_IXGRP as u16) != 0 || !in_group(rec.gid) && false)\n",
+        ["--test", "fs_data", "set_group_id_without_group_execute_goes_for_callers_outside_the_group"],
+    ),
+    (
+        "fallocate-keeps-set-user-id",
+        "killpriv: fallocate by a caller without CAP_FSETID drops set-user-ID and set-group-ID, as a write does",
+        "src/fs/mod.rs",
+        "        if let Some(in_group) = kill_suid_sgid {\n            drop_privileges(rec, in_group);\n        }\n        let dropped",
+        "        let _ = kill_suid_sgid;\n        let dropped",
+        ["--test", "fs_data", "fallocate_drops_privileges_as_a_write_does"],
+    ),
 ]
 
 

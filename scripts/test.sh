@@ -113,6 +113,10 @@ fi
 if stage verify; then
     timed "scripts/mount_verify.sh" timeout --kill-after=30 1200 bash scripts/mount_verify.sh || true
     grep -q '^mount-verify ' "$RESULTS_FILE" || echo "mount-verify 0 1" >> "$RESULTS_FILE"   # crashed before its summary
+    # Set-user-ID, set-group-ID and capabilities through each path, as an unprivileged user,
+    # compared with a kernel ext4 loop mount.
+    timed "scripts/killpriv.sh" timeout --kill-after=30 300 bash scripts/killpriv.sh || true
+    grep -q '^killpriv ' "$RESULTS_FILE" || echo "killpriv 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true

@@ -5,7 +5,7 @@
 mod fs_common;
 
 use fs_common::*;
-use logstorfs::fs::{MAX_FILE_SIZE, ROOT_INO, SetAttr, keys};
+use logstorfs::fs::{IN_EVERY_GROUP, InGroup, MAX_FILE_SIZE, ROOT_INO, SetAttr, keys};
 
 #[test]
 fn write_read_overwrite_across_page_boundaries() {
@@ -199,7 +199,7 @@ fn writes_truncations_and_chown_drop_privileges_as_linux_does() {
     // A privileged writer (no kill asked): bits stay; the capabilities still go.
     set_mode(ino, 0o6755);
     fs.setxattr(ino, cap, b"caps", 0).unwrap();
-    fs.write_as(ino, 0, b"DATA", false).unwrap();
+    fs.write_as(ino, 0, b"DATA", None).unwrap();
     assert_eq!(perm(ino), 0o6755);
     assert!(
         fs.getxattr(ino, cap).is_err(),
@@ -207,11 +207,11 @@ fn writes_truncations_and_chown_drop_privileges_as_linux_does() {
     );
 
     // An unprivileged writer: set-user-ID and (group-executable) set-group-ID go.
-    fs.write_as(ino, 0, b"data", true).unwrap();
+    fs.write_as(ino, 0, b"data", Some(IN_EVERY_GROUP)).unwrap();
     assert_eq!(perm(ino), 0o0755);
     // Without group execute, set-group-ID means mandatory locking and stays.
     set_mode(ino, 0o6745);
-    fs.write_as(ino, 0, b"x", true).unwrap();
+    fs.write_as(ino, 0, b"x", Some(IN_EVERY_GROUP)).unwrap();
     assert_eq!(perm(ino), 0o2745);
     assert_eq!(read_all(&fs, ino), b"xata");
 
@@ -250,6 +250,108 @@ fn writes_truncations_and_chown_drop_privileges_as_linux_does() {
         .unwrap();
     fs.setattr(d, &chown).unwrap();
     assert_eq!(perm(d), 0o2775);
+}
+
+/// A set-group-ID file its group may not execute keeps the bit through a write, truncation,
+/// fallocate or chown by a member of its group, and loses it to anyone else without
+/// CAP_FSETID (Linux's `setattr_should_drop_sgid`, as ext4 shows it): an unprivileged user
+/// outside the group must not be left holding a file that runs with the group's rights.
+#[test]
+fn set_group_id_without_group_execute_goes_for_callers_outside_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let perm = |ino| fs.getattr(ino).unwrap().perm;
+    let ino = make_file(&fs, ROOT_INO, "f", b"data");
+    let file_gid = fs.getattr(ino).unwrap().gid;
+    let set_mode = |mode| {
+        let set = SetAttr {
+            mode: Some(mode),
+            ..Default::default()
+        };
+        fs.setattr(ino, &set).unwrap();
+    };
+    let member: InGroup = &|g| g == file_gid;
+    let outsider: InGroup = &|g| g != file_gid;
+
+    set_mode(0o2745);
+    fs.write_as(ino, 0, b"x", Some(member)).unwrap();
+    assert_eq!(perm(ino), 0o2745, "a member's write");
+    fs.write_as(ino, 0, b"x", Some(outsider)).unwrap();
+    assert_eq!(perm(ino), 0o0745, "an outsider's write");
+
+    let truncate = SetAttr {
+        size: Some(2),
+        kill_suid_sgid: true,
+        ..Default::default()
+    };
+    set_mode(0o2745);
+    fs.setattr_as(ino, &truncate, member).unwrap();
+    assert_eq!(perm(ino), 0o2745, "a member's truncation");
+    fs.setattr_as(ino, &truncate, outsider).unwrap();
+    assert_eq!(perm(ino), 0o0745, "an outsider's truncation");
+
+    set_mode(0o2745);
+    fs.fallocate_as(ino, 0, 4096, 0, Some(member)).unwrap();
+    assert_eq!(perm(ino), 0o2745, "a member's fallocate");
+    fs.fallocate_as(ino, 0, 4096, 0, Some(outsider)).unwrap();
+    assert_eq!(perm(ino), 0o0745, "an outsider's fallocate");
+
+    // chown: the group the file had decides.
+    let chgrp = SetAttr {
+        gid: Some(4242),
+        kill_suid_sgid: true,
+        ..Default::default()
+    };
+    set_mode(0o2745);
+    fs.setattr_as(ino, &chgrp, outsider).unwrap();
+    assert_eq!(perm(ino), 0o0745, "a chgrp by an outsider");
+}
+
+/// fallocate changes a file as a write does: a caller without CAP_FSETID drops set-user-ID and
+/// set-group-ID, even when the range is inside the file and the size stays, and anyone drops
+/// the capabilities (ext4: `file_modified`). The kernel leaves both to us under
+/// FUSE_HANDLE_KILLPRIV_V2.
+#[test]
+fn fallocate_drops_privileges_as_a_write_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let perm = |ino| fs.getattr(ino).unwrap().perm;
+    let cap = b"security.capability";
+    let ino = make_file(&fs, ROOT_INO, "f", &[7u8; 8192]);
+    fs.setattr(
+        ino,
+        &SetAttr {
+            mode: Some(0o6755),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fs.setxattr(ino, cap, b"caps", 0).unwrap();
+
+    // With CAP_FSETID: the bits stay, the capabilities go, even inside the size.
+    fs.fallocate_as(ino, 0, 4096, 0, None).unwrap();
+    assert_eq!(perm(ino), 0o6755);
+    assert!(
+        fs.getxattr(ino, cap).is_err(),
+        "fallocate keeps security.capability"
+    );
+    // Without: inside the size, then extending it.
+    fs.fallocate_as(ino, 0, 4096, 0, Some(IN_EVERY_GROUP))
+        .unwrap();
+    assert_eq!(perm(ino), 0o0755, "fallocate inside the size");
+    fs.setattr(
+        ino,
+        &SetAttr {
+            mode: Some(0o6755),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fs.fallocate_as(ino, 0, 16384, 0, Some(IN_EVERY_GROUP))
+        .unwrap();
+    let a = fs.getattr(ino).unwrap();
+    assert_eq!((a.perm, a.size), (0o0755, 16384), "fallocate extending");
+    assert_eq!(read_all(&fs, ino)[..8192], [7u8; 8192]);
 }
 
 /// Shrinking truncates of a file whose first pages are never rewritten leave a bounded index

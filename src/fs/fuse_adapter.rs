@@ -79,6 +79,51 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// `/proc/PID/status` of the caller's thread, if it is still there.
+fn caller_status(req: &Request) -> Option<String> {
+    let pid = req.pid();
+    if pid == 0 {
+        return None; // from another pid namespace, or from the kernel itself
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+/// Whether the caller has `CAP_FSETID`, which lets its writes, truncations and fallocates keep
+/// set-user-ID and set-group-ID bits. The kernel says so for writes (`FUSE_WRITE_KILL_SUIDGID`)
+/// and truncations (`FATTR_KILL_SUIDGID`, which fuser does not pass on), not for fallocate: we
+/// read the caller's effective capabilities. A capability counts only in our own user namespace
+/// (the kernel's `capable()` is against the initial one): in doubt, the caller lacks it, so the
+/// bits go, which is the safe side.
+fn caller_has_fsetid(req: &Request) -> bool {
+    const CAP_FSETID: u32 = 4;
+    let Some(status) = caller_status(req) else {
+        return false;
+    };
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let theirs = ns(&req.pid().to_string());
+    if theirs.is_none() || theirs != ns("self") {
+        return false;
+    }
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0)
+}
+
+/// Whether the caller is in group `gid`: its filesystem group ID or one of its supplementary
+/// groups (which the request does not carry: read from `/proc` only when a set-group-ID file
+/// without group execute asks).
+fn caller_in_group(req: &Request, gid: u32) -> bool {
+    gid == req.gid()
+        || caller_status(req).is_some_and(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
+        })
+}
+
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
@@ -103,8 +148,9 @@ impl Filesystem for FuseFs {
             let _ = config.set_max_write(max);
         }
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        // We clear set-user-ID and set-group-ID bits and capabilities on write, truncation and
-        // chown ourselves (`Fs::write_as`, `SetAttr::kill_suid_sgid`). Without this the kernel
+        // We clear set-user-ID and set-group-ID bits and capabilities on write, truncation,
+        // fallocate and chown ourselves (`Fs::write_as`, `Fs::fallocate_as`,
+        // `SetAttr::kill_suid_sgid`). Without this the kernel
         // asks for `security.capability` before every write: a second round trip per write.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
@@ -148,11 +194,29 @@ impl Filesystem for FuseFs {
         ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<BsdFileFlags>,
+        chgtime: Option<SystemTime>,
+        bkuptime: Option<SystemTime>,
+        flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // chown(2) with neither owner nor group (-1, -1) still drops the bits of a
+        // non-directory on Linux; the kernel strips that from the request and sends a SETATTR
+        // that sets nothing. It sends the same when a write or fallocate removes
+        // capabilities, which keeps the bits if the caller has CAP_FSETID: so such a chown by
+        // a caller with CAP_FSETID keeps them here (ext4 drops them), and by one without drops
+        // them as ext4 does.
+        let nothing = mode.is_none()
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+            && ctime.is_none()
+            && crtime.is_none()
+            && chgtime.is_none()
+            && bkuptime.is_none()
+            && flags.is_none();
+        let chown = uid.is_some() || gid.is_some();
+        let fsetid = (chown || nothing || size.is_some()) && caller_has_fsetid(req);
+        let in_group = |g| fsetid || caller_in_group(req, g);
         let set = SetAttr {
             mode,
             uid,
@@ -164,12 +228,12 @@ impl Filesystem for FuseFs {
             crtime,
             flags: None,
             // FUSE_HANDLE_KILLPRIV_V2: the kernel no longer clears these bits itself. A chown
-            // of a non-directory drops them whoever asks; a truncation only when the caller
-            // lacks CAP_FSETID, which the kernel tells us (FATTR_KILL_SUIDGID) but fuser does
-            // not pass on: root is taken to have it, as it does by default.
-            kill_suid_sgid: uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0),
+            // of a non-directory drops them whoever asks (set-group-ID without group execute
+            // only if the caller is neither in the group nor has CAP_FSETID); a truncation only
+            // when the caller lacks CAP_FSETID.
+            kill_suid_sgid: chown || ((size.is_some() || nothing) && !fsetid),
         };
-        match self.fs.setattr(ino.0, &set) {
+        match self.fs.setattr_as(ino.0, &set, &in_group) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(errno("setattr", req, &e)),
         }
@@ -324,7 +388,11 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let kill_suid_sgid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        // Set by the kernel, on every kind of write, when the writer lacks CAP_FSETID.
+        let in_group = |g| caller_in_group(req, g);
+        let kill_suid_sgid = write_flags
+            .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            .then_some(&in_group as &dyn Fn(u32) -> bool);
         match self.fs.write_as(ino.0, offset, data, kill_suid_sgid) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", req, &e)),
@@ -581,7 +649,12 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fallocate(ino.0, offset, length, mode) {
+        let in_group = |g| caller_in_group(req, g);
+        let kill_suid_sgid = (!caller_has_fsetid(req)).then_some(&in_group as &dyn Fn(u32) -> bool);
+        match self
+            .fs
+            .fallocate_as(ino.0, offset, length, mode, kill_suid_sgid)
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fallocate", req, &e)),
         }

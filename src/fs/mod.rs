@@ -196,11 +196,20 @@ pub struct SetAttr {
     pub ctime: Option<SystemTime>,
     pub crtime: Option<SystemTime>,
     pub flags: Option<u32>,
-    /// Drop the privileges a change by an unprivileged caller drops (see [`drop_privileges`]):
-    /// the kernel leaves this to us under `FUSE_HANDLE_KILLPRIV_V2`. Ignored for directories
-    /// and when `mode` is set.
+    /// Drop the set-user-ID and set-group-ID bits as a chown, or a truncation by a caller without
+    /// `CAP_FSETID`, drops them (see [`drop_privileges`]; [`Fs::setattr_as`] says whether the
+    /// caller is in the file's group): the kernel leaves this to us under
+    /// `FUSE_HANDLE_KILLPRIV_V2`. Ignored for directories and when `mode` is set.
     pub kill_suid_sgid: bool,
 }
+
+/// Whether the caller of a change is in group `gid` (its filesystem group ID or a supplementary
+/// group) or has `CAP_FSETID`: Linux's `in_group_or_capable`, which decides whether a change
+/// drops the set-group-ID bit of a file whose group may not execute.
+pub type InGroup<'a> = &'a dyn Fn(u32) -> bool;
+
+/// [`InGroup`] of a caller with `CAP_FSETID`, and of the daemon's own changes.
+pub const IN_EVERY_GROUP: InGroup<'static> = &|_| true;
 
 /// One readdir entry; `cookie` is the offset to pass to continue after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,12 +371,15 @@ fn to_attr(ino: u64, rec: &InodeRecord) -> Attr {
 /// The xattr that holds a file's capabilities: dropped by writes, truncation and chown.
 const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
-/// Clears what a write, truncation or chown by an unprivileged caller clears on Linux: the
-/// set-user-ID bit, and the set-group-ID bit if the group may execute (without it, the bit
-/// marks mandatory locking and stays).
-fn drop_privileges(rec: &mut InodeRecord) {
+/// Clears what a write, truncation or fallocate by a caller without `CAP_FSETID`, or any chown,
+/// clears on Linux (`setattr_should_drop_suidgid`, as ext4 shows it): the set-user-ID bit, and
+/// the set-group-ID bit if the group may execute or the caller is not in the file's group
+/// (without group execute the bit marks mandatory locking, and a member of the group keeps it).
+fn drop_privileges(rec: &mut InodeRecord, in_group: InGroup) {
     rec.perm &= !(libc::S_ISUID as u16);
-    if rec.perm & (libc::S_IXGRP as u16) != 0 {
+    if rec.perm & (libc::S_ISGID as u16) != 0
+        && (rec.perm & (libc::S_IXGRP as u16) != 0 || !in_group(rec.gid))
+    {
         rec.perm &= !(libc::S_ISGID as u16);
     }
 }
@@ -1114,6 +1126,13 @@ impl Fs {
     }
 
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<Attr> {
+        self.setattr_as(ino, set, IN_EVERY_GROUP)
+    }
+
+    /// [`Fs::setattr`] by a caller that is in the groups `in_group` names: with
+    /// `set.kill_suid_sgid`, the set-group-ID bit of a file its group may not execute goes only
+    /// if the caller is not in the file's (former) group.
+    pub fn setattr_as(&self, ino: u64, set: &SetAttr, in_group: InGroup) -> FsResult<Attr> {
         let now = Timestamp::now();
         let mut st = self.state.lock();
         let mut txn = Txn::default();
@@ -1138,7 +1157,7 @@ impl Fs {
         if let Some(mode) = set.mode {
             rec.perm = (mode & 0o7777) as u16;
         } else if set.kill_suid_sgid && rec.kind != FileKind::Directory {
-            drop_privileges(&mut rec);
+            drop_privileges(&mut rec, in_group);
         }
         // A file's capabilities go with any change of its owner or contents (as on ext4).
         if rec.kind != FileKind::Directory
@@ -1712,19 +1731,19 @@ impl Fs {
     /// Writes `data` at `offset`. Pages are written in batches of at most one engine batch; if a
     /// later batch fails, the bytes written so far are reported (a short write).
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        self.write_as(ino, offset, data, false)
+        self.write_as(ino, offset, data, None)
     }
 
     /// [`Fs::write`], which also drops the file's set-user-ID and set-group-ID bits if
-    /// `kill_suid_sgid` (the kernel asks for it when the writer lacks `CAP_FSETID`, under
-    /// `FUSE_HANDLE_KILLPRIV_V2`). Any write drops the file's capabilities
-    /// (`security.capability`), as ext4 does.
+    /// `kill_suid_sgid` is given (the kernel asks for it when the writer lacks `CAP_FSETID`,
+    /// under `FUSE_HANDLE_KILLPRIV_V2`), naming the writer's groups (see [`drop_privileges`]).
+    /// Any write drops the file's capabilities (`security.capability`), as ext4 does.
     pub fn write_as(
         &self,
         ino: u64,
         offset: u64,
         data: &[u8],
-        kill_suid_sgid: bool,
+        kill_suid_sgid: Option<InGroup>,
     ) -> FsResult<u32> {
         if data.is_empty() {
             return Ok(0);
@@ -1750,8 +1769,8 @@ impl Fs {
         let pages_before = rec.pages;
         let mut batch: Vec<Mutation> = Vec::new();
         // In the first batch, with the first inode record written.
-        if kill_suid_sgid {
-            drop_privileges(&mut rec);
+        if let Some(in_group) = kill_suid_sgid {
+            drop_privileges(&mut rec, in_group);
         }
         self.drop_capabilities(ino, &mut batch);
         let mut written_end = offset; // end of the bytes in committed batches
@@ -1832,14 +1851,37 @@ impl Fs {
     /// Adds the deletion of `ino`'s `security.capability` xattr to `out`, if it has one (an
     /// index lookup, no I/O).
     fn drop_capabilities(&self, ino: u64, out: &mut Vec<Mutation>) {
-        let key = keys::xattr_key(ino, CAPABILITY_XATTR);
-        if self.engine.contains(&key) {
-            out.push(Mutation::delete(TOMBSTONE_GROUP, key));
+        if self.has_capabilities(ino) {
+            out.push(Mutation::delete(
+                TOMBSTONE_GROUP,
+                keys::xattr_key(ino, CAPABILITY_XATTR),
+            ));
         }
+    }
+
+    fn has_capabilities(&self, ino: u64) -> bool {
+        self.engine
+            .contains(&keys::xattr_key(ino, CAPABILITY_XATTR))
     }
 
     /// fallocate: only mode 0 (allocate, extending the size). Space is not reserved.
     pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        self.fallocate_as(ino, offset, length, mode, None)
+    }
+
+    /// [`Fs::fallocate`], which, like a write, drops the file's capabilities, and its
+    /// set-user-ID and set-group-ID bits if `kill_suid_sgid` is given (the caller lacks
+    /// `CAP_FSETID`), even when the size stays: ext4 does (`file_modified`). The kernel leaves
+    /// this to us under `FUSE_HANDLE_KILLPRIV_V2` and does not say whether the caller has
+    /// `CAP_FSETID`: the FUSE adapter finds out.
+    pub fn fallocate_as(
+        &self,
+        ino: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        kill_suid_sgid: Option<InGroup>,
+    ) -> FsResult<()> {
         if mode != 0 {
             return Err(FsError::NotSupported);
         }
@@ -1853,11 +1895,17 @@ impl Fs {
         if rec.kind != FileKind::Regular {
             return Err(FsError::NotSupported);
         }
-        if end <= rec.size {
+        let before = rec.perm;
+        if let Some(in_group) = kill_suid_sgid {
+            drop_privileges(rec, in_group);
+        }
+        let dropped = rec.perm != before;
+        if end <= rec.size && !dropped && !self.has_capabilities(ino) {
             return Ok(());
         }
-        rec.size = end;
+        rec.size = rec.size.max(end);
         rec.ctime = Timestamp::now();
+        self.drop_capabilities(ino, &mut txn.post);
         self.commit(&mut st, txn)
     }
 
