@@ -645,8 +645,16 @@ whatever order concurrent writers update the index in",
         "",
         ["--test", "fs_data", "repeated_truncates_of_a_file_keep_the_index_bounded"],
     ),
+    (
+        "readdir-cookie-uses-bit-63",
+        "fs readdir: every cookie is a positive 63-bit offset (the kernel's loff_t), and resuming from it continues after its entry",
+        "src/fs/keys.rs",
+        "const COOKIE_POSITION_BITS: u32 = 7;\n",
+        "const COOKIE_POSITION_BITS: u32 = 8;\n",
+        ["--release", "--test", "fs_namespace",
+         "readdir_cookies_are_positive_63_bit_offsets_that_resume_after_their_entry"],
+    ),
 ]
-
 
 # A mutant run that takes longer than this is stopped and reported as a hang (not as caught:
 # a test that hangs instead of failing must be fixed so that it fails).
