@@ -654,8 +654,16 @@ whatever order concurrent writers update the index in",
         ["--release", "--test", "fs_namespace",
          "readdir_cookies_are_positive_63_bit_offsets_that_resume_after_their_entry"],
     ),
+    (
+        "truncate-probes-every-page-of-its-span",
+        "fs truncate: the work on the request path grows with the pages a file stores, not with its size (holes are never visited)",
+        "src/fs/mod.rs",
+        "            let removed = if keep_pages == 0 {\n                rec.pages\n            } else {\n                self.engine\n                    .count_keys(&keys::chunk_key(ino, keep_pages), &keys::chunk_end(ino))\n            };\n",
+        "            let removed = (keep_pages..rec.size.div_ceil(keys::PAGE_SIZE))\n                .filter(|p| self.engine.contains(&keys::chunk_key(ino, *p)))\n                .count() as u64;\n",
+        ["--release", "--test", "fs_data",
+         "truncate_and_unlink_work_grows_with_stored_pages_not_file_size"],
+    ),
 ]
-
 # A mutant run that takes longer than this is stopped and reported as a hang (not as caught:
 # a test that hangs instead of failing must be fixed so that it fails).
 MUTANT_TIMEOUT_S = 600

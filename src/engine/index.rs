@@ -45,7 +45,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::concurrency::{Mutex, RwLock};
+use super::concurrency::{AtomicU64, Mutex, Ordering, RwLock};
 
 /// Where a record is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -624,6 +624,9 @@ struct Inner {
     len: usize,
     /// Range deletes by (start, version).
     ranges: BTreeMap<(Box<[u8]>, u64), RangeDelete>,
+    /// Point entries looked at by lookups and walks: a work counter, so that tests can tell
+    /// work that grows with a file's size from work that grows with what it stores.
+    visits: AtomicU64,
 }
 
 #[derive(Default)]
@@ -838,6 +841,28 @@ impl Index {
         out
     }
 
+    /// How many live entries (not tombstones) have keys in `[start, end)` (`end` empty:
+    /// unbounded). Visits only the entries there, not every possible key.
+    pub fn count_live(&self, start: &[u8], end: &[u8]) -> u64 {
+        let inner = self.inner.read();
+        let mut n = 0;
+        inner.walk(Bound::Included(start), |key, leaf, i| {
+            if !end.is_empty() && key >= end {
+                return false;
+            }
+            if !leaf.tombs.get(i) {
+                n += 1;
+            }
+            true
+        });
+        n
+    }
+
+    /// Point entries looked at so far by lookups and walks (see `Inner::visits`).
+    pub fn keys_visited(&self) -> u64 {
+        self.inner.read().visits.load(Ordering::Relaxed)
+    }
+
     /// Every point entry and range delete, for recovery checks and relocation.
     pub fn for_each_location(&self, mut f: impl FnMut(Location)) {
         let inner = self.inner.read();
@@ -942,6 +967,7 @@ impl Inner {
     }
 
     fn get(&self, key: &[u8]) -> Option<Entry> {
+        self.visits.fetch_add(1, Ordering::Relaxed);
         let leaf = self.leaf_for(key)?;
         leaf.find(key).ok().map(|i| leaf.entry(i))
     }
@@ -968,7 +994,8 @@ impl Inner {
             .range::<[u8], _>((Bound::Excluded(from), Bound::Unbounded))
             .map(|(_, leaf)| leaf);
         let mut key = Vec::new();
-        for (n, leaf) in first.into_iter().chain(rest).enumerate() {
+        let mut visited = 0;
+        'leaves: for (n, leaf) in first.into_iter().chain(rest).enumerate() {
             let start = if n > 0 {
                 0
             } else {
@@ -980,11 +1007,13 @@ impl Inner {
             };
             for i in start..leaf.len() {
                 leaf.key_into(i, &mut key);
+                visited += 1;
                 if !f(&key, leaf, i) {
-                    return;
+                    break 'leaves;
                 }
             }
         }
+        self.visits.fetch_add(visited, Ordering::Relaxed);
     }
 
     fn put_if_newer(&mut self, key: &[u8], entry: Entry) -> Applied {
