@@ -511,7 +511,7 @@ fn readdir_cookies_are_positive_63_bit_offsets_that_resume_after_their_entry() {
             .filter(|(name, _)| {
                 let s = String::from_utf8_lossy(name);
                 let k: usize = s.trim_start_matches("entry-").parse().unwrap();
-                k % 3 != 0
+                !k.is_multiple_of(3)
             })
             .collect();
         let old_in_rest: Vec<&(Vec<u8>, u64)> = rest
