@@ -20,6 +20,8 @@
 //!    a crash, as in POSIX); each batch carries the inode record with the size reached so far.
 //! 5. Truncate and purge delete pages with one `DeleteRange`/`DeletePrefix`, never a tombstone
 //!    per page. A partial last page is rewritten shortened, so bytes past the size read as zero.
+//!    Their work is in proportion to the pages the file stores past the cut, never to its size
+//!    (holes are not visited: `truncate_and_unlink_work_grows_with_stored_pages_not_file_size`).
 //!
 //! Locking: one mutex (`Fs::state`) serialises every operation that writes, and guards the
 //! in-memory node table (lookup counts, open counts, cached attributes). Reads take it only to
