@@ -154,6 +154,54 @@ t_mv_dir_over_nonempty() {
 }
 check "rename of a dir over a non-empty dir fails, changes nothing" t_mv_dir_over_nonempty
 
+# The kernel keeps a directory's position as a signed loff_t: every telldir value (the d_off
+# of the entry just read) must be non-negative, lseek to it must work, and seekdir to it must
+# resume exactly after that entry.
+t_seekdir() {
+    mkdir "$MNT/seekdir"
+    (cd "$MNT/seekdir" && touch $(seq -f 'entry-%g' 1 300))
+    python3 - "$MNT/seekdir" <<'PY'
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class Dirent(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64),
+                ("d_reclen", ctypes.c_ushort), ("d_type", ctypes.c_ubyte),
+                ("d_name", ctypes.c_char * 256)]
+libc.opendir.restype = ctypes.c_void_p
+libc.opendir.argtypes = [ctypes.c_char_p]
+libc.readdir.restype = ctypes.POINTER(Dirent)
+libc.readdir.argtypes = [ctypes.c_void_p]
+libc.telldir.restype = ctypes.c_long
+libc.telldir.argtypes = [ctypes.c_void_p]
+libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+libc.closedir.argtypes = [ctypes.c_void_p]
+path = sys.argv[1]
+dp = libc.opendir(path.encode())
+assert dp, "opendir failed"
+def rest():
+    out = []
+    while True:
+        e = libc.readdir(dp)
+        if not e:
+            return out
+        out.append((e.contents.d_name, libc.telldir(dp)))
+every = rest()
+assert len(every) == 302, f"{len(every)} entries listed"
+negative = [n for n, pos in every if pos < 0]
+assert not negative, f"{len(negative)} of {len(every)} telldir values are negative"
+fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+for i, (name, pos) in enumerate(every):
+    assert os.lseek(fd, pos, os.SEEK_SET) == pos
+    libc.seekdir(dp, pos)
+    after = [n for n, _ in rest()]
+    assert after == [n for n, _ in every[i + 1:]], f"seekdir after {name!r} resumed wrong"
+os.close(fd)
+libc.closedir(dp)
+PY
+    rm -r "$MNT/seekdir"
+}
+check "telldir values are non-negative; lseek and seekdir to each resume after its entry" t_seekdir
+
 t_hardlink() {
     mkdir "$MNT/links"; echo "linked data" > "$MNT/links/orig"
     ln "$MNT/links/orig" "$MNT/links/hard"

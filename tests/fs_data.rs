@@ -421,3 +421,75 @@ fn repeated_truncates_of_a_file_keep_the_index_bounded() {
     );
     assert_eq!(read_all(&fs, ino), vec![7u8; (KEPT * PAGE) as usize]);
 }
+
+/// A truncate or unlink looks at what the file stores, never at its holes: its cost on the
+/// request path must not grow with the file's size. Measured in index entries looked at (a work
+/// counter of the engine), not in time.
+#[test]
+fn truncate_and_unlink_work_grows_with_stored_pages_not_file_size() {
+    const PIECE: usize = 100 * 1024; // 25 pages
+    const PIECE_PAGES: u64 = (PIECE as u64).div_ceil(4096);
+    // Room for the inode, xattr and neighbour lookups of one operation besides its pages.
+    const SLACK: u64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open_with(dir.path(), 256 << 20);
+    let ino = make_file(&fs, ROOT_INO, "f", b"");
+    let visits = || fs.engine().index_keys_visited();
+    let truncate = |size| {
+        fs.setattr(
+            ino,
+            &SetAttr {
+                size: Some(size),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    // "Write 100 KiB at a growing offset, truncate to 0": each round's truncate costs the same.
+    let piece = pattern(PIECE, 1);
+    let mut costs = Vec::new();
+    for i in 0..400u64 {
+        fs.write(ino, i * PIECE as u64, &piece).unwrap();
+        let before = visits();
+        let attr = truncate(0);
+        costs.push(visits() - before);
+        assert_eq!((attr.size, attr.blocks), (0, 0));
+    }
+    let worst = costs.iter().max().unwrap();
+    assert!(
+        *worst <= PIECE_PAGES + SLACK,
+        "a truncate to 0 of a file storing {PIECE_PAGES} pages looked at {worst} index entries \
+         (first round {}, last {})",
+        costs[0],
+        costs[costs.len() - 1]
+    );
+    // A truncate to a non-zero size of a sparse 1 GiB file counts the pages it drops exactly.
+    fs.write(ino, 0, &pattern(4096, 2)).unwrap();
+    fs.write(ino, 1 << 30, &piece).unwrap();
+    assert_eq!(fs.getattr(ino).unwrap().blocks, 8 * (1 + PIECE_PAGES));
+    let before = visits();
+    let attr = truncate(4096 + 100);
+    let cost = visits() - before;
+    assert_eq!(
+        (attr.size, attr.blocks),
+        (4196, 8),
+        "size and st_blocks after the truncate"
+    );
+    assert!(
+        cost <= PIECE_PAGES + SLACK,
+        "a truncate of a sparse 1 GiB file storing {} pages looked at {cost} index entries",
+        PIECE_PAGES + 1
+    );
+    let mut expect = pattern(4096, 2);
+    expect.resize(4196, 0);
+    assert_eq!(read_all(&fs, ino), expect);
+    // So does an unlink.
+    fs.write(ino, 1 << 30, &piece).unwrap();
+    let before = visits();
+    fs.unlink(ROOT_INO, b"f").unwrap();
+    let cost = visits() - before;
+    assert!(
+        cost <= PIECE_PAGES + 1 + SLACK,
+        "an unlink of a sparse 1 GiB file looked at {cost} index entries"
+    );
+}

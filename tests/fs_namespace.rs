@@ -451,3 +451,80 @@ fn names_sharing_a_hash_share_one_record_and_resume_correctly() {
     assert_eq!(left[0].name, b"twin");
     assert!(list(&fs, ROOT_INO).contains(&"twin".to_string()));
 }
+
+/// Every entry of a listing from `offset` on, following cookies as `getdents` does.
+fn listing_from(fs: &logstorfs::fs::Fs, dir: u64, mut offset: u64) -> Vec<(Vec<u8>, u64)> {
+    let mut out = Vec::new();
+    loop {
+        let batch = fs.readdir(dir, offset).unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        for e in batch {
+            offset = e.cookie;
+            out.push((e.name, e.cookie));
+        }
+    }
+}
+
+#[test]
+fn readdir_cookies_are_positive_63_bit_offsets_that_resume_after_their_entry() {
+    // The kernel keeps a directory's position as a signed `loff_t`: a cookie with bit 63 set
+    // makes `lseek`/`seekdir` to it fail with EINVAL. 1 and 2 are "." and "..", 0 the start.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    let n = 1000;
+    for i in 0..n {
+        make_file(&fs, d, &format!("entry-{i}"), b"");
+    }
+    let all = listing_from(&fs, d, 0);
+    assert_eq!(all.len(), n + 2);
+    let negative = all
+        .iter()
+        .skip(2)
+        .filter(|(_, c)| !(3..=i64::MAX as u64).contains(c))
+        .count();
+    assert_eq!(
+        negative, 0,
+        "{negative} of {n} cookies outside 3..=i64::MAX"
+    );
+    let cookies: std::collections::BTreeSet<u64> = all.iter().map(|(_, c)| *c).collect();
+    assert_eq!(cookies.len(), all.len(), "cookies are not unique");
+    // Resuming from each cookie lists exactly the entries after it.
+    for (i, (_, cookie)) in all.iter().enumerate().step_by(7) {
+        let rest = listing_from(&fs, d, *cookie);
+        assert_eq!(rest, all[i + 1..], "resume after entry {i}");
+    }
+    // Entries added and removed between the calls do not disturb the others: an entry kept
+    // before the cookie stays unlisted, one kept after it is listed once, with its cookie.
+    for i in (0..n).step_by(3) {
+        fs.unlink(d, format!("entry-{i}").as_bytes()).unwrap();
+    }
+    for i in 0..300 {
+        make_file(&fs, d, &format!("new-{i}"), b"");
+    }
+    for (i, (_, cookie)) in all.iter().enumerate().skip(2).step_by(11) {
+        let rest = listing_from(&fs, d, *cookie);
+        let kept_after: Vec<&(Vec<u8>, u64)> = all[i + 1..]
+            .iter()
+            .filter(|(name, _)| {
+                let s = String::from_utf8_lossy(name);
+                let k: usize = s.trim_start_matches("entry-").parse().unwrap();
+                !k.is_multiple_of(3)
+            })
+            .collect();
+        let old_in_rest: Vec<&(Vec<u8>, u64)> = rest
+            .iter()
+            .filter(|(name, _)| name.starts_with(b"entry-"))
+            .collect();
+        assert_eq!(
+            old_in_rest, kept_after,
+            "resume after entry {i} with changes between"
+        );
+        assert!(
+            rest.iter()
+                .all(|(_, c)| c > cookie && *c <= i64::MAX as u64)
+        );
+    }
+}

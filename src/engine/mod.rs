@@ -400,6 +400,17 @@ impl Engine {
         self.inner.index.get(key).is_some_and(|e| !e.tombstone)
     }
 
+    /// How many keys in `start..end` (`end` exclusive; empty: unbounded) exist, from the index
+    /// alone (no I/O), visiting only the keys there.
+    pub fn count_keys(&self, start: &[u8], end: &[u8]) -> u64 {
+        self.inner.index.count_live(start, end)
+    }
+
+    /// Index entries looked at so far by lookups and range walks: a work counter for tests.
+    pub fn index_keys_visited(&self) -> u64 {
+        self.inner.index.keys_visited()
+    }
+
     /// Makes every batch that returned before this call durable.
     pub fn sync(&self) -> Result<()> {
         self.inner.check_open()?;

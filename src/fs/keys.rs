@@ -25,8 +25,10 @@
 //!
 //! Directory entries are keyed by a 56-bit hash of the name (FNV-1a), so the key stays small
 //! whatever the name's length; names that share a hash share one record whose value is the list
-//! of those entries. The readdir cookie of an entry is `hash << 8 | (position_in_list + 1)`, which
-//! survives insertions and removals of other names (`rm -r` reads while deleting).
+//! of those entries. The readdir cookie of an entry is `hash << 7 | (position_in_list + 1)`, which
+//! survives insertions and removals of other names (`rm -r` reads while deleting) and fits in 63
+//! bits: the kernel keeps a directory's position as a signed `loff_t`, so a cookie with bit 63
+//! set would make `lseek`/`seekdir` to it fail with EINVAL.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,8 +46,15 @@ pub const TAG_GROUP_ROOT: u8 = b'G';
 /// Size of one data page record's payload.
 pub const PAGE_SIZE: u64 = 4096;
 
-/// Most entries that may share one name hash (the cookie keeps the position in 8 bits).
-pub const MAX_ENTRIES_PER_HASH: usize = 255;
+/// Most entries that may share one name hash (the cookie keeps the position in 7 bits). Stores
+/// written before the cookie lost its eighth bit may hold lists of up to 255: see
+/// [`dirent_cookie`].
+pub const MAX_ENTRIES_PER_HASH: usize = 127;
+
+/// Bits of a cookie below the name hash.
+const COOKIE_POSITION_BITS: u32 = 7;
+/// The position part of a cookie that means "the whole list of this hash was returned".
+const COOKIE_LIST_DONE: u64 = (1 << COOKIE_POSITION_BITS) - 1;
 
 /// Name of the metadata record holding the inode high-water mark.
 pub const META_INODE_HIGH_WATER: &[u8] = b"inode_high_water";
@@ -207,16 +216,26 @@ pub fn name_hash(name: &[u8]) -> u64 {
     (h >> 8).max(1)
 }
 
-/// Readdir cookies 1 and 2 are `.` and `..`; entries get `hash << 8 | (position + 1)`, which is
-/// at least 257 because the hash is never zero.
+/// Readdir cookies 1 and 2 are `.` and `..`; entries get `hash << 7 | (position + 1)`, which is
+/// at least 129 because the hash is never zero, and below 2^63 because it has 56 bits. The last
+/// position a cookie can name (126) means "the whole list done": so an entry at or past it in a
+/// list longer than [`MAX_ENTRIES_PER_HASH`] (an older store) gets that cookie, and a listing
+/// resumed there skips the rest of its list rather than repeat it for ever.
 pub fn dirent_cookie(hash: u64, position: usize) -> u64 {
-    debug_assert!(position < MAX_ENTRIES_PER_HASH);
-    (hash << 8) | (position as u64 + 1)
+    debug_assert!(hash < 1 << 56);
+    (hash << COOKIE_POSITION_BITS) | (position as u64 + 1).min(COOKIE_LIST_DONE)
 }
 
-/// Splits a cookie into (hash, number of entries of that hash already returned).
+/// Splits a cookie into (hash, number of entries of that hash already returned; `usize::MAX`
+/// for all of them).
 pub fn split_cookie(cookie: u64) -> (u64, usize) {
-    (cookie >> 8, (cookie & 0xff) as usize)
+    let done = cookie & COOKIE_LIST_DONE;
+    let done = if done == COOKIE_LIST_DONE {
+        usize::MAX
+    } else {
+        done as usize
+    };
+    (cookie >> COOKIE_POSITION_BITS, done)
 }
 
 /// What an inode is.
@@ -579,6 +598,12 @@ mod tests {
         let c = dirent_cookie(name_hash(b"x"), 3);
         assert!(c > 2);
         assert_eq!(split_cookie(c), (name_hash(b"x"), 4));
+        // Every cookie is a positive 63-bit offset; the last position of a list means all.
+        let top = (1 << 56) - 1;
+        let last = dirent_cookie(top, MAX_ENTRIES_PER_HASH - 1);
+        assert!(last <= i64::MAX as u64 && dirent_cookie(1, 0) > 2);
+        assert_eq!(split_cookie(last), (top, usize::MAX));
+        assert_eq!(split_cookie(dirent_cookie(top, 200)), (top, usize::MAX));
     }
 
     #[test]
