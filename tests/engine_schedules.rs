@@ -104,36 +104,47 @@ fn a_put_and_a_prefix_delete_of_one_buffer_resolve_by_lsn_whatever_the_schedule(
         || {
             let storage = SimStorage::new();
             let engine = Arc::new(Engine::open_on(storage.clone(), &small_store()).unwrap());
-            let old = Mutation::put(ROOT_GROUP, b"p/old".to_vec(), b"written first".to_vec());
-            engine.write(&[old]).unwrap();
-            let put = {
-                let engine = engine.clone();
-                shuttle::thread::spawn(move || {
-                    let put = Mutation::put(ROOT_GROUP, b"p/new".to_vec(), b"racing".to_vec());
-                    engine.write(&[put]).unwrap()
-                })
-            };
-            let delete = {
-                let engine = engine.clone();
-                shuttle::thread::spawn(move || {
-                    engine
-                        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"p/".to_vec())])
-                        .unwrap()
-                })
-            };
-            let (put_lsn, delete_lsn) = (put.join().unwrap(), delete.join().unwrap());
-            let expected = (put_lsn > delete_lsn).then(|| b"racing".to_vec());
-            assert_eq!(
-                engine.get(b"p/new").unwrap(),
-                expected,
-                "put at LSN {put_lsn}, prefix delete at LSN {delete_lsn}"
-            );
-            assert_eq!(engine.get(b"p/old").unwrap(), None);
+            // Several rounds per schedule, each on a prefix of its own: more chances for the
+            // two writers to share a buffer in the racing order.
+            let mut expected = BTreeMap::new();
+            for round in 0..6u32 {
+                let prefix = format!("p{round}/").into_bytes();
+                let key = |name: &str| [prefix.as_slice(), name.as_bytes()].concat();
+                let old = Mutation::put(ROOT_GROUP, key("old"), b"written first".to_vec());
+                engine.write(&[old]).unwrap();
+                let put = {
+                    let (engine, k) = (engine.clone(), key("new"));
+                    shuttle::thread::spawn(move || {
+                        engine
+                            .write(&[Mutation::put(ROOT_GROUP, k, b"racing".to_vec())])
+                            .unwrap()
+                    })
+                };
+                let delete = {
+                    let (engine, prefix) = (engine.clone(), prefix.clone());
+                    shuttle::thread::spawn(move || {
+                        engine
+                            .write(&[Mutation::delete_prefix(ROOT_GROUP, prefix)])
+                            .unwrap()
+                    })
+                };
+                let (put_lsn, delete_lsn) = (put.join().unwrap(), delete.join().unwrap());
+                let survives = (put_lsn > delete_lsn).then(|| b"racing".to_vec());
+                assert_eq!(
+                    engine.get(&key("new")).unwrap(),
+                    survives,
+                    "round {round}: put at LSN {put_lsn}, prefix delete at LSN {delete_lsn}"
+                );
+                assert_eq!(engine.get(&key("old")).unwrap(), None);
+                expected.insert(key("new"), survives);
+            }
             let live = engine.stats().live_bytes;
             Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
             let engine =
                 Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_store()).unwrap();
-            assert_eq!(engine.get(b"p/new").unwrap(), expected, "after a reopen");
+            for (k, v) in &expected {
+                assert_eq!(&engine.get(k).unwrap(), v, "after a reopen");
+            }
             assert_eq!(
                 engine.stats().live_bytes,
                 live,
