@@ -357,6 +357,15 @@ pub fn yield_now() {
     imp::yield_now()
 }
 
+/// Between two steps whose order matters to other threads: under the scheduler, the others get
+/// a few turns here, so that schedules meet what may fall between the steps; otherwise nothing.
+pub fn between_steps() {
+    #[cfg(feature = "shuttle")]
+    for _ in 0..8 {
+        imp::yield_now();
+    }
+}
+
 /// Sleeps (injected delays in tests; waiting out a lock holder).
 pub fn sleep(duration: Duration) {
     imp::sleep(duration)

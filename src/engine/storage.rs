@@ -184,6 +184,7 @@ impl DirtyFiles {
     /// have landed.
     pub(crate) fn write(&self, file: u32, land: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let landed = land();
+        concurrency::between_steps();
         self.note(file);
         landed
     }
