@@ -90,6 +90,14 @@ MUTANTS = [
         ["--lib", "engine::tests::copies_and_close::copies_written_before_a_pass_ran_out"],
     ),
     (
+        "copies-under-pressure-stay-sorted-by-group",
+        "space: a compaction pass short of a segment per group puts a victim's copies in one group",
+        "src/engine/mod.rs",
+        "            if claim == segments::Claim::User {\n",
+        "            if true {\n",
+        ["--lib", "engine::tests::copies_and_close::a_compaction_pass_short_of_a_segment_per_group"],
+    ),
+    (
         "pass-budget-ignores-open-group-segments",
         "4.8 space: a pass copies a segment only if every group it copies into can have a segment",
         "src/engine/mod.rs",

@@ -194,6 +194,31 @@ impl GroupWriter {
         needed
     }
 
+    /// Of `groups`, the one whose open segment has the most room left (a group without one
+    /// counts as having none): where copies that must all go to one group open the fewest
+    /// segments.
+    pub fn roomiest_of(&self, segment_size: u32, groups: impl Iterator<Item = u32>) -> Option<u32> {
+        let room = |group: &u32| {
+            self.open
+                .get(group)
+                .map_or(0, |open| segment_size - open.offset)
+        };
+        groups.max_by(|a, b| room(a).cmp(&room(b)).then(b.cmp(a)))
+    }
+
+    /// Closes every open segment but `group`'s: a closed segment is a compaction victim like
+    /// any other, its unused tail counted as dead space, so that the space of a store does not
+    /// depend on how many groups have an open segment.
+    pub fn close_all_but(&mut self, group: u32, segments: &SegmentManager) {
+        self.open.retain(|&g, open| {
+            if g == group {
+                return true;
+            }
+            segments.mark_closed(open.segment);
+            false
+        });
+    }
+
     /// Closes every open segment that holds no live record (its group's data was deleted), so
     /// that the reclaimer can free it: a group whose files are all gone owns no segment.
     pub fn close_empty(&mut self, segments: &SegmentManager) {

@@ -806,11 +806,13 @@ impl Index {
         version: u64,
         old: Location,
         new: Location,
+        group: u32,
     ) -> bool {
         let key = (Box::<[u8]>::from(start), version);
         match self.inner.write().ranges.get_mut(&key) {
             Some(r) if r.location == old => {
                 r.location = new;
+                r.group = group;
                 true
             }
             _ => false,

@@ -1646,15 +1646,41 @@ impl Inner {
             compaction::order_survivors(records);
         }
         let mut writer = self.group_writer.lock();
+        let size = self.segments.segment_size();
         let needed: usize = by_group
             .iter()
             .map(|(&group, records)| {
                 let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
-                writer.segments_needed(self.segments.segment_size(), group, &refs)
+                writer.segments_needed(size, group, &refs)
             })
             .sum();
         if needed > self.segments.free_for(claim) {
-            return Ok(false);
+            if claim == segments::Claim::User {
+                // The separator only sorts: under pressure it waits, and compaction empties
+                // the mixed segments (below, one group at a time if need be).
+                return Ok(false);
+            }
+            // Sorted by group, the copies do not fit: every group they go to may want a segment
+            // of its own, and a store of many groups near its capacity has fewer free segments
+            // than groups. One group then takes them all (each copy says so in its header, as a
+            // regrouped copy does; `regroup_copies` sends puts home when they are next copied),
+            // and the other groups' open segments close, so that their unused tails count
+            // among the closed segments that compaction can empty. That keeps the store to the
+            // open segments `user_capacity` counts on, whatever the number of groups.
+            let Some(target) = writer.roomiest_of(size, by_group.keys().copied()) else {
+                return Ok(false);
+            };
+            let mut all: Vec<compaction::LiveRecord> = by_group.into_values().flatten().collect();
+            for record in &mut all {
+                format::set_record_group(&mut record.bytes, target);
+            }
+            compaction::order_survivors(&mut all);
+            let refs: Vec<&compaction::LiveRecord> = all.iter().collect();
+            if writer.segments_needed(size, target, &refs) > self.segments.free_for(claim) {
+                return Ok(false);
+            }
+            writer.close_all_but(target, &self.segments);
+            by_group = std::collections::BTreeMap::from([(target, all)]);
         }
         for (group, records) in by_group {
             let refs: Vec<&compaction::LiveRecord> = records.iter().collect();
@@ -1679,7 +1705,7 @@ impl Inner {
                 let moved = match r.kind {
                     RecordKind::DeleteRange => self
                         .index
-                        .compare_and_set_range(&r.key, r.version, r.old, new),
+                        .compare_and_set_range(&r.key, r.version, r.old, new, group),
                     _ => self.index.compare_and_set(&r.key, r.old, new, group),
                 };
                 if moved {

@@ -2899,7 +2899,7 @@ fn fsck_names_only_the_victim(storage: &dyn Storage) -> check::EngineCheck {
 }
 
 /// fsck of `storage`, values not kept.
-fn fsck(storage: &dyn Storage) -> check::EngineCheck {
+pub(super) fn fsck(storage: &dyn Storage) -> check::EngineCheck {
     check::check(
         storage,
         &check::CheckOptions {

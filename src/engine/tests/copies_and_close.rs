@@ -204,6 +204,80 @@ fn a_pass_without_room_for_every_groups_copies_copies_none_of_the_segment() {
     }
 }
 
+/// A compaction pass with room for fewer segments than the groups a victim's copies go to
+/// copies the victim into one group's segment instead of leaving it whole. Sorted by group, a
+/// store with more groups than free segments above the compaction floor could never empty a
+/// mixed segment again, and writes were refused with a quarter of the store left
+/// (`engine_model_threads::a_store_of_many_groups_near_full_keeps_taking_overwrites`).
+#[test]
+fn a_compaction_pass_short_of_a_segment_per_group_copies_the_victim_into_one_group() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let source = fill_a_mixed_segment(&engine, 4);
+    let mut kept = vec!["victim".to_string()];
+    for i in 0..100u32 {
+        let key = format!("g{}/{i:03}", 1 + i % 4);
+        if i % 3 == 0 {
+            kept.push(key);
+        } else {
+            engine
+                .write(&[Mutation::delete(1 + i % 4, key.as_bytes())])
+                .unwrap();
+        }
+    }
+    engine.sync().unwrap();
+    // Two segments above the compaction floor; the victim's live records are of four groups
+    // that own no segment yet.
+    let segments = engine.inner.segments.clone();
+    let mut taken = Vec::new();
+    while segments.free_for(Claim::Compaction) > 2 {
+        taken.push(
+            segments
+                .allocate(SegmentKind::Group, 99, Claim::Compaction)
+                .unwrap()
+                .0,
+        );
+    }
+    let in_source: Vec<&String> = kept
+        .iter()
+        .filter(|key| engine.test_segment_of(key.as_bytes()).unwrap().0 == source)
+        .collect();
+    let groups: std::collections::BTreeSet<&str> = in_source.iter().map(|key| &key[..2]).collect();
+    assert!(groups.len() >= 3, "the victim's live keys: {in_source:?}");
+    let emptied = engine.test_compact().unwrap();
+    assert!(emptied >= 1, "no victim emptied");
+    let mut homes = std::collections::BTreeSet::new();
+    for key in &in_source {
+        let (segment, _) = engine.test_segment_of(key.as_bytes()).unwrap();
+        assert_ne!(segment, source, "{key} was not copied");
+        homes.insert(segment);
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap().as_deref(),
+            Some(&[0x5A; 3000][..])
+        );
+    }
+    assert_eq!(homes.len(), 1, "the copies went to one segment: {homes:?}");
+    give_back(&segments, taken);
+    engine.close().unwrap();
+    let crashed = storage.crash(PowerCut::DropAllUnsynced);
+    let engine = Engine::open_on(crashed.clone(), &small_options()).unwrap();
+    for key in &kept {
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap().as_deref(),
+            Some(&[0x5A; 3000][..]),
+            "{key} after a crash"
+        );
+    }
+    for i in (0..100u32).filter(|i| i % 3 != 0) {
+        let key = format!("g{}/{i:03}", 1 + i % 4);
+        assert_eq!(engine.get(key.as_bytes()).unwrap(), None, "{key} came back");
+    }
+    engine.close().unwrap();
+    let check = super::fsck(&*crashed);
+    assert_eq!(check.problems(), 0, "{:?}", check.findings);
+}
+
 /// `SimStorage` that keeps an index checkpoint, as `FileStorage` does. Its fingerprint never
 /// changes: as after a real power cut, where the segment files' metadata reached the disk with
 /// the checkpoint's own journal commit while their unsynced data did not.
