@@ -98,6 +98,23 @@ MUTANTS = [
         ["--lib", "engine::tests::copies_and_close::a_compaction_pass_short_of_a_segment_per_group"],
     ),
     (
+        "separator-copies-before-its-sync",
+        "4.9 nothing is copied on the strength of data that is not yet durable: the separator syncs first",
+        "src/engine/mod.rs",
+        "            .any(|(_, info)| info.max_lsn > self.log.durable_lsn())\n        {\n            self.sync()?;\n        }\n",
+        "            .any(|(_, info)| info.max_lsn > self.log.durable_lsn())\n        {\n        }\n",
+        ["--lib", "engine::tests::copies_and_close::the_separator_copies_only_records_the_log_made_durable"],
+    ),
+    (
+        "reclaim-lock-not-held-while-copying",
+        "4.4 a pass reads and copies a victim under the reclaim lock, so that it is not freed and reused meanwhile",
+        "src/engine/mod.rs",
+        "                // and copied; it may have done so since the snapshot.\n                let _no_free = self.reclaim_lock.lock();\n",
+        "                // and copied; it may have done so since the snapshot.\n",
+        ["--release", "--features", "shuttle", "--test", "engine_schedules",
+         "a_victim_freed_and_reused_during_its_pass"],
+    ),
+    (
         "pass-budget-ignores-open-group-segments",
         "4.8 space: a pass copies a segment only if every group it copies into can have a segment",
         "src/engine/mod.rs",

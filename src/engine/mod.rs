@@ -1382,6 +1382,7 @@ impl Inner {
                 if !self.still_as_listed(victim, &snapshot[victim as usize].0) {
                     continue;
                 }
+                concurrency::between_steps();
                 let mut live = self.live_records_of(victim, &mut image)?;
                 self.drop_dead_tombstones(victim, &mut live);
                 if !self.copy_to_groups(

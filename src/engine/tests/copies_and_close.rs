@@ -278,6 +278,54 @@ fn a_compaction_pass_short_of_a_segment_per_group_copies_the_victim_into_one_gro
     assert_eq!(check.problems(), 0, "{:?}", check.findings);
 }
 
+/// The separator copies only records the log has made durable: it syncs first. A copy of a
+/// batch that a power cut then takes from the log would outlive it wherever the cut kept the
+/// copy's sectors and not the batch's (recovery also cuts copies above the log's end, which
+/// this ordering spares it from relying on). Checked where the copies are on disk and the
+/// index not yet moved: no group-owned segment holds a record newer than the durable LSN.
+#[test]
+fn the_separator_copies_only_records_the_log_made_durable() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    engine.test_pause_background();
+    let value = vec![0x33; 3000];
+    for i in 0..200u32 {
+        let group = 1 + i % 3;
+        engine
+            .write(&[put_in(group, &format!("g{group}/{i:03}"), &value)])
+            .unwrap();
+    }
+    let inner = Arc::downgrade(&engine.inner);
+    let found = Arc::new(Mutex::new((0usize, Vec::new())));
+    let seen = found.clone();
+    engine.test_set_step_hook(Some(Box::new(move |step| {
+        if step != COPIED {
+            return;
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let durable = inner.log.durable_lsn();
+        let mut seen = seen.lock();
+        seen.0 += 1;
+        for (segment, (info, _)) in inner.segments.snapshot().iter().enumerate() {
+            if info.kind == SegmentKind::Group && info.max_lsn > durable {
+                seen.1.push(format!(
+                    "segment {segment} holds copies up to LSN {} above the durable LSN {durable}",
+                    info.max_lsn
+                ));
+            }
+        }
+    })));
+    assert!(
+        engine.inner.log.durable_lsn() < engine.inner.log.last_lsn(),
+        "the batches are not yet durable"
+    );
+    engine.test_separate().unwrap();
+    engine.test_set_step_hook(None);
+    let (steps, problems) = &*found.lock();
+    assert!(*steps > 0, "the separator copied nothing");
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
 /// `SimStorage` that keeps an index checkpoint, as `FileStorage` does. Its fingerprint never
 /// changes: as after a real power cut, where the segment files' metadata reached the disk with
 /// the checkpoint's own journal commit while their unsynced data did not.
