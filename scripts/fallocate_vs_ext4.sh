@@ -52,7 +52,7 @@ make_file() {
     for part in "$@"; do
         n="${part:1}"
         case "$part" in
-            d*) tail -c +"$((at + 1))" "$WORK/seed" | head -c "$n" >> "$f" ;;
+            d*) head -c "$n" < <(tail -c +"$((at + 1))" "$WORK/seed") >> "$f" ;;
             z*) head -c "$n" /dev/zero >> "$f" ;;
             h*) truncate -s "+$n" "$f" ;;
         esac
