@@ -340,10 +340,10 @@ impl Fs {
                 });
             }
             let mut partial = Vec::new();
-            if offset % PAGE != 0 {
+            if !offset.is_multiple_of(PAGE) {
                 partial.push(offset / PAGE);
             }
-            if end % PAGE != 0 && partial.last() != Some(&(end / PAGE)) {
+            if !end.is_multiple_of(PAGE) && partial.last() != Some(&(end / PAGE)) {
                 partial.push(end / PAGE);
             }
             for p in partial {
@@ -367,7 +367,7 @@ impl Fs {
     /// whole blocks, else EINVAL.
     fn check_shift_alignment(offset: u64, length: u64) -> FsResult<()> {
         let block = u64::from(BLOCK_SIZE);
-        if offset % block != 0 || length % block != 0 {
+        if !offset.is_multiple_of(block) || !length.is_multiple_of(block) {
             return Err(FsError::Invalid);
         }
         Ok(())
