@@ -140,4 +140,26 @@ t_remount() {
 }
 check_here "allocations survive a remount" t_remount
 
+# In a full store, writes into allocated space are taken and an allocation larger than the free
+# space fails with ENOSPC, changing nothing (as on ext4, which needs no check here).
+t_full() {
+    local err
+    fallocate -l 8M "$MNT/reserved"
+    : > "$MNT/kept"; fallocate -n -l 4M "$MNT/kept"
+    if dd if=/dev/urandom of="$MNT/fill" bs=1M count=1024 status=none 2>"$WORK/fill.err"; then
+        echo "a 256 MiB store took 1 GiB"; return 1
+    fi
+    grep -q "No space left" "$WORK/fill.err" || { cat "$WORK/fill.err"; return 1; }
+    dd if=/dev/urandom of="$MNT/reserved" bs=64K count=128 conv=notrunc status=none
+    dd if=/dev/urandom of="$MNT/kept" bs=4K count=1024 conv=notrunc status=none
+    expect_eq "8388608 16384" "$(stat -c '%s %b' "$MNT/reserved")" "reserved file after the writes"
+    expect_eq "4194304 8192" "$(stat -c '%s %b' "$MNT/kept")" "KEEP_SIZE file after the writes"
+    : > "$MNT/other"
+    if err="$(fallocate -l 16M "$MNT/other" 2>&1)"; then echo "a full store took a 16 MiB allocation"; return 1; fi
+    [[ "$err" == *"No space left"* ]] || { echo "expected ENOSPC, got: $err"; return 1; }
+    expect_eq "0 0" "$(stat -c '%s %b' "$MNT/other")" "file after a refused allocation"
+    rm -f "$MNT/fill" "$MNT/reserved" "$MNT/kept" "$MNT/other"
+}
+check "a full store takes writes into allocated space, refuses a larger allocation" t_full
+
 summary fallocate-vs-ext4
