@@ -696,15 +696,6 @@ whatever order concurrent writers update the index in",
         ["--release", "--test", "fs_fallocate",
          "allocated_space_is_reserved_in_a_full_store_across_a_remount"],
     ),
-    (
-        "punch-hole-keeps-st-blocks",
-        "fs fallocate: a punched hole's whole pages leave st_blocks",
-        "src/fs/falloc.rs",
-        "                rec.pages = rec.pages.saturating_sub(removed);\n",
-        "                let _ = removed;\n",
-        ["--release", "--test", "fs_fallocate",
-         "punch_hole_zeroes_partial_pages_and_removes_whole_ones"],
-    ),
 ]
 
 
