@@ -689,9 +689,9 @@ whatever order concurrent writers update the index in",
     (
         "fallocate-keeps-set-user-id",
         "killpriv: fallocate by a caller without CAP_FSETID drops set-user-ID and set-group-ID, as a write does",
-        "src/fs/mod.rs",
-        "        if let Some(in_group) = kill_suid_sgid {\n            drop_privileges(rec, in_group);\n        }\n        let dropped",
-        "        let _ = kill_suid_sgid;\n        let dropped",
+        "src/fs/falloc.rs",
+        "        if let Some(in_group) = kill_suid_sgid {\n            drop_privileges(rec, in_group);\n        }\n",
+        "        let _ = kill_suid_sgid;\n",
         ["--test", "fs_data", "fallocate_drops_privileges_as_a_write_does"],
     ),
     (
@@ -711,6 +711,15 @@ whatever order concurrent writers update the index in",
         "            let removed = (keep_pages..rec.size.div_ceil(keys::PAGE_SIZE))\n                .filter(|p| self.engine.contains(&keys::chunk_key(ino, *p)))\n                .count() as u64;\n",
         ["--release", "--test", "fs_data",
          "truncate_and_unlink_work_grows_with_stored_pages_not_file_size"],
+    ),
+    (
+        "fallocate-reserves-nothing",
+        "fs fallocate: an allocated range is stored (zero pages), so a write into it is never refused, even in a full store",
+        "src/fs/falloc.rs",
+        "                    None => vec![0u8; PAGE as usize],\n",
+        "                    None if !zero => continue,\n                    None => vec![0u8; PAGE as usize],\n",
+        ["--release", "--test", "fs_fallocate",
+         "allocated_space_is_reserved_in_a_full_store_across_a_remount"],
     ),
 ]
 

@@ -120,6 +120,9 @@ if stage verify; then
     # compared with a kernel ext4 loop mount.
     timed "scripts/killpriv.sh" timeout --kill-after=30 300 bash scripts/killpriv.sh || true
     grep -q '^killpriv ' "$RESULTS_FILE" || echo "killpriv 0 1" >> "$RESULTS_FILE"
+    # fallocate's modes, sizes, st_blocks, contents and errno, compared with a kernel ext4.
+    timed "scripts/fallocate_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/fallocate_vs_ext4.sh || true
+    grep -q '^fallocate-vs-ext4 ' "$RESULTS_FILE" || echo "fallocate-vs-ext4 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true

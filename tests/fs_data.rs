@@ -133,7 +133,7 @@ fn file_size_limit_is_efbig() {
     };
     assert_eq!(fs.setattr(ino, &too_big).unwrap_err().errno(), libc::EFBIG);
     assert_eq!(
-        fs.fallocate(ino, 0, 10, 1).unwrap_err().errno(),
+        fs.fallocate(ino, 0, 10, 0x100).unwrap_err().errno(),
         libc::EOPNOTSUPP
     );
 }

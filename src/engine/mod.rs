@@ -406,6 +406,19 @@ impl Engine {
         self.inner.index.count_live(start, end)
     }
 
+    /// The live keys in `start..end` (`end` exclusive) with the bytes of each one's record
+    /// (header, key and value, as [`Mutation::encoded_len`] counts them), at most `limit`, from
+    /// the index alone (no I/O): what a caller needs to know how much live data rewriting
+    /// them at another length would add.
+    pub fn record_lens(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, u64)> {
+        self.inner
+            .index
+            .scan(start, end, None, limit)
+            .into_iter()
+            .map(|(key, entry)| (key, u64::from(entry.location.len)))
+            .collect()
+    }
+
     /// Index entries looked at so far by lookups and range walks: a work counter for tests.
     pub fn index_keys_visited(&self) -> u64 {
         self.inner.index.keys_visited()

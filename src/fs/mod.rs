@@ -38,12 +38,13 @@
 //!
 //! Other decisions: atime is not updated by reads (as `noatime`); permission checks are the
 //! kernel's (`default_permissions` is always on); `access()` checks mode bits for callers that
-//! ask; fallocate supports mode 0 only (extends the size; it does not reserve space) and other
-//! modes get EOPNOTSUPP; `st_blocks` is 8 per stored 4 KiB page (directories report 8).
+//! ask; fallocate reserves space by storing zero pages and has ext4's modes ([`falloc`]);
+//! `st_blocks` is 8 per stored 4 KiB page (directories report 8).
 
 pub mod acl;
 pub mod check;
 pub mod error;
+pub mod falloc;
 pub mod fuse_adapter;
 pub mod groups;
 pub mod keys;
@@ -1863,7 +1864,7 @@ impl Fs {
             .contains(&keys::xattr_key(ino, CAPABILITY_XATTR))
     }
 
-    /// fallocate: only mode 0 (allocate, extending the size). Space is not reserved.
+    /// fallocate as ext4 gives it: see [`falloc`] for the modes and how space is reserved.
     pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
         self.fallocate_as(ino, offset, length, mode, None)
     }
@@ -1881,31 +1882,7 @@ impl Fs {
         mode: i32,
         kill_suid_sgid: Option<InGroup>,
     ) -> FsResult<()> {
-        if mode != 0 {
-            return Err(FsError::NotSupported);
-        }
-        let end = offset.checked_add(length).ok_or(FsError::FileTooBig)?;
-        if end > MAX_FILE_SIZE {
-            return Err(FsError::FileTooBig);
-        }
-        let mut st = self.state.lock();
-        let mut txn = Txn::default();
-        let rec = self.txn_inode(&st, &mut txn, ino)?;
-        if rec.kind != FileKind::Regular {
-            return Err(FsError::NotSupported);
-        }
-        let before = rec.perm;
-        if let Some(in_group) = kill_suid_sgid {
-            drop_privileges(rec, in_group);
-        }
-        let dropped = rec.perm != before;
-        if end <= rec.size && !dropped && !self.has_capabilities(ino) {
-            return Ok(());
-        }
-        rec.size = rec.size.max(end);
-        rec.ctime = Timestamp::now();
-        self.drop_capabilities(ino, &mut txn.post);
-        self.commit(&mut st, txn)
+        self.fallocate_modes(ino, offset, length, mode, kill_suid_sgid)
     }
 
     /// Makes everything written so far durable.
