@@ -721,6 +721,31 @@ whatever order concurrent writers update the index in",
         ["--release", "--test", "fs_fallocate",
          "allocated_space_is_reserved_in_a_full_store_across_a_remount"],
     ),
+    (
+        "dot-lookup-only-in-directories",
+        "file handles: LOOKUP of \".\" answers for any file type from the store, so open_by_handle_at works after the kernel forgot the inode",
+        "src/fs/mod.rs",
+        "        if name == b\".\" {\n",
+        "        if name == b\".\" && false {\n",
+        ["--release", "--test", "fs_export",
+         "dot_and_dotdot_lookups_resolve_forgotten_inodes_from_the_store"],
+    ),
+    (
+        "handle-of-an-unlinked-inode-resolves",
+        "file handles: an inode without links and without an open handle is gone (ESTALE), even while a ghost of it is in memory",
+        "src/fs/export.rs",
+        "        if rec.nlink == 0 && (opens == 0 ",
+        "        if rec.nlink == 0 && false && (opens == 0 ",
+        ["--release", "--test", "fs_export", "dot_lookup_of_a_deleted_inode_is_enoent"],
+    ),
+    (
+        "generation-constant",
+        "file handles: a number handed out again after a power cut took back its create gets another generation",
+        "src/fs/export.rs",
+        "    if ino == ROOT_INO {\n",
+        "    if ino == ROOT_INO || ino != 0 {\n",
+        ["--release", "--test", "fs_export", "a_number_handed_out_again_gets_another_generation"],
+    ),
 ]
 
 

@@ -57,6 +57,8 @@ install_deps() {
     command -v rsync >/dev/null || apt_install rsync
     command -v pkg-config >/dev/null || apt_install pkg-config
     apt_install libacl1-dev          # pjdfstest links against libacl
+    # scripts/export_nfs.sh: a userspace NFS server (FSAL_VFS opens file handles) and client
+    apt_install nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind
     command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
     local t
     if ! command -v fsx >/dev/null; then
@@ -123,6 +125,9 @@ if stage verify; then
     # fallocate's modes, sizes, st_blocks, contents and errno, compared with a kernel ext4.
     timed "scripts/fallocate_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/fallocate_vs_ext4.sh || true
     grep -q '^fallocate-vs-ext4 ' "$RESULTS_FILE" || echo "fallocate-vs-ext4 0 1" >> "$RESULTS_FILE"
+    # File handles after the kernel forgot the inodes, against ext4; NFS re-export by ganesha.
+    timed "scripts/export_nfs.sh" timeout --kill-after=30 180 bash scripts/export_nfs.sh || true
+    grep -q '^export-nfs ' "$RESULTS_FILE" || echo "export-nfs 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true

@@ -27,7 +27,10 @@ pub const TTL: Duration = Duration::from_secs(1);
 /// Largest write request we ask the kernel for.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
 
-const GENERATION: Generation = Generation(0);
+/// The generation of an entry reply: see `fs::export` (file handles carry it).
+fn generation(a: &Attr) -> Generation {
+    Generation(super::export::attr_generation(a))
+}
 
 /// The fuser `Filesystem` for an [`Fs`].
 pub struct FuseFs {
@@ -154,6 +157,9 @@ impl Filesystem for FuseFs {
         // asks for `security.capability` before every write: a second round trip per write.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
+        // File handles of inodes the kernel evicted resolve by LOOKUP of `.` and `..`
+        // (`fs::export`): open_by_handle_at and NFS re-export work instead of ESTALE.
+        let _ = config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT);
         Ok(())
     }
 
@@ -165,7 +171,7 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
             Err(e) => reply.error(errno("lookup", req, &e)),
         }
     }
@@ -260,7 +266,7 @@ impl Filesystem for FuseFs {
             .fs
             .mknod(parent.0, name.as_bytes(), mode, umask, rdev, caller(req))
         {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
             Err(e) => reply.error(errno("mknod", req, &e)),
         }
     }
@@ -278,7 +284,7 @@ impl Filesystem for FuseFs {
             .fs
             .mkdir(parent.0, name.as_bytes(), mode, umask, caller(req))
         {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
             Err(e) => reply.error(errno("mkdir", req, &e)),
         }
     }
@@ -310,7 +316,7 @@ impl Filesystem for FuseFs {
             .fs
             .symlink(parent.0, link_name.as_bytes(), target, caller(req))
         {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
             Err(e) => reply.error(errno("symlink", req, &e)),
         }
     }
@@ -346,7 +352,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         match self.fs.link(ino.0, newparent.0, newname.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), GENERATION),
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
             Err(e) => reply.error(errno("link", req, &e)),
         }
     }
@@ -511,7 +517,7 @@ impl Filesystem for FuseFs {
                         name,
                         &TTL,
                         &file_attr(&attr),
-                        GENERATION,
+                        generation(&attr),
                     ) {
                         if !dots {
                             self.fs.forget(e.ino, 1);
@@ -631,7 +637,7 @@ impl Filesystem for FuseFs {
             Ok((a, fh)) => reply.created(
                 &TTL,
                 &file_attr(&a),
-                GENERATION,
+                generation(&a),
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),

@@ -45,6 +45,7 @@ pub mod acl;
 pub mod check;
 pub mod error;
 pub mod falloc;
+pub mod export;
 pub mod fuse_adapter;
 pub mod groups;
 pub mod keys;
@@ -1071,10 +1072,13 @@ impl Fs {
         if name.len() > MAX_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
+        if name == b"." {
+            // Only file handles ask this, of any file type (`export`).
+            return self.lookup_ino(parent);
+        }
         let mut st = self.state.lock();
         let prec = self.load_dir(&st, parent)?;
         let ino = match name {
-            b"." => parent,
             b".." => prec.parent,
             _ => self.find_entry(parent, name)?.ok_or(FsError::NotFound)?.ino,
         };
