@@ -120,6 +120,10 @@ if stage verify; then
     # compared with a kernel ext4 loop mount.
     timed "scripts/killpriv.sh" timeout --kill-after=30 300 bash scripts/killpriv.sh || true
     grep -q '^killpriv ' "$RESULTS_FILE" || echo "killpriv 0 1" >> "$RESULTS_FILE"
+    # Inode flags (chattr/lsattr) and their refusals, renameat2 and an overlayfs upper on the
+    # mount, the O_TMPFILE/statx fallback: as root and as an unprivileged user, against ext4.
+    timed "scripts/chattr_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/chattr_vs_ext4.sh || true
+    grep -q '^chattr-vs-ext4 ' "$RESULTS_FILE" || echo "chattr-vs-ext4 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true
