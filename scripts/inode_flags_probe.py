@@ -26,6 +26,7 @@ libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
 FS_IOC_FSGETXATTR = 0x801C581F
+FS_IOC_FSSETXATTR = 0x401C5820
 FS_EXTENT_FL = 0x80000  # ext4 shows it on every file; no meaning here
 AT_FDCWD = -100
 RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
@@ -209,6 +210,11 @@ def run_root(w):
     print(f"info: lsattr after the refused flags: {lsattr(f)}")
     result("chattr = (clear all)", lambda: chattr(["="], f))
     result("fsgetxattr", lambda: fsx_xflags(f))
+    result("fssetxattr append+nodump", lambda: fsx_set(f, 0x10 | 0x80))
+    result("lsattr after fssetxattr", lambda: lsattr(f))
+    result("fsgetxattr after fssetxattr", lambda: fsx_xflags(f))
+    result("fssetxattr append-only open O_WRONLY", lambda: open_close(f, os.O_WRONLY))
+    result("fssetxattr clear", lambda: fsx_set(f, 0))
 
     # Directories.
     x = os.path.join(d, "x")
@@ -275,6 +281,16 @@ def fsx_xflags(p):
     fd = os.open(p, os.O_RDONLY)
     try:
         return struct.unpack("I", fcntl.ioctl(fd, FS_IOC_FSGETXATTR, b"\0" * 28)[:4])[0]
+    finally:
+        os.close(fd)
+
+
+def fsx_set(p, xflags):
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        cur = bytearray(fcntl.ioctl(fd, FS_IOC_FSGETXATTR, b"\0" * 28))
+        cur[0:4] = struct.pack("I", xflags)
+        fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytes(cur))
     finally:
         os.close(fd)
 
