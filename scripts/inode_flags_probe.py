@@ -139,6 +139,7 @@ def immutable_file_cases(w, f, other, d):
     result("imm rename", lambda: os.rename(f, os.path.join(d, "g")))
     result("imm rename over", lambda: os.rename(other, f))
     result("imm exchange", lambda: renameat2(other, f, RENAME_EXCHANGE))
+    result("imm rename NOREPLACE over", lambda: renameat2(other, f, RENAME_NOREPLACE))
     result("imm setxattr", lambda: os.setxattr(f, "user.y", b"2"))
     result("imm removexattr", lambda: os.removexattr(f, "user.x"))
     result("imm content", lambda: read_file(f))

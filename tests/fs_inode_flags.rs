@@ -187,6 +187,11 @@ fn an_immutable_file_refuses_every_change() {
         "exchange",
         fs.rename(ROOT_INO, b"other", ROOT_INO, b"f", RENAME_EXCHANGE),
     );
+    // The VFS refuses an existing target before ext4 looks at the flags.
+    assert_eq!(
+        errno(fs.rename(ROOT_INO, b"other", ROOT_INO, b"f", RENAME_NOREPLACE)),
+        libc::EEXIST
+    );
     eperm("setxattr", fs.setxattr(f, b"user.y", b"2", 0));
     eperm("removexattr", fs.removexattr(f, b"user.x"));
     eperm("open O_WRONLY", fs.open_with_flags(f, libc::O_WRONLY));

@@ -1601,13 +1601,6 @@ impl Fs {
         if parent == newparent && name == newname {
             return Ok(());
         }
-        if dst.as_ref().is_none_or(|d| d.ino != src.ino) {
-            inode_flags::check_remove_entry(&prec, &self.load(&st, src.ino)?)?;
-            match &dst {
-                Some(d) => inode_flags::check_remove_entry(&nprec, &self.load(&st, d.ino)?)?,
-                None => inode_flags::check_add_entry(&nprec)?,
-            }
-        }
         let exchange = flags & RENAME_EXCHANGE != 0;
         if exchange && dst.is_none() {
             return Err(FsError::NotFound);
@@ -1618,6 +1611,15 @@ impl Fs {
         let src_dir = src.kind == FileKind::Directory;
         if src_dir && self.is_within(&st, newparent, src.ino)? {
             return Err(FsError::Invalid);
+        }
+        // After the checks the VFS makes before it asks the file system (EEXIST, ENOENT,
+        // EINVAL), as ext4's `may_delete` comes after them.
+        if dst.as_ref().is_none_or(|d| d.ino != src.ino) {
+            inode_flags::check_remove_entry(&prec, &self.load(&st, src.ino)?)?;
+            match &dst {
+                Some(d) => inode_flags::check_remove_entry(&nprec, &self.load(&st, d.ino)?)?,
+                None => inode_flags::check_add_entry(&nprec)?,
+            }
         }
         let mut txn = Txn::default();
         if exchange {
