@@ -128,6 +128,10 @@ if stage verify; then
     # File handles after the kernel forgot the inodes, against ext4; NFS re-export by ganesha.
     timed "scripts/export_nfs.sh" timeout --kill-after=30 180 bash scripts/export_nfs.sh || true
     grep -q '^export-nfs ' "$RESULTS_FILE" || echo "export-nfs 0 1" >> "$RESULTS_FILE"
+    # Inode flags (chattr/lsattr) and their refusals, renameat2 and an overlayfs upper on the
+    # mount, the O_TMPFILE/statx fallback: as root and as an unprivileged user, against ext4.
+    timed "scripts/chattr_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/chattr_vs_ext4.sh || true
+    grep -q '^chattr-vs-ext4 ' "$RESULTS_FILE" || echo "chattr-vs-ext4 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
@@ -99,6 +99,12 @@ fn caller_status(req: &Request) -> Option<String> {
 /// bits go, which is the safe side.
 fn caller_has_fsetid(req: &Request) -> bool {
     const CAP_FSETID: u32 = 4;
+    caller_has_capability(req, CAP_FSETID)
+}
+
+/// Whether the caller has capability number `cap` in its effective set, counted only in our
+/// own user namespace (see [`caller_has_fsetid`]).
+fn caller_has_capability(req: &Request, cap: u32) -> bool {
     let Some(status) = caller_status(req) else {
         return false;
     };
@@ -111,7 +117,32 @@ fn caller_has_fsetid(req: &Request) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0)
+        .is_some_and(|caps| caps & (1 << cap) != 0)
+}
+
+/// The caller of a flag change, with the capabilities it needs (`CAP_FOWNER` 3,
+/// `CAP_LINUX_IMMUTABLE` 9).
+fn flags_caller(req: &Request) -> super::inode_flags::FlagsCaller {
+    super::inode_flags::FlagsCaller {
+        uid: req.uid(),
+        fowner: caller_has_capability(req, 3),
+        linux_immutable: caller_has_capability(req, 9),
+    }
+}
+
+/// The ioctls the kernel sends for a FUSE inode's file attributes (`fuse_fileattr_get/set`,
+/// kernel 5.13 and later): the 64-bit command numbers, with an `unsigned int` argument for the
+/// flags, and `struct fsxattr` (28 bytes) for the xattr view.
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+const FSXATTR_SIZE: usize = 28;
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// Whether the caller is in group `gid`: its filesystem group ID or one of its supplementary
@@ -331,12 +362,13 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.fs.rename(
+        match self.fs.rename_as(
             parent.0,
             name.as_bytes(),
             newparent.0,
             newname.as_bytes(),
             flags.bits(),
+            caller(req),
         ) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rename", req, &e)),
@@ -357,8 +389,8 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open_with_flags(ino.0, flags.0) {
             // We are the only writer, so cached pages stay valid across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno("open", req, &e)),
@@ -663,6 +695,57 @@ impl Filesystem for FuseFs {
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fallocate", req, &e)),
+        }
+    }
+
+    /// The inode flag ioctls (`chattr`, `lsattr`, `xfs_io -c chattr`). Any other ioctl is
+    /// ENOTTY, as a filesystem without it answers, and quietly: fuser's default logs a
+    /// multi-line warning for each one, thousands a second under a program that probes.
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        let out_size = out_size as usize;
+        let result = match cmd {
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS if out_size >= 4 => {
+                self.fs.inode_flags(ino.0).map(|f| f.to_ne_bytes().to_vec())
+            }
+            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => match u32_at(in_data, 0) {
+                Some(f) => self
+                    .fs
+                    .set_inode_flags(ino.0, f, flags_caller(req))
+                    .map(|()| Vec::new()),
+                None => Err(FsError::Invalid),
+            },
+            FS_IOC_FSGETXATTR if out_size >= FSXATTR_SIZE => self.fs.inode_xflags(ino.0).map(|x| {
+                let mut out = vec![0u8; FSXATTR_SIZE];
+                out[..4].copy_from_slice(&x.to_ne_bytes());
+                out
+            }),
+            FS_IOC_FSSETXATTR => {
+                match (u32_at(in_data, 0), u32_at(in_data, 4), u32_at(in_data, 12)) {
+                    (Some(x), Some(extsize), Some(projid)) => self
+                        .fs
+                        .set_inode_xflags(ino.0, x, projid, extsize, flags_caller(req))
+                        .map(|()| Vec::new()),
+                    _ => Err(FsError::Invalid),
+                }
+            }
+            _ => {
+                reply.error(Errno::from_i32(libc::ENOTTY));
+                return;
+            }
+        };
+        match result {
+            Ok(data) => reply.ioctl(0, &data),
+            Err(e) => reply.error(errno("ioctl", req, &e)),
         }
     }
 }

@@ -48,8 +48,10 @@ pub mod falloc;
 pub mod export;
 pub mod fuse_adapter;
 pub mod groups;
+pub mod inode_flags;
 pub mod keys;
 pub mod stats;
+pub mod whiteout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -224,6 +226,8 @@ pub struct DirListEntry {
 /// rename(2) flags we understand.
 pub const RENAME_NOREPLACE: u32 = 1;
 pub const RENAME_EXCHANGE: u32 = 2;
+/// Leave a whiteout at the source name (see [`whiteout`]).
+pub const RENAME_WHITEOUT: u32 = 4;
 
 /// Filesystem figures for statfs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1144,6 +1148,7 @@ impl Fs {
         if rec.nlink == 0 && st.nodes.get(&ino).is_some_and(|n| n.gone) {
             return Err(FsError::NotFound);
         }
+        inode_flags::check_setattr(rec, set)?;
         let mut rec = rec.clone();
         if let Some(size) = set.size {
             match rec.kind {
@@ -1261,6 +1266,7 @@ impl Fs {
         let now = Timestamp::now();
         let mut st = self.state.lock();
         let prec = self.load_dir(&st, parent)?;
+        inode_flags::check_add_entry(&prec)?;
         let mut txn = Txn::default();
         if self
             .txn_dirents(&mut txn, parent, name)?
@@ -1441,11 +1447,12 @@ impl Fs {
         }
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        self.load_dir(&st, parent)?;
+        let prec = self.load_dir(&st, parent)?;
         let entry = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
         if entry.kind == FileKind::Directory {
             return Err(FsError::IsDir);
         }
+        inode_flags::check_remove_entry(&prec, &self.load(&st, entry.ino)?)?;
         let mut txn = Txn::default();
         self.remove_entry(&mut txn, parent, name)?;
         {
@@ -1475,11 +1482,12 @@ impl Fs {
         }
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        self.load_dir(&st, parent)?;
+        let prec = self.load_dir(&st, parent)?;
         let entry = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
         if entry.kind != FileKind::Directory {
             return Err(FsError::NotDir);
         }
+        inode_flags::check_remove_entry(&prec, &self.load(&st, entry.ino)?)?;
         if !self.dir_is_empty(entry.ino)? {
             return Err(FsError::NotEmpty);
         }
@@ -1499,11 +1507,13 @@ impl Fs {
         check_name(newname)?;
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        self.load_dir(&st, newparent)?;
+        let prec = self.load_dir(&st, newparent)?;
         let rec = self.load(&st, ino)?;
         if rec.kind == FileKind::Directory {
             return Err(FsError::NotPermitted);
         }
+        inode_flags::check_link(&rec)?;
+        inode_flags::check_add_entry(&prec)?;
         if rec.nlink == 0 {
             return Err(FsError::NotFound);
         }
@@ -1562,10 +1572,25 @@ impl Fs {
         newname: &[u8],
         flags: u32,
     ) -> FsResult<()> {
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+        let root = Caller { uid: 0, gid: 0 };
+        self.rename_as(parent, name, newparent, newname, flags, root)
+    }
+
+    /// rename(2) and renameat2(2) by `caller`, who owns the whiteout that `RENAME_WHITEOUT`
+    /// leaves, in the same batch as the rename.
+    pub fn rename_as(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+        caller: Caller,
+    ) -> FsResult<()> {
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0 {
             return Err(FsError::Invalid);
         }
-        if flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0 {
+        if flags & (RENAME_NOREPLACE | RENAME_WHITEOUT) != 0 && flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::Invalid);
         }
         if name.len() > MAX_NAME_LEN {
@@ -1574,8 +1599,8 @@ impl Fs {
         check_name(newname)?;
         let now = Timestamp::now();
         let mut st = self.state.lock();
-        self.load_dir(&st, parent)?;
-        self.load_dir(&st, newparent)?;
+        let prec = self.load_dir(&st, parent)?;
+        let nprec = self.load_dir(&st, newparent)?;
         let src = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
         let dst = self.find_entry(newparent, newname)?;
         if parent == newparent && name == newname {
@@ -1591,6 +1616,15 @@ impl Fs {
         let src_dir = src.kind == FileKind::Directory;
         if src_dir && self.is_within(&st, newparent, src.ino)? {
             return Err(FsError::Invalid);
+        }
+        // After the checks the VFS makes before it asks the file system (EEXIST, ENOENT,
+        // EINVAL), as ext4's `may_delete` comes after them.
+        if dst.as_ref().is_none_or(|d| d.ino != src.ino) {
+            inode_flags::check_remove_entry(&prec, &self.load(&st, src.ino)?)?;
+            match &dst {
+                Some(d) => inode_flags::check_remove_entry(&nprec, &self.load(&st, d.ino)?)?,
+                None => inode_flags::check_add_entry(&nprec)?,
+            }
         }
         let mut txn = Txn::default();
         if exchange {
@@ -1643,6 +1677,9 @@ impl Fs {
                 self.drop_link(&st, &mut txn, dst.ino, newparent, now)?;
             }
             self.remove_entry(&mut txn, parent, name)?;
+            if flags & RENAME_WHITEOUT != 0 {
+                self.add_whiteout(&st, &mut txn, parent, &prec, name, caller, now)?;
+            }
             self.add_entry(
                 &mut txn,
                 newparent,
@@ -1768,6 +1805,7 @@ impl Fs {
         if st.nodes.get(&ino).is_some_and(|n| n.gone) {
             return Err(FsError::NotFound);
         }
+        inode_flags::check_write(&rec, offset)?;
         let group = st.record_group(ino, &rec);
         rec.group = group;
         let pages_before = rec.pages;
@@ -1886,6 +1924,8 @@ impl Fs {
         mode: i32,
         kill_suid_sgid: Option<InGroup>,
     ) -> FsResult<()> {
+        // Before the mode is looked at: the VFS refuses these first.
+        inode_flags::check_fallocate(&self.getattr_record(ino)?, mode)?;
         self.fallocate_modes(ino, offset, length, mode, kill_suid_sgid)
     }
 
@@ -2014,6 +2054,7 @@ impl Fs {
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let mut rec = self.txn_inode(&st, &mut txn, ino)?.clone();
+        inode_flags::check_xattr_change(&rec)?;
         let key = keys::xattr_key(ino, name);
         let exists = self.engine.contains(&key);
         if flags & libc::XATTR_CREATE != 0 && exists {
@@ -2094,6 +2135,7 @@ impl Fs {
         let mut txn = Txn::default();
         let key = keys::xattr_key(ino, name);
         let rec = self.txn_inode(&st, &mut txn, ino)?;
+        inode_flags::check_xattr_change(rec)?;
         if !self.engine.contains(&key) {
             return Err(FsError::NoXattr);
         }
