@@ -687,6 +687,14 @@ whatever order concurrent writers update the index in",
         ["--release", "--test", "fs_data",
          "truncate_and_unlink_work_grows_with_stored_pages_not_file_size"],
     ),
+    (
+        "pre-epoch-time-taken-as-fuser-reads-it",
+        "fs setattr: a time before the epoch keeps its nanoseconds (fuser 0.18 reads (secs < 0, nsecs) as -(|secs| + nsecs))",
+        "src/fs/fuse_adapter.rs",
+        "        TimeOrNow::SpecificTime(s) => TimeSet::At(super::kernel_time::from_fuser(s)),\n",
+        "        TimeOrNow::SpecificTime(s) => TimeSet::At(s),\n",
+        ["--release", "--lib", "fs::fuse_adapter::tests::times_before_the_epoch_keep_their_nanoseconds"],
+    ),
 ]
 
 

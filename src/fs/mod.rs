@@ -46,6 +46,7 @@ pub mod check;
 pub mod error;
 pub mod fuse_adapter;
 pub mod groups;
+pub mod kernel_time;
 pub mod keys;
 pub mod stats;
 
