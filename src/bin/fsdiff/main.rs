@@ -68,7 +68,8 @@ struct Args {
     list: bool,
 }
 
-const CHECKS: &[&str] = &["blocks", "atime"];
+/// Compared details and parameter ranges that can be switched off like ops.
+const CHECKS: &[&str] = &["blocks", "atime", "8tib_to_16tib", "lseek_past_16tib"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -133,12 +134,16 @@ fn main() -> ExitCode {
     println!(
         "fsdiff: ops {} ; checks {}",
         kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
-        [("blocks", checks.blocks), ("atime", checks.atime)]
-            .iter()
-            .filter(|c| c.1)
-            .map(|c| c.0)
-            .collect::<Vec<_>>()
-            .join(",")
+        [
+            ("blocks", checks.blocks),
+            ("atime", checks.atime),
+            ("8tib_to_16tib", enabled("8tib_to_16tib"))
+        ]
+        .iter()
+        .filter(|c| c.1)
+        .map(|c| c.0)
+        .collect::<Vec<_>>()
+        .join(",")
     );
     let mut a = match Side::new(&args.test, checks) {
         Ok(s) => s,
@@ -155,6 +160,11 @@ fn main() -> ExitCode {
         }
     };
     let paths = ops::paths();
+    let generator = ops::Gen {
+        kinds: kinds.clone(),
+        beyond_8tib: enabled("8tib_to_16tib"),
+        lseek_past_16tib: enabled("lseek_past_16tib"),
+    };
 
     if let Some(file) = &args.replay {
         let text = match std::fs::read_to_string(file) {
@@ -197,7 +207,7 @@ fn main() -> ExitCode {
         let _ = std::io::stdout().flush();
         let mut rng = Rng::new(seed);
         let np = paths.len();
-        let mut next = || Some(ops::generate(&mut rng, &kinds, np));
+        let mut next = || Some(ops::generate(&mut rng, &generator, np));
         let code = run_seq(
             &mut a,
             &mut b,

@@ -195,7 +195,12 @@ fn slot(r: &mut Rng) -> u8 {
     }
 }
 
-fn offset(r: &mut Rng) -> (i64, u8) {
+/// Offsets from 8 TiB - 4 KiB to 16 TiB: ext4 takes them, logstorfs (MAX_FILE_SIZE) does not.
+fn beyond_8tib(off: i64) -> bool {
+    ((1 << 43) - 4096..1 << 44).contains(&off)
+}
+
+fn offset(r: &mut Rng, g: &Gen) -> (i64, u8) {
     if r.chance(30) {
         (r.pick(EOF_DELTAS), 1)
     } else if r.chance(75) {
@@ -204,8 +209,25 @@ fn offset(r: &mut Rng) -> (i64, u8) {
             0,
         )
     } else {
-        (r.pick(OFFSETS), 0)
+        let o = r.pick(OFFSETS);
+        (
+            if !g.beyond_8tib && beyond_8tib(o) {
+                1 << 44
+            } else {
+                o
+            },
+            0,
+        )
     }
+}
+
+/// What ops are generated.
+pub struct Gen {
+    pub kinds: Vec<Kind>,
+    /// Whether offsets between 8 TiB and 16 TiB are used (the `8tib_to_16tib` feature).
+    pub beyond_8tib: bool,
+    /// Whether lseek goes past ext4's largest size (the `lseek_past_16tib` feature).
+    pub lseek_past_16tib: bool,
 }
 
 fn falloc_len(r: &mut Rng) -> i64 {
@@ -216,7 +238,8 @@ fn falloc_len(r: &mut Rng) -> i64 {
     }
 }
 
-pub fn generate(r: &mut Rng, kinds: &[Kind], npaths: usize) -> Op {
+pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
+    let kinds = &g.kinds;
     let total: u64 = kinds.iter().map(|k| k.weight()).sum();
     let mut x = r.next() % total;
     let mut kind = kinds[0];
@@ -280,26 +303,29 @@ pub fn generate(r: &mut Rng, kinds: &[Kind], npaths: usize) -> Op {
         }
         Read => op.len = r.pick(LENGTHS),
         Pread | Write | Pwrite => {
-            (op.off, op.eof) = offset(r);
+            (op.off, op.eof) = offset(r, g);
             op.len = r.pick(LENGTHS);
             op.fl = r.next() as i64 & 0xffff; // data pattern
         }
-        Ftruncate | Truncate => (op.off, op.eof) = offset(r),
+        Ftruncate | Truncate => (op.off, op.eof) = offset(r, g),
         Lseek => {
-            (op.off, _) = offset(r);
+            (op.off, _) = offset(r, g);
+            if !g.lseek_past_16tib && op.off >= (1 << 44) - 4096 {
+                op.off = 1 << 40;
+            }
             op.fl = r.pick(&[libc::SEEK_SET, libc::SEEK_CUR, libc::SEEK_END, 7]) as i64;
         }
-        SeekData | SeekHole => (op.off, op.eof) = offset(r),
+        SeekData | SeekHole => (op.off, op.eof) = offset(r, g),
         Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange => {
-            (op.off, op.eof) = offset(r);
+            (op.off, op.eof) = offset(r, g);
             op.len = falloc_len(r);
             if kind == ZeroRange && r.chance(50) {
                 op.fl = libc::FALLOC_FL_KEEP_SIZE as i64;
             }
         }
         CopyRange => {
-            (op.off, op.eof) = offset(r);
-            (op.off2, _) = offset(r);
+            (op.off, op.eof) = offset(r, g);
+            (op.off2, _) = offset(r, g);
             // No huge lengths: a copy runs to EOF, and through a sparse terabyte file ext4
             // writes its holes out as zeros until the disk is full.
             op.len = r.pick(LENGTHS);
