@@ -695,6 +695,14 @@ whatever order concurrent writers update the index in",
         "        TimeOrNow::SpecificTime(s) => TimeSet::At(s),\n",
         ["--release", "--lib", "fs::fuse_adapter::tests::times_before_the_epoch_keep_their_nanoseconds"],
     ),
+    (
+        "xattr-unknown-namespace-accepted",
+        "fs xattrs: a name outside ext4's namespaces is EOPNOTSUPP and a bare prefix EINVAL (FUSE passes every name to the daemon)",
+        "src/fs/xattr_names.rs",
+        "    if SYSTEM_NAMES.contains(&name) {\n",
+        "    if SYSTEM_NAMES.contains(&name) || !name.is_empty() {\n",
+        ["--release", "--test", "fs_namespace", "xattr_names_outside_ext4_namespaces_are_refused_as_ext4_does"],
+    ),
 ]
 
 

@@ -49,6 +49,7 @@ pub mod groups;
 pub mod kernel_time;
 pub mod keys;
 pub mod stats;
+pub mod xattr_names;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -2025,6 +2026,7 @@ impl Fs {
         if name.is_empty() {
             return Err(FsError::Invalid);
         }
+        xattr_names::check(name)?;
         if value.len() > MAX_XATTR_VALUE_LEN {
             return Err(FsError::TooBig);
         }
@@ -2079,6 +2081,7 @@ impl Fs {
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
+        xattr_names::check(name)?;
         let st = self.state.lock();
         self.load(&st, ino)?;
         self.engine
@@ -2110,6 +2113,7 @@ impl Fs {
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
+        xattr_names::check(name)?;
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let key = keys::xattr_key(ino, name);
