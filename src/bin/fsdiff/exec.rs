@@ -23,6 +23,8 @@ pub struct Checks {
     pub blocks: bool,
     /// atime (only whether it is recent or the exact value that utimensat set).
     pub atime: bool,
+    /// lseek on a directory.
+    pub lseek_dir: bool,
 }
 
 pub struct Side {
@@ -312,6 +314,9 @@ impl Side {
                 }
                 Fsync => res(libc::fsync(fd1) as i64),
                 Fdatasync => res(libc::fdatasync(fd1) as i64),
+                Lseek | SeekData | SeekHole if !self.checks.lseek_dir && is_dir(fd1) => {
+                    "not run: a directory".to_string()
+                }
                 Lseek => res(libc::lseek(fd1, op.off, op.fl as i32)),
                 SeekData => res(libc::lseek(fd1, at(fd1, op.off, op.eof), libc::SEEK_DATA)),
                 SeekHole => res(libc::lseek(fd1, at(fd1, op.off, op.eof), libc::SEEK_HOLE)),
@@ -736,6 +741,11 @@ fn blocks_text(blocks: i64) -> &'static str {
     } else {
         " blocks >0"
     }
+}
+
+fn is_dir(fd: libc::c_int) -> bool {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR }
 }
 
 /// The names in a directory (with . and ..), sorted, via getdents64.

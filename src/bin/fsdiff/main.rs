@@ -69,7 +69,14 @@ struct Args {
 }
 
 /// Compared details and parameter ranges that can be switched off like ops.
-const CHECKS: &[&str] = &["blocks", "atime", "8tib_to_16tib", "lseek_past_16tib"];
+const CHECKS: &[&str] = &[
+    "blocks",
+    "atime",
+    "8tib_to_16tib",
+    "past_s_maxbytes",
+    "lseek_dir",
+    "chown_nothing",
+];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -126,6 +133,7 @@ fn main() -> ExitCode {
     let checks = Checks {
         blocks: enabled("blocks"),
         atime: enabled("atime"),
+        lseek_dir: enabled("lseek_dir"),
     };
     if kinds.is_empty() {
         eprintln!("fsdiff: no ops enabled");
@@ -134,16 +142,12 @@ fn main() -> ExitCode {
     println!(
         "fsdiff: ops {} ; checks {}",
         kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
-        [
-            ("blocks", checks.blocks),
-            ("atime", checks.atime),
-            ("8tib_to_16tib", enabled("8tib_to_16tib"))
-        ]
-        .iter()
-        .filter(|c| c.1)
-        .map(|c| c.0)
-        .collect::<Vec<_>>()
-        .join(",")
+        CHECKS
+            .iter()
+            .copied()
+            .filter(|c| enabled(c))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let mut a = match Side::new(&args.test, checks) {
         Ok(s) => s,
@@ -163,7 +167,8 @@ fn main() -> ExitCode {
     let generator = ops::Gen {
         kinds: kinds.clone(),
         beyond_8tib: enabled("8tib_to_16tib"),
-        lseek_past_16tib: enabled("lseek_past_16tib"),
+        past_s_maxbytes: enabled("past_s_maxbytes"),
+        chown_nothing: enabled("chown_nothing"),
     };
 
     if let Some(file) = &args.replay {

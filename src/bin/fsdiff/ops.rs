@@ -226,8 +226,11 @@ pub struct Gen {
     pub kinds: Vec<Kind>,
     /// Whether offsets between 8 TiB and 16 TiB are used (the `8tib_to_16tib` feature).
     pub beyond_8tib: bool,
-    /// Whether lseek goes past ext4's largest size (the `lseek_past_16tib` feature).
-    pub lseek_past_16tib: bool,
+    /// Whether lseek and copy_file_range's output go past ext4's largest size (the
+    /// `past_s_maxbytes` feature).
+    pub past_s_maxbytes: bool,
+    /// Whether chown(-1, -1) is generated (the `chown_nothing` feature).
+    pub chown_nothing: bool,
 }
 
 fn falloc_len(r: &mut Rng) -> i64 {
@@ -310,7 +313,7 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         Ftruncate | Truncate => (op.off, op.eof) = offset(r, g),
         Lseek => {
             (op.off, _) = offset(r, g);
-            if !g.lseek_past_16tib && op.off >= (1 << 44) - 4096 {
+            if !g.past_s_maxbytes && op.off >= (1 << 44) - 4096 {
                 op.off = 1 << 40;
             }
             op.fl = r.pick(&[libc::SEEK_SET, libc::SEEK_CUR, libc::SEEK_END, 7]) as i64;
@@ -326,6 +329,9 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         CopyRange => {
             (op.off, op.eof) = offset(r, g);
             (op.off2, _) = offset(r, g);
+            if !g.past_s_maxbytes && op.off2 >= (1 << 44) - 4096 {
+                op.off2 = 1 << 40;
+            }
             // No huge lengths: a copy runs to EOF, and through a sparse terabyte file ext4
             // writes its holes out as zeros until the disk is full.
             op.len = r.pick(LENGTHS);
@@ -351,6 +357,9 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         Chown => {
             op.off = r.pick(IDS);
             op.off2 = r.pick(IDS);
+            if !g.chown_nothing && op.off == -1 && op.off2 == -1 {
+                op.off = 0;
+            }
             op.fl = if r.chance(30) {
                 libc::AT_SYMLINK_NOFOLLOW as i64
             } else {
