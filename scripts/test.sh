@@ -120,6 +120,9 @@ if stage verify; then
     # compared with a kernel ext4 loop mount.
     timed "scripts/killpriv.sh" timeout --kill-after=30 300 bash scripts/killpriv.sh || true
     grep -q '^killpriv ' "$RESULTS_FILE" || echo "killpriv 0 1" >> "$RESULTS_FILE"
+    # The same random system calls on the mount and on ext4, every result and errno compared.
+    timed "scripts/fsdiff.sh" timeout --kill-after=30 180 bash scripts/fsdiff.sh || true
+    grep -q '^fsdiff ' "$RESULTS_FILE" || echo "fsdiff 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true
