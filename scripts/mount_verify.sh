@@ -253,6 +253,9 @@ t_touch() {
     expect_eq "$(date -d "2010-01-01 UTC" +%s)" "$(stat -c %X "$MNT/modes")" atime
     touch -d "1999-12-31 23:59:59 UTC" "$MNT/modedir"
     expect_eq "$(date -d "1999-12-31 23:59:59 UTC" +%s)" "$(stat -c %Y "$MNT/modedir")" "dir mtime"
+    # Before the epoch with a fraction: fuser 0.18 reads (secs < 0, nsecs) as -(|secs| + nsecs).
+    touch -m -d @-99999.25 "$MNT/modes"
+    expect_eq "-99999.250000000" "$(stat -c %.9Y "$MNT/modes")" "mtime before the epoch"
 }
 check "touch -d + mtime/atime check" t_touch
 

@@ -796,6 +796,22 @@ whatever order concurrent writers update the index in",
         ["--release", "--test", "fs_inode_flags",
          "rename_whiteout_leaves_a_whiteout_at_the_source_in_the_same_batch"],
     ),
+    (
+        "pre-epoch-time-taken-as-fuser-reads-it",
+        "fs setattr: a time before the epoch keeps its nanoseconds (fuser 0.18 reads (secs < 0, nsecs) as -(|secs| + nsecs))",
+        "src/fs/fuse_adapter.rs",
+        "        TimeOrNow::SpecificTime(s) => TimeSet::At(super::kernel_time::from_fuser(s)),\n",
+        "        TimeOrNow::SpecificTime(s) => TimeSet::At(s),\n",
+        ["--release", "--lib", "fs::fuse_adapter::tests::times_before_the_epoch_keep_their_nanoseconds"],
+    ),
+    (
+        "xattr-unknown-namespace-accepted",
+        "fs xattrs: a name outside ext4's namespaces is EOPNOTSUPP and a bare prefix EINVAL (FUSE passes every name to the daemon)",
+        "src/fs/xattr_names.rs",
+        "    if SYSTEM_NAMES.contains(&name) {\n",
+        "    if SYSTEM_NAMES.contains(&name) || !name.is_empty() {\n",
+        ["--release", "--test", "fs_namespace", "xattr_names_outside_ext4_namespaces_are_refused_as_ext4_does"],
+    ),
 ]
 
 

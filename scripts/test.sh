@@ -132,6 +132,9 @@ if stage verify; then
     # mount, the O_TMPFILE/statx fallback: as root and as an unprivileged user, against ext4.
     timed "scripts/chattr_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/chattr_vs_ext4.sh || true
     grep -q '^chattr-vs-ext4 ' "$RESULTS_FILE" || echo "chattr-vs-ext4 0 1" >> "$RESULTS_FILE"
+    # The same random system calls on the mount and on ext4, every result and errno compared.
+    timed "scripts/fsdiff.sh" timeout --kill-after=30 180 bash scripts/fsdiff.sh || true
+    grep -q '^fsdiff ' "$RESULTS_FILE" || echo "fsdiff 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true

@@ -374,6 +374,47 @@ fn setattr_mode_owner_times() {
 }
 
 #[test]
+fn xattr_names_outside_ext4_namespaces_are_refused_as_ext4_does() {
+    // The FUSE kernel passes every name through (its one handler has an empty prefix), so the
+    // namespace rules the VFS applies to ext4 are the daemon's: a bare prefix is EINVAL, a
+    // namespace ext4 does not know EOPNOTSUPP, for set, get and remove alike.
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let ino = make_file(&fs, ROOT_INO, "f", b"");
+    for (name, errno) in [
+        (&b"user."[..], libc::EINVAL),
+        (b"trusted.", libc::EINVAL),
+        (b"security.", libc::EINVAL),
+        (b"system.", libc::EOPNOTSUPP),
+        (b"system.x", libc::EOPNOTSUPP),
+        (b"foo.bar", libc::EOPNOTSUPP),
+        (b"xyz", libc::EOPNOTSUPP),
+    ] {
+        let shown = String::from_utf8_lossy(name);
+        assert_eq!(
+            fs.setxattr(ino, name, b"v", 0).unwrap_err().errno(),
+            errno,
+            "set {shown}"
+        );
+        assert_eq!(
+            fs.getxattr(ino, name).unwrap_err().errno(),
+            errno,
+            "get {shown}"
+        );
+        assert_eq!(
+            fs.removexattr(ino, name).unwrap_err().errno(),
+            errno,
+            "remove {shown}"
+        );
+    }
+    assert!(fs.listxattr(ino).unwrap().is_empty());
+    for name in [&b"user.u"[..], b"trusted.t", b"security.s"] {
+        fs.setxattr(ino, name, b"v", 0).unwrap();
+        assert_eq!(fs.getxattr(ino, name).unwrap(), b"v");
+    }
+}
+
+#[test]
 fn access_acl_xattr_sets_the_mode_like_ext4() {
     // What `cp -a` writes after creating a file with mode 0600: an ACL equal to mode 0644.
     let dir = tempfile::tempdir().unwrap();

@@ -161,7 +161,7 @@ fn caller_in_group(req: &Request, gid: u32) -> bool {
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(s) => TimeSet::At(s),
+        TimeOrNow::SpecificTime(s) => TimeSet::At(super::kernel_time::from_fuser(s)),
     }
 }
 
@@ -261,8 +261,8 @@ impl Filesystem for FuseFs {
             size,
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
-            ctime,
-            crtime,
+            ctime: ctime.map(super::kernel_time::from_fuser),
+            crtime: crtime.map(super::kernel_time::from_fuser),
             flags: None,
             // FUSE_HANDLE_KILLPRIV_V2: the kernel no longer clears these bits itself. A chown
             // of a non-directory drops them whoever asks (set-group-ID without group execute
@@ -746,6 +746,47 @@ impl Filesystem for FuseFs {
         match result {
             Ok(data) => reply.ioctl(0, &data),
             Err(e) => reply.error(errno("ioctl", req, &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::fs::keys::Timestamp;
+
+    /// What fuser 0.18 hands over for the kernel's timespec (secs, nsecs): its
+    /// `system_time_from_time`, which takes a time before the epoch as -(|secs| + nsecs).
+    fn as_fuser_delivers(secs: i64, nsecs: u32) -> SystemTime {
+        if secs >= 0 {
+            UNIX_EPOCH + Duration::new(secs as u64, nsecs)
+        } else {
+            UNIX_EPOCH - Duration::new(secs.unsigned_abs(), nsecs)
+        }
+    }
+
+    #[test]
+    fn times_before_the_epoch_keep_their_nanoseconds() {
+        for (secs, nsecs) in [
+            (-100_000, 959_901_671),
+            (-1, 1),
+            (-2, 500_000_000),
+            (-1, 0),
+            (5, 7),
+            (0, 0),
+        ] {
+            let TimeSet::At(t) = time_set(TimeOrNow::SpecificTime(as_fuser_delivers(secs, nsecs)))
+            else {
+                panic!("a specific time became Now");
+            };
+            let got = Timestamp::from_system(t);
+            assert_eq!(
+                (got.secs, got.nanos),
+                (secs, nsecs),
+                "utimensat to {secs} s + {nsecs} ns"
+            );
         }
     }
 }

@@ -49,9 +49,11 @@ pub mod export;
 pub mod fuse_adapter;
 pub mod groups;
 pub mod inode_flags;
+pub mod kernel_time;
 pub mod keys;
 pub mod stats;
 pub mod whiteout;
+pub mod xattr_names;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -2045,6 +2047,7 @@ impl Fs {
         if name.is_empty() {
             return Err(FsError::Invalid);
         }
+        xattr_names::check(name)?;
         if value.len() > MAX_XATTR_VALUE_LEN {
             return Err(FsError::TooBig);
         }
@@ -2100,6 +2103,7 @@ impl Fs {
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
+        xattr_names::check(name)?;
         let st = self.state.lock();
         self.load(&st, ino)?;
         self.engine
@@ -2131,6 +2135,7 @@ impl Fs {
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
+        xattr_names::check(name)?;
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let key = keys::xattr_key(ino, name);

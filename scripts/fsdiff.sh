@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The differential tester (src/bin/fsdiff): the same random system calls on a fresh logstorfs
+# mount and on a kernel ext4 loop mount, every result, errno, file checksum and the tree
+# compared. Runs consecutive seeds for FSDIFF_SECONDS (the first seed is printed; a divergence
+# prints the op log, which `fsdiff --replay` reruns). The ops known to differ today are listed,
+# with their reasons, in src/bin/fsdiff/known.rs and left out.
+#
+#   bash scripts/fsdiff.sh [BINARY]
+#
+# Needs root (loop mount, chown). Env: FSDIFF_SECONDS (default 60), FSDIFF_SEED (default: from
+# the clock), FSDIFF_COUNT (ops per seed, 400), FSDIFF_ARGS (more fsdiff arguments, e.g.
+# "--all" or "--ops fallocate,punch_hole"), FSDIFF (the fsdiff binary), KEEP=1, TMPDIR.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+[[ $# -ge 1 ]] && LOGSTORFS="$(realpath "$1")"
+FSDIFF="${FSDIFF:-$(dirname "$LOGSTORFS")/fsdiff}"
+
+for tool in mkfs.ext4 fusermount3 mountpoint; do
+    command -v "$tool" >/dev/null || die "$tool is missing"
+done
+[[ -x "$FSDIFF" ]] || die "fsdiff binary not found at $FSDIFF (cargo build --release)"
+[[ $(id -u) -eq 0 ]] || die "run as root (loop mount, chown)"
+
+SECONDS_BUDGET="${FSDIFF_SECONDS:-60}"
+SEED="${FSDIFF_SEED:-$(( $(date +%s%N) % 1000000000 ))}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-verify.XXXXXX")"
+MNT="$WORK/mnt"
+EXT="$WORK/ext4"
+mkdir -p "$MNT" "$EXT"
+EXT_MOUNTED=0
+cleanup() {
+    cleanup_mounts
+    [[ $EXT_MOUNTED == 1 ]] && umount "$EXT" 2>/dev/null
+    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+log "fsdiff on $(backend_name) against ext4, first seed $SEED, ${SECONDS_BUDGET}s, work dir $WORK"
+# 1 KiB inodes: user xattrs stay in the inode, so that ext4's st_blocks counts data alone.
+truncate -s 512M "$WORK/ext4.img"
+mkfs.ext4 -q -F -I 1024 "$WORK/ext4.img"
+mount -o loop "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
+EXT_MOUNTED=1
+check_here "mount fresh store" mount_fresh "$WORK/store" "$MNT" 1G || { summary fsdiff; exit 1; }
+
+t_fsdiff() {
+    # shellcheck disable=SC2086
+    "$FSDIFF" --test "$MNT/w" --reference "$EXT/w" --seed "$SEED" --duration "$SECONDS_BUDGET" \
+        --count "${FSDIFF_COUNT:-400}" --log-dir "$WORK" ${FSDIFF_ARGS:-}
+}
+# Not `check`: its output is cut to 20 lines, and a divergence's op log must be shown whole.
+t_fsdiff_logged() {
+    local rc=0
+    t_fsdiff || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        echo "replay: $FSDIFF --test DIR --reference DIR --replay FILE (the op log above)"
+    fi
+    return $rc
+}
+check_here "fsdiff: seeds from $SEED for ${SECONDS_BUDGET}s agree with ext4" t_fsdiff_logged || true
+check_here "unmount" unmount "$MNT" || true
+summary fsdiff
