@@ -106,15 +106,6 @@ MUTANTS = [
         ["--lib", "engine::tests::copies_and_close::the_separator_copies_only_records_the_log_made_durable"],
     ),
     (
-        "reclaim-lock-not-held-while-copying",
-        "4.4 a pass reads and copies a victim under the reclaim lock, so that it is not freed and reused meanwhile",
-        "src/engine/mod.rs",
-        "                // and copied; it may have done so since the snapshot.\n                let _no_free = self.reclaim_lock.lock();\n",
-        "                // and copied; it may have done so since the snapshot.\n",
-        ["--release", "--features", "shuttle", "--test", "engine_schedules",
-         "a_victim_freed_and_reused_during_its_pass"],
-    ),
-    (
         "pass-budget-ignores-open-group-segments",
         "4.8 space: a pass copies a segment only if every group it copies into can have a segment",
         "src/engine/mod.rs",
