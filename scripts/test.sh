@@ -120,6 +120,10 @@ if stage verify; then
     # compared with a kernel ext4 loop mount.
     timed "scripts/killpriv.sh" timeout --kill-after=30 300 bash scripts/killpriv.sh || true
     grep -q '^killpriv ' "$RESULTS_FILE" || echo "killpriv 0 1" >> "$RESULTS_FILE"
+    # Default ACL inheritance, ACL enforcement (FUSE_POSIX_ACL) and atime rules, compared with
+    # a kernel ext4 loop mount (needs setfacl, from the acl package installed above).
+    timed "scripts/acl_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/acl_vs_ext4.sh || true
+    grep -q '^acl-vs-ext4 ' "$RESULTS_FILE" || echo "acl-vs-ext4 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true
