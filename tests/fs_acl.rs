@@ -293,6 +293,26 @@ fn a_named_acl_entry_grants_what_the_mode_bits_deny() {
         matches!(fs.access(f, read, stranger), Err(FsError::Access)),
         "the group class bits are the mask, which others do not get"
     );
+    // The mask limits the named entry: rw- under a mask of r-- grants read only.
+    fs.setxattr(
+        f,
+        ACCESS,
+        &acl(&[
+            (USER_OBJ, 6, UNDEFINED),
+            (USER, 6, OTHER_USER.uid),
+            (GROUP_OBJ, 0, UNDEFINED),
+            (MASK, 4, UNDEFINED),
+            (OTHER, 0, UNDEFINED),
+        ]),
+        0,
+    )
+    .unwrap();
+    fs.access(f, read, OTHER_USER)
+        .expect("read within the mask");
+    assert!(
+        matches!(fs.access(f, libc::W_OK, OTHER_USER), Err(FsError::Access)),
+        "write is outside the mask"
+    );
     // chmod 600 cuts the mask to nothing: the entry stays but grants nothing.
     fs.setattr(
         f,
