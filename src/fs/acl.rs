@@ -24,6 +24,9 @@ const TAG_GROUP: u16 = 0x08;
 const TAG_MASK: u16 = 0x10;
 const TAG_OTHER: u16 = 0x20;
 
+/// An ACL xattr a new inode inherits: its name and value.
+pub type InheritedXattr = (&'static [u8], Vec<u8>);
+
 /// One entry as stored: tag, permission bits (rwx = 4|2|1), and the user or group ID of a named
 /// entry (undefined, all ones, for the others).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +48,7 @@ impl Acl {
     /// group and other entry, named entries in their place, a mask if there are any). `None`
     /// for a value with no entries, which Linux takes as removing the ACL.
     pub fn parse(value: &[u8]) -> FsResult<Option<Acl>> {
-        if value.len() < 4 || (value.len() - 4) % 8 != 0 {
+        if value.len() < 4 || !(value.len() - 4).is_multiple_of(8) {
             return Err(FsError::Invalid);
         }
         let version = u32::from_le_bytes([value[0], value[1], value[2], value[3]]);

@@ -1164,19 +1164,19 @@ impl Fs {
             rec.perm = (mode & 0o7777) as u16;
             // A chmod rewrites the access ACL's owner, mask (or group) and other entries.
             let key = keys::xattr_key(ino, acl::ACCESS_ACL_XATTR);
-            if rec.kind != FileKind::Symlink {
-                if let Some(mut a) = self
-                    .engine
-                    .get(&key)?
-                    .as_deref()
-                    .map(acl::Acl::parse)
-                    .transpose()?
-                    .flatten()
-                {
-                    a.chmod(rec.perm);
-                    txn.post
-                        .push(Mutation::put(st.record_group(ino, &rec), key, a.encode()));
-                }
+            let stored = match rec.kind {
+                FileKind::Symlink => None,
+                _ => self.engine.get(&key)?,
+            };
+            if let Some(mut a) = stored
+                .as_deref()
+                .map(acl::Acl::parse)
+                .transpose()?
+                .flatten()
+            {
+                a.chmod(rec.perm);
+                txn.post
+                    .push(Mutation::put(st.record_group(ino, &rec), key, a.encode()));
             }
         } else if set.kill_suid_sgid && rec.kind != FileKind::Directory {
             drop_privileges(&mut rec, in_group);
@@ -1374,7 +1374,7 @@ impl Fs {
         parent: u64,
         kind: FileKind,
         perm: &mut u16,
-    ) -> FsResult<Option<Vec<(&'static [u8], Vec<u8>)>>> {
+    ) -> FsResult<Option<Vec<acl::InheritedXattr>>> {
         let Some(value) = self
             .engine
             .get(&keys::xattr_key(parent, acl::DEFAULT_ACL_XATTR))?
