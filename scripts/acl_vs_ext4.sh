@@ -119,9 +119,13 @@ setgid_dir() {
     # Without a default ACL: the umask applies, the group and the bit are inherited alike.
     mkdir sg2; chmod 2777 sg2
     as_user bash -c 'umask 027; perl -MFcntl -e "sysopen(F, q(sg2/f), O_CREAT|O_WRONLY, 02775) or die" && mkdir sg2/d'
-    describe sg sg/* sg2 sg2/*
+    # Setting an access ACL drops set-group-ID when its owner is outside the file's group.
+    create acl-out 644; chown "$TU:0" acl-out; chmod 2770 acl-out
+    create acl-in 644; chown "$TU:$TG" acl-in; chmod 2770 acl-in
+    as_user setfacl -m u:0:r acl-out acl-in
+    describe sg sg/* sg2 sg2/* acl-out acl-in
 }
-check "set-group-ID directory: group and bit inherited, set-group-ID of a non-member's file dropped" \
+check "set-group-ID directory: group and bit inherited, set-group-ID of a non-member's file or ACL dropped" \
     both setgid setgid_dir
 
 # ---------------- enforcement and chmod ----------------
