@@ -803,6 +803,32 @@ whatever order concurrent writers update the index in",
         "    if SYSTEM_NAMES.contains(&name) || !name.is_empty() {\n",
         ["--release", "--test", "fs_namespace", "xattr_names_outside_ext4_namespaces_are_refused_as_ext4_does"],
     ),
+    (
+        "default-acl-not-inherited",
+        "fs ACLs: a new inode inherits its directory's default ACL (access ACL, and default ACL for a directory), which replaces the umask",
+        "src/fs/mod.rs",
+        "            _ => self.inherit_acl(parent, kind, &mut perm)?,\n",
+        "            _ => None::<Vec<(&[u8], Vec<u8>)>>,\n",
+        ["--release", "--test", "fs_acl",
+         "a_default_acl_is_inherited_on_create_and_replaces_the_umask"],
+    ),
+    (
+        "named-acl-entry-ignores-the-mask",
+        "fs ACLs: a named entry grants no more than the mask (which chmod sets)",
+        "src/fs/acl.rs",
+        "                TAG_USER if e.id == uid => return e.perm & mask & want == want,\n",
+        "                TAG_USER if e.id == uid => return e.perm & want == want,\n",
+        ["--release", "--test", "fs_acl", "a_named_acl_entry_grants_what_the_mode_bits_deny"],
+    ),
+    (
+        "relatime-writes-on-every-read",
+        "fs atime: under relatime a read writes the inode only if atime is not after mtime or ctime, or is a day old",
+        "src/fs/atime.rs",
+        "            key(rec.mtime) >= atime\n",
+        "            true || key(rec.mtime) >= atime\n",
+        ["--release", "--test", "fs_acl",
+         "relatime_sets_atime_only_when_it_is_not_after_mtime_or_ctime_or_a_day_old"],
+    ),
 ]
 
 

@@ -135,6 +135,10 @@ if stage verify; then
     # The same random system calls on the mount and on ext4, every result and errno compared.
     timed "scripts/fsdiff.sh" timeout --kill-after=30 180 bash scripts/fsdiff.sh || true
     grep -q '^fsdiff ' "$RESULTS_FILE" || echo "fsdiff 0 1" >> "$RESULTS_FILE"
+    # Default ACL inheritance, ACL enforcement (FUSE_POSIX_ACL) and atime rules, compared with
+    # a kernel ext4 loop mount (needs setfacl, from the acl package installed above).
+    timed "scripts/acl_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/acl_vs_ext4.sh || true
+    grep -q '^acl-vs-ext4 ' "$RESULTS_FILE" || echo "acl-vs-ext4 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use crate::engine::check::Severity;
 use crate::engine::instrument::Instrumentation;
 use crate::engine::{CompactionPolicy, Engine, EngineError, EngineOptions};
+use crate::fs::atime::AtimeMode;
 use crate::fs::fuse_adapter::FuseFs;
 use crate::fs::{Fs, FsOptions, STATS_XATTR, check, stats};
 
@@ -187,6 +188,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size '{s}' is too large"))
 }
 
+/// The atime rule `-o` options ask for (the last one wins; `relatime` by default, as the
+/// kernel's); a read-only mount never changes atime.
+pub fn atime_mode(opts: &[String]) -> AtimeMode {
+    let mut mode = AtimeMode::default();
+    let mut read_only = false;
+    for opt in opts.iter().flat_map(|o| o.split(',')) {
+        match opt {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            o => mode = AtimeMode::from_option(o).unwrap_or(mode),
+        }
+    }
+    if read_only { AtimeMode::NoAtime } else { mode }
+}
+
 /// Maps `-o` options to fuser's config. Unknown options pass through as custom options.
 pub fn parse_mount_options(opts: &[String], config: &mut Config) {
     for opt in opts
@@ -215,6 +231,9 @@ pub fn parse_mount_options(opts: &[String], config: &mut Config) {
             "noexec" => MountOption::NoExec,
             "atime" => MountOption::Atime,
             "noatime" => MountOption::NoAtime,
+            // Ours alone (see `atime_mode`): the kernel leaves atime on FUSE to the daemon, and
+            // fuser's mount(2) has no flag for them.
+            "relatime" | "strictatime" => continue,
             "dirsync" => MountOption::DirSync,
             "sync" => MountOption::Sync,
             "async" => MountOption::Async,
@@ -331,6 +350,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
         group_split_bytes: parse_size(&args.group_split_size)?,
         // The byte counts steer splits and merges only: rebuilt while the mount is live.
         defer_group_map: true,
+        atime: atime_mode(&args.options),
     };
     let instrument = Instrumentation {
         record_io: args.test_record_io.clone(),

@@ -1000,6 +1000,7 @@ fn open_deferred(dir: &Path, split: u64) -> Fs {
         FsOptions {
             group_split_bytes: split,
             defer_group_map: true,
+            ..Default::default()
         },
     )
     .expect("mount fs")

@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
@@ -191,6 +192,12 @@ impl Filesystem for FuseFs {
         // File handles of inodes the kernel evicted resolve by LOOKUP of `.` and `..`
         // (`fs::export`): open_by_handle_at and NFS re-export work instead of ESTALE.
         let _ = config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT);
+        // The kernel enforces the access ACLs we store (named entries included), reading them
+        // with getxattr; inheritance of default ACLs and the ACL side of chmod are ours (`acl`).
+        // With FUSE_DONT_MASK it sends the mode unmasked beside the umask, which we apply only
+        // where no default ACL replaces it (it would mask it before asking us otherwise).
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+        let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
         Ok(())
     }
 
@@ -390,9 +397,18 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // We are the only writer, so cached pages stay valid across opens; but a read the
+        // cache answers never reaches us to set the atime, so an open for reading when a read
+        // would set it drops the cache (see `fs::atime`).
+        let keep =
+            flags.acc_mode() == OpenAccMode::O_WRONLY || !self.fs.read_would_touch_atime(ino.0);
+        let open_flags = if keep {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
         match self.fs.open_with_flags(ino.0, flags.0) {
-            // We are the only writer, so cached pages stay valid across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh), open_flags),
             Err(e) => reply.error(errno("open", req, &e)),
         }
     }
@@ -608,7 +624,19 @@ impl Filesystem for FuseFs {
             reply.error(Errno::from_i32(libc::EINVAL));
             return;
         }
-        match self.fs.setxattr(ino.0, name.as_bytes(), value, flags) {
+        // Setting an access ACL drops the set-group-ID bit for a caller neither in the file's
+        // group nor with CAP_FSETID; the kernel would say so only with FUSE_SETXATTR_EXT, whose
+        // request layout fuser 0.18 does not read.
+        let in_group = |g| caller_in_group(req, g) || caller_has_fsetid(req);
+        let in_group: super::InGroup = if name.as_bytes() == super::acl::ACCESS_ACL_XATTR {
+            &in_group
+        } else {
+            super::IN_EVERY_GROUP
+        };
+        match self
+            .fs
+            .setxattr_as(ino.0, name.as_bytes(), value, flags, in_group)
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("setxattr", req, &e)),
         }

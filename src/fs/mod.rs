@@ -36,12 +36,14 @@
 //! error writing a batch that was already acknowledged latches the store, and reaches the user
 //! as EIO at the next write or fsync, as ext4's writeback errors do.
 //!
-//! Other decisions: atime is not updated by reads (as `noatime`); permission checks are the
-//! kernel's (`default_permissions` is always on); `access()` checks mode bits for callers that
-//! ask; fallocate reserves space by storing zero pages and has ext4's modes ([`falloc`]);
+//! Other decisions: atime follows the mount's atime option, `relatime` by default ([`atime`]);
+//! permission checks are the kernel's (`default_permissions` is always on, and `FUSE_POSIX_ACL`
+//! makes it enforce ACLs, [`acl`]); `access()` checks mode bits and the access ACL for callers
+//! that ask; fallocate reserves space by storing zero pages and has ext4's modes ([`falloc`]);
 //! `st_blocks` is 8 per stored 4 KiB page (directories report 8).
 
 pub mod acl;
+pub mod atime;
 pub mod check;
 pub mod error;
 pub mod falloc;
@@ -85,6 +87,8 @@ pub struct FsOptions {
     /// caller: [`Fs::rebuild_group_map`], typically in a thread of its own once the mount is
     /// live. Until it ends, splits and merges wait and copies stay in their groups.
     pub defer_group_map: bool,
+    /// When reads, listings and readlinks change atime (the mount's atime option).
+    pub atime: atime::AtimeMode,
 }
 
 impl Default for FsOptions {
@@ -92,6 +96,7 @@ impl Default for FsOptions {
         FsOptions {
             group_split_bytes: groups::DEFAULT_SPLIT_BYTES,
             defer_group_map: false,
+            atime: atime::AtimeMode::default(),
         }
     }
 }
@@ -335,6 +340,7 @@ pub struct Fs {
     next_fh: AtomicU64,
     /// Set at unmount: a group map rebuild still running stops (see `rebuild_group_map`).
     rebuild_stop: AtomicBool,
+    atime: atime::AtimeMode,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -582,6 +588,7 @@ impl Fs {
             }),
             next_fh: AtomicU64::new(1),
             rebuild_stop: AtomicBool::new(false),
+            atime: options.atime,
         };
         let started = std::time::Instant::now();
         fs.reclaim_orphans()?;
@@ -1167,6 +1174,22 @@ impl Fs {
         }
         if let Some(mode) = set.mode {
             rec.perm = (mode & 0o7777) as u16;
+            // A chmod rewrites the access ACL's owner, mask (or group) and other entries.
+            let key = keys::xattr_key(ino, acl::ACCESS_ACL_XATTR);
+            let stored = match rec.kind {
+                FileKind::Symlink => None,
+                _ => self.engine.get(&key)?,
+            };
+            if let Some(mut a) = stored
+                .as_deref()
+                .map(acl::Acl::parse)
+                .transpose()?
+                .flatten()
+            {
+                a.chmod(rec.perm);
+                txn.post
+                    .push(Mutation::put(st.record_group(ino, &rec), key, a.encode()));
+            }
         } else if set.kill_suid_sgid && rec.kind != FileKind::Directory {
             drop_privileges(&mut rec, in_group);
         }
@@ -1278,13 +1301,22 @@ impl Fs {
             return Err(FsError::Exists);
         }
         let ino = Self::alloc_ino(&st, &mut txn);
-        let mut perm = (mode & !umask & 0o7777) as u16;
+        let mut perm = (mode & 0o7777) as u16;
         let mut gid = caller.gid;
         if prec.perm & (libc::S_ISGID as u16) != 0 {
             gid = prec.gid;
             if kind == FileKind::Directory {
                 perm |= libc::S_ISGID as u16;
             }
+        }
+        // The parent's default ACL, if any, is inherited and replaces the umask (`acl`); the
+        // kernel leaves both to us (`FUSE_DONT_MASK`).
+        let inherited = match kind {
+            FileKind::Symlink => None,
+            _ => self.inherit_acl(parent, kind, &mut perm)?,
+        };
+        if inherited.is_none() {
+            perm &= !(umask & 0o7777) as u16;
         }
         let rec = InodeRecord {
             kind,
@@ -1332,12 +1364,49 @@ impl Fs {
                 target.to_vec(),
             ));
         }
+        for (name, value) in inherited.into_iter().flatten() {
+            txn.post.push(Mutation::put(
+                st.dir_group(parent),
+                keys::xattr_key(ino, name),
+                value,
+            ));
+        }
         txn.inodes.insert(ino, rec.clone());
         txn.created.insert(ino);
         self.commit(&mut st, txn)?;
         Self::remember(&mut st, ino, &rec, 1, u64::from(open));
         let fh = open.then(|| self.next_fh.fetch_add(1, Ordering::Relaxed));
         Ok((to_attr(ino, &rec), fh))
+    }
+
+    /// The ACL xattrs a new inode of `kind` with permission bits `perm` in directory `parent`
+    /// inherits from its default ACL (`acl::Acl::inherit`), `perm` cut to them; `None` if the
+    /// parent has no default ACL (then the umask applies).
+    fn inherit_acl(
+        &self,
+        parent: u64,
+        kind: FileKind,
+        perm: &mut u16,
+    ) -> FsResult<Option<Vec<acl::InheritedXattr>>> {
+        let Some(value) = self
+            .engine
+            .get(&keys::xattr_key(parent, acl::DEFAULT_ACL_XATTR))?
+        else {
+            return Ok(None);
+        };
+        let Some(default) = acl::Acl::parse(&value)? else {
+            return Ok(None);
+        };
+        let (access, mode) = default.inherit(*perm);
+        *perm = mode;
+        let mut xattrs = Vec::new();
+        if kind == FileKind::Directory {
+            xattrs.push((acl::DEFAULT_ACL_XATTR, value));
+        }
+        if let Some(access) = access {
+            xattrs.push((acl::ACCESS_ACL_XATTR, access.encode()));
+        }
+        Ok(Some(xattrs))
     }
 
     /// Creates and opens a regular file; returns its attributes and a file handle.
@@ -1433,11 +1502,12 @@ impl Fs {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         let rec = self.load(&st, ino)?;
         if rec.kind != FileKind::Symlink {
             return Err(FsError::Invalid);
         }
+        self.touch_atime(&mut st, ino, &rec);
         self.engine
             .get(&keys::symlink_key(ino))?
             .ok_or(FsError::NotFound)
@@ -1714,6 +1784,35 @@ impl Fs {
         self.commit(&mut st, txn)
     }
 
+    /// Sets the atime of `ino` (whose record is `rec`) to now if the mount's atime option says
+    /// this access changes it ([`atime::needs_update`]): only then is a record written, so
+    /// repeated reads under `relatime` write nothing. A failure to store it fails no access
+    /// (as on Linux).
+    fn touch_atime(&self, st: &mut State, ino: u64, rec: &InodeRecord) {
+        let now = Timestamp::now();
+        if !atime::needs_update(self.atime, rec, now) || st.nodes.get(&ino).is_some_and(|n| n.gone)
+        {
+            return;
+        }
+        let mut txn = Txn::default();
+        txn.loaded.insert(ino, rec.clone());
+        let mut new = rec.clone();
+        new.atime = now;
+        txn.inodes.insert(ino, new);
+        if let Err(e) = self.commit(st, txn) {
+            log::warn!("atime of inode {ino} not stored: {e}");
+        }
+    }
+
+    /// Whether a read of `ino` now would change its atime. The kernel's page cache answers
+    /// reads without asking us, so the adapter opens such a file without keeping the cache:
+    /// the next read then reaches [`Fs::read`], which sets the atime.
+    pub fn read_would_touch_atime(&self, ino: u64) -> bool {
+        let st = self.state.lock();
+        self.load(&st, ino)
+            .is_ok_and(|rec| atime::needs_update(self.atime, &rec, Timestamp::now()))
+    }
+
     /// Opens `ino`; returns a file handle.
     pub fn open(&self, ino: u64) -> FsResult<u64> {
         let mut st = self.state.lock();
@@ -1738,10 +1837,13 @@ impl Fs {
     /// Reads up to `size` bytes at `offset`; holes read as zeros; short at end of file.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let file_size = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             let rec = self.load(&st, ino)?;
             if rec.kind == FileKind::Directory {
                 return Err(FsError::IsDir);
+            }
+            if size > 0 {
+                self.touch_atime(&mut st, ino, &rec);
             }
             rec.size
         };
@@ -1952,11 +2054,12 @@ impl Fs {
     /// removed meanwhile never make the listing skip or repeat others.
     pub fn readdir(&self, ino: u64, offset: u64) -> FsResult<Vec<DirListEntry>> {
         let parent = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             let rec = self.load(&st, ino)?;
             if rec.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
             }
+            self.touch_atime(&mut st, ino, &rec);
             rec.parent
         };
         let mut out = Vec::new();
@@ -2041,6 +2144,20 @@ impl Fs {
     // ----- xattrs -----
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.setxattr_as(ino, name, value, flags, IN_EVERY_GROUP)
+    }
+
+    /// [`Fs::setxattr`] by a caller in the groups `in_group` names: an access ACL set by a
+    /// caller neither in the file's group nor with `CAP_FSETID` drops its set-group-ID bit
+    /// (`posix_acl_update_mode`).
+    pub fn setxattr_as(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        in_group: InGroup,
+    ) -> FsResult<()> {
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
@@ -2067,11 +2184,29 @@ impl Fs {
             return Err(FsError::NoXattr);
         }
         rec.ctime = Timestamp::now();
-        if name == acl::ACCESS_ACL_XATTR {
-            // The ACL sets the mode bits; one that says nothing more is not kept (as ext4).
-            let mode = acl::parse_access_acl(value)?;
-            rec.perm = (rec.perm & !0o777) | mode.perm;
-            if mode.equivalent {
+        if name == acl::ACCESS_ACL_XATTR || name == acl::DEFAULT_ACL_XATTR {
+            // An ACL without entries removes it, as Linux reads one.
+            let parsed = acl::Acl::parse(value)?;
+            let keep = match &parsed {
+                None => false,
+                Some(_) if name == acl::DEFAULT_ACL_XATTR => {
+                    if rec.kind != FileKind::Directory {
+                        return Err(FsError::Access);
+                    }
+                    true
+                }
+                Some(a) => {
+                    // The access ACL sets the mode bits; one that says nothing more is not kept
+                    // (as ext4).
+                    let mode = a.mode();
+                    rec.perm = (rec.perm & !0o777) | mode.perm;
+                    if !in_group(rec.gid) {
+                        rec.perm &= !(libc::S_ISGID as u16);
+                    }
+                    !mode.equivalent
+                }
+            };
+            if !keep {
                 if exists {
                     txn.post.push(Mutation::delete(TOMBSTONE_GROUP, key));
                 }
@@ -2149,7 +2284,9 @@ impl Fs {
         self.commit(&mut st, txn)
     }
 
-    /// access(2): checks `mask` (R_OK/W_OK/X_OK bits; 0 = existence) against the mode bits.
+    /// access(2): checks `mask` (R_OK/W_OK/X_OK bits; 0 = existence) against the mode bits and,
+    /// for a caller other than the owner, the access ACL if the group class has any bit (as
+    /// Linux's `acl_permission_check`). The caller's groups are its `gid` only.
     pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> FsResult<()> {
         let st = self.state.lock();
         let rec = self.load(&st, ino)?;
@@ -2167,6 +2304,23 @@ impl Fs {
             6 | x
         } else if caller.uid == rec.uid {
             (perm >> 6) & 7
+        } else if let Some(a) = (perm & 0o070 != 0)
+            .then(|| {
+                self.engine
+                    .get(&keys::xattr_key(ino, acl::ACCESS_ACL_XATTR))
+            })
+            .transpose()?
+            .flatten()
+            .as_deref()
+            .map(acl::Acl::parse)
+            .transpose()?
+            .flatten()
+        {
+            let in_group = |g| g == caller.gid;
+            if a.permits(caller.uid, rec.uid, rec.gid, &in_group, mask as u16) {
+                return Ok(());
+            }
+            return Err(FsError::Access);
         } else if caller.gid == rec.gid {
             (perm >> 3) & 7
         } else {
