@@ -72,6 +72,22 @@ fn flags_round_trip_and_survive_a_remount() {
     assert_eq!(fs.inode_flags(f).unwrap(), FS_APPEND_FL);
 }
 
+/// ext4 ignores flags a user may not change (`EXT4_FL_USER_MODIFIABLE`), such as
+/// `FS_INDEX_FL` (0x1000, set by ext4 itself on hashed directories), rather than refusing them:
+/// `chattr` passes back what `lsattr` showed. Found by fsdiff: EOPNOTSUPP here, 0 on ext4.
+#[test]
+fn flags_a_user_may_not_change_are_ignored_as_ext4_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let f = make_file(&fs, ROOT_INO, "f", b"data");
+    const FS_INDEX_FL: u32 = 0x1000;
+    fs.set_inode_flags(f, FS_INDEX_FL, ADMIN).unwrap();
+    assert_eq!(fs.inode_flags(f).unwrap(), 0);
+    fs.set_inode_flags(f, FS_INDEX_FL | FS_NODUMP_FL, ADMIN)
+        .unwrap();
+    assert_eq!(fs.inode_flags(f).unwrap(), FS_NODUMP_FL);
+}
+
 #[test]
 fn who_may_set_which_flag() {
     let dir = tempfile::tempdir().unwrap();

@@ -76,6 +76,8 @@ const CHECKS: &[&str] = &[
     "past_s_maxbytes",
     "lseek_dir",
     "chown_nothing",
+    "falloc_overflow",
+    "append_flag",
 ];
 
 fn main() -> ExitCode {
@@ -169,6 +171,8 @@ fn main() -> ExitCode {
         beyond_8tib: enabled("8tib_to_16tib"),
         past_s_maxbytes: enabled("past_s_maxbytes"),
         chown_nothing: enabled("chown_nothing"),
+        falloc_overflow: enabled("falloc_overflow"),
+        append_flag: enabled("append_flag"),
     };
 
     if let Some(file) = &args.replay {

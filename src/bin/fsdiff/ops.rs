@@ -231,6 +231,10 @@ pub struct Gen {
     pub past_s_maxbytes: bool,
     /// Whether chown(-1, -1) is generated (the `chown_nothing` feature).
     pub chown_nothing: bool,
+    /// Whether fallocate's offset plus length may overflow (the `falloc_overflow` feature).
+    pub falloc_overflow: bool,
+    /// Whether FS_IOC_SETFLAGS sets append-only (the `append_flag` feature).
+    pub append_flag: bool,
 }
 
 fn falloc_len(r: &mut Rng) -> i64 {
@@ -322,6 +326,9 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange => {
             (op.off, op.eof) = offset(r, g);
             op.len = falloc_len(r);
+            if !g.falloc_overflow && op.off >= 0 {
+                op.len = op.len.min(i64::MAX - op.off);
+            }
             if kind == ZeroRange && r.chance(50) {
                 op.fl = libc::FALLOC_FL_KEEP_SIZE as i64;
             }
@@ -408,6 +415,10 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         }
         SetFlags => {
             op.fl = r.pick(&[0, 0, 0x10, 0x20, 0x40, 0x80, 0x40 | 0x80, 0x8, 0x1000]);
+            if !g.append_flag && op.fl == 0x20 {
+                // FS_APPEND_FL becomes FS_IMMUTABLE_FL.
+                op.fl = 0x10;
+            }
         }
         Close | Fsync | Fdatasync | RenameNoreplace | RenameExchange | RenameWhiteout | LinkFd
         | Rmdir | Unlink | Readlink | Stat | Lstat | Fstat | Readdir | GetFlags => {}
