@@ -41,6 +41,9 @@ truncate -s 512M "$WORK/ext4.img"
 mkfs.ext4 -q -F -I 1024 "$WORK/ext4.img"
 mount -o loop "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
 EXT_MOUNTED=1
+# ext4 is mounted with device nodes allowed (the default); so is the mount under test, where
+# FUSE's default is nodev (an open of a whiteout, a 0/0 device, is then EACCES, not ENXIO).
+MOUNT_OPTS="${MOUNT_OPTS:-} -o dev"
 check_here "mount fresh store" mount_fresh "$WORK/store" "$MNT" 1G || { summary fsdiff; exit 1; }
 
 t_fsdiff() {

@@ -2164,7 +2164,6 @@ impl Fs {
         if name.is_empty() {
             return Err(FsError::Invalid);
         }
-        xattr_names::check(name)?;
         if value.len() > MAX_XATTR_VALUE_LEN {
             return Err(FsError::TooBig);
         }
@@ -2174,7 +2173,10 @@ impl Fs {
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let mut rec = self.txn_inode(&st, &mut txn, ino)?.clone();
+        // The VFS refuses a change to an immutable or append-only inode before it looks for
+        // the name's handler.
         inode_flags::check_xattr_change(&rec)?;
+        xattr_names::check(name)?;
         let key = keys::xattr_key(ino, name);
         let exists = self.engine.contains(&key);
         if flags & libc::XATTR_CREATE != 0 && exists {
@@ -2270,12 +2272,12 @@ impl Fs {
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
-        xattr_names::check(name)?;
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let key = keys::xattr_key(ino, name);
         let rec = self.txn_inode(&st, &mut txn, ino)?;
         inode_flags::check_xattr_change(rec)?;
+        xattr_names::check(name)?;
         if !self.engine.contains(&key) {
             return Err(FsError::NoXattr);
         }
