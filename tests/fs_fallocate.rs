@@ -29,6 +29,43 @@ fn errno(fs: &Fs, ino: u64, mode: i32, offset: u64, length: u64) -> i32 {
     }
 }
 
+/// A truncate to the size the file already has frees what KEEP_SIZE allocated past it, as
+/// ext4's truncate frees the blocks past the new size whatever the old one (found by fsdiff:
+/// `ftruncate(f, 0)` of an empty file with pages allocated past its end left st_blocks > 0).
+#[test]
+fn a_truncate_to_the_same_size_frees_what_keep_size_allocated_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let set_size = |size| logstorfs::fs::SetAttr {
+        size: Some(size),
+        ..Default::default()
+    };
+    let empty = make_file(&fs, ROOT_INO, "empty", b"");
+    fs.fallocate(empty, 4095, 511, KEEP_SIZE).unwrap();
+    assert_eq!(size_blocks(&fs, empty), (0, 16));
+    fs.setattr(empty, &set_size(0)).unwrap();
+    assert_eq!(
+        size_blocks(&fs, empty),
+        (0, 0),
+        "truncate to 0 of an empty file"
+    );
+    let data = pattern(5000, 3);
+    let f = make_file(&fs, ROOT_INO, "f", &data);
+    fs.fallocate(f, 0, 65536, KEEP_SIZE).unwrap();
+    assert_eq!(size_blocks(&fs, f), (5000, 128));
+    fs.setattr(f, &set_size(5000)).unwrap();
+    assert_eq!(size_blocks(&fs, f), (5000, 16), "truncate to its own size");
+    assert_eq!(read_all(&fs, f), data);
+    fs.setattr(f, &set_size(8192)).unwrap();
+    let mut want = data.clone();
+    want.resize(8192, 0);
+    assert_eq!(
+        read_all(&fs, f),
+        want,
+        "the padded last page reads zeros past 5000"
+    );
+}
+
 #[test]
 fn allocation_extends_the_size_keeps_the_data_and_shows_in_st_blocks() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,8 +46,8 @@ pub mod acl;
 pub mod atime;
 pub mod check;
 pub mod error;
-pub mod falloc;
 pub mod export;
+pub mod falloc;
 pub mod fuse_adapter;
 pub mod groups;
 pub mod inode_flags;
@@ -1234,8 +1234,18 @@ impl Fs {
         txn: &mut Txn,
     ) -> FsResult<()> {
         let g = TOMBSTONE_GROUP;
-        if size < rec.size {
-            let keep_pages = size.div_ceil(keys::PAGE_SIZE);
+        let keep_pages = size.div_ceil(keys::PAGE_SIZE);
+        // A truncate to the size the file has still frees what fallocate's KEEP_SIZE stored past
+        // it, as ext4's does (its truncate frees every block past the new size).
+        let stored_past_the_end = || {
+            rec.pages > keep_pages
+                || (rec.pages > 0
+                    && self
+                        .engine
+                        .count_keys(&keys::chunk_key(ino, keep_pages), &keys::chunk_end(ino))
+                        > 0)
+        };
+        if size < rec.size || (size == rec.size && stored_past_the_end()) {
             // Count the stored pages that go away by walking the index over the ones there
             // (no I/O), as the range delete itself will: asking page by page cost a lookup per
             // 4 KiB of the file's size, holes included, so that "write at a growing offset,

@@ -18,5 +18,7 @@ pub const KNOWN_DIFFERENT: &[(&str, &str)] = &[
     // logstorfs's own choice.
     ("falloc_overflow", "FUSE limit: a FUSE inode does not carry the append-only and immutable flags to the kernel (no S_APPEND/S_IMMUTABLE), so the VFS's own EFBIG for an offset plus length past i64 comes first where ext4's VFS gives EPERM for such a file"),
     ("append_flag", "an append-only file refuses every write below its end, also through a descriptor opened for writing before the flag was set, which ext4 lets write anywhere: over FUSE the kernel lets fcntl clear O_APPEND, so the daemon cannot count on it (src/fs/inode_flags.rs); scripts/chattr_vs_ext4.sh compares the append-only refusals with ext4"),
+    ("empty_write_flags", "FUSE limit: the kernel answers a write of no bytes itself, without asking the daemon, so it gives 0 on an immutable file where ext4 checks the flag first and gives EPERM"),
+    ("sync_flag", "FS_SYNC_FL (chattr +S) is refused with EOPNOTSUPP rather than kept and not honoured (src/fs/inode_flags.rs); ext4 takes it"),
     ("8tib_to_16tib", "logstorfs's MAX_FILE_SIZE is 8 TiB, ext4's 16 TiB - 4 KiB: offsets between get EFBIG"),
 ];

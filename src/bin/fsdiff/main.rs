@@ -78,6 +78,8 @@ const CHECKS: &[&str] = &[
     "chown_nothing",
     "falloc_overflow",
     "append_flag",
+    "empty_write_flags",
+    "sync_flag",
 ];
 
 fn main() -> ExitCode {
@@ -173,6 +175,8 @@ fn main() -> ExitCode {
         chown_nothing: enabled("chown_nothing"),
         falloc_overflow: enabled("falloc_overflow"),
         append_flag: enabled("append_flag"),
+        empty_write_flags: enabled("empty_write_flags"),
+        sync_flag: enabled("sync_flag"),
     };
 
     if let Some(file) = &args.replay {

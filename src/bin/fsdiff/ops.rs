@@ -235,6 +235,10 @@ pub struct Gen {
     pub falloc_overflow: bool,
     /// Whether FS_IOC_SETFLAGS sets append-only (the `append_flag` feature).
     pub append_flag: bool,
+    /// Whether writes of no bytes are generated beside flag changes (`empty_write_flags`).
+    pub empty_write_flags: bool,
+    /// Whether FS_IOC_SETFLAGS sets FS_SYNC_FL (the `sync_flag` feature).
+    pub sync_flag: bool,
 }
 
 fn falloc_len(r: &mut Rng) -> i64 {
@@ -312,6 +316,9 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         Pread | Write | Pwrite => {
             (op.off, op.eof) = offset(r, g);
             op.len = r.pick(LENGTHS);
+            if op.len == 0 && kind != Pread && !g.empty_write_flags && g.kinds.contains(&SetFlags) {
+                op.len = 1;
+            }
             op.fl = r.next() as i64 & 0xffff; // data pattern
         }
         Ftruncate | Truncate => (op.off, op.eof) = offset(r, g),
@@ -415,6 +422,10 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         }
         SetFlags => {
             op.fl = r.pick(&[0, 0, 0x10, 0x20, 0x40, 0x80, 0x40 | 0x80, 0x8, 0x1000]);
+            if !g.sync_flag && op.fl == 0x8 {
+                // FS_SYNC_FL becomes no flag.
+                op.fl = 0;
+            }
             if !g.append_flag && op.fl == 0x20 {
                 // FS_APPEND_FL becomes FS_IMMUTABLE_FL.
                 op.fl = 0x10;
