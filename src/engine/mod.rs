@@ -406,6 +406,18 @@ impl Engine {
         self.inner.index.count_live(start, end)
     }
 
+    /// The keys that exist in `start..end` (`end` exclusive; empty: unbounded), in key order,
+    /// at most `limit`, from the index alone (no I/O, no value read), visiting only the keys
+    /// there: where the next stored key, or the next gap in a run of keys, is.
+    pub fn keys(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<Vec<u8>> {
+        self.inner
+            .index
+            .scan(start, end, None, limit)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    }
+
     /// Index entries looked at so far by lookups and range walks: a work counter for tests.
     pub fn index_keys_visited(&self) -> u64 {
         self.inner.index.keys_visited()
