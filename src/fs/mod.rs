@@ -43,10 +43,12 @@
 
 pub mod acl;
 pub mod check;
+pub mod copy_range;
 pub mod error;
 pub mod fuse_adapter;
 pub mod groups;
 pub mod keys;
+pub mod seek;
 pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
