@@ -10,7 +10,6 @@
 mod fs_common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fs_common::*;
@@ -329,6 +328,20 @@ fn a_source_hole_over_stored_destination_pages_makes_them_holes() {
     assert_eq!(n, 5 * PAGE);
     assert!(bytes_of(&fs, dst2) == want);
     assert_eq!(fs.getattr(dst2).unwrap().blocks, 8 * (64 - 4));
+    // Offsets that are not congruent: each whole destination page takes bytes of two source
+    // pages; where both are holes it becomes a hole.
+    let dst3 = make_file(&fs, ROOT_INO, "dst3", &pattern(70 * PAGE as usize, 4));
+    let before = bytes_of(&fs, dst3);
+    assert_eq!(
+        fs.copy_file_range(src, 0, dst3, 100, 64 * PAGE).unwrap(),
+        64 * PAGE
+    );
+    let (want, _) = model_copy(&before, &bytes_of(&fs, src), 0, 100, 64 * PAGE);
+    assert!(bytes_of(&fs, dst3) == want);
+    assert_eq!(
+        extents(&fs, dst3),
+        vec![(0, PAGE), (10 * PAGE, 12 * PAGE), (64 * PAGE, 70 * PAGE)]
+    );
 }
 
 #[test]
@@ -543,43 +556,38 @@ fn copy_work_grows_with_stored_pages_not_range_size() {
 }
 
 /// A large copy lets go of the filesystem's lock between batches: other operations go on
-/// while it runs, and do not wait for its end.
+/// while it runs, and see it half done (an operation that waited for the whole copy would see
+/// the destination empty or complete, never in between).
 #[test]
 fn a_large_copy_does_not_stall_other_operations() {
+    const TOTAL: u64 = 128 << 20;
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(open_with(dir.path(), 512 << 20));
-    let src = make_file(&fs, ROOT_INO, "src", &pattern(128 << 20, 1));
+    let src = make_file(&fs, ROOT_INO, "src", &pattern(TOTAL as usize, 1));
     let dst = make_file(&fs, ROOT_INO, "dst", b"");
     let other = make_file(&fs, ROOT_INO, "other", b"");
-    let done = Arc::new(AtomicBool::new(false));
     let copier = {
-        let (fs, done) = (fs.clone(), done.clone());
+        let fs = fs.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
-            let n = fs.copy_file_range(src, 0, dst, 0, 128 << 20).unwrap();
-            done.store(true, Ordering::SeqCst);
+            let n = fs.copy_file_range(src, 0, dst, 0, TOTAL).unwrap();
             (n, started.elapsed())
         })
     };
-    // Once the copy has written something, a few operations that take the lock.
-    while fs.getattr(dst).unwrap().size == 0 {
-        assert!(
-            !done.load(Ordering::SeqCst),
-            "the copy ended before anything saw it"
-        );
+    let mut half_done = 0u64;
+    while !copier.is_finished() {
+        let size = fs.getattr(dst).unwrap().size;
+        if size > 0 && size < TOTAL {
+            half_done += 1;
+            fs.write(other, (half_done % 64) * PAGE, b"x").unwrap();
+        }
         std::thread::sleep(Duration::from_micros(200));
     }
-    let mut before_end = 0;
-    for i in 0..5u64 {
-        fs.write(other, i * PAGE, b"x").unwrap();
-        fs.getattr(other).unwrap();
-        before_end += u64::from(!done.load(Ordering::SeqCst));
-    }
     let (n, took) = copier.join().unwrap();
-    assert_eq!(n, 128 << 20);
-    assert_eq!(
-        before_end, 5,
-        "operations on another file waited for the end of a copy of {took:?}"
+    assert_eq!(n, TOTAL);
+    assert!(
+        half_done >= 3,
+        "other operations saw a copy of {took:?} in progress {half_done} times"
     );
     assert!(bytes_of(&fs, dst) == bytes_of(&fs, src));
 }

@@ -246,7 +246,7 @@ impl Fs {
                     }
                     None if existed => {
                         batch.push(Mutation::delete(TOMBSTONE_GROUP, key));
-                        rec.pages -= 1;
+                        rec.pages = rec.pages.saturating_sub(1);
                     }
                     None => {}
                 }
@@ -277,7 +277,7 @@ impl Fs {
                 }
                 if from == 0 && to == PAGE as usize {
                     batch.push(Mutation::delete(TOMBSTONE_GROUP, key));
-                    rec.pages -= 1;
+                    rec.pages = rec.pages.saturating_sub(1);
                     continue;
                 }
                 // Zeros over part of a stored page: only its stored bytes need clearing.
