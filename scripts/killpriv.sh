@@ -119,6 +119,17 @@ check "user truncate(path): setuid+setgid cleared"        kp_case pt-6755     67
 check "user fallocate: setgid without g+x, supplementary group, kept" kp_case fa-2745-s 2745 "$UR" "" -- as_user_in_root_group fallocate -l 16384 {}
 check "user ftruncate: setgid without g+x, supplementary group, kept" kp_case ft-2745-s 2745 "$UR" "" -- as_user_in_root_group truncate -s 100 {}
 check "user ftruncate: capability removed"                kp_case ft-cap      0755 "$U"  "cap_net_raw+ep" -- as_user truncate -s 100 {}
+# ---- copy_file_range (done by the daemon: the request does not say whether the caller has
+# CAP_FSETID) into the second page of the same file ----
+# The system's python3: the test user cannot reach a root-only one (pyenv) earlier on PATH.
+SYS_PY3=/usr/bin/python3; [[ -x $SYS_PY3 ]] || SYS_PY3="$(command -v python3)"
+CFR=("$SYS_PY3" -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDWR); assert os.copy_file_range(fd, fd, 4096, 0, 4096) == 4096' {})
+check "user copy_file_range: setuid+setgid cleared"       kp_case cfr-6755    6755 "$U"  "" -- as_user "${CFR[@]}"
+check "user copy_file_range: setgid without g+x, other group" kp_case cfr-2745-o 2745 "$UR" "" -- as_user "${CFR[@]}"
+check "user copy_file_range: setgid without g+x, own group, kept" kp_case cfr-2745 2745 "$U" "" -- as_user "${CFR[@]}"
+check "user copy_file_range: capability removed"          kp_case cfr-cap     0755 "$U"  "cap_net_raw+ep" -- as_user "${CFR[@]}"
+check "root copy_file_range: bits kept"                   kp_case rcfr-6755   6755 "$U"  "" -- "${CFR[@]}"
+check "root copy_file_range: capability removed"          kp_case rcfr-cap    0755 "0:0" "cap_net_raw+ep" -- "${CFR[@]}"
 # ---- root (CAP_FSETID keeps the bits; capabilities go all the same) ----
 check "root write: bits kept"                             kp_case rw-6755     6755 "$U"  "" -- "${W[@]}"
 check "root O_DIRECT write: bits kept"                    kp_case rwd-6755    6755 "$U"  "" -- "${WD[@]}"

@@ -139,6 +139,10 @@ if stage verify; then
     # a kernel ext4 loop mount (needs setfacl, from the acl package installed above).
     timed "scripts/acl_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/acl_vs_ext4.sh || true
     grep -q '^acl-vs-ext4 ' "$RESULTS_FILE" || echo "acl-vs-ext4 0 1" >> "$RESULTS_FILE"
+    # lseek(SEEK_DATA/SEEK_HOLE) and copy_file_range, cp --sparse and tar --sparse, against a
+    # kernel ext4 loop mount.
+    timed "scripts/seek_copy_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/seek_copy_vs_ext4.sh || true
+    grep -q '^seek-copy ' "$RESULTS_FILE" || echo "seek-copy 0 1" >> "$RESULTS_FILE"
 fi
 if stage external; then
     timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true

@@ -419,6 +419,16 @@ impl Engine {
             .collect()
     }
 
+    /// The keys that exist in `start..end` (`end` exclusive; empty: unbounded), in key order,
+    /// at most `limit`, from the index alone (no I/O, no value read), visiting only the keys
+    /// there: where the next stored key, or the next gap in a run of keys, is.
+    pub fn keys(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<Vec<u8>> {
+        self.record_lens(start, end, limit)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    }
+
     /// Index entries looked at so far by lookups and range walks: a work counter for tests.
     pub fn index_keys_visited(&self) -> u64 {
         self.inner.index.keys_visited()

@@ -49,6 +49,69 @@ fn write_read_delete_and_reopen() {
     assert_eq!(engine.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
 }
 
+/// `Engine::keys` lists the keys that exist in a range, as reads see them (deletes, range
+/// deletes and later puts applied), from the index alone, looking only at the keys there.
+#[test]
+fn keys_lists_existing_keys_in_a_range_from_the_index_alone() {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    let key = |i: u32| format!("p{i:04}").into_bytes();
+    let batch: Vec<Mutation> = (0..200)
+        .map(|i| Mutation::put(ROOT_GROUP, key(i), vec![i as u8; 64]))
+        .collect();
+    engine.write(&batch).unwrap();
+    engine.write(&[put("q", b"next prefix")]).unwrap();
+    engine
+        .write(&[
+            Mutation::delete(ROOT_GROUP, key(5)),
+            Mutation::DeleteRange {
+                group: ROOT_GROUP,
+                start: key(100),
+                end: key(150),
+            },
+            // After the range delete in its batch: it stays.
+            Mutation::put(ROOT_GROUP, key(120), b"again".to_vec()),
+        ])
+        .unwrap();
+    let want = |range: std::ops::Range<u32>| -> Vec<Vec<u8>> {
+        range
+            .filter(|&i| i == 120 || (i != 5 && !(100..150).contains(&i)))
+            .map(key)
+            .collect()
+    };
+    assert_eq!(engine.keys(&key(0), &key(10), 100), want(0..10));
+    assert_eq!(engine.keys(&key(0), &key(10), 3), want(0..3));
+    assert_eq!(engine.keys(&key(4), &key(7), 1), vec![key(4)]);
+    assert_eq!(
+        engine.keys(&key(5), &key(7), 1),
+        vec![key(6)],
+        "a deleted key is not listed"
+    );
+    assert_eq!(engine.keys(&key(99), &key(160), 100), want(99..160));
+    assert!(
+        engine.keys(&key(121), &key(150), 10).is_empty(),
+        "nothing is left of the range delete's keys but the later put"
+    );
+    assert_eq!(
+        engine.keys(&key(195), b"", 100),
+        vec![
+            key(195),
+            key(196),
+            key(197),
+            key(198),
+            key(199),
+            b"q".to_vec()
+        ],
+        "an empty end is unbounded"
+    );
+    assert!(engine.keys(&key(10), &key(10), 10).is_empty());
+    assert!(engine.keys(&key(0), &key(200), 0).is_empty());
+    // Only the keys there are looked at, however far the range reaches.
+    let before = engine.index_keys_visited();
+    assert_eq!(engine.keys(&key(150), b"", 1), vec![key(150)]);
+    assert!(engine.index_keys_visited() - before <= 2);
+}
+
 /// DESIGN.md 4.1: buffers are 4 KiB-aligned, 4 KiB-padded, and the padding is zero.
 #[test]
 fn buffers_are_aligned_and_zero_padded() {

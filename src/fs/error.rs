@@ -37,6 +37,9 @@ pub enum FsError {
     Access,
     /// An unknown file handle.
     BadHandle,
+    /// `lseek` with `SEEK_DATA` or `SEEK_HOLE` from an offset with no data (resp. at or past
+    /// the end of the file) after it.
+    NoSuchOffset,
     /// The engine refused or failed.
     Engine(EngineError),
     /// A record read from the store does not decode: the store is damaged.
@@ -65,6 +68,7 @@ impl FsError {
             FsError::NotPermitted => libc::EPERM,
             FsError::Access => libc::EACCES,
             FsError::BadHandle => libc::EBADF,
+            FsError::NoSuchOffset => libc::ENXIO,
             FsError::Engine(e) => engine_errno(e),
             FsError::Corrupt(_) => libc::EIO,
         }
@@ -131,6 +135,7 @@ mod tests {
             libc::EIO
         );
         assert_eq!(FsError::NoXattr.errno(), libc::ENODATA);
+        assert_eq!(FsError::NoSuchOffset.errno(), libc::ENXIO);
         assert_ne!(FsError::Invalid.errno(), libc::EXDEV);
     }
 }

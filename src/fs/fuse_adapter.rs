@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
@@ -723,6 +723,58 @@ impl Filesystem for FuseFs {
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fallocate", req, &e)),
+        }
+    }
+
+    /// Sent for `SEEK_DATA` and `SEEK_HOLE` only (the kernel does the other whences itself).
+    fn lseek(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.fs.lseek(ino.0, offset, whence) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(errno("lseek", req, &e)),
+        }
+    }
+
+    /// The copy is done here, record to record (without it the kernel reads and writes every
+    /// byte, holes included). Like fallocate, the request does not say whether the caller has
+    /// `CAP_FSETID`, which decides whether the destination's set-user-ID and set-group-ID bits go.
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        if !flags.is_empty() {
+            reply.error(Errno::from_i32(libc::EINVAL));
+            return;
+        }
+        let in_group = |g| caller_in_group(req, g);
+        let kill_suid_sgid = (!caller_has_fsetid(req)).then_some(&in_group as &dyn Fn(u32) -> bool);
+        match self.fs.copy_file_range_as(
+            ino_in.0,
+            offset_in,
+            ino_out.0,
+            offset_out,
+            len,
+            kill_suid_sgid,
+        ) {
+            // At most `MAX_COPY_BYTES`, which fits.
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(errno("copy_file_range", req, &e)),
         }
     }
 

@@ -45,6 +45,7 @@
 pub mod acl;
 pub mod atime;
 pub mod check;
+pub mod copy_range;
 pub mod error;
 pub mod export;
 pub mod falloc;
@@ -53,6 +54,7 @@ pub mod groups;
 pub mod inode_flags;
 pub mod kernel_time;
 pub mod keys;
+pub mod seek;
 pub mod stats;
 pub mod whiteout;
 pub mod xattr_names;
