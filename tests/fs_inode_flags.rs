@@ -100,6 +100,23 @@ fn an_immutable_file_refuses_xattr_changes_before_their_names_are_checked() {
     eperm("setxattr user.", fs.setxattr(f, b"user.", b"v", 0));
 }
 
+/// A directory removed while a descriptor still holds it takes a flag change, as on ext4
+/// (found by fsdiff: ENOENT here), and stays removed.
+#[test]
+fn a_removed_directory_still_open_takes_a_flag_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    fs.rmdir(ROOT_INO, b"d").unwrap();
+    fs.set_inode_flags(d, FS_NODUMP_FL, ADMIN).unwrap();
+    fs.close().unwrap();
+    let fs = open(dir.path());
+    assert!(
+        fs.lookup(ROOT_INO, b"d").is_err(),
+        "the directory came back"
+    );
+}
+
 #[test]
 fn who_may_set_which_flag() {
     let dir = tempfile::tempdir().unwrap();

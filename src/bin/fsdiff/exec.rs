@@ -11,6 +11,8 @@ use crate::ops::{
 };
 
 const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+const FS_APPEND_FL: libc::c_long = 0x20;
 const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
 /// The inode flags a user sets with chattr and that both sides must keep alike
 /// (sync, immutable, append, nodump, noatime, dirsync). ext4's own (extents, ...) are masked.
@@ -25,13 +27,16 @@ pub struct Checks {
     pub atime: bool,
     /// lseek on a directory.
     pub lseek_dir: bool,
+    /// EPERM for an immutable or append-only inode against another refusal of the FUSE
+    /// mount's VFS (see `refused_by_the_vfs_first`).
+    pub flags_after_vfs: bool,
 }
 
 pub struct Side {
     pub base: PathBuf,
     root: libc::c_int,
     slots: [libc::c_int; NSLOT as usize],
-    checks: Checks,
+    pub checks: Checks,
 }
 
 fn cstr(s: &str) -> CString {
@@ -183,6 +188,42 @@ impl Side {
             NEG_SLOT => -1,
             s => self.slots[s as usize % NSLOT as usize],
         }
+    }
+
+    /// Whether an inode `op` names (its paths, their directories, its descriptors) is immutable
+    /// or append-only here.
+    pub fn touches_protected_inode(&self, op: &Op, paths: &[String]) -> bool {
+        let flagged = |fd: libc::c_int| {
+            let mut v: libc::c_long = 0;
+            fd >= 0
+                && unsafe { libc::ioctl(fd, FS_IOC_GETFLAGS, &mut v) } == 0
+                && v & (FS_IMMUTABLE_FL | FS_APPEND_FL) != 0
+        };
+        let np = paths.len();
+        let mut names = Vec::new();
+        for p in [op.p1, op.p2] {
+            let path = &paths[p as usize % np];
+            names.push(path.clone());
+            if let Some((dir, _)) = path.rsplit_once('/') {
+                names.push(dir.to_string());
+            }
+        }
+        names.push(String::new());
+        let by_path = names.iter().any(|name| {
+            let full = self.full(name);
+            let fd = unsafe {
+                libc::open(
+                    full.as_ptr(),
+                    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+                )
+            };
+            let yes = flagged(fd);
+            if fd >= 0 {
+                unsafe { libc::close(fd) };
+            }
+            yes
+        });
+        by_path || flagged(self.fd(op.s1)) || flagged(self.fd(op.s2))
     }
 
     fn full(&self, p: &str) -> CString {

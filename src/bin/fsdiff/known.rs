@@ -7,8 +7,6 @@ pub const KNOWN_DIFFERENT: &[(&str, &str)] = &[
     // Being implemented on other branches.
     ("collapse_range", "FUSE limit: the kernel's fuse_file_fallocate passes only KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE to the daemon and refuses COLLAPSE_RANGE with EOPNOTSUPP"),
     ("insert_range", "FUSE limit: the kernel's fuse_file_fallocate refuses INSERT_RANGE with EOPNOTSUPP before the daemon sees it"),
-    ("seek_data", "no FUSE_LSEEK: the kernel answers SEEK_DATA as if the file had no holes"),
-    ("seek_hole", "no FUSE_LSEEK: the kernel answers SEEK_HOLE with EOF always"),
     ("tmpfile", "O_TMPFILE gets EOPNOTSUPP (fuser 0.18 has no FUSE_TMPFILE)"),
     // Limits of FUSE.
     ("atime", "FUSE limit: a read the kernel answers itself (at or past the end of file as it knows the size, or from the page cache through a descriptor opened when no update was due) never reaches the daemon, so relatime's update is missing after it; the rule itself is compared with ext4 by scripts/acl_vs_ext4.sh"),
@@ -16,9 +14,8 @@ pub const KNOWN_DIFFERENT: &[(&str, &str)] = &[
     ("lseek_dir", "FUSE limit: lseek on a FUSE directory is the kernel's generic_file_llseek (size 0, no FUSE_LSEEK for directories); ext4 bounds it by its htree (SEEK_END is EINVAL or the htree's end)"),
     ("chown_nothing", "FUSE limit: chown(-1, -1) by root reaches the daemon as a SETATTR that sets nothing, the request a write's killpriv also sends, so set-user-ID stays where ext4 drops it (see FuseFs::setattr)"),
     // logstorfs's own choice.
-    ("falloc_overflow", "FUSE limit: a FUSE inode does not carry the append-only and immutable flags to the kernel (no S_APPEND/S_IMMUTABLE), so the VFS's own EFBIG for an offset plus length past i64 comes first where ext4's VFS gives EPERM for such a file"),
     ("append_flag", "an append-only file refuses every write below its end, also through a descriptor opened for writing before the flag was set, which ext4 lets write anywhere: over FUSE the kernel lets fcntl clear O_APPEND, so the daemon cannot count on it (src/fs/inode_flags.rs); scripts/chattr_vs_ext4.sh compares the append-only refusals with ext4"),
-    ("empty_write_flags", "FUSE limit: the kernel answers a write of no bytes itself, without asking the daemon, so it gives 0 on an immutable file where ext4 checks the flag first and gives EPERM"),
     ("sync_flag", "FS_SYNC_FL (chattr +S) is refused with EOPNOTSUPP rather than kept and not honoured (src/fs/inode_flags.rs); ext4 takes it"),
+    ("flags_after_vfs", "FUSE limit: a FUSE inode does not carry the immutable and append-only flags to the kernel (no S_IMMUTABLE/S_APPEND), so where ext4's VFS refuses such an inode first with EPERM, the FUSE mount's VFS may refuse first for another reason (ENOTDIR, EISDIR, an offset plus length past i64: EFBIG) or answer a write of no bytes itself (0); tolerated only when an inode the op names is flagged on ext4 and everything after the status agrees"),
     ("8tib_to_16tib", "logstorfs's MAX_FILE_SIZE is 8 TiB, ext4's 16 TiB - 4 KiB: offsets between get EFBIG"),
 ];

@@ -231,12 +231,8 @@ pub struct Gen {
     pub past_s_maxbytes: bool,
     /// Whether chown(-1, -1) is generated (the `chown_nothing` feature).
     pub chown_nothing: bool,
-    /// Whether fallocate's offset plus length may overflow (the `falloc_overflow` feature).
-    pub falloc_overflow: bool,
     /// Whether FS_IOC_SETFLAGS sets append-only (the `append_flag` feature).
     pub append_flag: bool,
-    /// Whether writes of no bytes are generated beside flag changes (`empty_write_flags`).
-    pub empty_write_flags: bool,
     /// Whether FS_IOC_SETFLAGS sets FS_SYNC_FL (the `sync_flag` feature).
     pub sync_flag: bool,
 }
@@ -316,9 +312,6 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         Pread | Write | Pwrite => {
             (op.off, op.eof) = offset(r, g);
             op.len = r.pick(LENGTHS);
-            if op.len == 0 && kind != Pread && !g.empty_write_flags && g.kinds.contains(&SetFlags) {
-                op.len = 1;
-            }
             op.fl = r.next() as i64 & 0xffff; // data pattern
         }
         Ftruncate | Truncate => (op.off, op.eof) = offset(r, g),
@@ -333,9 +326,6 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange => {
             (op.off, op.eof) = offset(r, g);
             op.len = falloc_len(r);
-            if !g.falloc_overflow && op.off >= 0 {
-                op.len = op.len.min(i64::MAX - op.off);
-            }
             if kind == ZeroRange && r.chance(50) {
                 op.fl = libc::FALLOC_FL_KEEP_SIZE as i64;
             }
