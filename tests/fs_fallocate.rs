@@ -29,6 +29,40 @@ fn errno(fs: &Fs, ino: u64, mode: i32, offset: u64, length: u64) -> i32 {
     }
 }
 
+/// A punch that reaches past the end of file ends at the end of the file's last page, whole:
+/// the figures are ext4's (4 KiB blocks, kernel 6.18). Found by fsdiff: punching [0, 4095) of a
+/// one-byte file kept its page.
+#[test]
+fn a_punch_past_the_end_of_file_ends_with_the_files_last_page_as_on_ext4() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let punch = KEEP_SIZE | PUNCH_HOLE;
+    // (size, KEEP_SIZE allocation, punch offset, punch length, blocks after, as ext4)
+    for (i, (size, prealloc, off, len, blocks)) in [
+        (1u64, 0u64, 0u64, 4095u64, 0u64),
+        (1, 65536, 0, 65536, 120),
+        (4096, 65536, 8192, 8192, 128),
+        (4096, 65536, 0, 65536, 120),
+        (5000, 65536, 4096, 4096, 120),
+        (5000, 65536, 0, 4095, 128),
+        (8192, 0, 4096, 100, 16),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = make_file(&fs, ROOT_INO, &format!("f{i}"), &pattern(size as usize, 7));
+        if prealloc > 0 {
+            fs.fallocate(f, 0, prealloc, KEEP_SIZE).unwrap();
+        }
+        fs.fallocate(f, off, len, punch).unwrap();
+        assert_eq!(
+            size_blocks(&fs, f),
+            (size, blocks),
+            "size {size}, allocated {prealloc}, punch {off}+{len}"
+        );
+    }
+}
+
 /// A truncate to the size the file already has frees what KEEP_SIZE allocated past it, as
 /// ext4's truncate frees the blocks past the new size whatever the old one (found by fsdiff:
 /// `ftruncate(f, 0)` of an empty file with pages allocated past its end left st_blocks > 0).

@@ -325,7 +325,14 @@ impl Fs {
         let mut batch = Vec::new();
         self.falloc_modified(ino, &mut rec, kill_suid_sgid, &mut batch);
         if offset < rec.size {
-            let end = end.min(rec.size.next_multiple_of(PAGE));
+            // A punch reaching past the end of file ends at the end of the file's last page,
+            // as ext4's does: the tail of that page goes with it, and pages allocated past it
+            // with KEEP_SIZE stay.
+            let end = if end > rec.size {
+                rec.size.next_multiple_of(PAGE)
+            } else {
+                end
+            };
             let first_whole = offset.div_ceil(PAGE);
             let last_whole = end / PAGE;
             if first_whole < last_whole {
