@@ -117,6 +117,23 @@ fn a_removed_directory_still_open_takes_a_flag_change() {
     );
 }
 
+/// copy_file_range into an immutable file is refused, and into an append-only one below its
+/// end (found by fsdiff: the daemon's copy wrote into an immutable file).
+#[test]
+fn copy_file_range_respects_immutable_and_append_only_destinations() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let src = make_file(&fs, ROOT_INO, "src", &[7u8; 9000]);
+    let dst = make_file(&fs, ROOT_INO, "dst", &[1u8; 100]);
+    fs.set_inode_flags(dst, FS_IMMUTABLE_FL, ADMIN).unwrap();
+    eperm("copy into an immutable file", fs.copy_file_range(src, 0, dst, 4096, 8192));
+    eperm("copy of nothing into an immutable file", fs.copy_file_range(src, 9000, dst, 0, 10));
+    fs.set_inode_flags(dst, FS_APPEND_FL, ADMIN).unwrap();
+    eperm("copy below the end of an append-only file", fs.copy_file_range(src, 0, dst, 0, 10));
+    assert_eq!(fs.copy_file_range(src, 0, dst, 100, 10).unwrap(), 10);
+    assert_eq!(fs.getattr(dst).unwrap().size, 110);
+}
+
 #[test]
 fn who_may_set_which_flag() {
     let dir = tempfile::tempdir().unwrap();

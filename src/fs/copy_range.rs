@@ -129,6 +129,10 @@ impl Fs {
         };
         let size_in = regular(ino_in)?.size;
         let mut rec = regular(ino_out)?;
+        if first {
+            // Before the count is looked at, as the VFS refuses an immutable destination.
+            super::inode_flags::check_write(&rec, off_out)?;
+        }
         // A source that shrank since the copy began ends it there.
         let mut n = (*total - done).min(size_in.saturating_sub(off_in));
         if n == 0 {
