@@ -650,7 +650,6 @@ struct Inner {
     /// the rest.
     pending: BTreeMap<(Box<[u8]>, u64), Pending>,
     /// Tests: another budget for a range delete's first step than [`INLINE_REMOVAL_ENTRIES`].
-    #[cfg(test)]
     inline_removal: Option<usize>,
     /// Point entries looked at by lookups and walks: a work counter, so that tests can tell
     /// work that grows with a file's size from work that grows with what it stores.
@@ -703,10 +702,7 @@ impl Inner {
                 }
                 // One bounded step now; the rest, if any, stays pending: hidden from readers,
                 // removed later in bounded steps (the request path never walks a whole file).
-                #[cfg(test)]
                 let budget = inner.inline_removal.unwrap_or(INLINE_REMOVAL_ENTRIES);
-                #[cfg(not(test))]
-                let budget = INLINE_REMOVAL_ENTRIES;
                 let (mut displaced, rest) =
                     inner.remove_older_in_range(&range.start, &range.end, range.version, budget);
                 // Older range deletes this one supersedes start within its range. What they
@@ -921,6 +917,11 @@ impl Index {
     /// Whether some range delete still has older entries to remove.
     pub fn has_pending(&self) -> bool {
         !self.inner.read().pending.is_empty()
+    }
+
+    /// Test hook: the budget of a range delete's first removal step.
+    pub fn test_set_inline_removal(&self, entries: usize) {
+        self.inner.write().inline_removal = Some(entries);
     }
 
     /// Range deletes with older entries still to remove.

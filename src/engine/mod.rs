@@ -109,6 +109,8 @@ struct Inner {
     /// Held for each step of removing what pending range deletes hide (see
     /// [`Inner::settle_pending`]), so that pausing the background waits out a step under way.
     removal_lock: Mutex<()>,
+    /// Entries a removal step looks at ([`REMOVAL_STEP_ENTRIES`]; tests set fewer).
+    removal_step: AtomicU64,
     /// Reads in progress, which the reclaimer waits out before freeing (see `read_pins.rs`).
     read_pins: read_pins::ReadPins,
     /// Turns a read gives the other threads between its lookup and its read, so that a
@@ -317,6 +319,7 @@ impl Engine {
             wake: Condvar::new(),
             reclaim_lock: Mutex::new(()),
             removal_lock: Mutex::new(()),
+            removal_step: AtomicU64::new(REMOVAL_STEP_ENTRIES as u64),
             read_pins: Default::default(),
             #[cfg(feature = "shuttle")]
             test_read_stall_turns: AtomicU64::new(0),
@@ -431,6 +434,16 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         self.inner.settle_pending(false);
         self.inner.stats()
+    }
+
+    /// Test hook: a range delete's first removal step (on the writer's path) and each later
+    /// one (background) look at about this many index entries (whole leaves, at least one).
+    #[doc(hidden)]
+    pub fn test_set_removal_steps(&self, inline: usize, step: usize) {
+        self.inner.index.test_set_inline_removal(inline);
+        self.inner
+            .removal_step
+            .store(step as u64, Ordering::Relaxed);
     }
 
     /// Range deletes whose covered entries are not all removed from the index yet (hidden from
@@ -1756,7 +1769,8 @@ impl Inner {
             {
                 return;
             }
-            let Some(dead) = self.index.remove_pending_step(REMOVAL_STEP_ENTRIES) else {
+            let step = self.removal_step.load(Ordering::Relaxed) as usize;
+            let Some(dead) = self.index.remove_pending_step(step) else {
                 return;
             };
             for old in dead {
