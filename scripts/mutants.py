@@ -65,6 +65,14 @@ MUTANTS = [
         ["--release", "--test", "fs_data", "truncate_and_unlink_work_grows_with_stored_pages_not_file_size"],
     ),
     (
+        "truncate-counts-page-by-page",
+        "4.5 (pending) a truncate counts the pages it drops leaf by leaf, not page by page",
+        "src/engine/index.rs",
+        "            if inside && !met {",
+        "            if false && inside && !met {",
+        ["--release", "--test", "fs_data", "truncate_and_unlink_work_grows_with_stored_pages_not_file_size"],
+    ),
+    (
         "pending-range-ignored-by-readers",
         "4.5 (pending) what a pending range delete covers is gone for every reader at once",
         "src/engine/index.rs",

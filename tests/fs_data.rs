@@ -539,7 +539,29 @@ fn truncate_and_unlink_work_grows_with_stored_pages_not_file_size() {
         cost <= BOUNDED,
         "an unlink of a dense file storing {DENSE_PAGES} pages looked at {cost} index entries"
     );
-    // Exact figures remove what the range deletes hid: no page of either file stays.
+    // A truncate to a non-zero size counts the pages it drops for st_blocks: leaf by leaf (a
+    // leaf of the index holds about a hundred pages), not page by page.
+    let ino = dense("dense3");
+    let keep = DENSE_PAGES / 2;
+    let before = visits();
+    let attr = fs
+        .setattr(
+            ino,
+            &SetAttr {
+                size: Some(keep * 4096 + 100),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let cost = visits() - before;
+    assert_eq!(attr.blocks, 8 * (keep + 1), "st_blocks after the truncate");
+    assert!(
+        cost <= BOUNDED,
+        "a truncate dropping {keep} of the {DENSE_PAGES} pages of a dense file looked at {cost} \
+         index entries"
+    );
+    fs.unlink(ROOT_INO, b"dense3").unwrap();
+    // Exact figures remove what the range deletes hid: no page of any of the files stays.
     let stats = fs.engine().stats();
     assert!(
         stats.live_bytes < 1 << 20,
