@@ -156,6 +156,101 @@ fn a_put_and_a_prefix_delete_of_one_buffer_resolve_by_lsn_whatever_the_schedule(
     );
 }
 
+/// A prefix delete of a few hundred keys leaves most of them pending (tiny removal steps
+/// here), for the background to remove a leaf at a time. A put to a covered key with a newer
+/// LSN (after the delete returned, or racing it from another writer) must stay visible
+/// whatever the removal steps and the readers do meanwhile, and after the removal, a clean close
+/// and a reopen; every older key stays hidden throughout.
+#[test]
+fn a_newer_put_under_a_pending_range_delete_survives_its_background_removal_whatever_the_schedule()
+{
+    shuttle::check_random(
+        || {
+            let storage = SimStorage::new();
+            let engine = Arc::new(Engine::open_on(storage.clone(), &small_store()).unwrap());
+            engine.test_set_removal_steps(0, 1);
+            let page = |i: u32| format!("p/{i:03}").into_bytes();
+            for first in (0..300u32).step_by(50) {
+                let batch: Vec<Mutation> = (first..first + 50)
+                    .map(|i| Mutation::put(ROOT_GROUP, page(i), b"old".to_vec()))
+                    .collect();
+                engine.write(&batch).unwrap();
+            }
+            let put_done = Arc::new(shuttle::sync::atomic::AtomicBool::new(false));
+            let deleter = {
+                let (engine, put_done) = (engine.clone(), put_done.clone());
+                shuttle::thread::spawn(move || {
+                    let lsn = engine
+                        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"p/".to_vec())])
+                        .unwrap();
+                    engine
+                        .write(&[Mutation::put(ROOT_GROUP, page(250), b"after".to_vec())])
+                        .unwrap();
+                    put_done.store(true, Ordering::SeqCst);
+                    lsn
+                })
+            };
+            let racer = {
+                let engine = engine.clone();
+                shuttle::thread::spawn(move || {
+                    engine
+                        .write(&[Mutation::put(ROOT_GROUP, page(200), b"racing".to_vec())])
+                        .unwrap()
+                })
+            };
+            let reader = {
+                let (engine, put_done) = (engine.clone(), put_done.clone());
+                shuttle::thread::spawn(move || {
+                    for _ in 0..50 {
+                        if put_done.load(Ordering::SeqCst) {
+                            assert_eq!(
+                                engine.get(&page(250)).unwrap(),
+                                Some(b"after".to_vec()),
+                                "a put after the prefix delete, while it is removed"
+                            );
+                            assert_eq!(engine.get(&page(260)).unwrap(), None);
+                        }
+                        shuttle::thread::yield_now();
+                    }
+                })
+            };
+            let delete_lsn = deleter.join().unwrap();
+            let racer_lsn = racer.join().unwrap();
+            reader.join().unwrap();
+            let racing = (racer_lsn > delete_lsn).then(|| b"racing".to_vec());
+            let check = |engine: &Engine, when: &str| {
+                assert_eq!(
+                    engine.get(&page(250)).unwrap(),
+                    Some(b"after".to_vec()),
+                    "{when}"
+                );
+                assert_eq!(
+                    engine.get(&page(200)).unwrap(),
+                    racing,
+                    "{when}: put at LSN {racer_lsn}, prefix delete at LSN {delete_lsn}"
+                );
+                let left = engine.scan(b"p/", None, usize::MAX).unwrap();
+                assert_eq!(left.len(), 1 + usize::from(racing.is_some()), "{when}");
+            };
+            check(&engine, "before the removal ends");
+            let live = engine.stats().live_bytes;
+            assert_eq!(engine.pending_range_deletes(), 0);
+            check(&engine, "after the removal");
+            Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
+            let engine =
+                Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_store()).unwrap();
+            check(&engine, "after a reopen");
+            assert_eq!(
+                engine.stats().live_bytes,
+                live,
+                "live bytes rebuilt at the reopen"
+            );
+            engine.close().unwrap();
+        },
+        schedules(300),
+    );
+}
+
 /// A reader reads a key again and again while another thread makes its segment nearly empty,
 /// has the separator and compaction move it, frees the segments it left and writes new data
 /// that takes them again. Whatever the schedule, every read returns the key's value: a read

@@ -43,6 +43,8 @@ mod synctable;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_pending;
+#[cfg(test)]
 mod tests_space;
 mod tombstones;
 
@@ -104,6 +106,11 @@ struct Inner {
     wake: Condvar,
     /// Serialises reclamation passes.
     reclaim_lock: Mutex<()>,
+    /// Held for each step of removing what pending range deletes hide (see
+    /// [`Inner::settle_pending`]), so that pausing the background waits out a step under way.
+    removal_lock: Mutex<()>,
+    /// Entries a removal step looks at ([`REMOVAL_STEP_ENTRIES`]; tests set fewer).
+    removal_step: AtomicU64,
     /// Reads in progress, which the reclaimer waits out before freeing (see `read_pins.rs`).
     read_pins: read_pins::ReadPins,
     /// Turns a read gives the other threads between its lookup and its read, so that a
@@ -122,6 +129,10 @@ struct Inner {
 }
 
 type StepHook = Box<dyn Fn(&'static str) + Send>;
+
+/// Index entries a step of removing what pending range deletes hide looks at (whole leaves):
+/// about half a millisecond of the index's write lock.
+const REMOVAL_STEP_ENTRIES: usize = 1024;
 
 /// A compaction pass frees the victims it has emptied so far once free segments drop to this
 /// many above what compaction may not take (half the reserve).
@@ -307,6 +318,8 @@ impl Engine {
             stop: Mutex::new(false),
             wake: Condvar::new(),
             reclaim_lock: Mutex::new(()),
+            removal_lock: Mutex::new(()),
+            removal_step: AtomicU64::new(REMOVAL_STEP_ENTRIES as u64),
             read_pins: Default::default(),
             #[cfg(feature = "shuttle")]
             test_read_stall_turns: AtomicU64::new(0),
@@ -440,9 +453,26 @@ impl Engine {
         self.inner.sync()
     }
 
-    /// The store's figures.
+    /// The store's figures, exact: what pending range deletes hide is removed first.
     pub fn stats(&self) -> EngineStats {
+        self.inner.settle_pending(false);
         self.inner.stats()
+    }
+
+    /// Test hook: a range delete's first removal step (on the writer's path) and each later
+    /// one (background) look at about this many index entries (whole leaves, at least one).
+    #[doc(hidden)]
+    pub fn test_set_removal_steps(&self, inline: usize, step: usize) {
+        self.inner.index.test_set_inline_removal(inline);
+        self.inner
+            .removal_step
+            .store(step as u64, Ordering::Relaxed);
+    }
+
+    /// Range deletes whose covered entries are not all removed from the index yet (hidden from
+    /// readers meanwhile).
+    pub fn pending_range_deletes(&self) -> usize {
+        self.inner.index.pending_count()
     }
 
     /// What recovery found when this engine was opened.
@@ -476,6 +506,9 @@ impl Engine {
         }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.stop_background();
+        // The checkpoint describes the index as recovery would rebuild it: with every entry a
+        // range delete covers removed.
+        self.inner.settle_pending(false);
         // A background pass may have moved the index onto copies after the syncs above, and
         // not synced them: one that failed half-way (out of segments) has no reclamation, and
         // so no sync, behind it. The checkpoint below describes the index, so everything it
@@ -587,6 +620,7 @@ impl Engine {
             .store(true, Ordering::SeqCst);
         drop(self.inner.compaction_lock.lock());
         drop(self.inner.reclaim_lock.lock());
+        drop(self.inner.removal_lock.lock());
     }
 
     /// Test hook (schedule tests): every point read gives the other threads `turns` turns
@@ -1069,7 +1103,16 @@ impl Inner {
             // A batch that does not add live bytes (an overwrite) is always taken: live bytes
             // may stand a little above the capacity (the check races other writers), and an
             // overwrite must not be refused for that.
-            let growth = self.growth(batch, total);
+            let mut growth = self.growth(batch, total);
+            if growth > 0
+                && self.segments.live_total() + growth > self.user_capacity()
+                && self.index.has_pending()
+            {
+                // Live bytes still count what pending range deletes hide: no write is refused
+                // for data already deleted.
+                self.settle_pending(false);
+                growth = self.growth(batch, total);
+            }
             if growth > 0 && self.segments.live_total() + growth > self.user_capacity() {
                 return Err(EngineError::NoSpace);
             }
@@ -1102,6 +1145,10 @@ impl Inner {
             }
         }
         let lsn = ticket.lsn;
+        if deletes && self.index.has_pending() {
+            // A range delete left entries for the background to remove.
+            self.wake.notify_one();
+        }
         // Dropping the ticket releases the gate hold: the flush may complete.
         drop(ticket);
         let before = self
@@ -1357,6 +1404,8 @@ impl Inner {
     /// its victims. Returns whether any segment was freed (a pass frees its first victims
     /// itself when free segments run short).
     fn compaction_step(&self, pass_segments: u64) -> Result<bool> {
+        // Segments that pending range deletes empty are freed without copying anything.
+        self.settle_pending(false);
         let freed_before = self.segments.reclaimed.load(Ordering::Relaxed);
         self.sync()?;
         if self.reclaim_dead_segments()? == 0 && self.compact_pass(pass_segments)? > 0 {
@@ -1383,6 +1432,10 @@ impl Inner {
     /// segments of their groups, copying at most `max_live_segments` segments of live data.
     /// Returns how many victims it emptied (the reclaimer frees them).
     fn compact_pass(&self, max_live_segments: u64) -> Result<usize> {
+        // Not needed for soundness (an entry a pending range delete hides is live for
+        // relocation until removed: copied, it is removed where it moved), but it spares copying
+        // dead data.
+        self.settle_pending(false);
         let _serial = self.compaction_lock.lock();
         let snapshot = self.segments.snapshot();
         let victims = compaction::pick_victims_within(
@@ -1442,6 +1495,7 @@ impl Inner {
     /// that a power cut takes back; recovery also drops such copies, see `recovery.rs`).
     /// Returns how many mixed segments it dealt with.
     fn separate(&self, drain: bool) -> Result<usize> {
+        self.settle_pending(false);
         let _serial = self.compaction_lock.lock();
         let mixed: Vec<(u32, segments::SegmentInfo)> = self
             .segments
@@ -1752,6 +1806,29 @@ impl Inner {
         Ok(true)
     }
 
+    /// Removes what pending range deletes hide from the index, one bounded step (one short
+    /// hold of the index's write lock) at a time, and takes the removed records' bytes out of
+    /// their segments' live bytes. The background runs it (`by_background`: it stops when
+    /// paused or stopping); so does whatever needs exact figures: a write about to be refused
+    /// for space, stats, compaction and the separator, the checkpoint of a close.
+    fn settle_pending(&self, by_background: bool) {
+        loop {
+            let _step = self.removal_lock.lock();
+            if by_background
+                && (self.test_background_paused.load(Ordering::SeqCst) || *self.stop.lock())
+            {
+                return;
+            }
+            let step = self.removal_step.load(Ordering::Relaxed) as usize;
+            let Some(dead) = self.index.remove_pending_step(step) else {
+                return;
+            };
+            for old in dead {
+                self.segments.sub_live(old.segment, old.len);
+            }
+        }
+    }
+
     fn test_step(&self, step: &'static str) {
         if let Some(hook) = &*self.test_step_hook.lock() {
             hook(step);
@@ -1797,6 +1874,7 @@ impl Inner {
             if self.log.failure().is_some() || self.test_background_paused.load(Ordering::SeqCst) {
                 continue;
             }
+            self.settle_pending(true);
             if let Some(interval) = self.options.sync_interval {
                 if last_sync.elapsed() >= interval && self.log.has_unsynced() {
                     if let Err(e) = self.sync() {
