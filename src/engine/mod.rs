@@ -481,8 +481,11 @@ impl Engine {
     }
 
     /// Bytes that user writes may still add before the store is full (capacity less the
-    /// reserve, less live bytes).
+    /// reserve, less live bytes). Exact, as [`Engine::stats`]: what pending range deletes hide
+    /// is removed first, so that space a delete freed is there for the caller to count on
+    /// (fallocate checks its whole range against it; `df` shows it).
     pub fn available_bytes(&self) -> u64 {
+        self.inner.settle_pending(false);
         self.inner
             .user_capacity()
             .saturating_sub(self.inner.segments.live_total())
