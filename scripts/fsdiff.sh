@@ -60,12 +60,12 @@ t_fsdiff_logged() {
     fi
     return $rc
 }
-# Half the time without copy_file_range, so that SEEK_DATA/SEEK_HOLE and st_blocks are checked too (see
-# copy_keeps_holes in src/bin/fsdiff/known.rs).
+# Half the time without copy_file_range and the allocating fallocate modes, so that SEEK_DATA/SEEK_HOLE and st_blocks are checked too (see
+# copy_keeps_holes and allocated_is_data in src/bin/fsdiff/known.rs).
 HALF=$(( SECONDS_BUDGET / 2 ))
 SECONDS_BUDGET=$HALF check_here "fsdiff: seeds from $SEED for ${HALF}s agree with ext4" t_fsdiff_logged || true
-SEED=$(( SEED + 100000 )) SECONDS_BUDGET=$HALF FSDIFF_ARGS="${FSDIFF_ARGS:-} --skip copy_file_range" \
-    check_here "fsdiff without copy_file_range: seeds from $(( SEED + 100000 )) for ${HALF}s agree with ext4" \
+SEED=$(( SEED + 100000 )) SECONDS_BUDGET=$HALF FSDIFF_ARGS="${FSDIFF_ARGS:-} --skip copy_file_range,fallocate,fallocate_keep_size,zero_range" \
+    check_here "fsdiff without copy_file_range or allocation: seeds from $(( SEED + 100000 )) for ${HALF}s agree with ext4" \
     t_fsdiff_logged || true
 check_here "unmount" unmount "$MNT" || true
 summary fsdiff

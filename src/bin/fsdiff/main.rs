@@ -80,6 +80,7 @@ const CHECKS: &[&str] = &[
     "sync_flag",
     "flags_after_vfs",
     "copy_keeps_holes",
+    "allocated_is_data",
 ];
 
 fn main() -> ExitCode {
@@ -134,9 +135,13 @@ fn main() -> ExitCode {
         .copied()
         .filter(|k| enabled(k.name()))
         .collect();
-    // See copy_keeps_holes in known.rs.
+    // See copy_keeps_holes and allocated_is_data in known.rs.
     let holes_differ = !enabled("copy_keeps_holes") && kinds.contains(&Kind::CopyRange);
-    if holes_differ {
+    let allocation_differs = !enabled("allocated_is_data")
+        && kinds
+            .iter()
+            .any(|k| matches!(k, Kind::Falloc | Kind::FallocKeep | Kind::ZeroRange));
+    if holes_differ || allocation_differs {
         kinds.retain(|k| !matches!(k, Kind::SeekData | Kind::SeekHole));
     }
     let checks = Checks {
