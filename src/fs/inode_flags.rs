@@ -34,9 +34,11 @@ pub const FS_NODUMP_FL: u32 = 0x0000_0040;
 /// `FS_NOATIME_FL` (`A`).
 pub const FS_NOATIME_FL: u32 = 0x0000_0080;
 
-/// The flags a user may change on ext4 (`EXT4_FL_USER_MODIFIABLE`); ext4 ignores the others
-/// in a set (such as `FS_INDEX_FL`, which it sets itself), so `chattr` may pass back whatever
-/// `lsattr` showed.
+/// The flags ext4 shows (`EXT4_FL_USER_VISIBLE`): a set naming any other is EOPNOTSUPP.
+const USER_VISIBLE_FLAGS: u32 = 0x725B_DBFF;
+/// The flags a user may change on ext4 (`EXT4_FL_USER_MODIFIABLE`); ext4 ignores the other
+/// visible ones in a set (such as `FS_INDEX_FL`, which it sets itself), so `chattr` may pass
+/// back whatever `lsattr` showed.
 const USER_MODIFIABLE_FLAGS: u32 = 0x604B_C0FF;
 
 /// The flags a regular file or directory may carry here.
@@ -199,6 +201,9 @@ impl Fs {
     /// any but no-dump and no-atime on inodes that are neither files nor directories; while
     /// the inode stays immutable, no other flag changes.
     pub fn set_inode_flags(&self, ino: u64, flags: u32, caller: FlagsCaller) -> FsResult<()> {
+        if flags & !USER_VISIBLE_FLAGS != 0 {
+            return Err(FsError::NotSupported);
+        }
         let flags = flags & USER_MODIFIABLE_FLAGS;
         let mut st = self.state.lock();
         let mut txn = Txn::default();
