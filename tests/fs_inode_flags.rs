@@ -109,6 +109,11 @@ fn a_removed_directory_still_open_takes_a_flag_change() {
     let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
     fs.rmdir(ROOT_INO, b"d").unwrap();
     fs.set_inode_flags(d, FS_NODUMP_FL, ADMIN).unwrap();
+    assert_eq!(
+        fs.inode_flags(d).unwrap(),
+        FS_NODUMP_FL,
+        "as the descriptor sees it"
+    );
     fs.close().unwrap();
     let fs = open(dir.path());
     assert!(
@@ -126,10 +131,19 @@ fn copy_file_range_respects_immutable_and_append_only_destinations() {
     let src = make_file(&fs, ROOT_INO, "src", &[7u8; 9000]);
     let dst = make_file(&fs, ROOT_INO, "dst", &[1u8; 100]);
     fs.set_inode_flags(dst, FS_IMMUTABLE_FL, ADMIN).unwrap();
-    eperm("copy into an immutable file", fs.copy_file_range(src, 0, dst, 4096, 8192));
-    eperm("copy of nothing into an immutable file", fs.copy_file_range(src, 9000, dst, 0, 10));
+    eperm(
+        "copy into an immutable file",
+        fs.copy_file_range(src, 0, dst, 4096, 8192),
+    );
+    eperm(
+        "copy of nothing into an immutable file",
+        fs.copy_file_range(src, 9000, dst, 0, 10),
+    );
     fs.set_inode_flags(dst, FS_APPEND_FL, ADMIN).unwrap();
-    eperm("copy below the end of an append-only file", fs.copy_file_range(src, 0, dst, 0, 10));
+    eperm(
+        "copy below the end of an append-only file",
+        fs.copy_file_range(src, 0, dst, 0, 10),
+    );
     assert_eq!(fs.copy_file_range(src, 0, dst, 100, 10).unwrap(), 10);
     assert_eq!(fs.getattr(dst).unwrap().size, 110);
 }

@@ -208,13 +208,10 @@ impl Fs {
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let rec = self.txn_inode(&st, &mut txn, ino)?;
-        if rec.nlink == 0 && st.nodes.get(&ino).is_some_and(|n| n.gone) {
-            // Removed, and its record gone from the store, while a descriptor still holds it:
-            // ext4 takes the change on the inode that dies with the last close. Nothing of it
-            // can be stored (it would bring the record back), and nothing but that descriptor
-            // could see it.
-            return Ok(());
-        }
+        // Removed, and its record gone from the store, while a descriptor still holds it: ext4
+        // takes the change on the inode that dies with the last close. So does the in-memory
+        // copy here; nothing is stored (it would bring the record back).
+        let ghost = rec.nlink == 0 && st.nodes.get(&ino).is_some_and(|n| n.gone);
         if caller.uid != rec.uid && !caller.fowner {
             return Err(FsError::NotPermitted);
         }
@@ -235,8 +232,16 @@ impl Fs {
         if old == flags {
             return Ok(());
         }
+        let now = Timestamp::now();
+        if ghost {
+            if let Some(node) = st.nodes.get_mut(&ino) {
+                node.rec.flags = flags;
+                node.rec.ctime = now;
+            }
+            return Ok(());
+        }
         rec.flags = flags;
-        rec.ctime = Timestamp::now();
+        rec.ctime = now;
         self.commit(&mut st, txn)
     }
 
