@@ -816,6 +816,7 @@ fn read_dir_names(fd: libc::c_int) -> Result<Vec<String>, i32> {
 
 /// Clears user-settable inode flags (immutable, append-only) under `dir`, so it can be removed.
 fn clear_flags(dir: &Path) {
+    clear_flags_of(dir);
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -826,23 +827,28 @@ fn clear_flags(dir: &Path) {
         };
         if meta.is_dir() {
             clear_flags(&p);
+        } else if meta.is_file() {
+            clear_flags_of(&p);
         }
-        if meta.is_dir() || meta.is_file() {
-            let c = cstr(&p.to_string_lossy());
-            unsafe {
-                let fd = libc::open(
-                    c.as_ptr(),
-                    libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-                );
-                if fd >= 0 {
-                    let mut v: libc::c_long = 0;
-                    if libc::ioctl(fd, FS_IOC_GETFLAGS, &mut v) == 0 && v & (0x10 | 0x20) != 0 {
-                        v &= !(0x10 | 0x20);
-                        libc::ioctl(fd, FS_IOC_SETFLAGS, &v);
-                    }
-                    libc::close(fd);
-                }
+    }
+}
+
+/// Clears the immutable and append-only flags of `path` (a file or directory: the work
+/// directory itself too, which an op on `d0/..` may have flagged).
+fn clear_flags_of(path: &Path) {
+    let c = cstr(&path.to_string_lossy());
+    unsafe {
+        let fd = libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            let mut v: libc::c_long = 0;
+            if libc::ioctl(fd, FS_IOC_GETFLAGS, &mut v) == 0 && v & (0x10 | 0x20) != 0 {
+                v &= !(0x10 | 0x20);
+                libc::ioctl(fd, FS_IOC_SETFLAGS, &v);
             }
+            libc::close(fd);
         }
     }
 }
