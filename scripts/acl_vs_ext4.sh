@@ -22,31 +22,11 @@ for tool in setpriv setfacl getfacl mkfs.ext4 perl fusermount3; do
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (loop mount, test user)"
 
-TEST_USER=logstorfs-test
-id "$TEST_USER" >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
-    --shell /usr/sbin/nologin "$TEST_USER" || die "cannot create user $TEST_USER"
-TU="$(id -u "$TEST_USER")"
-TG="$(id -g "$TEST_USER")"
-grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
+test_user
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-acl.XXXXXX")"
-chmod 755 "$WORK"          # the test user must reach both mounts
-MNT="$WORK/mnt"
-EXT="$WORK/ext4"
-mkdir -p "$MNT" "$EXT"
-EXT_MOUNTED=0
-cleanup() {
-    cleanup_mounts
-    [[ $EXT_MOUNTED == 1 ]] && umount "$EXT" 2>/dev/null
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+with_ext4 logstorfs-acl 64M "relatime"
 
 log "ACLs and atime on $(backend_name) against ext4, work dir $WORK"
-truncate -s 64M "$WORK/ext4.img"
-mkfs.ext4 -q -F "$WORK/ext4.img"
-mount -o loop,relatime "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
-EXT_MOUNTED=1
 chmod 755 "$EXT"
 BASE_OPTS="$MOUNT_OPTS"
 MOUNT_OPTS="$BASE_OPTS -o allow_other"

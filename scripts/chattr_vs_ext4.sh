@@ -21,18 +21,14 @@ for tool in setpriv chattr lsattr mkfs.ext4 python3 fusermount3; do
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (loop mount, overlayfs, test user)"
 
-TEST_USER=logstorfs-test
-id "$TEST_USER" >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
-    --shell /usr/sbin/nologin "$TEST_USER" || die "cannot create user $TEST_USER"
-TU="$(id -u "$TEST_USER")"
-TG="$(id -g "$TEST_USER")"
-grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
+test_user
 as_user() { setpriv --reuid="$TU" --regid="$TG" --clear-groups "$@"; }
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-chattr.XXXXXX")"
-chmod 755 "$WORK"
-MNT="$WORK/mnt"
-EXT="$WORK/ext4"
+extra_cleanup() {
+    local o
+    for o in "$WORK/merged" "$WORK/merged-ext4"; do umount "$o" 2>/dev/null || true; done
+}
+with_ext4 logstorfs-chattr 64M ""
 OUT="$WORK/out"
 mkdir -p "$MNT" "$EXT" "$OUT"
 # The test user must be able to read the probe, and to run a Python of its own (a Python
@@ -42,21 +38,8 @@ cp "$PROBE_SRC" "$PROBE"
 chmod 644 "$PROBE"
 PY=python3
 [[ -x /usr/bin/python3 ]] && PY=/usr/bin/python3
-EXT_MOUNTED=0
-cleanup() {
-    local o
-    for o in "$WORK/merged" "$WORK/merged-ext4"; do umount "$o" 2>/dev/null || true; done
-    cleanup_mounts
-    [[ $EXT_MOUNTED == 1 ]] && umount "$EXT" 2>/dev/null
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
 
 log "chattr on $(backend_name) against ext4, work dir $WORK"
-truncate -s 64M "$WORK/ext4.img"
-mkfs.ext4 -q -F "$WORK/ext4.img"
-mount -o loop "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
-EXT_MOUNTED=1
 chmod 755 "$EXT"
 MOUNT_OPTS="$MOUNT_OPTS -o allow_other,default_permissions"
 check_here "mount fresh store (allow_other, default_permissions)" \

@@ -22,24 +22,10 @@ for tool in mkfs.ext4 fallocate python3 sha256sum fusermount3; do
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (loop mount)"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-verify.XXXXXX")"
-MNT="$WORK/mnt"
-EXT="$WORK/ext4"
-mkdir -p "$MNT" "$EXT"
-EXT_MOUNTED=0
-cleanup() {
-    cleanup_mounts
-    [[ $EXT_MOUNTED == 1 ]] && umount "$EXT" 2>/dev/null
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+# 4 KiB blocks, as logstorfs pages (mkfs picks 1 KiB blocks for an image this small).
+with_ext4 logstorfs-verify 128M "" -b 4096
 
 log "fallocate on $(backend_name) against ext4, work dir $WORK"
-truncate -s 128M "$WORK/ext4.img"
-# 4 KiB blocks, as logstorfs pages (mkfs picks 1 KiB blocks for an image this small).
-mkfs.ext4 -q -F -b 4096 "$WORK/ext4.img"
-mount -o loop "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
-EXT_MOUNTED=1
 check_here "mount fresh store" mount_fresh "$WORK/store" "$MNT" 256M || { summary fallocate-vs-ext4; exit 1; }
 
 head -c 400000 /dev/urandom > "$WORK/seed"

@@ -23,24 +23,10 @@ done
 
 SECONDS_BUDGET="${FSDIFF_SECONDS:-60}"
 SEED="${FSDIFF_SEED:-$(( $(date +%s%N) % 1000000000 ))}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-verify.XXXXXX")"
-MNT="$WORK/mnt"
-EXT="$WORK/ext4"
-mkdir -p "$MNT" "$EXT"
-EXT_MOUNTED=0
-cleanup() {
-    cleanup_mounts
-    [[ $EXT_MOUNTED == 1 ]] && umount "$EXT" 2>/dev/null
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+with_ext4 logstorfs-verify 512M "" -I 1024
 
 log "fsdiff on $(backend_name) against ext4, first seed $SEED, ${SECONDS_BUDGET}s, work dir $WORK"
 # 1 KiB inodes: user xattrs stay in the inode, so that ext4's st_blocks counts data alone.
-truncate -s 512M "$WORK/ext4.img"
-mkfs.ext4 -q -F -I 1024 "$WORK/ext4.img"
-mount -o loop "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
-EXT_MOUNTED=1
 # ext4 is mounted with device nodes allowed (the default); so is the mount under test, where
 # FUSE's default is nodev (an open of a whiteout, a 0/0 device, is then EACCES, not ENXIO).
 MOUNT_OPTS="${MOUNT_OPTS:-} -o dev"

@@ -214,3 +214,42 @@ watchdog() {
     set +e; wait "$pid"; rc=$?; set -e
     return $rc
 }
+
+# ---- comparisons with a kernel ext4 ----
+# Scripts that compare logstorfs with ext4 run the same calls in $MNT (a logstorfs mount they
+# make) and $EXT (a fresh ext4 loop mount made here).
+# with_ext4 PREFIX SIZE MOUNT_OPTIONS [MKFS_OPTION...]: makes $WORK (mode 755: an unprivileged
+# test user must reach both mounts), $MNT and $EXT, loop-mounts an ext4 of SIZE on $EXT, and on
+# exit unmounts everything and removes $WORK (KEEP=1 keeps it). A script with more to undo
+# first defines `extra_cleanup`.
+with_ext4() {
+    local prefix=$1 size=$2 options=$3
+    shift 3
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/$prefix.XXXXXX")"
+    chmod 755 "$WORK"
+    MNT="$WORK/mnt"
+    EXT="$WORK/ext4"
+    mkdir -p "$MNT" "$EXT"
+    EXT_MOUNTED=0
+    trap ext4_cleanup EXIT
+    truncate -s "$size" "$WORK/ext4.img"
+    mkfs.ext4 -q -F "$@" "$WORK/ext4.img"
+    mount -o "loop${options:+,$options}" "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
+    EXT_MOUNTED=1
+}
+ext4_cleanup() {
+    if declare -F extra_cleanup >/dev/null; then extra_cleanup; fi
+    cleanup_mounts
+    [[ $EXT_MOUNTED == 1 ]] && umount "$EXT" 2>/dev/null
+    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+}
+# test_user: the unprivileged user the comparisons run calls as (TEST_USER, and its TU and TG),
+# created if missing, and allow_other open to it.
+test_user() {
+    TEST_USER=logstorfs-test
+    id "$TEST_USER" >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
+        --shell /usr/sbin/nologin "$TEST_USER" || die "cannot create user $TEST_USER"
+    TU="$(id -u "$TEST_USER")"
+    TG="$(id -g "$TEST_USER")"
+    grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
+}

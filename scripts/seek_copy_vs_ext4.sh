@@ -25,23 +25,9 @@ for tool in mkfs.ext4 python3 cp tar sha256sum fusermount3; do
 done
 [[ $(id -u) -eq 0 ]] || die "run as root (loop mount)"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-verify.XXXXXX")"
-MNT="$WORK/mnt"
-EXT="$WORK/ext4"
-mkdir -p "$MNT" "$EXT"
-EXT_MOUNTED=0
-cleanup() {
-    cleanup_mounts
-    [[ $EXT_MOUNTED == 1 ]] && umount "$EXT" 2>/dev/null
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+with_ext4 logstorfs-verify 512M ""
 
 log "SEEK_DATA/SEEK_HOLE and copy_file_range on $(backend_name) against ext4, work dir $WORK"
-truncate -s 512M "$WORK/ext4.img"
-mkfs.ext4 -q -F "$WORK/ext4.img"
-mount -o loop "$WORK/ext4.img" "$EXT" || die "cannot loop-mount ext4"
-EXT_MOUNTED=1
 check_here "mount fresh store" mount_fresh "$WORK/store" "$MNT" 1G || { summary seek-copy; exit 1; }
 
 # The Python side: `make DIR` builds the sparse files, `probe DIR` prints every seek answer,
