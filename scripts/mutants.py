@@ -369,7 +369,7 @@ from one fill to the next, never from a writer that finds no free segment",
         "section 6 / 4.5 index: a range delete hides only the puts of its range with a lower LSN, \
 whatever order concurrent writers update the index in",
         "src/engine/index.rs",
-        "                if leaf.entries[i].version() < range.version {",
+        "                if leaf.entries[i].version() < version {",
         "                if true {",
         ["--release", "--test", "engine_model", "concurrent_writers_keep_newest_versions"],
     ),
