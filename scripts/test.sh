@@ -29,6 +29,11 @@ timed() { # timed LABEL CMD...: run CMD, record its time; failure is recorded, n
     [[ $rc -eq 0 ]] || STAGE_FAILED+=("$label")
     return $rc
 }
+script_checks() { # script_checks SCRIPT SECONDS SUMMARY: run a check script under a time limit;
+    # a script that died before printing its summary line counts as one failed check.
+    timed "scripts/$1" timeout --kill-after=30 "$2" bash "scripts/$1" || true
+    grep -q "^$3 " "$RESULTS_FILE" || echo "$3 0 1" >> "$RESULTS_FILE"
+}
 print_timings() {
     banner "timings"
     printf '%s\n' "${TIMINGS[@]}"
@@ -116,43 +121,33 @@ if stage mutants; then
     timed "scripts/mutants.py" python3 scripts/mutants.py || true
 fi
 if stage verify; then
-    timed "scripts/mount_verify.sh" timeout --kill-after=30 1200 bash scripts/mount_verify.sh || true
-    grep -q '^mount-verify ' "$RESULTS_FILE" || echo "mount-verify 0 1" >> "$RESULTS_FILE"   # crashed before its summary
+    script_checks mount_verify.sh 1200 mount-verify
     # Set-user-ID, set-group-ID and capabilities through each path, as an unprivileged user,
     # compared with a kernel ext4 loop mount.
-    timed "scripts/killpriv.sh" timeout --kill-after=30 300 bash scripts/killpriv.sh || true
-    grep -q '^killpriv ' "$RESULTS_FILE" || echo "killpriv 0 1" >> "$RESULTS_FILE"
+    script_checks killpriv.sh 300 killpriv
     # fallocate's modes, sizes, st_blocks, contents and errno, compared with a kernel ext4.
-    timed "scripts/fallocate_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/fallocate_vs_ext4.sh || true
-    grep -q '^fallocate-vs-ext4 ' "$RESULTS_FILE" || echo "fallocate-vs-ext4 0 1" >> "$RESULTS_FILE"
+    script_checks fallocate_vs_ext4.sh 300 fallocate-vs-ext4
     # File handles after the kernel forgot the inodes, against ext4; NFS re-export by ganesha.
-    timed "scripts/export_nfs.sh" timeout --kill-after=30 180 bash scripts/export_nfs.sh || true
-    grep -q '^export-nfs ' "$RESULTS_FILE" || echo "export-nfs 0 1" >> "$RESULTS_FILE"
+    script_checks export_nfs.sh 180 export-nfs
     # Inode flags (chattr/lsattr) and their refusals, renameat2 and an overlayfs upper on the
     # mount, the O_TMPFILE/statx fallback: as root and as an unprivileged user, against ext4.
-    timed "scripts/chattr_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/chattr_vs_ext4.sh || true
-    grep -q '^chattr-vs-ext4 ' "$RESULTS_FILE" || echo "chattr-vs-ext4 0 1" >> "$RESULTS_FILE"
+    script_checks chattr_vs_ext4.sh 300 chattr-vs-ext4
     # The same random system calls on the mount and on ext4, every result and errno compared.
-    timed "scripts/fsdiff.sh" timeout --kill-after=30 180 bash scripts/fsdiff.sh || true
-    grep -q '^fsdiff ' "$RESULTS_FILE" || echo "fsdiff 0 1" >> "$RESULTS_FILE"
+    script_checks fsdiff.sh 180 fsdiff
     # Default ACL inheritance, ACL enforcement (FUSE_POSIX_ACL) and atime rules, compared with
     # a kernel ext4 loop mount (needs setfacl, from the acl package installed above).
-    timed "scripts/acl_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/acl_vs_ext4.sh || true
-    grep -q '^acl-vs-ext4 ' "$RESULTS_FILE" || echo "acl-vs-ext4 0 1" >> "$RESULTS_FILE"
+    script_checks acl_vs_ext4.sh 300 acl-vs-ext4
     # lseek(SEEK_DATA/SEEK_HOLE) and copy_file_range, cp --sparse and tar --sparse, against a
     # kernel ext4 loop mount.
-    timed "scripts/seek_copy_vs_ext4.sh" timeout --kill-after=30 300 bash scripts/seek_copy_vs_ext4.sh || true
-    grep -q '^seek-copy ' "$RESULTS_FILE" || echo "seek-copy 0 1" >> "$RESULTS_FILE"
+    script_checks seek_copy_vs_ext4.sh 300 seek-copy
 fi
 if stage external; then
-    timed "scripts/external.sh" timeout --kill-after=30 1800 bash scripts/external.sh || true
-    grep -q '^external ' "$RESULTS_FILE" || echo "external 0 1" >> "$RESULTS_FILE"
-    timed "scripts/crash_kill9.sh" timeout --kill-after=30 600 bash scripts/crash_kill9.sh || true; grep -q '^crash-kill9 ' "$RESULTS_FILE" || echo "crash-kill9 0 1" >> "$RESULTS_FILE"
-    timed "scripts/crash_powercut_fs.sh" timeout --kill-after=30 600 bash scripts/crash_powercut_fs.sh || true; grep -q '^crash-powercut-fs ' "$RESULTS_FILE" || echo "crash-powercut-fs 0 1" >> "$RESULTS_FILE"
-    timed "scripts/powercut_replay.sh" timeout --kill-after=30 600 bash scripts/powercut_replay.sh || true; grep -q '^powercut-replay ' "$RESULTS_FILE" || echo "powercut-replay 0 1" >> "$RESULTS_FILE"
-    timed "scripts/crash_damage.sh" timeout --kill-after=30 300 bash scripts/crash_damage.sh || true; grep -q '^crash-damage ' "$RESULTS_FILE" || echo "crash-damage 0 1" >> "$RESULTS_FILE"
-    timed "scripts/limits.sh" timeout --kill-after=30 900 bash scripts/limits.sh || true
-    grep -q '^limits ' "$RESULTS_FILE" || echo "limits 0 1" >> "$RESULTS_FILE"
+    script_checks external.sh 1800 external
+    script_checks crash_kill9.sh 600 crash-kill9
+    script_checks crash_powercut_fs.sh 600 crash-powercut-fs
+    script_checks powercut_replay.sh 600 powercut-replay
+    script_checks crash_damage.sh 300 crash-damage
+    script_checks limits.sh 900 limits
 fi
 
 print_timings
