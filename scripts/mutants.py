@@ -139,6 +139,15 @@ MUTANTS = [
         ["--lib", "engine::tests::copies_and_close::a_compaction_pass_short_of_a_segment_per_group"],
     ),
     (
+        "pass-budget-ignores-open-room",
+        "space: a store down to its compaction floor still compacts into the room of an open group segment",
+        "src/engine/compaction.rs",
+        "    (MAX_PASS_LIVE_SEGMENTS * size).min(open_room + usable * copy_room)\n",
+        "    (MAX_PASS_LIVE_SEGMENTS * size).min(usable * copy_room + 0 * open_room)\n",
+        ["--release", "--test", "engine_model_threads",
+         "a_store_of_many_groups_near_full_keeps_taking_overwrites"],
+    ),
+    (
         "separator-copies-before-its-sync",
         "4.9 nothing is copied on the strength of data that is not yet durable: the separator syncs first",
         "src/engine/mod.rs",

@@ -890,25 +890,17 @@ fn file_store_in_a_killed_child_keeps_every_synced_batch() {
 /// `Inner::user_capacity`, and DESIGN.md on space exhaustion: no deadlock, `ENOSPC` decided by
 /// live bytes against capacity).
 ///
-/// It fails for some seeds. Of seeds 1 to 40, 15 failed when passes sorted every victim's
-/// copies by group (a store of more groups than free segments could never empty a mixed segment
-/// again); since a pass short of a segment per group copies a victim into one group, 7 fail
-/// (13, 16, 17, 23, 35, 36 and 39), all the same way: free segments below the reserve (delete
-/// batches and compaction may take it, down to one and two segments), where a pass may copy
-/// only what fits one segment less its worst-case tail (half of a 256 KiB segment), no closed
-/// segment is that empty (the emptiest are 53% live), and a same-size overwrite finds no
-/// segment. Seeds 1 to 4 pass now, but the test stays ignored while any seed fails.
-///
-/// Plan: the reserve must stay sized for one pass that frees more than it fills: delete
-/// batches may take the reserve only down to what compaction then still needs, or a pass may
-/// count on the room left in the open segment its copies go to. Run it by hand with
-/// `MODEL_SEEDS=40 cargo test --release --test engine_model_threads -- --ignored`.
+/// The seeds run by default are those that once failed: where free segments are down to the
+/// compaction floor, a pass could copy only into free segments above it, none was left, and the
+/// overwrite found no segment although the groups' open segments had room for a whole victim
+/// (`compaction::pass_budget` counts that room). `MODEL_SEEDS=N` runs seeds 1 to N instead.
 #[test]
-#[ignore = "fails for 7 of 40 seeds: a store of eight groups near its capacity refuses \
-            same-size overwrites (free segments below the reserve, no victim within a pass's \
-            budget)"]
 fn a_store_of_many_groups_near_full_keeps_taking_overwrites() {
-    for seed in 1..=env_or("MODEL_SEEDS", 4) {
+    let seeds: Vec<u64> = match std::env::var("MODEL_SEEDS") {
+        Ok(_) => (1..=env_or("MODEL_SEEDS", 0)).collect(),
+        Err(_) => vec![13, 16, 17, 23],
+    };
+    for seed in seeds {
         let storage = SimStorage::new();
         let engine = Engine::open_on(storage.clone(), &small_store()).unwrap();
         engine.test_pause_background();

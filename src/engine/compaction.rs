@@ -25,7 +25,7 @@
 //! amplification"; the default is cost-benefit (see `CompactionPolicy`).
 
 use super::api::{CompactionPolicy, MAX_KEY_LEN, MAX_VALUE_LEN, WRITE_BUFFER_SIZE};
-use super::format::{RECORD_HEADER_SIZE, RecordKind, buffer_len_for};
+use super::format::{RECORD_HEADER_SIZE, RecordKind, SegmentKind, buffer_len_for};
 use super::segments::{SegmentInfo, SegmentState};
 
 /// Segments fuller than this fraction (in percent) are never rewritten: copying them would cost
@@ -136,6 +136,11 @@ pub fn assumed_compaction_floor(segment_count: u64) -> u64 {
 /// reserve, copies may take what lies above the compaction floor (if they took it all, not even
 /// the marker that frees the victims could be written, and the store would stay stuck). Each
 /// segment counts for what copies may leave unused in it (`WORST_TAIL_BYTES`).
+///
+/// Copies go first into the room left in a group's open segment (under pressure all of a
+/// victim's copies go to the roomiest one, see `Inner::copy_to_groups`), so that room counts
+/// too: without it, a store whose free segments are down to the compaction floor could never
+/// copy again, even where the open segment could take a whole victim.
 fn pass_budget(segments: &[(SegmentInfo, u64)], size: u64) -> u64 {
     let free = segments
         .iter()
@@ -146,7 +151,13 @@ fn pass_budget(segments: &[(SegmentInfo, u64)], size: u64) -> u64 {
         .min(assumed_reserve(n))
         .saturating_sub(assumed_compaction_floor(n));
     let copy_room = size - WORST_TAIL_BYTES.min(size / 2);
-    (MAX_PASS_LIVE_SEGMENTS * size).min(usable * copy_room)
+    let open_room = segments
+        .iter()
+        .filter(|(info, _)| info.state == SegmentState::Open && info.kind == SegmentKind::Group)
+        .map(|(info, _)| size.saturating_sub(info.used as u64))
+        .max()
+        .unwrap_or(0);
+    (MAX_PASS_LIVE_SEGMENTS * size).min(open_room + usable * copy_room)
 }
 
 /// The candidate segments (closed, not too full) as `(segment, live bytes)`, best victim first
@@ -572,6 +583,31 @@ mod tests {
                 "{policy:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_store_down_to_its_compaction_floor_compacts_into_an_open_segments_room() {
+        // 1000 segments: the compaction floor is 10, so with 10 free the copies may take no
+        // free segment. A group's open segment three quarters empty still takes two 30%
+        // victims whole.
+        let mut open = seg(SegmentState::Open, 25, 0, 1);
+        open.0.kind = SegmentKind::Group;
+        open.0.used = (SIZE / 4) as u32;
+        let segments = with_free(vec![closed(30, 1), closed(30, 2), open], 10);
+        for policy in BOTH {
+            assert_eq!(
+                pick_victims(&segments, SIZE, policy, 100),
+                vec![0, 1],
+                "{policy:?}"
+            );
+        }
+        // A mixed segment being written is not where copies go.
+        let mut mixed = segments.clone();
+        mixed[2].0.kind = SegmentKind::Mixed;
+        assert_eq!(
+            pick_victims(&mixed, SIZE, CompactionPolicy::Greedy, 100),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]
