@@ -148,6 +148,14 @@ MUTANTS = [
          "a_store_of_many_groups_near_full_keeps_taking_overwrites"],
     ),
     (
+        "pass-copies-without-the-reclaim-lock",
+        "4.4 a victim is not freed (and reused) while its pass reads and copies it: locations carry no generation",
+        "src/engine/mod.rs",
+        "                let _no_free = self.reclaim_lock.lock();\n                if !self.still_as_listed(victim, &snapshot[victim as usize].0) {",
+        "                if !self.still_as_listed(victim, &snapshot[victim as usize].0) {",
+        ["--release", "--lib", "engine::tests::copies_and_close::a_victim_is_never_freed_and_reused"],
+    ),
+    (
         "separator-copies-before-its-sync",
         "4.9 nothing is copied on the strength of data that is not yet durable: the separator syncs first",
         "src/engine/mod.rs",

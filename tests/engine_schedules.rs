@@ -321,9 +321,10 @@ fn reads_of_a_key_that_compaction_keeps_moving_never_fail_whatever_the_schedule(
 ///
 /// The pass holds the reclaim lock from its check to its last copy. Without the lock this test
 /// still passes: a victim freed under the pass reads as zeros (nothing to copy), and one the
-/// log took again holds only valid, indexed records, whose copies are harmless. Harm needs the
-/// pass to read a buffer that is indexed but not yet in storage (a checksum failure), which
-/// 300 schedules did not meet.
+/// log took again holds only valid, indexed records. The harm the lock prevents needs a record
+/// rewritten at the very place of one the pass read (locations carry no generation), which
+/// random schedules do not reach; `copies_and_close::a_victim_is_never_freed_and_reused_while_
+/// its_pass_copies_it` builds that case step by step.
 #[test]
 fn a_victim_freed_and_reused_during_its_pass_is_never_copied_whatever_the_schedule() {
     shuttle::check_random(

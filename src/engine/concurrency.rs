@@ -112,6 +112,10 @@ mod imp {
     pub fn lock<T: ?Sized>(m: &parking_lot::Mutex<T>) -> MutexGuard<'_, T> {
         m.lock()
     }
+    #[cfg(test)]
+    pub fn try_lock<T: ?Sized>(m: &parking_lot::Mutex<T>) -> Option<MutexGuard<'_, T>> {
+        m.try_lock()
+    }
     pub fn read<T: ?Sized>(l: &parking_lot::RwLock<T>) -> RwLockReadGuard<'_, T> {
         l.read()
     }
@@ -203,6 +207,14 @@ mod imp {
             mutex: m,
             guard: Some(m.lock().unwrap_or_else(|e| e.into_inner())),
         }
+    }
+    #[cfg(test)]
+    pub fn try_lock<T: ?Sized>(m: &shuttle::sync::Mutex<T>) -> Option<MutexGuard<'_, T>> {
+        let guard = m.try_lock().ok()?;
+        Some(MutexGuard {
+            mutex: m,
+            guard: Some(guard),
+        })
     }
     pub fn read<T: ?Sized>(l: &shuttle::sync::RwLock<T>) -> RwLockReadGuard<'_, T> {
         l.read().unwrap_or_else(|e| e.into_inner())
@@ -299,6 +311,12 @@ impl<T> Mutex<T> {
 impl<T: ?Sized> Mutex<T> {
     pub fn lock(&self) -> MutexGuard<'_, T> {
         imp::lock(&self.0)
+    }
+
+    /// The lock if nobody holds it: for tests that check who holds a lock at a given step.
+    #[cfg(test)]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        imp::try_lock(&self.0)
     }
 }
 

@@ -128,7 +128,9 @@ struct Inner {
     current_group: RwLock<Option<CurrentGroup>>,
 }
 
-type StepHook = Box<dyn Fn(&'static str) + Send>;
+/// Shared, so that a step is reported without the hook's mutex held: a hook may itself run
+/// engine work that reaches a step (a reclamation that races the pass it was called from).
+type StepHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 /// Index entries a step of removing what pending range deletes hide looks at (whole leaves):
 /// about half a millisecond of the index's write lock.
@@ -660,8 +662,8 @@ impl Engine {
     /// Test hook: call `hook` with the step's name at every step of separator, compaction and
     /// reclamation passes.
     #[doc(hidden)]
-    pub fn test_set_step_hook(&self, hook: Option<Box<dyn Fn(&'static str) + Send>>) {
-        *self.inner.test_step_hook.lock() = hook;
+    pub fn test_set_step_hook(&self, hook: Option<Box<dyn Fn(&'static str) + Send + Sync>>) {
+        *self.inner.test_step_hook.lock() = hook.map(StepHook::from);
     }
 
     /// Test hook: (segment, kind is group-owned, group, state is closed) of every segment in
@@ -1464,6 +1466,7 @@ impl Inner {
                 concurrency::between_steps();
                 let mut live = self.live_records_of(victim, &mut image)?;
                 self.drop_dead_tombstones(victim, &mut live);
+                self.test_step("compaction: victim read");
                 if !self.copy_to_groups(
                     live,
                     &self.compaction_bytes_written,
@@ -1833,7 +1836,8 @@ impl Inner {
     }
 
     fn test_step(&self, step: &'static str) {
-        if let Some(hook) = &*self.test_step_hook.lock() {
+        let hook = self.test_step_hook.lock().clone();
+        if let Some(hook) = hook {
             hook(step);
         }
     }

@@ -451,3 +451,118 @@ fn a_checkpoint_never_points_at_copies_a_power_cut_took() {
         );
     }
 }
+
+/// Index locations carry no generation. Were a victim freed and taken again by the log while a
+/// pass reads and copies it, a new record written at the very place of one the pass read would
+/// lose its compare-and-set to the pass's stale copy, and its key would go back to an old value.
+/// The pass holds the reclaim lock from its check of the victim to its last copy. Here the
+/// reclaimer tries its turn at the worst moment (the victim read, its copies not yet written),
+/// and the victim's first record is then rewritten, the reclaimer trying again each time,
+/// until it lands where it was or free segments run short.
+#[test]
+fn a_victim_is_never_freed_and_reused_while_its_pass_copies_it() {
+    use std::sync::atomic::AtomicBool;
+    let options = EngineOptions {
+        capacity_bytes: 16 << 20,
+        segment_size_bytes: 1 << 20,
+        ..small_options()
+    };
+    let engine = Arc::new(Engine::open_on(SimStorage::new(), &options).unwrap());
+    engine.test_pause_background();
+    let value = |tag: u64| vec![tag as u8; 20 << 10];
+    let write_synced = |key: &str, tag: u64| {
+        engine
+            .write(&[put_in(ROOT_GROUP, key, &value(tag))])
+            .unwrap();
+        engine.sync().unwrap();
+    };
+    // Fillers, one buffer each, until one opens a segment: that one is the victim's first
+    // record; more follow until the victim is closed.
+    let mut fillers = Vec::new();
+    let mut previous = None;
+    let anchor = loop {
+        let key = format!("fill{:04}", fillers.len());
+        write_synced(&key, 1);
+        let (segment, _) = engine.test_segment_of(key.as_bytes()).unwrap();
+        fillers.push(key.clone());
+        if previous.is_some_and(|p| p != segment) {
+            break key;
+        }
+        previous = Some(segment);
+    };
+    let (victim, victim_offset) = engine.test_location_of(anchor.as_bytes()).unwrap();
+    while !engine.test_segment_of(anchor.as_bytes()).unwrap().1 {
+        let key = format!("fill{:04}", fillers.len());
+        write_synced(&key, 1);
+        fillers.push(key);
+    }
+    // All of the victim but its first record dies.
+    for key in &fillers {
+        if *key != anchor && engine.test_segment_of(key.as_bytes()).unwrap().0 == victim {
+            write_synced(key, 2);
+        }
+    }
+
+    let read = Arc::new(AtomicBool::new(false));
+    let reclaimer_got_in = Arc::new(AtomicBool::new(false));
+    let newest = Arc::new(AtomicUsize::new(2));
+    let landed = Arc::new(AtomicBool::new(false));
+    {
+        let hooked = Arc::downgrade(&engine);
+        let (read, reclaimer_got_in, newest, landed) = (
+            read.clone(),
+            reclaimer_got_in.clone(),
+            newest.clone(),
+            landed.clone(),
+        );
+        let anchor = anchor.clone();
+        engine.test_set_step_hook(Some(Box::new(move |step| {
+            if step != "compaction: victim read" || read.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let engine = hooked.upgrade().unwrap();
+            let try_reclaim = || {
+                let free_to_run = engine.inner.reclaim_lock.try_lock().is_some();
+                if free_to_run {
+                    reclaimer_got_in.store(true, Ordering::SeqCst);
+                    engine.test_reclaim().unwrap();
+                }
+            };
+            let segments = &engine.inner.segments;
+            for tag in 3..5000u64 {
+                if segments.free_count() <= segments.reserved as usize + 2 {
+                    break;
+                }
+                engine
+                    .write(&[put_in(ROOT_GROUP, &anchor, &value(tag))])
+                    .unwrap();
+                engine.sync().unwrap();
+                newest.store(tag as usize, Ordering::SeqCst);
+                try_reclaim();
+                if engine.test_location_of(anchor.as_bytes()) == Some((victim, victim_offset)) {
+                    landed.store(true, Ordering::SeqCst);
+                    break;
+                }
+            }
+        })));
+    }
+    engine.test_compact().unwrap();
+    engine.test_set_step_hook(None);
+    assert!(read.load(Ordering::SeqCst), "the pass read the victim");
+    let newest = newest.load(Ordering::SeqCst) as u64;
+    assert!(
+        newest > 2,
+        "the victim's first record was rewritten during the pass"
+    );
+    assert_eq!(
+        engine.get(anchor.as_bytes()).unwrap(),
+        Some(value(newest)),
+        "{anchor} after a pass over segment {victim} (its record rewritten at the place it had: \
+         {})",
+        landed.load(Ordering::SeqCst)
+    );
+    assert!(
+        !reclaimer_got_in.load(Ordering::SeqCst),
+        "the reclaimer could run while a pass read its victim"
+    );
+}
