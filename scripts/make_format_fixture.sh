@@ -29,7 +29,7 @@ for tool in python3 mountpoint fusermount3 tar gzip getfattr; do
 done
 [[ -z "$MOUNT_CMD" ]] || die "make_format_fixture.sh needs logstorfs itself: MOUNT_CMD is not supported"
 cd "$REPO_ROOT"
-[[ -n "${LOGSTORFS_PREBUILT:-}" || $# -ge 1 ]] || cargo build --release --quiet
+[[ $# -ge 1 ]] || cargo build --release --quiet
 [[ -x "$LOGSTORFS" ]] || die "no logstorfs binary at $LOGSTORFS"
 
 const() { sed -n "s/^pub const $1: u16 = \([0-9]*\);.*/\1/p" src/engine/format.rs; }
@@ -81,13 +81,12 @@ EOF
 }
 
 pack() { # pack STORE NAME
-    rm -f "$1/$DAEMON_LOG" "$1/mounted"
+    rm -f "$1/logstorfs.log" "$1/mounted"
     "$LOGSTORFS" fsck "$1" > "$WORK/$2.fsck" || { cat "$WORK/$2.fsck"; die "fsck of the $2 image failed"; }
     tail -n 1 "$WORK/$2.fsck"
     tar -C "$(dirname "$1")" --owner=0 --group=0 --numeric-owner -cf - "$(basename "$1")" | gzip -9 > "$WORK/$2.tar.gz"
     log "$2.tar.gz: $(stat -c %s "$WORK/$2.tar.gz") bytes"
 }
-DAEMON_LOG=logstorfs.log
 
 log "clean image"
 mount_fresh "$WORK/clean/store" "$WORK/mnt-clean" "$SIZE"
