@@ -36,7 +36,11 @@
 #               MOUNT_REPEATS (3) cold remounts (drop_caches first) and as many warm ones, timed
 #               from `logstorfs mount --daemon` until `stat` on the mount point answers (median);
 #               then the daemon's VmRSS per index entry and per file, minus the VmRSS of a daemon
-#               on an empty store, and the engine's own index_bytes / index_entries
+#               on an empty store, and the engine's own index_bytes / index_entries; then
+#               MOUNT_REPEATS crash rounds: 100 unsynced creates, kill -9 of the daemon,
+#               drop_caches, the next mount timed the same way (mount_crash: recovery scans every
+#               segment, since an open consumes the clean close's checkpoint); MOUNT_PERF=DIR
+#               records each crash mount with `perf record -g` into DIR/crash-N.data
 #
 # Metrics that do not apply to a system (the mount workload's on the peers) show "n/a".
 # Other environment: LOGSTORFS (a logstorfs binary to use instead of building one with `cargo
@@ -105,6 +109,7 @@ declare -A METRICS=(
     [mount_fill]="files/s|info|mount store: fill rate (${MOUNT_PROCS} parallel creators, then sync)|logstorfs"
     [mount_cold]="s|info|mount time, cold (drop_caches; target < 2 s at 1M records)|logstorfs"
     [mount_warm]="s|info|mount time, warm|logstorfs"
+    [mount_crash]="s|info|mount time after kill -9, cold (drop_caches; target < 1 s at 1M records)|logstorfs"
     [mount_rss]="MiB|info|daemon VmRSS after the last remount|logstorfs"
     [rss_per_record]="B|info|VmRSS / index entries (target <= 64)|logstorfs"
     [rss_delta_per_record]="B|info|(VmRSS - VmRSS on an empty store) / index entries|logstorfs"
@@ -114,7 +119,7 @@ declare -A METRICS=(
 # The 4th field, if any, lists the systems a metric applies to; the others show "n/a", as do the
 # ratios of "info" metrics (absolute figures of logstorfs alone).
 METRIC_ORDER=(seq_write seq_read rand_write small_files meta_create meta_stat meta_unlink ls_l
-              untar du fsync_append mount_files mount_records mount_fill mount_cold mount_warm
+              untar du fsync_append mount_files mount_records mount_fill mount_cold mount_warm mount_crash
               mount_rss rss_per_record rss_delta_per_record rss_per_file index_bytes_per_record)
 
 [[ $(id -u) -eq 0 ]] || { echo "run as root (loop mounts, drop_caches, apt-get)" >&2; exit 1; }
@@ -360,13 +365,17 @@ wl_append() { wl append "$2/append" "$APPEND_OPS"; }
 # wl_mount (logstorfs only) works on stores of its own (STORE_MT on the ext4, mounted on MNT_MT),
 # not in DIR: mount time depends on everything a store holds, including what other workloads
 # left behind in the shared store.
-mt_mount() { # mt_mount STORE: mount on MNT_MT, wait until the mount point answers
-    local pdev; pdev="$(stat -c %d "$(dirname "$MNT_MT")")"
-    "$LOGSTORFS" mount --daemon --size "$MOUNT_STORE_SIZE" "$1" "$MNT_MT" </dev/null >/dev/null 2>>"$W/mount.log"
+mt_mount() { # mt_mount STORE [WRAPPER...]: mount on MNT_MT, wait until the mount point answers
+    local pdev store=$1; shift; pdev="$(stat -c %d "$(dirname "$MNT_MT")")"
+    # info: the open's timing lines (mt_open_log) reach mount.log before the daemon detaches.
+    RUST_LOG="${RUST_LOG:-info}" "$@" "$LOGSTORFS" mount --daemon --size "$MOUNT_STORE_SIZE" "$store" "$MNT_MT" </dev/null >/dev/null 2>>"$W/mount.log"
     local i; for i in $(seq 1 3000); do
         [[ "$(stat -c %d "$MNT_MT" 2>/dev/null)" != "$pdev" ]] && return 0; sleep 0.01
     done
     echo "$MNT_MT does not answer 30 s after logstorfs mount returned" >&2; return 1
+}
+mt_open_log() { # the last mount's own timing: engine open (recovery, then the rest), orphans
+    grep -E 'open: recovery|mount: orphans' "$W/mount.log" | tail -n 2 | sed 's/^.*\] //' | paste -sd ',' -
 }
 mt_rss_kb() { # VmRSS (kB) of the daemon serving STORE
     local pid; pid="$(sed -n 2p "$1/mounted")"
@@ -384,6 +393,7 @@ wl_mount() {
     for i in $(seq 1 "$MOUNT_REPEATS"); do
         drop_caches
         t0=$(now); mt_mount "$store"; t1=$(now); cold+="$(elapsed "$t0" "$t1") "
+        echo "cold remount $i: $(mt_open_log)" >> "$W/mount.detail"
         unmount "$MNT_MT"
     done
     for i in $(seq 1 "$MOUNT_REPEATS"); do
@@ -397,6 +407,29 @@ wl_mount() {
     sleep 1
     rss_kb="$(mt_rss_kb "$store")"
     entries="$(mt_stat index_entries)"; ibytes="$(mt_stat index_bytes)"
+    # After a crash: the daemon is killed while serving, just after a few unsynced creates,
+    # so the next open finds no checkpoint (an open consumes it) and scans every segment.
+    local crash="" pid
+    for i in $(seq 1 "$MOUNT_REPEATS"); do
+        wl mkfiles "$MNT_MT" 100
+        pid="$(sed -n 2p "$store/mounted")"
+        kill -9 "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        fusermount3 -uz "$MNT_MT"
+        drop_caches
+        if [[ -n "${MOUNT_PERF:-}" ]]; then
+            # perf follows the mount command into its daemon until the command exits, which is
+            # once the mount is live: the profile is the mount's, serving left out.
+            mkdir -p "$MOUNT_PERF"
+            t0=$(now); mt_mount "$store" perf record -F 999 -g -o "$MOUNT_PERF/crash-$i.data" --; t1=$(now)
+        else
+            t0=$(now); mt_mount "$store"; t1=$(now)
+        fi
+        crash+="$(elapsed "$t0" "$t1") "
+        echo "crash remount $i: $(mt_open_log)" >> "$W/mount.detail"
+    done
+    echo "mount_crash $(median "$crash")"
+    echo "cold remounts after kill -9 ${crash% } s" >> "$W/mount.detail"
     unmount "$MNT_MT"
     rm -rf "$store"
     python3 -c "
