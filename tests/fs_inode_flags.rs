@@ -535,3 +535,51 @@ fn new_inodes_take_no_dump_and_no_atime_from_their_directory_as_on_ext4() {
     let fs = open(dir.path());
     assert_eq!(flags_of(&fs, &made), want, "inherited flags are stored");
 }
+
+/// Sets `ino`'s atime to a day and an hour ago, and its mtime and ctime to a minute ago: an
+/// access is then due to set the atime under every atime option but noatime.
+fn make_atime_due(fs: &Fs, ino: u64) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    let ago = |s| now - std::time::Duration::from_secs(s);
+    let set = SetAttr {
+        atime: Some(TimeSet::At(ago(25 * 3600))),
+        mtime: Some(TimeSet::At(ago(60))),
+        ctime: Some(ago(60)),
+        ..Default::default()
+    };
+    fs.setattr(ino, &set).unwrap();
+    fs.getattr(ino).unwrap().atime
+}
+
+#[test]
+fn no_atime_keeps_the_atime_of_reads_listings_and_readlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    let f = make_file(&fs, d, "f", b"data");
+    let l = fs.symlink(d, b"l", b"f", CALLER).unwrap().ino;
+    for ino in [d, f, l] {
+        fs.set_inode_flags(ino, FS_NOATIME_FL, OWNER).unwrap();
+    }
+    let accesses: [(&str, u64, &dyn Fn()); 3] = [
+        ("read", f, &|| drop(fs.read(f, 0, 4).unwrap())),
+        ("readdir", d, &|| drop(fs.readdir(d, 0).unwrap())),
+        ("readlink", l, &|| drop(fs.readlink(l).unwrap())),
+    ];
+    for (what, ino, access) in accesses {
+        let kept = make_atime_due(&fs, ino);
+        assert!(!fs.read_would_touch_atime(ino), "{what}: no-atime");
+        access();
+        assert_eq!(fs.getattr(ino).unwrap().atime, kept, "{what}: no-atime");
+    }
+    // Without the flag the same accesses set it (the premise above).
+    fs.set_inode_flags(d, 0, OWNER).unwrap();
+    fs.set_inode_flags(f, 0, OWNER).unwrap();
+    fs.set_inode_flags(l, 0, OWNER).unwrap();
+    for (what, ino, access) in accesses {
+        let old = make_atime_due(&fs, ino);
+        assert!(fs.read_would_touch_atime(ino), "{what}");
+        access();
+        assert!(fs.getattr(ino).unwrap().atime > old, "{what}: atime set");
+    }
+}

@@ -16,9 +16,11 @@
 //! | append-only directory | removing or renaming any entry inside (creating is allowed) |
 //!
 //! Flags kept: immutable, append-only, no-dump (advice to dump(8): nothing to enforce) and
-//! no-atime (reads never change atime here anyway). Every other flag ext4 accepts is refused
-//! with EOPNOTSUPP rather than stored and not honoured (synchronous updates, dirsync, data
-//! journalling, compression, extents, ...): a flag that is shown must hold.
+//! no-atime (reads, listings and readlink leave the atime alone: `atime::needs_update`). A new
+//! inode takes no-dump and no-atime from its directory ([`inherited_flags`]). Every other flag
+//! ext4 accepts is refused with EOPNOTSUPP rather than stored and not honoured (synchronous
+//! updates, dirsync, data journalling, compression, extents, ...): a flag that is shown must
+//! hold.
 
 use super::keys::{FileKind, InodeRecord, Timestamp};
 use super::{Fs, FsError, FsResult, Txn};
