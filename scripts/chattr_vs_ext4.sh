@@ -72,7 +72,8 @@ check "root: chattr/lsattr, immutable and append-only refusals, renameat2 as on 
     "app truncate: EPERM" "app first bytes after F_SETFL and pwrite(0): OK b'data+more'" \
     "idir create: EPERM" "adir unlink: EPERM" "lsattr +a: OK -----a----------------" \
     "whiteout left: OK chr 0:0 mode 0o0" "rename EXCHANGE|WHITEOUT: EINVAL" \
-    "ioctl TCGETS: ENOTTY"
+    "ioctl TCGETS: ENOTTY" "lsattr of the new file: OK ------dA--------------" \
+    "atime of a no-atime file after a read: OK 1000000000.0"
 refused_flags() { # every flag ext4 keeps and we do not is refused, none stored
     local n
     n="$(grep -c '^info: chattr +.*: Operation not supported$' "$OUT/root.fs")"

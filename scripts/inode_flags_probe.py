@@ -249,6 +249,24 @@ def run_root(w):
     result("chattr = dir", lambda: chattr(["="], d))
     result("unlink after clearing", lambda: os.unlink(os.path.join(d, "n")))
 
+    # What a new inode takes from its directory: no-dump and no-atime, not append-only; and
+    # no-atime keeps the atime of a read that relatime would otherwise let set it.
+    h = os.path.join(w, "inherit")
+    os.mkdir(h)
+    result("chattr +dAa dir", lambda: chattr(["+d", "+A", "+a"], h))
+    hf = os.path.join(h, "f")
+    result("create in +dAa dir", lambda: write_file(hf, b"data"))
+    result("mkdir in +dAa dir", lambda: os.mkdir(os.path.join(h, "sub")))
+    result("lsattr of the new file", lambda: lsattr(hf))
+    result("lsattr -d of the new dir", lambda: lsattr(os.path.join(h, "sub"), True))
+
+    def atime_after_read():
+        os.utime(hf, (1000000000, 1000000000))
+        read_file(hf)
+        return os.stat(hf).st_atime
+    result("atime of a no-atime file after a read", atime_after_read)
+    result("chattr = dir", lambda: chattr(["="], h))
+
     # renameat2.
     a, b = os.path.join(w, "ra"), os.path.join(w, "rb")
     write_file(a, b"a")

@@ -475,3 +475,111 @@ fn rename_whiteout_leaves_a_whiteout_at_the_source_in_the_same_batch() {
     fs.unlink(ROOT_INO, b"f").unwrap();
     assert_eq!(errno(resolve(&fs, "f")), libc::ENOENT);
 }
+
+/// The flags of each inode in `names` (paths from the root).
+fn flags_of(fs: &Fs, names: &[&str]) -> Vec<(String, u32)> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                fs.inode_flags(resolve(fs, n).unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn new_inodes_take_no_dump_and_no_atime_from_their_directory_as_on_ext4() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    let before = make_file(&fs, d, "before", b"");
+    let both = FS_NODUMP_FL | FS_NOATIME_FL;
+    fs.set_inode_flags(d, both, OWNER).unwrap();
+    // Every kind made in it, by every path that makes an inode; and on down the tree.
+    make_file(&fs, d, "f", b"data");
+    let sub = fs.mkdir(d, b"sub", 0o755, 0, CALLER).unwrap().ino;
+    make_file(&fs, sub, "g", b"");
+    fs.symlink(d, b"s", b"f", CALLER).unwrap();
+    fs.mknod(d, b"p", libc::S_IFIFO | 0o644, 0, 0, CALLER)
+        .unwrap();
+    make_file(&fs, ROOT_INO, "moved", b"");
+    fs.rename(ROOT_INO, b"moved", d, b"w", 0).unwrap();
+    fs.rename(d, b"w", ROOT_INO, b"moved", RENAME_WHITEOUT)
+        .unwrap();
+    let made = ["d/f", "d/sub", "d/sub/g", "d/s", "d/p", "d/w"];
+    let want: Vec<(String, u32)> = made.iter().map(|n| (n.to_string(), both)).collect();
+    assert_eq!(flags_of(&fs, &made), want, "inherited from d ({both:#x})");
+    // Only at creation: an inode made before, or moved in, keeps its own flags.
+    assert_eq!(fs.inode_flags(before).unwrap(), 0);
+    assert_eq!(flags_of(&fs, &["moved"]), [("moved".to_string(), 0)]);
+    // Immutable and append-only are not inherited (an append-only directory takes new entries).
+    let e = fs.mkdir(ROOT_INO, b"e", 0o755, 0, CALLER).unwrap().ino;
+    fs.set_inode_flags(e, FS_APPEND_FL | FS_NODUMP_FL, ADMIN)
+        .unwrap();
+    make_file(&fs, e, "f", b"");
+    fs.mkdir(e, b"sub", 0o755, 0, CALLER).unwrap();
+    assert_eq!(
+        flags_of(&fs, &["e/f", "e/sub"]),
+        [
+            ("e/f".to_string(), FS_NODUMP_FL),
+            ("e/sub".to_string(), FS_NODUMP_FL)
+        ]
+    );
+    // Cleared on the directory: later inodes take nothing; earlier ones keep what they took.
+    fs.set_inode_flags(d, 0, OWNER).unwrap();
+    make_file(&fs, d, "after", b"");
+    assert_eq!(flags_of(&fs, &["d/after"]), [("d/after".to_string(), 0)]);
+    fs.close().unwrap();
+    let fs = open(dir.path());
+    assert_eq!(flags_of(&fs, &made), want, "inherited flags are stored");
+}
+
+/// Sets `ino`'s atime to a day and an hour ago, and its mtime and ctime to a minute ago: an
+/// access is then due to set the atime under every atime option but noatime.
+fn make_atime_due(fs: &Fs, ino: u64) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    let ago = |s| now - std::time::Duration::from_secs(s);
+    let set = SetAttr {
+        atime: Some(TimeSet::At(ago(25 * 3600))),
+        mtime: Some(TimeSet::At(ago(60))),
+        ctime: Some(ago(60)),
+        ..Default::default()
+    };
+    fs.setattr(ino, &set).unwrap();
+    fs.getattr(ino).unwrap().atime
+}
+
+#[test]
+fn no_atime_keeps_the_atime_of_reads_listings_and_readlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let d = fs.mkdir(ROOT_INO, b"d", 0o755, 0, CALLER).unwrap().ino;
+    let f = make_file(&fs, d, "f", b"data");
+    let l = fs.symlink(d, b"l", b"f", CALLER).unwrap().ino;
+    for ino in [d, f, l] {
+        fs.set_inode_flags(ino, FS_NOATIME_FL, OWNER).unwrap();
+    }
+    let accesses: [(&str, u64, &dyn Fn()); 3] = [
+        ("read", f, &|| drop(fs.read(f, 0, 4).unwrap())),
+        ("readdir", d, &|| drop(fs.readdir(d, 0).unwrap())),
+        ("readlink", l, &|| drop(fs.readlink(l).unwrap())),
+    ];
+    for (what, ino, access) in accesses {
+        let kept = make_atime_due(&fs, ino);
+        assert!(!fs.read_would_touch_atime(ino), "{what}: no-atime");
+        access();
+        assert_eq!(fs.getattr(ino).unwrap().atime, kept, "{what}: no-atime");
+    }
+    // Without the flag the same accesses set it (the premise above).
+    fs.set_inode_flags(d, 0, OWNER).unwrap();
+    fs.set_inode_flags(f, 0, OWNER).unwrap();
+    fs.set_inode_flags(l, 0, OWNER).unwrap();
+    for (what, ino, access) in accesses {
+        let old = make_atime_due(&fs, ino);
+        assert!(fs.read_would_touch_atime(ino), "{what}");
+        access();
+        assert!(fs.getattr(ino).unwrap().atime > old, "{what}: atime set");
+    }
+}

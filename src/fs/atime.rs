@@ -12,6 +12,7 @@
 //! ([`needs_update`] now), so the first read after a change reaches the daemon, as it reaches
 //! ext4's atime code; other opens keep the cache.
 
+use super::inode_flags::FS_NOATIME_FL;
 use super::keys::{InodeRecord, Timestamp};
 
 /// The mount's atime option.
@@ -46,8 +47,12 @@ fn key(t: Timestamp) -> (i64, u32) {
 }
 
 /// Whether an access at `now` changes `rec`'s atime (Linux's `atime_needs_update` with
-/// `relatime_need_update`).
+/// `relatime_need_update`): never for an inode flagged no-atime.
 pub fn needs_update(mode: AtimeMode, rec: &InodeRecord, now: Timestamp) -> bool {
+    // `chattr +A`: ext4 marks such an inode S_NOATIME, which `atime_needs_update` obeys first.
+    if rec.flags & FS_NOATIME_FL != 0 {
+        return false;
+    }
     let atime = key(rec.atime);
     let due = match mode {
         AtimeMode::NoAtime => false,

@@ -16,9 +16,11 @@
 //! | append-only directory | removing or renaming any entry inside (creating is allowed) |
 //!
 //! Flags kept: immutable, append-only, no-dump (advice to dump(8): nothing to enforce) and
-//! no-atime (reads never change atime here anyway). Every other flag ext4 accepts is refused
-//! with EOPNOTSUPP rather than stored and not honoured (synchronous updates, dirsync, data
-//! journalling, compression, extents, ...): a flag that is shown must hold.
+//! no-atime (reads, listings and readlink leave the atime alone: `atime::needs_update`). A new
+//! inode takes no-dump and no-atime from its directory ([`inherited_flags`]). Every other flag
+//! ext4 accepts is refused with EOPNOTSUPP rather than stored and not honoured (synchronous
+//! updates, dirsync, data journalling, compression, extents, ...): a flag that is shown must
+//! hold.
 
 use super::keys::{FileKind, InodeRecord, Timestamp};
 use super::{Fs, FsError, FsResult, Txn};
@@ -48,6 +50,11 @@ pub const SUPPORTED_FLAGS: u32 = FS_IMMUTABLE_FL | FS_APPEND_FL | FS_NODUMP_FL |
 pub const OTHER_KIND_FLAGS: u32 = FS_NODUMP_FL | FS_NOATIME_FL;
 /// Changing either needs `CAP_LINUX_IMMUTABLE`.
 const PROTECTED_FLAGS: u32 = FS_IMMUTABLE_FL | FS_APPEND_FL;
+/// The flags a new inode takes from its directory: ext4's `EXT4_FL_INHERITED` among the flags
+/// kept here (the others it names, such as synchronous updates, dirsync and data journalling,
+/// are refused here, so no directory carries them). Immutable and append-only are not
+/// inherited.
+const INHERITED_FLAGS: u32 = FS_NODUMP_FL | FS_NOATIME_FL;
 
 /// `struct fsxattr` flags (`FS_XFLAG_*`) that map to the flags above.
 pub const FS_XFLAG_IMMUTABLE: u32 = 0x0000_0008;
@@ -95,6 +102,21 @@ pub struct FlagsCaller {
     pub fowner: bool,
     /// `CAP_LINUX_IMMUTABLE`: may set or clear immutable and append-only.
     pub linux_immutable: bool,
+}
+
+/// The flags a kind of inode may carry.
+fn kind_flags(kind: FileKind) -> u32 {
+    match kind {
+        FileKind::Regular | FileKind::Directory => SUPPORTED_FLAGS,
+        _ => OTHER_KIND_FLAGS,
+    }
+}
+
+/// The flags of a new inode of `kind` in directory `dir`, as ext4 gives them
+/// (`ext4_new_inode`: the directory's inherited flags, cut to what the kind may carry):
+/// `chattr +d` or `+A` on a directory reaches every file and directory later made in it.
+pub(super) fn inherited_flags(dir: &InodeRecord, kind: FileKind) -> u32 {
+    dir.flags & INHERITED_FLAGS & kind_flags(kind)
 }
 
 fn immutable(rec: &InodeRecord) -> bool {
@@ -219,11 +241,7 @@ impl Fs {
         if (old ^ flags) & PROTECTED_FLAGS != 0 && !caller.linux_immutable {
             return Err(FsError::NotPermitted);
         }
-        let allowed = match rec.kind {
-            FileKind::Regular | FileKind::Directory => SUPPORTED_FLAGS,
-            _ => OTHER_KIND_FLAGS,
-        };
-        if flags & !allowed != 0 {
+        if flags & !kind_flags(rec.kind) != 0 {
             return Err(FsError::NotSupported);
         }
         if old & flags & FS_IMMUTABLE_FL != 0 && old != flags {

@@ -1341,7 +1341,7 @@ impl Fs {
             uid: caller.uid,
             gid,
             rdev,
-            flags: 0,
+            flags: inode_flags::inherited_flags(&prec, kind),
             size: symlink_target.map_or(0, |t| t.len() as u64),
             pages: 0,
             atime: now,

@@ -36,7 +36,7 @@ impl Fs {
             uid: caller.uid,
             gid,
             rdev: 0,
-            flags: 0,
+            flags: super::inode_flags::inherited_flags(prec, FileKind::CharDevice),
             size: 0,
             pages: 0,
             atime: now,

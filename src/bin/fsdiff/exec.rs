@@ -160,8 +160,8 @@ impl Side {
         })
     }
 
-    /// Closes every slot and empties the work directory (clearing the immutable and
-    /// append-only flags that block removal).
+    /// Closes every slot, empties the work directory and clears its flags (see
+    /// `clear_flags_of`).
     pub fn reset(&mut self) -> std::io::Result<()> {
         for s in self.slots.iter_mut() {
             if *s >= 0 {
@@ -814,7 +814,7 @@ fn read_dir_names(fd: libc::c_int) -> Result<Vec<String>, i32> {
     Ok(names)
 }
 
-/// Clears user-settable inode flags (immutable, append-only) under `dir`, so it can be removed.
+/// Clears the user flags of `dir` and everything under it (see [`clear_flags_of`]).
 fn clear_flags(dir: &Path) {
     clear_flags_of(dir);
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -833,8 +833,10 @@ fn clear_flags(dir: &Path) {
     }
 }
 
-/// Clears the immutable and append-only flags of `path` (a file or directory: the work
-/// directory itself too, which an op on `d0/..` may have flagged).
+/// Clears the user flags of `path` (a file or directory: the work directory itself too, which
+/// an op on `.` or `d0/..` may have flagged): immutable and append-only so that it can be
+/// removed, and the others so that each seed starts alike and its op log replays it (ext4 gives
+/// new inodes the no-dump and no-atime flags of their directory).
 fn clear_flags_of(path: &Path) {
     let c = cstr(&path.to_string_lossy());
     unsafe {
@@ -844,8 +846,8 @@ fn clear_flags_of(path: &Path) {
         );
         if fd >= 0 {
             let mut v: libc::c_long = 0;
-            if libc::ioctl(fd, FS_IOC_GETFLAGS, &mut v) == 0 && v & (0x10 | 0x20) != 0 {
-                v &= !(0x10 | 0x20);
+            if libc::ioctl(fd, FS_IOC_GETFLAGS, &mut v) == 0 && v as i64 & USER_FLAGS != 0 {
+                v &= !(USER_FLAGS as libc::c_long);
                 libc::ioctl(fd, FS_IOC_SETFLAGS, &v);
             }
             libc::close(fd);
