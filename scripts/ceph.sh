@@ -8,6 +8,8 @@
 #   scripts/ceph.sh env    print the exports of the running cluster: eval "$(scripts/ceph.sh env)"
 #   scripts/ceph.sh down   stop every daemon (radosgw first) and remove the directory
 #   scripts/ceph.sh status show which daemons run
+#   scripts/ceph.sh rgw-stop | rgw-start   stop / restart only the gateway (fault tests; the
+#                          objects live on as long as the OSD runs)
 #
 # Exports: AWS_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ALLOW_HTTP
 #          AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false (radosgw is addressed path-style) and
@@ -38,21 +40,26 @@ start_daemon() { # start_daemon NAME CMD...: run CMD in the background, its pid 
     echo $! > "$DIR/$name.pid"
 }
 
-alive() { [[ -f "$DIR/$1.pid" ]] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+# A daemon outlives the `up` that started it, so a dead one is a zombie until whatever adopted
+# it reaps it (seconds, here): kill -0 would still find it.
+pid_runs() { local st; st="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" && [[ -n "$st" && "$st" != Z ]]; }
+alive() { [[ -f "$DIR/$1.pid" ]] && pid_runs "$(cat "$DIR/$1.pid")"; }
 
-stop_daemon() { # stop_daemon NAME: SIGTERM, then SIGKILL after 10 s; waits until it is gone
-    local name="$1" pid i
+stop_daemon() { # stop_daemon NAME [GRACE]: SIGTERM, SIGKILL after GRACE s (0: at once); waits until gone
+    local name="$1" grace="${2:-15}" pid i
     [[ -f "$DIR/$name.pid" ]] || return 0
     pid="$(cat "$DIR/$name.pid")"
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            say "$name (pid $pid) ignored SIGTERM for 10 s: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if pid_runs "$pid"; then
+        if [[ $grace -gt 0 ]]; then
+            kill -TERM "$pid" 2>/dev/null || true
+            for i in $(seq 1 $((grace * 20))); do pid_runs "$pid" || break; sleep 0.05; done
         fi
-        kill -0 "$pid" 2>/dev/null && die "$name (pid $pid) is still running"
+        if pid_runs "$pid"; then
+            [[ $grace -gt 0 ]] && say "$name (pid $pid) still runs $grace s after SIGTERM: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            for i in $(seq 1 100); do pid_runs "$pid" || break; sleep 0.05; done
+        fi
+        pid_runs "$pid" && die "$name (pid $pid) is still running"
     fi
     rm -f "$DIR/$name.pid"
 }
@@ -63,6 +70,14 @@ wait_for() {
     deadline=$((SECONDS + secs))
     while [[ $SECONDS -lt $deadline ]]; do
         "$@" >/dev/null 2>&1 && return 0
+        local d
+        for d in mon osd rgw; do
+            if [[ -f "$DIR/$d.pid" ]] && ! alive "$d"; then
+                say "$d died while waiting for $what; the end of its logs:"
+                tail -n 30 "$DIR/log/$d.out" >&2 2>/dev/null || true
+                die "$d died"
+            fi
+        done
         sleep 0.1
     done
     say "$what not ready after $secs s; the end of the logs:"
@@ -145,6 +160,10 @@ mon data = $DIR/mon
 [osd]
 osd data = $DIR/osd0
 osd objectstore = memstore
+# The script places the OSD in the CRUSH map itself: the OSD's own commands for it race with its
+# monitor session and were seen refused ("wrong fsid"), which stops the OSD.
+osd crush update on start = false
+osd class update on start = false
 # memstore holds every object in memory; a PUT that would pass this size hangs (the OSD is
 # full), so it must exceed what the tests store.
 memstore device bytes = $MEMSTORE_BYTES
@@ -171,6 +190,7 @@ EOF
     # The first command to the monitor waits (--connect-timeout) until it answers.
     id="$(ceph_cli osd new "$osd_uuid")" || { tail -n 20 "$DIR/log/mon.a.log" >&2; die "the monitor did not answer"; }
     [[ "$id" == 0 ]] || die "expected OSD id 0, the monitor gave $id"
+    ceph_cli osd crush add osd.0 1.0 root=default >/dev/null 2>&1 || die "ceph osd crush add osd.0 failed"
     ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$osd_uuid" >"$DIR/log/osd-mkfs.out" 2>&1 \
         || { cat "$DIR/log/osd-mkfs.out" >&2; die "ceph-osd --mkfs failed"; }
     start_daemon osd ceph-osd -c "$CONF" -f -i 0
@@ -206,13 +226,31 @@ EOF
 
 down() {
     [[ -d "$DIR" ]] || return 0
-    # radosgw first: an OSD stopped under it leaves it retrying, and a memstore OSD's objects are
-    # gone once it stops anyway.
-    stop_daemon rgw
-    stop_daemon osd
-    stop_daemon mon
+    # Everything is thrown away, so no daemon is asked to shut down cleanly (radosgw takes 5 to
+    # 10 s to obey SIGTERM). radosgw first all the same: one that outlives its OSD retries.
+    stop_daemon rgw 0
+    stop_daemon osd 0
+    stop_daemon mon 0
     rm -rf "$DIR"
     say "down"
+}
+
+# For fault tests: the gateway stops and comes back while the cluster (and so every object on
+# the memstore OSD, which would lose them if it stopped) stays up.
+rgw_stop() {
+    alive rgw || die "radosgw is not running"
+    stop_daemon rgw
+    say "radosgw stopped"
+}
+
+rgw_start() {
+    [[ -f "$DIR/env" ]] || die "no cluster in $DIR (scripts/ceph.sh up)"
+    alive rgw && die "radosgw already runs"
+    alive osd && alive mon || die "the monitor or the OSD is not running"
+    local endpoint; endpoint="$(sed -n 's/^export AWS_ENDPOINT=//p' "$DIR/env")"
+    start_daemon rgw radosgw -c "$CONF" -f -n client.rgw
+    wait_for "radosgw" 90 rgw_answers "$endpoint/"
+    say "radosgw answers again on $endpoint"
 }
 
 status() {
@@ -227,5 +265,7 @@ case "${1:-}" in
     down) down ;;
     env) print_env ;;
     status) status ;;
-    *) echo "usage: $0 up|down|env|status" >&2; exit 2 ;;
+    rgw-stop) rgw_stop ;;
+    rgw-start) rgw_start ;;
+    *) echo "usage: $0 up|down|env|status|rgw-stop|rgw-start" >&2; exit 2 ;;
 esac

@@ -966,6 +966,14 @@ whatever order concurrent writers update the index in",
         "                    let _ = delta;\n",
         ["--release", "--test", "fs_seek_copy", "copies_between_compaction_groups_land_in_the_destination_group"],
     ),
+    (
+        "put-new-read-back-compares-sizes",
+        "object tier: a refused create-only PUT succeeds only if the object holds exactly the bytes sent",
+        "src/object/mod.rs",
+        "    if there == sent {",
+        "    if there.len() == sent.len() {",
+        ["--release", "--lib", "object::tests::an_existing_object_counts_as_ours_only_with_the_same_bytes"],
+    ),
 ]
 
 

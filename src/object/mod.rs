@@ -120,6 +120,30 @@ pub enum PutOutcome {
     AlreadyThere,
 }
 
+/// After a create-only PUT was refused because the object exists: success only if it holds
+/// exactly the bytes sent (our own earlier attempt, whose reply was lost); anything else was
+/// written by another writer, and this one must stop (it has been fenced).
+pub(crate) fn judge_existing(
+    location: &str,
+    sent: &[u8],
+    there: &[u8],
+) -> Result<PutOutcome, ObjectError> {
+    if there == sent {
+        Ok(PutOutcome::AlreadyThere)
+    } else {
+        Err(ObjectError::new(
+            ErrorKind::AlreadyExists,
+            "put",
+            location,
+            format!(
+                "another writer created it: it holds {} bytes that differ from the {} sent",
+                there.len(),
+                sent.len()
+            ),
+        ))
+    }
+}
+
 /// One listed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {

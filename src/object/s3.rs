@@ -217,24 +217,17 @@ impl ObjectStorage for S3Storage {
                 };
                 match err.kind {
                     ErrorKind::AlreadyExists => {
-                        let there = self.get_bytes(&path).await.map_err(|e| classify("put (read-back)", &location, &e))?;
-                        return if there == bytes {
-                            Ok(PutOutcome::AlreadyThere)
-                        } else {
-                            Err(ObjectError::new(
-                                ErrorKind::AlreadyExists,
-                                "put",
-                                location,
-                                format!(
-                                    "another writer created it: it holds {} bytes that differ from the {} sent",
-                                    there.len(),
-                                    bytes.len()
-                                ),
-                            ))
-                        };
+                        let there = self
+                            .get_bytes(&path)
+                            .await
+                            .map_err(|e| classify("put (read-back)", &location, &e))?;
+                        return super::judge_existing(&location, &bytes, &there);
                     }
                     ErrorKind::Unreachable if attempt < self.options.put_attempts => {
-                        log::warn!("{err}: attempt {attempt} of {}, retrying", self.options.put_attempts);
+                        log::warn!(
+                            "{err}: attempt {attempt} of {}, retrying",
+                            self.options.put_attempts
+                        );
                         tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
                     }
                     _ => return Err(err),

@@ -156,3 +156,21 @@ fn config_reads_a_credentials_file() {
         "{e}"
     );
 }
+
+#[test]
+fn an_existing_object_counts_as_ours_only_with_the_same_bytes() {
+    use super::{PutOutcome, judge_existing};
+    assert_eq!(
+        judge_existing("s3://b/p/x", b"abc", b"abc").unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    assert_eq!(
+        judge_existing("s3://b/p/x", b"", b"").unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    for there in [&b"abd"[..], b"ab", b"abcd", b""] {
+        let e = judge_existing("s3://b/p/x", b"abc", there).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists, "{there:?}");
+        assert!(e.to_string().contains("another writer created it"), "{e}");
+    }
+}
