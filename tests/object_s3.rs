@@ -391,3 +391,47 @@ fn a_lost_put_reply_is_recovered_by_the_read_back() {
     assert_eq!(kind, ErrorKind::AlreadyExists, "{msg}");
     cleanup(&s);
 }
+
+#[test]
+fn a_put_reply_cut_by_a_reset_is_retried_by_put_new_itself() {
+    let Some(mut vars) = gateway_vars() else {
+        return;
+    };
+    let endpoint = vars["AWS_ENDPOINT"].clone();
+    let to = endpoint
+        .strip_prefix("http://")
+        .expect("the proxy speaks plain HTTP")
+        .trim_end_matches('/')
+        .to_string();
+    let url = format!("s3://{}/{}", bucket(), unique_prefix("reset-reply"));
+    let body = Bytes::from(b"a manifest whose PUT reply was cut".repeat(100));
+
+    // A reset in the middle of the reply: the client does not repeat a PUT after that (it may
+    // have been done), so with a single attempt the caller hears Unreachable...
+    let proxy = Proxy::start(&to, &["--reset-replies", "1"]);
+    vars.insert("AWS_ENDPOINT".into(), format!("http://{}", proxy.addr));
+    let one_attempt = S3Options {
+        put_attempts: 1,
+        ..quick()
+    };
+    let (kind, msg) =
+        kind_of(storage_with(&vars, &url, one_attempt).put_new("manifest/000001", body.clone()));
+    assert_eq!(kind, ErrorKind::Unreachable, "{msg}");
+    drop(proxy);
+
+    // ...although the object was made; put_new's own next attempt meets 412 and reads it back.
+    let proxy = Proxy::start(&to, &["--reset-replies", "1"]);
+    vars.insert("AWS_ENDPOINT".into(), format!("http://{}", proxy.addr));
+    let s = storage_with(&vars, &url, quick());
+    assert_eq!(
+        s.put_new("manifest/000001", body.clone()).unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    assert_eq!(
+        s.put_new("manifest/000002", body.clone()).unwrap(),
+        PutOutcome::Created,
+        "the proxy resets one reply only"
+    );
+    assert_eq!(s.get("manifest/000002").unwrap(), body);
+    cleanup(&s);
+}

@@ -36,9 +36,10 @@ pub struct S3Options {
     /// Whole-request timeout (a PUT of [`MAX_OBJECT_BYTES`] must fit in it).
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
-    /// Extra attempts of a create-only PUT whose reply never came (the client does not repeat
-    /// such a PUT itself: it is not idempotent). The attempt after a lost reply that did create
-    /// the object meets 412 and the read-back finds our bytes.
+    /// Attempts of a create-only PUT whose reply never came after it may have been sent (a
+    /// timeout, a reset mid-reply: the client does not repeat those for a PUT, which is not
+    /// idempotent). The attempt after a lost reply that did create the object meets 412 and the
+    /// read-back finds our bytes.
     pub put_attempts: usize,
 }
 
@@ -211,9 +212,9 @@ impl ObjectStorage for S3Storage {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let err = match self.put_once(&path, &bytes).await {
+                let (err, reply_lost) = match self.put_once(&path, &bytes).await {
                     Ok(()) => return Ok(PutOutcome::Created),
-                    Err(e) => classify("put", &location, &e),
+                    Err(e) => (classify("put", &location, &e), reply_may_be_lost(&e)),
                 };
                 match err.kind {
                     ErrorKind::AlreadyExists => {
@@ -223,7 +224,7 @@ impl ObjectStorage for S3Storage {
                             .map_err(|e| classify("put (read-back)", &location, &e))?;
                         return super::judge_existing(&location, &bytes, &there);
                     }
-                    ErrorKind::Unreachable if attempt < self.options.put_attempts => {
+                    ErrorKind::Unreachable if reply_lost && attempt < self.options.put_attempts => {
                         log::warn!(
                             "{err}: attempt {attempt} of {}, retrying",
                             self.options.put_attempts
@@ -371,6 +372,21 @@ fn s3_code(text: &str) -> Option<String> {
     let start = text.find("<Code>")? + "<Code>".len();
     let len = text[start..].find("</Code>")?;
     Some(text[start..start + len].to_string())
+}
+
+/// Whether the request may have reached the server although no reply came: the client retries
+/// such a failure only for idempotent requests, and a create-only PUT is not one. (A refused
+/// connection, or one closed before the reply began, the client has retried already.)
+fn reply_may_be_lost(e: &object_store::Error) -> bool {
+    matches!(
+        transport_kind(e),
+        Some(
+            HttpErrorKind::Timeout
+                | HttpErrorKind::Interrupted
+                | HttpErrorKind::Unknown
+                | HttpErrorKind::Decode
+        )
+    )
 }
 
 /// The kind of the connection failure in the error's source chain, if any.
