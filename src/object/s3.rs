@@ -283,13 +283,13 @@ impl ObjectStorage for S3Storage {
             while let Some(meta) = stream.next().await {
                 let meta = meta.map_err(|e| self.error("list", &self.location(prefix), e))?;
                 let key = meta.location.as_ref();
-                if let Some(name) = key.strip_prefix(&self.key_prefix) {
-                    if key.starts_with(&want) {
-                        out.push(ObjectInfo {
-                            name: name.to_string(),
-                            size: meta.size,
-                        });
-                    }
+                if let Some(name) = key.strip_prefix(&self.key_prefix)
+                    && key.starts_with(&want)
+                {
+                    out.push(ObjectInfo {
+                        name: name.to_string(),
+                        size: meta.size,
+                    });
                 }
             }
             Ok::<_, ObjectError>(out)
