@@ -972,7 +972,7 @@ whatever order concurrent writers update the index in",
         "src/object/mod.rs",
         "    if there == sent {",
         "    if there.len() == sent.len() {",
-        ["--release", "--lib", "object::tests::an_existing_object_counts_as_ours_only_with_the_same_bytes"],
+        ["--release", "--features", "s3", "--lib", "object::tests::an_existing_object_counts_as_ours_only_with_the_same_bytes"],
     ),
 ]
 
