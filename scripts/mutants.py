@@ -1010,6 +1010,14 @@ whatever order concurrent writers update the index in",
         "    let mut h = Hasher::new_with_initial(1);\n    h.update(&buf[..60]);\n",
         ["--release", "--test", "format_fixture"],
     ),
+    (
+        "put-new-read-back-compares-sizes",
+        "object tier: a refused create-only PUT succeeds only if the object holds exactly the bytes sent",
+        "src/object/mod.rs",
+        "    if there == sent {",
+        "    if there.len() == sent.len() {",
+        ["--release", "--features", "s3", "--lib", "object::tests::an_existing_object_counts_as_ours_only_with_the_same_bytes"],
+    ),
 ]
 
 

@@ -5,6 +5,7 @@
 //!   of inodes, paths or FUSE.
 //! - [`fs`]: the filesystem. Inodes, directory entries and file data as engine records; the FUSE
 //!   adapter is the only code that knows fuser's request and reply types.
+//! - [`object`]: the object tier's door: immutable objects in an S3-compatible bucket.
 //! - [`cli`]: the command line (`logstorfs mount | stats | fsck`).
 //!
 //! `ARCHITECTURE.md` at the top of the repository has the map and the invariants.
@@ -12,3 +13,5 @@
 pub mod cli;
 pub mod engine;
 pub mod fs;
+#[cfg(feature = "s3")]
+pub mod object;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The object tier's tests (tests/object_s3.rs, feature `s3`) against a real S3 gateway: brings
+# up the single-node Ceph cluster of scripts/ceph.sh, runs the tests (a missing gateway is a
+# failure, never a skip), and takes the cluster down on any exit.
+#
+#   bash scripts/object_s3.sh            (scripts/test.sh runs it in its `object` stage)
+#
+# Env: CEPH_DIR as for scripts/ceph.sh (default /tmp/logstorfs-ceph-tests here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CEPH_DIR="${CEPH_DIR:-/tmp/logstorfs-ceph-tests}"
+
+t_up=$(date +%s%N)
+trap 'bash scripts/ceph.sh down' EXIT
+trap 'exit 143' TERM INT
+env_lines="$(bash scripts/ceph.sh up)" || { echo "FAIL: scripts/ceph.sh up failed" >&2; exit 1; }
+eval "$env_lines"
+up_ms=$((($(date +%s%N) - t_up) / 1000000))
+
+t_test=$(date +%s%N)
+rc=0
+cargo test --release --features s3 --test object_s3 --lib object:: || rc=$?
+test_ms=$((($(date +%s%N) - t_test) / 1000000))
+
+t_down=$(date +%s%N)
+bash scripts/ceph.sh down
+trap - EXIT
+down_ms=$((($(date +%s%N) - t_down) / 1000000))
+echo "object_s3: gateway up in ${up_ms} ms, tests (with any build) ${test_ms} ms, down in ${down_ms} ms"
+exit $rc

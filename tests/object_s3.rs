@@ -1,0 +1,429 @@
+//! The object tier against a real S3 gateway (never a mock): create-only PUTs and their
+//! read-back, reads, listings, deletes, and the errors a mount must explain (bad credentials, a
+//! missing bucket, an endpoint that does not answer).
+//!
+//! The gateway comes from the standard environment (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`) and the bucket from
+//! `LOGSTORFS_S3_BUCKET`, as `scripts/ceph.sh up` prints them:
+//!
+//! ```text
+//! eval "$(scripts/ceph.sh up)"; cargo test --release --features s3 --test object_s3; scripts/ceph.sh down
+//! ```
+//!
+//! Built only with the `s3` feature; without `AWS_ENDPOINT` every test fails.
+//! Every test works under a prefix of its own, unique to the run, so runs never share names.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use logstorfs::object::s3::{S3Options, S3Storage};
+use logstorfs::object::{Bytes, ErrorKind, ObjectError, ObjectStorage, PutOutcome, S3Config};
+
+/// The gateway's settings. A run without a gateway fails: these tests are built only with the
+/// `s3` feature, which asks for them (`scripts/object_s3.sh` starts a gateway first).
+fn gateway_vars() -> Option<BTreeMap<String, String>> {
+    let vars: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .collect();
+    assert!(
+        vars.contains_key("AWS_ENDPOINT"),
+        "AWS_ENDPOINT is not set: start a gateway first (eval \"$(scripts/ceph.sh up)\"), or run \
+         scripts/object_s3.sh"
+    );
+    Some(vars)
+}
+
+fn bucket() -> String {
+    std::env::var("LOGSTORFS_S3_BUCKET").unwrap_or_else(|_| "logstorfs-test".into())
+}
+
+/// A prefix no other test and no other run uses.
+fn unique_prefix(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("object-s3-tests/{}-{}/{test}", std::process::id(), nanos)
+}
+
+/// Short retries: the error tests should fail in a second, not after the default 30 s.
+fn quick() -> S3Options {
+    S3Options {
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(2),
+        put_attempts: 3,
+    }
+}
+
+fn storage_with(vars: &BTreeMap<String, String>, url: &str, options: S3Options) -> S3Storage {
+    let config = S3Config::from_vars(url, vars).expect("config");
+    S3Storage::new(&config, options).expect("client")
+}
+
+/// The test's own storage, or `None` without a gateway.
+fn storage(test: &str) -> Option<(S3Storage, BTreeMap<String, String>)> {
+    let vars = gateway_vars()?;
+    let url = format!("s3://{}/{}", bucket(), unique_prefix(test));
+    let s = storage_with(&vars, &url, S3Options::default());
+    s.check()
+        .unwrap_or_else(|e| panic!("the gateway is not usable: {e}"));
+    Some((s, vars))
+}
+
+fn cleanup(s: &S3Storage) {
+    for o in s.list("").expect("list for cleanup") {
+        s.delete(&o.name).expect("delete for cleanup");
+    }
+    assert_eq!(s.list("").unwrap(), vec![], "objects left after cleanup");
+}
+
+fn kind_of<T: std::fmt::Debug>(r: Result<T, ObjectError>) -> (ErrorKind, String) {
+    let e = r.expect_err("expected an error");
+    eprintln!("as expected: {e}");
+    (e.kind, e.to_string())
+}
+
+#[test]
+fn put_new_get_range_list_delete() {
+    let Some((s, _)) = storage("basic") else {
+        return;
+    };
+    let a = Bytes::from(b"segment zero".to_vec());
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    assert_eq!(
+        s.put_new("seg/000000", a.clone()).unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        s.put_new("seg/000001", Bytes::from(big.clone())).unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        s.put_new("seg/000100", Bytes::new()).unwrap(),
+        PutOutcome::Created,
+        "an empty object"
+    );
+    assert_eq!(
+        s.put_new("manifest/000001", Bytes::from_static(b"m"))
+            .unwrap(),
+        PutOutcome::Created
+    );
+
+    assert_eq!(s.get("seg/000000").unwrap(), a);
+    assert_eq!(&s.get("seg/000001").unwrap()[..], &big[..]);
+    assert!(s.get("seg/000100").unwrap().is_empty());
+    assert_eq!(
+        &s.get_range("seg/000001", 1_000_000..1_000_123).unwrap()[..],
+        &big[1_000_000..1_000_123]
+    );
+    assert_eq!(
+        &s.get_range("seg/000000", 8..1000).unwrap()[..],
+        b"zero",
+        "a range past the end is cut there"
+    );
+
+    let names = |v: Vec<logstorfs::object::ObjectInfo>| {
+        v.into_iter().map(|o| (o.name, o.size)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(s.list("seg/").unwrap()),
+        vec![
+            ("seg/000000".into(), 12),
+            ("seg/000001".into(), 3_000_000),
+            ("seg/000100".into(), 0)
+        ]
+    );
+    assert_eq!(
+        names(s.list("seg/0000").unwrap()),
+        vec![("seg/000000".into(), 12), ("seg/000001".into(), 3_000_000)],
+        "a prefix need not end at a '/'"
+    );
+    assert_eq!(s.list("").unwrap().len(), 4);
+    assert_eq!(s.list("nothing/").unwrap(), vec![]);
+
+    s.delete("seg/000000").unwrap();
+    let (kind, msg) = kind_of(s.get("seg/000000"));
+    assert_eq!(kind, ErrorKind::NotFound, "{msg}");
+    assert!(
+        msg.contains("seg/000000"),
+        "the message names the object: {msg}"
+    );
+    s.delete("seg/000000")
+        .expect("deleting an absent object succeeds");
+    assert_eq!(names(s.list("seg/").unwrap()).len(), 2);
+    cleanup(&s);
+}
+
+#[test]
+fn create_only_refuses_a_different_body() {
+    let Some((s, _)) = storage("fence") else {
+        return;
+    };
+    assert_eq!(
+        s.put_new("manifest/000007", Bytes::from_static(b"writer one"))
+            .unwrap(),
+        PutOutcome::Created
+    );
+    let (kind, msg) = kind_of(s.put_new("manifest/000007", Bytes::from_static(b"writer two!")));
+    assert_eq!(kind, ErrorKind::AlreadyExists, "{msg}");
+    assert!(msg.contains("another writer created it"), "{msg}");
+    assert_eq!(
+        &s.get("manifest/000007").unwrap()[..],
+        b"writer one",
+        "the first writer's object is untouched"
+    );
+    // Same length, other bytes: the comparison is of contents, not sizes.
+    let (kind, msg) = kind_of(s.put_new("manifest/000007", Bytes::from_static(b"writer uno")));
+    assert_eq!(kind, ErrorKind::AlreadyExists, "{msg}");
+    cleanup(&s);
+}
+
+#[test]
+fn a_repeated_put_of_the_same_bytes_succeeds() {
+    // What a retry after a lost reply meets: the object is there, with our bytes.
+    let Some((s, _)) = storage("retry") else {
+        return;
+    };
+    let body = Bytes::from(vec![0x5a; 100_000]);
+    assert_eq!(
+        s.put_new("log/000001", body.clone()).unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        s.put_new("log/000001", body.clone()).unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    assert_eq!(s.get("log/000001").unwrap(), body);
+    cleanup(&s);
+}
+
+#[test]
+fn many_threads_share_one_storage() {
+    let Some((s, _)) = storage("threads") else {
+        return;
+    };
+    let s = Arc::new(s);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    let name = format!("t{t}/{i}");
+                    let body = Bytes::from(format!("thread {t} object {i}").repeat(100));
+                    assert_eq!(s.put_new(&name, body.clone()).unwrap(), PutOutcome::Created);
+                    assert_eq!(s.get(&name).unwrap(), body);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.list("").unwrap().len(), 40);
+    cleanup(&s);
+}
+
+#[test]
+fn names_and_sizes_are_checked_before_sending() {
+    let Some((s, _)) = storage("names") else {
+        return;
+    };
+    for bad in ["", "/abs", "a//b", "a/../b", "trailing/"] {
+        let (kind, msg) = kind_of(s.put_new(bad, Bytes::from_static(b"x")));
+        assert_eq!(kind, ErrorKind::Other, "{bad:?}: {msg}");
+        assert!(msg.contains("invalid object name"), "{bad:?}: {msg}");
+    }
+    let too_big = Bytes::from(vec![0u8; logstorfs::object::MAX_OBJECT_BYTES + 1]);
+    let (kind, msg) = kind_of(s.put_new("big", too_big));
+    assert_eq!(kind, ErrorKind::Other, "{msg}");
+    assert!(
+        msg.contains("more than one create-only PUT may carry"),
+        "{msg}"
+    );
+    assert_eq!(s.list("").unwrap(), vec![], "nothing was sent");
+}
+
+#[test]
+fn bad_credentials_are_an_auth_error_that_says_so() {
+    let Some(vars) = gateway_vars() else { return };
+    let url = format!("s3://{}/{}", bucket(), unique_prefix("auth"));
+    let mut wrong_secret = vars.clone();
+    wrong_secret.insert("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret".into());
+    let mut wrong_key = vars.clone();
+    wrong_key.insert("AWS_ACCESS_KEY_ID".into(), "NOSUCHKEY0000000000".into());
+    for (what, v) in [("wrong secret", &wrong_secret), ("unknown key", &wrong_key)] {
+        let s = storage_with(v, &url, quick());
+        let (kind, msg) = kind_of(s.check());
+        assert_eq!(kind, ErrorKind::Auth, "{what}: {msg}");
+        assert!(
+            msg.contains("refused the credentials") && msg.contains("AWS_SECRET_ACCESS_KEY"),
+            "{what}: {msg}"
+        );
+        let (kind, msg) = kind_of(s.put_new("x", Bytes::from_static(b"x")));
+        assert_eq!(kind, ErrorKind::Auth, "{what}: {msg}");
+        let (kind, msg) = kind_of(s.get("x"));
+        assert_eq!(kind, ErrorKind::Auth, "{what}: {msg}");
+    }
+    let s = storage_with(&vars, &url, quick());
+    assert_eq!(s.list("").unwrap(), vec![], "a refused PUT wrote nothing");
+}
+
+#[test]
+fn a_missing_bucket_is_named_as_such() {
+    let Some(vars) = gateway_vars() else { return };
+    let url = format!("s3://logstorfs-no-such-bucket-{}/p", std::process::id());
+    let s = storage_with(&vars, &url, quick());
+    for (op, r) in [
+        ("check", s.check().map(|_| ())),
+        ("put", s.put_new("x", Bytes::from_static(b"x")).map(|_| ())),
+        ("get", s.get("x").map(|_| ())),
+        ("list", s.list("").map(|_| ())),
+    ] {
+        let (kind, msg) = kind_of(r);
+        assert_eq!(kind, ErrorKind::NoBucket, "{op}: {msg}");
+        assert!(
+            msg.contains("no such bucket") && msg.contains("logstorfs-no-such-bucket"),
+            "{op}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn an_endpoint_that_does_not_answer_is_unreachable() {
+    let Some(mut vars) = gateway_vars() else {
+        return;
+    };
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    vars.insert("AWS_ENDPOINT".into(), format!("http://127.0.0.1:{port}"));
+    vars.insert("AWS_ALLOW_HTTP".into(), "true".into());
+    let s = storage_with(&vars, &format!("s3://{}/p", bucket()), quick());
+    let (kind, msg) = kind_of(s.check());
+    assert_eq!(kind, ErrorKind::Unreachable, "{msg}");
+    assert!(msg.contains("AWS_ENDPOINT"), "{msg}");
+    let (kind, msg) = kind_of(s.put_new("x", Bytes::from_static(b"x")));
+    assert_eq!(kind, ErrorKind::Unreachable, "{msg}");
+}
+
+/// `faultproxy` between the client and the gateway, killed when dropped.
+struct Proxy {
+    child: Child,
+    addr: String,
+}
+
+impl Proxy {
+    fn start(to: &str, args: &[&str]) -> Proxy {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_faultproxy"))
+            .arg("--to")
+            .arg(to)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start faultproxy");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("faultproxy said {line:?}"));
+        Proxy {
+            addr: addr.to_string(),
+            child,
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_lost_put_reply_is_recovered_by_the_read_back() {
+    let Some(mut vars) = gateway_vars() else {
+        return;
+    };
+    let endpoint = vars["AWS_ENDPOINT"].clone();
+    let to = endpoint
+        .strip_prefix("http://")
+        .expect("the proxy speaks plain HTTP: an http:// endpoint");
+    let to = to.trim_end_matches('/');
+    // The gateway's reply to the first request (the PUT) never reaches the client: the proxy
+    // closes the connection when the reply starts.
+    let proxy = Proxy::start(to, &["--drop-replies", "1"]);
+    vars.insert("AWS_ENDPOINT".into(), format!("http://{}", proxy.addr));
+    let url = format!("s3://{}/{}", bucket(), unique_prefix("lost-reply"));
+    let s = storage_with(&vars, &url, quick());
+    let body = Bytes::from(b"log bytes whose PUT reply was lost".repeat(1000));
+    let outcome = s
+        .put_new("log/000042", body.clone())
+        .expect("put_new through a lost reply");
+    assert_eq!(
+        outcome,
+        PutOutcome::AlreadyThere,
+        "the first PUT landed, its reply was lost; the retry met 412 and the read-back found our bytes"
+    );
+    assert_eq!(s.get("log/000042").unwrap(), body);
+    // Another writer's body under the same name is still refused after such a retry.
+    let (kind, msg) = kind_of(s.put_new("log/000042", Bytes::from_static(b"other")));
+    assert_eq!(kind, ErrorKind::AlreadyExists, "{msg}");
+    cleanup(&s);
+}
+
+#[test]
+fn a_put_reply_cut_by_a_reset_is_retried_by_put_new_itself() {
+    let Some(mut vars) = gateway_vars() else {
+        return;
+    };
+    let endpoint = vars["AWS_ENDPOINT"].clone();
+    let to = endpoint
+        .strip_prefix("http://")
+        .expect("the proxy speaks plain HTTP")
+        .trim_end_matches('/')
+        .to_string();
+    let url = format!("s3://{}/{}", bucket(), unique_prefix("reset-reply"));
+    let body = Bytes::from(b"a manifest whose PUT reply was cut".repeat(100));
+
+    // A reset in the middle of the reply: the client does not repeat a PUT after that (it may
+    // have been done), so with a single attempt the caller hears Unreachable...
+    let proxy = Proxy::start(&to, &["--reset-replies", "1"]);
+    vars.insert("AWS_ENDPOINT".into(), format!("http://{}", proxy.addr));
+    let one_attempt = S3Options {
+        put_attempts: 1,
+        ..quick()
+    };
+    let (kind, msg) =
+        kind_of(storage_with(&vars, &url, one_attempt).put_new("manifest/000001", body.clone()));
+    assert_eq!(kind, ErrorKind::Unreachable, "{msg}");
+    drop(proxy);
+
+    // ...although the object was made; put_new's own next attempt meets 412 and reads it back.
+    let proxy = Proxy::start(&to, &["--reset-replies", "1"]);
+    vars.insert("AWS_ENDPOINT".into(), format!("http://{}", proxy.addr));
+    let s = storage_with(&vars, &url, quick());
+    assert_eq!(
+        s.put_new("manifest/000001", body.clone()).unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    assert_eq!(
+        s.put_new("manifest/000002", body.clone()).unwrap(),
+        PutOutcome::Created,
+        "the proxy resets one reply only"
+    );
+    assert_eq!(s.get("manifest/000002").unwrap(), body);
+    cleanup(&s);
+}
