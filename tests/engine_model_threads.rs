@@ -896,13 +896,40 @@ fn file_store_in_a_killed_child_keeps_every_synced_batch() {
 /// (`compaction::pass_budget` counts that room). `MODEL_SEEDS=N` runs seeds 1 to N instead.
 #[test]
 fn a_store_of_many_groups_near_full_keeps_taking_overwrites() {
+    overwrites_are_taken_near_full(&small_store(), &[13, 16, 17, 23]);
+}
+
+/// The same in the smallest store a user can make (16 MiB of 1 MiB segments: the reserve is a
+/// quarter of it).
+///
+/// It fails (seed 1: "an overwrite of k003 by 44908 bytes: store is full" at 7.6 MB live of
+/// 8.26 MB usable): with nine groups in sixteen segments, nearly every segment in use is some
+/// group's open segment, which no pass takes as a victim, so at the reserve there is nothing to
+/// compact. Closing the open segments when a pass finds no victim, and sending all copies to
+/// one group at the reserve, were tried: writers then loop in passes that move data between
+/// segments without freeing one. The fix needs a pass that counts what it frees net of what
+/// it opens, and a writer that stops retrying when passes gain nothing.
+#[test]
+#[ignore = "fails: the smallest store with as many groups as segments refuses same-size \
+            overwrites near full (every segment in use is a group's open segment)"]
+fn the_smallest_store_of_many_groups_near_full_keeps_taking_overwrites() {
+    let options = EngineOptions {
+        segment_size_bytes: 1 << 20,
+        ..small_store()
+    };
+    overwrites_are_taken_near_full(&options, &[1, 2, 3, 4]);
+}
+
+/// Fills a store of `options` near its capacity (see above) for each of `default_seeds`, or
+/// seeds 1 to `MODEL_SEEDS` if set, and checks that same-size overwrites are still taken.
+fn overwrites_are_taken_near_full(options: &EngineOptions, default_seeds: &[u64]) {
     let seeds: Vec<u64> = match std::env::var("MODEL_SEEDS") {
         Ok(_) => (1..=env_or("MODEL_SEEDS", 0)).collect(),
-        Err(_) => vec![13, 16, 17, 23],
+        Err(_) => default_seeds.to_vec(),
     };
     for seed in seeds {
         let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_store()).unwrap();
+        let engine = Engine::open_on(storage.clone(), options).unwrap();
         engine.test_pause_background();
         let mut rng = SimRng::new(seed);
         let mut refused = None;
@@ -957,8 +984,7 @@ fn a_store_of_many_groups_near_full_keeps_taking_overwrites() {
         };
         overwrite_all(&engine, "after passes");
         engine.close().unwrap();
-        let engine =
-            Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &small_store()).unwrap();
+        let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), options).unwrap();
         overwrite_all(&engine, "after a reopen");
         engine.close().unwrap();
     }
