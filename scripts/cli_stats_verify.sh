@@ -21,7 +21,8 @@ done
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-verify.XXXXXX")"
 MNT="$WORK/mnt"
 STORE="$WORK/store"
-trap 'cleanup_mounts; [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"' EXIT
+# Checks mount in subshells too: the mount point is unmounted by path as well.
+trap 'cleanup_mounts; fusermount3 -uz "$MNT" 2>/dev/null; [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 log "cli stats/fsck/logs on $("$LOGSTORFS" --version), work dir $WORK"
 
 # Every file of the store: contents, size, mtime (ns) and inode.
@@ -119,6 +120,24 @@ t_remount_uses_checkpoint() {
     if grep "stale" "$WORK/mount.err"; then return 1; fi
 }
 check "after offline stats the next mount (-v: engine lines too) loads the checkpoint" t_remount_uses_checkpoint
+
+t_crash_scan_progress() {
+    local pid
+    mount_fresh "$STORE" "$MNT"
+    echo more >"$MNT/d/g"
+    pid="$(daemon_pid "$MNT")"
+    kill -9 "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # No checkpoint after a crash: the mount scans, with a bar on the terminal script(1) gives.
+    script -qec "$LOGSTORFS mount --daemon $STORE $MNT" "$WORK/typescript.mount" >/dev/null
+    for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
+    MOUNTED+=("$MNT")
+    expect_eq more "$(cat "$MNT/d/g")" "the file written before the kill"
+    unmount "$MNT"
+    cat -v "$WORK/typescript.mount"
+    grep -q "scanning the store" "$WORK/typescript.mount"
+}
+check "a mount that scans after kill -9 shows a progress bar on a terminal" t_crash_scan_progress
 
 t_quiet() {
     : >"$STORE/logstorfs.log"
