@@ -104,8 +104,9 @@ t_fsck_clean() {
     echo "$out"
     expect_eq 0 "$rc" "fsck exit status on a clean store"
     expect_eq "" "$(cat "$WORK/fsck.err")" "fsck's stderr off a terminal (no progress bar)"
-    # On a terminal (a pty from script(1)), the bar is drawn on stderr.
-    script -qec "$LOGSTORFS fsck $STORE" "$WORK/typescript" >/dev/null
+    # On a terminal (a pty from script(1); indicatif draws nothing when TERM is unset or dumb,
+    # as it may be in CI), the bar is drawn on stderr.
+    TERM=xterm script -qec "$LOGSTORFS fsck $STORE" "$WORK/typescript" >/dev/null
     grep -q "checking segments" "$WORK/typescript"
 }
 check "fsck of a clean store: 0; a progress bar only on a terminal" t_fsck_clean
@@ -129,7 +130,7 @@ t_crash_scan_progress() {
     kill -9 "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     # No checkpoint after a crash: the mount scans, with a bar on the terminal script(1) gives.
-    script -qec "$LOGSTORFS mount --daemon $STORE $MNT" "$WORK/typescript.mount" >/dev/null
+    TERM=xterm script -qec "$LOGSTORFS mount --daemon $STORE $MNT" "$WORK/typescript.mount" >/dev/null
     for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.1; done
     MOUNTED+=("$MNT")
     expect_eq more "$(cat "$MNT/d/g")" "the file written before the kill"

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use fs_common::*;
+use logstorfs::engine::{Engine, EngineError, Mutation, ROOT_GROUP};
 use logstorfs::fs::ROOT_INO;
 
 fn bin(args: &[&str]) -> Output {
@@ -76,6 +77,46 @@ fn offline_stats_changes_no_byte_of_the_store() {
             "{args:?} added or removed files"
         );
     }
+}
+
+#[test]
+fn offline_stats_after_a_crash_changes_no_byte_either() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let fs = open(dir.path());
+        let f = fs.create(ROOT_INO, b"f", 0o644, 0, CALLER).unwrap().0.ino;
+        fs.write(f, 0, &vec![7u8; 300_000]).unwrap();
+        fs.fsync().unwrap();
+        fs.write(f, 0, &vec![8u8; 5000]).unwrap();
+        // Dropped without a close, as by a crash of the process: no checkpoint, no close
+        // marker. A writable open would scan, then write a marker behind the newest batches.
+    }
+    assert!(!dir.path().join("checkpoint").exists());
+    let before = snapshot(dir.path());
+    let out = bin(&["stats", "--json", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        snapshot(dir.path()) == before,
+        "offline stats after a crash changed the store"
+    );
+}
+
+#[test]
+fn a_read_only_engine_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    closed_store(dir.path());
+    let before = snapshot(dir.path());
+    let engine = Engine::open_read_only(dir.path(), &options(128 << 20)).unwrap();
+    let err = engine
+        .write(&[Mutation::put(ROOT_GROUP, b"k".to_vec(), b"v".to_vec())])
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ReadOnly), "{err}");
+    engine.sync().unwrap();
+    engine.close().unwrap();
+    assert!(
+        snapshot(dir.path()) == before,
+        "the read-only engine changed the store"
+    );
 }
 
 #[test]
