@@ -131,7 +131,7 @@ t_fsck_names() {
     local out rc=0
     out="$("$LOGSTORFS" fsck "$STORE" 2>&1)" || rc=$?
     echo "$out"
-    expect_eq 1 "$rc" "fsck exit status"
+    expect_eq 4 "$rc" "fsck exit status (problems left uncorrected)"
     grep -q "fails its checksum" <<<"$out"
     grep -q "^/dir/victim (inode [0-9]*): damaged file: .*data page" <<<"$out"
     grep -q "^/dir/rewritten (inode [0-9]*): damaged file: .*data page" <<<"$out"
@@ -146,13 +146,13 @@ t_fsck_refuses_mounted() {
     local rc=0 err
     err="$("$LOGSTORFS" fsck "$STORE" 2>&1)" || rc=$?
     echo "$err"
-    expect_eq 2 "$rc" "fsck exit status on a mounted store"
+    expect_eq 8 "$rc" "fsck exit status on a mounted store"
     grep -q "is mounted on .*unmount it first" <<<"$err"
     rc=0; err="$("$LOGSTORFS" fsck "$MNT" 2>&1)" || rc=$?
     echo "$err"
-    expect_eq 2 "$rc" "fsck exit status on a mount point"
+    expect_eq 8 "$rc" "fsck exit status on a mount point"
 }
-check "fsck refuses the mounted store (exit 2, says where it is mounted)" t_fsck_refuses_mounted
+check "fsck refuses the mounted store (exit 8, says where it is mounted)" t_fsck_refuses_mounted
 t_victim_eio() {
     local err rc=0
     err="$(cat "$MNT/dir/victim" 2>&1 >"$WORK/victim.read")" || rc=$?
@@ -194,7 +194,7 @@ check_here "clean unmount" unmount "$MNT"
 # at a random place of a segment file (a buffer header in a third of the rounds, else anywhere
 # in a written block), then fsck, a mount, and a read of every file and every directory
 # listing. Each must read exactly, or fail with EIO; never wrong bytes, never a missing or
-# extra name. fsck must name every file whose data fails (exit 1), exit 1 if anything fails,
+# extra name. fsck must name every file whose data fails (exit 4), exit 4 if anything fails,
 # and exit 0 when nothing does. FLIP_SEED picks the places (default 1). ----
 FLIPS="${FLIPS:-12}"
 FLIP_STORE="$WORK/flip-store"
@@ -306,7 +306,7 @@ print("%d file(s) fail with EIO, %d lookup(s) or listing(s) fail with EIO; fsck 
 with open(os.environ["FLIP_TALLY"], "a") as tally:
     tally.write("%d %d\n" % (len(data_eio), len(meta_eio)))
 problems = list(wrong)
-if (data_eio or meta_eio) and fsck_rc != 1:
+if (data_eio or meta_eio) and fsck_rc != 4:
     problems.append("reads fail but fsck exits %d" % fsck_rc)
 if not (data_eio or meta_eio) and fsck_rc != 0:
     problems.append("every read succeeds but fsck exits %d" % fsck_rc)

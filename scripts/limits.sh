@@ -125,7 +125,7 @@ if [[ " $ONLY " == *" shape "* ]]; then
                 cmp -s "$WORK/one-kib" "$MNT/d9999/f"
             }
             check "shape: a new 512 MiB file still fits" t_half_store
-            "$LOGSTORFS" stats "$MNT" | grep -E 'segments_free|mixed_segments|segments_handed_over' || true
+            "$LOGSTORFS" stats --json "$MNT" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(" ".join("%s %s" % (k, j[k]) for k in ("segments_free","mixed_segments","segments_handed_over")))' || true
             check_here "shape: final unmount" unmount "$MNT" || true
         fi
     fi

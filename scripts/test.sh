@@ -60,6 +60,7 @@ install_deps() {
     command -v setfattr >/dev/null || apt_install attr
     command -v setfacl >/dev/null || apt_install acl
     command -v rsync >/dev/null || apt_install rsync
+    command -v script >/dev/null || apt_install bsdutils   # a terminal for fsck's progress bar
     command -v pkg-config >/dev/null || apt_install pkg-config
     apt_install libacl1-dev          # pjdfstest links against libacl
     # scripts/export_nfs.sh: a userspace NFS server (FSAL_VFS opens file handles) and client
@@ -152,6 +153,9 @@ if stage verify; then
     # lseek(SEEK_DATA/SEEK_HOLE) and copy_file_range, cp --sparse and tar --sparse, against a
     # kernel ext4 loop mount.
     script_checks seek_copy_vs_ext4.sh 300 seek-copy
+    # stats mounted and offline (no byte written offline), the daemon's log lines, systemd
+    # readiness, fsck's exit codes and progress bar.
+    script_checks cli_stats_verify.sh 180 cli-stats
 fi
 if stage external; then
     script_checks external.sh 1800 external

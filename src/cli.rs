@@ -1,8 +1,16 @@
 //! Command line: `logstorfs mount`, `logstorfs stats` and `logstorfs fsck`.
 //!
 //! Exit codes: 0 on success (mount: after a clean unmount, or with `--daemon` once the mount is
-//! live), 1 on any error, reported as one line `logstorfs: ...` on stderr. `fsck`: 0 clean, 1
-//! problems found, 2 usage or I/O error (or a mounted store).
+//! live), 1 on any error, reported as one line `logstorfs: ...` on stderr, 2 on a usage error.
+//! `fsck` follows fsck(8): 0 clean, 4 problems left uncorrected, 8 operational error (or a
+//! mounted store), 16 usage error.
+
+mod docs;
+mod fsck;
+mod logging;
+mod progress;
+mod signals;
+mod stats;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -12,16 +20,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 use parking_lot::Mutex;
 
-use crate::engine::check::Severity;
 use crate::engine::instrument::Instrumentation;
 use crate::engine::{CompactionPolicy, Engine, EngineError, EngineOptions};
 use crate::fs::atime::AtimeMode;
 use crate::fs::fuse_adapter::FuseFs;
-use crate::fs::{Fs, FsOptions, STATS_XATTR, check, stats};
+use crate::fs::{Fs, FsOptions};
 
 /// Name of the file in the store directory that says where the store is mounted (first line:
 /// mount point, second line: daemon pid). Written at mount, removed at clean exit.
@@ -39,6 +46,12 @@ const FUSE_THREADS_MAX: usize = 4;
     about = "A FUSE filesystem on a log-structured store"
 )]
 struct Cli {
+    /// More log lines (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Fewer log lines (-q: warnings and errors only, -qq: errors only).
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,14 +62,24 @@ enum Command {
     Mount(MountArgs),
     /// Print the store's figures (works while mounted and offline).
     Stats(StatsArgs),
-    /// Check an unmounted store without changing it (exit 0 clean, 1 problems, 2 errors).
+    /// Check an unmounted store without changing it (exit 0 clean, 4 problems, 8 errors).
     ///
     /// Checks buffers and records (CRCs), the end of the log, the per-segment accounting, and
     /// the namespace (entries, link counts, reachability, orphans, data pages within sizes);
     /// names the files that damaged records belong to. Prints one problem per line, where
-    /// first; lines starting with "note:" are not problems. Exit status: 0 clean, 1 problems
-    /// found, 2 usage or I/O error, or the store is mounted (unmount it first).
+    /// first; lines starting with "note:" are not problems; then what to do next. Exit status
+    /// as fsck(8)'s: 0 clean, 4 problems found (fsck repairs nothing), 8 operational error (I/O
+    /// error, not a store, or the store is mounted: unmount it first), 16 usage error.
     Fsck(FsckArgs),
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
+    /// Print the completion script for SHELL on stdout.
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// (Testing) Power-cut images of an I/O log recorded by `mount --test-record-io`.
     #[command(hide = true)]
     ReplayCut(ReplayCutArgs),
@@ -136,21 +159,50 @@ struct StatsArgs {
     path: PathBuf,
 }
 
+/// The clap definitions with `--version` naming the on-disk formats (also the source of the
+/// man page and the completions).
+fn command() -> clap::Command {
+    Cli::command().version(&*Box::leak(docs::version_text().into_boxed_str()))
+}
+
+/// Parses the command line, or exits: 0 after `--help` or `--version`, 2 on a usage error
+/// (16 for `fsck`, as fsck(8) says).
+fn parse() -> Cli {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && is_fsck_invocation() => {
+            let _ = e.print();
+            std::process::exit(fsck::USAGE_ERROR);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// Whether the first word after the options is `fsck`.
+fn is_fsck_invocation() -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .is_some_and(|a| a == "fsck")
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = parse();
+    logging::init(i32::from(cli.verbose) - i32::from(cli.quiet));
+    progress::show_on_terminal();
     let result = match cli.command {
         Command::Mount(args) => mount(args),
-        Command::Stats(args) => stats_cmd(args),
+        Command::Stats(args) => stats::run(&args.path, args.json),
         Command::ReplayCut(args) => replay_cut_cmd(&args),
-        Command::Fsck(args) => {
-            return match fsck_cmd(&args) {
-                Ok(code) => code,
-                Err(msg) => {
-                    eprintln!("logstorfs: {msg}");
-                    2
-                }
-            };
+        Command::Fsck(args) => return fsck::run(&args.store, args.json),
+        Command::Man => docs::man(command()),
+        Command::Completions { shell } => {
+            docs::completions(command(), shell);
+            Ok(())
         }
     };
     match result {
@@ -484,16 +536,12 @@ fn daemonize_and_serve(
 /// Set once the daemon's stdio points at /dev/null and the log file.
 static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Points stdin/stdout at /dev/null and stderr at the store's log file.
+/// Points stdin/stdout at /dev/null, and the log and stderr at the store's log file (capped
+/// and rotated: see `logging.rs`).
 fn detach_stdio(store: &Path) {
     DETACHED.store(true, std::sync::atomic::Ordering::Relaxed);
     let devnull = CString::new("/dev/null").expect("no NUL");
-    let log_path = store.join(DAEMON_LOG_FILE);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path);
-    // SAFETY: plain fd manipulation on descriptors we own or on 0/1/2.
+    // SAFETY: plain fd manipulation on descriptors we own or on 0/1.
     unsafe {
         let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
         if null >= 0 {
@@ -501,43 +549,10 @@ fn detach_stdio(store: &Path) {
             libc::dup2(null, 1);
             libc::close(null);
         }
-        if let Ok(f) = &log {
-            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(f), 2);
-        }
     }
-}
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread spawned after), and
-/// starts a thread that waits for them and unmounts, which ends the session loop.
-fn start_signal_thread(unmounter: Arc<Mutex<Option<SessionUnmounter>>>) {
-    // SAFETY: sigset manipulation on a local, zero-initialised set.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            loop {
-                let mut sig = 0;
-                // SAFETY: `set` is a valid signal set and `sig` a valid out pointer.
-                if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                    continue;
-                }
-                log::info!("signal {sig}: unmounting");
-                if let Some(u) = unmounter.lock().as_mut() {
-                    if let Err(e) = u.unmount() {
-                        log::error!("unmount on signal {sig}: {e}");
-                    }
-                }
-            }
-        })
-        .expect("spawn signal thread");
+    if let Err(e) = logging::log_to_file(&store.join(DAEMON_LOG_FILE)) {
+        log::error!("cannot open the log file in {}: {e}", store.display());
+    }
 }
 
 fn serve(
@@ -574,7 +589,8 @@ fn serve_inner(
     notify: &mut Option<File>,
 ) -> Result<(), String> {
     let unmounter: Arc<Mutex<Option<SessionUnmounter>>> = Arc::new(Mutex::new(None));
-    start_signal_thread(unmounter.clone());
+    signals::start_unmount_on_signal(unmounter.clone())
+        .map_err(|e| format!("cannot watch for signals: {e}"))?;
     let engine =
         Engine::open_instrumented(store, options, instrument).map_err(|e| open_error(store, &e))?;
     let fs = Arc::new(
@@ -619,7 +635,10 @@ fn serve_inner(
         let _ = n.write_all(b"OK\n");
     }
     log::info!("mounted {} on {}", store.display(), mountpoint.display());
+    // Under systemd (`Type=notify`): the mount is live. Nothing happens without NOTIFY_SOCKET.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let run = session.run();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     unmounter.lock().take();
     let _ = std::fs::remove_file(&mounted_file);
     // The rebuild holds a reference to the filesystem: stop it (its counts are in memory only).
@@ -627,7 +646,13 @@ fn serve_inner(
     let _ = rebuild.join();
     let closed = close_fs(fs);
     run.map_err(|e| format!("session ended with an error: {e}"))?;
-    closed
+    closed?;
+    log::info!(
+        "unmounted {} from {}",
+        store.display(),
+        mountpoint.display()
+    );
+    Ok(())
 }
 
 fn close_fs(fs: Arc<Fs>) -> Result<(), String> {
@@ -640,27 +665,6 @@ fn close_fs(fs: Arc<Fs>) -> Result<(), String> {
     }
 }
 
-/// Reads the stats xattr of a mounted logstorfs at `mountpoint`.
-fn stats_from_mount(mountpoint: &Path) -> Option<String> {
-    let path = CString::new(mountpoint.as_os_str().as_bytes()).ok()?;
-    let name = CString::new(STATS_XATTR).ok()?;
-    let mut buf = vec![0u8; 1 << 20];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    String::from_utf8(buf).ok()
-}
-
 /// Prints to stdout, ignoring a closed pipe (`logstorfs stats | head`).
 fn print_out(s: &str) {
     let _ = std::io::stdout().write_all(s.as_bytes());
@@ -669,56 +673,6 @@ fn print_out(s: &str) {
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
-}
-
-fn stats_cmd(args: StatsArgs) -> Result<(), String> {
-    let path = &args.path;
-    let mut json = stats_from_mount(path);
-    if json.is_none() {
-        if let Ok(m) = std::fs::read_to_string(path.join(MOUNTED_FILE)) {
-            let mut lines = m.lines();
-            let mp = lines.next().unwrap_or_default();
-            let pid: i32 = lines
-                .next()
-                .and_then(|p| p.trim().parse().ok())
-                .unwrap_or(0);
-            if pid_alive(pid) {
-                json = stats_from_mount(Path::new(mp));
-            }
-        }
-    }
-    if let Some(j) = json {
-        if args.json {
-            print_out(&format!("{j}\n"));
-        } else {
-            // The daemon only speaks JSON; print it with one field per line.
-            print_out(&format!("{}\n", j.replace(",\"", ",\n\"")));
-        }
-        return Ok(());
-    }
-    let options = EngineOptions {
-        create_if_missing: false,
-        sync_interval: None,
-        ..Default::default()
-    };
-    let engine = Engine::open(path, &options).map_err(|e| match e {
-        EngineError::Locked(_) => format!(
-            "store {} is mounted, but its mount point does not answer (is the daemon alive?): {e}",
-            path.display()
-        ),
-        e => open_error(path, &e),
-    })?;
-    let s = engine.stats();
-    let roots = crate::fs::group_root_paths(&engine)
-        .map_err(|e| format!("reading the group roots of {}: {e}", path.display()))?;
-    if args.json {
-        print_out(&format!("{}\n", stats::stats_json(&s, &roots)));
-    } else {
-        print_out(&stats::stats_text(&s, &roots));
-    }
-    engine
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))
 }
 
 /// `logstorfs replay-cut`: lists an I/O log, or writes the image a power cut after its first
@@ -761,77 +715,6 @@ fn replay_cut_cmd(args: &ReplayCutArgs) -> Result<(), String> {
         last_mark.map_or_else(|| "none".to_string(), |m| m.to_string())
     ));
     Ok(())
-}
-
-/// `logstorfs fsck`: returns the exit code (0 clean, 1 problems); `Err` for exit code 2.
-fn fsck_cmd(args: &FsckArgs) -> Result<i32, String> {
-    let store = &args.store;
-    if stats_from_mount(store).is_some() {
-        return Err(format!(
-            "{} is the mount point of a mounted logstorfs: unmount it, then give fsck the store \
-             directory",
-            store.display()
-        ));
-    }
-    if let Ok(m) = std::fs::read_to_string(store.join(MOUNTED_FILE)) {
-        let mut lines = m.lines();
-        let mp = lines.next().unwrap_or_default().to_string();
-        let pid: i32 = lines
-            .next()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0);
-        // The lock (below) is what decides; this names the mount point when it can.
-        let daemon = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if pid_alive(pid) && daemon.contains("logstorfs") {
-            return Err(format!(
-                "store {} is mounted on {mp} (logstorfs pid {pid}): unmount it first \
-                 (fusermount3 -u {mp}); fsck checks only an unmounted store",
-                store.display()
-            ));
-        }
-    }
-    let report = check::check_store(store).map_err(|e| match e {
-        EngineError::Locked(_) => format!(
-            "store {} is in use by another process (mounted?): {e}; fsck checks only an \
-             unmounted store",
-            store.display()
-        ),
-        e => format!("cannot check store {}: {e}", store.display()),
-    })?;
-    if args.json {
-        print_out(&format!("{}\n", report.json(store)));
-    } else {
-        let mut text = String::new();
-        for f in report.all_findings() {
-            match f.severity {
-                Severity::Problem => text.push_str(&format!("{f}\n")),
-                Severity::Note => text.push_str(&format!("note: {f}\n")),
-            }
-        }
-        let fig = &report.figures;
-        let e = &report.engine;
-        let problems = report.problems();
-        text.push_str(&format!(
-            "{}: {} ({} inodes: {} directories, {} files, {} symlinks; {} data pages; {} \
-             segments in use, {} records, last LSN {})\n",
-            store.display(),
-            if problems == 0 {
-                "clean".to_string()
-            } else {
-                format!("{problems} problem(s) found")
-            },
-            fig.inodes,
-            fig.directories,
-            fig.regular_files,
-            fig.symlinks,
-            fig.data_pages,
-            e.segments.len(),
-            e.records_accepted,
-            e.last_lsn
-        ));
-        print_out(&text);
-    }
-    Ok(if report.is_clean() { 0 } else { 1 })
 }
 
 #[cfg(test)]

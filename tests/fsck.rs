@@ -1,5 +1,6 @@
 //! `logstorfs fsck`: the offline checker, through its library entry (`fs::check::check_store`)
-//! and through the binary (exit codes, one problem per line, refusing a store in use).
+//! and through the binary (exit codes as fsck(8)'s, one problem per line, refusing a store in
+//! use).
 //! Method: build a store with the `Fs` core, close it, then damage it on purpose: flip bytes
 //! in a segment file, or write inconsistent records with the engine API directly; check that
 //! each damage is reported where it is, and that a clean store passes and is left unchanged.
@@ -198,10 +199,14 @@ fn flipped_bytes_in_a_segment_file_are_reported_with_the_file() {
         r.damaged_files
     );
     let (code, out, err) = fsck_bin(dir.path(), false);
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert_eq!(code, 4, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("/dir/victim"), "{out}");
     assert!(out.contains(&seg), "{out}");
     assert!(out.contains("problem(s) found"), "{out}");
+    assert!(
+        out.contains("What to do next:") && out.contains("restore them from a backup"),
+        "fsck says what to do about the problems: {out}"
+    );
 }
 
 #[test]
@@ -230,7 +235,7 @@ fn dangling_entry_is_reported() {
         "{p:?}"
     );
     let (code, out, _) = fsck_bin(dir.path(), false);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert_eq!(
         out.lines().filter(|l| l.contains("ghost")).count(),
         1,
@@ -346,19 +351,19 @@ fn directory_cycle_and_leaked_inode_are_reported() {
 }
 
 #[test]
-fn store_in_use_and_bad_arguments_exit_2() {
+fn store_in_use_exits_8_and_bad_arguments_16() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     {
         let _held = engine(dir.path());
         let (code, out, err) = fsck_bin(dir.path(), false);
-        assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
+        assert_eq!(code, 8, "stdout: {out}\nstderr: {err}");
         assert!(err.contains("in use") && err.contains("unmounted"), "{err}");
         assert_eq!(err.lines().count(), 1, "one readable line: {err}");
     }
     let empty = tempfile::tempdir().unwrap();
     let (code, _, err) = fsck_bin(empty.path(), false);
-    assert_eq!(code, 2);
+    assert_eq!(code, 8);
     assert!(err.contains("no logstorfs store"), "{err}");
     assert_eq!(
         std::fs::read_dir(empty.path()).unwrap().count(),
@@ -369,7 +374,12 @@ fn store_in_use_and_bad_arguments_exit_2() {
         .args(["fsck"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "usage error");
+    assert_eq!(out.status.code(), Some(16), "usage error, as fsck(8) says");
+    let out = Command::new(env!("CARGO_BIN_EXE_logstorfs"))
+        .args(["fsck", "--no-such-option", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(16), "usage error, as fsck(8) says");
     let out = Command::new(env!("CARGO_BIN_EXE_logstorfs"))
         .args(["fsck", "--help"])
         .output()
@@ -387,7 +397,7 @@ fn damaged_superblock_is_a_problem() {
     bytes[13] ^= 1;
     std::fs::write(&sb, &bytes).unwrap();
     let (code, out, err) = fsck_bin(dir.path(), false);
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert_eq!(code, 4, "stdout: {out}\nstderr: {err}");
     assert!(
         out.contains("superblock: superblock checksum mismatch"),
         "{out}"

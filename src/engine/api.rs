@@ -220,6 +220,8 @@ pub enum EngineError {
     Failed(String),
     /// The engine has been closed.
     Closed,
+    /// The store was opened read-only ([`crate::engine::Engine::open_read_only`]).
+    ReadOnly,
 }
 
 impl fmt::Display for EngineError {
@@ -238,6 +240,7 @@ impl fmt::Display for EngineError {
                 )
             }
             EngineError::Closed => write!(f, "store is closed"),
+            EngineError::ReadOnly => write!(f, "store is open read-only"),
         }
     }
 }

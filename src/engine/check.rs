@@ -282,7 +282,7 @@ impl ReadOnlyStorage {
 fn read_only() -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,
-        "the store is open read-only (fsck)",
+        "the store is open read-only",
     )
 }
 
@@ -315,6 +315,15 @@ impl Storage for ReadOnlyStorage {
     }
     fn write_superblock(&self, _data: &[u8]) -> io::Result<()> {
         Err(read_only())
+    }
+    fn map_file(&self, file: u32, len: u64) -> io::Result<Option<super::storage::MappedFile>> {
+        super::storage::MappedFile::map(&*self.file(file)?, len).map(Some)
+    }
+    fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
+        super::storage::read_checkpoint_in(&self.dir)
+    }
+    fn fingerprint(&self) -> io::Result<Vec<u8>> {
+        super::storage::fingerprint_of(&self.dir)
     }
 }
 
@@ -463,7 +472,9 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
     let mut image = vec![0u8; seg_size];
     // How far each segment of copies is known synced (`synctable.rs`), as recovery reads it.
     let proofs = super::synctable::read(storage, sb.segment_count)?;
+    let progress = super::progress::Pass::begin("checking segments", sb.segment_count as u64);
     for segment in 0..sb.segment_count {
+        progress.advance(segment as u64);
         let (file, base) = sb.segment_position(segment);
         if file_lens[file as usize] < base + seg_size as u64 {
             continue; // never allocated

@@ -193,18 +193,39 @@ pub fn write(
 /// The state a checkpoint left by the last clean close describes, if there is one and it can
 /// be trusted (see the module doc); it is removed either way. Fills `notes`.
 pub fn load(storage: &Arc<dyn Storage>, superblock: &[u8], notes: &PutNotes) -> Option<Recovered> {
+    read_and_decode(storage, superblock, notes, true)
+}
+
+/// [`load`] for a read-only open: the checkpoint stays. Nothing will be written, so the store
+/// stays as the checkpoint describes it, and the next writer can use it in turn.
+pub fn load_keeping(
+    storage: &Arc<dyn Storage>,
+    superblock: &[u8],
+    notes: &PutNotes,
+) -> Option<Recovered> {
+    read_and_decode(storage, superblock, notes, false)
+}
+
+fn read_and_decode(
+    storage: &Arc<dyn Storage>,
+    superblock: &[u8],
+    notes: &PutNotes,
+    consume: bool,
+) -> Option<Recovered> {
     let started = super::concurrency::Instant::now();
     let data = match storage.read_checkpoint() {
         Ok(Some(d)) => d,
         Ok(None) => return None,
         Err(e) => {
             ::log::warn!("index checkpoint unreadable, scanning: {e}");
-            let _ = storage.remove_checkpoint();
+            if consume {
+                let _ = storage.remove_checkpoint();
+            }
             return None;
         }
     };
     // Consumed before use: once this session writes, it must never be found again.
-    if let Err(e) = storage.remove_checkpoint() {
+    if consume && let Err(e) = storage.remove_checkpoint() {
         ::log::warn!("index checkpoint cannot be removed, scanning: {e}");
         return None;
     }

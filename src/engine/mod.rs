@@ -35,6 +35,8 @@ mod groups;
 mod index;
 pub mod instrument;
 mod log;
+pub mod progress;
+mod read_only;
 mod read_pins;
 mod recovery;
 mod segments;
@@ -126,6 +128,8 @@ struct Inner {
     test_step_hook: Mutex<Option<StepHook>>,
     /// Which group a key belongs to now (set by the owner of the keys; see `CurrentGroup`).
     current_group: RwLock<Option<CurrentGroup>>,
+    /// Opened by [`Engine::open_read_only`]: writes are refused, nothing runs in the background.
+    read_only: bool,
 }
 
 /// Shared, so that a step is reported without the hook's mutex held: a hook may itself run
@@ -205,6 +209,15 @@ impl Engine {
 
     /// Opens a store on any [`Storage`] (for crash-simulation tests: [`storage::SimStorage`]).
     pub fn open_on(storage: Arc<dyn Storage>, options: &EngineOptions) -> Result<Engine> {
+        Self::open_with(storage, options, false)
+    }
+
+    /// [`Engine::open_on`]; `read_only`: see [`Engine::open_read_only`] (`read_only.rs`).
+    fn open_with(
+        storage: Arc<dyn Storage>,
+        options: &EngineOptions,
+        read_only: bool,
+    ) -> Result<Engine> {
         let superblock = match storage.read_superblock()? {
             Some(bytes) => Superblock::decode(&bytes).map_err(EngineError::NotAStore)?,
             None if options.create_if_missing => create_superblock(&*storage, options)?,
@@ -215,9 +228,15 @@ impl Engine {
             options.tombstone_prefix_lengths.clone(),
         );
         let started = Instant::now();
-        // A checkpoint of the last clean close spares the scan (it is consumed here either way).
+        // A checkpoint of the last clean close spares the scan (consumed here either way, unless
+        // read-only).
         let superblock_bytes = storage.read_superblock()?.unwrap_or_default();
-        let recovered = match checkpoint::load(&storage, &superblock_bytes, &put_notes) {
+        let checkpoint = if read_only {
+            checkpoint::load_keeping
+        } else {
+            checkpoint::load
+        };
+        let recovered = match checkpoint(&storage, &superblock_bytes, &put_notes) {
             Some(r) => r,
             None => recovery::recover(&storage, &superblock, &put_notes)?,
         };
@@ -238,24 +257,27 @@ impl Engine {
             recovered.infos,
             sync_table,
         ));
-        // Discarded buffers must not come back once new batches reuse their LSNs.
-        for &(segment, start, end) in &recovered.invalidate {
-            segments.write(segment, start, &vec![0u8; (end - start) as usize])?;
+        // A read-only open leaves all of this to the next writer, whose recovery decides alike.
+        if !read_only {
+            // Discarded buffers must not come back once new batches reuse their LSNs.
+            for &(segment, start, end) in &recovered.invalidate {
+                segments.write(segment, start, &vec![0u8; (end - start) as usize])?;
+            }
+            // A store of an older format is marked as of this one before anything is written to
+            // it in this one: an older build then refuses the store instead of taking the new
+            // buffers for torn ones (format.rs, "Record directory"), or freeing segments without
+            // clearing their first buffer's directory (`Superblock::frees_clear_directories_from`).
+            if superblock_bytes.get(8..10) != Some(&SUPERBLOCK_VERSION.to_le_bytes()[..]) {
+                let current = Superblock {
+                    generation_high_water: segments.generation_high_water(),
+                    ..superblock
+                };
+                storage.write_superblock(&current.encode())?;
+            }
+            // What recovery accepted may still be only in the host's page cache (after a crash
+            // of the process, not of the machine): make it durable before building on it.
+            storage.sync_everything()?;
         }
-        // A store of an older format is marked as of this one before anything is written to it
-        // in this one: an older build then refuses the store instead of taking the new buffers
-        // for torn ones (format.rs, "Record directory"), or freeing segments without clearing
-        // their first buffer's directory (`Superblock::frees_clear_directories_from`).
-        if superblock_bytes.get(8..10) != Some(&SUPERBLOCK_VERSION.to_le_bytes()[..]) {
-            let current = Superblock {
-                generation_high_water: segments.generation_high_water(),
-                ..superblock
-            };
-            storage.write_superblock(&current.encode())?;
-        }
-        // What recovery accepted may still be only in the host's page cache (after a crash of
-        // the process, not of the machine): make it durable before building on it.
-        storage.sync_everything()?;
         let index = recovered.index;
         // Recovery's transient memory (record candidates, the map of points it resolved versions
         // in, the flat copy the index is built from) is freed by now but stays resident: glibc
@@ -329,7 +351,14 @@ impl Engine {
             test_background_paused: AtomicBool::new(false),
             test_step_hook: Mutex::new(None),
             current_group: RwLock::new(None),
+            read_only,
         });
+        if read_only {
+            return Ok(Engine {
+                inner,
+                threads: Vec::new(),
+            });
+        }
         let flusher = inner.clone();
         let flusher = concurrency::spawn("logstor-flush", move || flusher.log.run_flusher())?;
         let worker = inner.clone();
@@ -495,6 +524,10 @@ impl Engine {
 
     /// Syncs and closes the store, releasing its lock.
     pub fn close(mut self) -> Result<()> {
+        if self.inner.read_only {
+            self.inner.closed.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         let mut result = self.inner.sync();
         let mut marker_written = false;
         if result.is_ok() {
@@ -1099,6 +1132,9 @@ impl Inner {
 
     fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
         self.check_open()?;
+        if self.read_only {
+            return Err(EngineError::ReadOnly);
+        }
         let total = validate(batch)?;
         let deletes = batch.iter().any(|m| !matches!(m, Mutation::Put { .. }));
         // Only a batch that adds no live data: a put beside a delete (a write that also drops

@@ -102,7 +102,9 @@ pub fn recover(
     // How far each segment of copies is known synced (see `synctable.rs`).
     let proofs = super::synctable::read(&**storage, sb.segment_count)?;
 
+    let progress = super::progress::Pass::begin("scanning the store", sb.segment_count as u64);
     for segment in 0..sb.segment_count {
+        progress.advance(segment as u64);
         let Some(image) = reader.image(segment, &mut report)? else {
             continue;
         };

@@ -90,7 +90,7 @@ unsafe impl Send for MappedFile {}
 unsafe impl Sync for MappedFile {}
 
 impl MappedFile {
-    fn map(f: &File, len: u64) -> io::Result<MappedFile> {
+    pub(crate) fn map(f: &File, len: u64) -> io::Result<MappedFile> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         if len == 0 {
             return Err(io::Error::other("empty map"));
@@ -440,11 +440,7 @@ impl Storage for FileStorage {
     }
 
     fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.dir.join(CHECKPOINT_FILE)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        read_checkpoint_in(&self.dir)
     }
 
     fn write_checkpoint(&self, data: &[u8]) -> io::Result<()> {
@@ -469,31 +465,7 @@ impl Storage for FileStorage {
     }
 
     fn fingerprint(&self) -> io::Result<Vec<u8>> {
-        use std::os::unix::fs::MetadataExt;
-        let mut out = Vec::new();
-        let mut add = |m: &std::fs::Metadata| {
-            for v in [
-                m.ino(),
-                m.size(),
-                m.mtime() as u64,
-                m.mtime_nsec() as u64,
-                m.ctime() as u64,
-                m.ctime_nsec() as u64,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        };
-        add(&std::fs::metadata(self.dir.join(SUPERBLOCK_FILE))?);
-        let mut file = 0;
-        loop {
-            match std::fs::metadata(self.dir.join(segment_file_name(file))) {
-                Ok(m) => add(&m),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => return Err(e),
-            }
-            file += 1;
-        }
-        Ok(out)
+        fingerprint_of(&self.dir)
     }
 
     fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
@@ -506,6 +478,45 @@ impl Storage for FileStorage {
         std::fs::rename(&tmp, self.dir.join(SUPERBLOCK_FILE))?;
         self.sync_dir()
     }
+}
+
+/// The checkpoint file of the store in `dir`, if there is one.
+pub(crate) fn read_checkpoint_in(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(dir.join(CHECKPOINT_FILE)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`Storage::fingerprint`] of the store in `dir`, whoever opened it (a read-only open must
+/// find the checkpoint a writer left as that writer's next open would).
+pub(crate) fn fingerprint_of(dir: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut add = |m: &std::fs::Metadata| {
+        for v in [
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    };
+    add(&std::fs::metadata(dir.join(SUPERBLOCK_FILE))?);
+    let mut file = 0;
+    loop {
+        match std::fs::metadata(dir.join(segment_file_name(file))) {
+            Ok(m) => add(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+        file += 1;
+    }
+    Ok(out)
 }
 
 /// What [`SimStorage`] should fail, for fault-injection tests.

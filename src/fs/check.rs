@@ -18,12 +18,10 @@
 //!   existing inodes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::path::Path;
 
 use super::ROOT_INO;
 use super::keys::{self, FileKind, InodeRecord, PAGE_SIZE};
-use super::stats::json_escape;
 use crate::engine::EngineError;
 use crate::engine::check::{self as echeck, EngineCheck, Finding, Severity};
 
@@ -82,106 +80,6 @@ impl Report {
 
     pub fn is_clean(&self) -> bool {
         self.problems() == 0
-    }
-
-    /// The report as one JSON object.
-    pub fn json(&self, store: &Path) -> String {
-        let mut o = String::from("{");
-        let _ = write!(
-            o,
-            "\"store\":\"{}\",\"clean\":{},\"problems\":[",
-            json_escape(&store.display().to_string()),
-            self.is_clean()
-        );
-        let list = |o: &mut String, sev: Severity| {
-            let mut first = true;
-            for f in self.all_findings().filter(|f| f.severity == sev) {
-                if !first {
-                    o.push(',');
-                }
-                first = false;
-                let _ = write!(
-                    o,
-                    "{{\"place\":\"{}\",\"what\":\"{}\"}}",
-                    json_escape(&f.place),
-                    json_escape(&f.what)
-                );
-            }
-        };
-        list(&mut o, Severity::Problem);
-        o.push_str("],\"notes\":[");
-        list(&mut o, Severity::Note);
-        o.push_str("],\"damaged_files\":[");
-        for (i, d) in self.damaged_files.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            let parts: Vec<String> = d
-                .parts
-                .iter()
-                .map(|p| format!("\"{}\"", json_escape(p)))
-                .collect();
-            let _ = write!(
-                o,
-                "{{\"ino\":{},\"path\":\"{}\",\"parts\":[{}],\"place\":\"{}\"}}",
-                d.ino,
-                json_escape(&d.path),
-                parts.join(","),
-                json_escape(&d.place)
-            );
-        }
-        let e = &self.engine;
-        let f = &self.figures;
-        let _ = write!(
-            o,
-            "],\"engine\":{{\"segment_size\":{},\"segment_count\":{},\"segments_scanned\":{},\
-             \"segments_in_use\":{},\"buffers\":{},\"records\":{},\"live_keys\":{},\
-             \"durable_floor\":{},\"last_lsn\":{},\"segments\":[",
-            e.segment_size,
-            e.segment_count,
-            e.segments_scanned,
-            e.segments.len(),
-            e.buffers_accepted,
-            e.records_accepted,
-            e.live.len(),
-            e.durable_floor,
-            e.last_lsn
-        );
-        for (i, s) in e.segments.iter().enumerate() {
-            if i > 0 {
-                o.push(',');
-            }
-            let _ = write!(
-                o,
-                "{{\"segment\":{},\"kind\":\"{}\",\"group\":{},\"generation\":{},\"buffers\":{},\
-                 \"records\":{},\"used_bytes\":{},\"live_bytes\":{}}}",
-                s.segment,
-                s.kind,
-                s.group,
-                s.generation,
-                s.buffers,
-                s.records,
-                s.used_bytes,
-                s.live_bytes
-            );
-        }
-        let _ = write!(
-            o,
-            "]}},\"fs\":{{\"inodes\":{},\"directories\":{},\"regular_files\":{},\"symlinks\":{},\
-             \"other_files\":{},\"entries\":{},\"data_pages\":{},\"xattrs\":{},\"orphans\":{},\
-             \"group_roots\":{}}}}}",
-            f.inodes,
-            f.directories,
-            f.regular_files,
-            f.symlinks,
-            f.other_files,
-            f.entries,
-            f.data_pages,
-            f.xattrs,
-            f.orphans,
-            f.group_roots
-        );
-        o
     }
 }
 

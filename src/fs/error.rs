@@ -85,6 +85,7 @@ fn engine_errno(e: &EngineError) -> i32 {
         EngineError::Limit(_) => libc::EIO,
         EngineError::Io(_) | EngineError::Corrupt(_) | EngineError::Failed(_) => libc::EIO,
         EngineError::NotAStore(_) | EngineError::Locked(_) | EngineError::Closed => libc::EIO,
+        EngineError::ReadOnly => libc::EROFS,
     }
 }
 

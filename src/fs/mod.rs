@@ -49,6 +49,7 @@ pub mod copy_range;
 pub mod error;
 pub mod export;
 pub mod falloc;
+pub mod fsck_report;
 pub mod fuse_adapter;
 pub mod groups;
 pub mod inode_flags;
@@ -2247,7 +2248,9 @@ impl Fs {
         }
         if ino == ROOT_INO && name == STATS_XATTR {
             let roots = group_root_paths(&self.engine)?;
-            return Ok(stats::stats_json(&self.engine.stats(), &roots).into_bytes());
+            return Ok(stats::StatsReport::new(&self.engine.stats(), &roots, true)
+                .json()
+                .into_bytes());
         }
         if name.len() > MAX_XATTR_NAME_LEN {
             return Err(FsError::NameTooLong);

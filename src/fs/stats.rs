@@ -1,141 +1,251 @@
-//! `logstorfs stats` output: the engine's figures as a JSON object, written by hand.
+//! `logstorfs stats`: the store's figures as one report, the same whether a running daemon
+//! answers (through [`super::STATS_XATTR`]) or the store is read offline
+//! ([`offline_report`]), rendered as JSON (serde) or as text for a person ([`StatsReport::text`]).
+//!
+//! The counters of what was written (user bytes, copies, reclaimed segments, ...) live in the
+//! daemon's memory, since its mount: offline they are `None` (`null` in JSON, left out of the
+//! text), never a 0 that would read as "nothing written".
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
-use crate::engine::{EngineStats, GroupId};
+use serde::{Deserialize, Serialize};
 
-/// Escapes `s` as the contents of a JSON string.
-pub fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
+use crate::engine::{Engine, EngineError, EngineOptions, EngineStats, GroupId};
+
+/// One compaction group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub id: GroupId,
+    /// The group's root directory, relative to the mount ("/" for the root group). A group
+    /// whose root merged back or was removed may still own segments until its records are
+    /// rewritten or freed: "(merged)".
+    pub root: String,
+    pub segments: u64,
+    pub live_bytes: u64,
+    /// Segments by utilisation, in ten buckets of 10% each (the last holds 90-100%).
+    pub utilization_histogram: [u64; 10],
 }
 
-/// The root directory (relative to the mount) of group `id`, from `roots` (see
-/// `fs::group_root_paths`). A group whose root merged back or was removed may still own
-/// segments until its records are rewritten or freed: it is shown as "(merged)".
-fn group_root(roots: &HashMap<GroupId, String>, id: GroupId) -> String {
-    roots
-        .get(&id)
-        .cloned()
-        .unwrap_or_else(|| "(merged)".to_string())
+/// The figures of `logstorfs stats`. Field names are the JSON keys; see `EngineStats` for
+/// what each means.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Whether a running daemon answered (else the store was read offline, read-only).
+    pub mounted: bool,
+    pub capacity_bytes: u64,
+    pub usable_capacity_bytes: u64,
+    pub segment_size_bytes: u64,
+    pub segments_total: u64,
+    pub segments_free: u64,
+    pub mixed_segments: u64,
+    pub live_bytes: u64,
+    pub index_entries: u64,
+    pub index_bytes: u64,
+    pub last_lsn: u64,
+    pub durable_lsn: u64,
+    pub groups_count: u64,
+    pub groups: Vec<GroupReport>,
+    // Counted by a running daemon since its mount; `None` (JSON `null`) offline.
+    pub user_bytes_written: Option<u64>,
+    pub separator_bytes_written: Option<u64>,
+    pub compaction_bytes_written: Option<u64>,
+    pub device_bytes_written: Option<u64>,
+    pub segments_handed_over: Option<u64>,
+    pub separator_memory_bytes: Option<u64>,
+    pub segments_reclaimed: Option<u64>,
+    pub compaction_victims: Option<u64>,
+    pub foreground_compaction_steps: Option<u64>,
+    pub tombstones_dropped: Option<u64>,
+    /// Device bytes written per user byte written; `None` offline or before any user write.
+    pub write_amplification: Option<f64>,
 }
 
-/// Device bytes written per user byte written so far (buffer headers and padding, separator
-/// copies and compaction copies included); 0 before anything was written.
-fn write_amplification(s: &EngineStats) -> f64 {
-    if s.user_bytes_written == 0 {
-        0.0
-    } else {
-        s.device_bytes_written as f64 / s.user_bytes_written as f64
-    }
-}
-
-/// The stats JSON object (one line).
-pub fn stats_json(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
-    let mut o = String::from("{");
-    let fields: [(&str, u64); 21] = [
-        ("capacity_bytes", s.capacity_bytes),
-        ("usable_capacity_bytes", s.usable_capacity_bytes),
-        ("segment_size_bytes", s.segment_size_bytes),
-        ("segments_total", s.segments_total),
-        ("segments_free", s.segments_free),
-        ("mixed_segments", s.mixed_segments),
-        ("live_bytes", s.live_bytes),
-        ("index_entries", s.index_entries),
-        ("index_bytes", s.index_bytes),
-        ("user_bytes_written", s.user_bytes_written),
-        ("separator_bytes_written", s.separator_bytes_written),
-        ("segments_handed_over", s.segments_handed_over),
-        ("separator_memory_bytes", s.separator_memory_bytes),
-        ("compaction_bytes_written", s.compaction_bytes_written),
-        ("device_bytes_written", s.device_bytes_written),
-        ("segments_reclaimed", s.segments_reclaimed),
-        ("compaction_victims", s.compaction_victims),
-        ("foreground_compaction_steps", s.foreground_compaction_steps),
-        ("last_lsn", s.last_lsn),
-        ("durable_lsn", s.durable_lsn),
-        ("groups_count", s.groups.len() as u64),
-    ];
-    for (name, v) in fields {
-        let _ = write!(o, "\"{name}\":{v},");
-    }
-    let _ = write!(o, "\"write_amplification\":{:.3},", write_amplification(s));
-    o.push_str("\"groups\":[");
-    for (i, g) in s.groups.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        let hist: Vec<String> = g
-            .utilization_histogram
+impl StatsReport {
+    /// The report of an engine's figures; `roots`: see [`super::group_root_paths`]. `mounted`:
+    /// the engine is a daemon's, whose write counters cover its whole mount.
+    pub fn new(s: &EngineStats, roots: &HashMap<GroupId, String>, mounted: bool) -> Self {
+        let groups = s
+            .groups
             .iter()
-            .map(|v| v.to_string())
+            .map(|g| GroupReport {
+                id: g.id,
+                root: roots
+                    .get(&g.id)
+                    .cloned()
+                    .unwrap_or_else(|| "(merged)".to_string()),
+                segments: g.segments,
+                live_bytes: g.live_bytes,
+                utilization_histogram: g.utilization_histogram,
+            })
             .collect();
+        let daemon = |v: u64| mounted.then_some(v);
+        let write_amplification = (mounted && s.user_bytes_written > 0)
+            .then(|| s.device_bytes_written as f64 / s.user_bytes_written as f64);
+        StatsReport {
+            mounted,
+            capacity_bytes: s.capacity_bytes,
+            usable_capacity_bytes: s.usable_capacity_bytes,
+            segment_size_bytes: s.segment_size_bytes,
+            segments_total: s.segments_total,
+            segments_free: s.segments_free,
+            mixed_segments: s.mixed_segments,
+            live_bytes: s.live_bytes,
+            index_entries: s.index_entries,
+            index_bytes: s.index_bytes,
+            last_lsn: s.last_lsn,
+            durable_lsn: s.durable_lsn,
+            groups_count: s.groups.len() as u64,
+            groups,
+            user_bytes_written: daemon(s.user_bytes_written),
+            separator_bytes_written: daemon(s.separator_bytes_written),
+            compaction_bytes_written: daemon(s.compaction_bytes_written),
+            device_bytes_written: daemon(s.device_bytes_written),
+            segments_handed_over: daemon(s.segments_handed_over),
+            separator_memory_bytes: daemon(s.separator_memory_bytes),
+            segments_reclaimed: daemon(s.segments_reclaimed),
+            compaction_victims: daemon(s.compaction_victims),
+            foreground_compaction_steps: daemon(s.foreground_compaction_steps),
+            tombstones_dropped: daemon(s.tombstones_dropped),
+            write_amplification,
+        }
+    }
+
+    /// The report as one line of JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("a report of numbers and strings serialises")
+    }
+
+    /// The report for a person: a summary line first, sizes in binary units.
+    pub fn text(&self) -> String {
+        let mut o = String::new();
+        let percent = self.live_bytes * 100 / self.usable_capacity_bytes.max(1);
         let _ = write!(
             o,
-            "{{\"id\":{},\"root\":\"{}\",\"segments\":{},\"live_bytes\":{},\"utilization_histogram\":[{}]}}",
-            g.id,
-            json_escape(&group_root(roots, g.id)),
-            g.segments,
-            g.live_bytes,
-            hist.join(",")
+            "usable {}, live {} ({percent}%)",
+            human_bytes(self.usable_capacity_bytes),
+            human_bytes(self.live_bytes)
         );
-    }
-    o.push_str("]}");
-    o
-}
-
-/// A human-readable rendering of the same figures.
-pub fn stats_text(s: &EngineStats, roots: &HashMap<GroupId, String>) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "capacity_bytes           {}", s.capacity_bytes);
-    let _ = writeln!(o, "usable_capacity_bytes    {}", s.usable_capacity_bytes);
-    let _ = writeln!(o, "segment_size_bytes       {}", s.segment_size_bytes);
-    let _ = writeln!(o, "segments_total           {}", s.segments_total);
-    let _ = writeln!(o, "segments_free            {}", s.segments_free);
-    let _ = writeln!(o, "mixed_segments           {}", s.mixed_segments);
-    let _ = writeln!(o, "live_bytes               {}", s.live_bytes);
-    let _ = writeln!(o, "index_entries            {}", s.index_entries);
-    let _ = writeln!(o, "index_bytes              {}", s.index_bytes);
-    let _ = writeln!(o, "user_bytes_written       {}", s.user_bytes_written);
-    let _ = writeln!(o, "separator_bytes_written  {}", s.separator_bytes_written);
-    let _ = writeln!(o, "compaction_bytes_written {}", s.compaction_bytes_written);
-    let _ = writeln!(o, "device_bytes_written     {}", s.device_bytes_written);
-    let _ = writeln!(o, "segments_handed_over     {}", s.segments_handed_over);
-    let _ = writeln!(o, "separator_memory_bytes   {}", s.separator_memory_bytes);
-    let _ = writeln!(o, "segments_reclaimed       {}", s.segments_reclaimed);
-    let _ = writeln!(o, "compaction_victims       {}", s.compaction_victims);
-    let _ = writeln!(
-        o,
-        "foreground_compaction_steps {}",
-        s.foreground_compaction_steps
-    );
-    let _ = writeln!(o, "write_amplification      {:.3}", write_amplification(s));
-    for g in &s.groups {
+        match self.write_amplification {
+            Some(wa) => {
+                let _ = write!(o, ", write amplification {wa:.2}");
+            }
+            None if self.mounted => o.push_str(", nothing written since the mount"),
+            None => {}
+        }
+        let plural = if self.groups_count == 1 { "" } else { "s" };
+        let _ = writeln!(o, ", {} group{plural}", self.groups_count);
         let _ = writeln!(
             o,
-            "group {} root {} segments {} live_bytes {} histogram {:?}",
-            g.id,
-            group_root(roots, g.id),
-            g.segments,
-            g.live_bytes,
-            g.utilization_histogram
+            "{}: {} segments of {}, {} free, {} mixed",
+            if self.mounted { "mounted" } else { "offline" },
+            self.segments_total,
+            human_bytes(self.segment_size_bytes),
+            self.segments_free,
+            self.mixed_segments
         );
+        let _ = writeln!(
+            o,
+            "index: {} entries, {} of memory; last LSN {}, durable {}",
+            self.index_entries,
+            human_bytes(self.index_bytes),
+            self.last_lsn,
+            self.durable_lsn
+        );
+        match self.user_bytes_written {
+            Some(user) => {
+                let n = |v: Option<u64>| v.unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "since the mount: {} written by users, {} to the device ({} by the \
+                     separator, {} by compaction)",
+                    human_bytes(user),
+                    human_bytes(n(self.device_bytes_written)),
+                    human_bytes(n(self.separator_bytes_written)),
+                    human_bytes(n(self.compaction_bytes_written))
+                );
+                let _ = writeln!(
+                    o,
+                    "  {} segments handed over whole, {} reclaimed, {} compaction victims, {} \
+                     write stalls, {} tombstones dropped; separator memory {}",
+                    n(self.segments_handed_over),
+                    n(self.segments_reclaimed),
+                    n(self.compaction_victims),
+                    n(self.foreground_compaction_steps),
+                    n(self.tombstones_dropped),
+                    human_bytes(n(self.separator_memory_bytes))
+                );
+            }
+            None => o.push_str("write counters: kept by a running daemon only (not mounted)\n"),
+        }
+        let width = self.groups.iter().map(|g| g.root.len()).max().unwrap_or(4);
+        let _ = writeln!(
+            o,
+            "{:>6}  {:<width$}  {:>8}  {:>10}  segments by fill (0-10% .. 90-100%)",
+            "group", "root", "segments", "live"
+        );
+        for g in &self.groups {
+            let hist: Vec<String> = g.utilization_histogram.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                o,
+                "{:>6}  {:<width$}  {:>8}  {:>10}  {}",
+                g.id,
+                g.root,
+                g.segments,
+                human_bytes(g.live_bytes),
+                hist.join(" ")
+            );
+        }
+        o
     }
-    o
+}
+
+/// `n` bytes in binary units, three significant digits at most: `876 MiB`, `23.4 MiB`,
+/// `1.05 GiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut unit = 0;
+    let mut v = n as f64;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let digits = if unit == 0 || v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.digits$}");
+    // "1.00 GiB" reads as "1 GiB"; "1.50" as "1.5".
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    format!("{s} {}", UNITS[unit])
+}
+
+/// The report of the unmounted store in `dir`, read without changing a byte of it (see
+/// `Engine::open_read_only`): a shared lock keeps a daemon from mounting it meanwhile, and
+/// [`EngineError::Locked`] says a daemon has it mounted.
+pub fn offline_report(dir: &Path) -> Result<StatsReport, EngineError> {
+    let options = EngineOptions {
+        create_if_missing: false,
+        sync_interval: None,
+        // As a mount opens it: the checkpoint a clean unmount left is then used, not scanned
+        // past (it records these lengths).
+        tombstone_prefix_lengths: super::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
+        ..Default::default()
+    };
+    let engine = Engine::open_read_only(dir, &options)?;
+    let roots = super::group_root_paths(&engine)
+        .map_err(|e| EngineError::Corrupt(format!("reading the group roots: {e}")))?;
+    let report = StatsReport::new(&engine.stats(), &roots, false);
+    engine.close()?;
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -143,17 +253,14 @@ mod tests {
     use super::*;
     use crate::engine::GroupStats;
 
-    #[test]
-    fn escapes_quotes_backslashes_and_controls() {
-        assert_eq!(json_escape("a\"b\\c\n\u{1}"), "a\\\"b\\\\c\\n\\u0001");
-    }
-
-    #[test]
-    fn json_has_required_fields_and_groups() {
-        let s = EngineStats {
+    fn sample() -> EngineStats {
+        EngineStats {
             capacity_bytes: 1 << 30,
-            usable_capacity_bytes: 900 << 20,
-            live_bytes: 77,
+            usable_capacity_bytes: 876 << 20,
+            segment_size_bytes: 1 << 20,
+            live_bytes: 23 << 20,
+            user_bytes_written: 100 << 20,
+            device_bytes_written: 105 << 20,
             groups: vec![
                 GroupStats {
                     id: 0,
@@ -175,23 +282,68 @@ mod tests {
                 },
             ],
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn json_names_groups_by_root_and_reads_back() {
         let roots = HashMap::from([(0, "/".to_string()), (4, "/a/\"q\"".to_string())]);
-        let j = stats_json(&s, &roots);
+        let r = StatsReport::new(&sample(), &roots, true);
+        let j = r.json();
         for f in [
             "\"capacity_bytes\":1073741824",
-            "\"usable_capacity_bytes\":943718400",
-            "\"live_bytes\":77",
-            "\"segments_free\":0",
-            "\"index_bytes\":0",
-            "\"separator_bytes_written\":0",
-            "\"compaction_bytes_written\":0",
+            "\"usable_capacity_bytes\":918552576",
             "\"groups\":[{\"id\":0,\"root\":\"/\",\"segments\":3,\"live_bytes\":70,\"utilization_histogram\":[1,0,0,0,0,0,0,0,0,2]},",
             "{\"id\":4,\"root\":\"/a/\\\"q\\\"\",\"segments\":1,",
             "{\"id\":5,\"root\":\"(merged)\",",
+            "\"user_bytes_written\":104857600",
+            "\"write_amplification\":1.05",
         ] {
             assert!(j.contains(f), "{f} missing from {j}");
         }
-        assert!(j.starts_with('{') && j.ends_with('}'));
+        let back: StatsReport = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn offline_has_the_same_fields_with_write_counters_null_not_zero() {
+        let roots = HashMap::from([(0, "/".to_string())]);
+        let mounted: serde_json::Value =
+            serde_json::from_str(&StatsReport::new(&sample(), &roots, true).json()).unwrap();
+        let offline: serde_json::Value =
+            serde_json::from_str(&StatsReport::new(&sample(), &roots, false).json()).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(keys(&mounted), keys(&offline));
+        assert!(offline["user_bytes_written"].is_null(), "{offline}");
+        assert!(offline["device_bytes_written"].is_null(), "{offline}");
+        assert!(offline["write_amplification"].is_null(), "{offline}");
+        assert_eq!(mounted["device_bytes_written"], 105 << 20);
+        let text = StatsReport::new(&sample(), &roots, false).text();
+        assert!(!text.contains("write amplification"), "{text}");
+        assert!(text.contains("kept by a running daemon only"), "{text}");
+    }
+
+    #[test]
+    fn text_opens_with_the_summary_in_human_units() {
+        let roots = HashMap::from([(0, "/".to_string())]);
+        let text = StatsReport::new(&sample(), &roots, true).text();
+        assert!(
+            text.starts_with(
+                "usable 876 MiB, live 23 MiB (2%), write amplification 1.05, 3 groups\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn human_bytes_keeps_three_digits() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(876 << 20), "876 MiB");
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+        assert_eq!(human_bytes((23 << 20) + (400 << 10)), "23.4 MiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

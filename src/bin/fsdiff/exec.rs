@@ -720,27 +720,18 @@ impl Side {
                 continue;
             }
             let mut line = self.stat_text(&st);
-            let mut names = vec![0u8; 4096];
-            let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-            if n > 0 {
-                let mut xs: Vec<String> = names[..n as usize]
-                    .split(|b| *b == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        let xn = CString::new(s).unwrap_or_default();
-                        let mut v = vec![0u8; 256];
-                        let vn = unsafe {
-                            libc::lgetxattr(c.as_ptr(), xn.as_ptr(), v.as_mut_ptr().cast(), v.len())
-                        };
-                        format!(
-                            "{}={:?}",
-                            String::from_utf8_lossy(s),
-                            String::from_utf8_lossy(&v[..vn.max(0) as usize])
-                        )
+            // Of the entry itself, not of a symlink's target (the xattr crate's `list`/`get`).
+            if let Ok(names) = xattr::list(&path) {
+                let mut xs: Vec<String> = names
+                    .map(|n| {
+                        let v = xattr::get(&path, &n).ok().flatten().unwrap_or_default();
+                        format!("{}={:?}", n.to_string_lossy(), String::from_utf8_lossy(&v))
                     })
                     .collect();
-                xs.sort();
-                line += &format!(" xattrs {xs:?}");
+                if !xs.is_empty() {
+                    xs.sort();
+                    line += &format!(" xattrs {xs:?}");
+                }
             }
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFLNK => {
