@@ -39,6 +39,7 @@ mod read_pins;
 mod recovery;
 mod segments;
 pub mod storage;
+pub mod store_dir;
 mod synctable;
 #[cfg(test)]
 mod tests;
