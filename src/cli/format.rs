@@ -52,8 +52,8 @@ pub enum StoreDir {
     Store,
 }
 
-/// Looks at `store` without writing: refused if it is not a directory, or holds anything that
-/// is not a store's.
+/// Looks at `store` without writing: refused if it is not a directory, or holds no store and
+/// something else than what a store's creation leaves before its superblock.
 pub fn inspect_store_dir(store: &Path) -> Result<StoreDir, String> {
     let shown = store.display();
     match std::fs::metadata(store) {
@@ -75,6 +75,8 @@ pub fn inspect_store_dir(store: &Path) -> Result<StoreDir, String> {
         }
         Err(e) => Err(format!("store {shown}: {e}")),
         Ok(m) if !m.is_dir() => Err(format!("store {shown} is not a directory")),
+        // Files beside a store's own harm nothing (a log, a copy taken by hand).
+        Ok(_) if store_dir::holds_store(store) => Ok(StoreDir::Store),
         Ok(_) => {
             let entries = std::fs::read_dir(store).map_err(|e| format!("store {shown}: {e}"))?;
             let mut others = Vec::new();
@@ -95,11 +97,7 @@ pub fn inspect_store_dir(store: &Path) -> Result<StoreDir, String> {
                     others.join(", ")
                 ));
             }
-            Ok(if store_dir::holds_store(store) {
-                StoreDir::Store
-            } else {
-                StoreDir::Empty
-            })
+            Ok(StoreDir::Empty)
         }
     }
 }

@@ -171,20 +171,8 @@ fn unescape(s: &str) -> String {
 /// is not stacked on), neither inside the store nor holding it. Returns it resolved.
 fn check_mountpoint(mountpoint: &Path, store: &Path) -> Result<PathBuf, String> {
     let shown = mountpoint.display();
-    clear_dead_mount(mountpoint);
-    let mnt = mountpoint
-        .canonicalize()
-        .map_err(|e| format!("mount point {shown}: {e}"))?;
-    if !std::fs::metadata(&mnt).is_ok_and(|m| m.is_dir()) {
-        return Err(format!("mount point {shown} is not a directory"));
-    }
-    if let Some((_, fstype, source)) = mounts().into_iter().find(|(m, _, _)| *m == mnt) {
-        return Err(format!(
-            "{} is already a mount point ({fstype} from {source}): unmount it first",
-            mnt.display()
-        ));
-    }
     let store = resolved(store)?;
+    let mnt = resolved(mountpoint)?;
     if mnt.starts_with(&store) {
         return Err(format!(
             "mount point {} is inside the store {}: mount it elsewhere",
@@ -196,6 +184,19 @@ fn check_mountpoint(mountpoint: &Path, store: &Path) -> Result<PathBuf, String> 
         return Err(format!(
             "the store {} is inside the mount point {}: the mount would hide it",
             store.display(),
+            mnt.display()
+        ));
+    }
+    clear_dead_mount(mountpoint);
+    let mnt = mountpoint
+        .canonicalize()
+        .map_err(|e| format!("mount point {shown}: {e}"))?;
+    if !std::fs::metadata(&mnt).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("mount point {shown} is not a directory"));
+    }
+    if let Some((_, fstype, source)) = mounts().into_iter().find(|(m, _, _)| *m == mnt) {
+        return Err(format!(
+            "{} is already a mount point ({fstype} from {source}): unmount it first",
             mnt.display()
         ));
     }
