@@ -194,11 +194,16 @@ fn return_freed_memory() {
 /// Set once the daemon's stdio points at /dev/null and the log file.
 static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Points stdin/stdout at /dev/null and stderr at the store's log file.
-fn detach_stdio(store: &Path) {
+/// Points stdin/stdout at /dev/null and stderr at the store's log file (at /dev/null too
+/// without `log_in_store`).
+fn detach_stdio(store: &Path, log_in_store: bool) {
     DETACHED.store(true, std::sync::atomic::Ordering::Relaxed);
     let devnull = CString::new("/dev/null").expect("no NUL");
-    let log_path = store.join(DAEMON_LOG_FILE);
+    let log_path = if log_in_store {
+        store.join(DAEMON_LOG_FILE)
+    } else {
+        PathBuf::from("/dev/null")
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -320,18 +325,24 @@ fn serve_inner(
     };
     *unmounter.lock() = Some(session.unmount_callable());
     let mounted_file = store.join(MOUNTED_FILE);
-    let _ = std::fs::write(
-        &mounted_file,
-        format!("{}\n{}\n", mountpoint.display(), std::process::id()),
-    );
+    // A read-only mount writes nothing in the store: no record of the mount, no log there.
+    let read_only = options.read_only;
+    if !read_only {
+        let _ = std::fs::write(
+            &mounted_file,
+            format!("{}\n{}\n", mountpoint.display(), std::process::id()),
+        );
+    }
     if let Some(mut n) = notify.take() {
-        detach_stdio(store);
+        detach_stdio(store, !read_only);
         let _ = n.write_all(b"OK\n");
     }
     log::info!("mounted {} on {}", store.display(), mountpoint.display());
     let run = session.run();
     unmounter.lock().take();
-    let _ = std::fs::remove_file(&mounted_file);
+    if !read_only {
+        let _ = std::fs::remove_file(&mounted_file);
+    }
     // The rebuild holds a reference to the filesystem: stop it (its counts are in memory only).
     fs.stop_group_map_rebuild();
     let _ = rebuild.join();

@@ -9,6 +9,7 @@ use super::options::parse_capacity;
 use super::{DAEMON_LOG_FILE, MOUNTED_FILE, open_error};
 use crate::engine::store_dir;
 use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::fs::{Fs, FsOptions};
 
 /// The capacity of a store created without `--size`.
 pub const DEFAULT_CAPACITY: &str = "1G";
@@ -167,8 +168,11 @@ pub fn format_cmd(args: &FormatArgs) -> Result<(), String> {
     let engine =
         Engine::open(store, &new_store_options(args.size)).map_err(|e| open_error(store, &e))?;
     let capacity = engine.stats().capacity_bytes;
-    engine
-        .close()
+    // The filesystem's root directory is made now, so that even a read-only mount (which
+    // writes nothing) finds a complete filesystem.
+    let fs = Fs::with_options(engine, FsOptions::default())
+        .map_err(|e| format!("creating the root directory in {}: {e}", store.display()))?;
+    fs.close()
         .map_err(|e| format!("closing the new store: {e}"))?;
     println!(
         "created a store of {} MiB in {}",

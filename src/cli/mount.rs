@@ -234,6 +234,12 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
     // Everything is checked before anything is written.
     let opts = parse_mount_options(&args.options)?;
     let create = check_store(&args)?;
+    if create && opts.read_only {
+        return Err(format!(
+            "{} holds no store, and a read-only mount cannot create one: drop -o ro, or run              `logstorfs format` first",
+            args.store.display()
+        ));
+    }
     let mountpoint = check_mountpoint(&args.mountpoint, &args.store)?;
     let record_io = match &args.test_record_io {
         Some(p) => Some(std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?),
@@ -295,6 +301,8 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         sync_interval: (flush_interval > 0).then(|| std::time::Duration::from_secs(flush_interval)),
         tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
         compaction_policy: policy.into(),
+        // Not a byte written, even after a crash: see `EngineOptions::read_only`.
+        read_only: opts.read_only,
         ..Default::default()
     };
     let fs_options = FsOptions {

@@ -3,6 +3,7 @@
 //! the store (fsck, a mount) does not find it in use. `fusermount3 -u` returns as soon as the
 //! kernel has let go, while the daemon may still be flushing.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,25 @@ fn daemon_of(source: &Path, mnt: &Path) -> Option<i32> {
         return None;
     }
     lines.next()?.trim().parse().ok()
+}
+
+/// A logstorfs process other than this one whose arguments name `mnt`: the daemon of a mount
+/// that keeps no `mounted` file (a read-only one writes nothing in the store).
+fn daemon_by_arguments(mnt: &Path) -> Option<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: i32 = p.file_name().to_string_lossy().parse().ok()?;
+        let comm = std::fs::read_to_string(p.path().join("comm")).ok()?;
+        if pid == me || comm.trim() != "logstorfs" {
+            return None;
+        }
+        let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+        let names = cmdline.split(|b| *b == 0).any(|arg| {
+            let arg = Path::new(std::ffi::OsStr::from_bytes(arg));
+            arg == mnt || arg.is_absolute() && arg.canonicalize().is_ok_and(|a| a == mnt)
+        });
+        names.then_some(pid)
+    })
 }
 
 fn alive(pid: i32) -> bool {
@@ -77,7 +97,9 @@ pub fn umount_cmd(args: &UmountArgs) -> Result<(), String> {
     };
     // As root, fuser mounts with mount(2) and the type "fuse", without the subtype that
     // fusermount3 adds: the store's own record of the mount tells it is ours.
-    let daemon = daemon_of(Path::new(&source), &mnt);
+    let daemon = daemon_of(Path::new(&source), &mnt)
+        .filter(|pid| alive(*pid))
+        .or_else(|| daemon_by_arguments(&mnt));
     if fstype != "fuse.logstorfs" && !(fstype == "fuse" && daemon.is_some()) {
         return Err(format!(
             "{} is a {fstype} mount, not logstorfs: use umount",

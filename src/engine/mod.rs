@@ -159,6 +159,9 @@ impl Engine {
     /// Opens the store in `dir`, creating it (with `options`' geometry) if it holds none and
     /// `options.create_if_missing` is set. Takes the store's lock: a second opener is refused.
     pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
+        if options.read_only {
+            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);
+        }
         let storage = FileStorage::open(dir, options.create_if_missing).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 EngineError::Locked(e.to_string())
@@ -179,6 +182,10 @@ impl Engine {
         options: &EngineOptions,
         what: &instrument::Instrumentation,
     ) -> Result<Engine> {
+        // Nothing to record or to fail: a read-only open writes nothing.
+        if options.read_only {
+            return Self::open(dir, options);
+        }
         if what.record_io.is_some() && dir.join(storage::SUPERBLOCK_FILE).exists() {
             return Err(EngineError::Io(std::io::Error::other(format!(
                 "recording an I/O log needs a new store; {} already holds one",
@@ -237,15 +244,18 @@ impl Engine {
             recovered.infos,
             sync_table,
         ));
-        // Discarded buffers must not come back once new batches reuse their LSNs.
-        for &(segment, start, end) in &recovered.invalidate {
+        let read_only = options.read_only;
+        // Discarded buffers must not come back once new batches reuse their LSNs (a read-only
+        // open writes no batch).
+        for &(segment, start, end) in recovered.invalidate.iter().filter(|_| !read_only) {
             segments.write(segment, start, &vec![0u8; (end - start) as usize])?;
         }
         // A store of an older format is marked as of this one before anything is written to it
         // in this one: an older build then refuses the store instead of taking the new buffers
         // for torn ones (format.rs, "Record directory"), or freeing segments without clearing
         // their first buffer's directory (`Superblock::frees_clear_directories_from`).
-        if superblock_bytes.get(8..10) != Some(&SUPERBLOCK_VERSION.to_le_bytes()[..]) {
+        if !read_only && superblock_bytes.get(8..10) != Some(&SUPERBLOCK_VERSION.to_le_bytes()[..])
+        {
             let current = Superblock {
                 generation_high_water: segments.generation_high_water(),
                 ..superblock
@@ -254,7 +264,9 @@ impl Engine {
         }
         // What recovery accepted may still be only in the host's page cache (after a crash of
         // the process, not of the machine): make it durable before building on it.
-        storage.sync_everything()?;
+        if !read_only {
+            storage.sync_everything()?;
+        }
         let index = recovered.index;
         // Recovery's transient memory (record candidates, the map of points it resolved versions
         // in, the flat copy the index is built from) is freed by now but stays resident: glibc
@@ -329,6 +341,12 @@ impl Engine {
             test_step_hook: Mutex::new(None),
             current_group: RwLock::new(None),
         });
+        if read_only {
+            return Ok(Engine {
+                inner,
+                threads: Vec::new(),
+            });
+        }
         let flusher = inner.clone();
         let flusher = concurrency::spawn("logstor-flush", move || flusher.log.run_flusher())?;
         let worker = inner.clone();
@@ -350,9 +368,17 @@ impl Engine {
         })
     }
 
+    /// Whether the store was opened read-only ([`EngineOptions::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.options.read_only
+    }
+
     /// Applies `batch` atomically and returns its LSN. Returns once the batch is written to the
     /// segment file and indexed: every reader sees it. Durable after the next [`Engine::sync`].
     pub fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
+        if self.inner.options.read_only {
+            return Err(EngineError::Failed("the store is open read-only".into()));
+        }
         self.inner.write(batch)
     }
 
@@ -451,6 +477,9 @@ impl Engine {
     /// Makes every batch that returned before this call durable.
     pub fn sync(&self) -> Result<()> {
         self.inner.check_open()?;
+        if self.inner.options.read_only {
+            return Ok(());
+        }
         self.inner.sync()
     }
 
@@ -494,6 +523,11 @@ impl Engine {
 
     /// Syncs and closes the store, releasing its lock.
     pub fn close(mut self) -> Result<()> {
+        if self.inner.options.read_only {
+            self.inner.closed.store(true, Ordering::SeqCst);
+            self.stop_background();
+            return Ok(());
+        }
         let mut result = self.inner.sync();
         let mut marker_written = false;
         if result.is_ok() {
