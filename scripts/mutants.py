@@ -966,6 +966,14 @@ whatever order concurrent writers update the index in",
         "                    let _ = delta;\n",
         ["--release", "--test", "fs_seek_copy", "copies_between_compaction_groups_land_in_the_destination_group"],
     ),
+    (
+        "read-only-open-takes-the-writable-storage",
+        "read-only open: a store opened read-only (mount -o ro) is not written, even after a crash",
+        "src/engine/mod.rs",
+        "        if options.read_only {\n            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);",
+        "        if false {\n            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);",
+        ["--release", "--lib", "engine::store_dir::tests::a_read_only_open_after_a_crash_writes_nothing"],
+    ),
 ]
 
 

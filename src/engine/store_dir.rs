@@ -219,4 +219,60 @@ mod tests {
         assert!(matches!(err, EngineError::Locked(_)), "{err}");
         e.close().unwrap();
     }
+
+    /// Every file of the store directory, name and bytes.
+    fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_read_only_open_after_a_crash_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path(), &options(32 << 20)).unwrap();
+        e.write(&[Mutation::put(0, &b"synced"[..], &b"1"[..])])
+            .unwrap();
+        e.sync().unwrap();
+        e.write(&[Mutation::put(0, &b"written"[..], &b"2"[..])])
+            .unwrap();
+        // No close: no checkpoint and no closing marker, as after kill -9; the next writable
+        // open would recover and write.
+        drop(e);
+        let before = files(dir.path());
+        let ro = EngineOptions {
+            read_only: true,
+            create_if_missing: false,
+            ..options(0)
+        };
+        let e = Engine::open(dir.path(), &ro).unwrap();
+        assert!(e.is_read_only());
+        assert_eq!(e.get(b"synced").unwrap().as_deref(), Some(&b"1"[..]));
+        let err = e
+            .write(&[Mutation::put(0, &b"k"[..], &b"v"[..])])
+            .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+        e.sync().unwrap();
+        // A second reader may share the store; a writer may not.
+        let other = Engine::open(dir.path(), &ro).unwrap();
+        let writer = Engine::open(dir.path(), &options(0));
+        assert!(matches!(writer, Err(EngineError::Locked(_))));
+        other.close().unwrap();
+        e.close().unwrap();
+        assert!(
+            files(dir.path()) == before,
+            "a read-only open changed the store"
+        );
+        // The store is as a writable open expects it.
+        let e = Engine::open(dir.path(), &options(0)).unwrap();
+        assert_eq!(e.get(b"synced").unwrap().as_deref(), Some(&b"1"[..]));
+        e.close().unwrap();
+    }
 }
