@@ -187,6 +187,13 @@ fn refused_arguments_write_nothing() {
         2,
         "lru",
     );
+    refused(
+        root,
+        &[],
+        &["mount", "--create", "-o", "ro", st, mnt],
+        1,
+        "a read-only mount cannot create one",
+    );
     let missing = d.path("nowhere");
     refused(
         root,
@@ -337,7 +344,7 @@ fn mounted_store_refusals_and_umount_waits_for_the_store() {
         .find(|l| l.split(' ').nth(4) == Some(mnt))
         .unwrap();
     assert!(
-        line.contains(&format!(" - fuse")) && line.contains(&format!(" {st} ")),
+        line.contains(" - fuse") && line.contains(&format!(" {st} ")),
         "source is not the store: {line}"
     );
     std::fs::write(d.mnt.join("f"), b"kept").unwrap();
