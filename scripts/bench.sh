@@ -188,7 +188,7 @@ mount_ext4() { mount -o loop "$W/ext4.img" "$EXT4"; }
 mount_bindfs() { bindfs "$EXT4/bindfs-src" "${MNT[bindfs]}" </dev/null >/dev/null 2>>"$W/mount.log"; }
 mount_fuse2fs() { fuse2fs "$W/fuse2fs.img" "${MNT[fuse2fs]}" -o fakeroot </dev/null >/dev/null 2>>"$W/mount.log"; }
 mount_logstorfs() {
-    "$LOGSTORFS" mount --daemon --size "$LOGSTOR_SIZE" "$EXT4/logstor-store" "${MNT[logstorfs]}" \
+    "$LOGSTORFS" mount --daemon --create --size "$LOGSTOR_SIZE" "$EXT4/logstor-store" "${MNT[logstorfs]}" \
         </dev/null >/dev/null 2>>"$W/mount.log"
 }
 wait_mounted() {
@@ -368,7 +368,7 @@ wl_append() { wl append "$2/append" "$APPEND_OPS"; }
 mt_mount() { # mt_mount STORE [WRAPPER...]: mount on MNT_MT, wait until the mount point answers
     local pdev store=$1; shift; pdev="$(stat -c %d "$(dirname "$MNT_MT")")"
     # info: the open's timing lines (mt_open_log) reach mount.log before the daemon detaches.
-    RUST_LOG="${RUST_LOG:-info}" "$@" "$LOGSTORFS" mount --daemon --size "$MOUNT_STORE_SIZE" "$store" "$MNT_MT" </dev/null >/dev/null 2>>"$W/mount.log"
+    RUST_LOG="${RUST_LOG:-info}" "$@" "$LOGSTORFS" mount --daemon --create --size "$MOUNT_STORE_SIZE" "$store" "$MNT_MT" </dev/null >/dev/null 2>>"$W/mount.log"
     local i; for i in $(seq 1 3000); do
         [[ "$(stat -c %d "$MNT_MT" 2>/dev/null)" != "$pdev" ]] && return 0; sleep 0.01
     done

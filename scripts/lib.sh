@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Shared helpers for the real-mount scripts. Source it; do not execute it.
 #
-#   mount_fresh STORE MNT [SIZE]   mount STORE on MNT (daemonised) and wait until it is mounted
+#   mount_fresh STORE MNT [SIZE]   mount STORE (created if missing) on MNT (daemonised) and wait
+#                                  until it is mounted
 #   unmount MNT                    fusermount3 -u, retried; fails if MNT stays mounted
 #   check NAME CMD...              run CMD (a command or shell function) with `set -e`,
 #                                  print PASS/FAIL, count the result
@@ -40,7 +41,7 @@ mount_fresh() {
         $MOUNT_CMD $MOUNT_OPTS "$store" "$mnt" || { echo "mount command failed: $MOUNT_CMD $MOUNT_OPTS $store $mnt" >&2; return 1; }
     else
         [[ -x "$LOGSTORFS" ]] || die "logstorfs binary not found at $LOGSTORFS (cargo build --release)"
-        local args=(mount --daemon)
+        local args=(mount --daemon --create)
         [[ -n "$size" ]] && args+=(--size "$size")
         # shellcheck disable=SC2206
         [[ -n "$MOUNT_OPTS" ]] && args+=($MOUNT_OPTS)

@@ -15,6 +15,6 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from https:
 cargo build --release --quiet
 mkdir -p mount
 if mountpoint -q mount; then echo "./mount is already mounted (bash scripts/umount.sh first)" >&2; exit 1; fi
-target/release/logstorfs mount --daemon "$@" ./store ./mount
+target/release/logstorfs mount --daemon --create "$@" ./store ./mount
 echo "mounted ./store on $(pwd)/mount"
 df -h ./mount | tail -n 1

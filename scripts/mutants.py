@@ -1075,6 +1075,14 @@ whatever order concurrent writers update the index in",
         "        if false {",
         ["--release", "--lib", "cli::logging::tests::the_log_file_is_capped_and_rotated"],
     ),
+    (
+        "read-only-open-takes-the-writable-storage",
+        "read-only open: a store opened read-only (mount -o ro) is not written, even after a crash",
+        "src/engine/mod.rs",
+        "        if options.read_only {\n            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);",
+        "        if false {\n            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);",
+        ["--release", "--lib", "engine::store_dir::tests::a_read_only_open_after_a_crash_writes_nothing"],
+    ),
 ]
 
 

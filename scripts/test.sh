@@ -135,6 +135,8 @@ if stage mutants; then
 fi
 if stage verify; then
     script_checks mount_verify.sh 1200 mount-verify
+    # format, mount -t fuse.logstorfs and an fstab line, umount, refusals on live mounts, -o ro.
+    script_checks cli_verify.sh 180 cli-verify
     # Set-user-ID, set-group-ID and capabilities through each path, as an unprivileged user,
     # compared with a kernel ext4 loop mount.
     script_checks killpriv.sh 300 killpriv

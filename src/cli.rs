@@ -1,4 +1,5 @@
-//! Command line: `logstorfs mount`, `logstorfs stats` and `logstorfs fsck`.
+//! Command line: `logstorfs format`, `mount` (and the `mount.fuse3` form `logstorfs STORE
+//! MOUNTPOINT -o OPTIONS`), `umount`, `resize` (in `cli/`), `stats` and `fsck`.
 //!
 //! Exit codes: 0 on success (mount: after a clean unmount, or with `--daemon` once the mount is
 //! live), 1 on any error, reported as one line `logstorfs: ...` on stderr, 2 on a usage error.
@@ -14,21 +15,25 @@ mod stats;
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{BufRead, Write};
-use std::os::fd::FromRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
+use fuser::{Config, Session, SessionUnmounter};
 use parking_lot::Mutex;
 
 use crate::engine::instrument::Instrumentation;
-use crate::engine::{CompactionPolicy, Engine, EngineError, EngineOptions};
-use crate::fs::atime::AtimeMode;
+use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::fs::fuse_adapter::FuseFs;
 use crate::fs::{Fs, FsOptions};
+
+mod format;
+mod mount;
+mod options;
+mod umount;
+
+pub use options::{atime_mode, parse_size};
 
 /// Name of the file in the store directory that says where the store is mounted (first line:
 /// mount point, second line: daemon pid). Written at mount, removed at clean exit.
@@ -43,7 +48,8 @@ const FUSE_THREADS_MAX: usize = 4;
 #[command(
     name = "logstorfs",
     version,
-    about = "A FUSE filesystem on a log-structured store"
+    about = "A FUSE filesystem on a log-structured store",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     /// More log lines (-v: info, -vv: debug, -vvv: trace).
@@ -53,13 +59,22 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     quiet: u8,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no command: mount STORE on MOUNTPOINT and detach, as `mount.fuse3` runs it.
+    #[command(flatten)]
+    helper: mount::HelperArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Mount STORE (created if missing) on MOUNTPOINT.
-    Mount(MountArgs),
+    /// Create a store in STORE (a missing or empty directory).
+    Format(format::FormatArgs),
+    /// Mount the store STORE on MOUNTPOINT (creating it only with --create).
+    Mount(mount::MountArgs),
+    /// Unmount MOUNTPOINT and wait until its daemon has closed the store.
+    Umount(umount::UmountArgs),
+    /// Grow an unmounted store (a store never shrinks).
+    Resize(format::ResizeArgs),
     /// Print the store's figures (works while mounted and offline).
     Stats(StatsArgs),
     /// Check an unmounted store without changing it (exit 0 clean, 4 problems, 8 errors).
@@ -115,42 +130,6 @@ struct FsckArgs {
 }
 
 #[derive(Args, Debug)]
-struct MountArgs {
-    /// Capacity of a store created by this mount (e.g. 512M, 1G, 10G); ignored if it exists.
-    #[arg(long, default_value = "1G")]
-    size: String,
-    /// Run in the background; exit 0 once the mount is live.
-    #[arg(long)]
-    daemon: bool,
-    /// Mount options, comma separated (e.g. allow_other,default_permissions).
-    #[arg(short = 'o', value_name = "OPTIONS")]
-    options: Vec<String>,
-    /// Written data becomes durable at the latest after this many seconds (0: only on fsync,
-    /// sync of a directory and unmount).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
-    flush_interval: u64,
-    /// (Testing) Record every storage call of this new store into an I/O log, for power-cut
-    /// replay (`logstorfs replay-cut`).
-    #[arg(long, hide = true, value_name = "PATH")]
-    test_record_io: Option<PathBuf>,
-    /// (Testing) Fail every segment write after this many: an injected disk error.
-    #[arg(long, hide = true, value_name = "N")]
-    test_fail_writes_after: Option<u64>,
-    /// A directory becomes a compaction group of its own once the live data under it (outside
-    /// deeper group roots) passes this size (e.g. 16M), and merges back below a quarter of it.
-    #[arg(long, value_name = "SIZE", default_value = "16M")]
-    group_split_size: String,
-    /// How compaction chooses the segments it empties: `greedy` (least live data first) or
-    /// `cost-benefit` (free space gained times age, over cost, as in LFS).
-    #[arg(long, value_name = "POLICY", default_value = "cost-benefit", value_parser = parse_policy)]
-    compaction_policy: CompactionPolicy,
-    /// Store directory.
-    store: PathBuf,
-    /// Mount point (an existing directory).
-    mountpoint: PathBuf,
-}
-
-#[derive(Args, Debug)]
 struct StatsArgs {
     /// Print a JSON object.
     #[arg(long)]
@@ -194,8 +173,14 @@ pub fn main() -> i32 {
     let cli = parse();
     logging::init(i32::from(cli.verbose) - i32::from(cli.quiet));
     progress::show_on_terminal();
-    let result = match cli.command {
-        Command::Mount(args) => mount(args),
+    let Some(subcommand) = cli.command else {
+        return report(cli.helper.into_mount_args().and_then(mount::mount_cmd));
+    };
+    let result = match subcommand {
+        Command::Format(args) => format::format_cmd(&args),
+        Command::Mount(args) => mount::mount_cmd(args),
+        Command::Umount(args) => umount::umount_cmd(&args),
+        Command::Resize(args) => format::resize_cmd(&args),
         Command::Stats(args) => stats::run(&args.path, args.json),
         Command::ReplayCut(args) => replay_cut_cmd(&args),
         Command::Fsck(args) => return fsck::run(&args.store, args.json),
@@ -205,95 +190,17 @@ pub fn main() -> i32 {
             Ok(())
         }
     };
+    report(result)
+}
+
+/// The exit code of a command's result, its error printed.
+fn report(result: Result<(), String>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(msg) => {
             eprintln!("logstorfs: {msg}");
             1
         }
-    }
-}
-
-/// Parses a size such as `1G`, `512M`, `64KiB`, `1073741824`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits_end);
-    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => {
-            return Err(format!(
-                "invalid size '{s}' (use a number with K, M, G or T)"
-            ));
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size '{s}' is too large"))
-}
-
-/// The atime rule `-o` options ask for (the last one wins; `relatime` by default, as the
-/// kernel's); a read-only mount never changes atime.
-pub fn atime_mode(opts: &[String]) -> AtimeMode {
-    let mut mode = AtimeMode::default();
-    let mut read_only = false;
-    for opt in opts.iter().flat_map(|o| o.split(',')) {
-        match opt {
-            "ro" => read_only = true,
-            "rw" => read_only = false,
-            o => mode = AtimeMode::from_option(o).unwrap_or(mode),
-        }
-    }
-    if read_only { AtimeMode::NoAtime } else { mode }
-}
-
-/// Maps `-o` options to fuser's config. Unknown options pass through as custom options.
-pub fn parse_mount_options(opts: &[String], config: &mut Config) {
-    for opt in opts
-        .iter()
-        .flat_map(|o| o.split(','))
-        .filter(|o| !o.is_empty())
-    {
-        let mo = match opt {
-            "allow_other" => {
-                config.acl = SessionACL::All;
-                continue;
-            }
-            "allow_root" => {
-                config.acl = SessionACL::RootAndOwner;
-                continue;
-            }
-            "auto_unmount" => MountOption::AutoUnmount,
-            "default_permissions" => MountOption::DefaultPermissions,
-            "dev" => MountOption::Dev,
-            "nodev" => MountOption::NoDev,
-            "suid" => MountOption::Suid,
-            "nosuid" => MountOption::NoSuid,
-            "ro" => MountOption::RO,
-            "rw" => MountOption::RW,
-            "exec" => MountOption::Exec,
-            "noexec" => MountOption::NoExec,
-            "atime" => MountOption::Atime,
-            "noatime" => MountOption::NoAtime,
-            // Ours alone (see `atime_mode`): the kernel leaves atime on FUSE to the daemon, and
-            // fuser's mount(2) has no flag for them.
-            "relatime" | "strictatime" => continue,
-            "dirsync" => MountOption::DirSync,
-            "sync" => MountOption::Sync,
-            "async" => MountOption::Async,
-            o if o.starts_with("fsname=") => MountOption::FSName(o[7..].to_string()),
-            o if o.starts_with("subtype=") => MountOption::Subtype(o[8..].to_string()),
-            o => MountOption::CUSTOM(o.to_string()),
-        };
-        config.mount_options.push(mo);
     }
 }
 
@@ -304,14 +211,6 @@ fn open_error(store: &Path, e: &EngineError) -> String {
             store.display()
         ),
         _ => format!("cannot open store {}: {e}", store.display()),
-    }
-}
-
-fn parse_policy(s: &str) -> Result<CompactionPolicy, String> {
-    match s {
-        "greedy" => Ok(CompactionPolicy::Greedy),
-        "cost-benefit" => Ok(CompactionPolicy::CostBenefit),
-        _ => Err(format!("{s:?}: expected greedy or cost-benefit")),
     }
 }
 
@@ -343,214 +242,28 @@ fn return_freed_memory() {
     }
 }
 
-fn mount(args: MountArgs) -> Result<(), String> {
-    let capacity_bytes = parse_size(&args.size)?;
-    keep_large_buffers_unresident();
-    crate::engine::storage::create_dir_durably(&args.store).map_err(|e| {
-        format!(
-            "cannot create store directory {}: {e}",
-            args.store.display()
-        )
-    })?;
-    let store = args
-        .store
-        .canonicalize()
-        .map_err(|e| format!("store {}: {e}", args.store.display()))?;
-    clear_dead_mount(&args.mountpoint);
-    let mountpoint = args
-        .mountpoint
-        .canonicalize()
-        .map_err(|e| format!("mount point {}: {e}", args.mountpoint.display()))?;
-    match std::fs::metadata(&mountpoint) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(format!(
-                "mount point {} is not a directory",
-                mountpoint.display()
-            ));
-        }
-        Err(e) => return Err(format!("mount point {}: {e}", mountpoint.display())),
-    }
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("logstorfs".into()),
-        MountOption::Subtype("logstorfs".into()),
-    ];
-    parse_mount_options(&args.options, &mut config);
-    // The kernel checks permissions against the mode bits we report (as ext4 would); without
-    // it, any user allowed on the mount could open any file.
-    if !config
-        .mount_options
-        .contains(&MountOption::DefaultPermissions)
-    {
-        config.mount_options.push(MountOption::DefaultPermissions);
-    }
-    let cpus = std::thread::available_parallelism().map_or(FUSE_THREADS_MIN, |n| n.get());
-    config.n_threads = Some(cpus.clamp(FUSE_THREADS_MIN, FUSE_THREADS_MAX));
-    config.clone_fd = true;
-
-    let options = EngineOptions {
-        capacity_bytes,
-        create_if_missing: true,
-        sync_interval: (args.flush_interval > 0)
-            .then(|| std::time::Duration::from_secs(args.flush_interval)),
-        tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
-        compaction_policy: args.compaction_policy,
-        ..Default::default()
-    };
-    let fs_options = FsOptions {
-        group_split_bytes: parse_size(&args.group_split_size)?,
-        // The byte counts steer splits and merges only: rebuilt while the mount is live.
-        defer_group_map: true,
-        atime: atime_mode(&args.options),
-    };
-    let instrument = Instrumentation {
-        record_io: args.test_record_io.clone(),
-        fail_writes_after: args.test_fail_writes_after,
-    };
-    if args.daemon {
-        daemonize_and_serve(
-            &store,
-            &mountpoint,
-            &options,
-            &fs_options,
-            &instrument,
-            &config,
-        )
-    } else {
-        serve(
-            &store,
-            &mountpoint,
-            &options,
-            &fs_options,
-            &instrument,
-            &config,
-            None,
-        )
-    }
-}
-
-/// A daemon killed without unmounting leaves its mount behind, answering ENOTCONN. Detach it
-/// so the store can be mounted there again (the store's lock tells whether a daemon is alive).
-fn clear_dead_mount(mountpoint: &Path) {
-    // statvfs, not stat: the kernel answers stat from its attribute cache for up to a second
-    // after the daemon died (then the checks below would find ENOTCONN after this one passed),
-    // while a FUSE statfs always asks the daemon.
-    let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
-    let mut buf = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a valid C string and a buffer of the right type for statvfs to fill.
-    // ENOTCONN once the connection is gone; ECONNABORTED for a request that was under way
-    // when it went (seen in about one kill -9 in three).
-    let dead = unsafe { libc::statvfs(path.as_ptr(), buf.as_mut_ptr()) } != 0
-        && matches!(
-            std::io::Error::last_os_error().raw_os_error(),
-            Some(libc::ENOTCONN | libc::ECONNABORTED)
-        );
-    if !dead {
-        return;
-    }
-    log::warn!(
-        "{}: detaching the mount of a daemon that died",
-        mountpoint.display()
-    );
-    let status = std::process::Command::new("fusermount3")
-        .arg("-uz")
-        .arg(mountpoint)
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        // SAFETY: a valid C string; umount2 has no other preconditions.
-        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
-/// Forks. The parent waits until the child reports that the mount is live (or why it failed)
-/// and returns; the child serves the mount and exits.
-fn daemonize_and_serve(
-    store: &Path,
-    mountpoint: &Path,
-    options: &EngineOptions,
-    fs_options: &FsOptions,
-    instrument: &Instrumentation,
-    config: &Config,
-) -> Result<(), String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe2(2) to fill. CLOEXEC: a helper the
-    // child spawns (fusermount3) must not inherit the write end and keep the parent waiting.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: we are single-threaded here (no engine or FUSE threads exist yet), so the child
-    // may continue running Rust code after fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid > 0 {
-        // Parent: wait for the child's verdict.
-        // SAFETY: fds[1] is ours to close; fds[0] is a valid, owned pipe end.
-        unsafe { libc::close(fds[1]) };
-        let reader = unsafe { File::from_raw_fd(fds[0]) };
-        // One line: "OK" or "ERR <message>"; EOF without it means the child died.
-        let mut msg = String::new();
-        let _ = std::io::BufReader::new(reader).read_line(&mut msg);
-        return if msg.starts_with("OK") {
-            Ok(())
-        } else if let Some(err) = msg.strip_prefix("ERR ") {
-            Err(err.trim_end().to_string())
-        } else {
-            Err("the daemon exited before the mount was live".into())
-        };
-    }
-    // Child.
-    // SAFETY: fds[0] is ours to close; fds[1] is a valid, owned pipe end; setsid has no
-    // preconditions.
-    unsafe {
-        libc::close(fds[0]);
-        libc::setsid();
-    }
-    let notify = unsafe { File::from_raw_fd(fds[1]) };
-    let code = match serve(
-        store,
-        mountpoint,
-        options,
-        fs_options,
-        instrument,
-        config,
-        Some(notify),
-    ) {
-        Ok(()) => 0,
-        Err(msg) => {
-            // Before the mount went live the parent reports the message; after, only the log
-            // (our stderr by then) can.
-            if DETACHED.load(std::sync::atomic::Ordering::Relaxed) {
-                log::error!("{msg}");
-            }
-            1
-        }
-    };
-    std::process::exit(code);
-}
-
 /// Set once the daemon's stdio points at /dev/null and the log file.
 static DETACHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Points stdin/stdout at /dev/null, and the log and stderr at the store's log file (capped
-/// and rotated: see `logging.rs`).
-fn detach_stdio(store: &Path) {
+/// and rotated: see `logging.rs`), or at /dev/null too without `log_in_store` (a read-only
+/// mount writes nothing into the store).
+fn detach_stdio(store: &Path, log_in_store: bool) {
     DETACHED.store(true, std::sync::atomic::Ordering::Relaxed);
     let devnull = CString::new("/dev/null").expect("no NUL");
-    // SAFETY: plain fd manipulation on descriptors we own or on 0/1.
+    // SAFETY: plain fd manipulation on descriptors we own or on 0/1/2.
     unsafe {
         let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
         if null >= 0 {
             libc::dup2(null, 0);
             libc::dup2(null, 1);
+            if !log_in_store {
+                libc::dup2(null, 2);
+            }
             libc::close(null);
         }
     }
-    if let Err(e) = logging::log_to_file(&store.join(DAEMON_LOG_FILE)) {
+    if log_in_store && let Err(e) = logging::log_to_file(&store.join(DAEMON_LOG_FILE)) {
         log::error!("cannot open the log file in {}: {e}", store.display());
     }
 }
@@ -626,12 +339,16 @@ fn serve_inner(
     };
     *unmounter.lock() = Some(session.unmount_callable());
     let mounted_file = store.join(MOUNTED_FILE);
-    let _ = std::fs::write(
-        &mounted_file,
-        format!("{}\n{}\n", mountpoint.display(), std::process::id()),
-    );
+    // A read-only mount writes nothing in the store: no record of the mount, no log there.
+    let read_only = options.read_only;
+    if !read_only {
+        let _ = std::fs::write(
+            &mounted_file,
+            format!("{}\n{}\n", mountpoint.display(), std::process::id()),
+        );
+    }
     if let Some(mut n) = notify.take() {
-        detach_stdio(store);
+        detach_stdio(store, !read_only);
         let _ = n.write_all(b"OK\n");
     }
     log::info!("mounted {} on {}", store.display(), mountpoint.display());
@@ -640,7 +357,9 @@ fn serve_inner(
     let run = session.run();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     unmounter.lock().take();
-    let _ = std::fs::remove_file(&mounted_file);
+    if !read_only {
+        let _ = std::fs::remove_file(&mounted_file);
+    }
     // The rebuild holds a reference to the filesystem: stop it (its counts are in memory only).
     fs.stop_group_map_rebuild();
     let _ = rebuild.join();
@@ -715,35 +434,4 @@ fn replay_cut_cmd(args: &ReplayCutArgs) -> Result<(), String> {
         last_mark.map_or_else(|| "none".to_string(), |m| m.to_string())
     ));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("2gb").unwrap(), 2 << 30);
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("G").is_err());
-    }
-
-    #[test]
-    fn mount_options_map_to_fuser() {
-        let mut c = Config::default();
-        parse_mount_options(
-            &["allow_other,default_permissions".into(), "foo=1".into()],
-            &mut c,
-        );
-        assert_eq!(c.acl, SessionACL::All);
-        assert!(c.mount_options.contains(&MountOption::DefaultPermissions));
-        assert!(
-            c.mount_options
-                .contains(&MountOption::CUSTOM("foo=1".into()))
-        );
-    }
 }

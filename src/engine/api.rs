@@ -158,6 +158,10 @@ pub struct EngineOptions {
     /// pages by their 9-byte prefix). Compaction can drop a range delete only if one of these
     /// covers it (see `engine/tombstones.rs`); point deletes are always droppable.
     pub tombstone_prefix_lengths: Vec<usize>,
+    /// Open without writing a byte, even after a crash: a shared lock (a writer is kept out,
+    /// other readers are not), no recovery writes, no background work, every write refused.
+    /// The index is rebuilt by a scan (consuming a checkpoint would be a write).
+    pub read_only: bool,
 }
 
 /// How compaction chooses the segments it empties (see `engine/compaction.rs`).
@@ -195,6 +199,7 @@ impl Default for EngineOptions {
             compaction_policy: CompactionPolicy::default(),
             separator_threshold_segments: 4,
             tombstone_prefix_lengths: Vec::new(),
+            read_only: false,
         }
     }
 }

@@ -41,6 +41,7 @@ mod read_pins;
 mod recovery;
 mod segments;
 pub mod storage;
+pub mod store_dir;
 mod synctable;
 #[cfg(test)]
 mod tests;
@@ -164,6 +165,9 @@ impl Engine {
     /// Opens the store in `dir`, creating it (with `options`' geometry) if it holds none and
     /// `options.create_if_missing` is set. Takes the store's lock: a second opener is refused.
     pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
+        if options.read_only {
+            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);
+        }
         let storage = FileStorage::open(dir, options.create_if_missing).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 EngineError::Locked(e.to_string())
@@ -184,6 +188,10 @@ impl Engine {
         options: &EngineOptions,
         what: &instrument::Instrumentation,
     ) -> Result<Engine> {
+        // Nothing to record or to fail: a read-only open writes nothing.
+        if options.read_only {
+            return Self::open(dir, options);
+        }
         if what.record_io.is_some() && dir.join(storage::SUPERBLOCK_FILE).exists() {
             return Err(EngineError::Io(std::io::Error::other(format!(
                 "recording an I/O log needs a new store; {} already holds one",
@@ -209,7 +217,7 @@ impl Engine {
 
     /// Opens a store on any [`Storage`] (for crash-simulation tests: [`storage::SimStorage`]).
     pub fn open_on(storage: Arc<dyn Storage>, options: &EngineOptions) -> Result<Engine> {
-        Self::open_with(storage, options, false)
+        Self::open_with(storage, options, options.read_only)
     }
 
     /// [`Engine::open_on`]; `read_only`: see [`Engine::open_read_only`] (`read_only.rs`).
@@ -380,6 +388,11 @@ impl Engine {
         })
     }
 
+    /// Whether the store was opened read-only ([`EngineOptions::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
     /// Applies `batch` atomically and returns its LSN. Returns once the batch is written to the
     /// segment file and indexed: every reader sees it. Durable after the next [`Engine::sync`].
     pub fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
@@ -481,6 +494,9 @@ impl Engine {
     /// Makes every batch that returned before this call durable.
     pub fn sync(&self) -> Result<()> {
         self.inner.check_open()?;
+        if self.inner.read_only {
+            return Ok(());
+        }
         self.inner.sync()
     }
 

@@ -594,7 +594,10 @@ impl Fs {
             atime: options.atime,
         };
         let started = std::time::Instant::now();
-        fs.reclaim_orphans()?;
+        // A read-only mount leaves a crash's orphans for the next writable one.
+        if !fs.engine.is_read_only() {
+            fs.reclaim_orphans()?;
+        }
         let orphans_at = started.elapsed();
         // The stored roots now (a few records); the directories and bytes by a rebuild.
         let mut roots = Vec::new();

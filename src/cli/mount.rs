@@ -1,0 +1,415 @@
+//! `logstorfs mount`, and the form `mount.fuse3` runs for `mount -t fuse.logstorfs` and fstab
+//! lines: `logstorfs STORE MOUNTPOINT -o OPTIONS`. Every argument is checked before anything
+//! is written: the options, the size, the store directory, the mount point.
+
+use std::fs::File;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use fuser::{Config, MountOption};
+use nix::fcntl::OFlag;
+use nix::unistd::ForkResult;
+
+use super::format::{StoreDir, inspect_store_dir, new_store_capacity, resolved};
+use super::options::{Policy, parse_capacity, parse_mount_options, parse_size};
+use super::{FUSE_THREADS_MAX, FUSE_THREADS_MIN, serve};
+use crate::engine::instrument::Instrumentation;
+use crate::engine::{EngineOptions, store_dir};
+use crate::fs::FsOptions;
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Create the store if STORE holds none (STORE must then be missing or empty).
+    #[arg(long)]
+    pub create: bool,
+    /// Capacity of the store --create makes, from 16M to 16T (e.g. 512M, 1G, 10G; default 1G).
+    /// For an existing store it must be its capacity (grow one with `logstorfs resize`).
+    #[arg(long, value_name = "SIZE", requires = "create", value_parser = parse_capacity)]
+    pub size: Option<u64>,
+    /// Run in the background; exit 0 once the mount is live.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Mount options, comma separated: the kernel's and FUSE's (ro, allow_other,
+    /// default_permissions, noatime, ...), logstorfs' own (flush_interval=SECONDS,
+    /// group_split_size=SIZE, compaction_policy=POLICY); mount(8)'s own words (defaults,
+    /// noauto, nofail, _netdev, x-*, ...) are ignored, anything else refused.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Written data becomes durable at the latest after this many seconds (0: only on fsync,
+    /// sync of a directory and unmount). Default 5.
+    #[arg(long, value_name = "SECONDS")]
+    pub flush_interval: Option<u64>,
+    /// (Testing) Record every storage call of this new store into an I/O log, for power-cut
+    /// replay (`logstorfs replay-cut`).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub test_record_io: Option<PathBuf>,
+    /// (Testing) Fail every segment write after this many: an injected disk error.
+    #[arg(long, hide = true, value_name = "N")]
+    pub test_fail_writes_after: Option<u64>,
+    /// A directory becomes a compaction group of its own once the live data under it (outside
+    /// deeper group roots) passes this size, and merges back below a quarter of it. Default 16M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub group_split_size: Option<u64>,
+    /// How compaction chooses the segments it empties (default cost-benefit).
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub compaction_policy: Option<Policy>,
+    /// Store directory.
+    pub store: PathBuf,
+    /// Mount point (an existing directory, not already a mount point).
+    pub mountpoint: PathBuf,
+}
+
+/// `logstorfs STORE MOUNTPOINT [-o OPTIONS] [-f]`: what `mount.fuse3` runs.
+#[derive(Args, Debug)]
+pub struct HelperArgs {
+    /// The store directory (with no command: `mount -t fuse.logstorfs` and fstab).
+    pub store: Option<PathBuf>,
+    /// The mount point.
+    pub mountpoint: Option<PathBuf>,
+    /// Mount options, as for `logstorfs mount -o`.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Stay in the foreground (by default the daemon detaches once the mount is live).
+    #[arg(short = 'f')]
+    pub foreground: bool,
+}
+
+const DEFAULT_FLUSH_INTERVAL_SECS: u64 = 5;
+const DEFAULT_GROUP_SPLIT_SIZE: u64 = 16 << 20;
+
+impl HelperArgs {
+    pub fn into_mount_args(self) -> Result<MountArgs, String> {
+        let (Some(store), Some(mountpoint)) = (self.store, self.mountpoint) else {
+            return Err(
+                "give a command (see logstorfs --help), or STORE MOUNTPOINT [-o OPTIONS]".into(),
+            );
+        };
+        Ok(MountArgs {
+            create: false,
+            size: None,
+            daemon: !self.foreground,
+            options: self.options,
+            flush_interval: None,
+            test_record_io: None,
+            test_fail_writes_after: None,
+            group_split_size: None,
+            compaction_policy: None,
+            store,
+            mountpoint,
+        })
+    }
+}
+
+/// Checks `store` for a mount; returns whether the mount creates the store.
+fn check_store(args: &MountArgs) -> Result<bool, String> {
+    let store = &args.store;
+    match inspect_store_dir(store)? {
+        StoreDir::Store => {
+            if let Some(size) = args.size {
+                let have = store_dir::capacity(store)
+                    .map_err(|e| format!("store {}: {e}", store.display()))?;
+                if new_store_capacity(size) != have {
+                    return Err(format!(
+                        "store {} exists with a capacity of {} MiB: --size only sizes a new store \
+                         (grow this one with `logstorfs resize --size SIZE {}`)",
+                        store.display(),
+                        have >> 20,
+                        store.display()
+                    ));
+                }
+            }
+            Ok(false)
+        }
+        StoreDir::Missing | StoreDir::Empty if args.create => Ok(true),
+        StoreDir::Missing | StoreDir::Empty => Err(format!(
+            "{} holds no logstorfs store: create one with `logstorfs format {}`, or mount with \
+             --create",
+            store.display(),
+            store.display()
+        )),
+    }
+}
+
+/// The mount points in /proc/self/mountinfo, with their file system type and source.
+pub fn mounts() -> Vec<(PathBuf, String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            Some((
+                PathBuf::from(unescape(fields.get(4)?)),
+                fields.get(dash + 1)?.to_string(),
+                unescape(fields.get(dash + 2)?),
+            ))
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks the mount point: an existing directory, not already a mount point (a busy mount point
+/// is not stacked on), neither inside the store nor holding it. Returns it resolved.
+fn check_mountpoint(mountpoint: &Path, store: &Path) -> Result<PathBuf, String> {
+    let shown = mountpoint.display();
+    let store = resolved(store)?;
+    let mnt = resolved(mountpoint)?;
+    if mnt.starts_with(&store) {
+        return Err(format!(
+            "mount point {} is inside the store {}: mount it elsewhere",
+            mnt.display(),
+            store.display()
+        ));
+    }
+    if store.starts_with(&mnt) {
+        return Err(format!(
+            "the store {} is inside the mount point {}: the mount would hide it",
+            store.display(),
+            mnt.display()
+        ));
+    }
+    clear_dead_mount(mountpoint);
+    let mnt = mountpoint
+        .canonicalize()
+        .map_err(|e| format!("mount point {shown}: {e}"))?;
+    if !std::fs::metadata(&mnt).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("mount point {shown} is not a directory"));
+    }
+    if let Some((_, fstype, source)) = mounts().into_iter().find(|(m, _, _)| *m == mnt) {
+        return Err(format!(
+            "{} is already a mount point ({fstype} from {source}): unmount it first",
+            mnt.display()
+        ));
+    }
+    Ok(mnt)
+}
+
+/// A daemon killed without unmounting leaves its mount behind, answering ENOTCONN. Detach it
+/// so the store can be mounted there again (the store's lock tells whether a daemon is alive).
+fn clear_dead_mount(mountpoint: &Path) {
+    // statvfs, not stat: the kernel answers stat from its attribute cache for up to a second
+    // after the daemon died (then the checks below would find ENOTCONN after this one passed),
+    // while a FUSE statfs always asks the daemon. ENOTCONN once the connection is gone;
+    // ECONNABORTED for a request that was under way when it went (about one kill -9 in three).
+    let dead = matches!(
+        nix::sys::statvfs::statvfs(mountpoint),
+        Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED)
+    );
+    if !dead {
+        return;
+    }
+    log::warn!(
+        "{}: detaching the mount of a daemon that died",
+        mountpoint.display()
+    );
+    let status = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(mountpoint)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
+    // Everything is checked before anything is written.
+    let opts = parse_mount_options(&args.options)?;
+    let create = check_store(&args)?;
+    if create && opts.read_only {
+        return Err(format!(
+            "{} holds no store, and a read-only mount cannot create one: drop -o ro, or run \
+             `logstorfs format` first",
+            args.store.display()
+        ));
+    }
+    let mountpoint = check_mountpoint(&args.mountpoint, &args.store)?;
+    let record_io = match &args.test_record_io {
+        Some(p) => Some(std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+
+    super::keep_large_buffers_unresident();
+    if create {
+        crate::engine::storage::create_dir_durably(&args.store).map_err(|e| {
+            format!(
+                "cannot create store directory {}: {e}",
+                args.store.display()
+            )
+        })?;
+    }
+    let store = args
+        .store
+        .canonicalize()
+        .map_err(|e| format!("store {}: {e}", args.store.display()))?;
+
+    let mut config = Config::default();
+    let fsname = opts
+        .fsname
+        .clone()
+        .unwrap_or_else(|| store.display().to_string());
+    config.mount_options = vec![
+        MountOption::FSName(fsname),
+        MountOption::Subtype("logstorfs".into()),
+    ];
+    config.mount_options.extend(opts.fuse.iter().cloned());
+    if let Some(acl) = opts.acl {
+        config.acl = acl;
+    }
+    // The kernel checks permissions against the mode bits we report (as ext4 would); without
+    // it, any user allowed on the mount could open any file.
+    if !config
+        .mount_options
+        .contains(&MountOption::DefaultPermissions)
+    {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    let cpus = std::thread::available_parallelism().map_or(FUSE_THREADS_MIN, |n| n.get());
+    config.n_threads = Some(cpus.clamp(FUSE_THREADS_MIN, FUSE_THREADS_MAX));
+    config.clone_fd = true;
+
+    let flush_interval = opts
+        .flush_interval
+        .or(args.flush_interval)
+        .unwrap_or(DEFAULT_FLUSH_INTERVAL_SECS);
+    let policy = opts
+        .compaction_policy
+        .or(args.compaction_policy)
+        .unwrap_or(Policy::CostBenefit);
+    let options = EngineOptions {
+        capacity_bytes: args
+            .size
+            .unwrap_or_else(|| parse_capacity(super::format::DEFAULT_CAPACITY).unwrap_or(1 << 30)),
+        create_if_missing: create,
+        sync_interval: (flush_interval > 0).then(|| std::time::Duration::from_secs(flush_interval)),
+        tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
+        compaction_policy: policy.into(),
+        // Not a byte written, even after a crash: see `EngineOptions::read_only`.
+        read_only: opts.read_only,
+        ..Default::default()
+    };
+    let fs_options = FsOptions {
+        group_split_bytes: opts
+            .group_split_size
+            .or(args.group_split_size)
+            .unwrap_or(DEFAULT_GROUP_SPLIT_SIZE),
+        // The byte counts steer splits and merges only: rebuilt while the mount is live.
+        defer_group_map: true,
+        atime: opts.atime_mode(),
+    };
+    let instrument = Instrumentation {
+        record_io,
+        fail_writes_after: args.test_fail_writes_after,
+    };
+    if args.daemon {
+        daemonize_and_serve(
+            &store,
+            &mountpoint,
+            &options,
+            &fs_options,
+            &instrument,
+            &config,
+        )
+    } else {
+        serve(
+            &store,
+            &mountpoint,
+            &options,
+            &fs_options,
+            &instrument,
+            &config,
+            None,
+        )
+    }
+}
+
+/// Forks. The parent waits until the child reports that the mount is live (or why it failed)
+/// and returns; the child serves the mount and exits.
+fn daemonize_and_serve(
+    store: &Path,
+    mountpoint: &Path,
+    options: &EngineOptions,
+    fs_options: &FsOptions,
+    instrument: &Instrumentation,
+    config: &Config,
+) -> Result<(), String> {
+    // CLOEXEC: a helper the child spawns (fusermount3) must not inherit the write end and keep
+    // the parent waiting.
+    let (reader, writer) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: we are single-threaded here (no engine or FUSE threads exist yet), so the child
+    // may continue running Rust code after fork.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Parent { .. } => {
+            drop(writer);
+            // One line: "OK" or "ERR <message>"; EOF without it means the child died.
+            let mut msg = String::new();
+            let _ = std::io::BufReader::new(File::from(reader)).read_line(&mut msg);
+            if msg.starts_with("OK") {
+                Ok(())
+            } else if let Some(err) = msg.strip_prefix("ERR ") {
+                Err(err.trim_end().to_string())
+            } else {
+                Err("the daemon exited before the mount was live".into())
+            }
+        }
+        ForkResult::Child => {
+            drop(reader);
+            let _ = nix::unistd::setsid();
+            // Holds no directory busy: a daemon started from a directory would otherwise keep
+            // that file system from being unmounted.
+            let _ = nix::unistd::chdir("/");
+            let code = match serve(
+                store,
+                mountpoint,
+                options,
+                fs_options,
+                instrument,
+                config,
+                Some(File::from(writer)),
+            ) {
+                Ok(()) => 0,
+                Err(msg) => {
+                    // Before the mount went live the parent reports the message; after, only
+                    // the log (our stderr by then) can.
+                    if super::DETACHED.load(std::sync::atomic::Ordering::Relaxed) {
+                        log::error!("{msg}");
+                    }
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape("/tmp/a\\040b"), "/tmp/a b");
+        assert_eq!(unescape("/x\\134y"), "/x\\y");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/end\\04"), "/end\\04");
+    }
+}
