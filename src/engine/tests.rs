@@ -830,7 +830,7 @@ fn nothing_waits_for_a_stopped_flusher() {
     assert_eq!(engine.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
 }
 
-fn separator_options() -> EngineOptions {
+pub(super) fn separator_options() -> EngineOptions {
     EngineOptions {
         separator_threshold_segments: 2,
         ..small_options()
@@ -2484,6 +2484,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
             synced_end: 3 * BLOCK_SIZE,
             log_tail: false,
             generation: 9,
+            copies: true,
         }]
     );
     assert_eq!(
@@ -3406,7 +3407,7 @@ fn assert_reads_as_damaged(engine: &Engine, key: &[u8], case: &str) {
 }
 
 /// Every allocated segment of `storage`: (segment, its (file, offset), its bytes).
-fn segment_images(storage: &SimStorage) -> Vec<(u32, (u32, u64), Vec<u8>)> {
+pub(super) fn segment_images(storage: &SimStorage) -> Vec<(u32, (u32, u64), Vec<u8>)> {
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     (0..sb.segment_count)
         .filter_map(|segment| {
@@ -3447,13 +3448,13 @@ fn puts_into(b: &mut [u8], records: &[(&[u8], usize)], first_index: usize) -> us
 
 /// What a store built by [`store_for_flips`] must read: each key's newest value, or `None`
 /// for a key deleted (by itself or by a prefix delete).
-type Expected = std::collections::BTreeMap<String, Option<Vec<u8>>>;
+pub(super) type Expected = std::collections::BTreeMap<String, Option<Vec<u8>>>;
 
 /// A closed store of four groups with every kind of segment and buffer recovery reads: log
 /// segments (closed, handed over and active), group-owned segments of copies (separator and
 /// compaction), freed and reused segments, overwrites, deletes and prefix deletes, markers
 /// (of a sync, of an open after a crash, of the close).
-fn store_for_flips(seed: u64) -> (Arc<SimStorage>, Expected) {
+pub(super) fn store_for_flips(seed: u64) -> (Arc<SimStorage>, Expected) {
     let mut storage = SimStorage::new();
     let mut engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
     engine.test_pause_background();
