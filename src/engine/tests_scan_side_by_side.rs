@@ -64,12 +64,12 @@ macro_rules! recovered_summary {
 /// Where an fsck's report disagrees with what recovery serves: a key recovery indexes as a put
 /// must be live in fsck at that version, or named as damaged (its reads fail, or fsck says its
 /// newest version is lost); a key live in fsck must be indexed by recovery at that version.
-fn disagreements_with_recovery(storage: &Arc<SimStorage>, c: &check::EngineCheck) -> usize {
+fn disagreements_with_recovery(storage: &Arc<SimStorage>, c: &check::EngineCheck) -> Vec<String> {
     let storage: Arc<dyn Storage> = storage.clone();
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![2]);
     let Ok(r) = recovery::recover(&storage, &sb, &notes) else {
-        return 0;
+        return Vec::new();
     };
     let indexed: BTreeMap<Vec<u8>, u64> = r
         .index
@@ -78,19 +78,23 @@ fn disagreements_with_recovery(storage: &Arc<SimStorage>, c: &check::EngineCheck
         .filter(|(_, e)| !e.tombstone)
         .map(|(k, e)| (k, e.version))
         .collect();
-    let mut n = 0;
+    let mut out = Vec::new();
+    let name = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
     for (key, version) in &indexed {
-        let live = c.live.get(key).map(|l| l.version) == Some(*version);
-        if !live && !c.damaged.iter().any(|d| &d.key == key) {
-            n += 1;
+        let live = c.live.get(key).map(|l| l.version);
+        if live != Some(*version) && !c.damaged.iter().any(|d| &d.key == key) {
+            out.push(format!(
+                "{} indexed v{version}, fsck live {live:?}, not named damaged",
+                name(key)
+            ));
         }
     }
     for (key, l) in &c.live {
-        if indexed.get(key) != Some(&l.version) {
-            n += 1;
+        if !indexed.contains_key(key) {
+            out.push(format!("{} live v{} in fsck, not indexed", name(key), l.version));
         }
     }
-    n
+    out
 }
 
 /// Old and new recovery of `storage`: their summaries, or the error each gave.
@@ -225,12 +229,15 @@ impl Tally {
         if !old.findings.is_empty() || !new.findings.is_empty() {
             self.judged += 1;
         }
-        if disagreements_with_recovery(storage, &old) > 0 {
+        if !disagreements_with_recovery(storage, &old).is_empty() {
             self.old_off_recovery += 1;
         }
-        if disagreements_with_recovery(storage, &new) > 0 {
+        let off = disagreements_with_recovery(storage, &new);
+        if !off.is_empty() {
             self.new_off_recovery += 1;
-            eprintln!("new fsck disagrees with recovery: {case}");
+            if std::env::var("LOGSTOR_SIDE_SHOW_OFF").is_ok() {
+                eprintln!("new fsck disagrees with recovery: {case}: {off:?}: {:?}", new.findings);
+            }
         }
         let differences = fsck_differences(&old, &new);
         if !differences.is_empty() {
