@@ -6,21 +6,17 @@
 //! What it does, in order:
 //! 1. Superblock: decoded and checked (magic, CRC, geometry). Segment files: length.
 //! 2. Every segment whose first sector is not zeros (a freed segment's first sector is zeroed) is
-//!    read whole. Its buffers are walked from the first as recovery walks them (CRC over header
-//!    and payload, segment index, one generation); every record of an accepted buffer has its
-//!    own CRC checked too.
-//! 3. Where the walk stops, the rest of the segment is searched for valid buffers of the same
-//!    use (same generation): any found means the stop was damage in the middle of the log, not
-//!    its end. In a segment of copies, a stop below the synced end the sync table records for
-//!    its use (`synctable.rs`) is damage too, whatever follows; so is a failing last stretch
-//!    of a closed log segment below its entry's end (taken as recovery takes it: if every
-//!    record's LSN is within the durable floor). The records of a buffer that
-//!    fails its CRC are parsed one by one (each record has its own CRC), so that intact and
-//!    damaged records, and their keys, are known: in a stretch proven as recovery proves it,
-//!    those of every buffer of it, walked as recovery walks them (`recovery::stretch_records`).
-//! 4. The end of the log is found as recovery finds it (highest durable floor, first LSN gap
-//!    above it), and the key -> newest version map is rebuilt from the accepted buffers
-//!    (highest version wins, range deletes hide older keys).
+//!    read whole and handed to the one segment scan (`scan.rs`), which recovery uses too: the
+//!    check reports its verdicts and decides nothing of its own. Valid buffers (repaired ones
+//!    noted) are accepted, and the scan checks each of their records' own CRC for the check.
+//! 3. Damaged stretches (proven damage, not torn writes) are suspects whose records recovery
+//!    salvages or not by the scan's rule (`scan::Stretch::takes`); where the scan stopped before
+//!    the segment's end, the failing buffer's records and the valid buffers of the use behind
+//!    it (which recovery does not reach) are suspects too.
+//! 4. The end of the log is the scan's (`scan::log_end`: highest durable floor, first LSN gap
+//!    above it), and the key -> newest version map is rebuilt from the accepted buffers and the
+//!    records recovery takes from damaged stretches (highest version wins, range deletes hide
+//!    older keys).
 //! 5. Every record that recovery would not see (in a damaged buffer, stranded behind one, or
 //!    beyond the log's end) is compared with that map. It is *lost* if it is newer than what
 //!    the map holds for its key. Lost records of batches at or below the durable floor (the
@@ -340,7 +336,7 @@ struct Rec {
     value: Option<Vec<u8>>,
     intact: bool,
     /// A damaged deletion whose effect recovery keeps wherever it takes the stretch
-    /// (`recovery::salvage_records`): a tombstone (indexed as one: its key reads as deleted, its
+    /// (`scan::Stretch::takes`): a tombstone (indexed as one: its key reads as deleted, its
     /// newest state), or a range delete whose range its buffer's record directory names.
     deletion_kept: bool,
 }
@@ -381,7 +377,7 @@ struct Suspect {
     /// vouches for it, or the sync table proves the copies synced.
     proven: bool,
     /// Failing buffers of the stretch whose record directory is damaged too (see
-    /// `recovery::stretch_records_and_unnamed`): what they held may not all be named.
+    /// `scan::stretch_records_and_unnamed`): what they held may not all be named.
     unnamed_buffers: usize,
     records: Vec<Rec>,
 }

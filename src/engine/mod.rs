@@ -38,12 +38,6 @@ mod log;
 mod read_pins;
 mod recovery;
 mod scan;
-#[cfg(test)]
-mod check_old;
-#[cfg(test)]
-mod recovery_old;
-#[cfg(test)]
-mod tests_scan_side_by_side;
 mod segments;
 pub mod storage;
 mod synctable;

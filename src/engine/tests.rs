@@ -830,7 +830,7 @@ fn nothing_waits_for_a_stopped_flusher() {
     assert_eq!(engine.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
 }
 
-pub(super) fn separator_options() -> EngineOptions {
+fn separator_options() -> EngineOptions {
     EngineOptions {
         separator_threshold_segments: 2,
         ..small_options()
@@ -3407,7 +3407,7 @@ fn assert_reads_as_damaged(engine: &Engine, key: &[u8], case: &str) {
 }
 
 /// Every allocated segment of `storage`: (segment, its (file, offset), its bytes).
-pub(super) fn segment_images(storage: &SimStorage) -> Vec<(u32, (u32, u64), Vec<u8>)> {
+fn segment_images(storage: &SimStorage) -> Vec<(u32, (u32, u64), Vec<u8>)> {
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     (0..sb.segment_count)
         .filter_map(|segment| {
@@ -3448,13 +3448,13 @@ fn puts_into(b: &mut [u8], records: &[(&[u8], usize)], first_index: usize) -> us
 
 /// What a store built by [`store_for_flips`] must read: each key's newest value, or `None`
 /// for a key deleted (by itself or by a prefix delete).
-pub(super) type Expected = std::collections::BTreeMap<String, Option<Vec<u8>>>;
+type Expected = std::collections::BTreeMap<String, Option<Vec<u8>>>;
 
 /// A closed store of four groups with every kind of segment and buffer recovery reads: log
 /// segments (closed, handed over and active), group-owned segments of copies (separator and
 /// compaction), freed and reused segments, overwrites, deletes and prefix deletes, markers
 /// (of a sync, of an open after a crash, of the close).
-pub(super) fn store_for_flips(seed: u64) -> (Arc<SimStorage>, Expected) {
+fn store_for_flips(seed: u64) -> (Arc<SimStorage>, Expected) {
     let mut storage = SimStorage::new();
     let mut engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
     engine.test_pause_background();
