@@ -1052,9 +1052,7 @@ fn take_valid_buffer(
     if let Some(p) = b.malformed_at {
         findings.push(Finding::problem(
             format!("segment {segment} offset {}", b.at),
-            format!(
-                "malformed record at payload offset {p} of a buffer that passes its checksum"
-            ),
+            format!("malformed record at payload offset {p} of a buffer that passes its checksum"),
         ));
     }
     recs.extend(

@@ -725,7 +725,6 @@ pub fn records_of(
     Ok(out)
 }
 
-
 /// A buffer the scan accepts, with its records.
 pub struct ValidBuffer {
     pub at: usize,
@@ -794,8 +793,8 @@ impl Stretch {
             .map(|r| {
                 let lsn = lsn_of_version(r.header.version);
                 let logged = lsn <= self.vouched_floor && lsn <= floor;
-                let synced_copy = r.at + r.header.total_len() <= d.synced_end
-                    && lsn <= last_lsn.max(floor);
+                let synced_copy =
+                    r.at + r.header.total_len() <= d.synced_end && lsn <= last_lsn.max(floor);
                 match (lsn > 0, synced_copy, logged) {
                     (false, _, _) | (true, false, false) => Take::Dropped,
                     (true, true, _) => Take::SyncedCopy,
@@ -869,9 +868,7 @@ pub fn segment_verdicts(
     let valid = scan
         .valid
         .iter()
-        .map(|&(at, header)| {
-            valid_buffer(image, at, header, scan.repaired.contains(&at), report)
-        })
+        .map(|&(at, header)| valid_buffer(image, at, header, scan.repaired.contains(&at), report))
         .collect();
     let stretches = scan
         .damaged
