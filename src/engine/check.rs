@@ -6,21 +6,17 @@
 //! What it does, in order:
 //! 1. Superblock: decoded and checked (magic, CRC, geometry). Segment files: length.
 //! 2. Every segment whose first sector is not zeros (a freed segment's first sector is zeroed) is
-//!    read whole. Its buffers are walked from the first as recovery walks them (CRC over header
-//!    and payload, segment index, one generation); every record of an accepted buffer has its
-//!    own CRC checked too.
-//! 3. Where the walk stops, the rest of the segment is searched for valid buffers of the same
-//!    use (same generation): any found means the stop was damage in the middle of the log, not
-//!    its end. In a segment of copies, a stop below the synced end the sync table records for
-//!    its use (`synctable.rs`) is damage too, whatever follows; so is a failing last stretch
-//!    of a closed log segment below its entry's end (taken as recovery takes it: if every
-//!    record's LSN is within the durable floor). The records of a buffer that
-//!    fails its CRC are parsed one by one (each record has its own CRC), so that intact and
-//!    damaged records, and their keys, are known: in a stretch proven as recovery proves it,
-//!    those of every buffer of it, walked as recovery walks them (`recovery::stretch_records`).
-//! 4. The end of the log is found as recovery finds it (highest durable floor, first LSN gap
-//!    above it), and the key -> newest version map is rebuilt from the accepted buffers
-//!    (highest version wins, range deletes hide older keys).
+//!    read whole and handed to the one segment scan (`scan.rs`), which recovery uses too: the
+//!    check reports its verdicts and decides nothing of its own. Valid buffers (repaired ones
+//!    noted) are accepted, and the scan checks each of their records' own CRC for the check.
+//! 3. Damaged stretches (proven damage, not torn writes) are suspects whose records recovery
+//!    salvages or not by the scan's rule (`scan::Stretch::takes`); where the scan stopped before
+//!    the segment's end, the failing buffer's records and the valid buffers of the use behind
+//!    it (which recovery does not reach) are suspects too.
+//! 4. The end of the log is the scan's (`scan::log_end`: highest durable floor, first LSN gap
+//!    above it), and the key -> newest version map is rebuilt from the accepted buffers and the
+//!    records recovery takes from damaged stretches (highest version wins, range deletes hide
+//!    older keys).
 //! 5. Every record that recovery would not see (in a damaged buffer, stranded behind one, or
 //!    beyond the log's end) is compared with that map. It is *lost* if it is newer than what
 //!    the map holds for its key. Lost records of batches at or below the durable floor (the
@@ -50,13 +46,13 @@ use super::concurrency::{Arc, Mutex};
 
 use super::api::{EngineError, Result};
 use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
-    SegmentKind, Superblock, lsn_of_version,
+    BLOCK_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordKind, SegmentKind, Superblock,
+    lsn_of_version,
 };
+use super::scan::{self, LogEnd, Stretch, StretchRecord, ValidBuffer, Verdicts};
 use super::storage::{
     LOCK_FILE, SECTOR_SIZE, SUPERBLOCK_FILE, Storage, segment_file_name, store_file_name,
 };
-use super::synctable::Proof;
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,7 +345,7 @@ struct Rec {
     value: Option<Vec<u8>>,
     intact: bool,
     /// A damaged deletion whose effect recovery keeps wherever it takes the stretch
-    /// (`recovery::salvage_records`): a tombstone (indexed as one: its key reads as deleted, its
+    /// (`scan::Stretch::takes`): a tombstone (indexed as one: its key reads as deleted, its
     /// newest state), or a range delete whose range its buffer's record directory names.
     deletion_kept: bool,
 }
@@ -375,10 +371,6 @@ struct Suspect {
     /// Bytes of the segment below this were synced, by the sync table's word (0: nothing
     /// proven): a damaged copy wholly below it is damage, as recovery takes it.
     synced_end: usize,
-    /// The last buffers of a segment of the log (mixed) below the synced end the sync table
-    /// records for its use, with nothing valid behind them: recovery takes their records if
-    /// every one's LSN is within the durable floor (see `recovery::recover`), so does the check.
-    log_tail: bool,
     /// A buffer here fails its CRC (or its first block is unreadable), as opposed to only
     /// holding valid buffers stranded behind damage.
     damaged_buffer: bool,
@@ -394,7 +386,7 @@ struct Suspect {
     /// vouches for it, or the sync table proves the copies synced.
     proven: bool,
     /// Failing buffers of the stretch whose record directory is damaged too (see
-    /// `recovery::stretch_records_and_unnamed`): what they held may not all be named.
+    /// `scan::stretch_records_and_unnamed`): what they held may not all be named.
     unnamed_buffers: usize,
     records: Vec<Rec>,
 }
@@ -404,13 +396,18 @@ impl Suspect {
     /// listing them in `salvaged`.
     fn serve(
         &mut self,
-        served: impl Fn(&Rec) -> bool,
+        served: impl Fn(usize, &Rec) -> bool,
         recs: &mut Vec<Rec>,
         salvaged: &mut Vec<usize>,
     ) {
-        let (taken, rest): (Vec<Rec>, Vec<Rec>) = std::mem::take(&mut self.records)
-            .into_iter()
-            .partition(|r| served(r));
+        let (mut taken, mut rest) = (Vec::new(), Vec::new());
+        for (k, r) in std::mem::take(&mut self.records).into_iter().enumerate() {
+            if served(k, &r) {
+                taken.push(r);
+            } else {
+                rest.push(r);
+            }
+        }
         self.records = rest;
         self.served_records += taken.len() as u64;
         for r in taken {
@@ -462,12 +459,14 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
         file_lens.push(len);
     }
 
-    // 2. and 3. Walk every segment.
+    // 2. and 3. The scan's verdicts on every segment (`scan.rs`), as recovery takes them.
     let mut bufs: Vec<Buf> = Vec::new();
     let mut recs: Vec<Rec> = Vec::new();
     let mut suspects: Vec<Suspect> = Vec::new();
-    // Intact records of damaged stretches of copies that the sync table proves synced
-    // (indices into `recs`): recovery serves them.
+    // Damaged stretches (with the suspect listing their records), judged once the log's floor
+    // and end are known.
+    let mut stretches: Vec<(usize, Stretch)> = Vec::new();
+    // Records of damaged stretches that recovery serves (indices into `recs`).
     let mut salvaged: Vec<usize> = Vec::new();
     let mut image = vec![0u8; seg_size];
     // How far each segment of copies is known synced (`synctable.rs`), as recovery reads it.
@@ -485,72 +484,58 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
             continue; // free: a freed segment's first sector is zeroed (what follows is stale)
         }
         storage.read_at(file, base, &mut image)?;
-        scan_segment(
-            segment,
+        let verdicts = scan::segment_verdicts(
             &image,
+            segment,
             sb.generation_high_water,
             proofs[segment as usize],
             sb.frees_clear_directories_from,
+            true,
+        );
+        take_verdicts(
+            segment,
+            &image,
+            verdicts,
             options,
             &mut bufs,
             &mut recs,
             &mut suspects,
-            &mut salvaged,
+            &mut stretches,
             &mut out.findings,
         );
     }
 
     // 4. The log's end, as recovery finds it.
-    let floor = bufs
-        .iter()
-        .map(|b| b.header.durable_floor)
-        .max()
-        .unwrap_or(0);
-    let mut batches: Vec<(u64, u64)> = bufs
-        .iter()
-        .filter(|b| b.header.lsn_first > 0)
-        .map(|b| (b.header.lsn_first, b.header.lsn_last))
-        .collect();
-    batches.sort_unstable();
-    let mut expected = floor.saturating_add(1);
-    let mut gap_at = None;
-    for &(first, last) in &batches {
-        if last < expected {
-            continue;
-        }
-        if first > expected {
-            gap_at = Some(expected);
-            break;
-        }
-        expected = last.saturating_add(1);
-    }
-    let last_lsn = (expected - 1).max(floor);
-    // The log tails recovery takes (every record's LSN within the durable floor): their intact
-    // records are served; their damaged ones stay suspects (reads fail: damage, a problem).
-    for s in suspects.iter_mut().filter(|s| s.log_tail) {
-        let within = s
-            .records
-            .iter()
-            .filter(|r| r.applied() || r.kind != RecordKind::DeleteRange)
-            .all(|r| {
-                let lsn = lsn_of_version(r.version);
-                lsn > 0 && lsn <= floor
-            });
-        if within && !s.records.is_empty() {
-            s.serve(|r| r.applied(), &mut recs, &mut salvaged);
-        }
-    }
+    let LogEnd {
+        floor,
+        last_lsn,
+        gap_at,
+    } = scan::log_end(bufs.iter().map(|b| &b.header));
     out.durable_floor = floor;
     out.last_lsn = last_lsn;
     // Beyond the end: a batch after it, or a copy of one (buffers of copies carry the highest
     // LSN among their records).
-    let beyond = |h: &BufferHeader| h.lsn_last > last_lsn;
-    let mut cut: BTreeMap<u32, u32> = BTreeMap::new();
-    for b in &bufs {
-        if beyond(&b.header) {
-            let at = cut.entry(b.segment).or_insert(b.offset);
-            *at = (*at).min(b.offset);
+    let cut = scan::cut_beyond(
+        bufs.iter().map(|b| (b.segment, b.offset, &b.header)),
+        last_lsn,
+    );
+    // The damaged stretches' records that recovery takes (`Stretch::takes`): intact ones and
+    // deletions it keeps are served; damaged puts stay suspects (reads fail: a problem naming
+    // the key). Nothing of a stretch beyond the log's end is taken.
+    for (i, stretch) in &stretches {
+        let segment = suspects[*i].place.segment;
+        if cut
+            .get(&segment)
+            .is_some_and(|&at| stretch.span.start as u32 >= at)
+        {
+            continue;
         }
+        let takes = stretch.takes(floor, last_lsn);
+        suspects[*i].serve(
+            |k, r| takes[k].taken() && r.applied(),
+            &mut recs,
+            &mut salvaged,
+        );
     }
     let keep = |b: &Buf| cut.get(&b.segment).is_none_or(|&at| b.offset < at);
 
@@ -962,59 +947,32 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
     Ok(out)
 }
 
-/// Walks one segment image: accepted buffers into `bufs`/`recs`, what lies behind the walk's
-/// stop into `suspects`.
+/// Takes the scan's verdicts on one segment image: accepted buffers into `bufs`/`recs`, each
+/// damaged stretch and the stop into `suspects` (the stretches also into `stretches`, to be
+/// judged once the log's end is known), what the verdicts say is wrong into `findings`.
 #[allow(clippy::too_many_arguments)]
-fn scan_segment(
+fn take_verdicts(
     segment: u32,
     image: &[u8],
-    high_water: u64,
-    proof: Option<Proof>,
-    frees_clear_directories_from: u64,
+    verdicts: Verdicts,
     options: &CheckOptions,
     bufs: &mut Vec<Buf>,
     recs: &mut Vec<Rec>,
     suspects: &mut Vec<Suspect>,
-    salvaged: &mut Vec<usize>,
+    stretches: &mut Vec<(usize, Stretch)>,
     findings: &mut Vec<Finding>,
 ) {
-    let valid_at = |pos: usize| -> Option<BufferHeader> {
-        let h = BufferHeader::decode_checked(&image[pos..])?;
-        (h.segment_index == segment && h.generation < high_water).then_some(h)
-    };
-    // Where the walk goes, a buffer whose naming fields alone are damaged is repaired as
-    // recovery repairs it (and noted below: the bytes on disk are still damaged).
-    let walked_at = |pos: usize| -> Option<(BufferHeader, bool)> {
-        if let Some(h) = valid_at(pos) {
-            return Some((h, false));
-        }
-        let h = super::recovery::decode_or_repair(&image[pos..], segment)?;
-        (h.segment_index == segment && h.generation < high_water).then_some((h, true))
-    };
-    let mut pos = 0usize;
-    let mut generation = None;
-    while pos + BLOCK_SIZE <= image.len() {
-        let Some((h, repaired)) = walked_at(pos) else {
-            break;
-        };
-        if generation.is_some_and(|g| g != h.generation) {
-            break; // an earlier use of the segment
-        }
-        generation = Some(h.generation);
-        if repaired {
+    for b in verdicts.valid {
+        if b.repaired {
             findings.push(Finding::note(
-                format!("segment {segment} offset {pos}"),
+                format!("segment {segment} offset {}", b.at),
                 "buffer header damaged in a field naming the buffer; repaired from its record \
                  directory (every other byte passes the buffer's checksum)",
             ));
         }
+        let (offset, header) = (b.at as u32, b.header);
         let first = recs.len();
-        if let Err(what) = parse_buffer(segment, pos, &h, image, options, recs) {
-            findings.push(Finding::problem(
-                format!("segment {segment} offset {pos}"),
-                what,
-            ));
-        }
+        take_valid_buffer(segment, image, b, options, recs, findings);
         for r in &recs[first..] {
             if !r.intact {
                 findings.push(Finding::problem(
@@ -1025,353 +983,125 @@ fn scan_segment(
         }
         bufs.push(Buf {
             segment,
-            offset: pos as u32,
-            header: h,
+            offset,
+            header,
             records: first..recs.len(),
         });
-        pos += h.buffer_len as usize;
     }
-    if pos + BLOCK_SIZE > image.len() {
-        return; // the segment is full
-    }
-    // The walk stopped at `pos`. Valid buffers further on, of this use if known: anything of
-    // this use behind the stop was written after what stopped the walk. A failing first
-    // buffer that still names its generation tells the use: buffers of other generations
-    // behind it are stale bytes of an earlier use (a reused segment whose new first buffer was
-    // torn by a power cut), not stranded data.
-    // Its generation field, unless that is damaged past a doubt and its own record directory
-    // names the use of the valid buffers behind it (`recovery::first_use_by_own_directory`).
-    // Or the use the first buffer's own directory names, when frees of it clear that
-    // directory (`Superblock::frees_clear_directories_from`), as recovery takes it.
-    let own_directory_use = (pos == 0)
-        .then(|| super::recovery::own_directory_generation(image, segment))
-        .flatten()
-        .filter(|&g| g >= frees_clear_directories_from && g > 0 && g < high_water);
-    let stop_generation = (pos == 0)
-        .then(|| super::recovery::first_use_by_own_directory(image, segment, high_water))
-        .flatten()
-        .or(own_directory_use)
-        .unwrap_or_else(|| BufferHeader::generation_field(&image[pos..]));
-    if generation.is_none() && BufferHeader::plausible_start(&image[pos..], segment) {
-        generation = Some(stop_generation);
-    }
-    // A failing first buffer whose generation field its own record directory names, with
-    // nothing valid behind it: that use's log tail, as recovery takes it (`scan_segment`'s
-    // `first_alone`).
-    let first_alone = (bufs.iter().all(|b| b.segment != segment) && pos == 0)
-        .then(|| BufferHeader::generation_field(image))
-        .filter(|&g| {
-            g > 0 && g < high_water && super::recovery::named_by_own_directory(image, segment, g)
-        })
-        .or(own_directory_use.filter(|_| bufs.iter().all(|b| b.segment != segment)));
-    if generation.is_none() {
-        generation = first_alone;
-    }
-    let mut stranded: Vec<(usize, BufferHeader)> = Vec::new();
-    let mut p = pos + BLOCK_SIZE;
-    while p + BLOCK_SIZE <= image.len() {
-        match valid_at(p) {
-            Some(h) if generation.is_none_or(|g| g == h.generation) => {
-                generation = Some(h.generation);
-                stranded.push((p, h));
-                p += h.buffer_len as usize;
-            }
-            _ => p += BLOCK_SIZE,
-        }
-    }
-    let stop_block = &image[pos..pos + BLOCK_SIZE];
-    let plausible = BufferHeader::plausible_start(stop_block, segment);
-    let zeros = stop_block.iter().all(|&b| b == 0);
-    // A buffer header of an earlier generation: the bytes of an earlier use of the segment,
-    // where this use stopped writing (a reused segment keeps its old contents past its new
-    // end). Their records are stale whatever their versions: a key whose tombstone compaction
-    // has since dropped is not lost data.
-    let earlier_use = plausible && generation.is_some_and(|g| stop_generation < g);
-    // Whether the segment holds copies (group-owned), by its own buffers' word: the first
-    // valid one, else a stranded one, else the failing block's kind byte.
-    let first_of_segment = bufs.iter().rev().find(|b| b.segment == segment);
-    let copies = first_of_segment
-        .map(|b| b.header.kind)
-        .or(stranded.first().map(|(_, h)| h.kind))
-        .map_or(stop_block[6] == SegmentKind::Group as u8, |k| {
-            k == SegmentKind::Group
+    for mut stretch in verdicts.stretches {
+        let d = stretch.span;
+        let records = stretch
+            .records
+            .iter()
+            .map(|r| rec_of(segment, r.clone(), image, options))
+            .collect();
+        // The records stay with the stretch only as far as `Stretch::takes` reads them.
+        stretch.records.iter_mut().for_each(|r| {
+            r.key = Vec::new();
+            r.range_end = Vec::new();
         });
-    // The sync table's proof for this use of a segment of copies: the stretch below its synced
-    // end was synced, so it is damage, not a torn write (see `recovery::scan_segment`, which
-    // also takes a failing first buffer whose header names that use).
-    let proven_end = proof
-        .filter(|p| generation == Some(p.generation) && p.generation < high_water)
-        .map_or(0, |p| (p.synced_end as usize).min(image.len()));
-    // A closed segment of the log whose last buffers fail, below the end its entry proves
-    // synced, with nothing valid behind them (`recovery::scan_segment`'s log tail).
-    // Or, without the table's word, up to the first intact record directory of this use
-    // behind it (`recovery::scan_segment` and `log_tail_directory_end`).
-    let tail_candidate = !copies
-        && (first_of_segment.is_some() || first_alone.is_some())
-        && stranded.is_empty()
-        && !zeros
-        && !earlier_use;
-    let table_tail = tail_candidate && pos < proven_end;
-    let directory_end = match generation {
-        Some(g) if tail_candidate && !table_tail => {
-            super::recovery::log_tail_directory_end(image, segment, pos, g)
-        }
-        _ => None,
-    };
-    let log_tail = table_tail || directory_end.is_some();
-    let synced_end = if copies || table_tail {
-        proven_end
-    } else {
-        directory_end.unwrap_or(0)
-    };
-    // The end of this use's writes in the segment; what follows is from an earlier use. Unless
-    // something proves the failing bytes synced (the table, or a log tail's directory): then
-    // they are damage even where the buffer's header is gone, as recovery takes them.
-    if stranded.is_empty() && (zeros || earlier_use || (!plausible && pos >= synced_end)) {
-        return;
-    }
-    let proven_first = first_of_segment.is_none()
-        && pos == 0
-        && plausible
-        && synced_end > 0
-        && stop_block[6] == SegmentKind::Group as u8;
-    // Recovery takes the buffers of copies behind a failing stretch of a segment of copies
-    // (see `recovery::scan_segment`): so does the check. Only the stretch is suspect. A
-    // failing first buffer counts when the table proves its use, or when its header names the
-    // generation of the valid buffers behind it (`stranded` holds only that generation's).
-    // Its generation field decides, whatever its other fields say (see `recovery::scan_segment`).
-    let first_of_use = first_of_segment.is_none()
-        && pos == 0
-        && (plausible
-            || stranded
-                .first()
-                .is_some_and(|(_, h)| h.generation > 0 && h.generation == stop_generation));
-    // In the log, recovery takes a failing stretch as damage when the valid buffer right behind
-    // it vouches for it (its durable floor covers every batch before its own), and goes on
-    // from there, serving the stretch's intact records of batches within that floor. So does
-    // the check, when the valid buffers behind the stretch follow one another (with a second
-    // failing stretch among them, it keeps reporting them all as unreachable: stricter).
-    let contiguous = stranded
-        .windows(2)
-        .all(|w| w[0].0 + w[0].1.buffer_len as usize == w[1].0);
-    // The highest floor among them: each was sealed after the stretch was written (see
-    // `recovery::floor_behind`).
-    let floor_behind = stranded
-        .iter()
-        .map(|(_, h)| h.durable_floor)
-        .max()
-        .unwrap_or(0);
-    let vouched_floor = stranded
-        .first()
-        .filter(|(p, h)| {
-            // Behind a failing first buffer, only buffers of the use its header names.
-            let same_use =
-                first_of_segment.is_some() || (first_of_use && h.generation == stop_generation);
-            !copies
-                && same_use
-                && contiguous
-                && h.kind == SegmentKind::Mixed
-                && ((h.lsn_first > 0 && h.durable_floor + 1 >= h.lsn_first)
-                    || super::recovery::directory_vouches(
-                        image,
-                        segment,
-                        pos,
-                        *p,
-                        h.generation,
-                        floor_behind,
-                    ))
-        })
-        .map(|_| floor_behind);
-    let taken = (copies
-        && (first_of_segment.is_some() || proven_first || first_of_use)
-        && !stranded.is_empty())
-        || vouched_floor.is_some();
-    let use_known =
-        first_of_segment.is_some() || proven_first || first_of_use || first_alone.is_some();
-    let stranded_at = stranded.first().map(|&(p, _)| p);
-    if taken {
-        for (p, h) in std::mem::take(&mut stranded) {
-            let first = recs.len();
-            if let Err(what) = parse_buffer(segment, p, &h, image, options, recs) {
-                findings.push(Finding::problem(
-                    format!("segment {segment} offset {p}"),
-                    what,
-                ));
-            }
-            bufs.push(Buf {
+        stretches.push((suspects.len(), stretch));
+        suspects.push(Suspect {
+            place: Place {
                 segment,
-                offset: p as u32,
-                header: h,
-                records: first..recs.len(),
-            });
-        }
+                offset: d.start as u32,
+            },
+            copies: d.copies,
+            synced_end: d.synced_end,
+            damaged_buffer: true,
+            stranded_buffers: 0,
+            stranded_lsn: 0,
+            stranded_floor: 0,
+            served_records: 0,
+            proven: stretches.last().is_some_and(|(_, s)| s.proven()),
+            unnamed_buffers: stretches.last().map_or(0, |(_, s)| s.unnamed),
+            records,
+        });
     }
-    let mut suspect = Suspect {
+    let Some(stop) = verdicts.stop else {
+        return;
+    };
+    let mut records: Vec<Rec> = stop
+        .records
+        .into_iter()
+        .map(|r| rec_of(segment, r, image, options))
+        .collect();
+    let stranded_buffers = stop.stranded.len() as u64;
+    let stranded_lsn = stop.stranded.iter().map(|b| b.header.lsn_last).max();
+    let stranded_floor = stop.stranded.iter().map(|b| b.header.durable_floor).max();
+    for b in stop.stranded {
+        take_valid_buffer(segment, image, b, options, &mut records, &mut Vec::new());
+    }
+    suspects.push(Suspect {
         place: Place {
             segment,
-            offset: pos as u32,
+            offset: stop.at as u32,
         },
-        copies,
-        synced_end,
-        log_tail,
-        damaged_buffer: !zeros,
-        stranded_buffers: stranded.len() as u64,
-        stranded_lsn: stranded.iter().map(|(_, h)| h.lsn_last).max().unwrap_or(0),
-        stranded_floor: stranded
-            .iter()
-            .map(|(_, h)| h.durable_floor)
-            .max()
-            .unwrap_or(0),
+        copies: stop.copies,
+        synced_end: stop.synced_end,
+        damaged_buffer: !stop.zeros,
+        stranded_buffers,
+        stranded_lsn: stranded_lsn.unwrap_or(0),
+        stranded_floor: stranded_floor.unwrap_or(0),
         served_records: 0,
         proven: false,
-        unnamed_buffers: 0,
-        records: Vec::new(),
-    };
-    if !zeros {
-        // Records of the failing buffers, one by one. Within a stretch that something of this
-        // use proves (a valid buffer behind it, or the synced end of the sync table's entry,
-        // where recovery's stretch ends): of every failing buffer of it, as recovery salvages
-        // them (`recovery::stretch_records` finds the later ones at block boundaries by their
-        // generation). Otherwise: of the first failing buffer only.
-        let (region_end, resync) = match stranded_at {
-            Some(at) => (at, generation),
-            None if pos < synced_end => (synced_end, generation),
-            None => (image.len(), None),
-        };
-        let (found, unnamed) =
-            super::recovery::stretch_records_and_unnamed(image, segment, pos, region_end, resync);
-        suspect.unnamed_buffers = unnamed;
-        // Synced, so damaged rather than torn: vouched for by the log, or copies the sync table
-        // proves synced up to the stretch's end. Of a use recovery knows (not stale bytes of a
-        // freed segment whose zeroed first sector was damaged). Not a log tail: recovery takes
-        // one only if its records are within the durable floor, else it was torn.
-        suspect.proven =
-            use_known && (vouched_floor.is_some() || (copies && region_end <= synced_end));
-        for r in found {
-            // Without the buffer's CRC, only a record that checks out, or one in a buffer that
-            // starts like a buffer of this segment, is worth reading as a record.
-            if r.intact || plausible || first_of_use || !r.in_first_buffer || r.from_directory {
-                let named = (r.key, r.range_end);
-                let (at, h) = (r.at, r.header);
-                recs_push(
-                    &mut suspect.records,
-                    segment,
-                    at,
-                    &h,
-                    Some(named),
-                    image,
-                    options,
-                    r.intact,
-                );
-                if let Some(pushed) = suspect.records.last_mut() {
-                    pushed.deletion_kept = !r.intact
-                        && match h.kind {
-                            RecordKind::Put => false,
-                            RecordKind::Delete => true,
-                            RecordKind::DeleteRange => r.from_directory,
-                        };
-                }
-            }
-        }
-    }
-    // Intact records of a stretch of copies the sync table proves synced: recovery serves
-    // them (those of a log tail: once the durable floor is known, see `check`).
-    if synced_end > 0 && copies {
-        suspect.serve(
-            |r| r.applied() && r.place.offset as usize + r.len as usize <= synced_end,
-            recs,
-            salvaged,
-        );
-    }
-    // Intact records of a stretch of the log that the buffer behind it vouches for: recovery
-    // serves them. Its damaged ones stay suspects: problems naming their keys.
-    if let Some(vouched) = vouched_floor {
-        suspect.serve(
-            |r| {
-                let lsn = lsn_of_version(r.version);
-                r.applied() && lsn > 0 && lsn <= vouched
-            },
-            recs,
-            salvaged,
-        );
-    }
-    for (p, h) in stranded {
-        let mut scratch = Vec::new();
-        let _ = parse_buffer(segment, p, &h, image, options, &mut scratch);
-        suspect.records.extend(scratch);
-    }
-    suspects.push(suspect);
-}
-
-/// Parses the records of a valid buffer into `recs`. An error if they do not fill the payload
-/// exactly (the buffer's CRC matched, so the format itself is violated).
-fn parse_buffer(
-    segment: u32,
-    pos: usize,
-    h: &BufferHeader,
-    image: &[u8],
-    options: &CheckOptions,
-    recs: &mut Vec<Rec>,
-) -> std::result::Result<(), String> {
-    let start = pos + BUFFER_HEADER_SIZE;
-    let end = start + h.payload_len as usize;
-    let mut at = start;
-    while at < end {
-        let Some(rh) = RecordHeader::decode(&image[at..end]) else {
-            return Err(format!(
-                "malformed record at payload offset {} of a buffer that passes its checksum",
-                at - start
-            ));
-        };
-        let intact = RecordHeader::decode_checked(&image[at..end]).is_some();
-        recs_push(recs, segment, at, &rh, None, image, options, intact);
-        at += rh.total_len();
-    }
-    Ok(())
-}
-
-/// Reads the record at `at` (header `h`) of a segment image into `recs`. Its key and range end
-/// are `named` (from its buffer's record directory) if given, else read from the record.
-#[allow(clippy::too_many_arguments)]
-fn recs_push(
-    recs: &mut Vec<Rec>,
-    segment: u32,
-    at: usize,
-    h: &RecordHeader,
-    named: Option<(Vec<u8>, Vec<u8>)>,
-    image: &[u8],
-    options: &CheckOptions,
-    intact: bool,
-) {
-    let key_at = at + RECORD_HEADER_SIZE;
-    let value_at = key_at + h.key_len as usize;
-    let value_end = value_at + h.value_len as usize;
-    let (key, end) = named.unwrap_or_else(|| {
-        let end = if h.kind == RecordKind::DeleteRange {
-            image[value_at..value_end].to_vec()
-        } else {
-            Vec::new()
-        };
-        (image[key_at..value_at].to_vec(), end)
+        unnamed_buffers: stop.unnamed,
+        records,
     });
-    let value = (h.kind == RecordKind::Put && (options.keep_value)(&key))
-        .then(|| image[value_at..value_end].to_vec());
-    recs.push(Rec {
-        key,
-        end,
+}
+
+/// The records of a valid buffer into `recs`; a problem if they do not fill the payload
+/// exactly (the buffer's CRC matched, so the format itself is violated).
+fn take_valid_buffer(
+    segment: u32,
+    image: &[u8],
+    b: ValidBuffer,
+    options: &CheckOptions,
+    recs: &mut Vec<Rec>,
+    findings: &mut Vec<Finding>,
+) {
+    if let Some(p) = b.malformed_at {
+        findings.push(Finding::problem(
+            format!("segment {segment} offset {}", b.at),
+            format!("malformed record at payload offset {p} of a buffer that passes its checksum"),
+        ));
+    }
+    recs.extend(
+        b.records
+            .into_iter()
+            .map(|r| rec_of(segment, r, image, options)),
+    );
+}
+
+/// A record the scan found, as the check keeps it: its value if the caller wants it, and
+/// whether recovery keeps its effect although it is damaged (a tombstone, indexed as one; a
+/// range delete whose range its buffer's record directory names).
+fn rec_of(segment: u32, r: StretchRecord, image: &[u8], options: &CheckOptions) -> Rec {
+    let h = r.header;
+    let value_at = r.at + RECORD_HEADER_SIZE + h.key_len as usize;
+    let value = (h.kind == RecordKind::Put && (options.keep_value)(&r.key))
+        .then(|| image[value_at..value_at + h.value_len as usize].to_vec());
+    Rec {
+        deletion_kept: !r.intact
+            && match h.kind {
+                RecordKind::Put => false,
+                RecordKind::Delete => true,
+                RecordKind::DeleteRange => r.from_directory,
+            },
+        key: r.key,
+        end: r.range_end,
         kind: h.kind,
         group: h.group,
         version: h.version,
         place: Place {
             segment,
-            offset: at as u32,
+            offset: r.at as u32,
         },
         len: h.total_len() as u32,
         value_len: h.value_len,
         value,
-        intact,
-        deletion_kept: false,
-    });
+        intact: r.intact,
+    }
 }
 
 /// Checks the store in directory `dir` (read-only; refuses a store in use).

@@ -266,6 +266,16 @@ impl BufferHeader {
         u64_at(block, 8)
     }
 
+    /// Whether the kind byte of a block's (unchecked) buffer header says group-owned (copies).
+    pub fn kind_field_is_group(block: &[u8]) -> bool {
+        block.len() > 6 && block[6] == SegmentKind::Group as u8
+    }
+
+    /// Whether a block's (unchecked) buffer header says format version 1 (no record directory).
+    pub fn version_field_is_1(block: &[u8]) -> bool {
+        block.len() >= 6 && u16_at(block, 4) == 1
+    }
+
     /// The buffer length field of a block that passes [`BufferHeader::plausible_start`], read
     /// without checking the CRC.
     pub fn buffer_len_field(block: &[u8]) -> usize {

@@ -699,7 +699,7 @@ impl Log {
 
     /// Whether the newest batches, all durable, have no buffer written behind them whose
     /// durable floor covers them, and none is being added. Recovery tells damage in a log
-    /// buffer from a write torn by a power cut only by such a buffer (`recovery::scan_segment`,
+    /// buffer from a write torn by a power cut only by such a buffer (`scan::scan_segment`,
     /// `directory_vouches`): until one is written, damage to the newest synced batches would
     /// look torn and their keys serve older versions. A marker then vouches for them.
     pub fn newest_batches_unvouched(&self) -> bool {

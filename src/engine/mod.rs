@@ -39,6 +39,7 @@ pub mod progress;
 mod read_only;
 mod read_pins;
 mod recovery;
+mod scan;
 mod segments;
 pub mod storage;
 pub mod store_dir;

@@ -26,14 +26,15 @@ use super::concurrency::Arc;
 use std::collections::BTreeMap;
 
 use super::api::{EngineError, Result};
-use super::format::{
-    self, BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader,
-    RecordKind, SegmentKind, Superblock, align_up, lsn_of_version,
-};
+use super::format::{BLOCK_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind, Superblock};
 use super::index::{Entry, Index, Location, RangeDelete};
+use super::scan::{self, LogEnd, Stretch, StretchRecord, Take, may_be_in_use};
+// The scan's readers, for compaction and the tests, by their old path.
+#[cfg(test)]
+pub use super::scan::{DamagedStretch, own_directory_generation, stretch_records};
+pub use super::scan::{records_of, scan_segment, valid_buffers};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
-use super::storage::{MappedFile, SECTOR_SIZE, Storage};
-use super::synctable::Proof;
+use super::storage::{MappedFile, Storage};
 
 /// What recovery found, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,7 +98,7 @@ pub fn recover(
     let mut report = RecoveryReport::default();
     let mut buffers: Vec<ScannedBuffer> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
-    let mut damaged: Vec<DamagedBuffer> = Vec::new();
+    let mut stretches: Vec<(u32, Stretch)> = Vec::new();
     let mut reader = SegmentReader::new(storage, sb)?;
     // How far each segment of copies is known synced (see `synctable.rs`).
     let proofs = super::synctable::read(&**storage, sb.segment_count)?;
@@ -108,128 +109,65 @@ pub fn recover(
         let Some(image) = reader.image(segment, &mut report)? else {
             continue;
         };
-        let scan = scan_segment(
+        let verdicts = scan::segment_verdicts(
             image,
             segment,
             sb.generation_high_water,
             proofs[segment as usize],
             sb.frees_clear_directories_from,
+            false,
         );
-        // What the buffer right after each damaged stretch says: only in the log (mixed
-        // segments) does its durable floor vouch for the stretch's batches having been durable
-        // (synced before it was sealed), which tells damage from a write torn by a power cut.
-        // Its floor, or a later one's of the same use (see `floor_behind`).
-        let vouched: Vec<u64> = scan
-            .damaged
-            .iter()
-            .map(|d| {
-                let end = d.end;
-                let mixed = scan
-                    .valid
-                    .iter()
-                    .find(|(pos, _)| *pos == end)
-                    .is_some_and(|(_, h)| h.kind == SegmentKind::Mixed);
-                if mixed {
-                    floor_behind(image, segment, end, d.generation)
-                } else {
-                    0
-                }
-            })
-            .collect();
-        for &(pos, header) in &scan.valid {
+        for b in verdicts.valid {
+            if let Some(p) = b.malformed_at {
+                // The buffer's CRC matched, so this is not a torn write: the format is violated.
+                return Err(EngineError::Corrupt(format!(
+                    "segment {segment}, buffer at {}: malformed record at payload offset {p}",
+                    b.at
+                )));
+            }
             let first = candidates.len();
-            parse_records(segment, pos, &header, image, &mut candidates)?;
+            candidates.extend(b.records.into_iter().map(|r| Candidate::of(segment, r)));
             buffers.push(ScannedBuffer {
                 segment,
-                offset: pos as u32,
-                header,
+                offset: b.at as u32,
+                header: b.header,
                 records: first..candidates.len(),
             });
         }
         // The puts of a torn tail are never served, but they are on disk: note them, so that no
-        // tombstone of their keys is dropped while they are there (fsck reads them too). That
-        // is the torn buffer and every buffer of this use behind it, torn or intact (a power
-        // cut can keep a later buffer whole and tear an earlier one).
-        if let Some(at) = scan.stopped_at {
-            let generation = scan.valid.first().map(|(_, h)| h.generation);
-            let mut q = at;
-            while q + BLOCK_SIZE <= image.len() {
-                let of_this_use = q == at
-                    || (BufferHeader::plausible_start(&image[q..], segment)
-                        && Some(BufferHeader::generation_field(&image[q..])) == generation);
-                if of_this_use {
-                    for (c, _) in salvage_records(segment, q, image.len(), None, image) {
-                        if c.kind == RecordKind::Put {
-                            put_notes.note_put(segment, &c.key, c.version);
-                        }
-                    }
-                }
-                q += BLOCK_SIZE;
+        // tombstone of their keys is dropped while they are there (fsck reads them too).
+        for r in verdicts.torn {
+            if r.header.kind == RecordKind::Put {
+                put_notes.note_put(segment, &r.key, r.header.version);
             }
         }
-        for (d, &vouched_floor) in scan.damaged.iter().zip(&vouched) {
+        for stretch in verdicts.stretches {
             report.buffers_damaged += 1;
-            let (records, unnamed) =
-                salvage_records_and_unnamed(segment, d.start, d.end, Some(d.generation), image);
-            report.buffers_unnamed += unnamed as u64;
-            damaged.push(DamagedBuffer {
-                segment,
-                offset: d.start as u32,
-                vouched_floor,
-                synced_end: d.synced_end as u32,
-                log_tail: d.log_tail,
-                end: d.end as u32,
-                generation: d.generation,
-                records,
-            });
+            report.buffers_unnamed += stretch.unnamed as u64;
+            stretches.push((segment, stretch));
         }
     }
 
     // The log's end: the first gap above the durable floor.
-    let floor = buffers
-        .iter()
-        .map(|b| b.header.durable_floor)
-        .max()
-        .unwrap_or(0);
-    let mut batches: Vec<(u64, u64)> = buffers
-        .iter()
-        .filter(|b| b.header.lsn_first > 0)
-        .map(|b| (b.header.lsn_first, b.header.lsn_last))
-        .collect();
-    batches.sort_unstable();
-    let mut expected = floor + 1;
-    for (first, last) in batches {
-        if last < expected {
-            continue;
-        }
-        if first > expected {
-            break;
-        }
-        expected = last + 1;
-    }
-    let last_lsn = expected - 1;
+    let LogEnd {
+        floor, last_lsn, ..
+    } = scan::log_end(buffers.iter().map(|b| &b.header));
 
     // Discard buffers beyond the end, and everything after them in their segment. That
     // includes buffers of copies holding a record of a batch beyond the end (a copy made
     // before a sync that never came): no sync completed after such a buffer was written, so
     // the sources of all its copies, and of every later buffer's, are still in place.
-    let mut cut: BTreeMap<u32, u32> = BTreeMap::new();
-    for b in &buffers {
-        if b.header.lsn_last > last_lsn {
-            let at = cut.entry(b.segment).or_insert(b.offset);
-            *at = (*at).min(b.offset);
-        }
-    }
+    let cut = scan::cut_beyond(
+        buffers.iter().map(|b| (b.segment, b.offset, &b.header)),
+        last_lsn,
+    );
     let keep = |b: &ScannedBuffer| cut.get(&b.segment).is_none_or(|&at| b.offset < at);
     report.buffers_discarded = buffers.iter().filter(|b| !keep(b)).count() as u64;
 
-    // Damaged buffers: their records proven durable are taken as they are: intact ones serve
-    // reads, damaged ones make reads fail (their own CRC fails) rather than let an older version
-    // of the key stand in. In the log, proven by the next buffer's durable floor; in a segment
-    // of copies, by the sync table (records wholly below the synced end it records, of batches
-    // within the log: a damaged version far beyond it would shadow every later write of its
-    // key). Otherwise a failing buffer is indistinguishable from a write torn by a power cut,
-    // and is dropped like one.
+    // Damaged stretches: their records proven durable (see `Stretch::takes`) are taken as they
+    // are: intact ones serve reads, damaged ones make reads fail (their own CRC fails) rather
+    // than let an older version of the key stand in. Otherwise a failing buffer is
+    // indistinguishable from a write torn by a power cut, and is dropped like one.
     let mut salvaged: Vec<Candidate> = Vec::new();
     // (segment, end of the stretch, group) of each stretch of copies salvaged from.
     let mut salvaged_segments: Vec<(u32, u32, u32)> = Vec::new();
@@ -238,58 +176,41 @@ pub fn recover(
     // Segments of the log whose last buffers were taken: in use up to the stretch's end (and
     // the use's generation).
     let mut log_tails: Vec<(u32, u32, u64)> = Vec::new();
-    for d in damaged {
-        if cut.get(&d.segment).is_some_and(|&at| d.offset >= at) {
+    for (segment, stretch) in stretches {
+        let d = stretch.span;
+        if cut.get(&segment).is_some_and(|&at| d.start as u32 >= at) {
             continue; // beyond the log's end: discarded with the rest of the segment's tail
         }
-        if d.log_tail {
-            // The last buffers of a closed segment of the log, synced by the table's word.
-            // Their batches are taken if every record's LSN is within the durable floor (the
-            // gap logic then keeps the batches after them, since missing LSNs below the floor
-            // are no gap): intact records are served, damaged ones fail reads. Otherwise (a
-            // damaged version beyond the floor, or batches of the stretch above it that the
-            // gap logic has just cut the log at) nothing of it is taken, as for a torn tail,
-            // and the stretch is zeroed: the log's next LSNs reuse those beyond the end, and
-            // a later recovery, with a higher floor, must not take the stretch then.
-            let within = !d.records.is_empty()
-                && d.records.iter().all(|(c, _)| {
-                    let lsn = lsn_of_version(c.version);
-                    lsn > 0 && lsn <= floor
-                });
-            if within {
-                for (c, intact) in d.records {
-                    if !intact {
-                        report.records_poisoned += 1;
-                    }
-                    salvaged.push(c);
+        let takes = stretch.takes(floor, last_lsn);
+        if d.log_tail && !takes.first().is_some_and(|t| t.taken()) {
+            // A log tail with a damaged version beyond the floor, or batches of the stretch
+            // above it that the gap logic has just cut the log at: nothing of it is taken, as
+            // for a torn tail, and the stretch is zeroed: the log's next LSNs reuse those beyond
+            // the end, and a later recovery, with a higher floor, must not take the stretch
+            // then.
+            for r in &stretch.records {
+                if r.header.kind == RecordKind::Put {
+                    put_notes.note_put(segment, &r.key, r.header.version);
                 }
-                log_tails.push((d.segment, d.end, d.generation));
-            } else {
-                for (c, _) in d.records {
-                    if c.kind == RecordKind::Put {
-                        put_notes.note_put(d.segment, &c.key, c.version);
-                    }
-                }
-                zero.push((d.segment, d.offset, d.end));
             }
+            zero.push((segment, d.start as u32, d.end as u32));
             continue;
         }
-        for (c, intact) in d.records {
-            let lsn = lsn_of_version(c.version);
-            let logged = lsn <= d.vouched_floor && lsn <= floor;
-            let synced_copy =
-                c.location.offset + c.location.len <= d.synced_end && lsn <= last_lsn.max(floor);
-            if lsn > 0 && (logged || synced_copy) {
-                if !intact {
+        if d.log_tail {
+            log_tails.push((segment, d.end as u32, d.generation));
+        }
+        for (r, take) in stretch.records.into_iter().zip(takes) {
+            if take.taken() {
+                if !r.intact {
                     report.records_poisoned += 1;
                 }
-                if synced_copy {
-                    salvaged_segments.push((d.segment, d.synced_end, c.group));
+                if take == Take::SyncedCopy {
+                    salvaged_segments.push((segment, d.synced_end as u32, r.header.group));
                 }
-                salvaged.push(c);
-            } else if c.kind == RecordKind::Put {
+                salvaged.push(Candidate::of(segment, r));
+            } else if r.header.kind == RecordKind::Put {
                 // Not served, but on disk: no tombstone of its key may be dropped meanwhile.
-                put_notes.note_put(d.segment, &c.key, c.version);
+                put_notes.note_put(segment, &r.key, r.header.version);
             }
         }
     }
@@ -481,745 +402,6 @@ impl<'a> SegmentReader<'a> {
     }
 }
 
-/// Whether a segment whose first block is `block` may be in use, so that recovery reads the
-/// rest of it: its first buffer's header starts like one, or its first sector is not zeroed
-/// (a free or never used segment has it zeroed; a damaged header of a segment in use does not,
-/// see `scan_segment`'s first buffer of a use).
-fn may_be_in_use(block: &[u8], segment: u32) -> bool {
-    BufferHeader::plausible_start(block, segment)
-        || block[..SECTOR_SIZE.min(block.len())]
-            .iter()
-            .any(|&b| b != 0)
-}
-
-/// A segment image read by recovery: its valid buffers, and the damaged stretches between them.
-pub struct SegmentScan {
-    pub valid: Vec<(usize, BufferHeader)>,
-    /// Each stretch that fails its checks but is followed by a valid buffer of the same use of
-    /// the segment, or lies below the synced end the sync table records for it.
-    pub damaged: Vec<DamagedStretch>,
-    /// Where the scan stopped at bytes that are neither zeros nor a valid buffer (a torn tail,
-    /// or unproven damage): what lies there is not served, but is still on disk.
-    pub stopped_at: Option<usize>,
-}
-
-/// A failing stretch `[start, end)` of a segment image that is not its end (see
-/// [`scan_segment`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DamagedStretch {
-    pub start: usize,
-    pub end: usize,
-    /// Bytes below this were synced, by the sync table's word (`start` or less: nothing of the
-    /// stretch is proven so).
-    pub synced_end: usize,
-    /// The last buffers of a segment of the log (mixed), damage only by the sync table's word:
-    /// its batches are taken only if all of them are within the durable floor (see `recover`).
-    pub log_tail: bool,
-    /// The generation of the segment's use the stretch belongs to: later buffers of the
-    /// stretch are found by it (see [`stretch_records`]).
-    pub generation: u64,
-}
-
-struct DamagedBuffer {
-    segment: u32,
-    offset: u32,
-    /// The durable floor of the log buffer right after it (0: none, or not in the log).
-    vouched_floor: u64,
-    /// Records wholly below this were synced (the sync table; 0: nothing proven).
-    synced_end: u32,
-    /// See [`DamagedStretch::log_tail`].
-    log_tail: bool,
-    /// Where the stretch ends.
-    end: u32,
-    /// The generation of the segment's use it belongs to.
-    generation: u64,
-    /// Records found in it, and whether each passed its own CRC.
-    records: Vec<(Candidate, bool)>,
-}
-
-/// The buffers of a segment image that recovery accepts, in order: from the first, up to the
-/// first that fails its checks, belongs to another segment, or has another generation than the
-/// first (bytes of an earlier use). A buffer that fails its checks does not end the segment when
-/// a valid buffer of the same generation follows it (found at a later block boundary): that is
-/// damage in the middle, and what follows it is still the segment's. The first buffer must be
-/// valid (it alone tells this use of the segment from an earlier one), but for the exception
-/// below.
-///
-/// `proof` is the segment's entry in the sync table (`synctable.rs`): in a segment of copies
-/// whose use it names, a failing stretch below its synced end is damage too, even with no valid
-/// buffer behind it (the last buffers of the segment): it was synced, so no power cut tore it.
-/// That includes a failing first buffer whose (unchecked) header names the entry's generation.
-/// In a closed segment of the log (mixed on disk) whose use the entry names, a failing stretch
-/// below its synced end with no valid buffer of the use behind it is damage too (a *log tail*,
-/// [`DamagedStretch::log_tail`]); `recover` decides from the records' LSNs whether to take it.
-pub fn scan_segment(
-    image: &[u8],
-    segment: u32,
-    generation_high_water: u64,
-    proof: Option<Proof>,
-    frees_clear_directories_from: u64,
-) -> SegmentScan {
-    let mut scan = SegmentScan {
-        valid: Vec::new(),
-        damaged: Vec::new(),
-        stopped_at: None,
-    };
-    let mut pos = 0usize;
-    let mut generation = None;
-    while pos + BLOCK_SIZE <= image.len() {
-        let valid = decode_or_repair(&image[pos..], segment).filter(|h| {
-            h.segment_index == segment
-                && h.generation < generation_high_water
-                && generation.is_none_or(|g| g == h.generation)
-        });
-        if let Some(header) = valid {
-            generation = Some(header.generation);
-            scan.valid.push((pos, header));
-            pos += header.buffer_len as usize;
-            continue;
-        }
-        // A failing first buffer whose header names the use the sync table has an entry for,
-        // in a segment of copies: that use (a freed segment's first sector is zeroed and synced
-        // before reuse, so no other use's header can be there), synced up to the entry's end.
-        let first_of_copies = proof.filter(|p| {
-            pos == 0
-                && p.generation < generation_high_water
-                && BufferHeader::plausible_start(image, segment)
-                && BufferHeader::generation_field(image) == p.generation
-                && image[6] == SegmentKind::Group as u8
-        });
-        // A failing first buffer whose header names the generation of a valid buffer behind
-        // it: that use, as in the middle of a segment (generations are never handed out twice,
-        // and a freed segment's first sector is zeroed before reuse, so a later valid buffer of
-        // the generation the header names was written by the same use, after it). Whether the
-        // stretch is damage or a torn write is then judged as anywhere else, by what the next
-        // buffer proves. Without this, one flipped byte in a segment's first buffer lost every
-        // buffer of the segment. The generation field alone decides, whatever the header's other
-        // fields (magic, version, segment index) say: they may be what is damaged, and a freed
-        // segment's zeroed first sector cannot hold a generation (none is 0), nor a torn first
-        // buffer of a later use this one's.
-        let first_of_use = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)
-            .then(|| BufferHeader::generation_field(image))
-            .filter(|&g| {
-                g > 0
-                    && g < generation_high_water
-                    && (BLOCK_SIZE..image.len()).step_by(BLOCK_SIZE).any(|q| {
-                        BufferHeader::decode_checked(&image[q..])
-                            .is_some_and(|h| h.segment_index == segment && h.generation == g)
-                    })
-            });
-        // A failing first buffer with nothing valid of its use behind it (a log segment of one
-        // buffer, or whose later ones were torn), whose generation field its own record
-        // directory names: that use, by two fields in two places that a freed segment's zeroed
-        // first sector and a torn first buffer of a later use cannot both show. It is then a
-        // log tail (below): taken only if every record's LSN is within the durable floor.
-        // Or, whatever the header holds (a whole sector of garbage over it), whose own directory
-        // names a use whose frees clear that directory: no freed segment keeps one then (see
-        // `Superblock::frees_clear_directories_from`). With valid buffers of the use behind it
-        // as well as without.
-        let first_alone = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)
-            .then(|| BufferHeader::generation_field(image))
-            .filter(|&g| {
-                g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g)
-            })
-            .or_else(|| {
-                (pos == 0)
-                    .then(|| own_directory_generation(image, segment))
-                    .flatten()
-                    .filter(|&g| {
-                        g >= frees_clear_directories_from && g > 0 && g < generation_high_water
-                    })
-            });
-        if generation.is_none() {
-            generation = first_of_copies
-                .map(|p| p.generation)
-                .or(first_of_use)
-                .or(first_alone)
-                .or_else(|| {
-                    (pos == 0)
-                        .then(|| first_use_by_own_directory(image, segment, generation_high_water))
-                        .flatten()
-                });
-        }
-        let Some(g) = generation else { break };
-        // A zeroed block is where a discarded tail was invalidated (or where nothing was ever
-        // written): the end, never damage.
-        if image[pos..pos + BLOCK_SIZE].iter().all(|&b| b == 0) {
-            break;
-        }
-        // Look for the next valid buffer of this use.
-        let next = (pos + BLOCK_SIZE..image.len())
-            .step_by(BLOCK_SIZE)
-            .find(|&q| {
-                BufferHeader::plausible_start(&image[q..], segment)
-                    && BufferHeader::decode_checked(&image[q..])
-                        .is_some_and(|h| h.segment_index == segment && h.generation == g)
-            });
-        // Only a stretch of the log that the next buffer proves durable is damage: its header
-        // records a durable floor covering every batch before its own, so the stretch's batches
-        // had been synced (and a synced write cannot be torn). Anything else may be a write
-        // torn by a power cut, or bytes the page cache reordered: the segment ends there.
-        // Except in a segment of copies: the buffers of copies behind a failing stretch are
-        // taken whatever it was. Were they not synced, their sources are still there (sources
-        // are freed only once their copies are synced) and a copy changes nothing; were they,
-        // they may be the only copy left. The stretch's own records are not taken (a torn
-        // write leaves garbage there), and stay noted (see `recover`), unless the sync table
-        // proves them synced (below).
-        // Or the stretch's last buffer's record directory names only batches within the next
-        // buffer's floor (see `directory_vouches`: how a marker vouches).
-        let proven = |q: usize| {
-            BufferHeader::decode_checked(&image[q..]).is_some_and(|h| {
-                h.kind == SegmentKind::Group
-                    || (h.kind == SegmentKind::Mixed
-                        && ((h.lsn_first > 0 && h.durable_floor + 1 >= h.lsn_first)
-                            || directory_vouches(
-                                image,
-                                segment,
-                                pos,
-                                q,
-                                g,
-                                floor_behind(image, segment, q, g),
-                            )))
-            })
-        };
-        // The sync table's proof, for the use it names: of a segment of copies, or of a closed
-        // segment of the log (mixed on disk, whatever it was handed over to since).
-        // Whether the segment holds copies: by its valid buffers' word, the ones before the
-        // stretch, else the next one of its use (every buffer of a use is of one kind), and only
-        // then by the failing first buffer's own kind byte, which may be what is damaged.
-        let next_kind = next
-            .and_then(|q| BufferHeader::decode_checked(&image[q..]))
-            .map(|h| h.kind);
-        let copies = match (scan.valid.first(), next_kind) {
-            (Some((_, first)), _) => first.kind == SegmentKind::Group,
-            (None, Some(kind)) => first_of_copies.is_some() || kind == SegmentKind::Group,
-            (None, None) => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,
-        };
-        let proven_end = proof
-            .filter(|p| p.generation == g)
-            .map_or(0, |p| (p.synced_end as usize).min(image.len()));
-        // In the log, the table is taken only for the segment's last buffers (nothing valid of
-        // this use behind the stretch): a stretch followed by a valid buffer is judged by that
-        // buffer's durable floor, as before. Without the table's word, the last buffers of a
-        // log segment (of the one that was active at a crash, too) are a log tail up to the
-        // first intact record directory of this use behind the failing block: `recover` takes
-        // it only if every record's LSN is within the durable floor, which proves it synced
-        // (see `directory_vouches`), else it is a torn write.
-        let table_tail = !copies && next.is_none() && pos < proven_end;
-        let directory_end = if !copies && next.is_none() && !table_tail {
-            log_tail_directory_end(image, segment, pos, g)
-        } else {
-            None
-        };
-        let log_tail = table_tail || directory_end.is_some();
-        let synced_end = if copies || table_tail {
-            proven_end
-        } else {
-            directory_end.unwrap_or(0)
-        };
-        match next.filter(|&q| proven(q)) {
-            Some(q) => {
-                scan.damaged.push(DamagedStretch {
-                    start: pos,
-                    end: q,
-                    synced_end,
-                    log_tail: false,
-                    generation: g,
-                });
-                pos = q;
-            }
-            None if pos < synced_end && (copies || log_tail) => {
-                // Damage in the last synced buffers: the stretch ends where the proof does;
-                // what follows is looked at like the end of any segment.
-                scan.damaged.push(DamagedStretch {
-                    start: pos,
-                    end: synced_end,
-                    synced_end,
-                    log_tail,
-                    generation: g,
-                });
-                pos = synced_end;
-            }
-            None => {
-                scan.stopped_at = Some(pos);
-                break;
-            }
-        }
-    }
-    scan
-}
-
-/// The buffer at `buf[0]`, checked, or repaired if only bytes that the rest of it determines
-/// are damaged: a field naming it ([`BufferHeader::decode_repaired`]), or its padding or record
-/// directory ([`BufferHeader::decode_resealed`]). Either way the repaired buffer passes the
-/// buffer's CRC over every byte, so it is the buffer as it was sealed: taking it is what
-/// recovery would do had the damage not happened (a buffer a power cut left whole may be taken
-/// whether or not it was synced). Shared by recovery, compaction and fsck, so that all three
-/// take the same buffers.
-pub fn decode_or_repair(buf: &[u8], segment: u32) -> Option<BufferHeader> {
-    BufferHeader::decode_checked(buf).or_else(|| {
-        let sector = &buf[..SECTOR_SIZE.min(buf.len())];
-        if sector.iter().all(|&b| b == 0) {
-            return None; // nothing was written here (or a freed segment's first sector)
-        }
-        BufferHeader::decode_repaired(buf, segment).or_else(|| BufferHeader::decode_resealed(buf))
-    })
-}
-
-/// The records of a damaged stretch `[start, end)` of a segment image (see
-/// [`stretch_records`]), each with whether its own CRC holds. A damaged range delete could hide
-/// anything: only intact ones are taken, and those a record directory names (its range is the
-/// directory's, under the directory's CRC).
-fn salvage_records(
-    segment: u32,
-    start: usize,
-    end: usize,
-    generation: Option<u64>,
-    image: &[u8],
-) -> Vec<(Candidate, bool)> {
-    salvage_records_and_unnamed(segment, start, end, generation, image).0
-}
-
-/// [`salvage_records`], and the stretch's buffers without an intact record directory (see
-/// [`stretch_records_and_unnamed`]).
-fn salvage_records_and_unnamed(
-    segment: u32,
-    start: usize,
-    end: usize,
-    generation: Option<u64>,
-    image: &[u8],
-) -> (Vec<(Candidate, bool)>, usize) {
-    let (records, unnamed) = stretch_records_and_unnamed(image, segment, start, end, generation);
-    let records = records
-        .into_iter()
-        .filter(|r| r.intact || r.from_directory || r.header.kind != RecordKind::DeleteRange)
-        .map(|r| {
-            let intact = r.intact;
-            (
-                Candidate::new(segment, r.at, &r.header, r.key, r.range_end),
-                intact,
-            )
-        })
-        .collect();
-    (records, unnamed)
-}
-
-/// A record found in a stretch that fails its buffer checks (see [`stretch_records`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StretchRecord {
-    /// Where it starts in the segment image.
-    pub at: usize,
-    pub header: RecordHeader,
-    /// Its key: from its buffer's record directory when that is intact, else as found in the
-    /// record (then damaged with it if it is not intact).
-    pub key: Vec<u8>,
-    /// A range delete's end (empty for other kinds), from the same place as the key.
-    pub range_end: Vec<u8>,
-    /// It passes its own CRC (and matches its directory entry, if it has one).
-    pub intact: bool,
-    /// It is in the stretch's first buffer (whose header, at the stretch's start, was not
-    /// checked at all), not in a later one found at a block boundary.
-    pub in_first_buffer: bool,
-    /// Its buffer's record directory (intact, of the stretch's use) names it: it is a record
-    /// of this use, whatever its own bytes say.
-    pub from_directory: bool,
-}
-
-/// The records of a stretch `[start, end)` of a segment image that fails its buffer checks
-/// (recovery salvages them; fsck reads them the same way), buffer by buffer.
-///
-/// A buffer whose record directory (`format.rs`) is intact gives exactly the records it names,
-/// found where the directory's lengths lay them out: a record whose own header, key or length
-/// is damaged is still named, with its key. The directory ends where the buffer does: at the
-/// end its (unchecked) header gives, else where the next buffer of the stretch's use starts
-/// (a block boundary that starts like a buffer of this segment and of `generation`), else at
-/// the stretch's end.
-///
-/// A buffer without an intact directory (damaged, or of format version 1) is walked: from the
-/// (unchecked) buffer header, records follow each other. Where they stop making sense (zero
-/// padding, a header that does not decode, a length running past `end`), the walk goes on at
-/// the next buffer of the stretch's use, past its header. A damaged record whose length runs
-/// over such a boundary ends there too. The walk never looks for records byte by byte (a value
-/// may hold bytes that look like one) and never reads outside `[start, end)`. With no
-/// `generation`: the records of the first buffer only.
-#[cfg(test)]
-pub fn stretch_records(
-    image: &[u8],
-    segment: u32,
-    start: usize,
-    end: usize,
-    generation: Option<u64>,
-) -> Vec<StretchRecord> {
-    stretch_records_and_unnamed(image, segment, start, end, generation).0
-}
-
-/// [`stretch_records`], and how many of the stretch's buffers were walked without an intact
-/// record directory although their header does not say format version 1: their directory is
-/// damaged too, so records whose own header or key is damaged there are named by nothing (the
-/// damage of two places, or of a whole single-block buffer, that the directory cannot cover).
-pub fn stretch_records_and_unnamed(
-    image: &[u8],
-    segment: u32,
-    start: usize,
-    end: usize,
-    generation: Option<u64>,
-) -> (Vec<StretchRecord>, usize) {
-    let end = end.min(image.len());
-    let mut out: Vec<StretchRecord> = Vec::new();
-    let mut unnamed = 0;
-    let walked_unnamed = |w: usize| image.get(w + 4..w + 6) != Some(&1u16.to_le_bytes()[..]);
-    // Whether a buffer of the stretch's use starts at `q` (header unchecked).
-    let buffer_at = |q: usize| {
-        q.is_multiple_of(BLOCK_SIZE)
-            && q + BUFFER_HEADER_SIZE <= end
-            && generation.is_some_and(|g| {
-                BufferHeader::plausible_start(&image[q..end], segment)
-                    && BufferHeader::generation_field(&image[q..end]) == g
-            })
-    };
-    let mut b = start;
-    let mut first = true;
-    while b + BUFFER_HEADER_SIZE <= end {
-        if let Some((buffer_start, records, buffer_end)) =
-            directory_records(image, segment, b, end, generation, first, &buffer_at)
-        {
-            // The directory found is of a buffer starting after `b` (the headers of both were
-            // damaged): the buffers before it have lost theirs, and are walked.
-            let (mut w, mut walk_first) = (b, first);
-            while w + BUFFER_HEADER_SIZE <= buffer_start {
-                if walked_unnamed(w) {
-                    unnamed += 1;
-                }
-                match walk_buffer(
-                    image,
-                    segment,
-                    w,
-                    buffer_start,
-                    walk_first,
-                    &buffer_at,
-                    &mut out,
-                ) {
-                    Some(next) => (w, walk_first) = (next, false),
-                    None => break,
-                }
-            }
-            out.extend(records);
-            // Without the use's generation, the first buffer only: what follows may be of
-            // any use.
-            if buffer_end >= end || generation.is_none() {
-                break;
-            }
-            b = buffer_end;
-            first = false;
-            continue;
-        }
-        if walked_unnamed(b) {
-            unnamed += 1;
-        }
-        match walk_buffer(image, segment, b, end, first, &buffer_at, &mut out) {
-            Some(next) => {
-                b = next;
-                first = false;
-            }
-            None => break,
-        }
-    }
-    (out, unnamed)
-}
-
-/// The records named by the intact record directory of the stretch's use that ends where the
-/// buffer at `b` may end (see [`stretch_records`]): `(where that directory's buffer starts, at
-/// `b` or after it, its records, where it ends)`; `None` if there is none.
-fn directory_records(
-    image: &[u8],
-    segment: u32,
-    b: usize,
-    end: usize,
-    generation: Option<u64>,
-    first: bool,
-    buffer_at: &dyn Fn(usize) -> bool,
-) -> Option<(usize, Vec<StretchRecord>, usize)> {
-    let header_plausible = BufferHeader::plausible_start(&image[b..end], segment);
-    let generation = generation
-        .or_else(|| header_plausible.then(|| BufferHeader::generation_field(&image[b..end])))?;
-    // The buffer ends at the next buffer of this use, or at the stretch's end: its directory
-    // cannot lie beyond. Its header's length field, if it points before that, is tried first.
-    let bound = (b + BLOCK_SIZE..end)
-        .step_by(BLOCK_SIZE)
-        .find(|&q| buffer_at(q))
-        .unwrap_or(end);
-    let from_header = header_plausible
-        .then(|| b + BufferHeader::buffer_len_field(&image[b..end]))
-        .filter(|&e| e > b && e < bound && (e - b).is_multiple_of(BLOCK_SIZE));
-    from_header
-        .into_iter()
-        .chain([bound])
-        .find_map(|buffer_end| {
-            let (start, entries) =
-                format::read_directory(&image[b..buffer_end], segment, generation)?;
-            let buffer_start = b + start;
-            let records = entries
-                .into_iter()
-                .map(|e| {
-                    let at = buffer_start + e.at;
-                    let intact = image[at..].starts_with(&e.bytes)
-                        && RecordHeader::decode_checked(&image[at..buffer_end]).is_some();
-                    StretchRecord {
-                        at,
-                        header: e.header,
-                        key: e.key().to_vec(),
-                        range_end: e.range_end().to_vec(),
-                        intact,
-                        in_first_buffer: first && start == 0,
-                        from_directory: true,
-                    }
-                })
-                .collect();
-            Some((buffer_start, records, buffer_end))
-        })
-}
-
-/// Whether the record directory of the last buffer of a failing stretch `[start, end)` of a log
-/// segment proves the stretch synced before a buffer with durable floor `floor` was sealed
-/// behind it: the directory ending at `end` is intact, of the use `generation`, and names
-/// records, every one of a batch within `floor`. A batch lives in exactly one buffer, so that
-/// buffer had been synced whole, and so had every buffer before it (written before it, and
-/// holding lower LSNs or none): what fails in the stretch is damage, not a torn write.
-///
-/// This is how a marker (no batch of its own, so its floor says nothing of the buffers before
-/// it by the usual rule, see [`scan_segment`]) vouches for the newest batches before it: the
-/// marker a clean close, an open, or an idle log writes.
-pub fn directory_vouches(
-    image: &[u8],
-    segment: u32,
-    start: usize,
-    end: usize,
-    generation: u64,
-    floor: u64,
-) -> bool {
-    let end = end.min(image.len());
-    start + BUFFER_HEADER_SIZE < end
-        && format::read_directory(&image[start..end], segment, generation).is_some_and(
-            |(_, named)| {
-                !named.is_empty()
-                    && named.iter().all(|e| {
-                        let lsn = lsn_of_version(e.header.version);
-                        lsn > 0 && lsn <= floor
-                    })
-            },
-        )
-}
-
-/// The highest durable floor among the valid buffers of the use `generation` that follow one
-/// another from `at` (up to the next that fails or ends the use). Each was sealed after every
-/// buffer before `at` was written, so every batch up to its floor, wherever it lies before
-/// `at`, had been synced. Why not only the first one's: the buffer right behind a damaged one
-/// may have been sealed before the damaged one's batches were synced (the first buffers of a
-/// store: its first batch, synced later, and the next buffer's floor 0), and a later one proves
-/// them synced all the same (found on a real mount by `scripts/crash_damage.sh`'s random flips:
-/// a flipped byte in a store's first buffer lost every file).
-pub fn floor_behind(image: &[u8], segment: u32, at: usize, generation: u64) -> u64 {
-    let mut floor = 0;
-    let mut p = at;
-    while p + BLOCK_SIZE <= image.len() {
-        match BufferHeader::decode_checked(&image[p..])
-            .filter(|h| h.segment_index == segment && h.generation == generation)
-        {
-            Some(h) => {
-                floor = floor.max(h.durable_floor);
-                p += h.buffer_len as usize;
-            }
-            None => break,
-        }
-    }
-    floor
-}
-
-/// Whether the segment's first buffer (its header unchecked) has an intact record directory
-/// of its own naming the use `generation`: one whose trailer's buffer length reaches back to
-/// the segment's start.
-pub fn named_by_own_directory(image: &[u8], segment: u32, generation: u64) -> bool {
-    own_directory_end(image, segment, generation).is_some()
-}
-
-/// The generation that the segment's first buffer's own record directory names (intact, its
-/// trailer's buffer length reaching back to the segment's start), if any.
-pub fn own_directory_generation(image: &[u8], segment: u32) -> Option<u64> {
-    (BLOCK_SIZE..=image.len())
-        .step_by(BLOCK_SIZE)
-        .find_map(|end| {
-            let t = &image[end - format::DIRECTORY_TRAILER_SIZE..end];
-            if !format::trailer_of_first_buffer(t, segment, end) {
-                return None;
-            }
-            let g = format::trailer_generation(t);
-            format::read_directory(&image[..end], segment, g)
-                .filter(|(start, _)| *start == 0)
-                .map(|_| g)
-        })
-}
-
-/// Where the segment's first buffer ends by its own record directory naming the use
-/// `generation` (see [`named_by_own_directory`]).
-fn own_directory_end(image: &[u8], segment: u32, generation: u64) -> Option<usize> {
-    (BLOCK_SIZE..=image.len())
-        .step_by(BLOCK_SIZE)
-        .find_map(|q| Some((q, format::read_directory(&image[..q], segment, generation)?)))
-        .filter(|(_, (start, _))| *start == 0)
-        .map(|(q, _)| q)
-}
-
-/// The use of a segment whose failing first buffer's generation field holds no generation ever
-/// handed out (at or above the high-water mark) in a header that is still one (its magic, or
-/// its length field, is what it should be): that field is damaged, since neither a torn write
-/// (it leaves whole sectors, of one write or the other) nor a freed segment's zeroed first
-/// sector shows that (damage to a zeroed sector does not make a magic or a length). The use is
-/// the generation of the first valid buffer behind it, if the first buffer's own record
-/// directory names that generation too. Why: damage in one place that takes the generation
-/// field and more of the header (so that [`BufferHeader::decode_repaired`] cannot repair it)
-/// made the segment read as free: every file in it served older versions or vanished.
-pub fn first_use_by_own_directory(
-    image: &[u8],
-    segment: u32,
-    generation_high_water: u64,
-) -> Option<u64> {
-    if image.len() < BLOCK_SIZE {
-        return None;
-    }
-    let behind = (BLOCK_SIZE..image.len())
-        .step_by(BLOCK_SIZE)
-        .find_map(|q| {
-            BufferHeader::decode_checked(&image[q..])
-                .filter(|h| h.segment_index == segment && h.generation < generation_high_water)
-        })?
-        .generation;
-    let end = own_directory_end(image, segment, behind)?;
-    (BufferHeader::generation_field(image) >= generation_high_water
-        && (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end))
-        .then_some(behind)
-}
-
-/// Where the failing last buffers of a log segment from `pos` on end, by the first intact
-/// record directory of the use `generation` found at a block boundary behind `pos` (a damaged
-/// buffer's own, or a later one's: either way the buffers from `pos` to it were written in one
-/// run of this use). `None` if there is none.
-pub fn log_tail_directory_end(
-    image: &[u8],
-    segment: u32,
-    pos: usize,
-    generation: u64,
-) -> Option<usize> {
-    (pos + BLOCK_SIZE..=image.len())
-        .step_by(BLOCK_SIZE)
-        .find(|&q| format::read_directory(&image[pos..q], segment, generation).is_some())
-}
-
-/// Walks the records of the buffer at `b` that has no intact directory (see
-/// [`stretch_records`]) into `out`; returns where the next buffer of the stretch's use starts.
-fn walk_buffer(
-    image: &[u8],
-    segment: u32,
-    b: usize,
-    end: usize,
-    first: bool,
-    buffer_at: &dyn Fn(usize) -> bool,
-    out: &mut Vec<StretchRecord>,
-) -> Option<usize> {
-    let mut p = b + BUFFER_HEADER_SIZE;
-    loop {
-        let record = RecordHeader::decode(&image[p..end])
-            .filter(|h| h.total_len() > RECORD_HEADER_SIZE && h.key_len != 0);
-        let intact = record.is_some() && RecordHeader::decode_checked(&image[p..end]).is_some();
-        // A buffer header where a record could start (records may fill a buffer exactly): the
-        // next buffer (of this use: its records are walked; else the walk looks further).
-        let header_here = !intact
-            && p.is_multiple_of(BLOCK_SIZE)
-            && BufferHeader::plausible_start(&image[p..end], segment);
-        let resync_from = match record.filter(|_| !header_here) {
-            Some(h) => {
-                let key_at = p + RECORD_HEADER_SIZE;
-                let value_at = key_at + h.key_len as usize;
-                let key = image[key_at..value_at].to_vec();
-                // A copy of a record found before it, with the same key and version: an entry
-                // of a damaged directory read as a record (versions are never given twice; a
-                // tombstone's entry is the whole record, so it even passes its CRC).
-                let echo = out
-                    .iter()
-                    .any(|r| r.header.version == h.version && r.key == key);
-                if !echo {
-                    out.push(StretchRecord {
-                        at: p,
-                        header: h,
-                        key,
-                        range_end: if h.kind == RecordKind::DeleteRange {
-                            image[value_at..value_at + h.value_len as usize].to_vec()
-                        } else {
-                            Vec::new()
-                        },
-                        intact,
-                        in_first_buffer: first,
-                        from_directory: false,
-                    });
-                }
-                let next = p + h.total_len();
-                // A damaged length may run over the buffers behind: a record does not.
-                let over = if intact {
-                    None
-                } else {
-                    (align_up(p + 1, BLOCK_SIZE)..next)
-                        .step_by(BLOCK_SIZE)
-                        .find(|&q| buffer_at(q))
-                };
-                match over {
-                    Some(q) => q,
-                    None => {
-                        p = next;
-                        continue;
-                    }
-                }
-            }
-            None => align_up(p, BLOCK_SIZE),
-        };
-        return (resync_from..end)
-            .step_by(BLOCK_SIZE)
-            .find(|&q| buffer_at(q));
-    }
-}
-
-/// The buffers of a segment image that recovery accepts, in order (see [`scan_segment`]).
-pub fn valid_buffers(
-    image: &[u8],
-    segment: u32,
-    generation_high_water: u64,
-) -> Vec<(usize, BufferHeader)> {
-    scan_segment(image, segment, generation_high_water, None, u64::MAX).valid
-}
-
-/// Every record of a valid buffer: (offset of the record in the segment, its header).
-pub fn records_of(
-    segment: u32,
-    buffer_offset: usize,
-    header: &BufferHeader,
-    image: &[u8],
-) -> Result<Vec<(usize, RecordHeader)>> {
-    let payload_start = buffer_offset + BUFFER_HEADER_SIZE;
-    let payload = &image[payload_start..payload_start + header.payload_len as usize];
-    let mut out = Vec::new();
-    let mut p = 0usize;
-    while p < payload.len() {
-        let Some(h) = RecordHeader::decode(&payload[p..]) else {
-            // The buffer's CRC matched, so this is not a torn write: the format is violated.
-            return Err(EngineError::Corrupt(format!(
-                "segment {segment}, buffer at {buffer_offset}: malformed record at payload \
-                 offset {p}"
-            )));
-        };
-        out.push((payload_start + p, h));
-        p += h.total_len();
-    }
-    Ok(out)
-}
-
 /// Takes candidate `c` (number `i`) into the index being rebuilt: point records are listed
 /// in `accepted` (resolved by [`resolve_versions`]), range deletes collected (applied
 /// afterwards); puts are noted (see `tombstones.rs`).
@@ -1299,19 +481,12 @@ fn resolve_versions(
     sorted.into_iter().collect()
 }
 
-/// The record at `at` of a segment image, with header `h`, as a recovery candidate.
-fn candidate(segment: u32, at: usize, h: &RecordHeader, image: &[u8]) -> Candidate {
-    let key_at = at + RECORD_HEADER_SIZE;
-    let value_at = key_at + h.key_len as usize;
-    let end = if h.kind == RecordKind::DeleteRange {
-        image[value_at..value_at + h.value_len as usize].to_vec()
-    } else {
-        Vec::new()
-    };
-    Candidate::new(segment, at, h, image[key_at..value_at].to_vec(), end)
-}
-
 impl Candidate {
+    /// A record the scan found in `segment`.
+    fn of(segment: u32, r: StretchRecord) -> Candidate {
+        Candidate::new(segment, r.at, &r.header, r.key, r.range_end)
+    }
+
     /// The record at `at` of `segment`, with header `h`, key `key` and range end `end`.
     fn new(segment: u32, at: usize, h: &RecordHeader, key: Vec<u8>, end: Vec<u8>) -> Candidate {
         Candidate {
@@ -1327,20 +502,6 @@ impl Candidate {
             },
         }
     }
-}
-
-fn parse_records(
-    segment: u32,
-    buffer_offset: usize,
-    header: &BufferHeader,
-    image: &[u8],
-    out: &mut Vec<Candidate>,
-) -> Result<()> {
-    for (at, h) in records_of(segment, buffer_offset, header, image)? {
-        out.push(candidate(segment, at, &h, image));
-        debug_assert!(lsn_of_version(h.version) <= header.lsn_last || header.lsn_last == 0);
-    }
-    Ok(())
 }
 
 /// A mixed segment whose live records all belong to one group is that group's: the rule the

@@ -388,7 +388,7 @@ impl SegmentManager {
     /// buffer remains behind the zeroed first sector. Recovery then takes a first-buffer
     /// directory of a generation at or above [`Superblock::frees_clear_directories_from`] as the
     /// current use's, whatever the first sector holds (a whole sector of garbage over the
-    /// header: `recovery::first_use_by_own_directory`). Done before the sync that precedes
+    /// header: `scan::first_use_by_own_directory`). Done before the sync that precedes
     /// zeroing the first sector, so that a power cut never leaves the segment free with its
     /// directory: at worst it is closed, dead, its first buffer failing only in the trailer,
     /// which recovery repairs exactly (`BufferHeader::decode_resealed`) until the segment is

@@ -8,7 +8,7 @@
 //! was synced (its sources may be freed, and dropping it silently serves an older version of its
 //! keys, or none). Nothing inside the segment tells them apart; this table does. Its entry for a
 //! segment says: every byte of the use of generation `generation` below `synced_end` was synced.
-//! Recovery (`recovery::scan_segment`) and fsck (`check.rs`) then treat a failing stretch below
+//! Recovery (`scan::scan_segment`) and fsck (`check.rs`) then treat a failing stretch below
 //! `synced_end` as damage: its records are indexed where they are (a damaged one fails every
 //! read with EIO, an intact one is served), as for proven damage in the log.
 //!

@@ -2484,6 +2484,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
             synced_end: 3 * BLOCK_SIZE,
             log_tail: false,
             generation: 9,
+            copies: true,
         }]
     );
     assert_eq!(
