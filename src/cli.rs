@@ -203,6 +203,13 @@ pub fn atime_mode(opts: &[String]) -> AtimeMode {
     if read_only { AtimeMode::NoAtime } else { mode }
 }
 
+/// Whether `-o writeback_cache` is among the mount options.
+pub fn writeback_cache(opts: &[String]) -> bool {
+    opts.iter()
+        .flat_map(|o| o.split(','))
+        .any(|o| o == "writeback_cache")
+}
+
 /// Maps `-o` options to fuser's config. Unknown options pass through as custom options.
 pub fn parse_mount_options(opts: &[String], config: &mut Config) {
     for opt in opts
@@ -234,6 +241,8 @@ pub fn parse_mount_options(opts: &[String], config: &mut Config) {
             // Ours alone (see `atime_mode`): the kernel leaves atime on FUSE to the daemon, and
             // fuser's mount(2) has no flag for them.
             "relatime" | "strictatime" => continue,
+            // Ours (see `writeback_cache`): asked for in FUSE's INIT reply, not at mount(2).
+            "writeback_cache" => continue,
             "dirsync" => MountOption::DirSync,
             "sync" => MountOption::Sync,
             "async" => MountOption::Async,
@@ -351,6 +360,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
         // The byte counts steer splits and merges only: rebuilt while the mount is live.
         defer_group_map: true,
         atime: atime_mode(&args.options),
+        writeback_cache: writeback_cache(&args.options),
     };
     let instrument = Instrumentation {
         record_io: args.test_record_io.clone(),
@@ -862,5 +872,15 @@ mod tests {
             c.mount_options
                 .contains(&MountOption::CUSTOM("foo=1".into()))
         );
+    }
+
+    #[test]
+    fn writeback_cache_is_asked_of_fuse_not_passed_to_mount() {
+        let opts = ["noatime,writeback_cache".to_string()];
+        let mut c = Config::default();
+        parse_mount_options(&opts, &mut c);
+        assert!(writeback_cache(&opts));
+        assert!(!writeback_cache(&["noatime".into()]));
+        assert_eq!(c.mount_options, vec![MountOption::NoAtime]);
     }
 }

@@ -3,9 +3,12 @@
 //! lives here, and nothing here panics on a request path.
 //!
 //! Kernel cache settings: attributes and entries are cached for [`TTL`] (we are the only
-//! writer, so the kernel's copy is only stale if our own reply was). The writeback cache is NOT
-//! enabled: every write reaches `Fs::write` before write(2) returns, so ENOSPC and EIO are
-//! reported by write(2) itself. Readdirplus is enabled when the kernel offers it.
+//! writer, so the kernel's copy is only stale if our own reply was). The writeback cache is off
+//! unless the mount asks for it (`-o writeback_cache`): then the kernel owns size and mtime
+//! while it holds dirty pages, and ENOSPC and EIO reach the user at fsync(2) or close(2)
+//! (the kernel's FLUSH path writes the dirty pages back and returns their error even though we
+//! answer FLUSH with ENOSYS). Without it every write reaches `Fs::write` before write(2)
+//! returns, so write(2) itself reports them. Readdirplus is enabled when the kernel offers it.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -198,6 +201,13 @@ impl Filesystem for FuseFs {
         // where no default ACL replaces it (it would mask it before asking us otherwise).
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
+        if self.fs.writeback_cache()
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            log::warn!("the kernel offers no writeback cache: writes go through");
+        }
         Ok(())
     }
 
