@@ -966,6 +966,14 @@ whatever order concurrent writers update the index in",
         "                    let _ = delta;\n",
         ["--release", "--test", "fs_seek_copy", "copies_between_compaction_groups_land_in_the_destination_group"],
     ),
+    (
+        "flag-change-leaves-kernel-attributes-cached",
+        "fuse edge: a change whose effect the kernel cannot see (inode flag ioctl: ctime) drops its cached attributes",
+        "src/fs/fuse_adapter.rs",
+        "                if sets {\n                    self.invalidate_attrs(ino.0);",
+        "                if sets && false {\n                    self.invalidate_attrs(ino.0);",
+        ["--release", "--test", "fuse_kernel_cache", "stat_after_a_flag_change_shows_its_new_ctime"],
+    ),
 ]
 
 

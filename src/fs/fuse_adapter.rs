@@ -2,8 +2,11 @@
 //! file that names fuser's `Filesystem`, `Request` and `Reply*` types. No filesystem logic
 //! lives here, and nothing here panics on a request path.
 //!
-//! Kernel cache settings: attributes and entries are cached for [`TTL`] (we are the only
-//! writer, so the kernel's copy is only stale if our own reply was). The writeback cache is off
+//! Kernel cache settings: attributes and entries are cached for [`TTL`]. Every change reaches
+//! us through the kernel, which drops its own copy of what the change touches (the entry, the
+//! parent's attributes, the inode's, atime after a read); the one change it does not know the
+//! effect of is an inode flag ioctl (ctime), after which we invalidate the inode's attributes
+//! ourselves ([`NotifierSlot`]). The writeback cache is off
 //! unless the mount asks for it (`-o writeback_cache`): then the kernel owns size and mtime
 //! while it holds dirty pages, and ENOSPC and EIO reach the user at fsync(2) or close(2)
 //! (the kernel's FLUSH path writes the dirty pages back and returns their error even though we
@@ -13,21 +16,24 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, TimeOrNow, WriteFlags,
 };
 
 use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
 
-/// How long the kernel may cache attributes and directory entries.
-pub const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and directory entries: long, since it is told of
+/// every change (see the module comment). At 1 s, an unlink more than a second after the
+/// name was last looked up cost a LOOKUP round trip more (3 requests instead of 2), as did a
+/// stat of a file not seen for a second (a GETATTR).
+pub const TTL: Duration = Duration::from_secs(60);
 /// Largest write request we ask the kernel for.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
 
@@ -39,11 +45,42 @@ fn generation(a: &Attr) -> Generation {
 /// The fuser `Filesystem` for an [`Fs`].
 pub struct FuseFs {
     fs: Arc<Fs>,
+    notifier: NotifierSlot,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
-        FuseFs { fs }
+        FuseFs {
+            fs,
+            notifier: NotifierSlot::default(),
+        }
+    }
+
+    /// The slot the session's notifier goes into once the session exists (the session owns
+    /// this `FuseFs`, and the notifier comes from the session).
+    pub fn notifier_slot(&self) -> NotifierSlot {
+        self.notifier.clone()
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (not its pages) after a change the kernel
+    /// does not know the effect of.
+    fn invalidate_attrs(&self, ino: u64) {
+        if let Some(n) = self.notifier.0.get() {
+            // ENOENT: the kernel holds no such inode, so nothing is stale.
+            if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                log::debug!("invalidating the attributes of inode {ino}: {e}");
+            }
+        }
+    }
+}
+
+/// Where a mount's notifier is kept for its [`FuseFs`] (empty in a session without one).
+#[derive(Clone, Default)]
+pub struct NotifierSlot(Arc<OnceLock<Notifier>>);
+
+impl NotifierSlot {
+    pub fn connect<FS: Filesystem>(&self, session: &Session<FS>) {
+        let _ = self.0.set(session.notifier());
     }
 }
 
@@ -833,8 +870,16 @@ impl Filesystem for FuseFs {
                 return;
             }
         };
+        let sets = matches!(cmd, FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR);
         match result {
-            Ok(data) => reply.ioctl(0, &data),
+            Ok(data) => {
+                // A flag change sets ctime, which the kernel keeps from before: before the
+                // reply, so that a stat after the ioctl returns sees the new one.
+                if sets {
+                    self.invalidate_attrs(ino.0);
+                }
+                reply.ioctl(0, &data)
+            }
             Err(e) => reply.error(errno("ioctl", req, &e)),
         }
     }
