@@ -125,6 +125,8 @@ if stage verify; then
     # Set-user-ID, set-group-ID and capabilities through each path, as an unprivileged user,
     # compared with a kernel ext4 loop mount.
     script_checks killpriv.sh 300 killpriv
+    # The same with the writeback cache, whose kernel adds a ctime to the SETATTR of chown(-1, -1).
+    MOUNT_OPTS="-o writeback_cache" script_checks killpriv.sh 300 killpriv
     # fallocate's modes, sizes, st_blocks, contents and errno, compared with a kernel ext4.
     script_checks fallocate_vs_ext4.sh 300 fallocate-vs-ext4
     # File handles after the kernel forgot the inodes, against ext4; NFS re-export by ganesha.

@@ -295,12 +295,12 @@ impl Filesystem for FuseFs {
         // that sets nothing. It sends the same when a write or fallocate removes
         // capabilities, which keeps the bits if the caller has CAP_FSETID: so such a chown by
         // a caller with CAP_FSETID keeps them here (ext4 drops them), and by one without drops
-        // them as ext4 does.
+        // them as ext4 does. A ctime alone still counts as nothing: with the writeback cache
+        // the kernel keeps the times itself and adds its ctime to every SETATTR.
         let nothing = mode.is_none()
             && size.is_none()
             && atime.is_none()
             && mtime.is_none()
-            && ctime.is_none()
             && crtime.is_none()
             && chgtime.is_none()
             && bkuptime.is_none()
