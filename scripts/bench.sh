@@ -46,7 +46,7 @@
 # Other environment: LOGSTORFS (a logstorfs binary to use instead of building one with `cargo
 # build --release`, which honours CARGO_TARGET_DIR), BENCH_COMMIT (the commit named in the
 # report; default HEAD), WORKLOADS (default "seq rand small meta ls untar append mount"), RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs logstorfs"), LOGSTOR_SIZE (4G),
-# EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), MOUNT_STORE_SIZE (4G), BENCH_DOCS (1: add the
+# LOGSTOR_OPTS (more arguments for logstorfs mount, e.g. "-o writeback_cache"), EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), MOUNT_STORE_SIZE (4G), BENCH_DOCS (1: add the
 # table at the end of the "Filesystem vs peers" section of docs/BENCHMARKS.md; 0: only print
 # it), KEEP (0; 1 keeps the scratch directory).
 #
@@ -188,7 +188,8 @@ mount_ext4() { mount -o loop "$W/ext4.img" "$EXT4"; }
 mount_bindfs() { bindfs "$EXT4/bindfs-src" "${MNT[bindfs]}" </dev/null >/dev/null 2>>"$W/mount.log"; }
 mount_fuse2fs() { fuse2fs "$W/fuse2fs.img" "${MNT[fuse2fs]}" -o fakeroot </dev/null >/dev/null 2>>"$W/mount.log"; }
 mount_logstorfs() {
-    "$LOGSTORFS" mount --daemon --create --size "$LOGSTOR_SIZE" "$EXT4/logstor-store" "${MNT[logstorfs]}" \
+    # shellcheck disable=SC2086 # LOGSTOR_OPTS is a list of arguments
+    "$LOGSTORFS" mount --daemon --create --size "$LOGSTOR_SIZE" ${LOGSTOR_OPTS:-} "$EXT4/logstor-store" "${MNT[logstorfs]}" \
         </dev/null >/dev/null 2>>"$W/mount.log"
 }
 wait_mounted() {
@@ -520,7 +521,7 @@ DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/
         [small]="small files ${SMALL_FILES} in ${SMALL_DIRS} dirs" [meta]="metadata ${META_FILES} files"
         [ls]="ls -l ${LS_FILES} files" [untar]="untar ${UNTAR_DESC:-}" [append]="${APPEND_OPS} fsync'd 4k appends")
     sizes=""; for w in "${WORKLOADS[@]}"; do [[ -n "${SIZE_DESC[$w]:-}" ]] && sizes+="${SIZE_DESC[$w]}, "; done
-    echo "Workloads: ${WORKLOADS[*]}. Sizes: ${sizes%, }; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}."
+    echo "Workloads: ${WORKLOADS[*]}. Sizes: ${sizes%, }; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}${LOGSTOR_OPTS:+ ${LOGSTOR_OPTS}}."
     if [[ " ${WORKLOADS[*]} " == *" mount "* ]]; then
         echo "Mount and memory (logstorfs only, once): a fresh store (--size ${MOUNT_STORE_SIZE}) of ${MOUNT_FILES} files of 100 B in ${MOUNT_DIRS} dirs; median of ${MOUNT_REPEATS} remounts, timed from \`logstorfs mount --daemon\` until \`stat\` of the mount point sees it; VmRSS of the daemon after the last (warm) remount."
     fi

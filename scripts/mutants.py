@@ -1083,6 +1083,14 @@ whatever order concurrent writers update the index in",
         "        if false {\n            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);",
         ["--release", "--lib", "engine::store_dir::tests::a_read_only_open_after_a_crash_writes_nothing"],
     ),
+    (
+        "flag-change-leaves-kernel-attributes-cached",
+        "fuse edge: a change whose effect the kernel cannot see (inode flag ioctl: ctime) drops its cached attributes",
+        "src/fs/fuse_adapter.rs",
+        "                if sets {\n                    self.invalidate_attrs(ino.0);",
+        "                if sets && false {\n                    self.invalidate_attrs(ino.0);",
+        ["--release", "--test", "fuse_kernel_cache", "stat_after_a_flag_change_shows_its_new_ctime"],
+    ),
 ]
 
 

@@ -140,6 +140,8 @@ if stage verify; then
     # Set-user-ID, set-group-ID and capabilities through each path, as an unprivileged user,
     # compared with a kernel ext4 loop mount.
     script_checks killpriv.sh 300 killpriv
+    # The same with the writeback cache, whose kernel adds a ctime to the SETATTR of chown(-1, -1).
+    MOUNT_OPTS="-o writeback_cache" script_checks killpriv.sh 300 killpriv
     # fallocate's modes, sizes, st_blocks, contents and errno, compared with a kernel ext4.
     script_checks fallocate_vs_ext4.sh 300 fallocate-vs-ext4
     # File handles after the kernel forgot the inodes, against ext4; NFS re-export by ganesha.
@@ -162,6 +164,11 @@ fi
 if stage external; then
     script_checks external.sh 1800 external
     script_checks crash_kill9.sh 600 crash-kill9
+    # fsx and kill -9 rounds again with the kernel's writeback cache (-o writeback_cache): writes
+    # reach the daemon late and merged, and what fsync confirmed must still survive a kill.
+    ONLY=fsx FSX_OPS=20000 MOUNT_OPTS="-o writeback_cache" script_checks external.sh 600 external
+    ROUNDS=3 MOUNT_OPTS="--group-split-size 256K -o writeback_cache" \
+        script_checks crash_kill9.sh 300 crash-kill9
     script_checks crash_powercut_fs.sh 600 crash-powercut-fs
     script_checks powercut_replay.sh 600 powercut-replay
     script_checks crash_damage.sh 300 crash-damage

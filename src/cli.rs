@@ -324,7 +324,9 @@ fn serve_inner(
             })
             .map_err(|e| format!("cannot start the group map rebuild: {e}"))?
     };
-    let session = Session::new(FuseFs::new(fs.clone()), mountpoint, config);
+    let fuse = FuseFs::new(fs.clone());
+    let notifier = fuse.notifier_slot();
+    let session = Session::new(fuse, mountpoint, config);
     let mut session = match session {
         Ok(s) => s,
         Err(e) => {
@@ -337,6 +339,7 @@ fn serve_inner(
             return Err(msg);
         }
     };
+    notifier.connect(&session);
     *unmounter.lock() = Some(session.unmount_callable());
     let mounted_file = store.join(MOUNTED_FILE);
     // A read-only mount writes nothing in the store: no record of the mount, no log there.

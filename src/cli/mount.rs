@@ -314,6 +314,7 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         // The byte counts steer splits and merges only: rebuilt while the mount is live.
         defer_group_map: true,
         atime: opts.atime_mode(),
+        writeback_cache: opts.writeback_cache,
     };
     let instrument = Instrumentation {
         record_io,

@@ -62,6 +62,8 @@ pub struct MountOptions {
     pub flush_interval: Option<u64>,
     pub group_split_size: Option<u64>,
     pub compaction_policy: Option<Policy>,
+    /// Ask the kernel for its writeback cache: a flag of FUSE's INIT reply, not of mount(2).
+    pub writeback_cache: bool,
 }
 
 impl MountOptions {
@@ -170,6 +172,10 @@ pub fn parse_mount_options(opts: &[String]) -> Result<MountOptions, String> {
             }
             // Directories follow the files' rule here, as the kernel leaves it to us.
             ("nodiratime", None) => continue,
+            ("writeback_cache", None) => {
+                out.writeback_cache = true;
+                continue;
+            }
             _ => return Err(unknown(opt)),
         };
         out.fuse.push(mo);
@@ -276,6 +282,14 @@ mod tests {
             let err = parse(opt).unwrap_err();
             assert!(err.contains(says), "{opt}: {err}");
         }
+    }
+
+    #[test]
+    fn writeback_cache_is_asked_of_fuse_not_passed_to_mount() {
+        let o = parse("noatime,writeback_cache").unwrap();
+        assert!(o.writeback_cache);
+        assert!(!parse("noatime").unwrap().writeback_cache);
+        assert_eq!(o.fuse, vec![MountOption::NoAtime]);
     }
 
     #[test]

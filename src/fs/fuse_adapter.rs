@@ -2,29 +2,38 @@
 //! file that names fuser's `Filesystem`, `Request` and `Reply*` types. No filesystem logic
 //! lives here, and nothing here panics on a request path.
 //!
-//! Kernel cache settings: attributes and entries are cached for [`TTL`] (we are the only
-//! writer, so the kernel's copy is only stale if our own reply was). The writeback cache is NOT
-//! enabled: every write reaches `Fs::write` before write(2) returns, so ENOSPC and EIO are
-//! reported by write(2) itself. Readdirplus is enabled when the kernel offers it.
+//! Kernel cache settings: attributes and entries are cached for [`TTL`]. Every change reaches
+//! us through the kernel, which drops its own copy of what the change touches (the entry, the
+//! parent's attributes, the inode's, atime after a read); the one change it does not know the
+//! effect of is an inode flag ioctl (ctime), after which we invalidate the inode's attributes
+//! ourselves ([`NotifierSlot`]). The writeback cache is off
+//! unless the mount asks for it (`-o writeback_cache`): then the kernel owns size and mtime
+//! while it holds dirty pages, and ENOSPC and EIO reach the user at fsync(2) or close(2)
+//! (the kernel's FLUSH path writes the dirty pages back and returns their error even though we
+//! answer FLUSH with ENOSYS). Without it every write reaches `Fs::write` before write(2)
+//! returns, so write(2) itself reports them. Readdirplus is enabled when the kernel offers it.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, TimeOrNow, WriteFlags,
 };
 
 use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
 
-/// How long the kernel may cache attributes and directory entries.
-pub const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and directory entries: long, since it is told of
+/// every change (see the module comment). At 1 s, an unlink more than a second after the
+/// name was last looked up cost a LOOKUP round trip more (3 requests instead of 2), as did a
+/// stat of a file not seen for a second (a GETATTR).
+pub const TTL: Duration = Duration::from_secs(60);
 /// Largest write request we ask the kernel for.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
 
@@ -36,11 +45,42 @@ fn generation(a: &Attr) -> Generation {
 /// The fuser `Filesystem` for an [`Fs`].
 pub struct FuseFs {
     fs: Arc<Fs>,
+    notifier: NotifierSlot,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
-        FuseFs { fs }
+        FuseFs {
+            fs,
+            notifier: NotifierSlot::default(),
+        }
+    }
+
+    /// The slot the session's notifier goes into once the session exists (the session owns
+    /// this `FuseFs`, and the notifier comes from the session).
+    pub fn notifier_slot(&self) -> NotifierSlot {
+        self.notifier.clone()
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (not its pages) after a change the kernel
+    /// does not know the effect of.
+    fn invalidate_attrs(&self, ino: u64) {
+        if let Some(n) = self.notifier.0.get() {
+            // ENOENT: the kernel holds no such inode, so nothing is stale.
+            if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                log::debug!("invalidating the attributes of inode {ino}: {e}");
+            }
+        }
+    }
+}
+
+/// Where a mount's notifier is kept for its [`FuseFs`] (empty in a session without one).
+#[derive(Clone, Default)]
+pub struct NotifierSlot(Arc<OnceLock<Notifier>>);
+
+impl NotifierSlot {
+    pub fn connect<FS: Filesystem>(&self, session: &Session<FS>) {
+        let _ = self.0.set(session.notifier());
     }
 }
 
@@ -198,6 +238,13 @@ impl Filesystem for FuseFs {
         // where no default ACL replaces it (it would mask it before asking us otherwise).
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
+        if self.fs.writeback_cache()
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            log::warn!("the kernel offers no writeback cache: writes go through");
+        }
         Ok(())
     }
 
@@ -248,12 +295,12 @@ impl Filesystem for FuseFs {
         // that sets nothing. It sends the same when a write or fallocate removes
         // capabilities, which keeps the bits if the caller has CAP_FSETID: so such a chown by
         // a caller with CAP_FSETID keeps them here (ext4 drops them), and by one without drops
-        // them as ext4 does.
+        // them as ext4 does. A ctime alone still counts as nothing: with the writeback cache
+        // the kernel keeps the times itself and adds its ctime to every SETATTR.
         let nothing = mode.is_none()
             && size.is_none()
             && atime.is_none()
             && mtime.is_none()
-            && ctime.is_none()
             && crtime.is_none()
             && chgtime.is_none()
             && bkuptime.is_none()
@@ -823,8 +870,16 @@ impl Filesystem for FuseFs {
                 return;
             }
         };
+        let sets = matches!(cmd, FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR);
         match result {
-            Ok(data) => reply.ioctl(0, &data),
+            Ok(data) => {
+                // A flag change sets ctime, which the kernel keeps from before: before the
+                // reply, so that a stat after the ioctl returns sees the new one.
+                if sets {
+                    self.invalidate_attrs(ino.0);
+                }
+                reply.ioctl(0, &data)
+            }
             Err(e) => reply.error(errno("ioctl", req, &e)),
         }
     }

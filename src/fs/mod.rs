@@ -31,8 +31,9 @@
 //! when it returns. It is durable after fsync/fdatasync/fsyncdir (all call `Engine::sync`, so
 //! they make *everything* written so far durable, not just that file), after a clean unmount
 //! or SIGINT/SIGTERM (the daemon syncs and closes the engine), and at the latest after the
-//! engine's `sync_interval` (5 s by default). The kernel writeback cache is off, so write(2)
-//! itself reports ENOSPC (decided before the batch is taken). The engine writes behind: a disk
+//! engine's `sync_interval` (5 s by default). The kernel writeback cache is off unless the
+//! mount asks for it (`FsOptions::writeback_cache`), so write(2) itself reports ENOSPC (decided
+//! before the batch is taken). The engine writes behind: a disk
 //! error writing a batch that was already acknowledged latches the store, and reaches the user
 //! as EIO at the next write or fsync, as ext4's writeback errors do.
 //!
@@ -92,6 +93,10 @@ pub struct FsOptions {
     pub defer_group_map: bool,
     /// When reads, listings and readlinks change atime (the mount's atime option).
     pub atime: atime::AtimeMode,
+    /// Ask the kernel for its writeback cache (`-o writeback_cache`): write(2) returns once the
+    /// page cache holds the data, which reaches us later, in larger writes. ENOSPC and EIO
+    /// then surface at fsync(2) or close(2), not at write(2) (README, "Mount options").
+    pub writeback_cache: bool,
 }
 
 impl Default for FsOptions {
@@ -100,6 +105,7 @@ impl Default for FsOptions {
             group_split_bytes: groups::DEFAULT_SPLIT_BYTES,
             defer_group_map: false,
             atime: atime::AtimeMode::default(),
+            writeback_cache: false,
         }
     }
 }
@@ -344,6 +350,7 @@ pub struct Fs {
     /// Set at unmount: a group map rebuild still running stops (see `rebuild_group_map`).
     rebuild_stop: AtomicBool,
     atime: atime::AtimeMode,
+    writeback_cache: bool,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -592,6 +599,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             rebuild_stop: AtomicBool::new(false),
             atime: options.atime,
+            writeback_cache: options.writeback_cache,
         };
         let started = std::time::Instant::now();
         // A read-only mount leaves a crash's orphans for the next writable one.
@@ -740,6 +748,11 @@ impl Fs {
                 log::info!("reclaimed orphan inode {ino}");
             }
         }
+    }
+
+    /// Whether the mount asked for the kernel's writeback cache ([`FsOptions::writeback_cache`]).
+    pub fn writeback_cache(&self) -> bool {
+        self.writeback_cache
     }
 
     /// The engine underneath (for stats).
