@@ -67,7 +67,7 @@ impl Workload {
                 } else {
                     loop {
                         let k = rng.below(keys);
-                        if k % 10 != 0 {
+                        if !k.is_multiple_of(10) {
                             return k;
                         }
                     }

@@ -106,6 +106,13 @@ fi
 
 if stage build; then
     timed "cargo build --release" cargo build --release || { print_timings; die "build failed"; }
+    # Style and lints: rustfmt's layout, and clippy with warnings as errors, which also enforces
+    # the engine's concurrency facade (clippy.toml: no std/parking_lot locks, threads or clock
+    # in src/engine outside engine/concurrency.rs), with and without the scheduler.
+    timed "cargo fmt --check" cargo fmt --check || true
+    timed "cargo clippy -D warnings" cargo clippy --release --all-targets -- -D warnings || true
+    timed "cargo clippy (shuttle)" env CARGO_TARGET_DIR="$PWD/target/shuttle" \
+        cargo clippy --release --all-targets --features shuttle -- -D warnings || true
 fi
 if stage unit; then
     # A hung test must fail CI in minutes with its stacks, not eat the whole CI budget.

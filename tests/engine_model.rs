@@ -17,6 +17,9 @@ use logstorfs::engine::{Engine, EngineError, EngineOptions, Mutation, ROOT_GROUP
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// A power-cut image taken at a named step.
+type TakenImage = (Arc<SimStorage>, &'static str);
+
 fn options() -> EngineOptions {
     EngineOptions {
         capacity_bytes: 48 << 20,
@@ -179,7 +182,7 @@ fn run(seed: u64, steps: u64) -> (u64, u64, u64) {
                     1 => PowerCut::KeepAllWritten,
                     _ => PowerCut::Random(rng.next_u64()),
                 };
-                let taken: Arc<Mutex<Option<(Arc<SimStorage>, &'static str)>>> = Default::default();
+                let taken: Arc<Mutex<Option<TakenImage>>> = Default::default();
                 if let Some(k) = cut_at {
                     let (storage, taken, count) =
                         (storage.clone(), taken.clone(), AtomicU64::new(0));

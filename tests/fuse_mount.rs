@@ -234,7 +234,14 @@ fn daemon_mount_use_unmount_remount() {
 
 fn spawn_foreground(fx: &Fixture) -> Child {
     let child = Command::new(BIN)
-        .args(["mount", "--create", "--size", "64M", s(&fx.store), s(&fx.mnt)])
+        .args([
+            "mount",
+            "--create",
+            "--size",
+            "64M",
+            s(&fx.store),
+            s(&fx.mnt),
+        ])
         .spawn()
         .unwrap();
     wait_for("foreground mount", || is_mounted(&fx.mnt));

@@ -913,20 +913,19 @@ pub fn check(storage: &dyn Storage, options: &CheckOptions) -> Result<EngineChec
                     ),
                 ));
             }
-            if b.header.lsn_last > 0 {
-                if let Some(r) = recs[b.records.clone()]
+            if b.header.lsn_last > 0
+                && let Some(r) = recs[b.records.clone()]
                     .iter()
                     .find(|r| lsn_of_version(r.version) > b.header.lsn_last)
-                {
-                    out.findings.push(Finding::problem(
-                        out.describe(r.place),
-                        format!(
-                            "record of LSN {} in a buffer whose last LSN is {}",
-                            lsn_of_version(r.version),
-                            b.header.lsn_last
-                        ),
-                    ));
-                }
+            {
+                out.findings.push(Finding::problem(
+                    out.describe(r.place),
+                    format!(
+                        "record of LSN {} in a buffer whose last LSN is {}",
+                        lsn_of_version(r.version),
+                        b.header.lsn_last
+                    ),
+                ));
             }
         }
         fig.used_bytes = fig

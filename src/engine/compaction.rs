@@ -413,8 +413,8 @@ mod tests {
         assert_eq!(greedy.len(), 8, "{greedy:?}");
         assert!(greedy.iter().all(|&s| (10..20).contains(&s)), "{greedy:?}");
         // Down to the reserve (10 free): user writes are waiting, cost-benefit acts greedy.
-        for s in 20..22 {
-            segments[s] = closed(100, 1);
+        for segment in &mut segments[20..22] {
+            *segment = closed(100, 1);
         }
         let pressed = pick_victims(&segments, SIZE, CompactionPolicy::CostBenefit, 1000);
         assert_eq!(pressed.len(), 8, "{pressed:?}");

@@ -326,7 +326,7 @@ impl BufferHeader {
             0
         };
         if len < BLOCK_SIZE
-            || len % BLOCK_SIZE != 0
+            || !len.is_multiple_of(BLOCK_SIZE)
             || len > buf.len()
             || header.payload_len as usize > len - BUFFER_HEADER_SIZE - directory_room
             || header.lsn_first > header.lsn_last
@@ -561,7 +561,7 @@ pub fn read_directory(
         || u32_at(t, 12) != segment
         || u64_at(t, 16) != generation
         || buffer_len < BLOCK_SIZE
-        || buffer_len % BLOCK_SIZE != 0
+        || !buffer_len.is_multiple_of(BLOCK_SIZE)
         || buffer_len > tail.len()
         || directory_len > buffer_len - BUFFER_HEADER_SIZE - DIRECTORY_TRAILER_SIZE
         || count > directory_len / RECORD_HEADER_SIZE

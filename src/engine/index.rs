@@ -1399,27 +1399,27 @@ impl Inner {
             .leaves
             .range::<[u8], _>((Bound::Excluded(fence), Bound::Unbounded))
             .next();
-        if let Some((next_fence, next)) = next {
-            if let Some(merged) = leaf.merged(next) {
-                let next_fence = next_fence.clone();
-                self.leaves.remove(&next_fence);
-                if let Some(slot) = self.leaves.get_mut(fence) {
-                    *slot = merged;
-                }
-                return;
+        if let Some((next_fence, next)) = next
+            && let Some(merged) = leaf.merged(next)
+        {
+            let next_fence = next_fence.clone();
+            self.leaves.remove(&next_fence);
+            if let Some(slot) = self.leaves.get_mut(fence) {
+                *slot = merged;
             }
+            return;
         }
         let prev = self
             .leaves
             .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(fence)))
             .next_back();
-        if let Some((prev_fence, prev)) = prev {
-            if let Some(merged) = prev.merged(leaf) {
-                let prev_fence = prev_fence.clone();
-                self.leaves.remove(fence);
-                if let Some(slot) = self.leaves.get_mut(&prev_fence) {
-                    *slot = merged;
-                }
+        if let Some((prev_fence, prev)) = prev
+            && let Some(merged) = prev.merged(leaf)
+        {
+            let prev_fence = prev_fence.clone();
+            self.leaves.remove(fence);
+            if let Some(slot) = self.leaves.get_mut(&prev_fence) {
+                *slot = merged;
             }
         }
     }
@@ -1745,18 +1745,25 @@ mod tests {
             .collect();
         for fence in fences.iter().skip(1) {
             let at = keys.iter().position(|k| k == fence).unwrap();
-            for start in at.saturating_sub(1)..(at + 2).min(keys.len()) {
-                let want: Vec<&Vec<u8>> =
-                    live.iter().filter(|k| **k >= keys[start]).take(5).collect();
-                let got = index.scan(&keys[start], b"", None, 5);
+            for start in &keys[at.saturating_sub(1)..(at + 2).min(keys.len())] {
+                let start = start.as_slice();
+                let want: Vec<&Vec<u8>> = live
+                    .iter()
+                    .filter(|k| k.as_slice() >= start)
+                    .take(5)
+                    .collect();
+                let got = index.scan(start, b"", None, 5);
                 assert_eq!(got.iter().map(|(k, _)| k).collect::<Vec<_>>(), want);
-                let want: Vec<&Vec<u8>> =
-                    live.iter().filter(|k| **k > keys[start]).take(5).collect();
-                let got = index.scan(b"", b"", Some(&keys[start]), 5);
+                let want: Vec<&Vec<u8>> = live
+                    .iter()
+                    .filter(|k| k.as_slice() > start)
+                    .take(5)
+                    .collect();
+                let got = index.scan(b"", b"", Some(start), 5);
                 assert_eq!(got.iter().map(|(k, _)| k).collect::<Vec<_>>(), want);
                 // And ending at it.
-                let want: Vec<&Vec<u8>> = live.iter().filter(|k| **k < keys[start]).collect();
-                let got = index.scan(b"", &keys[start], None, usize::MAX);
+                let want: Vec<&Vec<u8>> = live.iter().filter(|k| k.as_slice() < start).collect();
+                let got = index.scan(b"", start, None, usize::MAX);
                 assert_eq!(got.iter().map(|(k, _)| k).collect::<Vec<_>>(), want);
             }
         }

@@ -736,15 +736,15 @@ impl Log {
                 out.push((lo - offset as usize, bytes[lo - b0..hi - b0].to_vec()));
             }
         };
-        if let Some((s, o, data)) = &st.writing {
-            if *s == segment {
-                take(*o, data);
-            }
+        if let Some((s, o, data)) = &st.writing
+            && *s == segment
+        {
+            take(*o, data);
         }
-        if let Some(open) = &st.open {
-            if open.segment == segment {
-                take(open.offset, &open.data);
-            }
+        if let Some(open) = &st.open
+            && open.segment == segment
+        {
+            take(open.offset, &open.data);
         }
         out
     }

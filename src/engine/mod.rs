@@ -1005,10 +1005,11 @@ fn validate(batch: &[Mutation]) -> Result<usize> {
                 "value of {value_len} bytes, at most {MAX_VALUE_LEN}"
             )));
         }
-        if let Mutation::DeleteRange { start, end, .. } = m {
-            if !end.is_empty() && end <= start {
-                return Err(EngineError::Limit("range delete with end <= start".into()));
-            }
+        if let Mutation::DeleteRange { start, end, .. } = m
+            && !end.is_empty()
+            && end <= start
+        {
+            return Err(EngineError::Limit("range delete with end <= start".into()));
         }
         total += m.encoded_len();
         let kind = match m {
@@ -1185,10 +1186,10 @@ impl Inner {
         for update in encoded.updates(ticket.lsn, ticket.segment, ticket.offset) {
             // Noted before the ticket is dropped: once a later tombstone's segment is closed,
             // this put's note is there (index updates and flushes complete in buffer order).
-            if let Update::Point { key, entry } = &update {
-                if !entry.tombstone {
-                    self.put_notes.note_put(ticket.segment, key, entry.version);
-                }
+            if let Update::Point { key, entry } = &update
+                && !entry.tombstone
+            {
+                self.put_notes.note_put(ticket.segment, key, entry.version);
             }
             let applied = self.index.apply_in_buffer(&update, &ticket.buffer_ranges);
             let location = match &update {
@@ -1602,12 +1603,12 @@ impl Inner {
             // its bytes on disk still name the group they were written to.
             let regrouped = self.regroup_copies(&mut live);
             let first_group = live.first().map(|(g, _)| *g);
-            if let Some(group) = first_group.filter(|_| !regrouped) {
-                if live.iter().all(|(g, _)| *g == group) {
-                    self.segments.hand_over(segment, group);
-                    self.segments_handed_over.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+            if let Some(group) = first_group.filter(|_| !regrouped)
+                && live.iter().all(|(g, _)| *g == group)
+            {
+                self.segments.hand_over(segment, group);
+                self.segments_handed_over.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
             if !self.copy_to_groups(live, &self.separator_bytes_written, segments::Claim::User)? {
                 // No room for all of this segment's copies: it waits for a later run.
@@ -1935,13 +1936,14 @@ impl Inner {
                 continue;
             }
             self.settle_pending(true);
-            if let Some(interval) = self.options.sync_interval {
-                if last_sync.elapsed() >= interval && self.log.has_unsynced() {
-                    if let Err(e) = self.sync() {
-                        ::log::error!("background sync failed: {e}");
-                    }
-                    last_sync = Instant::now();
+            if let Some(interval) = self.options.sync_interval
+                && last_sync.elapsed() >= interval
+                && self.log.has_unsynced()
+            {
+                if let Err(e) = self.sync() {
+                    ::log::error!("background sync failed: {e}");
                 }
+                last_sync = Instant::now();
             }
             if let Err(e) = self.reclaim_dead_segments() {
                 ::log::error!("freeing dead segments failed: {e}");

@@ -258,7 +258,9 @@ impl SegmentManager {
     }
 
     pub fn write(&self, segment: u32, offset: u32, data: &[u8]) -> Result<()> {
-        debug_assert!(offset as usize % BLOCK_SIZE == 0 && data.len() % BLOCK_SIZE == 0);
+        debug_assert!(
+            (offset as usize).is_multiple_of(BLOCK_SIZE) && data.len().is_multiple_of(BLOCK_SIZE)
+        );
         debug_assert!(offset as usize + data.len() <= self.segment_size() as usize);
         let (file, base) = self.geometry.segment_position(segment);
         self.storage.write_at(file, base + offset as u64, data)?;

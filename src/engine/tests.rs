@@ -1547,7 +1547,7 @@ fn copies_behind_damage_in_a_group_segment_are_still_served() {
         "fsck calls x lost although recovery serves it: {:?}",
         c.findings
     );
-    assert!(c.live.contains_key(&b"x".to_vec()));
+    assert!(c.live.contains_key(b"x".as_slice()));
 }
 
 /// Storage that reads a store's files with `read_at` only (no map): recovery's other path.
@@ -1865,11 +1865,7 @@ fn a_stale_or_damaged_checkpoint_is_ignored() {
     // The old checkpoint put back: stale (the files changed since), ignored.
     std::fs::write(&path, &old).unwrap();
     let engine = Engine::open(dir.path(), &checkpoint_options()).unwrap();
-    assert_eq!(
-        engine.recovery_report().segments_scanned > 0,
-        true,
-        "scanned"
-    );
+    assert!(engine.recovery_report().segments_scanned > 0, "scanned");
     assert!(!path.exists(), "a stale checkpoint is removed too");
     assert_eq!(contents(&engine), expected);
     assert_eq!(engine.get(b"crash").unwrap().as_deref(), Some(&b"kept"[..]));

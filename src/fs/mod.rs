@@ -836,9 +836,9 @@ impl Fs {
         name: &[u8],
     ) -> FsResult<&'t mut Vec<DirEntry>> {
         let hash = keys::name_hash(name);
-        if !txn.dirents.contains_key(&(parent, hash)) {
+        if let std::collections::btree_map::Entry::Vacant(e) = txn.dirents.entry((parent, hash)) {
             let list = self.read_dirents(parent, hash)?;
-            txn.dirents.insert((parent, hash), (ROOT_GROUP, list));
+            e.insert((ROOT_GROUP, list));
         }
         Ok(&mut txn
             .dirents
@@ -1290,11 +1290,11 @@ impl Fs {
                 let tail = (size % keys::PAGE_SIZE) as usize;
                 if tail != 0 {
                     let key = keys::chunk_key(ino, size / keys::PAGE_SIZE);
-                    if let Some(mut page) = self.engine.get(&key)? {
-                        if page.len() > tail {
-                            page.truncate(tail);
-                            txn.post.push(Mutation::put(group, key, page));
-                        }
+                    if let Some(mut page) = self.engine.get(&key)?
+                        && page.len() > tail
+                    {
+                        page.truncate(tail);
+                        txn.post.push(Mutation::put(group, key, page));
                     }
                 }
             }
@@ -2001,12 +2001,12 @@ impl Fs {
         }
         // Reload the committed record if a later batch failed (rec holds uncommitted counts).
         let mut pages_after = rec.pages;
-        if written_end < end {
-            if let Ok(r) = self.load(&st, ino) {
-                pages_after = r.pages;
-                if let Some(node) = st.nodes.get_mut(&ino) {
-                    node.rec = r;
-                }
+        if written_end < end
+            && let Ok(r) = self.load(&st, ino)
+        {
+            pages_after = r.pages;
+            if let Some(node) = st.nodes.get_mut(&ino) {
+                node.rec = r;
             }
         }
         if pages_after != pages_before {
