@@ -318,6 +318,20 @@ fn format_creates_force_replaces_and_resize_grows() {
     ok(&["format", "--force", "--size", "16M", st]);
     assert_eq!(capacity(&store), (16u64 << 20).to_string());
     assert_eq!(std::fs::read(store.join("notes.txt")).unwrap(), b"mine");
+    // A new store's first open (here offline stats) loads the checkpoint format left, as
+    // the mount's would: no warning of a stale checkpoint, no scan.
+    let quiet = d.path("quiet");
+    for args in [
+        &["format", "--size", "32M", s(&quiet)][..],
+        &["stats", s(&quiet)],
+    ] {
+        let out = run(args);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -130,6 +130,9 @@ fn new_store_options(capacity_bytes: u64) -> EngineOptions {
         capacity_bytes,
         create_if_missing: true,
         sync_interval: None,
+        // As the mount opens it, so that the checkpoint this close writes is the mount's to load
+        // (a checkpoint of other prefix lengths is stale to it: a warning and a scan).
+        tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
         ..Default::default()
     }
 }
