@@ -22,7 +22,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/logstorfs-verify.XXXXXX")"
 MNT="$WORK/mnt"
 STORE="$WORK/store"
 # Checks mount in subshells too: the mount point is unmounted by path as well.
-trap 'cleanup_mounts; fusermount3 -uz "$MNT" 2>/dev/null; [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"' EXIT
+trap 'cleanup_mounts; fusermount3 -uz "$MNT" 2>/dev/null || true; [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"' EXIT
 log "cli stats/fsck/logs on $("$LOGSTORFS" --version), work dir $WORK"
 
 # Every file of the store: contents, size, mtime (ns) and inode.
