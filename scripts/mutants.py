@@ -1112,14 +1112,32 @@ def run(cmd, cwd, env):
         return None, out
 
 
+def env_for(args, env):
+    """The object tier's mutants build in the object stage's target directory (scripts/test.sh
+    runs that stage first), whose dependencies of the `s3` feature (an AWS TLS library among
+    them: minutes to build) are built already; incremental or not, a mutant's own crate is
+    rebuilt either way."""
+    if "s3" not in args:
+        return env
+    env = dict(env)
+    env["CARGO_TARGET_DIR"] = os.path.join(ROOT, "target")
+    env.pop("CARGO_PROFILE_RELEASE_INCREMENTAL", None)
+    return env
+
+
 def main():
     wanted = set(sys.argv[1:])
     scratch = tempfile.mkdtemp(prefix="logstorfs-mutants-")
     env = dict(os.environ)
-    env["CARGO_TARGET_DIR"] = os.path.join(ROOT, "target", "mutants")
+    env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target", "mutants"))
+    # Incremental release builds: a mutant changes one line, and an incremental build recompiles
+    # only the codegen units that line touches (about 5 s a mutant instead of 24 s for a whole
+    # crate). The optimisation level stays that of --release, which the model tests need.
+    env.setdefault("CARGO_PROFILE_RELEASE_INCREMENTAL", "true")
     env.setdefault("MODEL_SEEDS", "40")
     env.setdefault("MODEL_STEPS", "800")
-    caught = escaped = 0
+    caught = 0
+    failed = []
     try:
         for name, invariant, path, original, replacement, args in MUTANTS:
             if wanted and name not in wanted:
@@ -1138,33 +1156,39 @@ def main():
             if text.count(original) != 1:
                 print(f"MUTANT {name}: original text found {text.count(original)} times in {path}:"
                       " update scripts/mutants.py")
-                escaped += 1
+                failed.append(name)
                 continue
             open(target, "w").write(text.replace(original, replacement))
             started = time.time()
-            returncode, stdout = run(["cargo", "test", "-q"] + args, tree, env)
+            returncode, stdout = run(["cargo", "test", "-q"] + args, tree, env_for(args, env))
             took = time.time() - started
             if returncode is None:
                 print(f"MUTANT {name}: tests hung for {MUTANT_TIMEOUT_S}s instead of failing\n"
                       f"{stdout[-2000:]}")
-                escaped += 1
+                failed.append(name)
             elif "error[E" in stdout or "could not compile" in stdout:
                 print(f"MUTANT {name}: does not compile; fix the mutant\n{stdout[-2000:]}")
-                escaped += 1
+                failed.append(name)
             elif returncode != 0 and ("panicked" in stdout or "FAILED" in stdout):
                 print(f"caught   {name:32} ({invariant}) in {took:.0f}s")
                 caught += 1
             elif returncode != 0:
                 print(f"MUTANT {name}: cargo failed without a failing test; fix the script\n"
                       f"{stdout[-2000:]}")
-                escaped += 1
+                failed.append(name)
             else:
                 print(f"ESCAPED  {name:32} ({invariant}): no test failed")
-                escaped += 1
+                failed.append(name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"mutants: {caught} passed, {escaped} failed")
-    sys.exit(1 if escaped else 0)
+    print(f"mutants: {caught} passed, {len(failed)} failed")
+    if failed:
+        # Repeated last: CI keeps only the tail of a long log.
+        print("failed mutants: " + ", ".join(failed))
+    if os.environ.get("RESULTS_FILE"):
+        with open(os.environ["RESULTS_FILE"], "a") as results:
+            results.write(f"mutants {caught} {len(failed)}\n")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
