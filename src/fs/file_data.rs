@@ -304,7 +304,8 @@ impl Fs {
             .contains(&keys::xattr_key(ino, CAPABILITY_XATTR))
     }
 
-    /// fallocate as ext4 gives it: see [`falloc`](super::falloc) for the modes and how space is reserved.
+    /// fallocate as ext4 gives it: see [`falloc`](super::falloc) for the modes and how space is
+    /// reserved.
     pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
         self.fallocate_as(ino, offset, length, mode, None)
     }

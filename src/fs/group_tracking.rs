@@ -127,9 +127,10 @@ pub(super) fn dir_path(engine: &Engine, dir: u64) -> Option<String> {
 
 impl Fs {
     /// Rebuilds the group map from the store, if a rebuild is pending (see
-    /// [`FsOptions::defer_group_map`](super::FsOptions::defer_group_map)): every directory and its parent, and each file's stored
-    /// bytes counted towards its home directory, from one pass over the inode records (adjacent
-    /// in key order), a chunk at a time, while the filesystem serves requests.
+    /// [`FsOptions::defer_group_map`](super::FsOptions::defer_group_map)): every directory and
+    /// its parent, and each file's stored bytes counted towards its home directory, from one pass
+    /// over the inode records (adjacent in key order), a chunk at a time, while the filesystem
+    /// serves requests.
     pub fn rebuild_group_map(&self) -> FsResult<()> {
         let started = std::time::Instant::now();
         loop {
@@ -216,7 +217,8 @@ impl Fs {
         self.rebuild_stop.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a group map rebuild is pending (see [`FsOptions::defer_group_map`](super::FsOptions::defer_group_map)).
+    /// Whether a group map rebuild is pending (see
+    /// [`FsOptions::defer_group_map`](super::FsOptions::defer_group_map)).
     pub fn group_map_loading(&self) -> bool {
         self.state.lock().groups.read().is_loading()
     }
