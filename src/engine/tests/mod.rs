@@ -1,0 +1,236 @@
+//! Engine tests that need the crate's internals: on-disk images built by hand, the write gate
+//! observed from inside, recovery of reused segments. Behaviour-level tests live in `tests/`.
+//! One file per behaviour, each saying what it proves; this one holds the helpers they share.
+
+// Tests drive the engine from real threads and clocks of their own.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::format::{BLOCK_SIZE, BufferHeader, Superblock};
+use super::segments::SegmentState;
+use super::storage::{PowerCut, SimStorage, Storage};
+use super::*;
+
+mod byte_flips;
+mod checkpoints;
+mod compaction_reclaims;
+mod copies_and_close;
+mod copies_damage;
+mod full_store;
+mod log_damage;
+mod log_sync_table_proofs;
+mod ordinary_use;
+mod record_directories;
+mod recovery_reads;
+mod segment_reuse;
+mod separator_groups;
+mod write_path_invariants;
+
+pub(crate) fn small_options() -> EngineOptions {
+    EngineOptions {
+        capacity_bytes: 32 << 20,
+        segment_size_bytes: 256 << 10,
+        segments_per_file: 16,
+        create_if_missing: true,
+        sync_interval: None,
+        ..Default::default()
+    }
+}
+
+fn put(key: &str, value: &[u8]) -> Mutation {
+    Mutation::put(ROOT_GROUP, key.as_bytes(), value)
+}
+
+fn separator_options() -> EngineOptions {
+    EngineOptions {
+        separator_threshold_segments: 2,
+        ..small_options()
+    }
+}
+
+fn group_put(group: u32, key: String, value: &[u8]) -> Mutation {
+    Mutation::put(group, key.into_bytes(), value)
+}
+
+/// Flips a byte inside the first value of segment `segment` made of `fill` bytes (at least 64 of
+/// them in a row): damage, or a torn write, inside that record's buffer.
+fn flip_a_byte_of_value(storage: &SimStorage, segment: u32, fill: u8) {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    let at = image
+        .windows(64)
+        .position(|w| w == [fill; 64])
+        .expect("the value is in the segment");
+    storage.corrupt(file, base + at as u64 + 100, 0xff);
+}
+
+/// The state a recovery (full scan or checkpoint) rebuilt, in comparable form: segment states,
+/// every index entry (tombstones and range deletes included, through their locations), the next
+/// LSN. Put notes are compared apart (`sorted_notes`).
+fn recovered_state(r: &recovery::Recovered) -> String {
+    let infos: Vec<String> = r
+        .infos
+        .iter()
+        .map(|i| {
+            format!(
+                "{:?} {:?} {} {} {} {}",
+                i.state, i.kind, i.group, i.generation, i.used, i.max_lsn
+            )
+        })
+        .collect();
+    let live = r.index.scan(&[], &[], None, usize::MAX);
+    let mut locations = Vec::new();
+    r.index
+        .for_each_location(|l| locations.push((l.segment, l.offset, l.len)));
+    locations.sort_unstable();
+    format!(
+        "{infos:?}\n{live:?}\n{locations:?} {}\n{}",
+        r.index.range_delete_count(),
+        r.next_lsn
+    )
+}
+
+/// Flips a byte in the middle of `key`'s value where the index has it; returns its location.
+fn damage_value_of(engine: &Engine, storage: &SimStorage, key: &[u8]) -> (u32, usize) {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let loc = engine.inner.index.get(key).unwrap().location;
+    let (file, base) = sb.segment_position(loc.segment);
+    storage.corrupt(file, base + (loc.offset + loc.len / 2) as u64, 0x20);
+    (loc.segment, loc.offset as usize)
+}
+
+/// The buffer offsets of segment `segment`'s current use.
+fn buffer_offsets(storage: &SimStorage, segment: u32) -> Vec<usize> {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    recovery::valid_buffers(&image, segment, sb.generation_high_water)
+        .into_iter()
+        .map(|(pos, _)| pos)
+        .collect()
+}
+
+/// Runs fsck on `storage`; asserts that it names the key "victim" as damaged, and no other key.
+fn fsck_names_only_the_victim(storage: &dyn Storage) -> check::EngineCheck {
+    let c = fsck(storage);
+    assert!(
+        c.damaged.iter().any(|d| d.key == b"victim" && !d.intact),
+        "fsck does not name the victim: {:?}",
+        c.findings
+    );
+    assert!(
+        c.damaged.iter().all(|d| d.key == b"victim"),
+        "fsck names others: {:?}",
+        c.damaged
+    );
+    c
+}
+
+/// fsck of `storage`, values not kept.
+pub(super) fn fsck(storage: &dyn Storage) -> check::EngineCheck {
+    check::check(
+        storage,
+        &check::CheckOptions {
+            keep_value: &|_| false,
+            store_dir: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Rewrites the superblock of `storage` as version 2 wrote it: no
+/// `frees_clear_directories_from` (read as `u64::MAX`: no first directory can be trusted alone).
+fn mark_superblock_version_2(storage: &SimStorage) {
+    let mut b = storage.read_superblock().unwrap().unwrap();
+    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    b[32..40].fill(0);
+    let crc = crc32fast::hash(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    storage.write_superblock(&b).unwrap();
+    let older = Superblock::decode(&b).unwrap();
+    assert_eq!(older.frees_clear_directories_from, u64::MAX);
+}
+
+/// Cuts the power of `storage`, then asserts that fsck names the key "victim" (and only it) as
+/// damaged and that the store, opened again, reads it as damaged. Returns the opened engine.
+fn after_a_power_cut_the_victim_reads_as_damaged(storage: &SimStorage, case: &str) -> Engine {
+    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    eprintln!("case: {case}");
+    fsck_names_only_the_victim(&*storage);
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    assert_reads_as_damaged(&engine, b"victim", case);
+    engine
+}
+
+/// Asserts that reading `key` fails as damaged: never an older version, never absent.
+fn assert_reads_as_damaged(engine: &Engine, key: &[u8], case: &str) {
+    let got = engine.get(key);
+    assert!(
+        matches!(got, Err(EngineError::Corrupt(_))),
+        "{case}: {} reads as {:?}",
+        String::from_utf8_lossy(key),
+        got.map(|v| v.map(|v| String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned()))
+    );
+}
+
+/// Every allocated segment of `storage`: (segment, its (file, offset), its bytes).
+fn segment_images(storage: &SimStorage) -> Vec<(u32, (u32, u64), Vec<u8>)> {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    (0..sb.segment_count)
+        .filter_map(|segment| {
+            let (file, base) = sb.segment_position(segment);
+            if storage.file_len(file).unwrap() < base + sb.segment_size as u64 {
+                return None;
+            }
+            let mut image = vec![0u8; sb.segment_size as usize];
+            storage.read_at(file, base, &mut image).unwrap();
+            Some((segment, (file, base), image))
+        })
+        .collect()
+}
+
+/// Encodes puts of `records` (key, value length; the value is the key's first byte repeated)
+/// into the buffer `b` from its payload's start, versions `version_of(10, first_index + i)` in
+/// group 3; returns where they end.
+fn puts_into(b: &mut [u8], records: &[(&[u8], usize)], first_index: usize) -> usize {
+    use format::{BUFFER_HEADER_SIZE, RecordHeader, RecordKind};
+    let mut p = BUFFER_HEADER_SIZE;
+    for (i, &(key, value_len)) in records.iter().enumerate() {
+        let value = vec![key[0]; value_len];
+        let h = RecordHeader {
+            kind: RecordKind::Put,
+            key_len: key.len() as u16,
+            group: 3,
+            value_len: value_len as u32,
+            version: format::version_of(10, first_index + i),
+        };
+        let rec = &mut b[p..p + h.total_len()];
+        rec[24..24 + key.len()].copy_from_slice(key);
+        rec[24 + key.len()..].copy_from_slice(&value);
+        h.encode(rec, &format::record_body_crc(key, &value));
+        p += h.total_len();
+    }
+    p
+}
+
+/// A fresh store (background work paused) whose key "first" (3,000 bytes of `F`) is the first
+/// record of a segment's first buffer, synced: the store, the engine, the segment.
+fn first_in_a_segments_first_buffer() -> (Arc<SimStorage>, Engine, u32) {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    engine.write(&[put("first", &[b'F'; 3000])]).unwrap();
+    engine.sync().unwrap();
+    let (segment, offset) = engine.test_location_of(b"first").unwrap();
+    assert_eq!(
+        offset as usize,
+        format::BUFFER_HEADER_SIZE,
+        "not a first buffer"
+    );
+    (storage, engine, segment)
+}

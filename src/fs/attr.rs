@@ -1,0 +1,179 @@
+//! Attributes: getattr, setattr (mode, owner, size, times, flags; the privileges and
+//! capabilities a change of owner or contents drops, as Linux does), statfs and access(2).
+//! A setattr is one engine batch with whatever it changes besides the inode (a truncation, the
+//! access ACL a chmod rewrites).
+
+use super::keys::Timestamp;
+use super::{
+    Attr, BLOCK_SIZE, Caller, FileKind, Fs, FsError, FsResult, IN_EVERY_GROUP, InGroup,
+    MAX_FILE_SIZE, MAX_NAME_LEN, SetAttr, StatFs, TimeSet, Txn, acl, drop_privileges, inode_flags,
+    keys, to_attr,
+};
+use crate::engine::Mutation;
+
+fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
+    match t {
+        TimeSet::Now => now,
+        TimeSet::At(s) => Timestamp::from_system(s),
+    }
+}
+
+impl Fs {
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let st = self.state.lock();
+        let rec = self.load(&st, ino)?;
+        Ok(to_attr(ino, &rec))
+    }
+
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<Attr> {
+        self.setattr_as(ino, set, IN_EVERY_GROUP)
+    }
+
+    /// [`Fs::setattr`] by a caller that is in the groups `in_group` names: with
+    /// `set.kill_suid_sgid`, the set-group-ID bit of a file its group may not execute goes only
+    /// if the caller is not in the file's (former) group.
+    pub fn setattr_as(&self, ino: u64, set: &SetAttr, in_group: InGroup) -> FsResult<Attr> {
+        let now = Timestamp::now();
+        let mut st = self.state.lock();
+        let mut txn = Txn::default();
+        let rec = self.txn_inode(&st, &mut txn, ino)?;
+        if rec.nlink == 0 && st.nodes.get(&ino).is_some_and(|n| n.gone) {
+            return Err(FsError::NotFound);
+        }
+        inode_flags::check_setattr(rec, set)?;
+        let mut rec = rec.clone();
+        if let Some(size) = set.size {
+            match rec.kind {
+                FileKind::Regular => {}
+                FileKind::Directory => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid),
+            }
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::FileTooBig);
+            }
+            let group = st.record_group(ino, &rec);
+            self.truncate_mutations(ino, &mut rec, size, group, &mut txn)?;
+            rec.mtime = now;
+        }
+        if let Some(mode) = set.mode {
+            rec.perm = (mode & 0o7777) as u16;
+            // A chmod rewrites the access ACL's owner, mask (or group) and other entries.
+            let key = keys::xattr_key(ino, acl::ACCESS_ACL_XATTR);
+            let stored = match rec.kind {
+                FileKind::Symlink => None,
+                _ => self.engine.get(&key)?,
+            };
+            if let Some(mut a) = stored
+                .as_deref()
+                .map(acl::Acl::parse)
+                .transpose()?
+                .flatten()
+            {
+                a.chmod(rec.perm);
+                txn.post
+                    .push(Mutation::put(st.record_group(ino, &rec), key, a.encode()));
+            }
+        } else if set.kill_suid_sgid && rec.kind != FileKind::Directory {
+            drop_privileges(&mut rec, in_group);
+        }
+        // A file's capabilities go with any change of its owner or contents (as on ext4).
+        if rec.kind != FileKind::Directory
+            && (set.size.is_some() || set.uid.is_some() || set.gid.is_some())
+        {
+            self.drop_capabilities(ino, &mut txn.post);
+        }
+        if let Some(uid) = set.uid {
+            rec.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            rec.gid = gid;
+        }
+        if let Some(flags) = set.flags {
+            rec.flags = flags;
+        }
+        if let Some(t) = set.atime {
+            rec.atime = resolve_time(t, now);
+        }
+        if let Some(t) = set.mtime {
+            rec.mtime = resolve_time(t, now);
+        }
+        if let Some(t) = set.crtime {
+            rec.crtime = Timestamp::from_system(t);
+        }
+        rec.ctime = set.ctime.map_or(now, Timestamp::from_system);
+        txn.inodes.insert(ino, rec.clone());
+        self.commit(&mut st, txn)?;
+        Ok(to_attr(ino, &rec))
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let s = self.engine.stats();
+        let bs = u64::from(BLOCK_SIZE);
+        // The usable capacity, not the store's size: the reserve and compaction's headroom are
+        // never the user's, so an empty store shows nothing used and `df`'s use% is the live
+        // data level that compaction's cost depends on.
+        let blocks = s.usable_capacity_bytes / bs;
+        // What user writes may still add before ENOSPC, so `df` never promises space a write
+        // would not get.
+        let free = self.engine.available_bytes() / bs;
+        let st = self.state.lock();
+        let files_total = u64::MAX >> 1;
+        StatFs {
+            blocks,
+            blocks_free: free,
+            blocks_available: free,
+            files: files_total,
+            files_free: files_total - st.next_ino.min(files_total),
+            block_size: BLOCK_SIZE,
+            name_len_max: MAX_NAME_LEN as u32,
+        }
+    }
+
+    /// access(2): checks `mask` (R_OK/W_OK/X_OK bits; 0 = existence) against the mode bits and,
+    /// for a caller other than the owner, the access ACL if the group class has any bit (as
+    /// Linux's `acl_permission_check`). The caller's groups are its `gid` only.
+    pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> FsResult<()> {
+        let st = self.state.lock();
+        let rec = self.load(&st, ino)?;
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let perm = u32::from(rec.perm);
+        let granted = if caller.uid == 0 {
+            // Root may read and write anything, and execute if any execute bit is set.
+            let x = if perm & 0o111 != 0 || rec.kind == FileKind::Directory {
+                1
+            } else {
+                0
+            };
+            6 | x
+        } else if caller.uid == rec.uid {
+            (perm >> 6) & 7
+        } else if let Some(a) = (perm & 0o070 != 0)
+            .then(|| {
+                self.engine
+                    .get(&keys::xattr_key(ino, acl::ACCESS_ACL_XATTR))
+            })
+            .transpose()?
+            .flatten()
+            .as_deref()
+            .map(acl::Acl::parse)
+            .transpose()?
+            .flatten()
+        {
+            let in_group = |g| g == caller.gid;
+            if a.permits(caller.uid, rec.uid, rec.gid, &in_group, mask as u16) {
+                return Ok(());
+            }
+            return Err(FsError::Access);
+        } else if caller.gid == rec.gid {
+            (perm >> 3) & 7
+        } else {
+            perm & 7
+        };
+        if (mask as u32) & 7 & !granted != 0 {
+            return Err(FsError::Access);
+        }
+        Ok(())
+    }
+}
