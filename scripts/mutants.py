@@ -32,7 +32,7 @@ MUTANTS = [
     (
         "read-of-written-record-takes-the-log-lock",
         "reads: a record already in storage is read without the log's lock (held over allocations)",
-        "src/engine/mod.rs",
+        "src/engine/read.rs",
         "        if self\n            .segments\n            .written_through(",
         "        if false\n            && self\n            .segments\n            .written_through(",
         ["--release", "--features", "shuttle", "--test", "engine_schedules",
