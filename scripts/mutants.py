@@ -41,7 +41,7 @@ MUTANTS = [
     (
         "reads-racing-frees",
         "4.4 reads: a segment is freed only once every read that may have looked a location up in it is done",
-        "src/engine/mod.rs",
+        "src/engine/reclaim.rs",
         "        self.read_pins.wait_out_earlier_reads();\n",
         "",
         ["--release", "--features", "shuttle", "--test", "engine_schedules",
@@ -490,7 +490,7 @@ whatever order concurrent writers update the index in",
     (
         "sync-table-not-synced-before-frees",
         "issue 6: sources of copies are freed only once the sync table entry covering them is synced",
-        "src/engine/mod.rs",
+        "src/engine/reclaim.rs",
         '                self.test_step("reclaim: sync table written");\n                self.storage.sync()?;\n',
         '                self.test_step("reclaim: sync table written");\n',
         ["--lib", "engine::tests::power_cuts_during_a_pass_with_the_sync_table"],
