@@ -586,7 +586,7 @@ whatever order concurrent writers update the index in",
     (
         "no-marker-when-idle",
         "issue 6 damage: once writes pause, a marker vouches for the newest durable batches",
-        "src/engine/mod.rs",
+        "src/engine/background.rs",
         "            if idle_ticks >= IDLE_TICKS_BEFORE_MARKER {\n",
         "            if idle_ticks >= IDLE_TICKS_BEFORE_MARKER && false {\n",
         ["--lib", "engine::tests::damage_in_the_newest_synced_log_buffer"],
