@@ -967,6 +967,7 @@ impl Index {
     }
 
     /// Test hook: the budget of a range delete's first removal step.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn test_set_inline_removal(&self, entries: usize) {
         self.inner.write().inline_removal = Some(entries);
     }
