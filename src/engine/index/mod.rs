@@ -11,41 +11,22 @@
 //! Versions decide: an update with a lower version than the entry's never wins. That makes index
 //! updates commutative, so writers of one buffer may update in any order.
 //!
-//! # In-memory layout (issue 7: memory per entry)
-//!
-//! One entry per record on disk makes the index the daemon's largest structure, so it is packed:
-//! a boxed key per entry in a `BTreeMap` cost about 120 bytes of RSS per entry; this layout costs
-//! about a third of that (figures in `benches/index_memory.rs`).
-//!
-//! ```text
-//! leaves: BTreeMap<fence: Box<[u8]>, Leaf>     fence <= every key of the leaf < next fence;
-//!                                               the first leaf's fence is empty
-//! Leaf (up to LEAF_MAX = 128 entries, sorted):
-//!   prefix   Box<[u8]>    bytes every key of the leaf starts with (never longer than their
-//!                         common prefix; may be shorter after removals)
-//!   ends     Vec<u16>     ends[i]: end of key i's suffix in `arena` (start: ends[i - 1] or 0)
-//!   arena    Vec<u8>      the keys' suffixes after `prefix`, back to back (<= ARENA_MAX bytes)
-//!   entries  Vec<Packed>  24 bytes each: segment, offset, len, group, version (as two u32s,
-//!                         so that the struct has 4-byte alignment and no padding)
-//!   tombs    Bits         bit i: entry i is a tombstone (a bitmap, so that no bit of a
-//!                         location or version has to be stolen: every u32 and u64 is stored whole)
-//! ```
-//!
-//! Filesystem keys of one inode or directory share their first 9 bytes (tag and inode) and
-//! usually more (the high bytes of a page index or of neighbouring inode numbers), so a data-page
-//! entry costs about 24 + 2 + 1 to 3 bytes plus its share of the leaf (a few bytes). The vectors
-//! grow by an eighth at a time, not by doubling, to keep their slack small.
-//!
-//! Lookups find the leaf with the last fence <= key in the map, compare the key with the leaf's
-//! prefix, then binary-search the suffixes. Inserts into a full leaf split it: at the insertion
-//! point when keys arrive in ascending (or descending) runs, as files and inodes are created, so
-//! that such leaves end up full; in the middle otherwise. A leaf that falls below a quarter full
-//! merges with a neighbour; an empty one is dropped. Recovery builds the leaves directly from
-//! its sorted entries, 7/8 full ([`Index::from_recovered`]).
+//! Its parts: the ordered map and its point operations here (lookups, scans, "highest version
+//! wins", compare-and-set); `leaf`: the packed leaves the map is made of (layout, splits,
+//! merges, recovery's bulk build); `ranges`: range deletes and the removal, in bounded steps,
+//! of what pending ones hide; `memory`: the estimate of the index's heap bytes.
+
+mod leaf;
+mod memory;
+mod ranges;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::concurrency::{AtomicU64, Mutex, Ordering, RwLock};
+use leaf::{Leaf, Packed, low_mask};
+use ranges::Pending;
+pub use ranges::{INLINE_REMOVAL_ENTRIES, RangeDelete, drop_superseded_ranges};
 
 /// Where a record is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,95 +46,6 @@ pub struct Entry {
     pub tombstone: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RangeDelete {
-    pub start: Vec<u8>,
-    /// Exclusive; empty: unbounded.
-    pub end: Vec<u8>,
-    pub version: u64,
-    pub location: Location,
-    pub group: u32,
-}
-
-impl RangeDelete {
-    pub fn covers(&self, key: &[u8]) -> bool {
-        key >= self.start.as_slice() && (self.end.is_empty() || key < self.end.as_slice())
-    }
-
-    /// Whether this range delete hides everything `other` hides: it is newer and its range
-    /// holds `other`'s. `other` is then dead, as a record an overwrite replaced: without it,
-    /// a file truncated again and again to the same size (its first pages never rewritten, so
-    /// that no range delete of it can be dropped) kept one range delete per truncation, in
-    /// the index and on disk, copied by every compaction.
-    pub fn supersedes(&self, other: &RangeDelete) -> bool {
-        self.version > other.version
-            && self.start <= other.start
-            && (self.end.is_empty()
-                || (!other.end.is_empty() && other.end <= self.end && other.start < self.end))
-    }
-}
-
-/// Removes from `ranges` every range delete that another one of them supersedes
-/// ([`RangeDelete::supersedes`]): the rule the index applies as range deletes arrive, for
-/// recovery, which finds them all at once. One sweep by start, with the highest version seen
-/// per end rank in a Fenwick tree (suffix maxima): O(n log n).
-pub fn drop_superseded_ranges(ranges: &mut Vec<RangeDelete>) {
-    if ranges.len() < 2 {
-        return;
-    }
-    let mut ends: Vec<&[u8]> = ranges
-        .iter()
-        .filter(|r| !r.end.is_empty())
-        .map(|r| r.end.as_slice())
-        .collect();
-    ends.sort_unstable();
-    ends.dedup();
-    let n = ends.len() + 1;
-    // Position in the tree: 1 for the unbounded end, n for the lowest one, so that the ranges
-    // ending at or after an end are a prefix of the tree.
-    let slot: Vec<usize> = ranges
-        .iter()
-        .map(|r| {
-            if r.end.is_empty() {
-                1
-            } else {
-                n - ends.binary_search(&r.end.as_slice()).unwrap()
-            }
-        })
-        .collect();
-    let mut tree = vec![0u64; n + 1]; // versions are never 0
-    let mut order: Vec<usize> = (0..ranges.len()).collect();
-    order.sort_by(|&a, &b| ranges[a].start.cmp(&ranges[b].start));
-    let mut dead = vec![false; ranges.len()];
-    let mut i = 0;
-    while i < order.len() {
-        // Ranges of one start: each may supersede the others.
-        let mut j = i;
-        while j < order.len() && ranges[order[j]].start == ranges[order[i]].start {
-            let mut at = slot[order[j]];
-            while at <= n {
-                tree[at] = tree[at].max(ranges[order[j]].version);
-                at += at & at.wrapping_neg();
-            }
-            j += 1;
-        }
-        for &r in &order[i..j] {
-            let (mut at, mut newest) = (slot[r], 0);
-            while at > 0 {
-                newest = newest.max(tree[at]);
-                at -= at & at.wrapping_neg();
-            }
-            dead[r] = newest > ranges[r].version;
-        }
-        i = j;
-    }
-    let mut k = 0;
-    ranges.retain(|_| {
-        k += 1;
-        !dead[k - 1]
-    });
-}
-
 /// A change to the index: a put or tombstone at `entry`, or a range delete.
 #[derive(Clone, Debug)]
 pub enum Update {
@@ -168,472 +60,6 @@ pub struct Applied {
     pub new_is_live: bool,
     pub displaced: Vec<Location>,
 }
-
-/// Most entries in a leaf; also the width of the tombstone bitmap.
-const LEAF_MAX: usize = 128;
-/// Entries per leaf when recovery builds the index: room for a few inserts before a split.
-const LEAF_BULK_FILL: usize = LEAF_MAX * 7 / 8;
-/// A leaf with fewer entries after a removal merges with a neighbour if the two fit in one
-/// leaf with room to spare.
-const LEAF_MERGE_BELOW: usize = LEAF_MAX / 4;
-const LEAF_MERGE_MAX: usize = LEAF_MAX * 3 / 4;
-/// Most suffix bytes in a leaf: `ends` are u16. Keys are at most `MAX_KEY_LEN` (512) bytes from
-/// the engine, but the index holds whatever it is given: a leaf of one key keeps the whole key as
-/// its prefix (no suffix bytes), so any key fits in some leaf.
-const ARENA_MAX: usize = 16 * 1024;
-const _: () = assert!(ARENA_MAX <= u16::MAX as usize && LEAF_MAX <= 128);
-
-/// An [`Entry`] without its tombstone flag (kept in the leaf's bitmap), 24 bytes, no padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Packed {
-    segment: u32,
-    offset: u32,
-    len: u32,
-    group: u32,
-    version_lo: u32,
-    version_hi: u32,
-}
-
-impl Packed {
-    fn new(e: &Entry) -> Packed {
-        Packed {
-            segment: e.location.segment,
-            offset: e.location.offset,
-            len: e.location.len,
-            group: e.group,
-            version_lo: e.version as u32,
-            version_hi: (e.version >> 32) as u32,
-        }
-    }
-    fn version(&self) -> u64 {
-        u64::from(self.version_hi) << 32 | u64::from(self.version_lo)
-    }
-    fn location(&self) -> Location {
-        Location {
-            segment: self.segment,
-            offset: self.offset,
-            len: self.len,
-        }
-    }
-    fn set_location(&mut self, l: Location) {
-        self.segment = l.segment;
-        self.offset = l.offset;
-        self.len = l.len;
-    }
-    fn entry(&self, tombstone: bool) -> Entry {
-        Entry {
-            location: self.location(),
-            version: self.version(),
-            group: self.group,
-            tombstone,
-        }
-    }
-}
-
-/// 128 flags, stored as two u64 so that a leaf keeps 8-byte alignment (a u128 field would pad it
-/// to a multiple of 16).
-#[derive(Clone, Copy, Default, Debug)]
-struct Bits([u64; 2]);
-
-fn low_mask(i: usize) -> u128 {
-    if i >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << i) - 1
-    }
-}
-
-impl Bits {
-    fn get128(self) -> u128 {
-        u128::from(self.0[0]) | u128::from(self.0[1]) << 64
-    }
-    fn put128(&mut self, v: u128) {
-        self.0 = [v as u64, (v >> 64) as u64];
-    }
-    fn get(self, i: usize) -> bool {
-        i < 128 && (self.get128() >> i) & 1 == 1
-    }
-    fn set(&mut self, i: usize, v: bool) {
-        if i < 128 {
-            let t = self.get128() & !(1u128 << i);
-            self.put128(t | u128::from(v) << i);
-        }
-    }
-    /// Makes room at `i` (flags at `i..` move up by one; the top flag falls off) and sets it.
-    fn insert(&mut self, i: usize, v: bool) {
-        if i >= 128 {
-            return;
-        }
-        let t = self.get128();
-        let low = t & low_mask(i);
-        let high = (t & !low_mask(i)) << 1;
-        self.put128(low | high | u128::from(v) << i);
-    }
-    /// Removes the flag at `i` (flags above it move down by one).
-    fn remove(&mut self, i: usize) {
-        let t = self.get128();
-        let low = t & low_mask(i);
-        let high = if i + 1 >= 128 { 0 } else { (t >> (i + 1)) << i };
-        self.put128(low | high);
-    }
-}
-
-fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// Common prefix length of the keys `a1 ‖ a2` and `b1 ‖ b2`, without building them.
-fn common_prefix_len2(a1: &[u8], a2: &[u8], b1: &[u8], b2: &[u8]) -> usize {
-    a1.iter()
-        .chain(a2)
-        .zip(b1.iter().chain(b2))
-        .take_while(|(x, y)| x == y)
-        .count()
-}
-
-/// Makes room for `additional` more elements, growing by an eighth (at least 4) rather than
-/// doubling: the index is most of the daemon's memory, and a leaf's vectors stay small enough
-/// that the extra copies cost little.
-fn reserve_step<T>(v: &mut Vec<T>, additional: usize) {
-    if v.capacity() - v.len() < additional {
-        v.reserve_exact(additional.max(v.len() / 8).max(4));
-    }
-}
-
-/// What glibc's malloc takes for a request of `n` bytes (16-byte chunks, 8 bytes of header,
-/// 32 bytes at least); 0 for no allocation.
-fn malloc_bytes(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        ((n + 8 + 15) & !15).max(32)
-    }
-}
-
-/// Sorted entries sharing `prefix`; see the module documentation.
-#[derive(Debug, Default)]
-struct Leaf {
-    prefix: Box<[u8]>,
-    ends: Vec<u16>,
-    arena: Vec<u8>,
-    entries: Vec<Packed>,
-    tombs: Bits,
-    /// Where the last insert went, to see ascending runs (see [`Inner::insert_new`]).
-    last_insert: u8,
-}
-
-impl Leaf {
-    fn single(key: &[u8], p: Packed, tombstone: bool) -> Leaf {
-        let mut tombs = Bits::default();
-        tombs.set(0, tombstone);
-        Leaf {
-            prefix: key.into(),
-            ends: vec![0],
-            arena: Vec::new(),
-            entries: vec![p],
-            tombs,
-            last_insert: 0,
-        }
-    }
-
-    /// An empty leaf for keys starting with `prefix`, with room for `n` entries of `arena`
-    /// suffix bytes in all.
-    fn with_capacity(prefix: &[u8], n: usize, arena: usize) -> Leaf {
-        Leaf {
-            prefix: prefix.into(),
-            ends: Vec::with_capacity(n),
-            arena: Vec::with_capacity(arena),
-            entries: Vec::with_capacity(n),
-            tombs: Bits::default(),
-            last_insert: 0,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn start(&self, i: usize) -> usize {
-        if i == 0 {
-            0
-        } else {
-            self.ends.get(i - 1).map_or(0, |&e| usize::from(e))
-        }
-    }
-
-    fn suffix(&self, i: usize) -> &[u8] {
-        let end = self.ends.get(i).map_or(0, |&e| usize::from(e));
-        self.arena.get(self.start(i)..end).unwrap_or(&[])
-    }
-
-    fn key_into(&self, i: usize, out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(self.suffix(i));
-    }
-
-    fn key(&self, i: usize) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + self.suffix(i).len());
-        self.key_into(i, &mut k);
-        k
-    }
-
-    fn entry(&self, i: usize) -> Entry {
-        self.entries[i].entry(self.tombs.get(i))
-    }
-
-    /// Where `key` is, or would go (as `slice::binary_search`).
-    fn find(&self, key: &[u8]) -> Result<usize, usize> {
-        let p = &self.prefix[..];
-        let m = key.len().min(p.len());
-        match key[..m].cmp(&p[..m]) {
-            std::cmp::Ordering::Less => return Err(0),
-            std::cmp::Ordering::Greater => return Err(self.len()),
-            // A proper prefix of the prefix sorts before every key of the leaf.
-            std::cmp::Ordering::Equal if key.len() < p.len() => return Err(0),
-            std::cmp::Ordering::Equal => {}
-        }
-        let rest = &key[p.len()..];
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.suffix(mid).cmp(rest) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Ok(mid),
-            }
-        }
-        Err(lo)
-    }
-
-    /// Suffix bytes the leaf would hold with a prefix of `plen` bytes (every key is at least
-    /// that long).
-    fn arena_with_prefix(&self, plen: usize) -> usize {
-        (self.arena.len() + self.len() * self.prefix.len()).saturating_sub(self.len() * plen)
-    }
-
-    /// Inserts `key` (not in the leaf) at `pos`, if the leaf has room for it.
-    fn try_insert(&mut self, pos: usize, key: &[u8], p: Packed, tombstone: bool) -> bool {
-        let n = self.len();
-        if n == 0 {
-            *self = Leaf::single(key, p, tombstone);
-            return true;
-        }
-        if n >= LEAF_MAX || pos > n {
-            return false;
-        }
-        let plen = common_prefix_len(&self.prefix, key);
-        if self.arena_with_prefix(plen) + (key.len() - plen) > ARENA_MAX {
-            return false;
-        }
-        if plen < self.prefix.len() {
-            self.shorten_prefix(plen);
-        }
-        let suffix = &key[plen..];
-        let at = self.start(pos);
-        reserve_step(&mut self.arena, suffix.len());
-        self.arena.extend_from_slice(suffix);
-        self.arena[at..].rotate_right(suffix.len());
-        let grow = suffix.len() as u16; // <= ARENA_MAX, checked above
-        reserve_step(&mut self.ends, 1);
-        self.ends.insert(pos, at as u16 + grow);
-        for e in &mut self.ends[pos + 1..] {
-            *e += grow;
-        }
-        reserve_step(&mut self.entries, 1);
-        self.entries.insert(pos, p);
-        self.tombs.insert(pos, tombstone);
-        self.last_insert = pos as u8;
-        true
-    }
-
-    /// Rewrites the suffixes for a shorter prefix (a key outside the old prefix arrived).
-    fn shorten_prefix(&mut self, plen: usize) {
-        let moved = &self.prefix[plen..];
-        let mut arena = Vec::with_capacity(self.arena_with_prefix(plen) + 4);
-        let mut ends = Vec::with_capacity(self.ends.capacity());
-        for i in 0..self.len() {
-            arena.extend_from_slice(moved);
-            arena.extend_from_slice(self.suffix(i));
-            ends.push(arena.len() as u16);
-        }
-        self.arena = arena;
-        self.ends = ends;
-        self.prefix = self.prefix[..plen].into();
-    }
-
-    fn remove(&mut self, pos: usize) {
-        if pos >= self.len() {
-            return;
-        }
-        let (start, end) = (self.start(pos), usize::from(self.ends[pos]));
-        self.arena.drain(start..end);
-        let shrink = (end - start) as u16;
-        self.ends.remove(pos);
-        for e in &mut self.ends[pos..] {
-            *e -= shrink;
-        }
-        self.entries.remove(pos);
-        self.tombs.remove(pos);
-        // After many removals, give the slack back (merges rebuild small leaves anyway).
-        let n = self.len();
-        if self.entries.capacity() > 2 * n + 8 {
-            self.entries.shrink_to(n + n / 8);
-            self.ends.shrink_to(n + n / 8);
-            self.arena
-                .shrink_to(self.arena.len() + self.arena.len() / 8);
-        }
-    }
-
-    /// A new leaf of the entries at `keep` (ascending), with this leaf's prefix and exact
-    /// capacities; an empty one if `keep` is.
-    fn kept(&self, keep: &[usize]) -> Leaf {
-        if keep.is_empty() {
-            return Leaf::default();
-        }
-        let arena = keep.iter().map(|&i| self.suffix(i).len()).sum();
-        let mut leaf = Leaf::with_capacity(&self.prefix, keep.len(), arena);
-        for &i in keep {
-            leaf.push(
-                &self.prefix,
-                self.suffix(i),
-                self.entries[i],
-                self.tombs.get(i),
-            );
-        }
-        leaf
-    }
-
-    /// A new leaf of this leaf's entries `from..to` (not empty), with their longest common
-    /// prefix and exact capacities.
-    fn slice(&self, from: usize, to: usize) -> Leaf {
-        let extra = common_prefix_len(self.suffix(from), self.suffix(to - 1));
-        let mut prefix = self.prefix.to_vec();
-        prefix.extend_from_slice(&self.suffix(from)[..extra]);
-        let arena = usize::from(self.ends[to - 1]) - self.start(from) - extra * (to - from);
-        let mut leaf = Leaf::with_capacity(&prefix, to - from, arena);
-        for i in from..to {
-            leaf.push(
-                &self.prefix,
-                self.suffix(i),
-                self.entries[i],
-                self.tombs.get(i),
-            );
-        }
-        leaf
-    }
-
-    /// Appends the key `head ‖ tail` (which sorts after every key of the leaf and starts with
-    /// its prefix). Used to build leaves; the caller keeps the arena within `ARENA_MAX`.
-    fn push(&mut self, head: &[u8], tail: &[u8], p: Packed, tombstone: bool) {
-        let plen = self.prefix.len();
-        if plen <= head.len() {
-            self.arena.extend_from_slice(&head[plen..]);
-            self.arena.extend_from_slice(tail);
-        } else {
-            self.arena
-                .extend_from_slice(tail.get(plen - head.len()..).unwrap_or(&[]));
-        }
-        let i = self.len();
-        self.ends.push(self.arena.len() as u16);
-        self.entries.push(p);
-        self.tombs.set(i, tombstone);
-    }
-
-    /// `self` and `next` (whose keys all sort after this leaf's) as one leaf, if it would fit.
-    fn merged(&self, next: &Leaf) -> Option<Leaf> {
-        let (a, b) = (self.len(), next.len());
-        if a == 0 || b == 0 || a + b > LEAF_MERGE_MAX {
-            return None;
-        }
-        let plen = common_prefix_len2(
-            &self.prefix,
-            self.suffix(0),
-            &next.prefix,
-            next.suffix(b - 1),
-        );
-        let arena = self.arena_with_prefix(plen) + next.arena_with_prefix(plen);
-        if arena > ARENA_MAX {
-            return None;
-        }
-        let mut prefix = self.prefix.to_vec();
-        prefix.extend_from_slice(self.suffix(0));
-        prefix.truncate(plen);
-        let mut leaf = Leaf::with_capacity(&prefix, a + b, arena);
-        for i in 0..a {
-            leaf.push(
-                &self.prefix,
-                self.suffix(i),
-                self.entries[i],
-                self.tombs.get(i),
-            );
-        }
-        for i in 0..b {
-            leaf.push(
-                &next.prefix,
-                next.suffix(i),
-                next.entries[i],
-                next.tombs.get(i),
-            );
-        }
-        Some(leaf)
-    }
-
-    /// Heap bytes of the leaf's allocations, as malloc counts them.
-    fn heap_bytes(&self) -> usize {
-        malloc_bytes(self.prefix.len())
-            + malloc_bytes(self.ends.capacity() * std::mem::size_of::<u16>())
-            + malloc_bytes(self.arena.capacity())
-            + malloc_bytes(self.entries.capacity() * std::mem::size_of::<Packed>())
-    }
-}
-
-/// Sorted entries in flat vectors: the first pass of [`Index::from_recovered`].
-struct Flat {
-    keys: Vec<u8>,
-    /// `ends[i]`: end of key `i` in `keys`.
-    ends: Vec<usize>,
-    entries: Vec<Packed>,
-    tombs: Vec<bool>,
-}
-
-impl Flat {
-    fn with_capacity(n: usize) -> Flat {
-        Flat {
-            // Keys of 17 bytes are the most common (data pages, directory entries).
-            keys: Vec::with_capacity(n * 17),
-            ends: Vec::with_capacity(n),
-            entries: Vec::with_capacity(n),
-            tombs: Vec::with_capacity(n),
-        }
-    }
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-    fn key(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.keys[start..self.ends[i]]
-    }
-    fn last_key(&self) -> Option<&[u8]> {
-        self.len().checked_sub(1).map(|i| self.key(i))
-    }
-    fn push(&mut self, key: &[u8], e: &Entry) {
-        self.keys.extend_from_slice(key);
-        self.ends.push(self.keys.len());
-        self.entries.push(Packed::new(e));
-        self.tombs.push(e.tombstone);
-    }
-}
-
-/// Heap bytes of one leaf's slot in the map of leaves besides the leaf's own allocations: fence
-/// box and leaf in a B-tree node at its typical two-thirds fill, plus node headers.
-const LEAF_SLOT_BYTES: usize =
-    (std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Leaf>()) * 3 / 2 + 8;
-
-/// Heap bytes of one range delete's slot in the map of range deletes besides its key and bound
-/// allocations: as [`LEAF_SLOT_BYTES`], key and value in a B-tree node at two-thirds fill.
-const RANGE_SLOT_BYTES: usize =
-    (std::mem::size_of::<(Box<[u8]>, u64)>() + std::mem::size_of::<RangeDelete>()) * 3 / 2 + 8;
 
 #[derive(Default)]
 struct Inner {
@@ -655,19 +81,6 @@ struct Inner {
     /// work that grows with a file's size from work that grows with what it stores.
     visits: AtomicU64,
 }
-
-/// What a pending range delete has left to remove: the older entries in `[resume, end)`.
-#[derive(Debug)]
-struct Pending {
-    /// Exclusive; empty: unbounded.
-    end: Vec<u8>,
-    resume: Vec<u8>,
-}
-
-/// Entries a range delete's first removal step may look at, on the request path that applies it
-/// (whole leaves: a step stops at the first leaf boundary past it). A range delete covering no
-/// more (a small file's truncate or unlink) is done at once and never pending.
-pub const INLINE_REMOVAL_ENTRIES: usize = 256;
 
 #[derive(Default)]
 pub struct Index {
@@ -805,62 +218,12 @@ impl Index {
         }
     }
 
-    /// Removes the range delete starting at `start` with `version` if it is still the record
-    /// at `location`. Returns whether it did.
-    pub fn remove_range_if_at(&self, start: &[u8], version: u64, location: Location) -> bool {
-        let key = (Box::<[u8]>::from(start), version);
-        let mut inner = self.inner.write();
-        // A pending range delete still hides entries in the index: it stays until they are
-        // removed (a later pass may drop it).
-        if !inner.pending.contains_key(&key)
-            && inner
-                .ranges
-                .get(&key)
-                .is_some_and(|r| r.location == location)
-        {
-            inner.ranges.remove(&key);
-            true
-        } else {
-            false
-        }
-    }
-
     /// Whether `location` holds the record the index relies on for `key` (a put or tombstone).
     pub fn points_at(&self, key: &[u8], location: Location) -> bool {
         self.inner
             .read()
             .get(key)
             .is_some_and(|e| e.location == location)
-    }
-
-    /// Whether `location` holds the range delete starting at `start` with `version`.
-    pub fn range_at(&self, start: &[u8], version: u64, location: Location) -> bool {
-        let key = (Box::<[u8]>::from(start), version);
-        self.inner
-            .read()
-            .ranges
-            .get(&key)
-            .is_some_and(|r| r.location == location)
-    }
-
-    /// [`Index::compare_and_set`] for a range delete.
-    pub fn compare_and_set_range(
-        &self,
-        start: &[u8],
-        version: u64,
-        old: Location,
-        new: Location,
-        group: u32,
-    ) -> bool {
-        let key = (Box::<[u8]>::from(start), version);
-        match self.inner.write().ranges.get_mut(&key) {
-            Some(r) if r.location == old => {
-                r.location = new;
-                r.group = group;
-                true
-            }
-            _ => false,
-        }
     }
 
     /// Live entries (not tombstones) with keys in `[start, end)` (`end` empty: unbounded),
@@ -961,57 +324,6 @@ impl Index {
         n
     }
 
-    /// Whether some range delete still has older entries to remove.
-    pub fn has_pending(&self) -> bool {
-        !self.inner.read().pending.is_empty()
-    }
-
-    /// Test hook: the budget of a range delete's first removal step.
-    #[cfg(any(test, feature = "test-hooks"))]
-    pub fn test_set_inline_removal(&self, entries: usize) {
-        self.inner.write().inline_removal = Some(entries);
-    }
-
-    /// Range deletes with older entries still to remove.
-    pub fn pending_count(&self) -> usize {
-        self.inner.read().pending.len()
-    }
-
-    /// One bounded step of removing what pending range deletes hide: at most about `budget`
-    /// entries looked at (whole leaves), under the write lock once. Returns the locations of
-    /// the entries removed (their bytes are dead now), or `None` when nothing is pending.
-    /// Only entries older than the range delete go: a put that reached the index after it with
-    /// a newer version stays.
-    pub fn remove_pending_step(&self, budget: usize) -> Option<Vec<Location>> {
-        let mut inner = self.inner.write();
-        let (key, (end, resume)) = inner
-            .pending
-            .first_key_value()
-            .map(|(k, p)| (k.clone(), (p.end.clone(), p.resume.clone())))?;
-        let (displaced, rest) = inner.remove_older_in_range(&resume, &end, key.1, budget);
-        match rest {
-            Some(resume) => {
-                if let Some(p) = inner.pending.get_mut(&key) {
-                    p.resume = resume;
-                }
-            }
-            None => {
-                inner.pending.remove(&key);
-            }
-        }
-        Some(displaced)
-    }
-
-    /// Removes everything pending at once; the locations of the entries removed. Tests.
-    #[cfg(test)]
-    pub fn settle(&self) -> Vec<Location> {
-        let mut all = Vec::new();
-        while let Some(d) = self.remove_pending_step(usize::MAX) {
-            all.extend(d);
-        }
-        all
-    }
-
     /// Point entries looked at so far by lookups and walks (see `Inner::visits`).
     pub fn keys_visited(&self) -> u64 {
         self.inner.read().visits.load(Ordering::Relaxed)
@@ -1034,76 +346,6 @@ impl Index {
         self.inner.read().ranges.len()
     }
 
-    /// Estimated heap bytes: leaves (as malloc counts their allocations), the map of leaves, and
-    /// range deletes. Walks the leaves (about one per hundred entries).
-    pub fn heap_bytes(&self) -> usize {
-        let inner = self.inner.read();
-        inner
-            .leaves
-            .iter()
-            .map(|(fence, leaf)| malloc_bytes(fence.len()) + leaf.heap_bytes() + LEAF_SLOT_BYTES)
-            .sum::<usize>()
-            + inner
-                .ranges
-                .iter()
-                .map(|((start, _), r)| {
-                    malloc_bytes(start.len())
-                        + malloc_bytes(r.start.capacity())
-                        + malloc_bytes(r.end.capacity())
-                        + RANGE_SLOT_BYTES
-                })
-                .sum::<usize>()
-    }
-
-    /// Builds an index from recovered entries in one go (no version conflicts left to resolve),
-    /// given in ascending key order (a `BTreeMap` is): leaves are built directly, 7/8 full.
-    /// Entries out of order are not lost: they are applied one by one afterwards, the highest
-    /// version winning.
-    pub fn from_recovered(
-        points: impl IntoIterator<Item = (Box<[u8]>, Entry)>,
-        ranges: Vec<RangeDelete>,
-    ) -> Index {
-        // Two passes: the input is first copied into a few large flat vectors, which frees the
-        // input map as it goes; the leaves are then built into the freed, now contiguous, memory.
-        // Built while the input still lived, their small allocations (prefixes, fences, ends)
-        // would land in the holes of its freed keys and nodes all over the heap, and pin those
-        // pages: ~75 B of RSS per entry after a 1M-entry build, against ~35 B this way.
-        let points = points.into_iter();
-        let mut flat = Flat::with_capacity(points.size_hint().0);
-        let mut stragglers = Vec::new();
-        for (key, entry) in points {
-            if flat.last_key().is_some_and(|last| *key <= *last) {
-                stragglers.push((key, entry));
-            } else {
-                flat.push(&key, &entry);
-            }
-        }
-        let mut inner = Inner::default();
-        let (mut from, mut bytes) = (0, 0);
-        for i in 0..flat.len() {
-            let len = flat.key(i).len();
-            if i > from && (i - from >= LEAF_BULK_FILL || bytes + len > ARENA_MAX) {
-                inner.push_leaf(&flat, from, i);
-                (from, bytes) = (i, 0);
-            }
-            bytes += len;
-        }
-        if from < flat.len() {
-            inner.push_leaf(&flat, from, flat.len());
-        }
-        drop(flat);
-        for (key, entry) in stragglers {
-            inner.put_if_newer(&key, entry);
-        }
-        inner.ranges = ranges
-            .into_iter()
-            .map(|r| ((r.start.clone().into_boxed_slice(), r.version), r))
-            .collect();
-        Index {
-            inner: RwLock::new(inner),
-        }
-    }
-
     /// Test support: checks the structure's invariants, returns the number of leaves.
     #[cfg(test)]
     fn check(&self) -> usize {
@@ -1118,30 +360,6 @@ impl Inner {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
             .map(|(_, leaf)| leaf)
-    }
-
-    /// The pending range deletes that overlap `[from, end)` (`end` empty: unbounded), as
-    /// (start, end, version): what a walk over that span checks each entry against.
-    fn pending_over<'a>(&'a self, from: &[u8], end: &[u8]) -> Vec<(&'a [u8], &'a [u8], u64)> {
-        if self.pending.is_empty() {
-            return Vec::new();
-        }
-        self.pending
-            .iter()
-            .filter(|((start, _), p)| {
-                (end.is_empty() || start.as_ref() < end)
-                    && (p.end.is_empty() || p.end.as_slice() > from)
-            })
-            .map(|((start, version), p)| (start.as_ref(), p.end.as_slice(), *version))
-            .collect()
-    }
-
-    /// Whether one of `pending` (see [`Inner::pending_over`]) hides an entry of `key` with
-    /// `version`: it covers the key and is newer.
-    fn hidden(&self, pending: &[(&[u8], &[u8], u64)], key: &[u8], version: u64) -> bool {
-        pending
-            .iter()
-            .any(|&(start, end, v)| v > version && key >= start && (end.is_empty() || key < end))
     }
 
     fn get(&self, key: &[u8]) -> Option<Entry> {
@@ -1221,281 +439,21 @@ impl Inner {
             }
         }
     }
-
-    /// Inserts `key`, which is not in the index.
-    fn insert_new(&mut self, key: &[u8], p: Packed, tombstone: bool) {
-        self.len += 1;
-        loop {
-            let Some((_, leaf)) = self
-                .leaves
-                .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
-                .next_back()
-            else {
-                // No leaf yet (the first leaf's fence is empty, so no key sorts before it).
-                self.leaves
-                    .insert(Box::default(), Leaf::single(key, p, tombstone));
-                return;
-            };
-            let pos = match leaf.find(key) {
-                Ok(i) => {
-                    // Not reached (the caller looked), but an overwrite keeps the map sound.
-                    self.len -= 1;
-                    leaf.entries[i] = p;
-                    leaf.tombs.set(i, tombstone);
-                    return;
-                }
-                Err(i) => i,
-            };
-            if leaf.try_insert(pos, key, p, tombstone) {
-                return;
-            }
-            // The leaf is full (entries or suffix bytes).
-            let n = leaf.len();
-            if pos >= n {
-                // After every key of the leaf, before the next fence: a leaf of its own. Keys
-                // arriving in ascending order fill this new leaf next, and leave the full one
-                // full.
-                self.leaves
-                    .insert(key.into(), Leaf::single(key, p, tombstone));
-                return;
-            }
-            if pos == 0 {
-                // Before every key of the leaf, at or after its fence (descending runs): the key
-                // takes the leaf's place, the old leaf moves under its first key.
-                let old = std::mem::replace(leaf, Leaf::single(key, p, tombstone));
-                self.leaves.insert(old.key(0).into_boxed_slice(), old);
-                return;
-            }
-            // Split, then try again. An insert right after the previous one (an ascending run
-            // between two keys of the leaf, e.g. new inodes before the next tag's keys) splits
-            // there, so that the left part fills up; others split in the middle.
-            let at = if usize::from(leaf.last_insert) + 1 == pos {
-                pos
-            } else {
-                n / 2
-            };
-            let right = leaf.slice(at, n);
-            let left = leaf.slice(0, at);
-            *leaf = left;
-            self.leaves.insert(right.key(0).into_boxed_slice(), right);
-        }
-    }
-
-    /// Removes `key`'s entry, merging or dropping its leaf if it became small or empty.
-    fn remove_key(&mut self, key: &[u8]) -> Option<Entry> {
-        let (fence, leaf) = self
-            .leaves
-            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
-            .next_back()?;
-        let i = leaf.find(key).ok()?;
-        let entry = leaf.entry(i);
-        leaf.remove(i);
-        self.len -= 1;
-        if leaf.len() < LEAF_MERGE_BELOW {
-            let fence = fence.clone();
-            self.rebalance(&fence);
-        }
-        Some(entry)
-    }
-
-    /// Removes the point entries in `[start, end)` (`end` empty: unbounded) older than
-    /// `version`, leaf by leaf, stopping at the first leaf boundary after `budget` entries of
-    /// the leaves looked at. Returns their locations, and where to go on if it stopped before
-    /// `end` (the fence of the next leaf: every key below it in the range was dealt with).
-    /// Each leaf's survivors are rebuilt once, where removing key by key shifted the leaf once
-    /// per key (about a microsecond a page).
-    fn remove_older_in_range(
-        &mut self,
-        start: &[u8],
-        end: &[u8],
-        version: u64,
-        budget: usize,
-    ) -> (Vec<Location>, Option<Vec<u8>>) {
-        if !end.is_empty() && end <= start {
-            return (Vec::new(), None); // an empty range (BTreeMap::range would panic on it)
-        }
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end)
-        };
-        let mut fences: Vec<Box<[u8]>> = Vec::new();
-        let mut resume = None;
-        let mut taken = 0;
-        let first = self
-            .leaves
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
-            .next_back();
-        let rest = self
-            .leaves
-            .range::<[u8], _>((Bound::Excluded(start), upper));
-        for (fence, leaf) in first.into_iter().chain(rest) {
-            if taken >= budget && !fences.is_empty() {
-                resume = Some(fence.to_vec());
-                break;
-            }
-            taken += leaf.len();
-            fences.push(fence.clone());
-        }
-        let range_end = end;
-        let mut displaced = Vec::new();
-        let mut underfull = Vec::new();
-        let mut visited = 0;
-        for fence in fences {
-            let Some(leaf) = self.leaves.get_mut(&fence) else {
-                continue;
-            };
-            let (Ok(lo) | Err(lo)) = leaf.find(start);
-            let hi = if range_end.is_empty() {
-                leaf.len()
-            } else {
-                let (Ok(hi) | Err(hi)) = leaf.find(range_end);
-                hi
-            };
-            visited += hi.saturating_sub(lo) as u64;
-            let mut keep: Vec<usize> = (0..lo).collect();
-            for i in lo..hi {
-                if leaf.entries[i].version() < version {
-                    displaced.push(leaf.entries[i].location());
-                } else {
-                    keep.push(i);
-                }
-            }
-            keep.extend(hi.max(lo)..leaf.len());
-            if keep.len() == leaf.len() {
-                continue;
-            }
-            self.len -= leaf.len() - keep.len();
-            let survivors = leaf.kept(&keep);
-            *leaf = survivors;
-            if leaf.len() < LEAF_MERGE_BELOW {
-                underfull.push(fence);
-            }
-        }
-        self.visits.fetch_add(visited, Ordering::Relaxed);
-        // Last first: an emptied first leaf hands its (empty) fence to the next leaf, which
-        // must then already be settled.
-        for fence in underfull.iter().rev() {
-            self.rebalance(fence);
-        }
-        (displaced, resume)
-    }
-
-    /// Drops the leaf at `fence` if empty, or merges it with a neighbour if both fit in one.
-    fn rebalance(&mut self, fence: &[u8]) {
-        let Some(leaf) = self.leaves.get(fence) else {
-            return;
-        };
-        if leaf.len() == 0 {
-            self.leaves.remove(fence);
-            if fence.is_empty() {
-                // The first leaf's fence must stay empty: every key sorts at or after it.
-                if let Some((_, next)) = self.leaves.pop_first() {
-                    self.leaves.insert(Box::default(), next);
-                }
-            }
-            return;
-        }
-        let next = self
-            .leaves
-            .range::<[u8], _>((Bound::Excluded(fence), Bound::Unbounded))
-            .next();
-        if let Some((next_fence, next)) = next
-            && let Some(merged) = leaf.merged(next)
-        {
-            let next_fence = next_fence.clone();
-            self.leaves.remove(&next_fence);
-            if let Some(slot) = self.leaves.get_mut(fence) {
-                *slot = merged;
-            }
-            return;
-        }
-        let prev = self
-            .leaves
-            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(fence)))
-            .next_back();
-        if let Some((prev_fence, prev)) = prev
-            && let Some(merged) = prev.merged(leaf)
-        {
-            let prev_fence = prev_fence.clone();
-            self.leaves.remove(fence);
-            if let Some(slot) = self.leaves.get_mut(&prev_fence) {
-                *slot = merged;
-            }
-        }
-    }
-
-    /// Appends a leaf of entries `from..to` of `flat` (not empty, after every key in the index,
-    /// suffix bytes within `ARENA_MAX`). Recovery's bulk build.
-    fn push_leaf(&mut self, flat: &Flat, from: usize, to: usize) {
-        if from >= to {
-            return;
-        }
-        let (first, last) = (flat.key(from), flat.key(to - 1));
-        let plen = common_prefix_len(first, last);
-        let arena = (from..to).map(|i| flat.key(i).len() - plen).sum();
-        let mut leaf = Leaf::with_capacity(&first[..plen], to - from, arena);
-        for i in from..to {
-            leaf.push(flat.key(i), &[], flat.entries[i], flat.tombs[i]);
-        }
-        let fence = if self.leaves.is_empty() {
-            Box::default()
-        } else {
-            first.into()
-        };
-        self.len += to - from;
-        self.leaves.insert(fence, leaf);
-    }
-
-    #[cfg(test)]
-    fn check(&self) -> usize {
-        let mut prev: Option<Vec<u8>> = None;
-        let mut count = 0;
-        let fences: Vec<&Box<[u8]>> = self.leaves.keys().collect();
-        if let Some(first) = fences.first() {
-            assert!(first.is_empty(), "the first leaf's fence is empty");
-        }
-        for (n, (fence, leaf)) in self.leaves.iter().enumerate() {
-            assert!(leaf.len() > 0, "no empty leaf stays");
-            assert!(leaf.len() <= LEAF_MAX);
-            assert!(leaf.arena.len() <= ARENA_MAX);
-            assert_eq!(leaf.ends.len(), leaf.len());
-            assert_eq!(usize::from(leaf.ends[leaf.len() - 1]), leaf.arena.len());
-            for i in 0..leaf.len() {
-                assert!(leaf.start(i) <= usize::from(leaf.ends[i]), "ends ascend");
-                let key = leaf.key(i);
-                assert!(key.as_slice() >= &fence[..], "key at or after its fence");
-                if let Some(next) = fences.get(n + 1) {
-                    assert!(key.as_slice() < &next[..], "key before the next fence");
-                }
-                if let Some(p) = &prev {
-                    assert!(key > *p, "keys strictly ascending");
-                }
-                assert_eq!(leaf.find(&key), Ok(i), "every key is found where it is");
-                prev = Some(key);
-            }
-            for i in leaf.len()..128 {
-                assert!(!leaf.tombs.get(i), "no tombstone flag past the end");
-            }
-            count += leaf.len();
-        }
-        assert_eq!(count, self.len, "len counts the entries");
-        self.leaves.len()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn loc(segment: u32, offset: u32) -> Location {
+    pub(super) fn loc(segment: u32, offset: u32) -> Location {
         Location {
             segment,
             offset,
             len: 10,
         }
     }
-    fn put(key: &[u8], version: u64, at: Location) -> Update {
+
+    pub(super) fn put(key: &[u8], version: u64, at: Location) -> Update {
         Update::Point {
             key: key.to_vec(),
             entry: Entry {
@@ -1505,6 +463,49 @@ mod tests {
                 tombstone: false,
             },
         }
+    }
+
+    pub(super) fn entry(version: u64, at: Location, group: u32, tombstone: bool) -> Entry {
+        Entry {
+            location: at,
+            version,
+            group,
+            tombstone,
+        }
+    }
+
+    /// splitmix64: a small deterministic generator for the randomized tests.
+    pub(super) struct Rng(pub(super) u64);
+
+    impl Rng {
+        pub(super) fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        pub(super) fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    pub(super) fn fs_key(tag: u8, ino: u64, tail: Option<u64>) -> Vec<u8> {
+        let mut k = vec![tag];
+        k.extend_from_slice(&ino.to_be_bytes());
+        if let Some(t) = tail {
+            k.extend_from_slice(&t.to_be_bytes());
+        }
+        k
+    }
+
+    pub(super) fn all_keys(index: &Index) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        index.inner.read().walk(Bound::Unbounded, |k, _, _| {
+            keys.push(k.to_vec());
+            true
+        });
+        keys
     }
 
     #[test]
@@ -1519,30 +520,6 @@ mod tests {
         assert_eq!(index.get(b"k").unwrap().location, loc(1, 0));
         let newer = index.apply(&put(b"k", 9, loc(2, 0)), &[]);
         assert_eq!(newer.displaced, vec![loc(1, 0)]);
-    }
-
-    #[test]
-    fn range_delete_removes_only_older_keys_in_range() {
-        let index = Index::default();
-        index.apply(&put(b"a1", 1, loc(0, 0)), &[]);
-        index.apply(&put(b"a2", 10, loc(0, 10)), &[]);
-        index.apply(&put(b"b1", 1, loc(0, 20)), &[]);
-        let r = RangeDelete {
-            start: b"a".to_vec(),
-            end: b"b".to_vec(),
-            version: 5,
-            location: loc(0, 30),
-            group: 0,
-        };
-        let applied = index.apply(&Update::Range(r.clone()), &[]);
-        assert_eq!(applied.displaced, vec![loc(0, 0)]);
-        assert!(index.get(b"a1").is_none());
-        assert!(index.get(b"a2").is_some(), "newer than the delete");
-        assert!(index.get(b"b1").is_some(), "outside the range");
-        // A put from the same buffer with a lower version arriving after the range delete dies.
-        let late = index.apply(&put(b"a3", 4, loc(0, 40)), &[r]);
-        assert!(!late.new_is_live);
-        assert!(index.get(b"a3").is_none());
     }
 
     #[test]
@@ -1589,112 +566,6 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(after, vec![b"p3".to_vec()]);
-    }
-
-    fn entry(version: u64, at: Location, group: u32, tombstone: bool) -> Entry {
-        Entry {
-            location: at,
-            version,
-            group,
-            tombstone,
-        }
-    }
-
-    /// splitmix64: a small deterministic generator for the randomized tests.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-    }
-
-    fn fs_key(tag: u8, ino: u64, tail: Option<u64>) -> Vec<u8> {
-        let mut k = vec![tag];
-        k.extend_from_slice(&ino.to_be_bytes());
-        if let Some(t) = tail {
-            k.extend_from_slice(&t.to_be_bytes());
-        }
-        k
-    }
-
-    fn all_keys(index: &Index) -> Vec<Vec<u8>> {
-        let mut keys = Vec::new();
-        index.inner.read().walk(Bound::Unbounded, |k, _, _| {
-            keys.push(k.to_vec());
-            true
-        });
-        keys
-    }
-
-    #[test]
-    fn leaves_split_when_full_and_every_key_stays_found() {
-        // Ascending: the full leaf stays full, the next key starts a leaf of its own.
-        let index = Index::default();
-        for i in 0..LEAF_MAX as u64 {
-            index.apply(&put(&fs_key(b'C', 7, Some(i)), 1, loc(0, i as u32)), &[]);
-        }
-        assert_eq!(index.check(), 1, "{LEAF_MAX} entries fit in one leaf");
-        index.apply(&put(&fs_key(b'C', 7, Some(1000)), 1, loc(0, 1000)), &[]);
-        assert_eq!(index.check(), 2, "one more splits it");
-        {
-            let inner = index.inner.read();
-            let sizes: Vec<usize> = inner.leaves.values().map(Leaf::len).collect();
-            assert_eq!(
-                sizes,
-                vec![LEAF_MAX, 1],
-                "an ascending run leaves full leaves"
-            );
-        }
-        // Descending into a full leaf: the key takes the leaf's place.
-        let index = Index::default();
-        for i in (0..=LEAF_MAX as u64).rev() {
-            index.apply(&put(&fs_key(b'C', 7, Some(i)), 1, loc(0, i as u32)), &[]);
-        }
-        assert_eq!(index.check(), 2);
-        // Random order, many splits: every key is found with its own entry.
-        let index = Index::default();
-        let mut rng = Rng(3);
-        let mut keys: Vec<u64> = (0..5000).collect();
-        for i in (1..keys.len()).rev() {
-            keys.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        for &k in &keys {
-            index.apply(
-                &put(&fs_key(b'D', k % 13, Some(k)), k, loc(1, k as u32)),
-                &[],
-            );
-        }
-        let leaves = index.check();
-        assert!(leaves >= 5000 / LEAF_MAX, "{leaves} leaves");
-        for &k in &keys {
-            let e = index.get(&fs_key(b'D', k % 13, Some(k))).expect("found");
-            assert_eq!((e.version, e.location), (k, loc(1, k as u32)));
-        }
-        assert!(index.get(&fs_key(b'D', 0, Some(1))).is_none());
-        assert_eq!(index.len(), 5000);
-    }
-
-    #[test]
-    fn split_in_the_middle_of_a_run_keeps_the_run_together() {
-        // Keys appended between two groups of keys (new inodes before the next tag) split the
-        // leaf where they arrive: the leaves they fill end up full.
-        let index = Index::default();
-        index.apply(&put(b"Z", 1, loc(0, 0)), &[]);
-        for i in 0..(4 * LEAF_MAX) as u64 {
-            index.apply(&put(&fs_key(b'I', i, None), 1, loc(0, i as u32)), &[]);
-        }
-        index.check();
-        let inner = index.inner.read();
-        let sizes: Vec<usize> = inner.leaves.values().map(Leaf::len).collect();
-        let full = sizes.iter().filter(|&&n| n == LEAF_MAX).count();
-        assert!(full >= 3, "leaves {sizes:?}");
     }
 
     #[test]
@@ -1814,186 +685,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn range_deletes_across_leaves_empty_them_and_report_what_died() {
-        let index = Index::default();
-        for i in 0..3000u64 {
-            // Every seventh key is newer than the range delete below and survives it.
-            let version = if i % 7 == 0 { 100 } else { 1 };
-            index.apply(
-                &put(&fs_key(b'C', i / 1000, Some(i)), version, loc(0, i as u32)),
-                &[],
-            );
-        }
-        let before = index.check();
-        let r = RangeDelete {
-            start: fs_key(b'C', 1, None),
-            end: fs_key(b'C', 2, None),
-            version: 50,
-            location: loc(9, 0),
-            group: 0,
-        };
-        let mut applied = index.apply(&Update::Range(r), &[]);
-        // A range of a thousand entries is left pending after one bounded step.
-        assert_eq!(index.pending_count(), 1);
-        assert!(applied.displaced.len() < 1000 - 1000 / 7);
-        applied.displaced.extend(index.settle());
-        assert_eq!(index.pending_count(), 0);
-        let want: Vec<Location> = (1000..2000u64)
-            .filter(|i| i % 7 != 0)
-            .map(|i| loc(0, i as u32))
-            .collect();
-        assert_eq!(
-            applied.displaced, want,
-            "the older keys in range, in key order"
-        );
-        let after = index.check();
-        assert!(after < before, "leaves merged: {before} -> {after}");
-        assert_eq!(index.len(), 3000 - want.len());
-        assert_eq!(index.range_delete_count(), 1);
-        // Everything, unbounded above and newer than all: the index empties, leaves go.
-        let r = RangeDelete {
-            start: Vec::new(),
-            end: Vec::new(),
-            version: 1000,
-            location: loc(9, 100),
-            group: 0,
-        };
-        let mut applied = index.apply(&Update::Range(r), &[]);
-        // The first step's keys, the range delete it supersedes, then the rest.
-        assert!(applied.displaced.contains(&loc(9, 0)));
-        applied.displaced.extend(index.settle());
-        assert_eq!(applied.displaced.len(), 3000 - want.len() + 1);
-        assert_eq!(index.range_delete_count(), 1);
-        assert_eq!(index.check(), 0);
-        assert_eq!(index.len(), 0);
-        assert!(index.scan(b"", b"", None, 10).is_empty());
-        // And it fills again.
-        index.apply(&put(b"again", 2000, loc(1, 0)), &[]);
-        assert_eq!(index.check(), 1);
-        assert!(index.get(b"again").is_some());
-    }
-
-    #[test]
-    fn removals_that_empty_the_first_leaf_keep_every_key_reachable() {
-        let index = Index::default();
-        for i in 0..1000u64 {
-            index.apply(&put(&fs_key(b'I', i, None), 1, loc(0, i as u32)), &[]);
-        }
-        for i in 0..1000u64 {
-            assert!(index.remove_if_at(&fs_key(b'I', i, None), loc(0, i as u32)));
-            if i % 50 == 0 {
-                index.check();
-            }
-            // The smallest remaining key and a key before everything.
-            if i + 1 < 1000 {
-                assert!(index.get(&fs_key(b'I', i + 1, None)).is_some());
-            }
-            assert!(index.get(b"A").is_none());
-        }
-        assert_eq!(index.check(), 0);
-        // Removing from the back merges the shrinking last leaves into their neighbours.
-        for i in 0..1000u64 {
-            index.apply(&put(&fs_key(b'I', i, None), 1, loc(0, i as u32)), &[]);
-        }
-        for i in (100..1000u64).rev() {
-            assert!(index.remove_if_at(&fs_key(b'I', i, None), loc(0, i as u32)));
-        }
-        assert_eq!(index.check(), 1, "100 entries end up in one leaf");
-        assert!(
-            !index.remove_if_at(&fs_key(b'I', 5, None), loc(0, 6)),
-            "wrong location"
-        );
-    }
-
-    #[test]
-    fn keys_of_any_length_fit() {
-        // Far beyond MAX_KEY_LEN: a leaf's suffix bytes are bounded, so such keys get leaves of
-        // their own rather than overflowing the u16 offsets.
-        let index = Index::default();
-        let mut keys = Vec::new();
-        for (i, len) in [0usize, 1, 40_000, 70_000, 9_000, 16_384, 16_385, 65_535, 3]
-            .iter()
-            .enumerate()
-        {
-            for j in 0..4u8 {
-                let mut k = vec![b'k'; *len];
-                k.push(j);
-                keys.push(k.clone());
-                index.apply(&put(&k, 1, loc(i as u32, j.into())), &[]);
-                index.check();
-            }
-            let mut k = vec![b'j'; *len];
-            k.push(b'x');
-            keys.push(k.clone());
-            index.apply(&put(&k, 1, loc(i as u32, 9)), &[]);
-            index.check();
-        }
-        keys.sort();
-        keys.dedup();
-        for k in &keys {
-            assert!(index.get(k).is_some());
-        }
-        let got: Vec<Vec<u8>> = index
-            .scan(b"", b"", None, usize::MAX)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(got, keys);
-        assert_eq!(all_keys(&index), keys);
-        let bulk = Index::from_recovered(
-            keys.iter()
-                .map(|k| (k.clone().into_boxed_slice(), entry(1, loc(0, 0), 0, false))),
-            Vec::new(),
-        );
-        bulk.check();
-        assert_eq!(all_keys(&bulk), keys);
-    }
-
-    #[test]
-    fn bulk_build_gives_the_same_index_as_inserts() {
-        let mut rng = Rng(11);
-        let mut model: BTreeMap<Box<[u8]>, Entry> = BTreeMap::new();
-        for i in 0..20_000u64 {
-            let key = match rng.below(3) {
-                0 => fs_key(b'I', rng.below(5000), None),
-                1 => fs_key(b'D', rng.below(40), Some(rng.next() >> 8)),
-                _ => fs_key(b'C', rng.below(200), Some(rng.below(300))),
-            };
-            let e = entry(i, loc(i as u32 / 100, i as u32), (i % 5) as u32, i % 9 == 0);
-            model.insert(key.into_boxed_slice(), e);
-        }
-        let index = Index::from_recovered(model.clone(), Vec::new());
-        let leaves = index.check();
-        assert!(leaves <= model.len() / LEAF_BULK_FILL + 1);
-        assert_eq!(index.len(), model.len());
-        for (k, e) in &model {
-            assert_eq!(index.get(k), Some(*e));
-        }
-        let live: Vec<(Vec<u8>, Entry)> = model
-            .iter()
-            .filter(|(_, e)| !e.tombstone)
-            .map(|(k, e)| (k.to_vec(), *e))
-            .collect();
-        assert_eq!(index.scan(b"", b"", None, usize::MAX), live);
-        // Out of order and repeated keys (not what recovery gives): nothing lost, highest
-        // version wins.
-        let mut shuffled: Vec<(Box<[u8]>, Entry)> = model.clone().into_iter().collect();
-        for i in (1..shuffled.len()).rev() {
-            shuffled.swap(i, rng.below(i as u64 + 1) as usize);
-        }
-        let (k0, e0) = shuffled[0].clone();
-        shuffled.push((k0.clone(), entry(e0.version + 1, loc(77, 7), 0, false)));
-        shuffled.push((k0.clone(), entry(0, loc(66, 6), 0, false)));
-        let index = Index::from_recovered(shuffled, Vec::new());
-        index.check();
-        assert_eq!(index.len(), model.len());
-        assert_eq!(index.get(&k0).unwrap().location, loc(77, 7));
-        for (k, e) in model.iter().filter(|(k, _)| **k != k0) {
-            assert_eq!(index.get(k), Some(*e));
-        }
-    }
-
     /// The index's rules, on a plain map.
     #[derive(Default)]
     struct Model {
@@ -2100,42 +791,6 @@ mod tests {
                 let (a, b) = (random_key(rng), random_key(rng));
                 if a <= b { (a, b) } else { (b, a) }
             }
-        }
-    }
-
-    /// Recovery's sweep drops exactly the range deletes another one supersedes.
-    #[test]
-    fn superseded_ranges_are_dropped_as_one_by_one_comparison_finds() {
-        for seed in 0..200u64 {
-            let mut rng = Rng(seed);
-            let n = 1 + rng.below(40) as usize;
-            let ranges: Vec<RangeDelete> = (0..n)
-                .map(|i| {
-                    // Few distinct bounds, so that starts, ends and containments repeat.
-                    let (a, b) = (rng.below(6) as u8, rng.below(6) as u8);
-                    let (low, high) = (a.min(b), a.max(b) + 1);
-                    let end = if rng.below(5) == 0 {
-                        Vec::new()
-                    } else {
-                        vec![b'a' + high]
-                    };
-                    RangeDelete {
-                        start: vec![b'a' + low],
-                        end,
-                        version: 1 + rng.below(30) * 100 + i as u64,
-                        location: loc(i as u32, 0),
-                        group: 0,
-                    }
-                })
-                .collect();
-            let want: Vec<RangeDelete> = ranges
-                .iter()
-                .filter(|r| !ranges.iter().any(|o| o.supersedes(r)))
-                .cloned()
-                .collect();
-            let mut got = ranges.clone();
-            drop_superseded_ranges(&mut got);
-            assert_eq!(got, want, "seed {seed}");
         }
     }
 
