@@ -8,12 +8,20 @@
 //! - `format`: every on-disk byte (buffer and record headers, superblock).
 //! - [`storage`]: files, or crash-simulation memory ([`storage::SimStorage`]).
 //! - `segments`: the segment manager (states, generations, live bytes, allocation).
+//! - `batch`: a user batch checked against the limits and encoded for the log.
 //! - `log`: the write buffer, its write gate, group commit and the active segment.
-//! - `index`: key -> location, version and group.
+//! - `index`: key -> location, version and group; range deletes.
+//! - `read`: the read path (point reads, scans, read-ahead).
 //! - `groups`: the open group-owned segments, where the separator and compaction put copies.
 //! - `compaction`: which segments to empty (pure); the passes themselves are `Inner::separate`
 //!   and `Inner::compact_pass` here.
 //! - `tombstones`: which puts each segment holds, to know when a tombstone may be dropped.
+//! - `reclaim`: frees segments whose records are all dead.
+//! - `background`: the background thread that schedules syncs, removals, reclamation, the
+//!   separator and compaction.
+//! - `stats`: the engine's figures.
+//! - `test_hooks`: the `test_*` hooks the tests reach into the engine with (feature
+//!   `test-hooks`).
 //! - `recovery`: rebuilds all of the above from the segments at open.
 //! - `check`: the offline checker behind `logstorfs fsck`.
 //!

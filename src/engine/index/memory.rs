@@ -1,7 +1,7 @@
 //! The index's memory estimate (`Index::heap_bytes`, behind `EngineStats::index_bytes`): what
 //! malloc holds for the leaves, the map of leaves and the range deletes. The rule it keeps: the
 //! estimate counts every allocation the index makes, as glibc's malloc rounds it, so that it
-//! stays within a few percent of what a counting allocator sees (`tests/index_memory.rs`).
+//! stays within a fifth of what a counting allocator sees (`tests/index_memory.rs`).
 
 use super::leaf::{Leaf, Packed};
 use super::{Index, RangeDelete};
