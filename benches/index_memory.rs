@@ -25,8 +25,8 @@
 #[allow(dead_code, unused_imports)]
 #[path = "../src/engine/concurrency.rs"]
 mod concurrency;
-#[allow(dead_code)]
-#[path = "../src/engine/index.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../src/engine/index/mod.rs"]
 mod index;
 
 use std::collections::BTreeMap;

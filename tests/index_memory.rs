@@ -15,8 +15,8 @@
 #[allow(dead_code, unused_imports)]
 #[path = "../src/engine/concurrency.rs"]
 mod concurrency;
-#[allow(dead_code)]
-#[path = "../src/engine/index.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../src/engine/index/mod.rs"]
 mod index;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -680,11 +680,13 @@ impl Log {
     }
 
     /// For tests: whether the flush of buffer `seq` is complete.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn completed_seq(&self) -> u64 {
         self.state.lock().completed_seq
     }
 
     /// Waits until every sealed buffer's flush is complete (or the log failed).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn wait_flushes_complete(&self) {
         let mut st = self.state.lock();
         st.seal_upto = st.seal_upto.max(st.next_lsn - 1);

@@ -8,12 +8,20 @@
 //! - `format`: every on-disk byte (buffer and record headers, superblock).
 //! - [`storage`]: files, or crash-simulation memory ([`storage::SimStorage`]).
 //! - `segments`: the segment manager (states, generations, live bytes, allocation).
+//! - `batch`: a user batch checked against the limits and encoded for the log.
 //! - `log`: the write buffer, its write gate, group commit and the active segment.
-//! - `index`: key -> location, version and group.
+//! - `index`: key -> location, version and group; range deletes.
+//! - `read`: the read path (point reads, scans, read-ahead).
 //! - `groups`: the open group-owned segments, where the separator and compaction put copies.
 //! - `compaction`: which segments to empty (pure); the passes themselves are `Inner::separate`
 //!   and `Inner::compact_pass` here.
 //! - `tombstones`: which puts each segment holds, to know when a tombstone may be dropped.
+//! - `reclaim`: frees segments whose records are all dead.
+//! - `background`: the background thread that schedules syncs, removals, reclamation, the
+//!   separator and compaction.
+//! - `stats`: the engine's figures.
+//! - `test_hooks`: the `test_*` hooks the tests reach into the engine with (feature
+//!   `test-hooks`).
 //! - `recovery`: rebuilds all of the above from the segments at open.
 //! - `check`: the offline checker behind `logstorfs fsck`.
 //!
@@ -26,6 +34,8 @@
 #![warn(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod api;
+mod background;
+mod batch;
 pub mod check;
 mod checkpoint;
 mod compaction;
@@ -36,14 +46,19 @@ mod index;
 pub mod instrument;
 mod log;
 pub mod progress;
+mod read;
 mod read_only;
 mod read_pins;
+mod reclaim;
 mod recovery;
 mod scan;
 mod segments;
+mod stats;
 pub mod storage;
 pub mod store_dir;
 mod synctable;
+#[cfg(any(test, feature = "test-hooks"))]
+mod test_hooks;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -61,13 +76,13 @@ use std::time::Duration;
 use concurrency::{
     Arc, AtomicBool, AtomicU64, Condvar, Instant, JoinHandle, Mutex, Ordering, RwLock,
 };
-use crc32fast::Hasher;
 
+use background::REMOVAL_STEP_ENTRIES;
+use batch::{EncodedBatch, validate};
 use format::{
-    BLOCK_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, SUPERBLOCK_VERSION, SegmentKind,
-    Superblock, record_body_crc, version_of,
+    RECORD_HEADER_SIZE, RecordHeader, RecordKind, SUPERBLOCK_VERSION, SegmentKind, Superblock,
 };
-use index::{Entry, Index, Location, RangeDelete, Update};
+use index::{Index, Location, Update};
 use segments::SegmentManager;
 use storage::{FileStorage, Storage};
 
@@ -138,10 +153,6 @@ struct Inner {
 /// engine work that reaches a step (a reclamation that races the pass it was called from).
 type StepHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 
-/// Index entries a step of removing what pending range deletes hide looks at (whole leaves):
-/// about half a millisecond of the index's write lock.
-const REMOVAL_STEP_ENTRIES: usize = 1024;
-
 /// A compaction pass frees the victims it has emptied so far once free segments drop to this
 /// many above what compaction may not take (half the reserve).
 const INCREMENTAL_RECLAIM_FREE_SEGMENTS: usize = 3;
@@ -153,14 +164,6 @@ const OPEN_SEGMENTS_AT_WORST: u32 = 3;
 
 /// The fill of the closed segments that compaction can sustain, in eighths (`user_capacity`).
 const SUSTAINABLE_FILL_EIGHTHS: u64 = 7;
-
-/// How often the background thread looks for work (syncs due, dead segments).
-const BACKGROUND_TICK: Duration = Duration::from_millis(100);
-
-/// Ticks without user writes after which the log's newest durable batches get a marker behind
-/// them (`Inner::vouch_for_newest_batches`): a second, so that a trickle of writes does not pay
-/// a marker and a sync each.
-const IDLE_TICKS_BEFORE_MARKER: u32 = 10;
 
 impl Engine {
     /// Opens the store in `dir`, creating it (with `options`' geometry) if it holds none and
@@ -507,16 +510,6 @@ impl Engine {
         self.inner.stats()
     }
 
-    /// Test hook: a range delete's first removal step (on the writer's path) and each later
-    /// one (background) look at about this many index entries (whole leaves, at least one).
-    #[doc(hidden)]
-    pub fn test_set_removal_steps(&self, inline: usize, step: usize) {
-        self.inner.index.test_set_inline_removal(inline);
-        self.inner
-            .removal_step
-            .store(step as u64, Ordering::Relaxed);
-    }
-
     /// Range deletes whose covered entries are not all removed from the index yet (hidden from
     /// readers meanwhile).
     pub fn pending_range_deletes(&self) -> usize {
@@ -603,179 +596,6 @@ impl Engine {
         }
         result
     }
-
-    /// Stops the background thread, then the flusher. The order matters: a background pass may
-    /// still append copies or ask for a marker, which only the flusher can write; stopping the
-    /// flusher first once left such a pass waiting forever (a hang seen in CI).
-    fn stop_background(&mut self) {
-        *self.inner.stop.lock() = true;
-        self.inner.wake.notify_all();
-        let mut threads = std::mem::take(&mut self.threads);
-        let flusher = threads.pop();
-        for handle in threads {
-            let _ = handle.join();
-        }
-        self.inner.log.stop();
-        if let Some(flusher) = flusher {
-            let _ = flusher.join();
-        }
-    }
-
-    /// Test hook: sleep this long between a batch's buffer write and its index update, so that
-    /// a test can watch the write gate hold the flush and the segment open.
-    #[doc(hidden)]
-    pub fn test_set_index_delay(&self, delay: Duration) {
-        self.inner
-            .test_index_delay_ms
-            .store(delay.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Test hook: (segment of `key`'s record, whether that segment is closed).
-    #[doc(hidden)]
-    pub fn test_segment_of(&self, key: &[u8]) -> Option<(u32, bool)> {
-        let entry = self.inner.index.get(key)?;
-        let info = self.inner.segments.info(entry.location.segment);
-        Some((
-            entry.location.segment,
-            info.state == segments::SegmentState::Closed,
-        ))
-    }
-
-    /// Test hook: (segment, offset in it) of `key`'s record.
-    #[doc(hidden)]
-    pub fn test_location_of(&self, key: &[u8]) -> Option<(u32, u32)> {
-        let entry = self.inner.index.get(key)?;
-        Some((entry.location.segment, entry.location.offset))
-    }
-
-    /// Test hook: the sequence number of the newest buffer whose flush is complete.
-    #[doc(hidden)]
-    pub fn test_completed_flushes(&self) -> u64 {
-        self.inner.log.completed_seq()
-    }
-
-    /// Test hook: waits until the flushes of all sealed buffers are complete.
-    #[doc(hidden)]
-    pub fn test_wait_flushes(&self) {
-        self.inner.log.wait_flushes_complete()
-    }
-
-    /// Test hook: run one reclamation pass now (frees closed segments with no live data).
-    #[doc(hidden)]
-    pub fn test_reclaim(&self) -> Result<usize> {
-        self.inner.reclaim_dead_segments()
-    }
-
-    /// Test hook: stop background syncs, reclamation and compaction (waits for a pass in
-    /// progress), so that a test decides alone what becomes durable.
-    #[doc(hidden)]
-    pub fn test_pause_background(&self) {
-        self.inner
-            .test_background_paused
-            .store(true, Ordering::SeqCst);
-        drop(self.inner.compaction_lock.lock());
-        drop(self.inner.reclaim_lock.lock());
-        drop(self.inner.removal_lock.lock());
-    }
-
-    /// Test hook (schedule tests): every point read gives the other threads `turns` turns
-    /// between its index lookup and its read of the record.
-    #[cfg(feature = "shuttle")]
-    #[doc(hidden)]
-    pub fn test_stall_reads_after_lookup(&self, turns: u64) {
-        self.inner
-            .test_read_stall_turns
-            .store(turns, Ordering::Relaxed);
-    }
-
-    /// Test hook: run one compaction pass now; returns the number of victims emptied.
-    #[doc(hidden)]
-    pub fn test_compact(&self) -> Result<usize> {
-        let n = self
-            .inner
-            .compact_pass(compaction::MAX_PASS_LIVE_SEGMENTS)?;
-        self.inner.sync()?;
-        self.inner.reclaim_dead_segments()?;
-        Ok(n)
-    }
-
-    /// Test hook: run the separator now (every closed mixed segment, whatever their number),
-    /// then sync and free what it emptied. Returns the number of mixed segments it handled.
-    #[doc(hidden)]
-    pub fn test_separate(&self) -> Result<usize> {
-        let n = self.inner.separate(true)?;
-        self.inner.sync()?;
-        self.inner.reclaim_dead_segments()?;
-        Ok(n)
-    }
-
-    /// Test hook: call `hook` with the step's name at every step of separator, compaction and
-    /// reclamation passes.
-    #[doc(hidden)]
-    pub fn test_set_step_hook(&self, hook: Option<Box<dyn Fn(&'static str) + Send + Sync>>) {
-        *self.inner.test_step_hook.lock() = hook.map(StepHook::from);
-    }
-
-    /// Test hook: (segment, kind is group-owned, group, state is closed) of every segment in
-    /// use, and the raw bytes of each (up to its end).
-    #[doc(hidden)]
-    pub fn test_segment_images(&self) -> Vec<(u32, bool, u32, bool, Vec<u8>)> {
-        let mut out = Vec::new();
-        for (s, (info, _)) in self.inner.segments.snapshot().into_iter().enumerate() {
-            if info.state == segments::SegmentState::Free {
-                continue;
-            }
-            let mut image = vec![0u8; info.used as usize];
-            if self.inner.segments.read(s as u32, 0, &mut image).is_ok() {
-                out.push((
-                    s as u32,
-                    info.kind == SegmentKind::Group,
-                    info.group,
-                    info.state == segments::SegmentState::Closed,
-                    image,
-                ));
-            }
-        }
-        out
-    }
-
-    /// Test hook: the groups of the records in `image` of `segment` that the index points at.
-    #[doc(hidden)]
-    pub fn test_live_groups_in(&self, segment: u32, image: &[u8]) -> Vec<u32> {
-        let hw = self.inner.segments.generation_high_water();
-        let mut groups = Vec::new();
-        for (pos, header) in recovery::valid_buffers(image, segment, hw) {
-            for (at, h) in recovery::records_of(segment, pos, &header, image).unwrap_or_default() {
-                let key = compaction::LiveRecord::key_of(&image[at..], h.key_len as usize);
-                let location = Location {
-                    segment,
-                    offset: at as u32,
-                    len: h.total_len() as u32,
-                };
-                let live = match h.kind {
-                    RecordKind::DeleteRange => self.inner.index.range_at(&key, h.version, location),
-                    _ => self.inner.index.points_at(&key, location),
-                };
-                if live {
-                    groups.push(h.group);
-                }
-            }
-        }
-        groups
-    }
-
-    /// Test hook: (segment, generation) of every segment in use.
-    #[doc(hidden)]
-    pub fn test_segments_in_use(&self) -> Vec<(u32, u64)> {
-        self.inner
-            .segments
-            .snapshot()
-            .iter()
-            .enumerate()
-            .filter(|(_, (info, _))| info.state != segments::SegmentState::Free)
-            .map(|(s, (info, _))| (s as u32, info.generation))
-            .collect()
-    }
 }
 
 impl Drop for Engine {
@@ -834,198 +654,6 @@ pub fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
         }
     }
     Vec::new()
-}
-
-/// A batch encoded outside the log lock; stamped with its LSN under it.
-struct EncodedBatch {
-    bytes: Vec<u8>,
-    records: Vec<EncodedRecord>,
-    /// A small batch that deletes: it may use the reserve (see `DELETE_BATCH_ALLOWANCE`).
-    frees_space: bool,
-}
-
-struct EncodedRecord {
-    offset: usize,
-    header: RecordHeader,
-    body_crc: Hasher,
-    key: Vec<u8>,
-    /// Range end, for range deletes.
-    end: Vec<u8>,
-}
-
-impl EncodedBatch {
-    fn new(batch: &[Mutation]) -> EncodedBatch {
-        let total: usize = batch.iter().map(Mutation::encoded_len).sum();
-        let mut bytes = Vec::with_capacity(total);
-        let mut records = Vec::with_capacity(batch.len());
-        for m in batch {
-            let (kind, key, value): (RecordKind, &[u8], Vec<u8>) = match m {
-                Mutation::Put { key, value, .. } => (RecordKind::Put, key, value.clone()),
-                Mutation::Delete { key, .. } => (RecordKind::Delete, key, Vec::new()),
-                Mutation::DeletePrefix { prefix, .. } => {
-                    (RecordKind::DeleteRange, prefix, prefix_successor(prefix))
-                }
-                Mutation::DeleteRange { start, end, .. } => {
-                    (RecordKind::DeleteRange, start, end.clone())
-                }
-            };
-            let header = RecordHeader {
-                kind,
-                key_len: key.len() as u16,
-                group: m.group(),
-                value_len: value.len() as u32,
-                version: 0,
-            };
-            let offset = bytes.len();
-            bytes.resize(offset + RECORD_HEADER_SIZE, 0);
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(&value);
-            let end = if kind == RecordKind::DeleteRange {
-                value
-            } else {
-                Vec::new()
-            };
-            records.push(EncodedRecord {
-                offset,
-                header,
-                body_crc: record_body_crc(key, &bytes[offset + RECORD_HEADER_SIZE + key.len()..]),
-                key: key.to_vec(),
-                end,
-            });
-        }
-        EncodedBatch {
-            bytes,
-            records,
-            frees_space: false,
-        }
-    }
-
-    fn updates(&self, lsn: u64, segment: u32, batch_offset: u32) -> Vec<Update> {
-        self.records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let location = Location {
-                    segment,
-                    offset: batch_offset + r.offset as u32,
-                    len: r.header.total_len() as u32,
-                };
-                let version = version_of(lsn, i);
-                match r.header.kind {
-                    RecordKind::DeleteRange => Update::Range(RangeDelete {
-                        start: r.key.clone(),
-                        end: r.end.clone(),
-                        version,
-                        location,
-                        group: r.header.group,
-                    }),
-                    kind => Update::Point {
-                        key: r.key.clone(),
-                        entry: Entry {
-                            location,
-                            version,
-                            group: r.header.group,
-                            tombstone: kind == RecordKind::Delete,
-                        },
-                    },
-                }
-            })
-            .collect()
-    }
-}
-
-impl log::Placeable for EncodedBatch {
-    fn may_use_reserve(&self) -> bool {
-        self.frees_space
-    }
-
-    fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    fn directory_len(&self) -> usize {
-        self.records
-            .iter()
-            .map(|r| {
-                format::directory_entry_len(
-                    r.header.kind,
-                    r.header.key_len as usize,
-                    r.header.value_len as usize,
-                )
-            })
-            .sum()
-    }
-
-    fn stamp_into(&self, lsn: u64, out: &mut [u8]) {
-        out.copy_from_slice(&self.bytes);
-        for (i, r) in self.records.iter().enumerate() {
-            let header = RecordHeader {
-                version: version_of(lsn, i),
-                ..r.header
-            };
-            header.encode(&mut out[r.offset..], &r.body_crc);
-        }
-    }
-
-    fn ranges(&self, lsn: u64, segment: u32, offset: u32) -> Vec<RangeDelete> {
-        self.updates(lsn, segment, offset)
-            .into_iter()
-            .filter_map(|u| match u {
-                Update::Range(r) => Some(r),
-                Update::Point { .. } => None,
-            })
-            .collect()
-    }
-}
-
-/// Records copied verbatim by compaction: versions and CRCs stay as they were.
-fn validate(batch: &[Mutation]) -> Result<usize> {
-    if batch.is_empty() {
-        return Err(EngineError::Limit("empty batch".into()));
-    }
-    if batch.len() > MAX_BATCH_RECORDS {
-        return Err(EngineError::Limit(format!(
-            "batch of {} records, at most {MAX_BATCH_RECORDS}",
-            batch.len()
-        )));
-    }
-    let mut total = 0;
-    let mut directory = 0;
-    for m in batch {
-        let key = m.key();
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(EngineError::Limit(format!(
-                "key of {} bytes, must be 1 to {MAX_KEY_LEN}",
-                key.len()
-            )));
-        }
-        let value_len = m.value_len();
-        if value_len > MAX_VALUE_LEN {
-            return Err(EngineError::Limit(format!(
-                "value of {value_len} bytes, at most {MAX_VALUE_LEN}"
-            )));
-        }
-        if let Mutation::DeleteRange { start, end, .. } = m
-            && !end.is_empty()
-            && end <= start
-        {
-            return Err(EngineError::Limit("range delete with end <= start".into()));
-        }
-        total += m.encoded_len();
-        let kind = match m {
-            Mutation::Put { .. } => RecordKind::Put,
-            Mutation::Delete { .. } => RecordKind::Delete,
-            Mutation::DeletePrefix { .. } | Mutation::DeleteRange { .. } => RecordKind::DeleteRange,
-        };
-        directory += format::directory_entry_len(kind, key.len(), value_len);
-    }
-    if total + directory > MAX_BATCH_BYTES {
-        return Err(EngineError::Limit(format!(
-            "batch of {total} bytes and {directory} bytes of record directory, at most \
-             {MAX_BATCH_BYTES} (one write buffer)"
-        )));
-    }
-    Ok(total)
 }
 
 /// Batches that delete and add no live data (their puts, if any, take no more than what the
@@ -1222,124 +850,6 @@ impl Inner {
         Ok(lsn)
     }
 
-    /// The value of `key` (see `Engine::get`). Pinned from the lookup to the end of the read,
-    /// the record the entry names is where it says (see `read_pins.rs`): one that fails its
-    /// check is damaged.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let _pin = self.read_pins.pin();
-        let Some(entry) = self.index.get(key) else {
-            return Ok(None);
-        };
-        if entry.tombstone {
-            return Ok(None);
-        }
-        #[cfg(feature = "shuttle")]
-        for _ in 0..self.test_read_stall_turns.load(Ordering::Relaxed) {
-            concurrency::yield_now();
-        }
-        let loc = entry.location;
-        let mut buf = vec![0u8; loc.len as usize];
-        self.read_segment(loc.segment, loc.offset, &mut buf)?;
-        match self.check_record(key, &entry, buf) {
-            Some(value) => Ok(Some(value)),
-            None => Err(damaged(key, &entry)),
-        }
-    }
-
-    /// Reads bytes of a segment the index may point into: what is still in the log's buffers
-    /// comes from memory (write-behind), the rest from the segment.
-    fn read_segment(&self, segment: u32, offset: u32, buf: &mut [u8]) -> Result<()> {
-        if self
-            .segments
-            .written_through(segment, offset as u64 + buf.len() as u64)
-        {
-            return self.segments.read(segment, offset, buf);
-        }
-        let overlay = self.log.overlay_unwritten(segment, offset, buf.len());
-        self.segments.read(segment, offset, buf)?;
-        for (at, bytes) in overlay {
-            buf[at..at + bytes.len()].copy_from_slice(&bytes);
-        }
-        Ok(())
-    }
-
-    fn check_record(&self, key: &[u8], entry: &Entry, mut buf: Vec<u8>) -> Option<Vec<u8>> {
-        let h = RecordHeader::decode_checked(&buf)?;
-        let key_at = RECORD_HEADER_SIZE;
-        let value_at = key_at + h.key_len as usize;
-        if h.version != entry.version || &buf[key_at..value_at] != key {
-            return None;
-        }
-        buf.truncate(value_at + h.value_len as usize);
-        buf.drain(..value_at);
-        Some(buf)
-    }
-
-    /// Hints the storage to read `locations` soon: one hint per run of records less than a
-    /// block apart in a segment.
-    fn prefetch(&self, mut locations: Vec<Location>) {
-        locations.sort_unstable_by_key(|l| (l.segment, l.offset));
-        let mut runs: Vec<(u32, u32, u32)> = Vec::new(); // (segment, start, end)
-        for l in locations {
-            match runs.last_mut() {
-                Some((s, _, end)) if *s == l.segment && l.offset <= *end + BLOCK_SIZE as u32 => {
-                    *end = (*end).max(l.offset + l.len);
-                }
-                _ => runs.push((l.segment, l.offset, l.offset + l.len)),
-            }
-        }
-        for (segment, start, end) in runs {
-            self.segments.will_need(segment, start, end - start);
-        }
-    }
-
-    fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        start_after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.check_open()?;
-        let _pin = self.read_pins.pin();
-        let entries = self.index.scan(start, end, start_after, limit);
-        if entries.len() > 1 {
-            self.prefetch(entries.iter().map(|(_, e)| e.location).collect());
-        }
-        let mut out = Vec::with_capacity(entries.len());
-        // Coalesce records that sit next to each other on disk into one read.
-        let mut i = 0;
-        while i < entries.len() {
-            let first = entries[i].1.location;
-            let mut j = i + 1;
-            let mut span_end = first.offset + first.len;
-            while j < entries.len() {
-                let loc = entries[j].1.location;
-                if loc.segment != first.segment
-                    || loc.offset < span_end
-                    || loc.offset - span_end > BLOCK_SIZE as u32
-                    || loc.offset + loc.len - first.offset > 1 << 20
-                {
-                    break;
-                }
-                span_end = loc.offset + loc.len;
-                j += 1;
-            }
-            let mut span = vec![0u8; (span_end - first.offset) as usize];
-            self.read_segment(first.segment, first.offset, &mut span)?;
-            for (key, entry) in &entries[i..j] {
-                let at = (entry.location.offset - first.offset) as usize;
-                let bytes = span[at..at + entry.location.len as usize].to_vec();
-                match self.check_record(key, entry, bytes) {
-                    Some(v) => out.push((key.clone(), v)),
-                    None => return Err(damaged(key, entry)),
-                }
-            }
-            i = j;
-        }
-        Ok(out)
-    }
-
     /// Makes every batch that returned before it durable. Then writes the sync table entries of
     /// the closed mixed segments that this sync (or an earlier one) made durable, and syncs
     /// them: a damaged stretch of such a segment below its entry's end is then damage, not a
@@ -1374,72 +884,6 @@ impl Inner {
             return Err(e);
         }
         Ok(())
-    }
-
-    /// Frees closed segments whose records are all dead, without copying anything: a marker
-    /// records the durable floor first (so that recovery does not take the freed batches for a
-    /// gap), then the segments' first blocks are zeroed and synced. Copies written since the
-    /// last reclamation (their sources may be among the dead) are recorded in the sync table
-    /// first: each entry after a sync that made its copies durable, and synced before any
-    /// zeroing (see `synctable.rs`).
-    fn reclaim_dead_segments(&self) -> Result<usize> {
-        let _serial = self.reclaim_lock.lock();
-        let durable = self.log.durable_lsn();
-        let dead = self.segments.dead_segments(durable);
-        if dead.is_empty() {
-            return Ok(0);
-        }
-        // No index entry points into them any more; a read that looked one up before may still
-        // be reading there.
-        self.read_pins.wait_out_earlier_reads();
-        // Nothing is changed yet if the marker cannot be written (no room, or the store is
-        // closing): report it, without latching the store read-only.
-        self.log.flush_marker()?;
-        self.test_step("reclaim: marker written");
-        // Their first buffers' directories, made durable by the marker's sync below, before
-        // any first sector is zeroed (see `SegmentManager::clear_first_directory`).
-        for &segment in &dead {
-            if let Err(e) = self.segments.clear_first_directory(segment) {
-                self.log.fail(format!("freeing segments: {e}"));
-                return Err(e);
-            }
-        }
-        self.test_step("reclaim: first directories cleared");
-        let table = &self.segments.sync_table;
-        let result = (|| {
-            // Entries of copies an earlier sync made durable: the marker's sync makes them
-            // durable too.
-            let synced = table.take_synced();
-            if !synced.is_empty() {
-                table.record(&synced)?;
-                self.test_step("reclaim: sync table written before the marker sync");
-            }
-            table.sync(|| self.storage.sync())?;
-            self.test_step("reclaim: marker synced");
-            // Entries of copies only the marker's sync made durable: one more sync.
-            let synced = table.take_synced();
-            if !synced.is_empty() {
-                table.record(&synced)?;
-                self.test_step("reclaim: sync table written");
-                self.storage.sync()?;
-                self.test_step("reclaim: sync table synced");
-            }
-            for &segment in &dead {
-                self.segments.begin_free(segment)?;
-                self.test_step("reclaim: a first block zeroed");
-            }
-            self.storage.sync()?;
-            Ok::<(), EngineError>(())
-        })();
-        if let Err(e) = result {
-            self.log.fail(format!("freeing segments: {e}"));
-            return Err(e);
-        }
-        for &segment in &dead {
-            self.segments.finish_free(segment);
-            self.put_notes.forget_segment(segment);
-        }
-        Ok(dead.len())
     }
 
     /// Appends a user batch. When no segment is free for it (the background compactor fell
@@ -1866,188 +1310,10 @@ impl Inner {
         Ok(true)
     }
 
-    /// Removes what pending range deletes hide from the index, one bounded step (one short
-    /// hold of the index's write lock) at a time, and takes the removed records' bytes out of
-    /// their segments' live bytes. The background runs it (`by_background`: it stops when
-    /// paused or stopping); so does whatever needs exact figures: a write about to be refused
-    /// for space, stats, compaction and the separator, the checkpoint of a close.
-    fn settle_pending(&self, by_background: bool) {
-        loop {
-            let _step = self.removal_lock.lock();
-            if by_background
-                && (self.test_background_paused.load(Ordering::SeqCst) || *self.stop.lock())
-            {
-                return;
-            }
-            let step = self.removal_step.load(Ordering::Relaxed) as usize;
-            let Some(dead) = self.index.remove_pending_step(step) else {
-                return;
-            };
-            for old in dead {
-                self.segments.sub_live(old.segment, old.len);
-            }
-        }
-    }
-
     fn test_step(&self, step: &'static str) {
         let hook = self.test_step_hook.lock().clone();
         if let Some(hook) = hook {
             hook(step);
         }
     }
-
-    /// Writes and syncs a marker behind the log's newest batches when they are all durable but
-    /// no buffer on disk vouches for them yet (`Log::newest_batches_unvouched`), so that damage
-    /// found in them later fails reads of their keys instead of looking like a write torn by a
-    /// power cut (their keys would serve older versions). At open, and once writes pause
-    /// (`IDLE_TICKS_BEFORE_MARKER`): one 4 KiB buffer and one sync per pause, none while writes
-    /// go on (each later buffer vouches for the ones before it).
-    fn vouch_for_newest_batches(&self) {
-        if !self.log.newest_batches_unvouched() {
-            return;
-        }
-        match self.log.flush_proof_marker() {
-            Ok(()) => {
-                if let Err(e) = self.storage.sync() {
-                    ::log::warn!("cannot sync the marker behind the newest batches: {e}");
-                }
-            }
-            Err(EngineError::NoSpace) => {}
-            Err(e) => ::log::warn!("cannot write a marker behind the newest batches: {e}"),
-        }
-    }
-
-    fn background_loop(&self) {
-        let mut last_sync = Instant::now();
-        let mut written_at_last_tick = 0;
-        let mut idle_ticks = 0u32;
-        loop {
-            {
-                let mut stop = self.stop.lock();
-                if *stop {
-                    return;
-                }
-                self.wake.wait_for(&mut stop, BACKGROUND_TICK);
-                if *stop {
-                    return;
-                }
-            }
-            if self.log.failure().is_some() || self.test_background_paused.load(Ordering::SeqCst) {
-                continue;
-            }
-            self.settle_pending(true);
-            if let Some(interval) = self.options.sync_interval
-                && last_sync.elapsed() >= interval
-                && self.log.has_unsynced()
-            {
-                if let Err(e) = self.sync() {
-                    ::log::error!("background sync failed: {e}");
-                }
-                last_sync = Instant::now();
-            }
-            if let Err(e) = self.reclaim_dead_segments() {
-                ::log::error!("freeing dead segments failed: {e}");
-            }
-            // Separate once enough mixed segments are closed, and all of them once writes
-            // pause, so that the mixed segments drain to the active one.
-            let written = self.user_bytes_written.load(Ordering::Relaxed);
-            let idle = written == written_at_last_tick;
-            written_at_last_tick = written;
-            idle_ticks = if idle {
-                idle_ticks.saturating_add(1)
-            } else {
-                0
-            };
-            if idle_ticks >= IDLE_TICKS_BEFORE_MARKER {
-                self.vouch_for_newest_batches();
-            }
-            match self.separate(idle) {
-                Ok(0) => {}
-                Ok(_) => {
-                    if let Err(e) = self.reclaim_dead_segments() {
-                        ::log::error!("freeing separated segments failed: {e}");
-                    }
-                }
-                Err(e) => ::log::error!("separator failed: {e}"),
-            }
-            // Passes back to back until the target is met, each as large as the reserve allows
-            // (on a real disk a pass costs three or four fsyncs whatever its size: 2-segment
-            // passes halved a mount's 4 KiB overwrite rate). A writer that runs out of segments
-            // meanwhile waits for the pass under way, then runs small ones itself; the active
-            // segment is never waited for (passes take closed segments only).
-            while self.needs_compaction() && !*self.stop.lock() {
-                match self.compaction_step(compaction::MAX_PASS_LIVE_SEGMENTS) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        ::log::error!("compaction failed: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    fn stats(&self) -> EngineStats {
-        let g = &self.segments.geometry;
-        let (free, mixed, _group) = self.segments.counts();
-        let mut groups: std::collections::BTreeMap<u32, GroupStats> = Default::default();
-        for (info, live) in self.segments.snapshot() {
-            if info.state == segments::SegmentState::Free || info.kind != SegmentKind::Group {
-                continue;
-            }
-            let gs = groups.entry(info.group).or_insert_with(|| GroupStats {
-                id: info.group,
-                ..Default::default()
-            });
-            gs.segments += 1;
-            gs.live_bytes += live;
-            let bucket = ((live * 10) / g.segment_size as u64).min(9) as usize;
-            gs.utilization_histogram[bucket] += 1;
-        }
-        groups.entry(ROOT_GROUP).or_insert_with(|| GroupStats {
-            id: ROOT_GROUP,
-            ..Default::default()
-        });
-        EngineStats {
-            capacity_bytes: g.segment_count as u64 * g.segment_size as u64,
-            usable_capacity_bytes: self.user_capacity(),
-            segment_size_bytes: g.segment_size as u64,
-            segments_total: g.segment_count as u64,
-            segments_free: free,
-            mixed_segments: mixed,
-            live_bytes: self.segments.live_total(),
-            index_entries: (self.index.len() + self.index.range_delete_count()) as u64,
-            // The notes of which puts each segment holds are index memory too.
-            index_bytes: (self.index.heap_bytes() + self.put_notes.heap_bytes()) as u64,
-            user_bytes_written: self.user_bytes_written.load(Ordering::Relaxed),
-            separator_bytes_written: self.separator_bytes_written.load(Ordering::Relaxed),
-            segments_handed_over: self.segments_handed_over.load(Ordering::Relaxed),
-            separator_memory_bytes: self.separator_memory_peak.load(Ordering::Relaxed),
-            compaction_bytes_written: self.compaction_bytes_written.load(Ordering::Relaxed),
-            tombstones_dropped: self.tombstones_dropped.load(Ordering::Relaxed),
-            foreground_compaction_steps: self.foreground_passes.load(Ordering::Relaxed),
-            compaction_victims: self.compaction_victims.load(Ordering::Relaxed),
-            device_bytes_written: self.log.device_bytes_written.load(Ordering::Relaxed),
-            segments_reclaimed: self.segments.reclaimed.load(Ordering::Relaxed),
-            last_lsn: self.log.last_lsn(),
-            durable_lsn: self.log.durable_lsn(),
-            groups: groups.into_values().collect(),
-        }
-    }
-}
-
-/// The error of a read whose record, pinned where its index entry says, fails its check.
-fn damaged(key: &[u8], entry: &Entry) -> EngineError {
-    EngineError::Corrupt(format!(
-        "record of key {} at segment {} offset {} ({} bytes) fails its checksum",
-        hex(key),
-        entry.location.segment,
-        entry.location.offset,
-        entry.location.len
-    ))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

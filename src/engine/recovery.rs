@@ -30,9 +30,11 @@ use super::format::{BLOCK_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentK
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::scan::{self, LogEnd, Stretch, StretchRecord, Take, may_be_in_use};
 // The scan's readers, for compaction and the tests, by their old path.
+#[cfg(any(test, feature = "test-hooks"))]
+pub use super::scan::valid_buffers;
 #[cfg(test)]
 pub use super::scan::{DamagedStretch, own_directory_generation, stretch_records};
-pub use super::scan::{records_of, scan_segment, valid_buffers};
+pub use super::scan::{records_of, scan_segment};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::{MappedFile, Storage};
 

@@ -692,6 +692,7 @@ fn walk_buffer(
 }
 
 /// The buffers of a segment image that recovery accepts, in order (see [`scan_segment`]).
+#[cfg(any(test, feature = "test-hooks"))]
 pub fn valid_buffers(
     image: &[u8],
     segment: u32,
