@@ -1091,6 +1091,23 @@ whatever order concurrent writers update the index in",
         "                if sets && false {\n                    self.invalidate_attrs(ino.0);",
         ["--release", "--test", "fuse_kernel_cache", "stat_after_a_flag_change_shows_its_new_ctime"],
     ),
+    (
+        "copies-never-borrow-an-open-segment",
+        "space: with every open segment taken, copies of a group without one go behind the roomiest",
+        "src/engine/mod.rs",
+        "        borrow_roomiest_open_segment(&writer, size, &mut by_group);",
+        "",
+        ["--release", "--test", "engine_model_threads",
+         "the_smallest_store_of_many_groups_near_full_keeps_taking_overwrites"],
+    ),
+    (
+        "open-group-segments-unbounded",
+        "space: at most max_open_segments group-owned segments are open, as user_capacity counts",
+        "src/engine/mod.rs",
+        "    if homeless.len() <= writer.open_slots_left() {",
+        "    if true {",
+        ["--release", "--lib", "open_group_segments_stay_within_their_bound"],
+    ),
 ]
 
 

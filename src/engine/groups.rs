@@ -31,10 +31,24 @@ struct OpenGroupSegment {
     offset: u32,
 }
 
-/// The open group-owned segment of every group that has one.
-#[derive(Default)]
+/// The open group-owned segments: at most one per group, and at most
+/// [`max_open_segments`] in all.
 pub struct GroupWriter {
     open: BTreeMap<u32, OpenGroupSegment>,
+    max_open: usize,
+}
+
+/// How many group-owned segments may be open at once in a store of `segment_count` segments:
+/// a 64th of the store, 2 to 16 (enough for the directories being written at once to keep
+/// segments of their own; the rest borrow, see `copy_to_groups`).
+///
+/// An open segment is never a compaction victim, so its unused room is space that no pass can
+/// win back; the store's capacity (`Inner::user_capacity`) counts every one that may be open
+/// as lost. Without a bound, a store with as many groups as segments had nearly every segment
+/// in use open, nothing to compact at the reserve, and refused overwrites of data it held.
+/// Groups without an open segment beyond the bound borrow one (`borrow_roomiest_open_segment`).
+pub fn max_open_segments(segment_count: u32) -> usize {
+    (segment_count as usize / 64).clamp(2, 16)
 }
 
 /// What one `write` did.
@@ -46,6 +60,13 @@ pub struct Written {
 }
 
 impl GroupWriter {
+    pub fn new(segment_count: u32) -> GroupWriter {
+        GroupWriter {
+            open: BTreeMap::new(),
+            max_open: max_open_segments(segment_count),
+        }
+    }
+
     /// Appends copies of `records` (every one of `group`) to the group's open segment, opening
     /// new segments as they fill, as `claim` allows: compaction, which frees space, may take
     /// part of the reserve; the separator may not, so that sorting records never eats the room
@@ -89,6 +110,10 @@ impl GroupWriter {
                 None => {
                     let (segment, generation) =
                         segments.allocate(SegmentKind::Group, group, claim)?;
+                    debug_assert!(
+                        self.open.len() < self.max_open,
+                        "a group opens a segment beyond the bound (see borrow_roomiest_open_segment)"
+                    );
                     self.open.entry(group).or_insert(OpenGroupSegment {
                         segment,
                         generation,
@@ -204,6 +229,20 @@ impl GroupWriter {
                 .map_or(0, |open| segment_size - open.offset)
         };
         groups.max_by(|a, b| room(a).cmp(&room(b)).then(b.cmp(a)))
+    }
+
+    /// How many more group-owned segments may be opened before one must close.
+    pub fn open_slots_left(&self) -> usize {
+        self.max_open.saturating_sub(self.open.len())
+    }
+
+    pub fn has_open(&self, group: u32) -> bool {
+        self.open.contains_key(&group)
+    }
+
+    /// The group whose open segment has the most room left (of two alike, the lower group).
+    pub fn roomiest_open(&self, segment_size: u32) -> Option<u32> {
+        self.roomiest_of(segment_size, self.open.keys().copied())
     }
 
     /// Closes every open segment but `group`'s: a closed segment is a compaction victim like

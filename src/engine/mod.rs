@@ -157,10 +157,11 @@ type StepHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 /// many above what compaction may not take (half the reserve).
 const INCREMENTAL_RECLAIM_FREE_SEGMENTS: usize = 3;
 
-/// Segments that are neither free nor closed when free segments are down to the reserve: the
-/// active mixed segment, the open segment of the group copies go to, and one that a pass is
-/// filling while the victims it emptied wait to be freed.
-const OPEN_SEGMENTS_AT_WORST: u32 = 3;
+/// Steps in a row that leave no more segments free after which a writer that finds no room
+/// gives up with `NoSpace` (see `append_making_room`): steps that set up the next (copies that
+/// opened a segment the next victims fill) are not cut short; 4 was too few for the smallest
+/// store of nine groups near full.
+const FRUITLESS_STEPS_BEFORE_NO_SPACE: u32 = 16;
 
 /// The fill of the closed segments that compaction can sustain, in eighths (`user_capacity`).
 const SUSTAINABLE_FILL_EIGHTHS: u64 = 7;
@@ -263,6 +264,7 @@ impl Engine {
                 .min(superblock.generation_high_water),
             ..superblock
         };
+        let segment_count = superblock.segment_count;
         let segments = Arc::new(SegmentManager::new(
             storage.clone(),
             superblock,
@@ -345,7 +347,7 @@ impl Engine {
             segments_handed_over: AtomicU64::new(0),
             separator_memory_peak: AtomicU64::new(0),
             compaction_lock: Mutex::new(()),
-            group_writer: Mutex::new(groups::GroupWriter::default()),
+            group_writer: Mutex::new(groups::GroupWriter::new(segment_count)),
             put_notes,
             tombstones_dropped: AtomicU64::new(0),
             foreground_passes: AtomicU64::new(0),
@@ -688,9 +690,13 @@ impl Inner {
     /// let a 64 MiB store take 85% live data and then refuse overwrites a capacity later.
     fn user_capacity(&self) -> u64 {
         let g = &self.segments.geometry;
+        // Neither free nor closed at worst: the active mixed segment and the open group-owned
+        // segments (the one a pass fills while the victims it emptied wait to be freed is one
+        // of them).
+        let open_at_worst = 1 + groups::max_open_segments(g.segment_count) as u32;
         let closed_at_worst = g
             .segment_count
-            .saturating_sub(self.segments.reserved + OPEN_SEGMENTS_AT_WORST);
+            .saturating_sub(self.segments.reserved + open_at_worst);
         closed_at_worst as u64 * g.segment_size as u64 * SUSTAINABLE_FILL_EIGHTHS / 8
     }
 
@@ -891,14 +897,26 @@ impl Inner {
     /// momentary shortage is not `NoSpace`, which `write` decided already from live bytes.
     /// `NoSpace` comes back only once neither a pass nor the reclaimer can free anything.
     fn append_making_room(&self, encoded: &EncodedBatch) -> Result<log::Ticket> {
+        let mut fruitless = 0;
         loop {
             match self.log.append(encoded) {
                 Err(EngineError::NoSpace) => {}
                 other => return other,
             }
             self.foreground_passes.fetch_add(1, Ordering::Relaxed);
+            let free_before = self.segments.free_count();
             if !self.compaction_step(compaction::SMALL_PASS_LIVE_SEGMENTS)? {
                 return Err(EngineError::NoSpace);
+            }
+            // A step may free segments only to take as many for its copies and markers; a
+            // writer that kept retrying such steps would never return.
+            if self.segments.free_count() <= free_before {
+                fruitless += 1;
+                if fruitless >= FRUITLESS_STEPS_BEFORE_NO_SPACE {
+                    return Err(EngineError::NoSpace);
+                }
+            } else {
+                fruitless = 0;
             }
         }
     }
@@ -1229,6 +1247,7 @@ impl Inner {
         }
         let mut writer = self.group_writer.lock();
         let size = self.segments.segment_size();
+        borrow_roomiest_open_segment(&writer, size, &mut by_group);
         let needed: usize = by_group
             .iter()
             .map(|(&group, records)| {
@@ -1316,4 +1335,48 @@ impl Inner {
             hook(step);
         }
     }
+}
+
+/// Sends the copies of groups without an open segment behind the roomiest open group-owned
+/// segment when there are more such groups than open segments the store may still hold
+/// (`groups::max_open_segments`). Opening one for each would close others: a pass over a
+/// victim would free it only to take a segment for its copies, gaining nothing (a store with
+/// more groups than open segments ran such passes forever at its reserve), and the separator
+/// would leave a trail of nearly empty closed segments. Each copy names its new group in its
+/// header, as a regrouped copy does (`regroup_copies` sends puts home when next copied).
+fn borrow_roomiest_open_segment(
+    writer: &groups::GroupWriter,
+    segment_size: u32,
+    by_group: &mut std::collections::BTreeMap<u32, Vec<compaction::LiveRecord>>,
+) {
+    let homeless: Vec<u32> = by_group
+        .keys()
+        .copied()
+        .filter(|&group| !writer.has_open(group))
+        .collect();
+    if homeless.len() <= writer.open_slots_left() {
+        return;
+    }
+    // Behind the roomiest open segment, continuing in new segments of its group once it is
+    // full, which packs them densely; with none open, in segments of their largest group.
+    let bytes = |group: &u32| -> usize { by_group[group].iter().map(|r| r.bytes.len()).sum() };
+    let Some(target) = writer
+        .roomiest_open(segment_size)
+        .or_else(|| homeless.iter().copied().max_by_key(|g| bytes(g)))
+    else {
+        return;
+    };
+    let mut members = homeless;
+    if !members.contains(&target) {
+        members.push(target);
+    }
+    let mut moved: Vec<compaction::LiveRecord> = members
+        .iter()
+        .flat_map(|group| by_group.remove(group).unwrap_or_default())
+        .collect();
+    compaction::order_survivors(&mut moved);
+    for record in &mut moved {
+        format::set_record_group(&mut record.bytes, target);
+    }
+    by_group.insert(target, moved);
 }

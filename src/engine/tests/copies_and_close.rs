@@ -385,7 +385,12 @@ fn a_checkpoint_never_points_at_copies_a_power_cut_took() {
         sim: sim.clone(),
         checkpoint: slot.clone(),
     });
-    let opts = small_options();
+    // Large enough that each of the three groups gets an open segment of its own
+    // (`groups::max_open_segments`), so that the pass copies them one group at a time.
+    let opts = EngineOptions {
+        capacity_bytes: 256 << 20,
+        ..small_options()
+    };
     let engine = Engine::open_on(storage, &opts).unwrap();
     engine.test_pause_background();
     fill_a_mixed_segment(&engine, 3);

@@ -43,9 +43,12 @@ fn put(key: &str, value: &[u8]) -> Mutation {
     Mutation::put(ROOT_GROUP, key.as_bytes(), value)
 }
 
+/// A store large enough that every group its tests write at once keeps an open segment of its
+/// own (`groups::max_open_segments`: 16 in 1,024 segments), so that none borrows another's.
 fn separator_options() -> EngineOptions {
     EngineOptions {
         separator_threshold_segments: 2,
+        capacity_bytes: 256 << 20,
         ..small_options()
     }
 }

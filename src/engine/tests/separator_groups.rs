@@ -230,8 +230,9 @@ fn deleting_a_groups_data_frees_its_data_segments_without_restart() {
 /// their group. The copies say so in their headers: recovery keeps them in the new group.
 #[test]
 fn copies_go_to_the_group_a_key_belongs_to_now() {
+    let options = separator_options();
     let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
+    let engine = Engine::open_on(storage.clone(), &options).unwrap();
     engine.test_pause_background();
     // Keys "moved/*" now belong to group 9, whatever they were written to; the resolver reads
     // another key through the engine to decide, as the filesystem reads an inode record.
@@ -294,11 +295,7 @@ fn copies_go_to_the_group_a_key_belongs_to_now() {
     assert_eq!(engine.stats().segments_handed_over, handed_before);
     assert_segments_hold_their_groups_only(&engine);
     drop(engine);
-    let engine = Engine::open_on(
-        storage.crash(PowerCut::DropAllUnsynced),
-        &separator_options(),
-    )
-    .unwrap();
+    let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options).unwrap();
     engine.test_pause_background();
     assert_segments_hold_their_groups_only(&engine);
     assert_eq!(engine.get(b"moved/007").unwrap().unwrap(), value);
@@ -311,4 +308,41 @@ fn copies_go_to_the_group_a_key_belongs_to_now() {
         .map(|(_, _, g, ..)| g)
         .unwrap();
     assert_eq!(group, 9, "recovery keeps the copy in its new group");
+}
+
+/// A store holds at most `groups::max_open_segments` open group-owned segments (two in 128
+/// segments), as `user_capacity` counts: with nine groups written at once, the separator and
+/// compaction send the copies of groups beyond the bound behind an open segment.
+#[test]
+fn open_group_segments_stay_within_their_bound() {
+    let engine = Engine::open_on(SimStorage::new(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let bound = super::super::groups::max_open_segments(128);
+    let mut rng = storage::SimRng::new(5);
+    for step in 0..2000u64 {
+        let group = 1 + rng.below(9) as u32;
+        let value = vec![(step % 251) as u8; 1 + rng.below(8000) as usize];
+        engine
+            .write(&[group_put(
+                group,
+                format!("g{group}/{}", rng.below(200)),
+                &value,
+            )])
+            .unwrap();
+        if step % 100 == 99 {
+            engine.test_separate().unwrap();
+            if step % 300 == 299 {
+                engine.test_compact().unwrap();
+            }
+            let open = engine
+                .test_segment_images()
+                .iter()
+                .filter(|(_, owned, _, closed, _)| *owned && !*closed)
+                .count();
+            assert!(
+                open <= bound,
+                "step {step}: {open} open group segments, bound {bound}"
+            );
+        }
+    }
 }
