@@ -211,8 +211,14 @@ fn a_pass_without_room_for_every_groups_copies_copies_none_of_the_segment() {
 /// (`engine_model_threads::a_store_of_many_groups_near_full_keeps_taking_overwrites`).
 #[test]
 fn a_compaction_pass_short_of_a_segment_per_group_copies_the_victim_into_one_group() {
+    // Large enough that the four groups may each open a segment (`groups::max_open_segments`):
+    // short of free segments, not of open ones, the pass itself must put the copies in one.
+    let options = EngineOptions {
+        capacity_bytes: 256 << 20,
+        ..small_options()
+    };
     let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    let engine = Engine::open_on(storage.clone(), &options).unwrap();
     engine.test_pause_background();
     let source = fill_a_mixed_segment(&engine, 4);
     let mut kept = vec!["victim".to_string()];
@@ -261,7 +267,7 @@ fn a_compaction_pass_short_of_a_segment_per_group_copies_the_victim_into_one_gro
     give_back(&segments, taken);
     engine.close().unwrap();
     let crashed = storage.crash(PowerCut::DropAllUnsynced);
-    let engine = Engine::open_on(crashed.clone(), &small_options()).unwrap();
+    let engine = Engine::open_on(crashed.clone(), &options).unwrap();
     for key in &kept {
         assert_eq!(
             engine.get(key.as_bytes()).unwrap().as_deref(),
