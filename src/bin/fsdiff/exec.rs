@@ -400,7 +400,21 @@ impl Side {
                         RenameExchange => libc::RENAME_EXCHANGE,
                         _ => libc::RENAME_WHITEOUT,
                     };
-                    res(libc::renameat2(root, p1.as_ptr(), root, p2.as_ptr(), flags) as i64)
+                    let r =
+                        res(libc::renameat2(root, p1.as_ptr(), root, p2.as_ptr(), flags) as i64);
+                    if op.kind == RenameWhiteout && r == "err ENOTEMPTY" {
+                        // ext4 sets the source directory's times on a whiteout rename that
+                        // fails with ENOTEMPTY (it has put the entry back by then), which a
+                        // failed call should not: both sides set them to now, so that what
+                        // is compared later is what both did since.
+                        let path = &paths[op.p1 as usize % np];
+                        let parent = cstr(match path.rsplit_once('/') {
+                            Some((dir, _)) => dir,
+                            None => ".",
+                        });
+                        libc::utimensat(root, parent.as_ptr(), std::ptr::null(), 0);
+                    }
+                    r
                 }
                 Link => {
                     res(libc::linkat(root, p1.as_ptr(), root, p2.as_ptr(), op.fl as i32) as i64)
