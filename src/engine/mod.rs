@@ -45,6 +45,7 @@ mod groups;
 mod index;
 pub mod instrument;
 mod log;
+mod open;
 pub mod progress;
 mod read;
 mod read_only;
@@ -70,21 +71,15 @@ mod tombstones;
 pub use api::*;
 pub use recovery::RecoveryReport;
 
-use std::path::Path;
 use std::time::Duration;
 
-use concurrency::{
-    Arc, AtomicBool, AtomicU64, Condvar, Instant, JoinHandle, Mutex, Ordering, RwLock,
-};
+use concurrency::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering, RwLock};
 
-use background::REMOVAL_STEP_ENTRIES;
 use batch::{EncodedBatch, validate};
-use format::{
-    RECORD_HEADER_SIZE, RecordHeader, RecordKind, SUPERBLOCK_VERSION, SegmentKind, Superblock,
-};
+use format::{RECORD_HEADER_SIZE, RecordHeader, RecordKind, SegmentKind};
 use index::{Index, Location, Update};
 use segments::SegmentManager;
-use storage::{FileStorage, Storage};
+use storage::Storage;
 
 /// An open store. Share it between threads by reference or `Arc`.
 pub struct Engine {
@@ -128,7 +123,7 @@ struct Inner {
     /// Held for each step of removing what pending range deletes hide (see
     /// [`Inner::settle_pending`]), so that pausing the background waits out a step under way.
     removal_lock: Mutex<()>,
-    /// Entries a removal step looks at ([`REMOVAL_STEP_ENTRIES`]; tests set fewer).
+    /// Entries a removal step looks at ([`background::REMOVAL_STEP_ENTRIES`]; tests set fewer).
     removal_step: AtomicU64,
     /// Reads in progress, which the reclaimer waits out before freeing (see `read_pins.rs`).
     read_pins: read_pins::ReadPins,
@@ -167,231 +162,10 @@ const FRUITLESS_STEPS_BEFORE_NO_SPACE: u32 = 16;
 const SUSTAINABLE_FILL_EIGHTHS: u64 = 7;
 
 impl Engine {
-    /// Opens the store in `dir`, creating it (with `options`' geometry) if it holds none and
-    /// `options.create_if_missing` is set. Takes the store's lock: a second opener is refused.
-    pub fn open(dir: &Path, options: &EngineOptions) -> Result<Engine> {
-        if options.read_only {
-            return Self::open_on(Arc::new(check::ReadOnlyStorage::open(dir)?), options);
-        }
-        let storage = FileStorage::open(dir, options.create_if_missing).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                EngineError::Locked(e.to_string())
-            } else if e.kind() == std::io::ErrorKind::NotFound {
-                EngineError::NotAStore(e.to_string())
-            } else {
-                EngineError::Io(e)
-            }
-        })?;
-        Self::open_on(Arc::new(storage), options)
-    }
-
-    /// [`Engine::open`] with test instrumentation of the store's storage (an I/O log for
-    /// power-cut replay, injected write errors): see `instrument.rs`. Recording needs a new
-    /// store, since the log must hold every byte of it.
-    pub fn open_instrumented(
-        dir: &Path,
-        options: &EngineOptions,
-        what: &instrument::Instrumentation,
-    ) -> Result<Engine> {
-        // Nothing to record or to fail: a read-only open writes nothing.
-        if options.read_only {
-            return Self::open(dir, options);
-        }
-        if what.record_io.is_some() && dir.join(storage::SUPERBLOCK_FILE).exists() {
-            return Err(EngineError::Io(std::io::Error::other(format!(
-                "recording an I/O log needs a new store; {} already holds one",
-                dir.display()
-            ))));
-        }
-        let storage = FileStorage::open(dir, options.create_if_missing).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                EngineError::Locked(e.to_string())
-            } else {
-                EngineError::Io(e)
-            }
-        })?;
-        let storage = instrument::InstrumentedStorage::new(Arc::new(storage), what)?;
-        Self::open_on(Arc::new(storage), options)
-    }
-
     /// Writes mark `label` into the I/O log, if the store records one (see
     /// [`Engine::open_instrumented`]); false if not.
     pub fn mark_io_log(&self, label: u64) -> bool {
         self.inner.storage.mark(label)
-    }
-
-    /// Opens a store on any [`Storage`] (for crash-simulation tests: [`storage::SimStorage`]).
-    pub fn open_on(storage: Arc<dyn Storage>, options: &EngineOptions) -> Result<Engine> {
-        Self::open_with(storage, options, options.read_only)
-    }
-
-    /// [`Engine::open_on`]; `read_only`: see [`Engine::open_read_only`] (`read_only.rs`).
-    fn open_with(
-        storage: Arc<dyn Storage>,
-        options: &EngineOptions,
-        read_only: bool,
-    ) -> Result<Engine> {
-        let superblock = match storage.read_superblock()? {
-            Some(bytes) => Superblock::decode(&bytes).map_err(EngineError::NotAStore)?,
-            None if options.create_if_missing => create_superblock(&*storage, options)?,
-            None => return Err(EngineError::NotAStore("no superblock".into())),
-        };
-        let put_notes = tombstones::PutNotes::new(
-            superblock.segment_count as usize,
-            options.tombstone_prefix_lengths.clone(),
-        );
-        let started = Instant::now();
-        // A checkpoint of the last clean close spares the scan (consumed here either way, unless
-        // read-only).
-        let superblock_bytes = storage.read_superblock()?.unwrap_or_default();
-        let checkpoint = if read_only {
-            checkpoint::load_keeping
-        } else {
-            checkpoint::load
-        };
-        let recovered = match checkpoint(&storage, &superblock_bytes, &put_notes) {
-            Some(r) => r,
-            None => recovery::recover(&storage, &superblock, &put_notes)?,
-        };
-        let recovered_at = started.elapsed();
-        let sync_table = synctable::SyncTable::open(storage.clone(), superblock.segment_count)?;
-        // A store written by a build before superblock version 3 (whose frees left the first
-        // buffer's directory in place): every generation handed out from now on is at or
-        // above the high-water mark, and is freed by this build.
-        let superblock = Superblock {
-            frees_clear_directories_from: superblock
-                .frees_clear_directories_from
-                .min(superblock.generation_high_water),
-            ..superblock
-        };
-        let segment_count = superblock.segment_count;
-        let segments = Arc::new(SegmentManager::new(
-            storage.clone(),
-            superblock,
-            recovered.infos,
-            sync_table,
-        ));
-        // A read-only open leaves all of this to the next writer, whose recovery decides alike.
-        if !read_only {
-            // Discarded buffers must not come back once new batches reuse their LSNs.
-            for &(segment, start, end) in &recovered.invalidate {
-                segments.write(segment, start, &vec![0u8; (end - start) as usize])?;
-            }
-            // A store of an older format is marked as of this one before anything is written to
-            // it in this one: an older build then refuses the store instead of taking the new
-            // buffers for torn ones (format.rs, "Record directory"), or freeing segments without
-            // clearing their first buffer's directory (`Superblock::frees_clear_directories_from`).
-            if superblock_bytes.get(8..10) != Some(&SUPERBLOCK_VERSION.to_le_bytes()[..]) {
-                let current = Superblock {
-                    generation_high_water: segments.generation_high_water(),
-                    ..superblock
-                };
-                storage.write_superblock(&current.encode())?;
-            }
-            // What recovery accepted may still be only in the host's page cache (after a crash
-            // of the process, not of the machine): make it durable before building on it.
-            storage.sync_everything()?;
-        }
-        let index = recovered.index;
-        // Recovery's transient memory (record candidates, the map of points it resolved versions
-        // in, the flat copy the index is built from) is freed by now but stays resident: glibc
-        // returns only the top of the heap by itself, and the index's leaves sit above those
-        // holes. Without this the daemon keeps its recovery peak for good (issue 7: 278 B of RSS
-        // per record after mounting 100k records, 118 B with it; docs/BENCHMARKS.md).
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: glibc call without preconditions.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-        index.for_each_location(|loc| segments.add_live(loc.segment, loc.len));
-        ::log::info!(
-            "open: recovery {:.3} s ({} records), then invalidation, sync and live bytes {:.3} s",
-            recovered_at.as_secs_f64(),
-            recovered.report.records_accepted,
-            (started.elapsed() - recovered_at).as_secs_f64()
-        );
-        let durable = recovered.next_lsn - 1;
-        // The floor on disk: a checkpoint's is its last LSN (a clean close wrote a marker
-        // carrying it, or wrote no checkpoint); a scan's, the highest any buffer records.
-        let log = log::Log::new(
-            segments.clone(),
-            recovered.next_lsn,
-            durable,
-            recovered.report.durable_floor,
-        );
-        if recovered.report.buffers_unnamed > 0 {
-            ::log::warn!(
-                "recovery found {} damaged buffer(s) whose record directory is damaged too: \
-                 records there that nothing names are lost, and their files may read older \
-                 contents; `logstorfs fsck` reports where",
-                recovered.report.buffers_unnamed
-            );
-        }
-        if !recovered.invalidate.is_empty() || recovered.report.buffers_discarded > 0 {
-            ::log::warn!(
-                "recovery discarded {} buffer(s) beyond LSN {}",
-                recovered.report.buffers_discarded,
-                recovered.report.last_lsn
-            );
-        }
-        let inner = Arc::new(Inner {
-            storage,
-            segments,
-            index,
-            log,
-            options: options.clone(),
-            recovery: recovered.report,
-            user_bytes_written: AtomicU64::new(0),
-            compaction_bytes_written: AtomicU64::new(0),
-            separator_bytes_written: AtomicU64::new(0),
-            segments_handed_over: AtomicU64::new(0),
-            separator_memory_peak: AtomicU64::new(0),
-            compaction_lock: Mutex::new(()),
-            group_writer: Mutex::new(groups::GroupWriter::new(segment_count)),
-            put_notes,
-            tombstones_dropped: AtomicU64::new(0),
-            foreground_passes: AtomicU64::new(0),
-            compaction_victims: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-            reclaim_lock: Mutex::new(()),
-            removal_lock: Mutex::new(()),
-            removal_step: AtomicU64::new(REMOVAL_STEP_ENTRIES as u64),
-            read_pins: Default::default(),
-            #[cfg(feature = "shuttle")]
-            test_read_stall_turns: AtomicU64::new(0),
-            test_index_delay_ms: AtomicU64::new(0),
-            test_background_paused: AtomicBool::new(false),
-            test_step_hook: Mutex::new(None),
-            current_group: RwLock::new(None),
-            read_only,
-        });
-        if read_only {
-            return Ok(Engine {
-                inner,
-                threads: Vec::new(),
-            });
-        }
-        let flusher = inner.clone();
-        let flusher = concurrency::spawn("logstor-flush", move || flusher.log.run_flusher())?;
-        let worker = inner.clone();
-        let background = concurrency::spawn("logstor-bg", move || worker.background_loop());
-        let background = match background {
-            Ok(b) => b,
-            Err(e) => {
-                inner.log.stop();
-                let _ = flusher.join();
-                return Err(e.into());
-            }
-        };
-        // What recovery accepted is durable now, but its newest batches may have nothing on
-        // disk behind them that says so: a marker does (see `Inner::vouch_for_newest_batches`).
-        inner.vouch_for_newest_batches();
-        Ok(Engine {
-            inner,
-            threads: vec![background, flusher],
-        })
     }
 
     /// Whether the store was opened read-only ([`EngineOptions::read_only`]).
@@ -533,117 +307,6 @@ impl Engine {
             .user_capacity()
             .saturating_sub(self.inner.segments.live_total())
     }
-
-    /// Syncs and closes the store, releasing its lock.
-    pub fn close(mut self) -> Result<()> {
-        if self.inner.read_only {
-            self.inner.closed.store(true, Ordering::SeqCst);
-            return Ok(());
-        }
-        let mut result = self.inner.sync();
-        let mut marker_written = false;
-        if result.is_ok() {
-            // A last marker, synced, records that everything is durable: recovery (and fsck)
-            // can then tell damage to the newest batches from a write torn by a power cut.
-            match self.inner.log.flush_close_marker() {
-                Ok(()) => {
-                    result = self.inner.storage.sync().map_err(EngineError::from);
-                    marker_written = true;
-                }
-                Err(EngineError::NoSpace) => {}
-                Err(e) => result = Err(e),
-            }
-        }
-        self.inner.closed.store(true, Ordering::SeqCst);
-        self.stop_background();
-        // The checkpoint describes the index as recovery would rebuild it: with every entry a
-        // range delete covers removed.
-        self.inner.settle_pending(false);
-        // A background pass may have moved the index onto copies after the syncs above, and
-        // not synced them: one that failed half-way (out of segments) has no reclamation, and
-        // so no sync, behind it. The checkpoint below describes the index, so everything it
-        // points at must be durable first.
-        let synced = self.inner.storage.sync();
-        if let (Ok(()), Err(e)) = (&result, synced) {
-            result = Err(EngineError::from(e));
-        }
-        let log = &self.inner.log;
-        ::log::info!(
-            "close: {:?}, failure {:?}, last LSN {}, durable {}",
-            result.as_ref().map(|_| ()),
-            log.failure(),
-            log.last_lsn(),
-            log.durable_lsn()
-        );
-        // Without the marker (no room for it), no checkpoint either: the next open scans, so
-        // that it knows the floor on disk does not cover the newest batches, and writes the
-        // marker itself (`Inner::vouch_for_newest_batches`).
-        if result.is_ok()
-            && marker_written
-            && log.failure().is_none()
-            && log.last_lsn() == log.durable_lsn()
-        {
-            // Everything is durable and nothing runs any more: the next open may load this
-            // instead of scanning every segment (see checkpoint.rs).
-            if let Ok(Some(sb)) = self.inner.storage.read_superblock() {
-                checkpoint::write(
-                    &self.inner.storage,
-                    &sb,
-                    &self.inner.segments,
-                    &self.inner.index,
-                    &self.inner.put_notes,
-                    log.last_lsn(),
-                );
-            }
-        }
-        result
-    }
-}
-
-impl Drop for Engine {
-    /// Dropping without [`Engine::close`] stops the background thread and nothing else: what
-    /// was written stays wherever the host has it, as after a crash of the process.
-    fn drop(&mut self) {
-        self.stop_background();
-    }
-}
-
-fn create_superblock(storage: &dyn Storage, options: &EngineOptions) -> Result<Superblock> {
-    let seg = options.segment_size_bytes;
-    if !seg.is_power_of_two()
-        || !(format::MIN_SEGMENT_SIZE..=format::MAX_SEGMENT_SIZE).contains(&seg)
-    {
-        return Err(EngineError::Limit(format!(
-            "segment size {seg} must be a power of two from {} to {}",
-            format::MIN_SEGMENT_SIZE,
-            format::MAX_SEGMENT_SIZE
-        )));
-    }
-    if (seg as usize) < WRITE_BUFFER_SIZE {
-        return Err(EngineError::Limit(format!(
-            "segment size {seg} is smaller than a write buffer ({WRITE_BUFFER_SIZE})"
-        )));
-    }
-    let cap = options.capacity_bytes;
-    if !(MIN_CAPACITY_BYTES..=MAX_CAPACITY_BYTES).contains(&cap) {
-        return Err(EngineError::Limit(format!(
-            "capacity {cap} bytes is outside {MIN_CAPACITY_BYTES}..={MAX_CAPACITY_BYTES}"
-        )));
-    }
-    let segment_count = (cap / seg as u64) as u32;
-    let per_file = options
-        .segments_per_file
-        .max(segment_count.div_ceil(format::MAX_SEGMENT_FILES))
-        .max(1);
-    let sb = Superblock {
-        segment_size: seg,
-        segments_per_file: per_file,
-        segment_count,
-        generation_high_water: 1,
-        frees_clear_directories_from: 1,
-    };
-    storage.write_superblock(&sb.encode())?;
-    Ok(sb)
 }
 
 /// The smallest key greater than every key starting with `prefix` (empty: none).
