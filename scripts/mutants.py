@@ -133,7 +133,7 @@ MUTANTS = [
     (
         "copies-under-pressure-stay-sorted-by-group",
         "space: a compaction pass short of a segment per group puts a victim's copies in one group",
-        "src/engine/mod.rs",
+        "src/engine/copies.rs",
         "            if claim == segments::Claim::User {\n",
         "            if true {\n",
         ["--lib", "engine::tests::copies_and_close::a_compaction_pass_short_of_a_segment_per_group"],
@@ -141,7 +141,7 @@ MUTANTS = [
     (
         "pass-budget-ignores-open-room",
         "space: a store down to its compaction floor still compacts into the room of an open group segment",
-        "src/engine/compaction.rs",
+        "src/engine/compaction/policy.rs",
         "    (MAX_PASS_LIVE_SEGMENTS * size).min(open_room + usable * copy_room)\n",
         "    (MAX_PASS_LIVE_SEGMENTS * size).min(usable * copy_room + 0 * open_room)\n",
         ["--release", "--test", "engine_model_threads",
@@ -150,7 +150,7 @@ MUTANTS = [
     (
         "pass-copies-without-the-reclaim-lock",
         "4.4 a victim is not freed (and reused) while its pass reads and copies it: locations carry no generation",
-        "src/engine/mod.rs",
+        "src/engine/compaction/pass.rs",
         "                let _no_free = self.reclaim_lock.lock();\n                if !self.still_as_listed(victim, &snapshot[victim as usize].0) {",
         "                if !self.still_as_listed(victim, &snapshot[victim as usize].0) {",
         ["--release", "--lib", "engine::tests::copies_and_close::a_victim_is_never_freed_and_reused"],
@@ -158,7 +158,7 @@ MUTANTS = [
     (
         "separator-copies-before-its-sync",
         "4.9 nothing is copied on the strength of data that is not yet durable: the separator syncs first",
-        "src/engine/mod.rs",
+        "src/engine/separator.rs",
         "            .any(|(_, info)| info.max_lsn > self.log.durable_lsn())\n        {\n            self.sync()?;\n        }\n",
         "            .any(|(_, info)| info.max_lsn > self.log.durable_lsn())\n        {\n        }\n",
         ["--lib", "engine::tests::copies_and_close::the_separator_copies_only_records_the_log_made_durable"],
@@ -166,7 +166,7 @@ MUTANTS = [
     (
         "pass-budget-ignores-open-group-segments",
         "4.8 space: a pass copies a segment only if every group it copies into can have a segment",
-        "src/engine/mod.rs",
+        "src/engine/copies.rs",
         "        if needed > self.segments.free_for(claim) {",
         "        if needed > self.segments.free_for(claim) + by_group.len() {",
         ["--lib", "engine::tests::copies_and_close::a_pass_without_room_for_every_groups"],
@@ -222,7 +222,7 @@ MUTANTS = [
     (
         "copies-keep-their-old-group",
         "4.8/3 compaction and the separator copy a put into the group its key belongs to now",
-        "src/engine/mod.rs",
+        "src/engine/copies.rs",
         "            if let Some(now) = current(&record.key, &read).filter(|now| now != group) {",
         "            if let Some(now) = current(&record.key, &read).filter(|now| now != group && false) {",
         ["--lib", "engine::tests::separator_groups::copies_go_to_the_group"],
@@ -230,7 +230,7 @@ MUTANTS = [
     (
         "regrouped-segment-handed-over",
         "4.7 a mixed segment whose records move to another group is copied, not handed over",
-        "src/engine/mod.rs",
+        "src/engine/separator.rs",
         "            if let Some(group) = first_group.filter(|_| !regrouped)\n",
         "            if let Some(group) = first_group\n",
         ["--lib", "engine::tests::separator_groups::copies_go_to_the_group"],
@@ -270,7 +270,7 @@ MUTANTS = [
     (
         "separator-mixes-groups",
         "4.6 separator: every group-owned segment holds records of its group only",
-        "src/engine/mod.rs",
+        "src/engine/copies.rs",
         "            by_group.entry(group).or_default().push(record);",
         "            by_group.entry(group % 2).or_default().push(record);",
         ["--lib", "engine::tests::separator_groups::separator_sorts_records_into_their_groups"],
@@ -278,7 +278,7 @@ MUTANTS = [
     (
         "hand-over-of-a-mixed-segment",
         "4.7 segment sets: only a one-group mixed segment is handed over whole",
-        "src/engine/mod.rs",
+        "src/engine/separator.rs",
         "                && live.iter().all(|(g, _)| *g == group)\n",
         "                && live.iter().any(|(g, _)| *g == group)\n",
         ["--lib", "engine::tests::separator_groups::separator_sorts_records_into_their_groups"],
@@ -1094,7 +1094,7 @@ whatever order concurrent writers update the index in",
     (
         "copies-never-borrow-an-open-segment",
         "space: with every open segment taken, copies of a group without one go behind the roomiest",
-        "src/engine/mod.rs",
+        "src/engine/copies.rs",
         "        borrow_roomiest_open_segment(&writer, size, &mut by_group);",
         "",
         ["--release", "--test", "engine_model_threads",
@@ -1103,7 +1103,7 @@ whatever order concurrent writers update the index in",
     (
         "open-group-segments-unbounded",
         "space: at most max_open_segments group-owned segments are open, as user_capacity counts",
-        "src/engine/mod.rs",
+        "src/engine/copies.rs",
         "    if homeless.len() <= writer.open_slots_left() {",
         "    if true {",
         ["--release", "--lib", "open_group_segments_stay_within_their_bound"],

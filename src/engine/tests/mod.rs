@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::format::{BLOCK_SIZE, BufferHeader, Superblock};
+use super::format::{BLOCK_SIZE, BufferHeader, SegmentKind, Superblock};
 use super::segments::SegmentState;
 use super::storage::{PowerCut, SimStorage, Storage};
 use super::*;

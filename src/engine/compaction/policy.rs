@@ -1,15 +1,5 @@
-//! Compaction: copies the live records out of closed segments whose live bytes have dropped, so
-//! that the segments can be freed.
-//!
-//! Liveness is decided by looking records up in the index: a record is live when the index
-//! points at exactly its location. That is only sound for closed segments, whose every record is
-//! in the index (the write gate's guarantee, see `log.rs`). Copies keep their bytes verbatim, so
-//! a copy keeps its record's version and CRC; the index moves to a copy by compare-and-set, so a
-//! record overwritten meanwhile stays where its newest version is, and the stale copy loses to
-//! that newer version at recovery too. The victims are freed by the dead-segment reclaimer once
-//! the copies are durable (it syncs before zeroing anything).
-//!
-//! Victim choice is a pure function of the segments' figures ([`pick_victims`]), with two
+//! The compaction policy: which closed segments a pass empties, a pure function of the
+//! segments' figures ([`pick_victims`]) with no I/O, so that it is tested on figures alone. Two
 //! policies (`CompactionPolicy`):
 //! - greedy: least live bytes first;
 //! - cost-benefit (LFS, RAMCloud): most `(1 - u) * age / (1 + u)` first, where `u` is the
@@ -24,9 +14,9 @@
 //! written together. Figures measured with each policy: `docs/BENCHMARKS.md`, "Write
 //! amplification"; the default is cost-benefit (see `CompactionPolicy`).
 
-use super::api::{CompactionPolicy, MAX_KEY_LEN, MAX_VALUE_LEN, WRITE_BUFFER_SIZE};
-use super::format::{RECORD_HEADER_SIZE, RecordKind, SegmentKind, buffer_len_for};
-use super::segments::{SegmentInfo, SegmentState};
+use crate::engine::api::{CompactionPolicy, MAX_KEY_LEN, MAX_VALUE_LEN, WRITE_BUFFER_SIZE};
+use crate::engine::format::{RECORD_HEADER_SIZE, RecordKind, SegmentKind, buffer_len_for};
+use crate::engine::segments::{SegmentInfo, SegmentState};
 
 /// Segments fuller than this fraction (in percent) are never rewritten: copying them would cost
 /// nearly a segment of writes for almost nothing.
@@ -122,13 +112,13 @@ pub const WORST_TAIL_BYTES: u64 = buffer_len_for(
 /// Segments kept for relocation that user writes may not take: the segment manager's rule
 /// (`segments::reserve_for`), computed from the figures alone so this function stays pure.
 pub fn assumed_reserve(segment_count: u64) -> u64 {
-    super::segments::reserve_for(segment_count)
+    crate::engine::segments::reserve_for(segment_count)
 }
 
 /// Free segments compaction copies may not take (`segments::compaction_floor`, the floor of
 /// `Claim::Compaction`), left to the deletes and markers that free the victims.
 pub fn assumed_compaction_floor(segment_count: u64) -> u64 {
-    super::segments::compaction_floor(assumed_reserve(segment_count))
+    crate::engine::segments::compaction_floor(assumed_reserve(segment_count))
 }
 
 /// Most live bytes a pass may copy. Only the reserve is certain to stay free while a pass
@@ -284,7 +274,7 @@ pub struct LiveRecord {
     pub kind: RecordKind,
     pub key: Vec<u8>,
     pub version: u64,
-    pub old: super::index::Location,
+    pub old: crate::engine::index::Location,
 }
 
 impl LiveRecord {
