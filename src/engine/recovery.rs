@@ -37,6 +37,7 @@ pub use super::scan::{DamagedStretch, own_directory_generation, stretch_records}
 pub use super::scan::{records_of, scan_segment};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::{MappedFile, Storage};
+use super::synctable::Proof;
 
 /// What recovery found, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -98,17 +99,96 @@ pub fn recover(
     put_notes: &super::tombstones::PutNotes,
 ) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
-    let mut buffers: Vec<ScannedBuffer> = Vec::new();
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut stretches: Vec<(u32, Stretch)> = Vec::new();
     let mut reader = SegmentReader::new(storage, sb)?;
     // How far each segment of copies is known synced (see `synctable.rs`).
     let proofs = super::synctable::read(&**storage, sb.segment_count)?;
+    let Scanned {
+        buffers,
+        mut candidates,
+        stretches,
+    } = scan_segments(&mut reader, sb, &proofs, put_notes, &mut report)?;
 
+    // The log's end: the first gap above the durable floor.
+    let LogEnd {
+        floor, last_lsn, ..
+    } = scan::log_end(buffers.iter().map(|b| &b.header));
+
+    // Discard buffers beyond the end, and everything after them in their segment. That
+    // includes buffers of copies holding a record of a batch beyond the end (a copy made
+    // before a sync that never came): no sync completed after such a buffer was written, so
+    // the sources of all its copies, and of every later buffer's, are still in place.
+    let cut = scan::cut_beyond(
+        buffers.iter().map(|b| (b.segment, b.offset, &b.header)),
+        last_lsn,
+    );
+    let keep = |b: &ScannedBuffer| cut.get(&b.segment).is_none_or(|&at| b.offset < at);
+    report.buffers_discarded = buffers.iter().filter(|b| !keep(b)).count() as u64;
+
+    let salvaged = salvage_stretches(stretches, &cut, floor, last_lsn, put_notes, &mut report);
+
+    // Segment states.
+    let mut infos = vec![SegmentManager::empty_info(); sb.segment_count as usize];
+    let mut ranges: Vec<RangeDelete> = Vec::new();
+    // Point records in the order they are accepted: buffers in scan order, then the salvaged
+    // ones. Candidates were pushed in scan order, so that is ascending candidate index.
+    let mut accepted: Vec<u32> = Vec::new();
+    for b in buffers.iter().filter(|b| keep(b)) {
+        report.buffers_accepted += 1;
+        take_buffer_segment(&mut infos[b.segment as usize], b);
+        for i in b.records.clone() {
+            report.records_accepted += 1;
+            accept(&candidates[i], i, &mut accepted, &mut ranges, put_notes);
+        }
+    }
+    mark_salvaged_segments_in_use(&mut infos, &salvaged, &proofs);
+    let salvaged_from = candidates.len();
+    candidates.extend(salvaged.records);
+    for (i, c) in candidates.iter().enumerate().skip(salvaged_from) {
+        report.records_accepted += 1;
+        accept(c, i, &mut accepted, &mut ranges, put_notes);
+    }
+    let mut points = resolve_versions(&mut candidates, accepted);
+    drop(candidates);
+    // As the index does when they arrive: a range delete a newer one holds is dead.
+    super::index::drop_superseded_ranges(&mut ranges);
+    apply_range_deletes(&mut points, &mut ranges);
+    hand_over_single_group_segments(&mut infos, &points, &ranges);
+
+    let next_lsn = last_lsn.max(floor) + 1;
+    report.durable_floor = floor;
+    report.last_lsn = last_lsn.max(floor);
+    Ok(Recovered {
+        index: Index::from_recovered(points, ranges),
+        infos,
+        next_lsn,
+        invalidate: invalidated(cut, &buffers, salvaged.zero),
+        report,
+    })
+}
+
+/// What the scan of every segment found, before the log's end is known.
+struct Scanned {
+    buffers: Vec<ScannedBuffer>,
+    candidates: Vec<Candidate>,
+    stretches: Vec<(u32, Stretch)>,
+}
+
+/// Step 1: scans every allocated segment: its valid buffers and their records, its damaged
+/// stretches. The puts of torn tails are noted in `put_notes` (on disk, though never served).
+fn scan_segments(
+    reader: &mut SegmentReader,
+    sb: &Superblock,
+    proofs: &[Option<Proof>],
+    put_notes: &super::tombstones::PutNotes,
+    report: &mut RecoveryReport,
+) -> Result<Scanned> {
+    let mut buffers: Vec<ScannedBuffer> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut stretches: Vec<(u32, Stretch)> = Vec::new();
     let progress = super::progress::Pass::begin("scanning the store", sb.segment_count as u64);
     for segment in 0..sb.segment_count {
         progress.advance(segment as u64);
-        let Some(image) = reader.image(segment, &mut report)? else {
+        let Some(image) = reader.image(segment, report)? else {
             continue;
         };
         let verdicts = scan::segment_verdicts(
@@ -149,34 +229,40 @@ pub fn recover(
             stretches.push((segment, stretch));
         }
     }
+    Ok(Scanned {
+        buffers,
+        candidates,
+        stretches,
+    })
+}
 
-    // The log's end: the first gap above the durable floor.
-    let LogEnd {
-        floor, last_lsn, ..
-    } = scan::log_end(buffers.iter().map(|b| &b.header));
+/// What recovery takes of the damaged stretches (see [`salvage_stretches`]).
+struct Salvaged {
+    records: Vec<Candidate>,
+    /// (segment, end of the stretch, group) of each stretch of copies salvaged from.
+    copies: Vec<(u32, u32, u32)>,
+    /// Stretches of the log zeroed (see the log tail rule).
+    zero: Vec<(u32, u32, u32)>,
+    /// Segments of the log whose last buffers were taken: in use up to the stretch's end (and
+    /// the use's generation).
+    log_tails: Vec<(u32, u32, u64)>,
+}
 
-    // Discard buffers beyond the end, and everything after them in their segment. That
-    // includes buffers of copies holding a record of a batch beyond the end (a copy made
-    // before a sync that never came): no sync completed after such a buffer was written, so
-    // the sources of all its copies, and of every later buffer's, are still in place.
-    let cut = scan::cut_beyond(
-        buffers.iter().map(|b| (b.segment, b.offset, &b.header)),
-        last_lsn,
-    );
-    let keep = |b: &ScannedBuffer| cut.get(&b.segment).is_none_or(|&at| b.offset < at);
-    report.buffers_discarded = buffers.iter().filter(|b| !keep(b)).count() as u64;
-
-    // Damaged stretches: their records proven durable (see `Stretch::takes`) are taken as they
-    // are: intact ones serve reads, damaged ones make reads fail (their own CRC fails) rather
-    // than let an older version of the key stand in. Otherwise a failing buffer is
-    // indistinguishable from a write torn by a power cut, and is dropped like one.
+/// Damaged stretches: their records proven durable (see `Stretch::takes`) are taken as they
+/// are: intact ones serve reads, damaged ones make reads fail (their own CRC fails) rather
+/// than let an older version of the key stand in. Otherwise a failing buffer is
+/// indistinguishable from a write torn by a power cut, and is dropped like one.
+fn salvage_stretches(
+    stretches: Vec<(u32, Stretch)>,
+    cut: &BTreeMap<u32, u32>,
+    floor: u64,
+    last_lsn: u64,
+    put_notes: &super::tombstones::PutNotes,
+    report: &mut RecoveryReport,
+) -> Salvaged {
     let mut salvaged: Vec<Candidate> = Vec::new();
-    // (segment, end of the stretch, group) of each stretch of copies salvaged from.
     let mut salvaged_segments: Vec<(u32, u32, u32)> = Vec::new();
-    // Stretches of the log zeroed below (see the log tail rule).
     let mut zero: Vec<(u32, u32, u32)> = Vec::new();
-    // Segments of the log whose last buffers were taken: in use up to the stretch's end (and
-    // the use's generation).
     let mut log_tails: Vec<(u32, u32, u64)> = Vec::new();
     for (segment, stretch) in stretches {
         let d = stretch.span;
@@ -216,36 +302,41 @@ pub fn recover(
             }
         }
     }
-
-    // Segment states.
-    let mut infos = vec![SegmentManager::empty_info(); sb.segment_count as usize];
-    let mut ranges: Vec<RangeDelete> = Vec::new();
-    // Point records in the order they are accepted: buffers in scan order, then the salvaged
-    // ones. Candidates were pushed in scan order, so that is ascending candidate index.
-    let mut accepted: Vec<u32> = Vec::new();
-    for b in buffers.iter().filter(|b| keep(b)) {
-        report.buffers_accepted += 1;
-        let info = &mut infos[b.segment as usize];
-        if info.state == SegmentState::Free {
-            *info = SegmentInfo {
-                state: SegmentState::Closed,
-                kind: b.header.kind,
-                group: b.header.group,
-                generation: b.header.generation,
-                used: 0,
-                max_lsn: 0,
-            };
-        }
-        info.used = b.offset + b.header.buffer_len;
-        info.max_lsn = info.max_lsn.max(b.header.lsn_last);
-        for i in b.records.clone() {
-            report.records_accepted += 1;
-            accept(&candidates[i], i, &mut accepted, &mut ranges, put_notes);
-        }
+    Salvaged {
+        records: salvaged,
+        copies: salvaged_segments,
+        zero,
+        log_tails,
     }
+}
+
+/// The segment's state as far as the accepted buffer `b` shows it: closed, in the use of its
+/// first buffer, used up to `b`'s end.
+fn take_buffer_segment(info: &mut SegmentInfo, b: &ScannedBuffer) {
+    if info.state == SegmentState::Free {
+        *info = SegmentInfo {
+            state: SegmentState::Closed,
+            kind: b.header.kind,
+            group: b.header.group,
+            generation: b.header.generation,
+            used: 0,
+            max_lsn: 0,
+        };
+    }
+    info.used = b.offset + b.header.buffer_len;
+    info.max_lsn = info.max_lsn.max(b.header.lsn_last);
+}
+
+/// Segments that hold salvaged records or a taken log tail are in use up to their end, even
+/// with no valid buffer at all.
+fn mark_salvaged_segments_in_use(
+    infos: &mut [SegmentInfo],
+    salvaged: &Salvaged,
+    proofs: &[Option<Proof>],
+) {
     // A segment of copies whose first buffer is damaged (its use known from the sync table)
     // and that has no valid buffer at all: in use all the same, its salvaged records are here.
-    for &(segment, end, group) in &salvaged_segments {
+    for &(segment, end, group) in &salvaged.copies {
         let info = &mut infos[segment as usize];
         if info.state == SegmentState::Free {
             *info = SegmentInfo {
@@ -259,7 +350,7 @@ pub fn recover(
         }
         info.used = info.used.max(end);
     }
-    for &(segment, end, generation) in &log_tails {
+    for &(segment, end, generation) in &salvaged.log_tails {
         let info = &mut infos[segment as usize];
         if info.state == SegmentState::Free {
             // A log segment whose only buffers are this damaged tail: in use all the same.
@@ -274,42 +365,28 @@ pub fn recover(
         }
         info.used = info.used.max(end);
     }
-    let salvaged_from = candidates.len();
-    candidates.extend(salvaged);
-    for (i, c) in candidates.iter().enumerate().skip(salvaged_from) {
-        report.records_accepted += 1;
-        accept(c, i, &mut accepted, &mut ranges, put_notes);
-    }
-    let mut points = resolve_versions(&mut candidates, accepted);
-    drop(candidates);
-    // As the index does when they arrive: a range delete a newer one holds is dead.
-    super::index::drop_superseded_ranges(&mut ranges);
-    apply_range_deletes(&mut points, &mut ranges);
-    hand_over_single_group_segments(&mut infos, &points, &ranges);
+}
 
-    let next_lsn = last_lsn.max(floor) + 1;
-    report.durable_floor = floor;
-    report.last_lsn = last_lsn.max(floor);
-    Ok(Recovered {
-        index: Index::from_recovered(points, ranges),
-        infos,
-        next_lsn,
-        invalidate: cut
-            .into_iter()
-            .map(|(segment, at)| {
-                let end = buffers
-                    .iter()
-                    .filter(|b| b.segment == segment)
-                    .map(|b| b.offset + b.header.buffer_len)
-                    .max()
-                    .unwrap_or(at)
-                    .max(at + BLOCK_SIZE as u32);
-                (segment, at, end)
-            })
-            .chain(zero)
-            .collect(),
-        report,
-    })
+/// What the caller zeroes: each segment's discarded tail, from the cut to the end of the last
+/// buffer found there (a block at least), then the log tails dropped (`zero`).
+fn invalidated(
+    cut: BTreeMap<u32, u32>,
+    buffers: &[ScannedBuffer],
+    zero: Vec<(u32, u32, u32)>,
+) -> Vec<(u32, u32, u32)> {
+    cut.into_iter()
+        .map(|(segment, at)| {
+            let end = buffers
+                .iter()
+                .filter(|b| b.segment == segment)
+                .map(|b| b.offset + b.header.buffer_len)
+                .max()
+                .unwrap_or(at)
+                .max(at + BLOCK_SIZE as u32);
+            (segment, at, end)
+        })
+        .chain(zero)
+        .collect()
 }
 
 /// Hands recovery each allocated segment's image whose first block may start a buffer (a free
