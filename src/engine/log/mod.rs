@@ -28,50 +28,18 @@
 //! already, so the error reaches users at their next write or sync (as with the kernel's own
 //! writeback), never silently.
 
-use std::time::Duration;
-
-use super::concurrency::{self, Arc, AtomicU64, Condvar, Instant, Mutex, Ordering};
+use super::concurrency::{Arc, AtomicU64, Condvar, Instant, Mutex, MutexGuard};
 
 use super::api::{EngineError, Result, WRITE_BUFFER_SIZE};
-use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, NO_GROUP, SegmentKind, buffer_len_for,
-};
+use super::format::{BUFFER_HEADER_SIZE, buffer_len_for};
 use super::index::RangeDelete;
 use super::segments::{Claim, SegmentManager};
 
-/// The buffer's write gate: counts the writers whose index updates are still to come.
-#[derive(Default)]
-pub struct Gate {
-    holds: Mutex<usize>,
-    closed: Condvar,
-}
+mod buffers;
+mod flusher;
+mod gate;
 
-impl Gate {
-    pub fn enter(self: &Arc<Gate>) -> GateHold {
-        *self.holds.lock() += 1;
-        GateHold(self.clone())
-    }
-
-    pub fn wait_closed(&self) {
-        let mut holds = self.holds.lock();
-        while *holds > 0 {
-            self.closed.wait(&mut holds);
-        }
-    }
-}
-
-/// A writer's hold on a buffer's gate. Keep it until the index update is done.
-pub struct GateHold(Arc<Gate>);
-
-impl Drop for GateHold {
-    fn drop(&mut self) {
-        let mut holds = self.0.holds.lock();
-        *holds -= 1;
-        if *holds == 0 {
-            self.0.closed.notify_all();
-        }
-    }
-}
+use gate::{Gate, GateHold};
 
 struct OpenBuffer {
     seq: u64,
@@ -116,11 +84,6 @@ struct Sealed {
     floor: u64,
     gate: Arc<Gate>,
 }
-
-/// How long a buffer holding batches may stay open waiting for more before the flusher seals
-/// it (write-behind): a writer does not wait for its buffer's write, so consecutive small
-/// batches share a buffer instead of each padding a block of its own.
-const SEAL_DELAY: Duration = Duration::from_millis(2);
 
 struct State {
     open: Option<OpenBuffer>,
@@ -283,7 +246,25 @@ impl Log {
             )));
         }
         let mut st = self.state.lock();
-        // Find room in an open buffer.
+        self.wait_for_room(&mut st, batch, len, directory_len)?;
+        let (ticket, first_batch) = place(&mut st, batch, len, directory_len);
+        if first_batch {
+            st.open_since = Some(Instant::now());
+            self.work.notify_one();
+        }
+        self.wait_for_previous_flush(&mut st, ticket.seq)?;
+        Ok(ticket)
+    }
+
+    /// Waits until the open buffer has room for a batch of `len` bytes and `directory_len`
+    /// bytes of record directory, opening a segment or retiring the active one as needed.
+    fn wait_for_room(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        batch: &dyn Placeable,
+        len: usize,
+        directory_len: usize,
+    ) -> Result<()> {
         loop {
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
@@ -297,7 +278,7 @@ impl Log {
                 } else {
                     Claim::User
                 };
-                self.open_new_segment(&mut st, claim)?;
+                self.open_new_segment(st, claim)?;
             }
             // A mixed segment that a marker or a delete opened from the reserve is not for user
             // batches while users could not take a segment themselves: filling it would hand
@@ -311,329 +292,40 @@ impl Log {
             }
             let open = st.open.as_ref().unwrap();
             if open.fits(len, directory_len) {
-                break;
+                return Ok(());
             }
             if open.is_empty() {
                 // The segment's tail is too small for this batch: close it, move on.
-                self.retire_active_segment(&mut st);
+                self.retire_active_segment(st);
                 continue;
             }
             // Full: the flusher seals it as soon as it is free.
             st.seal_upto = st.seal_upto.max(st.next_lsn - 1);
             self.work.notify_one();
-            self.changed.wait(&mut st);
+            self.changed.wait(st);
         }
-        let lsn = st.next_lsn;
-        st.next_lsn += 1;
-        let next_seq = st.next_seq;
-        let open = st.open.as_mut().unwrap();
-        if open.seq == 0 {
-            open.seq = next_seq;
-            st.next_seq += 1;
-        }
-        let open = st.open.as_mut().unwrap();
-        let at = open.data.len();
-        open.data.resize(at + len, 0);
-        batch.stamp_into(lsn, &mut open.data[at..]);
-        open.directory_len += directory_len;
-        open.records += 1;
-        if open.lsn_first == 0 {
-            open.lsn_first = lsn;
-        }
-        let first_batch = open.records == 1;
-        open.lsn_last = lsn;
-        let offset = open.offset + at as u32;
-        open.ranges
-            .lock()
-            .extend(batch.ranges(lsn, open.segment, offset));
-        let ticket = Ticket {
-            lsn,
-            seq: open.seq,
-            segment: open.segment,
-            offset,
-            _hold: open.gate.enter(),
-            buffer_ranges: open.ranges.clone(),
-        };
-        if first_batch {
-            st.open_since = Some(Instant::now());
-            self.work.notify_one();
-        }
-        // Index updates go in buffer order: wait for the previous buffer's flush to complete.
-        // Not for this buffer's write (write-behind): readers are served from the buffer
-        // until it is written (`overlay_unwritten`), and `sync` writes it first.
-        while st.completed_seq + 1 < ticket.seq {
+    }
+
+    /// Index updates go in buffer order: waits for the flush of the buffer before `seq` to
+    /// complete. Not for this buffer's write (write-behind): readers are served from the buffer
+    /// until it is written (`overlay_unwritten`), and `sync` writes it first.
+    fn wait_for_previous_flush(&self, st: &mut MutexGuard<'_, State>, seq: u64) -> Result<()> {
+        while st.completed_seq + 1 < seq {
             if let Some(why) = &st.failed {
                 return Err(EngineError::Failed(why.clone()));
             }
             if st.flusher_gone {
                 return Err(EngineError::Closed);
             }
-            self.changed.wait(&mut st);
+            self.changed.wait(st);
         }
-        Ok(ticket)
-    }
-
-    /// The flusher thread's loop: seal, write, wake the writers, wait for the gate, complete.
-    /// Returns when asked to stop and nothing is left to write.
-    pub fn run_flusher(&self) {
-        let mut st = self.state.lock();
-        loop {
-            let has_batches = st.open.as_ref().is_some_and(|o| !o.is_empty());
-            let marker_due = st.sealed_seq < st.marker_until;
-            let waited = st.open_since.map_or(Duration::ZERO, |t| t.elapsed());
-            let seal_due = has_batches
-                && (st.stop
-                    || waited >= SEAL_DELAY
-                    || st
-                        .open
-                        .as_ref()
-                        .is_some_and(|o| o.lsn_first <= st.seal_upto));
-            if has_batches && !seal_due && !marker_due && st.failed.is_none() {
-                let left = SEAL_DELAY.saturating_sub(waited);
-                self.work
-                    .wait_for(&mut st, left.max(Duration::from_micros(100)));
-                continue;
-            }
-            if st.failed.is_some() || !(has_batches || marker_due) {
-                if st.stop {
-                    st.flusher_gone = true;
-                    self.changed.notify_all();
-                    return;
-                }
-                self.work.wait_for(&mut st, Duration::from_millis(100));
-                continue;
-            }
-            if st.open.is_none() {
-                // A marker that frees space may take the reserve; one that only proves what is
-                // synced may not: on a full host disk, where users cannot take a segment, such
-                // markers would use the reserve up, one segment each time a segment closes,
-                // and leave nothing for the deletes that free space.
-                let claim = if st.sealed_seq < st.reserve_marker_until {
-                    Claim::FreesSpace
-                } else if st.sealed_seq < st.close_marker_until {
-                    Claim::Deletes
-                } else {
-                    Claim::User
-                };
-                if let Err(e) = self.open_new_segment(&mut st, claim) {
-                    // No room even for a marker: let the requester see the failure.
-                    st.marker_until = 0;
-                    st.reserve_marker_until = 0;
-                    st.close_marker_until = 0;
-                    log::warn!("cannot write a marker buffer: {e}");
-                    self.changed.notify_all();
-                    continue;
-                }
-            }
-            let sealed = self.seal(&mut st);
-            drop(st);
-            let written = self.write_sealed(&sealed);
-            if written.is_ok() {
-                // The flush completes only once every writer of the buffer has updated the
-                // index: the write gate.
-                sealed.gate.wait_closed();
-            }
-            st = self.state.lock();
-            if written.is_ok() {
-                st.floor_written = st.floor_written.max(sealed.floor);
-                st.completed_seq = sealed.seq;
-                self.close_finished_segments(&mut st);
-                self.changed.notify_all();
-            }
-        }
+        Ok(())
     }
 
     /// Asks the flusher thread to stop once nothing is left to write.
     pub fn stop(&self) {
         self.state.lock().stop = true;
         self.work.notify_all();
-    }
-
-    fn open_new_segment(&self, st: &mut State, claim: Claim) -> Result<()> {
-        let (segment, generation) = self
-            .segments
-            .allocate(SegmentKind::Mixed, NO_GROUP, claim)?;
-        st.open = Some(self.new_buffer(st, segment, generation, 0));
-        st.active_from_reserve = claim != Claim::User;
-        Ok(())
-    }
-
-    fn new_buffer(
-        &self,
-        _st: &mut State,
-        segment: u32,
-        generation: u64,
-        offset: u32,
-    ) -> OpenBuffer {
-        let room = self.segments.segment_size() as usize - offset as usize;
-        let mut data = Vec::with_capacity(WRITE_BUFFER_SIZE.min(room));
-        data.resize(BUFFER_HEADER_SIZE, 0);
-        OpenBuffer {
-            seq: 0,
-            segment,
-            generation,
-            offset,
-            capacity: WRITE_BUFFER_SIZE.min(room),
-            data,
-            directory_len: 0,
-            records: 0,
-            lsn_first: 0,
-            lsn_last: 0,
-            gate: Arc::new(Gate::default()),
-            ranges: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-
-    /// The active segment's remaining space is too small for the next batch: it closes once the
-    /// flushes of the buffers already sealed into it are complete.
-    fn retire_active_segment(&self, st: &mut State) {
-        let open = st.open.take().unwrap();
-        debug_assert!(open.is_empty() && open.seq == 0 && open.offset > 0);
-        // The open buffer never got a sequence number, so the newest one was sealed into this
-        // segment.
-        st.closing.push((open.segment, st.next_seq - 1));
-        self.close_finished_segments(st);
-    }
-
-    fn close_finished_segments(&self, st: &mut State) {
-        let completed = st.completed_seq;
-        let segments = &self.segments;
-        st.closing.retain(|&(segment, last)| {
-            if last <= completed {
-                segments.mark_closed(segment);
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    /// Seals the open buffer and opens the next one behind it. Only the flusher calls it.
-    fn seal(&self, st: &mut State) -> Sealed {
-        let mut open = st.open.take().unwrap();
-        if open.seq == 0 {
-            // A marker: a buffer with no batch.
-            open.seq = st.next_seq;
-            st.next_seq += 1;
-        }
-        let payload_len = open.data.len() - BUFFER_HEADER_SIZE;
-        let buffer_len = buffer_len_for(payload_len, open.directory_len);
-        open.data.resize(buffer_len, 0);
-        let header = BufferHeader {
-            kind: SegmentKind::Mixed,
-            generation: open.generation,
-            lsn_first: open.lsn_first,
-            lsn_last: open.lsn_last,
-            durable_floor: st.durable_lsn,
-            payload_len: payload_len as u32,
-            record_count: open.records,
-            group: NO_GROUP,
-            buffer_len: buffer_len as u32,
-            segment_index: open.segment,
-        };
-        header.seal(&mut open.data);
-        let end = open.offset as usize + buffer_len;
-        let room = self.segments.segment_size() as usize - end;
-        st.sealed_seq = open.seq;
-        st.open_since = None;
-        let closes_segment = room < 2 * BLOCK_SIZE;
-        if closes_segment {
-            st.closing.push((open.segment, open.seq));
-        } else {
-            st.open = Some(self.new_buffer(st, open.segment, open.generation, end as u32));
-        }
-        let data = Arc::new(open.data);
-        st.writing = Some((open.segment, open.offset, data.clone()));
-        Sealed {
-            seq: open.seq,
-            segment: open.segment,
-            offset: open.offset,
-            data,
-            lsn_last: open.lsn_last,
-            floor: header.durable_floor,
-            gate: open.gate,
-        }
-    }
-
-    /// Writes a sealed buffer (only the flusher does).
-    fn write_sealed(&self, sealed: &Sealed) -> Result<()> {
-        let result = self
-            .segments
-            .write(sealed.segment, sealed.offset, &sealed.data);
-        let delay = self.test_delay_after_write_ms.load(Ordering::Relaxed);
-        if delay > 0 {
-            concurrency::sleep(Duration::from_millis(delay));
-        }
-        let mut st = self.state.lock();
-        match result {
-            Ok(()) => {
-                let end = sealed.offset + sealed.data.len() as u32;
-                self.segments
-                    .note_written(sealed.segment, end, sealed.lsn_last);
-                self.device_bytes_written
-                    .fetch_add(sealed.data.len() as u64, Ordering::Relaxed);
-                st.written_seq = sealed.seq;
-                st.written_lsn = st.written_lsn.max(sealed.lsn_last);
-                st.writing = None;
-                self.close_finished_segments(&mut st);
-                self.changed.notify_all();
-                Ok(())
-            }
-            Err(e) => {
-                let why = format!("writing segment {}: {e}", sealed.segment);
-                drop(st);
-                self.fail(why.clone());
-                Err(EngineError::Failed(why))
-            }
-        }
-    }
-
-    /// Has the flusher write a buffer even if it holds no batch (a *marker*: its header
-    /// records the current durable floor), and waits for that flush to complete. For markers
-    /// that free space (before segments are freed): it may open a segment from the reserve,
-    /// its last free segment included.
-    pub fn flush_marker(&self) -> Result<()> {
-        self.flush_marker_claiming(Claim::FreesSpace)
-    }
-
-    /// [`Log::flush_marker`] for the marker of a clean close, which frees nothing: it may open
-    /// a segment from the reserve, but leaves the reclamation floor free, so that the next
-    /// session can still free segments (the marker's own segment among them).
-    pub fn flush_close_marker(&self) -> Result<()> {
-        self.flush_marker_claiming(Claim::Deletes)
-    }
-
-    /// [`Log::flush_marker`] for a marker that frees nothing (the sync table's proof of closed
-    /// log segments): it never opens a segment from the reserve, and fails with `NoSpace`
-    /// where users could not take a segment either.
-    pub fn flush_proof_marker(&self) -> Result<()> {
-        self.flush_marker_claiming(Claim::User)
-    }
-
-    fn flush_marker_claiming(&self, claim: Claim) -> Result<()> {
-        let mut st = self.state.lock();
-        // Any buffer sealed from now on carries a floor at least as high as the current one.
-        let after = st.next_seq;
-        st.marker_until = st.marker_until.max(after);
-        match claim {
-            Claim::FreesSpace => st.reserve_marker_until = st.reserve_marker_until.max(after),
-            Claim::Deletes => st.close_marker_until = st.close_marker_until.max(after),
-            Claim::User | Claim::Compaction => {}
-        }
-        self.work.notify_one();
-        while st.completed_seq < after {
-            if let Some(why) = &st.failed {
-                return Err(EngineError::Failed(why.clone()));
-            }
-            if st.marker_until < after {
-                return Err(EngineError::NoSpace);
-            }
-            if st.flusher_gone {
-                return Err(EngineError::Closed);
-            }
-            self.changed.wait(&mut st);
-        }
-        Ok(())
     }
 
     /// Makes every batch that returned before this call durable. Concurrent callers share one
@@ -752,55 +444,45 @@ impl Log {
     }
 }
 
-/// The write gate under schedules of two writers and the flusher chosen by shuttle's PCT
-/// scheduler, which finds bugs of a few ordering constraints with a known probability
-/// (`cargo test --release --features shuttle --lib gate_schedules`). Shuttle's exhaustive search
-/// does not finish here in minutes.
-#[cfg(all(test, feature = "shuttle"))]
-mod gate_schedules {
-    use super::*;
-
-    /// Writers take a hold while the buffer is open (the log's lock stands for it here), do
-    /// their index update, and let go; the flusher seals the buffer and waits for the gate.
-    /// Once the wait returns, every writer that entered has done its index update.
-    #[test]
-    fn the_flush_waits_for_every_index_update_of_its_buffer() {
-        shuttle::check_pct(
-            || {
-                let gate = Arc::new(Gate::default());
-                // (sealed, writers that entered, index updates done)
-                let buffer = Arc::new(Mutex::new((false, 0u32, 0u32)));
-                let writers: Vec<_> = (0..2)
-                    .map(|_| {
-                        let (gate, buffer) = (gate.clone(), buffer.clone());
-                        shuttle::thread::spawn(move || {
-                            let hold = {
-                                let mut b = buffer.lock();
-                                if b.0 {
-                                    return;
-                                }
-                                b.1 += 1;
-                                gate.enter()
-                            };
-                            buffer.lock().2 += 1;
-                            drop(hold);
-                        })
-                    })
-                    .collect();
-                buffer.lock().0 = true;
-                gate.wait_closed();
-                let b = buffer.lock();
-                assert_eq!(
-                    b.2, b.1,
-                    "the flush completed before an index update of its buffer"
-                );
-                drop(b);
-                for w in writers {
-                    w.join().unwrap();
-                }
-            },
-            5000,
-            3,
-        );
+/// Gives `batch` the next LSN and copies it, stamped, into the open buffer (which has room),
+/// with a hold on the buffer's gate. Returns the writer's ticket, and whether this is the
+/// buffer's first batch.
+fn place(
+    st: &mut State,
+    batch: &dyn Placeable,
+    len: usize,
+    directory_len: usize,
+) -> (Ticket, bool) {
+    let lsn = st.next_lsn;
+    st.next_lsn += 1;
+    let next_seq = st.next_seq;
+    let open = st.open.as_mut().unwrap();
+    if open.seq == 0 {
+        open.seq = next_seq;
+        st.next_seq += 1;
     }
+    let open = st.open.as_mut().unwrap();
+    let at = open.data.len();
+    open.data.resize(at + len, 0);
+    batch.stamp_into(lsn, &mut open.data[at..]);
+    open.directory_len += directory_len;
+    open.records += 1;
+    if open.lsn_first == 0 {
+        open.lsn_first = lsn;
+    }
+    let first_batch = open.records == 1;
+    open.lsn_last = lsn;
+    let offset = open.offset + at as u32;
+    open.ranges
+        .lock()
+        .extend(batch.ranges(lsn, open.segment, offset));
+    let ticket = Ticket {
+        lsn,
+        seq: open.seq,
+        segment: open.segment,
+        offset,
+        _hold: open.gate.enter(),
+        buffer_ranges: open.ranges.clone(),
+    };
+    (ticket, first_batch)
 }
