@@ -105,22 +105,7 @@ impl GroupWriter {
         let segment_size = segments.segment_size();
         let mut next = 0;
         while next < records.len() {
-            let open = match self.open.get_mut(&group) {
-                Some(open) => open,
-                None => {
-                    let (segment, generation) =
-                        segments.allocate(SegmentKind::Group, group, claim)?;
-                    debug_assert!(
-                        self.open.len() < self.max_open,
-                        "a group opens a segment beyond the bound (see borrow_roomiest_open_segment)"
-                    );
-                    self.open.entry(group).or_insert(OpenGroupSegment {
-                        segment,
-                        generation,
-                        offset: 0,
-                    })
-                }
-            };
+            let open = self.open_segment_of(segments, group, claim)?;
             let capacity = WRITE_BUFFER_SIZE.min((segment_size - open.offset) as usize);
             let (end, payload, directory) = fitting(records, next, capacity);
             if end == next && open.offset == 0 {
@@ -140,34 +125,15 @@ impl GroupWriter {
                 segments.mark_closed(full.segment);
                 continue;
             }
-            let buffer_len = buffer_len_for(payload, directory);
-            let mut buffer = vec![0u8; buffer_len];
-            let mut at = BUFFER_HEADER_SIZE;
-            let mut max_lsn = 0;
-            let mut locations = Vec::with_capacity(end - next);
-            for r in &records[next..end] {
-                buffer[at..at + r.bytes.len()].copy_from_slice(&r.bytes);
-                locations.push(Location {
-                    segment: open.segment,
-                    offset: open.offset + at as u32,
-                    len: r.bytes.len() as u32,
-                });
-                max_lsn = max_lsn.max(lsn_of_version(r.version));
-                at += r.bytes.len();
-            }
-            BufferHeader {
-                kind: SegmentKind::Group,
-                generation: open.generation,
-                lsn_first: 0,
-                lsn_last: max_lsn,
-                durable_floor,
-                payload_len: payload as u32,
-                record_count: (end - next) as u32,
+            let (buffer, locations, max_lsn) = copies_buffer(
+                open,
                 group,
-                buffer_len: buffer_len as u32,
-                segment_index: open.segment,
-            }
-            .seal(&mut buffer);
+                &records[next..end],
+                payload,
+                directory,
+                durable_floor,
+            );
+            let buffer_len = buffer.len();
             segments.write(open.segment, open.offset, &buffer)?;
             written.locations.extend(locations);
             open.offset += buffer_len as u32;
@@ -184,6 +150,31 @@ impl GroupWriter {
             next = end;
         }
         Ok(())
+    }
+
+    /// `group`'s open segment, a segment allocated for it (as `claim` may) if it has none.
+    fn open_segment_of(
+        &mut self,
+        segments: &SegmentManager,
+        group: u32,
+        claim: Claim,
+    ) -> Result<&mut OpenGroupSegment> {
+        if !self.open.contains_key(&group) {
+            let (segment, generation) = segments.allocate(SegmentKind::Group, group, claim)?;
+            debug_assert!(
+                self.open.len() < self.max_open,
+                "a group opens a segment beyond the bound (see borrow_roomiest_open_segment)"
+            );
+            self.open.insert(
+                group,
+                OpenGroupSegment {
+                    segment,
+                    generation,
+                    offset: 0,
+                },
+            );
+        }
+        Ok(self.open.get_mut(&group).expect("opened above"))
     }
 
     /// How many segments `write` would open for these copies of `group` (`records` in the
@@ -291,4 +282,46 @@ fn fitting(records: &[&LiveRecord], next: usize, capacity: usize) -> (usize, usi
         end += 1;
     }
     (end, payload, directory)
+}
+
+/// The sealed buffer of `records`' copies for `group`, to be written at `open`'s offset
+/// (`payload` and `directory` bytes, as [`fitting`] counted them), with each copy's location
+/// and the highest LSN among the records.
+fn copies_buffer(
+    open: &OpenGroupSegment,
+    group: u32,
+    records: &[&LiveRecord],
+    payload: usize,
+    directory: usize,
+    durable_floor: u64,
+) -> (Vec<u8>, Vec<Location>, u64) {
+    let buffer_len = buffer_len_for(payload, directory);
+    let mut buffer = vec![0u8; buffer_len];
+    let mut at = BUFFER_HEADER_SIZE;
+    let mut max_lsn = 0;
+    let mut locations = Vec::with_capacity(records.len());
+    for r in records {
+        buffer[at..at + r.bytes.len()].copy_from_slice(&r.bytes);
+        locations.push(Location {
+            segment: open.segment,
+            offset: open.offset + at as u32,
+            len: r.bytes.len() as u32,
+        });
+        max_lsn = max_lsn.max(lsn_of_version(r.version));
+        at += r.bytes.len();
+    }
+    BufferHeader {
+        kind: SegmentKind::Group,
+        generation: open.generation,
+        lsn_first: 0,
+        lsn_last: max_lsn,
+        durable_floor,
+        payload_len: payload as u32,
+        record_count: records.len() as u32,
+        group,
+        buffer_len: buffer_len as u32,
+        segment_index: open.segment,
+    }
+    .seal(&mut buffer);
+    (buffer, locations, max_lsn)
 }
