@@ -7,22 +7,37 @@
 //!   the limits.
 //! - `format`: every on-disk byte (buffer and record headers, superblock).
 //! - [`storage`]: files, or crash-simulation memory ([`storage::SimStorage`]).
+//! - [`store_dir`]: the store directory as a whole (its files, capacity, growth), before any
+//!   engine is open.
+//! - [`instrument`]: test instrumentation of a real store (an I/O log, injected write errors).
 //! - `segments`: the segment manager (states, generations, live bytes, allocation).
+//! - `synctable`: the sync table, a durable proof of how far each segment was synced.
+//! - `open`: opening a store (lock, superblock, recovery or checkpoint, threads) and closing it.
+//! - `read_only`: opening a store without changing a byte of it.
 //! - `batch`: a user batch checked against the limits and encoded for the log.
-//! - `log`: the write buffer, its write gate, group commit and the active segment.
+//! - `write_path`: a user batch refused for space or appended, indexed and released; `sync`.
+//! - `log`: the write buffer and the active segment, with `log::gate` (the write gate),
+//!   `log::buffers` (the open buffer, sealing) and `log::flusher` (the flusher thread, markers).
 //! - `index`: key -> location, version and group; range deletes.
 //! - `read`: the read path (point reads, scans, read-ahead).
+//! - `read_pins`: reads in progress, which a segment's free waits out.
 //! - `groups`: the open group-owned segments, where the separator and compaction put copies.
-//! - `compaction`: which segments to empty (pure); the passes themselves are `Inner::separate`
-//!   and `Inner::compact_pass` here.
+//! - `separator`: sorts the records of closed mixed segments into their groups' segments.
+//! - `compaction`: empties segments whose live bytes dropped: `compaction::policy` picks the
+//!   victims (pure), `compaction::pass` copies their live records out.
+//! - `copies`: what the separator and compaction share to move live records (liveness, dead
+//!   tombstones, regrouping, the copies written and indexed by compare-and-set).
 //! - `tombstones`: which puts each segment holds, to know when a tombstone may be dropped.
 //! - `reclaim`: frees segments whose records are all dead.
 //! - `background`: the background thread that schedules syncs, removals, reclamation, the
 //!   separator and compaction.
 //! - `stats`: the engine's figures.
+//! - [`progress`]: how far a long pass (recovery's scan, fsck) is, for a front end to show.
 //! - `test_hooks`: the `test_*` hooks the tests reach into the engine with (feature
 //!   `test-hooks`).
+//! - `scan`: the one segment scan, a verdict for each buffer and stretch.
 //! - `recovery`: rebuilds all of the above from the segments at open.
+//! - `checkpoint`: the index written at a clean close, which spares the next open its scan.
 //! - `check`: the offline checker behind `logstorfs fsck`.
 //!
 //! - `concurrency`: the only door to threads, locks, atomics and the clock (a scheduler's in
@@ -64,10 +79,6 @@ mod synctable;
 mod test_hooks;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_pending;
-#[cfg(test)]
-mod tests_space;
 mod tombstones;
 mod write_path;
 

@@ -1,8 +1,7 @@
-//! Space at the edge: what delete batches may take in a full store, so that deleting always
-//! makes room again.
+//! Proves that deleting always makes room in a full store: delete batches leave reclamation
+//! the free segment its marker needs (even across a remount), and a put beside a delete gets
+//! no space beyond the capacity (only batches that add no live data may take the reserve).
 
-use super::storage::SimStorage;
-use super::tests::small_options;
 use super::*;
 
 fn put(key: &str, value: &[u8]) -> Mutation {

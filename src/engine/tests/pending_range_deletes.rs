@@ -1,9 +1,8 @@
-//! Range deletes of many entries: one small record and bounded work on the writer's path; the
-//! entries they cover stay in the index, hidden from every reader, until the background
-//! removes them in bounded steps (or whatever needs exact figures does).
+//! Proves that a range delete of many entries is one small record and bounded work on the
+//! writer's path: the entries it covers stay in the index, hidden from every reader, until the
+//! background removes them in bounded steps (or whatever needs exact figures does), across a
+//! power cut and a clean close, and a full store takes writes once such a delete returned.
 
-use super::storage::{PowerCut, SimStorage};
-use super::tests::small_options;
 use super::*;
 
 /// Keys of one "file": enough entries that a range delete of them leaves most pending.
