@@ -100,7 +100,7 @@ MUTANTS = [
     (
         "write-noted-before-it-lands",
         "4.9 durability: a returned sync covers every write that returned before it (concurrent syncs)",
-        "src/engine/storage.rs",
+        "src/engine/storage/file.rs",
         "        let landed = land();\n        concurrency::between_steps();\n        self.note(file);\n        landed\n",
         "        self.note(file);\n        concurrency::between_steps();\n        land()\n",
         ["--release", "--features", "shuttle", "--test", "engine_schedules",
