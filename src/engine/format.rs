@@ -62,6 +62,8 @@ pub use record::*;
 pub use superblock::*;
 
 pub const BLOCK_SIZE: usize = 4096;
+/// Bytes of a buffer's header (table in [`buffer`]); its records start right after it.
+pub const BUFFER_HEADER_SIZE: usize = 64;
 pub const DEFAULT_SEGMENT_SIZE: u32 = 1 << 20;
 pub const DEFAULT_SEGMENTS_PER_FILE: u32 = 64;
 pub const MIN_SEGMENT_SIZE: u32 = 64 * 1024;

@@ -37,11 +37,10 @@ use super::directory::{
 };
 use super::record::RecordHeader;
 use super::{
-    BLOCK_SIZE, FORMAT_VERSION, NO_GROUP, OLDEST_FORMAT_VERSION, SegmentKind, align_up, put_u16,
-    put_u32, put_u64, u16_at, u32_at, u64_at,
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, FORMAT_VERSION, NO_GROUP, OLDEST_FORMAT_VERSION, SegmentKind,
+    align_up, put_u16, put_u32, put_u64, u16_at, u32_at, u64_at,
 };
 
-pub const BUFFER_HEADER_SIZE: usize = 64;
 pub const BUFFER_MAGIC: u32 = u32::from_le_bytes(*b"LSBF");
 
 // Offsets of the header's fields, each following the one before (the table above).

@@ -39,9 +39,8 @@
 //! [`BufferHeader::decode_repaired`]: super::BufferHeader::decode_repaired
 //! [`BufferHeader::decode_resealed`]: super::BufferHeader::decode_resealed
 
-use super::buffer::BUFFER_HEADER_SIZE;
 use super::record::{RECORD_HEADER_SIZE, RecordHeader};
-use super::{BLOCK_SIZE, RecordKind, put_u32, put_u64, u32_at, u64_at};
+use super::{BLOCK_SIZE, BUFFER_HEADER_SIZE, RecordKind, put_u32, put_u64, u32_at, u64_at};
 
 pub const DIRECTORY_MAGIC: u32 = u32::from_le_bytes(*b"LSRD");
 pub const DIRECTORY_TRAILER_SIZE: usize = 32;
