@@ -54,7 +54,7 @@ pub trait Storage: Send + Sync {
     /// of many scattered records can be in flight together instead of one after the other
     /// (a cold `ls -l` or `du`). Only a hint: nothing is read, and errors are ignored.
     fn will_need(&self, _file: u32, _offset: u64, _len: u64) {}
-    /// Records a mark in an I/O log, if this storage keeps one (`instrument.rs`); false if not.
+    /// Records a mark in an I/O log, if this storage keeps one (`io_log.rs`); false if not.
     fn mark(&self, _label: u64) -> bool {
         false
     }

@@ -47,7 +47,7 @@
 //! another generation than the segment's current use (the segment was freed and reused) is
 //! ignored. Generations are never handed out twice (see `segments.rs`), so an entry can only be
 //! about the use it names. Writes and syncs go through [`Storage`] like the segments' own, so
-//! crash simulation (`SimStorage`) and the I/O log of `instrument.rs` cover them.
+//! crash simulation (`SimStorage`) and the I/O log of `storage/io_log.rs` cover them.
 
 use std::collections::BTreeMap;
 
