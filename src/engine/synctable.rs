@@ -37,87 +37,30 @@
 //! takes a failing last stretch of such a segment below its entry's end only if every record's
 //! LSN is within the durable floor (see `recovery::recover`); else it drops and zeroes it.
 //!
-//! # File `synced.tbl` (storage file number [`SYNC_TABLE_FILE`])
+//! # File `synced.tbl`
 //!
-//! `segment_count` entries of 16 bytes, entry `s` for segment `s` at byte `16 * s`, the file
-//! allocated in whole 4 KiB blocks (zeros past the last entry). 32 entries per 512-byte sector:
-//! an entry never straddles a sector, and the table is written in whole sectors. Little-endian:
-//!
-//! | offset | size | field |
-//! |---|---|---|
-//! | 0 | 8 | generation of the segment's use the entry is about |
-//! | 8 | 4 | synced end: every byte of that use below it was synced (a multiple of 4 KiB, > 0) |
-//! | 12 | 4 | CRC-32 of `LSST`, the segment index (u32), and bytes 0..12 |
+//! One 16-byte entry per segment, checked by its own CRC (byte layout in
+//! `format/sync_table.rs`).
 //!
 //! An entry whose CRC fails (never written: zeros; torn; damaged; written for another slot) is
 //! no entry, and proves nothing: recovery then does what it did without the table. An entry of
 //! another generation than the segment's current use (the segment was freed and reused) is
 //! ignored. Generations are never handed out twice (see `segments.rs`), so an entry can only be
 //! about the use it names. Writes and syncs go through [`Storage`] like the segments' own, so
-//! crash simulation (`SimStorage`) and the I/O log of `instrument.rs` cover them.
+//! crash simulation (`SimStorage`) and the I/O log of `storage/io_log.rs` cover them.
 
 use std::collections::BTreeMap;
 
 use super::concurrency::{Arc, Mutex};
 
 use super::api::Result;
-use super::format::{BLOCK_SIZE, MAX_SEGMENT_FILES, align_up};
 use super::storage::{SECTOR_SIZE, Storage};
 
-/// The table's file number in [`Storage`]: one no segment file can have (segment files are
-/// numbered below [`MAX_SEGMENT_FILES`]). `FileStorage` names it [`SYNC_TABLE_NAME`].
-pub const SYNC_TABLE_FILE: u32 = MAX_SEGMENT_FILES;
-/// The table's file name in a store directory.
-pub const SYNC_TABLE_NAME: &str = "synced.tbl";
-pub const ENTRY_SIZE: usize = 16;
+pub use super::format::sync_table::{
+    ENTRY_SIZE, Proof, SYNC_TABLE_FILE, SYNC_TABLE_NAME, decode_entry, encode_entry, table_len,
+};
+
 const ENTRIES_PER_SECTOR: usize = SECTOR_SIZE / ENTRY_SIZE;
-const ENTRY_MAGIC: &[u8; 4] = b"LSST";
-
-/// What an entry proves: every byte of the segment's use of `generation` below `synced_end`
-/// was synced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Proof {
-    pub generation: u64,
-    pub synced_end: u32,
-}
-
-/// Bytes of the table file for `segment_count` segments.
-pub fn table_len(segment_count: u32) -> u64 {
-    align_up(segment_count as usize * ENTRY_SIZE, BLOCK_SIZE).max(BLOCK_SIZE) as u64
-}
-
-fn entry_crc(segment: u32, b: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(ENTRY_MAGIC);
-    h.update(&segment.to_le_bytes());
-    h.update(&b[..12]);
-    h.finalize()
-}
-
-pub fn encode_entry(segment: u32, proof: Proof) -> [u8; ENTRY_SIZE] {
-    let mut b = [0u8; ENTRY_SIZE];
-    b[0..8].copy_from_slice(&proof.generation.to_le_bytes());
-    b[8..12].copy_from_slice(&proof.synced_end.to_le_bytes());
-    let crc = entry_crc(segment, &b);
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
-    b
-}
-
-/// The entry of `segment` in `b` (its 16 bytes), if it checks out.
-pub fn decode_entry(segment: u32, b: &[u8]) -> Option<Proof> {
-    if b.len() < ENTRY_SIZE {
-        return None;
-    }
-    if u32::from_le_bytes(b[12..16].try_into().unwrap()) != entry_crc(segment, b) {
-        return None;
-    }
-    let proof = Proof {
-        generation: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-        synced_end: u32::from_le_bytes(b[8..12].try_into().unwrap()),
-    };
-    (proof.synced_end > 0 && (proof.synced_end as usize).is_multiple_of(BLOCK_SIZE))
-        .then_some(proof)
-}
 
 /// Every segment's entry as the table on `storage` holds it (`None`: no valid entry, or no
 /// table at all: a store written before the table existed).
@@ -336,27 +279,6 @@ impl SyncTable {
 mod tests {
     use super::*;
     use crate::engine::storage::{PowerCut, SimStorage};
-
-    #[test]
-    fn entries_round_trip_and_garbage_is_no_entry() {
-        let p = Proof {
-            generation: 77,
-            synced_end: 3 * BLOCK_SIZE as u32,
-        };
-        let e = encode_entry(5, p);
-        assert_eq!(decode_entry(5, &e), Some(p));
-        assert_eq!(
-            decode_entry(6, &e),
-            None,
-            "an entry written for another slot"
-        );
-        assert_eq!(decode_entry(5, &[0u8; ENTRY_SIZE]), None, "never written");
-        for byte in 0..ENTRY_SIZE {
-            let mut d = e;
-            d[byte] ^= 0x10;
-            assert_eq!(decode_entry(5, &d), None, "damaged byte {byte}");
-        }
-    }
 
     #[test]
     fn recorded_entries_survive_only_once_synced_and_never_shrink() {

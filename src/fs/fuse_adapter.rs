@@ -1,6 +1,12 @@
-//! Links fuser's `Filesystem` calls to [`Fs`]: decode the request, call `Fs`, reply. The only
-//! file that names fuser's `Filesystem`, `Request` and `Reply*` types. No filesystem logic
-//! lives here, and nothing here panics on a request path.
+//! Links fuser's `Filesystem` calls to [`Fs`]: decode the request, call `Fs`, reply. This
+//! module and its submodules are the only code that names fuser's `Filesystem`, `Request` and
+//! `Reply*` types. No filesystem logic lives here, and nothing here panics on a request path.
+//! Each handler is a few lines here; the larger ones and the shared conversions have files:
+//! - `session.rs`: what the mount asks of the kernel at INIT, and the kernel notifier;
+//! - `convert.rs`: attributes, file types, times and errnos between fuser and `fs`;
+//! - `caller.rs`: the caller of a request (ids, groups, capabilities);
+//! - `dir.rs`: READDIRPLUS and its lookup references;
+//! - `ioctl.rs`: the inode flag ioctls.
 //!
 //! Kernel cache settings: attributes and entries are cached for [`TTL`]. Every change reaches
 //! us through the kernel, which drops its own copy of what the change touches (the entry, the
@@ -13,21 +19,31 @@
 //! answer FLUSH with ENOSYS). Without it every write reaches `Fs::write` before write(2)
 //! returns, so write(2) itself reports them. Readdirplus is enabled when the kernel offers it.
 
+mod caller;
+mod convert;
+mod dir;
+mod ioctl;
+mod session;
+
+pub use session::NotifierSlot;
+use session::negotiate;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
-    Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
+use super::{Fs, SetAttr, XattrReply};
+use caller::{caller, caller_has_fsetid, caller_in_group};
+use convert::{errno, file_attr, file_type, generation, time_set};
 
 /// How long the kernel may cache attributes and directory entries: long, since it is told of
 /// every change (see the module comment). At 1 s, an unlink more than a second after the
@@ -36,11 +52,6 @@ use super::{Attr, Caller, FileKind, Fs, FsError, SetAttr, TimeSet, XattrReply};
 pub const TTL: Duration = Duration::from_secs(60);
 /// Largest write request we ask the kernel for.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
-
-/// The generation of an entry reply: see `fs::export` (file handles carry it).
-fn generation(a: &Attr) -> Generation {
-    Generation(super::export::attr_generation(a))
-}
 
 /// The fuser `Filesystem` for an [`Fs`].
 pub struct FuseFs {
@@ -74,177 +85,9 @@ impl FuseFs {
     }
 }
 
-/// Where a mount's notifier is kept for its [`FuseFs`] (empty in a session without one).
-#[derive(Clone, Default)]
-pub struct NotifierSlot(Arc<OnceLock<Notifier>>);
-
-impl NotifierSlot {
-    pub fn connect<FS: Filesystem>(&self, session: &Session<FS>) {
-        let _ = self.0.set(session.notifier());
-    }
-}
-
-fn file_type(kind: FileKind) -> FileType {
-    match kind {
-        FileKind::Regular => FileType::RegularFile,
-        FileKind::Directory => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::NamedPipe => FileType::NamedPipe,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-        FileKind::Socket => FileType::Socket,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.crtime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: a.blksize,
-        flags: a.flags,
-    }
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
-}
-
-/// `/proc/PID/status` of the caller's thread, if it is still there.
-fn caller_status(req: &Request) -> Option<String> {
-    let pid = req.pid();
-    if pid == 0 {
-        return None; // from another pid namespace, or from the kernel itself
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
-}
-
-/// Whether the caller has `CAP_FSETID`, which lets its writes, truncations and fallocates keep
-/// set-user-ID and set-group-ID bits. The kernel says so for writes (`FUSE_WRITE_KILL_SUIDGID`)
-/// and truncations (`FATTR_KILL_SUIDGID`, which fuser does not pass on), not for fallocate: we
-/// read the caller's effective capabilities. A capability counts only in our own user namespace
-/// (the kernel's `capable()` is against the initial one): in doubt, the caller lacks it, so the
-/// bits go, which is the safe side.
-fn caller_has_fsetid(req: &Request) -> bool {
-    const CAP_FSETID: u32 = 4;
-    caller_has_capability(req, CAP_FSETID)
-}
-
-/// Whether the caller has capability number `cap` in its effective set, counted only in our
-/// own user namespace (see [`caller_has_fsetid`]).
-fn caller_has_capability(req: &Request, cap: u32) -> bool {
-    let Some(status) = caller_status(req) else {
-        return false;
-    };
-    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
-    let theirs = ns(&req.pid().to_string());
-    if theirs.is_none() || theirs != ns("self") {
-        return false;
-    }
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << cap) != 0)
-}
-
-/// The caller of a flag change, with the capabilities it needs (`CAP_FOWNER` 3,
-/// `CAP_LINUX_IMMUTABLE` 9).
-fn flags_caller(req: &Request) -> super::inode_flags::FlagsCaller {
-    super::inode_flags::FlagsCaller {
-        uid: req.uid(),
-        fowner: caller_has_capability(req, 3),
-        linux_immutable: caller_has_capability(req, 9),
-    }
-}
-
-/// The ioctls the kernel sends for a FUSE inode's file attributes (`fuse_fileattr_get/set`,
-/// kernel 5.13 and later): the 64-bit command numbers, with an `unsigned int` argument for the
-/// flags, and `struct fsxattr` (28 bytes) for the xattr view.
-const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
-const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
-const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
-const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
-const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
-const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
-const FSXATTR_SIZE: usize = 28;
-
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// Whether the caller is in group `gid`: its filesystem group ID or one of its supplementary
-/// groups (which the request does not carry: read from `/proc` only when a set-group-ID file
-/// without group execute asks).
-fn caller_in_group(req: &Request, gid: u32) -> bool {
-    gid == req.gid()
-        || caller_status(req).is_some_and(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
-        })
-}
-
-fn time_set(t: TimeOrNow) -> TimeSet {
-    match t {
-        TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(s) => TimeSet::At(super::kernel_time::from_fuser(s)),
-    }
-}
-
-/// Logs a refusal once, at the edge, and turns it into an errno.
-fn errno(op: &str, req: &Request, e: &FsError) -> Errno {
-    let code = e.errno();
-    if code == libc::EIO {
-        log::error!("{op} (request {}): {e}", req.unique().0);
-    } else {
-        log::debug!("{op} (request {}): {e}", req.unique().0);
-    }
-    Errno::from_i32(code)
-}
-
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        if let Err(max) = config.set_max_write(MAX_WRITE_BYTES) {
-            let _ = config.set_max_write(max);
-        }
-        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        // We clear set-user-ID and set-group-ID bits and capabilities on write, truncation,
-        // fallocate and chown ourselves (`Fs::write_as`, `Fs::fallocate_as`,
-        // `SetAttr::kill_suid_sgid`). Without this the kernel
-        // asks for `security.capability` before every write: a second round trip per write.
-        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
-        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
-        // File handles of inodes the kernel evicted resolve by LOOKUP of `.` and `..`
-        // (`fs::export`): open_by_handle_at and NFS re-export work instead of ESTALE.
-        let _ = config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT);
-        // The kernel enforces the access ACLs we store (named entries included), reading them
-        // with getxattr; inheritance of default ACLs and the ACL side of chmod are ours (`acl`).
-        // With FUSE_DONT_MASK it sends the mode unmasked beside the umask, which we apply only
-        // where no default ACL replaces it (it would mask it before asking us otherwise).
-        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
-        let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
-        if self.fs.writeback_cache()
-            && config
-                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
-                .is_err()
-        {
-            log::warn!("the kernel offers no writeback cache: writes go through");
-        }
+        negotiate(config, &self.fs);
         Ok(())
     }
 
@@ -573,60 +416,9 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir(ino.0, offset) {
-            Ok(entries) => {
-                let names = |e: &&super::DirListEntry| e.name != b"." && e.name != b"..";
-                self.fs
-                    .prefetch_inodes(entries.iter().filter(names).map(|e| e.ino));
-                // Entries added so far that hold a lookup reference.
-                let mut referenced: Vec<u64> = Vec::new();
-                for e in entries {
-                    let dots = e.name == b"." || e.name == b"..";
-                    // The kernel takes a lookup reference on every entry but "." and "..".
-                    let attr = if dots {
-                        self.fs.getattr(e.ino)
-                    } else {
-                        self.fs.readdir_entry(e.ino)
-                    };
-                    let attr = match attr {
-                        Ok(a) => a,
-                        Err(super::FsError::NotFound) => continue, // removed since the listing
-                        // An inode that cannot be read (damaged: EIO): the listing fails rather
-                        // than leave its name out as if the file did not exist (found by the
-                        // random flips of `scripts/crash_damage.sh`). The entries added so far
-                        // never reach the kernel: their references go back.
-                        Err(err) => {
-                            for ino in referenced {
-                                self.fs.forget(ino, 1);
-                            }
-                            reply.error(errno("readdirplus", req, &err));
-                            return;
-                        }
-                    };
-                    let name = OsStr::from_bytes(&e.name);
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.cookie,
-                        name,
-                        &TTL,
-                        &file_attr(&attr),
-                        generation(&attr),
-                    ) {
-                        if !dots {
-                            self.fs.forget(e.ino, 1);
-                        }
-                        break;
-                    }
-                    if !dots {
-                        referenced.push(e.ino);
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(errno("readdirplus", req, &e)),
-        }
+        self.reply_readdirplus(req, ino, offset, reply);
     }
 
     fn fsyncdir(
@@ -825,9 +617,6 @@ impl Filesystem for FuseFs {
         }
     }
 
-    /// The inode flag ioctls (`chattr`, `lsattr`, `xfs_io -c chattr`). Any other ioctl is
-    /// ENOTTY, as a filesystem without it answers, and quietly: fuser's default logs a
-    /// multi-line warning for each one, thousands a second under a program that probes.
     fn ioctl(
         &self,
         req: &Request,
@@ -839,49 +628,7 @@ impl Filesystem for FuseFs {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
-        let out_size = out_size as usize;
-        let result = match cmd {
-            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS if out_size >= 4 => {
-                self.fs.inode_flags(ino.0).map(|f| f.to_ne_bytes().to_vec())
-            }
-            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => match u32_at(in_data, 0) {
-                Some(f) => self
-                    .fs
-                    .set_inode_flags(ino.0, f, flags_caller(req))
-                    .map(|()| Vec::new()),
-                None => Err(FsError::Invalid),
-            },
-            FS_IOC_FSGETXATTR if out_size >= FSXATTR_SIZE => self.fs.inode_xflags(ino.0).map(|x| {
-                let mut out = vec![0u8; FSXATTR_SIZE];
-                out[..4].copy_from_slice(&x.to_ne_bytes());
-                out
-            }),
-            FS_IOC_FSSETXATTR => {
-                match (u32_at(in_data, 0), u32_at(in_data, 4), u32_at(in_data, 12)) {
-                    (Some(x), Some(extsize), Some(projid)) => self
-                        .fs
-                        .set_inode_xflags(ino.0, x, projid, extsize, flags_caller(req))
-                        .map(|()| Vec::new()),
-                    _ => Err(FsError::Invalid),
-                }
-            }
-            _ => {
-                reply.error(Errno::from_i32(libc::ENOTTY));
-                return;
-            }
-        };
-        let sets = matches!(cmd, FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR);
-        match result {
-            Ok(data) => {
-                // A flag change sets ctime, which the kernel keeps from before: before the
-                // reply, so that a stat after the ioctl returns sees the new one.
-                if sets {
-                    self.invalidate_attrs(ino.0);
-                }
-                reply.ioctl(0, &data)
-            }
-            Err(e) => reply.error(errno("ioctl", req, &e)),
-        }
+        self.inode_flags_ioctl(req, ino, cmd, in_data, out_size, reply);
     }
 }
 
@@ -890,6 +637,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+    use crate::fs::TimeSet;
     use crate::fs::keys::Timestamp;
 
     /// What fuser 0.18 hands over for the kernel's timespec (secs, nsecs): its

@@ -1,0 +1,336 @@
+//! The bytes of the index checkpoint: the index and the segments' states as a clean close left
+//! them, in one file checked whole by a trailing CRC (any damage: the checkpoint is not used and
+//! the open scans). Its fields are in the order below, so it is written and read front to back;
+//! this module checks only that the bytes are a well-formed checkpoint (keys sorted and unique,
+//! locations within the segments, nothing left over). Whether a checkpoint belongs to the store
+//! as it is now, and when one is written, is `checkpoint.rs`'s.
+//!
+//! # File `checkpoint` (little-endian, fields in this order)
+//!
+//! | size | field |
+//! |---|---|
+//! | 8 | magic `LSCKPT02` (01 held 64-bit note hashes) |
+//! | 4 + n | superblock: length, bytes |
+//! | 4 + n | storage fingerprint of the segment files: length, bytes |
+//! | 4 + 4 n | tracked tombstone prefix lengths: count, one u32 each |
+//! | 8 | last LSN |
+//! | 4 | segment count, then per segment: |
+//! | 1 | . state: 0 free, 1 closed |
+//! | 1 | . kind: 1 mixed, 2 group-owned |
+//! | 4 | . group |
+//! | 8 | . generation |
+//! | 4 | . used bytes |
+//! | 8 | . max LSN |
+//! | 4 + 16 n | . put notes: count, two u64 each (see `PutNotes::items`) |
+//! | 8 | point count, then per point (keys sorted, unique): |
+//! | 4 + n | . key: length, bytes |
+//! | 12 | . location: segment, offset, length (u32 each) |
+//! | 8 | . version |
+//! | 4 | . group |
+//! | 1 | . tombstone (0 or 1) |
+//! | 4 | range delete count, then per range: |
+//! | 4 + n | . start: length, bytes |
+//! | 4 + n | . end: length, bytes |
+//! | 8 | . version |
+//! | 12 | . location: segment, offset, length (u32 each) |
+//! | 4 | . group |
+//! | 4 | CRC-32 of every byte before it |
+
+use crc32fast::Hasher;
+
+use super::super::index::{Entry, Location, RangeDelete};
+use super::SegmentKind;
+
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"LSCKPT02";
+const CRC_SIZE: usize = 4;
+/// Fewest bytes a point takes (an empty key): bounds what a count can make us allocate.
+const MIN_POINT_SIZE: usize = 4 + 12 + 8 + 4 + 1;
+/// Fewest bytes a range delete takes (empty start and end).
+const MIN_RANGE_SIZE: usize = 4 + 4 + 8 + 12 + 4;
+/// Bytes of one put note.
+const NOTE_SIZE: usize = 16;
+
+/// What a checkpoint says before its segments: which store, files and tombstone tracking it
+/// was taken of, and the last LSN.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Preamble<'a> {
+    pub superblock: &'a [u8],
+    pub fingerprint: &'a [u8],
+    pub prefix_lengths: Vec<usize>,
+    pub last_lsn: u64,
+}
+
+/// A segment as a checkpoint records it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SegmentImage {
+    /// Closed (else free: the other fields then mean nothing).
+    pub closed: bool,
+    pub kind: SegmentKind,
+    pub group: u32,
+    pub generation: u64,
+    pub used: u32,
+    pub max_lsn: u64,
+    /// The segment's put notes (`PutNotes::items`).
+    pub notes: Vec<(u64, u64)>,
+}
+
+/// A whole, well-formed checkpoint.
+pub struct Image<'a> {
+    pub preamble: Preamble<'a>,
+    pub segments: Vec<SegmentImage>,
+    /// Sorted by key, keys unique.
+    pub points: Vec<(Box<[u8]>, Entry)>,
+    pub ranges: Vec<RangeDelete>,
+}
+
+/// The checkpoint of these parts (`points` sorted by key), CRC included.
+pub fn encode<K: AsRef<[u8]>>(
+    preamble: &Preamble,
+    segments: &[SegmentImage],
+    points: &[(K, Entry)],
+    ranges: &[RangeDelete],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_preamble(&mut out, preamble);
+    out.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+    for s in segments {
+        put_segment(&mut out, s);
+    }
+    out.extend_from_slice(&(points.len() as u64).to_le_bytes());
+    for (key, e) in points {
+        put_point(&mut out, key.as_ref(), e);
+    }
+    out.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+    for r in ranges {
+        put_range(&mut out, r);
+    }
+    let mut crc = Hasher::new();
+    crc.update(&out);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out
+}
+
+fn put_preamble(out: &mut Vec<u8>, p: &Preamble) {
+    out.extend_from_slice(CHECKPOINT_MAGIC);
+    put_bytes(out, p.superblock);
+    put_bytes(out, p.fingerprint);
+    out.extend_from_slice(&(p.prefix_lengths.len() as u32).to_le_bytes());
+    for &n in &p.prefix_lengths {
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    out.extend_from_slice(&p.last_lsn.to_le_bytes());
+}
+
+fn put_segment(out: &mut Vec<u8>, s: &SegmentImage) {
+    out.push(s.closed as u8);
+    out.push(match s.kind {
+        SegmentKind::Mixed => 1,
+        SegmentKind::Group => 2,
+    });
+    out.extend_from_slice(&s.group.to_le_bytes());
+    out.extend_from_slice(&s.generation.to_le_bytes());
+    out.extend_from_slice(&s.used.to_le_bytes());
+    out.extend_from_slice(&s.max_lsn.to_le_bytes());
+    out.extend_from_slice(&(s.notes.len() as u32).to_le_bytes());
+    for (h, v) in &s.notes {
+        out.extend_from_slice(&h.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn put_point(out: &mut Vec<u8>, key: &[u8], e: &Entry) {
+    put_bytes(out, key);
+    put_location(out, e.location);
+    out.extend_from_slice(&e.version.to_le_bytes());
+    out.extend_from_slice(&e.group.to_le_bytes());
+    out.push(e.tombstone as u8);
+}
+
+fn put_range(out: &mut Vec<u8>, r: &RangeDelete) {
+    put_bytes(out, &r.start);
+    put_bytes(out, &r.end);
+    out.extend_from_slice(&r.version.to_le_bytes());
+    put_location(out, r.location);
+    out.extend_from_slice(&r.group.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_location(out: &mut Vec<u8>, l: Location) {
+    out.extend_from_slice(&l.segment.to_le_bytes());
+    out.extend_from_slice(&l.offset.to_le_bytes());
+    out.extend_from_slice(&l.len.to_le_bytes());
+}
+
+/// The checkpoint in `data`, if it is whole (magic, CRC) and well-formed.
+pub fn decode(data: &[u8]) -> Option<Image<'_>> {
+    if data.len() < CHECKPOINT_MAGIC.len() + CRC_SIZE
+        || &data[..CHECKPOINT_MAGIC.len()] != CHECKPOINT_MAGIC
+    {
+        return None;
+    }
+    let (body, crc) = data.split_at(data.len() - CRC_SIZE);
+    let mut h = Hasher::new();
+    h.update(body);
+    if h.finalize() != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut r = Reader {
+        b: body,
+        at: CHECKPOINT_MAGIC.len(),
+    };
+    let preamble = r.preamble()?;
+    let segment_count = r.u32()? as usize;
+    let mut segments = Vec::with_capacity(segment_count.min(1 << 24));
+    for _ in 0..segment_count {
+        segments.push(r.segment()?);
+    }
+    let points = r.points(segment_count)?;
+    let ranges = r.ranges(segment_count)?;
+    (r.left() == 0).then_some(Image {
+        preamble,
+        segments,
+        points,
+        ranges,
+    })
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn left(&self) -> usize {
+        self.b.len() - self.at
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn location(&mut self) -> Option<Location> {
+        Some(Location {
+            segment: self.u32()?,
+            offset: self.u32()?,
+            len: self.u32()?,
+        })
+    }
+
+    fn preamble(&mut self) -> Option<Preamble<'a>> {
+        let superblock = self.bytes()?;
+        let fingerprint = self.bytes()?;
+        let n = self.u32()? as usize;
+        let mut prefix_lengths = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            prefix_lengths.push(self.u32()? as usize);
+        }
+        Some(Preamble {
+            superblock,
+            fingerprint,
+            prefix_lengths,
+            last_lsn: self.u64()?,
+        })
+    }
+
+    fn segment(&mut self) -> Option<SegmentImage> {
+        let state = self.u8()?;
+        let kind = match self.u8()? {
+            1 => SegmentKind::Mixed,
+            2 => SegmentKind::Group,
+            _ => return None,
+        };
+        let group = self.u32()?;
+        let generation = self.u64()?;
+        let used = self.u32()?;
+        let max_lsn = self.u64()?;
+        let closed = match state {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let count = self.u32()? as usize;
+        let mut notes = Vec::with_capacity(count.min(self.left() / NOTE_SIZE));
+        for _ in 0..count {
+            notes.push((self.u64()?, self.u64()?));
+        }
+        Some(SegmentImage {
+            closed,
+            kind,
+            group,
+            generation,
+            used,
+            max_lsn,
+            notes,
+        })
+    }
+
+    /// The points, sorted and unique, each in one of `segment_count` segments.
+    fn points(&mut self, segment_count: usize) -> Option<Vec<(Box<[u8]>, Entry)>> {
+        let count = self.u64()? as usize;
+        let mut points: Vec<(Box<[u8]>, Entry)> =
+            Vec::with_capacity(count.min(self.left() / MIN_POINT_SIZE));
+        for _ in 0..count {
+            let key: Box<[u8]> = self.bytes()?.into();
+            let location = self.location()?;
+            let version = self.u64()?;
+            let group = self.u32()?;
+            let tombstone = self.u8()? != 0;
+            if points.last().is_some_and(|(k, _)| *k >= key)
+                || location.segment as usize >= segment_count
+            {
+                return None; // keys must be sorted and unique
+            }
+            points.push((
+                key,
+                Entry {
+                    location,
+                    version,
+                    group,
+                    tombstone,
+                },
+            ));
+        }
+        Some(points)
+    }
+
+    /// The range deletes, each in one of `segment_count` segments.
+    fn ranges(&mut self, segment_count: usize) -> Option<Vec<RangeDelete>> {
+        let count = self.u32()? as usize;
+        let mut ranges = Vec::with_capacity(count.min(self.left() / MIN_RANGE_SIZE));
+        for _ in 0..count {
+            let start = self.bytes()?.to_vec();
+            let end = self.bytes()?.to_vec();
+            let version = self.u64()?;
+            let location = self.location()?;
+            let group = self.u32()?;
+            if location.segment as usize >= segment_count {
+                return None;
+            }
+            ranges.push(RangeDelete {
+                start,
+                end,
+                version,
+                location,
+                group,
+            });
+        }
+        Some(ranges)
+    }
+}
