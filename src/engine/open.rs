@@ -332,7 +332,7 @@ fn settle_recovered_on_disk(
     // it in this one: an older build then refuses the store instead of taking the new
     // buffers for torn ones (format.rs, "Record directory"), or freeing segments without
     // clearing their first buffer's directory (`Superblock::frees_clear_directories_from`).
-    if superblock_bytes.get(8..10) != Some(&SUPERBLOCK_VERSION.to_le_bytes()[..]) {
+    if Superblock::version_field(superblock_bytes) != Some(SUPERBLOCK_VERSION) {
         let current = Superblock {
             generation_high_water: segments.generation_high_water(),
             ..superblock

@@ -57,6 +57,12 @@ pub struct Superblock {
 }
 
 impl Superblock {
+    /// The format version an encoded superblock claims, whether or not the rest of it is
+    /// valid; `None` if it is too short to hold one.
+    pub fn version_field(bytes: &[u8]) -> Option<u16> {
+        (bytes.len() >= VERSION_OFFSET + 2).then(|| u16_at(bytes, VERSION_OFFSET))
+    }
+
     pub fn encode(&self) -> [u8; SUPERBLOCK_SIZE] {
         let mut b = [0u8; SUPERBLOCK_SIZE];
         put_u64(&mut b, MAGIC_OFFSET, SUPERBLOCK_MAGIC);
