@@ -400,7 +400,8 @@ impl SegmentManager {
         let size = self.geometry.segment_size as usize;
         let mut head = vec![0u8; BLOCK_SIZE];
         self.storage.read_at(file, base, &mut head)?;
-        if BufferHeader::plausible_start(&head, segment) && BufferHeader::version_field_is_1(&head) {
+        if BufferHeader::plausible_start(&head, segment) && BufferHeader::version_field_is_1(&head)
+        {
             return Ok(()); // format version 1: no directory
         }
         // Where the header says the first buffer ends, if a trailer reaching back to the
