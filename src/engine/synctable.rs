@@ -1,6 +1,6 @@
 //! The segment sync table: a durable proof of how far each group-owned segment's current use
 //! was synced, so that recovery and fsck can tell damage inside a segment of copies from a write
-//! torn by a power cut (issue 6). Closed segments of the log (mixed) have entries too: see
+//! torn by a power cut. Closed segments of the log (mixed) have entries too: see
 //! "Closed log segments" below.
 //!
 //! A failing stretch of a segment of copies looks the same whether a power cut tore it (its
@@ -163,8 +163,8 @@ impl SyncTable {
 
     /// Mixed (log) segment `segment` (use `generation`) closed with `end` bytes written, every
     /// buffer's write returned: once a later sync is known to have made them durable, its
-    /// entry may be written (issue 6 for the log: damage in the last buffers of a closed
-    /// segment, which no later buffer of the segment vouches for).
+    /// entry may be written (so that damage in the last buffers of a closed log segment, which
+    /// no later buffer of the segment vouches for, is told from a torn tail).
     pub fn note_log_segment(&self, segment: u32, generation: u64, end: u32) {
         if end == 0 {
             return;

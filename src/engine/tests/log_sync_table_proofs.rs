@@ -25,7 +25,7 @@ fn damage_directory_of_buffer_holding(storage: &SimStorage, segment: u32, offset
     storage.corrupt(file, base + (start + len - 1) as u64, 0x10);
 }
 
-/// Builds the log of the issue 6 defect for mixed segments: "victim" (old version, small) and
+/// Builds a log whose closed mixed segments end in buffers no later buffer vouches for: "victim" (old version, small) and
 /// two fillers fill segment S0 (a sync); a marker, "g" and the new "victim" (`V` bytes) fill
 /// segment S1, whose last buffer holds the new victim and closes it; a sync; "later1" goes to
 /// S2; a sync; then "later2" and a sync. With `hand_over`, the separator then hands S0 and S1 to group 0 whole

@@ -242,7 +242,7 @@ fn damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly() {
 /// What the record directory cannot cover: damage that takes a buffer's records and its
 /// directory at once (a whole single-block buffer of garbage). Nothing names the records any
 /// more, so nothing makes their keys' reads fail, and a key may read an older version: the
-/// limit issue 6 point 4 leaves. What must hold: the damage is not silent. fsck reports it as a
+/// limit of what record directories can name. What must hold: the damage is not silent. fsck reports it as a
 /// problem, with where it is, and recovery counts it (and logs it).
 #[test]
 fn a_damaged_buffer_whose_directory_is_damaged_too_is_reported_not_silent() {

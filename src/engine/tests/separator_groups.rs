@@ -169,8 +169,8 @@ fn mixed_segments_drain_after_writes_stop_and_memory_is_bounded() {
 }
 
 /// Deleting a group's data frees its data segments whole, without a restart. What remains is
-/// its tombstone (a prefix delete, a few dozen bytes): tombstones are kept until compaction can
-/// drop them safely, which is not built yet (issue 5).
+/// its tombstone (a prefix delete, a few dozen bytes), which stays until no older put it covers
+/// remains on disk.
 #[test]
 fn deleting_a_groups_data_frees_its_data_segments_without_restart() {
     let engine = Engine::open_on(SimStorage::new(), &separator_options()).unwrap();
