@@ -3,7 +3,7 @@
 # power cut does, since the host page cache survives a killed process; this can:
 #
 # 1. Mount a new store with `--test-record-io`: the daemon logs every write, allocation, sync and
-#    superblock replacement it makes (src/engine/instrument.rs).
+#    superblock replacement it makes (src/engine/storage/io_log.rs).
 # 2. Run the crash workload (scripts/crash_workload.py) for STEPS steps with marks: once a step's
 #    fsyncs have returned, the workload writes mark K into the same log.
 # 3. For CUTS cut points (right after a sync, and anywhere at random), `logstorfs replay-cut`

@@ -164,7 +164,7 @@ pub struct EngineOptions {
     pub read_only: bool,
 }
 
-/// How compaction chooses the segments it empties (see `engine/compaction.rs`).
+/// How compaction chooses the segments it empties (see `engine/compaction/policy.rs`).
 ///
 /// The default is cost-benefit, by measurement (levels of live data against the usable
 /// capacity, write-behind on; `docs/BENCHMARKS.md`, "Write amplification", 2026-11-24 14:30):

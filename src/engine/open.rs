@@ -38,7 +38,7 @@ impl Engine {
     }
 
     /// [`Engine::open`] with test instrumentation of the store's storage (an I/O log for
-    /// power-cut replay, injected write errors): see `instrument.rs`. Recording needs a new
+    /// power-cut replay, injected write errors): see `storage/io_log.rs`. Recording needs a new
     /// store, since the log must hold every byte of it.
     pub fn open_instrumented(
         dir: &Path,

@@ -172,7 +172,7 @@ impl Index {
     /// the write buffer the batch went into, each added when its batch took its place in the
     /// buffer, before any of that batch's index updates. The writers of one buffer update the
     /// index in any order (those of different buffers in buffer order, see the write gate in
-    /// `log.rs`): a put may come after a range delete of the same buffer with a higher version
+    /// `log/gate.rs`): a put may come after a range delete of the same buffer with a higher version
     /// was applied, and must then die on arrival. So the list is read under the index's lock,
     /// not before taking it: read earlier, it could miss a range delete that is applied in
     /// between, and the put would stay live.
