@@ -239,29 +239,30 @@ impl Side {
     }
 
     /// Runs `op`, returning its result as text; data ops add the size, st_blocks and a checksum
-    /// of the file's contents as read back.
+    /// of the file's contents as read back. Each family of ops has its own step.
     pub fn run(&mut self, op: &Op, paths: &[String]) -> String {
-        let np = paths.len();
-        let p1 = cstr(&paths[op.p1 as usize % np]);
-        let p2 = cstr(&paths[op.p2 as usize % np]);
-        let fd1 = self.fd(op.s1);
-        let fd2 = self.fd(op.s2);
-        let root = self.root;
-        // An offset relative to EOF is resolved on this side (both sides have the same size
-        // as long as they agree, and the data check compares sizes after every data op).
-        let at = |fd: libc::c_int, off: i64, eof: u8| -> i64 {
-            if eof == 1 {
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                let size = if unsafe { libc::fstat(fd, &mut st) } == 0 {
-                    st.st_size
-                } else {
-                    0
-                };
-                (size + off).max(0)
-            } else {
-                off
+        use Kind::*;
+        match op.kind {
+            Open | Creat | Tmpfile | Close => self.run_open_close(op, paths),
+            Read | Pread | Write | Pwrite | Ftruncate | Truncate | Fsync | Fdatasync => {
+                self.run_data(op, paths)
             }
-        };
+            Lseek | SeekData | SeekHole => self.run_seek(op),
+            Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange
+            | CopyRange => self.run_range(op),
+            Mkdir | Rmdir | Unlink | Rename | RenameNoreplace | RenameExchange | RenameWhiteout
+            | Link | LinkFd | Symlink | Readlink => self.run_namespace(op, paths),
+            Chmod | Chown | Utimens => self.run_attr_change(op, paths),
+            Setxattr | Getxattr | Listxattr | Removexattr => self.run_xattr(op, paths),
+            Stat | Lstat | Fstat | Readdir | GetFlags | SetFlags => self.run_inspect(op, paths),
+        }
+    }
+
+    /// Opens a file into a slot (open, creat, O_TMPFILE) or closes a slot.
+    fn run_open_close(&mut self, op: &Op, paths: &[String]) -> String {
+        let p1 = cstr(&paths[op.p1 as usize % paths.len()]);
+        let fd1 = self.fd(op.s1);
+        let root = self.root;
         use Kind::*;
         unsafe {
             match op.kind {
@@ -291,6 +292,20 @@ impl Side {
                     }
                     r
                 }
+                other => unreachable!("{other:?} is not a open or close op"),
+            }
+        }
+    }
+
+    /// Reads, writes, truncates or syncs; a write or truncate adds what the file holds after it.
+    fn run_data(&mut self, op: &Op, paths: &[String]) -> String {
+        let np = paths.len();
+        let p1 = cstr(&paths[op.p1 as usize % np]);
+        let fd1 = self.fd(op.s1);
+        let root = self.root;
+        use Kind::*;
+        unsafe {
+            match op.kind {
                 Read | Pread => {
                     let mut buf = vec![0u8; op.len as usize];
                     let n = if op.kind == Read {
@@ -355,12 +370,35 @@ impl Side {
                 }
                 Fsync => res(libc::fsync(fd1) as i64),
                 Fdatasync => res(libc::fdatasync(fd1) as i64),
+                other => unreachable!("{other:?} is not a data op"),
+            }
+        }
+    }
+
+    /// lseek, SEEK_DATA and SEEK_HOLE (on a directory only where `lseek_dir` is compared).
+    fn run_seek(&mut self, op: &Op) -> String {
+        let fd1 = self.fd(op.s1);
+        use Kind::*;
+        unsafe {
+            match op.kind {
                 Lseek | SeekData | SeekHole if !self.checks.lseek_dir && is_dir(fd1) => {
                     "not run: a directory".to_string()
                 }
                 Lseek => res(libc::lseek(fd1, op.off, op.fl as i32)),
                 SeekData => res(libc::lseek(fd1, at(fd1, op.off, op.eof), libc::SEEK_DATA)),
                 SeekHole => res(libc::lseek(fd1, at(fd1, op.off, op.eof), libc::SEEK_HOLE)),
+                other => unreachable!("{other:?} is not a seek op"),
+            }
+        }
+    }
+
+    /// fallocate in each mode and copy_file_range; each adds what the file holds after it.
+    fn run_range(&mut self, op: &Op) -> String {
+        let fd1 = self.fd(op.s1);
+        let fd2 = self.fd(op.s2);
+        use Kind::*;
+        unsafe {
+            match op.kind {
                 Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange => {
                     let mode = match op.kind {
                         Falloc => 0,
@@ -390,6 +428,21 @@ impl Side {
                         self.data(fd2)
                     )
                 }
+                other => unreachable!("{other:?} is not a range op"),
+            }
+        }
+    }
+
+    /// Creates, removes, renames and links names, and reads symlinks.
+    fn run_namespace(&mut self, op: &Op, paths: &[String]) -> String {
+        let np = paths.len();
+        let p1 = cstr(&paths[op.p1 as usize % np]);
+        let p2 = cstr(&paths[op.p2 as usize % np]);
+        let fd1 = self.fd(op.s1);
+        let root = self.root;
+        use Kind::*;
+        unsafe {
+            match op.kind {
                 Mkdir => res(libc::mkdirat(root, p1.as_ptr(), op.len as libc::mode_t) as i64),
                 Rmdir => res(libc::unlinkat(root, p1.as_ptr(), libc::AT_REMOVEDIR) as i64),
                 Unlink => res(libc::unlinkat(root, p1.as_ptr(), 0) as i64),
@@ -438,6 +491,18 @@ impl Side {
                         format!("ok {:?}", String::from_utf8_lossy(&buf[..n as usize]))
                     }
                 }
+                other => unreachable!("{other:?} is not a namespace op"),
+            }
+        }
+    }
+
+    /// chmod, chown and utimensat by path.
+    fn run_attr_change(&mut self, op: &Op, paths: &[String]) -> String {
+        let p1 = cstr(&paths[op.p1 as usize % paths.len()]);
+        let root = self.root;
+        use Kind::*;
+        unsafe {
+            match op.kind {
                 Chmod => res(libc::fchmodat(root, p1.as_ptr(), op.len as libc::mode_t, 0) as i64),
                 Chown => res(libc::fchownat(
                     root,
@@ -464,6 +529,17 @@ impl Side {
                     let t = [ts(op.off), ts(op.off2)];
                     res(libc::utimensat(root, p1.as_ptr(), t.as_ptr(), op.fl as i32) as i64)
                 }
+                other => unreachable!("{other:?} is not a attribute-changing op"),
+            }
+        }
+    }
+
+    /// The xattr calls by path, following symlinks or not (the `l` variants).
+    fn run_xattr(&mut self, op: &Op, paths: &[String]) -> String {
+        let np = paths.len();
+        use Kind::*;
+        unsafe {
+            match op.kind {
                 Setxattr => {
                     let name = cstr(XATTR_NAMES[op.off as usize % XATTR_NAMES.len()]);
                     let v = XATTR_VALUES[op.len as usize % XATTR_VALUES.len()];
@@ -533,6 +609,19 @@ impl Side {
                     };
                     res(f(path.as_ptr(), name.as_ptr()) as i64)
                 }
+                other => unreachable!("{other:?} is not a xattr op"),
+            }
+        }
+    }
+
+    /// stat, lstat, fstat, readdir and the inode flags (FS_IOC_GETFLAGS, FS_IOC_SETFLAGS).
+    fn run_inspect(&mut self, op: &Op, paths: &[String]) -> String {
+        let p1 = cstr(&paths[op.p1 as usize % paths.len()]);
+        let fd1 = self.fd(op.s1);
+        let root = self.root;
+        use Kind::*;
+        unsafe {
+            match op.kind {
                 Stat | Lstat => {
                     let mut st: libc::stat = std::mem::zeroed();
                     let flags = if op.kind == Lstat {
@@ -590,6 +679,7 @@ impl Side {
                     v = (v & !(USER_FLAGS as libc::c_long)) | op.fl as libc::c_long;
                     res(libc::ioctl(fd1, FS_IOC_SETFLAGS, &v) as i64)
                 }
+                other => unreachable!("{other:?} is not a inspecting op"),
             }
         }
     }
@@ -775,6 +865,22 @@ impl Side {
             }
             out.insert(relp, line);
         }
+    }
+}
+
+/// An offset relative to EOF is resolved on this side (both sides have the same size as long as
+/// they agree, and the data check compares sizes after every data op).
+fn at(fd: libc::c_int, off: i64, eof: u8) -> i64 {
+    if eof == 1 {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let size = if unsafe { libc::fstat(fd, &mut st) } == 0 {
+            st.st_size
+        } else {
+            0
+        };
+        (size + off).max(0)
+    } else {
+        off
     }
 }
 
