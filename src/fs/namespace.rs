@@ -13,6 +13,30 @@ use super::{
 };
 use crate::engine::{Mutation, ROOT_GROUP};
 
+/// One rename: the source `name` in `parent`, the target `newname` in `newparent`, its flags,
+/// the caller (owner of a whiteout) and the time it sets.
+#[derive(Clone, Copy)]
+struct Rename<'a> {
+    parent: u64,
+    name: &'a [u8],
+    newparent: u64,
+    newname: &'a [u8],
+    flags: u32,
+    caller: Caller,
+    now: Timestamp,
+}
+
+/// renameat2's flags: only the known ones, and RENAME_EXCHANGE with neither of the others.
+fn check_rename_flags(flags: u32) -> FsResult<()> {
+    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0 {
+        return Err(FsError::Invalid);
+    }
+    if flags & (RENAME_NOREPLACE | RENAME_WHITEOUT) != 0 && flags & RENAME_EXCHANGE != 0 {
+        return Err(FsError::Invalid);
+    }
+    Ok(())
+}
+
 /// Directory records returned per readdir call (the adapter stops early when the reply is full).
 const READDIR_BATCH: usize = 128;
 
@@ -136,23 +160,8 @@ impl Fs {
             return Err(FsError::Exists);
         }
         let ino = Self::alloc_ino(&st, &mut txn);
-        let mut perm = (mode & 0o7777) as u16;
-        let mut gid = caller.gid;
-        if prec.perm & (libc::S_ISGID as u16) != 0 {
-            gid = prec.gid;
-            if kind == FileKind::Directory {
-                perm |= libc::S_ISGID as u16;
-            }
-        }
-        // The parent's default ACL, if any, is inherited and replaces the umask (`acl`); the
-        // kernel leaves both to us (`FUSE_DONT_MASK`).
-        let inherited = match kind {
-            FileKind::Symlink => None,
-            _ => self.inherit_acl(parent, kind, &mut perm)?,
-        };
-        if inherited.is_none() {
-            perm &= !(umask & 0o7777) as u16;
-        }
+        let (perm, gid, inherited) =
+            self.new_node_mode(parent, &prec, kind, mode, umask, caller)?;
         let rec = InodeRecord {
             kind,
             perm: if kind == FileKind::Symlink {
@@ -175,36 +184,23 @@ impl Fs {
             group: st.dir_group(parent),
             parent,
         };
-        self.add_entry(
-            &mut txn,
-            parent,
-            DirEntry {
-                name: name.to_vec(),
-                ino,
-                kind,
-            },
-        )?;
-        {
-            let p = self.txn_inode(&st, &mut txn, parent)?;
-            p.mtime = now;
-            p.ctime = now;
-            if kind == FileKind::Directory {
-                p.nlink += 1;
-            }
-        }
+        let entry = DirEntry {
+            name: name.to_vec(),
+            ino,
+            kind,
+        };
+        self.link_new_node(&st, &mut txn, parent, entry, now)?;
+        let group = st.dir_group(parent);
         if let Some(target) = symlink_target {
             txn.post.push(Mutation::put(
-                st.dir_group(parent),
+                group,
                 keys::symlink_key(ino),
                 target.to_vec(),
             ));
         }
         for (name, value) in inherited.into_iter().flatten() {
-            txn.post.push(Mutation::put(
-                st.dir_group(parent),
-                keys::xattr_key(ino, name),
-                value,
-            ));
+            txn.post
+                .push(Mutation::put(group, keys::xattr_key(ino, name), value));
         }
         txn.inodes.insert(ino, rec.clone());
         txn.created.insert(ino);
@@ -212,6 +208,58 @@ impl Fs {
         Self::remember(&mut st, ino, &rec, 1, u64::from(open));
         let fh = open.then(|| self.next_fh.fetch_add(1, Ordering::Relaxed));
         Ok((to_attr(ino, &rec), fh))
+    }
+
+    /// A new inode's permission bits and group: the set-group-ID directory's group (and, for a
+    /// directory, its bit); the parent's default ACL, if any, is inherited and replaces the
+    /// umask (`acl`); the kernel leaves both to us (`FUSE_DONT_MASK`). Also the ACL xattrs it
+    /// inherits.
+    fn new_node_mode(
+        &self,
+        parent: u64,
+        prec: &InodeRecord,
+        kind: FileKind,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> FsResult<(u16, u32, Option<Vec<acl::InheritedXattr>>)> {
+        let mut perm = (mode & 0o7777) as u16;
+        let mut gid = caller.gid;
+        if prec.perm & (libc::S_ISGID as u16) != 0 {
+            gid = prec.gid;
+            if kind == FileKind::Directory {
+                perm |= libc::S_ISGID as u16;
+            }
+        }
+        let inherited = match kind {
+            FileKind::Symlink => None,
+            _ => self.inherit_acl(parent, kind, &mut perm)?,
+        };
+        if inherited.is_none() {
+            perm &= !(umask & 0o7777) as u16;
+        }
+        Ok((perm, gid, inherited))
+    }
+
+    /// The entry of a new inode in `parent`, whose times change and which gains a link for a
+    /// new directory's "..".
+    fn link_new_node(
+        &self,
+        st: &State,
+        txn: &mut Txn,
+        parent: u64,
+        entry: DirEntry,
+        now: Timestamp,
+    ) -> FsResult<()> {
+        let kind = entry.kind;
+        self.add_entry(txn, parent, entry)?;
+        let p = self.txn_inode(st, txn, parent)?;
+        p.mtime = now;
+        p.ctime = now;
+        if kind == FileKind::Directory {
+            p.nlink += 1;
+        }
+        Ok(())
     }
 
     /// The ACL xattrs a new inode of `kind` with permission bits `perm` in directory `parent`
@@ -494,12 +542,7 @@ impl Fs {
         flags: u32,
         caller: Caller,
     ) -> FsResult<()> {
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0 {
-            return Err(FsError::Invalid);
-        }
-        if flags & (RENAME_NOREPLACE | RENAME_WHITEOUT) != 0 && flags & RENAME_EXCHANGE != 0 {
-            return Err(FsError::Invalid);
-        }
+        check_rename_flags(flags)?;
         if name.len() > MAX_NAME_LEN {
             return Err(FsError::NameTooLong);
         }
@@ -534,82 +577,24 @@ impl Fs {
             }
         }
         let mut txn = Txn::default();
+        let r = Rename {
+            parent,
+            name,
+            newparent,
+            newname,
+            flags,
+            caller,
+            now,
+        };
         if exchange {
             let dst = dst.expect("checked above");
-            let dst_dir = dst.kind == FileKind::Directory;
-            if dst_dir && self.is_within(&st, parent, dst.ino)? {
-                return Err(FsError::Invalid);
-            }
-            self.set_entry(&mut txn, parent, name, dst.ino, dst.kind)?;
-            self.set_entry(&mut txn, newparent, newname, src.ino, src.kind)?;
-            for (ino, is_dir, old_parent, new_parent) in [
-                (src.ino, src_dir, parent, newparent),
-                (dst.ino, dst_dir, newparent, parent),
-            ] {
-                let r = self.txn_inode(&st, &mut txn, ino)?;
-                r.ctime = now;
-                // A directory's parent, and a file's home if it was renamed out of it.
-                if is_dir || r.parent == old_parent {
-                    r.parent = new_parent;
-                }
-            }
-            if parent != newparent && src_dir != dst_dir {
-                let delta: i64 = if dst_dir { 1 } else { -1 };
-                let p = self.txn_inode(&st, &mut txn, parent)?;
-                p.nlink = (i64::from(p.nlink) + delta) as u32;
-                let np = self.txn_inode(&st, &mut txn, newparent)?;
-                np.nlink = (i64::from(np.nlink) - delta) as u32;
-            }
+            self.rename_exchange(&st, &mut txn, &r, &src, &dst)?;
         } else {
-            if let Some(dst) = &dst {
-                if dst.ino == src.ino {
-                    // Two links to one inode: rename does nothing (POSIX).
-                    return Ok(());
-                }
-                let dst_dir = dst.kind == FileKind::Directory;
-                if src_dir && !dst_dir {
-                    return Err(FsError::NotDir);
-                }
-                if !src_dir && dst_dir {
-                    return Err(FsError::IsDir);
-                }
-                if dst_dir && !self.dir_is_empty(dst.ino)? {
-                    return Err(FsError::NotEmpty);
-                }
-                self.remove_entry(&mut txn, newparent, newname)?;
-                if dst_dir {
-                    let np = self.txn_inode(&st, &mut txn, newparent)?;
-                    np.nlink = np.nlink.saturating_sub(1);
-                }
-                self.drop_link(&st, &mut txn, dst.ino, newparent, now)?;
+            if dst.as_ref().is_some_and(|d| d.ino == src.ino) {
+                // Two links to one inode: rename does nothing (POSIX).
+                return Ok(());
             }
-            self.remove_entry(&mut txn, parent, name)?;
-            if flags & RENAME_WHITEOUT != 0 {
-                self.add_whiteout(&st, &mut txn, parent, &prec, name, caller, now)?;
-            }
-            self.add_entry(
-                &mut txn,
-                newparent,
-                DirEntry {
-                    name: newname.to_vec(),
-                    ino: src.ino,
-                    kind: src.kind,
-                },
-            )?;
-            {
-                let r = self.txn_inode(&st, &mut txn, src.ino)?;
-                r.ctime = now;
-                // A directory's parent, and a file's home if it was renamed out of it.
-                if src_dir || r.parent == parent {
-                    r.parent = newparent;
-                }
-            }
-            if src_dir && parent != newparent {
-                let p = self.txn_inode(&st, &mut txn, parent)?;
-                p.nlink = p.nlink.saturating_sub(1);
-                let np = self.txn_inode(&st, &mut txn, newparent)?;
-                np.nlink += 1;
-            }
+            self.rename_replace(&st, &mut txn, &r, &prec, &src, dst.as_ref())?;
         }
         for p in [parent, newparent] {
             let r = self.txn_inode(&st, &mut txn, p)?;
@@ -617,6 +602,123 @@ impl Fs {
             r.ctime = now;
         }
         self.commit(&mut st, txn)
+    }
+
+    /// RENAME_EXCHANGE: the two names swap inodes; each inode's parent (a directory's, or a
+    /// file's home) follows it, and so do the parents' link counts when only one is a
+    /// directory.
+    fn rename_exchange(
+        &self,
+        st: &State,
+        txn: &mut Txn,
+        r: &Rename,
+        src: &DirEntry,
+        dst: &DirEntry,
+    ) -> FsResult<()> {
+        let &Rename {
+            parent,
+            name,
+            newparent,
+            newname,
+            now,
+            ..
+        } = r;
+        let src_dir = src.kind == FileKind::Directory;
+        let dst_dir = dst.kind == FileKind::Directory;
+        if dst_dir && self.is_within(st, parent, dst.ino)? {
+            return Err(FsError::Invalid);
+        }
+        self.set_entry(txn, parent, name, dst.ino, dst.kind)?;
+        self.set_entry(txn, newparent, newname, src.ino, src.kind)?;
+        for (ino, is_dir, old_parent, new_parent) in [
+            (src.ino, src_dir, parent, newparent),
+            (dst.ino, dst_dir, newparent, parent),
+        ] {
+            let r = self.txn_inode(st, txn, ino)?;
+            r.ctime = now;
+            // A directory's parent, and a file's home if it was renamed out of it.
+            if is_dir || r.parent == old_parent {
+                r.parent = new_parent;
+            }
+        }
+        if parent != newparent && src_dir != dst_dir {
+            let delta: i64 = if dst_dir { 1 } else { -1 };
+            let p = self.txn_inode(st, txn, parent)?;
+            p.nlink = (i64::from(p.nlink) + delta) as u32;
+            let np = self.txn_inode(st, txn, newparent)?;
+            np.nlink = (i64::from(np.nlink) - delta) as u32;
+        }
+        Ok(())
+    }
+
+    /// A plain rename (or RENAME_NOREPLACE, RENAME_WHITEOUT): a target `dst` of the same type
+    /// (an empty directory for a directory) loses its link, the source name goes (leaving a
+    /// whiteout if asked) and the new name leads to the source inode.
+    fn rename_replace(
+        &self,
+        st: &State,
+        txn: &mut Txn,
+        r: &Rename,
+        prec: &InodeRecord,
+        src: &DirEntry,
+        dst: Option<&DirEntry>,
+    ) -> FsResult<()> {
+        let &Rename {
+            parent,
+            name,
+            newparent,
+            newname,
+            flags,
+            caller,
+            now,
+        } = r;
+        let src_dir = src.kind == FileKind::Directory;
+        if let Some(dst) = dst {
+            let dst_dir = dst.kind == FileKind::Directory;
+            if src_dir && !dst_dir {
+                return Err(FsError::NotDir);
+            }
+            if !src_dir && dst_dir {
+                return Err(FsError::IsDir);
+            }
+            if dst_dir && !self.dir_is_empty(dst.ino)? {
+                return Err(FsError::NotEmpty);
+            }
+            self.remove_entry(txn, newparent, newname)?;
+            if dst_dir {
+                let np = self.txn_inode(st, txn, newparent)?;
+                np.nlink = np.nlink.saturating_sub(1);
+            }
+            self.drop_link(st, txn, dst.ino, newparent, now)?;
+        }
+        self.remove_entry(txn, parent, name)?;
+        if flags & RENAME_WHITEOUT != 0 {
+            self.add_whiteout(st, txn, parent, prec, name, caller, now)?;
+        }
+        self.add_entry(
+            txn,
+            newparent,
+            DirEntry {
+                name: newname.to_vec(),
+                ino: src.ino,
+                kind: src.kind,
+            },
+        )?;
+        {
+            let r = self.txn_inode(st, txn, src.ino)?;
+            r.ctime = now;
+            // A directory's parent, and a file's home if it was renamed out of it.
+            if src_dir || r.parent == parent {
+                r.parent = newparent;
+            }
+        }
+        if src_dir && parent != newparent {
+            let p = self.txn_inode(st, txn, parent)?;
+            p.nlink = p.nlink.saturating_sub(1);
+            let np = self.txn_inode(st, txn, newparent)?;
+            np.nlink += 1;
+        }
+        Ok(())
     }
 
     /// Checks that `ino` is a directory that can be listed.
