@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    FileKind, Fs, FsError, FsResult, GroupId, InGroup, InodeRecord, MAX_FILE_SIZE, Mutation, State,
+    Fs, FsError, FsResult, GroupId, InGroup, InodeRecord, MAX_FILE_SIZE, Mutation, State,
     TOMBSTONE_GROUP, Timestamp, WRITE_PAGES_PER_BATCH, corrupt, drop_privileges, keys,
 };
 
@@ -159,8 +159,8 @@ impl Fs {
         let (ino_in, ino_out) = (copy.ino_in, copy.ino_out);
         let first = done == 0;
         let (off_in, off_out) = (start_in + done, start_out + done);
-        let size_in = self.copy_side(st, ino_in)?.size;
-        let mut rec = self.copy_side(st, ino_out)?;
+        let size_in = self.data_file(st, ino_in)?.size;
+        let mut rec = self.data_file(st, ino_out)?;
         if first {
             // Before the count is looked at, as the VFS refuses an immutable destination.
             super::inode_flags::check_write(&rec, off_out)?;
@@ -203,20 +203,6 @@ impl Fs {
         self.copy_pages(&span, &plan, group, &mut rec, &mut batch)?;
         self.commit_copy_batch(st, ino_out, rec, pages_before, plan.batch_end, batch)?;
         Ok(plan.batch_end - off_out)
-    }
-
-    /// A side of a copy: a regular file, not removed.
-    fn copy_side(&self, st: &State, ino: u64) -> FsResult<InodeRecord> {
-        let rec = self.load(st, ino)?;
-        match rec.kind {
-            FileKind::Regular => {}
-            FileKind::Directory => return Err(FsError::IsDir),
-            _ => return Err(FsError::Invalid),
-        }
-        if st.nodes.get(&ino).is_some_and(|n| n.gone) {
-            return Err(FsError::NotFound);
-        }
-        Ok(rec)
     }
 
     /// The destination pages this batch visits, in order, and where the batch ends: only
