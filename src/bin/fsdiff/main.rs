@@ -12,6 +12,7 @@
 //! The ops known to differ today are in `known.rs`, left out unless `--all` or `--ops`.
 //! Run as root (chown, whiteouts, linkat with AT_EMPTY_PATH).
 
+mod calls;
 mod exec;
 mod known;
 mod ops;
