@@ -857,7 +857,7 @@ whatever order concurrent writers update the index in",
     (
         "rename-whiteout-forgotten",
         "RENAME_WHITEOUT: the source name holds a whiteout, in the rename's own batch",
-        "src/fs/namespace.rs",
+        "src/fs/namespace/rename.rs",
         "            self.add_whiteout(st, txn, parent, prec, name, caller, now)?;\n",
         "",
         ["--release", "--test", "fs_inode_flags",
