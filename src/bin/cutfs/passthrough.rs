@@ -365,23 +365,7 @@ impl Filesystem for CutFs {
                 if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                     victim = Victim::EmptyDir(st.st_mode & 0o7777);
                 } else if !flags.contains(RenameFlags::RENAME_NOREPLACE) {
-                    let t = s.trash_name();
-                    let c = cstr(newname);
-                    let ct = cstr(&t);
-                    let to_dir = s.fd(newparent.0).expect("checked");
-                    // SAFETY: NUL-terminated names, descriptors we own.
-                    try_reply!(
-                        reply,
-                        check(unsafe {
-                            libc::linkat(
-                                to_dir.as_raw_fd(),
-                                c.as_ptr(),
-                                s.trash.as_raw_fd(),
-                                ct.as_ptr(),
-                                0,
-                            )
-                        })
-                    );
+                    let t = try_reply!(reply, s.link_into_trash(newparent.0, newname));
                     victim = Victim::Trash(t);
                 }
             }

@@ -3,7 +3,7 @@
 //! makes it durable (the record and any removed file waiting in the trash are dropped), and a
 //! power cut reverses, newest first, those it does not keep.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
 
 use fuser::Errno;
@@ -48,6 +48,26 @@ pub struct Change {
 }
 
 impl State {
+    /// Hard-links `name` of directory `dir` into the trash under a new name (returned), so
+    /// that a rename over it can be undone by putting it back.
+    pub fn link_into_trash(&mut self, dir: u64, name: &OsStr) -> Result<OsString, Errno> {
+        let t = self.trash_name();
+        let c = cstr(name);
+        let ct = cstr(&t);
+        let to_dir = self.fd(dir)?;
+        // SAFETY: NUL-terminated names, descriptors we own.
+        check(unsafe {
+            libc::linkat(
+                to_dir.as_raw_fd(),
+                c.as_ptr(),
+                self.trash.as_raw_fd(),
+                ct.as_ptr(),
+                0,
+            )
+        })?;
+        Ok(t)
+    }
+
     /// The changes touching `dir` become durable (and so do the removals they made).
     pub fn commit_dir(&mut self, dir: u64) {
         let changes = std::mem::take(&mut self.changes);
