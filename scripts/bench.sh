@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Filesystem vs peers benchmark (issue 7): logstorfs against kernel ext4, bindfs and fuse2fs,
+# Filesystem vs peers benchmark: logstorfs against kernel ext4, bindfs and fuse2fs,
 # all on the same disk, each workload run on every system in alternation.
 #
 #   sudo bash scripts/bench.sh [--quick]

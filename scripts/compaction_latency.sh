@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Foreground write latency while compaction runs, on a real mount (issue 5 point 3). A benchmark,
+# Foreground write latency while compaction runs, on a real mount. A benchmark,
 # not a test: it prints figures and fails only if fio reports an error.
 #
 #   bash scripts/compaction_latency.sh [BINARY...]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The separator's share of device writes on a real mount with several compaction groups
-# (issue 4): three workloads, one after the other on one mount, each spread over DIRS
-# directories that grow past the group split size and become group roots.
+# The separator's share of device writes on a real mount with several compaction groups: three
+# workloads, one after the other on one mount, each spread over DIRS directories that grow past
+# the group split size and become group roots.
 #
 #   bash scripts/groups_wa.sh [BINARY]
 #

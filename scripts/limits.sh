@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Limits on a real mount (issue 6, points 5 and 6):
+# Limits on a real mount:
 #  1. A full filesystem: writing past the store's capacity gives ENOSPC; nothing already written
 #     is damaged; after deleting, writes succeed again; a remount keeps everything.
 #  2. A full host disk: the store sits on a small tmpfs, smaller than the store's capacity, so

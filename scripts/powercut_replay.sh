@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Power-cut replay of a real mounted workload (issue 6, point 2). `kill -9` cannot show what a
+# Power-cut replay of a real mounted workload. `kill -9` cannot show what a
 # power cut does, since the host page cache survives a killed process; this can:
 #
 # 1. Mount a new store with `--test-record-io`: the daemon logs every write, allocation, sync and

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Small-files probe (issue 7 attribution): create + 4 KiB write + close of N files in 10
-# directories from one Python process, then sync, on fuse2fs, bindfs and logstorfs in turn.
+# Small-files probe, to attribute the small-files figure of scripts/bench.sh: create + 4 KiB
+# write + close of N files in 10 directories from one Python process, then sync, on fuse2fs,
+# bindfs and logstorfs in turn.
 # Prints files/s and the daemon's CPU time per file (utime + stime from /proc/PID/stat): the
 # CPU time is the daemon's own work per file, which moves less with the machine's noise than
 # the wall time does. Not a benchmark of record (scripts/bench.sh is); a tool for attributing

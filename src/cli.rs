@@ -311,19 +311,7 @@ fn serve_inner(
             .map_err(|e| format!("cannot mount store {}: {e}", store.display()))?,
     );
     return_freed_memory();
-    let rebuild = {
-        let fs = fs.clone();
-        std::thread::Builder::new()
-            .name("group-map".into())
-            .spawn(move || {
-                if let Err(e) = fs.rebuild_group_map() {
-                    // Splits and merges stay off for this mount; nothing else depends on it.
-                    log::error!("group map rebuild failed: {e}");
-                }
-                return_freed_memory();
-            })
-            .map_err(|e| format!("cannot start the group map rebuild: {e}"))?
-    };
+    let rebuild = start_group_map_rebuild(fs.clone())?;
     let fuse = FuseFs::new(fs.clone());
     let notifier = fuse.notifier_slot();
     let session = Session::new(fuse, mountpoint, config);
@@ -344,19 +332,7 @@ fn serve_inner(
     let mounted_file = store.join(MOUNTED_FILE);
     // A read-only mount writes nothing in the store: no record of the mount, no log there.
     let read_only = options.read_only;
-    if !read_only {
-        let _ = std::fs::write(
-            &mounted_file,
-            format!("{}\n{}\n", mountpoint.display(), std::process::id()),
-        );
-    }
-    if let Some(mut n) = notify.take() {
-        detach_stdio(store, !read_only);
-        let _ = n.write_all(b"OK\n");
-    }
-    log::info!("mounted {} on {}", store.display(), mountpoint.display());
-    // Under systemd (`Type=notify`): the mount is live. Nothing happens without NOTIFY_SOCKET.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    announce_mounted(store, mountpoint, &mounted_file, read_only, notify);
     let run = session.run();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     unmounter.lock().take();
@@ -375,6 +351,45 @@ fn serve_inner(
         mountpoint.display()
     );
     Ok(())
+}
+
+/// The group map is rebuilt in the background while the mount is live: its byte counts steer
+/// splits and merges only.
+fn start_group_map_rebuild(fs: Arc<Fs>) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name("group-map".into())
+        .spawn(move || {
+            if let Err(e) = fs.rebuild_group_map() {
+                // Splits and merges stay off for this mount; nothing else depends on it.
+                log::error!("group map rebuild failed: {e}");
+            }
+            return_freed_memory();
+        })
+        .map_err(|e| format!("cannot start the group map rebuild: {e}"))
+}
+
+/// The mount is live: recorded in the store (unless read-only), told to the parent waiting
+/// on `notify` (a daemonized mount), the log and systemd.
+fn announce_mounted(
+    store: &Path,
+    mountpoint: &Path,
+    mounted_file: &Path,
+    read_only: bool,
+    notify: &mut Option<File>,
+) {
+    if !read_only {
+        let _ = std::fs::write(
+            mounted_file,
+            format!("{}\n{}\n", mountpoint.display(), std::process::id()),
+        );
+    }
+    if let Some(mut n) = notify.take() {
+        detach_stdio(store, !read_only);
+        let _ = n.write_all(b"OK\n");
+    }
+    log::info!("mounted {} on {}", store.display(), mountpoint.display());
+    // Under systemd (`Type=notify`): the mount is live. Nothing happens without NOTIFY_SOCKET.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
 fn close_fs(fs: Arc<Fs>) -> Result<(), String> {

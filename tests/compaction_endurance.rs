@@ -1,4 +1,4 @@
-//! Compaction endurance (issue 5): a store held nearly full is overwritten many times its
+//! Compaction endurance: a store held nearly full is overwritten many times its
 //! capacity at random offsets; compaction must keep making room (no `NoSpace` while live data
 //! stays below capacity) and every value must read back as last written, before and after a
 //! reopen.
@@ -8,7 +8,7 @@
 //! capacity is 84.8% of it, so "75%" is 63.6% of the store's bytes. A full store (filled until
 //! a write gets NoSpace) is tested too. Overwrites are counted in store sizes.
 //!
-//! Sizes come from the environment, so the issue's full figures can be run by hand:
+//! Sizes come from the environment (defaults below), so that larger figures can be run by hand:
 //!
 //! ```text
 //! LOGSTORFS_ENDURANCE_MIB=512 LOGSTORFS_ENDURANCE_TIMES=10 LOGSTORFS_ENDURANCE_TIMES_85=3 \
@@ -23,8 +23,8 @@
 //! A small store (64 MiB: 64 segments, 4 of them reserved) cannot hold 85% of its bytes as
 //! live data that compaction can keep room for. It must refuse the fill with NoSpace instead
 //! (its capacity is what compaction can sustain, see `user_capacity` in `engine/mod.rs`), and
-//! then never refuse an overwrite. Until 2026-11-24 it took the 85% and ran out of room a
-//! capacity or two into the overwrites.
+//! then never refuse an overwrite: had it taken the 85%, it would run out of room a capacity or
+//! two into the overwrites.
 //!
 //! Keys are 4 KiB pages of one file (random page numbers); a batch holds 1 to 8 pages, like the
 //! filesystem's writes. The model keeps, per page, a stamp from which its bytes are derived.

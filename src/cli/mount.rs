@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 use nix::unistd::ForkResult;
 
 use super::format::{StoreDir, inspect_store_dir, new_store_capacity, resolved};
-use super::options::{Policy, parse_capacity, parse_mount_options, parse_size};
+use super::options::{MountOptions, Policy, parse_capacity, parse_mount_options, parse_size};
 use super::{FUSE_THREADS_MAX, FUSE_THREADS_MIN, serve};
 use crate::engine::instrument::Instrumentation;
 use crate::engine::{EngineOptions, store_dir};
@@ -261,6 +261,38 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         .canonicalize()
         .map_err(|e| format!("store {}: {e}", args.store.display()))?;
 
+    let config = fuse_config(&opts, &store);
+    let options = engine_options(&args, &opts, create);
+    let fs_options = fs_options(&args, &opts);
+    let instrument = Instrumentation {
+        record_io,
+        fail_writes_after: args.test_fail_writes_after,
+    };
+    if args.daemon {
+        daemonize_and_serve(
+            &store,
+            &mountpoint,
+            &options,
+            &fs_options,
+            &instrument,
+            &config,
+        )
+    } else {
+        serve(
+            &store,
+            &mountpoint,
+            &options,
+            &fs_options,
+            &instrument,
+            &config,
+            None,
+        )
+    }
+}
+
+/// The FUSE mount: named after the store (or `-o fsname`), the options passed through, the
+/// kernel's permission checks, and a thread per CPU within bounds.
+fn fuse_config(opts: &MountOptions, store: &Path) -> Config {
     let mut config = Config::default();
     let fsname = opts
         .fsname
@@ -285,7 +317,11 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
     let cpus = std::thread::available_parallelism().map_or(FUSE_THREADS_MIN, |n| n.get());
     config.n_threads = Some(cpus.clamp(FUSE_THREADS_MIN, FUSE_THREADS_MAX));
     config.clone_fd = true;
+    config
+}
 
+/// The engine's options: `-o` options first, then the command line's, then the defaults.
+fn engine_options(args: &MountArgs, opts: &MountOptions, create: bool) -> EngineOptions {
     let flush_interval = opts
         .flush_interval
         .or(args.flush_interval)
@@ -294,7 +330,7 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         .compaction_policy
         .or(args.compaction_policy)
         .unwrap_or(Policy::CostBenefit);
-    let options = EngineOptions {
+    EngineOptions {
         capacity_bytes: args
             .size
             .unwrap_or_else(|| parse_capacity(super::format::DEFAULT_CAPACITY).unwrap_or(1 << 30)),
@@ -305,8 +341,12 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         // Not a byte written, even after a crash: see `EngineOptions::read_only`.
         read_only: opts.read_only,
         ..Default::default()
-    };
-    let fs_options = FsOptions {
+    }
+}
+
+/// The filesystem's options: `-o` options first, then the command line's, then the defaults.
+fn fs_options(args: &MountArgs, opts: &MountOptions) -> FsOptions {
+    FsOptions {
         group_split_bytes: opts
             .group_split_size
             .or(args.group_split_size)
@@ -315,30 +355,6 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         defer_group_map: true,
         atime: opts.atime_mode(),
         writeback_cache: opts.writeback_cache,
-    };
-    let instrument = Instrumentation {
-        record_io,
-        fail_writes_after: args.test_fail_writes_after,
-    };
-    if args.daemon {
-        daemonize_and_serve(
-            &store,
-            &mountpoint,
-            &options,
-            &fs_options,
-            &instrument,
-            &config,
-        )
-    } else {
-        serve(
-            &store,
-            &mountpoint,
-            &options,
-            &fs_options,
-            &instrument,
-            &config,
-            None,
-        )
     }
 }
 

@@ -97,90 +97,112 @@ pub fn parse_mount_options(opts: &[String]) -> Result<MountOptions, String> {
         .flat_map(|o| o.split(','))
         .filter(|o| !o.is_empty())
     {
+        if for_mount_itself(opt) {
+            continue;
+        }
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (opt, None),
         };
-        let need = |what: &str| -> Result<&str, String> {
-            value
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("mount option '{opt}': give {name}={what}"))
+        let mo = match name {
+            "flush_interval" | "group_split_size" | "compaction_policy" | "fsname" | "subtype" => {
+                valued_option(&mut out, opt, name, value)?
+            }
+            _ if value.is_some() => return Err(unknown(opt)),
+            _ => flag_option(&mut out, opt)?,
         };
-        let mo = match (name, value) {
-            _ if for_mount_itself(opt) => continue,
-            ("flush_interval", _) => {
-                let v = need("SECONDS")?;
-                out.flush_interval = Some(v.parse().map_err(|_| {
-                    format!("mount option '{opt}': {v} is not a number of seconds")
-                })?);
-                continue;
-            }
-            ("group_split_size", _) => {
-                let v = need("SIZE")?;
-                out.group_split_size =
-                    Some(parse_size(v).map_err(|e| format!("mount option '{opt}': {e}"))?);
-                continue;
-            }
-            ("compaction_policy", _) => {
-                let v = need("POLICY")?;
-                out.compaction_policy = Some(Policy::from_str(v, false).map_err(|_| {
-                    format!("mount option '{opt}': expected greedy or cost-benefit")
-                })?);
-                continue;
-            }
-            ("fsname", _) => {
-                out.fsname = Some(need("NAME")?.to_string());
-                continue;
-            }
-            ("subtype", _) => MountOption::Subtype(need("NAME")?.to_string()),
-            (_, Some(_)) => return Err(unknown(opt)),
-            ("allow_other", None) => {
-                out.acl = Some(SessionACL::All);
-                continue;
-            }
-            ("allow_root", None) => {
-                out.acl = Some(SessionACL::RootAndOwner);
-                continue;
-            }
-            ("ro", None) => {
-                out.read_only = true;
-                MountOption::RO
-            }
-            ("rw", None) => {
-                out.read_only = false;
-                MountOption::RW
-            }
-            ("auto_unmount", None) => MountOption::AutoUnmount,
-            ("default_permissions", None) => MountOption::DefaultPermissions,
-            ("dev", None) => MountOption::Dev,
-            ("nodev", None) => MountOption::NoDev,
-            ("suid", None) => MountOption::Suid,
-            ("nosuid", None) => MountOption::NoSuid,
-            ("exec", None) => MountOption::Exec,
-            ("noexec", None) => MountOption::NoExec,
-            ("dirsync", None) => MountOption::DirSync,
-            ("sync", None) => MountOption::Sync,
-            ("async", None) => MountOption::Async,
-            ("atime" | "noatime" | "relatime" | "strictatime", None) => {
-                out.atime = AtimeMode::from_option(opt);
-                // The kernel leaves atime on FUSE to the daemon; only these two have a flag.
-                match opt {
-                    "atime" => MountOption::Atime,
-                    "noatime" => MountOption::NoAtime,
-                    _ => continue,
-                }
-            }
-            // Directories follow the files' rule here, as the kernel leaves it to us.
-            ("nodiratime", None) => continue,
-            ("writeback_cache", None) => {
-                out.writeback_cache = true;
-                continue;
-            }
-            _ => return Err(unknown(opt)),
-        };
-        out.fuse.push(mo);
+        out.fuse.extend(mo);
     }
     Ok(out)
+}
+
+/// An option that takes a value (`name=value`, the value not empty): ours are kept in `out`;
+/// `subtype=` is the kernel's, returned.
+fn valued_option(
+    out: &mut MountOptions,
+    opt: &str,
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<MountOption>, String> {
+    let need = |what: &str| -> Result<&str, String> {
+        value
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("mount option '{opt}': give {name}={what}"))
+    };
+    match name {
+        "flush_interval" => {
+            let v = need("SECONDS")?;
+            out.flush_interval =
+                Some(v.parse().map_err(|_| {
+                    format!("mount option '{opt}': {v} is not a number of seconds")
+                })?);
+        }
+        "group_split_size" => {
+            let v = need("SIZE")?;
+            out.group_split_size =
+                Some(parse_size(v).map_err(|e| format!("mount option '{opt}': {e}"))?);
+        }
+        "compaction_policy" => {
+            let v = need("POLICY")?;
+            out.compaction_policy =
+                Some(Policy::from_str(v, false).map_err(|_| {
+                    format!("mount option '{opt}': expected greedy or cost-benefit")
+                })?);
+        }
+        "fsname" => out.fsname = Some(need("NAME")?.to_string()),
+        _ => return Ok(Some(MountOption::Subtype(need("NAME")?.to_string()))),
+    }
+    Ok(None)
+}
+
+/// An option without a value: the kernel's and FUSE's are returned for the mount (some also
+/// kept in `out`), ours are kept in `out` alone; any other is refused.
+fn flag_option(out: &mut MountOptions, opt: &str) -> Result<Option<MountOption>, String> {
+    Ok(Some(match opt {
+        "allow_other" => {
+            out.acl = Some(SessionACL::All);
+            return Ok(None);
+        }
+        "allow_root" => {
+            out.acl = Some(SessionACL::RootAndOwner);
+            return Ok(None);
+        }
+        "ro" => {
+            out.read_only = true;
+            MountOption::RO
+        }
+        "rw" => {
+            out.read_only = false;
+            MountOption::RW
+        }
+        "auto_unmount" => MountOption::AutoUnmount,
+        "default_permissions" => MountOption::DefaultPermissions,
+        "dev" => MountOption::Dev,
+        "nodev" => MountOption::NoDev,
+        "suid" => MountOption::Suid,
+        "nosuid" => MountOption::NoSuid,
+        "exec" => MountOption::Exec,
+        "noexec" => MountOption::NoExec,
+        "dirsync" => MountOption::DirSync,
+        "sync" => MountOption::Sync,
+        "async" => MountOption::Async,
+        "atime" | "noatime" | "relatime" | "strictatime" => {
+            out.atime = AtimeMode::from_option(opt);
+            // The kernel leaves atime on FUSE to the daemon; only these two have a flag.
+            match opt {
+                "atime" => MountOption::Atime,
+                "noatime" => MountOption::NoAtime,
+                _ => return Ok(None),
+            }
+        }
+        // Directories follow the files' rule here, as the kernel leaves it to us.
+        "nodiratime" => return Ok(None),
+        "writeback_cache" => {
+            out.writeback_cache = true;
+            return Ok(None);
+        }
+        _ => return Err(unknown(opt)),
+    }))
 }
 
 fn unknown(opt: &str) -> String {

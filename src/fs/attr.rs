@@ -3,11 +3,11 @@
 //! A setattr is one engine batch with whatever it changes besides the inode (a truncation, the
 //! access ACL a chmod rewrites).
 
-use super::keys::Timestamp;
+use super::keys::{InodeRecord, Timestamp};
 use super::{
     Attr, BLOCK_SIZE, Caller, FileKind, Fs, FsError, FsResult, IN_EVERY_GROUP, InGroup,
-    MAX_FILE_SIZE, MAX_NAME_LEN, SetAttr, StatFs, TimeSet, Txn, acl, drop_privileges, inode_flags,
-    keys, to_attr,
+    MAX_FILE_SIZE, MAX_NAME_LEN, SetAttr, StatFs, State, TimeSet, Txn, acl, drop_privileges,
+    inode_flags, keys, to_attr,
 };
 use crate::engine::Mutation;
 
@@ -43,36 +43,12 @@ impl Fs {
         inode_flags::check_setattr(rec, set)?;
         let mut rec = rec.clone();
         if let Some(size) = set.size {
-            match rec.kind {
-                FileKind::Regular => {}
-                FileKind::Directory => return Err(FsError::IsDir),
-                _ => return Err(FsError::Invalid),
-            }
-            if size > MAX_FILE_SIZE {
-                return Err(FsError::FileTooBig);
-            }
-            let group = st.record_group(ino, &rec);
-            self.truncate_mutations(ino, &mut rec, size, group, &mut txn)?;
+            self.setattr_size(&st, &mut txn, ino, &mut rec, size)?;
             rec.mtime = now;
         }
         if let Some(mode) = set.mode {
             rec.perm = (mode & 0o7777) as u16;
-            // A chmod rewrites the access ACL's owner, mask (or group) and other entries.
-            let key = keys::xattr_key(ino, acl::ACCESS_ACL_XATTR);
-            let stored = match rec.kind {
-                FileKind::Symlink => None,
-                _ => self.engine.get(&key)?,
-            };
-            if let Some(mut a) = stored
-                .as_deref()
-                .map(acl::Acl::parse)
-                .transpose()?
-                .flatten()
-            {
-                a.chmod(rec.perm);
-                txn.post
-                    .push(Mutation::put(st.record_group(ino, &rec), key, a.encode()));
-            }
+            self.chmod_access_acl(&st, &mut txn, ino, &rec)?;
         } else if set.kill_suid_sgid && rec.kind != FileKind::Directory {
             drop_privileges(&mut rec, in_group);
         }
@@ -104,6 +80,55 @@ impl Fs {
         txn.inodes.insert(ino, rec.clone());
         self.commit(&mut st, txn)?;
         Ok(to_attr(ino, &rec))
+    }
+
+    /// A size change (truncate or extend) of a regular file within the largest size, into
+    /// `txn`.
+    fn setattr_size(
+        &self,
+        st: &State,
+        txn: &mut Txn,
+        ino: u64,
+        rec: &mut InodeRecord,
+        size: u64,
+    ) -> FsResult<()> {
+        match rec.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid),
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooBig);
+        }
+        let group = st.record_group(ino, rec);
+        self.truncate_mutations(ino, rec, size, group, txn)
+    }
+
+    /// A chmod rewrites the access ACL's owner, mask (or group) and other entries to the new
+    /// permission bits in `rec`, so that the ACL and the mode never disagree.
+    fn chmod_access_acl(
+        &self,
+        st: &State,
+        txn: &mut Txn,
+        ino: u64,
+        rec: &InodeRecord,
+    ) -> FsResult<()> {
+        let key = keys::xattr_key(ino, acl::ACCESS_ACL_XATTR);
+        let stored = match rec.kind {
+            FileKind::Symlink => None,
+            _ => self.engine.get(&key)?,
+        };
+        if let Some(mut a) = stored
+            .as_deref()
+            .map(acl::Acl::parse)
+            .transpose()?
+            .flatten()
+        {
+            a.chmod(rec.perm);
+            txn.post
+                .push(Mutation::put(st.record_group(ino, rec), key, a.encode()));
+        }
+        Ok(())
     }
 
     pub fn statfs(&self) -> StatFs {

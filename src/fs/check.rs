@@ -17,13 +17,15 @@
 //!   inode's page count; symlinks have their target, of the recorded length; xattrs belong to
 //!   existing inodes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use super::ROOT_INO;
 use super::keys::{self, FileKind, InodeRecord, PAGE_SIZE};
 use crate::engine::EngineError;
 use crate::engine::check::{self as echeck, EngineCheck, Finding, Severity};
+
+mod links;
 
 /// Whether the checker needs `key`'s value in memory (everything but file data pages).
 pub fn keep_value(key: &[u8]) -> bool {
@@ -112,6 +114,20 @@ struct Entry {
     name: Vec<u8>,
     ino: u64,
     kind: FileKind,
+}
+
+/// What the keys other than inodes and entries hold, by inode, for the later checks.
+#[derive(Default)]
+struct Decoded {
+    /// ino -> (page index, stored length, place) of each data page.
+    pages: BTreeMap<u64, Vec<(u64, u32, echeck::Place)>>,
+    /// ino -> the length of its symlink target.
+    symlinks: BTreeMap<u64, u32>,
+    /// ino -> how many extended attributes it has.
+    xattrs: BTreeMap<u64, u64>,
+    high_water: Option<u64>,
+    /// Group root records: directory -> (group id, place).
+    group_roots: BTreeMap<u64, (crate::engine::GroupId, String)>,
 }
 
 struct Checker<'a> {
@@ -206,13 +222,23 @@ impl<'a> Checker<'a> {
             ));
             return;
         }
-        // Decode every key.
-        let mut pages: BTreeMap<u64, Vec<(u64, u32, echeck::Place)>> = BTreeMap::new();
-        let mut symlinks: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut xattrs: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut high_water = None;
-        // Group root records: directory -> group id.
-        let mut group_roots: BTreeMap<u64, (crate::engine::GroupId, String)> = BTreeMap::new();
+        let d = self.decode_keys();
+        self.count_figures(&d);
+        self.check_root_and_high_water(d.high_water);
+        self.check_entries();
+        self.check_links_and_reachability();
+        self.check_pages(&d.pages);
+        self.check_symlinks(&d.symlinks);
+        self.check_xattr_owners(&d.xattrs);
+        self.check_group_roots(&d.group_roots);
+        self.name_damaged_files();
+    }
+
+    /// Decodes every live key: inodes and entries into the checker, the rest into `Decoded`;
+    /// a key or value that is none of the filesystem's is a problem.
+    fn decode_keys(&mut self) -> Decoded {
+        let e = self.e;
+        let mut d = Decoded::default();
         for (key, rec) in &e.live {
             let place = e.describe(rec.place);
             let value = rec.value.as_deref().unwrap_or(&[]);
@@ -232,81 +258,34 @@ impl<'a> Checker<'a> {
                     }
                 }
                 keys::TAG_DIRENT if key.len() == 17 => {
-                    let parent = be_u64(&key[1..9]);
-                    let hash = be_u64(&key[9..17]);
-                    let Some(list) = keys::decode_dirents(value) else {
-                        self.problem(
-                            place,
-                            format!("directory {parent}: entry record does not decode"),
-                        );
-                        continue;
-                    };
-                    if list.is_empty() {
-                        self.problem(
-                            place.clone(),
-                            format!("directory {parent}: empty entry record"),
-                        );
-                    }
-                    for d in list {
-                        let name = String::from_utf8_lossy(&d.name).into_owned();
-                        if keys::name_hash(&d.name) != hash {
-                            self.problem(
-                                place.clone(),
-                                format!(
-                                    "directory {parent}: entry '{name}' filed under the wrong hash"
-                                ),
-                            );
-                        }
-                        if d.name.is_empty()
-                            || d.name.len() > super::MAX_NAME_LEN
-                            || d.name.contains(&b'/')
-                            || d.name.contains(&0)
-                            || d.name == b"."
-                            || d.name == b".."
-                        {
-                            self.problem(
-                                place.clone(),
-                                format!("directory {parent}: invalid entry name '{name}'"),
-                            );
-                        }
-                        self.names
-                            .entry(d.ino)
-                            .or_default()
-                            .push(self.entries.len());
-                        self.entries.push(Entry {
-                            parent,
-                            name: d.name,
-                            ino: d.ino,
-                            kind: d.kind,
-                        });
-                    }
+                    self.decode_entry_record(place, key, value);
                 }
                 keys::TAG_CHUNK if key.len() == 17 => {
                     let ino = be_u64(&key[1..9]);
                     let page = be_u64(&key[9..17]);
-                    pages
+                    d.pages
                         .entry(ino)
                         .or_default()
                         .push((page, rec.value_len, rec.place));
                 }
                 keys::TAG_SYMLINK if ino_key => {
-                    symlinks.insert(be_u64(&key[1..9]), rec.value_len);
+                    d.symlinks.insert(be_u64(&key[1..9]), rec.value_len);
                 }
                 keys::TAG_XATTR if key.len() > 9 => {
-                    *xattrs.entry(be_u64(&key[1..9])).or_default() += 1;
+                    *d.xattrs.entry(be_u64(&key[1..9])).or_default() += 1;
                 }
                 keys::TAG_ORPHAN if ino_key => {
                     self.orphans.insert(be_u64(&key[1..9]));
                 }
                 keys::TAG_GROUP_ROOT if ino_key => match keys::decode_group(value) {
                     Some(g) => {
-                        group_roots.insert(be_u64(&key[1..9]), (g, place));
+                        d.group_roots.insert(be_u64(&key[1..9]), (g, place));
                     }
                     None => self.problem(place, "group root record does not decode"),
                 },
                 keys::TAG_META if key[1..] == *keys::META_INODE_HIGH_WATER => {
                     match keys::decode_u64(value) {
-                        Some(v) => high_water = Some(v),
+                        Some(v) => d.high_water = Some(v),
                         None => self.problem(place, "inode high-water mark does not decode"),
                     }
                 }
@@ -316,6 +295,61 @@ impl<'a> Checker<'a> {
                 ),
             }
         }
+        d
+    }
+
+    /// A directory entry record (a hash bucket of `parent`): each entry must be filed under
+    /// its name's hash and have a valid name.
+    fn decode_entry_record(&mut self, place: String, key: &[u8], value: &[u8]) {
+        let parent = be_u64(&key[1..9]);
+        let hash = be_u64(&key[9..17]);
+        let Some(list) = keys::decode_dirents(value) else {
+            self.problem(
+                place,
+                format!("directory {parent}: entry record does not decode"),
+            );
+            return;
+        };
+        if list.is_empty() {
+            self.problem(
+                place.clone(),
+                format!("directory {parent}: empty entry record"),
+            );
+        }
+        for d in list {
+            let name = String::from_utf8_lossy(&d.name).into_owned();
+            if keys::name_hash(&d.name) != hash {
+                self.problem(
+                    place.clone(),
+                    format!("directory {parent}: entry '{name}' filed under the wrong hash"),
+                );
+            }
+            if d.name.is_empty()
+                || d.name.len() > super::MAX_NAME_LEN
+                || d.name.contains(&b'/')
+                || d.name.contains(&0)
+                || d.name == b"."
+                || d.name == b".."
+            {
+                self.problem(
+                    place.clone(),
+                    format!("directory {parent}: invalid entry name '{name}'"),
+                );
+            }
+            self.names
+                .entry(d.ino)
+                .or_default()
+                .push(self.entries.len());
+            self.entries.push(Entry {
+                parent,
+                name: d.name,
+                ino: d.ino,
+                kind: d.kind,
+            });
+        }
+    }
+
+    fn count_figures(&mut self, d: &Decoded) {
         self.figures.inodes = self.inodes.len() as u64;
         self.figures.entries = self.entries.len() as u64;
         self.figures.orphans = self.orphans.len() as u64;
@@ -327,10 +361,13 @@ impl<'a> Checker<'a> {
                 _ => self.figures.other_files += 1,
             }
         }
-        self.figures.data_pages = pages.values().map(|v| v.len() as u64).sum();
-        self.figures.xattrs = xattrs.values().sum();
+        self.figures.data_pages = d.pages.values().map(|v| v.len() as u64).sum();
+        self.figures.xattrs = d.xattrs.values().sum();
+    }
 
-        // Root and high-water mark.
+    /// The root is a directory, and every inode number is below the high-water mark (the next
+    /// one handed out).
+    fn check_root_and_high_water(&mut self, high_water: Option<u64>) {
         match self.inodes.get(&ROOT_INO) {
             None => self.problem("inode 1 (/)", "the root directory is missing"),
             Some(r) if r.kind != FileKind::Directory => {
@@ -347,11 +384,11 @@ impl<'a> Checker<'a> {
             ),
             _ => {}
         }
+    }
 
-        self.check_entries();
-        self.check_links_and_reachability();
-        self.check_pages(&pages);
-        for (&ino, &len) in &symlinks {
+    /// Every symlink target belongs to a symlink of its size, and every symlink has one.
+    fn check_symlinks(&mut self, symlinks: &BTreeMap<u64, u32>) {
+        for (&ino, &len) in symlinks {
             match self.inodes.get(&ino) {
                 None => self.problem(format!("inode {ino}"), "symlink target of a missing inode"),
                 Some(r) if r.kind != FileKind::Symlink => self.problem(
@@ -374,6 +411,10 @@ impl<'a> Checker<'a> {
         for ino in missing_targets {
             self.problem(self.inode_place(ino), "symlink without a target");
         }
+    }
+
+    /// Every extended attribute belongs to an inode that exists.
+    fn check_xattr_owners(&mut self, xattrs: &BTreeMap<u64, u64>) {
         for &ino in xattrs.keys() {
             if !self.inodes.contains_key(&ino) {
                 self.problem(
@@ -382,8 +423,6 @@ impl<'a> Checker<'a> {
                 );
             }
         }
-        self.check_group_roots(&group_roots);
-        self.name_damaged_files();
     }
 
     /// Every group root record names a live directory other than the root, with a group id of
@@ -453,170 +492,6 @@ impl<'a> Checker<'a> {
                     found.push((place, "names the root directory".into()))
                 }
                 _ => {}
-            }
-        }
-        for (p, w) in found {
-            self.problem(p, w);
-        }
-    }
-
-    fn check_links_and_reachability(&mut self) {
-        // Subdirectory counts.
-        let mut subdirs: HashMap<u64, u32> = HashMap::new();
-        for e in &self.entries {
-            if self
-                .inodes
-                .get(&e.ino)
-                .is_some_and(|r| r.kind == FileKind::Directory)
-            {
-                *subdirs.entry(e.parent).or_default() += 1;
-            }
-        }
-        let mut found = Vec::new();
-        for (&ino, r) in &self.inodes {
-            let named = self.names.get(&ino).map_or(0, |v| v.len()) as u32;
-            let orphan = self.orphans.contains(&ino);
-            if r.kind == FileKind::Directory {
-                let expected_names = u32::from(ino != ROOT_INO);
-                if named != expected_names && !(named == 0 && orphan) {
-                    found.push((
-                        self.inode_place(ino),
-                        format!("directory named by {named} entries (expected {expected_names})"),
-                    ));
-                }
-                let want = 2 + subdirs.get(&ino).copied().unwrap_or(0);
-                if r.nlink != want && !(orphan && r.nlink == 0) {
-                    found.push((
-                        self.inode_place(ino),
-                        format!("directory has nlink {} but {want} links", r.nlink),
-                    ));
-                }
-                if named == 1 && ino != ROOT_INO {
-                    let parent = self.entries[self.names[&ino][0]].parent;
-                    if r.parent != parent {
-                        found.push((
-                            self.inode_place(ino),
-                            format!(
-                                "directory records parent {} but is named in directory {parent}",
-                                r.parent
-                            ),
-                        ));
-                    }
-                }
-            } else if r.nlink != named {
-                found.push((
-                    self.inode_place(ino),
-                    format!("nlink is {} but {named} entries name it", r.nlink),
-                ));
-            }
-            if orphan && (named > 0 || r.nlink > 0) {
-                found.push((
-                    self.inode_place(ino),
-                    format!(
-                        "recorded as an orphan but has nlink {} and {named} entries (the next \
-                         mount would purge a linked file)",
-                        r.nlink
-                    ),
-                ));
-            } else if named == 0 && ino != ROOT_INO && !orphan {
-                found.push((
-                    format!("inode {ino}"),
-                    format!(
-                        "{:?} named by no entry and not recorded as an orphan (leaked)",
-                        r.kind
-                    ),
-                ));
-            }
-        }
-        for &ino in &self.orphans {
-            match self.inodes.get(&ino) {
-                None => found.push((
-                    format!("inode {ino}"),
-                    "orphan record of an inode that does not exist".into(),
-                )),
-                Some(r) if r.nlink == 0 => self.findings.push(Finding::note(
-                    format!("inode {ino}"),
-                    format!(
-                        "{:?} unlinked while open: an orphan, reclaimed at the next mount",
-                        r.kind
-                    ),
-                )),
-                _ => {}
-            }
-        }
-        // Reachability from the root.
-        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
-        for e in &self.entries {
-            children.entry(e.parent).or_default().push(e.ino);
-        }
-        let mut reached = BTreeSet::new();
-        let mut queue = VecDeque::from([ROOT_INO]);
-        reached.insert(ROOT_INO);
-        while let Some(d) = queue.pop_front() {
-            for &c in children.get(&d).map_or(&[][..], |v| &v[..]) {
-                if reached.insert(c) {
-                    queue.push_back(c);
-                }
-            }
-        }
-        let mut reported_cycles = BTreeSet::new();
-        for (&ino, r) in &self.inodes {
-            if reached.contains(&ino) || self.names.get(&ino).is_none_or(|v| v.is_empty()) {
-                continue; // reached, or reported above as unnamed
-            }
-            if r.kind != FileKind::Directory {
-                if !self.names[&ino]
-                    .iter()
-                    .any(|&i| !self.inodes.contains_key(&self.entries[i].parent))
-                {
-                    continue; // its directory is unreachable: reported for the directory
-                }
-                found.push((
-                    format!("inode {ino}"),
-                    "file not reachable from the root".into(),
-                ));
-                continue;
-            }
-            // Walk up through the entries naming each directory: a cycle, or a dead end.
-            let mut path = vec![ino];
-            let mut cur = ino;
-            let verdict = loop {
-                let Some(&i) = self.names.get(&cur).and_then(|v| v.first()) else {
-                    break None;
-                };
-                cur = self.entries[i].parent;
-                if reached.contains(&cur) {
-                    break None;
-                }
-                if let Some(at) = path.iter().position(|&p| p == cur) {
-                    break Some(path[at..].to_vec());
-                }
-                path.push(cur);
-            };
-            match verdict {
-                Some(mut cycle) => {
-                    let mut key = cycle.clone();
-                    key.sort_unstable();
-                    if reported_cycles.insert(key) {
-                        cycle.reverse();
-                        let list: Vec<String> = cycle.iter().map(|i| i.to_string()).collect();
-                        found.push((
-                            format!("inode {ino}"),
-                            format!(
-                                "directory cycle, unreachable from the root: inodes {}",
-                                list.join(" -> ")
-                            ),
-                        ));
-                    }
-                }
-                None => found.push((
-                    format!("inode {ino}"),
-                    format!(
-                        "directory not reachable from the root (its top-most ancestor is inode \
-                         {})",
-                        path.last().copied().unwrap_or(ino)
-                    ),
-                )),
             }
         }
         for (p, w) in found {
@@ -695,45 +570,12 @@ impl<'a> Checker<'a> {
 
     /// One problem per file that damaged records belong to.
     fn name_damaged_files(&mut self) {
-        for d in &self.e.damaged {
-            if d.key.first() == Some(&keys::TAG_DIRENT) && d.key.len() == 17 {
-                let parent = be_u64(&d.key[1..9]);
-                for entry in d
-                    .value
-                    .as_deref()
-                    .and_then(keys::decode_dirents)
-                    .unwrap_or_default()
-                {
-                    self.lost_names.insert(entry.ino, (parent, entry.name));
-                }
-            }
-        }
+        self.collect_lost_names();
         let mut by_ino: BTreeMap<u64, (Vec<String>, String)> = BTreeMap::new();
         let mut other = Vec::new();
         for d in &self.e.damaged {
             let k = &d.key;
-            let part = match k.first() {
-                Some(&keys::TAG_CHUNK) if k.len() == 17 => {
-                    Some((be_u64(&k[1..9]), format!("data page {}", be_u64(&k[9..17]))))
-                }
-                Some(&keys::TAG_INODE) if k.len() == 9 => {
-                    Some((be_u64(&k[1..9]), "inode record".to_string()))
-                }
-                Some(&keys::TAG_DIRENT) if k.len() == 17 => {
-                    Some((be_u64(&k[1..9]), "directory entries".to_string()))
-                }
-                Some(&keys::TAG_SYMLINK) if k.len() == 9 => {
-                    Some((be_u64(&k[1..9]), "symlink target".to_string()))
-                }
-                Some(&keys::TAG_XATTR) if k.len() > 9 => Some((
-                    be_u64(&k[1..9]),
-                    format!("xattr {}", String::from_utf8_lossy(&k[9..])),
-                )),
-                Some(&keys::TAG_ORPHAN) if k.len() == 9 => {
-                    Some((be_u64(&k[1..9]), "orphan record".to_string()))
-                }
-                _ => None,
-            };
+            let part = damaged_part(k);
             match part {
                 Some((ino, part)) => {
                     let entry = by_ino
@@ -747,27 +589,7 @@ impl<'a> Checker<'a> {
             }
         }
         for (ino, (parts, place)) in by_ino {
-            let path = self.path_of(ino);
-            let shown: Vec<String> = parts.iter().take(8).cloned().collect();
-            let more = if parts.len() > 8 {
-                format!(" and {} more", parts.len() - 8)
-            } else {
-                String::new()
-            };
-            self.problem(
-                format!("{path} (inode {ino})"),
-                format!(
-                    "damaged file: {}{more} (first at {place}); reading it fails, or the next \
-                     mount serves an older version",
-                    shown.join(", ")
-                ),
-            );
-            self.damaged_files.push(DamagedFile {
-                ino,
-                path,
-                parts,
-                place,
-            });
+            self.report_damaged_file(ino, parts, place);
         }
         for d in other {
             self.problem(
@@ -775,6 +597,76 @@ impl<'a> Checker<'a> {
                 format!("damaged record of key {}", hex(&d.key)),
             );
         }
+    }
+
+    /// The names in damaged entry records, so that a file named only there still gets a path.
+    fn collect_lost_names(&mut self) {
+        for d in &self.e.damaged {
+            if d.key.first() == Some(&keys::TAG_DIRENT) && d.key.len() == 17 {
+                let parent = be_u64(&d.key[1..9]);
+                for entry in d
+                    .value
+                    .as_deref()
+                    .and_then(keys::decode_dirents)
+                    .unwrap_or_default()
+                {
+                    self.lost_names.insert(entry.ino, (parent, entry.name));
+                }
+            }
+        }
+    }
+
+    /// One problem for a damaged file, naming its damaged parts (the first eight), and its
+    /// entry in the report's list of damaged files.
+    fn report_damaged_file(&mut self, ino: u64, parts: Vec<String>, place: String) {
+        let path = self.path_of(ino);
+        let shown: Vec<String> = parts.iter().take(8).cloned().collect();
+        let more = if parts.len() > 8 {
+            format!(" and {} more", parts.len() - 8)
+        } else {
+            String::new()
+        };
+        self.problem(
+            format!("{path} (inode {ino})"),
+            format!(
+                "damaged file: {}{more} (first at {place}); reading it fails, or the next \
+                 mount serves an older version",
+                shown.join(", ")
+            ),
+        );
+        self.damaged_files.push(DamagedFile {
+            ino,
+            path,
+            parts,
+            place,
+        });
+    }
+}
+
+/// The inode a damaged record belongs to and which part of it the record is; None for a key
+/// that is no file's.
+fn damaged_part(k: &[u8]) -> Option<(u64, String)> {
+    match k.first() {
+        Some(&keys::TAG_CHUNK) if k.len() == 17 => {
+            Some((be_u64(&k[1..9]), format!("data page {}", be_u64(&k[9..17]))))
+        }
+        Some(&keys::TAG_INODE) if k.len() == 9 => {
+            Some((be_u64(&k[1..9]), "inode record".to_string()))
+        }
+        Some(&keys::TAG_DIRENT) if k.len() == 17 => {
+            Some((be_u64(&k[1..9]), "directory entries".to_string()))
+        }
+        Some(&keys::TAG_SYMLINK) if k.len() == 9 => {
+            Some((be_u64(&k[1..9]), "symlink target".to_string()))
+        }
+        Some(&keys::TAG_XATTR) if k.len() > 9 => Some((
+            be_u64(&k[1..9]),
+            format!("xattr {}", String::from_utf8_lossy(&k[9..])),
+        )),
+        Some(&keys::TAG_ORPHAN) if k.len() == 9 => {
+            Some((be_u64(&k[1..9]), "orphan record".to_string()))
+        }
+        _ => None,
     }
 }
 

@@ -30,8 +30,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    FileKind, Fs, FsError, FsResult, InGroup, MAX_FILE_SIZE, Mutation, State, TOMBSTONE_GROUP,
-    Timestamp, WRITE_PAGES_PER_BATCH, corrupt, drop_privileges, keys,
+    Fs, FsError, FsResult, GroupId, InGroup, InodeRecord, MAX_FILE_SIZE, Mutation, State,
+    TOMBSTONE_GROUP, Timestamp, WRITE_PAGES_PER_BATCH, corrupt, drop_privileges, keys,
 };
 
 /// Most bytes one call copies: the kernel's reply carries the count in 32 bits. Whole pages, so
@@ -42,6 +42,50 @@ pub const MAX_COPY_BYTES: u64 = (u32::MAX as u64) & !(keys::PAGE_SIZE - 1);
 const CANDIDATE_KEYS: usize = 2 * WRITE_PAGES_PER_BATCH + 2;
 
 const PAGE: u64 = keys::PAGE_SIZE;
+
+/// The pages of a source inode's chunk key.
+fn page_of(ino: u64, key: &[u8]) -> FsResult<u64> {
+    keys::chunk_page_index(ino, key).ok_or_else(|| corrupt("page key", key))
+}
+
+/// The `count` source bytes from `src`, from up to two source pages; absent ones are holes
+/// (zeros), and so are the bytes past a page's stored length. Also whether any source page
+/// stores something there.
+fn source_bytes(source: &BTreeMap<u64, Vec<u8>>, src: u64, count: usize) -> (Vec<u8>, bool) {
+    let mut bytes = vec![0u8; count];
+    let mut any = false;
+    for q in src / PAGE..=(src + count as u64 - 1) / PAGE {
+        let Some(value) = source.get(&q) else {
+            continue;
+        };
+        any = true;
+        let lo = (q * PAGE).max(src);
+        let hi = (q * PAGE + value.len() as u64).min(src + count as u64);
+        if lo < hi {
+            bytes[(lo - src) as usize..(hi - src) as usize]
+                .copy_from_slice(&value[(lo - q * PAGE) as usize..(hi - q * PAGE) as usize]);
+        }
+    }
+    (bytes, any)
+}
+
+/// The rest of a copy as one batch sees it: `n` bytes from `off_in` of `ino_in` to `off_out`
+/// of `ino_out`.
+struct Span {
+    ino_in: u64,
+    ino_out: u64,
+    off_in: u64,
+    off_out: u64,
+    n: u64,
+}
+
+/// What one batch does: the destination pages it visits, where it ends, and the stored source
+/// pages it reads from.
+struct BatchPlan {
+    visit: Vec<u64>,
+    batch_end: u64,
+    source: BTreeMap<u64, Vec<u8>>,
+}
 
 /// One copy: source and destination, and what the first batch checks and drops.
 struct Copy<'a> {
@@ -115,20 +159,8 @@ impl Fs {
         let (ino_in, ino_out) = (copy.ino_in, copy.ino_out);
         let first = done == 0;
         let (off_in, off_out) = (start_in + done, start_out + done);
-        let regular = |ino: u64| -> FsResult<super::InodeRecord> {
-            let rec = self.load(st, ino)?;
-            match rec.kind {
-                FileKind::Regular => {}
-                FileKind::Directory => return Err(FsError::IsDir),
-                _ => return Err(FsError::Invalid),
-            }
-            if st.nodes.get(&ino).is_some_and(|n| n.gone) {
-                return Err(FsError::NotFound);
-            }
-            Ok(rec)
-        };
-        let size_in = regular(ino_in)?.size;
-        let mut rec = regular(ino_out)?;
+        let size_in = self.data_file(st, ino_in)?.size;
+        let mut rec = self.data_file(st, ino_out)?;
         if first {
             // Before the count is looked at, as the VFS refuses an immutable destination.
             super::inode_flags::check_write(&rec, off_out)?;
@@ -150,10 +182,42 @@ impl Fs {
             n = n.min(MAX_FILE_SIZE - off_out);
             *total = n;
         }
+        let span = Span {
+            ino_in,
+            ino_out,
+            off_in,
+            off_out,
+            n,
+        };
+        let plan = self.plan_batch(&span)?;
+        let group = st.record_group(ino_out, &rec);
+        rec.group = group;
+        let pages_before = rec.pages;
+        let mut batch: Vec<Mutation> = Vec::new();
+        if first {
+            if let Some(in_group) = copy.kill_suid_sgid {
+                drop_privileges(&mut rec, in_group);
+            }
+            self.drop_capabilities(ino_out, &mut batch);
+        }
+        self.copy_pages(&span, &plan, group, &mut rec, &mut batch)?;
+        self.commit_copy_batch(st, ino_out, rec, pages_before, plan.batch_end, batch)?;
+        Ok(plan.batch_end - off_out)
+    }
+
+    /// The destination pages this batch visits, in order, and where the batch ends: only
+    /// pages where either side stores something, found in the engine's index.
+    fn plan_batch(&self, span: &Span) -> FsResult<BatchPlan> {
+        let &Span {
+            ino_in,
+            ino_out,
+            off_in,
+            off_out,
+            n,
+        } = span;
         // The bytes left to copy: this batch and the later ones.
         let end_out = off_out + n;
-        // Destination byte -> source byte.
-        let to_in = |pos_out: u64| pos_out - off_out + off_in;
+        // Source byte -> destination byte.
         let to_out = |pos_in: u64| pos_in - off_in + off_out;
         let (p_first, p_last) = (off_out / PAGE, (end_out - 1) / PAGE);
         let (q_first, q_last) = (off_in / PAGE, (off_in + n - 1) / PAGE);
@@ -161,9 +225,6 @@ impl Fs {
         // The destination pages where either side stores something, in order. A side whose
         // walk stopped at its limit is known only up to `horizon` (the pages past it may hold
         // more): this batch ends there.
-        let page_of = |ino: u64, key: &[u8]| {
-            keys::chunk_page_index(ino, key).ok_or_else(|| corrupt("page key", key))
-        };
         let mut visit = BTreeSet::new();
         let mut horizon = p_last;
         let stored_in = self.engine.keys(
@@ -201,9 +262,31 @@ impl Fs {
             horizon = visit[WRITE_PAGES_PER_BATCH - 1];
         }
         let batch_end = end_out.min((horizon + 1) * PAGE);
+        let source = self.source_pages(span, &visit, batch_end)?;
+        Ok(BatchPlan {
+            visit,
+            batch_end,
+            source,
+        })
+    }
 
-        // The source pages those destination pages need, read in one scan.
-        let source: BTreeMap<u64, Vec<u8>> = match (visit.first(), visit.last()) {
+    /// The source pages the destination pages `visit` (up to `batch_end`) need, read in one
+    /// scan; a source hole is absent.
+    fn source_pages(
+        &self,
+        span: &Span,
+        visit: &[u64],
+        batch_end: u64,
+    ) -> FsResult<BTreeMap<u64, Vec<u8>>> {
+        let &Span {
+            ino_in,
+            off_in,
+            off_out,
+            ..
+        } = span;
+        // Destination byte -> source byte.
+        let to_in = |pos_out: u64| pos_out - off_out + off_in;
+        Ok(match (visit.first(), visit.last()) {
             (Some(&a), Some(&b)) => {
                 let from = to_in((a * PAGE).max(off_out)) / PAGE;
                 let to = (to_in(((b + 1) * PAGE).min(batch_end)) - 1) / PAGE;
@@ -219,19 +302,35 @@ impl Fs {
                 pages
             }
             _ => BTreeMap::new(),
-        };
+        })
+    }
 
-        let group = st.record_group(ino_out, &rec);
-        rec.group = group;
-        let pages_before = rec.pages;
-        let mut batch: Vec<Mutation> = Vec::new();
-        if first {
-            if let Some(in_group) = copy.kill_suid_sgid {
-                drop_privileges(&mut rec, in_group);
-            }
-            self.drop_capabilities(ino_out, &mut batch);
-        }
-        for &p in &visit {
+    /// Copies the bytes of each visited destination page into `batch`: a whole page from a
+    /// whole source page by its record value (or as a hole), the others read, modified and
+    /// written; counts the pages `rec` stores.
+    fn copy_pages(
+        &self,
+        span: &Span,
+        plan: &BatchPlan,
+        group: GroupId,
+        rec: &mut InodeRecord,
+        batch: &mut Vec<Mutation>,
+    ) -> FsResult<()> {
+        let &Span {
+            ino_out,
+            off_in,
+            off_out,
+            ..
+        } = span;
+        let BatchPlan {
+            visit,
+            batch_end,
+            source,
+        } = plan;
+        let batch_end = *batch_end;
+        // Destination byte -> source byte.
+        let to_in = |pos_out: u64| pos_out - off_out + off_in;
+        for &p in visit {
             let pstart = p * PAGE;
             let from = off_out.max(pstart) - pstart;
             let to = batch_end.min(pstart + PAGE) - pstart;
@@ -256,24 +355,7 @@ impl Fs {
                 }
                 continue;
             }
-            // The source bytes for [from, to): from up to two source pages; absent ones are
-            // holes (zeros), and so are the bytes past a page's stored length.
-            let count = (to - from) as usize;
-            let mut bytes = vec![0u8; count];
-            let mut any = false;
-            for q in src / PAGE..=(src + count as u64 - 1) / PAGE {
-                let Some(value) = source.get(&q) else {
-                    continue;
-                };
-                any = true;
-                let lo = (q * PAGE).max(src);
-                let hi = (q * PAGE + value.len() as u64).min(src + count as u64);
-                if lo < hi {
-                    bytes[(lo - src) as usize..(hi - src) as usize].copy_from_slice(
-                        &value[(lo - q * PAGE) as usize..(hi - q * PAGE) as usize],
-                    );
-                }
-            }
+            let (bytes, any) = source_bytes(source, src, (to - from) as usize);
             let (from, to) = (from as usize, to as usize);
             if !any {
                 if !existed {
@@ -305,6 +387,22 @@ impl Fs {
             batch.push(Mutation::put(group, key, page));
             rec.pages += u64::from(!existed);
         }
+        Ok(())
+    }
+
+    /// Ends a batch: the destination's size, mtime and ctime with its pages in one engine
+    /// batch, then the cached record and the group accounting of the pages it gained or lost.
+    fn commit_copy_batch(
+        &self,
+        st: &mut State,
+        ino_out: u64,
+        mut rec: InodeRecord,
+        pages_before: u64,
+        batch_end: u64,
+        mut batch: Vec<Mutation>,
+    ) -> FsResult<()> {
+        // The group the batch's pages went to (`copy_batch` set it).
+        let group = rec.group;
         let now = Timestamp::now();
         rec.size = rec.size.max(batch_end);
         rec.mtime = now;
@@ -324,6 +422,6 @@ impl Fs {
             }
             self.regroup(st, &[rec.parent]);
         }
-        Ok(batch_end - off_out)
+        Ok(())
     }
 }

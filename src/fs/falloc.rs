@@ -226,6 +226,37 @@ impl Fs {
         (last - first - stored) * full + short
     }
 
+    /// The stored length of each stored page in `page..stop`, from the index (no I/O).
+    fn stored_page_lens(&self, ino: u64, page: u64, stop: u64) -> BTreeMap<u64, u64> {
+        self.engine
+            .record_lens(
+                &keys::chunk_key(ino, page),
+                &keys::chunk_key(ino, stop),
+                (stop - page) as usize,
+            )
+            .into_iter()
+            .filter_map(|(key, len)| Some((keys::chunk_page_index(ino, &key)?, len)))
+            .collect()
+    }
+
+    /// The last stored page at or past `first`, found by a walk of the index (no I/O).
+    fn last_stored_page(&self, ino: u64, first: u64) -> Option<u64> {
+        let mut top = None;
+        let mut start = keys::chunk_key(ino, first);
+        let end = keys::chunk_end(ino);
+        loop {
+            let lens = self.engine.record_lens(&start, &end, WALK_CHUNK);
+            let Some((key, _)) = lens.last() else { break };
+            top = keys::chunk_page_index(ino, key);
+            if lens.len() < WALK_CHUNK {
+                break;
+            }
+            start = key.clone();
+            start.push(0);
+        }
+        top
+    }
+
     /// Mode 0 and `KEEP_SIZE` (`zero` false): every page the range touches is stored at full
     /// length, existing bytes kept. `ZERO_RANGE` (`zero` true): the same, with the range's
     /// bytes zeroed. Without `keep_size` the size grows to the range's end.
@@ -261,16 +292,7 @@ impl Fs {
             if page == first {
                 self.falloc_modified(ino, &mut rec, kill_suid_sgid, &mut batch);
             }
-            let stored: BTreeMap<u64, u64> = self
-                .engine
-                .record_lens(
-                    &keys::chunk_key(ino, page),
-                    &keys::chunk_key(ino, stop),
-                    (stop - page) as usize,
-                )
-                .into_iter()
-                .filter_map(|(key, len)| Some((keys::chunk_page_index(ino, &key)?, len)))
-                .collect();
+            let stored = self.stored_page_lens(ino, page, stop);
             for p in page..stop {
                 let pstart = p * PAGE;
                 let from = (offset.max(pstart) - pstart) as usize;
@@ -467,20 +489,7 @@ impl Fs {
         // already. The last page is found by a walk of the index (no I/O); then windows of
         // page numbers are read from the top, halved while one holds more than a batch,
         // doubled while they come back empty (a sparse file's holes cost few steps).
-        let mut top = None;
-        let mut start = keys::chunk_key(ino, first);
-        let end = keys::chunk_end(ino);
-        loop {
-            let lens = self.engine.record_lens(&start, &end, WALK_CHUNK);
-            let Some((key, _)) = lens.last() else { break };
-            top = keys::chunk_page_index(ino, key);
-            if lens.len() < WALK_CHUNK {
-                break;
-            }
-            start = key.clone();
-            start.push(0);
-        }
-        if let Some(top) = top {
+        if let Some(top) = self.last_stored_page(ino, first) {
             let mut hi = top + 1;
             let mut window = PAGES_PER_BATCH;
             while hi > first {

@@ -194,15 +194,7 @@ impl Fs {
             return Err(FsError::FileTooBig);
         }
         let mut st = self.state.lock();
-        let mut rec = self.load(&st, ino)?;
-        match rec.kind {
-            FileKind::Regular => {}
-            FileKind::Directory => return Err(FsError::IsDir),
-            _ => return Err(FsError::Invalid),
-        }
-        if st.nodes.get(&ino).is_some_and(|n| n.gone) {
-            return Err(FsError::NotFound);
-        }
+        let mut rec = self.data_file(&st, ino)?;
         inode_flags::check_write(&rec, offset)?;
         let group = st.record_group(ino, &rec);
         rec.group = group;
@@ -224,21 +216,7 @@ impl Fs {
             let src = &data[(pos - offset) as usize..(pend - offset) as usize];
             let key = keys::chunk_key(ino, page);
             let existed = self.engine.contains(&key);
-            let value = if from == 0 && to == keys::PAGE_SIZE as usize {
-                src.to_vec()
-            } else {
-                // Read-modify-write of a partial page only.
-                let mut buf = if existed {
-                    self.engine.get(&key)?.unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                if buf.len() < to {
-                    buf.resize(to, 0);
-                }
-                buf[from..to].copy_from_slice(src);
-                buf
-            };
+            let value = self.written_page(&key, existed, from, to, src)?;
             if !existed {
                 rec.pages += 1;
             }
@@ -264,11 +242,66 @@ impl Fs {
                 }
             }
         }
-        // Reload the committed record if a later batch failed (rec holds uncommitted counts).
+        self.account_written_pages(&mut st, ino, &rec, pages_before, written_end < end);
+        drop(st);
+        Ok((written_end - offset) as u32)
+    }
+
+    /// A file that data is written to: a regular file, not removed.
+    pub(super) fn data_file(&self, st: &State, ino: u64) -> FsResult<InodeRecord> {
+        let rec = self.load(st, ino)?;
+        match rec.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid),
+        }
+        if st.nodes.get(&ino).is_some_and(|n| n.gone) {
+            return Err(FsError::NotFound);
+        }
+        Ok(rec)
+    }
+
+    /// The value page `key` holds after `src` is written over its bytes `from..to`: `src`
+    /// itself for a whole page, else the stored page (if it `existed`) read, modified and
+    /// grown as needed.
+    fn written_page(
+        &self,
+        key: &[u8],
+        existed: bool,
+        from: usize,
+        to: usize,
+        src: &[u8],
+    ) -> FsResult<Vec<u8>> {
+        Ok(if from == 0 && to == keys::PAGE_SIZE as usize {
+            src.to_vec()
+        } else {
+            // Read-modify-write of a partial page only.
+            let mut buf = if existed {
+                self.engine.get(key)?.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            if buf.len() < to {
+                buf.resize(to, 0);
+            }
+            buf[from..to].copy_from_slice(src);
+            buf
+        })
+    }
+
+    /// After a write: the pages it added count towards its home directory's group. If a later
+    /// batch failed (`rec` then holds uncommitted counts), the committed record is reloaded
+    /// first.
+    fn account_written_pages(
+        &self,
+        st: &mut State,
+        ino: u64,
+        rec: &InodeRecord,
+        pages_before: u64,
+        short: bool,
+    ) {
         let mut pages_after = rec.pages;
-        if written_end < end
-            && let Ok(r) = self.load(&st, ino)
-        {
+        if short && let Ok(r) = self.load(st, ino) {
             pages_after = r.pages;
             if let Some(node) = st.nodes.get_mut(&ino) {
                 node.rec = r;
@@ -282,10 +315,8 @@ impl Fs {
                     groups.add_homed_bytes(rec.parent, delta);
                 }
             }
-            self.regroup(&mut st, &[rec.parent]);
+            self.regroup(st, &[rec.parent]);
         }
-        drop(st);
-        Ok((written_end - offset) as u32)
     }
 
     /// Adds the deletion of `ino`'s `security.capability` xattr to `out`, if it has one (an

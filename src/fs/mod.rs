@@ -64,6 +64,7 @@ pub mod inode_flags;
 pub mod kernel_time;
 pub mod keys;
 mod namespace;
+mod open;
 pub mod seek;
 pub mod stats;
 mod txn;
@@ -84,7 +85,7 @@ pub use keys::FileKind;
 pub use xattr::{XattrReply, xattr_reply};
 
 use crate::engine::{Engine, GroupId, MAX_BATCH_BYTES, Mutation, ROOT_GROUP};
-use group_tracking::{current_group, for_each_record};
+use group_tracking::current_group;
 use groups::GroupMap;
 use keys::{DirEntry, InodeRecord, Timestamp};
 use txn::Txn;
@@ -386,47 +387,8 @@ impl Fs {
     /// group map with its byte counts.
     pub fn with_options(engine: Engine, options: FsOptions) -> FsResult<Fs> {
         let now = Timestamp::now();
-        let root = match engine.get(&keys::inode_key(ROOT_INO))? {
-            Some(v) => InodeRecord::decode(&v)
-                .ok_or_else(|| corrupt("root inode record", &keys::inode_key(ROOT_INO)))?,
-            None => {
-                // SAFETY: getuid/getgid cannot fail and have no preconditions.
-                let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-                let root = InodeRecord {
-                    kind: FileKind::Directory,
-                    perm: 0o755,
-                    nlink: 2,
-                    uid,
-                    gid,
-                    rdev: 0,
-                    flags: 0,
-                    size: 0,
-                    pages: 0,
-                    atime: now,
-                    mtime: now,
-                    ctime: now,
-                    crtime: now,
-                    group: ROOT_GROUP,
-                    parent: ROOT_INO,
-                };
-                engine.write(&[
-                    Mutation::put(ROOT_GROUP, keys::inode_key(ROOT_INO), root.encode()),
-                    Mutation::put(
-                        ROOT_GROUP,
-                        keys::meta_key(keys::META_INODE_HIGH_WATER),
-                        keys::encode_u64(ROOT_INO + 1),
-                    ),
-                ])?;
-                root
-            }
-        };
-        let hw_key = keys::meta_key(keys::META_INODE_HIGH_WATER);
-        let high_water = match engine.get(&hw_key)? {
-            Some(v) => {
-                keys::decode_u64(&v).ok_or_else(|| corrupt("inode high-water mark", &hw_key))?
-            }
-            None => return Err(corrupt("missing inode high-water mark", &hw_key)),
-        };
+        let root = open::root_record(&engine, now)?;
+        let high_water = open::high_water(&engine)?;
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT_INO,
@@ -458,14 +420,7 @@ impl Fs {
         }
         let orphans_at = started.elapsed();
         // The stored roots now (a few records); the directories and bytes by a rebuild.
-        let mut roots = Vec::new();
-        for_each_record(&fs.engine, &keys::group_root_prefix(), |key, value| {
-            let dir = keys::group_root_ino(key).ok_or_else(|| corrupt("group root key", key))?;
-            let group =
-                keys::decode_group(value).ok_or_else(|| corrupt("group root record", key))?;
-            roots.push((dir, group));
-            Ok(())
-        })?;
+        let roots = open::stored_group_roots(&fs.engine)?;
         let shared = fs.state.lock().groups.clone();
         *shared.write() = GroupMap::loading(options.group_split_bytes, roots);
         fs.engine.set_current_group(current_group(shared));

@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use super::keys::{DirEntry, InodeRecord, Timestamp};
 use super::{
     Attr, Caller, DirListEntry, FileKind, Fs, FsError, FsResult, MAX_NAME_LEN, MAX_SYMLINK_LEN,
-    RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, ROOT_INO, State, Txn, acl, check_name,
-    corrupt, inode_flags, keys, purge_mutations, to_attr,
+    ROOT_INO, State, Txn, acl, check_name, corrupt, inode_flags, keys, purge_mutations, to_attr,
 };
 use crate::engine::{Mutation, ROOT_GROUP};
+
+mod rename;
 
 /// Directory records returned per readdir call (the adapter stops early when the reply is full).
 const READDIR_BATCH: usize = 128;
@@ -136,23 +137,8 @@ impl Fs {
             return Err(FsError::Exists);
         }
         let ino = Self::alloc_ino(&st, &mut txn);
-        let mut perm = (mode & 0o7777) as u16;
-        let mut gid = caller.gid;
-        if prec.perm & (libc::S_ISGID as u16) != 0 {
-            gid = prec.gid;
-            if kind == FileKind::Directory {
-                perm |= libc::S_ISGID as u16;
-            }
-        }
-        // The parent's default ACL, if any, is inherited and replaces the umask (`acl`); the
-        // kernel leaves both to us (`FUSE_DONT_MASK`).
-        let inherited = match kind {
-            FileKind::Symlink => None,
-            _ => self.inherit_acl(parent, kind, &mut perm)?,
-        };
-        if inherited.is_none() {
-            perm &= !(umask & 0o7777) as u16;
-        }
+        let (perm, gid, inherited) =
+            self.new_node_mode(parent, &prec, kind, mode, umask, caller)?;
         let rec = InodeRecord {
             kind,
             perm: if kind == FileKind::Symlink {
@@ -175,36 +161,23 @@ impl Fs {
             group: st.dir_group(parent),
             parent,
         };
-        self.add_entry(
-            &mut txn,
-            parent,
-            DirEntry {
-                name: name.to_vec(),
-                ino,
-                kind,
-            },
-        )?;
-        {
-            let p = self.txn_inode(&st, &mut txn, parent)?;
-            p.mtime = now;
-            p.ctime = now;
-            if kind == FileKind::Directory {
-                p.nlink += 1;
-            }
-        }
+        let entry = DirEntry {
+            name: name.to_vec(),
+            ino,
+            kind,
+        };
+        self.link_new_node(&st, &mut txn, parent, entry, now)?;
+        let group = st.dir_group(parent);
         if let Some(target) = symlink_target {
             txn.post.push(Mutation::put(
-                st.dir_group(parent),
+                group,
                 keys::symlink_key(ino),
                 target.to_vec(),
             ));
         }
         for (name, value) in inherited.into_iter().flatten() {
-            txn.post.push(Mutation::put(
-                st.dir_group(parent),
-                keys::xattr_key(ino, name),
-                value,
-            ));
+            txn.post
+                .push(Mutation::put(group, keys::xattr_key(ino, name), value));
         }
         txn.inodes.insert(ino, rec.clone());
         txn.created.insert(ino);
@@ -212,6 +185,58 @@ impl Fs {
         Self::remember(&mut st, ino, &rec, 1, u64::from(open));
         let fh = open.then(|| self.next_fh.fetch_add(1, Ordering::Relaxed));
         Ok((to_attr(ino, &rec), fh))
+    }
+
+    /// A new inode's permission bits and group: the set-group-ID directory's group (and, for a
+    /// directory, its bit); the parent's default ACL, if any, is inherited and replaces the
+    /// umask (`acl`); the kernel leaves both to us (`FUSE_DONT_MASK`). Also the ACL xattrs it
+    /// inherits.
+    fn new_node_mode(
+        &self,
+        parent: u64,
+        prec: &InodeRecord,
+        kind: FileKind,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> FsResult<(u16, u32, Option<Vec<acl::InheritedXattr>>)> {
+        let mut perm = (mode & 0o7777) as u16;
+        let mut gid = caller.gid;
+        if prec.perm & (libc::S_ISGID as u16) != 0 {
+            gid = prec.gid;
+            if kind == FileKind::Directory {
+                perm |= libc::S_ISGID as u16;
+            }
+        }
+        let inherited = match kind {
+            FileKind::Symlink => None,
+            _ => self.inherit_acl(parent, kind, &mut perm)?,
+        };
+        if inherited.is_none() {
+            perm &= !(umask & 0o7777) as u16;
+        }
+        Ok((perm, gid, inherited))
+    }
+
+    /// The entry of a new inode in `parent`, whose times change and which gains a link for a
+    /// new directory's "..".
+    fn link_new_node(
+        &self,
+        st: &State,
+        txn: &mut Txn,
+        parent: u64,
+        entry: DirEntry,
+        now: Timestamp,
+    ) -> FsResult<()> {
+        let kind = entry.kind;
+        self.add_entry(txn, parent, entry)?;
+        let p = self.txn_inode(st, txn, parent)?;
+        p.mtime = now;
+        p.ctime = now;
+        if kind == FileKind::Directory {
+            p.nlink += 1;
+        }
+        Ok(())
     }
 
     /// The ACL xattrs a new inode of `kind` with permission bits `perm` in directory `parent`
@@ -451,172 +476,6 @@ impl Fs {
         self.commit(&mut st, txn)?;
         Self::remember(&mut st, ino, &rec, 1, 0);
         Ok(to_attr(ino, &rec))
-    }
-
-    /// Whether `dir` is `ancestor` or lies below it (walks parent pointers up to the root).
-    fn is_within(&self, st: &State, dir: u64, ancestor: u64) -> FsResult<bool> {
-        let mut cur = dir;
-        // Bounded walk: a corrupt parent cycle must not hang the daemon.
-        for _ in 0..100_000 {
-            if cur == ancestor {
-                return Ok(true);
-            }
-            if cur == ROOT_INO {
-                return Ok(false);
-            }
-            cur = self.load(st, cur)?.parent;
-        }
-        Err(FsError::Corrupt(format!(
-            "directory parent chain of {dir} does not reach the root"
-        )))
-    }
-
-    pub fn rename(
-        &self,
-        parent: u64,
-        name: &[u8],
-        newparent: u64,
-        newname: &[u8],
-        flags: u32,
-    ) -> FsResult<()> {
-        let root = Caller { uid: 0, gid: 0 };
-        self.rename_as(parent, name, newparent, newname, flags, root)
-    }
-
-    /// rename(2) and renameat2(2) by `caller`, who owns the whiteout that `RENAME_WHITEOUT`
-    /// leaves, in the same batch as the rename.
-    pub fn rename_as(
-        &self,
-        parent: u64,
-        name: &[u8],
-        newparent: u64,
-        newname: &[u8],
-        flags: u32,
-        caller: Caller,
-    ) -> FsResult<()> {
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0 {
-            return Err(FsError::Invalid);
-        }
-        if flags & (RENAME_NOREPLACE | RENAME_WHITEOUT) != 0 && flags & RENAME_EXCHANGE != 0 {
-            return Err(FsError::Invalid);
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(FsError::NameTooLong);
-        }
-        check_name(newname)?;
-        let now = Timestamp::now();
-        let mut st = self.state.lock();
-        let prec = self.load_dir(&st, parent)?;
-        let nprec = self.load_dir(&st, newparent)?;
-        let src = self.find_entry(parent, name)?.ok_or(FsError::NotFound)?;
-        let dst = self.find_entry(newparent, newname)?;
-        if parent == newparent && name == newname {
-            return Ok(());
-        }
-        let exchange = flags & RENAME_EXCHANGE != 0;
-        if exchange && dst.is_none() {
-            return Err(FsError::NotFound);
-        }
-        if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
-            return Err(FsError::Exists);
-        }
-        let src_dir = src.kind == FileKind::Directory;
-        if src_dir && self.is_within(&st, newparent, src.ino)? {
-            return Err(FsError::Invalid);
-        }
-        // After the checks the VFS makes before it asks the file system (EEXIST, ENOENT,
-        // EINVAL), as ext4's `may_delete` comes after them.
-        if dst.as_ref().is_none_or(|d| d.ino != src.ino) {
-            inode_flags::check_remove_entry(&prec, &self.load(&st, src.ino)?)?;
-            match &dst {
-                Some(d) => inode_flags::check_remove_entry(&nprec, &self.load(&st, d.ino)?)?,
-                None => inode_flags::check_add_entry(&nprec)?,
-            }
-        }
-        let mut txn = Txn::default();
-        if exchange {
-            let dst = dst.expect("checked above");
-            let dst_dir = dst.kind == FileKind::Directory;
-            if dst_dir && self.is_within(&st, parent, dst.ino)? {
-                return Err(FsError::Invalid);
-            }
-            self.set_entry(&mut txn, parent, name, dst.ino, dst.kind)?;
-            self.set_entry(&mut txn, newparent, newname, src.ino, src.kind)?;
-            for (ino, is_dir, old_parent, new_parent) in [
-                (src.ino, src_dir, parent, newparent),
-                (dst.ino, dst_dir, newparent, parent),
-            ] {
-                let r = self.txn_inode(&st, &mut txn, ino)?;
-                r.ctime = now;
-                // A directory's parent, and a file's home if it was renamed out of it.
-                if is_dir || r.parent == old_parent {
-                    r.parent = new_parent;
-                }
-            }
-            if parent != newparent && src_dir != dst_dir {
-                let delta: i64 = if dst_dir { 1 } else { -1 };
-                let p = self.txn_inode(&st, &mut txn, parent)?;
-                p.nlink = (i64::from(p.nlink) + delta) as u32;
-                let np = self.txn_inode(&st, &mut txn, newparent)?;
-                np.nlink = (i64::from(np.nlink) - delta) as u32;
-            }
-        } else {
-            if let Some(dst) = &dst {
-                if dst.ino == src.ino {
-                    // Two links to one inode: rename does nothing (POSIX).
-                    return Ok(());
-                }
-                let dst_dir = dst.kind == FileKind::Directory;
-                if src_dir && !dst_dir {
-                    return Err(FsError::NotDir);
-                }
-                if !src_dir && dst_dir {
-                    return Err(FsError::IsDir);
-                }
-                if dst_dir && !self.dir_is_empty(dst.ino)? {
-                    return Err(FsError::NotEmpty);
-                }
-                self.remove_entry(&mut txn, newparent, newname)?;
-                if dst_dir {
-                    let np = self.txn_inode(&st, &mut txn, newparent)?;
-                    np.nlink = np.nlink.saturating_sub(1);
-                }
-                self.drop_link(&st, &mut txn, dst.ino, newparent, now)?;
-            }
-            self.remove_entry(&mut txn, parent, name)?;
-            if flags & RENAME_WHITEOUT != 0 {
-                self.add_whiteout(&st, &mut txn, parent, &prec, name, caller, now)?;
-            }
-            self.add_entry(
-                &mut txn,
-                newparent,
-                DirEntry {
-                    name: newname.to_vec(),
-                    ino: src.ino,
-                    kind: src.kind,
-                },
-            )?;
-            {
-                let r = self.txn_inode(&st, &mut txn, src.ino)?;
-                r.ctime = now;
-                // A directory's parent, and a file's home if it was renamed out of it.
-                if src_dir || r.parent == parent {
-                    r.parent = newparent;
-                }
-            }
-            if src_dir && parent != newparent {
-                let p = self.txn_inode(&st, &mut txn, parent)?;
-                p.nlink = p.nlink.saturating_sub(1);
-                let np = self.txn_inode(&st, &mut txn, newparent)?;
-                np.nlink += 1;
-            }
-        }
-        for p in [parent, newparent] {
-            let r = self.txn_inode(&st, &mut txn, p)?;
-            r.mtime = now;
-            r.ctime = now;
-        }
-        self.commit(&mut st, txn)
     }
 
     /// Checks that `ino` is a directory that can be listed.

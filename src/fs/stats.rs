@@ -120,6 +120,14 @@ impl StatsReport {
     /// The report for a person: a summary line first, sizes in binary units.
     pub fn text(&self) -> String {
         let mut o = String::new();
+        self.write_summary(&mut o);
+        self.write_counters(&mut o);
+        self.write_group_table(&mut o);
+        o
+    }
+
+    /// Capacity, live bytes, write amplification and groups; segments; the index and LSNs.
+    fn write_summary(&self, o: &mut String) {
         let percent = self.live_bytes * 100 / self.usable_capacity_bytes.max(1);
         let _ = write!(
             o,
@@ -153,6 +161,10 @@ impl StatsReport {
             self.last_lsn,
             self.durable_lsn
         );
+    }
+
+    /// What was written since the mount, by whom, and what reclaimed it (a mounted store only).
+    fn write_counters(&self, o: &mut String) {
         match self.user_bytes_written {
             Some(user) => {
                 let n = |v: Option<u64>| v.unwrap_or_default();
@@ -179,6 +191,10 @@ impl StatsReport {
             }
             None => o.push_str("write counters: kept by a running daemon only (not mounted)\n"),
         }
+    }
+
+    /// One line per group: its root, segments, live bytes and segments by fill.
+    fn write_group_table(&self, o: &mut String) {
         let width = self.groups.iter().map(|g| g.root.len()).max().unwrap_or(4);
         let _ = writeln!(
             o,
@@ -197,7 +213,6 @@ impl StatsReport {
                 hist.join(" ")
             );
         }
-        o
     }
 }
 

@@ -4,7 +4,7 @@
 //! The root directory also answers two virtual names that are never stored: the stats report
 //! and the power-cut replay's marks.
 
-use super::keys::Timestamp;
+use super::keys::{InodeRecord, Timestamp};
 use super::{
     FileKind, Fs, FsError, FsResult, IN_EVERY_GROUP, InGroup, MAX_XATTR_NAME_LEN,
     MAX_XATTR_VALUE_LEN, REPLAY_MARK_XATTR_PREFIX, ROOT_INO, STATS_XATTR, TOMBSTONE_GROUP, Txn,
@@ -48,18 +48,7 @@ impl Fs {
         flags: i32,
         in_group: InGroup,
     ) -> FsResult<()> {
-        if name.len() > MAX_XATTR_NAME_LEN {
-            return Err(FsError::NameTooLong);
-        }
-        if name.is_empty() {
-            return Err(FsError::Invalid);
-        }
-        if value.len() > MAX_XATTR_VALUE_LEN {
-            return Err(FsError::TooBig);
-        }
-        if ino == ROOT_INO && name == STATS_XATTR {
-            return Err(FsError::NotPermitted);
-        }
+        check_set_xattr_args(ino, name, value)?;
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let mut rec = self.txn_inode(&st, &mut txn, ino)?.clone();
@@ -76,35 +65,14 @@ impl Fs {
             return Err(FsError::NoXattr);
         }
         rec.ctime = Timestamp::now();
-        if name == acl::ACCESS_ACL_XATTR || name == acl::DEFAULT_ACL_XATTR {
-            // An ACL without entries removes it, as Linux reads one.
-            let parsed = acl::Acl::parse(value)?;
-            let keep = match &parsed {
-                None => false,
-                Some(_) if name == acl::DEFAULT_ACL_XATTR => {
-                    if rec.kind != FileKind::Directory {
-                        return Err(FsError::Access);
-                    }
-                    true
-                }
-                Some(a) => {
-                    // The access ACL sets the mode bits; one that says nothing more is not kept
-                    // (as ext4).
-                    let mode = a.mode();
-                    rec.perm = (rec.perm & !0o777) | mode.perm;
-                    if !in_group(rec.gid) {
-                        rec.perm &= !(libc::S_ISGID as u16);
-                    }
-                    !mode.equivalent
-                }
-            };
-            if !keep {
-                if exists {
-                    txn.post.push(Mutation::delete(TOMBSTONE_GROUP, key));
-                }
-                txn.inodes.insert(ino, rec);
-                return self.commit(&mut st, txn);
+        if (name == acl::ACCESS_ACL_XATTR || name == acl::DEFAULT_ACL_XATTR)
+            && !acl_is_kept(name, value, &mut rec, in_group)?
+        {
+            if exists {
+                txn.post.push(Mutation::delete(TOMBSTONE_GROUP, key));
             }
+            txn.inodes.insert(ino, rec);
+            return self.commit(&mut st, txn);
         }
         txn.post.push(Mutation::put(
             st.record_group(ino, &rec),
@@ -177,6 +145,54 @@ impl Fs {
         txn.post.push(Mutation::delete(TOMBSTONE_GROUP, key));
         self.commit(&mut st, txn)
     }
+}
+
+/// The checks of a set before anything is looked up: the name's and the value's lengths, and
+/// the root's statistics xattr, which is read-only.
+fn check_set_xattr_args(ino: u64, name: &[u8], value: &[u8]) -> FsResult<()> {
+    if name.len() > MAX_XATTR_NAME_LEN {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() {
+        return Err(FsError::Invalid);
+    }
+    if value.len() > MAX_XATTR_VALUE_LEN {
+        return Err(FsError::TooBig);
+    }
+    if ino == ROOT_INO && name == STATS_XATTR {
+        return Err(FsError::NotPermitted);
+    }
+    Ok(())
+}
+
+/// Whether the ACL xattr `name` set to `value` is stored. An ACL without entries removes it,
+/// as Linux reads one; a default ACL is a directory's only; the access ACL sets `rec`'s mode
+/// bits (dropping set-group-ID outside the owning group), and one that says nothing more than
+/// them is not kept (as ext4).
+fn acl_is_kept(
+    name: &[u8],
+    value: &[u8],
+    rec: &mut InodeRecord,
+    in_group: InGroup,
+) -> FsResult<bool> {
+    let parsed = acl::Acl::parse(value)?;
+    Ok(match &parsed {
+        None => false,
+        Some(_) if name == acl::DEFAULT_ACL_XATTR => {
+            if rec.kind != FileKind::Directory {
+                return Err(FsError::Access);
+            }
+            true
+        }
+        Some(a) => {
+            let mode = a.mode();
+            rec.perm = (rec.perm & !0o777) | mode.perm;
+            if !in_group(rec.gid) {
+                rec.perm &= !(libc::S_ISGID as u16);
+            }
+            !mode.equivalent
+        }
+    })
 }
 
 #[cfg(test)]

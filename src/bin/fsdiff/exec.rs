@@ -6,14 +6,12 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::ops::{
-    BAD_SLOT, Kind, NEG_SLOT, NSLOT, OFFSETS, Op, SYMLINK_TARGETS, XATTR_NAMES, XATTR_VALUES,
-};
+use crate::ops::{BAD_SLOT, Kind, NEG_SLOT, NSLOT, OFFSETS, Op};
 
-const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+pub(crate) const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
 const FS_IMMUTABLE_FL: libc::c_long = 0x10;
 const FS_APPEND_FL: libc::c_long = 0x20;
-const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+pub(crate) const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
 /// The inode flags a user sets with chattr and that both sides must keep alike
 /// (sync, immutable, append, nodump, noatime, dirsync). ext4's own (extents, ...) are masked.
 pub const USER_FLAGS: i64 = 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x10000;
@@ -34,12 +32,12 @@ pub struct Checks {
 
 pub struct Side {
     pub base: PathBuf,
-    root: libc::c_int,
-    slots: [libc::c_int; NSLOT as usize],
+    pub(crate) root: libc::c_int,
+    pub(crate) slots: [libc::c_int; NSLOT as usize],
     pub checks: Checks,
 }
 
-fn cstr(s: &str) -> CString {
+pub(crate) fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in paths")
 }
 
@@ -92,7 +90,7 @@ pub fn errname(e: i32) -> String {
 }
 
 /// `ok N` or `err ENAME` for a syscall's return value.
-fn res(r: i64) -> String {
+pub(crate) fn res(r: i64) -> String {
     if r < 0 {
         format!("err {}", errname(errno()))
     } else {
@@ -101,7 +99,7 @@ fn res(r: i64) -> String {
 }
 
 /// `ok` or `err ENAME` where the value itself may differ between sides (fd numbers).
-fn res_ok(r: i64) -> String {
+pub(crate) fn res_ok(r: i64) -> String {
     if r < 0 {
         format!("err {}", errname(errno()))
     } else {
@@ -110,7 +108,7 @@ fn res_ok(r: i64) -> String {
 }
 
 /// Write data: a pattern from the op, so that both sides write the same bytes.
-fn pattern(seed: i64, len: usize) -> Vec<u8> {
+pub(crate) fn pattern(seed: i64, len: usize) -> Vec<u8> {
     let mut x = seed as u64 | 1;
     (0..len)
         .map(|_| {
@@ -182,7 +180,7 @@ impl Side {
         Ok(())
     }
 
-    fn fd(&self, slot: u8) -> libc::c_int {
+    pub(crate) fn fd(&self, slot: u8) -> libc::c_int {
         match slot {
             BAD_SLOT => 1000,
             NEG_SLOT => -1,
@@ -226,11 +224,11 @@ impl Side {
         by_path || flagged(self.fd(op.s1)) || flagged(self.fd(op.s2))
     }
 
-    fn full(&self, p: &str) -> CString {
+    pub(crate) fn full(&self, p: &str) -> CString {
         cstr(&format!("{}/{}", self.base.display(), p))
     }
 
-    fn set_slot(&mut self, slot: u8, fd: libc::c_int) {
+    pub(crate) fn set_slot(&mut self, slot: u8, fd: libc::c_int) {
         let s = &mut self.slots[slot as usize % NSLOT as usize];
         if *s >= 0 {
             unsafe { libc::close(*s) };
@@ -239,363 +237,27 @@ impl Side {
     }
 
     /// Runs `op`, returning its result as text; data ops add the size, st_blocks and a checksum
-    /// of the file's contents as read back.
+    /// of the file's contents as read back. Each family of ops has its own step.
     pub fn run(&mut self, op: &Op, paths: &[String]) -> String {
-        let np = paths.len();
-        let p1 = cstr(&paths[op.p1 as usize % np]);
-        let p2 = cstr(&paths[op.p2 as usize % np]);
-        let fd1 = self.fd(op.s1);
-        let fd2 = self.fd(op.s2);
-        let root = self.root;
-        // An offset relative to EOF is resolved on this side (both sides have the same size
-        // as long as they agree, and the data check compares sizes after every data op).
-        let at = |fd: libc::c_int, off: i64, eof: u8| -> i64 {
-            if eof == 1 {
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                let size = if unsafe { libc::fstat(fd, &mut st) } == 0 {
-                    st.st_size
-                } else {
-                    0
-                };
-                (size + off).max(0)
-            } else {
-                off
-            }
-        };
         use Kind::*;
-        unsafe {
-            match op.kind {
-                Open | Creat | Tmpfile => {
-                    let (flags, path) = match op.kind {
-                        Open => (op.fl as i32, &p1),
-                        Creat => (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, &p1),
-                        _ => (op.fl as i32 | libc::O_TMPFILE, &p1),
-                    };
-                    let fd = libc::openat(
-                        root,
-                        path.as_ptr(),
-                        flags | libc::O_CLOEXEC,
-                        op.len as libc::c_uint,
-                    );
-                    let r = res_ok(fd as i64);
-                    if fd >= 0 {
-                        self.set_slot(op.s1, fd);
-                        return format!("{r} {}", self.describe_fd(fd));
-                    }
-                    r
-                }
-                Close => {
-                    let r = res(libc::close(fd1) as i64);
-                    if op.s1 < NSLOT {
-                        self.slots[op.s1 as usize] = -1;
-                    }
-                    r
-                }
-                Read | Pread => {
-                    let mut buf = vec![0u8; op.len as usize];
-                    let n = if op.kind == Read {
-                        libc::read(fd1, buf.as_mut_ptr().cast(), buf.len())
-                    } else {
-                        libc::pread(
-                            fd1,
-                            buf.as_mut_ptr().cast(),
-                            buf.len(),
-                            at(fd1, op.off, op.eof),
-                        )
-                    };
-                    let r = res(n as i64);
-                    if n > 0 {
-                        format!(
-                            "{r} crc {:08x} pos {}",
-                            crc32fast::hash(&buf[..n as usize]),
-                            libc::lseek(fd1, 0, libc::SEEK_CUR)
-                        )
-                    } else {
-                        r
-                    }
-                }
-                Write | Pwrite => {
-                    let data = pattern(op.fl, op.len as usize);
-                    let n = if op.kind == Write {
-                        libc::write(fd1, data.as_ptr().cast(), data.len())
-                    } else {
-                        libc::pwrite(
-                            fd1,
-                            data.as_ptr().cast(),
-                            data.len(),
-                            at(fd1, op.off, op.eof),
-                        )
-                    };
-                    format!(
-                        "{} pos {} {}",
-                        res(n as i64),
-                        libc::lseek(fd1, 0, libc::SEEK_CUR),
-                        self.data(fd1)
-                    )
-                }
-                Ftruncate => {
-                    let r = res(libc::ftruncate(fd1, at(fd1, op.off, op.eof)) as i64);
-                    format!("{r} {}", self.data(fd1))
-                }
-                Truncate => {
-                    let fd = libc::openat(
-                        root,
-                        p1.as_ptr(),
-                        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
-                    );
-                    let off = at(fd, op.off, op.eof);
-                    let r = res(
-                        libc::truncate(self.full(&paths[op.p1 as usize % np]).as_ptr(), off) as i64,
-                    );
-                    let d = self.data(fd);
-                    if fd >= 0 {
-                        libc::close(fd);
-                    }
-                    format!("{r} {d}")
-                }
-                Fsync => res(libc::fsync(fd1) as i64),
-                Fdatasync => res(libc::fdatasync(fd1) as i64),
-                Lseek | SeekData | SeekHole if !self.checks.lseek_dir && is_dir(fd1) => {
-                    "not run: a directory".to_string()
-                }
-                Lseek => res(libc::lseek(fd1, op.off, op.fl as i32)),
-                SeekData => res(libc::lseek(fd1, at(fd1, op.off, op.eof), libc::SEEK_DATA)),
-                SeekHole => res(libc::lseek(fd1, at(fd1, op.off, op.eof), libc::SEEK_HOLE)),
-                Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange => {
-                    let mode = match op.kind {
-                        Falloc => 0,
-                        FallocKeep => libc::FALLOC_FL_KEEP_SIZE,
-                        PunchHole => libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                        ZeroRange => libc::FALLOC_FL_ZERO_RANGE | op.fl as i32,
-                        CollapseRange => libc::FALLOC_FL_COLLAPSE_RANGE,
-                        _ => libc::FALLOC_FL_INSERT_RANGE,
-                    };
-                    let r = res(libc::fallocate(fd1, mode, at(fd1, op.off, op.eof), op.len) as i64);
-                    format!("{r} {}", self.data(fd1))
-                }
-                CopyRange => {
-                    let (mut a, mut b) = (op.off, op.off2);
-                    let (pa, pb): (*mut i64, *mut i64) = if op.eof == 1 {
-                        (std::ptr::null_mut(), std::ptr::null_mut())
-                    } else {
-                        (&mut a, &mut b)
-                    };
-                    let n = libc::copy_file_range(fd1, pa, fd2, pb, op.len as usize, op.fl as u32);
-                    format!(
-                        "{} in {} out {} pos {} {}",
-                        res(n as i64),
-                        a,
-                        b,
-                        libc::lseek(fd2, 0, libc::SEEK_CUR),
-                        self.data(fd2)
-                    )
-                }
-                Mkdir => res(libc::mkdirat(root, p1.as_ptr(), op.len as libc::mode_t) as i64),
-                Rmdir => res(libc::unlinkat(root, p1.as_ptr(), libc::AT_REMOVEDIR) as i64),
-                Unlink => res(libc::unlinkat(root, p1.as_ptr(), 0) as i64),
-                Rename | RenameNoreplace | RenameExchange | RenameWhiteout => {
-                    let flags = match op.kind {
-                        Rename => op.fl as u32,
-                        RenameNoreplace => libc::RENAME_NOREPLACE,
-                        RenameExchange => libc::RENAME_EXCHANGE,
-                        _ => libc::RENAME_WHITEOUT,
-                    };
-                    let r =
-                        res(libc::renameat2(root, p1.as_ptr(), root, p2.as_ptr(), flags) as i64);
-                    if op.kind == RenameWhiteout && r == "err ENOTEMPTY" {
-                        // ext4 sets the source directory's times on a whiteout rename that
-                        // fails with ENOTEMPTY (it has put the entry back by then), which a
-                        // failed call should not: both sides set them to now, so that what
-                        // is compared later is what both did since.
-                        let path = &paths[op.p1 as usize % np];
-                        let parent = cstr(match path.rsplit_once('/') {
-                            Some((dir, _)) => dir,
-                            None => ".",
-                        });
-                        libc::utimensat(root, parent.as_ptr(), std::ptr::null(), 0);
-                    }
-                    r
-                }
-                Link => {
-                    res(libc::linkat(root, p1.as_ptr(), root, p2.as_ptr(), op.fl as i32) as i64)
-                }
-                LinkFd => {
-                    res(
-                        libc::linkat(fd1, c"".as_ptr(), root, p2.as_ptr(), libc::AT_EMPTY_PATH)
-                            as i64,
-                    )
-                }
-                Symlink => {
-                    let t = cstr(SYMLINK_TARGETS[op.fl as usize % SYMLINK_TARGETS.len()]);
-                    res(libc::symlinkat(t.as_ptr(), root, p1.as_ptr()) as i64)
-                }
-                Readlink => {
-                    let mut buf = [0u8; 512];
-                    let n = libc::readlinkat(root, p1.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
-                    if n < 0 {
-                        res(-1)
-                    } else {
-                        format!("ok {:?}", String::from_utf8_lossy(&buf[..n as usize]))
-                    }
-                }
-                Chmod => res(libc::fchmodat(root, p1.as_ptr(), op.len as libc::mode_t, 0) as i64),
-                Chown => res(libc::fchownat(
-                    root,
-                    p1.as_ptr(),
-                    op.off as u32,
-                    op.off2 as u32,
-                    op.fl as i32,
-                ) as i64),
-                Utimens => {
-                    let ts = |v: i64| match v {
-                        -1 => libc::timespec {
-                            tv_sec: 0,
-                            tv_nsec: libc::UTIME_NOW,
-                        },
-                        -2 => libc::timespec {
-                            tv_sec: 0,
-                            tv_nsec: libc::UTIME_OMIT,
-                        },
-                        s => libc::timespec {
-                            tv_sec: s,
-                            tv_nsec: op.len,
-                        },
-                    };
-                    let t = [ts(op.off), ts(op.off2)];
-                    res(libc::utimensat(root, p1.as_ptr(), t.as_ptr(), op.fl as i32) as i64)
-                }
-                Setxattr => {
-                    let name = cstr(XATTR_NAMES[op.off as usize % XATTR_NAMES.len()]);
-                    let v = XATTR_VALUES[op.len as usize % XATTR_VALUES.len()];
-                    let path = self.full(&paths[op.p1 as usize % np]);
-                    let f = if op.eof == 1 {
-                        libc::lsetxattr
-                    } else {
-                        libc::setxattr
-                    };
-                    res(f(
-                        path.as_ptr(),
-                        name.as_ptr(),
-                        v.as_ptr().cast(),
-                        v.len(),
-                        op.fl as i32,
-                    ) as i64)
-                }
-                Getxattr => {
-                    let name = cstr(XATTR_NAMES[op.off as usize % XATTR_NAMES.len()]);
-                    let path = self.full(&paths[op.p1 as usize % np]);
-                    let mut buf = vec![0u8; op.len as usize];
-                    let f = if op.eof == 1 {
-                        libc::lgetxattr
-                    } else {
-                        libc::getxattr
-                    };
-                    let n = f(
-                        path.as_ptr(),
-                        name.as_ptr(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                    );
-                    if n > 0 && op.len > 0 {
-                        format!("ok {:?}", String::from_utf8_lossy(&buf[..n as usize]))
-                    } else {
-                        res(n as i64)
-                    }
-                }
-                Listxattr => {
-                    let path = self.full(&paths[op.p1 as usize % np]);
-                    let mut buf = vec![0u8; op.len as usize];
-                    let f = if op.eof == 1 {
-                        libc::llistxattr
-                    } else {
-                        libc::listxattr
-                    };
-                    let n = f(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
-                    if n > 0 && op.len > 0 {
-                        let mut names: Vec<String> = buf[..n as usize]
-                            .split(|b| *b == 0)
-                            .filter(|s| !s.is_empty())
-                            .map(|s| String::from_utf8_lossy(s).into_owned())
-                            .collect();
-                        names.sort();
-                        format!("ok {n} {names:?}")
-                    } else {
-                        res(n as i64)
-                    }
-                }
-                Removexattr => {
-                    let name = cstr(XATTR_NAMES[op.off as usize % XATTR_NAMES.len()]);
-                    let path = self.full(&paths[op.p1 as usize % np]);
-                    let f = if op.eof == 1 {
-                        libc::lremovexattr
-                    } else {
-                        libc::removexattr
-                    };
-                    res(f(path.as_ptr(), name.as_ptr()) as i64)
-                }
-                Stat | Lstat => {
-                    let mut st: libc::stat = std::mem::zeroed();
-                    let flags = if op.kind == Lstat {
-                        libc::AT_SYMLINK_NOFOLLOW
-                    } else {
-                        0
-                    };
-                    let r = libc::fstatat(root, p1.as_ptr(), &mut st, flags);
-                    if r < 0 {
-                        res(-1)
-                    } else {
-                        format!("ok {}", self.stat_text(&st))
-                    }
-                }
-                Fstat => {
-                    let mut st: libc::stat = std::mem::zeroed();
-                    if libc::fstat(fd1, &mut st) < 0 {
-                        res(-1)
-                    } else {
-                        format!("ok {}", self.stat_text(&st))
-                    }
-                }
-                Readdir => {
-                    let fd = libc::openat(
-                        root,
-                        p1.as_ptr(),
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    );
-                    if fd < 0 {
-                        return res(-1);
-                    }
-                    let r = match read_dir_names(fd) {
-                        Ok(names) => format!("ok {names:?}"),
-                        Err(e) => format!("err {}", errname(e)),
-                    };
-                    libc::close(fd);
-                    r
-                }
-                GetFlags => {
-                    let mut v: libc::c_long = 0;
-                    let r = libc::ioctl(fd1, FS_IOC_GETFLAGS, &mut v);
-                    if r < 0 {
-                        res(-1)
-                    } else {
-                        format!("ok {:#x}", v as i64 & USER_FLAGS)
-                    }
-                }
-                SetFlags => {
-                    // As chattr does: keep the flags that are not the user's (ext4 refuses to
-                    // clear its extents flag), set the user's to the op's value.
-                    let mut v: libc::c_long = 0;
-                    if libc::ioctl(fd1, FS_IOC_GETFLAGS, &mut v) < 0 {
-                        return format!("getflags {}", res(-1));
-                    }
-                    v = (v & !(USER_FLAGS as libc::c_long)) | op.fl as libc::c_long;
-                    res(libc::ioctl(fd1, FS_IOC_SETFLAGS, &v) as i64)
-                }
+        match op.kind {
+            Open | Creat | Tmpfile | Close => self.run_open_close(op, paths),
+            Read | Pread | Write | Pwrite | Ftruncate | Truncate | Fsync | Fdatasync => {
+                self.run_data(op, paths)
             }
+            Lseek | SeekData | SeekHole => self.run_seek(op),
+            Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange
+            | CopyRange => self.run_range(op),
+            Mkdir | Rmdir | Unlink | Rename | RenameNoreplace | RenameExchange | RenameWhiteout
+            | Link | LinkFd | Symlink | Readlink => self.run_namespace(op, paths),
+            Chmod | Chown | Utimens => self.run_attr_change(op, paths),
+            Setxattr | Getxattr | Listxattr | Removexattr => self.run_xattr(op, paths),
+            Stat | Lstat | Fstat | Readdir | GetFlags | SetFlags => self.run_inspect(op, paths),
         }
     }
 
     /// The type and access mode of an open fd, as both sides must see them.
-    fn describe_fd(&self, fd: libc::c_int) -> String {
+    pub(crate) fn describe_fd(&self, fd: libc::c_int) -> String {
         let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         unsafe { libc::fstat(fd, &mut st) };
@@ -655,7 +317,7 @@ impl Side {
     /// Size, st_blocks and a checksum of the file open as `fd`, read back through a new open
     /// file description (the fd may be write-only or its file unlinked). Sparse files of
     /// terabytes are read in windows: the start, around each offset an op may use, the end.
-    fn data(&self, fd: libc::c_int) -> String {
+    pub(crate) fn data(&self, fd: libc::c_int) -> String {
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if fd < 0
             || unsafe { libc::fstat(fd, &mut st) } < 0
@@ -789,13 +451,13 @@ fn blocks_text(blocks: i64) -> &'static str {
     }
 }
 
-fn is_dir(fd: libc::c_int) -> bool {
+pub(crate) fn is_dir(fd: libc::c_int) -> bool {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR }
 }
 
 /// The names in a directory (with . and ..), sorted, via getdents64.
-fn read_dir_names(fd: libc::c_int) -> Result<Vec<String>, i32> {
+pub(crate) fn read_dir_names(fd: libc::c_int) -> Result<Vec<String>, i32> {
     let mut names = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {

@@ -12,13 +12,14 @@
 //! The ops known to differ today are in `known.rs`, left out unless `--all` or `--ops`.
 //! Run as root (chown, whiteouts, linkat with AT_EMPTY_PATH).
 
+mod calls;
 mod exec;
 mod known;
 mod ops;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -85,71 +86,15 @@ const CHECKS: &[&str] = &[
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let names: BTreeSet<&str> = ops::ALL
-        .iter()
-        .map(|k| k.name())
-        .chain(CHECKS.iter().copied())
-        .collect();
     if args.list {
-        println!(
-            "ops: {}",
-            ops::ALL
-                .iter()
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        println!("checks: {}", CHECKS.join(","));
-        println!("known different (left out unless --all or named in --ops):");
-        for (n, why) in known::KNOWN_DIFFERENT {
-            println!("  {n:22} {why}");
-        }
+        print_list();
         return ExitCode::SUCCESS;
     }
-    for n in args
-        .ops
-        .iter()
-        .chain(&args.skip)
-        .map(String::as_str)
-        .chain(known::KNOWN_DIFFERENT.iter().map(|k| k.0))
-    {
-        if !names.contains(n) {
-            eprintln!("fsdiff: unknown op or check {n:?} (see --list)");
-            return ExitCode::from(2);
-        }
+    if let Err(code) = check_names(&args) {
+        return code;
     }
-    let enabled = |n: &str| -> bool {
-        if args.skip.iter().any(|s| s == n) {
-            return false;
-        }
-        if !args.ops.is_empty() {
-            // Checks stay on unless skipped or known-different; ops only if named.
-            return args.ops.iter().any(|s| s == n)
-                || (CHECKS.contains(&n)
-                    && (args.all || !known::KNOWN_DIFFERENT.iter().any(|k| k.0 == n)));
-        }
-        args.all || !known::KNOWN_DIFFERENT.iter().any(|k| k.0 == n)
-    };
-    let mut kinds: Vec<Kind> = ops::ALL
-        .iter()
-        .copied()
-        .filter(|k| enabled(k.name()))
-        .collect();
-    // See copy_keeps_holes and allocated_is_data in known.rs.
-    let holes_differ = !enabled("copy_keeps_holes") && kinds.contains(&Kind::CopyRange);
-    let allocation_differs = !enabled("allocated_is_data")
-        && kinds
-            .iter()
-            .any(|k| matches!(k, Kind::Falloc | Kind::FallocKeep | Kind::ZeroRange));
-    if holes_differ || allocation_differs {
-        kinds.retain(|k| !matches!(k, Kind::SeekData | Kind::SeekHole));
-    }
-    let checks = Checks {
-        blocks: enabled("blocks") && !holes_differ,
-        atime: enabled("atime"),
-        lseek_dir: enabled("lseek_dir"),
-        flags_after_vfs: enabled("flags_after_vfs"),
-    };
+    let enabled = |n: &str| enabled(&args, n);
+    let (kinds, checks) = kinds_and_checks(&enabled);
     if kinds.is_empty() {
         eprintln!("fsdiff: no ops enabled");
         return ExitCode::from(2);
@@ -187,33 +132,129 @@ fn main() -> ExitCode {
         append_flag: enabled("append_flag"),
         sync_flag: enabled("sync_flag"),
     };
-
-    if let Some(file) = &args.replay {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("fsdiff: {}: {e}", file.display());
-                return ExitCode::from(2);
-            }
-        };
-        let ops: Vec<Op> = text.lines().filter_map(Op::decode).collect();
-        println!(
-            "fsdiff: replaying {} ops from {}",
-            ops.len(),
-            file.display()
-        );
-        let mut it = ops.into_iter();
-        return finish(run_seq(
-            &mut a,
-            &mut b,
-            &paths,
-            &mut || it.next(),
-            usize::MAX,
-            &args,
-            None,
-        ));
+    match &args.replay {
+        Some(file) => replay(&mut a, &mut b, &paths, file, &args),
+        None => run_seeds(&mut a, &mut b, &paths, &generator, &args),
     }
+}
 
+/// `--list`: the ops, the checks and the known differences with their reasons.
+fn print_list() {
+    println!(
+        "ops: {}",
+        ops::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("checks: {}", CHECKS.join(","));
+    println!("known different (left out unless --all or named in --ops):");
+    for (n, why) in known::KNOWN_DIFFERENT {
+        println!("  {n:22} {why}");
+    }
+}
+
+/// Every name in `--ops`, `--skip` and the known-different list must be an op or a check, so
+/// that a misspelt name fails rather than selects nothing.
+fn check_names(args: &Args) -> Result<(), ExitCode> {
+    let names: BTreeSet<&str> = ops::ALL
+        .iter()
+        .map(|k| k.name())
+        .chain(CHECKS.iter().copied())
+        .collect();
+    for n in args
+        .ops
+        .iter()
+        .chain(&args.skip)
+        .map(String::as_str)
+        .chain(known::KNOWN_DIFFERENT.iter().map(|k| k.0))
+    {
+        if !names.contains(n) {
+            eprintln!("fsdiff: unknown op or check {n:?} (see --list)");
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the op or check `n` runs: not if skipped; with `--ops`, an op only if named and a
+/// check unless known to differ; otherwise unless known to differ (or with `--all`).
+fn enabled(args: &Args, n: &str) -> bool {
+    if args.skip.iter().any(|s| s == n) {
+        return false;
+    }
+    if !args.ops.is_empty() {
+        // Checks stay on unless skipped or known-different; ops only if named.
+        return args.ops.iter().any(|s| s == n)
+            || (CHECKS.contains(&n)
+                && (args.all || !known::KNOWN_DIFFERENT.iter().any(|k| k.0 == n)));
+    }
+    args.all || !known::KNOWN_DIFFERENT.iter().any(|k| k.0 == n)
+}
+
+/// The ops generated and the details compared. Seeks are left out where holes or allocation
+/// are known to differ (see copy_keeps_holes and allocated_is_data in known.rs), and st_blocks
+/// where holes do.
+fn kinds_and_checks(enabled: &dyn Fn(&str) -> bool) -> (Vec<Kind>, Checks) {
+    let mut kinds: Vec<Kind> = ops::ALL
+        .iter()
+        .copied()
+        .filter(|k| enabled(k.name()))
+        .collect();
+    let holes_differ = !enabled("copy_keeps_holes") && kinds.contains(&Kind::CopyRange);
+    let allocation_differs = !enabled("allocated_is_data")
+        && kinds
+            .iter()
+            .any(|k| matches!(k, Kind::Falloc | Kind::FallocKeep | Kind::ZeroRange));
+    if holes_differ || allocation_differs {
+        kinds.retain(|k| !matches!(k, Kind::SeekData | Kind::SeekHole));
+    }
+    let checks = Checks {
+        blocks: enabled("blocks") && !holes_differ,
+        atime: enabled("atime"),
+        lseek_dir: enabled("lseek_dir"),
+        flags_after_vfs: enabled("flags_after_vfs"),
+    };
+    (kinds, checks)
+}
+
+/// `--replay FILE`: the ops of an earlier run's log, in order.
+fn replay(a: &mut Side, b: &mut Side, paths: &[String], file: &Path, args: &Args) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("fsdiff: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let ops: Vec<Op> = text.lines().filter_map(Op::decode).collect();
+    println!(
+        "fsdiff: replaying {} ops from {}",
+        ops.len(),
+        file.display()
+    );
+    let mut it = ops.into_iter();
+    finish(run_seq(
+        a,
+        b,
+        paths,
+        &mut || it.next(),
+        usize::MAX,
+        args,
+        None,
+    ))
+}
+
+/// Seed after seed from `--seed` (or the clock), until `--duration` has passed or a seed
+/// diverges.
+fn run_seeds(
+    a: &mut Side,
+    b: &mut Side,
+    paths: &[String],
+    generator: &ops::Gen,
+    args: &Args,
+) -> ExitCode {
     let first = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -229,16 +270,8 @@ fn main() -> ExitCode {
         let _ = std::io::stdout().flush();
         let mut rng = Rng::new(seed);
         let np = paths.len();
-        let mut next = || Some(ops::generate(&mut rng, &generator, np));
-        let code = run_seq(
-            &mut a,
-            &mut b,
-            &paths,
-            &mut next,
-            args.count,
-            &args,
-            Some(seed),
-        );
+        let mut next = || Some(ops::generate(&mut rng, generator, np));
+        let code = run_seq(a, b, paths, &mut next, args.count, args, Some(seed));
         seeds += 1;
         if code != 0 {
             return finish(code);
@@ -310,16 +343,7 @@ fn run_seq(
         if i % args.tree_every == 0 || i == count {
             let (ta, tb) = (a.tree(), b.tree());
             if ta != tb {
-                let keys: BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
-                let none = String::from("(absent)");
-                let (mut da, mut db) = (String::new(), String::new());
-                for k in keys {
-                    let (x, y) = (ta.get(k).unwrap_or(&none), tb.get(k).unwrap_or(&none));
-                    if x != y {
-                        da += &format!("\n    {k}: {x}");
-                        db += &format!("\n    {k}: {y}");
-                    }
-                }
+                let (da, db) = tree_difference(&ta, &tb);
                 report(&log, seed, args, &format!("tree after op #{i}"), &da, &db);
                 return 1;
             }
@@ -338,6 +362,24 @@ fn run_seq(
         return 1;
     }
     0
+}
+
+/// The entries in which two trees differ, one line each, as each side has them.
+fn tree_difference(
+    ta: &BTreeMap<String, String>,
+    tb: &BTreeMap<String, String>,
+) -> (String, String) {
+    let keys: BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+    let none = String::from("(absent)");
+    let (mut da, mut db) = (String::new(), String::new());
+    for k in keys {
+        let (x, y) = (ta.get(k).unwrap_or(&none), tb.get(k).unwrap_or(&none));
+        if x != y {
+            da += &format!("\n    {k}: {x}");
+            db += &format!("\n    {k}: {y}");
+        }
+    }
+    (da, db)
 }
 
 /// The `flags_after_vfs` difference: ext4 refused with EPERM (an immutable or append-only inode,

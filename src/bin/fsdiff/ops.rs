@@ -245,8 +245,8 @@ fn falloc_len(r: &mut Rng) -> i64 {
     }
 }
 
-pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
-    let kinds = &g.kinds;
+/// A kind drawn with probability proportional to its weight.
+fn pick_kind(r: &mut Rng, kinds: &[Kind]) -> Kind {
     let total: u64 = kinds.iter().map(|k| k.weight()).sum();
     let mut x = r.next() % total;
     let mut kind = kinds[0];
@@ -257,14 +257,23 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         }
         x -= k.weight();
     }
-    // Most ops name the first paths, so that names get reused; a few the odd ones.
-    let path = |r: &mut Rng| -> u8 {
-        if r.chance(85) {
-            r.below(13) as u8
-        } else {
-            r.below(npaths) as u8
-        }
-    };
+    kind
+}
+
+/// Most ops name the first paths, so that names get reused; a few the odd ones.
+fn path_index(r: &mut Rng, npaths: usize) -> u8 {
+    if r.chance(85) {
+        r.below(13) as u8
+    } else {
+        r.below(npaths) as u8
+    }
+}
+
+/// A random op of `g`'s kinds: its kind drawn by weight, two paths and two slots, then the
+/// arguments its family takes.
+pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
+    let kind = pick_kind(r, &g.kinds);
+    let path = |r: &mut Rng| path_index(r, npaths);
     let mut op = Op {
         kind,
         p1: path(r),
@@ -279,6 +288,25 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
     };
     use Kind::*;
     match kind {
+        Open | Creat | Tmpfile => open_args(r, &mut op),
+        Read | Pread | Write | Pwrite | Ftruncate | Truncate | Lseek | SeekData | SeekHole
+        | Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange | CopyRange => {
+            data_args(r, g, &mut op)
+        }
+        Mkdir | Rename | Link | Symlink => namespace_args(r, &mut op),
+        Chmod | Chown | Utimens | Setxattr | Getxattr | Listxattr | Removexattr | SetFlags => {
+            attr_args(r, g, &mut op)
+        }
+        Close | Fsync | Fdatasync | RenameNoreplace | RenameExchange | RenameWhiteout | LinkFd
+        | Rmdir | Unlink | Readlink | Stat | Lstat | Fstat | Readdir | GetFlags => {}
+    }
+    op
+}
+
+/// Open flags, modes and the slot an open, creat or O_TMPFILE fills.
+fn open_args(r: &mut Rng, op: &mut Op) {
+    use Kind::*;
+    match op.kind {
         Open => {
             let acc = r.pick(&[libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR, libc::O_RDWR]);
             let mut fl = acc;
@@ -308,6 +336,14 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
             op.len = r.pick(MODES);
             op.s1 = r.below(NSLOT as usize) as u8;
         }
+        other => unreachable!("{other:?} is not an open op"),
+    }
+}
+
+/// Offsets, lengths and modes of the data ops (reads, writes, truncates, seeks, fallocate, copy_file_range).
+fn data_args(r: &mut Rng, g: &Gen, op: &mut Op) {
+    use Kind::*;
+    match op.kind {
         Read => op.len = r.pick(LENGTHS),
         Pread | Write | Pwrite => {
             (op.off, op.eof) = offset(r, g);
@@ -326,7 +362,7 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
         Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange | InsertRange => {
             (op.off, op.eof) = offset(r, g);
             op.len = falloc_len(r);
-            if kind == ZeroRange && r.chance(50) {
+            if op.kind == ZeroRange && r.chance(50) {
                 op.fl = libc::FALLOC_FL_KEEP_SIZE as i64;
             }
         }
@@ -341,6 +377,14 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
             op.len = r.pick(LENGTHS);
             op.fl = if r.chance(5) { 1 } else { 0 };
         }
+        other => unreachable!("{other:?} is not an data op"),
+    }
+}
+
+/// Modes and flags of the namespace ops (mkdir, rename, link, symlink).
+fn namespace_args(r: &mut Rng, op: &mut Op) {
+    use Kind::*;
+    match op.kind {
         Mkdir => op.len = r.pick(&[0o755, 0o700, 0o2755, 0o1777]),
         Rename => {
             op.fl = if r.chance(5) {
@@ -357,6 +401,14 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
             }
         }
         Symlink => op.fl = r.below(SYMLINK_TARGETS.len()) as i64,
+        other => unreachable!("{other:?} is not an namespace op"),
+    }
+}
+
+/// Modes, owners, times, xattrs and inode flags of the attribute ops.
+fn attr_args(r: &mut Rng, g: &Gen, op: &mut Op) {
+    use Kind::*;
+    match op.kind {
         Chmod => op.len = r.pick(MODES),
         Chown => {
             op.off = r.pick(IDS);
@@ -421,10 +473,8 @@ pub fn generate(r: &mut Rng, g: &Gen, npaths: usize) -> Op {
                 op.fl = 0x10;
             }
         }
-        Close | Fsync | Fdatasync | RenameNoreplace | RenameExchange | RenameWhiteout | LinkFd
-        | Rmdir | Unlink | Readlink | Stat | Lstat | Fstat | Readdir | GetFlags => {}
+        other => unreachable!("{other:?} is not an attribute op"),
     }
-    op
 }
 
 impl Op {
@@ -467,26 +517,23 @@ impl Op {
 
     /// What a human needs to read the log: the call with its arguments.
     pub fn describe(&self, paths: &[String]) -> String {
-        let p = |i: u8| {
-            let s = &paths[i as usize % paths.len()];
-            if s.len() > 20 {
-                format!("{}...({} bytes)", &s[..8], s.len())
-            } else {
-                s.clone()
-            }
-        };
-        let s = |i: u8| match i {
-            BAD_SLOT => "badfd".to_string(),
-            NEG_SLOT => "fd-1".to_string(),
-            _ => format!("slot{i}"),
-        };
-        let o = |off: i64, eof: u8| {
-            if eof == 1 {
-                format!("EOF{off:+}")
-            } else {
-                off.to_string()
-            }
-        };
+        use Kind::*;
+        match self.kind {
+            Open | Creat | Tmpfile | Close => self.describe_open(paths),
+            Read | Pread | Write | Pwrite | Ftruncate | Truncate | Fsync | Fdatasync | Lseek
+            | SeekData | SeekHole | Falloc | FallocKeep | PunchHole | ZeroRange | CollapseRange
+            | InsertRange | CopyRange => self.describe_data(paths),
+            Mkdir | Rmdir | Unlink | Rename | RenameNoreplace | RenameExchange | RenameWhiteout
+            | Link | LinkFd | Symlink | Readlink => self.describe_namespace(paths),
+            Chmod | Chown | Utimens | Setxattr | Getxattr | Listxattr | Removexattr | Stat
+            | Lstat | Fstat | Readdir | GetFlags | SetFlags => self.describe_attr(paths),
+        }
+    }
+
+    /// How the log shows open, creat, O_TMPFILE and close.
+    fn describe_open(&self, paths: &[String]) -> String {
+        let p = |i: u8| path_text(paths, i);
+        let s = slot_text;
         use Kind::*;
         match self.kind {
             Open => format!(
@@ -505,6 +552,17 @@ impl Op {
                 self.len
             ),
             Close => format!("close({})", s(self.s1)),
+            other => unreachable!("{other:?} is not an open or close op"),
+        }
+    }
+
+    /// How the log shows the data ops: reads, writes, truncates, syncs, seeks, fallocate and copy_file_range.
+    fn describe_data(&self, paths: &[String]) -> String {
+        let p = |i: u8| path_text(paths, i);
+        let s = slot_text;
+        let o = offset_text;
+        use Kind::*;
+        match self.kind {
             Read => format!("read({}, {})", s(self.s1), self.len),
             Pread => format!(
                 "pread({}, {}, {})",
@@ -559,6 +617,16 @@ impl Op {
                 self.len,
                 self.fl
             ),
+            other => unreachable!("{other:?} is not a data op"),
+        }
+    }
+
+    /// How the log shows the namespace ops: mkdir, rmdir, unlink, renames, links and symlinks.
+    fn describe_namespace(&self, paths: &[String]) -> String {
+        let p = |i: u8| path_text(paths, i);
+        let s = slot_text;
+        use Kind::*;
+        match self.kind {
             Mkdir => format!("mkdir({}, {:o})", p(self.p1), self.len),
             Rmdir => format!("rmdir({})", p(self.p1)),
             Unlink => format!("unlink({})", p(self.p1)),
@@ -583,6 +651,16 @@ impl Op {
                 p(self.p1)
             ),
             Readlink => format!("readlink({})", p(self.p1)),
+            other => unreachable!("{other:?} is not a namespace op"),
+        }
+    }
+
+    /// How the log shows the attribute ops: modes, owners, times, xattrs, stat, readdir and inode flags.
+    fn describe_attr(&self, paths: &[String]) -> String {
+        let p = |i: u8| path_text(paths, i);
+        let s = slot_text;
+        use Kind::*;
+        match self.kind {
             Chmod => format!("chmod({}, {:o})", p(self.p1), self.len),
             Chown => format!(
                 "fchownat({}, {}, {}, flags {})",
@@ -632,7 +710,35 @@ impl Op {
             Readdir => format!("readdir({})", p(self.p1)),
             GetFlags => format!("ioctl({}, FS_IOC_GETFLAGS)", s(self.s1)),
             SetFlags => format!("ioctl({}, FS_IOC_SETFLAGS, {:#x})", s(self.s1), self.fl),
+            other => unreachable!("{other:?} is not an attribute op"),
         }
+    }
+}
+
+/// A path as the log shows it: a long name by its start and length.
+fn path_text(paths: &[String], i: u8) -> String {
+    let s = &paths[i as usize % paths.len()];
+    if s.len() > 20 {
+        format!("{}...({} bytes)", &s[..8], s.len())
+    } else {
+        s.clone()
+    }
+}
+
+fn slot_text(i: u8) -> String {
+    match i {
+        BAD_SLOT => "badfd".to_string(),
+        NEG_SLOT => "fd-1".to_string(),
+        _ => format!("slot{i}"),
+    }
+}
+
+/// An offset, or one relative to the end of file as `EOF+n`.
+fn offset_text(off: i64, eof: u8) -> String {
+    if eof == 1 {
+        format!("EOF{off:+}")
+    } else {
+        off.to_string()
     }
 }
 

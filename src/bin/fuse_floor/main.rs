@@ -303,7 +303,16 @@ impl Filesystem for Floor {
     }
 }
 
-fn main() {
+/// The command line: `MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache]`.
+struct Args {
+    mountpoint: PathBuf,
+    ttl: Duration,
+    default_permissions: bool,
+    writeback_cache: bool,
+}
+
+/// Parses the command line; a usage error exits with status 2.
+fn parse_args() -> Args {
     let mut args = std::env::args_os().skip(1);
     let mut mountpoint: Option<PathBuf> = None;
     let mut ttl = Duration::from_secs(1);
@@ -336,6 +345,21 @@ fn main() {
         );
         std::process::exit(2);
     };
+    Args {
+        mountpoint,
+        ttl,
+        default_permissions,
+        writeback_cache,
+    }
+}
+
+fn main() {
+    let Args {
+        mountpoint,
+        ttl,
+        default_permissions,
+        writeback_cache,
+    } = parse_args();
     let root = Node {
         kind: FileType::Directory,
         size: 0,
