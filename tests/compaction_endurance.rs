@@ -22,7 +22,7 @@
 //!
 //! A small store (64 MiB: 64 segments, 4 of them reserved) cannot hold 85% of its bytes as
 //! live data that compaction can keep room for. It must refuse the fill with NoSpace instead
-//! (its capacity is what compaction can sustain, see `user_capacity` in `engine/mod.rs`), and
+//! (its capacity is what compaction can sustain, see `user_capacity` in `engine/write_path.rs`), and
 //! then never refuse an overwrite: had it taken the 85%, it would run out of room a capacity or
 //! two into the overwrites.
 //!

@@ -1,5 +1,5 @@
 //! Index checkpoint: what recovery would rebuild, written at a clean close, so that the next
-//! open need not read every segment (issue 7: a store of a million small records is gigabytes
+//! open need not read every segment (a store of a million small records is gigabytes
 //! of mostly padded 4 KiB buffers, and a cold full scan of it takes seconds).
 //!
 //! Written by [`write`] at the end of `Engine::close`, once every batch is durable and the
