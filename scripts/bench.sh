@@ -48,7 +48,8 @@
 # report; default HEAD), WORKLOADS (default "seq rand small meta ls untar append mount"), RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs logstorfs"), LOGSTOR_SIZE (4G),
 # LOGSTOR_OPTS (more arguments for logstorfs mount, e.g. "-o writeback_cache"), EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), MOUNT_STORE_SIZE (4G), BENCH_DOCS (1: add the
 # table at the end of the "Filesystem vs peers" section of docs/BENCHMARKS.md; 0: only print
-# it), KEEP (0; 1 keeps the scratch directory).
+# it), KEEP (0; 1 keeps the scratch directory), BENCH_RAW (a file to which every run's figure is
+# appended as "METRIC SYSTEM VALUE" lines, for scripts/bench_compare.sh).
 #
 # Adding a workload: write a function wl_NAME SYSTEM DIR that prints "METRIC VALUE" lines,
 # declare its metrics (unit, higher/lower better) in METRICS below and list it in WORKLOADS.
@@ -474,6 +475,10 @@ for w in "${WORKLOADS[@]}"; do
         for i in $(seq 0 $((n - 1))); do run_one "$w" "${wsys[$(( (i + r - 1) % n ))]}" "$r"; done
     done
 done
+
+if [[ -n "${BENCH_RAW:-}" ]]; then
+    for k in "${!RES[@]}"; do for v in ${RES[$k]}; do echo "${k%|*} ${k#*|} $v"; done; done >> "$BENCH_RAW"
+fi
 
 # ---- report -------------------------------------------------------------------------------------
 ratio() { # ratio LOGSTORFS PEER BETTER

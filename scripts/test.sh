@@ -110,6 +110,8 @@ if stage build; then
     # the engine's concurrency facade (clippy.toml: no std/parking_lot locks, threads or clock
     # in src/engine outside engine/concurrency.rs), with and without the scheduler.
     timed "cargo fmt --check" cargo fmt --check || true
+    # ARCHITECTURE.md names every module, its layer rules hold, its invariants name real tests.
+    timed "scripts/arch_map_check.py" python3 scripts/arch_map_check.py || true
     timed "cargo clippy -D warnings" cargo clippy --release --all-targets -- -D warnings || true
     timed "cargo clippy (shuttle)" env CARGO_TARGET_DIR="$PWD/target/shuttle" \
         cargo clippy --release --all-targets --features shuttle -- -D warnings || true
