@@ -32,7 +32,7 @@ pub use log_end::{LogEnd, cut_beyond, log_end};
 #[cfg(test)]
 pub use stretch::stretch_records;
 pub use stretch::{Stretch, StretchRecord, Take};
-pub use verdicts::{Verdicts, segment_verdicts};
+pub use verdicts::{Stop, Verdicts, segment_verdicts};
 #[cfg(test)]
 pub use walk::DamagedStretch;
 pub(in crate::engine) use walk::may_be_in_use;

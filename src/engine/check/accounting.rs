@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::super::format::{SegmentKind, lsn_of_version};
 use super::End;
 use super::report::{EngineCheck, Finding, Place, SegmentFigures};
-use super::verdicts::{Buf, Scanned};
+use super::verdicts::{Buf, Rec, Scanned};
 
 /// The figures of every segment with accepted buffers into `out.segments`, and a problem for
 /// each inconsistency. `salvaged_end`: where records salvaged from damaged stretches end, per
@@ -47,48 +47,7 @@ pub(super) fn account_segments(
                 ),
             ));
         }
-        for b in list {
-            let place = out.describe(Place {
-                segment,
-                offset: b.offset,
-            });
-            fig.buffers += 1;
-            fig.records += b.records.len() as u64;
-            fig.used_bytes = (b.offset + b.header.buffer_len) as u64;
-            if b.header.kind != first.kind || b.header.group != first.group {
-                out.findings.push(Finding::problem(
-                    place.clone(),
-                    format!(
-                        "buffer of kind {:?} group {} in a segment of kind {:?} group {}",
-                        b.header.kind, b.header.group, first.kind, first.group
-                    ),
-                ));
-            }
-            if (b.records.len() as u64) < b.header.record_count as u64 {
-                out.findings.push(Finding::problem(
-                    place.clone(),
-                    format!(
-                        "buffer holds {} record(s) but counts {} batch(es)",
-                        b.records.len(),
-                        b.header.record_count
-                    ),
-                ));
-            }
-            if b.header.lsn_last > 0
-                && let Some(r) = scanned.recs[b.records.clone()]
-                    .iter()
-                    .find(|r| lsn_of_version(r.version) > b.header.lsn_last)
-            {
-                out.findings.push(Finding::problem(
-                    out.describe(r.place),
-                    format!(
-                        "record of LSN {} in a buffer whose last LSN is {}",
-                        lsn_of_version(r.version),
-                        b.header.lsn_last
-                    ),
-                ));
-            }
-        }
+        account_buffers(segment, list, &scanned.recs, &mut fig, out);
         fig.used_bytes = fig
             .used_bytes
             .max(salvaged_end.get(&segment).copied().unwrap_or(0));
@@ -103,5 +62,60 @@ pub(super) fn account_segments(
             ));
         }
         out.segments.push(fig);
+    }
+}
+
+/// The accepted buffers `list` of `segment` into its figures `fig`, and a problem for each
+/// that breaks the segment's kind and group, counts more batches than it holds records, or
+/// holds a record newer than its last LSN.
+fn account_buffers(
+    segment: u32,
+    list: &[&Buf],
+    recs: &[Rec],
+    fig: &mut SegmentFigures,
+    out: &mut EngineCheck,
+) {
+    let first = list[0].header;
+    for b in list {
+        let place = out.describe(Place {
+            segment,
+            offset: b.offset,
+        });
+        fig.buffers += 1;
+        fig.records += b.records.len() as u64;
+        fig.used_bytes = (b.offset + b.header.buffer_len) as u64;
+        if b.header.kind != first.kind || b.header.group != first.group {
+            out.findings.push(Finding::problem(
+                place.clone(),
+                format!(
+                    "buffer of kind {:?} group {} in a segment of kind {:?} group {}",
+                    b.header.kind, b.header.group, first.kind, first.group
+                ),
+            ));
+        }
+        if (b.records.len() as u64) < b.header.record_count as u64 {
+            out.findings.push(Finding::problem(
+                place.clone(),
+                format!(
+                    "buffer holds {} record(s) but counts {} batch(es)",
+                    b.records.len(),
+                    b.header.record_count
+                ),
+            ));
+        }
+        if b.header.lsn_last > 0
+            && let Some(r) = recs[b.records.clone()]
+                .iter()
+                .find(|r| lsn_of_version(r.version) > b.header.lsn_last)
+        {
+            out.findings.push(Finding::problem(
+                out.describe(r.place),
+                format!(
+                    "record of LSN {} in a buffer whose last LSN is {}",
+                    lsn_of_version(r.version),
+                    b.header.lsn_last
+                ),
+            ));
+        }
     }
 }

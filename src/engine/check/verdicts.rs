@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use super::super::api::Result;
 use super::super::format::{BLOCK_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordKind, Superblock};
-use super::super::scan::{self, Stretch, StretchRecord, ValidBuffer, Verdicts};
+use super::super::scan::{self, Stop, Stretch, StretchRecord, ValidBuffer, Verdicts};
 use super::super::storage::{SECTOR_SIZE, Storage};
 use super::End;
 use super::report::{CheckOptions, EngineCheck, Finding, Place};
@@ -215,7 +215,35 @@ fn take_verdicts(
     stretches: &mut Vec<(usize, Stretch)>,
     findings: &mut Vec<Finding>,
 ) {
-    for b in verdicts.valid {
+    take_valid_buffers(
+        segment,
+        image,
+        verdicts.valid,
+        options,
+        bufs,
+        recs,
+        findings,
+    );
+    for stretch in verdicts.stretches {
+        take_stretch(segment, image, stretch, options, suspects, stretches);
+    }
+    if let Some(stop) = verdicts.stop {
+        take_stop(segment, image, stop, options, suspects);
+    }
+}
+
+/// The valid buffers of a segment into `bufs`/`recs`: a repaired one is a note, a record
+/// failing its own CRC in one a problem.
+fn take_valid_buffers(
+    segment: u32,
+    image: &[u8],
+    valid: Vec<ValidBuffer>,
+    options: &CheckOptions,
+    bufs: &mut Vec<Buf>,
+    recs: &mut Vec<Rec>,
+    findings: &mut Vec<Finding>,
+) {
+    for b in valid {
         if b.repaired {
             findings.push(Finding::note(
                 format!("segment {segment} offset {}", b.at),
@@ -241,39 +269,57 @@ fn take_verdicts(
             records: first..recs.len(),
         });
     }
-    for mut stretch in verdicts.stretches {
-        let d = stretch.span;
-        let records = stretch
-            .records
-            .iter()
-            .map(|r| rec_of(segment, r.clone(), image, options))
-            .collect();
-        // The records stay with the stretch only as far as `Stretch::takes` reads them.
-        stretch.records.iter_mut().for_each(|r| {
-            r.key = Vec::new();
-            r.range_end = Vec::new();
-        });
-        stretches.push((suspects.len(), stretch));
-        suspects.push(Suspect {
-            place: Place {
-                segment,
-                offset: d.start as u32,
-            },
-            copies: d.copies,
-            synced_end: d.synced_end,
-            damaged_buffer: true,
-            stranded_buffers: 0,
-            stranded_lsn: 0,
-            stranded_floor: 0,
-            served_records: 0,
-            proven: stretches.last().is_some_and(|(_, s)| s.proven()),
-            unnamed_buffers: stretches.last().map_or(0, |(_, s)| s.unnamed),
-            records,
-        });
-    }
-    let Some(stop) = verdicts.stop else {
-        return;
-    };
+}
+
+/// A damaged stretch into `suspects` (its records) and `stretches` (to be judged once the
+/// log's end is known).
+fn take_stretch(
+    segment: u32,
+    image: &[u8],
+    mut stretch: Stretch,
+    options: &CheckOptions,
+    suspects: &mut Vec<Suspect>,
+    stretches: &mut Vec<(usize, Stretch)>,
+) {
+    let d = stretch.span;
+    let records = stretch
+        .records
+        .iter()
+        .map(|r| rec_of(segment, r.clone(), image, options))
+        .collect();
+    // The records stay with the stretch only as far as `Stretch::takes` reads them.
+    stretch.records.iter_mut().for_each(|r| {
+        r.key = Vec::new();
+        r.range_end = Vec::new();
+    });
+    stretches.push((suspects.len(), stretch));
+    suspects.push(Suspect {
+        place: Place {
+            segment,
+            offset: d.start as u32,
+        },
+        copies: d.copies,
+        synced_end: d.synced_end,
+        damaged_buffer: true,
+        stranded_buffers: 0,
+        stranded_lsn: 0,
+        stranded_floor: 0,
+        served_records: 0,
+        proven: stretches.last().is_some_and(|(_, s)| s.proven()),
+        unnamed_buffers: stretches.last().map_or(0, |(_, s)| s.unnamed),
+        records,
+    });
+}
+
+/// Where the scan stopped before the segment's end into `suspects`: the failing buffer's
+/// records and the valid buffers stranded behind it.
+fn take_stop(
+    segment: u32,
+    image: &[u8],
+    stop: Stop,
+    options: &CheckOptions,
+    suspects: &mut Vec<Suspect>,
+) {
     let mut records: Vec<Rec> = stop
         .records
         .into_iter()
