@@ -6,6 +6,11 @@ scratch directory, the mutant applied there, and the named tests run; the mutant
 least one of them fail. A mutant whose original text is missing fails the script too, so the list
 cannot silently rot when the code changes.
 
+The tests to run are the arguments of one `cargo test` (a list of strings), or a list of such
+argument lists, test groups that must each fail: a damage rule that recovery and fsck share is
+killed by a recovery test (an engine that opens the damaged image) and by an fsck test (the
+checker's report on it), each group naming one side.
+
 Usage: scripts/mutants.py [NAME ...]   (default: all)
 """
 
@@ -19,7 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (name, invariant, file, original, replacement, cargo test arguments)
+# (name, invariant, file, original, replacement, cargo test arguments or a list of them)
 MUTANTS = [
     (
         "gate-closes-with-a-hold-left",
@@ -1142,6 +1147,29 @@ def env_for(args, env):
     return env
 
 
+def groups_of(args):
+    """The test groups of a mutant: one argument list, or a list of them."""
+    return args if args and isinstance(args[0], list) else [args]
+
+
+def run_group(args, tree, env):
+    """Runs one test group on the mutated tree: (verdict, seconds, output); verdict is "caught",
+    "escaped", "hung", "compile" (the mutant does not compile) or "broken" (cargo failed
+    without a failing test)."""
+    started = time.time()
+    returncode, stdout = run(["cargo", "test", "-q"] + args, tree, env_for(args, env))
+    took = time.time() - started
+    if returncode is None:
+        return "hung", took, stdout
+    if "error[E" in stdout or "could not compile" in stdout:
+        return "compile", took, stdout
+    if returncode != 0 and ("panicked" in stdout or "FAILED" in stdout):
+        return "caught", took, stdout
+    if returncode != 0:
+        return "broken", took, stdout
+    return "escaped", took, stdout
+
+
 def main():
     wanted = set(sys.argv[1:])
     scratch = tempfile.mkdtemp(prefix="logstorfs-mutants-")
@@ -1176,25 +1204,32 @@ def main():
                 failed.append(name)
                 continue
             open(target, "w").write(text.replace(original, replacement))
-            started = time.time()
-            returncode, stdout = run(["cargo", "test", "-q"] + args, tree, env_for(args, env))
-            took = time.time() - started
-            if returncode is None:
-                print(f"MUTANT {name}: tests hung for {MUTANT_TIMEOUT_S}s instead of failing\n"
-                      f"{stdout[-2000:]}")
+            groups = groups_of(args)
+            took = 0.0
+            verdict = "caught"
+            for number, group in enumerate(groups, 1):
+                verdict, seconds, stdout = run_group(group, tree, env)
+                took += seconds
+                which = f" (test group {number} of {len(groups)}: {' '.join(group)})" \
+                    if len(groups) > 1 else ""
+                if verdict != "caught":
+                    break
+            if verdict == "hung":
+                print(f"MUTANT {name}: tests hung for {MUTANT_TIMEOUT_S}s instead of failing"
+                      f"{which}\n{stdout[-2000:]}")
                 failed.append(name)
-            elif "error[E" in stdout or "could not compile" in stdout:
+            elif verdict == "compile":
                 print(f"MUTANT {name}: does not compile; fix the mutant\n{stdout[-2000:]}")
                 failed.append(name)
-            elif returncode != 0 and ("panicked" in stdout or "FAILED" in stdout):
+            elif verdict == "caught":
                 print(f"caught   {name:32} ({invariant}) in {took:.0f}s")
                 caught += 1
-            elif returncode != 0:
-                print(f"MUTANT {name}: cargo failed without a failing test; fix the script\n"
+            elif verdict == "broken":
+                print(f"MUTANT {name}: cargo failed without a failing test{which}; fix the script\n"
                       f"{stdout[-2000:]}")
                 failed.append(name)
             else:
-                print(f"ESCAPED  {name:32} ({invariant}): no test failed")
+                print(f"ESCAPED  {name:32} ({invariant}): no test failed{which}")
                 failed.append(name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
