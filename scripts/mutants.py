@@ -466,7 +466,11 @@ whatever order concurrent writers update the index in",
         "src/engine/scan/walk.rs",
         "        .or(first_of_use)\n",
         "\n",
-        ["--lib", "engine::tests::log_damage::damage_in_the_first_buffer_of_a_log_segment"],
+        [
+            ["--release", "--lib", "engine::tests::log_damage::damage_in_the_first_buffer_of_a_log_segment"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_segments_first_buffer_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_segments_first_buffer_fsck"],
+        ],
     ),
     (
         "user-may-allocate-counts-unallocatable",

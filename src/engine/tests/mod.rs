@@ -18,6 +18,7 @@ mod checkpoints;
 mod compaction_reclaims;
 mod copies_and_close;
 mod copies_damage;
+mod damage_rule_sides;
 mod full_store;
 mod log_damage;
 mod log_sync_table_proofs;
