@@ -530,3 +530,121 @@ fn a_dropped_log_tail_whose_lsns_were_reused_fsck() {
     assert!(c.damaged.is_empty(), "{:?}", c.damaged);
     assert!(c.live.contains_key(&b"y"[..]), "{:?}", c.findings);
 }
+
+const COPIED: [&str; 3] = ["c0", "c1", "c2"];
+
+/// A store where compaction copied `COPIED[i]` in pass `i` into one group-owned segment (one
+/// buffer of copies per pass), freeing each source; older versions of the three keys stay on
+/// disk, dead. Everything synced; the copies of `COPIED[w]` for each `w` in `which` damaged,
+/// then the power cut. Returns the image and every key's expected value.
+fn damaged_copies(which: &[usize]) -> (Arc<SimStorage>, Vec<(String, Vec<u8>)>) {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let junk = vec![9u8; 60 << 10];
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    let old: Vec<Mutation> = COPIED.iter().map(|k| put(k, &[1u8; 3000])).collect();
+    engine.write(&old).unwrap();
+    for i in 0.. {
+        if engine.test_segment_of(b"c0").unwrap().1 {
+            break;
+        }
+        let keeper = (format!("keeper{i}"), vec![10 + i as u8; (80 << 10) - 200]);
+        engine.write(&[put(&keeper.0, &keeper.1)]).unwrap();
+        engine.test_wait_flushes();
+        expected.push(keeper);
+    }
+    let mut copies = None;
+    for (pass, key) in COPIED.iter().enumerate() {
+        let value = vec![2 + pass as u8; 3000];
+        engine.write(&[put(key, &value)]).unwrap();
+        expected.push((key.to_string(), value));
+        for j in 0..4 {
+            let junk_key = format!("junk{pass}-{j}");
+            engine.write(&[put(&junk_key, &junk)]).unwrap();
+        }
+        for j in 0..4 {
+            let junk_key = format!("junk{pass}-{j}").into_bytes();
+            engine
+                .write(&[Mutation::delete(ROOT_GROUP, junk_key)])
+                .unwrap();
+        }
+        for n in 0.. {
+            if engine.test_segment_of(key.as_bytes()).unwrap().1 {
+                break;
+            }
+            let filler = (format!("filler{pass}-{n}"), vec![20 + n as u8; 100 << 10]);
+            engine.write(&[put(&filler.0, &filler.1)]).unwrap();
+            engine.test_wait_flushes();
+            expected.push(filler);
+        }
+        engine.sync().unwrap();
+        assert!(
+            engine.test_compact().unwrap() > 0,
+            "pass {pass} copied nothing"
+        );
+        let (copy, _) = engine.test_segment_of(key.as_bytes()).unwrap();
+        assert_eq!(*copies.get_or_insert(copy), copy, "one segment of copies");
+    }
+    let buffers = buffer_offsets(&storage, copies.unwrap());
+    assert_eq!(buffers.len(), COPIED.len(), "one buffer per pass");
+    for &w in which {
+        let (_, offset) = damage_value_of(&engine, &storage, COPIED[w].as_bytes());
+        assert!(offset > buffers[w] && buffers.get(w + 1).is_none_or(|&next| offset < next));
+    }
+    drop(engine);
+    (storage.crash(PowerCut::DropAllUnsynced), expected)
+}
+
+/// Which buffers of copies are damaged: the last (the sync table proves it synced), the
+/// middle, the first, and a stretch of the last two.
+const DAMAGED_COPIES: [&[usize]; 4] = [&[2], &[1], &[0], &[1, 2]];
+
+#[test]
+fn damaged_copies_recovery() {
+    for which in DAMAGED_COPIES {
+        let (storage, expected) = damaged_copies(which);
+        let engine = Engine::open_on(storage, &small_options()).unwrap();
+        engine.test_pause_background();
+        for (k, value) in &expected {
+            let damaged = which.iter().any(|&w| COPIED[w] == k);
+            let got = engine.get(k.as_bytes());
+            if damaged {
+                assert!(
+                    matches!(got, Err(EngineError::Corrupt(_))),
+                    "{which:?}: the damaged copy of {k} reads as {:?}",
+                    got.map(|v| v.map(|v| v[0]))
+                );
+            } else {
+                assert_eq!(got.unwrap().as_ref(), Some(value), "{which:?}: {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn damaged_copies_fsck() {
+    for which in DAMAGED_COPIES {
+        let (storage, expected) = damaged_copies(which);
+        let c = fsck(&*storage);
+        let named: Vec<&[u8]> = c.damaged.iter().map(|d| &d.key[..]).collect();
+        let mut damaged: Vec<&[u8]> = which.iter().map(|&w| COPIED[w].as_bytes()).collect();
+        damaged.sort();
+        let mut named_sorted = named.clone();
+        named_sorted.sort();
+        named_sorted.dedup();
+        assert_eq!(named_sorted, damaged, "{which:?}: {:?}", c.findings);
+        assert!(
+            c.findings
+                .iter()
+                .any(|f| f.severity == check::Severity::Problem && f.what.contains("checksum")),
+            "{which:?}: {:?}",
+            c.findings
+        );
+        for (k, _) in &expected {
+            if !damaged.contains(&k.as_bytes()) {
+                assert!(c.live.contains_key(k.as_bytes()), "{which:?}: {k} not live");
+            }
+        }
+    }
+}
