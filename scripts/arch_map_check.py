@@ -200,14 +200,21 @@ def check_invariants(text, problems):
                 problems.append(f"invariant {number} names mutant {m}, which scripts/mutants.py "
                                 "does not have")
                 continue
-            test_filter, target = mutant_requirement(mutants[m])
-            if test_filter:
-                seg = test_filter.split("::")[-1]
-                ok = any(seg in t.split("::")[-1] for t in cited_tests)
-            else:
-                files = {f"tests/{target}.rs"}
-                ok = (target in tokens or any(p in files for p in cited_paths)
-                      or any(names.get(t.split("::")[-1], set()) & files for t in cited_tests))
+            # A mutant may name several test groups (each must fail): the invariant must name
+            # the test of one of them.
+            args = mutants[m]
+            groups = args if args and isinstance(args[0], list) else [args]
+            ok = False
+            for group in groups:
+                test_filter, target = mutant_requirement(group)
+                if test_filter:
+                    seg = test_filter.split("::")[-1]
+                    ok = ok or any(seg in t.split("::")[-1] for t in cited_tests)
+                else:
+                    files = {f"tests/{target}.rs"}
+                    ok = ok or (target in tokens or any(p in files for p in cited_paths)
+                                or any(names.get(t.split("::")[-1], set()) & files
+                                       for t in cited_tests))
             if not ok:
                 problems.append(f"invariant {number} names mutant {m}, whose test "
                                 f"({test_filter or '--test ' + str(target)}) is not among the "

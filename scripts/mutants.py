@@ -6,6 +6,11 @@ scratch directory, the mutant applied there, and the named tests run; the mutant
 least one of them fail. A mutant whose original text is missing fails the script too, so the list
 cannot silently rot when the code changes.
 
+The tests to run are the arguments of one `cargo test` (a list of strings), or a list of such
+argument lists, test groups that must each fail: a damage rule that recovery and fsck share is
+killed by a recovery test (an engine that opens the damaged image) and by an fsck test (the
+checker's report on it), each group naming one side.
+
 Usage: scripts/mutants.py [NAME ...]   (default: all)
 """
 
@@ -19,7 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (name, invariant, file, original, replacement, cargo test arguments)
+# (name, invariant, file, original, replacement, cargo test arguments or a list of them)
 MUTANTS = [
     (
         "gate-closes-with-a-hold-left",
@@ -190,15 +195,15 @@ MUTANTS = [
     (
         "copies-behind-damage-dropped",
         "4.9 recovery: damage in a segment of copies costs only the damaged buffer",
-        "src/engine/scan.rs",
-        "                h.kind == SegmentKind::Group\n",
-        "                false\n",
+        "src/engine/scan/walk.rs",
+        "        h.kind == SegmentKind::Group\n",
+        "        false\n",
         ["--lib", "engine::tests::copies_damage::copies_behind_damage_in_a_group_segment"],
     ),
     (
         "old-use-buffers-read-as-stranded",
         "9 fsck: an earlier use's buffers behind a torn first buffer of a new use are stale",
-        "src/engine/scan.rs",
+        "src/engine/scan/verdicts.rs",
         "        .or_else(|| plausible.then_some(stop_generation));",
         "        .or_else(|| (false && plausible).then_some(stop_generation));",
         ["--lib", "engine::check::tests::old_buffers_behind_a_torn_first_buffer"],
@@ -206,17 +211,17 @@ MUTANTS = [
     (
         "torn-copies-called-damage",
         "9 fsck: damaged records in a torn stretch of copies are a note, not damage",
-        "src/engine/check.rs",
-        "            if (lsn <= evidence_floor && (r.intact || !s.copies)) || synced_copy {",
-        "            if lsn <= evidence_floor || synced_copy {",
+        "src/engine/check/losses.rs",
+        "        if (lsn <= evidence_floor && (r.intact || !s.copies)) || synced_copy {",
+        "        if lsn <= evidence_floor || synced_copy {",
         ["--lib", "engine::check::tests::damaged_copies_are_a_note"],
     ),
     (
         "deleted-unseen-put-called-lost",
         "9 fsck: a put deleted by an unseen tombstone beside it is no loss",
-        "src/engine/check.rs",
-        "            if r.intact && (!hides_a_served_put || deleted_unseen(r)) {",
-        "            if r.intact && !hides_a_served_put {",
+        "src/engine/check/losses.rs",
+        "        if r.intact && (!hides_a_served_put || deleted_unseen(r)) {",
+        "        if r.intact && !hides_a_served_put {",
         ["--lib", "engine::check::tests::a_torn_tombstone"],
     ),
     (
@@ -238,7 +243,7 @@ MUTANTS = [
     (
         "torn-tail-notes-first-buffer-only",
         "5 trap 'tombstones': every put behind a torn buffer stays noted while on disk",
-        "src/engine/scan.rs",
+        "src/engine/scan/verdicts.rs",
         "            let of_this_use = q == at\n                || (",
         "            let of_this_use = q == at\n                || false && (",
         ["--lib", "engine::tests::log_damage::puts_behind_a_torn_buffer_stay_noted"],
@@ -246,9 +251,9 @@ MUTANTS = [
     (
         "lost-tombstone-that-hides-nothing-is-damage",
         "9 fsck: a torn tombstone that hides no served put is no loss",
-        "src/engine/check.rs",
-        "            if r.intact && (!hides_a_served_put || deleted_unseen(r)) {",
-        "            if r.intact && false {",
+        "src/engine/check/losses.rs",
+        "        if r.intact && (!hides_a_served_put || deleted_unseen(r)) {",
+        "        if r.intact && false {",
         ["--lib", "engine::check::tests::a_torn_tombstone"],
     ),
     (
@@ -262,7 +267,7 @@ MUTANTS = [
     (
         "stale-generation-read-as-damage",
         "4.4 generations: bytes of an earlier use past a segment's end are stale, not damage",
-        "src/engine/scan.rs",
+        "src/engine/scan/verdicts.rs",
         "    if stranded.is_empty() && (zeros || earlier_use || (!plausible && pos >= synced_end)) {",
         "    if stranded.is_empty() && (zeros || (!plausible && pos >= synced_end)) {",
         ["--lib", "engine::check::tests::a_buffer_of_an_earlier_use"],
@@ -303,15 +308,15 @@ copies stays deleted after a crash (a checkpoint load hides the early drop)",
     (
         "scan-past-unproven-damage",
         "4.9 recovery: only a stretch the next buffer proves durable is damage, not a torn tail",
-        "src/engine/scan.rs",
-        "        match next.filter(|&q| proven(q)) {",
-        "        match next.filter(|&q| proven(q) || q > 0) {",
+        "src/engine/scan/walk.rs",
+        "    match next.filter(|&q| proven(q)) {",
+        "    match next.filter(|&q| proven(q) || q > 0) {",
         ["--release", "--test", "engine_model", "random_batches"],
     ),
     (
         "recovery-keeps-lost-copies",
         "4.9 recovery: a copy of a batch lost in a power cut does not come back",
-        "src/engine/scan.rs",
+        "src/engine/scan/log_end.rs",
         "        if h.lsn_last > last_lsn {",
         "        if h.lsn_first > last_lsn {",
         ["--lib", "engine::tests::compaction_reclaims::copy_of_a_batch_lost_in_a_power_cut"],
@@ -360,10 +365,14 @@ from one fill to the next, never from a writer that finds no free segment",
     (
         "generation-not-checked",
         "4.4 generation: recovery accepts only buffers of the segment's current generation",
-        "src/engine/scan.rs",
+        "src/engine/scan/walk.rs",
         "                && generation.is_none_or(|g| g == h.generation)",
         "                && generation.is_none_or(|g| g == h.generation || g != u64::MAX)",
-        ["--lib", "engine::tests::segment_reuse::stale_generation_buffers_are_ignored"],
+        [
+            ["--release", "--lib", "engine::tests::segment_reuse::stale_generation_buffers_are_ignored"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::buffers_of_an_earlier_use_behind_a_new_one_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::buffers_of_an_earlier_use_behind_a_new_one_fsck"],
+        ],
     ),
     (
         "freed-segment-not-invalidated",
@@ -410,7 +419,7 @@ whatever order concurrent writers update the index in",
     (
         "recovery-ignores-lsn-gap",
         "section 6 / 4.9 recovery: no batch survives without every earlier one",
-        "src/engine/scan.rs",
+        "src/engine/scan/log_end.rs",
         "        if first > expected {\n            gap_at = Some(expected);\n            break;\n        }",
         "        if first > expected {\n            expected = first;\n        }",
         ["--release", "--test", "engine_model", "random_batches"],
@@ -434,17 +443,21 @@ whatever order concurrent writers update the index in",
     (
         "sync-table-proof-ignored",
         "issue 6 recovery: damage below the synced end the sync table records is damage, not a torn tail",
-        "src/engine/scan.rs",
-        "            .filter(|p| p.generation == g)\n",
-        "            .filter(|p| p.generation == g && false)\n",
-        ["--lib", "engine::tests::copies_damage::damage_in_the_last_buffer_of_copies"],
+        "src/engine/scan/walk.rs",
+        "        .filter(|p| p.generation == g)\n",
+        "        .filter(|p| p.generation == g && false)\n",
+        [
+            ["--release", "--lib", "engine::tests::copies_damage::damage_in_the_last_buffer_of_copies"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damaged_copies_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damaged_copies_fsck"],
+        ],
     ),
     (
         "log-sync-table-proof-ignored",
         "issue 6 recovery: a damaged last stretch of a closed log segment below its synced end is damage, not a torn tail",
-        "src/engine/scan.rs",
-        "        let table_tail = !copies && next.is_none() && pos < proven_end;\n",
-        "        let table_tail = !copies && next.is_none() && pos < proven_end && false;\n",
+        "src/engine/scan/walk.rs",
+        "    let table_tail = !copies && next.is_none() && pos < proven_end;\n",
+        "    let table_tail = !copies && next.is_none() && pos < proven_end && false;\n",
         ["--lib", "engine::tests::log_sync_table_proofs::damage_in_the_last_buffer_of_a_closed_log_segment"],
     ),
     (
@@ -458,10 +471,14 @@ whatever order concurrent writers update the index in",
     (
         "first-buffer-use-ignored",
         "issue 6 recovery: a failing first buffer naming the generation of valid buffers behind it is that use's (else the whole segment is lost)",
-        "src/engine/scan.rs",
-        "                .or(first_of_use)\n",
+        "src/engine/scan/walk.rs",
+        "        .or(first_of_use)\n",
         "\n",
-        ["--lib", "engine::tests::log_damage::damage_in_the_first_buffer_of_a_log_segment"],
+        [
+            ["--release", "--lib", "engine::tests::log_damage::damage_in_the_first_buffer_of_a_log_segment"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_segments_first_buffer_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_segments_first_buffer_fsck"],
+        ],
     ),
     (
         "user-may-allocate-counts-unallocatable",
@@ -474,10 +491,14 @@ whatever order concurrent writers update the index in",
     (
         "fsck-vouched-log-stretch-ignored",
         "issue 6 fsck: a log stretch the buffer behind vouches for is judged as recovery judges it (only damaged records named)",
-        "src/engine/scan.rs",
-        "                    || (h.kind == SegmentKind::Mixed\n",
-        "                    || (false && h.kind == SegmentKind::Mixed\n",
-        ["--lib", "engine::check::tests::flipped_byte_in_an_early_buffer_is_a_problem_naming_the_key"],
+        "src/engine/scan/walk.rs",
+        "            || (h.kind == SegmentKind::Mixed\n",
+        "            || (false && h.kind == SegmentKind::Mixed\n",
+        [
+            ["--release", "--lib", "engine::check::tests::flipped_byte_in_an_early_buffer_is_a_problem_naming_the_key"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_buffer_sealed_early_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_buffer_sealed_early_fsck"],
+        ],
     ),
     (
         "log-tail-zeroing-skipped",
@@ -485,7 +506,11 @@ whatever order concurrent writers update the index in",
         "src/engine/recovery.rs",
         "            zero.push((segment, d.start as u32, d.end as u32));\n",
         "",
-        ["--lib", "engine::tests::log_sync_table_proofs::a_log_tail_beyond_the_floor_is_dropped_for_good"],
+        [
+            ["--release", "--lib", "engine::tests::log_sync_table_proofs::a_log_tail_beyond_the_floor_is_dropped_for_good"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_dropped_log_tail_whose_lsns_were_reused_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_dropped_log_tail_whose_lsns_were_reused_fsck"],
+        ],
     ),
     (
         "sync-table-not-synced-before-frees",
@@ -506,15 +531,18 @@ whatever order concurrent writers update the index in",
     (
         "fsck-ignores-sync-table",
         "issue 6 fsck: a damaged copy the sync table proves synced is a problem naming its key",
-        "src/engine/check.rs",
-        "            let synced_copy = s.copies\n",
-        "            let synced_copy = false && s.copies\n",
-        ["--lib", "engine::tests::copies_damage::damage_in_the_last_buffer_of_copies"],
+        "src/engine/check/losses.rs",
+        "        let synced_copy =\n            s.copies && ",
+        "        let synced_copy =\n            false && s.copies && ",
+        [
+            ["--release", "--lib", "engine::tests::copies_damage::damage_in_the_last_buffer_of_copies"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damaged_copies_fsck"],
+        ],
     ),
     (
         "stretch-walk-stops-at-first-buffer",
         "issue 6 recovery: every buffer of a damaged stretch has its records salvaged (resync at block boundaries)",
-        "src/engine/scan.rs",
+        "src/engine/scan/stretch.rs",
         "        return (resync_from..end)\n",
         "        return (resync_from..resync_from)\n",
         ["--lib", "engine::tests::copies_damage::stretch_records_walk_every_buffer"],
@@ -522,7 +550,7 @@ whatever order concurrent writers update the index in",
     (
         "stretch-walk-reads-other-uses",
         "issue 6 recovery: the walk of a damaged stretch resyncs only at buffers of the stretch's use",
-        "src/engine/scan.rs",
+        "src/engine/scan/stretch.rs",
         "                    && BufferHeader::generation_field(&image[q..end]) == g\n",
         "                    && BufferHeader::generation_field(&image[q..end]) != g + 1\n",
         ["--lib", "engine::tests::copies_damage::stretch_records_walk"],
@@ -530,26 +558,38 @@ whatever order concurrent writers update the index in",
     (
         "fsck-stretch-first-buffer-only",
         "issue 6 fsck: every damaged key of a stretch of several buffers is named",
-        "src/engine/scan.rs",
-        "                salvageable(image, segment, d.start, d.end, Some(d.generation));",
-        "                salvageable(image, segment, d.start, d.end, None);",
-        ["--test", "fsck", "damaged_stretch_of_several_log_buffers"],
+        "src/engine/scan/verdicts.rs",
+        "    let (records, unnamed) = salvageable(image, segment, d.start, d.end, Some(d.generation));",
+        "    let (records, unnamed) = salvageable(image, segment, d.start, d.end, None);",
+        [
+            ["--test", "fsck", "damaged_stretch_of_several_log_buffers"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damaged_copies_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damaged_copies_fsck"],
+        ],
     ),
     (
         "record-directory-ignored",
         "issue 6 damage: a record whose own header or key is damaged is named by its buffer's record directory (else its key serves an older version)",
-        "src/engine/scan.rs",
+        "src/engine/scan/directory.rs",
         "                format::read_directory(&image[b..buffer_end], segment, generation)?;\n",
         "                format::read_directory(&image[b..buffer_end], segment, generation).filter(|_| false)?;\n",
-        ["--lib", "engine::tests::record_directories::damage_to_a_records_header_or_key"],
+        [
+            ["--release", "--lib", "engine::tests::record_directories::damage_to_a_records_header_or_key"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_to_a_records_header_or_key_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_to_a_records_header_or_key_fsck"],
+        ],
     ),
     (
         "record-directory-key-not-used",
         "issue 6 damage: a damaged record is indexed under the key its directory entry names, not the damaged bytes",
-        "src/engine/scan.rs",
+        "src/engine/scan/directory.rs",
         "                    key: e.key().to_vec(),\n",
-        "                    key: image[at + RECORD_HEADER_SIZE..at + RECORD_HEADER_SIZE + e.header.key_len as usize].to_vec(),\n",
-        ["--lib", "engine::tests::record_directories::damage_to_a_records_header_or_key"],
+        "                    key: image[at + format::RECORD_HEADER_SIZE..at + format::RECORD_HEADER_SIZE + e.header.key_len as usize].to_vec(),\n",
+        [
+            ["--release", "--lib", "engine::tests::record_directories::damage_to_a_records_header_or_key"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_to_a_records_header_or_key_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_to_a_records_header_or_key_fsck"],
+        ],
     ),
     (
         "record-directory-not-written",
@@ -562,18 +602,26 @@ whatever order concurrent writers update the index in",
     (
         "marker-does-not-vouch",
         "issue 6 damage: a marker behind a failing log stretch vouches for it when the stretch's record directory names only batches within the marker's floor",
-        "src/engine/scan.rs",
-        "                            || directory_vouches(\n",
-        "                            || false && directory_vouches(\n",
-        ["--lib", "engine::tests::log_damage::damage_in_the_newest_synced_log_buffer"],
+        "src/engine/scan/walk.rs",
+        "                    || directory_vouches(\n",
+        "                    || false && directory_vouches(\n",
+        [
+            ["--release", "--lib", "engine::tests::log_damage::damage_in_the_newest_synced_log_buffer"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_the_newest_synced_log_buffer_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_the_newest_synced_log_buffer_fsck"],
+        ],
     ),
     (
         "log-tail-directory-ignored",
         "issue 6 damage: the failing last buffers of a log segment are a log tail up to an intact record directory (taken if within the durable floor)",
-        "src/engine/scan.rs",
-        "            log_tail_directory_end(image, segment, pos, g)\n",
-        "            None::<usize>\n",
-        ["--lib", "engine::tests::log_damage::damage_in_the_newest_synced_log_buffer"],
+        "src/engine/scan/walk.rs",
+        "        log_tail_directory_end(image, segment, pos, g)\n",
+        "        None::<usize>\n",
+        [
+            ["--release", "--lib", "engine::tests::log_damage::damage_in_the_newest_synced_log_buffer"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_the_newest_synced_log_buffer_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_the_newest_synced_log_buffer_fsck"],
+        ],
     ),
     (
         "no-marker-at-open",
@@ -594,10 +642,14 @@ whatever order concurrent writers update the index in",
     (
         "first-buffer-use-needs-intact-magic",
         "issue 6 damage: a failing first buffer whose generation field names the use of the valid buffers behind it is theirs, whatever its magic, version or segment index say",
-        "src/engine/scan.rs",
-        "        let first_of_use = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)\n",
-        "        let first_of_use = (pos == 0 && BufferHeader::plausible_start(image, segment))\n",
-        ["--lib", "engine::tests::log_damage::damage_in_the_first_buffer_of_a_log_segment"],
+        "src/engine/scan/walk.rs",
+        "    let first_of_use = (pos == 0 && image.len() >= BUFFER_HEADER_SIZE)\n",
+        "    let first_of_use = (pos == 0 && BufferHeader::plausible_start(image, segment))\n",
+        [
+            ["--release", "--lib", "engine::tests::log_damage::damage_in_the_first_buffer_of_a_log_segment"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_segments_first_buffer_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_segments_first_buffer_fsck"],
+        ],
     ),
     (
         "directory-buffer-start-ignored",
@@ -610,10 +662,14 @@ whatever order concurrent writers update the index in",
     (
         "lone-first-buffer-taken-for-free",
         "issue 6 damage: a failing first buffer with nothing valid behind it, whose generation its own record directory names, is that use's log tail (else the segment reads as free)",
-        "src/engine/scan.rs",
-        "                g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g)\n",
-        "                g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g) && false\n",
-        ["--lib", "engine::tests::log_damage::a_log_segment_whose_only_buffer"],
+        "src/engine/scan/walk.rs",
+        "            g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g)\n",
+        "            g > 0 && g < generation_high_water && named_by_own_directory(image, segment, g) && false\n",
+        [
+            ["--release", "--lib", "engine::tests::log_damage::a_log_segment_whose_only_buffer"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_log_segments_only_buffer_damaged_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_log_segments_only_buffer_damaged_fsck"],
+        ],
     ),
     (
         "buffer-naming-fields-not-repaired",
@@ -634,34 +690,50 @@ whatever order concurrent writers update the index in",
     (
         "garbled-first-generation-reads-free",
         "issue 6 damage: a first buffer whose generation field holds no generation, in a header still recognisable, belongs to the use its own record directory and the valid buffers behind it name",
-        "src/engine/scan.rs",
+        "src/engine/scan/directory.rs",
         "        && (BufferHeader::magic_is_right(image) || BufferHeader::buffer_len_field(image) == end))\n",
         "        && (BufferHeader::magic_is_right(image) && false))\n",
-        ["--lib", "engine::tests::segment_reuse::a_first_buffer_whose_generation_field_is_garbled"],
+        [
+            ["--release", "--lib", "engine::tests::segment_reuse::a_first_buffer_whose_generation_field_is_garbled"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_first_buffer_with_a_garbled_generation_field_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_first_buffer_with_a_garbled_generation_field_fsck"],
+        ],
     ),
     (
         "vouched-by-the-next-buffer-only",
         "issue 6 damage: a damaged log buffer is vouched for by the highest durable floor of the buffers of its use behind it, not only the next one's",
-        "src/engine/scan.rs",
+        "src/engine/scan/directory.rs",
         "                floor = floor.max(h.durable_floor);\n",
         "                floor = floor.max(h.durable_floor);\n                break;\n",
-        ["--lib", "engine::tests::log_damage::damage_in_a_log_buffer_sealed_before"],
+        [
+            ["--release", "--lib", "engine::tests::log_damage::damage_in_a_log_buffer_sealed_before"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_buffer_sealed_early_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_buffer_sealed_early_fsck"],
+        ],
     ),
     (
         "fsck-vouched-by-the-next-buffer-only",
         "issue 6 fsck: a damaged log buffer is vouched for by the highest durable floor of the buffers of its use behind it, as recovery does",
-        "src/engine/scan.rs",
+        "src/engine/scan/directory.rs",
         "                floor = floor.max(h.durable_floor);\n",
         "                floor = if floor == 0 { h.durable_floor } else { floor.min(h.durable_floor) };\n",
-        ["--lib", "engine::tests::log_damage::damage_in_a_log_buffer_sealed_before"],
+        [
+            ["--release", "--lib", "engine::tests::log_damage::damage_in_a_log_buffer_sealed_before"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_buffer_sealed_early_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::damage_in_a_log_buffer_sealed_early_fsck"],
+        ],
     ),
     (
         "first-directory-not-trusted-when-cleared",
         "issue 6 damage: a first buffer's own directory of a generation whose frees clear it names the segment's use, whatever its first sector holds",
-        "src/engine/scan.rs",
-        "                        g >= frees_clear_directories_from && g > 0 && g < generation_high_water\n",
-        "                        false && g >= frees_clear_directories_from && g > 0 && g < generation_high_water\n",
-        ["--lib", "engine::tests::segment_reuse::a_first_buffer_whose_generation_field_is_garbled"],
+        "src/engine/scan/walk.rs",
+        "                    g >= frees_clear_directories_from && g > 0 && g < generation_high_water\n",
+        "                    false && g >= frees_clear_directories_from && g > 0 && g < generation_high_water\n",
+        [
+            ["--release", "--lib", "engine::tests::segment_reuse::a_first_buffer_whose_generation_field_is_garbled"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_first_buffer_with_a_garbled_generation_field_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_first_buffer_with_a_garbled_generation_field_fsck"],
+        ],
     ),
     (
         "free-keeps-first-directory",
@@ -674,23 +746,26 @@ whatever order concurrent writers update the index in",
     (
         "fsck-silent-about-unnamed-damage",
         "issue 6 fsck: damage that takes a buffer's records and its directory at once is reported as a problem, not passed over",
-        "src/engine/check.rs",
-        "            unnamed_buffers: stretches.last().map_or(0, |(_, s)| s.unnamed),\n",
-        "            unnamed_buffers: 0,\n",
-        ["--lib", "engine::tests::record_directories::a_damaged_buffer_whose_directory_is_damaged_too"],
+        "src/engine/check/verdicts.rs",
+        "        unnamed_buffers: stretches.last().map_or(0, |(_, s)| s.unnamed),\n",
+        "        unnamed_buffers: 0,\n",
+        [
+            ["--release", "--lib", "engine::tests::record_directories::a_damaged_buffer_whose_directory_is_damaged_too"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::a_buffer_damaged_with_its_directory_fsck"],
+        ],
     ),
     (
         "copies-judged-by-damaged-kind-byte",
         "issue 6 damage: a segment whose first buffer fails is of the kind of the next valid buffer of its use, not of the failing header's kind byte",
-        "src/engine/scan.rs",
-        "            (None, Some(kind)) => first_of_copies.is_some() || kind == SegmentKind::Group,\n",
-        "            (None, Some(_)) => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,\n",
+        "src/engine/scan/walk.rs",
+        "        (None, Some(kind)) => first_of_copies.is_some() || kind == SegmentKind::Group,\n",
+        "        (None, Some(_)) => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,\n",
         ["--lib", "engine::tests::copies_damage::a_segment_of_copies_whose_first_header_is_garbled"],
     ),
     (
         "fsck-ignores-named-damaged-range",
         "issue 6 fsck: a damaged range delete that its record directory names is applied, as recovery applies it (and a damaged tombstone)",
-        "src/engine/check.rs",
+        "src/engine/check/verdicts.rs",
         "                RecordKind::DeleteRange => r.from_directory,\n",
         "                RecordKind::DeleteRange => false,\n",
         ["--lib", "engine::tests::record_directories::damaged_deletions_that_recovery_keeps"],
@@ -1142,6 +1217,29 @@ def env_for(args, env):
     return env
 
 
+def groups_of(args):
+    """The test groups of a mutant: one argument list, or a list of them."""
+    return args if args and isinstance(args[0], list) else [args]
+
+
+def run_group(args, tree, env):
+    """Runs one test group on the mutated tree: (verdict, seconds, output); verdict is "caught",
+    "escaped", "hung", "compile" (the mutant does not compile) or "broken" (cargo failed
+    without a failing test)."""
+    started = time.time()
+    returncode, stdout = run(["cargo", "test", "-q"] + args, tree, env_for(args, env))
+    took = time.time() - started
+    if returncode is None:
+        return "hung", took, stdout
+    if "error[E" in stdout or "could not compile" in stdout:
+        return "compile", took, stdout
+    if returncode != 0 and ("panicked" in stdout or "FAILED" in stdout):
+        return "caught", took, stdout
+    if returncode != 0:
+        return "broken", took, stdout
+    return "escaped", took, stdout
+
+
 def main():
     wanted = set(sys.argv[1:])
     scratch = tempfile.mkdtemp(prefix="logstorfs-mutants-")
@@ -1176,25 +1274,32 @@ def main():
                 failed.append(name)
                 continue
             open(target, "w").write(text.replace(original, replacement))
-            started = time.time()
-            returncode, stdout = run(["cargo", "test", "-q"] + args, tree, env_for(args, env))
-            took = time.time() - started
-            if returncode is None:
-                print(f"MUTANT {name}: tests hung for {MUTANT_TIMEOUT_S}s instead of failing\n"
-                      f"{stdout[-2000:]}")
+            groups = groups_of(args)
+            took = 0.0
+            verdict = "caught"
+            for number, group in enumerate(groups, 1):
+                verdict, seconds, stdout = run_group(group, tree, env)
+                took += seconds
+                which = f" (test group {number} of {len(groups)}: {' '.join(group)})" \
+                    if len(groups) > 1 else ""
+                if verdict != "caught":
+                    break
+            if verdict == "hung":
+                print(f"MUTANT {name}: tests hung for {MUTANT_TIMEOUT_S}s instead of failing"
+                      f"{which}\n{stdout[-2000:]}")
                 failed.append(name)
-            elif "error[E" in stdout or "could not compile" in stdout:
+            elif verdict == "compile":
                 print(f"MUTANT {name}: does not compile; fix the mutant\n{stdout[-2000:]}")
                 failed.append(name)
-            elif returncode != 0 and ("panicked" in stdout or "FAILED" in stdout):
+            elif verdict == "caught":
                 print(f"caught   {name:32} ({invariant}) in {took:.0f}s")
                 caught += 1
-            elif returncode != 0:
-                print(f"MUTANT {name}: cargo failed without a failing test; fix the script\n"
+            elif verdict == "broken":
+                print(f"MUTANT {name}: cargo failed without a failing test{which}; fix the script\n"
                       f"{stdout[-2000:]}")
                 failed.append(name)
             else:
-                print(f"ESCAPED  {name:32} ({invariant}): no test failed")
+                print(f"ESCAPED  {name:32} ({invariant}): no test failed{which}")
                 failed.append(name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

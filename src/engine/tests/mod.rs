@@ -18,6 +18,7 @@ mod checkpoints;
 mod compaction_reclaims;
 mod copies_and_close;
 mod copies_damage;
+mod damage_rule_sides;
 mod deletes_in_a_full_store;
 mod full_store;
 mod log_damage;
