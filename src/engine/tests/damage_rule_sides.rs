@@ -895,3 +895,84 @@ fn a_copy_of_a_lost_batch_fsck() {
     assert_ne!(k.place.segment, copy_segment, "the lost copy came back");
     assert_eq!(k.value_len as usize, b"durable".len(), "{:?}", c.findings);
 }
+
+/// A closed, synced log segment S1 whose last buffer (the new "victim", `V` bytes) is damaged
+/// together with its record directory, so that only the sync table's entry for S1 proves it
+/// synced: "victim" (old version) and fillers fill S0, "g" and the new "victim" fill S1,
+/// "later1" and "later2" follow in S2, each batch in a buffer of its own, synced between.
+/// Returns the image and every key's value.
+fn damaged_last_buffer_of_a_closed_log_segment() -> (Arc<SimStorage>, Vec<(String, Vec<u8>)>) {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let big = 120 << 10;
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut write = |key: &str, value: Vec<u8>, sync: bool| {
+        engine.write(&[put(key, &value)]).unwrap();
+        engine.test_wait_flushes();
+        if sync {
+            engine.sync().unwrap();
+        }
+        expected.retain(|(k, _)| k != key);
+        expected.push((key.to_string(), value));
+    };
+    write("victim", b"old version".to_vec(), true);
+    write("f1", vec![b'1'; big], false);
+    write("f2", vec![b'2'; big], true);
+    write("g", vec![b'g'; big], false);
+    write("victim", vec![b'V'; big], true);
+    write("later1", vec![b'L'; big], true);
+    write("later2", b"two".to_vec(), true);
+    let (s1, _) = engine.test_segment_of(b"victim").unwrap();
+    assert_eq!(engine.test_segment_of(b"g").unwrap().0, s1);
+    assert_ne!(engine.test_segment_of(b"later1").unwrap().0, s1);
+    assert_eq!(engine.inner.segments.info(s1).state, SegmentState::Closed);
+    let (segment, offset) = damage_value_of(&engine, &storage, b"victim");
+    drop(engine);
+    // The victim's buffer fails its CRC now: it starts where the last valid buffer before it
+    // ends; flip its directory trailer's CRC too.
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    let start = recovery::valid_buffers(&image, segment, sb.generation_high_water)
+        .into_iter()
+        .filter(|(pos, _)| *pos < offset)
+        .map(|(pos, h)| pos + h.buffer_len as usize)
+        .max()
+        .unwrap_or(0);
+    let len = BufferHeader::buffer_len_field(&image[start..]);
+    assert!(start < offset && offset < start + len);
+    assert!(
+        recovery::valid_buffers(&image, segment, sb.generation_high_water)
+            .iter()
+            .all(|(pos, _)| *pos < start),
+        "the victim's buffer is the segment's last"
+    );
+    storage.corrupt(file, base + (start + len - 1) as u64, 0x10);
+    (storage.crash(PowerCut::DropAllUnsynced), expected)
+}
+
+#[test]
+fn damage_in_the_last_buffer_of_a_closed_log_segment_recovery() {
+    let (storage, expected) = damaged_last_buffer_of_a_closed_log_segment();
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    engine.test_pause_background();
+    assert_reads_as_damaged(&engine, b"victim", "closed log segment");
+    for (k, value) in expected.iter().filter(|(k, _)| k != "victim") {
+        assert_eq!(
+            engine.get(k.as_bytes()).unwrap().as_ref(),
+            Some(value),
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn damage_in_the_last_buffer_of_a_closed_log_segment_fsck() {
+    let (storage, expected) = damaged_last_buffer_of_a_closed_log_segment();
+    let c = fsck_names_only_the_victim(&*storage);
+    for (k, _) in expected.iter().filter(|(k, _)| k != "victim") {
+        assert!(c.live.contains_key(k.as_bytes()), "{k}: {:?}", c.findings);
+    }
+}
