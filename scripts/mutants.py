@@ -198,7 +198,10 @@ MUTANTS = [
         "src/engine/scan/walk.rs",
         "        h.kind == SegmentKind::Group\n",
         "        false\n",
-        ["--lib", "engine::tests::copies_damage::copies_behind_damage_in_a_group_segment"],
+        [
+            ["--lib", "engine::tests::copies_damage::copies_behind_damage_in_a_group_segment"],
+            ["--lib", "engine::tests::damage_rule_sides::copies_behind_damage_without_the_table_fsck"],
+        ],
     ),
     (
         "old-use-buffers-read-as-stranded",
