@@ -772,7 +772,10 @@ whatever order concurrent writers update the index in",
         "src/engine/scan/walk.rs",
         "        (None, Some(kind)) => first_of_copies.is_some() || kind == SegmentKind::Group,\n",
         "        (None, Some(_)) => first_of_copies.is_some() || image[6] == SegmentKind::Group as u8,\n",
-        ["--lib", "engine::tests::copies_damage::a_segment_of_copies_whose_first_header_is_garbled"],
+        [
+            ["--lib", "engine::tests::copies_damage::a_segment_of_copies_whose_first_header_is_garbled"],
+            ["--lib", "engine::tests::damage_rule_sides::copies_with_a_garbled_first_header_fsck"],
+        ],
     ),
     (
         "fsck-ignores-named-damaged-range",

@@ -1030,3 +1030,72 @@ fn copies_behind_damage_without_the_table_fsck() {
     );
     assert!(c.live.contains_key(b"x".as_slice()), "{:?}", c.findings);
 }
+
+/// A segment of copies (two separator runs of two groups' keys) whose first buffer header's
+/// version, kind, flags, generation and first LSN are garbage: the next valid buffer of its use
+/// says it holds copies. Returns the image and every key's value.
+fn copies_with_a_garbled_first_header() -> (Arc<SimStorage>, Vec<(String, Vec<u8>)>) {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
+    engine.test_pause_background();
+    let mut expected = Vec::new();
+    for i in 0..240u32 {
+        let group = 1 + i % 2;
+        let key = format!("g{group}/k{i:03}");
+        let value = vec![(i % 251) as u8 | 1; 3000];
+        engine
+            .write(&[group_put(group, key.clone(), &value)])
+            .unwrap();
+        if i % 4 == 3 {
+            engine.sync().unwrap();
+        }
+        if i % 120 == 119 {
+            engine.test_separate().unwrap();
+        }
+        expected.push((key, value));
+    }
+    engine.sync().unwrap();
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let segment = engine
+        .test_segment_images()
+        .into_iter()
+        .find(|(segment, _, _, _, image)| {
+            image[6] == SegmentKind::Group as u8
+                && recovery::valid_buffers(image, *segment, sb.generation_high_water).len() >= 2
+        })
+        .map(|(segment, ..)| segment)
+        .expect("a segment of copies of two buffers or more");
+    drop(engine);
+    let (file, base) = sb.segment_position(segment);
+    for at in 4..24 {
+        storage.corrupt(file, base + at, 0xff);
+    }
+    (storage.crash(PowerCut::DropAllUnsynced), expected)
+}
+
+#[test]
+fn copies_with_a_garbled_first_header_recovery() {
+    let (storage, expected) = copies_with_a_garbled_first_header();
+    let engine = Engine::open_on(storage, &separator_options()).unwrap();
+    for (key, value) in &expected {
+        assert_eq!(
+            engine.get(key.as_bytes()).unwrap().as_ref(),
+            Some(value),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn copies_with_a_garbled_first_header_fsck() {
+    let (storage, expected) = copies_with_a_garbled_first_header();
+    let c = fsck(&*storage);
+    assert_eq!(c.problems(), 0, "{:?}", c.findings);
+    for (key, _) in &expected {
+        assert!(
+            c.live.contains_key(key.as_bytes()),
+            "{key}: {:?}",
+            c.findings
+        );
+    }
+}
