@@ -557,7 +557,10 @@ whatever order concurrent writers update the index in",
         "src/engine/scan/stretch.rs",
         "        return (resync_from..end)\n",
         "        return (resync_from..resync_from)\n",
-        ["--lib", "engine::tests::copies_damage::stretch_records_walk_every_buffer"],
+        [
+            ["--lib", "engine::tests::copies_damage::stretch_records_walk_every_buffer"],
+            ["--lib", "engine::tests::damage_rule_sides::damaged_copies_and_their_directories_fsck"],
+        ],
     ),
     (
         "stretch-walk-reads-other-uses",

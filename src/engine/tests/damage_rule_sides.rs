@@ -1099,3 +1099,57 @@ fn copies_with_a_garbled_first_header_fsck() {
         );
     }
 }
+
+/// [`damaged_copies`] with its last two buffers of copies damaged, and their record
+/// directories too: nothing names their records, so salvage walks every buffer of the
+/// stretch block by block.
+fn damaged_copies_and_their_directories() -> (Arc<SimStorage>, Vec<(String, Vec<u8>)>) {
+    let (storage, expected) = damaged_copies(&[1, 2]);
+    let mut copies = segment_images(&storage)
+        .into_iter()
+        .filter(|(_, _, image)| image[6] == SegmentKind::Group as u8);
+    let (_, (file, base), image) = copies.next().expect("a segment of copies");
+    assert!(copies.next().is_none(), "one segment of copies");
+    let mut starts = vec![0usize];
+    for _ in 0..COPIED.len() {
+        let at = *starts.last().unwrap();
+        starts.push(at + BufferHeader::buffer_len_field(&image[at..]));
+    }
+    for w in [1, 2] {
+        storage.corrupt(file, base + starts[w + 1] as u64 - 1, 0x10);
+    }
+    (storage, expected)
+}
+
+#[test]
+fn damaged_copies_and_their_directories_recovery() {
+    let (storage, expected) = damaged_copies_and_their_directories();
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    engine.test_pause_background();
+    for (k, value) in &expected {
+        if k == COPIED[1] || k == COPIED[2] {
+            assert_reads_as_damaged(&engine, k.as_bytes(), "a stretch of two buffers");
+        } else {
+            assert_eq!(
+                engine.get(k.as_bytes()).unwrap().as_ref(),
+                Some(value),
+                "{k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn damaged_copies_and_their_directories_fsck() {
+    let (storage, _) = damaged_copies_and_their_directories();
+    let c = fsck(&*storage);
+    let mut named: Vec<&[u8]> = c.damaged.iter().map(|d| &d.key[..]).collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(
+        named,
+        [COPIED[1].as_bytes(), COPIED[2].as_bytes()],
+        "{:?}",
+        c.findings
+    );
+}
