@@ -786,7 +786,10 @@ whatever order concurrent writers update the index in",
         "src/engine/check/verdicts.rs",
         "                RecordKind::DeleteRange => r.from_directory,\n",
         "                RecordKind::DeleteRange => false,\n",
-        ["--lib", "engine::tests::record_directories::damaged_deletions_that_recovery_keeps"],
+        [
+            ["--lib", "engine::tests::record_directories::damaged_deletions_that_recovery_keeps"],
+            ["--lib", "engine::tests::damage_rule_sides::a_damaged_deletion_its_directory_names_fsck"],
+        ],
     ),
     (
         "deletes-take-the-marker-floor",

@@ -1153,3 +1153,81 @@ fn damaged_copies_and_their_directories_fsck() {
         c.findings
     );
 }
+
+/// "zz/gone" put, then deleted by `deletion` ("range delete" of prefix "zz/" or "tombstone"),
+/// whose record's CRC field is then damaged; a later synced batch ("after") vouches for it, and
+/// its record directory still names it.
+fn damaged_deletion(deletion: &str) -> Arc<SimStorage> {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    engine.write(&[put("zz/gone", b"deleted")]).unwrap();
+    engine.sync().unwrap();
+    let delete = match deletion {
+        "range delete" => Mutation::delete_prefix(ROOT_GROUP, b"zz/".to_vec()),
+        _ => Mutation::delete(ROOT_GROUP, b"zz/gone".to_vec()),
+    };
+    engine.write(&[delete]).unwrap();
+    engine.sync().unwrap();
+    engine.write(&[put("after", b"a")]).unwrap();
+    engine.sync().unwrap();
+    // A range delete removes the key from the index; a tombstone is indexed.
+    let tombstone_at = engine.test_location_of(b"zz/gone");
+    drop(engine);
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, at) = match deletion {
+        "range delete" => {
+            // Key "zz/", range end "zz0"; the first match is the record (its directory entry
+            // comes after the records).
+            let found: Vec<_> = segment_images(&storage)
+                .into_iter()
+                .filter_map(|(_, (file, base), image)| {
+                    let at = image.windows(6).position(|w| w == b"zz/zz0")?;
+                    Some((file, base + (at - format::RECORD_HEADER_SIZE) as u64))
+                })
+                .collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "the range delete is not where the test looks"
+            );
+            found[0]
+        }
+        _ => {
+            let (segment, offset) = tombstone_at.expect("the tombstone is indexed");
+            let (file, base) = sb.segment_position(segment);
+            (file, base + offset as u64)
+        }
+    };
+    storage.corrupt(file, at, 0x04);
+    storage.crash(PowerCut::DropAllUnsynced)
+}
+
+const DAMAGED_DELETIONS: [&str; 2] = ["range delete", "tombstone"];
+
+#[test]
+fn a_damaged_deletion_its_directory_names_recovery() {
+    for deletion in DAMAGED_DELETIONS {
+        let engine = Engine::open_on(damaged_deletion(deletion), &small_options()).unwrap();
+        assert_eq!(engine.get(b"zz/gone").unwrap(), None, "{deletion}");
+        assert_eq!(engine.get(b"after").unwrap().as_deref(), Some(&b"a"[..]));
+    }
+}
+
+#[test]
+fn a_damaged_deletion_its_directory_names_fsck() {
+    for deletion in DAMAGED_DELETIONS {
+        let c = fsck(&*damaged_deletion(deletion));
+        assert_eq!(c.problems(), 0, "{deletion}: {:?}", c.findings);
+        assert!(c.damaged.is_empty(), "{deletion}: {:?}", c.damaged);
+        assert!(
+            !c.live.contains_key(&b"zz/gone"[..]),
+            "{deletion}: fsck lists a deleted key as live"
+        );
+        assert!(
+            c.live.contains_key(&b"after"[..]),
+            "{deletion}: {:?}",
+            c.findings
+        );
+    }
+}
