@@ -66,7 +66,7 @@ pub(super) fn report_suspects(
     let mut damage_found = false;
     for s in &scanned.suspects {
         let lost = lost_records(s, &judge, &out.live, &deleted_unseen);
-        damage_found |= report_suspect(s, lost, out);
+        damage_found |= report_suspect(s, lost, poisoned_records(s, map), out);
     }
     damage_found
 }
@@ -152,6 +152,7 @@ fn lost_records(
             place: r.place,
             intact: r.intact,
             served_version: served_version.filter(|_| served_put),
+            reads_fail: false,
             value: r.value.clone().filter(|_| r.intact),
         });
     }
@@ -163,36 +164,28 @@ fn lost_records(
     }
 }
 
-/// The findings on suspect `s` with its lost records; returns whether they are damage to
-/// durable data (or synced data whose names are gone).
-fn report_suspect(s: &Suspect, lost: Lost, out: &mut EngineCheck) -> bool {
+/// The findings on suspect `s` with its lost records and the damaged puts of it that the
+/// next mount indexes (`poisoned`); returns whether they are damage to durable data (or synced
+/// data whose names are gone).
+fn report_suspect(
+    s: &Suspect,
+    lost: Lost,
+    poisoned: Vec<DamagedRecord>,
+    out: &mut EngineCheck,
+) -> bool {
     let Lost {
         durable: durable_lost,
         unsynced: unsynced_lost,
         damaged_records,
         records: lost_here,
     } = lost;
-    let mut damage_found = false;
     let place = out.describe(s.place);
     let what = if s.damaged_buffer {
         "buffer fails its checksum"
     } else {
         "valid buffers that recovery does not reach"
     };
-    if s.proven && s.unnamed_buffers > 0 {
-        // Synced data whose names are gone: nothing tells which keys it held, so nothing
-        // makes their reads fail. Say so, with where it is.
-        out.findings.push(Finding::problem(
-            place.clone(),
-            format!(
-                "{what}, and its record directory is damaged too ({} buffer(s)): synced \
-                 records there that nothing names any more are lost, and the files they \
-                 belonged to may read older contents without an error",
-                s.unnamed_buffers
-            ),
-        ));
-        damage_found = true;
-    }
+    let mut damage_found = report_unreadable(s, what, &place, poisoned, out);
     let detail = format!(
         "{} record(s) damaged, {} stranded buffer(s) behind it; {} record(s) newer than \
          what the next mount serves",
@@ -210,7 +203,7 @@ fn report_suspect(s: &Suspect, lost: Lost, out: &mut EngineCheck) -> bool {
         ));
         out.damaged.extend(lost_here);
         damage_found = true;
-    } else if unsynced_lost == 0 && s.damaged_buffer && s.served_records > 0 {
+    } else if unsynced_lost == 0 && s.damaged_buffer && s.served_records > 0 && !damage_found {
         // Damage that cost nothing: every record of the stretch is intact and served (the
         // damage is in a buffer header, padding or a record directory). Media damage all
         // the same, worth knowing of.
@@ -242,6 +235,47 @@ fn report_suspect(s: &Suspect, lost: Lost, out: &mut EngineCheck) -> bool {
         ));
     }
     damage_found
+}
+
+/// The damage of suspect `s` that the next mount takes as it is: damaged puts it indexes so
+/// that their reads fail (`poisoned`), and synced records whose names are gone, which nothing
+/// makes fail. Returns whether there is any.
+fn report_unreadable(
+    s: &Suspect,
+    what: &str,
+    place: &str,
+    poisoned: Vec<DamagedRecord>,
+    out: &mut EngineCheck,
+) -> bool {
+    let mut found = false;
+    if !poisoned.is_empty() {
+        out.findings.push(Finding::problem(
+            place,
+            format!(
+                "{what}: {} damaged record(s) of data proven durable, which the next mount \
+                 indexes where they are: reads of their keys fail rather than serve an older \
+                 version",
+                poisoned.len()
+            ),
+        ));
+        out.damaged.extend(poisoned);
+        found = true;
+    }
+    if s.proven && s.unnamed_buffers > 0 {
+        // Synced data whose names are gone: nothing tells which keys it held, so nothing
+        // makes their reads fail. Say so, with where it is.
+        out.findings.push(Finding::problem(
+            place,
+            format!(
+                "{what}, and its record directory is damaged too ({} buffer(s)): synced \
+                 records there that nothing names any more are lost, and the files they \
+                 belonged to may read older contents without an error",
+                s.unnamed_buffers
+            ),
+        ));
+        found = true;
+    }
+    found
 }
 
 /// Buffers beyond the log's end: the next mount discards them. Normal after a crash (writes
@@ -284,6 +318,7 @@ pub(super) fn report_discarded(
                             place: r.place,
                             intact: r.intact,
                             served_version: v.filter(|_| put),
+                            reads_fail: false,
                             value: r.value.clone().filter(|_| r.intact),
                         });
                     }
@@ -303,7 +338,7 @@ pub(super) fn report_discarded(
 }
 
 /// Records failing their own CRC inside accepted buffers: the next mount indexes them, and
-/// every read of them fails.
+/// every read of a put among them that no newer version supersedes fails.
 pub(super) fn report_failing_records(
     scanned: &Scanned,
     map: &Map,
@@ -311,18 +346,36 @@ pub(super) fn report_failing_records(
     out: &mut EngineCheck,
 ) {
     for b in scanned.bufs.iter().filter(|b| end.keeps(b)) {
-        for r in &scanned.recs[b.records.clone()] {
-            if !r.intact {
-                let (v, put) = map.served(&r.key);
-                out.damaged.push(DamagedRecord {
-                    key: r.key.clone(),
-                    version: r.version,
-                    place: r.place,
-                    intact: false,
-                    served_version: v.filter(|_| put),
-                    value: None,
-                });
+        for i in b.records.clone() {
+            if let Some(r) = map
+                .indexed(i)
+                .filter(|r| !r.intact && r.kind == RecordKind::Put)
+            {
+                out.damaged.push(poisoned(r));
             }
         }
+    }
+}
+
+/// The damaged puts of suspect `s` that the next mount indexes (`Suspect::poisoned`): reads of
+/// their keys fail. One that a newer version supersedes costs nothing.
+fn poisoned_records(s: &Suspect, map: &Map) -> Vec<DamagedRecord> {
+    s.poisoned
+        .iter()
+        .filter_map(|&i| map.indexed(i))
+        .map(poisoned)
+        .collect()
+}
+
+/// A put failing its own CRC that the next mount indexes, as reported.
+fn poisoned(r: &Rec) -> DamagedRecord {
+    DamagedRecord {
+        key: r.key.clone(),
+        version: r.version,
+        place: r.place,
+        intact: false,
+        served_version: None,
+        reads_fail: true,
+        value: None,
     }
 }

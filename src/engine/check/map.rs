@@ -1,7 +1,9 @@
 //! The key -> newest version map the next mount would build, rebuilt as recovery builds it:
 //! from the accepted buffers within the log's end, then the records recovery salvages from
-//! damaged stretches; highest version wins, range deletes hide older keys. What fsck calls
-//! live, lost or superseded is measured against this map, so it must decide as recovery does.
+//! damaged stretches; highest version wins, range deletes hide older keys. A put failing its
+//! own CRC that recovery takes is in the map as recovery indexes it: poisoned, its reads fail,
+//! and it hides every older version. What fsck calls live, lost or superseded is measured
+//! against this map, so it must decide as recovery does.
 
 use std::collections::BTreeMap;
 
@@ -25,8 +27,9 @@ pub(super) struct Map<'a> {
 }
 
 impl<'a> Map<'a> {
-    /// The map, from the accepted buffers, then the intact records recovery salvages
-    /// (accepted after every buffer, as there). Counts what it accepts into `out`.
+    /// The map, from the accepted buffers, then the records recovery salvages (accepted after
+    /// every buffer, as there). Records failing their own CRC are taken as recovery takes them
+    /// (it reads no record's CRC until a read). Counts what it accepts into `out`.
     pub(super) fn rebuild(scanned: &'a Scanned, end: &End, out: &mut EngineCheck) -> Map<'a> {
         let recs = &scanned.recs[..];
         let mut points: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
@@ -44,10 +47,6 @@ impl<'a> Map<'a> {
             }
             for i in b.records.clone() {
                 out.records_accepted += 1;
-                let r = &recs[i];
-                if !r.intact {
-                    continue; // reported by the scan; never served
-                }
                 take_into_map(recs, i, &mut points, &mut ranges);
             }
         }
@@ -98,6 +97,15 @@ impl<'a> Map<'a> {
         }
     }
 
+    /// Record `i` if the map points at it for its key: the next mount indexes it there (for
+    /// a put failing its own CRC: its reads fail).
+    pub(super) fn indexed(&self, i: usize) -> Option<&'a Rec> {
+        let r = &self.recs[i];
+        let hidden = self.range_version(&r.key).is_some_and(|v| v >= r.version);
+        (r.kind != RecordKind::DeleteRange && self.points.get(&r.key) == Some(&i) && !hidden)
+            .then_some(r)
+    }
+
     /// Whether an accepted buffer holds the batch `lsn`: the log reused it after a remount.
     pub(super) fn lsn_reused(&self, lsn: u64) -> bool {
         let accepted_lsns = &self.accepted_lsns;
@@ -128,6 +136,9 @@ impl<'a> Map<'a> {
             active.retain(|d| d.end.is_empty() || key.as_slice() < d.end.as_slice());
             if r.kind != RecordKind::Put || active.iter().any(|d| d.version > r.version) {
                 continue;
+            }
+            if !r.intact {
+                continue; // poisoned: indexed, but its reads fail (reported as damaged)
             }
             out.live.insert(
                 key.clone(),

@@ -69,9 +69,10 @@ pub struct LiveRecord {
     pub value: Option<Vec<u8>>,
 }
 
-/// A record whose contents the next mount cannot serve: it fails its own CRC, or it is newer
-/// than what the map holds for its key and sits where recovery does not look (a damaged
-/// buffer, behind one, or beyond the end of the log).
+/// A record whose contents the next mount cannot serve: it fails its own CRC and the next
+/// mount indexes it (its reads fail), or it is newer than what the map holds for its key and
+/// sits where recovery does not look (a damaged buffer, behind one, or beyond the end of the
+/// log).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DamagedRecord {
     /// As read; if `intact` is false, the key itself may be damaged.
@@ -80,8 +81,12 @@ pub struct DamagedRecord {
     pub place: Place,
     /// The record passes its own CRC (it is stranded, not damaged).
     pub intact: bool,
-    /// The version the next mount will serve for this key instead (none: the key is absent).
+    /// The version the next mount will serve for this key instead (none: the key is absent,
+    /// or its reads fail).
     pub served_version: Option<u64>,
+    /// The next mount indexes this damaged record where it is: reads of its key fail (its own
+    /// CRC fails) rather than serve an older version.
+    pub reads_fail: bool,
     /// The value, if the record is intact and [`CheckOptions::keep_value`] asked for it.
     pub value: Option<Vec<u8>>,
 }

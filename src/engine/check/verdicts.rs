@@ -41,9 +41,8 @@ pub(super) struct Rec {
 }
 
 impl Rec {
-    /// Whether recovery takes this record of a stretch it takes with its effect: intact, or a
-    /// deletion it keeps (a damaged put is indexed so that reads of it fail: still a problem,
-    /// naming the key).
+    /// Whether recovery takes this record with its effect: intact, or a deletion it keeps. A
+    /// damaged put it takes is indexed where it is so that reads of its key fail (poisoned).
     pub(super) fn applied(&self) -> bool {
         self.intact || self.deletion_kept
     }
@@ -69,9 +68,13 @@ pub(super) struct Suspect {
     /// Highest last LSN and highest durable floor among the stranded buffers.
     pub(super) stranded_lsn: u64,
     pub(super) stranded_floor: u64,
-    /// Intact records of the stretch that recovery serves all the same (moved out of
-    /// `records`): the damage there is outside them (a header, padding, a record directory).
+    /// Records of the stretch that recovery serves all the same (moved out of `records`):
+    /// intact ones, and deletions whose effect it keeps.
     pub(super) served_records: u64,
+    /// Damaged puts of the stretch that recovery takes all the same (moved out of `records`;
+    /// indices into the check's records): it indexes them where they are, so that reads of
+    /// their keys fail rather than serve an older version.
+    pub(super) poisoned: Vec<usize>,
     /// Recovery takes the stretch as damage, not as a torn write: a valid buffer behind it
     /// vouches for it, or the sync table proves the copies synced.
     pub(super) proven: bool,
@@ -99,8 +102,12 @@ impl Suspect {
             }
         }
         self.records = rest;
-        self.served_records += taken.len() as u64;
         for r in taken {
+            if r.applied() {
+                self.served_records += 1;
+            } else {
+                self.poisoned.push(recs.len());
+            }
             salvaged.push(recs.len());
             recs.push(r);
         }
@@ -181,9 +188,10 @@ pub(super) fn scan_segments(
 }
 
 impl Scanned {
-    /// The damaged stretches' records that recovery takes (`Stretch::takes`): intact ones and
-    /// deletions it keeps are served; damaged puts stay suspects (reads fail: a problem naming
-    /// the key). Nothing of a stretch beyond the log's end is taken.
+    /// The damaged stretches' records that recovery takes (`Stretch::takes`), into the map as
+    /// recovery indexes them: intact ones and deletions it keeps are served, damaged puts are
+    /// poisoned (reads of their keys fail: a problem naming the key). Nothing of a stretch
+    /// beyond the log's end is taken.
     pub(super) fn take_stretches(&mut self, end: &End) {
         for (i, stretch) in &self.stretches {
             let segment = self.suspects[*i].place.segment;
@@ -191,11 +199,7 @@ impl Scanned {
                 continue;
             }
             let takes = stretch.takes(end.floor, end.last_lsn);
-            self.suspects[*i].serve(
-                |k, r| takes[k].taken() && r.applied(),
-                &mut self.recs,
-                &mut self.salvaged,
-            );
+            self.suspects[*i].serve(|k, _| takes[k].taken(), &mut self.recs, &mut self.salvaged);
         }
     }
 }
@@ -305,6 +309,7 @@ fn take_stretch(
         stranded_lsn: 0,
         stranded_floor: 0,
         served_records: 0,
+        poisoned: Vec::new(),
         proven: stretches.last().is_some_and(|(_, s)| s.proven()),
         unnamed_buffers: stretches.last().map_or(0, |(_, s)| s.unnamed),
         records,
@@ -343,6 +348,7 @@ fn take_stop(
         stranded_lsn: stranded_lsn.unwrap_or(0),
         stranded_floor: stranded_floor.unwrap_or(0),
         served_records: 0,
+        poisoned: Vec::new(),
         proven: false,
         unnamed_buffers: stop.unnamed,
         records,

@@ -244,6 +244,7 @@ fn a_first_buffer_with_a_garbled_generation_field_fsck() {
         if case == "whole sector" {
             let damaged: Vec<&[u8]> = c.damaged.iter().map(|d| &d.key[..]).collect();
             assert_eq!(damaged, [&b"first"[..]], "{case}: {:?}", c.findings);
+            assert_fsck_says_reads_fail(&c, b"first");
         } else {
             assert_eq!(c.problems(), 0, "{case}: {:?}", c.findings);
             assert!(
@@ -1152,6 +1153,9 @@ fn damaged_copies_and_their_directories_fsck() {
         "{:?}",
         c.findings
     );
+    for k in &COPIED[1..3] {
+        assert_fsck_says_reads_fail(&c, k.as_bytes());
+    }
 }
 
 /// "zz/gone" put, then deleted by `deletion` ("range delete" of prefix "zz/" or "tombstone"),

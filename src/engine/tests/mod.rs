@@ -20,6 +20,7 @@ mod copies_and_close;
 mod copies_damage;
 mod damage_rule_sides;
 mod deletes_in_a_full_store;
+mod failing_record_in_a_valid_buffer;
 mod full_store;
 mod log_damage;
 mod log_sync_table_proofs;
@@ -121,9 +122,11 @@ fn buffer_offsets(storage: &SimStorage, segment: u32) -> Vec<usize> {
         .collect()
 }
 
-/// Runs fsck on `storage`; asserts that it names the key "victim" as damaged, and no other key.
+/// Runs fsck on `storage`; asserts that it names the key "victim" as damaged, and no other key,
+/// and that it says what recovery does with it: indexes it so that its reads fail.
 fn fsck_names_only_the_victim(storage: &dyn Storage) -> check::EngineCheck {
     let c = fsck(storage);
+    assert_fsck_says_reads_fail(&c, b"victim");
     assert!(
         c.damaged.iter().any(|d| d.key == b"victim" && !d.intact),
         "fsck does not name the victim: {:?}",
@@ -135,6 +138,25 @@ fn fsck_names_only_the_victim(storage: &dyn Storage) -> check::EngineCheck {
         c.damaged
     );
     c
+}
+
+/// fsck says what recovery does with the damaged put of `key` it takes: indexed where it is,
+/// so that reads of the key fail; not served from an older version.
+fn assert_fsck_says_reads_fail(c: &check::EngineCheck, key: &[u8]) {
+    let named: Vec<_> = c.damaged.iter().filter(|d| d.key == key).collect();
+    assert!(
+        named
+            .iter()
+            .any(|d| d.reads_fail && d.served_version.is_none()),
+        "fsck does not say reads of {:?} fail: {named:?}",
+        String::from_utf8_lossy(key)
+    );
+    assert!(
+        !c.live.contains_key(key),
+        "fsck's map serves a version of {:?} although its newest is damaged and indexed: {:?}",
+        String::from_utf8_lossy(key),
+        c.live.get(key)
+    );
 }
 
 /// fsck of `storage`, values not kept.

@@ -257,6 +257,7 @@ fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
             // directory.
             let damaged: Vec<&[u8]> = c.damaged.iter().map(|d| &d.key[..]).collect();
             assert_eq!(damaged, [&b"first"[..]], "{case}: {:?}", c.findings);
+            assert_fsck_says_reads_fail(&c, b"first");
             assert_reads_as_damaged(&engine, b"first", case);
         } else {
             assert_eq!(c.problems(), 0, "{case}: {:?}", c.findings);
