@@ -695,7 +695,10 @@ whatever order concurrent writers update the index in",
         "src/engine/format/buffer.rs",
         "        for end in (BLOCK_SIZE..=buf.len()).step_by(BLOCK_SIZE) {\n",
         "        for end in (BLOCK_SIZE..=buf.len()).step_by(BLOCK_SIZE).take(0) {\n",
-        ["--lib", "engine::tests::record_directories::damage_to_what_the_rest_of_a_buffer"],
+        [
+            ["--release", "--lib", "engine::tests::record_directories::damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly_recovery"],
+            ["--release", "--lib", "engine::tests::record_directories::damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly_fsck"],
+        ],
     ),
     (
         "buffer-directory-not-resealed",
@@ -703,7 +706,10 @@ whatever order concurrent writers update the index in",
         "src/engine/format/buffer.rs",
         "        let mut copy = vec![0u8; len];\n",
         "        let mut copy = vec![1u8; len];\n",
-        ["--lib", "engine::tests::record_directories::damage_to_what_the_rest_of_a_buffer"],
+        [
+            ["--release", "--lib", "engine::tests::record_directories::damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly_recovery"],
+            ["--release", "--lib", "engine::tests::record_directories::damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly_fsck"],
+        ],
     ),
     (
         "garbled-first-generation-reads-free",
