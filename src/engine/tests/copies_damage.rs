@@ -393,7 +393,7 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
 
 /// What the sync table does not prove keeps the old rule: past the proven end of a reused
 /// segment of copies lie the bytes of its earlier use (intact buffers of an older generation,
-/// The walk over a damaged stretch (`recovery::stretch_records`, recovery's salvage and fsck's
+/// The walk over a damaged stretch (`scan::stretch_records`, recovery's salvage and fsck's
 /// read of it): the records of every buffer of the stretch's use in it, found at block
 /// boundaries, past buffers of another use, never past the stretch's end. Buffers without a
 /// record directory (format version 1, or a version 2 buffer whose directory is damaged).
@@ -421,7 +421,7 @@ fn stretch_records_walk_every_buffer_of_the_stretch_and_nothing_else() {
         b
     };
     let walk = |image: &[u8], end: usize, generation: Option<u64>| {
-        recovery::stretch_records(image, segment, 0, end, generation)
+        scan::stretch_records(image, segment, 0, end, generation)
             .into_iter()
             .map(|r| {
                 (
@@ -537,7 +537,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
         synced_end: BLOCK_SIZE as u32,
     };
     for proof in [None, Some(proof)] {
-        let scan = recovery::scan_segment(&image, segment, 100, proof, u64::MAX);
+        let scan = scan::scan_segment(&image, segment, 100, proof, u64::MAX);
         assert_eq!(scan.valid.len(), 1, "{proof:?}");
         assert!(scan.damaged.is_empty(), "{proof:?}: {:?}", scan.damaged);
         assert_eq!(scan.stopped_at, Some(BLOCK_SIZE), "{proof:?}");
@@ -549,7 +549,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
         generation: 4,
         synced_end: 4 * BLOCK_SIZE as u32,
     };
-    let scan = recovery::scan_segment(&torn_first, segment, 100, Some(stale), u64::MAX);
+    let scan = scan::scan_segment(&torn_first, segment, 100, Some(stale), u64::MAX);
     assert!(scan.valid.is_empty() && scan.damaged.is_empty());
     // The same torn stretch inside the proven end is damage (its records get salvaged).
     let proven = synctable::Proof {
@@ -562,11 +562,11 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
     damaged[100] ^= 1;
     image2.extend(damaged);
     image2.extend(buffer(4, b"gone", b"deleted long ago"));
-    let scan = recovery::scan_segment(&image2, segment, 100, Some(proven), u64::MAX);
+    let scan = scan::scan_segment(&image2, segment, 100, Some(proven), u64::MAX);
     assert_eq!(scan.valid.len(), 2);
     assert_eq!(
         scan.damaged,
-        vec![recovery::DamagedStretch {
+        vec![scan::DamagedStretch {
             start: 2 * BLOCK_SIZE,
             end: 3 * BLOCK_SIZE,
             synced_end: 3 * BLOCK_SIZE,
@@ -617,7 +617,7 @@ fn a_segment_of_copies_whose_first_header_is_garbled_is_still_one_of_copies() {
         .into_iter()
         .find(|(segment, _, _, _, image)| {
             image[6] == format::SegmentKind::Group as u8
-                && recovery::valid_buffers(image, *segment, sb.generation_high_water).len() >= 2
+                && scan::valid_buffers(image, *segment, sb.generation_high_water).len() >= 2
         })
         .map(|(segment, ..)| segment)
         .expect("a segment of copies of two buffers or more");

@@ -92,7 +92,7 @@ fn damaged_only_log_buffer(older_superblock: bool) -> (Arc<SimStorage>, u32, Vec
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    for (pos, _) in recovery::valid_buffers(&image, segment, sb.generation_high_water) {
+    for (pos, _) in scan::valid_buffers(&image, segment, sb.generation_high_water) {
         storage.corrupt(file, base + pos as u64 + 61, 0x01);
     }
     if older_superblock {
@@ -158,7 +158,7 @@ fn damaged_log_buffer_sealed_early() -> (Arc<SimStorage>, EngineOptions) {
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    let buffers = recovery::valid_buffers(&image, segment, sb.generation_high_water);
+    let buffers = scan::valid_buffers(&image, segment, sb.generation_high_water);
     let victims = buffers
         .iter()
         .rposition(|&(at, _)| at <= victim_at as usize);
@@ -935,7 +935,7 @@ fn damaged_last_buffer_of_a_closed_log_segment() -> (Arc<SimStorage>, Vec<(Strin
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    let start = recovery::valid_buffers(&image, segment, sb.generation_high_water)
+    let start = scan::valid_buffers(&image, segment, sb.generation_high_water)
         .into_iter()
         .filter(|(pos, _)| *pos < offset)
         .map(|(pos, h)| pos + h.buffer_len as usize)
@@ -944,7 +944,7 @@ fn damaged_last_buffer_of_a_closed_log_segment() -> (Arc<SimStorage>, Vec<(Strin
     let len = BufferHeader::buffer_len_field(&image[start..]);
     assert!(start < offset && offset < start + len);
     assert!(
-        recovery::valid_buffers(&image, segment, sb.generation_high_water)
+        scan::valid_buffers(&image, segment, sb.generation_high_water)
             .iter()
             .all(|(pos, _)| *pos < start),
         "the victim's buffer is the segment's last"
@@ -1061,7 +1061,7 @@ fn copies_with_a_garbled_first_header() -> (Arc<SimStorage>, Vec<(String, Vec<u8
         .into_iter()
         .find(|(segment, _, _, _, image)| {
             image[6] == SegmentKind::Group as u8
-                && recovery::valid_buffers(image, *segment, sb.generation_high_water).len() >= 2
+                && scan::valid_buffers(image, *segment, sb.generation_high_water).len() >= 2
         })
         .map(|(segment, ..)| segment)
         .expect("a segment of copies of two buffers or more");

@@ -384,7 +384,7 @@ fn a_log_segment_whose_only_buffer_is_damaged(older_superblock: bool) {
     // marker). Not a field that names the buffer, nor its directory: those are repaired from
     // the rest of the buffer (`BufferHeader::decode_repaired`, `decode_resealed`), and the
     // buffer is then valid; a damaged CRC field cannot be told from damage anywhere else.
-    for (pos, _) in recovery::valid_buffers(&image, segment, sb.generation_high_water) {
+    for (pos, _) in scan::valid_buffers(&image, segment, sb.generation_high_water) {
         storage.corrupt(file, base + pos as u64 + 61, 0x01);
     }
     if older_superblock {
@@ -451,7 +451,7 @@ fn damage_in_a_log_buffer_sealed_before_the_one_in_front_was_synced_costs_only_i
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    let buffers = recovery::valid_buffers(&image, segment, sb.generation_high_water);
+    let buffers = scan::valid_buffers(&image, segment, sb.generation_high_water);
     let victims = buffers
         .iter()
         .rposition(|&(at, _)| at <= victim_at as usize);

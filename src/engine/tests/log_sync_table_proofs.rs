@@ -14,7 +14,7 @@ fn damage_directory_of_buffer_holding(storage: &SimStorage, segment: u32, offset
     storage.read_at(file, base, &mut image).unwrap();
     // The record's buffer fails its CRC already: it starts after the last valid one before it,
     // where that one ends, and its header's length field is intact.
-    let start = recovery::valid_buffers(&image, segment, sb.generation_high_water)
+    let start = scan::valid_buffers(&image, segment, sb.generation_high_water)
         .into_iter()
         .filter(|(pos, _)| *pos < offset)
         .map(|(pos, h)| pos + h.buffer_len as usize)

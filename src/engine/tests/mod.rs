@@ -115,7 +115,7 @@ fn buffer_offsets(storage: &SimStorage, segment: u32) -> Vec<usize> {
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    recovery::valid_buffers(&image, segment, sb.generation_high_water)
+    scan::valid_buffers(&image, segment, sb.generation_high_water)
         .into_iter()
         .map(|(pos, _)| pos)
         .collect()

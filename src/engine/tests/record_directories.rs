@@ -81,7 +81,7 @@ fn damage_to_a_records_header_or_key_fails_reads_of_that_key_never_an_older_vers
     }
 }
 
-/// Record directories in a damaged stretch (`recovery::stretch_records`): a buffer whose own
+/// Record directories in a damaged stretch (`scan::stretch_records`): a buffer whose own
 /// header, key or length is damaged is read from its directory, found from the buffer's end;
 /// when two adjacent buffers both lost their headers, the directory found at the stretch's end
 /// is the second one's (its trailer gives its length): its records are placed from its own
@@ -109,7 +109,7 @@ fn stretch_records_read_record_directories_from_each_buffers_end() {
         b
     };
     let walk = |image: &[u8]| {
-        recovery::stretch_records(image, segment, 0, image.len(), Some(9))
+        scan::stretch_records(image, segment, 0, image.len(), Some(9))
             .into_iter()
             .map(|r| {
                 let key = String::from_utf8_lossy(&r.key).into_owned();
@@ -173,7 +173,7 @@ fn damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly() {
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    let buffers = recovery::valid_buffers(&image, segment, sb.generation_high_water);
+    let buffers = scan::valid_buffers(&image, segment, sb.generation_high_water);
     let batches: Vec<(usize, usize, usize)> = buffers
         .iter()
         .filter(|(_, h)| h.lsn_first > 0)

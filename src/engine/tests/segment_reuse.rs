@@ -312,7 +312,7 @@ fn a_freed_segment_keeps_no_first_directory_and_garbage_over_its_first_sector_st
         let (_, (file, base), image) = images.iter().find(|(s, _, _)| *s == segment).unwrap();
         assert!(image[..512].iter().all(|&b| b == 0), "segment {segment}");
         assert_eq!(
-            recovery::own_directory_generation(image, segment),
+            scan::own_directory_generation(image, segment),
             None,
             "freed segment {segment} keeps its first buffer's directory"
         );
