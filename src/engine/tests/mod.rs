@@ -21,6 +21,7 @@ mod copies_damage;
 mod damage_rule_sides;
 mod deletes_in_a_full_store;
 mod full_store;
+mod images;
 mod log_damage;
 mod log_sync_table_proofs;
 mod ordinary_use;
@@ -72,6 +73,39 @@ fn flip_a_byte_of_value(storage: &SimStorage, segment: u32, fill: u8) {
         .position(|w| w == [fill; 64])
         .expect("the value is in the segment");
     storage.corrupt(file, base + at as u64 + 100, 0xff);
+}
+
+/// Flips a byte of the value of 64 or more `fill` bytes in every segment that holds it.
+fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
+    let mut hits = 0;
+    for (_, (file, base), image) in segment_images(storage) {
+        if let Some(at) = image.windows(64).position(|w| w == [fill; 64]) {
+            storage.corrupt(file, base + at as u64 + 100, 0xff);
+            hits += 1;
+        }
+    }
+    assert!(hits > 0, "the value is in no segment");
+}
+
+/// Flips a byte of the directory trailer (its CRC) of the buffer of `segment` holding the
+/// record at `offset`; returns where that buffer starts.
+fn damage_directory_of_buffer_holding(storage: &SimStorage, segment: u32, offset: usize) -> usize {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    // The record's buffer fails its CRC already: it starts after the last valid one before it,
+    // where that one ends, and its header's length field is intact.
+    let start = scan::valid_buffers(&image, segment, sb.generation_high_water)
+        .into_iter()
+        .filter(|(pos, _)| *pos < offset)
+        .map(|(pos, h)| pos + h.buffer_len as usize)
+        .max()
+        .unwrap_or(0);
+    let len = BufferHeader::buffer_len_field(&image[start..]);
+    assert!(start < offset && offset < start + len);
+    storage.corrupt(file, base + (start + len - 1) as u64, 0x10);
+    start
 }
 
 /// The state a recovery (full scan or checkpoint) rebuilt, in comparable form: segment states,

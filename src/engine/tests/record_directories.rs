@@ -246,24 +246,7 @@ fn damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly() {
 /// problem, with where it is, and recovery counts it (and logs it).
 #[test]
 fn a_damaged_buffer_whose_directory_is_damaged_too_is_reported_not_silent() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    engine.write(&[put("victim", b"older version")]).unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("victim", &[b'V'; 1000])]).unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("after", b"a")]).unwrap();
-    engine.sync().unwrap();
-    let (segment, victim_at) = engine.test_location_of(b"victim").unwrap();
-    drop(engine);
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(segment);
-    let block = victim_at as u64 / BLOCK_SIZE as u64 * BLOCK_SIZE as u64;
-    for at in block..block + BLOCK_SIZE as u64 {
-        storage.corrupt(file, base + at, 0x5a);
-    }
-    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    let storage = images::damaged_buffer_and_its_directory();
     let c = fsck(&*storage);
     assert!(
         c.findings
@@ -287,51 +270,9 @@ fn a_damaged_buffer_whose_directory_is_damaged_too_is_reported_not_silent() {
 #[test]
 fn damaged_deletions_that_recovery_keeps_are_kept_by_fsck_too() {
     for deletion in ["range delete", "tombstone"] {
-        let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        engine.test_pause_background();
-        engine.write(&[put("zz/gone", b"deleted")]).unwrap();
-        engine.sync().unwrap();
-        let delete = match deletion {
-            "range delete" => Mutation::delete_prefix(ROOT_GROUP, b"zz/".to_vec()),
-            _ => Mutation::delete(ROOT_GROUP, b"zz/gone".to_vec()),
-        };
-        engine.write(&[delete]).unwrap();
-        engine.sync().unwrap();
-        // A batch behind it whose durable floor vouches for it.
-        engine.write(&[put("after", b"a")]).unwrap();
-        engine.sync().unwrap();
-        // (A range delete removes the key from the index; a tombstone is indexed.)
-        let tombstone_at = engine.test_location_of(b"zz/gone");
-        drop(engine);
-        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-        // The deletion's record CRC field.
-        let (file, at) = match deletion {
-            "range delete" => {
-                // Key "zz/", range end "zz0"; the first match is the record (its directory
-                // entry comes after the records).
-                let found: Vec<_> = segment_images(&storage)
-                    .into_iter()
-                    .filter_map(|(_, (file, base), image)| {
-                        let at = image.windows(6).position(|w| w == b"zz/zz0")?;
-                        Some((file, base + (at - format::RECORD_HEADER_SIZE) as u64))
-                    })
-                    .collect();
-                assert_eq!(
-                    found.len(),
-                    1,
-                    "the range delete is not where the test looks"
-                );
-                found[0]
-            }
-            _ => {
-                let (segment, offset) = tombstone_at.expect("the tombstone is indexed");
-                let (file, base) = sb.segment_position(segment);
-                (file, base + offset as u64)
-            }
-        };
-        storage.corrupt(file, at, 0x04);
-        let storage = storage.crash(PowerCut::DropAllUnsynced);
+        // The deletion's record CRC field damaged, a batch behind it whose durable floor
+        // vouches for it.
+        let storage = images::damaged_deletion(deletion);
         let c = fsck(&*storage);
         assert_eq!(c.problems(), 0, "{deletion}: {:?}", c.findings);
         assert!(c.damaged.is_empty(), "{deletion}: {:?}", c.damaged);

@@ -9,41 +9,7 @@ use super::*;
 /// are not read back (their generation is older).
 #[test]
 fn stale_generation_buffers_are_ignored() {
-    let opts = small_options();
-    // Store A: segment 0 gets several buffers, one per write.
-    let a = SimStorage::new();
-    let ea = Engine::open_on(a.clone(), &opts).unwrap();
-    for i in 0..4 {
-        ea.write(&[put(&format!("old{i}"), b"from the earlier use")])
-            .unwrap();
-        // Write-behind: write each batch out now, so that each gets a buffer of its own.
-        ea.test_wait_flushes();
-    }
-    ea.sync().unwrap();
-    drop(ea);
-    // Store B: the same segment reused later (a higher generation), one buffer only.
-    let b = SimStorage::new();
-    let sb = Superblock::decode(&a.read_superblock().unwrap().unwrap()).unwrap();
-    b.write_superblock(
-        &Superblock {
-            generation_high_water: 1000,
-            ..sb
-        }
-        .encode(),
-    )
-    .unwrap();
-    let eb = Engine::open_on(b.clone(), &opts).unwrap();
-    eb.write(&[put("new", b"from the new use")]).unwrap();
-    eb.sync().unwrap();
-    drop(eb);
-    // Splice: B's first buffer, then A's later buffers, as a reused segment looks on disk.
-    let (file, base) = sb.segment_position(0);
-    let mut tail = vec![0u8; 3 * BLOCK_SIZE];
-    a.read_at(file, base + BLOCK_SIZE as u64, &mut tail)
-        .unwrap();
-    b.write_at(file, base + BLOCK_SIZE as u64, &tail).unwrap();
-    b.sync().unwrap();
-    let engine = Engine::open_on(b, &opts).unwrap();
+    let engine = Engine::open_on(images::earlier_use_behind_a_new_one(), &small_options()).unwrap();
     assert_eq!(
         engine.get(b"new").unwrap().as_deref(),
         Some(&b"from the new use"[..])
