@@ -74,36 +74,6 @@ fn damage_in_a_log_buffer_sealed_early_fsck() {
     assert!(c.live.contains_key(&b"later"[..]), "{:?}", c.findings);
 }
 
-/// The first buffer of a segment ("first", then "second" in the next buffer) whose header's
-/// bytes `garbled` are garbage (the generation field among them), in a store of an older
-/// superblock too.
-fn garbled_first_generation(
-    garbled: std::ops::Range<u64>,
-    older_superblock: bool,
-) -> Arc<SimStorage> {
-    let (storage, engine, segment) = first_in_a_segments_first_buffer();
-    engine.write(&[put("second", &[b'S'; 3000])]).unwrap();
-    engine.sync().unwrap();
-    drop(engine);
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    if older_superblock {
-        mark_superblock_version_2(&storage);
-    }
-    let (file, base) = sb.segment_position(segment);
-    for at in garbled {
-        storage.corrupt(file, base + at, 0xff);
-    }
-    storage.crash(PowerCut::DropAllUnsynced)
-}
-
-const GARBLED_FIRST_HEADERS: [(&str, std::ops::Range<u64>, bool); 5] = [
-    ("magic kept", 4..24, false),
-    ("length kept", 0..24, false),
-    ("whole sector", 0..512, false),
-    ("magic kept, older superblock", 4..24, true),
-    ("length kept, older superblock", 0..24, true),
-];
-
 #[test]
 fn a_first_buffer_with_a_garbled_generation_field_recovery() {
     for (case, garbled, older_superblock) in GARBLED_FIRST_HEADERS {
@@ -220,32 +190,6 @@ fn an_earlier_use_inside_a_damaged_stretch_fsck() {
     );
 }
 
-/// The newest synced log buffer (the victim's newer version) damaged, with nothing behind it
-/// but the marker that `scenario` writes (a clean close; an open after a crash or a close):
-/// the marker vouches for it through its record directory, or the directory ends a log tail.
-fn damaged_newest_synced_log_buffer(scenario: &str) -> Arc<SimStorage> {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    engine.write(&[put("victim", b"older version")]).unwrap();
-    engine.sync().unwrap();
-    engine
-        .write(&[put("neighbour", &[b'N'; 500]), put("victim", &[b'V'; 1000])])
-        .unwrap();
-    engine.sync().unwrap();
-    let storage = if scenario == "crash, reopen" {
-        drop(engine);
-        let storage = storage.crash(PowerCut::DropAllUnsynced);
-        drop(Engine::open_on(storage.clone(), &small_options()).unwrap());
-        storage
-    } else {
-        engine.close().unwrap();
-        storage
-    };
-    damage_every_copy_of(&storage, b'V');
-    storage.crash(PowerCut::DropAllUnsynced)
-}
-
 const NEWEST_SYNCED_SCENARIOS: [&str; 2] = ["close", "crash, reopen"];
 
 #[test]
@@ -267,43 +211,6 @@ fn damage_in_the_newest_synced_log_buffer_fsck() {
         assert!(c.live.contains_key(&b"neighbour"[..]), "{:?}", c.findings);
     }
 }
-
-/// Damage to the victim's record's own header or key (byte `delta` of the record, bits
-/// `mask`), in a log buffer a later synced one vouches for: its buffer's record directory
-/// still names it ("before" and "behind" share its buffer, "after" is in the next one).
-fn damaged_record_header_or_key(delta: u32, mask: u8) -> Arc<SimStorage> {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    engine.write(&[put("victim", b"older version")]).unwrap();
-    engine.sync().unwrap();
-    engine
-        .write(&[
-            put("before", &[b'B'; 200]),
-            put("victim", &[b'V'; 1000]),
-            put("behind", &[b'N'; 300]),
-        ])
-        .unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("after", b"a")]).unwrap();
-    engine.sync().unwrap();
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (segment, offset) = engine.test_location_of(b"victim").unwrap();
-    let (file, base) = sb.segment_position(segment);
-    storage.corrupt(file, base + (offset + delta) as u64, mask);
-    drop(engine);
-    storage.crash(PowerCut::DropAllUnsynced)
-}
-
-/// (what is damaged, byte of the record, bits flipped); the layout is in format.rs.
-const RECORD_DAMAGE: [(&str, u32, u8); 6] = [
-    ("its CRC", 1, 0x01),
-    ("its kind", 4, 0x07),
-    ("its key length", 6, 0x01),
-    ("its value length", 13, 0x40),
-    ("its version", 17, 0x10),
-    ("its key", 24 + 3, 0x20),
-];
 
 #[test]
 fn damage_to_a_records_header_or_key_recovery() {

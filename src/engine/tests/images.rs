@@ -133,16 +133,7 @@ pub(super) fn damaged_log_buffer_sealed_early() -> (Arc<SimStorage>, EngineOptio
 /// sync that made the segment durable, but not the marker written with it. Recovery cannot
 /// tell such a stretch's LSNs (they may be damaged), so it must take nothing of it.
 pub(super) fn damaged_log_tail_beyond_the_floor() -> Arc<SimStorage> {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    let big = LOG_TAIL_VALUE;
-    engine.write(&[put("victim", b"old version")]).unwrap();
-    engine.sync().unwrap();
-    for (k, fill) in [("f1", b'1'), ("f2", b'2'), ("g", b'g')] {
-        engine.write(&[put(k, &vec![fill; big])]).unwrap();
-        engine.test_wait_flushes();
-    }
+    let (storage, engine) = a_log_up_to_g();
     // Fills S1 to its end: the segment closes when its buffer is sealed.
     engine
         .write(&[
@@ -186,8 +177,27 @@ pub(super) fn damaged_log_tail_beyond_the_floor() -> Arc<SimStorage> {
     storage
 }
 
-/// The length of "g"'s value in [`damaged_log_tail_beyond_the_floor`].
+/// The length of the values of "f1", "f2" and "g" in [`a_log_up_to_g`].
 pub(super) const LOG_TAIL_VALUE: usize = 120 << 10;
+
+/// A fresh store (background work paused) whose log holds "victim" (old version, synced), then
+/// "f1", "f2" and "g" (`LOG_TAIL_VALUE` bytes each, a buffer each, not synced after "victim"):
+/// "g" is in the segment after "f1"'s, with room left for one more large batch, which closes
+/// that segment.
+pub(super) fn a_log_up_to_g() -> (Arc<SimStorage>, Engine) {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    engine.write(&[put("victim", b"old version")]).unwrap();
+    engine.sync().unwrap();
+    for (k, fill) in [("f1", b'1'), ("f2", b'2'), ("g", b'g')] {
+        engine
+            .write(&[put(k, &vec![fill; LOG_TAIL_VALUE])])
+            .unwrap();
+        engine.test_wait_flushes();
+    }
+    (storage, engine)
+}
 
 /// [`damaged_log_tail_beyond_the_floor`] opened once (`first_open` sees that engine), which
 /// drops and zeroes the damaged tail; then "x" reuses its LSN and "y" raises the floor above it
@@ -766,4 +776,130 @@ pub(super) fn damaged_last_buffer_of_a_closed_log_segment(
         "the victim's buffer is the segment's last"
     );
     (storage.crash(PowerCut::DropAllUnsynced), expected)
+}
+
+/// Damage to the victim's record's own header or key (byte `delta` of the record, bits
+/// `mask`), in a log buffer a later synced one vouches for: its buffer's record directory
+/// still names it ("before" and "behind" share its buffer, "after" is in the next one).
+pub(super) fn damaged_record_header_or_key(delta: u32, mask: u8) -> Arc<SimStorage> {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    engine.write(&[put("victim", b"older version")]).unwrap();
+    engine.sync().unwrap();
+    engine
+        .write(&[
+            put("before", &[b'B'; 200]),
+            put("victim", &[b'V'; 1000]),
+            put("behind", &[b'N'; 300]),
+        ])
+        .unwrap();
+    engine.sync().unwrap();
+    // A later synced buffer vouches that the damaged one had been synced: damage, not a torn
+    // write.
+    engine.write(&[put("after", b"a")]).unwrap();
+    engine.sync().unwrap();
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (segment, offset) = engine.test_location_of(b"victim").unwrap();
+    let (file, base) = sb.segment_position(segment);
+    storage.corrupt(file, base + (offset + delta) as u64, mask);
+    drop(engine);
+    storage.crash(PowerCut::DropAllUnsynced)
+}
+
+/// (what is damaged, byte of the record, bits flipped); the layout is in format.rs.
+pub(super) const RECORD_DAMAGE: [(&str, u32, u8); 6] = [
+    ("its CRC", 1, 0x01),
+    ("its kind", 4, 0x07),
+    ("its key length", 6, 0x01),
+    ("its value length", 13, 0x40),
+    ("its version", 17, 0x10),
+    ("its key", 24 + 3, 0x20),
+];
+
+/// The first buffer of a segment ("first", then "second" in the next buffer) whose header's
+/// bytes `garbled` are garbage (the generation field among them), in a store of an older
+/// superblock too.
+pub(super) fn garbled_first_generation(
+    garbled: std::ops::Range<u64>,
+    older_superblock: bool,
+) -> Arc<SimStorage> {
+    let (storage, engine, segment) = first_in_a_segments_first_buffer();
+    engine.write(&[put("second", &[b'S'; 3000])]).unwrap();
+    engine.sync().unwrap();
+    drop(engine);
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    if older_superblock {
+        mark_superblock_version_2(&storage);
+    }
+    let (file, base) = sb.segment_position(segment);
+    for at in garbled {
+        storage.corrupt(file, base + at, 0xff);
+    }
+    storage.crash(PowerCut::DropAllUnsynced)
+}
+
+/// (case, header bytes garbled, older superblock) for [`garbled_first_generation`]: a whole
+/// sector of garbage too, as the store's frees clear a first buffer's directory
+/// (`Superblock::frees_clear_directories_from`), so the directory alone tells the use. Not in a
+/// store whose superblock is older (version 2: its frees did not clear it), where the header
+/// must still be recognisable.
+pub(super) const GARBLED_FIRST_HEADERS: [(&str, std::ops::Range<u64>, bool); 5] = [
+    ("magic kept", 4..24, false),
+    ("length kept", 0..24, false),
+    ("whole sector", 0..512, false),
+    ("magic kept, older superblock", 4..24, true),
+    ("length kept, older superblock", 0..24, true),
+];
+
+/// The newest synced log buffer (the victim's newer version, "neighbour" beside it) damaged,
+/// with nothing behind it but the marker that `scenario` writes: "close" (a clean close),
+/// "crash, reopen" or "close, reopen" (an open, then a crash), "idle" (writes pause, and the
+/// background thread writes it). Nothing else vouched that the buffer had been synced, so it
+/// looked like a torn write; the marker vouches for it through its record directory, or the
+/// directory ends a log tail.
+pub(super) fn damaged_newest_synced_log_buffer(scenario: &str) -> Arc<SimStorage> {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    if scenario != "idle" {
+        engine.test_pause_background();
+    }
+    engine.write(&[put("victim", b"older version")]).unwrap();
+    engine.sync().unwrap();
+    engine
+        .write(&[put("neighbour", &[b'N'; 500]), put("victim", &[b'V'; 1000])])
+        .unwrap();
+    engine.sync().unwrap();
+    let storage = match scenario {
+        "close" => {
+            engine.close().unwrap();
+            storage
+        }
+        "crash, reopen" | "close, reopen" => {
+            let storage = if scenario == "close, reopen" {
+                engine.close().unwrap();
+                storage
+            } else {
+                drop(engine);
+                storage.crash(PowerCut::DropAllUnsynced)
+            };
+            // Opened (a checkpoint, or a scan), then crashed: nothing written since.
+            drop(Engine::open_on(storage.clone(), &small_options()).unwrap());
+            storage
+        }
+        "idle" => {
+            // Writes pause: the background thread writes the marker within seconds.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while engine.inner.log.newest_batches_unvouched() {
+                assert!(std::time::Instant::now() < deadline, "no marker while idle");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(engine);
+            storage
+        }
+        _ => panic!("no scenario {scenario}"),
+    };
+    damage_every_copy_of(&storage, b'V');
+    // A power cut: no checkpoint can stand in for the scan.
+    storage.crash(PowerCut::DropAllUnsynced)
 }

@@ -250,47 +250,7 @@ fn damage_in_the_first_buffer_of_a_log_segment(header_byte: Option<u64>) {
 #[test]
 fn damage_in_the_newest_synced_log_buffer_fails_reads_once_a_marker_is_behind_it() {
     for scenario in ["close", "crash, reopen", "close, reopen", "idle"] {
-        let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        if scenario != "idle" {
-            engine.test_pause_background();
-        }
-        engine.write(&[put("victim", b"older version")]).unwrap();
-        engine.sync().unwrap();
-        engine
-            .write(&[put("neighbour", &[b'N'; 500]), put("victim", &[b'V'; 1000])])
-            .unwrap();
-        engine.sync().unwrap();
-        let storage = match scenario {
-            "close" => {
-                engine.close().unwrap();
-                storage
-            }
-            "crash, reopen" | "close, reopen" => {
-                let storage = if scenario == "close, reopen" {
-                    engine.close().unwrap();
-                    storage
-                } else {
-                    drop(engine);
-                    storage.crash(PowerCut::DropAllUnsynced)
-                };
-                // Opened (a checkpoint, or a scan), then crashed: nothing written since.
-                drop(Engine::open_on(storage.clone(), &small_options()).unwrap());
-                storage
-            }
-            _ => {
-                // Writes pause: the background thread writes the marker within seconds.
-                let deadline = std::time::Instant::now() + Duration::from_secs(20);
-                while engine.inner.log.newest_batches_unvouched() {
-                    assert!(std::time::Instant::now() < deadline, "no marker while idle");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                drop(engine);
-                storage
-            }
-        };
-        damage_every_copy_of(&storage, b'V');
-        // A power cut: no checkpoint can stand in for the scan.
+        let storage = images::damaged_newest_synced_log_buffer(scenario);
         let engine = after_a_power_cut_the_victim_reads_as_damaged(&storage, scenario);
         assert_eq!(
             engine.get(b"neighbour").unwrap().unwrap(),

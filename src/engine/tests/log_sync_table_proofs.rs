@@ -198,16 +198,8 @@ fn a_log_tail_beyond_the_floor_is_dropped_for_good() {
 /// batches went with it, and the older version of the damaged key was served.
 #[test]
 fn damage_in_the_last_buffer_of_a_log_segment_synced_with_later_batches_keeps_them() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    let big = 120 << 10;
-    engine.write(&[put("victim", b"old version")]).unwrap();
-    engine.sync().unwrap();
-    for (k, fill) in [("f1", b'1'), ("f2", b'2'), ("g", b'g')] {
-        engine.write(&[put(k, &vec![fill; big])]).unwrap();
-        engine.test_wait_flushes();
-    }
+    let (storage, engine) = images::a_log_up_to_g();
+    let big = images::LOG_TAIL_VALUE;
     engine.write(&[put("victim", &vec![b'V'; big])]).unwrap();
     engine.test_wait_flushes();
     engine.write(&[put("later1", &vec![b'L'; big])]).unwrap();

@@ -5,14 +5,6 @@
 
 use super::*;
 
-/// Flips the bits of `mask` in byte `delta` of `key`'s record (from the record's start).
-fn damage_record_of(storage: &SimStorage, engine: &Engine, key: &[u8], delta: u32, mask: u8) {
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (segment, offset) = engine.test_location_of(key).unwrap();
-    let (file, base) = sb.segment_position(segment);
-    storage.corrupt(file, base + (offset + delta) as u64, mask);
-}
-
 /// Issue 6, point 4: a flipped byte in a record's own header or key. Without the record
 /// directory (format version 2) the damaged record could not be named: its key served the
 /// version before it (or read as absent), and a damaged length lost every record behind it in
@@ -20,35 +12,8 @@ fn damage_record_of(storage: &SimStorage, engine: &Engine, key: &[u8], delta: u3
 /// around it read their newest values; fsck names the key.
 #[test]
 fn damage_to_a_records_header_or_key_fails_reads_of_that_key_never_an_older_version() {
-    // (what is damaged, byte of the record, bits flipped); the layout is in format.rs.
-    let cases: [(&str, u32, u8); 6] = [
-        ("its CRC", 1, 0x01),
-        ("its kind", 4, 0x07),
-        ("its key length", 6, 0x01),
-        ("its value length", 13, 0x40),
-        ("its version", 17, 0x10),
-        ("its key", 24 + 3, 0x20),
-    ];
-    for (what, delta, mask) in cases {
-        let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        engine.test_pause_background();
-        engine.write(&[put("victim", b"older version")]).unwrap();
-        engine.sync().unwrap();
-        engine
-            .write(&[
-                put("before", &[b'B'; 200]),
-                put("victim", &[b'V'; 1000]),
-                put("behind", &[b'N'; 300]),
-            ])
-            .unwrap();
-        engine.sync().unwrap();
-        // A later synced buffer vouches that the damaged one had been synced: damage, not a
-        // torn write.
-        engine.write(&[put("after", b"a")]).unwrap();
-        engine.sync().unwrap();
-        damage_record_of(&storage, &engine, b"victim", delta, mask);
-        drop(engine);
+    for (what, delta, mask) in images::RECORD_DAMAGE {
+        let storage = images::damaged_record_header_or_key(delta, mask);
         let engine = after_a_power_cut_the_victim_reads_as_damaged(&storage, what);
         assert_eq!(
             engine.get(b"before").unwrap().unwrap(),

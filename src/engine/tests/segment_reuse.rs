@@ -192,30 +192,9 @@ fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
 /// record directory and the valid buffers behind it name (`recovery::first_use_by_own_directory`).
 #[test]
 fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
-    // A whole sector of garbage too: the store's frees clear a first buffer's directory
-    // (`Superblock::frees_clear_directories_from`), so the directory alone tells the use. Not
-    // in a store whose superblock is older (version 2: its frees did not clear it), where the
-    // header must still be recognisable.
-    for (case, garbled, older_superblock) in [
-        ("magic kept", 4..24, false),
-        ("length kept", 0..24, false),
-        ("whole sector", 0..512, false),
-        ("magic kept, older superblock", 4..24, true),
-        ("length kept, older superblock", 0..24, true),
-    ] {
-        let (storage, engine, segment) = first_in_a_segments_first_buffer();
-        engine.write(&[put("second", &[b'S'; 3000])]).unwrap();
-        engine.sync().unwrap();
-        drop(engine);
-        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-        if older_superblock {
-            mark_superblock_version_2(&storage);
-        }
-        let (file, base) = sb.segment_position(segment);
-        for at in garbled {
-            storage.corrupt(file, base + at, 0xff);
-        }
-        let storage = storage.crash(PowerCut::DropAllUnsynced);
+    // A whole sector of garbage too (see the cases' list).
+    for (case, garbled, older_superblock) in images::GARBLED_FIRST_HEADERS {
+        let storage = images::garbled_first_generation(garbled, older_superblock);
         let c = fsck(&*storage);
         let engine = Engine::open_on(storage, &small_options()).unwrap();
         if case == "whole sector" {
