@@ -31,15 +31,7 @@ fn damaged_last_log_buffer_after_a_crash(hand_over: bool) {
         got.map(|v| v.map(|v| v[..v.len().min(16)].to_vec()))
     );
     assert_eq!(engine.recovery_report().records_poisoned, 1);
-    for (k, value) in &expected {
-        if k != "victim" {
-            assert_eq!(
-                engine.get(k.as_bytes()).unwrap().as_ref(),
-                Some(value),
-                "{k}"
-            );
-        }
-    }
+    assert_reads_back(&engine, &expected, &["victim"], "last log buffer");
     // And again after that recovery's own writes (its sync): nothing changes.
     drop(engine);
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
@@ -127,24 +119,12 @@ fn power_cuts_around_log_segment_entries_lose_and_resurrect_nothing() {
                 }
                 if proven {
                     proven_damage += 1;
-                    for (k, value) in durable.iter().filter(|(k, _)| k != "victim") {
-                        assert_eq!(
-                            engine.get(k.as_bytes()).unwrap().as_ref(),
-                            Some(value),
-                            "{what} (damaged): {k}"
-                        );
-                    }
+                    assert_reads_back(&engine, &durable, &["victim"], &format!("{what} (damaged)"));
                 }
             }
             let engine = Engine::open_on(image.clone(), &small_options()).unwrap();
             engine.test_pause_background();
-            for (k, value) in &durable {
-                assert_eq!(
-                    engine.get(k.as_bytes()).unwrap().as_ref(),
-                    Some(value),
-                    "{what}: {k}"
-                );
-            }
+            assert_reads_back(&engine, &durable, &[], &what);
             assert_eq!(engine.recovery_report().records_poisoned, 0, "{what}");
             assert_eq!(engine.recovery_report().buffers_damaged, 0, "{what}");
         }

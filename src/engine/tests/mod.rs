@@ -207,6 +207,18 @@ fn after_a_power_cut_the_victim_reads_as_damaged(storage: &SimStorage, case: &st
     engine
 }
 
+/// Asserts that every key of `expected` but those in `except` reads back exactly its value
+/// (`case` names the image in the failure message).
+fn assert_reads_back(engine: &Engine, expected: &[(String, Vec<u8>)], except: &[&str], case: &str) {
+    for (k, value) in expected
+        .iter()
+        .filter(|(k, _)| !except.contains(&k.as_str()))
+    {
+        let got = engine.get(k.as_bytes()).unwrap();
+        assert_eq!(got.as_ref(), Some(value), "{case}: {k}");
+    }
+}
+
 /// Asserts that reading `key` fails as damaged: never an older version, never absent.
 fn assert_reads_as_damaged(engine: &Engine, key: &[u8], case: &str) {
     let got = engine.get(key);
