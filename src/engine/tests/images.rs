@@ -9,7 +9,8 @@ use super::*;
 /// directory damaged, and the header byte `header_byte` if any: its magic, version or segment
 /// index), with later buffers of the segment intact ("neighbour" in the same buffer, "after"
 /// in the next): the segment's use is known from the header's generation field and the valid
-/// buffers of that generation behind it.
+/// buffers of that generation behind it. Taking such a segment for free would lose every
+/// record in it.
 pub(super) fn damaged_first_log_buffer(header_byte: Option<u64>) -> Arc<SimStorage> {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
@@ -39,7 +40,8 @@ pub(super) fn damaged_first_log_buffer(header_byte: Option<u64>) -> Arc<SimStora
 
 /// A log segment whose only buffer (holding "victim", the value `value`) fails its CRC, a
 /// batch of a later segment behind it vouching for it; in a store of an older superblock too
-/// (`older_superblock`: its frees did not clear first directories).
+/// (`older_superblock`: its frees did not clear first directories). Read as a free segment,
+/// its records would be lost and their keys serve older versions.
 pub(super) fn damaged_only_log_buffer(older_superblock: bool) -> (Arc<SimStorage>, u32, Vec<u8>) {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
@@ -85,7 +87,8 @@ pub(super) fn damaged_only_log_buffer(older_superblock: bool) -> (Arc<SimStorage
 }
 
 /// The victim's log buffer, sealed before the one behind it was synced (that one's floor does
-/// not cover it; a later buffer's does), damaged.
+/// not cover it; a later buffer's does), damaged. Read as a torn write, it would end the
+/// segment there and lose every later batch of it, synced.
 pub(super) fn damaged_log_buffer_sealed_early() -> (Arc<SimStorage>, EngineOptions) {
     let options = EngineOptions {
         segment_size_bytes: 1 << 20,
@@ -275,7 +278,8 @@ pub(super) fn copy_of_a_lost_batch() -> (Arc<SimStorage>, u32) {
 
 /// "zz/gone" put, then deleted by `deletion` ("range delete" of prefix "zz/" or "tombstone"),
 /// whose record's CRC field is then damaged; a later synced batch ("after") vouches for it, and
-/// its record directory still names it.
+/// its record directory still names it. Recovery keeps the deletion's effect, so fsck must
+/// too (else it reports lost data and lists the deleted key as live).
 pub(super) fn damaged_deletion(deletion: &str) -> Arc<SimStorage> {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
@@ -359,7 +363,8 @@ pub(super) fn two_uses_of_segment_0(
 }
 
 /// Segment 0 reused: the new use's one buffer ("new"), then buffers of an earlier use of the
-/// segment ("old1" to "old3", an older generation) behind it.
+/// segment ("old1" to "old3", an older generation) behind it, as a reused segment looks on
+/// disk. A new use must never expose its old one (DESIGN.md 4.4).
 pub(super) fn earlier_use_behind_a_new_one() -> Arc<SimStorage> {
     let (a, b, (file, base)) = two_uses_of_segment_0(&["new"]);
     // Splice: the new use's first buffer, then the earlier use's later buffers, as a reused
@@ -389,10 +394,10 @@ pub(super) fn buffers_of_copies(
 pub(super) type CutImages = Vec<(usize, &'static str, Arc<SimStorage>)>;
 
 /// [`buffers_of_copies`], taking a power-cut image (`cut`) at every step of the last pass.
-#[allow(clippy::type_complexity)]
 /// With `log_busy`, an unsynced user batch waits when the last pass starts: the sync after the
 /// pass makes its copies durable, and the reclamation writes their entries before its marker
 /// sync (no sync of its own for them).
+#[allow(clippy::type_complexity)]
 pub(super) fn buffers_of_copies_cut(
     storage: &Arc<SimStorage>,
     cut: Option<PowerCut>,
@@ -621,7 +626,8 @@ pub(super) fn copies_with_a_garbled_first_header() -> (Arc<SimStorage>, Vec<(Str
 }
 
 /// The victim's single-block log buffer all garbage, its record directory with it (a later
-/// buffer vouches for it): nothing names its records any more.
+/// buffer vouches for it): nothing names its records any more, the limit of what record
+/// directories can name; the damage must at least not be silent.
 pub(super) fn damaged_buffer_and_its_directory() -> Arc<SimStorage> {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
@@ -643,11 +649,12 @@ pub(super) fn damaged_buffer_and_its_directory() -> Arc<SimStorage> {
     storage.crash(PowerCut::DropAllUnsynced)
 }
 
-/// Builds a log whose closed mixed segments end in buffers no later buffer vouches for: "victim" (old version, small) and
-/// two fillers fill segment S0 (a sync); a marker, "g" and the new "victim" (`V` bytes) fill
-/// segment S1, whose last buffer holds the new victim and closes it; a sync; "later1" goes to
-/// S2; a sync; then "later2" and a sync. With `hand_over`, the separator then hands S0 and S1 to group 0 whole
-/// (they stay mixed segments on disk). Returns the engine, S1, and every key's final value.
+/// Builds a log whose closed mixed segments end in buffers no later buffer vouches for:
+/// "victim" (old version, small) and two fillers fill segment S0 (a sync); a marker, "g" and
+/// the new "victim" (`V` bytes) fill segment S1, whose last buffer holds the new victim and
+/// closes it; a sync; "later1" goes to S2; a sync; then "later2" and a sync. With `hand_over`,
+/// the separator then hands S0 and S1 to group 0 whole (they stay mixed segments on disk).
+/// Returns the engine, S1, and every key's final value.
 pub(super) fn log_with_a_closed_synced_segment(
     storage: &Arc<SimStorage>,
     hand_over: bool,

@@ -12,7 +12,8 @@ use super::*;
 /// batches in S2 too) reads back exactly; fsck names the damaged key.
 fn damaged_last_log_buffer_after_a_crash(hand_over: bool) {
     // The buffer's record directory is damaged too, so that only the sync table's entry proves
-    // the buffer synced (a log tail by its directory is `damage_in_the_newest_synced_log_buffer_*`).
+    // the buffer synced (a log tail by its directory is
+    // `damage_in_the_newest_synced_log_buffer_*`).
     let (storage, expected) = images::damaged_last_buffer_of_a_closed_log_segment(hand_over);
     let c = fsck_names_only_the_victim(&*storage);
     assert!(
