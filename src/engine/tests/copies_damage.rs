@@ -150,18 +150,9 @@ fn damage_in_the_last_buffers_of_copies_fails_reads_of_all_of_them() {
 #[test]
 fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
     let mut steps_seen = std::collections::BTreeSet::new();
-    for (round, cut) in [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten]
-        .into_iter()
-        .chain((1..=6).map(PowerCut::Random))
-        // Every unsynced write to a segment file kept, none to the sync table: a freed source
-        // whose copies' entry is not durable yet.
-        .chain((0..3).map(|file| PowerCut::KeepOnlyIn {
-            file,
-            start: 0,
-            end: u64::MAX,
-        }))
-        .enumerate()
-    {
+    // The last kinds: every unsynced write to a segment file kept, none to the sync table: a
+    // freed source whose copies' entry is not durable yet.
+    for (round, cut) in power_cuts(6, 3).enumerate() {
         let storage = SimStorage::new();
         let log_busy = round % 2 == 1;
         let ((engine, _, expected), images) = buffers_of_copies_cut(&storage, Some(cut), log_busy);

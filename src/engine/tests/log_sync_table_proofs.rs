@@ -70,16 +70,7 @@ fn damage_in_the_last_buffer_of_a_handed_over_log_segment_fails_reads_after_a_cr
 fn power_cuts_around_log_segment_entries_lose_and_resurrect_nothing() {
     let mut steps_seen = std::collections::BTreeSet::new();
     let mut proven_damage = 0;
-    for (round, cut) in [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten]
-        .into_iter()
-        .chain((1..=4).map(PowerCut::Random))
-        .chain((0..2).map(|file| PowerCut::KeepOnlyIn {
-            file,
-            start: 0,
-            end: u64::MAX,
-        }))
-        .enumerate()
-    {
+    for (round, cut) in power_cuts(4, 2).enumerate() {
         let hand_over = round % 2 == 1;
         let storage = SimStorage::new();
         let ((engine, s1, _), images) =

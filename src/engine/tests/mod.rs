@@ -219,6 +219,20 @@ fn assert_reads_back(engine: &Engine, expected: &[(String, Vec<u8>)], except: &[
     }
 }
 
+/// The power cuts a campaign tries: every unsynced write dropped, every one kept, `random`
+/// random parts of them (seeds 1 to `random`), and the unsynced writes to each of the files
+/// `0..files` kept alone (the page cache wrote back that file only).
+fn power_cuts(random: u64, files: u32) -> impl Iterator<Item = PowerCut> {
+    [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten]
+        .into_iter()
+        .chain((1..=random).map(PowerCut::Random))
+        .chain((0..files).map(|file| PowerCut::KeepOnlyIn {
+            file,
+            start: 0,
+            end: u64::MAX,
+        }))
+}
+
 /// Asserts that reading `key` fails as damaged: never an older version, never absent.
 fn assert_reads_as_damaged(engine: &Engine, key: &[u8], case: &str) {
     let got = engine.get(key);
