@@ -23,7 +23,7 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use fuser::{Config, Session, SessionUnmounter};
 use parking_lot::Mutex;
 
-use crate::engine::instrument::Instrumentation;
+use crate::engine::storage::io_log::Instrumentation;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::fs::fuse_adapter::FuseFs;
 use crate::fs::{Fs, FsOptions};
@@ -415,11 +415,11 @@ fn pid_alive(pid: i32) -> bool {
 /// `logstorfs replay-cut`: lists an I/O log, or writes the image a power cut after its first
 /// `--at` entries would leave.
 fn replay_cut_cmd(args: &ReplayCutArgs) -> Result<(), String> {
-    use crate::engine::instrument;
     use crate::engine::storage::PowerCut;
+    use crate::engine::storage::io_log;
     let log = &args.log;
     if args.list {
-        let s = instrument::summarize(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let s = io_log::summarize(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let syncs: Vec<String> = s.syncs.iter().map(|v| v.to_string()).collect();
         let marks: Vec<String> = s.marks.iter().map(|(e, l)| format!("[{e},{l}]")).collect();
         print_out(&format!(
@@ -442,7 +442,7 @@ fn replay_cut_cmd(args: &ReplayCutArgs) -> Result<(), String> {
         other => return Err(format!("--keep {other}: expected random, none or all")),
     };
     let (image, last_mark) =
-        instrument::replay(log, at).map_err(|e| format!("{}: {e}", log.display()))?;
+        io_log::replay(log, at).map_err(|e| format!("{}: {e}", log.display()))?;
     image
         .crash(cut)
         .export(out)

@@ -14,7 +14,7 @@ use nix::unistd::ForkResult;
 use super::format::{StoreDir, inspect_store_dir, new_store_capacity, resolved};
 use super::options::{MountOptions, Policy, parse_capacity, parse_mount_options, parse_size};
 use super::{FUSE_THREADS_MAX, FUSE_THREADS_MIN, serve};
-use crate::engine::instrument::Instrumentation;
+use crate::engine::storage::io_log::Instrumentation;
 use crate::engine::{EngineOptions, store_dir};
 use crate::fs::FsOptions;
 

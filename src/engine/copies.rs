@@ -12,7 +12,7 @@ use super::compaction::{self, LiveRecord};
 use super::concurrency::{AtomicU64, Ordering};
 use super::format::{self, RECORD_HEADER_SIZE, RecordHeader, RecordKind};
 use super::index::Location;
-use super::{EngineError, Inner, Result, groups, recovery, segments};
+use super::{EngineError, Inner, Result, groups, scan, segments};
 
 impl Inner {
     /// Takes out of `live` (records of `victim` about to be moved) the tombstones that no
@@ -86,7 +86,7 @@ impl Inner {
         // Past a damaged stretch too (recovery indexed what follows it); the records of the
         // stretch itself stay where they are, so such a segment is never emptied.
         let proof = self.segments.sync_table.proof(segment);
-        let scan = recovery::scan_segment(
+        let scan = scan::scan_segment(
             &image[..used],
             segment,
             hw,
@@ -94,7 +94,7 @@ impl Inner {
             self.segments.geometry.frees_clear_directories_from,
         );
         for (pos, header) in scan.valid {
-            for (at, h) in recovery::records_of(segment, pos, &header, image)? {
+            for (at, h) in scan::records_of(segment, pos, &header, image)? {
                 let location = Location {
                     segment,
                     offset: at as u32,

@@ -6,10 +6,10 @@
 //! - `api`: the public types: [`Mutation`], [`EngineOptions`], [`EngineError`], [`EngineStats`],
 //!   the limits.
 //! - `format`: every on-disk byte (buffer and record headers, superblock).
-//! - [`storage`]: files, or crash-simulation memory ([`storage::SimStorage`]).
+//! - [`storage`]: files, or crash-simulation memory ([`storage::SimStorage`]), and the I/O log
+//!   of a real mount under test (`storage::io_log`).
 //! - [`store_dir`]: the store directory as a whole (its files, capacity, growth), before any
 //!   engine is open.
-//! - [`instrument`]: test instrumentation of a real store (an I/O log, injected write errors).
 //! - `segments`: the segment manager (states, generations, live bytes, allocation).
 //! - `synctable`: the sync table, a durable proof of how far each segment was synced.
 //! - `open`: opening a store (lock, superblock, recovery or checkpoint, threads) and closing it.
@@ -59,7 +59,6 @@ mod copies;
 pub(crate) mod format;
 mod groups;
 mod index;
-pub mod instrument;
 mod log;
 mod open;
 pub mod progress;

@@ -15,7 +15,7 @@ use super::segments::SegmentManager;
 use super::storage::{self, FileStorage, Storage};
 use super::{
     Engine, EngineError, EngineOptions, Inner, MAX_CAPACITY_BYTES, MIN_CAPACITY_BYTES, Result,
-    WRITE_BUFFER_SIZE, check, checkpoint, groups, instrument, log, recovery, synctable, tombstones,
+    WRITE_BUFFER_SIZE, check, checkpoint, groups, log, recovery, synctable, tombstones,
 };
 
 impl Engine {
@@ -43,7 +43,7 @@ impl Engine {
     pub fn open_instrumented(
         dir: &Path,
         options: &EngineOptions,
-        what: &instrument::Instrumentation,
+        what: &storage::io_log::Instrumentation,
     ) -> Result<Engine> {
         // Nothing to record or to fail: a read-only open writes nothing.
         if options.read_only {
@@ -62,7 +62,7 @@ impl Engine {
                 EngineError::Io(e)
             }
         })?;
-        let storage = instrument::InstrumentedStorage::new(Arc::new(storage), what)?;
+        let storage = storage::io_log::InstrumentedStorage::new(Arc::new(storage), what)?;
         Self::open_on(Arc::new(storage), options)
     }
 

@@ -6,12 +6,12 @@
 //!    segment, or has another generation than the segment's first buffer. What follows it is
 //!    torn, unsynced or left from an earlier use of the segment, unless it is proven damage:
 //!    a valid buffer of the same use follows and proves the stretch synced, or, in a segment of
-//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan_segment`]); or, in
-//!    a closed segment of the log, the table records its last buffers synced (a *log tail*,
-//!    taken only if all its records' LSNs are within the durable floor, else zeroed).
+//!    copies, the sync table (`synctable.rs`) records it synced (see [`scan::scan_segment`]);
+//!    or, in a closed segment of the log, the table records its last buffers synced (a *log
+//!    tail*, taken only if all its records' LSNs are within the durable floor, else zeroed).
 //!    The records of a damaged stretch are salvaged one by one, in every buffer of it (see
-//!    [`stretch_records`]): intact ones are served, damaged ones indexed where they are so that
-//!    reads fail rather than serve an older version.
+//!    `scan::stretch_records`): intact ones are served, damaged ones indexed where they are so
+//!    that reads fail rather than serve an older version.
 //! 2. The *durable floor* is the highest floor any valid buffer header records: every batch up
 //!    to it was durable when that buffer was sealed. Above the floor, batches must follow each
 //!    other without a gap; the first missing LSN ends the log, and every buffer holding a batch
@@ -29,12 +29,6 @@ use super::api::{EngineError, Result};
 use super::format::{BLOCK_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind, Superblock};
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::scan::{self, LogEnd, Stretch, StretchRecord, Take, may_be_in_use};
-// The scan's readers, for compaction and the tests, by their old path.
-#[cfg(any(test, feature = "test-hooks"))]
-pub use super::scan::valid_buffers;
-#[cfg(test)]
-pub use super::scan::{DamagedStretch, own_directory_generation, stretch_records};
-pub use super::scan::{records_of, scan_segment};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::{MappedFile, Storage};
 use super::synctable::Proof;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::concurrency::Ordering;
 use super::format::{RecordKind, SegmentKind};
 use super::index::Location;
-use super::{Engine, Result, StepHook, compaction, recovery, segments};
+use super::{Engine, Result, StepHook, compaction, scan, segments};
 
 impl Engine {
     /// Test hook: a range delete's first removal step (on the writer's path) and each later
@@ -147,8 +147,8 @@ impl Engine {
     pub fn test_live_groups_in(&self, segment: u32, image: &[u8]) -> Vec<u32> {
         let hw = self.inner.segments.generation_high_water();
         let mut groups = Vec::new();
-        for (pos, header) in recovery::valid_buffers(image, segment, hw) {
-            for (at, h) in recovery::records_of(segment, pos, &header, image).unwrap_or_default() {
+        for (pos, header) in scan::valid_buffers(image, segment, hw) {
+            for (at, h) in scan::records_of(segment, pos, &header, image).unwrap_or_default() {
                 let key = compaction::LiveRecord::key_of(&image[at..], h.key_len as usize);
                 let location = Location {
                     segment,

@@ -147,7 +147,7 @@ fn one_flipped_byte_anywhere_reads_newest_or_fails_never_older() {
         let buffers: Vec<Vec<(usize, usize)>> = images
             .iter()
             .map(|(segment, _, image)| {
-                recovery::valid_buffers(image, *segment, u64::MAX)
+                scan::valid_buffers(image, *segment, u64::MAX)
                     .into_iter()
                     .map(|(at, h)| (at, h.buffer_len as usize))
                     .collect()

@@ -27,8 +27,8 @@ fn notes_of_current_uses(storage: &Arc<dyn Storage>) -> Vec<Vec<(u64, u64)>> {
         }
         let mut image = vec![0u8; sb.segment_size as usize];
         storage.read_at(f, b, &mut image).unwrap();
-        for (pos, h) in recovery::valid_buffers(&image, s, sb.generation_high_water) {
-            for (at, rh) in recovery::records_of(s, pos, &h, &image).unwrap() {
+        for (pos, h) in scan::valid_buffers(&image, s, sb.generation_high_water) {
+            for (at, rh) in scan::records_of(s, pos, &h, &image).unwrap() {
                 if rh.kind == format::RecordKind::Put {
                     let key = &image[at + format::RECORD_HEADER_SIZE..][..rh.key_len as usize];
                     notes.note_put(s, key, rh.version);

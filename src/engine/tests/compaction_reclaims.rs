@@ -56,53 +56,7 @@ fn overwrites_far_beyond_capacity_are_compacted() {
 /// bringing back part of a lost batch.
 #[test]
 fn copy_of_a_batch_lost_in_a_power_cut_does_not_come_back() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    engine.write(&[put("k", b"durable")]).unwrap();
-    engine.sync().unwrap();
-    // Unsynced from here: "k" overwritten, then filler that closes the segment and dies, so
-    // that the segment holding the new "k" is almost empty, and compaction picks it.
-    engine.write(&[put("k", b"lost in the cut")]).unwrap();
-    let filler = vec![5u8; 60 << 10];
-    for i in 0..12 {
-        engine.write(&[put(&format!("f{i}"), &filler)]).unwrap();
-    }
-    for i in 0..12 {
-        engine
-            .write(&[Mutation::delete(ROOT_GROUP, format!("f{i}").into_bytes())])
-            .unwrap();
-    }
-    let (old_segment, _) = engine.test_segment_of(b"k").unwrap();
-    let frozen: Arc<parking_lot::Mutex<Option<Arc<SimStorage>>>> = Default::default();
-    {
-        let (storage, frozen) = (storage.clone(), frozen.clone());
-        engine.test_set_step_hook(Some(Box::new(move |step| {
-            if step == "copies written, index not yet moved" && frozen.lock().is_none() {
-                *frozen.lock() = Some(storage.freeze());
-            }
-        })));
-    }
-    let moved = engine
-        .inner
-        .compact_pass(compaction::MAX_PASS_LIVE_SEGMENTS)
-        .unwrap();
-    engine.test_set_step_hook(None);
-    let (copy_segment, _) = engine.test_segment_of(b"k").unwrap();
-    assert!(
-        moved > 0 && copy_segment != old_segment,
-        "compaction did not move k"
-    );
-    let frozen = frozen.lock().take().expect("no copy was written");
-    drop(engine);
-    // Power cut: only the copy's segment made it to disk.
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(copy_segment);
-    let image = frozen.crash(PowerCut::KeepOnlyIn {
-        file,
-        start: base,
-        end: base + sb.segment_size as u64,
-    });
+    let (image, _) = images::copy_of_a_lost_batch();
     let engine = Engine::open_on(image, &small_options()).unwrap();
     assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"durable"[..]));
 }

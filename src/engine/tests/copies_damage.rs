@@ -3,6 +3,7 @@
 //! an older version; copies behind damage are still served; past a segment's proven end nothing
 //! is salvaged; power cuts during a pass lose and resurrect nothing.
 
+use super::images::{COPIED, buffers_of_copies_cut};
 use super::*;
 
 /// Damage in a segment of copies costs only the damaged buffer: the copies behind it are still
@@ -10,35 +11,14 @@ use super::*;
 /// Before, recovery ended the segment at the damage and lost every record behind it.
 #[test]
 fn copies_behind_damage_in_a_group_segment_are_still_served() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
-    engine.test_pause_background();
-    let filler = vec![6u8; 50 << 10];
-    for (i, key) in ["z", "y", "x"].iter().enumerate() {
-        engine
-            .write(&[group_put(5, key.to_string(), &[i as u8 + 1; 20 << 10])])
-            .unwrap();
-        for j in 0..6 {
-            engine
-                .write(&[group_put(6, format!("fill{i}-{j}"), &filler)])
-                .unwrap();
-        }
-        // Separate, sync, and free the sources: the copies are the only ones left.
-        engine.test_separate().unwrap();
-    }
-    let (seg, _) = engine.test_segment_of(b"y").unwrap();
-    assert_eq!(engine.test_segment_of(b"x").unwrap().0, seg);
-    engine.close().unwrap();
-    // Media damage inside the buffer holding "y" (synced long ago).
-    flip_a_byte_of_value(&storage, seg, 2);
-    // Without the sync table's proof (its sector lost: zeroed here), the buffer behind the
-    // damage must be taken on its own rule (copies are taken whatever the stretch was).
-    let unproven = storage.crash(PowerCut::DropAllUnsynced);
-    let table_len = unproven.file_len(synctable::SYNC_TABLE_FILE).unwrap() as usize;
-    unproven
-        .write_at(synctable::SYNC_TABLE_FILE, 0, &vec![0u8; table_len])
-        .unwrap();
-    let without_table = Engine::open_on(unproven, &separator_options()).unwrap();
+    let storage = images::damaged_copy_before_others();
+    // Without the sync table's proof (its sector lost: zeroed), the buffer behind the damage
+    // must be taken on its own rule (copies are taken whatever the stretch was).
+    let without_table = Engine::open_on(
+        images::without_the_sync_table(&storage),
+        &separator_options(),
+    )
+    .unwrap();
     without_table.test_pause_background();
     assert_eq!(
         without_table.get(b"x").unwrap().unwrap(),
@@ -70,122 +50,6 @@ fn copies_behind_damage_in_a_group_segment_are_still_served() {
     assert!(c.live.contains_key(b"x".as_slice()));
 }
 
-/// Keys copied by compaction, one pass each, into the buffers of one group-owned segment.
-const COPIED: [&str; 3] = ["c0", "c1", "c2"];
-
-/// Builds a store where compaction copied `COPIED[i]` in pass `i` into one group-owned segment
-/// (one buffer of copies per pass), freeing each source. Older versions of the three keys stay
-/// on disk, dead, in a segment too full to compact. Everything is synced. Returns the engine
-/// (background paused), the copies' segment and every key's expected value.
-fn buffers_of_copies(storage: &Arc<SimStorage>) -> (Engine, u32, Vec<(String, Vec<u8>)>) {
-    buffers_of_copies_cut(storage, None, false).0
-}
-
-/// Power-cut images taken at steps of the last pass: (step number, step name, image).
-type CutImages = Vec<(usize, &'static str, Arc<SimStorage>)>;
-
-/// [`buffers_of_copies`], taking a power-cut image (`cut`) at every step of the last pass.
-#[allow(clippy::type_complexity)]
-/// With `log_busy`, an unsynced user batch waits when the last pass starts: the sync after the
-/// pass makes its copies durable, and the reclamation writes their entries before its marker
-/// sync (no sync of its own for them).
-fn buffers_of_copies_cut(
-    storage: &Arc<SimStorage>,
-    cut: Option<PowerCut>,
-    log_busy: bool,
-) -> ((Engine, u32, Vec<(String, Vec<u8>)>), CutImages) {
-    let images: Arc<parking_lot::Mutex<CutImages>> = Default::default();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    let junk = vec![9u8; 60 << 10];
-    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
-    let old: Vec<Mutation> = COPIED.iter().map(|k| put(k, &[1u8; 3000])).collect();
-    engine.write(&old).unwrap();
-    // Keepers until the segment closes: full of live data, it is never compacted.
-    for i in 0.. {
-        if engine.test_segment_of(b"c0").unwrap().1 {
-            break;
-        }
-        let keeper = (format!("keeper{i}"), vec![10 + i as u8; (80 << 10) - 200]);
-        engine.write(&[put(&keeper.0, &keeper.1)]).unwrap();
-        engine.test_wait_flushes();
-        expected.push(keeper);
-    }
-    let (old_segment, _) = engine.test_segment_of(b"c0").unwrap();
-    let mut copies = None;
-    for (pass, key) in COPIED.iter().enumerate() {
-        // The new version and junk that dies: its segment becomes a compaction victim.
-        let value = vec![2 + pass as u8; 3000];
-        engine.write(&[put(key, &value)]).unwrap();
-        expected.push((key.to_string(), value));
-        for j in 0..4 {
-            engine
-                .write(&[put(&format!("junk{pass}-{j}"), &junk)])
-                .unwrap();
-        }
-        for j in 0..4 {
-            engine
-                .write(&[Mutation::delete(
-                    ROOT_GROUP,
-                    format!("junk{pass}-{j}").into_bytes(),
-                )])
-                .unwrap();
-        }
-        // Filler that stays, until the victim's segment closes.
-        for n in 0.. {
-            if engine.test_segment_of(key.as_bytes()).unwrap().1 {
-                break;
-            }
-            let filler = (format!("filler{pass}-{n}"), vec![20 + n as u8; 100 << 10]);
-            engine.write(&[put(&filler.0, &filler.1)]).unwrap();
-            engine.test_wait_flushes();
-            expected.push(filler);
-        }
-        engine.sync().unwrap();
-        let (source, closed) = engine.test_segment_of(key.as_bytes()).unwrap();
-        assert!(closed && source != old_segment);
-        if log_busy && pass + 1 == COPIED.len() {
-            engine.write(&[put("unsynced", b"u")]).unwrap();
-        }
-        if let Some(cut) = cut.filter(|_| pass + 1 == COPIED.len()) {
-            let (storage, images) = (storage.clone(), images.clone());
-            engine.test_set_step_hook(Some(Box::new(move |step| {
-                let mut images = images.lock();
-                let n = images.len();
-                images.push((n, step, storage.crash(cut)));
-            })));
-        }
-        assert!(
-            engine.test_compact().unwrap() > 0,
-            "pass {pass} copied nothing"
-        );
-        engine.test_set_step_hook(None);
-        let (copy, _) = engine.test_segment_of(key.as_bytes()).unwrap();
-        assert_ne!(copy, source, "pass {pass} did not move {key}");
-        assert_eq!(*copies.get_or_insert(copy), copy, "one segment of copies");
-        assert_eq!(
-            engine.inner.segments.info(source).state,
-            SegmentState::Free,
-            "the source of {key} is freed"
-        );
-    }
-    assert!(
-        engine.inner.segments.info(old_segment).state != SegmentState::Free,
-        "the old versions stay on disk"
-    );
-    // The table proves exactly what was written (and synced) of this use, no more.
-    let info = engine.inner.segments.info(copies.unwrap());
-    assert_eq!(
-        engine.inner.segments.sync_table.proof(copies.unwrap()),
-        Some(synctable::Proof {
-            generation: info.generation,
-            synced_end: info.used,
-        })
-    );
-    let images = std::mem::take(&mut *images.lock());
-    ((engine, copies.unwrap(), expected), images)
-}
-
 /// Damages the copy of `COPIED[which]` (in buffer `which` of the segment of copies), cuts power
 /// (no clean close: a full scan), reopens, and checks that reading it fails with the damage
 /// error (EIO at the FUSE edge), never absent, never the older version still on disk, and that
@@ -197,22 +61,8 @@ fn damaged_copy_after_a_crash(which: usize) {
 /// [`damaged_copy_after_a_crash`] for the copies of several buffers at once (adjacent ones
 /// make one damaged stretch of several buffers).
 fn damaged_copies_after_a_crash(which: &[usize]) {
-    let storage = SimStorage::new();
-    let (engine, copies, expected) = buffers_of_copies(&storage);
-    let buffers = buffer_offsets(&storage, copies);
-    assert_eq!(buffers.len(), COPIED.len(), "one buffer per pass");
+    let (storage, expected) = images::damaged_copies(which);
     let keys: Vec<&str> = which.iter().map(|&w| COPIED[w]).collect();
-    for (&w, key) in which.iter().zip(&keys) {
-        let (segment, offset) = damage_value_of(&engine, &storage, key.as_bytes());
-        assert!(
-            segment == copies
-                && offset > buffers[w]
-                && buffers.get(w + 1).is_none_or(|&next| offset < next),
-            "the copy of {key} is in buffer {w}: {buffers:?}, copy at {offset}"
-        );
-    }
-    drop(engine);
-    let storage = storage.crash(PowerCut::DropAllUnsynced);
     // fsck, by the same rule: a problem that names every damaged key, and no other.
     let c = fsck(&*storage);
     for key in &keys {
@@ -249,15 +99,7 @@ fn damaged_copies_after_a_crash(which: &[usize]) {
         );
     }
     assert_eq!(engine.recovery_report().records_poisoned, keys.len() as u64);
-    for (k, value) in &expected {
-        if !keys.contains(&k.as_str()) {
-            assert_eq!(
-                engine.get(k.as_bytes()).unwrap().as_ref(),
-                Some(value),
-                "{k}"
-            );
-        }
-    }
+    assert_reads_back(&engine, &expected, &keys, "damaged copies");
 }
 
 /// Issue 6: media damage in the last buffer of a segment of copies, whose sources compaction
@@ -308,18 +150,9 @@ fn damage_in_the_last_buffers_of_copies_fails_reads_of_all_of_them() {
 #[test]
 fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
     let mut steps_seen = std::collections::BTreeSet::new();
-    for (round, cut) in [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten]
-        .into_iter()
-        .chain((1..=6).map(PowerCut::Random))
-        // Every unsynced write to a segment file kept, none to the sync table: a freed source
-        // whose copies' entry is not durable yet.
-        .chain((0..3).map(|file| PowerCut::KeepOnlyIn {
-            file,
-            start: 0,
-            end: u64::MAX,
-        }))
-        .enumerate()
-    {
+    // The last kinds: every unsynced write to a segment file kept, none to the sync table: a
+    // freed source whose copies' entry is not durable yet.
+    for (round, cut) in power_cuts(6, 3).enumerate() {
         let storage = SimStorage::new();
         let log_busy = round % 2 == 1;
         let ((engine, _, expected), images) = buffers_of_copies_cut(&storage, Some(cut), log_busy);
@@ -360,13 +193,7 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
             drop(engine);
             let engine = Engine::open_on(image, &small_options()).unwrap();
             engine.test_pause_background();
-            for (k, value) in &expected {
-                assert_eq!(
-                    engine.get(k.as_bytes()).unwrap().as_ref(),
-                    Some(value),
-                    "{what}: {k}"
-                );
-            }
+            assert_reads_back(&engine, &expected, &[], &what);
             for pass in 0..COPIED.len() {
                 for j in 0..4 {
                     let junk = format!("junk{pass}-{j}");
@@ -393,7 +220,7 @@ fn power_cuts_during_a_pass_with_the_sync_table_lose_and_resurrect_nothing() {
 
 /// What the sync table does not prove keeps the old rule: past the proven end of a reused
 /// segment of copies lie the bytes of its earlier use (intact buffers of an older generation,
-/// The walk over a damaged stretch (`recovery::stretch_records`, recovery's salvage and fsck's
+/// The walk over a damaged stretch (`scan::stretch_records`, recovery's salvage and fsck's
 /// read of it): the records of every buffer of the stretch's use in it, found at block
 /// boundaries, past buffers of another use, never past the stretch's end. Buffers without a
 /// record directory (format version 1, or a version 2 buffer whose directory is damaged).
@@ -421,7 +248,7 @@ fn stretch_records_walk_every_buffer_of_the_stretch_and_nothing_else() {
         b
     };
     let walk = |image: &[u8], end: usize, generation: Option<u64>| {
-        recovery::stretch_records(image, segment, 0, end, generation)
+        scan::stretch_records(image, segment, 0, end, generation)
             .into_iter()
             .map(|r| {
                 (
@@ -537,7 +364,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
         synced_end: BLOCK_SIZE as u32,
     };
     for proof in [None, Some(proof)] {
-        let scan = recovery::scan_segment(&image, segment, 100, proof, u64::MAX);
+        let scan = scan::scan_segment(&image, segment, 100, proof, u64::MAX);
         assert_eq!(scan.valid.len(), 1, "{proof:?}");
         assert!(scan.damaged.is_empty(), "{proof:?}: {:?}", scan.damaged);
         assert_eq!(scan.stopped_at, Some(BLOCK_SIZE), "{proof:?}");
@@ -549,7 +376,7 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
         generation: 4,
         synced_end: 4 * BLOCK_SIZE as u32,
     };
-    let scan = recovery::scan_segment(&torn_first, segment, 100, Some(stale), u64::MAX);
+    let scan = scan::scan_segment(&torn_first, segment, 100, Some(stale), u64::MAX);
     assert!(scan.valid.is_empty() && scan.damaged.is_empty());
     // The same torn stretch inside the proven end is damage (its records get salvaged).
     let proven = synctable::Proof {
@@ -562,11 +389,11 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
     damaged[100] ^= 1;
     image2.extend(damaged);
     image2.extend(buffer(4, b"gone", b"deleted long ago"));
-    let scan = recovery::scan_segment(&image2, segment, 100, Some(proven), u64::MAX);
+    let scan = scan::scan_segment(&image2, segment, 100, Some(proven), u64::MAX);
     assert_eq!(scan.valid.len(), 2);
     assert_eq!(
         scan.damaged,
-        vec![recovery::DamagedStretch {
+        vec![scan::DamagedStretch {
             start: 2 * BLOCK_SIZE,
             end: 3 * BLOCK_SIZE,
             synced_end: 3 * BLOCK_SIZE,
@@ -589,72 +416,9 @@ fn bytes_past_the_proven_end_are_not_salvaged() {
 /// bytes). The next valid buffer of the use tells the kind (every buffer of a use is of one).
 #[test]
 fn a_segment_of_copies_whose_first_header_is_garbled_is_still_one_of_copies() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &separator_options()).unwrap();
-    engine.test_pause_background();
-    let mut expected = std::collections::BTreeMap::new();
-    // Two groups in every mixed segment: the separator copies them (a one-group segment would
-    // be handed over, mixed on disk). Two runs of it: two buffers in a group's segment.
-    for i in 0..240u32 {
-        let group = 1 + i % 2;
-        let key = format!("g{group}/k{i:03}");
-        let value = vec![(i % 251) as u8 | 1; 3000];
-        engine
-            .write(&[group_put(group, key.clone(), &value)])
-            .unwrap();
-        if i % 4 == 3 {
-            engine.sync().unwrap();
-        }
-        if i % 120 == 119 {
-            engine.test_separate().unwrap();
-        }
-        expected.insert(key, value);
-    }
-    engine.sync().unwrap();
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let segment = engine
-        .test_segment_images()
-        .into_iter()
-        .find(|(segment, _, _, _, image)| {
-            image[6] == format::SegmentKind::Group as u8
-                && recovery::valid_buffers(image, *segment, sb.generation_high_water).len() >= 2
-        })
-        .map(|(segment, ..)| segment)
-        .expect("a segment of copies of two buffers or more");
-    let first_len = {
-        let (file, base) = sb.segment_position(segment);
-        let mut head = vec![0u8; BLOCK_SIZE];
-        storage.read_at(file, base, &mut head).unwrap();
-        BufferHeader::buffer_len_field(&head) as u32
-    };
-    let in_first: Vec<&String> = expected
-        .keys()
-        .filter(|k| {
-            engine
-                .test_location_of(k.as_bytes())
-                .is_some_and(|(s, at)| s == segment && at < first_len)
-        })
-        .collect();
-    assert!(!in_first.is_empty(), "no key in the first buffer");
-    eprintln!(
-        "{} keys in the first buffer of segment {segment}",
-        in_first.len()
-    );
-    drop(engine);
-    let (file, base) = sb.segment_position(segment);
-    // Version, kind, flags, generation and first LSN.
-    for at in 4..24 {
-        storage.corrupt(file, base + at, 0xff);
-    }
-    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    let (storage, expected) = images::copies_with_a_garbled_first_header();
     let c = fsck(&*storage);
     assert_eq!(c.problems(), 0, "{:?}", c.findings);
     let engine = Engine::open_on(storage, &separator_options()).unwrap();
-    for (key, value) in &expected {
-        assert_eq!(
-            engine.get(key.as_bytes()).unwrap().as_ref(),
-            Some(value),
-            "{key}"
-        );
-    }
+    assert_reads_back(&engine, &expected, &[], "garbled first header");
 }

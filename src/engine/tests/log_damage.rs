@@ -225,32 +225,9 @@ fn damage_in_the_first_buffer_of_a_log_segment_fails_reads_of_that_record_only()
 
 fn damage_in_the_first_buffer_of_a_log_segment(header_byte: Option<u64>) {
     eprintln!("case: header byte {header_byte:?}");
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    engine
-        .write(&[put("victim", &[b'V'; 3000]), put("neighbour", &[b'N'; 300])])
-        .unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("after", b"a")]).unwrap();
-    engine.sync().unwrap();
-    let (segment, offset) = engine.test_segment_of(b"victim").unwrap();
-    assert!((offset as usize) < BLOCK_SIZE, "victim in the first buffer");
-    assert_eq!(engine.test_segment_of(b"after").unwrap().0, segment);
-    drop(engine);
-    flip_a_byte_of_value(&storage, segment, b'V');
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(segment);
-    // Its record directory too (the last byte of its trailer's CRC): the buffer's use is told
-    // by its header alone, not by `first_alone`.
-    let mut header = [0u8; format::BUFFER_HEADER_SIZE];
-    storage.read_at(file, base, &mut header).unwrap();
-    let buffer_len = u32::from_le_bytes(header[52..56].try_into().unwrap());
-    storage.corrupt(file, base + buffer_len as u64 - 1, 0x10);
-    if let Some(at) = header_byte {
-        storage.corrupt(file, base + at, 0x20);
-    }
-    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    // Its record directory is damaged too: the buffer's use is told by its header alone, not
+    // by `first_alone`.
+    let storage = images::damaged_first_log_buffer(header_byte);
     fsck_names_only_the_victim(&*storage);
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     assert_eq!(engine.recovery_report().buffers_damaged, 1);
@@ -273,47 +250,7 @@ fn damage_in_the_first_buffer_of_a_log_segment(header_byte: Option<u64>) {
 #[test]
 fn damage_in_the_newest_synced_log_buffer_fails_reads_once_a_marker_is_behind_it() {
     for scenario in ["close", "crash, reopen", "close, reopen", "idle"] {
-        let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        if scenario != "idle" {
-            engine.test_pause_background();
-        }
-        engine.write(&[put("victim", b"older version")]).unwrap();
-        engine.sync().unwrap();
-        engine
-            .write(&[put("neighbour", &[b'N'; 500]), put("victim", &[b'V'; 1000])])
-            .unwrap();
-        engine.sync().unwrap();
-        let storage = match scenario {
-            "close" => {
-                engine.close().unwrap();
-                storage
-            }
-            "crash, reopen" | "close, reopen" => {
-                let storage = if scenario == "close, reopen" {
-                    engine.close().unwrap();
-                    storage
-                } else {
-                    drop(engine);
-                    storage.crash(PowerCut::DropAllUnsynced)
-                };
-                // Opened (a checkpoint, or a scan), then crashed: nothing written since.
-                drop(Engine::open_on(storage.clone(), &small_options()).unwrap());
-                storage
-            }
-            _ => {
-                // Writes pause: the background thread writes the marker within seconds.
-                let deadline = std::time::Instant::now() + Duration::from_secs(20);
-                while engine.inner.log.newest_batches_unvouched() {
-                    assert!(std::time::Instant::now() < deadline, "no marker while idle");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                drop(engine);
-                storage
-            }
-        };
-        damage_every_copy_of(&storage, b'V');
-        // A power cut: no checkpoint can stand in for the scan.
+        let storage = images::damaged_newest_synced_log_buffer(scenario);
         let engine = after_a_power_cut_the_victim_reads_as_damaged(&storage, scenario);
         assert_eq!(
             engine.get(b"neighbour").unwrap().unwrap(),
@@ -321,18 +258,6 @@ fn damage_in_the_newest_synced_log_buffer_fails_reads_once_a_marker_is_behind_it
             "{scenario}"
         );
     }
-}
-
-/// Flips a byte of the value of 64 or more `fill` bytes in every segment that holds it.
-fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
-    let mut hits = 0;
-    for (_, (file, base), image) in segment_images(storage) {
-        if let Some(at) = image.windows(64).position(|w| w == [fill; 64]) {
-            storage.corrupt(file, base + at as u64 + 100, 0xff);
-            hits += 1;
-        }
-    }
-    assert!(hits > 0, "the value is in no segment");
 }
 
 /// A log segment whose only buffer fails (its magic damaged, before such a field was repaired;
@@ -350,47 +275,9 @@ fn a_log_segment_whose_only_buffer_is_damaged_is_not_taken_for_free() {
 }
 
 fn a_log_segment_whose_only_buffer_is_damaged(older_superblock: bool) {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    let value = |i: u8| vec![i; 100 << 10];
-    let mut i = 0u8;
-    let segment = loop {
-        i += 1;
-        engine.write(&[put("victim", &value(i))]).unwrap();
-        engine.sync().unwrap();
-        let (segment, offset) = engine.test_location_of(b"victim").unwrap();
-        if offset == format::BUFFER_HEADER_SIZE as u32 && i > 1 {
-            break segment;
-        }
-        assert!(i < 20, "the victim never starts a segment");
-    };
-    // A batch too large for the segment's room: the next segment, whose buffer's durable floor
-    // covers the victim's batch.
-    engine
-        .write(&[
-            put("other", &vec![7u8; 100 << 10]),
-            put("other2", &vec![8u8; 100 << 10]),
-        ])
-        .unwrap();
-    engine.sync().unwrap();
-    assert_ne!(engine.test_location_of(b"other").unwrap().0, segment);
-    drop(engine);
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(segment);
-    let mut image = vec![0u8; sb.segment_size as usize];
-    storage.read_at(file, base, &mut image).unwrap();
-    // Every buffer's CRC field: the victim's, and a marker's behind it (a sync's proof
-    // marker). Not a field that names the buffer, nor its directory: those are repaired from
-    // the rest of the buffer (`BufferHeader::decode_repaired`, `decode_resealed`), and the
-    // buffer is then valid; a damaged CRC field cannot be told from damage anywhere else.
-    for (pos, _) in recovery::valid_buffers(&image, segment, sb.generation_high_water) {
-        storage.corrupt(file, base + pos as u64 + 61, 0x01);
-    }
-    if older_superblock {
-        mark_superblock_version_2(&storage);
-    }
-    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    // Every buffer's CRC field is damaged (see the image's builder): a damaged CRC field cannot
+    // be told from damage anywhere else.
+    let (storage, segment, value) = images::damaged_only_log_buffer(older_superblock);
     // fsck sees the damaged buffer, and serves what recovery serves: nothing is lost.
     let c = fsck(&*storage);
     assert!(c.damaged.is_empty(), "{:?}", c.damaged);
@@ -408,7 +295,7 @@ fn a_log_segment_whose_only_buffer_is_damaged(older_superblock: bool) {
         "fsck serves the victim from the damaged buffer, as recovery does"
     );
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    assert_eq!(engine.get(b"victim").unwrap().unwrap(), value(i));
+    assert_eq!(engine.get(b"victim").unwrap().unwrap(), value);
 }
 
 /// A log buffer can be sealed before the buffer in front of it was synced: its durable floor
@@ -421,46 +308,7 @@ fn a_log_segment_whose_only_buffer_is_damaged(older_superblock: bool) {
 /// directory names them) vouches for it as well (`recovery::floor_behind`).
 #[test]
 fn damage_in_a_log_buffer_sealed_before_the_one_in_front_was_synced_costs_only_its_records() {
-    let options = EngineOptions {
-        segment_size_bytes: 1 << 20,
-        ..small_options()
-    };
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &options).unwrap();
-    engine.test_pause_background();
-    engine.write(&[put("victim", b"older version")]).unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("victim", &[b'V'; 3000])]).unwrap();
-    // Too large to share the victim's buffer: that one is written now, unsynced, and the sync
-    // below seals this one with a floor below the victim's batch.
-    engine
-        .write(&[
-            put("big", &[b'B'; 127 << 10]),
-            put("big2", &[b'B'; 127 << 10]),
-        ])
-        .unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("later", b"L")]).unwrap();
-    engine.sync().unwrap();
-    let (segment, victim_at) = engine.test_location_of(b"victim").unwrap();
-    for key in [&b"big"[..], b"later"] {
-        assert_eq!(engine.test_location_of(key).unwrap().0, segment);
-    }
-    drop(engine);
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(segment);
-    let mut image = vec![0u8; sb.segment_size as usize];
-    storage.read_at(file, base, &mut image).unwrap();
-    let buffers = recovery::valid_buffers(&image, segment, sb.generation_high_water);
-    let victims = buffers
-        .iter()
-        .rposition(|&(at, _)| at <= victim_at as usize);
-    let behind = buffers[victims.expect("the victim's buffer") + 1].1;
-    assert!(
-        behind.durable_floor + 1 < behind.lsn_first,
-        "the buffer behind the victim's vouches for it by itself: {behind:?}"
-    );
-    damage_every_copy_of(&storage, b'V');
+    let (storage, options) = images::damaged_log_buffer_sealed_early();
     let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options).unwrap();
     assert_reads_as_damaged(&engine, b"victim", "sealed before");
     assert_eq!(engine.get(b"big").unwrap().unwrap(), vec![b'B'; 127 << 10]);

@@ -22,6 +22,7 @@ mod damage_rule_sides;
 mod deletes_in_a_full_store;
 mod failing_record_in_a_valid_buffer;
 mod full_store;
+mod images;
 mod log_damage;
 mod log_sync_table_proofs;
 mod ordinary_use;
@@ -75,6 +76,39 @@ fn flip_a_byte_of_value(storage: &SimStorage, segment: u32, fill: u8) {
     storage.corrupt(file, base + at as u64 + 100, 0xff);
 }
 
+/// Flips a byte of the value of 64 or more `fill` bytes in every segment that holds it.
+fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
+    let mut hits = 0;
+    for (_, (file, base), image) in segment_images(storage) {
+        if let Some(at) = image.windows(64).position(|w| w == [fill; 64]) {
+            storage.corrupt(file, base + at as u64 + 100, 0xff);
+            hits += 1;
+        }
+    }
+    assert!(hits > 0, "the value is in no segment");
+}
+
+/// Flips a byte of the directory trailer (its CRC) of the buffer of `segment` holding the
+/// record at `offset`; returns where that buffer starts.
+fn damage_directory_of_buffer_holding(storage: &SimStorage, segment: u32, offset: usize) -> usize {
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    let mut image = vec![0u8; sb.segment_size as usize];
+    storage.read_at(file, base, &mut image).unwrap();
+    // The record's buffer fails its CRC already: it starts after the last valid one before it,
+    // where that one ends, and its header's length field is intact.
+    let start = scan::valid_buffers(&image, segment, sb.generation_high_water)
+        .into_iter()
+        .filter(|(pos, _)| *pos < offset)
+        .map(|(pos, h)| pos + h.buffer_len as usize)
+        .max()
+        .unwrap_or(0);
+    let len = BufferHeader::buffer_len_field(&image[start..]);
+    assert!(start < offset && offset < start + len);
+    storage.corrupt(file, base + (start + len - 1) as u64, 0x10);
+    start
+}
+
 /// The state a recovery (full scan or checkpoint) rebuilt, in comparable form: segment states,
 /// every index entry (tombstones and range deletes included, through their locations), the next
 /// LSN. Put notes are compared apart (`sorted_notes`).
@@ -116,7 +150,7 @@ fn buffer_offsets(storage: &SimStorage, segment: u32) -> Vec<usize> {
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    recovery::valid_buffers(&image, segment, sb.generation_high_water)
+    scan::valid_buffers(&image, segment, sb.generation_high_water)
         .into_iter()
         .map(|(pos, _)| pos)
         .collect()
@@ -193,6 +227,32 @@ fn after_a_power_cut_the_victim_reads_as_damaged(storage: &SimStorage, case: &st
     let engine = Engine::open_on(storage, &small_options()).unwrap();
     assert_reads_as_damaged(&engine, b"victim", case);
     engine
+}
+
+/// Asserts that every key of `expected` but those in `except` reads back exactly its value
+/// (`case` names the image in the failure message).
+fn assert_reads_back(engine: &Engine, expected: &[(String, Vec<u8>)], except: &[&str], case: &str) {
+    for (k, value) in expected
+        .iter()
+        .filter(|(k, _)| !except.contains(&k.as_str()))
+    {
+        let got = engine.get(k.as_bytes()).unwrap();
+        assert_eq!(got.as_ref(), Some(value), "{case}: {k}");
+    }
+}
+
+/// The power cuts a campaign tries: every unsynced write dropped, every one kept, `random`
+/// random parts of them (seeds 1 to `random`), and the unsynced writes to each of the files
+/// `0..files` kept alone (the page cache wrote back that file only).
+fn power_cuts(random: u64, files: u32) -> impl Iterator<Item = PowerCut> {
+    [PowerCut::DropAllUnsynced, PowerCut::KeepAllWritten]
+        .into_iter()
+        .chain((1..=random).map(PowerCut::Random))
+        .chain((0..files).map(|file| PowerCut::KeepOnlyIn {
+            file,
+            start: 0,
+            end: u64::MAX,
+        }))
 }
 
 /// Asserts that reading `key` fails as damaged: never an older version, never absent.

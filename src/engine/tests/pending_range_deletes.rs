@@ -28,6 +28,18 @@ fn fill(engine: &Engine, value: &[u8]) {
         .unwrap();
 }
 
+/// Fills the pages with `fill_byte` bytes, deletes their prefix (a pending range delete once
+/// background work is paused), then puts page 9 back as "kept".
+fn fill_delete_and_put_one_back(engine: &Engine, fill_byte: u8) {
+    fill(engine, &[fill_byte; 100]);
+    engine
+        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"p/".to_vec())])
+        .unwrap();
+    engine
+        .write(&[Mutation::put(ROOT_GROUP, page(9), b"kept".to_vec())])
+        .unwrap();
+}
+
 /// Everything a reader sees: every live key and value.
 fn visible(engine: &Engine) -> Vec<(Vec<u8>, Vec<u8>)> {
     engine.scan(b"", None, usize::MAX).unwrap()
@@ -93,13 +105,7 @@ fn a_pending_range_delete_survives_a_power_cut_and_a_clean_close() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
     engine.test_pause_background();
-    fill(&engine, &[6u8; 100]);
-    engine
-        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"p/".to_vec())])
-        .unwrap();
-    engine
-        .write(&[Mutation::put(ROOT_GROUP, page(9), b"kept".to_vec())])
-        .unwrap();
+    fill_delete_and_put_one_back(&engine, 6u8);
     engine.sync().unwrap();
     assert_eq!(engine.pending_range_deletes(), 1);
     let seen = visible(&engine);
@@ -121,13 +127,7 @@ fn a_pending_range_delete_survives_a_power_cut_and_a_clean_close() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), &small_options()).unwrap();
     engine.test_pause_background();
-    fill(&engine, &[7u8; 100]);
-    engine
-        .write(&[Mutation::delete_prefix(ROOT_GROUP, b"p/".to_vec())])
-        .unwrap();
-    engine
-        .write(&[Mutation::put(ROOT_GROUP, page(9), b"kept".to_vec())])
-        .unwrap();
+    fill_delete_and_put_one_back(&engine, 7u8);
     assert_eq!(engine.pending_range_deletes(), 1);
     let seen = visible(&engine);
     engine.close().unwrap();

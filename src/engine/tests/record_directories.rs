@@ -5,14 +5,6 @@
 
 use super::*;
 
-/// Flips the bits of `mask` in byte `delta` of `key`'s record (from the record's start).
-fn damage_record_of(storage: &SimStorage, engine: &Engine, key: &[u8], delta: u32, mask: u8) {
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (segment, offset) = engine.test_location_of(key).unwrap();
-    let (file, base) = sb.segment_position(segment);
-    storage.corrupt(file, base + (offset + delta) as u64, mask);
-}
-
 /// Issue 6, point 4: a flipped byte in a record's own header or key. Without the record
 /// directory (format version 2) the damaged record could not be named: its key served the
 /// version before it (or read as absent), and a damaged length lost every record behind it in
@@ -20,35 +12,8 @@ fn damage_record_of(storage: &SimStorage, engine: &Engine, key: &[u8], delta: u3
 /// around it read their newest values; fsck names the key.
 #[test]
 fn damage_to_a_records_header_or_key_fails_reads_of_that_key_never_an_older_version() {
-    // (what is damaged, byte of the record, bits flipped); the layout is in format.rs.
-    let cases: [(&str, u32, u8); 6] = [
-        ("its CRC", 1, 0x01),
-        ("its kind", 4, 0x07),
-        ("its key length", 6, 0x01),
-        ("its value length", 13, 0x40),
-        ("its version", 17, 0x10),
-        ("its key", 24 + 3, 0x20),
-    ];
-    for (what, delta, mask) in cases {
-        let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        engine.test_pause_background();
-        engine.write(&[put("victim", b"older version")]).unwrap();
-        engine.sync().unwrap();
-        engine
-            .write(&[
-                put("before", &[b'B'; 200]),
-                put("victim", &[b'V'; 1000]),
-                put("behind", &[b'N'; 300]),
-            ])
-            .unwrap();
-        engine.sync().unwrap();
-        // A later synced buffer vouches that the damaged one had been synced: damage, not a
-        // torn write.
-        engine.write(&[put("after", b"a")]).unwrap();
-        engine.sync().unwrap();
-        damage_record_of(&storage, &engine, b"victim", delta, mask);
-        drop(engine);
+    for (what, delta, mask) in images::RECORD_DAMAGE {
+        let storage = images::damaged_record_header_or_key(delta, mask);
         let engine = after_a_power_cut_the_victim_reads_as_damaged(&storage, what);
         assert_eq!(
             engine.get(b"before").unwrap().unwrap(),
@@ -81,7 +46,7 @@ fn damage_to_a_records_header_or_key_fails_reads_of_that_key_never_an_older_vers
     }
 }
 
-/// Record directories in a damaged stretch (`recovery::stretch_records`): a buffer whose own
+/// Record directories in a damaged stretch (`scan::stretch_records`): a buffer whose own
 /// header, key or length is damaged is read from its directory, found from the buffer's end;
 /// when two adjacent buffers both lost their headers, the directory found at the stretch's end
 /// is the second one's (its trailer gives its length): its records are placed from its own
@@ -109,7 +74,7 @@ fn stretch_records_read_record_directories_from_each_buffers_end() {
         b
     };
     let walk = |image: &[u8]| {
-        recovery::stretch_records(image, segment, 0, image.len(), Some(9))
+        scan::stretch_records(image, segment, 0, image.len(), Some(9))
             .into_iter()
             .map(|r| {
                 let key = String::from_utf8_lossy(&r.key).into_owned();
@@ -177,7 +142,7 @@ fn repairable_buffer_damage() -> Vec<(String, Arc<SimStorage>)> {
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    let buffers = recovery::valid_buffers(&image, segment, sb.generation_high_water);
+    let buffers = scan::valid_buffers(&image, segment, sb.generation_high_water);
     let batches: Vec<(usize, usize, usize)> = buffers
         .iter()
         .filter(|(_, h)| h.lsn_first > 0)
@@ -277,24 +242,7 @@ fn damage_to_what_the_rest_of_a_buffer_determines_is_repaired_exactly_fsck() {
 /// problem, with where it is, and recovery counts it (and logs it).
 #[test]
 fn a_damaged_buffer_whose_directory_is_damaged_too_is_reported_not_silent() {
-    let storage = SimStorage::new();
-    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-    engine.test_pause_background();
-    engine.write(&[put("victim", b"older version")]).unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("victim", &[b'V'; 1000])]).unwrap();
-    engine.sync().unwrap();
-    engine.write(&[put("after", b"a")]).unwrap();
-    engine.sync().unwrap();
-    let (segment, victim_at) = engine.test_location_of(b"victim").unwrap();
-    drop(engine);
-    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-    let (file, base) = sb.segment_position(segment);
-    let block = victim_at as u64 / BLOCK_SIZE as u64 * BLOCK_SIZE as u64;
-    for at in block..block + BLOCK_SIZE as u64 {
-        storage.corrupt(file, base + at, 0x5a);
-    }
-    let storage = storage.crash(PowerCut::DropAllUnsynced);
+    let storage = images::damaged_buffer_and_its_directory();
     let c = fsck(&*storage);
     assert!(
         c.findings
@@ -318,51 +266,9 @@ fn a_damaged_buffer_whose_directory_is_damaged_too_is_reported_not_silent() {
 #[test]
 fn damaged_deletions_that_recovery_keeps_are_kept_by_fsck_too() {
     for deletion in ["range delete", "tombstone"] {
-        let storage = SimStorage::new();
-        let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
-        engine.test_pause_background();
-        engine.write(&[put("zz/gone", b"deleted")]).unwrap();
-        engine.sync().unwrap();
-        let delete = match deletion {
-            "range delete" => Mutation::delete_prefix(ROOT_GROUP, b"zz/".to_vec()),
-            _ => Mutation::delete(ROOT_GROUP, b"zz/gone".to_vec()),
-        };
-        engine.write(&[delete]).unwrap();
-        engine.sync().unwrap();
-        // A batch behind it whose durable floor vouches for it.
-        engine.write(&[put("after", b"a")]).unwrap();
-        engine.sync().unwrap();
-        // (A range delete removes the key from the index; a tombstone is indexed.)
-        let tombstone_at = engine.test_location_of(b"zz/gone");
-        drop(engine);
-        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-        // The deletion's record CRC field.
-        let (file, at) = match deletion {
-            "range delete" => {
-                // Key "zz/", range end "zz0"; the first match is the record (its directory
-                // entry comes after the records).
-                let found: Vec<_> = segment_images(&storage)
-                    .into_iter()
-                    .filter_map(|(_, (file, base), image)| {
-                        let at = image.windows(6).position(|w| w == b"zz/zz0")?;
-                        Some((file, base + (at - format::RECORD_HEADER_SIZE) as u64))
-                    })
-                    .collect();
-                assert_eq!(
-                    found.len(),
-                    1,
-                    "the range delete is not where the test looks"
-                );
-                found[0]
-            }
-            _ => {
-                let (segment, offset) = tombstone_at.expect("the tombstone is indexed");
-                let (file, base) = sb.segment_position(segment);
-                (file, base + offset as u64)
-            }
-        };
-        storage.corrupt(file, at, 0x04);
-        let storage = storage.crash(PowerCut::DropAllUnsynced);
+        // The deletion's record CRC field damaged, a batch behind it whose durable floor
+        // vouches for it.
+        let storage = images::damaged_deletion(deletion);
         let c = fsck(&*storage);
         assert_eq!(c.problems(), 0, "{deletion}: {:?}", c.findings);
         assert!(c.damaged.is_empty(), "{deletion}: {:?}", c.damaged);

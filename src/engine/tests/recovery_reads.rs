@@ -113,7 +113,7 @@ fn recovery_through_a_map_equals_recovery_through_reads() {
         let (f, b) = sb.segment_position(s);
         let mut image = vec![0u8; sb.segment_size as usize];
         storage.read_at(f, b, &mut image).unwrap();
-        let valid = recovery::valid_buffers(&image, s, sb.generation_high_water);
+        let valid = scan::valid_buffers(&image, s, sb.generation_high_water);
         if let Some(&(pos, _)) = valid.get(1).filter(|_| valid.len() > 2) {
             let at = b + pos as u64 + 100;
             let mut byte = [0u8];
@@ -157,7 +157,7 @@ fn a_store_of_format_version_1_is_read_and_marked_current() {
     let sb = Superblock::decode(&sb_bytes).unwrap();
     let mut rewritten = 0;
     for (segment, (file, base), mut image) in segment_images(&storage) {
-        for (pos, h) in recovery::valid_buffers(&image, segment, sb.generation_high_water) {
+        for (pos, h) in scan::valid_buffers(&image, segment, sb.generation_high_water) {
             let buffer = &mut image[pos..pos + h.buffer_len as usize];
             buffer[format::BUFFER_HEADER_SIZE + h.payload_len as usize..].fill(0);
             h.seal_version_1(buffer);

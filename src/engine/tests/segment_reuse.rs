@@ -9,41 +9,7 @@ use super::*;
 /// are not read back (their generation is older).
 #[test]
 fn stale_generation_buffers_are_ignored() {
-    let opts = small_options();
-    // Store A: segment 0 gets several buffers, one per write.
-    let a = SimStorage::new();
-    let ea = Engine::open_on(a.clone(), &opts).unwrap();
-    for i in 0..4 {
-        ea.write(&[put(&format!("old{i}"), b"from the earlier use")])
-            .unwrap();
-        // Write-behind: write each batch out now, so that each gets a buffer of its own.
-        ea.test_wait_flushes();
-    }
-    ea.sync().unwrap();
-    drop(ea);
-    // Store B: the same segment reused later (a higher generation), one buffer only.
-    let b = SimStorage::new();
-    let sb = Superblock::decode(&a.read_superblock().unwrap().unwrap()).unwrap();
-    b.write_superblock(
-        &Superblock {
-            generation_high_water: 1000,
-            ..sb
-        }
-        .encode(),
-    )
-    .unwrap();
-    let eb = Engine::open_on(b.clone(), &opts).unwrap();
-    eb.write(&[put("new", b"from the new use")]).unwrap();
-    eb.sync().unwrap();
-    drop(eb);
-    // Splice: B's first buffer, then A's later buffers, as a reused segment looks on disk.
-    let (file, base) = sb.segment_position(0);
-    let mut tail = vec![0u8; 3 * BLOCK_SIZE];
-    a.read_at(file, base + BLOCK_SIZE as u64, &mut tail)
-        .unwrap();
-    b.write_at(file, base + BLOCK_SIZE as u64, &tail).unwrap();
-    b.sync().unwrap();
-    let engine = Engine::open_on(b, &opts).unwrap();
+    let engine = Engine::open_on(images::earlier_use_behind_a_new_one(), &small_options()).unwrap();
     assert_eq!(
         engine.get(b"new").unwrap().as_deref(),
         Some(&b"from the new use"[..])
@@ -226,30 +192,9 @@ fn torn_first_buffer_of_reused_segment_exposes_nothing_old() {
 /// record directory and the valid buffers behind it name (`recovery::first_use_by_own_directory`).
 #[test]
 fn a_first_buffer_whose_generation_field_is_garbled_keeps_its_segment() {
-    // A whole sector of garbage too: the store's frees clear a first buffer's directory
-    // (`Superblock::frees_clear_directories_from`), so the directory alone tells the use. Not
-    // in a store whose superblock is older (version 2: its frees did not clear it), where the
-    // header must still be recognisable.
-    for (case, garbled, older_superblock) in [
-        ("magic kept", 4..24, false),
-        ("length kept", 0..24, false),
-        ("whole sector", 0..512, false),
-        ("magic kept, older superblock", 4..24, true),
-        ("length kept, older superblock", 0..24, true),
-    ] {
-        let (storage, engine, segment) = first_in_a_segments_first_buffer();
-        engine.write(&[put("second", &[b'S'; 3000])]).unwrap();
-        engine.sync().unwrap();
-        drop(engine);
-        let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
-        if older_superblock {
-            mark_superblock_version_2(&storage);
-        }
-        let (file, base) = sb.segment_position(segment);
-        for at in garbled {
-            storage.corrupt(file, base + at, 0xff);
-        }
-        let storage = storage.crash(PowerCut::DropAllUnsynced);
+    // A whole sector of garbage too (see the cases' list).
+    for (case, garbled, older_superblock) in images::GARBLED_FIRST_HEADERS {
+        let storage = images::garbled_first_generation(garbled, older_superblock);
         let c = fsck(&*storage);
         let engine = Engine::open_on(storage, &small_options()).unwrap();
         if case == "whole sector" {
@@ -313,7 +258,7 @@ fn a_freed_segment_keeps_no_first_directory_and_garbage_over_its_first_sector_st
         let (_, (file, base), image) = images.iter().find(|(s, _, _)| *s == segment).unwrap();
         assert!(image[..512].iter().all(|&b| b == 0), "segment {segment}");
         assert_eq!(
-            recovery::own_directory_generation(image, segment),
+            scan::own_directory_generation(image, segment),
             None,
             "freed segment {segment} keeps its first buffer's directory"
         );

@@ -23,7 +23,7 @@ fn assert_segments_hold_their_groups_only(engine: &Engine) -> (usize, usize) {
             );
         }
         let hw = u64::MAX;
-        for (pos, header) in recovery::valid_buffers(&image, segment, hw) {
+        for (pos, header) in scan::valid_buffers(&image, segment, hw) {
             if header.kind != format::SegmentKind::Group {
                 continue; // a mixed segment handed over whole: its dead records may be anyone's
             }
@@ -31,7 +31,7 @@ fn assert_segments_hold_their_groups_only(engine: &Engine) -> (usize, usize) {
                 header.group, group,
                 "segment {segment}: buffer of another group"
             );
-            for (_, h) in recovery::records_of(segment, pos, &header, &image).unwrap() {
+            for (_, h) in scan::records_of(segment, pos, &header, &image).unwrap() {
                 assert_eq!(
                     h.group, group,
                     "segment {segment}: a record of group {}",

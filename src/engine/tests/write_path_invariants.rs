@@ -41,7 +41,7 @@ fn buffers_are_aligned_and_zero_padded() {
             entries
         })
         .expect("every buffer ends with an intact record directory");
-        let records = recovery::records_of(segment, pos, &h, &image).unwrap();
+        let records = scan::records_of(segment, pos, &h, &image).unwrap();
         assert_eq!(entries.len(), records.len(), "one entry per record");
         for (e, (at, rh)) in entries.iter().zip(&records) {
             assert_eq!(
