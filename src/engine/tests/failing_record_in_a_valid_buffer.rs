@@ -25,7 +25,7 @@ fn a_failing_record_in_a_valid_buffer() -> Arc<SimStorage> {
     let (file, base) = sb.segment_position(loc.segment);
     let mut image = vec![0u8; sb.segment_size as usize];
     storage.read_at(file, base, &mut image).unwrap();
-    let (start, header) = recovery::valid_buffers(&image, loc.segment, sb.generation_high_water)
+    let (start, header) = scan::valid_buffers(&image, loc.segment, sb.generation_high_water)
         .into_iter()
         .filter(|(pos, _)| *pos <= loc.offset as usize)
         .max_by_key(|(pos, _)| *pos)
