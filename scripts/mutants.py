@@ -679,7 +679,11 @@ whatever order concurrent writers update the index in",
         "src/engine/format/directory.rs",
         "    let start = tail.len() - buffer_len;\n",
         "    let start = 0;\n",
-        ["--lib", "engine::tests::record_directories::stretch_records_read_record_directories"],
+        [
+            ["--release", "--lib", "engine::tests::record_directories::stretch_records_read_record_directories"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::two_log_buffers_damaged_in_their_headers_recovery"],
+            ["--release", "--lib", "engine::tests::damage_rule_sides::two_log_buffers_damaged_in_their_headers_fsck"],
+        ],
     ),
     (
         "lone-first-buffer-taken-for-free",

@@ -642,3 +642,37 @@ fn a_damaged_deletion_its_directory_names_fsck() {
         );
     }
 }
+
+#[test]
+fn two_log_buffers_damaged_in_their_headers_recovery() {
+    let storage = two_log_buffers_damaged_in_their_headers();
+    let engine = Engine::open_on(storage, &small_options()).unwrap();
+    engine.test_pause_background();
+    assert_reads_as_damaged(&engine, b"b1", "its key damaged, named by its directory");
+    let expected: Vec<(String, Vec<u8>)> = [
+        ("x", vec![b'X']),
+        ("a1", vec![b'A'; 100]),
+        ("b2", vec![b'b'; 100]),
+        ("c", vec![b'C']),
+        ("d", vec![b'D']),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_reads_back(&engine, &expected, &[], "two headers damaged");
+}
+
+#[test]
+fn two_log_buffers_damaged_in_their_headers_fsck() {
+    let c = fsck(&*two_log_buffers_damaged_in_their_headers());
+    let named: Vec<&[u8]> = c.damaged.iter().map(|d| &d.key[..]).collect();
+    assert_eq!(named, [&b"b1"[..]], "{:?}", c.findings);
+    assert_fsck_says_reads_fail(&c, b"b1");
+    for key in ["x", "a1", "b2", "c", "d"] {
+        assert!(
+            c.live.contains_key(key.as_bytes()),
+            "{key}: {:?}",
+            c.findings
+        );
+    }
+}

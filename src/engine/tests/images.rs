@@ -910,3 +910,46 @@ pub(super) fn damaged_newest_synced_log_buffer(scenario: &str) -> Arc<SimStorage
     // A power cut: no checkpoint can stand in for the scan.
     storage.crash(PowerCut::DropAllUnsynced)
 }
+
+/// Two log buffers in a row, "a1"'s and then "b1" and "b2"'s, whose headers are both damaged
+/// past repair (magic and first LSN), and "b1"'s key, with valid buffers behind ("c", "d")
+/// that vouch for them. Neither header gives its buffer's end, so the stretch's record
+/// directories are searched from "a1"'s buffer on: the one found is "b1"/"b2"'s, at the
+/// stretch's end, which must lay out its records from its own buffer's start (its trailer's
+/// length), not from where the search began; "a1"'s buffer before it is walked.
+pub(super) fn two_log_buffers_damaged_in_their_headers() -> Arc<SimStorage> {
+    let storage = SimStorage::new();
+    let engine = Engine::open_on(storage.clone(), &small_options()).unwrap();
+    engine.test_pause_background();
+    let batches: [&[Mutation]; 5] = [
+        &[put("x", b"X")],
+        &[put("a1", &[b'A'; 100])],
+        &[put("b1", &[b'B'; 2000]), put("b2", &[b'b'; 100])],
+        &[put("c", b"C")],
+        &[put("d", b"D")],
+    ];
+    for batch in batches {
+        engine.write(batch).unwrap();
+        engine.sync().unwrap();
+    }
+    let at = |key: &[u8]| engine.test_location_of(key).unwrap();
+    let (segment, a1_at) = at(b"a1");
+    let (b1_at, b2_at) = (at(b"b1").1 as usize, at(b"b2").1 as usize);
+    assert!(at(b"x").0 == segment && at(b"b1").0 == segment && at(b"d").0 == segment);
+    drop(engine);
+    let a_start = a1_at as usize - format::BUFFER_HEADER_SIZE;
+    let b_start = b1_at - format::BUFFER_HEADER_SIZE;
+    assert!(a_start > 0 && a_start + BLOCK_SIZE == b_start && b2_at > b1_at);
+    let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
+    let (file, base) = sb.segment_position(segment);
+    // Header bytes 0 (magic) and 16 (first LSN, which nothing else records).
+    for at in [
+        a_start,
+        a_start + 16,
+        b_start,
+        b1_at + format::RECORD_HEADER_SIZE,
+    ] {
+        storage.corrupt(file, base + at as u64, 0x02);
+    }
+    storage.crash(PowerCut::DropAllUnsynced)
+}
