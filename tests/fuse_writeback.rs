@@ -123,6 +123,41 @@ fn a_full_store_is_reported_by_fsync_when_write_was_answered_by_the_cache() {
     );
 }
 
+/// Writes `size` bytes to a new file through the page cache and fsyncs it.
+fn write_and_fsync(path: &Path, size: usize) -> std::io::Result<()> {
+    let f = std::fs::File::create(path)?;
+    let buf = vec![0x5au8; 1 << 20];
+    for off in (0..size).step_by(buf.len()) {
+        f.write_all_at(&buf[..buf.len().min(size - off)], off as u64)?;
+    }
+    f.sync_all()
+}
+
+#[test]
+fn a_write_back_the_full_store_cuts_short_fails_fsync() {
+    let m = Mount::new("64M");
+    // Room for part of the last file: a file deleted once the store is full.
+    write_and_fsync(&m.mnt.join("room"), 2560 << 10).expect("the room file fits");
+    let err = write_and_fsync(&m.mnt.join("fill"), 64 << 20)
+        .expect_err("64 MiB of data fit in a 64M store");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::StorageFull,
+        "filling failed with {err}"
+    );
+    std::fs::remove_file(m.mnt.join("room")).unwrap();
+    // The kernel writes the last MiB back in one WRITE; the store runs out in its middle, after
+    // some of its batches were stored. A short count for that WRITE is ignored by the kernel,
+    // so fsync(2) would succeed with the tail of the file lost.
+    let err = write_and_fsync(&m.mnt.join("last"), 3 << 20)
+        .expect_err("fsync(2) succeeded for 3 MiB written into 2.5 MiB of room");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::StorageFull,
+        "fsync(2) failed with {err}, not ENOSPC"
+    );
+}
+
 #[test]
 fn overwrites_through_the_cache_read_back_after_fsync_and_remount() {
     let mut m = Mount::new("256M");

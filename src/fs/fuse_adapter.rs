@@ -338,7 +338,14 @@ impl Filesystem for FuseFs {
         let kill_suid_sgid = write_flags
             .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
             .then_some(&in_group as &dyn Fn(u32) -> bool);
-        match self.fs.write_as(ino.0, offset, data, kill_suid_sgid) {
+        // The kernel's write-back of its page cache ignores a short count: the tail would be
+        // lost silently, so it gets the error that cut the write short instead.
+        let result = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            self.fs.write_whole_as(ino.0, offset, data, kill_suid_sgid)
+        } else {
+            self.fs.write_as(ino.0, offset, data, kill_suid_sgid)
+        };
+        match result {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", req, &e)),
         }
