@@ -1248,6 +1248,15 @@ whatever order concurrent writers update the index in",
         "    if true {",
         ["--release", "--lib", "open_group_segments_stay_within_their_bound"],
     ),
+    (
+        "write-back-cut-short-answers-a-count",
+        "writeback cache: a page-cache WRITE the store cuts short gets its error, not a short count",
+        "src/fs/file_data.rs",
+        "            Some(e) if whole => Err(e.into()),",
+        "            Some(e) if !whole => Err(e.into()),",
+        ["--release", "--features", "test-hooks", "--test", "fuse_writeback",
+         "a_write_back_the_full_store_cuts_short_fails_fsync"],
+    ),
 ]
 
 

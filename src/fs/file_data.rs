@@ -184,6 +184,31 @@ impl Fs {
         data: &[u8],
         kill_suid_sgid: Option<InGroup>,
     ) -> FsResult<u32> {
+        self.write_stored(ino, offset, data, kill_suid_sgid, false)
+    }
+
+    /// [`Fs::write_as`] for a writer that cannot take a short write: the kernel writing back its
+    /// page cache ignores the count it is answered with, so the unstored tail would be lost with
+    /// no error for fsync(2) to report. An error that stops the write after some batches were
+    /// stored is returned instead of their count (those batches stay stored).
+    pub fn write_whole_as(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suid_sgid: Option<InGroup>,
+    ) -> FsResult<u32> {
+        self.write_stored(ino, offset, data, kill_suid_sgid, true)
+    }
+
+    fn write_stored(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suid_sgid: Option<InGroup>,
+        whole: bool,
+    ) -> FsResult<u32> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -206,6 +231,7 @@ impl Fs {
         }
         self.drop_capabilities(ino, &mut batch);
         let mut written_end = offset; // end of the bytes in committed batches
+        let mut stopped = None; // the error that cut the write short
         let mut pos = offset;
         while pos < end {
             let page = pos / keys::PAGE_SIZE;
@@ -232,6 +258,7 @@ impl Fs {
                 batch.clear();
                 if let Err(e) = result {
                     if written_end > offset {
+                        stopped = Some(e);
                         break;
                     }
                     return Err(e.into());
@@ -244,7 +271,10 @@ impl Fs {
         }
         self.account_written_pages(&mut st, ino, &rec, pages_before, written_end < end);
         drop(st);
-        Ok((written_end - offset) as u32)
+        match stopped {
+            Some(e) if whole => Err(e.into()),
+            _ => Ok((written_end - offset) as u32),
+        }
     }
 
     /// A file that data is written to: a regular file, not removed.

@@ -14,9 +14,10 @@
 //! effect of is an inode flag ioctl (ctime), after which we invalidate the inode's attributes
 //! ourselves ([`NotifierSlot`]). The writeback cache is off
 //! unless the mount asks for it (`-o writeback_cache`): then the kernel owns size and mtime
-//! while it holds dirty pages, and ENOSPC and EIO reach the user at fsync(2) or close(2)
-//! (the kernel's FLUSH path writes the dirty pages back and returns their error even though we
-//! answer FLUSH with ENOSYS). Without it every write reaches `Fs::write` before write(2)
+//! while it holds dirty pages, and ENOSPC and EIO reach the user at fsync(2), and at the first
+//! close(2) of the file after the failure, whoever closes (the kernel's FLUSH path writes the
+//! dirty pages back and returns their error even though we answer FLUSH with ENOSYS; it keeps
+//! one error flag per inode for that). Without it every write reaches `Fs::write` before write(2)
 //! returns, so write(2) itself reports them. Readdirplus is enabled when the kernel offers it.
 
 mod caller;
@@ -337,7 +338,14 @@ impl Filesystem for FuseFs {
         let kill_suid_sgid = write_flags
             .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
             .then_some(&in_group as &dyn Fn(u32) -> bool);
-        match self.fs.write_as(ino.0, offset, data, kill_suid_sgid) {
+        // The kernel's write-back of its page cache ignores a short count: the tail would be
+        // lost silently, so it gets the error that cut the write short instead.
+        let result = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+            self.fs.write_whole_as(ino.0, offset, data, kill_suid_sgid)
+        } else {
+            self.fs.write_as(ino.0, offset, data, kill_suid_sgid)
+        };
+        match result {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", req, &e)),
         }

@@ -110,7 +110,8 @@ pub struct FsOptions {
     pub atime: atime::AtimeMode,
     /// Ask the kernel for its writeback cache (`-o writeback_cache`): write(2) returns once the
     /// page cache holds the data, which reaches us later, in larger writes. ENOSPC and EIO
-    /// then surface at fsync(2) or close(2), not at write(2) (README, "Mount options").
+    /// then surface at fsync(2) (and at most one close(2)), not at write(2) (README, "Mount
+    /// options").
     pub writeback_cache: bool,
 }
 
