@@ -450,7 +450,10 @@ whatever order concurrent writers update the index in",
         "src/engine/format/buffer.rs",
         "        (buffer_crc(&buf[..len], version, payload_len) == stored_crc).then_some(header)",
         "        (stored_crc == stored_crc).then_some(header)",
-        ["--release", "--test", "engine_model", "random_batches"],
+        [
+            ["--release", "--test", "engine_model", "random_batches"],
+            ["--release", "--lib", "engine::check::tests::power_cuts_alone_are_never_problems"],
+        ],
     ),
     (
         "sync-table-proof-ignored",
