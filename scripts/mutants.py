@@ -575,7 +575,7 @@ whatever order concurrent writers update the index in",
         "                    && BufferHeader::generation_field(&image[q..end]) == g\n",
         "                    && BufferHeader::generation_field(&image[q..end]) != g + 1\n",
         [
-            ["--lib", "engine::tests::copies_damage::stretch_records_walk"],
+            ["--release", "--lib", "engine::tests::copies_damage::stretch_records_walk"],
             ["--release", "--lib", "engine::tests::damage_rule_sides::an_earlier_use_inside_a_damaged_stretch_recovery"],
             ["--release", "--lib", "engine::tests::damage_rule_sides::an_earlier_use_inside_a_damaged_stretch_fsck"],
         ],
