@@ -316,6 +316,9 @@ fn damaged_copies_fsck() {
         named_sorted.sort();
         named_sorted.dedup();
         assert_eq!(named_sorted, damaged, "{which:?}: {:?}", c.findings);
+        for key in &damaged {
+            assert_fsck_says_reads_fail(&c, key);
+        }
         assert!(
             c.findings
                 .iter()
