@@ -346,11 +346,9 @@ pub(super) fn report_failing_records(
     out: &mut EngineCheck,
 ) {
     for b in scanned.bufs.iter().filter(|b| end.keeps(b)) {
-        for i in b.records.clone() {
-            if let Some(r) = map
-                .indexed(i)
-                .filter(|r| !r.intact && r.kind == RecordKind::Put)
-            {
+        // Only failing records are looked up: `indexed` searches the range deletes.
+        for i in b.records.clone().filter(|&i| !scanned.recs[i].intact) {
+            if let Some(r) = map.indexed(i).filter(|r| r.kind == RecordKind::Put) {
                 out.damaged.push(poisoned(r));
             }
         }
