@@ -87,6 +87,17 @@ impl Inner {
         }
     }
 
+    /// Writes the complete segment summaries out (see `summaries.rs`): once enough wait, or
+    /// all of them at a clean close. Nothing depends on it: a failure only costs a recovery
+    /// after a crash the reading of those segments.
+    pub(super) fn write_out_summaries(&self, closing: bool) {
+        match (self.segments.summaries).write_out(|| self.segments.infos(), closing) {
+            Ok(0) => {}
+            Ok(n) => ::log::debug!("{n} segment summaries written"),
+            Err(e) => ::log::warn!("segment summaries not written: {e}"),
+        }
+    }
+
     pub(super) fn background_loop(&self) {
         let mut last_sync = Instant::now();
         let mut written_at_last_tick = 0;
@@ -118,6 +129,7 @@ impl Inner {
             if let Err(e) = self.reclaim_dead_segments() {
                 ::log::error!("freeing dead segments failed: {e}");
             }
+            self.write_out_summaries(false);
             // Separate once enough mixed segments are closed, and all of them once writes
             // pause, so that the mixed segments drain to the active one.
             let written = self.user_bytes_written.load(Ordering::Relaxed);

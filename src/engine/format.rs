@@ -54,6 +54,7 @@ pub mod checkpoint;
 pub mod directory;
 pub mod record;
 pub mod superblock;
+pub mod summaries;
 pub mod sync_table;
 
 pub use buffer::*;

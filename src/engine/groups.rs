@@ -136,8 +136,8 @@ impl GroupWriter {
             let buffer_len = buffer.len();
             segments.write(open.segment, open.offset, &buffer)?;
             written.locations.extend(locations);
+            segments.note_buffer_written(open.segment, open.offset, &buffer, max_lsn);
             open.offset += buffer_len as u32;
-            segments.note_written(open.segment, open.offset, max_lsn);
             // Recorded in the sync table before any source of these copies is freed.
             segments
                 .sync_table

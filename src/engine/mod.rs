@@ -38,6 +38,7 @@
 //! - `scan`: the one segment scan, a verdict for each buffer and stretch.
 //! - `recovery`: rebuilds all of the above from the segments at open.
 //! - `checkpoint`: the index written at a clean close, which spares the next open its scan.
+//! - `summaries`: what a scan of each closed segment reads, which spares recovery that scan.
 //! - `check`: the offline checker behind `logstorfs fsck`.
 //!
 //! - `concurrency`: the only door to threads, locks, atomics and the clock (a scheduler's in
@@ -70,6 +71,7 @@ mod recovery;
 mod scan;
 mod segments;
 mod separator;
+mod summaries;
 mod stats;
 pub mod storage;
 pub mod store_dir;

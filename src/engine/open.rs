@@ -12,6 +12,7 @@ use super::concurrency::{
 };
 use super::format::{self, SUPERBLOCK_VERSION, Superblock};
 use super::segments::SegmentManager;
+use super::summaries::{self, Summaries};
 use super::storage::{self, FileStorage, Storage};
 use super::{
     Engine, EngineError, EngineOptions, Inner, MAX_CAPACITY_BYTES, MIN_CAPACITY_BYTES, Result,
@@ -86,7 +87,7 @@ impl Engine {
         // A checkpoint of the last clean close spares the scan (consumed here either way, unless
         // read-only).
         let superblock_bytes = storage.read_superblock()?.unwrap_or_default();
-        let recovered = load_or_recover(
+        let (recovered, summaries) = load_or_recover(
             &storage,
             &superblock_bytes,
             &superblock,
@@ -94,7 +95,8 @@ impl Engine {
             read_only,
         )?;
         let recovered_at = started.elapsed();
-        let (segments, superblock) = segment_manager(&storage, superblock, recovered.infos)?;
+        let (segments, superblock) =
+            segment_manager(&storage, superblock, recovered.infos, summaries)?;
         let segment_count = superblock.segment_count;
         // A read-only open leaves all of this to the next writer, whose recovery decides alike.
         if !read_only {
@@ -177,6 +179,9 @@ impl Engine {
         let synced = self.inner.storage.sync();
         if let (Ok(()), Err(e)) = (&result, synced) {
             result = Err(EngineError::from(e));
+        }
+        if result.is_ok() {
+            self.inner.write_out_summaries(true);
         }
         let log = &self.inner.log;
         ::log::info!(
@@ -271,23 +276,39 @@ fn read_or_create_superblock(
 }
 
 /// What the store held at its last moment: the checkpoint of its last clean close if there is
-/// one (consumed, unless `read_only`), or else what a scan of every segment recovers.
+/// one (consumed, unless `read_only`), or else what a scan of every segment recovers, taking
+/// the segments whose summaries hold from their summaries; with the store's summaries.
 fn load_or_recover(
     storage: &Arc<dyn Storage>,
     superblock_bytes: &[u8],
     superblock: &Superblock,
     put_notes: &tombstones::PutNotes,
     read_only: bool,
-) -> Result<recovery::Recovered> {
+) -> Result<(recovery::Recovered, Summaries)> {
     let checkpoint = if read_only {
         checkpoint::load_keeping
     } else {
         checkpoint::load
     };
-    Ok(match checkpoint(storage, superblock_bytes, put_notes) {
-        Some(r) => r,
-        None => recovery::recover(storage, superblock, put_notes)?,
-    })
+    if let Some(r) = checkpoint(storage, superblock_bytes, put_notes) {
+        let (newest, count) = summaries::newest_by_headers(&**storage)?;
+        return Ok((r, Summaries::new(storage.clone(), newest, count)));
+    }
+    let loaded = summaries::load(&**storage)?;
+    let recovered =
+        recovery::recover_summarized(storage, superblock, put_notes, &loaded.by_segment)?;
+    let summaries = Summaries::new(storage.clone(), loaded.newest, loaded.by_segment.len());
+    if !read_only {
+        // Rule 4 of `summaries.rs`: a summary never outlives a change to its segment.
+        let touched: Vec<u32> = recovered
+            .invalidate
+            .iter()
+            .map(|&(segment, _, _)| segment)
+            .filter(|s| loaded.by_segment.contains_key(s))
+            .collect();
+        summaries.drop_segments(&touched)?;
+    }
+    Ok((recovered, summaries))
 }
 
 /// The segment manager over the recovered segments, with the superblock it works from.
@@ -295,6 +316,7 @@ fn segment_manager(
     storage: &Arc<dyn Storage>,
     superblock: Superblock,
     infos: Vec<super::segments::SegmentInfo>,
+    summaries: Summaries,
 ) -> Result<(Arc<SegmentManager>, Superblock)> {
     let sync_table = synctable::SyncTable::open(storage.clone(), superblock.segment_count)?;
     // A store written by a build before superblock version 3 (whose frees left the first
@@ -311,6 +333,7 @@ fn segment_manager(
         superblock,
         infos,
         sync_table,
+        summaries,
     ));
     Ok((segments, superblock))
 }

@@ -26,7 +26,10 @@ use super::concurrency::Arc;
 use std::collections::BTreeMap;
 
 use super::api::{EngineError, Result};
-use super::format::{BLOCK_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind, Superblock};
+use super::format::summaries::SegmentSummary;
+use super::format::{
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind, Superblock,
+};
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::scan::{self, LogEnd, Stretch, StretchRecord, Take, may_be_in_use};
 use super::segments::{SegmentInfo, SegmentManager, SegmentState};
@@ -51,6 +54,8 @@ pub struct RecoveryReport {
     /// Damaged buffers whose record directory is damaged too: records there that nothing names
     /// are lost without their keys failing (fsck reports them).
     pub buffers_unnamed: u64,
+    /// Segments taken from their summaries (`summaries.rs`) instead of being read.
+    pub segments_summarized: u64,
     /// The durable floor found, and the last LSN kept.
     pub durable_floor: u64,
     pub last_lsn: u64,
@@ -85,15 +90,27 @@ struct Candidate {
     location: Location,
 }
 
-/// Rebuilds everything from the segments; every put accepted is noted in `put_notes` (see
-/// `tombstones.rs`), live or not.
+/// Rebuilds everything from the segments, reading every one; every put accepted is noted in
+/// `put_notes` (see `tombstones.rs`), live or not.
+#[cfg(test)]
 pub fn recover(
     storage: &Arc<dyn Storage>,
     sb: &Superblock,
     put_notes: &super::tombstones::PutNotes,
 ) -> Result<Recovered> {
+    recover_summarized(storage, sb, put_notes, &BTreeMap::new())
+}
+
+/// [`recover`], taking each segment whose summary in `summaries` still holds (its first
+/// buffer's header on disk is the one summarized) from the summary instead of reading it.
+pub fn recover_summarized(
+    storage: &Arc<dyn Storage>,
+    sb: &Superblock,
+    put_notes: &super::tombstones::PutNotes,
+    summaries: &BTreeMap<u32, SegmentSummary>,
+) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
-    let mut reader = SegmentReader::new(storage, sb)?;
+    let mut reader = SegmentReader::new(storage, sb, summaries)?;
     // How far each segment of copies is known synced (see `synctable.rs`).
     let proofs = super::synctable::read(&**storage, sb.segment_count)?;
     let Scanned {
@@ -182,6 +199,20 @@ fn scan_segments(
     let progress = super::progress::Pass::begin("scanning the store", sb.segment_count as u64);
     for segment in 0..sb.segment_count {
         progress.advance(segment as u64);
+        if let Some(summary) = reader.summary_that_holds(segment)? {
+            report.segments_summarized += 1;
+            for (offset, header, records) in summary {
+                let first = candidates.len();
+                candidates.extend(records.into_iter().map(|r| Candidate::of(segment, r)));
+                buffers.push(ScannedBuffer {
+                    segment,
+                    offset,
+                    header,
+                    records: first..candidates.len(),
+                });
+            }
+            continue;
+        }
         let Some(image) = reader.image(segment, report)? else {
             continue;
         };
@@ -391,6 +422,8 @@ fn invalidated(
 struct SegmentReader<'a> {
     storage: &'a Arc<dyn Storage>,
     sb: &'a Superblock,
+    /// Summaries that may stand in for their segments (those are not read ahead).
+    summaries: &'a BTreeMap<u32, SegmentSummary>,
     file_lens: Vec<u64>,
     /// Maps by file: the current one and the one read ahead (`None`: the storage cannot map).
     maps: Vec<Option<Option<MappedFile>>>,
@@ -399,7 +432,11 @@ struct SegmentReader<'a> {
 }
 
 impl<'a> SegmentReader<'a> {
-    fn new(storage: &'a Arc<dyn Storage>, sb: &'a Superblock) -> Result<Self> {
+    fn new(
+        storage: &'a Arc<dyn Storage>,
+        sb: &'a Superblock,
+        summaries: &'a BTreeMap<u32, SegmentSummary>,
+    ) -> Result<Self> {
         let mut file_lens = Vec::new();
         for file in 0..sb.file_count() {
             file_lens.push(storage.file_len(file)?);
@@ -407,6 +444,7 @@ impl<'a> SegmentReader<'a> {
         Ok(SegmentReader {
             storage,
             sb,
+            summaries,
             maps: (0..file_lens.len()).map(|_| None).collect(),
             file_lens,
             current: None,
@@ -430,7 +468,7 @@ impl<'a> SegmentReader<'a> {
             let seg = self.sb.segment_size as u64;
             for segment in 0..self.sb.segment_count {
                 let (sf, base) = self.sb.segment_position(segment);
-                if sf != file || base + seg > len {
+                if sf != file || base + seg > len || self.summaries.contains_key(&segment) {
                     continue;
                 }
                 let b = base as usize;
@@ -443,14 +481,13 @@ impl<'a> SegmentReader<'a> {
         Ok(())
     }
 
-    /// The image of `segment`, or `None` if it was never allocated or is free.
-    fn image(&mut self, segment: u32, report: &mut RecoveryReport) -> Result<Option<&[u8]>> {
-        let seg_size = self.sb.segment_size as usize;
+    /// Whether `segment`'s bytes lie in an allocated part of its file; if so its file is the
+    /// current one from now on.
+    fn enter(&mut self, segment: u32) -> Result<bool> {
         let (file, base) = self.sb.segment_position(segment);
-        if self.file_lens[file as usize] < base + seg_size as u64 {
-            return Ok(None); // never allocated
+        if self.file_lens[file as usize] < base + self.sb.segment_size as u64 {
+            return Ok(false); // never allocated
         }
-        report.segments_scanned += 1;
         if self.current != Some(file) {
             // Done with the earlier files: unmap them; read the next one ahead.
             for m in &mut self.maps[..file as usize] {
@@ -460,6 +497,48 @@ impl<'a> SegmentReader<'a> {
             self.map(file + 1)?;
             self.current = Some(file);
         }
+        Ok(true)
+    }
+
+    /// The buffers and records of `segment`'s summary, if it has one and it still holds: the
+    /// header of the segment's first buffer on disk is the one summarized (see `summaries.rs`),
+    /// and the summary decodes.
+    #[allow(clippy::type_complexity)]
+    fn summary_that_holds(
+        &mut self,
+        segment: u32,
+    ) -> Result<Option<Vec<(u32, BufferHeader, Vec<StretchRecord>)>>> {
+        let Some(summary) = self.summaries.get(&segment) else {
+            return Ok(None);
+        };
+        let Some(first) = summary.buffers.first() else {
+            return Ok(None);
+        };
+        if !self.enter(segment)? {
+            return Ok(None);
+        }
+        let (file, base) = self.sb.segment_position(segment);
+        let mut head = [0u8; BUFFER_HEADER_SIZE];
+        match &self.maps[file as usize] {
+            Some(Some(m)) => head.copy_from_slice(
+                &m.bytes()[base as usize..base as usize + BUFFER_HEADER_SIZE],
+            ),
+            _ => self.storage.read_at(file, base, &mut head)?,
+        }
+        if head != first.header {
+            return Ok(None);
+        }
+        Ok(taken_from_summary(summary, self.sb.segment_size))
+    }
+
+    /// The image of `segment`, or `None` if it was never allocated or is free.
+    fn image(&mut self, segment: u32, report: &mut RecoveryReport) -> Result<Option<&[u8]>> {
+        let seg_size = self.sb.segment_size as usize;
+        if !self.enter(segment)? {
+            return Ok(None);
+        }
+        report.segments_scanned += 1;
+        let (file, base) = self.sb.segment_position(segment);
         let base = base as usize;
         if let Some(Some(m)) = &self.maps[file as usize] {
             let image = &m.bytes()[base..base + seg_size];
@@ -473,6 +552,34 @@ impl<'a> SegmentReader<'a> {
         self.storage.read_at(file, base as u64, &mut self.buf)?;
         Ok(Some(&self.buf))
     }
+}
+
+/// The buffers and records a summary records, as the scan of its segment reads them; `None`
+/// if a header in it does not decode (the segment is then read).
+#[allow(clippy::type_complexity)]
+fn taken_from_summary(
+    summary: &SegmentSummary,
+    segment_size: u32,
+) -> Option<Vec<(u32, BufferHeader, Vec<StretchRecord>)>> {
+    let mut out = Vec::with_capacity(summary.buffers.len());
+    for b in &summary.buffers {
+        let available = (segment_size as usize).checked_sub(b.offset as usize)?;
+        let header = BufferHeader::decode_copy(&b.header, available)?;
+        let mut records = Vec::with_capacity(b.records.len());
+        for r in &b.records {
+            records.push(StretchRecord {
+                at: r.at as usize,
+                header: RecordHeader::decode_prefix(&r.header)?,
+                key: r.key.clone(),
+                range_end: r.range_end.clone(),
+                intact: true,
+                in_first_buffer: false,
+                from_directory: false,
+            });
+        }
+        out.push((b.offset, header, records));
+    }
+    Some(out)
 }
 
 /// Takes candidate `c` (number `i`) into the index being rebuilt: point records are listed

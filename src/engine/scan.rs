@@ -11,7 +11,8 @@
 //!   an earlier use; what lies there is never served (recovery notes its puts, fsck compares
 //!   its records and the valid buffers behind it with what is served).
 //!
-//! Only this module decodes buffers for recovery and fsck, and only it checks records' CRCs.
+//! Only this module decodes buffers for recovery and fsck, and only it checks records' CRCs;
+//! `summaries.rs` reads each buffer it summarizes with [`valid_buffer`] too.
 //!
 //! Its parts: [`walk`] finds the valid buffers, the damaged stretches and the stop; [`buffer`]
 //! validates and repairs one buffer; [`directory`] reads record directories as witnesses;
@@ -25,6 +26,7 @@ mod stretch;
 mod verdicts;
 mod walk;
 
+pub(in crate::engine) use buffer::valid_buffer;
 pub use buffer::{ValidBuffer, records_of};
 #[cfg(test)]
 pub use directory::own_directory_generation;

@@ -20,6 +20,7 @@ use super::format::{
     self, BLOCK_SIZE, BufferHeader, DIRECTORY_TRAILER_SIZE, NO_GROUP, SegmentKind, Superblock,
 };
 use super::storage::{SECTOR_SIZE, Storage};
+use super::summaries::Summaries;
 use super::synctable::SyncTable;
 
 /// Generations are reserved in the superblock this many at a time, so that handing out a
@@ -113,6 +114,8 @@ pub struct SegmentManager {
     pub reclaimed: AtomicU64,
     /// How far each group-owned segment is known synced (see `synctable.rs`).
     pub sync_table: SyncTable,
+    /// The summaries of closed segments (see `summaries.rs`).
+    pub summaries: Summaries,
 }
 
 impl SegmentManager {
@@ -122,6 +125,7 @@ impl SegmentManager {
         superblock: Superblock,
         infos: Vec<SegmentInfo>,
         sync_table: SyncTable,
+        summaries: Summaries,
     ) -> Self {
         let n = superblock.segment_count as usize;
         let files = superblock.file_count() as usize;
@@ -161,6 +165,7 @@ impl SegmentManager {
             reserved,
             reclaimed: AtomicU64::new(0),
             sync_table,
+            summaries,
         }
     }
 
@@ -281,8 +286,14 @@ impl SegmentManager {
             .will_need(file, base + offset as u64, len as u64);
     }
 
+    /// Notes buffer `data` written at `offset` of `segment`, holding batches up to `max_lsn`.
+    pub fn note_buffer_written(&self, segment: u32, offset: u32, data: &[u8], max_lsn: u64) {
+        self.summaries.note_buffer(segment, offset, data);
+        self.note_written(segment, offset + data.len() as u32, max_lsn);
+    }
+
     /// Notes a buffer written at `end` bytes into `segment`, holding batches up to `max_lsn`.
-    pub fn note_written(&self, segment: u32, end: u32, max_lsn: u64) {
+    fn note_written(&self, segment: u32, end: u32, max_lsn: u64) {
         let mut inner = self.inner.lock();
         let info = &mut inner.infos[segment as usize];
         info.used = info.used.max(end);
@@ -459,6 +470,7 @@ impl SegmentManager {
         debug_assert_eq!(inner.infos[segment as usize].state, SegmentState::Freeing);
         inner.infos[segment as usize] = Self::empty_info();
         self.written[segment as usize].store(0, Ordering::Release);
+        self.summaries.forget_segment(segment);
         inner.free.push_back(segment);
         self.reclaimed.fetch_add(1, Ordering::Relaxed);
     }
@@ -475,6 +487,11 @@ impl SegmentManager {
             }
         }
         c
+    }
+
+    /// Every segment's state.
+    pub fn infos(&self) -> Vec<SegmentInfo> {
+        self.inner.lock().infos.clone()
     }
 
     pub fn snapshot(&self) -> Vec<(SegmentInfo, u64)> {

@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use super::format::summaries::{SUMMARY_FILES, SUMMARY_NAMES};
 use super::format::sync_table::{SYNC_TABLE_FILE, SYNC_TABLE_NAME};
 
 /// The sector size of simulated power cuts: a sector is either all old or all new.
@@ -88,11 +89,14 @@ pub(crate) fn segment_file_name(file: u32) -> String {
     format!("seg-{file:06}")
 }
 
-/// The name in a store directory of storage file `file`: a segment file, or the segment sync
-/// table (`synctable.rs`), which has a file number no segment file can have.
+/// The name in a store directory of storage file `file`: a segment file, the segment sync
+/// table (`synctable.rs`) or a slot of the segment summaries (`summaries.rs`), which have file
+/// numbers no segment file can have.
 pub(crate) fn store_file_name(file: u32) -> String {
     if file == SYNC_TABLE_FILE {
         SYNC_TABLE_NAME.to_string()
+    } else if let Some(slot) = SUMMARY_FILES.iter().position(|&f| f == file) {
+        SUMMARY_NAMES[slot].to_string()
     } else {
         segment_file_name(file)
     }

@@ -25,6 +25,8 @@ pub fn is_store_file(name: &str) -> bool {
         LOCK_FILE,
         CHECKPOINT_FILE,
         super::synctable::SYNC_TABLE_NAME,
+        super::format::summaries::SUMMARY_NAMES[0],
+        super::format::summaries::SUMMARY_NAMES[1],
     ]
     .contains(&name)
         || name == temporary(SUPERBLOCK_FILE)

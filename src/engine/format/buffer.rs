@@ -163,9 +163,21 @@ impl BufferHeader {
         (buffer_crc(&buf[..len], version, payload_len) == stored_crc).then_some(header)
     }
 
+    /// The fields of a header kept apart from its buffer (a segment summary's copy), if they
+    /// are consistent with each other and with a buffer of at most `available` bytes; the CRC
+    /// unchecked (it covers the buffer, which is not here).
+    pub fn decode_copy(header: &[u8], available: usize) -> Option<BufferHeader> {
+        Self::decode_fields_within(header, available).map(|(h, _)| h)
+    }
+
     /// The header's fields and format version, if they are consistent with each other and
     /// with `buf`; the CRC unchecked.
     fn decode_fields(buf: &[u8]) -> Option<(BufferHeader, u16)> {
+        Self::decode_fields_within(buf, buf.len())
+    }
+
+    /// [`BufferHeader::decode_fields`] of a header whose buffer has `available` bytes.
+    fn decode_fields_within(buf: &[u8], available: usize) -> Option<(BufferHeader, u16)> {
         if buf.len() < BUFFER_HEADER_SIZE || u32_at(buf, MAGIC_OFFSET) != BUFFER_MAGIC {
             return None;
         }
@@ -191,7 +203,7 @@ impl BufferHeader {
             segment_index: u32_at(buf, SEGMENT_INDEX_OFFSET),
         };
         header
-            .lengths_fit(version, buf.len())
+            .lengths_fit(version, available)
             .then_some((header, version))
     }
 

@@ -99,9 +99,12 @@ impl Log {
         let mut st = self.state.lock();
         match result {
             Ok(()) => {
-                let end = sealed.offset + sealed.data.len() as u32;
-                self.segments
-                    .note_written(sealed.segment, end, sealed.lsn_last);
+                self.segments.note_buffer_written(
+                    sealed.segment,
+                    sealed.offset,
+                    &sealed.data,
+                    sealed.lsn_last,
+                );
                 self.device_bytes_written
                     .fetch_add(sealed.data.len() as u64, Ordering::Relaxed);
                 st.written_seq = sealed.seq;

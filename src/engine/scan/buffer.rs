@@ -45,7 +45,7 @@ pub struct ValidBuffer {
 
 /// The valid buffer at `at` with header `header`, its records read (and their own CRCs
 /// checked if `check_records`).
-pub(super) fn valid_buffer(
+pub(in crate::engine) fn valid_buffer(
     image: &[u8],
     at: usize,
     header: BufferHeader,

@@ -30,8 +30,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
-use super::super::format::sync_table::{SYNC_TABLE_FILE, SYNC_TABLE_NAME};
-use super::{LOCK_FILE, MappedFile, SUPERBLOCK_FILE, SimStorage, Storage, segment_file_name};
+use super::super::format::summaries::SUMMARY_FILES;
+use super::super::format::sync_table::SYNC_TABLE_FILE;
+use super::{
+    LOCK_FILE, MappedFile, SUPERBLOCK_FILE, SimStorage, Storage, segment_file_name, store_file_name,
+};
 
 const MAGIC: &[u8; 8] = b"LSIOLOG1";
 const TAG_WRITE: u8 = 1;
@@ -350,22 +353,48 @@ fn truncated_is_end(e: io::Error) -> io::Result<Option<Entry>> {
 /// The storage as the first `entries` calls of the log left it (not yet power-cut: call
 /// [`SimStorage::crash`] on it), and the label of the last mark among them.
 pub fn replay(path: &Path, entries: u64) -> io::Result<(Arc<SimStorage>, Option<u64>)> {
-    let mut r = open_log(path)?;
-    let sim = SimStorage::new();
-    let mut last_mark = None;
-    for _ in 0..entries {
-        let Some(e) = read_entry(&mut r).or_else(truncated_is_end)? else {
-            break;
-        };
-        match e {
-            Entry::Write { file, offset, data } => sim.write_at(file, offset, &data)?,
-            Entry::Allocate { file, len } => sim.allocate(file, len)?,
-            Entry::Sync => sim.sync()?,
-            Entry::Superblock(data) => sim.write_superblock(&data)?,
-            Entry::Mark(label) => last_mark = Some(label),
-        }
+    let mut replay = Replay::open(path)?;
+    replay.advance_to(entries)?;
+    Ok((replay.sim, replay.last_mark))
+}
+
+/// A replay that moves forward through the log, for many cuts of one log in one pass.
+pub struct Replay {
+    log: io::BufReader<File>,
+    /// The storage as the calls replayed so far left it.
+    pub sim: Arc<SimStorage>,
+    /// Calls replayed so far.
+    pub entries: u64,
+    pub last_mark: Option<u64>,
+}
+
+impl Replay {
+    pub fn open(path: &Path) -> io::Result<Replay> {
+        Ok(Replay {
+            log: open_log(path)?,
+            sim: SimStorage::new(),
+            entries: 0,
+            last_mark: None,
+        })
     }
-    Ok((sim, last_mark))
+
+    /// Replays calls until `entries` of them are (or the log ends: then false).
+    pub fn advance_to(&mut self, entries: u64) -> io::Result<bool> {
+        while self.entries < entries {
+            let Some(e) = read_entry(&mut self.log).or_else(truncated_is_end)? else {
+                return Ok(false);
+            };
+            match e {
+                Entry::Write { file, offset, data } => self.sim.write_at(file, offset, &data)?,
+                Entry::Allocate { file, len } => self.sim.allocate(file, len)?,
+                Entry::Sync => self.sim.sync()?,
+                Entry::Superblock(data) => self.sim.write_superblock(&data)?,
+                Entry::Mark(label) => self.last_mark = Some(label),
+            }
+            self.entries += 1;
+        }
+        Ok(true)
+    }
 }
 
 impl SimStorage {
@@ -390,12 +419,13 @@ impl SimStorage {
             std::fs::write(dir.join(segment_file_name(file)), &buf)?;
             file += 1;
         }
-        let table = SYNC_TABLE_FILE;
-        let len = self.file_len(table)?;
-        if len > 0 {
-            let mut buf = vec![0u8; len as usize];
-            self.read_at(table, 0, &mut buf)?;
-            std::fs::write(dir.join(SYNC_TABLE_NAME), &buf)?;
+        for file in [SYNC_TABLE_FILE, SUMMARY_FILES[0], SUMMARY_FILES[1]] {
+            let len = self.file_len(file)?;
+            if len > 0 {
+                let mut buf = vec![0u8; len as usize];
+                self.read_at(file, 0, &mut buf)?;
+                std::fs::write(dir.join(store_file_name(file)), &buf)?;
+            }
         }
         if let Some(sb) = self.read_superblock()? {
             std::fs::write(dir.join(SUPERBLOCK_FILE), sb)?;

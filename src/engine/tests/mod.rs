@@ -31,6 +31,7 @@ mod record_directories;
 mod recovery_reads;
 mod segment_reuse;
 mod separator_groups;
+mod summaries;
 mod write_path_invariants;
 
 pub(crate) fn small_options() -> EngineOptions {

@@ -1,0 +1,317 @@
+//! Segment summaries: what a scan of a closed segment reads (every buffer header, every
+//! record's header, key and range end), kept beside the segments so that a recovery after a
+//! crash reads a few bytes per summarized segment instead of the whole segment. Recovery is the
+//! full scan's algorithm still; only where a segment's buffers come from changes.
+//!
+//! Why a summary can stand in for its segment: a closed segment is never written again in the
+//! same use (recovery closes open segments, and a new session never appends to them), until it
+//! is freed. Freeing zeroes its first sector (and, before that, its first buffer's directory,
+//! which the scan repairs back to the same records); a new use writes a first buffer with a new
+//! generation (generations are never handed out twice). So a summary is trusted only if the
+//! segment's first 64 bytes (its first buffer's header, whose CRC covers the whole first
+//! buffer) are exactly those the summary recorded; anything else, and the segment is scanned.
+//!
+//! The rules that make a summary equal to the scan of its segment:
+//! 1. It is built from the bytes of each buffer as they were written (`note_buffer`), decoded
+//!    by the scan's own decoder, from the use's first buffer on with no buffer missing.
+//! 2. It is complete once the segment is closed with nothing written after its last buffer.
+//! 3. It is written only after a storage sync that began after its last buffer was written:
+//!    a summary never describes bytes a power cut could still take.
+//! 4. Recovery drops the summaries of segments it cuts or zeroes anything in, before it
+//!    zeroes (see `open.rs`).
+//!
+//! The set of summaries is rewritten whole, into the slot (`format/summaries.rs`) that does not
+//! hold the newest one, once the complete summaries waiting reach a quarter of those written
+//! (at least [`MIN_WAITING`]), and at a clean close. What a crash leaves unsummarized (the
+//! waiting ones, open segments) is scanned.
+
+use std::collections::BTreeMap;
+
+use super::concurrency::{Arc, Mutex};
+use std::io;
+
+use super::format::summaries::{
+    self as bytes, SUMMARY_FILES, SegmentSummary, SummaryBuffer, SummaryRecord,
+};
+use super::format::{BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, align_up};
+use super::segments::{SegmentInfo, SegmentState};
+use super::storage::Storage;
+
+/// Complete summaries that wait for a write-out at least this many (or a quarter of those
+/// written, if more), so that rewriting the set costs little against the segments it covers.
+pub const MIN_WAITING: usize = 4;
+
+/// The summaries the store's newest whole slot holds, by segment, and which slot that is.
+#[derive(Default)]
+pub struct Loaded {
+    pub by_segment: BTreeMap<u32, SegmentSummary>,
+    /// (slot, sequence) of the slot they were read from.
+    pub newest: Option<(usize, u64)>,
+}
+
+/// Reads the newest whole slot; none (no summaries) if neither slot is whole.
+pub fn load(storage: &dyn Storage) -> io::Result<Loaded> {
+    let mut best: Option<(usize, u64, Vec<SegmentSummary>)> = None;
+    for (slot, &file) in SUMMARY_FILES.iter().enumerate() {
+        let Some((sequence, summaries)) = read_slot(storage, file)? else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|b| sequence > b.1) {
+            best = Some((slot, sequence, summaries));
+        }
+    }
+    Ok(match best {
+        None => Loaded::default(),
+        Some((slot, sequence, summaries)) => Loaded {
+            by_segment: summaries.into_iter().map(|s| (s.segment, s)).collect(),
+            newest: Some((slot, sequence)),
+        },
+    })
+}
+
+/// What the slots' headers say of the newest slot (slot, sequence) and its summary count,
+/// without reading the slots whole: for an open that does not recover by a scan. The newest
+/// slot is whole then, as the last session's write-outs all completed (a torn one leaves a
+/// crash behind, and the open after a crash reads the slots whole with [`load`]).
+pub fn newest_by_headers(storage: &dyn Storage) -> io::Result<(Option<(usize, u64)>, usize)> {
+    let mut best: (Option<(usize, u64)>, usize) = (None, 0);
+    for (slot, &file) in SUMMARY_FILES.iter().enumerate() {
+        if storage.file_len(file)? < bytes::SLOT_HEADER_SIZE as u64 + 4 {
+            continue;
+        }
+        let mut head = [0u8; bytes::SLOT_HEADER_SIZE + 4];
+        storage.read_at(file, 0, &mut head)?;
+        let Some((sequence, _)) = bytes::decode_slot_header(&head) else {
+            continue;
+        };
+        if best.0.is_none_or(|(_, q)| sequence > q) {
+            let count = u32::from_le_bytes(head[bytes::SLOT_HEADER_SIZE..].try_into().unwrap());
+            best = (Some((slot, sequence)), count as usize);
+        }
+    }
+    Ok(best)
+}
+
+/// The sequence and summaries of slot file `file`, if it holds a whole slot.
+fn read_slot(storage: &dyn Storage, file: u32) -> io::Result<Option<(u64, Vec<SegmentSummary>)>> {
+    let len = storage.file_len(file)?;
+    if len < bytes::SLOT_HEADER_SIZE as u64 {
+        return Ok(None);
+    }
+    let mut head = [0u8; bytes::SLOT_HEADER_SIZE];
+    storage.read_at(file, 0, &mut head)?;
+    let Some((_, body_len)) = bytes::decode_slot_header(&head) else {
+        return Ok(None);
+    };
+    let total = bytes::slot_len(body_len);
+    if total > len {
+        return Ok(None);
+    }
+    let mut data = vec![0u8; total as usize];
+    storage.read_at(file, 0, &mut data)?;
+    Ok(bytes::decode(&data))
+}
+
+/// A summary being built as its segment's buffers are written.
+struct Building {
+    summary: SegmentSummary,
+    /// A buffer was missed or did not decode: never written out.
+    broken: bool,
+}
+
+/// The summaries of the segments written in this session, and the set on disk.
+pub struct Summaries {
+    storage: Arc<dyn Storage>,
+    building: Mutex<BTreeMap<u32, Building>>,
+    /// The newest slot on disk (slot, sequence) and how many summaries it holds; held across
+    /// a write-out, so that write-outs run one at a time.
+    written: Mutex<(Option<(usize, u64)>, usize)>,
+}
+
+impl Summaries {
+    /// Over `storage`, whose newest whole slot is `newest` (slot, sequence), holding `count`
+    /// summaries.
+    pub fn new(storage: Arc<dyn Storage>, newest: Option<(usize, u64)>, count: usize) -> Self {
+        Summaries {
+            storage,
+            building: Mutex::new(BTreeMap::new()),
+            written: Mutex::new((newest, count)),
+        }
+    }
+
+    /// Notes buffer `data` written at `offset` of `segment` (rule 1).
+    pub fn note_buffer(&self, segment: u32, offset: u32, data: &[u8]) {
+        let read = read_buffer(offset, data);
+        let mut building = self.building.lock();
+        let generation = read.as_ref().map(|(g, _)| *g);
+        if offset == 0 {
+            // A new use of the segment starts here.
+            building.remove(&segment);
+        }
+        let entry = building.entry(segment).or_insert_with(|| Building {
+            summary: SegmentSummary {
+                segment,
+                generation: generation.unwrap_or(0),
+                buffers: Vec::new(),
+            },
+            broken: offset != 0,
+        });
+        match read {
+            Some((generation, buffer))
+                if !entry.broken
+                    && generation == entry.summary.generation
+                    && entry.summary.end() == offset =>
+            {
+                entry.summary.buffers.push(buffer)
+            }
+            _ => entry.broken = true,
+        }
+    }
+
+    /// Forgets what was noted of `segment`'s use (it is being freed).
+    pub fn forget_segment(&self, segment: u32) {
+        self.building.lock().remove(&segment);
+    }
+
+    /// Writes the complete summaries out with those on disk that still hold, if enough wait
+    /// (any, when `closing`); `infos`: every segment's state now. Returns how many it wrote.
+    /// When closing, nothing is written any more: open segments are complete too (the next
+    /// session closes them without writing to them).
+    pub fn write_out(
+        &self,
+        infos: impl Fn() -> Vec<SegmentInfo>,
+        closing: bool,
+    ) -> io::Result<usize> {
+        let mut written = self.written.lock();
+        let complete = |infos: &[SegmentInfo], building: &BTreeMap<u32, Building>| -> Vec<u32> {
+            building
+                .iter()
+                .filter(|&(_, b)| {
+                    !b.broken && !b.summary.buffers.is_empty() && holds(infos, &b.summary, closing)
+                })
+                .map(|(&s, _)| s)
+                .collect()
+        };
+        let waiting = complete(&infos(), &self.building.lock()).len();
+        if waiting == 0 || (!closing && waiting < MIN_WAITING.max(written.1 / 4)) {
+            return Ok(0);
+        }
+        // Rule 3: every buffer noted so far was written before this sync began.
+        let ready: Vec<SegmentSummary> = {
+            let building = self.building.lock();
+            let ready = complete(&infos(), &building);
+            ready
+                .iter()
+                .map(|s| building[s].summary.clone())
+                .collect()
+        };
+        self.storage.sync()?;
+        let infos = infos();
+        let on_disk = load(&*self.storage)?;
+        let mut keep: BTreeMap<u32, &SegmentSummary> = on_disk
+            .by_segment
+            .values()
+            .filter(|s| holds(&infos, s, closing))
+            .map(|s| (s.segment, s))
+            .collect();
+        for s in ready.iter().filter(|s| holds(&infos, s, closing)) {
+            keep.insert(s.segment, s);
+        }
+        let set: Vec<&SegmentSummary> = keep.into_values().collect();
+        let slot = match written.0 {
+            Some((newest, _)) => 1 - newest,
+            None => 0,
+        };
+        let sequence = written.0.map_or(1, |(_, q)| q + 1);
+        let data = bytes::encode(sequence, &set);
+        write_slot(&*self.storage, SUMMARY_FILES[slot], &data)?;
+        *written = (Some((slot, sequence)), set.len());
+        let mut building = self.building.lock();
+        for s in &ready {
+            if building
+                .get(&s.segment)
+                .is_some_and(|b| b.summary.generation == s.generation)
+            {
+                building.remove(&s.segment);
+            }
+        }
+        Ok(ready.len())
+    }
+
+    /// Rewrites the set on disk without the summaries of `segments` (rule 4), durably. For an
+    /// open, before anything is written.
+    pub fn drop_segments(&self, segments: &[u32]) -> io::Result<()> {
+        let mut written = self.written.lock();
+        let on_disk = load(&*self.storage)?;
+        if !segments.iter().any(|s| on_disk.by_segment.contains_key(s)) {
+            return Ok(());
+        }
+        let set: Vec<&SegmentSummary> = on_disk
+            .by_segment
+            .values()
+            .filter(|s| !segments.contains(&s.segment))
+            .collect();
+        let (slot, sequence) = match written.0 {
+            Some((newest, q)) => (1 - newest, q + 1),
+            None => (0, 1),
+        };
+        write_slot(
+            &*self.storage,
+            SUMMARY_FILES[slot],
+            &bytes::encode(sequence, &set),
+        )?;
+        *written = (Some((slot, sequence)), set.len());
+        Ok(())
+    }
+}
+
+/// Whether summary `s` describes its segment's current use whole: the segment is closed (or
+/// open, when `closing`), of the summarized generation, and used up to the summary's end.
+fn holds(infos: &[SegmentInfo], s: &SegmentSummary, closing: bool) -> bool {
+    infos.get(s.segment as usize).is_some_and(|info| {
+        (info.state == SegmentState::Closed || (closing && info.state == SegmentState::Open))
+            && info.generation == s.generation
+            && info.used == s.end()
+    })
+}
+
+/// Writes `data` into slot file `file` (allocated in whole blocks as it grows) and syncs.
+fn write_slot(storage: &dyn Storage, file: u32, data: &[u8]) -> io::Result<()> {
+    let need = align_up(data.len(), BLOCK_SIZE) as u64;
+    if storage.file_len(file)? < need {
+        storage.allocate(file, need)?;
+    }
+    storage.write_at(file, 0, data)?;
+    storage.sync()
+}
+
+/// The generation and summary of the sealed buffer `data` written at `offset`, read as the
+/// scan reads a valid buffer; `None` if it does not pass its checks.
+fn read_buffer(offset: u32, data: &[u8]) -> Option<(u64, SummaryBuffer)> {
+    let header = BufferHeader::decode_checked(data)?;
+    let valid = super::scan::valid_buffer(data, 0, header, false, false);
+    if valid.malformed_at.is_some() {
+        return None;
+    }
+    let mut records = Vec::with_capacity(valid.records.len());
+    for r in valid.records {
+        let mut raw = [0u8; RECORD_HEADER_SIZE];
+        raw.copy_from_slice(&data[r.at..r.at + RECORD_HEADER_SIZE]);
+        records.push(SummaryRecord {
+            at: offset + r.at as u32,
+            header: raw,
+            key: r.key,
+            range_end: r.range_end,
+        });
+    }
+    let mut raw = [0u8; BUFFER_HEADER_SIZE];
+    raw.copy_from_slice(&data[..BUFFER_HEADER_SIZE]);
+    Some((
+        header.generation,
+        SummaryBuffer {
+            offset,
+            header: raw,
+            records,
+        },
+    ))
+}
