@@ -196,8 +196,16 @@ MUTANTS = [
         "summary-written-before-its-segments-sync",
         "4.9 recovery: a segment summary is written only once the bytes it describes are durable",
         "src/engine/summaries.rs",
-        "        self.storage.sync()?;\n        let infos = infos();",
-        "        let infos = infos();",
+        "        self.storage.sync()?;\n        ready.retain_mut(",
+        "        ready.retain_mut(",
+        ["--release", "--lib", "engine::tests::summaries::recovery_from_summaries_equals_a_full_scan"],
+    ),
+    (
+        "summary-tail-puts-not-noted",
+        "5 tombstones: recovery from summaries notes the puts on disk behind a use's end, as the scan does",
+        "src/engine/recovery.rs",
+        "            for (key, version) in tail_puts {\n                put_notes.note_put(segment, key, *version);\n            }\n",
+        "            let _ = tail_puts;\n",
         ["--release", "--lib", "engine::tests::summaries::recovery_from_summaries_equals_a_full_scan"],
     ),
     (

@@ -91,7 +91,7 @@ impl Inner {
     /// all of them at a clean close. Nothing depends on it: a failure only costs a recovery
     /// after a crash the reading of those segments.
     pub(super) fn write_out_summaries(&self, closing: bool) {
-        match (self.segments.summaries).write_out(|| self.segments.infos(), closing) {
+        match (self.segments.summaries).write_out(&self.segments, closing) {
             Ok(0) => {}
             Ok(n) => ::log::debug!("{n} segment summaries written"),
             Err(e) => ::log::warn!("segment summaries not written: {e}"),

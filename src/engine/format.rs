@@ -53,8 +53,8 @@ pub mod buffer;
 pub mod checkpoint;
 pub mod directory;
 pub mod record;
-pub mod superblock;
 pub mod summaries;
+pub mod superblock;
 pub mod sync_table;
 
 pub use buffer::*;

@@ -71,10 +71,10 @@ mod recovery;
 mod scan;
 mod segments;
 mod separator;
-mod summaries;
 mod stats;
 pub mod storage;
 pub mod store_dir;
+mod summaries;
 mod synctable;
 #[cfg(any(test, feature = "test-hooks"))]
 mod test_hooks;

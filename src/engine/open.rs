@@ -12,8 +12,8 @@ use super::concurrency::{
 };
 use super::format::{self, SUPERBLOCK_VERSION, Superblock};
 use super::segments::SegmentManager;
-use super::summaries::{self, Summaries};
 use super::storage::{self, FileStorage, Storage};
+use super::summaries::{self, Summaries};
 use super::{
     Engine, EngineError, EngineOptions, Inner, MAX_CAPACITY_BYTES, MIN_CAPACITY_BYTES, Result,
     WRITE_BUFFER_SIZE, check, checkpoint, groups, log, recovery, synctable, tombstones,

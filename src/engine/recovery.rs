@@ -199,8 +199,12 @@ fn scan_segments(
     let progress = super::progress::Pass::begin("scanning the store", sb.segment_count as u64);
     for segment in 0..sb.segment_count {
         progress.advance(segment as u64);
-        if let Some(summary) = reader.summary_that_holds(segment)? {
+        if let Some((summary, tail_puts)) = reader.summary_that_holds(segment)? {
             report.segments_summarized += 1;
+            // As for the records of a torn tail below.
+            for (key, version) in tail_puts {
+                put_notes.note_put(segment, key, *version);
+            }
             for (offset, header, records) in summary {
                 let first = candidates.len();
                 candidates.extend(records.into_iter().map(|r| Candidate::of(segment, r)));
@@ -507,7 +511,12 @@ impl<'a> SegmentReader<'a> {
     fn summary_that_holds(
         &mut self,
         segment: u32,
-    ) -> Result<Option<Vec<(u32, BufferHeader, Vec<StretchRecord>)>>> {
+    ) -> Result<
+        Option<(
+            Vec<(u32, BufferHeader, Vec<StretchRecord>)>,
+            &'a [(Vec<u8>, u64)],
+        )>,
+    > {
         let Some(summary) = self.summaries.get(&segment) else {
             return Ok(None);
         };
@@ -520,15 +529,15 @@ impl<'a> SegmentReader<'a> {
         let (file, base) = self.sb.segment_position(segment);
         let mut head = [0u8; BUFFER_HEADER_SIZE];
         match &self.maps[file as usize] {
-            Some(Some(m)) => head.copy_from_slice(
-                &m.bytes()[base as usize..base as usize + BUFFER_HEADER_SIZE],
-            ),
+            Some(Some(m)) => {
+                head.copy_from_slice(&m.bytes()[base as usize..base as usize + BUFFER_HEADER_SIZE])
+            }
             _ => self.storage.read_at(file, base, &mut head)?,
         }
         if head != first.header {
             return Ok(None);
         }
-        Ok(taken_from_summary(summary, self.sb.segment_size))
+        Ok(taken_from_summary(summary, self.sb.segment_size).map(|t| (t, &summary.tail_puts[..])))
     }
 
     /// The image of `segment`, or `None` if it was never allocated or is free.

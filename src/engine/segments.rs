@@ -489,6 +489,11 @@ impl SegmentManager {
         c
     }
 
+    /// The storage the segments are in.
+    pub fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
     /// Every segment's state.
     pub fn infos(&self) -> Vec<SegmentInfo> {
         self.inner.lock().infos.clone()

@@ -13,7 +13,9 @@
 //!
 //! The rules that make a summary equal to the scan of its segment:
 //! 1. It is built from the bytes of each buffer as they were written (`note_buffer`), decoded
-//!    by the scan's own decoder, from the use's first buffer on with no buffer missing.
+//!    by the scan's own decoder, from the use's first buffer on with no buffer missing; and
+//!    before it is written, the segment is scanned as it is in storage and must read exactly
+//!    so (which also gives the puts behind the use's end that the scan notes).
 //! 2. It is complete once the segment is closed with nothing written after its last buffer.
 //! 3. It is written only after a storage sync that began after its last buffer was written:
 //!    a summary never describes bytes a power cut could still take.
@@ -33,8 +35,10 @@ use std::io;
 use super::format::summaries::{
     self as bytes, SUMMARY_FILES, SegmentSummary, SummaryBuffer, SummaryRecord,
 };
-use super::format::{BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, align_up};
-use super::segments::{SegmentInfo, SegmentState};
+use super::format::{
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordKind, align_up,
+};
+use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::Storage;
 
 /// Complete summaries that wait for a write-out at least this many (or a quarter of those
@@ -153,6 +157,7 @@ impl Summaries {
                 segment,
                 generation: generation.unwrap_or(0),
                 buffers: Vec::new(),
+                tail_puts: Vec::new(),
             },
             broken: offset != 0,
         });
@@ -177,11 +182,8 @@ impl Summaries {
     /// (any, when `closing`); `infos`: every segment's state now. Returns how many it wrote.
     /// When closing, nothing is written any more: open segments are complete too (the next
     /// session closes them without writing to them).
-    pub fn write_out(
-        &self,
-        infos: impl Fn() -> Vec<SegmentInfo>,
-        closing: bool,
-    ) -> io::Result<usize> {
+    pub fn write_out(&self, segments: &SegmentManager, closing: bool) -> io::Result<usize> {
+        let infos = || segments.infos();
         let mut written = self.written.lock();
         let complete = |infos: &[SegmentInfo], building: &BTreeMap<u32, Building>| -> Vec<u32> {
             building
@@ -197,15 +199,22 @@ impl Summaries {
             return Ok(0);
         }
         // Rule 3: every buffer noted so far was written before this sync began.
-        let ready: Vec<SegmentSummary> = {
+        let mut ready: Vec<SegmentSummary> = {
             let building = self.building.lock();
             let ready = complete(&infos(), &building);
-            ready
-                .iter()
-                .map(|s| building[s].summary.clone())
-                .collect()
+            ready.iter().map(|s| building[s].summary.clone()).collect()
         };
         self.storage.sync()?;
+        ready.retain_mut(|s| match scan_agrees(segments, s) {
+            Some(tail_puts) => {
+                s.tail_puts = tail_puts;
+                true
+            }
+            None => {
+                ::log::warn!("segment {}: its summary disagrees with its scan", s.segment);
+                false
+            }
+        });
         let infos = infos();
         let on_disk = load(&*self.storage)?;
         let mut keep: BTreeMap<u32, &SegmentSummary> = on_disk
@@ -272,6 +281,46 @@ fn holds(infos: &[SegmentInfo], s: &SegmentSummary, closing: bool) -> bool {
         (info.state == SegmentState::Closed || (closing && info.state == SegmentState::Open))
             && info.generation == s.generation
             && info.used == s.end()
+    })
+}
+
+/// The puts behind the end of `s`'s segment use (see `SegmentSummary::tail_puts`), if the
+/// scan of the segment as it is in storage reads exactly the buffers and records `s` holds
+/// (rule 1, checked: the summary is never trusted for more than the scan reads).
+fn scan_agrees(segments: &SegmentManager, s: &SegmentSummary) -> Option<Vec<(Vec<u8>, u64)>> {
+    let geometry = &segments.geometry;
+    let (file, base) = geometry.segment_position(s.segment);
+    let mut image = vec![0u8; geometry.segment_size as usize];
+    segments.storage().read_at(file, base, &mut image).ok()?;
+    let verdicts = super::scan::segment_verdicts(
+        &image,
+        s.segment,
+        segments.generation_high_water(),
+        segments.sync_table.proof(s.segment),
+        geometry.frees_clear_directories_from,
+        false,
+    );
+    let same_record = |r: &super::scan::StretchRecord, summarized: &SummaryRecord| {
+        r.at as u32 == summarized.at
+            && r.key == summarized.key
+            && r.range_end == summarized.range_end
+            && image[r.at..r.at + RECORD_HEADER_SIZE] == summarized.header
+    };
+    let same_buffer = |b: &super::scan::ValidBuffer, summarized: &SummaryBuffer| {
+        b.at as u32 == summarized.offset
+            && b.malformed_at.is_none()
+            && image[b.at..b.at + BUFFER_HEADER_SIZE] == summarized.header
+            && b.records.len() == summarized.records.len()
+            && (b.records.iter().zip(&summarized.records)).all(|(r, q)| same_record(r, q))
+    };
+    let agrees = verdicts.stretches.is_empty()
+        && verdicts.valid.len() == s.buffers.len()
+        && (verdicts.valid.iter().zip(&s.buffers)).all(|(b, q)| same_buffer(b, q));
+    agrees.then(|| {
+        (verdicts.torn.into_iter())
+            .filter(|r| r.header.kind == RecordKind::Put)
+            .map(|r| (r.key, r.header.version))
+            .collect()
     })
 }
 

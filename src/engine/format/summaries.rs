@@ -27,6 +27,9 @@
 //! | 24 | . . . record header, as on disk |
 //! | 2 + n | . . . key: length, bytes |
 //! | 4 + n | . . . range end (range deletes; empty otherwise): length, bytes |
+//! | 4 | . tail put count, then per put behind the use's end (never served; recovery notes them): |
+//! | 2 + n | . . key: length, bytes |
+//! | 8 | . . version |
 //! | 4 | CRC-32 of every byte before it |
 
 use crc32fast::Hasher;
@@ -66,6 +69,9 @@ pub struct SegmentSummary {
     pub segment: u32,
     pub generation: u64,
     pub buffers: Vec<SummaryBuffer>,
+    /// (key, version) of the puts the scan reads behind the use's end (torn, or of an earlier
+    /// use): never served, but on disk, so recovery notes them (see `tombstones.rs`).
+    pub tail_puts: Vec<(Vec<u8>, u64)>,
 }
 
 impl SegmentSummary {
@@ -97,6 +103,12 @@ pub fn encode(sequence: u64, summaries: &[&SegmentSummary]) -> Vec<u8> {
                 body.extend_from_slice(&(r.range_end.len() as u32).to_le_bytes());
                 body.extend_from_slice(&r.range_end);
             }
+        }
+        body.extend_from_slice(&(s.tail_puts.len() as u32).to_le_bytes());
+        for (key, version) in &s.tail_puts {
+            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            body.extend_from_slice(key);
+            body.extend_from_slice(&version.to_le_bytes());
         }
     }
     let mut out = Vec::with_capacity(SLOT_HEADER_SIZE + body.len() + CRC_SIZE);
@@ -173,10 +185,18 @@ pub fn decode(data: &[u8]) -> Option<(u64, Vec<SegmentSummary>)> {
                 records,
             });
         }
+        let tail_count = r.u32()?;
+        let mut tail_puts = Vec::new();
+        for _ in 0..tail_count {
+            let key_len = r.u16()? as usize;
+            let key = r.bytes(key_len)?.to_vec();
+            tail_puts.push((key, r.u64()?));
+        }
         summaries.push(SegmentSummary {
             segment,
             generation,
             buffers,
+            tail_puts,
         });
     }
     r.data.is_empty().then_some((sequence, summaries))
@@ -233,6 +253,7 @@ mod tests {
                     range_end: b"end".to_vec(),
                 }],
             }],
+            tail_puts: vec![(b"old".to_vec(), 77)],
         }
     }
 

@@ -136,6 +136,17 @@ fn recovered_state(r: &recovery::Recovered) -> String {
     )
 }
 
+/// Removes the segment summaries from `storage` (durably), so that its next recovery reads
+/// every segment (see `summaries.rs`).
+fn forget_summaries(storage: &SimStorage) {
+    for file in format::summaries::SUMMARY_FILES {
+        if storage.file_len(file).unwrap() > 0 {
+            storage.write_at(file, 0, &[0u8; 512]).unwrap();
+        }
+    }
+    storage.sync().unwrap();
+}
+
 /// Flips a byte in the middle of `key`'s value where the index has it; returns its location.
 fn damage_value_of(engine: &Engine, storage: &SimStorage, key: &[u8]) -> (u32, usize) {
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
