@@ -185,6 +185,10 @@ impl Summaries {
     pub fn write_out(&self, segments: &SegmentManager, closing: bool) -> io::Result<usize> {
         let infos = || segments.infos();
         let mut written = self.written.lock();
+        let due = MIN_WAITING.max(written.1 / 4);
+        if !closing && self.building.lock().len() < due {
+            return Ok(0); // fewer being built than are due: spares copying every segment's state
+        }
         let complete = |infos: &[SegmentInfo], building: &BTreeMap<u32, Building>| -> Vec<u32> {
             building
                 .iter()
@@ -195,7 +199,7 @@ impl Summaries {
                 .collect()
         };
         let waiting = complete(&infos(), &self.building.lock()).len();
-        if waiting == 0 || (!closing && waiting < MIN_WAITING.max(written.1 / 4)) {
+        if waiting == 0 || (!closing && waiting < due) {
             return Ok(0);
         }
         // Rule 3: every buffer noted so far was written before this sync began.
