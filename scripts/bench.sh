@@ -31,7 +31,8 @@
 #   fsync_append  APPEND_OPS (2000; quick 300) appends of 4 KiB to one file, each followed by
 #               fsync (ops/s)
 #   mount       logstorfs only, run once: a fresh store filled with MOUNT_FILES (330000; quick
-#               33000) files of 100 bytes in MOUNT_DIRS (330) directories (each file is about 3
+#               33000) files of MOUNT_FILE_BYTES (100) in MOUNT_DIRS (330) directories (each file
+#               of 100 bytes is about 3
 #               records: inode, entry, data page) by MOUNT_PROCS (4) parallel creators; then
 #               MOUNT_REPEATS (3) cold remounts (drop_caches first) and as many warm ones, timed
 #               from `logstorfs mount --daemon` until `stat` on the mount point answers (median);
@@ -78,6 +79,9 @@ UNTAR_SRC="${UNTAR_SRC:-}"
 APPEND_OPS="${APPEND_OPS:-$(q 2000 300)}"
 MOUNT_FILES="${MOUNT_FILES:-$(q 330000 33000)}"
 MOUNT_DIRS="${MOUNT_DIRS:-330}"
+# 65536 with MOUNT_FILES=30000: a store of large records, which a crash mount takes mostly from
+# segment summaries (100-byte files get none: see engine/summaries.rs, `worth_reading`).
+export MOUNT_FILE_BYTES="${MOUNT_FILE_BYTES:-100}"
 MOUNT_PROCS="${MOUNT_PROCS:-4}"
 MOUNT_REPEATS="${MOUNT_REPEATS:-3}"
 MOUNT_STORE_SIZE="${MOUNT_STORE_SIZE:-4G}"
@@ -280,8 +284,8 @@ def append(path, n):
     os.close(fd)
     print("fsync_append %.1f" % (n / el))
 def fill(d, n, ndirs, procs):
-    # n files of 100 bytes in ndirs directories, by procs processes (one per share of the dirs)
-    buf = os.urandom(100)
+    # n files of MOUNT_FILE_BYTES in ndirs directories, by procs processes (one per share of the dirs)
+    buf = os.urandom(int(os.environ.get("MOUNT_FILE_BYTES", "100")))
     t = pc()
     pids = []
     for k in range(procs):
@@ -528,7 +532,7 @@ DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/
     sizes=""; for w in "${WORKLOADS[@]}"; do [[ -n "${SIZE_DESC[$w]:-}" ]] && sizes+="${SIZE_DESC[$w]}, "; done
     echo "Workloads: ${WORKLOADS[*]}. Sizes: ${sizes%, }; median of ${RUNS} alternating runs; logstorfs --size ${LOGSTOR_SIZE}${LOGSTOR_OPTS:+ ${LOGSTOR_OPTS}}."
     if [[ " ${WORKLOADS[*]} " == *" mount "* ]]; then
-        echo "Mount and memory (logstorfs only, once): a fresh store (--size ${MOUNT_STORE_SIZE}) of ${MOUNT_FILES} files of 100 B in ${MOUNT_DIRS} dirs; median of ${MOUNT_REPEATS} remounts, timed from \`logstorfs mount --daemon\` until \`stat\` of the mount point sees it; VmRSS of the daemon after the last (warm) remount."
+        echo "Mount and memory (logstorfs only, once): a fresh store (--size ${MOUNT_STORE_SIZE}) of ${MOUNT_FILES} files of ${MOUNT_FILE_BYTES} B in ${MOUNT_DIRS} dirs; median of ${MOUNT_REPEATS} remounts, timed from \`logstorfs mount --daemon\` until \`stat\` of the mount point sees it; VmRSS of the daemon after the last (warm) remount."
     fi
     echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time); n/a: does not apply."
     echo

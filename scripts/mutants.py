@@ -209,6 +209,14 @@ MUTANTS = [
         ["--release", "--lib", "engine::tests::summaries::recovery_from_summaries_equals_a_full_scan"],
     ),
     (
+        "summary-of-a-damaged-segment",
+        "4.9 recovery: a recovery summarizes only the segments it read without damage",
+        "src/engine/recovery.rs",
+        "    if !verdicts.stretches.is_empty() {\n        return None;\n    }",
+        "    if false {\n        return None;\n    }",
+        ["--release", "--lib", "engine::tests::summaries::recovery_after_damage_summarizes_only_whole_segments"],
+    ),
+    (
         "checkpoint-before-close-sync",
         "4.9 recovery: a clean close's checkpoint points only at durable records",
         "src/engine/open.rs",

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::concurrency::{Instant, Ordering};
+use super::summaries::WriteOut;
 use super::{Engine, EngineError, Inner, compaction};
 
 /// Index entries a step of removing what pending range deletes hide looks at (whole leaves):
@@ -90,8 +91,8 @@ impl Inner {
     /// Writes the complete segment summaries out (see `summaries.rs`): once enough wait, or
     /// all of them at a clean close. Nothing depends on it: a failure only costs a recovery
     /// after a crash the reading of those segments.
-    pub(super) fn write_out_summaries(&self, closing: bool) {
-        match (self.segments.summaries).write_out(&self.segments, closing) {
+    pub(super) fn write_out_summaries(&self, when: WriteOut) {
+        match (self.segments.summaries).write_out(&self.segments, when) {
             Ok(0) => {}
             Ok(n) => ::log::debug!("{n} segment summaries written"),
             Err(e) => ::log::warn!("segment summaries not written: {e}"),
@@ -129,7 +130,7 @@ impl Inner {
             if let Err(e) = self.reclaim_dead_segments() {
                 ::log::error!("freeing dead segments failed: {e}");
             }
-            self.write_out_summaries(false);
+            self.write_out_summaries(WriteOut::IfDue);
             // Separate once enough mixed segments are closed, and all of them once writes
             // pause, so that the mixed segments drain to the active one.
             let written = self.user_bytes_written.load(Ordering::Relaxed);

@@ -292,5 +292,6 @@ fn recovered_from(image: bytes::Image, notes: &PutNotes) -> Recovered {
             last_lsn,
             ..RecoveryReport::default()
         },
+        scanned_summaries: Vec::new(),
     }
 }

@@ -13,7 +13,7 @@ use super::concurrency::{
 use super::format::{self, SUPERBLOCK_VERSION, Superblock};
 use super::segments::SegmentManager;
 use super::storage::{self, FileStorage, Storage};
-use super::summaries::{self, Summaries};
+use super::summaries::{self, Summaries, WriteOut};
 use super::{
     Engine, EngineError, EngineOptions, Inner, MAX_CAPACITY_BYTES, MIN_CAPACITY_BYTES, Result,
     WRITE_BUFFER_SIZE, check, checkpoint, groups, log, recovery, synctable, tombstones,
@@ -108,13 +108,21 @@ impl Engine {
                 &superblock_bytes,
             )?;
         }
+        if !read_only {
+            segments
+                .summaries
+                .adopt_scanned(recovered.scanned_summaries);
+        }
         let index = recovered.index;
         release_recovery_memory();
         index.for_each_location(|loc| segments.add_live(loc.segment, loc.len));
         ::log::info!(
-            "open: recovery {:.3} s ({} records), then invalidation, sync and live bytes {:.3} s",
+            "open: recovery {:.3} s ({} records, {} segments read, {} from summaries), then \
+             invalidation, sync and live bytes {:.3} s",
             recovered_at.as_secs_f64(),
             recovered.report.records_accepted,
+            recovered.report.segments_scanned,
+            recovered.report.segments_summarized,
             (started.elapsed() - recovered_at).as_secs_f64()
         );
         let durable = recovered.next_lsn - 1;
@@ -181,7 +189,7 @@ impl Engine {
             result = Err(EngineError::from(e));
         }
         if result.is_ok() {
-            self.inner.write_out_summaries(true);
+            self.inner.write_out_summaries(WriteOut::Closing);
         }
         let log = &self.inner.log;
         ::log::info!(
@@ -292,19 +300,32 @@ fn load_or_recover(
     };
     if let Some(r) = checkpoint(storage, superblock_bytes, put_notes) {
         let (newest, count) = summaries::newest_by_headers(&**storage)?;
-        return Ok((r, Summaries::new(storage.clone(), newest, count)));
+        let size = superblock.segment_size;
+        return Ok((r, Summaries::new(storage.clone(), size, newest, count)));
     }
+    let started = Instant::now();
     let loaded = summaries::load(&**storage)?;
+    ::log::info!(
+        "segment summaries: {} loaded in {:.3} s",
+        loaded.by_segment.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let summarized: Vec<u32> = loaded.by_segment.keys().copied().collect();
+    let summaries = Summaries::new(
+        storage.clone(),
+        superblock.segment_size,
+        loaded.newest,
+        summarized.len(),
+    );
     let recovered =
-        recovery::recover_summarized(storage, superblock, put_notes, &loaded.by_segment)?;
-    let summaries = Summaries::new(storage.clone(), loaded.newest, loaded.by_segment.len());
+        recovery::recover_summarized(storage, superblock, put_notes, loaded.by_segment)?;
     if !read_only {
         // Rule 4 of `summaries.rs`: a summary never outlives a change to its segment.
         let touched: Vec<u32> = recovered
             .invalidate
             .iter()
             .map(|&(segment, _, _)| segment)
-            .filter(|s| loaded.by_segment.contains_key(s))
+            .filter(|s| summarized.binary_search(s).is_ok())
             .collect();
         summaries.drop_segments(&touched)?;
     }

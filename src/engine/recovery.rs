@@ -26,9 +26,10 @@ use super::concurrency::Arc;
 use std::collections::BTreeMap;
 
 use super::api::{EngineError, Result};
-use super::format::summaries::SegmentSummary;
+use super::format::summaries::{self, SegmentSummary, SummaryBuffer, SummaryRecord};
 use super::format::{
-    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RecordHeader, RecordKind, SegmentKind, Superblock,
+    BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind,
+    SegmentKind, Superblock,
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::scan::{self, LogEnd, Stretch, StretchRecord, Take, may_be_in_use};
@@ -70,6 +71,10 @@ pub struct Recovered {
     /// can be found again (recovery looks past damaged buffers for valid ones).
     pub invalidate: Vec<(u32, u32, u32)>,
     pub report: RecoveryReport,
+    /// Summaries of the segments read whole whose scan found no damage (see `summaries.rs`):
+    /// a writable open writes those that still hold once what recovery accepted is durable, so
+    /// that the next crash need not read them again.
+    pub scanned_summaries: Vec<SegmentSummary>,
 }
 
 struct ScannedBuffer {
@@ -98,7 +103,7 @@ pub fn recover(
     sb: &Superblock,
     put_notes: &super::tombstones::PutNotes,
 ) -> Result<Recovered> {
-    recover_summarized(storage, sb, put_notes, &BTreeMap::new())
+    recover_summarized(storage, sb, put_notes, BTreeMap::new())
 }
 
 /// [`recover`], taking each segment whose summary in `summaries` still holds (its first
@@ -107,7 +112,7 @@ pub fn recover_summarized(
     storage: &Arc<dyn Storage>,
     sb: &Superblock,
     put_notes: &super::tombstones::PutNotes,
-    summaries: &BTreeMap<u32, SegmentSummary>,
+    summaries: BTreeMap<u32, SegmentSummary>,
 ) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
     let mut reader = SegmentReader::new(storage, sb, summaries)?;
@@ -117,6 +122,7 @@ pub fn recover_summarized(
         buffers,
         mut candidates,
         stretches,
+        summaries: scanned_summaries,
     } = scan_segments(&mut reader, sb, &proofs, put_notes, &mut report)?;
 
     // The log's end: the first gap above the durable floor.
@@ -174,6 +180,7 @@ pub fn recover_summarized(
         next_lsn,
         invalidate: invalidated(cut, &buffers, salvaged.zero),
         report,
+        scanned_summaries,
     })
 }
 
@@ -182,6 +189,7 @@ struct Scanned {
     buffers: Vec<ScannedBuffer>,
     candidates: Vec<Candidate>,
     stretches: Vec<(u32, Stretch)>,
+    summaries: Vec<SegmentSummary>,
 }
 
 /// Step 1: scans every allocated segment: its valid buffers and their records, its damaged
@@ -196,6 +204,7 @@ fn scan_segments(
     let mut buffers: Vec<ScannedBuffer> = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut stretches: Vec<(u32, Stretch)> = Vec::new();
+    let mut summaries: Vec<SegmentSummary> = Vec::new();
     let progress = super::progress::Pass::begin("scanning the store", sb.segment_count as u64);
     for segment in 0..sb.segment_count {
         progress.advance(segment as u64);
@@ -203,7 +212,7 @@ fn scan_segments(
             report.segments_summarized += 1;
             // As for the records of a torn tail below.
             for (key, version) in tail_puts {
-                put_notes.note_put(segment, key, *version);
+                put_notes.note_put(segment, &key, version);
             }
             for (offset, header, records) in summary {
                 let first = candidates.len();
@@ -228,6 +237,7 @@ fn scan_segments(
             sb.frees_clear_directories_from,
             false,
         );
+        summaries.extend(summary_of_scan(image, segment, &verdicts));
         for b in verdicts.valid {
             if let Some(p) = b.malformed_at {
                 // The buffer's CRC matched, so this is not a torn write: the format is violated.
@@ -262,6 +272,60 @@ fn scan_segments(
         buffers,
         candidates,
         stretches,
+        summaries,
+    })
+}
+
+/// The summary of a segment as its scan read it, if the scan found a use from the segment's
+/// start with no damage (the puts behind its end included, as `summaries.rs` writes them).
+fn summary_of_scan(
+    image: &[u8],
+    segment: u32,
+    verdicts: &scan::Verdicts,
+) -> Option<SegmentSummary> {
+    // Without a damaged stretch, the first valid buffer is the segment's first (the walk
+    // stops at the first buffer that fails its checks unless damage is proven).
+    let first = verdicts.valid.first()?;
+    if !verdicts.stretches.is_empty() {
+        return None;
+    }
+    // Decided before any key is copied (most segments of small records are not).
+    let encoded: usize = (verdicts.valid.iter())
+        .flat_map(|b| &b.records)
+        .map(|r| summaries::record_encoded_len(r.key.len(), r.range_end.len()))
+        .sum::<usize>()
+        + verdicts.valid.len() * summaries::BUFFER_ENCODED_LEN;
+    let last = verdicts.valid.last()?;
+    if !super::summaries::worth_reading(encoded, last.at as u32 + last.header.buffer_len) {
+        return None;
+    }
+    let raw = |at: usize, len: usize| image[at..at + len].to_vec();
+    let mut buffers = Vec::with_capacity(verdicts.valid.len());
+    for b in &verdicts.valid {
+        if b.malformed_at.is_some() {
+            return None;
+        }
+        buffers.push(SummaryBuffer {
+            offset: b.at as u32,
+            header: raw(b.at, BUFFER_HEADER_SIZE).try_into().ok()?,
+            records: (b.records.iter())
+                .map(|r| SummaryRecord {
+                    at: r.at as u32,
+                    header: raw(r.at, RECORD_HEADER_SIZE).try_into().unwrap(),
+                    key: r.key.clone(),
+                    range_end: r.range_end.clone(),
+                })
+                .collect(),
+        });
+    }
+    Some(SegmentSummary {
+        segment,
+        generation: first.header.generation,
+        buffers,
+        tail_puts: (verdicts.torn.iter())
+            .filter(|r| r.header.kind == RecordKind::Put)
+            .map(|r| (r.key.clone(), r.header.version))
+            .collect(),
     })
 }
 
@@ -426,8 +490,9 @@ fn invalidated(
 struct SegmentReader<'a> {
     storage: &'a Arc<dyn Storage>,
     sb: &'a Superblock,
-    /// Summaries that may stand in for their segments (those are not read ahead).
-    summaries: &'a BTreeMap<u32, SegmentSummary>,
+    /// Summaries that may stand in for their segments (only their first block is read ahead),
+    /// each taken out once its segment is reached.
+    summaries: BTreeMap<u32, SegmentSummary>,
     file_lens: Vec<u64>,
     /// Maps by file: the current one and the one read ahead (`None`: the storage cannot map).
     maps: Vec<Option<Option<MappedFile>>>,
@@ -439,7 +504,7 @@ impl<'a> SegmentReader<'a> {
     fn new(
         storage: &'a Arc<dyn Storage>,
         sb: &'a Superblock,
-        summaries: &'a BTreeMap<u32, SegmentSummary>,
+        summaries: BTreeMap<u32, SegmentSummary>,
     ) -> Result<Self> {
         let mut file_lens = Vec::new();
         for file in 0..sb.file_count() {
@@ -472,11 +537,15 @@ impl<'a> SegmentReader<'a> {
             let seg = self.sb.segment_size as u64;
             for segment in 0..self.sb.segment_count {
                 let (sf, base) = self.sb.segment_position(segment);
-                if sf != file || base + seg > len || self.summaries.contains_key(&segment) {
+                if sf != file || base + seg > len {
                     continue;
                 }
                 let b = base as usize;
-                if BufferHeader::plausible_start(&m.bytes()[b..b + BLOCK_SIZE], segment) {
+                if self.summaries.contains_key(&segment) {
+                    // Only its first header is read (`summary_that_holds`): the reads of all of
+                    // them in flight at once, not one page fault after the other.
+                    m.will_need(b, BLOCK_SIZE);
+                } else if BufferHeader::plausible_start(&m.bytes()[b..b + BLOCK_SIZE], segment) {
                     m.will_need(b, seg as usize);
                 }
             }
@@ -514,18 +583,18 @@ impl<'a> SegmentReader<'a> {
     ) -> Result<
         Option<(
             Vec<(u32, BufferHeader, Vec<StretchRecord>)>,
-            &'a [(Vec<u8>, u64)],
+            Vec<(Vec<u8>, u64)>,
         )>,
     > {
-        let Some(summary) = self.summaries.get(&segment) else {
-            return Ok(None);
-        };
-        let Some(first) = summary.buffers.first() else {
+        let Some(summary) = self.summaries.remove(&segment) else {
             return Ok(None);
         };
         if !self.enter(segment)? {
             return Ok(None);
         }
+        let Some(first) = summary.buffers.first() else {
+            return Ok(None);
+        };
         let (file, base) = self.sb.segment_position(segment);
         let mut head = [0u8; BUFFER_HEADER_SIZE];
         match &self.maps[file as usize] {
@@ -537,7 +606,7 @@ impl<'a> SegmentReader<'a> {
         if head != first.header {
             return Ok(None);
         }
-        Ok(taken_from_summary(summary, self.sb.segment_size).map(|t| (t, &summary.tail_puts[..])))
+        Ok(taken_from_summary(summary, self.sb.segment_size))
     }
 
     /// The image of `segment`, or `None` if it was never allocated or is free.
@@ -567,20 +636,23 @@ impl<'a> SegmentReader<'a> {
 /// if a header in it does not decode (the segment is then read).
 #[allow(clippy::type_complexity)]
 fn taken_from_summary(
-    summary: &SegmentSummary,
+    summary: SegmentSummary,
     segment_size: u32,
-) -> Option<Vec<(u32, BufferHeader, Vec<StretchRecord>)>> {
+) -> Option<(
+    Vec<(u32, BufferHeader, Vec<StretchRecord>)>,
+    Vec<(Vec<u8>, u64)>,
+)> {
     let mut out = Vec::with_capacity(summary.buffers.len());
-    for b in &summary.buffers {
+    for b in summary.buffers {
         let available = (segment_size as usize).checked_sub(b.offset as usize)?;
         let header = BufferHeader::decode_copy(&b.header, available)?;
         let mut records = Vec::with_capacity(b.records.len());
-        for r in &b.records {
+        for r in b.records {
             records.push(StretchRecord {
                 at: r.at as usize,
                 header: RecordHeader::decode_prefix(&r.header)?,
-                key: r.key.clone(),
-                range_end: r.range_end.clone(),
+                key: r.key,
+                range_end: r.range_end,
                 intact: true,
                 in_first_buffer: false,
                 from_directory: false,
@@ -588,7 +660,7 @@ fn taken_from_summary(
         }
         out.push((b.offset, header, records));
     }
-    Some(out)
+    Some((out, summary.tail_puts))
 }
 
 /// Takes candidate `c` (number `i`) into the index being rebuilt: point records are listed

@@ -83,6 +83,24 @@ impl SegmentSummary {
     }
 }
 
+/// Bytes a buffer takes in a slot, its records apart.
+pub const BUFFER_ENCODED_LEN: usize = 4 + BUFFER_HEADER_SIZE + 4;
+
+/// Bytes a record with a key of `key_len` bytes and a range end of `end_len` takes in a slot.
+pub const fn record_encoded_len(key_len: usize, end_len: usize) -> usize {
+    4 + RECORD_HEADER_SIZE + 2 + key_len + 4 + end_len
+}
+
+impl SummaryBuffer {
+    /// Bytes it takes in a slot.
+    pub fn encoded_len(&self) -> usize {
+        let records: usize = (self.records.iter())
+            .map(|r| record_encoded_len(r.key.len(), r.range_end.len()))
+            .sum();
+        BUFFER_ENCODED_LEN + records
+    }
+}
+
 /// The bytes of a slot holding `summaries`, written with sequence `sequence`.
 pub fn encode(sequence: u64, summaries: &[&SegmentSummary]) -> Vec<u8> {
     let mut body = Vec::new();
