@@ -276,19 +276,16 @@ fn scan_segments(
     })
 }
 
-/// The summary of a segment as its scan read it, if the scan found a use from the segment's
-/// start with no damage (the puts behind its end included, as `summaries.rs` writes them).
+/// The summary of a segment as its scan read it: its valid buffers, and the puts behind its
+/// end (as `summaries.rs` writes them), if it is worth reading.
 fn summary_of_scan(
     image: &[u8],
     segment: u32,
     verdicts: &scan::Verdicts,
 ) -> Option<SegmentSummary> {
-    // Without a damaged stretch, the first valid buffer is the segment's first (the walk
-    // stops at the first buffer that fails its checks unless damage is proven).
+    // A segment with damage gets one too, which its check against a scan refuses before it
+    // is written (`summaries.rs`, rule 1): that check is the one place the rule lives.
     let first = verdicts.valid.first()?;
-    if !verdicts.stretches.is_empty() {
-        return None;
-    }
     // Decided before any key is copied (most segments of small records are not).
     let encoded: usize = (verdicts.valid.iter())
         .flat_map(|b| &b.records)
