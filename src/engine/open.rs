@@ -188,9 +188,6 @@ impl Engine {
         if let (Ok(()), Err(e)) = (&result, synced) {
             result = Err(EngineError::from(e));
         }
-        if result.is_ok() {
-            self.inner.write_out_summaries(WriteOut::Closing);
-        }
         let log = &self.inner.log;
         ::log::info!(
             "close: {:?}, failure {:?}, last LSN {}, durable {}",
@@ -219,6 +216,10 @@ impl Engine {
                     log.last_lsn(),
                 );
             }
+        }
+        // After the checkpoint, whose durability must not rest on this write-out's sync.
+        if result.is_ok() {
+            self.inner.write_out_summaries(WriteOut::Closing);
         }
         result
     }

@@ -334,10 +334,12 @@ fn the_separator_copies_only_records_the_log_made_durable() {
 
 /// `SimStorage` that keeps an index checkpoint, as `FileStorage` does. Its fingerprint never
 /// changes: as after a real power cut, where the segment files' metadata reached the disk with
-/// the checkpoint's own journal commit while their unsynced data did not.
+/// the checkpoint's own journal commit while their unsynced data did not. Power cut the moment
+/// the checkpoint is written, `cut_at_checkpoint` holds what is left of the segments.
 struct CheckpointingSim {
     sim: Arc<SimStorage>,
     checkpoint: Arc<Mutex<Option<Vec<u8>>>>,
+    cut_at_checkpoint: Arc<Mutex<Option<Arc<SimStorage>>>>,
 }
 
 impl Storage for CheckpointingSim {
@@ -367,6 +369,7 @@ impl Storage for CheckpointingSim {
     }
     fn write_checkpoint(&self, data: &[u8]) -> io::Result<()> {
         *self.checkpoint.lock() = Some(data.to_vec());
+        *self.cut_at_checkpoint.lock() = Some(self.sim.crash(PowerCut::DropAllUnsynced));
         Ok(())
     }
     fn remove_checkpoint(&self) -> io::Result<()> {
@@ -387,9 +390,11 @@ impl Storage for CheckpointingSim {
 fn a_checkpoint_never_points_at_copies_a_power_cut_took() {
     let sim = SimStorage::new();
     let slot = Arc::new(Mutex::new(None));
+    let cut = Arc::new(Mutex::new(None));
     let storage = Arc::new(CheckpointingSim {
         sim: sim.clone(),
         checkpoint: slot.clone(),
+        cut_at_checkpoint: cut.clone(),
     });
     // Large enough that each of the three groups gets an open segment of its own
     // (`groups::max_open_segments`), so that the pass copies them one group at a time.
@@ -440,9 +445,13 @@ fn a_checkpoint_never_points_at_copies_a_power_cut_took() {
     );
     assert!(slot.lock().is_some(), "the clean close wrote a checkpoint");
 
+    // Power cut the moment the checkpoint was written (a clean close goes on to write the
+    // segment summaries, whose sync must not be what makes the checkpoint's records durable).
+    let cut_image = cut.lock().take().expect("a power cut at the checkpoint");
     let after = Arc::new(CheckpointingSim {
-        sim: sim.crash(PowerCut::DropAllUnsynced),
+        sim: cut_image,
         checkpoint: slot.clone(),
+        cut_at_checkpoint: Arc::new(Mutex::new(None)),
     });
     let engine = Engine::open_on(after, &opts).unwrap();
     assert_eq!(

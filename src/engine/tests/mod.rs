@@ -64,8 +64,10 @@ fn group_put(group: u32, key: String, value: &[u8]) -> Mutation {
 }
 
 /// Flips a byte inside the first value of segment `segment` made of `fill` bytes (at least 64 of
-/// them in a row): damage, or a torn write, inside that record's buffer.
+/// them in a row): damage, or a torn write, inside that record's buffer. Like every damage
+/// helper here, removes the segment summaries (see [`forget_summaries`]).
 fn flip_a_byte_of_value(storage: &SimStorage, segment: u32, fill: u8) {
+    forget_summaries(storage);
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
@@ -79,6 +81,7 @@ fn flip_a_byte_of_value(storage: &SimStorage, segment: u32, fill: u8) {
 
 /// Flips a byte of the value of 64 or more `fill` bytes in every segment that holds it.
 fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
+    forget_summaries(storage);
     let mut hits = 0;
     for (_, (file, base), image) in segment_images(storage) {
         if let Some(at) = image.windows(64).position(|w| w == [fill; 64]) {
@@ -92,6 +95,7 @@ fn damage_every_copy_of(storage: &SimStorage, fill: u8) {
 /// Flips a byte of the directory trailer (its CRC) of the buffer of `segment` holding the
 /// record at `offset`; returns where that buffer starts.
 fn damage_directory_of_buffer_holding(storage: &SimStorage, segment: u32, offset: usize) -> usize {
+    forget_summaries(storage);
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
@@ -137,7 +141,9 @@ fn recovered_state(r: &recovery::Recovered) -> String {
 }
 
 /// Removes the segment summaries from `storage` (durably), so that its next recovery reads
-/// every segment (see `summaries.rs`).
+/// every segment (see `summaries.rs`). The damage helpers call it: a summary written before the
+/// damage (a clean close writes them) would stand in for the damaged segment, and their images
+/// are for the scan's damage rules. Damage after a summary: `tests/summaries.rs`.
 fn forget_summaries(storage: &SimStorage) {
     for file in format::summaries::SUMMARY_FILES {
         if storage.file_len(file).unwrap() > 0 {
@@ -149,6 +155,7 @@ fn forget_summaries(storage: &SimStorage) {
 
 /// Flips a byte in the middle of `key`'s value where the index has it; returns its location.
 fn damage_value_of(engine: &Engine, storage: &SimStorage, key: &[u8]) -> (u32, usize) {
+    forget_summaries(storage);
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let loc = engine.inner.index.get(key).unwrap().location;
     let (file, base) = sb.segment_position(loc.segment);

@@ -138,6 +138,8 @@ fn repairable_buffer_damage() -> Vec<(String, Arc<SimStorage>)> {
     engine.write(&[put("newest", &[b'N'; 2000])]).unwrap();
     // A clean close: a marker behind the newest batch (no batch of its own).
     engine.close().unwrap();
+    // The damage below is for the scan to repair, not for a summary to stand in for.
+    forget_summaries(&storage);
     let sb = Superblock::decode(&storage.read_superblock().unwrap().unwrap()).unwrap();
     let (file, base) = sb.segment_position(segment);
     let mut image = vec![0u8; sb.segment_size as usize];
