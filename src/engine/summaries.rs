@@ -327,7 +327,15 @@ impl Summaries {
         for s in new.iter().filter(|s| holds(infos, s, closing)) {
             keep.insert(s.segment, s);
         }
-        let set: Vec<&SegmentSummary> = keep.into_values().collect();
+        self.write_set(written, &keep.into_values().collect::<Vec<_>>())
+    }
+
+    /// Writes `set` into the slot that does not hold the newest set, and makes it the newest.
+    fn write_set(
+        &self,
+        written: &mut (Option<(usize, u64)>, usize),
+        set: &[&SegmentSummary],
+    ) -> io::Result<()> {
         let (slot, sequence) = match written.0 {
             Some((newest, q)) => (1 - newest, q + 1),
             None => (0, 1),
@@ -335,7 +343,7 @@ impl Summaries {
         write_slot(
             &*self.storage,
             SUMMARY_FILES[slot],
-            &bytes::encode(sequence, &set),
+            &bytes::encode(sequence, set),
         )?;
         *written = (Some((slot, sequence)), set.len());
         Ok(())
@@ -354,17 +362,7 @@ impl Summaries {
             .values()
             .filter(|s| !segments.contains(&s.segment))
             .collect();
-        let (slot, sequence) = match written.0 {
-            Some((newest, q)) => (1 - newest, q + 1),
-            None => (0, 1),
-        };
-        write_slot(
-            &*self.storage,
-            SUMMARY_FILES[slot],
-            &bytes::encode(sequence, &set),
-        )?;
-        *written = (Some((slot, sequence)), set.len());
-        Ok(())
+        self.write_set(&mut written, &set)
     }
 }
 

@@ -197,22 +197,31 @@ fn recovery_from_summaries_equals_a_full_scan_at_any_power_cut() {
     panic!("no workload of eight left puts behind a summarized segment's use");
 }
 
+/// Writes keys `k0000` to `k0399`, each 3000 bytes of its number.
+fn write_400_keys(engine: &Engine) {
+    for i in 0..400u32 {
+        let key = format!("k{i:04}");
+        let value = vec![i as u8; 3000];
+        engine
+            .write(&[Mutation::put(ROOT_GROUP, key.as_bytes(), value)])
+            .unwrap();
+    }
+}
+
+/// Segments not free.
+fn segments_in_use(engine: &Engine) -> u64 {
+    (engine.inner.segments.infos().iter())
+        .filter(|i| i.state != segments::SegmentState::Free)
+        .count() as u64
+}
+
 /// A crash after a clean close and a reopen: the next open takes most segments from their
 /// summaries (the close wrote the summaries of every segment in use), and serves every key.
 #[test]
 fn a_crash_after_a_clean_close_reads_only_unsummarized_segments() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &options()).unwrap();
-    for i in 0..400u32 {
-        let key = format!("k{i:04}");
-        engine
-            .write(&[Mutation::put(
-                ROOT_GROUP,
-                key.as_bytes(),
-                vec![i as u8; 3000],
-            )])
-            .unwrap();
-    }
+    write_400_keys(&engine);
     engine.close().unwrap();
     let engine = Engine::open_on(storage.clone(), &options()).unwrap();
     engine
@@ -222,9 +231,7 @@ fn a_crash_after_a_clean_close_reads_only_unsummarized_segments() {
     drop(engine);
     let engine = Engine::open_on(storage.crash(PowerCut::DropAllUnsynced), &options()).unwrap();
     let report = engine.recovery_report();
-    let in_use = (engine.inner.segments.infos().iter())
-        .filter(|i| i.state != segments::SegmentState::Free)
-        .count() as u64;
+    let in_use = segments_in_use(&engine);
     // All but the segment the reopened session wrote to, and the one this open wrote its
     // marker to (after recovery).
     assert!(
@@ -249,16 +256,7 @@ fn segments_a_recovery_read_are_summarized_for_the_next_one() {
     let storage = SimStorage::new();
     let engine = Engine::open_on(storage.clone(), &options()).unwrap();
     engine.test_pause_background();
-    for i in 0..400u32 {
-        let key = format!("k{i:04}");
-        engine
-            .write(&[Mutation::put(
-                ROOT_GROUP,
-                key.as_bytes(),
-                vec![i as u8; 3000],
-            )])
-            .unwrap();
-    }
+    write_400_keys(&engine);
     engine.sync().unwrap();
     drop(engine);
     let image = storage.crash(PowerCut::DropAllUnsynced);
@@ -270,9 +268,7 @@ fn segments_a_recovery_read_are_summarized_for_the_next_one() {
     drop(engine);
     let engine = Engine::open_on(image.crash(PowerCut::DropAllUnsynced), &options()).unwrap();
     let second = engine.recovery_report();
-    let in_use = (engine.inner.segments.infos().iter())
-        .filter(|i| i.state != segments::SegmentState::Free)
-        .count() as u64;
+    let in_use = segments_in_use(&engine);
     // All but the segments the two opens wrote their markers to.
     assert!(
         in_use >= 4 && second.segments_summarized + 2 >= in_use,
