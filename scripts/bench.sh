@@ -39,8 +39,9 @@
 #               then the daemon's VmRSS per index entry and per file, minus the VmRSS of a daemon
 #               on an empty store, and the engine's own index_bytes / index_entries; then
 #               MOUNT_REPEATS crash rounds: 100 unsynced creates, kill -9 of the daemon,
-#               drop_caches, the next mount timed the same way (mount_crash: recovery scans every
-#               segment, since an open consumes the clean close's checkpoint); MOUNT_PERF=DIR
+#               drop_caches, the next mount timed the same way (mount_crash: recovery reads the
+#               segments changed since the fill's clean unmount, whose checkpoint stays in place
+#               and stands for the others); MOUNT_PERF=DIR
 #               records each crash mount with `perf record -g` into DIR/crash-N.data
 #
 # Metrics that do not apply to a system (the mount workload's on the peers) show "n/a".
@@ -413,8 +414,8 @@ wl_mount() {
     sleep 1
     rss_kb="$(mt_rss_kb "$store")"
     entries="$(mt_stat index_entries)"; ibytes="$(mt_stat index_bytes)"
-    # After a crash: the daemon is killed while serving, just after a few unsynced creates,
-    # so the next open finds no checkpoint (an open consumes it) and scans every segment.
+    # After a crash: the daemon is killed while serving, just after a few unsynced creates;
+    # the next open reads what changed since the checkpoint of the last clean unmount.
     local crash="" pid
     for i in $(seq 1 "$MOUNT_REPEATS"); do
         wl mkfiles "$MNT_MT" 100

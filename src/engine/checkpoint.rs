@@ -1,35 +1,49 @@
-//! Index checkpoint: what recovery would rebuild, written at a clean close, so that the next
-//! open need not read every segment (a store of a million small records is gigabytes
-//! of mostly padded 4 KiB buffers, and a cold full scan of it takes seconds).
+//! Index checkpoint: the resolved index and the segments' states, written at a clean close, so
+//! that the next recovery need not read every segment (a store of a million small records is
+//! gigabytes of mostly padded 4 KiB buffers, and turning its 1.6M records into the index costs
+//! about a second of CPU whether they are read or taken from summaries).
 //!
 //! Written by [`write`] at the end of `Engine::close`, once every batch is durable and the
 //! background threads and the flusher have stopped: the index (point entries, tombstones
 //! included, and range deletes), each segment's state, kind, group, generation, end and
-//! highest LSN, the put notes of every segment (`tombstones.rs`), the last LSN, the superblock
-//! and the storage's fingerprint of its files. Atomically (temporary file, fsync, rename).
+//! highest LSN with the header of its first buffer as on disk, the put notes of every segment
+//! (`tombstones.rs`), the last LSN, and the highest durable floor any buffer records with a
+//! segment holding it. Atomically (temporary file, fsync, rename).
 //!
-//! Trusted only if all of this holds, otherwise the open does a full scan as before:
-//! - it is whole: magic, version and a CRC over everything;
-//! - it belongs to this store as it is now: the superblock is byte for byte the one recorded,
-//!   and the fingerprint of the segment files (sizes, modification and change times, inode
-//!   numbers) is unchanged, so no write happened after it was taken (an older binary, a crash
-//!   of a later session that did not remove it, a tool writing the files);
-//! - it is consumed: the open removes it durably *before* using it, so that it can never be
-//!   found again once the session writes anything (a crash of this session recovers by a full
-//!   scan). If the removal fails, it is not used.
-//! - it was taken with the same tracked tombstone prefixes (the put notes' hashes depend on
-//!   them).
+//! It is not trusted as a whole but proven segment by segment, so it stays in place across
+//! sessions and crashes (until the next clean close replaces it), and every recovery uses it
+//! (`recovery::recover_from_checkpoint`):
+//! 1. A segment it records as closed still holds what it held then exactly while its first
+//!    buffer's header on disk is the one recorded: segments are written only while open (a
+//!    recovery closes every segment in use, and so does the checkpoint), a freed segment's
+//!    first sector is zeroed, and a reused one has a new generation. Such a segment is taken
+//!    from the checkpoint unread; every other segment is read (or taken from its summary) as
+//!    in a full scan.
+//! 2. The index's entries in segments taken unread stand for those segments' records: an
+//!    entry is the highest version of its key among every record then on disk, and a record
+//!    of a key in such a segment that the index does not name either has a lower version or
+//!    is a copy of the same version. A scan keeps the copy it meets first, so a segment some
+//!    record of which was copied (`SegmentManager::note_copied_from`, or found twice by
+//!    recovery) is recorded "to be read" instead: its records are then all weighed again.
+//! 3. The log's end: the unread segments hold only batches at or below the floor recorded,
+//!    and their highest floor is known while the segment holding it is unread. Otherwise
+//!    (it was freed, and no segment read records as high a floor) the open reads everything.
+//! 4. It was taken of the same geometry (the superblock but its generation high-water mark)
+//!    and with the same tracked tombstone prefixes (the put notes' hashes depend on them).
+//!
+//! `tests/checkpoints.rs` proves it: at power cuts all through sessions that free and reuse
+//! the segments it describes, recovery from it rebuilds what a scan of every segment rebuilds.
 //!
 //! The bytes (little-endian, checked whole by a CRC) are `format/checkpoint.rs`'s.
 
 use super::concurrency::Arc;
 use std::collections::BTreeMap;
 
-use super::format::checkpoint::{self as bytes, Preamble, SegmentImage};
-use super::format::{RECORD_HEADER_SIZE, RecordHeader, RecordKind};
+use super::format::checkpoint::{self as bytes, Preamble, SegmentImage, SegmentMark};
+use super::format::{BUFFER_HEADER_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, Superblock};
 use super::index::{Entry, Index, Location, RangeDelete};
-use super::recovery::{Recovered, RecoveryReport};
-use super::segments::{SegmentInfo, SegmentManager, SegmentState};
+use super::recovery::{Base, BaseSegment};
+use super::segments::{SegmentManager, SegmentState};
 use super::storage::Storage;
 use super::tombstones::PutNotes;
 
@@ -37,52 +51,62 @@ use super::tombstones::PutNotes;
 /// checkpoint can describe (a segment being freed, a record that cannot be read back): the
 /// next open then scans, as it always did.
 pub fn encode(
-    storage: &Arc<dyn Storage>,
     superblock: &[u8],
     segments: &SegmentManager,
     index: &Index,
     notes: &PutNotes,
     last_lsn: u64,
 ) -> Result<Vec<u8>, &'static str> {
-    let fingerprint = storage.fingerprint().map_err(|_| "no fingerprint")?;
-    if fingerprint.is_empty() {
-        return Err("this storage keeps no checkpoints");
-    }
+    let traces = segments.traces();
+    let (floor, floor_segment) = traces.floor_anchor;
+    let images = segment_images(segments, notes, &traces.copy_sources)?;
     let preamble = Preamble {
         superblock,
-        fingerprint: &fingerprint,
         prefix_lengths: notes.prefix_lengths().to_vec(),
         last_lsn,
+        floor,
+        // Only where the next recovery may take it unread (rule 3 of the module doc).
+        floor_segment: (matches!(images[floor_segment as usize].mark, SegmentMark::Closed(_)))
+            .then_some(floor_segment),
     };
-    let images = segment_images(segments, notes)?;
     let (mut points, ranges) = points_and_ranges(segments, index)?;
     points.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(bytes::encode(&preamble, &images, &points, &ranges))
 }
 
 /// Every segment as the checkpoint records it, with its put notes; an error if one is being
-/// freed (its state after the open could not be told).
+/// freed (its state after the open could not be told). `copy_sources` (sorted) are to be read.
 fn segment_images(
     segments: &SegmentManager,
     notes: &PutNotes,
+    copy_sources: &[u32],
 ) -> Result<Vec<SegmentImage>, &'static str> {
     let infos = segments.snapshot();
     let mut images = Vec::with_capacity(infos.len());
     for (segment, (info, _live)) in infos.iter().enumerate() {
-        let closed = match info.state {
-            SegmentState::Free => false,
-            // Open segments are closed by a recovery too (a new session never appends to them).
-            SegmentState::Open | SegmentState::Closed => true,
+        let segment = segment as u32;
+        let mark = match info.state {
+            SegmentState::Free => SegmentMark::Free,
+            _ if copy_sources.binary_search(&segment).is_ok() => SegmentMark::Read,
+            // Open segments are closed by the next recovery too (no session appends to a
+            // segment it did not open).
+            SegmentState::Open | SegmentState::Closed => {
+                let mut header = [0u8; BUFFER_HEADER_SIZE];
+                segments
+                    .read(segment, 0, &mut header)
+                    .map_err(|_| "a first header cannot be read")?;
+                SegmentMark::Closed(header)
+            }
             SegmentState::Freeing => return Err("a segment is being freed"),
         };
         images.push(SegmentImage {
-            closed,
+            mark,
             kind: info.kind,
             group: info.group,
             generation: info.generation,
             used: info.used,
             max_lsn: info.max_lsn,
-            notes: notes.items(segment as u32),
+            notes: notes.items(segment),
         });
     }
     Ok(images)
@@ -166,7 +190,7 @@ pub fn write(
     last_lsn: u64,
 ) {
     let started = super::concurrency::Instant::now();
-    let data = match encode(storage, superblock, segments, index, notes, last_lsn) {
+    let data = match encode(superblock, segments, index, notes, last_lsn) {
         Ok(d) => d,
         Err(why) => {
             ::log::info!("no index checkpoint: {why}");
@@ -183,115 +207,68 @@ pub fn write(
     }
 }
 
-/// The state a checkpoint left by the last clean close describes, if there is one and it can
-/// be trusted (see the module doc); it is removed either way. Fills `notes`.
-pub fn load(storage: &Arc<dyn Storage>, superblock: &[u8], notes: &PutNotes) -> Option<Recovered> {
-    read_and_decode(storage, superblock, notes, true)
-}
-
-/// [`load`] for a read-only open: the checkpoint stays. Nothing will be written, so the store
-/// stays as the checkpoint describes it, and the next writer can use it in turn.
-pub fn load_keeping(
-    storage: &Arc<dyn Storage>,
-    superblock: &[u8],
-    notes: &PutNotes,
-) -> Option<Recovered> {
-    read_and_decode(storage, superblock, notes, false)
-}
-
-fn read_and_decode(
-    storage: &Arc<dyn Storage>,
-    superblock: &[u8],
-    notes: &PutNotes,
-    consume: bool,
-) -> Option<Recovered> {
+/// What the store's checkpoint says, if there is one that is whole and was taken of this
+/// store's geometry with the same tombstone tracking (`notes`); whether each segment still
+/// holds what it says is recovery's to prove (see the module doc).
+pub fn load(storage: &Arc<dyn Storage>, superblock: &Superblock, notes: &PutNotes) -> Option<Base> {
     let started = super::concurrency::Instant::now();
     let data = match storage.read_checkpoint() {
         Ok(Some(d)) => d,
         Ok(None) => return None,
         Err(e) => {
             ::log::warn!("index checkpoint unreadable, scanning: {e}");
-            if consume {
-                let _ = storage.remove_checkpoint();
-            }
             return None;
         }
     };
-    // Consumed before use: once this session writes, it must never be found again.
-    if consume && let Err(e) = storage.remove_checkpoint() {
-        ::log::warn!("index checkpoint cannot be removed, scanning: {e}");
-        return None;
-    }
     let read_in = started.elapsed();
-    let fingerprint = storage.fingerprint().ok()?;
-    let r = decode(&data, superblock, &fingerprint, notes);
-    match &r {
-        Some(r) => ::log::info!(
+    let base = decode(&data, superblock, notes);
+    match &base {
+        Some(b) => ::log::info!(
             "index checkpoint loaded: {} entries, {} bytes read in {:.3} s, decoded in {:.3} s",
-            r.report.records_accepted,
+            b.points.len(),
             data.len(),
             read_in.as_secs_f64(),
             (started.elapsed() - read_in).as_secs_f64()
         ),
-        None => ::log::warn!("index checkpoint stale or damaged: ignored, scanning"),
+        None => ::log::warn!("index checkpoint of another store or damaged: ignored, scanning"),
     }
-    r
+    base
 }
 
-/// The state the checkpoint `data` describes, if it is whole and was taken of this store as
-/// it is now (`superblock`, `fingerprint`) with the same tombstone tracking (`notes`, which it
-/// then fills).
-fn decode(
-    data: &[u8],
-    superblock: &[u8],
-    fingerprint: &[u8],
-    notes: &PutNotes,
-) -> Option<Recovered> {
+/// The base the checkpoint `data` gives recovery, if it is whole and was taken of a store of
+/// `superblock`'s geometry with the same tombstone tracking as `notes`.
+fn decode(data: &[u8], superblock: &Superblock, notes: &PutNotes) -> Option<Base> {
     let image = bytes::decode(data)?;
     let p = &image.preamble;
-    if p.superblock != superblock
-        || p.fingerprint != fingerprint
-        || fingerprint.is_empty()
+    let taken_of = Superblock::decode(p.superblock).ok()?;
+    // The high-water mark of generations grows with the store (see `segments.rs`).
+    let same_geometry = Superblock {
+        generation_high_water: superblock.generation_high_water,
+        ..taken_of
+    } == *superblock;
+    if !same_geometry
         || p.prefix_lengths != notes.prefix_lengths()
-        || image.segments.len() != notes.segment_count()
+        || image.segments.len() != superblock.segment_count as usize
     {
         return None;
     }
-    Some(recovered_from(image, notes))
-}
-
-/// The recovered state of a checkpoint that belongs to this store; fills `notes`.
-fn recovered_from(image: bytes::Image, notes: &PutNotes) -> Recovered {
-    let last_lsn = image.preamble.last_lsn;
-    let mut infos = Vec::with_capacity(image.segments.len());
+    let mut closed = BTreeMap::new();
     for (segment, s) in image.segments.into_iter().enumerate() {
-        infos.push(if s.closed {
-            SegmentInfo {
-                state: SegmentState::Closed,
-                kind: s.kind,
-                group: s.group,
-                generation: s.generation,
+        if let SegmentMark::Closed(first_header) = s.mark {
+            let c = BaseSegment {
+                first_header,
                 used: s.used,
                 max_lsn: s.max_lsn,
-            }
-        } else {
-            SegmentManager::empty_info()
-        });
-        notes.set_items(segment as u32, s.notes);
+                notes: s.notes,
+            };
+            closed.insert(segment as u32, c);
+        }
     }
-    let entries = image.points.len() as u64;
-    let points: BTreeMap<Box<[u8]>, Entry> = image.points.into_iter().collect();
-    Recovered {
-        index: Index::from_recovered(points, image.ranges),
-        infos,
-        next_lsn: last_lsn + 1,
-        invalidate: Vec::new(),
-        report: RecoveryReport {
-            records_accepted: entries,
-            durable_floor: last_lsn,
-            last_lsn,
-            ..RecoveryReport::default()
-        },
-        scanned_summaries: Vec::new(),
-    }
+    Some(Base {
+        floor: image.preamble.floor,
+        floor_segment: image.preamble.floor_segment,
+        closed,
+        points: image.points,
+        ranges: image.ranges,
+    })
 }

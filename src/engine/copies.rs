@@ -256,6 +256,8 @@ impl Inner {
         }
         // Every copy written is on disk now, including the ones about to lose their
         // compare-and-set (old versions in a new segment): note them all.
+        self.segments
+            .note_copied_from((records.iter().zip(&written.locations)).map(|(r, _)| r.old.segment));
         for (r, new) in records.iter().zip(&written.locations) {
             if r.kind == RecordKind::Put {
                 self.put_notes.note_put(new.segment, &r.key, r.version);

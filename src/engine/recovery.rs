@@ -33,13 +33,14 @@ use super::format::{
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::scan::{self, LogEnd, Stretch, StretchRecord, Take, may_be_in_use};
-use super::segments::{SegmentInfo, SegmentManager, SegmentState};
+use super::segments::{RecoveredTraces, SegmentInfo, SegmentManager, SegmentState};
 use super::storage::{MappedFile, Storage};
 use super::synctable::Proof;
 
 /// What recovery found, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// Segments read whole (their first block may start a buffer).
     pub segments_scanned: u64,
     pub buffers_accepted: u64,
     pub records_accepted: u64,
@@ -57,6 +58,8 @@ pub struct RecoveryReport {
     pub buffers_unnamed: u64,
     /// Segments taken from their summaries (`summaries.rs`) instead of being read.
     pub segments_summarized: u64,
+    /// Segments taken as an index checkpoint describes them (`checkpoint.rs`), unread.
+    pub segments_checkpointed: u64,
     /// The durable floor found, and the last LSN kept.
     pub durable_floor: u64,
     pub last_lsn: u64,
@@ -75,6 +78,31 @@ pub struct Recovered {
     /// a writable open writes those that still hold once what recovery accepted is durable, so
     /// that the next crash need not read them again.
     pub scanned_summaries: Vec<SegmentSummary>,
+    /// What the running engine keeps up to date for its checkpoint.
+    pub traces: RecoveredTraces,
+}
+
+/// What an index checkpoint (`checkpoint.rs`) gives recovery: the resolved index and the state
+/// of the segments in use when it was taken, every record it names durable then.
+pub struct Base {
+    /// The highest durable floor a buffer of a segment in use recorded, and that segment.
+    pub floor: u64,
+    pub floor_segment: Option<u32>,
+    /// The segments closed then whose records the index accounts for, by segment.
+    pub closed: BTreeMap<u32, BaseSegment>,
+    /// Sorted by key, unique.
+    pub points: Vec<(Box<[u8]>, Entry)>,
+    pub ranges: Vec<RangeDelete>,
+}
+
+/// A closed segment of a [`Base`]: what it held then, valid while its first buffer's header on
+/// disk is `first_header` (a freed segment's first sector is zeroed, a reused one has another
+/// generation).
+pub struct BaseSegment {
+    pub first_header: [u8; BUFFER_HEADER_SIZE],
+    pub used: u32,
+    pub max_lsn: u64,
+    pub notes: Vec<(u64, u64)>,
 }
 
 struct ScannedBuffer {
@@ -114,8 +142,45 @@ pub fn recover_summarized(
     put_notes: &super::tombstones::PutNotes,
     summaries: BTreeMap<u32, SegmentSummary>,
 ) -> Result<Recovered> {
+    let rebuilt = rebuild(storage, sb, put_notes, summaries, None)?;
+    Ok(rebuilt.expect("without a base, recovery always rebuilds"))
+}
+
+/// [`recover_summarized`] on top of an index checkpoint's `base`: each segment it describes
+/// whose first header on disk is still the one it recorded is taken from it unread, and every
+/// other segment is read (or taken from its summary); rebuilds exactly what reading every
+/// segment would. `None` (put notes forgotten: the caller reads everything) where the
+/// segments read cannot tell the log's end by themselves: the highest durable floor lay in a
+/// segment since freed and none read records as high a one, or an unread segment holds
+/// batches above the floor (the gaps above it would then have to be sought in its buffers).
+pub fn recover_from_checkpoint(
+    storage: &Arc<dyn Storage>,
+    sb: &Superblock,
+    put_notes: &super::tombstones::PutNotes,
+    summaries: BTreeMap<u32, SegmentSummary>,
+    base: Base,
+) -> Result<Option<Recovered>> {
+    let rebuilt = rebuild(storage, sb, put_notes, summaries, Some(base))?;
+    if rebuilt.is_none() {
+        for segment in 0..sb.segment_count {
+            put_notes.forget_segment(segment);
+        }
+    }
+    Ok(rebuilt)
+}
+
+fn rebuild(
+    storage: &Arc<dyn Storage>,
+    sb: &Superblock,
+    put_notes: &super::tombstones::PutNotes,
+    summaries: BTreeMap<u32, SegmentSummary>,
+    mut base: Option<Base>,
+) -> Result<Option<Recovered>> {
     let mut report = RecoveryReport::default();
-    let mut reader = SegmentReader::new(storage, sb, summaries)?;
+    let claims = (base.iter())
+        .flat_map(|b| b.closed.iter().map(|(&s, c)| (s, c.first_header)))
+        .collect();
+    let mut reader = SegmentReader::new(storage, sb, summaries, claims)?;
     // How far each segment of copies is known synced (see `synctable.rs`).
     let proofs = super::synctable::read(&**storage, sb.segment_count)?;
     let Scanned {
@@ -123,12 +188,29 @@ pub fn recover_summarized(
         mut candidates,
         stretches,
         summaries: scanned_summaries,
+        unread,
     } = scan_segments(&mut reader, sb, &proofs, put_notes, &mut report)?;
 
-    // The log's end: the first gap above the durable floor.
+    // The log's end: the first gap above the durable floor. The unread segments' buffers
+    // weigh in through the highest floor they record (where it is known to be still on disk)
+    // and must hold nothing above the floor.
+    let mut floor_at_least = 0;
+    if let Some(base) = &base {
+        let read_floor = (buffers.iter()).map(|b| b.header.durable_floor).max();
+        if base.floor_segment.is_some_and(|s| unread.contains_key(&s)) {
+            floor_at_least = base.floor;
+        } else if read_floor.unwrap_or(0) < base.floor {
+            return Ok(None);
+        }
+    }
     let LogEnd {
         floor, last_lsn, ..
-    } = scan::log_end(buffers.iter().map(|b| &b.header));
+    } = scan::log_end_above(floor_at_least, buffers.iter().map(|b| &b.header));
+    if let Some(base) = &base
+        && unread.keys().any(|s| base.closed[s].max_lsn > floor)
+    {
+        return Ok(None);
+    }
 
     // Discard buffers beyond the end, and everything after them in their segment. That
     // includes buffers of copies holding a record of a batch beyond the end (a copy made
@@ -149,39 +231,139 @@ pub fn recover_summarized(
     // Point records in the order they are accepted: buffers in scan order, then the salvaged
     // ones. Candidates were pushed in scan order, so that is ascending candidate index.
     let mut accepted: Vec<u32> = Vec::new();
+    let mut floor_anchor = (0, 0);
     for b in buffers.iter().filter(|b| keep(b)) {
         report.buffers_accepted += 1;
         take_buffer_segment(&mut infos[b.segment as usize], b);
+        if b.header.durable_floor >= floor_anchor.0 {
+            floor_anchor = (b.header.durable_floor, b.segment);
+        }
         for i in b.records.clone() {
             report.records_accepted += 1;
             accept(&candidates[i], i, &mut accepted, &mut ranges, put_notes);
         }
     }
     mark_salvaged_segments_in_use(&mut infos, &salvaged, &proofs);
+    let ranges_from_buffers = ranges.len();
     let salvaged_from = candidates.len();
     candidates.extend(salvaged.records);
     for (i, c) in candidates.iter().enumerate().skip(salvaged_from) {
         report.records_accepted += 1;
         accept(c, i, &mut accepted, &mut ranges, put_notes);
     }
-    let mut points = resolve_versions(&mut candidates, accepted);
+    let mut copy_sources = Vec::new();
+    let resolved = resolve_versions(&mut candidates, accepted, salvaged_from, &mut copy_sources);
     drop(candidates);
+    let mut points = match base.as_mut() {
+        None => resolved.into_iter().map(|(k, e, _)| (k, e)).collect(),
+        Some(base) => {
+            for (&segment, h) in &unread {
+                let c = base
+                    .closed
+                    .remove(&segment)
+                    .expect("only claims are unread");
+                infos[segment as usize] = SegmentInfo {
+                    state: SegmentState::Closed,
+                    kind: h.kind,
+                    group: h.group,
+                    generation: h.generation,
+                    used: c.used,
+                    max_lsn: c.max_lsn,
+                };
+                put_notes.set_items(segment, c.notes);
+                if base.floor_segment == Some(segment) && base.floor >= floor_anchor.0 {
+                    floor_anchor = (base.floor, segment);
+                }
+            }
+            report.segments_checkpointed = unread.len() as u64;
+            let in_unread = |l: &Location| unread.contains_key(&l.segment);
+            let taken = std::mem::take(&mut base.points);
+            let from_base = taken.into_iter().filter(|(_, e)| in_unread(&e.location));
+            ranges = with_base_ranges(&base.ranges, ranges, ranges_from_buffers, in_unread);
+            merge_with_base(from_base, resolved, &mut copy_sources)
+        }
+    };
     // As the index does when they arrive: a range delete a newer one holds is dead.
     super::index::drop_superseded_ranges(&mut ranges);
     apply_range_deletes(&mut points, &mut ranges);
     hand_over_single_group_segments(&mut infos, &points, &ranges);
+    copy_sources.sort_unstable();
+    copy_sources.dedup();
 
     let next_lsn = last_lsn.max(floor) + 1;
     report.durable_floor = floor;
     report.last_lsn = last_lsn.max(floor);
-    Ok(Recovered {
+    Ok(Some(Recovered {
         index: Index::from_recovered(points, ranges),
         infos,
         next_lsn,
         invalidate: invalidated(cut, &buffers, salvaged.zero),
         report,
         scanned_summaries,
-    })
+        traces: RecoveredTraces {
+            copy_sources,
+            floor_anchor,
+        },
+    }))
+}
+
+/// The range deletes of the base in unread segments joined to those accepted (`accepted`,
+/// the first `from_buffers` of them from valid buffers, then salvaged ones), in the order a
+/// scan of every segment accepts them: valid buffers' by segment and offset, then salvaged.
+fn with_base_ranges(
+    base: &[RangeDelete],
+    accepted: Vec<RangeDelete>,
+    from_buffers: usize,
+    in_unread: impl Fn(&Location) -> bool,
+) -> Vec<RangeDelete> {
+    let mut all: Vec<(bool, u32, u32, RangeDelete)> = (base.iter())
+        .filter(|r| in_unread(&r.location))
+        .map(|r| (false, r.location.segment, r.location.offset, r.clone()))
+        .collect();
+    for (i, r) in accepted.into_iter().enumerate() {
+        all.push((i >= from_buffers, r.location.segment, r.location.offset, r));
+    }
+    all.sort_by_key(|(salvaged, segment, offset, _)| (*salvaged, *segment, *offset));
+    all.into_iter().map(|(_, _, _, r)| r).collect()
+}
+
+/// The base's point entries in unread segments (sorted) merged with the resolved entries of
+/// the segments read (sorted, each with whether it was salvaged): per key the higher version;
+/// of equal versions, the one a scan of every segment accepts first (valid buffers' records
+/// by segment and offset, salvaged ones after). The loser of equal versions is a copy's
+/// source or the copy itself: its segment joins `copy_sources`.
+fn merge_with_base(
+    base: impl Iterator<Item = (Box<[u8]>, Entry)>,
+    read: Vec<(Box<[u8]>, Entry, bool)>,
+    copy_sources: &mut Vec<u32>,
+) -> BTreeMap<Box<[u8]>, Entry> {
+    let mut merged: Vec<(Box<[u8]>, Entry)> = Vec::with_capacity(read.len());
+    let mut base = base.peekable();
+    let rank = |e: &Entry, salvaged: bool| (salvaged, e.location.segment, e.location.offset);
+    for (key, entry, salvaged) in read {
+        while let Some((k, _)) = base.peek()
+            && *k < key
+        {
+            merged.push(base.next().expect("peeked"));
+        }
+        let Some((_, b)) = base.next_if(|(k, _)| *k == key) else {
+            merged.push((key, entry));
+            continue;
+        };
+        let read_wins = entry.version > b.version
+            || (entry.version == b.version && rank(&entry, salvaged) < rank(&b, false));
+        if entry.version == b.version {
+            let loser = if read_wins {
+                b.location
+            } else {
+                entry.location
+            };
+            copy_sources.push(loser.segment);
+        }
+        merged.push((key, if read_wins { entry } else { b }));
+    }
+    merged.extend(base);
+    merged.into_iter().collect()
 }
 
 /// What the scan of every segment found, before the log's end is known.
@@ -190,6 +372,9 @@ struct Scanned {
     candidates: Vec<Candidate>,
     stretches: Vec<(u32, Stretch)>,
     summaries: Vec<SegmentSummary>,
+    /// Segments whose claim held (see `SegmentReader::claims`), with their first header: not
+    /// read.
+    unread: BTreeMap<u32, BufferHeader>,
 }
 
 /// Step 1: scans every allocated segment: its valid buffers and their records, its damaged
@@ -205,9 +390,14 @@ fn scan_segments(
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut stretches: Vec<(u32, Stretch)> = Vec::new();
     let mut summaries: Vec<SegmentSummary> = Vec::new();
+    let mut unread = BTreeMap::new();
     let progress = super::progress::Pass::begin("scanning the store", sb.segment_count as u64);
     for segment in 0..sb.segment_count {
         progress.advance(segment as u64);
+        if let Some(header) = reader.claim_that_holds(segment)? {
+            unread.insert(segment, header);
+            continue;
+        }
         if let Some((summary, tail_puts)) = reader.summary_that_holds(segment)? {
             report.segments_summarized += 1;
             // As for the records of a torn tail below.
@@ -273,6 +463,7 @@ fn scan_segments(
         candidates,
         stretches,
         summaries,
+        unread,
     })
 }
 
@@ -490,6 +681,9 @@ struct SegmentReader<'a> {
     /// Summaries that may stand in for their segments (only their first block is read ahead),
     /// each taken out once its segment is reached.
     summaries: BTreeMap<u32, SegmentSummary>,
+    /// The first buffer headers an index checkpoint recorded of the segments it describes
+    /// (`Base::closed`): such a segment is not read while its header is still on disk.
+    claims: BTreeMap<u32, [u8; BUFFER_HEADER_SIZE]>,
     file_lens: Vec<u64>,
     /// Maps by file: the current one and the one read ahead (`None`: the storage cannot map).
     maps: Vec<Option<Option<MappedFile>>>,
@@ -502,6 +696,7 @@ impl<'a> SegmentReader<'a> {
         storage: &'a Arc<dyn Storage>,
         sb: &'a Superblock,
         summaries: BTreeMap<u32, SegmentSummary>,
+        claims: BTreeMap<u32, [u8; BUFFER_HEADER_SIZE]>,
     ) -> Result<Self> {
         let mut file_lens = Vec::new();
         for file in 0..sb.file_count() {
@@ -511,6 +706,7 @@ impl<'a> SegmentReader<'a> {
             storage,
             sb,
             summaries,
+            claims,
             maps: (0..file_lens.len()).map(|_| None).collect(),
             file_lens,
             current: None,
@@ -538,7 +734,7 @@ impl<'a> SegmentReader<'a> {
                     continue;
                 }
                 let b = base as usize;
-                if self.summaries.contains_key(&segment) {
+                if self.summaries.contains_key(&segment) || self.claims.contains_key(&segment) {
                     // Only its first header is read (`summary_that_holds`): the reads of all of
                     // them in flight at once, not one page fault after the other.
                     m.will_need(b, BLOCK_SIZE);
@@ -570,6 +766,34 @@ impl<'a> SegmentReader<'a> {
         Ok(true)
     }
 
+    /// The header of `segment`'s first buffer, if a checkpoint claims the segment and the claim
+    /// holds: that header is still on disk (a free or reused segment has another first sector).
+    fn claim_that_holds(&mut self, segment: u32) -> Result<Option<BufferHeader>> {
+        let Some(claimed) = self.claims.remove(&segment) else {
+            return Ok(None);
+        };
+        if !self.enter(segment)? || self.first_header(segment)? != claimed {
+            return Ok(None);
+        }
+        Ok(BufferHeader::decode_copy(
+            &claimed,
+            self.sb.segment_size as usize,
+        ))
+    }
+
+    /// The first `BUFFER_HEADER_SIZE` bytes of `segment` (entered).
+    fn first_header(&self, segment: u32) -> Result<[u8; BUFFER_HEADER_SIZE]> {
+        let (file, base) = self.sb.segment_position(segment);
+        let mut head = [0u8; BUFFER_HEADER_SIZE];
+        match &self.maps[file as usize] {
+            Some(Some(m)) => {
+                head.copy_from_slice(&m.bytes()[base as usize..base as usize + BUFFER_HEADER_SIZE])
+            }
+            _ => self.storage.read_at(file, base, &mut head)?,
+        }
+        Ok(head)
+    }
+
     /// The buffers and records of `segment`'s summary, if it has one and it still holds: the
     /// header of the segment's first buffer on disk is the one summarized (see `summaries.rs`),
     /// and the summary decodes.
@@ -592,15 +816,7 @@ impl<'a> SegmentReader<'a> {
         let Some(first) = summary.buffers.first() else {
             return Ok(None);
         };
-        let (file, base) = self.sb.segment_position(segment);
-        let mut head = [0u8; BUFFER_HEADER_SIZE];
-        match &self.maps[file as usize] {
-            Some(Some(m)) => {
-                head.copy_from_slice(&m.bytes()[base as usize..base as usize + BUFFER_HEADER_SIZE])
-            }
-            _ => self.storage.read_at(file, base, &mut head)?,
-        }
-        if head != first.header {
+        if self.first_header(segment)? != first.header {
             return Ok(None);
         }
         Ok(taken_from_summary(summary, self.sb.segment_size))
@@ -612,18 +828,20 @@ impl<'a> SegmentReader<'a> {
         if !self.enter(segment)? {
             return Ok(None);
         }
-        report.segments_scanned += 1;
         let (file, base) = self.sb.segment_position(segment);
         let base = base as usize;
         if let Some(Some(m)) = &self.maps[file as usize] {
             let image = &m.bytes()[base..base + seg_size];
-            return Ok(may_be_in_use(&image[..BLOCK_SIZE], segment).then_some(image));
+            let in_use = may_be_in_use(&image[..BLOCK_SIZE], segment);
+            report.segments_scanned += u64::from(in_use);
+            return Ok(in_use.then_some(image));
         }
         self.storage
             .read_at(file, base as u64, &mut self.buf[..BLOCK_SIZE])?;
         if !may_be_in_use(&self.buf[..BLOCK_SIZE], segment) {
             return Ok(None);
         }
+        report.segments_scanned += 1;
         self.storage.read_at(file, base as u64, &mut self.buf)?;
         Ok(Some(&self.buf))
     }
@@ -686,15 +904,18 @@ fn accept(
     accepted.push(i as u32);
 }
 
-/// The point entries: per key, the accepted record of the highest version; of equal versions
-/// (a copy and its source both on disk) the one accepted first. Sorted in bulk and built into
-/// the map in one go rather than inserted one by one (a million B-tree look-ups with key
-/// comparisons were most of the CPU time of recovering a store of small records). Keys are
-/// moved out of `candidates`.
+/// The point entries, sorted by key: per key, the accepted record of the highest version; of
+/// equal versions (a copy and its source both on disk) the one accepted first, and the other's
+/// segment joins `copy_sources`. Each with whether it was salvaged (accepted at or
+/// after `salvaged_from`). Sorted in bulk rather than inserted one by one (a million B-tree
+/// look-ups with key comparisons were most of the CPU time of recovering a store of small
+/// records). Keys are moved out of `candidates`.
 fn resolve_versions(
     candidates: &mut [Candidate],
     accepted: Vec<u32>,
-) -> BTreeMap<Box<[u8]>, Entry> {
+    salvaged_from: usize,
+    copy_sources: &mut Vec<u32>,
+) -> Vec<(Box<[u8]>, Entry, bool)> {
     /// The first 16 bytes of the key, big-endian and zero-padded: compares as the key does,
     /// except between keys equal in those bytes (then the whole keys are compared).
     fn prefix(key: &[u8]) -> u128 {
@@ -721,11 +942,17 @@ fn resolve_versions(
             .then(b.1.cmp(&a.1))
             .then(a.2.cmp(&b.2))
     });
-    let mut sorted: Vec<(Box<[u8]>, Entry)> = Vec::with_capacity(order.len());
+    let mut sorted: Vec<(Box<[u8]>, Entry, bool)> = Vec::with_capacity(order.len());
     for (_, _, i) in order {
         let c = &mut candidates[i as usize];
-        if sorted.last().is_some_and(|(k, _)| **k == *c.key) {
-            continue; // an older version, or a later-accepted copy of the same version
+        if let Some((k, e, _)) = sorted.last()
+            && **k == *c.key
+        {
+            // An older version, or a copy of the same version accepted later.
+            if e.version == c.version {
+                copy_sources.push(c.location.segment);
+            }
+            continue;
         }
         let entry = Entry {
             location: c.location,
@@ -733,10 +960,14 @@ fn resolve_versions(
             group: c.group,
             tombstone: c.kind == RecordKind::Delete,
         };
-        sorted.push((std::mem::take(&mut c.key).into_boxed_slice(), entry));
+        let salvaged = i as usize >= salvaged_from;
+        sorted.push((
+            std::mem::take(&mut c.key).into_boxed_slice(),
+            entry,
+            salvaged,
+        ));
     }
-    // Already sorted and without duplicates: the map is bulk-built.
-    sorted.into_iter().collect()
+    sorted
 }
 
 impl Candidate {

@@ -30,7 +30,7 @@ pub(in crate::engine) use buffer::valid_buffer;
 pub use buffer::{ValidBuffer, records_of};
 #[cfg(test)]
 pub use directory::own_directory_generation;
-pub use log_end::{LogEnd, cut_beyond, log_end};
+pub use log_end::{LogEnd, cut_beyond, log_end, log_end_above};
 #[cfg(test)]
 pub use stretch::stretch_records;
 pub use stretch::{Stretch, StretchRecord, Take};

@@ -17,7 +17,8 @@ use super::concurrency::{Arc, AtomicI64, AtomicU64, Mutex, Ordering};
 
 use super::api::{EngineError, Result};
 use super::format::{
-    self, BLOCK_SIZE, BufferHeader, DIRECTORY_TRAILER_SIZE, NO_GROUP, SegmentKind, Superblock,
+    self, BLOCK_SIZE, BUFFER_HEADER_SIZE, BufferHeader, DIRECTORY_TRAILER_SIZE, NO_GROUP,
+    SegmentKind, Superblock,
 };
 use super::storage::{SECTOR_SIZE, Storage};
 use super::summaries::Summaries;
@@ -95,6 +96,22 @@ struct Inner {
     next_generation: u64,
     superblock: Superblock,
     files_allocated: Vec<bool>,
+    /// Per segment: some record of its current use was copied (relocation, separation). The
+    /// index names the copy, while a scan weighs both and keeps the one it meets first; so a
+    /// checkpoint has the next recovery read such a segment (`checkpoint.rs`).
+    copy_sources: Vec<bool>,
+    /// The highest durable floor a buffer in use records, and a segment holding such a
+    /// buffer (floors only grow, so the last buffer written holds it).
+    floor_anchor: (u64, u32),
+}
+
+/// What recovery learned of the segments beyond their states, kept up to date by the running
+/// engine for its checkpoint (see `Inner::copy_sources`, `Inner::floor_anchor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveredTraces {
+    /// Sorted.
+    pub copy_sources: Vec<u32>,
+    pub floor_anchor: (u64, u32),
 }
 
 pub struct SegmentManager {
@@ -126,6 +143,7 @@ impl SegmentManager {
         infos: Vec<SegmentInfo>,
         sync_table: SyncTable,
         summaries: Summaries,
+        traces: RecoveredTraces,
     ) -> Self {
         let n = superblock.segment_count as usize;
         let files = superblock.file_count() as usize;
@@ -158,6 +176,10 @@ impl SegmentManager {
                 next_generation: superblock.generation_high_water,
                 superblock,
                 files_allocated,
+                copy_sources: (0..n as u32)
+                    .map(|s| traces.copy_sources.binary_search(&s).is_ok())
+                    .collect(),
+                floor_anchor: traces.floor_anchor,
             }),
             live: (0..n).map(|_| AtomicI64::new(0)).collect(),
             live_total: AtomicI64::new(0),
@@ -289,7 +311,37 @@ impl SegmentManager {
     /// Notes buffer `data` written at `offset` of `segment`, holding batches up to `max_lsn`.
     pub fn note_buffer_written(&self, segment: u32, offset: u32, data: &[u8], max_lsn: u64) {
         self.summaries.note_buffer(segment, offset, data);
+        if let Some(h) = data
+            .get(..BUFFER_HEADER_SIZE)
+            .and_then(|h| BufferHeader::decode_copy(h, data.len()))
+        {
+            let mut inner = self.inner.lock();
+            if h.durable_floor >= inner.floor_anchor.0 {
+                inner.floor_anchor = (h.durable_floor, segment);
+            }
+        }
         self.note_written(segment, offset + data.len() as u32, max_lsn);
+    }
+
+    /// Notes that records of `segments` were copied elsewhere (see `Inner::copy_sources`).
+    pub fn note_copied_from(&self, segments: impl IntoIterator<Item = u32>) {
+        let mut inner = self.inner.lock();
+        for s in segments {
+            inner.copy_sources[s as usize] = true;
+        }
+    }
+
+    /// The segments some record of whose current use was copied, and the highest durable
+    /// floor on disk with a segment holding it: what a checkpoint needs beyond the segments'
+    /// states.
+    pub fn traces(&self) -> RecoveredTraces {
+        let inner = self.inner.lock();
+        RecoveredTraces {
+            copy_sources: (0..inner.copy_sources.len() as u32)
+                .filter(|&s| inner.copy_sources[s as usize])
+                .collect(),
+            floor_anchor: inner.floor_anchor,
+        }
     }
 
     /// Notes a buffer written at `end` bytes into `segment`, holding batches up to `max_lsn`.
@@ -469,6 +521,7 @@ impl SegmentManager {
         let mut inner = self.inner.lock();
         debug_assert_eq!(inner.infos[segment as usize].state, SegmentState::Freeing);
         inner.infos[segment as usize] = Self::empty_info();
+        inner.copy_sources[segment as usize] = false;
         self.written[segment as usize].store(0, Ordering::Release);
         self.summaries.forget_segment(segment);
         inner.free.push_back(segment);

@@ -14,7 +14,7 @@ mod file;
 pub mod io_log;
 mod sim;
 
-pub(crate) use file::{DirtyFiles, fingerprint_of, lock_store, read_checkpoint_in};
+pub(crate) use file::{DirtyFiles, lock_store, read_checkpoint_in};
 pub use file::{FileStorage, MappedFile};
 pub use sim::{FaultPlan, PowerCut, SimRng, SimStorage};
 
@@ -77,11 +77,6 @@ pub trait Storage: Send + Sync {
     /// Removes the checkpoint durably: once this returns, no later open can find it.
     fn remove_checkpoint(&self) -> io::Result<()> {
         Ok(())
-    }
-    /// What changes whenever anything writes the store's segment files or superblock (sizes,
-    /// modification times, inode numbers): a checkpoint records it and is ignored if it differs.
-    fn fingerprint(&self) -> io::Result<Vec<u8>> {
-        Ok(Vec::new())
     }
 }
 

@@ -90,9 +90,10 @@ pub fn load(storage: &dyn Storage) -> io::Result<Loaded> {
 }
 
 /// What the slots' headers say of the newest slot (slot, sequence) and its summary count,
-/// without reading the slots whole: for an open that does not recover by a scan. The newest
-/// slot is whole then, as the last session's write-outs all completed (a torn one leaves a
-/// crash behind, and the open after a crash reads the slots whole with [`load`]).
+/// without reading the slots whole: for an open that takes most segments from the index
+/// checkpoint. A torn slot's header may claim a higher sequence than the whole one's: the
+/// next write-out then goes to the other slot, and a later [`load`] still finds the whole one
+/// by its CRC, or the one written after.
 pub fn newest_by_headers(storage: &dyn Storage) -> io::Result<(Option<(usize, u64)>, usize)> {
     let mut best: (Option<(usize, u64)>, usize) = (None, 0);
     for (slot, &file) in SUMMARY_FILES.iter().enumerate() {
@@ -352,6 +353,9 @@ impl Summaries {
     /// Rewrites the set on disk without the summaries of `segments` (rule 4), durably. For an
     /// open, before anything is written.
     pub fn drop_segments(&self, segments: &[u32]) -> io::Result<()> {
+        if segments.is_empty() {
+            return Ok(());
+        }
         let mut written = self.written.lock();
         let on_disk = load(&*self.storage)?;
         if !segments.iter().any(|s| on_disk.by_segment.contains_key(s)) {

@@ -222,6 +222,7 @@ impl PutNotes {
     }
 
     /// Number of segments noted for.
+    #[cfg(test)]
     pub fn segment_count(&self) -> usize {
         self.per_segment.len()
     }

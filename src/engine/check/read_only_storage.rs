@@ -128,7 +128,4 @@ impl Storage for ReadOnlyStorage {
     fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
         super::super::storage::read_checkpoint_in(&self.dir)
     }
-    fn fingerprint(&self) -> io::Result<Vec<u8>> {
-        super::super::storage::fingerprint_of(&self.dir)
-    }
 }

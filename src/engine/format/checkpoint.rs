@@ -1,6 +1,6 @@
 //! The bytes of the index checkpoint: the index and the segments' states as a clean close left
 //! them, in one file checked whole by a trailing CRC (any damage: the checkpoint is not used and
-//! the open scans). Its fields are in the order below, so it is written and read front to back;
+//! the open scans every segment). Its fields are in the order below, so it is written and read front to back;
 //! this module checks only that the bytes are a well-formed checkpoint (keys sorted and unique,
 //! locations within the segments, nothing left over). Whether a checkpoint belongs to the store
 //! as it is now, and when one is written, is `checkpoint.rs`'s.
@@ -9,13 +9,15 @@
 //!
 //! | size | field |
 //! |---|---|
-//! | 8 | magic `LSCKPT02` (01 held 64-bit note hashes) |
+//! | 8 | magic `LSCKPT03` (02 was trusted by file fingerprints and had no first headers; 01 held 64-bit note hashes) |
 //! | 4 + n | superblock: length, bytes |
-//! | 4 + n | storage fingerprint of the segment files: length, bytes |
 //! | 4 + 4 n | tracked tombstone prefix lengths: count, one u32 each |
 //! | 8 | last LSN |
+//! | 8 | highest durable floor any buffer of a segment in use records |
+//! | 4 | the segment holding a buffer that records it (`u32::MAX`: none known) |
 //! | 4 | segment count, then per segment: |
-//! | 1 | . state: 0 free, 1 closed |
+//! | 1 | . state: 0 free, 1 closed, 2 to be read (its records not all in the checkpoint's terms) |
+//! | 64 | . closed only: the header of its first buffer, as on disk |
 //! | 1 | . kind: 1 mixed, 2 group-owned |
 //! | 4 | . group |
 //! | 8 | . generation |
@@ -39,9 +41,9 @@
 use crc32fast::Hasher;
 
 use super::super::index::{Entry, Location, RangeDelete};
-use super::SegmentKind;
+use super::{BUFFER_HEADER_SIZE, SegmentKind};
 
-pub const CHECKPOINT_MAGIC: &[u8; 8] = b"LSCKPT02";
+pub const CHECKPOINT_MAGIC: &[u8; 8] = b"LSCKPT03";
 const CRC_SIZE: usize = 4;
 /// Fewest bytes a point takes (an empty key): bounds what a count can make us allocate.
 const MIN_POINT_SIZE: usize = 4 + 12 + 8 + 4 + 1;
@@ -50,21 +52,34 @@ const MIN_RANGE_SIZE: usize = 4 + 4 + 8 + 12 + 4;
 /// Bytes of one put note.
 const NOTE_SIZE: usize = 16;
 
-/// What a checkpoint says before its segments: which store, files and tombstone tracking it
-/// was taken of, and the last LSN.
+/// What a checkpoint says before its segments: which store and tombstone tracking it was taken
+/// of, the last LSN, and where the highest durable floor on disk lies.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Preamble<'a> {
     pub superblock: &'a [u8],
-    pub fingerprint: &'a [u8],
     pub prefix_lengths: Vec<usize>,
     pub last_lsn: u64,
+    pub floor: u64,
+    pub floor_segment: Option<u32>,
+}
+
+/// A segment's state in a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentMark {
+    Free,
+    /// In use, its first buffer's header as on disk: while that header is there, the segment
+    /// holds what the checkpoint took of it.
+    Closed([u8; BUFFER_HEADER_SIZE]),
+    /// In use, but the next recovery reads it: it holds records the checkpoint's index does
+    /// not name that a scan would weigh (copies of a record the index names elsewhere).
+    Read,
 }
 
 /// A segment as a checkpoint records it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SegmentImage {
-    /// Closed (else free: the other fields then mean nothing).
-    pub closed: bool,
+    /// Only `Closed` gives the other fields a meaning.
+    pub mark: SegmentMark,
     pub kind: SegmentKind,
     pub group: u32,
     pub generation: u64,
@@ -113,16 +128,24 @@ pub fn encode<K: AsRef<[u8]>>(
 fn put_preamble(out: &mut Vec<u8>, p: &Preamble) {
     out.extend_from_slice(CHECKPOINT_MAGIC);
     put_bytes(out, p.superblock);
-    put_bytes(out, p.fingerprint);
     out.extend_from_slice(&(p.prefix_lengths.len() as u32).to_le_bytes());
     for &n in &p.prefix_lengths {
         out.extend_from_slice(&(n as u32).to_le_bytes());
     }
     out.extend_from_slice(&p.last_lsn.to_le_bytes());
+    out.extend_from_slice(&p.floor.to_le_bytes());
+    out.extend_from_slice(&p.floor_segment.unwrap_or(u32::MAX).to_le_bytes());
 }
 
 fn put_segment(out: &mut Vec<u8>, s: &SegmentImage) {
-    out.push(s.closed as u8);
+    match &s.mark {
+        SegmentMark::Free => out.push(0),
+        SegmentMark::Closed(header) => {
+            out.push(1);
+            out.extend_from_slice(header);
+        }
+        SegmentMark::Read => out.push(2),
+    }
     out.push(match s.kind {
         SegmentKind::Mixed => 1,
         SegmentKind::Group => 2,
@@ -235,7 +258,6 @@ impl<'a> Reader<'a> {
 
     fn preamble(&mut self) -> Option<Preamble<'a>> {
         let superblock = self.bytes()?;
-        let fingerprint = self.bytes()?;
         let n = self.u32()? as usize;
         let mut prefix_lengths = Vec::with_capacity(n.min(64));
         for _ in 0..n {
@@ -243,14 +265,20 @@ impl<'a> Reader<'a> {
         }
         Some(Preamble {
             superblock,
-            fingerprint,
             prefix_lengths,
             last_lsn: self.u64()?,
+            floor: self.u64()?,
+            floor_segment: Some(self.u32()?).filter(|&s| s != u32::MAX),
         })
     }
 
     fn segment(&mut self) -> Option<SegmentImage> {
-        let state = self.u8()?;
+        let mark = match self.u8()? {
+            0 => SegmentMark::Free,
+            1 => SegmentMark::Closed(self.take(BUFFER_HEADER_SIZE)?.try_into().ok()?),
+            2 => SegmentMark::Read,
+            _ => return None,
+        };
         let kind = match self.u8()? {
             1 => SegmentKind::Mixed,
             2 => SegmentKind::Group,
@@ -260,18 +288,13 @@ impl<'a> Reader<'a> {
         let generation = self.u64()?;
         let used = self.u32()?;
         let max_lsn = self.u64()?;
-        let closed = match state {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
         let count = self.u32()? as usize;
         let mut notes = Vec::with_capacity(count.min(self.left() / NOTE_SIZE));
         for _ in 0..count {
             notes.push((self.u64()?, self.u64()?));
         }
         Some(SegmentImage {
-            closed,
+            mark,
             kind,
             group,
             generation,

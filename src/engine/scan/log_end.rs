@@ -19,7 +19,16 @@ pub struct LogEnd {
 /// The log's end (see [`LogEnd`]): above the durable floor, batches must follow each other
 /// without a gap; below it, missing batches were freed after being made durable.
 pub fn log_end<'a>(headers: impl Iterator<Item = &'a BufferHeader> + Clone) -> LogEnd {
-    let floor = headers.clone().map(|h| h.durable_floor).max().unwrap_or(0);
+    log_end_above(0, headers)
+}
+
+/// [`log_end`] where other buffers, not among `headers`, record durable floor `floor_at_least`
+/// and hold no batch above it (an index checkpoint's unread segments).
+pub fn log_end_above<'a>(
+    floor_at_least: u64,
+    headers: impl Iterator<Item = &'a BufferHeader> + Clone,
+) -> LogEnd {
+    let floor = (headers.clone().map(|h| h.durable_floor)).fold(floor_at_least, u64::max);
     let mut batches: Vec<(u64, u64)> = headers
         .filter(|h| h.lsn_first > 0)
         .map(|h| (h.lsn_first, h.lsn_last))

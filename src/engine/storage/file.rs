@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::concurrency::{self, Arc, Mutex, RwLock};
 use super::{
-    CHECKPOINT_FILE, LOCK_FILE, SUPERBLOCK_FILE, Storage, create_dir_durably, segment_file_name,
-    store_file_name,
+    CHECKPOINT_FILE, LOCK_FILE, SUPERBLOCK_FILE, Storage, create_dir_durably, store_file_name,
 };
 
 /// A read-only shared memory map of a segment file (see [`Storage::map_file`]). Recovery reads
@@ -360,10 +359,6 @@ impl Storage for FileStorage {
         self.sync_dir()
     }
 
-    fn fingerprint(&self) -> io::Result<Vec<u8>> {
-        fingerprint_of(&self.dir)
-    }
-
     fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
         let tmp = self.dir.join("superblock.tmp");
         {
@@ -383,36 +378,6 @@ pub(crate) fn read_checkpoint_in(dir: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// [`Storage::fingerprint`] of the store in `dir`, whoever opened it (a read-only open must
-/// find the checkpoint a writer left as that writer's next open would).
-pub(crate) fn fingerprint_of(dir: &Path) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    let mut add = |m: &std::fs::Metadata| {
-        for v in [
-            m.ino(),
-            m.size(),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-            m.ctime() as u64,
-            m.ctime_nsec() as u64,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    };
-    add(&std::fs::metadata(dir.join(SUPERBLOCK_FILE))?);
-    let mut file = 0;
-    loop {
-        match std::fs::metadata(dir.join(segment_file_name(file))) {
-            Ok(m) => add(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-            Err(e) => return Err(e),
-        }
-        file += 1;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

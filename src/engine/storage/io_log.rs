@@ -211,14 +211,6 @@ impl Storage for InstrumentedStorage {
         self.inner.remove_checkpoint()
     }
 
-    fn fingerprint(&self) -> io::Result<Vec<u8>> {
-        if self.plain() {
-            self.inner.fingerprint()
-        } else {
-            Ok(Vec::new())
-        }
-    }
-
     fn mark(&self, label: u64) -> bool {
         let Some(log) = &self.log else {
             return false;

@@ -5,6 +5,7 @@
 // Tests drive the engine from real threads and clocks of their own.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -340,4 +341,48 @@ fn first_in_a_segments_first_buffer() -> (Arc<SimStorage>, Engine, u32) {
         "not a first buffer"
     );
     (storage, engine, segment)
+}
+/// `SimStorage` that keeps an index checkpoint, as `FileStorage` does (written atomically
+/// and durably). Power cut the moment the checkpoint is written, `cut_at_checkpoint` holds
+/// what is left of the segments.
+pub(super) struct CheckpointingSim {
+    pub(super) sim: Arc<SimStorage>,
+    pub(super) checkpoint: Arc<parking_lot::Mutex<Option<Vec<u8>>>>,
+    pub(super) cut_at_checkpoint: Arc<parking_lot::Mutex<Option<Arc<SimStorage>>>>,
+}
+
+impl Storage for CheckpointingSim {
+    fn read_at(&self, file: u32, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.sim.read_at(file, offset, buf)
+    }
+    fn write_at(&self, file: u32, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.sim.write_at(file, offset, data)
+    }
+    fn allocate(&self, file: u32, len: u64) -> io::Result<()> {
+        self.sim.allocate(file, len)
+    }
+    fn file_len(&self, file: u32) -> io::Result<u64> {
+        self.sim.file_len(file)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.sim.sync()
+    }
+    fn read_superblock(&self) -> io::Result<Option<Vec<u8>>> {
+        self.sim.read_superblock()
+    }
+    fn write_superblock(&self, data: &[u8]) -> io::Result<()> {
+        self.sim.write_superblock(data)
+    }
+    fn read_checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.checkpoint.lock().clone())
+    }
+    fn write_checkpoint(&self, data: &[u8]) -> io::Result<()> {
+        *self.checkpoint.lock() = Some(data.to_vec());
+        *self.cut_at_checkpoint.lock() = Some(self.sim.crash(PowerCut::DropAllUnsynced));
+        Ok(())
+    }
+    fn remove_checkpoint(&self) -> io::Result<()> {
+        *self.checkpoint.lock() = None;
+        Ok(())
+    }
 }
