@@ -728,17 +728,23 @@ impl<'a> SegmentReader<'a> {
         };
         if let Some(m) = &map {
             let seg = self.sb.segment_size as u64;
-            for segment in 0..self.sb.segment_count {
-                let (sf, base) = self.sb.segment_position(segment);
-                if sf != file || base + seg > len {
-                    continue;
-                }
-                let b = base as usize;
-                if self.summaries.contains_key(&segment) || self.claims.contains_key(&segment) {
-                    // Only its first header is read (`summary_that_holds`): the reads of all of
-                    // them in flight at once, not one page fault after the other.
-                    m.will_need(b, BLOCK_SIZE);
-                } else if BufferHeader::plausible_start(&m.bytes()[b..b + BLOCK_SIZE], segment) {
+            let in_file: Vec<(u32, usize)> = (0..self.sb.segment_count)
+                .map(|segment| (segment, self.sb.segment_position(segment)))
+                .filter(|&(_, (sf, base))| sf == file && base + seg <= len)
+                .map(|(segment, (_, base))| (segment, base as usize))
+                .collect();
+            // Every first block is looked at: their reads all in flight at once, not one page
+            // fault after the other.
+            for &(_, b) in &in_file {
+                m.will_need(b, BLOCK_SIZE);
+            }
+            for (segment, b) in in_file {
+                // A summarized or checkpointed segment: only its first header is read
+                // (`summary_that_holds`, `claim_that_holds`).
+                let whole = !self.summaries.contains_key(&segment)
+                    && !self.claims.contains_key(&segment)
+                    && BufferHeader::plausible_start(&m.bytes()[b..b + BLOCK_SIZE], segment);
+                if whole {
                     m.will_need(b, seg as usize);
                 }
             }

@@ -291,6 +291,14 @@ fn recovery_from_a_checkpoint_equals_a_full_scan_at_any_power_cut() {
         }
         engine.close().unwrap();
         let engine = Engine::open_on(storage(sim.clone()), &campaign_options()).unwrap();
+        let to_read = {
+            let data = slot.lock().clone().expect("a checkpoint");
+            let image = format::checkpoint::decode(&data).expect("whole");
+            (image.segments.iter())
+                .filter(|s| s.mark == format::checkpoint::SegmentMark::Read)
+                .count()
+        };
+        eprintln!("session {session}: the checkpoint has {to_read} segments to be read");
         let claimed = {
             let s = storage(sim.clone());
             let sb = Superblock::decode(&s.read_superblock().unwrap().unwrap()).unwrap();
