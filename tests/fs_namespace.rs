@@ -5,7 +5,9 @@
 mod fs_common;
 
 use fs_common::*;
-use logstorfs::fs::{FileKind, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, STATS_XATTR, keys};
+use logstorfs::fs::{
+    FileKind, RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_INO, STATS_XATTR, SetAttr, TimeSet, keys,
+};
 
 fn e<T: std::fmt::Debug>(r: Result<T, logstorfs::fs::FsError>) -> i32 {
     r.unwrap_err().errno()
@@ -205,6 +207,60 @@ fn unlinked_open_file_lives_until_last_release() {
     );
     fs.forget(ino, 1);
     assert_eq!(fs.getattr(ino).unwrap_err().errno(), libc::ENOENT);
+}
+
+/// A ghost (unlinked with no open handle, or an orphan after its last release, while the kernel
+/// still holds the inode) takes a change of its attributes in memory. The kernel's writeback
+/// cache sends one after every unlink: the unlink sets the ctime in the kernel's copy, which
+/// writes it back (a SETATTR of mtime and ctime) until FORGET. Refused, it becomes a writeback
+/// error of the whole file system, which syncfs(2) then reports (as ENOENT) to every caller.
+#[test]
+fn a_ghost_takes_attribute_changes_in_memory_until_forget() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let closed = make_file(&fs, ROOT_INO, "closed", b"purged by the unlink");
+    let (attr, fh) = fs.create(ROOT_INO, b"open", 0o600, 0, CALLER).unwrap();
+    let open_file = attr.ino;
+    fs.write(open_file, 0, b"purged at the last release")
+        .unwrap();
+    fs.unlink(ROOT_INO, b"closed").unwrap();
+    fs.unlink(ROOT_INO, b"open").unwrap();
+    fs.release(open_file, fh).unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let times = SetAttr {
+        mtime: Some(TimeSet::At(t)),
+        ctime: Some(t),
+        ..Default::default()
+    };
+    let mode = SetAttr {
+        mode: Some(0o640),
+        ..Default::default()
+    };
+    for ino in [closed, open_file] {
+        let a = fs
+            .setattr(ino, &times)
+            .expect("the kernel writes back a ghost's times");
+        assert_eq!((a.mtime, a.ctime, a.nlink), (t, t, 0));
+        assert_eq!(fs.setattr(ino, &mode).unwrap().perm, 0o640);
+        let a = fs.getattr(ino).unwrap();
+        assert_eq!((a.mtime, a.perm), (t, 0o640));
+        // In memory only: the purge stands.
+        assert_eq!(fs.engine().get(&keys::inode_key(ino)).unwrap(), None);
+        assert!(
+            fs.engine()
+                .scan(&keys::chunk_prefix(ino), None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        fs.forget(ino, 1);
+        assert_eq!(e(fs.getattr(ino)), libc::ENOENT);
+        assert_eq!(e(fs.setattr(ino, &times)), libc::ENOENT);
+    }
+    fs.close().unwrap();
+    let fs = open(dir.path());
+    for ino in [closed, open_file] {
+        assert_eq!(e(fs.getattr(ino)), libc::ENOENT);
+    }
 }
 
 #[test]

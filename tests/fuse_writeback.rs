@@ -205,3 +205,37 @@ fn overwrites_through_the_cache_read_back_after_fsync_and_remount() {
         "contents differ after the remount at this byte offset"
     );
 }
+
+/// The kernel keeps a cached file's times itself and writes back the ctime an unlink sets in
+/// its copy (a SETATTR of mtime and ctime) while it still holds the inode, after the unlink
+/// purged the file (no open handle) or after the last close of a file unlinked while open.
+/// An error there is recorded as a writeback error of the whole file system: syncfs(2) then
+/// fails, for every descriptor on the mount opened before it (stress-ng --io saw ENOENT).
+#[test]
+fn syncfs_after_unlinks_reports_no_writeback_error() {
+    use std::os::fd::AsRawFd;
+    let m = Mount::new("64M");
+    let dir = std::fs::File::open(&m.mnt).unwrap();
+    let syncfs = || {
+        // SAFETY: syncfs(2) on a descriptor this test holds open.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    syncfs().expect("syncfs(2) of a fresh mount");
+    for i in 0..10 {
+        let closed = m.mnt.join(format!("closed-{i}"));
+        std::fs::write(&closed, b"written through the cache").unwrap();
+        std::fs::remove_file(&closed).unwrap();
+        syncfs().unwrap_or_else(|e| panic!("syncfs(2) after unlinking a closed file: {e}"));
+        let open = m.mnt.join(format!("open-{i}"));
+        let f = std::fs::File::create(&open).unwrap();
+        f.write_all_at(b"unlinked while open", 0).unwrap();
+        std::fs::remove_file(&open).unwrap();
+        drop(f);
+        syncfs()
+            .unwrap_or_else(|e| panic!("syncfs(2) after the last close of an unlinked file: {e}"));
+    }
+}

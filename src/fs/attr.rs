@@ -18,6 +18,19 @@ fn resolve_time(t: TimeSet, now: Timestamp) -> Timestamp {
     }
 }
 
+/// Whether `rec` may take size `size`: a regular file, within the largest size.
+fn check_size(rec: &InodeRecord, size: u64) -> FsResult<()> {
+    match rec.kind {
+        FileKind::Regular => {}
+        FileKind::Directory => return Err(FsError::IsDir),
+        _ => return Err(FsError::Invalid),
+    }
+    if size > MAX_FILE_SIZE {
+        return Err(FsError::FileTooBig);
+    }
+    Ok(())
+}
+
 impl Fs {
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let st = self.state.lock();
@@ -37,23 +50,34 @@ impl Fs {
         let mut st = self.state.lock();
         let mut txn = Txn::default();
         let rec = self.txn_inode(&st, &mut txn, ino)?;
-        if rec.nlink == 0 && st.nodes.get(&ino).is_some_and(|n| n.gone) {
-            return Err(FsError::NotFound);
-        }
+        // A ghost's records are purged, but the kernel still holds it and may change it: with
+        // the writeback cache it writes back the ctime the unlink set in its copy (a SETATTR of
+        // mtime and ctime) until its FORGET. Refused, that becomes a writeback error of the
+        // whole mount, which syncfs(2) reports to everyone; ext4 takes changes to an unlinked
+        // inode too. So the change goes to the in-memory copy only.
+        let ghost = st.nodes.get(&ino).is_some_and(|n| n.gone);
         inode_flags::check_setattr(rec, set)?;
         let mut rec = rec.clone();
         if let Some(size) = set.size {
-            self.setattr_size(&st, &mut txn, ino, &mut rec, size)?;
+            if ghost {
+                check_size(&rec, size)?;
+                rec.size = size;
+            } else {
+                self.setattr_size(&st, &mut txn, ino, &mut rec, size)?;
+            }
             rec.mtime = now;
         }
         if let Some(mode) = set.mode {
             rec.perm = (mode & 0o7777) as u16;
-            self.chmod_access_acl(&st, &mut txn, ino, &rec)?;
+            if !ghost {
+                self.chmod_access_acl(&st, &mut txn, ino, &rec)?;
+            }
         } else if set.kill_suid_sgid && rec.kind != FileKind::Directory {
             drop_privileges(&mut rec, in_group);
         }
         // A file's capabilities go with any change of its owner or contents (as on ext4).
-        if rec.kind != FileKind::Directory
+        if !ghost
+            && rec.kind != FileKind::Directory
             && (set.size.is_some() || set.uid.is_some() || set.gid.is_some())
         {
             self.drop_capabilities(ino, &mut txn.post);
@@ -77,6 +101,12 @@ impl Fs {
             rec.crtime = Timestamp::from_system(t);
         }
         rec.ctime = set.ctime.map_or(now, Timestamp::from_system);
+        if ghost {
+            if let Some(node) = st.nodes.get_mut(&ino) {
+                node.rec = rec.clone();
+            }
+            return Ok(to_attr(ino, &rec));
+        }
         txn.inodes.insert(ino, rec.clone());
         self.commit(&mut st, txn)?;
         Ok(to_attr(ino, &rec))
@@ -92,14 +122,7 @@ impl Fs {
         rec: &mut InodeRecord,
         size: u64,
     ) -> FsResult<()> {
-        match rec.kind {
-            FileKind::Regular => {}
-            FileKind::Directory => return Err(FsError::IsDir),
-            _ => return Err(FsError::Invalid),
-        }
-        if size > MAX_FILE_SIZE {
-            return Err(FsError::FileTooBig);
-        }
+        check_size(rec, size)?;
         let group = st.record_group(ino, rec);
         self.truncate_mutations(ino, rec, size, group, txn)
     }

@@ -19,7 +19,9 @@
 //!    data; the last release purges it; mount purges orphans left by a crash. A file unlinked
 //!    with no open handle is purged in the unlink's own batch; if the kernel still holds lookup
 //!    references to it, a "ghost" copy of its attributes stays in memory until `forget`, so
-//!    `getattr` keeps working (nobody can read its data without an open handle).
+//!    `getattr` keeps working and `setattr` changes that copy only (the writeback cache writes
+//!    back the times the kernel keeps, after the unlink too); nobody can read its data without
+//!    an open handle. The same holds for an orphan after its last release.
 //! 4. A data write larger than one engine batch is split into several batches (not atomic across
 //!    a crash, as in POSIX); each batch carries the inode record with the size reached so far.
 //! 5. Truncate and purge delete pages with one `DeleteRange`/`DeletePrefix`, never a tombstone
