@@ -118,6 +118,10 @@ STRESSORS="access chdir chmod chown copy-file dentry dir dirdeep dirmany dup eve
 fcntl filename flock fpunch fsize fstat getdent hdd io iomix link locka lockf lockofd mknod open
 rename symlink sync-file touch utime xattr"
 if want stress; then
+    # stress-ng --io calls syncfs(2) on every mount point listed, and reports any writeback
+    # error of any of them: which FUSE mounts there are, for a failure's reader.
+    echo "      fuse mounts before stress-ng: $(grep -c ' fuse' /proc/mounts || true)"
+    grep ' fuse' /proc/mounts | sed 's/^/      | /' || true
     if check_here "stress-ng: mount" fresh stress 1G; then
         for s in $STRESSORS; do
             t_stress() {
