@@ -160,9 +160,16 @@ pub struct EngineOptions {
     pub tombstone_prefix_lengths: Vec<usize>,
     /// Open without writing a byte, even after a crash: a shared lock (a writer is kept out,
     /// other readers are not), no recovery writes, no background work, every write refused.
-    /// The index is rebuilt by a scan (consuming a checkpoint would be a write).
     pub read_only: bool,
+    /// The background writes an index checkpoint once this many segments were taken since the
+    /// last one (see `engine/checkpoint.rs`): what a recovery after a crash must read. 0: a
+    /// quarter of the segments in use, and at least [`CHECKPOINT_MIN_SEGMENTS`].
+    pub checkpoint_every_segments: u32,
 }
+
+/// Fewest segments taken between two checkpoints of the background by default: a checkpoint
+/// costs a pass over the index, reading 16 segments a few milliseconds.
+pub const CHECKPOINT_MIN_SEGMENTS: u32 = 16;
 
 /// How compaction chooses the segments it empties (see `engine/compaction/policy.rs`).
 ///
@@ -200,6 +207,7 @@ impl Default for EngineOptions {
             separator_threshold_segments: 4,
             tombstone_prefix_lengths: Vec::new(),
             read_only: false,
+            checkpoint_every_segments: 0,
         }
     }
 }

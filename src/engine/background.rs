@@ -1,16 +1,18 @@
 //! The background scheduler: one thread that, every tick or when woken (a segment's worth of
 //! user writes, a range delete left pending), removes what pending range deletes hide, syncs
 //! when the sync interval is due, frees dead segments, runs the separator, puts a marker behind
-//! the newest batches once writes pause, and runs compaction passes back to back while free
-//! segments are short. It decides when; the work itself is in the modules of each part. The
-//! rule it keeps: it never runs while paused or stopping, and it stops before the flusher,
-//! which alone can write the copies and markers a pass under way may still need.
+//! the newest batches once writes pause, runs compaction passes back to back while free
+//! segments are short, and writes an index checkpoint once enough segments were taken. It
+//! decides when; the work itself is in the modules of each part. The rule it keeps: it never
+//! runs while paused or stopping, and it stops before the flusher, which alone can write the
+//! copies and markers a pass under way may still need.
 
 use std::time::Duration;
 
+use super::checkpoint::{self, Taken};
 use super::concurrency::{Instant, Ordering};
 use super::summaries::WriteOut;
-use super::{Engine, EngineError, Inner, compaction};
+use super::{CHECKPOINT_MIN_SEGMENTS, Engine, EngineError, Inner, compaction};
 
 /// Index entries a step of removing what pending range deletes hide looks at (whole leaves):
 /// about half a millisecond of the index's write lock.
@@ -99,6 +101,48 @@ impl Inner {
         }
     }
 
+    /// Writes an index checkpoint once enough segments were taken since the last one, so that
+    /// a recovery after a crash reads only those (see `checkpoint.rs`, `Taken::Running`).
+    /// Nothing depends on it: a failure only leaves the last checkpoint in place.
+    pub(super) fn write_checkpoint_if_due(&self) {
+        let taken = self.segments.taken.load(Ordering::Relaxed);
+        let since = taken - self.taken_at_checkpoint.load(Ordering::Relaxed);
+        let every = match self.options.checkpoint_every_segments {
+            0 => {
+                let (_, mixed, group) = self.segments.counts();
+                CHECKPOINT_MIN_SEGMENTS.max(((mixed + group) / 4) as u32)
+            }
+            n => n,
+        };
+        if since < every as u64 {
+            return;
+        }
+        self.taken_at_checkpoint.store(taken, Ordering::Relaxed);
+        let started = Instant::now();
+        let encoded = {
+            let _no_copies = self.compaction_lock.lock();
+            let _no_frees = self.reclaim_lock.lock();
+            let Ok(Some(superblock)) = self.storage.read_superblock() else {
+                return;
+            };
+            let last = self.log.durable_lsn();
+            let (index, notes) = (&self.index, &self.put_notes);
+            let make_durable = || self.sync().is_ok();
+            let taken = Taken::Running {
+                make_durable: &make_durable,
+            };
+            checkpoint::encode(&superblock, &self.segments, index, notes, last, taken)
+        };
+        let data = match encoded {
+            Ok(data) => data,
+            Err(why) => {
+                ::log::debug!("no index checkpoint now: {why}");
+                return;
+            }
+        };
+        checkpoint::store(&self.storage, &data, started);
+    }
+
     pub(super) fn background_loop(&self) {
         let mut last_sync = Instant::now();
         let mut written_at_last_tick = 0;
@@ -168,6 +212,7 @@ impl Inner {
                     }
                 }
             }
+            self.write_checkpoint_if_due();
         }
     }
 }

@@ -21,10 +21,13 @@
 //!    in a full scan.
 //! 2. The index's entries in segments taken unread stand for those segments' records: an
 //!    entry is the highest version of its key among every record then on disk, and a record
-//!    of a key in such a segment that the index does not name either has a lower version or
-//!    is a copy of the same version. A scan keeps the copy it meets first, so a segment some
-//!    record of which was copied (`SegmentManager::note_copied_from`, or found twice by
-//!    recovery) is recorded "to be read" instead: its records are then all weighed again.
+//!    in such a segment that the index does not name never counts in a scan. Records that
+//!    would are a copy's source or an unindexed copy (of two copies a scan keeps the one it
+//!    meets first), and a tombstone or range delete dropped or displaced (a scan takes it
+//!    back once whatever displaced it is dropped: compaction drops a tombstone no older put
+//!    needs, older tombstones or not). Their segments (`SegmentManager::note_unindexed_records`,
+//!    `Index::take_resurfacing`, or found so by recovery) are recorded "to be read": their
+//!    records are then all weighed again.
 //! 3. The log's end: the unread segments hold only batches at or below the floor recorded,
 //!    and their highest floor is known while the segment holding it is unread. Otherwise
 //!    (it was freed, and no segment read records as high a floor) the open reads everything.
@@ -40,26 +43,69 @@ use super::concurrency::Arc;
 use std::collections::BTreeMap;
 
 use super::format::checkpoint::{self as bytes, Preamble, SegmentImage, SegmentMark};
-use super::format::{BUFFER_HEADER_SIZE, RECORD_HEADER_SIZE, RecordHeader, RecordKind, Superblock};
+use super::format::{
+    BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind, Superblock,
+};
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::recovery::{Base, BaseSegment};
-use super::segments::{SegmentManager, SegmentState};
+use super::segments::{SegmentInfo, SegmentManager, SegmentState};
 use super::storage::Storage;
 use super::tombstones::PutNotes;
 
-/// Builds the checkpoint of a closed engine's state; why not, if the state is not one a
-/// checkpoint can describe (a segment being freed, a record that cannot be read back): the
-/// next open then scans, as it always did.
+/// Whether a checkpoint is taken of a closed engine or of one that runs on.
+#[derive(Clone, Copy)]
+pub enum Taken<'a> {
+    /// At a clean close: nothing moves, everything is durable, and no later session appends
+    /// to a segment open now.
+    Closed,
+    /// By the background while writes go on. Copies and frees wait (`compaction_lock`,
+    /// `reclaim_lock`). The segments' states are taken before the index, so every record of
+    /// a segment closed then is indexed. The index may hold batches not yet durable (it is
+    /// updated before the log's buffer is written): `make_durable` (the engine's sync, after
+    /// the index is taken) makes them so, or the checkpoint is not written. A segment whose
+    /// state changed meanwhile (a buffer of it was in flight) and every open one are read by
+    /// the next recovery.
+    Running { make_durable: &'a dyn Fn() -> bool },
+}
+
+/// Builds the checkpoint of an engine's state; why not, if the state is not one a checkpoint
+/// can describe (a segment being freed, a record that cannot be read back): the next open then
+/// goes without it (or with the one before).
 pub fn encode(
     superblock: &[u8],
     segments: &SegmentManager,
     index: &Index,
     notes: &PutNotes,
     last_lsn: u64,
+    taken: Taken,
 ) -> Result<Vec<u8>, &'static str> {
+    let infos = segments.snapshot();
+    let (mut points, ranges) = points_and_ranges(segments, index)?;
+    // After the index: a copy it names was noted before the index moved to it, a tombstone
+    // displaced before it was taken is noted now.
+    segments.note_unindexed_records(index.take_resurfacing());
     let traces = segments.traces();
     let (floor, floor_segment) = traces.floor_anchor;
-    let images = segment_images(segments, notes, &traces.copy_sources)?;
+    let mut settled = infos.clone();
+    if let Taken::Running { make_durable } = taken {
+        if !make_durable() {
+            return Err("the log cannot be made durable");
+        }
+        let now = segments.snapshot();
+        for (then, now) in settled.iter_mut().zip(now) {
+            if then.0 != now.0 {
+                then.0.state = SegmentState::Open; // to be read
+            }
+        }
+    }
+    let running = matches!(taken, Taken::Running { .. });
+    let images = segment_images(
+        segments,
+        &settled,
+        notes,
+        &traces.unindexed_holders,
+        running,
+    )?;
     let preamble = Preamble {
         superblock,
         prefix_lengths: notes.prefix_lengths().to_vec(),
@@ -69,35 +115,44 @@ pub fn encode(
         floor_segment: (matches!(images[floor_segment as usize].mark, SegmentMark::Closed(_)))
             .then_some(floor_segment),
     };
-    let (mut points, ranges) = points_and_ranges(segments, index)?;
     points.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(bytes::encode(&preamble, &images, &points, &ranges))
 }
 
-/// Every segment as the checkpoint records it, with its put notes; an error if one is being
-/// freed (its state after the open could not be told). `copy_sources` (sorted) are to be read.
+/// Every segment of `infos` as the checkpoint records it, with its put notes; an error if one
+/// is being freed (its state after the open could not be told). `unindexed_holders` (sorted) are
+/// to be read, and so are open segments of a `running` engine.
 fn segment_images(
     segments: &SegmentManager,
+    infos: &[(SegmentInfo, u64)],
     notes: &PutNotes,
-    copy_sources: &[u32],
+    unindexed_holders: &[u32],
+    running: bool,
 ) -> Result<Vec<SegmentImage>, &'static str> {
-    let infos = segments.snapshot();
     let mut images = Vec::with_capacity(infos.len());
     for (segment, (info, _live)) in infos.iter().enumerate() {
         let segment = segment as u32;
         let mark = match info.state {
             SegmentState::Free => SegmentMark::Free,
-            _ if copy_sources.binary_search(&segment).is_ok() => SegmentMark::Read,
-            // Open segments are closed by the next recovery too (no session appends to a
-            // segment it did not open).
+            SegmentState::Freeing => return Err("a segment is being freed"),
+            _ if unindexed_holders.binary_search(&segment).is_ok() => SegmentMark::Read,
+            SegmentState::Open if running => SegmentMark::Read,
+            // At a close, open segments too: the next recovery closes them (no session appends
+            // to a segment it did not open).
             SegmentState::Open | SegmentState::Closed => {
                 let mut header = [0u8; BUFFER_HEADER_SIZE];
                 segments
                     .read(segment, 0, &mut header)
                     .map_err(|_| "a first header cannot be read")?;
-                SegmentMark::Closed(header)
+                let room = segments.geometry.segment_size as usize;
+                let of_this_use = BufferHeader::decode_copy(&header, room)
+                    .is_some_and(|h| h.generation == info.generation);
+                if of_this_use {
+                    SegmentMark::Closed(header)
+                } else {
+                    SegmentMark::Read
+                }
             }
-            SegmentState::Freeing => return Err("a segment is being freed"),
         };
         images.push(SegmentImage {
             mark,
@@ -180,7 +235,8 @@ fn read_back(
     Ok(())
 }
 
-/// Writes the checkpoint (see [`encode`]); a failure only costs the next open a full scan.
+/// Writes the checkpoint of a closed engine (see [`encode`]); a failure only costs the next
+/// open the reading of more segments.
 pub fn write(
     storage: &Arc<dyn Storage>,
     superblock: &[u8],
@@ -190,14 +246,19 @@ pub fn write(
     last_lsn: u64,
 ) {
     let started = super::concurrency::Instant::now();
-    let data = match encode(superblock, segments, index, notes, last_lsn) {
+    let data = match encode(superblock, segments, index, notes, last_lsn, Taken::Closed) {
         Ok(d) => d,
         Err(why) => {
             ::log::info!("no index checkpoint: {why}");
             return;
         }
     };
-    match storage.write_checkpoint(&data) {
+    store(storage, &data, started);
+}
+
+/// Stores checkpoint `data` (encoded since `started`), logging the outcome.
+pub fn store(storage: &Arc<dyn Storage>, data: &[u8], started: super::concurrency::Instant) {
+    match storage.write_checkpoint(data) {
         Ok(()) => ::log::info!(
             "index checkpoint written: {} bytes in {:.3} s",
             data.len(),

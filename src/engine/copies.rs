@@ -59,6 +59,9 @@ impl Inner {
                 _ => self.index.remove_if_at(&r.key, r.old),
             };
             if removed {
+                // The record stays on disk until its segment is freed, unindexed: a scan until
+                // then takes it (see `SegmentManager::note_unindexed_records`).
+                self.segments.note_unindexed_records([r.old.segment]);
                 self.segments.sub_live(r.old.segment, r.old.len);
                 self.tombstones_dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
@@ -256,8 +259,9 @@ impl Inner {
         }
         // Every copy written is on disk now, including the ones about to lose their
         // compare-and-set (old versions in a new segment): note them all.
-        self.segments
-            .note_copied_from((records.iter().zip(&written.locations)).map(|(r, _)| r.old.segment));
+        self.segments.note_unindexed_records(
+            (records.iter().zip(&written.locations)).map(|(r, _)| r.old.segment),
+        );
         for (r, new) in records.iter().zip(&written.locations) {
             if r.kind == RecordKind::Put {
                 self.put_notes.note_put(new.segment, &r.key, r.version);
@@ -267,6 +271,7 @@ impl Inner {
         self.log
             .device_bytes_written
             .fetch_add(written.device_bytes, Ordering::Relaxed);
+        let mut unindexed = Vec::new();
         for (r, new) in records.iter().zip(written.locations) {
             let moved = match r.kind {
                 RecordKind::DeleteRange => self
@@ -277,8 +282,13 @@ impl Inner {
             if moved {
                 self.segments.add_live(new.segment, new.len);
                 self.segments.sub_live(r.old.segment, r.old.len);
+            } else {
+                // A copy the index never names, on disk until its segment is freed: a scan
+                // weighs it (a tombstone of it outlives newer ones compaction drops).
+                unindexed.push(new.segment);
             }
         }
+        self.segments.note_unindexed_records(unindexed);
         if wrote {
             self.test_step("index moved to the copies");
         }

@@ -131,6 +131,8 @@ struct Inner {
     wake: Condvar,
     /// Serialises reclamation passes.
     reclaim_lock: Mutex<()>,
+    /// `SegmentManager::taken` when the background last wrote a checkpoint.
+    taken_at_checkpoint: AtomicU64,
     /// Held for each step of removing what pending range deletes hide (see
     /// [`Inner::settle_pending`]), so that pausing the background waits out a step under way.
     removal_lock: Mutex<()>,

@@ -495,6 +495,7 @@ impl Inner {
             stop: Mutex::new(false),
             wake: Condvar::new(),
             reclaim_lock: Mutex::new(()),
+            taken_at_checkpoint: AtomicU64::new(0),
             removal_lock: Mutex::new(()),
             removal_step: AtomicU64::new(REMOVAL_STEP_ENTRIES as u64),
             read_pins: Default::default(),

@@ -251,8 +251,13 @@ fn rebuild(
         report.records_accepted += 1;
         accept(c, i, &mut accepted, &mut ranges, put_notes);
     }
-    let mut copy_sources = Vec::new();
-    let resolved = resolve_versions(&mut candidates, accepted, salvaged_from, &mut copy_sources);
+    let mut unindexed_holders = Vec::new();
+    let resolved = resolve_versions(
+        &mut candidates,
+        accepted,
+        salvaged_from,
+        &mut unindexed_holders,
+    );
     drop(candidates);
     let mut points = match base.as_mut() {
         None => resolved.into_iter().map(|(k, e, _)| (k, e)).collect(),
@@ -280,15 +285,25 @@ fn rebuild(
             let taken = std::mem::take(&mut base.points);
             let from_base = taken.into_iter().filter(|(_, e)| in_unread(&e.location));
             ranges = with_base_ranges(&base.ranges, ranges, ranges_from_buffers, in_unread);
-            merge_with_base(from_base, resolved, &mut copy_sources)
+            merge_with_base(from_base, resolved, &mut unindexed_holders)
         }
     };
-    // As the index does when they arrive: a range delete a newer one holds is dead.
+    // As the index does when they arrive: a range delete a newer one holds is dead (and stays
+    // on disk unindexed, as does a tombstone one covers).
+    let before: Vec<Location> = ranges.iter().map(|r| r.location).collect();
     super::index::drop_superseded_ranges(&mut ranges);
-    apply_range_deletes(&mut points, &mut ranges);
+    let kept: std::collections::BTreeSet<(u32, u32)> = (ranges.iter())
+        .map(|r| (r.location.segment, r.location.offset))
+        .collect();
+    unindexed_holders.extend(
+        (before.iter())
+            .filter(|l| !kept.contains(&(l.segment, l.offset)))
+            .map(|l| l.segment),
+    );
+    apply_range_deletes(&mut points, &mut ranges, &mut unindexed_holders);
     hand_over_single_group_segments(&mut infos, &points, &ranges);
-    copy_sources.sort_unstable();
-    copy_sources.dedup();
+    unindexed_holders.sort_unstable();
+    unindexed_holders.dedup();
 
     let next_lsn = last_lsn.max(floor) + 1;
     report.durable_floor = floor;
@@ -301,7 +316,7 @@ fn rebuild(
         report,
         scanned_summaries,
         traces: RecoveredTraces {
-            copy_sources,
+            unindexed_holders,
             floor_anchor,
         },
     }))
@@ -330,12 +345,13 @@ fn with_base_ranges(
 /// The base's point entries in unread segments (sorted) merged with the resolved entries of
 /// the segments read (sorted, each with whether it was salvaged): per key the higher version;
 /// of equal versions, the one a scan of every segment accepts first (valid buffers' records
-/// by segment and offset, salvaged ones after). The loser of equal versions is a copy's
-/// source or the copy itself: its segment joins `copy_sources`.
+/// by segment and offset, salvaged ones after). The loser of equal versions (a copy's source
+/// or the copy itself) and a losing tombstone stay on disk unindexed: their segments join
+/// `unindexed_holders`.
 fn merge_with_base(
     base: impl Iterator<Item = (Box<[u8]>, Entry)>,
     read: Vec<(Box<[u8]>, Entry, bool)>,
-    copy_sources: &mut Vec<u32>,
+    unindexed_holders: &mut Vec<u32>,
 ) -> BTreeMap<Box<[u8]>, Entry> {
     let mut merged: Vec<(Box<[u8]>, Entry)> = Vec::with_capacity(read.len());
     let mut base = base.peekable();
@@ -352,13 +368,9 @@ fn merge_with_base(
         };
         let read_wins = entry.version > b.version
             || (entry.version == b.version && rank(&entry, salvaged) < rank(&b, false));
-        if entry.version == b.version {
-            let loser = if read_wins {
-                b.location
-            } else {
-                entry.location
-            };
-            copy_sources.push(loser.segment);
+        let loser = if read_wins { &b } else { &entry };
+        if entry.version == b.version || loser.tombstone {
+            unindexed_holders.push(loser.location.segment);
         }
         merged.push((key, if read_wins { entry } else { b }));
     }
@@ -912,7 +924,7 @@ fn accept(
 
 /// The point entries, sorted by key: per key, the accepted record of the highest version; of
 /// equal versions (a copy and its source both on disk) the one accepted first, and the other's
-/// segment joins `copy_sources`. Each with whether it was salvaged (accepted at or
+/// segment joins `unindexed_holders`, as does an older tombstone's. Each with whether it was salvaged (accepted at or
 /// after `salvaged_from`). Sorted in bulk rather than inserted one by one (a million B-tree
 /// look-ups with key comparisons were most of the CPU time of recovering a store of small
 /// records). Keys are moved out of `candidates`.
@@ -920,7 +932,7 @@ fn resolve_versions(
     candidates: &mut [Candidate],
     accepted: Vec<u32>,
     salvaged_from: usize,
-    copy_sources: &mut Vec<u32>,
+    unindexed_holders: &mut Vec<u32>,
 ) -> Vec<(Box<[u8]>, Entry, bool)> {
     /// The first 16 bytes of the key, big-endian and zero-padded: compares as the key does,
     /// except between keys equal in those bytes (then the whole keys are compared).
@@ -954,9 +966,11 @@ fn resolve_versions(
         if let Some((k, e, _)) = sorted.last()
             && **k == *c.key
         {
-            // An older version, or a copy of the same version accepted later.
-            if e.version == c.version {
-                copy_sources.push(c.location.segment);
+            // An older version, or a copy of the same version accepted later: a copy, or an
+            // older tombstone (back in a scan once the one that won is dropped), stays on disk
+            // unindexed (see `SegmentManager::note_unindexed_records`).
+            if e.version == c.version || c.kind == RecordKind::Delete {
+                unindexed_holders.push(c.location.segment);
             }
             continue;
         }
@@ -1038,7 +1052,11 @@ fn hand_over_single_group_segments(
 
 /// Drops every point entry that a range delete of a higher version covers: one sweep over the
 /// keys in order, keeping the range deletes that have started and not yet ended.
-fn apply_range_deletes(points: &mut BTreeMap<Box<[u8]>, Entry>, ranges: &mut [RangeDelete]) {
+fn apply_range_deletes(
+    points: &mut BTreeMap<Box<[u8]>, Entry>,
+    ranges: &mut [RangeDelete],
+    unindexed_holders: &mut Vec<u32>,
+) {
     if ranges.is_empty() {
         return;
     }
@@ -1053,6 +1071,9 @@ fn apply_range_deletes(points: &mut BTreeMap<Box<[u8]>, Entry>, ranges: &mut [Ra
         }
         active.retain(|r| r.end.is_empty() || &key[..] < r.end.as_slice());
         if active.iter().any(|r| r.version > entry.version) {
+            if entry.tombstone {
+                unindexed_holders.push(entry.location.segment);
+            }
             doomed.push(key.clone());
         }
     }

@@ -74,7 +74,7 @@ pub enum SegmentState {
     Freeing,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
     pub state: SegmentState,
     pub kind: SegmentKind,
@@ -96,21 +96,23 @@ struct Inner {
     next_generation: u64,
     superblock: Superblock,
     files_allocated: Vec<bool>,
-    /// Per segment: some record of its current use was copied (relocation, separation). The
-    /// index names the copy, while a scan weighs both and keeps the one it meets first; so a
-    /// checkpoint has the next recovery read such a segment (`checkpoint.rs`).
-    copy_sources: Vec<bool>,
+    /// Per segment: its current use holds a record the index does not name that a scan would
+    /// take or weigh: the source of a copy (of two copies a scan keeps the one it meets
+    /// first), a copy the index never moved to, a tombstone or range delete dropped or
+    /// displaced (it comes back in a scan once what displaced it is dropped). A checkpoint
+    /// has the next recovery read such a segment (`checkpoint.rs`).
+    unindexed_holders: Vec<bool>,
     /// The highest durable floor a buffer in use records, and a segment holding such a
     /// buffer (floors only grow, so the last buffer written holds it).
     floor_anchor: (u64, u32),
 }
 
 /// What recovery learned of the segments beyond their states, kept up to date by the running
-/// engine for its checkpoint (see `Inner::copy_sources`, `Inner::floor_anchor`).
+/// engine for its checkpoint (see `Inner::unindexed_holders`, `Inner::floor_anchor`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredTraces {
     /// Sorted.
-    pub copy_sources: Vec<u32>,
+    pub unindexed_holders: Vec<u32>,
     pub floor_anchor: (u64, u32),
 }
 
@@ -129,6 +131,8 @@ pub struct SegmentManager {
     /// Segments user writes may not take (kept for relocation and deletes).
     pub reserved: u32,
     pub reclaimed: AtomicU64,
+    /// Segments taken since the open (the background's checkpoint counts from it).
+    pub taken: AtomicU64,
     /// How far each group-owned segment is known synced (see `synctable.rs`).
     pub sync_table: SyncTable,
     /// The summaries of closed segments (see `summaries.rs`).
@@ -176,8 +180,8 @@ impl SegmentManager {
                 next_generation: superblock.generation_high_water,
                 superblock,
                 files_allocated,
-                copy_sources: (0..n as u32)
-                    .map(|s| traces.copy_sources.binary_search(&s).is_ok())
+                unindexed_holders: (0..n as u32)
+                    .map(|s| traces.unindexed_holders.binary_search(&s).is_ok())
                     .collect(),
                 floor_anchor: traces.floor_anchor,
             }),
@@ -186,6 +190,7 @@ impl SegmentManager {
             written,
             reserved,
             reclaimed: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             sync_table,
             summaries,
         }
@@ -237,6 +242,7 @@ impl SegmentManager {
         let generation = inner.next_generation;
         inner.next_generation += 1;
         inner.free.pop_front();
+        self.taken.fetch_add(1, Ordering::Relaxed);
         inner.infos[segment as usize] = SegmentInfo {
             state: SegmentState::Open,
             kind,
@@ -323,22 +329,22 @@ impl SegmentManager {
         self.note_written(segment, offset + data.len() as u32, max_lsn);
     }
 
-    /// Notes that records of `segments` were copied elsewhere (see `Inner::copy_sources`).
-    pub fn note_copied_from(&self, segments: impl IntoIterator<Item = u32>) {
+    /// Notes that `segments` hold records the index does not name (see
+    /// `Inner::unindexed_holders`).
+    pub fn note_unindexed_records(&self, segments: impl IntoIterator<Item = u32>) {
         let mut inner = self.inner.lock();
         for s in segments {
-            inner.copy_sources[s as usize] = true;
+            inner.unindexed_holders[s as usize] = true;
         }
     }
 
-    /// The segments some record of whose current use was copied, and the highest durable
-    /// floor on disk with a segment holding it: what a checkpoint needs beyond the segments'
-    /// states.
+    /// The segments holding records the index does not name, and the highest durable floor on
+    /// disk with a segment holding it: what a checkpoint needs beyond the segments' states.
     pub fn traces(&self) -> RecoveredTraces {
         let inner = self.inner.lock();
         RecoveredTraces {
-            copy_sources: (0..inner.copy_sources.len() as u32)
-                .filter(|&s| inner.copy_sources[s as usize])
+            unindexed_holders: (0..inner.unindexed_holders.len() as u32)
+                .filter(|&s| inner.unindexed_holders[s as usize])
                 .collect(),
             floor_anchor: inner.floor_anchor,
         }
@@ -521,7 +527,7 @@ impl SegmentManager {
         let mut inner = self.inner.lock();
         debug_assert_eq!(inner.infos[segment as usize].state, SegmentState::Freeing);
         inner.infos[segment as usize] = Self::empty_info();
-        inner.copy_sources[segment as usize] = false;
+        inner.unindexed_holders[segment as usize] = false;
         self.written[segment as usize].store(0, Ordering::Release);
         self.summaries.forget_segment(segment);
         inner.free.push_back(segment);

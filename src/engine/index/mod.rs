@@ -80,6 +80,11 @@ struct Inner {
     /// Point entries looked at by lookups and walks: a work counter, so that tests can tell
     /// work that grows with a file's size from work that grows with what it stores.
     visits: AtomicU64,
+    /// Segments of tombstones and range deletes displaced since last taken
+    /// ([`Index::take_resurfacing`]): their records stay on disk, unindexed, and come back in
+    /// a scan once whatever displaced them is dropped in turn (compaction drops a tombstone
+    /// no older put needs, however many older tombstones there are).
+    resurfacing: std::collections::BTreeSet<u32>,
 }
 
 #[derive(Default)]
@@ -134,6 +139,7 @@ impl Inner {
                 for k in superseded {
                     inner.pending.remove(&k);
                     if let Some(old) = inner.ranges.remove(&k) {
+                        inner.resurfacing.insert(old.location.segment);
                         displaced.push(old.location);
                     }
                 }
@@ -191,6 +197,13 @@ impl Index {
     #[allow(dead_code)]
     pub fn apply(&self, update: &Update, same_buffer_ranges: &[RangeDelete]) -> Applied {
         self.inner.write().apply(update, same_buffer_ranges)
+    }
+
+    /// The segments of tombstones and range deletes displaced since the last call (see
+    /// `Inner::resurfacing`).
+    pub fn take_resurfacing(&self) -> Vec<u32> {
+        let mut inner = self.inner.write();
+        std::mem::take(&mut inner.resurfacing).into_iter().collect()
     }
 
     /// Moves `key` from `old` to `new` (same version, a copy) if the index still points at `old`.
@@ -420,8 +433,12 @@ impl Inner {
             },
             Some((leaf, i)) => {
                 let old = leaf.entries[i].location();
+                let was_tombstone = leaf.tombs.get(i);
                 leaf.entries[i] = Packed::new(&entry);
                 leaf.tombs.set(i, entry.tombstone);
+                if was_tombstone {
+                    self.resurfacing.insert(old.segment);
+                }
                 Applied {
                     new_is_live: true,
                     displaced: vec![old],

@@ -304,6 +304,9 @@ impl Inner {
             let mut keep: Vec<usize> = (0..lo).collect();
             for i in lo..hi {
                 if leaf.entries[i].version() < version {
+                    if leaf.tombs.get(i) {
+                        self.resurfacing.insert(leaf.entries[i].location().segment);
+                    }
                     displaced.push(leaf.entries[i].location());
                 } else {
                     keep.push(i);

@@ -227,7 +227,8 @@ fn a_stale_or_damaged_checkpoint_serves_the_last_state() {
 }
 
 /// A small store that a workload of a few MiB fills many times over, so that the segments a
-/// checkpoint describes are freed and reused all through the session after it.
+/// checkpoint describes are freed and reused all through the session after it; the background
+/// writes a checkpoint every few segments.
 fn campaign_options() -> EngineOptions {
     EngineOptions {
         capacity_bytes: 16 << 20,
@@ -237,6 +238,7 @@ fn campaign_options() -> EngineOptions {
         sync_interval: None,
         separator_threshold_segments: 2,
         tombstone_prefix_lengths: vec![4],
+        checkpoint_every_segments: 3,
         ..Default::default()
     }
 }
@@ -266,94 +268,154 @@ fn campaign_step(engine: &Engine, rng: &mut storage::SimRng, step: u64) {
     }
 }
 
-/// The index checkpoint's proof: at power cuts all through a session after a clean close
-/// (records overwritten, copied by the separator and compaction, the segments the checkpoint
-/// describes freed and reused), recovery from the checkpoint, reading only the segments it no
-/// longer describes, rebuilds the index, segment states and next LSN that reading every segment
-/// of the same image rebuilds, byte for byte.
+/// A power cut of the store and the checkpoint it held at that moment.
+struct Cut {
+    what: String,
+    image: Arc<SimStorage>,
+    checkpoint: Option<Vec<u8>>,
+}
+
+/// What the campaign saw.
+#[derive(Default, Debug)]
+struct Seen {
+    cuts: u64,
+    /// Cuts whose recovery took segments from the checkpoint.
+    taken: u64,
+    /// ... and found some it describes freed or reused since.
+    claims_refused: u64,
+    /// Cuts whose recovery took segments from a checkpoint with segments to be read.
+    with_segments_to_read: u64,
+    /// Cuts where the checkpoint could not stand in (the open reads everything).
+    fell_back: u64,
+    /// Cuts before the store had a checkpoint.
+    without: u64,
+}
+
+/// Recovers `cut` both ways and panics where recovery from its checkpoint differs from a full
+/// scan of the same image.
+fn check_cut(cut: Cut, seen: &mut Seen) {
+    let full = {
+        let s: Arc<dyn Storage> = cut.image.clone();
+        let sb = Superblock::decode(&s.read_superblock().unwrap().unwrap()).unwrap();
+        let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![4]);
+        recovered_state(&recovery::recover(&s, &sb, &notes).unwrap())
+    };
+    seen.cuts += 1;
+    let Some(data) = cut.checkpoint else {
+        seen.without += 1;
+        return;
+    };
+    let image = format::checkpoint::decode(&data).expect("whole");
+    let claimed = (image.segments.iter())
+        .filter(|s| matches!(s.mark, format::checkpoint::SegmentMark::Closed(_)))
+        .count() as u64;
+    let to_read = (image.segments.iter()).any(|s| s.mark == format::checkpoint::SegmentMark::Read);
+    let storage: Arc<dyn Storage> = Arc::new(CheckpointingSim {
+        sim: cut.image,
+        checkpoint: Arc::new(parking_lot::Mutex::new(Some(data))),
+        cut_at_checkpoint: Arc::new(parking_lot::Mutex::new(None)),
+    });
+    match checkpoint_state(&storage, vec![4]) {
+        None => seen.fell_back += 1,
+        Some((r, _)) => {
+            let from_checkpoint = recovered_state(&r);
+            assert!(
+                full == from_checkpoint,
+                "{}: recovery from the checkpoint differs from a full scan:\n{}",
+                cut.what,
+                first_differences(&full, &from_checkpoint)
+            );
+            let took = r.report.segments_checkpointed > 0;
+            seen.taken += u64::from(took);
+            seen.claims_refused += u64::from(r.report.segments_checkpointed < claimed);
+            seen.with_segments_to_read += u64::from(took && to_read);
+        }
+    }
+}
+
+/// The index checkpoint's proof: at power cuts all through sessions that checkpoint in the
+/// background and at their clean closes (records overwritten, copied by the separator and
+/// compaction, the segments a checkpoint describes freed and reused after it; cuts at random
+/// points, and the moment copies are indexed and a freed segment's first block is zeroed),
+/// recovery from the checkpoint the store held, reading only the segments it does not describe
+/// as they are, rebuilds the index, segment states and next LSN that reading every segment of
+/// the same image rebuilds, byte for byte.
 #[test]
 fn recovery_from_a_checkpoint_equals_a_full_scan_at_any_power_cut() {
     let sim = SimStorage::new();
-    let slot = Arc::new(parking_lot::Mutex::new(None));
-    let storage = |sim: Arc<SimStorage>| -> Arc<dyn Storage> {
+    let slot: Arc<parking_lot::Mutex<Option<Vec<u8>>>> = Arc::new(parking_lot::Mutex::new(None));
+    let storage = || -> Arc<dyn Storage> {
         Arc::new(CheckpointingSim {
-            sim,
+            sim: sim.clone(),
             checkpoint: slot.clone(),
             cut_at_checkpoint: Arc::new(parking_lot::Mutex::new(None)),
         })
     };
-    let mut rng = storage::SimRng::new(11);
-    let (mut cuts, mut taken, mut fell_back, mut claims_refused) = (0u64, 0u64, 0u64, 0u64);
-    for session in 0..3u64 {
-        let engine = Engine::open_on(storage(sim.clone()), &campaign_options()).unwrap();
-        for step in 0..700 {
-            campaign_step(&engine, &mut rng, step);
+    // The image and the checkpoint of one moment: a checkpoint write holds the slot's lock.
+    let cut_now = {
+        let (sim, slot) = (sim.clone(), slot.clone());
+        move |what: String, cut: PowerCut| {
+            let checkpoint = slot.lock();
+            Cut {
+                what,
+                image: sim.crash(cut),
+                checkpoint: checkpoint.clone(),
+            }
         }
-        engine.close().unwrap();
-        let engine = Engine::open_on(storage(sim.clone()), &campaign_options()).unwrap();
-        let to_read = {
-            let data = slot.lock().clone().expect("a checkpoint");
-            let image = format::checkpoint::decode(&data).expect("whole");
-            (image.segments.iter())
-                .filter(|s| s.mark == format::checkpoint::SegmentMark::Read)
-                .count()
-        };
-        eprintln!("session {session}: the checkpoint has {to_read} segments to be read");
-        let claimed = {
-            let s = storage(sim.clone());
-            let sb = Superblock::decode(&s.read_superblock().unwrap().unwrap()).unwrap();
-            let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![4]);
-            checkpoint::load(&s, &sb, &notes)
-                .expect("a checkpoint")
-                .closed
-                .len() as u64
-        };
+    };
+    let at_steps: Arc<parking_lot::Mutex<Vec<Cut>>> = Arc::default();
+    let mut rng = storage::SimRng::new(11);
+    let mut seen = Seen::default();
+    for session in 0..4u64 {
+        let engine = Engine::open_on(storage(), &campaign_options()).unwrap();
+        {
+            let (cut_now, at_steps) = (cut_now.clone(), at_steps.clone());
+            let n = std::sync::atomic::AtomicU64::new(0);
+            engine.test_set_step_hook(Some(Box::new(move |step| {
+                if step == "index moved to the copies" || step == "reclaim: a first block zeroed" {
+                    let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let cut = PowerCut::Random(i + 1_000_000);
+                    at_steps
+                        .lock()
+                        .push(cut_now(format!("at {step:?}, {cut:?}"), cut));
+                }
+            })));
+        }
         for step in 0..900 {
             campaign_step(&engine, &mut rng, step);
-            if step % 6 != 0 {
+            let steps: Vec<Cut> = std::mem::take(&mut *at_steps.lock());
+            for cut in steps {
+                check_cut(cut, &mut seen);
+            }
+            if step % 5 != 0 {
                 continue;
             }
-            let cut = if step % 36 == 0 {
+            let cut = if step % 35 == 0 {
                 PowerCut::DropAllUnsynced
             } else {
                 PowerCut::Random(session * 10_000 + step)
             };
-            let image = sim.crash(cut);
-            let full = {
-                let s: Arc<dyn Storage> = image.clone();
-                let sb = Superblock::decode(&s.read_superblock().unwrap().unwrap()).unwrap();
-                let notes = tombstones::PutNotes::new(sb.segment_count as usize, vec![4]);
-                recovered_state(&recovery::recover(&s, &sb, &notes).unwrap())
-            };
-            cuts += 1;
-            match checkpoint_state(&storage(image), vec![4]) {
-                None => fell_back += 1,
-                Some((r, _)) => {
-                    assert!(
-                        full == recovered_state(&r),
-                        "session {session}, step {step}, {cut:?}: recovery from the checkpoint \
-                         differs from a full scan:\n{}",
-                        first_differences(&full, &recovered_state(&r))
-                    );
-                    taken += u64::from(r.report.segments_checkpointed > 0);
-                    claims_refused += u64::from(r.report.segments_checkpointed < claimed);
-                }
-            }
+            check_cut(
+                cut_now(format!("session {session}, step {step}, {cut:?}"), cut),
+                &mut seen,
+            );
         }
+        engine.test_set_step_hook(None);
         engine.close().unwrap();
     }
-    eprintln!(
-        "{cuts} cuts: {taken} took segments from the checkpoint, {claims_refused} found some it \
-         describes changed, {fell_back} read everything"
-    );
-    assert!(cuts >= 400, "{cuts} cuts");
+    eprintln!("{seen:?}");
+    assert!(seen.cuts >= 700, "{seen:?}");
     assert!(
-        taken * 10 >= cuts * 9,
-        "only {taken} of {cuts} cuts used the checkpoint"
+        seen.taken * 4 >= seen.cuts,
+        "the checkpoint was rarely used: {seen:?}"
     );
     assert!(
-        claims_refused * 2 >= cuts,
-        "segments were rarely freed or reused: {claims_refused}"
+        seen.claims_refused >= 25,
+        "few segments freed or reused: {seen:?}"
+    );
+    assert!(
+        seen.with_segments_to_read * 10 >= seen.taken,
+        "few segments to be read: {seen:?}"
     );
 }
 
