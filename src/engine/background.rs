@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::checkpoint::{self, Taken};
+use super::checkpoint;
 use super::concurrency::{Instant, Ordering};
 use super::summaries::WriteOut;
 use super::{CHECKPOINT_MIN_SEGMENTS, Engine, EngineError, Inner, compaction};
@@ -119,20 +119,20 @@ impl Inner {
         }
         self.taken_at_checkpoint.store(taken, Ordering::Relaxed);
         let started = Instant::now();
-        let encoded = {
+        let Ok(Some(superblock)) = self.storage.read_superblock() else {
+            return;
+        };
+        let taken = {
             let _no_copies = self.compaction_lock.lock();
             let _no_frees = self.reclaim_lock.lock();
-            let Ok(Some(superblock)) = self.storage.read_superblock() else {
-                return;
-            };
-            let last = self.log.durable_lsn();
-            let (index, notes) = (&self.index, &self.put_notes);
-            let make_durable = || self.sync().is_ok();
-            let taken = Taken::Running {
-                make_durable: &make_durable,
-            };
-            checkpoint::encode(&superblock, &self.segments, index, notes, last, taken)
+            checkpoint::take(&self.segments, &self.index)
         };
+        // What the index held when taken, durable before the checkpoint names it.
+        let encoded = taken.and_then(|taking| {
+            self.sync().map_err(|_| "the log cannot be made durable")?;
+            let last = self.log.durable_lsn();
+            taking.encode(&superblock, &self.segments, &self.put_notes, last, true)
+        });
         let data = match encoded {
             Ok(data) => data,
             Err(why) => {

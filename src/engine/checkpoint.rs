@@ -48,75 +48,82 @@ use super::format::{
 };
 use super::index::{Entry, Index, Location, RangeDelete};
 use super::recovery::{Base, BaseSegment};
-use super::segments::{SegmentInfo, SegmentManager, SegmentState};
+use super::segments::{RecoveredTraces, SegmentInfo, SegmentManager, SegmentState};
 use super::storage::Storage;
 use super::tombstones::PutNotes;
 
-/// Whether a checkpoint is taken of a closed engine or of one that runs on.
-#[derive(Clone, Copy)]
-pub enum Taken<'a> {
-    /// At a clean close: nothing moves, everything is durable, and no later session appends
-    /// to a segment open now.
-    Closed,
-    /// By the background while writes go on. Copies and frees wait (`compaction_lock`,
-    /// `reclaim_lock`). The segments' states are taken before the index, so every record of
-    /// a segment closed then is indexed. The index may hold batches not yet durable (it is
-    /// updated before the log's buffer is written): `make_durable` (the engine's sync, after
-    /// the index is taken) makes them so, or the checkpoint is not written. A segment whose
-    /// state changed meanwhile (a buffer of it was in flight) and every open one are read by
-    /// the next recovery.
-    Running { make_durable: &'a dyn Fn() -> bool },
+/// What a checkpoint takes of the engine's state (see [`take`]), before it is encoded.
+pub struct Taking {
+    infos: Vec<(SegmentInfo, u64)>,
+    points: Vec<(Vec<u8>, Entry)>,
+    ranges: Vec<RangeDelete>,
+    traces: RecoveredTraces,
 }
 
-/// Builds the checkpoint of an engine's state; why not, if the state is not one a checkpoint
-/// can describe (a segment being freed, a record that cannot be read back): the next open then
-/// goes without it (or with the one before).
-pub fn encode(
-    superblock: &[u8],
-    segments: &SegmentManager,
-    index: &Index,
-    notes: &PutNotes,
-    last_lsn: u64,
-    taken: Taken,
-) -> Result<Vec<u8>, &'static str> {
+/// Takes the engine's state for a checkpoint: the segments' states, then the index (so every
+/// record of a segment closed then is indexed), then the segments holding records the index
+/// does not name (so a copy the index names was noted before it moved there, and a tombstone
+/// displaced before the index was taken is noted now). Copies and frees must wait meanwhile:
+/// a clean close has stopped them, the background holds `compaction_lock` and `reclaim_lock`.
+/// Why not, if the state is not one a checkpoint can describe (a record that cannot be read
+/// back).
+pub fn take(segments: &SegmentManager, index: &Index) -> Result<Taking, &'static str> {
     let infos = segments.snapshot();
-    let (mut points, ranges) = points_and_ranges(segments, index)?;
-    // After the index: a copy it names was noted before the index moved to it, a tombstone
-    // displaced before it was taken is noted now.
+    let (points, ranges) = points_and_ranges(segments, index)?;
     segments.note_unindexed_records(index.take_resurfacing());
     let traces = segments.traces();
-    let (floor, floor_segment) = traces.floor_anchor;
-    let mut settled = infos.clone();
-    if let Taken::Running { make_durable } = taken {
-        if !make_durable() {
-            return Err("the log cannot be made durable");
-        }
-        let now = segments.snapshot();
-        for (then, now) in settled.iter_mut().zip(now) {
-            if then.0 != now.0 {
-                then.0.state = SegmentState::Open; // to be read
+    Ok(Taking {
+        infos,
+        points,
+        ranges,
+        traces,
+    })
+}
+
+impl Taking {
+    /// The checkpoint's bytes; why not, if a segment is being freed. Of a `running` engine
+    /// (the background's): the index may have held batches not yet durable when taken (it is
+    /// updated before the log's buffer is written), so the caller has made every batch
+    /// durable since; the open segments, and every segment whose state changed since taken (a
+    /// buffer of it was in flight, or it was freed), are left to the next recovery to read.
+    /// At a clean close nothing moves, everything is durable, and no later session appends
+    /// to a segment open now.
+    pub fn encode(
+        self,
+        superblock: &[u8],
+        segments: &SegmentManager,
+        notes: &PutNotes,
+        last_lsn: u64,
+        running: bool,
+    ) -> Result<Vec<u8>, &'static str> {
+        let Taking {
+            mut infos,
+            mut points,
+            ranges,
+            traces,
+        } = self;
+        if running {
+            for (then, now) in infos.iter_mut().zip(segments.snapshot()) {
+                if then.0 != now.0 {
+                    then.0.state = SegmentState::Open; // to be read
+                }
             }
         }
+        let holders = &traces.unindexed_holders;
+        let images = segment_images(segments, &infos, notes, holders, running)?;
+        let (floor, floor_segment) = traces.floor_anchor;
+        let preamble = Preamble {
+            superblock,
+            prefix_lengths: notes.prefix_lengths().to_vec(),
+            last_lsn,
+            floor,
+            // Only where the next recovery may take it unread (rule 3 of the module doc).
+            floor_segment: (matches!(images[floor_segment as usize].mark, SegmentMark::Closed(_)))
+                .then_some(floor_segment),
+        };
+        points.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(bytes::encode(&preamble, &images, &points, &ranges))
     }
-    let running = matches!(taken, Taken::Running { .. });
-    let images = segment_images(
-        segments,
-        &settled,
-        notes,
-        &traces.unindexed_holders,
-        running,
-    )?;
-    let preamble = Preamble {
-        superblock,
-        prefix_lengths: notes.prefix_lengths().to_vec(),
-        last_lsn,
-        floor,
-        // Only where the next recovery may take it unread (rule 3 of the module doc).
-        floor_segment: (matches!(images[floor_segment as usize].mark, SegmentMark::Closed(_)))
-            .then_some(floor_segment),
-    };
-    points.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(bytes::encode(&preamble, &images, &points, &ranges))
 }
 
 /// Every segment of `infos` as the checkpoint records it, with its put notes; an error if one
@@ -246,7 +253,9 @@ pub fn write(
     last_lsn: u64,
 ) {
     let started = super::concurrency::Instant::now();
-    let data = match encode(superblock, segments, index, notes, last_lsn, Taken::Closed) {
+    let encoded = take(segments, index)
+        .and_then(|taking| taking.encode(superblock, segments, notes, last_lsn, false));
+    let data = match encoded {
         Ok(d) => d,
         Err(why) => {
             ::log::info!("no index checkpoint: {why}");
