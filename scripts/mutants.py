@@ -136,14 +136,6 @@ MUTANTS = [
         ["--release", "--lib", "engine::tests::checkpoints::recovery_from_a_checkpoint_equals"],
     ),
     (
-        "index-displaced-tombstone-not-noted",
-        "4.9 recovery: a tombstone the index displaces is noted, its segment read by the recovery after a checkpoint",
-        "src/engine/index/mod.rs",
-        "                if was_tombstone {\n",
-        "                if was_tombstone && false {\n",
-        ["--release", "--lib", "engine::tests::checkpoints::recovery_from_a_checkpoint_equals"],
-    ),
-    (
         "checkpoint-open-segment-taken-unread",
         "4.9 recovery: a checkpoint of a running engine has its open segments read",
         "src/engine/checkpoint.rs",

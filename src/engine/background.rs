@@ -117,18 +117,24 @@ impl Inner {
         if since < every as u64 {
             return;
         }
+        self.write_checkpoint_now();
+    }
+
+    /// Writes an index checkpoint of the running engine (see `checkpoint.rs`, `Taking`).
+    pub(super) fn write_checkpoint_now(&self) {
+        let taken = self.segments.taken.load(Ordering::Relaxed);
         self.taken_at_checkpoint.store(taken, Ordering::Relaxed);
         let started = Instant::now();
         let Ok(Some(superblock)) = self.storage.read_superblock() else {
             return;
         };
-        let taken = {
+        let taking = {
             let _no_copies = self.compaction_lock.lock();
             let _no_frees = self.reclaim_lock.lock();
             checkpoint::take(&self.segments, &self.index)
         };
         // What the index held when taken, durable before the checkpoint names it.
-        let encoded = taken.and_then(|taking| {
+        let encoded = taking.and_then(|taking| {
             self.sync().map_err(|_| "the log cannot be made durable")?;
             let last = self.log.durable_lsn();
             taking.encode(&superblock, &self.segments, &self.put_notes, last, true)

@@ -102,6 +102,12 @@ impl Engine {
         Ok(n)
     }
 
+    /// Test hook: write an index checkpoint now, as the background does when one is due.
+    #[doc(hidden)]
+    pub fn test_checkpoint(&self) {
+        self.inner.write_checkpoint_now();
+    }
+
     /// Test hook: run the separator now (every closed mixed segment, whatever their number),
     /// then sync and free what it emptied. Returns the number of mixed segments it handled.
     #[doc(hidden)]
