@@ -281,7 +281,11 @@ fn rebuild(
                 }
             }
             report.segments_checkpointed = unread.len() as u64;
-            let in_unread = |l: &Location| unread.contains_key(&l.segment);
+            let mut unread_at = vec![false; sb.segment_count as usize];
+            for &segment in unread.keys() {
+                unread_at[segment as usize] = true;
+            }
+            let in_unread = |l: &Location| unread_at[l.segment as usize];
             let taken = std::mem::take(&mut base.points);
             let from_base = taken.into_iter().filter(|(_, e)| in_unread(&e.location));
             ranges = with_base_ranges(&base.ranges, ranges, ranges_from_buffers, in_unread);
@@ -353,6 +357,9 @@ fn merge_with_base(
     read: Vec<(Box<[u8]>, Entry, bool)>,
     unindexed_holders: &mut Vec<u32>,
 ) -> BTreeMap<Box<[u8]>, Entry> {
+    if read.is_empty() {
+        return base.collect(); // a clean mount's
+    }
     let mut merged: Vec<(Box<[u8]>, Entry)> = Vec::with_capacity(read.len());
     let mut base = base.peekable();
     let rank = |e: &Entry, salvaged: bool| (salvaged, e.location.segment, e.location.offset);
