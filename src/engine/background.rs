@@ -134,15 +134,17 @@ impl Inner {
             checkpoint::take(&self.segments, &self.index)
         };
         // What the index held when taken, durable before the checkpoint names it.
-        let encoded = taking.and_then(|taking| {
-            self.sync().map_err(|_| "the log cannot be made durable")?;
-            let last = self.log.durable_lsn();
-            taking.encode(&superblock, &self.segments, &self.put_notes, last, true)
-        });
+        let encoded = match self.sync() {
+            Ok(()) => {
+                let last = self.log.durable_lsn();
+                taking.encode(&superblock, &self.segments, &self.put_notes, last, true)
+            }
+            Err(_) => Err("the log cannot be made durable"),
+        };
         let data = match encoded {
             Ok(data) => data,
             Err(why) => {
-                ::log::debug!("no index checkpoint now: {why}");
+                ::log::info!("no index checkpoint now: {why}");
                 return;
             }
         };

@@ -43,10 +43,8 @@ use super::concurrency::Arc;
 use std::collections::BTreeMap;
 
 use super::format::checkpoint::{self as bytes, Preamble, SegmentImage, SegmentMark};
-use super::format::{
-    BUFFER_HEADER_SIZE, BufferHeader, RECORD_HEADER_SIZE, RecordHeader, RecordKind, Superblock,
-};
-use super::index::{Entry, Index, Location, RangeDelete};
+use super::format::{BUFFER_HEADER_SIZE, BufferHeader, Superblock};
+use super::index::{Entry, Index, RangeDelete};
 use super::recovery::{Base, BaseSegment};
 use super::segments::{RecoveredTraces, SegmentInfo, SegmentManager, SegmentState};
 use super::storage::Storage;
@@ -65,19 +63,17 @@ pub struct Taking {
 /// does not name (so a copy the index names was noted before it moved there, and a tombstone
 /// displaced before the index was taken is noted now). Copies and frees must wait meanwhile:
 /// a clean close has stopped them, the background holds `compaction_lock` and `reclaim_lock`.
-/// Why not, if the state is not one a checkpoint can describe (a record that cannot be read
-/// back).
-pub fn take(segments: &SegmentManager, index: &Index) -> Result<Taking, &'static str> {
+pub fn take(segments: &SegmentManager, index: &Index) -> Taking {
     let infos = segments.snapshot();
-    let (points, ranges) = points_and_ranges(segments, index)?;
+    let (points, ranges) = index.entries();
     segments.note_unindexed_records(index.take_resurfacing());
     let traces = segments.traces();
-    Ok(Taking {
+    Taking {
         infos,
         points,
         ranges,
         traces,
-    })
+    }
 }
 
 impl Taking {
@@ -174,74 +170,6 @@ fn segment_images(
     Ok(images)
 }
 
-/// The index's point entries (unsorted) and range deletes: the live ones with their keys from
-/// a scan; tombstones and range deletes (locations the index holds that the scan did not
-/// return) read back from their records.
-#[allow(clippy::type_complexity)]
-fn points_and_ranges(
-    segments: &SegmentManager,
-    index: &Index,
-) -> Result<(Vec<(Vec<u8>, Entry)>, Vec<RangeDelete>), &'static str> {
-    let live = index.scan(&[], &[], None, usize::MAX);
-    // Looked up only, never iterated: its order decides nothing.
-    #[allow(clippy::disallowed_types)]
-    let live_at: std::collections::HashSet<(u32, u32)> = live
-        .iter()
-        .map(|(_, e)| (e.location.segment, e.location.offset))
-        .collect();
-    let mut others = Vec::new();
-    index.for_each_location(|l| {
-        if !live_at.contains(&(l.segment, l.offset)) {
-            others.push(l);
-        }
-    });
-    let mut points: Vec<(Vec<u8>, Entry)> = live;
-    let mut ranges: Vec<RangeDelete> = Vec::new();
-    for l in others {
-        read_back(segments, index, l, &mut points, &mut ranges)?;
-    }
-    if ranges.len() != index.range_delete_count() {
-        return Err("range deletes miscounted");
-    }
-    Ok((points, ranges))
-}
-
-/// Reads back the record at `l` (which the live scan did not return): a tombstone joins
-/// `points`, a range delete `ranges`.
-fn read_back(
-    segments: &SegmentManager,
-    index: &Index,
-    l: Location,
-    points: &mut Vec<(Vec<u8>, Entry)>,
-    ranges: &mut Vec<RangeDelete>,
-) -> Result<(), &'static str> {
-    let mut buf = vec![0u8; l.len as usize];
-    segments
-        .read(l.segment, l.offset, &mut buf)
-        .map_err(|_| "a tombstone cannot be read")?;
-    let h = RecordHeader::decode_checked(&buf).ok_or("a tombstone fails its checksum")?;
-    let key = buf[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + h.key_len as usize].to_vec();
-    let value = &buf[RECORD_HEADER_SIZE + h.key_len as usize..h.total_len()];
-    match h.kind {
-        RecordKind::Delete => {
-            let entry = index
-                .get(&key)
-                .filter(|e| e.location == l && e.tombstone)
-                .ok_or("a tombstone is not indexed where it lies")?;
-            points.push((key, entry));
-        }
-        RecordKind::DeleteRange => ranges.push(RangeDelete {
-            start: key,
-            end: value.to_vec(),
-            version: h.version,
-            location: l,
-            group: h.group,
-        }),
-        RecordKind::Put => return Err("a put the scan did not return"),
-    }
-    Ok(())
-}
-
 /// Writes the checkpoint of a closed engine (see [`encode`]); a failure only costs the next
 /// open the reading of more segments.
 pub fn write(
@@ -253,8 +181,7 @@ pub fn write(
     last_lsn: u64,
 ) {
     let started = super::concurrency::Instant::now();
-    let encoded = take(segments, index)
-        .and_then(|taking| taking.encode(superblock, segments, notes, last_lsn, false));
+    let encoded = take(segments, index).encode(superblock, segments, notes, last_lsn, false);
     let data = match encoded {
         Ok(d) => d,
         Err(why) => {

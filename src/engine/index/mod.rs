@@ -199,6 +199,21 @@ impl Index {
         self.inner.write().apply(update, same_buffer_ranges)
     }
 
+    /// Every point entry, tombstones and entries a pending range delete hides included, in key
+    /// order, and every range delete: the index as one moment held it (one hold of its read
+    /// lock), for a checkpoint.
+    #[allow(clippy::type_complexity)]
+    pub fn entries(&self) -> (Vec<(Vec<u8>, Entry)>, Vec<RangeDelete>) {
+        let inner = self.inner.read();
+        let mut points = Vec::with_capacity(inner.len);
+        for leaf in inner.leaves.values() {
+            for i in 0..leaf.len() {
+                points.push((leaf.key(i), leaf.entry(i)));
+            }
+        }
+        (points, inner.ranges.values().cloned().collect())
+    }
+
     /// The segments of tombstones and range deletes displaced since the last call (see
     /// `Inner::resurfacing`).
     pub fn take_resurfacing(&self) -> Vec<u32> {
