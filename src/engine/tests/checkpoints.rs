@@ -243,31 +243,6 @@ fn campaign_options() -> EngineOptions {
     }
 }
 
-/// One step of the campaign's workload: overwrites, deletes and prefix deletes in three groups,
-/// with syncs now and then.
-fn campaign_step(engine: &Engine, rng: &mut storage::SimRng, step: u64) {
-    let group = rng.below(3) as u32;
-    let key = format!("g{group}/k{:03}", rng.below(120));
-    let batch = match rng.below(20) {
-        0 => vec![Mutation::delete(group, key.as_bytes())],
-        1 => vec![Mutation::delete_prefix(
-            group,
-            format!("g{group}/k0").as_bytes(),
-        )],
-        _ => {
-            let len = 100 + rng.below(12000) as usize;
-            vec![Mutation::put(group, key.as_bytes(), vec![step as u8; len])]
-        }
-    };
-    match engine.write(&batch) {
-        Ok(_) | Err(EngineError::NoSpace) => {}
-        Err(e) => panic!("step {step}: {e}"),
-    }
-    if rng.below(8) == 0 {
-        engine.sync().unwrap();
-    }
-}
-
 /// A power cut of the store and the checkpoint it held at that moment.
 struct Cut {
     what: String,
@@ -389,7 +364,7 @@ fn recovery_from_a_checkpoint_equals_a_full_scan_at_any_power_cut() {
             })));
         }
         for step in 0..900 {
-            campaign_step(&engine, &mut rng, step);
+            overwrite_delete_step(&engine, &mut rng, step);
             if driven && step % 7 == 0 {
                 // A pass, a checkpoint while its sources are not freed yet, then reclamation.
                 // Errors are the store's shortage of room, which writes meet too.

@@ -386,3 +386,28 @@ impl Storage for CheckpointingSim {
         Ok(())
     }
 }
+
+/// One step of the power-cut campaigns' workload: overwrites, deletes and prefix deletes in
+/// three groups, with syncs now and then.
+fn overwrite_delete_step(engine: &Engine, rng: &mut storage::SimRng, step: u64) {
+    let group = rng.below(3) as u32;
+    let key = format!("g{group}/k{:03}", rng.below(120));
+    let batch = match rng.below(20) {
+        0 => vec![Mutation::delete(group, key.as_bytes())],
+        1 => vec![Mutation::delete_prefix(
+            group,
+            format!("g{group}/k0").as_bytes(),
+        )],
+        _ => {
+            let len = 100 + rng.below(12000) as usize;
+            vec![Mutation::put(group, key.as_bytes(), vec![step as u8; len])]
+        }
+    };
+    match engine.write(&batch) {
+        Ok(_) | Err(EngineError::NoSpace) => {}
+        Err(e) => panic!("step {step}: {e}"),
+    }
+    if rng.below(8) == 0 {
+        engine.sync().unwrap();
+    }
+}

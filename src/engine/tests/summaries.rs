@@ -33,26 +33,7 @@ fn record_workload(dir: &std::path::Path, seed: u64) -> std::path::PathBuf {
     let mut rng = storage::SimRng::new(seed);
     let mut session = |engine: &Engine, steps: u64| {
         for step in 0..steps {
-            let group = rng.below(3) as u32;
-            let key = format!("g{group}/k{:03}", rng.below(120));
-            let batch = match rng.below(20) {
-                0 => vec![Mutation::delete(group, key.as_bytes())],
-                1 => vec![Mutation::delete_prefix(
-                    group,
-                    format!("g{group}/k0").as_bytes(),
-                )],
-                _ => {
-                    let len = 100 + rng.below(12000) as usize;
-                    vec![Mutation::put(group, key.as_bytes(), vec![step as u8; len])]
-                }
-            };
-            match engine.write(&batch) {
-                Ok(_) | Err(EngineError::NoSpace) => {}
-                Err(e) => panic!("step {step}: {e}"),
-            }
-            if rng.below(8) == 0 {
-                engine.sync().unwrap();
-            }
+            overwrite_delete_step(engine, &mut rng, step);
             if rng.below(40) == 0 {
                 engine.inner.write_out_summaries(WriteOut::IfDue);
             }
