@@ -10,7 +10,7 @@
 mod fs_common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fs_common::*;
 use logstorfs::engine::Engine;
@@ -565,34 +565,48 @@ fn copy_work_grows_with_stored_pages_not_range_size() {
 #[test]
 fn a_large_copy_does_not_stall_other_operations() {
     const TOTAL: u64 = 128 << 20;
+    // Long enough for a hang to be one, and not a slow machine.
+    const HANG: Duration = Duration::from_secs(60);
     let dir = tempfile::tempdir().unwrap();
     let fs = Arc::new(open_with(dir.path(), 512 << 20));
     let src = make_file(&fs, ROOT_INO, "src", &pattern(TOTAL as usize, 1));
     let dst = make_file(&fs, ROOT_INO, "dst", b"");
     let other = make_file(&fs, ROOT_INO, "other", b"");
+    // After the copy's first batch, the copier hands over to this thread and waits for it to
+    // have used the filesystem: a copy that held the state lock across its batches leaves this
+    // thread blocked and the copier waiting for it.
+    let (paused_tx, paused_rx) = std::sync::mpsc::sync_channel::<()>(0);
+    let (resume_tx, resume_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let resume_rx = std::sync::Mutex::new(resume_rx);
+    let handed_over = std::sync::atomic::AtomicBool::new(false);
+    fs.test_set_between_copy_batches(Some(Box::new(move || {
+        if !handed_over.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            paused_tx.send(()).unwrap();
+            resume_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(HANG)
+                .expect("other operations stay blocked while a copy is between batches");
+        }
+    })));
     let copier = {
         let fs = fs.clone();
         std::thread::spawn(move || {
-            let started = Instant::now();
-            let n = fs.copy_file_range(src, 0, dst, 0, TOTAL).unwrap();
-            (n, started.elapsed())
+            let n = fs.copy_file_range(src, 0, dst, 0, TOTAL);
+            // Drops the hook's sender: a copy that never paused fails the wait below.
+            fs.test_set_between_copy_batches(None);
+            n.unwrap()
         })
     };
-    let mut half_done = 0u64;
-    while !copier.is_finished() {
-        let size = fs.getattr(dst).unwrap().size;
-        if size > 0 && size < TOTAL {
-            half_done += 1;
-            fs.write(other, (half_done % 64) * PAGE, b"x").unwrap();
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let (n, took) = copier.join().unwrap();
-    assert_eq!(n, TOTAL);
-    assert!(
-        half_done >= 3,
-        "other operations saw a copy of {took:?} in progress {half_done} times"
-    );
+    paused_rx
+        .recv_timeout(HANG)
+        .expect("the copy goes in more than one batch");
+    let size = fs.getattr(dst).unwrap().size;
+    assert!(size > 0 && size < TOTAL, "a copy in progress: {size} bytes");
+    fs.write(other, PAGE, b"x").unwrap();
+    assert_eq!(bytes_of(&fs, other).len() as u64, PAGE + 1);
+    resume_tx.send(()).unwrap();
+    assert_eq!(copier.join().unwrap(), TOTAL);
     assert!(bytes_of(&fs, dst) == bytes_of(&fs, src));
 }
 

@@ -139,8 +139,23 @@ impl Fs {
                 Err(_) if done > 0 => break,
                 Err(e) => return Err(e),
             }
+            #[cfg(any(test, feature = "test-hooks"))]
+            if done < len {
+                let hook = self.test_between_copy_batches.lock().clone();
+                if let Some(hook) = hook {
+                    hook();
+                }
+            }
         }
         Ok(done)
+    }
+
+    /// Test hook: `hook` runs between the batches of every later copy, with the state lock let
+    /// go, so that a test can act in the middle of a copy.
+    #[cfg(any(test, feature = "test-hooks"))]
+    #[doc(hidden)]
+    pub fn test_set_between_copy_batches(&self, hook: Option<Box<dyn Fn() + Send + Sync>>) {
+        *self.test_between_copy_batches.lock() = hook.map(Into::into);
     }
 
     /// Copies the next batch of the copy of `total` bytes from `start_in` to `start_out`, of

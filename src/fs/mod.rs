@@ -312,7 +312,13 @@ pub struct Fs {
     rebuild_stop: AtomicBool,
     atime: atime::AtimeMode,
     writeback_cache: bool,
+    /// Test hook: called between the batches of a copy, with the state lock let go.
+    #[cfg(any(test, feature = "test-hooks"))]
+    test_between_copy_batches: Mutex<Option<CopyBatchHook>>,
 }
+
+#[cfg(any(test, feature = "test-hooks"))]
+type CopyBatchHook = Arc<dyn Fn() + Send + Sync>;
 
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > MAX_NAME_LEN {
@@ -415,6 +421,8 @@ impl Fs {
             rebuild_stop: AtomicBool::new(false),
             atime: options.atime,
             writeback_cache: options.writeback_cache,
+            #[cfg(any(test, feature = "test-hooks"))]
+            test_between_copy_batches: Mutex::new(None),
         };
         let started = std::time::Instant::now();
         // A read-only mount leaves a crash's orphans for the next writable one.
