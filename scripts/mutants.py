@@ -136,6 +136,14 @@ MUTANTS = [
         ["--release", "--lib", "engine::tests::checkpoints::recovery_from_a_checkpoint_equals"],
     ),
     (
+        "checkpoint-displaced-tombstone-not-noted",
+        "4.9 recovery: a tombstone a newer put displaced from the index is read again, not taken from the checkpoint",
+        "src/engine/index/mod.rs",
+        "                if was_tombstone {\n                    self.resurfacing.insert(old.segment);\n                }\n",
+        "",
+        ["--release", "--lib", "engine::tests::checkpoints::a_tombstone_displaced_by_a_newer_put"],
+    ),
+    (
         "checkpoint-open-segment-taken-unread",
         "4.9 recovery: a checkpoint of a running engine has its open segments read",
         "src/engine/checkpoint.rs",

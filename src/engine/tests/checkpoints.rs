@@ -424,3 +424,104 @@ fn first_differences(full: &str, other: &str) -> String {
         .collect();
     differs.join("\n")
 }
+
+/// A tombstone that a newer put displaces from the index stays on disk, unindexed, and comes
+/// back in a scan once that put and the tombstone deleting it are gone (compaction drops a
+/// tombstone no older put needs, older tombstones or not). So the checkpoint marks its segment
+/// "to be read": taken unread, the segment would lose the tombstone that a full scan finds.
+/// Driven step by step: the tombstone's segment stays full of live records (never a victim);
+/// the put's and the newer tombstone's segments are compacted away after the checkpoint.
+#[test]
+fn a_tombstone_displaced_by_a_newer_put_is_read_again_after_a_checkpoint() {
+    let sim = SimStorage::new();
+    let slot: Arc<parking_lot::Mutex<Option<Vec<u8>>>> = Arc::new(parking_lot::Mutex::new(None));
+    let storage: Arc<dyn Storage> = Arc::new(CheckpointingSim {
+        sim: sim.clone(),
+        checkpoint: slot.clone(),
+        cut_at_checkpoint: Arc::new(parking_lot::Mutex::new(None)),
+    });
+    let engine = Engine::open_on(storage, &campaign_options()).unwrap();
+    engine.test_pause_background();
+    let key = b"displaced".to_vec();
+    let filler = |name: &str, i: u32| format!("{name}{i:03}").into_bytes();
+    // 60 KiB values until one lands in the next segment: the segment written before is full.
+    // Returns how many stayed in that segment (the last one, in the next, stays live).
+    let fill = |name: &str| -> u32 {
+        let mut i = 0;
+        loop {
+            let k = filler(name, i);
+            engine
+                .write(&[Mutation::put(
+                    ROOT_GROUP,
+                    k.clone(),
+                    vec![i as u8; 60 << 10],
+                )])
+                .unwrap();
+            i += 1;
+            if engine.test_segment_of(&k) != engine.test_segment_of(&filler(name, 0)) {
+                return i - 1;
+            }
+        }
+    };
+    let write = |m: Mutation| engine.write(&[m]).unwrap();
+    // The old tombstone, among records that stay live.
+    write(Mutation::delete(ROOT_GROUP, key.clone()));
+    fill("live");
+    let (old_tombstone, _) = engine.test_segment_of(&key).unwrap();
+    // The put that displaces it, then the tombstone of that put, each among records deleted
+    // later.
+    write(Mutation::put(ROOT_GROUP, key.clone(), b"v2".to_vec()));
+    let put_fillers = fill("put-");
+    let (put, _) = engine.test_segment_of(&key).unwrap();
+    write(Mutation::delete(ROOT_GROUP, key.clone()));
+    let del_fillers = fill("del-");
+    let (newer_tombstone, _) = engine.test_segment_of(&key).unwrap();
+    // Closed segments of live records, which the checkpoint stands for.
+    fill("more");
+    fill("keep");
+    assert!(
+        old_tombstone != put && put != newer_tombstone,
+        "{old_tombstone} {put} {newer_tombstone}"
+    );
+    for i in 0..put_fillers {
+        write(Mutation::delete(ROOT_GROUP, filler("put-", i)));
+    }
+    engine.sync().unwrap();
+    let uses_then = engine.test_segments_in_use();
+    let use_of = |segment: u32| *uses_then.iter().find(|u| u.0 == segment).unwrap();
+    let (old_tombstone, put, newer_tombstone) =
+        (use_of(old_tombstone), use_of(put), use_of(newer_tombstone));
+    engine.test_checkpoint();
+    // The put's segment goes first: while it is in use, the newer tombstone is needed.
+    engine.test_compact().unwrap();
+    for i in 0..del_fillers {
+        write(Mutation::delete(ROOT_GROUP, filler("del-", i)));
+    }
+    fill("last");
+    engine.sync().unwrap();
+    engine.test_compact().unwrap();
+    let in_use = engine.test_segments_in_use();
+    assert!(
+        in_use.contains(&old_tombstone)
+            && !in_use.contains(&put)
+            && !in_use.contains(&newer_tombstone),
+        "the old tombstone's segment alone is left as it was: {in_use:?}"
+    );
+    assert_eq!(
+        engine.test_segment_of(&key),
+        None,
+        "the newer tombstone was dropped, not copied"
+    );
+    let mut seen = Seen::default();
+    let checkpoint = slot.lock().clone();
+    check_cut(
+        Cut {
+            what: "after both compactions".into(),
+            image: sim.crash(PowerCut::DropAllUnsynced),
+            checkpoint,
+        },
+        &mut seen,
+    );
+    assert_eq!(seen.taken, 1, "{seen:?}");
+    drop(engine);
+}
