@@ -30,7 +30,8 @@ mod concurrency;
 mod index;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use index::{Entry, Index, Location, Update};
 
@@ -219,6 +220,46 @@ fn main() {
         after = page.last().map(|(k, _)| k.clone());
     }
     let scan_secs = start.elapsed().as_secs_f64();
+
+    // A checkpoint's snapshot of the whole index (`entries`, one hold of the read lock) while
+    // a writer keeps updating existing keys: the writer's longest update is how long a user
+    // write can wait behind a checkpoint. The same writer alone for as long, for comparison.
+    let worst_update = |with_snapshot: bool| {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let (mut worst, mut r) = (Duration::ZERO, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let key = shape.some_key(mix(r ^ 0x5eed));
+                    let started = Instant::now();
+                    index.apply(
+                        &Update::Point {
+                            key,
+                            entry: entry(count + r),
+                        },
+                        &[],
+                    );
+                    worst = worst.max(started.elapsed());
+                    r += 1;
+                }
+                worst
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            let started = Instant::now();
+            if with_snapshot {
+                let (points, _) = index.entries();
+                assert_eq!(points.len(), len as usize, "updates of existing keys only");
+            } else {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let took = started.elapsed();
+            std::thread::sleep(Duration::from_millis(20));
+            stop.store(true, Ordering::Relaxed);
+            (took, writer.join().unwrap())
+        })
+    };
+    let (snapshot_took, worst_with) = worst_update(true);
+    let (_, worst_without) = worst_update(false);
     drop(index);
 
     // Bulk build from sorted entries, as recovery does.
@@ -277,6 +318,15 @@ fn main() {
     println!(
         "| scan entries/s (pages of 1000) | {:.0} |",
         scanned as f64 / scan_secs
+    );
+    println!(
+        "| checkpoint snapshot (`entries`) of the whole index | {:.1} ms |",
+        snapshot_took.as_secs_f64() * 1e3
+    );
+    println!(
+        "| a writer's longest update during it (alone: over 300 ms) | {:.1} ms ({:.1} ms) |",
+        worst_with.as_secs_f64() * 1e3,
+        worst_without.as_secs_f64() * 1e3
     );
     println!(
         "| bulk build entries/s (from_recovered) | {:.0} |",

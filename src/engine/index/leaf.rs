@@ -170,7 +170,7 @@ pub(super) fn reserve_step<T>(v: &mut Vec<T>, additional: usize) {
 }
 
 /// Sorted entries sharing `prefix`; see the module documentation.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Leaf {
     pub(super) prefix: Box<[u8]>,
     pub(super) ends: Vec<u16>,

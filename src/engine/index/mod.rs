@@ -204,14 +204,20 @@ impl Index {
     /// lock), for a checkpoint.
     #[allow(clippy::type_complexity)]
     pub fn entries(&self) -> (Vec<(Vec<u8>, Entry)>, Vec<RangeDelete>) {
-        let inner = self.inner.read();
-        let mut points = Vec::with_capacity(inner.len);
-        for leaf in inner.leaves.values() {
+        // The leaves are copied whole under the lock (a few allocations per leaf) and their
+        // keys built after it: writers' index updates wait only for the copy.
+        let (leaves, ranges): (Vec<Leaf>, Vec<RangeDelete>) = {
+            let inner = self.inner.read();
+            let leaves = inner.leaves.values().cloned().collect();
+            (leaves, inner.ranges.values().cloned().collect())
+        };
+        let mut points = Vec::with_capacity(leaves.iter().map(Leaf::len).sum());
+        for leaf in &leaves {
             for i in 0..leaf.len() {
                 points.push((leaf.key(i), leaf.entry(i)));
             }
         }
-        (points, inner.ranges.values().cloned().collect())
+        (points, ranges)
     }
 
     /// The segments of tombstones and range deletes displaced since the last call (see
