@@ -27,7 +27,7 @@ mod ioctl;
 mod session;
 
 use session::negotiate;
-pub use session::NotifierSlot;
+pub use session::{NotifierSlot, raise_read_ahead};
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
