@@ -16,6 +16,7 @@ mod stats;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ use parking_lot::Mutex;
 
 use crate::engine::storage::io_log::Instrumentation;
 use crate::engine::{Engine, EngineError, EngineOptions};
-use crate::fs::fuse_adapter::FuseFs;
+use crate::fs::fuse_adapter::{FuseFs, raise_read_ahead};
 use crate::fs::{Fs, FsOptions};
 
 mod format;
@@ -314,6 +315,7 @@ fn serve_inner(
     let rebuild = start_group_map_rebuild(fs.clone())?;
     let fuse = FuseFs::new(fs.clone());
     let notifier = fuse.notifier_slot();
+    let under = std::fs::metadata(mountpoint).map(|m| m.dev()).ok();
     let session = Session::new(fuse, mountpoint, config);
     let mut session = match session {
         Ok(s) => s,
@@ -333,6 +335,7 @@ fn serve_inner(
     // A read-only mount writes nothing in the store: no record of the mount, no log there.
     let read_only = options.read_only;
     announce_mounted(store, mountpoint, &mounted_file, read_only, notify);
+    raise_read_ahead(mountpoint, under);
     let run = session.run();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     unmounter.lock().take();

@@ -219,6 +219,24 @@ impl Engine {
         self.inner.scan(start, end, None, limit)
     }
 
+    /// [`Engine::scan_range`], handing each key and value to `f` in key order instead of
+    /// returning copies of them. The records are read into `scratch` (its contents are
+    /// replaced), which a caller that scans often keeps to spare an allocation per scan.
+    pub fn scan_range_with(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        scratch: &mut Vec<u8>,
+        mut f: impl FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
+        if end.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .scan_with(start, end, None, limit, scratch, &mut f)
+    }
+
     /// Starts reading the records of `keys` in the background (a hint to the storage), so that
     /// the point reads that follow find them in memory. A listing that then reads one record
     /// per entry waits for one disk round trip per batch instead of one per entry.

@@ -59,14 +59,9 @@ impl Inner {
         entry: &Entry,
         mut buf: Vec<u8>,
     ) -> Option<Vec<u8>> {
-        let h = RecordHeader::decode_checked(&buf)?;
-        let key_at = RECORD_HEADER_SIZE;
-        let value_at = key_at + h.key_len as usize;
-        if h.version != entry.version || &buf[key_at..value_at] != key {
-            return None;
-        }
-        buf.truncate(value_at + h.value_len as usize);
-        buf.drain(..value_at);
+        let value = record_value(key, entry, &buf)?;
+        buf.truncate(value.end);
+        buf.drain(..value.start);
         Some(buf)
     }
 
@@ -95,45 +90,122 @@ impl Inner {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.scan_with(
+            start,
+            end,
+            start_after,
+            limit,
+            &mut Vec::new(),
+            &mut |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// [`Inner::scan`], handing each key and value to `f` in key order instead of collecting
+    /// them; the records are read into `scratch`, which a caller that scans often keeps.
+    pub(super) fn scan_with(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+        scratch: &mut Vec<u8>,
+        f: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<()> {
         self.check_open()?;
         let _pin = self.read_pins.pin();
         let entries = self.index.scan(start, end, start_after, limit);
-        if entries.len() > 1 {
-            self.prefetch(entries.iter().map(|(_, e)| e.location).collect());
-        }
-        let mut out = Vec::with_capacity(entries.len());
-        // Coalesce records that sit next to each other on disk into one read.
-        let mut i = 0;
-        while i < entries.len() {
-            let first = entries[i].1.location;
-            let mut j = i + 1;
-            let mut span_end = first.offset + first.len;
-            while j < entries.len() {
-                let loc = entries[j].1.location;
-                if loc.segment != first.segment
-                    || loc.offset < span_end
-                    || loc.offset - span_end > BLOCK_SIZE as u32
-                    || loc.offset + loc.len - first.offset > 1 << 20
-                {
-                    break;
-                }
-                span_end = loc.offset + loc.len;
-                j += 1;
+        let spans = read_spans(&entries);
+        // Scattered reads are hinted together, so the disk serves them at once. Reads that
+        // follow one another closely in a segment are not: the kernel's read-ahead of the
+        // segment already brings them in, and a hint would stop it (the pages a hint brings in
+        // carry no read-ahead mark), which a sequential file read depends on.
+        let in_order = spans.windows(2).all(|w| {
+            w[0].segment == w[1].segment
+                && w[0].end <= w[1].start
+                && w[1].start - w[0].end <= READ_AHEAD_GAP
+        });
+        if !in_order {
+            for s in &spans {
+                self.segments.will_need(s.segment, s.start, s.end - s.start);
             }
-            let mut span = vec![0u8; (span_end - first.offset) as usize];
-            self.read_segment(first.segment, first.offset, &mut span)?;
-            for (key, entry) in &entries[i..j] {
-                let at = (entry.location.offset - first.offset) as usize;
-                let bytes = span[at..at + entry.location.len as usize].to_vec();
-                match self.check_record(key, entry, bytes) {
-                    Some(v) => out.push((key.clone(), v)),
+        }
+        for s in spans {
+            scratch.clear();
+            scratch.resize((s.end - s.start) as usize, 0);
+            self.read_segment(s.segment, s.start, scratch)?;
+            for (key, entry) in &entries[s.entries.clone()] {
+                let at = (entry.location.offset - s.start) as usize;
+                let record = &scratch[at..at + entry.location.len as usize];
+                match record_value(key, entry, record) {
+                    Some(v) => f(key, &record[v]),
                     None => return Err(damaged(key, entry)),
                 }
             }
-            i = j;
         }
-        Ok(out)
+        Ok(())
     }
+}
+
+/// Where the value of `key` is in `record` (its bytes as `entry` locates them), if the record
+/// passes its check (header CRC, version, key).
+fn record_value(key: &[u8], entry: &Entry, record: &[u8]) -> Option<std::ops::Range<usize>> {
+    let h = RecordHeader::decode_checked(record)?;
+    let key_at = RECORD_HEADER_SIZE;
+    let value_at = key_at + h.key_len as usize;
+    if h.version != entry.version || record.get(key_at..value_at)? != key {
+        return None;
+    }
+    Some(value_at..value_at + h.value_len as usize)
+}
+
+/// Bytes between two records that a scan reads through rather than split its read: a second
+/// call costs more than this much more transfer, and a log's batches of one file's pages are
+/// apart by little more than a block (buffer headers, the file's inode record).
+const SPAN_GAP: u32 = 64 << 10;
+/// Spans of a scan at most this far apart, in order in one segment, are left to the kernel's
+/// read-ahead of the segment (a log's batches of one file are apart by up to a buffer's
+/// padding); farther apart, they are hinted (see [`Inner::scan_with`]).
+const READ_AHEAD_GAP: u32 = 256 << 10;
+/// The most bytes one read of a scan covers.
+const SPAN_MAX: u32 = 1 << 20;
+
+/// One read of a scan: `start..end` of `segment`, holding the records of `entries`.
+struct Span {
+    segment: u32,
+    start: u32,
+    end: u32,
+    entries: std::ops::Range<usize>,
+}
+
+/// The reads of a scan: runs of consecutive entries whose records follow one another in a
+/// segment, at most [`SPAN_GAP`] apart, each run at most [`SPAN_MAX`] bytes (or one record).
+fn read_spans(entries: &[(Vec<u8>, Entry)]) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    for (i, (_, e)) in entries.iter().enumerate() {
+        let loc = e.location;
+        match spans.last_mut() {
+            Some(s)
+                if s.segment == loc.segment
+                    && loc.offset >= s.end
+                    && loc.offset - s.end <= SPAN_GAP
+                    && loc.offset + loc.len - s.start <= SPAN_MAX =>
+            {
+                s.end = loc.offset + loc.len;
+                s.entries.end = i + 1;
+            }
+            _ => spans.push(Span {
+                segment: loc.segment,
+                start: loc.offset,
+                end: loc.offset + loc.len,
+                entries: i..i + 1,
+            }),
+        }
+    }
+    spans
 }
 
 /// The error of a read whose record, pinned where its index entry says, fails its check.
@@ -149,4 +221,69 @@ fn damaged(key: &[u8], entry: &Entry) -> EngineError {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(segment: u32, offset: u32, len: u32) -> (Vec<u8>, Entry) {
+        let location = Location {
+            segment,
+            offset,
+            len,
+        };
+        let entry = Entry {
+            location,
+            version: 1,
+            group: 0,
+            tombstone: false,
+        };
+        (offset.to_be_bytes().to_vec(), entry)
+    }
+
+    fn shape(entries: &[(Vec<u8>, Entry)]) -> Vec<(u32, u32, u32, usize, usize)> {
+        read_spans(entries)
+            .into_iter()
+            .map(|s| (s.segment, s.start, s.end, s.entries.start, s.entries.end))
+            .collect()
+    }
+
+    #[test]
+    fn spans_read_through_small_gaps_only_in_order_and_within_a_segment() {
+        let entries = [
+            at(1, 0, 100),
+            at(1, 100, 100),
+            at(1, 200 + SPAN_GAP, 100),     // a gap read through
+            at(1, 301 + 2 * SPAN_GAP, 100), // one byte too far: a new read
+            at(2, 0, 100),                  // another segment
+            at(2, 0, 100),                  // behind the end of the read before
+        ];
+        assert_eq!(
+            shape(&entries),
+            vec![
+                (1, 0, 300 + SPAN_GAP, 0, 3),
+                (1, 301 + 2 * SPAN_GAP, 401 + 2 * SPAN_GAP, 3, 4),
+                (2, 0, 100, 4, 5),
+                (2, 0, 100, 5, 6),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_span_stops_at_its_size_but_holds_a_larger_record_alone() {
+        let entries = [
+            at(1, 0, SPAN_MAX - 10),
+            at(1, SPAN_MAX - 10, 11),
+            at(1, SPAN_MAX + 1, 2 * SPAN_MAX),
+        ];
+        assert_eq!(
+            shape(&entries),
+            vec![
+                (1, 0, SPAN_MAX - 10, 0, 1),
+                (1, SPAN_MAX - 10, SPAN_MAX + 1, 1, 2),
+                (1, SPAN_MAX + 1, 3 * SPAN_MAX + 1, 2, 3),
+            ]
+        );
+    }
 }

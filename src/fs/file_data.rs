@@ -16,6 +16,12 @@ use crate::engine::{GroupId, Mutation};
 /// The xattr that holds a file's capabilities: dropped by writes, truncation and chown.
 const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
+thread_local! {
+    /// The records a file read scans, kept from one read to the next of the thread: reads of
+    /// up to a MiB would otherwise each map and fault in fresh pages.
+    static SCAN_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Fs {
     /// Adds to `txn` what changes the size of regular file `ino` from `rec.size` to `size`, and
     /// updates `rec` (size, page count). A shortened last page is rewritten into `group`.
@@ -130,6 +136,15 @@ impl Fs {
 
     /// Reads up to `size` bytes at `offset`; holes read as zeros; short at end of file.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(ino, offset, size, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Fs::read`] into `out` (its contents replaced), which a caller that reads often keeps:
+    /// a sequential read's requests then reuse one buffer instead of each mapping fresh pages.
+    pub fn read_into(&self, ino: u64, offset: u64, size: u32, out: &mut Vec<u8>) -> FsResult<()> {
+        out.clear();
         let file_size = {
             let mut st = self.state.lock();
             let rec = self.load(&st, ino)?;
@@ -142,29 +157,40 @@ impl Fs {
             rec.size
         };
         if offset >= file_size || size == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let end = file_size.min(offset.saturating_add(u64::from(size)));
-        let mut out = vec![0u8; (end - offset) as usize];
+        out.resize((end - offset) as usize, 0);
         let first = offset / keys::PAGE_SIZE;
         let last = (end - 1) / keys::PAGE_SIZE;
-        let pages = self.engine.scan_range(
-            &keys::chunk_key(ino, first),
-            &keys::chunk_key(ino, last + 1),
-            (last - first + 1) as usize,
-        )?;
-        for (key, value) in pages {
-            let page =
-                keys::chunk_page_index(ino, &key).ok_or_else(|| corrupt("page key", &key))?;
-            let pstart = page * keys::PAGE_SIZE;
-            let from = pstart.max(offset);
-            let to = (pstart + value.len() as u64).min(end);
-            if from < to {
-                out[(from - offset) as usize..(to - offset) as usize]
-                    .copy_from_slice(&value[(from - pstart) as usize..(to - pstart) as usize]);
-            }
+        let mut bad_key = None;
+        SCAN_SCRATCH.with_borrow_mut(|scratch| {
+            self.engine.scan_range_with(
+                &keys::chunk_key(ino, first),
+                &keys::chunk_key(ino, last + 1),
+                (last - first + 1) as usize,
+                scratch,
+                |key, value| {
+                    let Some(page) = keys::chunk_page_index(ino, key) else {
+                        bad_key.get_or_insert_with(|| key.to_vec());
+                        return;
+                    };
+                    let pstart = page * keys::PAGE_SIZE;
+                    let from = pstart.max(offset);
+                    let to = (pstart + value.len() as u64).min(end);
+                    if from < to {
+                        out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
+                            &value[(from - pstart) as usize..(to - pstart) as usize],
+                        );
+                    }
+                },
+            )
+        })?;
+        if let Some(key) = bad_key {
+            out.clear();
+            return Err(corrupt("page key", &key));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes `data` at `offset`. Pages are written in batches of at most one engine batch; if a

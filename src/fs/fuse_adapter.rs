@@ -26,8 +26,8 @@ mod dir;
 mod ioctl;
 mod session;
 
-pub use session::NotifierSlot;
 use session::negotiate;
+pub use session::{NotifierSlot, raise_read_ahead};
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -53,6 +53,12 @@ use convert::{errno, file_attr, file_type, generation, time_set};
 pub const TTL: Duration = Duration::from_secs(60);
 /// Largest write request we ask the kernel for.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
+
+thread_local! {
+    /// A read's reply, kept from one read to the next of the session thread (see
+    /// [`Fs::read_into`]).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The fuser `Filesystem` for an [`Fs`].
 pub struct FuseFs {
@@ -315,10 +321,10 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
-            Ok(data) => reply.data(&data),
+        READ_BUFFER.with_borrow_mut(|data| match self.fs.read_into(ino.0, offset, size, data) {
+            Ok(()) => reply.data(data),
             Err(e) => reply.error(errno("read", req, &e)),
-        }
+        })
     }
 
     fn write(
