@@ -312,6 +312,24 @@ fn unlinked_open_file_stays_usable_through_its_descriptor() {
     fx.unmount();
 }
 
+/// A sequential read comes in requests of a MiB: the daemon raises its mount's read-ahead after
+/// INIT (the kernel offers at most 128 KiB there). Root only, as these tests run.
+#[test]
+fn the_mounts_read_ahead_is_raised_to_a_mebibyte() {
+    let fx = Fixture::new();
+    fx.mount_daemon();
+    let dev = std::fs::metadata(&fx.mnt).unwrap().dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    wait_for("the read-ahead raised to 1024 KiB", || {
+        std::fs::read_to_string(&path).is_ok_and(|kb| kb.trim() == "1024")
+    });
+    fx.unmount();
+}
+
 fn stats_live_bytes(store: &Path) -> u64 {
     let out = run(&["stats", "--json", s(store)]);
     let json = String::from_utf8(out.stdout).unwrap();
