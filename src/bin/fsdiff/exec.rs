@@ -189,7 +189,8 @@ impl Side {
     }
 
     /// Whether an inode `op` names (its paths, their directories, its descriptors) is immutable
-    /// or append-only here.
+    /// or append-only here. A path's directory is looked at through symlinks, as the path's
+    /// resolution goes (`d1/f0` with `d1 -> s0` is in `s0`); the path itself is not.
     pub fn touches_protected_inode(&self, op: &Op, paths: &[String]) -> bool {
         let flagged = |fd: libc::c_int| {
             let mut v: libc::c_long = 0;
@@ -198,21 +199,23 @@ impl Side {
                 && v & (FS_IMMUTABLE_FL | FS_APPEND_FL) != 0
         };
         let np = paths.len();
+        // (name, whether a symlink there is followed)
         let mut names = Vec::new();
         for p in [op.p1, op.p2] {
             let path = &paths[p as usize % np];
-            names.push(path.clone());
+            names.push((path.clone(), false));
             if let Some((dir, _)) = path.rsplit_once('/') {
-                names.push(dir.to_string());
+                names.push((dir.to_string(), true));
             }
         }
-        names.push(String::new());
-        let by_path = names.iter().any(|name| {
+        names.push((String::new(), true));
+        let by_path = names.iter().any(|(name, follow)| {
             let full = self.full(name);
+            let no_follow = if *follow { 0 } else { libc::O_NOFOLLOW };
             let fd = unsafe {
                 libc::open(
                     full.as_ptr(),
-                    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+                    libc::O_RDONLY | no_follow | libc::O_NONBLOCK | libc::O_NOCTTY,
                 )
             };
             let yes = flagged(fd);
