@@ -13,5 +13,5 @@
 pub mod cli;
 pub mod engine;
 pub mod fs;
-#[cfg(feature = "s3")]
+pub mod mirror;
 pub mod object;

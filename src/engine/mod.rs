@@ -59,6 +59,7 @@ mod concurrency;
 mod copies;
 pub(crate) mod format;
 mod groups;
+pub mod image;
 mod index;
 mod log;
 mod open;

@@ -7,12 +7,17 @@
 //!   with other bytes, unreachable, refused credentials, no such bucket, anything else).
 //! - [`S3Url`]: `s3://BUCKET/PREFIX`; [`S3Config`]: endpoint, region and keys from the standard
 //!   `AWS_*` environment and/or a credentials file.
-//! - [`s3::S3Storage`]: the implementation over Apache Arrow's `object_store` crate. `tokio` is
-//!   confined to that file: it owns a small runtime and every method blocks on it.
+//! - [`s3::S3Storage`] (feature `s3`): the implementation over Apache Arrow's `object_store`
+//!   crate. `tokio` is confined to that file: it owns a small runtime and every method blocks
+//!   on it.
+//! - [`memory::MemoryObjects`]: a bucket in memory, with faults on demand, for the model tests
+//!   of the tiers above (never in place of a real gateway in the gateway tests).
 //!
 //! Names are relative to the URL's prefix, `/`-separated, and never reused by the tier's users:
 //! every object is created once ([`ObjectStorage::put_new`]) and later only read or deleted.
 
+pub mod memory;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,169 @@
+//! Durable images: what a copy of the store elsewhere (the object tier's mirror, `src/mirror`)
+//! takes from an open engine, and how such a copy becomes a store directory again.
+//!
+//! A durable image is the store as a power cut at one moment could leave it: the superblock, and
+//! for every segment in use its current use's bytes up to the end written before that moment,
+//! all of them synced. Every other byte reads as zeros (a free segment, the unsynced rest of an
+//! open one). Recovery takes such a directory as it takes any power-cut image, and it needs
+//! none of the store's other files: the sync table, the checkpoint and the summaries only spare
+//! or sharpen work a full scan does without them (see `synctable.rs`, `checkpoint.rs`,
+//! `summaries.rs`).
+//!
+//! Rules that make the image exact although its bytes are read after the moment it describes:
+//! - a segment's use never rewrites a byte below its written end (buffers are appended at block
+//!   boundaries), so bytes read later are the bytes of that moment;
+//! - a use ends only when the reclaimer frees the segment, and a new use has a new generation
+//!   (generations are never handed out twice); [`Engine::read_segment_use`] reads under the
+//!   reclaimer's lock and answers `false` once the use it was asked for is gone, and the image
+//!   can then no longer be copied whole (the caller takes a new one).
+
+use std::path::Path;
+
+use super::format::Superblock;
+use super::segments::SegmentState;
+use super::storage::{FileStorage, Storage};
+use super::{Engine, EngineError, Result};
+
+/// The part of one segment's use that an image holds: bytes `0..len` of use `generation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentExtent {
+    pub segment: u32,
+    pub generation: u64,
+    pub len: u32,
+    /// No byte will be added to this use (it is closed): its bytes are final.
+    pub closed: bool,
+}
+
+/// A durable image (see the module's doc).
+#[derive(Clone, Debug)]
+pub struct DurableImage {
+    /// The superblock file's bytes.
+    pub superblock: Vec<u8>,
+    /// The durable LSN once the image was synced: every batch up to it is in the image.
+    pub durable_lsn: u64,
+    /// Every segment in use that holds a byte, by segment number.
+    pub segments: Vec<SegmentExtent>,
+}
+
+impl Engine {
+    /// Takes a durable image that holds every batch written before the call: syncs (which
+    /// writes out every such batch), notes every segment's use and written end, then syncs
+    /// again, so that what was written meanwhile and noted is durable too. Costs two
+    /// [`Engine::sync`]s (the second one cheap when nothing was written in between).
+    pub fn durable_image(&self) -> Result<DurableImage> {
+        self.inner.check_open()?;
+        if !self.inner.read_only {
+            self.inner.sync()?;
+        }
+        let segments = self
+            .inner
+            .segments
+            .infos()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, i)| {
+                matches!(i.state, SegmentState::Open | SegmentState::Closed) && i.used > 0
+            })
+            .map(|(s, i)| SegmentExtent {
+                segment: s as u32,
+                generation: i.generation,
+                len: i.used,
+                closed: i.state == SegmentState::Closed,
+            })
+            .collect();
+        // Read after the uses: a generation is handed out only once a superblock whose
+        // high-water mark covers it is durable, so this one covers every use noted above.
+        let superblock = self
+            .inner
+            .storage
+            .read_superblock()?
+            .ok_or_else(|| EngineError::NotAStore("the store has no superblock".into()))?;
+        if !self.inner.read_only {
+            self.inner.sync()?;
+        }
+        Ok(DurableImage {
+            superblock,
+            durable_lsn: self.inner.log.durable_lsn(),
+            segments,
+        })
+    }
+
+    /// Reads bytes `offset..offset + buf.len()` of `segment`'s use `generation` into `buf`;
+    /// `false` (and `buf` unspecified) if that use has ended. Holds the reclaimer off meanwhile.
+    pub fn read_segment_use(
+        &self,
+        segment: u32,
+        generation: u64,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> Result<bool> {
+        self.inner.check_open()?;
+        let _no_free = self.inner.reclaim_lock.lock();
+        let info = self.inner.segments.info(segment);
+        let live_use = info.generation == generation
+            && matches!(info.state, SegmentState::Open | SegmentState::Closed)
+            && offset as u64 + buf.len() as u64 <= info.used as u64;
+        if !live_use {
+            return Ok(false);
+        }
+        self.inner.segments.read(segment, offset, buf)?;
+        Ok(true)
+    }
+}
+
+/// Writes a durable image into a new store directory: segment bytes first, synced, and the
+/// superblock last, so that a restore cut short leaves a directory that holds no store (and is
+/// begun again), never a store missing some of its bytes.
+pub struct ImageWriter {
+    storage: FileStorage,
+    superblock_bytes: Vec<u8>,
+    superblock: Superblock,
+}
+
+impl ImageWriter {
+    /// Starts a restore into `dir`, which must not hold a store.
+    pub fn create(dir: &Path, superblock: &[u8]) -> Result<ImageWriter> {
+        if super::store_dir::holds_store(dir) {
+            return Err(EngineError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} already holds a store", dir.display()),
+            )));
+        }
+        let sb = Superblock::decode(superblock).map_err(EngineError::NotAStore)?;
+        let storage = FileStorage::open(dir, true).map_err(EngineError::Io)?;
+        for file in 0..sb.file_count() {
+            storage.allocate(file, sb.file_len())?;
+        }
+        Ok(ImageWriter {
+            storage,
+            superblock_bytes: superblock.to_vec(),
+            superblock: sb,
+        })
+    }
+
+    /// Writes `bytes` at `offset` of `segment`.
+    pub fn write(&self, segment: u32, offset: u32, bytes: &[u8]) -> Result<()> {
+        let sb = &self.superblock;
+        if segment >= sb.segment_count
+            || offset as u64 + bytes.len() as u64 > sb.segment_size as u64
+        {
+            return Err(EngineError::Corrupt(format!(
+                "an image names bytes {offset}..+{} of segment {segment}, outside the store's \
+                 {} segments of {} bytes",
+                bytes.len(),
+                sb.segment_count,
+                sb.segment_size
+            )));
+        }
+        let (file, base) = sb.segment_position(segment);
+        self.storage.write_at(file, base + offset as u64, bytes)?;
+        Ok(())
+    }
+
+    /// Syncs every byte written, then writes the superblock (atomically, durably).
+    pub fn finish(self) -> Result<()> {
+        self.storage.sync_everything()?;
+        self.storage.write_superblock(&self.superblock_bytes)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! The bucket's formats: object names and the manifest's bytes. Objects in a bucket outlive
+//! every build that reads them, so each layout here carries a magic with its version and
+//! changes only by a new version that older ones keep reading.
+//!
+//! # Object names (relative to the mount's `s3://BUCKET/PREFIX`)
+//!
+//! | name | holds |
+//! |---|---|
+//! | `seg/SSSSSSSS-GGGGGGGGGGGGGGGG` | bytes `0..len` of segment `S`'s closed use of generation `G` (hex) |
+//! | `log/NNNNNNNNNNNNNNNN` | the `N`th upload of bytes of open segments, pieces end to end |
+//! | `manifest/NNNNNNNNNNNNNNNN` | the `N`th manifest: one durable image, made of pieces of the above |
+//!
+//! A name is never used twice: generations are never handed out twice within a store, and log
+//! and manifest numbers only grow. Numbers are fixed-width hex so that names sort in order.
+//!
+//! # Manifest (little-endian)
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `LSMANI01` |
+//! | 8 | 8 | manifest number |
+//! | 16 | 8 | durable LSN of the image |
+//! | 24 | 4 | superblock length `S` |
+//! | 28 | `S` | the store's superblock file |
+//! | 28+S | 4 | piece count `P` |
+//! | 32+S | 44 x `P` | pieces (below), by segment then offset |
+//! | end-4 | 4 | CRC-32 of every byte before it |
+//!
+//! A piece: `segment` u32, `generation` u64, `offset` u32 (in the segment), `len` u32, `crc`
+//! u32 (CRC-32 of the piece's bytes), `kind` u32 (0: a `seg/` object, 1: a `log/` object),
+//! `number` u64 (the log object's number; 0 for `seg/`), `at` u64 (where the bytes start in
+//! the object). The pieces of one segment's use cover `0..len` without gaps, in order.
+
+use crate::engine::image::SegmentExtent;
+
+pub const MANIFEST_MAGIC: &[u8; 8] = b"LSMANI01";
+const PIECE_SIZE: usize = 44;
+const HEADER_SIZE: usize = 28;
+
+pub fn segment_object(segment: u32, generation: u64) -> String {
+    format!("seg/{segment:08x}-{generation:016x}")
+}
+
+pub fn log_object(number: u64) -> String {
+    format!("log/{number:016x}")
+}
+
+pub const MANIFEST_PREFIX: &str = "manifest/";
+pub const LOG_PREFIX: &str = "log/";
+
+pub fn manifest_object(number: u64) -> String {
+    format!("{MANIFEST_PREFIX}{number:016x}")
+}
+
+/// The number in a `manifest/` or `log/` name, if it is one of ours.
+pub fn number_of(name: &str, prefix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// Where a piece's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The `seg/` object of the piece's own segment use.
+    Segment,
+    /// The `log/` object of this number.
+    Log(u64),
+}
+
+/// Bytes `offset..offset + len` of a segment's use, and where they are in the bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub segment: u32,
+    pub generation: u64,
+    pub offset: u32,
+    pub len: u32,
+    pub crc: u32,
+    pub source: Source,
+    /// Where the bytes start in their object.
+    pub at: u64,
+}
+
+impl Piece {
+    pub fn object(&self) -> String {
+        match self.source {
+            Source::Segment => segment_object(self.segment, self.generation),
+            Source::Log(n) => log_object(n),
+        }
+    }
+}
+
+/// One durable image in the bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub number: u64,
+    pub durable_lsn: u64,
+    pub superblock: Vec<u8>,
+    pub pieces: Vec<Piece>,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            HEADER_SIZE + self.superblock.len() + 8 + PIECE_SIZE * self.pieces.len(),
+        );
+        b.extend_from_slice(MANIFEST_MAGIC);
+        b.extend_from_slice(&self.number.to_le_bytes());
+        b.extend_from_slice(&self.durable_lsn.to_le_bytes());
+        b.extend_from_slice(&(self.superblock.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.superblock);
+        b.extend_from_slice(&(self.pieces.len() as u32).to_le_bytes());
+        for p in &self.pieces {
+            let (kind, number) = match p.source {
+                Source::Segment => (0u32, 0u64),
+                Source::Log(n) => (1, n),
+            };
+            b.extend_from_slice(&p.segment.to_le_bytes());
+            b.extend_from_slice(&p.generation.to_le_bytes());
+            b.extend_from_slice(&p.offset.to_le_bytes());
+            b.extend_from_slice(&p.len.to_le_bytes());
+            b.extend_from_slice(&p.crc.to_le_bytes());
+            b.extend_from_slice(&kind.to_le_bytes());
+            b.extend_from_slice(&number.to_le_bytes());
+            b.extend_from_slice(&p.at.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Manifest, String> {
+        if b.len() < HEADER_SIZE + 8 || &b[..8] != MANIFEST_MAGIC {
+            return Err("not a manifest (bad magic or too short)".into());
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+            return Err("the manifest's checksum fails".into());
+        }
+        let mut r = Reader { b: body, at: 8 };
+        let number = r.u64()?;
+        let durable_lsn = r.u64()?;
+        let sb_len = r.u32()? as usize;
+        let superblock = r.bytes(sb_len)?.to_vec();
+        let count = r.u32()? as usize;
+        if body.len() - r.at != count * PIECE_SIZE {
+            return Err(format!("the manifest's length does not fit {count} pieces"));
+        }
+        let mut pieces = Vec::with_capacity(count);
+        for _ in 0..count {
+            let segment = r.u32()?;
+            let generation = r.u64()?;
+            let offset = r.u32()?;
+            let len = r.u32()?;
+            let crc = r.u32()?;
+            let kind = r.u32()?;
+            let number = r.u64()?;
+            let at = r.u64()?;
+            let source = match kind {
+                0 => Source::Segment,
+                1 => Source::Log(number),
+                k => return Err(format!("a piece of unknown kind {k}")),
+            };
+            pieces.push(Piece {
+                segment,
+                generation,
+                offset,
+                len,
+                crc,
+                source,
+                at,
+            });
+        }
+        let m = Manifest {
+            number,
+            durable_lsn,
+            superblock,
+            pieces,
+        };
+        m.extents()?;
+        Ok(m)
+    }
+
+    /// The image's segment uses, from its pieces; an error if a use's pieces leave a gap or
+    /// overlap.
+    pub fn extents(&self) -> Result<Vec<SegmentExtent>, String> {
+        let mut out: Vec<SegmentExtent> = Vec::new();
+        for p in &self.pieces {
+            match out.last_mut() {
+                Some(e) if e.segment == p.segment && e.generation == p.generation => {
+                    if p.offset != e.len {
+                        return Err(format!(
+                            "segment {} generation {}: a piece at {} after bytes up to {}",
+                            p.segment, p.generation, p.offset, e.len
+                        ));
+                    }
+                    e.len += p.len;
+                }
+                last => {
+                    if last.is_some_and(|e| e.segment >= p.segment) || p.offset != 0 {
+                        return Err(format!(
+                            "segment {} generation {}: pieces out of order",
+                            p.segment, p.generation
+                        ));
+                    }
+                    out.push(SegmentExtent {
+                        segment: p.segment,
+                        generation: p.generation,
+                        len: p.len,
+                        closed: p.source == Source::Segment,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let s = self
+            .b
+            .get(self.at..self.at + n)
+            .ok_or("the manifest is cut short")?;
+        self.at += n;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.bytes(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            number: 7,
+            durable_lsn: 99,
+            superblock: vec![1, 2, 3],
+            pieces: vec![
+                Piece {
+                    segment: 2,
+                    generation: 5,
+                    offset: 0,
+                    len: 4096,
+                    crc: 11,
+                    source: Source::Segment,
+                    at: 0,
+                },
+                Piece {
+                    segment: 3,
+                    generation: 9,
+                    offset: 0,
+                    len: 8192,
+                    crc: 12,
+                    source: Source::Log(4),
+                    at: 0,
+                },
+                Piece {
+                    segment: 3,
+                    generation: 9,
+                    offset: 8192,
+                    len: 4096,
+                    crc: 13,
+                    source: Source::Log(5),
+                    at: 4096,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_manifest_reads_back_as_written_and_any_flipped_bit_is_refused() {
+        let m = sample();
+        let b = m.encode();
+        assert_eq!(Manifest::decode(&b).unwrap(), m);
+        for i in 0..b.len() * 8 {
+            let mut bad = b.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(Manifest::decode(&bad).is_err(), "bit {i} flipped was taken");
+        }
+        assert!(Manifest::decode(&b[..b.len() - 1]).is_err());
+        let ext = m.extents().unwrap();
+        assert_eq!(ext.len(), 2);
+        assert_eq!(
+            (ext[1].segment, ext[1].len, ext[1].closed),
+            (3, 12288, false)
+        );
+    }
+
+    #[test]
+    fn pieces_with_a_gap_are_refused() {
+        let mut m = sample();
+        m.pieces[2].offset = 12288;
+        assert!(Manifest::decode(&m.encode()).is_err());
+    }
+
+    #[test]
+    fn names_sort_by_number_and_read_back() {
+        assert!(log_object(9) < log_object(10));
+        assert_eq!(number_of(&manifest_object(300), MANIFEST_PREFIX), Some(300));
+        assert_eq!(number_of("manifest/12", MANIFEST_PREFIX), None);
+        assert_eq!(segment_object(1, 2), "seg/00000001-0000000000000002");
+    }
+}

@@ -1,0 +1,347 @@
+//! The mirror: a store copied to an S3-compatible bucket as a sequence of durable images, so
+//! that it outlives its disk and can be rebuilt on another machine.
+//!
+//! Each round ([`Mirror::round`]) takes a durable image of the engine (`engine/image.rs`: the
+//! superblock and every segment use's synced bytes, as a power cut could leave them), uploads
+//! what the bucket lacks of it, and publishes a manifest naming the image's pieces:
+//! 1. a closed segment use goes up whole, once, as its own `seg/` object (its bytes are final);
+//! 2. the bytes open uses gained since the last round go up together as one `log/` object;
+//! 3. then `manifest/N+1` names, for every use in the image, the pieces that cover it.
+//!
+//! Nothing is uploaded before it is durable locally (the image is synced first), and a
+//! manifest is created only after every object it names is in the bucket, so the newest
+//! manifest is always a whole image. A restore ([`restore`]) writes the newest (or a chosen)
+//! manifest's image into an empty directory; recovery then opens it as it opens a store after
+//! a power cut, and the store holds exactly the batches up to the manifest's durable LSN (and
+//! possibly copies that recovery cuts as it always does).
+//!
+//! Every object is created once (`If-None-Match: *`); a create refused because another writer
+//! made the name (a manifest number taken) stops the mirror: one writer per prefix. Formats and
+//! names: `manifest.rs`.
+
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::engine::image::ImageWriter;
+use crate::engine::{Engine, EngineError};
+use crate::object::{Bytes, ErrorKind, MAX_OBJECT_BYTES, ObjectError, ObjectStorage};
+use manifest::{LOG_PREFIX, MANIFEST_PREFIX, Manifest, Piece, Source};
+
+#[derive(Debug)]
+pub enum MirrorError {
+    Object(ObjectError),
+    Engine(EngineError),
+    /// The bucket holds something this build cannot take: a damaged manifest or object.
+    Bucket(String),
+}
+
+impl fmt::Display for MirrorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MirrorError::Object(e) => write!(f, "{e}"),
+            MirrorError::Engine(e) => write!(f, "{e}"),
+            MirrorError::Bucket(s) => write!(f, "the bucket's copy is unusable: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for MirrorError {}
+
+impl From<ObjectError> for MirrorError {
+    fn from(e: ObjectError) -> Self {
+        MirrorError::Object(e)
+    }
+}
+
+impl From<EngineError> for MirrorError {
+    fn from(e: EngineError) -> Self {
+        MirrorError::Engine(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, MirrorError>;
+
+/// What a round did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Round {
+    /// Manifest of this number published.
+    Published(u64),
+    /// The image is the one the last manifest holds: nothing uploaded.
+    Unchanged,
+    /// A segment use of the image ended before its bytes were read (the reclaimer freed it):
+    /// nothing was published; the next round takes a new image.
+    Overtaken,
+}
+
+/// Counters of a mirror, for `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MirrorStats {
+    pub manifests: u64,
+    pub objects_put: u64,
+    pub bytes_put: u64,
+    /// Durable LSN of the newest manifest published by this mirror.
+    pub bucket_lsn: u64,
+}
+
+/// A store's mirror in one bucket prefix (see the module's doc).
+pub struct Mirror {
+    objects: Arc<dyn ObjectStorage>,
+    state: Mutex<State>,
+}
+
+struct State {
+    next_manifest: u64,
+    next_log: u64,
+    /// For each open segment use in the newest manifest: the pieces that cover its bytes so
+    /// far, in order.
+    uses: BTreeMap<(u32, u64), Vec<Piece>>,
+    /// Closed segment uses whose `seg/` object is in the bucket (uploaded by this mirror), with
+    /// the piece that names it. Kept across rounds that publish nothing: the object is valid
+    /// for any image that holds the use.
+    whole: BTreeMap<(u32, u64), Piece>,
+    /// The pieces of the newest manifest published.
+    published: Option<Vec<Piece>>,
+    stats: MirrorStats,
+}
+
+impl Mirror {
+    /// A mirror into `objects`: numbers go on after the newest manifest and log object there.
+    /// Closed segment uses already in the bucket are not trusted to be this store's: the first
+    /// round creates their names again, which succeeds only for the same bytes.
+    pub fn attach(objects: Arc<dyn ObjectStorage>) -> Result<Mirror> {
+        let newest = |prefix: &str| -> Result<Option<u64>> {
+            Ok(objects
+                .list(prefix)?
+                .iter()
+                .filter_map(|o| manifest::number_of(&o.name, prefix))
+                .max())
+        };
+        let next_manifest = newest(MANIFEST_PREFIX)?.map_or(1, |n| n + 1);
+        let next_log = newest(LOG_PREFIX)?.map_or(1, |n| n + 1);
+        Ok(Mirror {
+            objects,
+            state: Mutex::new(State {
+                next_manifest,
+                next_log,
+                uses: BTreeMap::new(),
+                whole: BTreeMap::new(),
+                published: None,
+                stats: MirrorStats::default(),
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> MirrorStats {
+        self.state.lock().stats
+    }
+
+    /// Takes a durable image of `engine`, uploads what the bucket lacks of it, and publishes
+    /// its manifest (see the module's doc). One round at a time (the state lock is held).
+    pub fn round(&self, engine: &Engine) -> Result<Round> {
+        let mut st = self.state.lock();
+        let image = engine.durable_image()?;
+        // Worked on a copy: an overtaken or failed round leaves the state as it was.
+        let mut uses: BTreeMap<(u32, u64), Vec<Piece>> = BTreeMap::new();
+        // This round's log objects, numbered from `st.next_log` on, each at most
+        // `MAX_OBJECT_BYTES`.
+        let mut logs: Vec<Vec<u8>> = Vec::new();
+        // Closed uses not in the bucket yet go up one at a time as they are read (memory:
+        // one segment), and stay known even if the round is overtaken later.
+        for e in image.segments.iter().filter(|e| e.closed) {
+            let key = (e.segment, e.generation);
+            if st.whole.get(&key).is_some_and(|p| p.len == e.len) {
+                continue;
+            }
+            let mut bytes = vec![0u8; e.len as usize];
+            if !engine.read_segment_use(e.segment, e.generation, 0, &mut bytes)? {
+                return Ok(Round::Overtaken);
+            }
+            let piece = Piece {
+                segment: e.segment,
+                generation: e.generation,
+                offset: 0,
+                len: e.len,
+                crc: crc32fast::hash(&bytes),
+                source: Source::Segment,
+                at: 0,
+            };
+            st.stats.bytes_put += bytes.len() as u64;
+            self.objects.put_new(&piece.object(), Bytes::from(bytes))?;
+            st.stats.objects_put += 1;
+            st.whole.insert(key, piece);
+        }
+        for e in image.segments.iter().filter(|e| !e.closed) {
+            let key = (e.segment, e.generation);
+            let mut pieces = st.uses.get(&key).cloned().unwrap_or_default();
+            let have = pieces.iter().map(|p| p.len).sum::<u32>();
+            if e.len > have {
+                let mut bytes = vec![0u8; (e.len - have) as usize];
+                if !engine.read_segment_use(e.segment, e.generation, have, &mut bytes)? {
+                    return Ok(Round::Overtaken);
+                }
+                if logs
+                    .last()
+                    .is_none_or(|l| l.len() + bytes.len() > MAX_OBJECT_BYTES)
+                {
+                    logs.push(Vec::new());
+                }
+                let number = st.next_log + logs.len() as u64 - 1;
+                let log = logs.last_mut().expect("pushed above");
+                pieces.push(Piece {
+                    segment: e.segment,
+                    generation: e.generation,
+                    offset: have,
+                    len: bytes.len() as u32,
+                    crc: crc32fast::hash(&bytes),
+                    source: Source::Log(number),
+                    at: log.len() as u64,
+                });
+                log.extend_from_slice(&bytes);
+            }
+            uses.insert(key, pieces);
+        }
+        let pieces: Vec<Piece> = image
+            .segments
+            .iter()
+            .flat_map(|e| match st.whole.get(&(e.segment, e.generation)) {
+                Some(p) if e.closed => vec![*p],
+                _ => uses[&(e.segment, e.generation)].clone(),
+            })
+            .collect();
+        if st.published.as_ref() == Some(&pieces) {
+            return Ok(Round::Unchanged);
+        }
+        // Numbers are spent before their PUTs: a PUT whose reply was lost may have created its
+        // object, and a later round must not create that name again with other bytes.
+        let first_log = st.next_log;
+        st.next_log += logs.len() as u64;
+        for (i, log) in logs.into_iter().enumerate() {
+            let name = manifest::log_object(first_log + i as u64);
+            st.stats.bytes_put += log.len() as u64;
+            self.objects.put_new(&name, Bytes::from(log))?;
+            st.stats.objects_put += 1;
+        }
+        let number = st.next_manifest;
+        st.next_manifest += 1;
+        let m = Manifest {
+            number,
+            durable_lsn: image.durable_lsn,
+            superblock: image.superblock.clone(),
+            pieces: pieces.clone(),
+        };
+        let encoded = m.encode();
+        st.stats.bytes_put += encoded.len() as u64;
+        self.objects
+            .put_new(&manifest::manifest_object(m.number), Bytes::from(encoded))?;
+        st.stats.objects_put += 1;
+        st.stats.manifests += 1;
+        st.stats.bucket_lsn = image.durable_lsn;
+        st.uses = uses;
+        let in_image: std::collections::BTreeSet<(u32, u64)> = image
+            .segments
+            .iter()
+            .map(|e| (e.segment, e.generation))
+            .collect();
+        st.whole.retain(|k, _| in_image.contains(k));
+        st.published = Some(pieces);
+        Ok(Round::Published(m.number))
+    }
+}
+
+/// The numbers of the manifests in the bucket, oldest first.
+pub fn manifests(objects: &dyn ObjectStorage) -> Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = objects
+        .list(MANIFEST_PREFIX)?
+        .iter()
+        .filter_map(|o| manifest::number_of(&o.name, MANIFEST_PREFIX))
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Reads manifest `number`.
+pub fn read_manifest(objects: &dyn ObjectStorage, number: u64) -> Result<Manifest> {
+    let name = manifest::manifest_object(number);
+    let bytes = objects.get(&name)?;
+    let m = Manifest::decode(&bytes).map_err(|e| MirrorError::Bucket(format!("{name}: {e}")))?;
+    if m.number != number {
+        return Err(MirrorError::Bucket(format!(
+            "{name} calls itself manifest {}",
+            m.number
+        )));
+    }
+    Ok(m)
+}
+
+/// What a restore fetched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub manifest: u64,
+    pub durable_lsn: u64,
+    pub objects_fetched: u64,
+    pub bytes_fetched: u64,
+}
+
+/// Writes the image of manifest `number` (the newest if `None`) into `dir`, which must hold no
+/// store; `progress(done, total)` is called with the bytes written so far. Every piece's
+/// checksum is checked before its bytes are written. Fails with [`ErrorKind::NotFound`] if the
+/// bucket holds no manifest.
+pub fn restore(
+    objects: &dyn ObjectStorage,
+    number: Option<u64>,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Restored> {
+    let number = match number {
+        Some(n) => n,
+        None => *manifests(objects)?.last().ok_or_else(|| {
+            ObjectError::new(
+                ErrorKind::NotFound,
+                "restore",
+                MANIFEST_PREFIX,
+                "the bucket holds no manifest: nothing was mirrored there",
+            )
+        })?,
+    };
+    let m = read_manifest(objects, number)?;
+    let writer = ImageWriter::create(dir, &m.superblock)?;
+    let total: u64 = m.pieces.iter().map(|p| p.len as u64).sum();
+    let mut by_object: BTreeMap<String, Vec<Piece>> = BTreeMap::new();
+    for p in &m.pieces {
+        by_object.entry(p.object()).or_default().push(*p);
+    }
+    let mut done = Restored {
+        manifest: m.number,
+        durable_lsn: m.durable_lsn,
+        ..Restored::default()
+    };
+    let mut written = 0u64;
+    progress(0, total);
+    for (name, pieces) in by_object {
+        let bytes = objects.get(&name)?;
+        done.objects_fetched += 1;
+        done.bytes_fetched += bytes.len() as u64;
+        for p in pieces {
+            let piece = bytes
+                .get(p.at as usize..p.at as usize + p.len as usize)
+                .filter(|b| crc32fast::hash(b) == p.crc)
+                .ok_or_else(|| {
+                    MirrorError::Bucket(format!(
+                        "{name}: bytes {}..+{} for segment {} are missing or fail their checksum",
+                        p.at, p.len, p.segment
+                    ))
+                })?;
+            writer.write(p.segment, p.offset, piece)?;
+            written += p.len as u64;
+            progress(written, total);
+        }
+    }
+    writer.finish()?;
+    Ok(done)
+}

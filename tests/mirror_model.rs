@@ -1,0 +1,226 @@
+//! Model test of the mirror (`src/mirror`) on a bucket in memory: random batches over four
+//! groups in a small store (so that the separator, compaction and the reclaimer free and reuse
+//! segments under the mirror), a mirror round every few batches, and then every manifest
+//! published restored into a directory of its own and opened: each must hold exactly the model
+//! as of its round. The same rounds run against a real gateway in `tests/object_s3.rs`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use logstorfs::engine::storage::SimRng;
+use logstorfs::engine::{Engine, EngineOptions, Mutation};
+use logstorfs::mirror::{self, Mirror, Round};
+use logstorfs::object::memory::MemoryObjects;
+use logstorfs::object::{ErrorKind, ObjectStorage};
+
+type State = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        capacity_bytes: 16 << 20,
+        segment_size_bytes: 256 << 10,
+        segments_per_file: 16,
+        create_if_missing: true,
+        sync_interval: None,
+        separator_threshold_segments: 2,
+        ..Default::default()
+    }
+}
+
+fn key(n: u64) -> Vec<u8> {
+    format!("k{n:03}").into_bytes()
+}
+
+fn batch(rng: &mut SimRng, step: u64, state: &mut State) -> Vec<Mutation> {
+    (0..1 + rng.below(4))
+        .map(|_| {
+            let n = rng.below(120);
+            let group = 1 + (n % 4) as u32;
+            if rng.below(6) == 0 {
+                state.remove(&key(n));
+                Mutation::delete(group, key(n))
+            } else {
+                let len = if rng.below(8) == 0 { 40_000 } else { 300 };
+                let mut v = format!("step {step} key {n};").into_bytes();
+                v.resize(len, (step % 251) as u8);
+                state.insert(key(n), v.clone());
+                Mutation::put(group, key(n), v)
+            }
+        })
+        .collect()
+}
+
+fn contents(engine: &Engine) -> State {
+    engine
+        .scan(b"", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn restored(objects: &dyn ObjectStorage, manifest: Option<u64>, dir: &Path) -> State {
+    let mut last = (0, 0);
+    mirror::restore(objects, manifest, dir, &mut |done, total| {
+        last = (done, total)
+    })
+    .unwrap();
+    assert_eq!(last.0, last.1, "progress ends at the total");
+    let engine = Engine::open(dir, &options()).unwrap();
+    let state = contents(&engine);
+    engine.close().unwrap();
+    state
+}
+
+#[test]
+fn every_manifest_restores_to_the_store_as_of_its_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mut rng = SimRng::new(0x5eed_0021);
+    let mut state = State::new();
+    let mut at_manifest: Vec<(u64, State)> = Vec::new();
+    let mut overtaken = 0;
+    for step in 0..1500u64 {
+        let b = batch(&mut rng, step, &mut state);
+        engine.write(&b).unwrap();
+        if step % 97 == 0 {
+            engine.test_compact().unwrap();
+        }
+        if step % 37 == 0 {
+            match mirror.round(&engine).unwrap() {
+                Round::Published(n) => at_manifest.push((n, state.clone())),
+                Round::Unchanged => panic!("a round after writes found nothing new"),
+                Round::Overtaken => overtaken += 1,
+            }
+        }
+    }
+    // The uploader tries again at its next interval; here at once.
+    let last = (0..100)
+        .find_map(|_| match mirror.round(&engine).unwrap() {
+            Round::Published(n) => Some(n),
+            Round::Overtaken => None,
+            Round::Unchanged => panic!("the last round found nothing new"),
+        })
+        .expect("a round was overtaken 100 times in a row");
+    at_manifest.push((last, state.clone()));
+    // Idle: the background may still move records (a new image), but rounds settle.
+    engine.test_pause_background();
+    let settled = (0..3).any(|_| mirror.round(&engine).unwrap() == Round::Unchanged);
+    assert!(settled, "rounds with no write in between keep uploading");
+    eprintln!(
+        "{} manifests, {overtaken} rounds overtaken",
+        at_manifest.len()
+    );
+    assert_eq!(contents(&engine), state);
+    engine.close().unwrap();
+    assert!(at_manifest.len() > 20, "{} manifests", at_manifest.len());
+    let stats = mirror.stats();
+    assert!(stats.manifests >= at_manifest.len() as u64);
+    for (n, expected) in &at_manifest {
+        let into = dir.path().join(format!("restore-{n}"));
+        assert!(
+            restored(objects.as_ref(), Some(*n), &into) == *expected,
+            "manifest {n} does not restore the store as of its round"
+        );
+    }
+    // The newest by default.
+    assert_eq!(
+        restored(objects.as_ref(), None, &dir.path().join("newest")),
+        state
+    );
+}
+
+#[test]
+fn a_restore_refuses_a_damaged_object_and_an_empty_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let err = mirror::restore(
+        objects.as_ref(),
+        None,
+        &dir.path().join("a"),
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, mirror::MirrorError::Object(e) if e.kind == ErrorKind::NotFound),
+        "{err}"
+    );
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    engine
+        .write(&[Mutation::put(1, b"a".to_vec(), vec![7u8; 5000])])
+        .unwrap();
+    let mirror = Mirror::attach(objects.clone()).unwrap();
+    assert_eq!(mirror.round(&engine).unwrap(), Round::Published(1));
+    engine.close().unwrap();
+    // Replace the one log object by one with a byte changed.
+    let log = objects
+        .names()
+        .into_iter()
+        .find(|n| n.starts_with("log/"))
+        .unwrap();
+    let mut bytes = objects.get(&log).unwrap().to_vec();
+    bytes[100] ^= 1;
+    objects.delete(&log).unwrap();
+    objects.put_new(&log, bytes.into()).unwrap();
+    let into = dir.path().join("b");
+    let err = mirror::restore(objects.as_ref(), None, &into, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(
+        !logstorfs::engine::store_dir::holds_store(&into),
+        "a failed restore leaves no store behind"
+    );
+}
+
+#[test]
+fn a_mirror_stops_where_another_writer_took_the_next_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone()).unwrap();
+    engine
+        .write(&[Mutation::put(1, b"a".to_vec(), b"1".to_vec())])
+        .unwrap();
+    assert_eq!(mirror.round(&engine).unwrap(), Round::Published(1));
+    objects
+        .put_new(
+            &mirror::manifest::manifest_object(2),
+            b"someone else".to_vec().into(),
+        )
+        .unwrap();
+    engine
+        .write(&[Mutation::put(1, b"b".to_vec(), b"2".to_vec())])
+        .unwrap();
+    let err = mirror.round(&engine).unwrap_err();
+    assert!(
+        matches!(&err, mirror::MirrorError::Object(e) if e.kind == ErrorKind::AlreadyExists),
+        "{err}"
+    );
+    engine.close().unwrap();
+}
+
+#[test]
+fn a_lost_reply_is_retried_into_the_same_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone()).unwrap();
+    engine
+        .write(&[Mutation::put(1, b"a".to_vec(), b"1".to_vec())])
+        .unwrap();
+    objects.lose_replies(1);
+    let err = mirror.round(&engine).unwrap_err();
+    assert!(
+        matches!(&err, mirror::MirrorError::Object(e) if e.kind == ErrorKind::Unreachable),
+        "{err}"
+    );
+    // The log object went up; its reply did not. The next round sends the same bytes again.
+    assert_eq!(mirror.round(&engine).unwrap(), Round::Published(1));
+    engine.close().unwrap();
+    let state = restored(objects.as_ref(), None, &dir.path().join("r"));
+    assert_eq!(
+        state.get(b"a".as_slice()).map(Vec::as_slice),
+        Some(b"1".as_slice())
+    );
+}
