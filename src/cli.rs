@@ -10,6 +10,7 @@ mod docs;
 mod fsck;
 mod logging;
 mod progress;
+mod remote;
 mod signals;
 mod stats;
 
@@ -269,39 +270,38 @@ fn detach_stdio(store: &Path, log_in_store: bool) {
     }
 }
 
-fn serve(
-    store: &Path,
-    mountpoint: &Path,
-    options: &EngineOptions,
-    fs_options: &FsOptions,
-    instrument: &Instrumentation,
-    config: &Config,
-    mut notify: Option<File>,
-) -> Result<(), String> {
-    let result = serve_inner(
-        store,
-        mountpoint,
-        options,
-        fs_options,
-        instrument,
-        config,
-        &mut notify,
-    );
+/// Everything a mount's daemon needs, checked by `mount_cmd` before anything was written.
+pub(crate) struct ServeArgs<'a> {
+    pub store: &'a Path,
+    pub mountpoint: &'a Path,
+    pub options: &'a EngineOptions,
+    pub fs_options: &'a FsOptions,
+    pub instrument: &'a Instrumentation,
+    pub config: &'a Config,
+    pub remote: Option<&'a remote::Remote>,
+}
+
+fn serve(args: &ServeArgs, mut notify: Option<File>) -> Result<(), String> {
+    let result = serve_inner(args, &mut notify);
     if let (Err(msg), Some(n)) = (&result, notify.as_mut()) {
         let _ = n.write_all(format!("ERR {msg}\n").as_bytes());
     }
     result
 }
 
-fn serve_inner(
-    store: &Path,
-    mountpoint: &Path,
-    options: &EngineOptions,
-    fs_options: &FsOptions,
-    instrument: &Instrumentation,
-    config: &Config,
-    notify: &mut Option<File>,
-) -> Result<(), String> {
+fn serve_inner(args: &ServeArgs, notify: &mut Option<File>) -> Result<(), String> {
+    let ServeArgs {
+        store,
+        mountpoint,
+        options,
+        fs_options,
+        instrument,
+        config,
+        remote,
+    } = *args;
+    // Opened again here (a restore opened it before any fork): the client's threads do not
+    // survive a fork.
+    let bucket = remote.map(remote::open_bucket).transpose()?;
     let unmounter: Arc<Mutex<Option<SessionUnmounter>>> = Arc::new(Mutex::new(None));
     signals::start_unmount_on_signal(unmounter.clone())
         .map_err(|e| format!("cannot watch for signals: {e}"))?;
@@ -312,6 +312,20 @@ fn serve_inner(
             .map_err(|e| format!("cannot mount store {}: {e}", store.display()))?,
     );
     return_freed_memory();
+    let uploader = match (remote, bucket) {
+        (Some(r), Some(objects)) if !options.read_only => {
+            match remote::Uploader::start(fs.clone(), objects, r) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    if let Err(close) = close_fs(fs) {
+                        log::error!("{close}");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
     let rebuild = start_group_map_rebuild(fs.clone())?;
     let fuse = FuseFs::new(fs.clone());
     let notifier = fuse.notifier_slot();
@@ -323,6 +337,9 @@ fn serve_inner(
             let msg = format!("cannot mount on {}: {e}", mountpoint.display());
             fs.stop_group_map_rebuild();
             let _ = rebuild.join();
+            if let Some(u) = uploader {
+                u.finish();
+            }
             if let Err(close) = close_fs(fs) {
                 log::error!("{close}");
             }
@@ -345,6 +362,10 @@ fn serve_inner(
     // The rebuild holds a reference to the filesystem: stop it (its counts are in memory only).
     fs.stop_group_map_rebuild();
     let _ = rebuild.join();
+    // Before the close: one last round puts everything durable so far in the bucket.
+    if let Some(u) = uploader {
+        u.finish();
+    }
     let closed = close_fs(fs);
     run.map_err(|e| format!("session ended with an error: {e}"))?;
     closed?;

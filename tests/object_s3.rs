@@ -427,3 +427,244 @@ fn a_put_reply_cut_by_a_reset_is_retried_by_put_new_itself() {
     assert_eq!(s.get("manifest/000002").unwrap(), body);
     cleanup(&s);
 }
+
+// ---- The mirror (src/mirror) against the gateway ----
+
+mod mirror_on_the_gateway {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+    use std::sync::Arc;
+
+    use logstorfs::engine::storage::SimRng;
+    use logstorfs::engine::{Engine, EngineOptions, Mutation};
+    use logstorfs::mirror::{self, Mirror, Round};
+    use logstorfs::object::ObjectStorage;
+
+    use super::{bucket, cleanup, storage, storage_with, unique_prefix};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_logstorfs");
+
+    fn options() -> EngineOptions {
+        EngineOptions {
+            capacity_bytes: 16 << 20,
+            segment_size_bytes: 256 << 10,
+            segments_per_file: 16,
+            create_if_missing: true,
+            sync_interval: None,
+            separator_threshold_segments: 2,
+            ..Default::default()
+        }
+    }
+
+    fn contents(engine: &Engine) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        engine
+            .scan(b"", None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn mirror_rounds_restore_exactly_from_the_gateway() {
+        let Some((s3, _)) = storage("mirror-rounds") else {
+            return;
+        };
+        let s3: Arc<dyn ObjectStorage> = Arc::new(s3);
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+        let mirror = Mirror::attach(s3.clone()).unwrap();
+        let mut rng = SimRng::new(21);
+        let mut state = BTreeMap::new();
+        let mut first = None;
+        for step in 0..400u64 {
+            let n = rng.below(60);
+            let mut v = format!("{step}").into_bytes();
+            v.resize(if n % 7 == 0 { 30_000 } else { 200 }, step as u8);
+            state.insert(format!("k{n}").into_bytes(), v.clone());
+            engine
+                .write(&[Mutation::put(1 + (n % 3) as u32, format!("k{n}"), v)])
+                .unwrap();
+            if step % 50 == 49
+                && let Round::Published(m) = mirror.round(&engine).unwrap()
+            {
+                first.get_or_insert((m, state.clone()));
+            }
+        }
+        let last = loop {
+            if let Round::Published(m) = mirror.round(&engine).unwrap() {
+                break m;
+            }
+        };
+        engine.close().unwrap();
+        let (first, at_first) = first.expect("a round published");
+        for (m, expected) in [(first, at_first), (last, state)] {
+            let into = dir.path().join(format!("restored-{m}"));
+            mirror::restore(s3.as_ref(), Some(m), &into, &mut |_, _| {}).unwrap();
+            let e = Engine::open(&into, &options()).unwrap();
+            assert!(
+                contents(&e) == expected,
+                "manifest {m} restores another store"
+            );
+            e.close().unwrap();
+        }
+        let (puts, bytes) = (mirror.stats().objects_put, mirror.stats().bytes_put);
+        assert!(puts > 3 && bytes > 0, "{puts} objects, {bytes} bytes");
+        let s3_listed = s3.list("").unwrap();
+        assert!(s3_listed.iter().any(|o| o.name.starts_with("manifest/")));
+        for o in s3_listed {
+            s3.delete(&o.name).unwrap();
+        }
+    }
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run logstorfs")
+    }
+
+    fn ok(args: &[&str]) {
+        let out = run(args, &[]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn s(p: &Path) -> &str {
+        p.to_str().unwrap()
+    }
+
+    /// Each file under `root`: its mode and bytes (a symlink: its target).
+    fn files(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let bytes = if m.is_file() {
+                    std::fs::read(&p).unwrap()
+                } else if m.is_symlink() {
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes()
+                } else {
+                    stack.push(p.clone());
+                    Vec::new()
+                };
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    (m.mode(), bytes),
+                );
+            }
+        }
+        out
+    }
+
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_mounted_store_is_mounted_on_another_machine_from_the_bucket_alone() {
+        let Some((_, vars)) = storage("mirror-mount") else {
+            return;
+        };
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-mount"));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let _guard = Mounted(mnt.clone());
+        let mount = [
+            "mount",
+            "--daemon",
+            "--create",
+            "--size",
+            "64M",
+            "--remote",
+            &url,
+            "--remote-lag",
+            "1",
+            s(&store),
+            s(&mnt),
+        ];
+        ok(&mount);
+        std::fs::create_dir_all(mnt.join("a/b")).unwrap();
+        for i in 0..40u32 {
+            let len = [0usize, 100, 4096, 70_000][i as usize % 4] + i as usize;
+            let data: Vec<u8> = (0..len).map(|j| (j as u32 * 7 + i) as u8).collect();
+            let p = mnt
+                .join(if i % 2 == 0 { "a" } else { "a/b" })
+                .join(format!("f{i}"));
+            std::fs::write(&p, &data).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600 + i % 8)).unwrap();
+        }
+        std::os::unix::fs::symlink("a/f2", mnt.join("link")).unwrap();
+        std::fs::remove_file(mnt.join("a/f4")).unwrap();
+        let expected = files(&mnt);
+        ok(&["umount", s(&mnt)]);
+        let manifests = mirror::manifests(&s3).unwrap();
+        assert!(!manifests.is_empty(), "the unmount left no manifest");
+
+        // Another machine: the store is gone; only the bucket is left.
+        std::fs::remove_dir_all(&store).unwrap();
+        let store2 = root.join("elsewhere");
+        ok(&["mount", "--daemon", "--remote", &url, s(&store2), s(&mnt)]);
+        let got = files(&mnt);
+        ok(&["umount", s(&mnt)]);
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{:?}",
+            got.keys().collect::<Vec<_>>()
+        );
+        for (path, want) in &expected {
+            assert!(
+                got.get(path) == Some(want),
+                "{} differs after the restore",
+                path.display()
+            );
+        }
+        cleanup(&s3);
+    }
+
+    #[test]
+    fn a_mount_with_bad_credentials_says_so_and_writes_nothing() {
+        if storage("mirror-bad-keys").is_none() {
+            return;
+        }
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-bad-keys"));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let out = run(
+            &["mount", "--create", "--remote", &url, s(&store), s(&mnt)],
+            &[("AWS_SECRET_ACCESS_KEY", "not-the-key")],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("credentials"), "{err}");
+        assert!(!store.exists(), "a refused mount created the store");
+        let out = run(
+            &["mount", s(&store), s(&mnt), "-o", &format!("remote={url}")],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("holds none to restore"), "{err}");
+        assert!(!store.exists(), "a refused mount created the store");
+    }
+}

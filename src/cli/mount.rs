@@ -13,7 +13,8 @@ use nix::unistd::ForkResult;
 
 use super::format::{StoreDir, inspect_store_dir, new_store_capacity, resolved};
 use super::options::{MountOptions, Policy, parse_capacity, parse_mount_options, parse_size};
-use super::{FUSE_THREADS_MAX, FUSE_THREADS_MIN, serve};
+use super::remote::{self, Remote};
+use super::{FUSE_THREADS_MAX, FUSE_THREADS_MIN, ServeArgs, serve};
 use crate::engine::storage::io_log::Instrumentation;
 use crate::engine::{EngineOptions, store_dir};
 use crate::fs::FsOptions;
@@ -54,6 +55,15 @@ pub struct MountArgs {
     /// How compaction chooses the segments it empties (default cost-benefit).
     #[arg(long, value_name = "POLICY", value_enum)]
     pub compaction_policy: Option<Policy>,
+    /// Mirror the store to this bucket prefix (s3://BUCKET/PREFIX; endpoint, region and keys
+    /// from the AWS_* environment or -o credentials=FILE). A STORE that holds no store is
+    /// restored from the bucket's newest image first (or, with --create and an empty prefix,
+    /// created and mirrored from the start).
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// Seconds between uploads to the bucket (how far it may lag behind). Default 5.
+    #[arg(long, value_name = "SECONDS", requires = "remote")]
+    pub remote_lag: Option<u64>,
     /// Store directory.
     pub store: PathBuf,
     /// Mount point (an existing directory, not already a mount point).
@@ -95,14 +105,17 @@ impl HelperArgs {
             test_fail_writes_after: None,
             group_split_size: None,
             compaction_policy: None,
+            remote: None,
+            remote_lag: None,
             store,
             mountpoint,
         })
     }
 }
 
-/// Checks `store` for a mount; returns whether the mount creates the store.
-fn check_store(args: &MountArgs) -> Result<bool, String> {
+/// Checks `store` for a mount; returns whether the mount creates the store (or, with a
+/// remote, restores it from the bucket).
+fn check_store(args: &MountArgs, remote: bool) -> Result<bool, String> {
     let store = &args.store;
     match inspect_store_dir(store)? {
         StoreDir::Store => {
@@ -121,7 +134,7 @@ fn check_store(args: &MountArgs) -> Result<bool, String> {
             }
             Ok(false)
         }
-        StoreDir::Missing | StoreDir::Empty if args.create => Ok(true),
+        StoreDir::Missing | StoreDir::Empty if args.create || remote => Ok(true),
         StoreDir::Missing | StoreDir::Empty => Err(format!(
             "{} holds no logstorfs store: create one with `logstorfs format {}`, or mount with \
              --create",
@@ -233,8 +246,9 @@ fn clear_dead_mount(mountpoint: &Path) {
 pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
     // Everything is checked before anything is written.
     let opts = parse_mount_options(&args.options)?;
-    let create = check_store(&args)?;
-    if create && opts.read_only {
+    let remote = remote_of(&args, &opts)?;
+    let create = check_store(&args, remote.is_some())?;
+    if create && opts.read_only && remote.is_none() {
         return Err(format!(
             "{} holds no store, and a read-only mount cannot create one: drop -o ro, or run \
              `logstorfs format` first",
@@ -247,6 +261,12 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         None => None,
     };
 
+    // The bucket is checked before anything is written; a store it holds is restored here,
+    // in the foreground (a progress bar, and errors on the terminal), before any fork.
+    let create = match &remote {
+        Some(r) => prepare_remote(r, &args, create, opts.read_only)?,
+        None => create,
+    };
     super::keep_large_buffers_unresident();
     if create {
         crate::engine::storage::create_dir_durably(&args.store).map_err(|e| {
@@ -268,26 +288,78 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         record_io,
         fail_writes_after: args.test_fail_writes_after,
     };
+    let serve_args = ServeArgs {
+        store: &store,
+        mountpoint: &mountpoint,
+        options: &options,
+        fs_options: &fs_options,
+        instrument: &instrument,
+        config: &config,
+        remote: remote.as_ref(),
+    };
     if args.daemon {
-        daemonize_and_serve(
-            &store,
-            &mountpoint,
-            &options,
-            &fs_options,
-            &instrument,
-            &config,
-        )
+        daemonize_and_serve(&serve_args)
     } else {
-        serve(
-            &store,
-            &mountpoint,
-            &options,
-            &fs_options,
-            &instrument,
-            &config,
-            None,
-        )
+        serve(&serve_args, None)
     }
+}
+
+/// The mount's remote, from `-o remote=,credentials=,remote_lag=` or the command line.
+fn remote_of(args: &MountArgs, opts: &MountOptions) -> Result<Option<Remote>, String> {
+    let Some(url) = opts.remote.clone().or_else(|| args.remote.clone()) else {
+        if opts.credentials.is_some() || opts.remote_lag.is_some() {
+            return Err(
+                "credentials= and remote_lag= need a remote (-o remote=URL or --remote)".into(),
+            );
+        }
+        return Ok(None);
+    };
+    crate::object::S3Url::parse(&url).map_err(|e| format!("--remote {url}: {e}"))?;
+    let lag = opts
+        .remote_lag
+        .or(args.remote_lag)
+        .unwrap_or(remote::DEFAULT_REMOTE_LAG_SECS);
+    if lag == 0 {
+        return Err("--remote-lag: give at least 1 second".into());
+    }
+    Ok(Some(Remote {
+        url,
+        credentials: opts.credentials.clone(),
+        lag: std::time::Duration::from_secs(lag),
+    }))
+}
+
+/// Opens and checks the bucket; if the mount would create the store, restores it from the
+/// bucket instead when the bucket holds one. Returns whether the mount still creates it.
+fn prepare_remote(
+    r: &Remote,
+    args: &MountArgs,
+    create: bool,
+    read_only: bool,
+) -> Result<bool, String> {
+    let objects = remote::open_bucket(r)?;
+    if !create {
+        return Ok(false);
+    }
+    if remote::bucket_holds_store(objects.as_ref(), &r.url)? {
+        crate::engine::storage::create_dir_durably(&args.store).map_err(|e| {
+            format!(
+                "cannot create store directory {}: {e}",
+                args.store.display()
+            )
+        })?;
+        remote::restore_into(objects.as_ref(), &r.url, &args.store)?;
+        return Ok(false);
+    }
+    if !args.create || read_only {
+        return Err(format!(
+            "{} holds no logstorfs store, and {} holds none to restore: mount with --create to \
+             start one",
+            args.store.display(),
+            r.url
+        ));
+    }
+    Ok(true)
 }
 
 /// The FUSE mount: named after the store (or `-o fsname`), the options passed through, the
@@ -360,14 +432,7 @@ fn fs_options(args: &MountArgs, opts: &MountOptions) -> FsOptions {
 
 /// Forks. The parent waits until the child reports that the mount is live (or why it failed)
 /// and returns; the child serves the mount and exits.
-fn daemonize_and_serve(
-    store: &Path,
-    mountpoint: &Path,
-    options: &EngineOptions,
-    fs_options: &FsOptions,
-    instrument: &Instrumentation,
-    config: &Config,
-) -> Result<(), String> {
+fn daemonize_and_serve(args: &ServeArgs) -> Result<(), String> {
     // CLOEXEC: a helper the child spawns (fusermount3) must not inherit the write end and keep
     // the parent waiting.
     let (reader, writer) =
@@ -394,15 +459,7 @@ fn daemonize_and_serve(
             // Holds no directory busy: a daemon started from a directory would otherwise keep
             // that file system from being unmounted.
             let _ = nix::unistd::chdir("/");
-            let code = match serve(
-                store,
-                mountpoint,
-                options,
-                fs_options,
-                instrument,
-                config,
-                Some(File::from(writer)),
-            ) {
+            let code = match serve(args, Some(File::from(writer))) {
                 Ok(()) => 0,
                 Err(msg) => {
                     // Before the mount went live the parent reports the message; after, only

@@ -64,6 +64,11 @@ pub struct MountOptions {
     pub compaction_policy: Option<Policy>,
     /// Ask the kernel for its writeback cache: a flag of FUSE's INIT reply, not of mount(2).
     pub writeback_cache: bool,
+    /// The bucket prefix to mirror to (`remote=s3://BUCKET/PREFIX`), its credentials file and
+    /// the seconds between uploads: `--remote`, `--remote-lag` for fstab lines.
+    pub remote: Option<String>,
+    pub credentials: Option<std::path::PathBuf>,
+    pub remote_lag: Option<u64>,
 }
 
 impl MountOptions {
@@ -105,9 +110,8 @@ pub fn parse_mount_options(opts: &[String]) -> Result<MountOptions, String> {
             None => (opt, None),
         };
         let mo = match name {
-            "flush_interval" | "group_split_size" | "compaction_policy" | "fsname" | "subtype" => {
-                valued_option(&mut out, opt, name, value)?
-            }
+            "flush_interval" | "group_split_size" | "compaction_policy" | "fsname" | "subtype"
+            | "remote" | "credentials" | "remote_lag" => valued_option(&mut out, opt, name, value)?,
             _ if value.is_some() => return Err(unknown(opt)),
             _ => flag_option(&mut out, opt)?,
         };
@@ -133,6 +137,15 @@ fn valued_option(
         "flush_interval" => {
             let v = need("SECONDS")?;
             out.flush_interval =
+                Some(v.parse().map_err(|_| {
+                    format!("mount option '{opt}': {v} is not a number of seconds")
+                })?);
+        }
+        "remote" => out.remote = Some(need("s3://BUCKET/PREFIX")?.to_string()),
+        "credentials" => out.credentials = Some(need("FILE")?.into()),
+        "remote_lag" => {
+            let v = need("SECONDS")?;
+            out.remote_lag =
                 Some(v.parse().map_err(|_| {
                     format!("mount option '{opt}': {v} is not a number of seconds")
                 })?);

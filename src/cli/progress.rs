@@ -38,3 +38,20 @@ impl Observer for Bar {
         }
     }
 }
+
+/// A bar of bytes for one long step of the command itself (a restore from a bucket), drawn on
+/// stderr when it is a terminal and hidden otherwise.
+pub fn bytes_bar(what: &'static str) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(None, target);
+    let style = ProgressStyle::with_template("{msg}: [{bar:40}] {bytes}/{total_bytes} ({eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what);
+    bar
+}
