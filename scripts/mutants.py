@@ -1349,6 +1349,22 @@ whatever order concurrent writers update the index in",
         ["--release", "--features", "test-hooks", "--test", "fuse_writeback",
          "a_write_back_the_full_store_cuts_short_fails_fsync"],
     ),
+    (
+        "mirror-image-before-the-first-sync",
+        "mirror: an image holds every batch written before the round (the open buffer is written out first)",
+        "src/engine/image.rs",
+        "        self.inner.check_open()?;\n        if !self.inner.read_only {\n            self.inner.sync()?;\n        }\n",
+        "        self.inner.check_open()?;\n",
+        ["--release", "--test", "mirror_model"],
+    ),
+    (
+        "mirror-reads-a-later-use",
+        "mirror: a segment's bytes are read only while the use the image noted still holds it",
+        "src/engine/image.rs",
+        "        let live_use = info.generation == generation\n            && matches!",
+        "        let live_use = (info.generation == generation || true)\n            && matches!",
+        ["--release", "--test", "mirror_model"],
+    ),
 ]
 
 

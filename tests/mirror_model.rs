@@ -224,3 +224,72 @@ fn a_lost_reply_is_retried_into_the_same_object() {
         Some(b"1".as_slice())
     );
 }
+
+#[test]
+fn a_segment_use_that_ended_is_never_read_for_an_older_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    engine.test_pause_background();
+    let value = |round: u32, n: u32| {
+        let mut v = format!("round {round} key {n};").into_bytes();
+        v.resize(20_000, round as u8);
+        v
+    };
+    for n in 0..40u32 {
+        engine
+            .write(&[Mutation::put(1, format!("k{n}"), value(0, n))])
+            .unwrap();
+    }
+    let image = engine.durable_image().unwrap();
+    let old = *image
+        .segments
+        .iter()
+        .find(|e| e.closed)
+        .expect("a closed segment in the image");
+    // Every key deleted and the segments freed; new writes until the old segment is reused.
+    for n in 0..40u32 {
+        engine
+            .write(&[Mutation::delete(1, format!("k{n}"))])
+            .unwrap();
+    }
+    engine.test_separate().unwrap();
+    engine.test_compact().unwrap();
+    let mut round = 1;
+    let reused = loop {
+        for n in 0..10u32 {
+            engine
+                .write(&[
+                    Mutation::put(2, format!("r{round}-{n}"), value(round, n)),
+                    Mutation::delete(2, format!("r{}-{n}", round - 1)),
+                ])
+                .unwrap();
+        }
+        engine.test_separate().unwrap();
+        engine.test_compact().unwrap();
+        let now = engine.durable_image().unwrap();
+        if let Some(e) = now
+            .segments
+            .iter()
+            .find(|e| e.segment == old.segment && e.generation != old.generation)
+        {
+            break *e;
+        }
+        round += 1;
+        assert!(round < 200, "segment {} was never reused", old.segment);
+    };
+    assert_ne!(reused.generation, old.generation);
+    let mut buf = vec![0u8; old.len.min(reused.len) as usize];
+    assert!(
+        !engine
+            .read_segment_use(old.segment, old.generation, 0, &mut buf)
+            .unwrap(),
+        "bytes of a later use were read for the image that noted generation {}",
+        old.generation
+    );
+    assert!(
+        engine
+            .read_segment_use(reused.segment, reused.generation, 0, &mut buf)
+            .unwrap()
+    );
+    engine.close().unwrap();
+}
