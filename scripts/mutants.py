@@ -1365,6 +1365,22 @@ whatever order concurrent writers update the index in",
         "        let live_use = (info.generation == generation || true)\n            && matches!",
         ["--release", "--test", "mirror_model"],
     ),
+    (
+        "mirror-collects-what-the-oldest-kept-names",
+        "mirror: a collection deletes an object only once no kept manifest names it",
+        "src/mirror/mod.rs",
+        "                        .is_some_and(|&n| n >= oldest_kept);",
+        "                        .is_some_and(|&n| n > oldest_kept);",
+        ["--release", "--test", "mirror_model", "a_collection_deletes"],
+    ),
+    (
+        "mirror-collects-before-earlier-manifests-expire",
+        "mirror: objects of manifests from before the mirror attached go only once all of those expired",
+        "src/mirror/mod.rs",
+        "            if made >= cutoff || st.created.is_empty() {",
+        "            if st.created.is_empty() && false {",
+        ["--release", "--test", "mirror_model", "a_collection_deletes"],
+    ),
 ]
 
 

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use logstorfs::engine::storage::SimRng;
 use logstorfs::engine::{Engine, EngineOptions, Mutation};
@@ -292,4 +293,108 @@ fn a_segment_use_that_ended_is_never_read_for_an_older_image() {
             .unwrap()
     );
     engine.close().unwrap();
+}
+
+/// Every object a manifest names, and the manifest itself.
+fn named_by(objects: &dyn ObjectStorage, n: u64) -> std::collections::BTreeSet<String> {
+    let m = mirror::read_manifest(objects, n).unwrap();
+    let mut names: std::collections::BTreeSet<String> =
+        m.pieces.iter().map(|p| p.object()).collect();
+    names.insert(mirror::manifest::manifest_object(n));
+    names
+}
+
+fn publish(mirror: &Mirror, engine: &Engine) -> u64 {
+    (0..100)
+        .find_map(|_| match mirror.round(engine).unwrap() {
+            Round::Published(n) => Some(n),
+            _ => None,
+        })
+        .expect("a round published")
+}
+
+#[test]
+fn a_collection_deletes_exactly_what_no_kept_manifest_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let store = dir.path().join("store");
+    let engine = Engine::open(&store, &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mut rng = SimRng::new(77);
+    let mut state = State::new();
+    for step in 0..600u64 {
+        engine.write(&batch(&mut rng, step, &mut state)).unwrap();
+        if step % 97 == 0 {
+            engine.test_compact().unwrap();
+        }
+        if step % 30 == 0 {
+            mirror.round(&engine).unwrap();
+        }
+    }
+    let newest = publish(&mirror, &engine);
+    // A long retention keeps every manifest and every object one names (an object no
+    // manifest names, a closed use uploaded by a round that was overtaken and freed since,
+    // may go).
+    let numbers = mirror::manifests(objects.as_ref()).unwrap();
+    let needed: std::collections::BTreeSet<String> = numbers
+        .iter()
+        .flat_map(|&n| named_by(objects.as_ref(), n))
+        .collect();
+    assert_eq!(
+        mirror.collect(Duration::from_secs(3600)).unwrap().manifests,
+        0
+    );
+    let left: std::collections::BTreeSet<String> = objects.names().into_iter().collect();
+    assert_eq!(
+        left, needed,
+        "a long retention keeps exactly what some manifest names"
+    );
+    // A crashed writer's object that no manifest names.
+    objects
+        .put_new("log/ffffffffffff0000", b"left by a crash".to_vec().into())
+        .unwrap();
+    let c = mirror.collect(Duration::ZERO).unwrap();
+    assert!(c.manifests > 5 && c.objects > 5, "{c:?}");
+    let left: std::collections::BTreeSet<String> = objects.names().into_iter().collect();
+    assert_eq!(
+        left,
+        named_by(objects.as_ref(), newest),
+        "left: exactly the newest manifest and what it names"
+    );
+    engine.close().unwrap();
+    assert_eq!(
+        restored(objects.as_ref(), None, &dir.path().join("r1")),
+        state
+    );
+
+    // The store mounted again, mirrored by a new mirror: the manifests from before it attached
+    // stay until they expire, then go with what only they named.
+    let engine = Engine::open(&store, &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone()).unwrap();
+    assert_eq!(
+        mirror.collect(Duration::ZERO).unwrap(),
+        mirror::Collected::default(),
+        "nothing goes before this mirror published a manifest of its own"
+    );
+    for step in 600..700u64 {
+        engine.write(&batch(&mut rng, step, &mut state)).unwrap();
+    }
+    let before = mirror::manifests(objects.as_ref()).unwrap();
+    let newest = publish(&mirror, &engine);
+    assert_eq!(
+        mirror.collect(Duration::from_secs(3600)).unwrap().manifests,
+        0,
+        "manifests from before the mirror attached are kept while young"
+    );
+    for n in &before {
+        assert!(mirror::read_manifest(objects.as_ref(), *n).is_ok());
+    }
+    mirror.collect(Duration::ZERO).unwrap();
+    let left: std::collections::BTreeSet<String> = objects.names().into_iter().collect();
+    assert_eq!(left, named_by(objects.as_ref(), newest));
+    engine.close().unwrap();
+    assert_eq!(
+        restored(objects.as_ref(), None, &dir.path().join("r2")),
+        state
+    );
 }

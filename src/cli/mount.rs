@@ -64,6 +64,10 @@ pub struct MountArgs {
     /// Seconds between uploads to the bucket (how far it may lag behind). Default 5.
     #[arg(long, value_name = "SECONDS", requires = "remote")]
     pub remote_lag: Option<u64>,
+    /// Seconds an image in the bucket stays restorable after a newer one (default a day);
+    /// objects only older images need are deleted after that.
+    #[arg(long, value_name = "SECONDS", requires = "remote")]
+    pub retain: Option<u64>,
     /// Store directory.
     pub store: PathBuf,
     /// Mount point (an existing directory, not already a mount point).
@@ -107,6 +111,7 @@ impl HelperArgs {
             compaction_policy: None,
             remote: None,
             remote_lag: None,
+            retain: None,
             store,
             mountpoint,
         })
@@ -326,6 +331,7 @@ fn remote_of(args: &MountArgs, opts: &MountOptions) -> Result<Option<Remote>, St
         url,
         credentials: opts.credentials.clone(),
         lag: std::time::Duration::from_secs(lag),
+        retain: std::time::Duration::from_secs(args.retain.unwrap_or(remote::DEFAULT_RETAIN_SECS)),
     }))
 }
 

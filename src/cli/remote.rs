@@ -25,7 +25,15 @@ pub struct Remote {
     #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub credentials: Option<PathBuf>,
     pub lag: Duration,
+    /// How long a manifest stays restorable once a newer one exists.
+    pub retain: Duration,
 }
+
+/// Seconds a manifest is kept unless `--retain` says otherwise: a day.
+pub const DEFAULT_RETAIN_SECS: u64 = 24 * 3600;
+
+/// Published manifests between two collections of what no manifest kept needs.
+const ROUNDS_PER_COLLECTION: u64 = 32;
 
 /// Opens the bucket and checks that it answers to these credentials.
 #[cfg(feature = "s3")]
@@ -98,12 +106,12 @@ impl Uploader {
         let url = remote.url.clone();
         let mirror = Mirror::attach(objects).map_err(|e| format!("--remote {url}: {e}"))?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let lag = remote.lag;
+        let (lag, retain) = (remote.lag, remote.retain);
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("mirror".into())
-                .spawn(move || upload_until_stopped(&fs, &mirror, &url, lag, &stop))
+                .spawn(move || upload_until_stopped(&fs, &mirror, &url, lag, retain, &stop))
                 .map_err(|e| format!("cannot start the mirror's thread: {e}"))?
         };
         Ok(Uploader { stop, thread })
@@ -122,8 +130,10 @@ fn upload_until_stopped(
     mirror: &Mirror,
     url: &str,
     lag: Duration,
+    retain: Duration,
     stop: &(Mutex<bool>, Condvar),
 ) {
+    let mut published = 0u64;
     loop {
         let stopping = {
             let mut stopped = stop.0.lock();
@@ -133,7 +143,20 @@ fn upload_until_stopped(
             *stopped
         };
         match mirror.round(fs.engine()) {
-            Ok(Round::Published(n)) => log::debug!("mirror: manifest {n} published to {url}"),
+            Ok(Round::Published(n)) => {
+                log::debug!("mirror: manifest {n} published to {url}");
+                published += 1;
+                if published.is_multiple_of(ROUNDS_PER_COLLECTION) && !stopping {
+                    match mirror.collect(retain) {
+                        Ok(c) => log::debug!(
+                            "mirror: {} manifests and {} objects no longer needed deleted",
+                            c.manifests,
+                            c.objects
+                        ),
+                        Err(e) => log::warn!("mirror to {url}: collecting objects: {e}"),
+                    }
+                }
+            }
             Ok(Round::Unchanged | Round::Overtaken) => {}
             Err(MirrorError::Object(e)) if e.kind == ErrorKind::AlreadyExists => {
                 log::error!(

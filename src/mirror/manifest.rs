@@ -20,10 +20,11 @@
 //! | 0 | 8 | magic `LSMANI01` |
 //! | 8 | 8 | manifest number |
 //! | 16 | 8 | durable LSN of the image |
-//! | 24 | 4 | superblock length `S` |
-//! | 28 | `S` | the store's superblock file |
-//! | 28+S | 4 | piece count `P` |
-//! | 32+S | 44 x `P` | pieces (below), by segment then offset |
+//! | 24 | 8 | when it was made, milliseconds since the Unix epoch (what `--retain` counts from) |
+//! | 32 | 4 | superblock length `S` |
+//! | 36 | `S` | the store's superblock file |
+//! | 36+S | 4 | piece count `P` |
+//! | 40+S | 44 x `P` | pieces (below), by segment then offset |
 //! | end-4 | 4 | CRC-32 of every byte before it |
 //!
 //! A piece: `segment` u32, `generation` u64, `offset` u32 (in the segment), `len` u32, `crc`
@@ -35,10 +36,12 @@ use crate::engine::image::SegmentExtent;
 
 pub const MANIFEST_MAGIC: &[u8; 8] = b"LSMANI01";
 const PIECE_SIZE: usize = 44;
-const HEADER_SIZE: usize = 28;
+const HEADER_SIZE: usize = 36;
+
+pub const SEGMENT_PREFIX: &str = "seg/";
 
 pub fn segment_object(segment: u32, generation: u64) -> String {
-    format!("seg/{segment:08x}-{generation:016x}")
+    format!("{SEGMENT_PREFIX}{segment:08x}-{generation:016x}")
 }
 
 pub fn log_object(number: u64) -> String {
@@ -96,6 +99,7 @@ impl Piece {
 pub struct Manifest {
     pub number: u64,
     pub durable_lsn: u64,
+    pub created_unix_ms: u64,
     pub superblock: Vec<u8>,
     pub pieces: Vec<Piece>,
 }
@@ -108,6 +112,7 @@ impl Manifest {
         b.extend_from_slice(MANIFEST_MAGIC);
         b.extend_from_slice(&self.number.to_le_bytes());
         b.extend_from_slice(&self.durable_lsn.to_le_bytes());
+        b.extend_from_slice(&self.created_unix_ms.to_le_bytes());
         b.extend_from_slice(&(self.superblock.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.superblock);
         b.extend_from_slice(&(self.pieces.len() as u32).to_le_bytes());
@@ -141,6 +146,7 @@ impl Manifest {
         let mut r = Reader { b: body, at: 8 };
         let number = r.u64()?;
         let durable_lsn = r.u64()?;
+        let created_unix_ms = r.u64()?;
         let sb_len = r.u32()? as usize;
         let superblock = r.bytes(sb_len)?.to_vec();
         let count = r.u32()? as usize;
@@ -175,6 +181,7 @@ impl Manifest {
         let m = Manifest {
             number,
             durable_lsn,
+            created_unix_ms,
             superblock,
             pieces,
         };
@@ -247,6 +254,7 @@ mod tests {
         Manifest {
             number: 7,
             durable_lsn: 99,
+            created_unix_ms: 1_800_000_000_000,
             superblock: vec![1, 2, 3],
             pieces: vec![
                 Piece {

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -107,7 +108,21 @@ struct State {
     whole: BTreeMap<(u32, u64), Piece>,
     /// The pieces of the newest manifest published.
     published: Option<Vec<Piece>>,
+    /// When each manifest this mirror published was made (what `--retain` counts from).
+    created: BTreeMap<u64, u64>,
+    /// The newest manifest of this mirror that names each object (see [`Mirror::collect`]).
+    last_named_by: BTreeMap<String, u64>,
+    /// The newest manifest in the bucket when this mirror attached, and whether it (with every
+    /// older one) has outlived the retention: found out once, by reading it.
+    before_attach: Option<(u64, bool)>,
     stats: MirrorStats,
+}
+
+/// What [`Mirror::collect`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub manifests: u64,
+    pub objects: u64,
 }
 
 impl Mirror {
@@ -122,7 +137,8 @@ impl Mirror {
                 .filter_map(|o| manifest::number_of(&o.name, prefix))
                 .max())
         };
-        let next_manifest = newest(MANIFEST_PREFIX)?.map_or(1, |n| n + 1);
+        let newest_manifest = newest(MANIFEST_PREFIX)?;
+        let next_manifest = newest_manifest.map_or(1, |n| n + 1);
         let next_log = newest(LOG_PREFIX)?.map_or(1, |n| n + 1);
         Ok(Mirror {
             objects,
@@ -132,6 +148,9 @@ impl Mirror {
                 uses: BTreeMap::new(),
                 whole: BTreeMap::new(),
                 published: None,
+                created: BTreeMap::new(),
+                last_named_by: BTreeMap::new(),
+                before_attach: newest_manifest.map(|n| (n, false)),
                 stats: MirrorStats::default(),
             }),
         })
@@ -229,9 +248,11 @@ impl Mirror {
         }
         let number = st.next_manifest;
         st.next_manifest += 1;
+        let created = unix_now_ms();
         let m = Manifest {
             number,
             durable_lsn: image.durable_lsn,
+            created_unix_ms: created,
             superblock: image.superblock.clone(),
             pieces: pieces.clone(),
         };
@@ -242,6 +263,10 @@ impl Mirror {
         st.stats.objects_put += 1;
         st.stats.manifests += 1;
         st.stats.bucket_lsn = image.durable_lsn;
+        st.created.insert(number, created);
+        for p in &pieces {
+            st.last_named_by.insert(p.object(), number);
+        }
         st.uses = uses;
         let in_image: std::collections::BTreeSet<(u32, u64)> = image
             .segments
@@ -251,6 +276,66 @@ impl Mirror {
         st.whole.retain(|k, _| in_image.contains(k));
         st.published = Some(pieces);
         Ok(Round::Published(m.number))
+    }
+}
+
+impl Mirror {
+    /// Deletes the manifests made more than `retain` ago (never the newest), then every object
+    /// that no manifest left names: uses freed, log bytes since covered by a whole segment, and
+    /// whatever a writer that crashed mid-round left. A restore or a read-only mount may use
+    /// any manifest younger than `retain`.
+    ///
+    /// Each object is named by a contiguous run of manifests (a closed use from its upload
+    /// until it is freed; a log object from its round until its segment closes), and manifests
+    /// are made in number order, so an object may go once the newest manifest naming it is
+    /// older than the oldest one kept. Objects of manifests from before this mirror attached
+    /// are not known one by one: they go only once every such manifest has expired (the first
+    /// manifest of this mirror names again, by name, every closed use it still needs).
+    /// Runs between rounds (the state lock is held): an object uploaded by a round that was
+    /// overtaken is kept for the next one.
+    pub fn collect(&self, retain: Duration) -> Result<Collected> {
+        let mut st = self.state.lock();
+        let mut done = Collected::default();
+        let cutoff = unix_now_ms().saturating_sub(retain.as_millis() as u64);
+        if let Some((newest_before, false)) = st.before_attach {
+            let made = read_manifest(self.objects.as_ref(), newest_before)?.created_unix_ms;
+            if made >= cutoff || st.created.is_empty() {
+                return Ok(done);
+            }
+            st.before_attach = Some((newest_before, true));
+        }
+        let Some(&newest) = st.created.keys().next_back() else {
+            return Ok(done);
+        };
+        let oldest_kept = st
+            .created
+            .iter()
+            .find(|(_, made)| **made >= cutoff)
+            .map_or(newest, |(n, _)| *n);
+        for n in manifests(self.objects.as_ref())? {
+            if n < oldest_kept {
+                self.objects.delete(&manifest::manifest_object(n))?;
+                done.manifests += 1;
+            }
+        }
+        st.created.retain(|n, _| *n >= oldest_kept);
+        let held: std::collections::BTreeSet<String> =
+            st.whole.values().map(Piece::object).collect();
+        for prefix in [manifest::SEGMENT_PREFIX, LOG_PREFIX] {
+            for o in self.objects.list(prefix)? {
+                let named = held.contains(&o.name)
+                    || st
+                        .last_named_by
+                        .get(&o.name)
+                        .is_some_and(|&n| n >= oldest_kept);
+                if !named {
+                    self.objects.delete(&o.name)?;
+                    st.last_named_by.remove(&o.name);
+                    done.objects += 1;
+                }
+            }
+        }
+        Ok(done)
     }
 }
 
@@ -344,4 +429,10 @@ pub fn restore(
     }
     writer.finish()?;
     Ok(done)
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
