@@ -1381,6 +1381,14 @@ whatever order concurrent writers update the index in",
         "            if st.created.is_empty() && false {",
         ["--release", "--test", "mirror_model", "a_collection_deletes"],
     ),
+    (
+        "signal-before-the-mount-is-lost",
+        "daemon: a SIGTERM that comes before the session can be unmounted still unmounts it",
+        "src/cli/signals.rs",
+        "        if s.requested {",
+        "        if s.requested && false {",
+        ["--release", "--test", "fuse_mount", "a_sigterm_before_the_mount_is_up"],
+    ),
 ]
 
 

@@ -22,8 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use fuser::{Config, Session, SessionUnmounter};
-use parking_lot::Mutex;
+use fuser::{Config, Session};
 
 use crate::engine::storage::io_log::Instrumentation;
 use crate::engine::{Engine, EngineError, EngineOptions};
@@ -279,6 +278,8 @@ pub(crate) struct ServeArgs<'a> {
     pub instrument: &'a Instrumentation,
     pub config: &'a Config,
     pub remote: Option<&'a remote::Remote>,
+    /// (Testing) A pause before the store is opened, as a long recovery takes.
+    pub test_delay_open: Option<std::time::Duration>,
 }
 
 fn serve(args: &ServeArgs, mut notify: Option<File>) -> Result<(), String> {
@@ -298,13 +299,17 @@ fn serve_inner(args: &ServeArgs, notify: &mut Option<File>) -> Result<(), String
         instrument,
         config,
         remote,
+        test_delay_open,
     } = *args;
     // Opened again here (a restore opened it before any fork): the client's threads do not
     // survive a fork.
     let bucket = remote.map(remote::open_bucket).transpose()?;
-    let unmounter: Arc<Mutex<Option<SessionUnmounter>>> = Arc::new(Mutex::new(None));
+    let unmounter = signals::SharedUnmountSlot::default();
     signals::start_unmount_on_signal(unmounter.clone())
         .map_err(|e| format!("cannot watch for signals: {e}"))?;
+    if let Some(pause) = test_delay_open {
+        std::thread::sleep(pause);
+    }
     let engine =
         Engine::open_instrumented(store, options, instrument).map_err(|e| open_error(store, &e))?;
     let fs = Arc::new(
@@ -347,7 +352,7 @@ fn serve_inner(args: &ServeArgs, notify: &mut Option<File>) -> Result<(), String
         }
     };
     notifier.connect(&session);
-    *unmounter.lock() = Some(session.unmount_callable());
+    signals::UnmountSlot::set(&unmounter, session.unmount_callable());
     let mounted_file = store.join(MOUNTED_FILE);
     // A read-only mount writes nothing in the store: no record of the mount, no log there.
     let read_only = options.read_only;
@@ -355,7 +360,7 @@ fn serve_inner(args: &ServeArgs, notify: &mut Option<File>) -> Result<(), String
     raise_read_ahead(mountpoint, under);
     let run = session.run();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    unmounter.lock().take();
+    signals::UnmountSlot::clear(&unmounter);
     if !read_only {
         let _ = std::fs::remove_file(&mounted_file);
     }

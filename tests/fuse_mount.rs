@@ -281,6 +281,50 @@ fn foreground_mount_exits_zero_on_unmount_and_on_sigterm() {
     assert!(child.wait().unwrap().success());
 }
 
+/// A signal that comes before the session can be unmounted (here while the store is being
+/// opened, as during a long recovery) still ends the daemon cleanly once it has mounted.
+#[test]
+fn a_sigterm_before_the_mount_is_up_still_unmounts_and_exits_zero() {
+    let fx = Fixture::new();
+    let mut child = Command::new(BIN)
+        .args([
+            "mount",
+            "--create",
+            "--size",
+            "64M",
+            "--test-delay-open-ms",
+            "1500",
+        ])
+        .args([s(&fx.store), s(&fx.mnt)])
+        .spawn()
+        .unwrap();
+    let signals_thread = format!("/proc/{}/task", child.id());
+    wait_for("the daemon's signal thread", || {
+        std::fs::read_dir(&signals_thread).is_ok_and(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "signals")
+            })
+        })
+    });
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // A hang guard, not a speed check: the daemon that lost the signal never exits.
+    let hang_guard = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if hang_guard.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = Command::new("fusermount3").arg("-uz").arg(&fx.mnt).status();
+            panic!("the daemon lost a SIGTERM that came before its mount was up");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!is_mounted(&fx.mnt), "the mount was left behind");
+}
+
 #[test]
 fn unlinked_open_file_stays_usable_through_its_descriptor() {
     use std::io::{Read, Seek, SeekFrom, Write};

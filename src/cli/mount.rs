@@ -48,6 +48,9 @@ pub struct MountArgs {
     /// (Testing) Fail every segment write after this many: an injected disk error.
     #[arg(long, hide = true, value_name = "N")]
     pub test_fail_writes_after: Option<u64>,
+    /// (Testing) Pause this long before opening the store, as a long recovery would.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub test_delay_open_ms: Option<u64>,
     /// A directory becomes a compaction group of its own once the live data under it (outside
     /// deeper group roots) passes this size, and merges back below a quarter of it. Default 16M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -107,6 +110,7 @@ impl HelperArgs {
             flush_interval: None,
             test_record_io: None,
             test_fail_writes_after: None,
+            test_delay_open_ms: None,
             group_split_size: None,
             compaction_policy: None,
             remote: None,
@@ -301,6 +305,9 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
         instrument: &instrument,
         config: &config,
         remote: remote.as_ref(),
+        test_delay_open: args
+            .test_delay_open_ms
+            .map(std::time::Duration::from_millis),
     };
     if args.daemon {
         daemonize_and_serve(&serve_args)
