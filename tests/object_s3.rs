@@ -571,7 +571,10 @@ mod mirror_on_the_gateway {
 
     impl Drop for Mounted {
         fn drop(&mut self) {
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            if info.lines().any(|l| l.split(' ').nth(4) == self.0.to_str()) {
+                let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+            }
         }
     }
 
@@ -636,6 +639,198 @@ mod mirror_on_the_gateway {
                 "{} differs after the restore",
                 path.display()
             );
+        }
+        cleanup(&s3);
+    }
+
+    fn file_bytes(i: usize) -> Vec<u8> {
+        (0..1000 + (i * 997) % 20_000)
+            .map(|j| (i * 31 + j) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn after_kill_9_mid_upload_the_bucket_mounts_as_a_prefix_of_the_writes() {
+        let Some((_, vars)) = storage("mirror-kill") else {
+            return;
+        };
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-kill"));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let _guard = Mounted(mnt.clone());
+        ok(&[
+            "mount",
+            "--daemon",
+            "--create",
+            "--size",
+            "64M",
+            "--remote",
+            &url,
+            "--remote-lag",
+            "1",
+            s(&store),
+            s(&mnt),
+        ]);
+        let write = |i: usize| -> std::io::Result<()> {
+            let f = std::fs::File::create(mnt.join(format!("f{i:05}")))?;
+            std::io::Write::write_all(&mut &f, &file_bytes(i))?;
+            f.sync_all()
+        };
+        // Files 0..20 fsynced, then until a round that began after them has published.
+        for i in 0..20 {
+            write(i).unwrap();
+        }
+        let newest = || mirror::manifests(&s3).unwrap().last().copied().unwrap_or(0);
+        let at_fsync = newest();
+        let hang_guard = std::time::Instant::now();
+        while newest() < at_fsync + 2 {
+            assert!(
+                hang_guard.elapsed().as_secs() < 120,
+                "no round published for 2 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // More files while rounds upload, and kill -9 in the middle of it.
+        let pid: i32 = std::fs::read_to_string(store.join("mounted"))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let written = std::thread::scope(|sc| {
+            let writer = sc.spawn(|| (20..).take_while(|&i| write(i).is_ok()).count());
+            std::thread::sleep(std::time::Duration::from_millis(2500));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+                .unwrap();
+            writer.join().unwrap()
+        });
+        let _ = Command::new("fusermount3").arg("-uz").arg(&mnt).status();
+
+        let store2 = root.join("elsewhere");
+        ok(&["mount", "--daemon", "--remote", &url, s(&store2), s(&mnt)]);
+        let got = files(&mnt);
+        ok(&["umount", s(&mnt)]);
+        let mut n = 0;
+        while got.contains_key(Path::new(&format!("f{n:05}"))) {
+            n += 1;
+        }
+        assert!(
+            n >= 20,
+            "files fsynced before a later round published are missing: {n}"
+        );
+        assert!(
+            n <= 20 + written + 1,
+            "{n} files restored, {written} written after the first 20"
+        );
+        for (path, (_, bytes)) in &got {
+            let i: usize = path.to_str().unwrap()[1..].parse().unwrap();
+            let want = file_bytes(i);
+            if i + 1 < n {
+                assert!(*bytes == want, "{} differs", path.display());
+            } else {
+                // The newest file may be cut anywhere: a prefix of its bytes.
+                assert!(
+                    i < n && want.starts_with(bytes),
+                    "{} is not a prefix",
+                    path.display()
+                );
+            }
+        }
+        eprintln!("{n} files restored of {}", 20 + written);
+        cleanup(&s3);
+    }
+
+    #[test]
+    fn writes_go_on_while_the_gateway_is_down_and_the_mirror_catches_up() {
+        let Some((_, vars)) = storage("mirror-outage") else {
+            return;
+        };
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-outage"));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let gateway = vars["AWS_ENDPOINT"]
+            .trim_start_matches("http://")
+            .to_string();
+        // The daemon reaches the gateway through a proxy; stopping the proxy is the outage.
+        let proxy = super::Proxy::start(&gateway, &[]);
+        let listen = proxy.addr.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let _guard = Mounted(mnt.clone());
+        let endpoint = format!("http://{listen}");
+        let env = [("AWS_ENDPOINT", endpoint.as_str())];
+        let out = run(
+            &[
+                "mount",
+                "--daemon",
+                "--create",
+                "--size",
+                "64M",
+                "--remote",
+                &url,
+                "--remote-lag",
+                "1",
+                s(&store),
+                s(&mnt),
+            ],
+            &env,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let write = |i: usize| {
+            let f = std::fs::File::create(mnt.join(format!("f{i:05}"))).unwrap();
+            std::io::Write::write_all(&mut &f, &file_bytes(i)).unwrap();
+            f.sync_all().unwrap();
+        };
+        (0..10).for_each(write);
+        drop(proxy);
+        // Down: every write and fsync still returns (the daemon's writers never wait for the
+        // bucket), while rounds fail and are retried.
+        (10..200).for_each(write);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        (200..210).for_each(write);
+        let _proxy = super::Proxy::start(&gateway, &["--listen", &listen]);
+        let newest = || mirror::manifests(&s3).unwrap().last().copied().unwrap_or(0);
+        let at_return = newest();
+        let hang_guard = std::time::Instant::now();
+        while newest() < at_return + 2 {
+            assert!(
+                hang_guard.elapsed().as_secs() < 180,
+                "no round published for 3 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // What the bucket holds now, with the daemon still mounted: a store of all 210 files.
+        let store2 = root.join("elsewhere");
+        let mnt2 = root.join("mnt2");
+        std::fs::create_dir(&mnt2).unwrap();
+        let _guard2 = Mounted(mnt2.clone());
+        ok(&[
+            "mount",
+            "--daemon",
+            "-o",
+            "ro",
+            "--remote",
+            &url,
+            s(&store2),
+            s(&mnt2),
+        ]);
+        let got = files(&mnt2);
+        ok(&["umount", s(&mnt2)]);
+        ok(&["umount", s(&mnt)]);
+        assert_eq!(got.len(), 210);
+        for (path, (_, bytes)) in &got {
+            let i: usize = path.to_str().unwrap()[1..].parse().unwrap();
+            assert!(*bytes == file_bytes(i), "{} differs", path.display());
         }
         cleanup(&s3);
     }
