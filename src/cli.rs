@@ -319,7 +319,7 @@ fn serve_inner(args: &ServeArgs, notify: &mut Option<File>) -> Result<(), String
     return_freed_memory();
     let uploader = match (remote, bucket) {
         (Some(r), Some(objects)) if !options.read_only => {
-            match remote::Uploader::start(fs.clone(), objects, r) {
+            match remote::Uploader::start(fs.clone(), objects, r, store) {
                 Ok(u) => Some(u),
                 Err(e) => {
                     if let Err(close) = close_fs(fs) {

@@ -78,7 +78,7 @@ fn every_manifest_restores_to_the_store_as_of_its_round() {
     let dir = tempfile::tempdir().unwrap();
     let objects = Arc::new(MemoryObjects::new());
     let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
     let mut rng = SimRng::new(0x5eed_0021);
     let mut state = State::new();
     let mut at_manifest: Vec<(u64, State)> = Vec::new();
@@ -152,7 +152,7 @@ fn a_restore_refuses_a_damaged_object_and_an_empty_bucket() {
     engine
         .write(&[Mutation::put(1, b"a".to_vec(), vec![7u8; 5000])])
         .unwrap();
-    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
     assert_eq!(mirror.round(&engine).unwrap(), Round::Published(1));
     engine.close().unwrap();
     // Replace the one log object by one with a byte changed.
@@ -179,7 +179,7 @@ fn a_mirror_stops_where_another_writer_took_the_next_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let objects = Arc::new(MemoryObjects::new());
     let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
     engine
         .write(&[Mutation::put(1, b"a".to_vec(), b"1".to_vec())])
         .unwrap();
@@ -206,7 +206,7 @@ fn a_lost_reply_is_retried_into_the_same_object() {
     let dir = tempfile::tempdir().unwrap();
     let objects = Arc::new(MemoryObjects::new());
     let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
     engine
         .write(&[Mutation::put(1, b"a".to_vec(), b"1".to_vec())])
         .unwrap();
@@ -319,7 +319,7 @@ fn a_collection_deletes_exactly_what_no_kept_manifest_names() {
     let objects = Arc::new(MemoryObjects::new());
     let store = dir.path().join("store");
     let engine = Engine::open(&store, &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
     let mut rng = SimRng::new(77);
     let mut state = State::new();
     for step in 0..600u64 {
@@ -370,7 +370,7 @@ fn a_collection_deletes_exactly_what_no_kept_manifest_names() {
     // The store mounted again, mirrored by a new mirror: the manifests from before it attached
     // stay until they expire, then go with what only they named.
     let engine = Engine::open(&store, &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
     assert_eq!(
         mirror.collect(Duration::ZERO).unwrap(),
         mirror::Collected::default(),
@@ -395,6 +395,59 @@ fn a_collection_deletes_exactly_what_no_kept_manifest_names() {
     engine.close().unwrap();
     assert_eq!(
         restored(objects.as_ref(), None, &dir.path().join("r2")),
+        state
+    );
+}
+
+#[test]
+fn a_restored_store_goes_on_from_its_image_without_uploading_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("a"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let mut rng = SimRng::new(5);
+    let mut state = State::new();
+    for step in 0..400u64 {
+        engine.write(&batch(&mut rng, step, &mut state)).unwrap();
+    }
+    let first = publish(&mirror, &engine);
+    engine.close().unwrap();
+    let b = dir.path().join("b");
+    mirror::restore(objects.as_ref(), None, &b, &mut |_, _| {}).unwrap();
+    let engine = Engine::open(&b, &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 2, Some(first)).unwrap();
+    engine
+        .write(&[Mutation::put(1, b"after".to_vec(), b"restore".to_vec())])
+        .unwrap();
+    state.insert(b"after".to_vec(), b"restore".to_vec());
+    let second = publish(&mirror, &engine);
+    engine.close().unwrap();
+    let m = mirror::read_manifest(objects.as_ref(), second).unwrap();
+    assert_eq!(m.writer, 2);
+    // Uses closed in the image it came from are named where they are; only uses that were
+    // open there (recovery may close them) go up under the new writer.
+    let closed_in_first: Vec<String> = mirror::read_manifest(objects.as_ref(), first)
+        .unwrap()
+        .pieces
+        .iter()
+        .filter(|p| matches!(p.source, mirror::manifest::Source::Segment(_)))
+        .map(|p| mirror::manifest::segment_object(2, p.segment, p.generation))
+        .collect();
+    assert!(!closed_in_first.is_empty());
+    let names = objects.names();
+    for n in &closed_in_first {
+        assert!(
+            !names.contains(n),
+            "{n}: a closed use of the image it was restored from went up again"
+        );
+    }
+    assert!(
+        m.pieces
+            .iter()
+            .any(|p| p.object().starts_with("seg/0000000000000001-"))
+    );
+    assert_eq!(
+        restored(objects.as_ref(), None, &dir.path().join("c")),
         state
     );
 }

@@ -474,7 +474,7 @@ mod mirror_on_the_gateway {
         let s3: Arc<dyn ObjectStorage> = Arc::new(s3);
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-        let mirror = Mirror::attach(s3.clone()).unwrap();
+        let mirror = Mirror::attach(s3.clone(), 1, None).unwrap();
         let mut rng = SimRng::new(21);
         let mut state = BTreeMap::new();
         let mut first = None;
@@ -832,6 +832,78 @@ mod mirror_on_the_gateway {
             let i: usize = path.to_str().unwrap()[1..].parse().unwrap();
             assert!(*bytes == file_bytes(i), "{} differs", path.display());
         }
+        cleanup(&s3);
+    }
+
+    #[test]
+    fn one_writer_per_prefix_a_fenced_store_is_refused_until_it_takes_over() {
+        let Some((_, vars)) = storage("mirror-fence") else {
+            return;
+        };
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-fence"));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let mnt = root.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let _guard = Mounted(mnt.clone());
+        let (a, b, c) = (root.join("a"), root.join("b"), root.join("c"));
+        let writer = || mirror::newest_manifest(&s3).unwrap().unwrap().writer;
+        // A mirrors; B is restored from the bucket and writes: B's first manifest fences A.
+        ok(&[
+            "mount",
+            "--daemon",
+            "--create",
+            "--size",
+            "64M",
+            "--remote",
+            &url,
+            s(&a),
+            s(&mnt),
+        ]);
+        std::fs::write(mnt.join("from-a"), b"a").unwrap();
+        ok(&["umount", s(&mnt)]);
+        let writer_a = writer();
+        ok(&["mount", "--daemon", "--remote", &url, s(&b), s(&mnt)]);
+        assert_eq!(std::fs::read(mnt.join("from-a")).unwrap(), b"a");
+        std::fs::write(mnt.join("from-b"), b"b").unwrap();
+        ok(&["umount", s(&mnt)]);
+        assert_ne!(writer(), writer_a, "B published under its own writer");
+        // A again: refused, nothing mounted; with --take-over it is the writer again.
+        let out = run(
+            &["mount", "--daemon", "--remote", &url, s(&a), s(&mnt)],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("fenced"), "{err}");
+        ok(&[
+            "mount",
+            "--daemon",
+            "--remote",
+            &url,
+            "--take-over",
+            s(&a),
+            s(&mnt),
+        ]);
+        let stats = String::from_utf8(run(&["stats", s(&mnt)], &[]).stdout).unwrap();
+        assert!(stats.contains(&format!("mirror: {url}")), "{stats}");
+        std::fs::write(mnt.join("from-a-again"), b"a2").unwrap();
+        ok(&["umount", s(&mnt)]);
+        assert_eq!(writer(), writer_a);
+        // A store that never mirrored there is refused: the prefix holds another store.
+        ok(&["format", "--size", "64M", s(&c)]);
+        let out = run(
+            &["mount", "--daemon", "--remote", &url, s(&c), s(&mnt)],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("already holds another store"), "{err}");
+        // B, fenced in turn, may still be mounted without --remote to copy its files out.
+        ok(&["mount", "--daemon", s(&b), s(&mnt)]);
+        assert_eq!(std::fs::read(mnt.join("from-b")).unwrap(), b"b");
+        ok(&["umount", s(&mnt)]);
         cleanup(&s3);
     }
 

@@ -38,6 +38,8 @@ pub struct ResizeArgs {
 /// Files a store directory may hold besides the engine's: the daemon's own.
 fn is_daemon_file(name: &str) -> bool {
     name == MOUNTED_FILE
+        || name == super::remote::REMOTE_FILE
+        || name == format!("{}.tmp", super::remote::REMOTE_FILE)
         || name == DAEMON_LOG_FILE
         || name.starts_with(&format!("{DAEMON_LOG_FILE}."))
 }
@@ -191,7 +193,11 @@ fn remove_store_files(store: &Path) -> Result<(), String> {
         std::fs::read_dir(store).map_err(|e| format!("store {}: {e}", store.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if store_dir::is_store_file(&name) || name == MOUNTED_FILE {
+        // The mirror's record goes too: a new store is not the writer of the old one's bucket.
+        if store_dir::is_store_file(&name)
+            || name == MOUNTED_FILE
+            || name == super::remote::REMOTE_FILE
+        {
             std::fs::remove_file(entry.path())
                 .map_err(|e| format!("removing {}: {e}", entry.path().display()))?;
         }

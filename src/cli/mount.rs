@@ -71,6 +71,10 @@ pub struct MountArgs {
     /// objects only older images need are deleted after that.
     #[arg(long, value_name = "SECONDS", requires = "remote")]
     pub retain: Option<u64>,
+    /// Mirror to a prefix whose newest image another store made (or that this store lost to
+    /// another writer): this store's images replace it from the next upload.
+    #[arg(long, requires = "remote")]
+    pub take_over: bool,
     /// Store directory.
     pub store: PathBuf,
     /// Mount point (an existing directory, not already a mount point).
@@ -116,6 +120,7 @@ impl HelperArgs {
             remote: None,
             remote_lag: None,
             retain: None,
+            take_over: false,
             store,
             mountpoint,
         })
@@ -255,7 +260,7 @@ fn clear_dead_mount(mountpoint: &Path) {
 pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
     // Everything is checked before anything is written.
     let opts = parse_mount_options(&args.options)?;
-    let remote = remote_of(&args, &opts)?;
+    let mut remote = remote_of(&args, &opts)?;
     let create = check_store(&args, remote.is_some())?;
     if create && opts.read_only && remote.is_none() {
         return Err(format!(
@@ -272,7 +277,7 @@ pub fn mount_cmd(args: MountArgs) -> Result<(), String> {
 
     // The bucket is checked before anything is written; a store it holds is restored here,
     // in the foreground (a progress bar, and errors on the terminal), before any fork.
-    let create = match &remote {
+    let create = match &mut remote {
         Some(r) => prepare_remote(r, &args, create, opts.read_only)?,
         None => create,
     };
@@ -339,19 +344,23 @@ fn remote_of(args: &MountArgs, opts: &MountOptions) -> Result<Option<Remote>, St
         credentials: opts.credentials.clone(),
         lag: std::time::Duration::from_secs(lag),
         retain: std::time::Duration::from_secs(args.retain.unwrap_or(remote::DEFAULT_RETAIN_SECS)),
+        writer: 0,
+        continues: None,
     }))
 }
 
-/// Opens and checks the bucket; if the mount would create the store, restores it from the
-/// bucket instead when the bucket holds one. Returns whether the mount still creates it.
+/// Opens and checks the bucket, and decides which writer this store is (see
+/// `remote::check_writer`); if the mount would create the store, restores it from the bucket
+/// instead when the bucket holds one. Returns whether the mount still creates it.
 fn prepare_remote(
-    r: &Remote,
+    r: &mut Remote,
     args: &MountArgs,
     create: bool,
     read_only: bool,
 ) -> Result<bool, String> {
     let objects = remote::open_bucket(r)?;
     if !create {
+        remote::check_writer(objects.as_ref(), r, &args.store, args.take_over)?;
         return Ok(false);
     }
     if remote::bucket_holds_store(objects.as_ref(), &r.url)? {
@@ -361,7 +370,7 @@ fn prepare_remote(
                 args.store.display()
             )
         })?;
-        remote::restore_into(objects.as_ref(), &r.url, &args.store)?;
+        remote::restore_into(objects.as_ref(), r, &args.store)?;
         return Ok(false);
     }
     if !args.create || read_only {
@@ -372,6 +381,7 @@ fn prepare_remote(
             r.url
         ));
     }
+    r.writer = remote::writer_of_new_store();
     Ok(true)
 }
 

@@ -27,6 +27,10 @@ pub struct Remote {
     pub lag: Duration,
     /// How long a manifest stays restorable once a newer one exists.
     pub retain: Duration,
+    /// The writer number this store publishes with, and the manifest whose image it goes on
+    /// from (decided by `mount` before any write: [`check_writer`], [`restore_into`]).
+    pub writer: u64,
+    pub continues: Option<u64>,
 }
 
 /// Seconds a manifest is kept unless `--retain` says otherwise: a day.
@@ -34,6 +38,115 @@ pub const DEFAULT_RETAIN_SECS: u64 = 24 * 3600;
 
 /// Published manifests between two collections of what no manifest kept needs.
 const ROUNDS_PER_COLLECTION: u64 = 32;
+
+/// The daemon's file in the store directory about its mirror: which prefix, which writer
+/// (the random number in every manifest this store made), and the figures of the last round
+/// (`logstorfs stats` shows them).
+pub const REMOTE_FILE: &str = "remote.json";
+
+/// What [`REMOTE_FILE`] holds.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteRecord {
+    pub url: String,
+    /// Written into every manifest this store publishes; a newest manifest with another
+    /// writer means another store took the prefix.
+    pub writer: u64,
+    pub lag_secs: u64,
+    pub retain_secs: u64,
+    /// The newest manifest this store published, and the durable LSN it holds.
+    pub manifest: u64,
+    pub bucket_lsn: u64,
+    /// The store's durable LSN after the last round: the bucket lags behind by the difference.
+    pub local_lsn: u64,
+    pub published_unix_ms: u64,
+    pub manifests_published: u64,
+    pub objects_put: u64,
+    pub bytes_put: u64,
+    /// The last round's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+impl RemoteRecord {
+    pub fn read(store: &Path) -> Option<RemoteRecord> {
+        let bytes = std::fs::read(store.join(REMOTE_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Replaces the file durably (the writer number must survive a crash).
+    pub fn write(&self, store: &Path) -> std::io::Result<()> {
+        let tmp = store.join(format!("{REMOTE_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        {
+            let f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut &f, &json)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, store.join(REMOTE_FILE))?;
+        std::fs::File::open(store)?.sync_all()
+    }
+}
+
+/// A writer number no other store will draw.
+fn new_writer() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = (nanos ^ ((std::process::id() as u64) << 32)).to_le_bytes();
+    }
+    u64::from_le_bytes(b).max(1)
+}
+
+/// Decides, before anything is written, whether the store in `store` (which exists) may
+/// mirror to the bucket: it must be the writer of the bucket's newest manifest, or the bucket
+/// must hold none. `take_over` makes it the writer whatever the bucket holds. Sets the
+/// writer number to publish with and the manifest the store goes on from.
+pub fn check_writer(
+    objects: &dyn ObjectStorage,
+    remote: &mut Remote,
+    store: &Path,
+    take_over: bool,
+) -> Result<(), String> {
+    let url = &remote.url;
+    let newest = mirror::newest_manifest(objects).map_err(|e| format!("--remote {url}: {e}"))?;
+    let record = RemoteRecord::read(store).filter(|r| r.url == *url);
+    let ours = match (&newest, &record) {
+        (None, _) => true,
+        // Published by this store, or the very image it was restored from.
+        (Some(m), Some(r)) => m.writer == r.writer || m.number == r.manifest,
+        (Some(_), None) => false,
+    };
+    if ours || take_over {
+        remote.writer = record.map_or_else(new_writer, |r| r.writer);
+        remote.continues = newest.filter(|_| ours).map(|m| m.number);
+        return Ok(());
+    }
+    let m = newest.expect("not ours: the bucket holds a manifest");
+    Err(match record {
+        Some(r) => format!(
+            "{url} was taken over by another store (its manifest {} is not this store's, which \
+             published up to {}): this store is fenced. Mount it without --remote to copy files \
+             out, mount an empty directory to get the bucket's store, or give --take-over to \
+             make the bucket this store's again",
+            m.number, r.manifest
+        ),
+        None => format!(
+            "{url} already holds another store (manifest {}): mount an empty directory to \
+             restore it, or give --take-over to replace it with {}",
+            m.number,
+            store.display()
+        ),
+    })
+}
+
+/// A new writer number, for a store the mount creates.
+pub fn writer_of_new_store() -> u64 {
+    new_writer()
+}
 
 /// Opens the bucket and checks that it answers to these credentials.
 #[cfg(feature = "s3")]
@@ -67,12 +180,32 @@ pub fn bucket_holds_store(objects: &dyn ObjectStorage, url: &str) -> Result<bool
 }
 
 /// Restores the bucket's newest manifest into `store` (which holds no store), showing progress
-/// on a terminal.
+/// on a terminal, and records it there with a new writer number: the restored store may go on
+/// mirroring while the bucket's newest image is the one it came from, and its first manifest
+/// fences the store that image was made by. Sets the writer and the manifest it goes on from.
 pub fn restore_into(
     objects: &dyn ObjectStorage,
-    url: &str,
+    remote: &mut Remote,
     store: &Path,
-) -> Result<Restored, String> {
+) -> Result<(), String> {
+    let restored = restore_image(objects, &remote.url, store)?;
+    let record = RemoteRecord {
+        url: remote.url.clone(),
+        writer: new_writer(),
+        manifest: restored.manifest,
+        bucket_lsn: restored.durable_lsn,
+        local_lsn: restored.durable_lsn,
+        ..RemoteRecord::default()
+    };
+    record
+        .write(store)
+        .map_err(|e| format!("cannot write {}: {e}", store.join(REMOTE_FILE).display()))?;
+    remote.writer = record.writer;
+    remote.continues = Some(restored.manifest);
+    Ok(())
+}
+
+fn restore_image(objects: &dyn ObjectStorage, url: &str, store: &Path) -> Result<Restored, String> {
     let bar = super::progress::bytes_bar("restoring from the bucket");
     let restored = mirror::restore(objects, None, store, &mut |done, total| {
         bar.set_length(total);
@@ -98,20 +231,39 @@ pub struct Uploader {
 }
 
 impl Uploader {
+    /// Attaches the mirror with `writer`, records it in `store` (durably, before any upload),
+    /// and starts the rounds.
     pub fn start(
         fs: Arc<Fs>,
         objects: Arc<dyn ObjectStorage>,
         remote: &Remote,
+        store: &Path,
     ) -> Result<Uploader, String> {
+        let writer = remote.writer;
         let url = remote.url.clone();
-        let mirror = Mirror::attach(objects).map_err(|e| format!("--remote {url}: {e}"))?;
+        let mirror = Mirror::attach(objects, writer, remote.continues)
+            .map_err(|e| format!("--remote {url}: {e}"))?;
+        let mut record = RemoteRecord::read(store)
+            .filter(|r| r.url == url && r.writer == writer)
+            .unwrap_or_default();
+        record.url = url.clone();
+        record.writer = writer;
+        record.lag_secs = remote.lag.as_secs();
+        record.retain_secs = remote.retain.as_secs();
+        record
+            .write(store)
+            .map_err(|e| format!("cannot write {}: {e}", store.join(REMOTE_FILE).display()))?;
+        let store = store.to_path_buf();
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let (lag, retain) = (remote.lag, remote.retain);
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("mirror".into())
-                .spawn(move || upload_until_stopped(&fs, &mirror, &url, lag, retain, &stop))
+                .spawn(move || {
+                    let mut round = RoundLog { store, record };
+                    upload_until_stopped(&fs, &mirror, &url, lag, retain, &stop, &mut round)
+                })
                 .map_err(|e| format!("cannot start the mirror's thread: {e}"))?
         };
         Ok(Uploader { stop, thread })
@@ -132,6 +284,7 @@ fn upload_until_stopped(
     lag: Duration,
     retain: Duration,
     stop: &(Mutex<bool>, Condvar),
+    log: &mut RoundLog,
 ) {
     let mut published = 0u64;
     loop {
@@ -142,7 +295,9 @@ fn upload_until_stopped(
             }
             *stopped
         };
-        match mirror.round(fs.engine()) {
+        let result = mirror.round(fs.engine());
+        log.after_round(mirror, fs, &result);
+        match result {
             Ok(Round::Published(n)) => {
                 log::debug!("mirror: manifest {n} published to {url}");
                 published += 1;
@@ -177,6 +332,41 @@ fn upload_until_stopped(
                 s.bucket_lsn
             );
             return;
+        }
+    }
+}
+
+/// Keeps [`REMOTE_FILE`] up to date after each round.
+struct RoundLog {
+    store: PathBuf,
+    record: RemoteRecord,
+}
+
+impl RoundLog {
+    fn after_round(&mut self, mirror: &Mirror, fs: &Fs, result: &mirror::Result<Round>) {
+        let r = &mut self.record;
+        let s = mirror.stats();
+        match result {
+            Ok(Round::Published(n)) => {
+                r.manifest = *n;
+                r.bucket_lsn = s.bucket_lsn;
+                r.published_unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                r.last_error = None;
+            }
+            Ok(_) => r.last_error = None,
+            Err(e) => r.last_error = Some(e.to_string()),
+        }
+        r.local_lsn = fs.engine().stats().durable_lsn;
+        r.manifests_published = s.manifests;
+        r.objects_put = s.objects_put;
+        r.bytes_put = s.bytes_put;
+        if let Err(e) = r.write(&self.store) {
+            log::warn!(
+                "cannot write {}: {e}",
+                self.store.join(REMOTE_FILE).display()
+            );
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::engine::EngineError;
 use crate::fs::STATS_XATTR;
 use crate::fs::stats::{StatsReport, offline_report};
 
+use super::remote::RemoteRecord;
 use super::{MOUNTED_FILE, pid_alive, print_out};
 
 /// The report a daemon mounted at `mountpoint` gives, if one is (and answers).
@@ -46,10 +47,61 @@ pub fn run(path: &Path, json: bool) -> Result<(), String> {
             e => format!("cannot read store {}: {e}", path.display()),
         })?,
     };
+    // The mirror's record, in the store directory (the path given, or the mounted store's).
+    let store_dir = if path.join(super::remote::REMOTE_FILE).exists() {
+        Some(path.to_path_buf())
+    } else {
+        stats_store_of(path)
+    };
+    let remote = store_dir.and_then(|d| RemoteRecord::read(&d));
     if json {
-        print_out(&format!("{}\n", report.json()));
+        let mut value: serde_json::Value =
+            serde_json::from_str(&report.json()).map_err(|e| e.to_string())?;
+        value["remote"] = serde_json::to_value(&remote).map_err(|e| e.to_string())?;
+        print_out(&format!("{value}\n"));
     } else {
         print_out(&report.text());
+        if let Some(r) = remote {
+            print_out(&remote_text(&r));
+        }
     }
     Ok(())
+}
+
+/// The store directory of the mount at `path`, from the mount table (its source).
+fn stats_store_of(path: &Path) -> Option<std::path::PathBuf> {
+    let path = path.canonicalize().ok()?;
+    let (_, _, source) = super::mount::mounts()
+        .into_iter()
+        .find(|(m, fstype, _)| *m == path && fstype.starts_with("fuse"))?;
+    let store = std::path::PathBuf::from(source);
+    store.join(MOUNTED_FILE).exists().then_some(store)
+}
+
+/// The mirror's figures for a person.
+fn remote_text(r: &RemoteRecord) -> String {
+    let lag_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(r.published_unix_ms);
+    let mut o = format!(
+        "mirror: {} (every {} s, images kept {} s)\n  bucket: manifest {}, LSN {} of {} \
+         ({} LSNs behind), last published {:.1} s ago\n  uploaded since mount: {} manifests, \
+         {} objects, {} bytes\n",
+        r.url,
+        r.lag_secs,
+        r.retain_secs,
+        r.manifest,
+        r.bucket_lsn,
+        r.local_lsn,
+        r.local_lsn.saturating_sub(r.bucket_lsn),
+        lag_ms as f64 / 1000.0,
+        r.manifests_published,
+        r.objects_put,
+        r.bytes_put
+    );
+    if let Some(e) = &r.last_error {
+        o.push_str(&format!("  last round failed: {e}\n"));
+    }
+    o
 }

@@ -6,12 +6,15 @@
 //!
 //! | name | holds |
 //! |---|---|
-//! | `seg/SSSSSSSS-GGGGGGGGGGGGGGGG` | bytes `0..len` of segment `S`'s closed use of generation `G` (hex) |
+//! | `seg/WWWWWWWWWWWWWWWW-SSSSSSSS-GGGGGGGGGGGGGGGG` | bytes `0..len` of segment `S`'s closed use of generation `G`, uploaded by writer `W` (hex) |
 //! | `log/NNNNNNNNNNNNNNNN` | the `N`th upload of bytes of open segments, pieces end to end |
 //! | `manifest/NNNNNNNNNNNNNNNN` | the `N`th manifest: one durable image, made of pieces of the above |
 //!
-//! A name is never used twice: generations are never handed out twice within a store, and log
-//! and manifest numbers only grow. Numbers are fixed-width hex so that names sort in order.
+//! A name is never used for other bytes: generations are never handed out twice within a
+//! store, and the writer in a segment object's name keeps apart two stores restored from one
+//! image (each goes on from the same generations); log and manifest numbers only grow, and a
+//! writer that finds one taken has been fenced. Numbers are fixed-width hex so that names sort
+//! in order.
 //!
 //! # Manifest (little-endian)
 //!
@@ -19,29 +22,30 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `LSMANI01` |
 //! | 8 | 8 | manifest number |
-//! | 16 | 8 | durable LSN of the image |
-//! | 24 | 8 | when it was made, milliseconds since the Unix epoch (what `--retain` counts from) |
-//! | 32 | 4 | superblock length `S` |
-//! | 36 | `S` | the store's superblock file |
-//! | 36+S | 4 | piece count `P` |
-//! | 40+S | 44 x `P` | pieces (below), by segment then offset |
+//! | 16 | 8 | the writer: a random number the store that made it keeps (see `cli/remote.rs`) |
+//! | 24 | 8 | durable LSN of the image |
+//! | 32 | 8 | when it was made, milliseconds since the Unix epoch (what `--retain` counts from) |
+//! | 40 | 4 | superblock length `S` |
+//! | 44 | `S` | the store's superblock file |
+//! | 44+S | 4 | piece count `P` |
+//! | 48+S | 44 x `P` | pieces (below), by segment then offset |
 //! | end-4 | 4 | CRC-32 of every byte before it |
 //!
 //! A piece: `segment` u32, `generation` u64, `offset` u32 (in the segment), `len` u32, `crc`
 //! u32 (CRC-32 of the piece's bytes), `kind` u32 (0: a `seg/` object, 1: a `log/` object),
-//! `number` u64 (the log object's number; 0 for `seg/`), `at` u64 (where the bytes start in
-//! the object). The pieces of one segment's use cover `0..len` without gaps, in order.
+//! `number` u64 (for `seg/` the writer that uploaded it, for `log/` its number), `at` u64
+//! (where the bytes start in the object). The pieces of one segment's use cover `0..len` without gaps, in order.
 
 use crate::engine::image::SegmentExtent;
 
 pub const MANIFEST_MAGIC: &[u8; 8] = b"LSMANI01";
 const PIECE_SIZE: usize = 44;
-const HEADER_SIZE: usize = 36;
+const HEADER_SIZE: usize = 44;
 
 pub const SEGMENT_PREFIX: &str = "seg/";
 
-pub fn segment_object(segment: u32, generation: u64) -> String {
-    format!("{SEGMENT_PREFIX}{segment:08x}-{generation:016x}")
+pub fn segment_object(writer: u64, segment: u32, generation: u64) -> String {
+    format!("{SEGMENT_PREFIX}{writer:016x}-{segment:08x}-{generation:016x}")
 }
 
 pub fn log_object(number: u64) -> String {
@@ -66,8 +70,8 @@ pub fn number_of(name: &str, prefix: &str) -> Option<u64> {
 /// Where a piece's bytes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// The `seg/` object of the piece's own segment use.
-    Segment,
+    /// The `seg/` object of the piece's own segment use, uploaded by this writer.
+    Segment(u64),
     /// The `log/` object of this number.
     Log(u64),
 }
@@ -88,7 +92,7 @@ pub struct Piece {
 impl Piece {
     pub fn object(&self) -> String {
         match self.source {
-            Source::Segment => segment_object(self.segment, self.generation),
+            Source::Segment(writer) => segment_object(writer, self.segment, self.generation),
             Source::Log(n) => log_object(n),
         }
     }
@@ -98,6 +102,7 @@ impl Piece {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     pub number: u64,
+    pub writer: u64,
     pub durable_lsn: u64,
     pub created_unix_ms: u64,
     pub superblock: Vec<u8>,
@@ -111,6 +116,7 @@ impl Manifest {
         );
         b.extend_from_slice(MANIFEST_MAGIC);
         b.extend_from_slice(&self.number.to_le_bytes());
+        b.extend_from_slice(&self.writer.to_le_bytes());
         b.extend_from_slice(&self.durable_lsn.to_le_bytes());
         b.extend_from_slice(&self.created_unix_ms.to_le_bytes());
         b.extend_from_slice(&(self.superblock.len() as u32).to_le_bytes());
@@ -118,7 +124,7 @@ impl Manifest {
         b.extend_from_slice(&(self.pieces.len() as u32).to_le_bytes());
         for p in &self.pieces {
             let (kind, number) = match p.source {
-                Source::Segment => (0u32, 0u64),
+                Source::Segment(w) => (0u32, w),
                 Source::Log(n) => (1, n),
             };
             b.extend_from_slice(&p.segment.to_le_bytes());
@@ -145,6 +151,7 @@ impl Manifest {
         }
         let mut r = Reader { b: body, at: 8 };
         let number = r.u64()?;
+        let writer = r.u64()?;
         let durable_lsn = r.u64()?;
         let created_unix_ms = r.u64()?;
         let sb_len = r.u32()? as usize;
@@ -164,7 +171,7 @@ impl Manifest {
             let number = r.u64()?;
             let at = r.u64()?;
             let source = match kind {
-                0 => Source::Segment,
+                0 => Source::Segment(number),
                 1 => Source::Log(number),
                 k => return Err(format!("a piece of unknown kind {k}")),
             };
@@ -180,6 +187,7 @@ impl Manifest {
         }
         let m = Manifest {
             number,
+            writer,
             durable_lsn,
             created_unix_ms,
             superblock,
@@ -215,7 +223,7 @@ impl Manifest {
                         segment: p.segment,
                         generation: p.generation,
                         len: p.len,
-                        closed: p.source == Source::Segment,
+                        closed: matches!(p.source, Source::Segment(_)),
                     });
                 }
             }
@@ -253,6 +261,7 @@ mod tests {
     fn sample() -> Manifest {
         Manifest {
             number: 7,
+            writer: 0x1234_5678_9abc,
             durable_lsn: 99,
             created_unix_ms: 1_800_000_000_000,
             superblock: vec![1, 2, 3],
@@ -263,7 +272,7 @@ mod tests {
                     offset: 0,
                     len: 4096,
                     crc: 11,
-                    source: Source::Segment,
+                    source: Source::Segment(0x1234_5678_9abc),
                     at: 0,
                 },
                 Piece {
@@ -319,6 +328,9 @@ mod tests {
         assert!(log_object(9) < log_object(10));
         assert_eq!(number_of(&manifest_object(300), MANIFEST_PREFIX), Some(300));
         assert_eq!(number_of("manifest/12", MANIFEST_PREFIX), None);
-        assert_eq!(segment_object(1, 2), "seg/00000001-0000000000000002");
+        assert_eq!(
+            segment_object(10, 1, 2),
+            "seg/000000000000000a-00000001-0000000000000002"
+        );
     }
 }

@@ -93,6 +93,8 @@ pub struct MirrorStats {
 /// A store's mirror in one bucket prefix (see the module's doc).
 pub struct Mirror {
     objects: Arc<dyn ObjectStorage>,
+    /// Written into every manifest: which store made it (one writer per prefix).
+    writer: u64,
     state: Mutex<State>,
 }
 
@@ -126,10 +128,24 @@ pub struct Collected {
 }
 
 impl Mirror {
-    /// A mirror into `objects`: numbers go on after the newest manifest and log object there.
-    /// Closed segment uses already in the bucket are not trusted to be this store's: the first
-    /// round creates their names again, which succeeds only for the same bytes.
-    pub fn attach(objects: Arc<dyn ObjectStorage>) -> Result<Mirror> {
+    /// A mirror into `objects` publishing as `writer`: numbers go on after the newest manifest
+    /// and log object there. `continues`: the manifest whose image the store is a continuation
+    /// of (it was restored from it, or published it), whose closed uses the store holds byte
+    /// for byte: they are not uploaded again. Without it, every closed use goes up again under
+    /// this writer's name (a store that takes a prefix over).
+    pub fn attach(
+        objects: Arc<dyn ObjectStorage>,
+        writer: u64,
+        continues: Option<u64>,
+    ) -> Result<Mirror> {
+        let mut whole = BTreeMap::new();
+        if let Some(n) = continues {
+            for p in read_manifest(objects.as_ref(), n)?.pieces {
+                if matches!(p.source, Source::Segment(_)) {
+                    whole.insert((p.segment, p.generation), p);
+                }
+            }
+        }
         let newest = |prefix: &str| -> Result<Option<u64>> {
             Ok(objects
                 .list(prefix)?
@@ -142,11 +158,12 @@ impl Mirror {
         let next_log = newest(LOG_PREFIX)?.map_or(1, |n| n + 1);
         Ok(Mirror {
             objects,
+            writer,
             state: Mutex::new(State {
                 next_manifest,
                 next_log,
                 uses: BTreeMap::new(),
-                whole: BTreeMap::new(),
+                whole,
                 published: None,
                 created: BTreeMap::new(),
                 last_named_by: BTreeMap::new(),
@@ -187,7 +204,7 @@ impl Mirror {
                 offset: 0,
                 len: e.len,
                 crc: crc32fast::hash(&bytes),
-                source: Source::Segment,
+                source: Source::Segment(self.writer),
                 at: 0,
             };
             st.stats.bytes_put += bytes.len() as u64;
@@ -251,6 +268,7 @@ impl Mirror {
         let created = unix_now_ms();
         let m = Manifest {
             number,
+            writer: self.writer,
             durable_lsn: image.durable_lsn,
             created_unix_ms: created,
             superblock: image.superblock.clone(),
@@ -336,6 +354,14 @@ impl Mirror {
             }
         }
         Ok(done)
+    }
+}
+
+/// The newest manifest in the bucket, if any.
+pub fn newest_manifest(objects: &dyn ObjectStorage) -> Result<Option<Manifest>> {
+    match manifests(objects)?.last() {
+        Some(&n) => read_manifest(objects, n).map(Some),
+        None => Ok(None),
     }
 }
 
