@@ -22,6 +22,9 @@
 //! cargo bench --bench engine_bench -- --write-rounds 7
 //! ```
 //!
+//! With it, `--only SIZE:BATCH:THREADS` (e.g. `100:64:4`) writes just that case, N times, and
+//! prints its records/s: for profiling one case under `perf`.
+//!
 //! The open and memory figures come from a child process (this binary re-run with
 //! `--child-open <store>`), so that the RSS delta across `Engine::open` is not blurred by memory
 //! the earlier phases freed.
@@ -440,7 +443,18 @@ fn main() {
             .and_then(|n| n.parse().ok())
             .filter(|&n| n > 0)
             .expect("--write-rounds takes a number of rounds");
-        write_rounds(&plan, &base, rounds);
+        if let Some(j) = args.iter().position(|a| a == "--only") {
+            let f: Vec<usize> = args[j + 1]
+                .split(':')
+                .map(|n| n.parse().expect("--only SIZE:BATCH:THREADS"))
+                .collect();
+            for _ in 0..rounds {
+                let (written, secs) = write_case(&plan, &base, f[0], f[1], f[2]);
+                say(&format!("{} records/s", (written as f64 / secs) as u64));
+            }
+        } else {
+            write_rounds(&plan, &base, rounds);
+        }
         say(&format!(
             "\ntotal {:.0} s; load average at the end: {}",
             total.elapsed().as_secs_f64(),
