@@ -473,9 +473,10 @@ fn place(
     let first_batch = open.records == 1;
     open.lsn_last = lsn;
     let offset = open.offset + at as u32;
-    open.ranges
-        .lock()
-        .extend(batch.ranges(lsn, open.segment, offset));
+    let ranges = batch.ranges(lsn, open.segment, offset);
+    if !ranges.is_empty() {
+        open.ranges.lock().extend(ranges);
+    }
     let ticket = Ticket {
         lsn,
         seq: open.seq,
