@@ -22,7 +22,9 @@
 //! cargo bench --bench engine_bench -- --write-rounds 7
 //! ```
 //!
-//! With it, `--only SIZE:BATCH:THREADS` (e.g. `100:64:4`) writes just that case, N times, and
+//! With it, `--round-offset K` numbers the rounds from K + 1 (the thread order of round K + 1
+//! is used first): for comparing two binaries one round at a time, alternately. And
+//! `--only SIZE:BATCH:THREADS` (e.g. `100:64:4`) writes just that case, N times, and
 //! prints its records/s: for profiling one case under `perf`.
 //!
 //! The open and memory figures come from a child process (this binary re-run with
@@ -177,7 +179,7 @@ fn spread(v: &[f64]) -> String {
 }
 
 /// `--write-rounds N`: the write cases only, N alternating rounds, medians and per-round ratios.
-fn write_rounds(plan: &Plan, base: &Path, rounds: usize) {
+fn write_rounds(plan: &Plan, base: &Path, rounds: usize, offset: usize) {
     const THREADS: [usize; 3] = [1, 4, 16];
     let cases = write_cases();
     // rates[case][thread index][round]: records/s.
@@ -187,7 +189,7 @@ fn write_rounds(plan: &Plan, base: &Path, rounds: usize) {
     ));
     say("| round | value | batch | threads | records | records/s |");
     say("|---|---|---|---|---|---|");
-    for round in 0..rounds {
+    for round in offset..offset + rounds {
         for (c, &(size, per_batch)) in cases.iter().enumerate() {
             let order: Vec<usize> = if round % 2 == 0 {
                 (0..THREADS.len()).collect()
@@ -453,7 +455,11 @@ fn main() {
                 say(&format!("{} records/s", (written as f64 / secs) as u64));
             }
         } else {
-            write_rounds(&plan, &base, rounds);
+            let offset = match args.iter().position(|a| a == "--round-offset") {
+                Some(j) => args[j + 1].parse().expect("--round-offset takes a number"),
+                None => 0,
+            };
+            write_rounds(&plan, &base, rounds, offset);
         }
         say(&format!(
             "\ntotal {:.0} s; load average at the end: {}",
