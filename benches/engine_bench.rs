@@ -11,6 +11,22 @@
 //! Options: `--quick`, `--dir <path>` (where the temporary stores go; default
 //! `target/engine-bench`, which must be on a real disk, not tmpfs).
 //!
+//! `--write-rounds N` (issue 20, thread scaling) runs only the write cases, N rounds of them:
+//! within a round every (value size, batch) case is written at 1, 4 and 16 threads, one after
+//! the other (the order reversed every other round, so that no thread count always comes
+//! first), each on a fresh store as in the default run. It prints one line per case and round,
+//! then a table per (value size, batch): the median records/s at each thread count, and the
+//! median of the per-round ratios 4t/1t and 16t/4t with their min..max. Use 7 rounds or more:
+//!
+//! ```text
+//! cargo bench --bench engine_bench -- --write-rounds 7
+//! ```
+//!
+//! With it, `--round-offset K` numbers the rounds from K + 1 (the thread order of round K + 1
+//! is used first): for comparing two binaries one round at a time, alternately. And
+//! `--only SIZE:BATCH:THREADS` (e.g. `100:64:4`) writes just that case, N times, and
+//! prints its records/s: for profiling one case under `perf`.
+//!
 //! The open and memory figures come from a child process (this binary re-run with
 //! `--child-open <store>`), so that the RSS delta across `Engine::open` is not blurred by memory
 //! the earlier phases freed.
@@ -122,6 +138,97 @@ fn capacity_for(bytes: usize) -> u64 {
     // Room for the data, its headers and the reserve; rounded up to whole GiB.
     let need = (bytes as f64 * 1.3) as u64 + (256 << 20);
     need.div_ceil(1 << 30) * (1 << 30)
+}
+
+/// The value sizes and records per batch of the write cases.
+fn write_cases() -> Vec<(usize, usize)> {
+    vec![(100, 1), (100, 64), (4 * KIB, 1), (64 * KIB, 1)]
+}
+
+/// One write case on a fresh store: records written and seconds (final sync included).
+fn write_case(
+    plan: &Plan,
+    base: &Path,
+    size: usize,
+    per_batch: usize,
+    threads: usize,
+) -> (usize, f64) {
+    let records = plan.records_for(size);
+    let dir = fresh_dir(base, "write");
+    let engine = Engine::open(&dir, &options(capacity_for(records * (size + 64)))).expect("open");
+    let secs = write_phase(&engine, threads, records, size, per_batch);
+    engine.close().expect("close");
+    (records.div_ceil(threads) * threads, secs)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.2} ({lo:.2}..{hi:.2})", median(v))
+}
+
+/// `--write-rounds N`: the write cases only, N alternating rounds, medians and per-round ratios.
+fn write_rounds(plan: &Plan, base: &Path, rounds: usize, offset: usize) {
+    const THREADS: [usize; 3] = [1, 4, 16];
+    let cases = write_cases();
+    // rates[case][thread index][round]: records/s.
+    let mut rates = vec![vec![Vec::with_capacity(rounds); THREADS.len()]; cases.len()];
+    say(&format!(
+        "\n### Write thread scaling, {rounds} rounds (final sync included)\n"
+    ));
+    say("| round | value | batch | threads | records | records/s |");
+    say("|---|---|---|---|---|---|");
+    for round in offset..offset + rounds {
+        for (c, &(size, per_batch)) in cases.iter().enumerate() {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..THREADS.len()).collect()
+            } else {
+                (0..THREADS.len()).rev().collect()
+            };
+            for ti in order {
+                let threads = THREADS[ti];
+                let (written, secs) = write_case(plan, base, size, per_batch, threads);
+                let rps = written as f64 / secs;
+                rates[c][ti].push(rps);
+                say(&format!(
+                    "| {} | {} | {per_batch} | {threads} | {written} | {rps:.0} |",
+                    round + 1,
+                    size_name(size)
+                ));
+            }
+        }
+    }
+    say(&format!(
+        "\n| value | batch | records/s 1t | 4t | 16t | 4t/1t median (min..max of {rounds}) | 16t/4t median (min..max) |"
+    ));
+    say("|---|---|---|---|---|---|---|");
+    for (c, &(size, per_batch)) in cases.iter().enumerate() {
+        let r = &rates[c];
+        let ratio = |a: usize, b: usize| -> Vec<f64> {
+            r[a].iter().zip(&r[b]).map(|(x, y)| x / y).collect()
+        };
+        say(&format!(
+            "| {} | {per_batch} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            size_name(size),
+            median(&r[0]),
+            median(&r[1]),
+            median(&r[2]),
+            spread(&ratio(1, 0)),
+            spread(&ratio(2, 1)),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(base.join("write"));
 }
 
 /// Writes `records` records of `size` bytes from `threads` threads, `per_batch` records per
@@ -332,15 +439,42 @@ fn main() {
         if plan.quick { "quick" } else { "full" },
         base.display()
     ));
+    if let Some(i) = args.iter().position(|a| a == "--write-rounds") {
+        let rounds: usize = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .expect("--write-rounds takes a number of rounds");
+        if let Some(j) = args.iter().position(|a| a == "--only") {
+            let f: Vec<usize> = args[j + 1]
+                .split(':')
+                .map(|n| n.parse().expect("--only SIZE:BATCH:THREADS"))
+                .collect();
+            for _ in 0..rounds {
+                let (written, secs) = write_case(&plan, &base, f[0], f[1], f[2]);
+                say(&format!("{} records/s", (written as f64 / secs) as u64));
+            }
+        } else {
+            let offset = match args.iter().position(|a| a == "--round-offset") {
+                Some(j) => args[j + 1].parse().expect("--round-offset takes a number"),
+                None => 0,
+            };
+            write_rounds(&plan, &base, rounds, offset);
+        }
+        say(&format!(
+            "\ntotal {:.0} s; load average at the end: {}",
+            total.elapsed().as_secs_f64(),
+            loadavg()
+        ));
+        return;
+    }
 
     // --- write throughput ---
     say("\n### Write throughput (final sync included)\n");
     say("| value | batch | threads | records | MB/s | records/s |");
     say("|---|---|---|---|---|---|");
     let sizes = [100usize, 4 * KIB, 64 * KIB];
-    let mut cases: Vec<(usize, usize)> = sizes.iter().map(|&s| (s, 1)).collect();
-    cases.insert(1, (100, 64));
-    for &(size, per_batch) in &cases {
+    for (size, per_batch) in write_cases() {
         let records = plan.records_for(size);
         for threads in [1usize, 4, 16] {
             let dir = fresh_dir(&base, "write");

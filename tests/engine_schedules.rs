@@ -466,3 +466,48 @@ fn a_read_of_a_written_record_does_not_wait_for_a_segment_allocation() {
         schedules(20),
     );
 }
+
+/// Writers of large values queue for room in full write buffers: a 256 KiB segment takes two
+/// of these values, so nearly every batch waits for a seal, and every other seal closes the
+/// segment (the first writer woken opens the next). Writers waiting for room sleep on a
+/// condition variable of their own, which only a seal (or a failure) wakes, one writer at a
+/// time, each waking the next as it leaves (`Log::room`): whatever the schedule, no writer is
+/// left asleep for good (shuttle fails a schedule in which every thread waits; a seal that
+/// woke nobody was caught), and every put reads back. (Without the relay a writer would wait
+/// for the next seal, up to the seal delay: slower, not stuck, here.)
+#[test]
+fn writers_queued_for_room_in_full_buffers_all_get_in_whatever_the_schedule() {
+    shuttle::check_random(
+        || {
+            let storage = SimStorage::new();
+            let engine = Arc::new(Engine::open_on(storage, &small_store()).unwrap());
+            let big = |w: u64, i: u64| {
+                let mut v = value(w, i);
+                v.resize(100 << 10, b'0' + (w * 3 + i) as u8);
+                v
+            };
+            let writers: Vec<_> = (0..4u64)
+                .map(|w| {
+                    let engine = engine.clone();
+                    shuttle::thread::spawn(move || {
+                        for i in 0..2 {
+                            engine
+                                .write(&[Mutation::put(ROOT_GROUP, key(w, i), big(w, i))])
+                                .unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            for w in 0..4 {
+                for i in 0..2 {
+                    assert_eq!(engine.get(&key(w, i)).unwrap(), Some(big(w, i)));
+                }
+            }
+            Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
+        },
+        schedules(300),
+    );
+}

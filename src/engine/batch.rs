@@ -148,6 +148,15 @@ impl log::Placeable for EncodedBatch {
     }
 
     fn ranges(&self, lsn: u64, segment: u32, offset: u32) -> Vec<RangeDelete> {
+        // Called under the log lock for every batch: most have no range delete, and building
+        // their point updates only to drop them (a key copy each) lengthened the lock hold.
+        if !self
+            .records
+            .iter()
+            .any(|r| r.header.kind == RecordKind::DeleteRange)
+        {
+            return Vec::new();
+        }
         self.updates(lsn, segment, offset)
             .into_iter()
             .filter_map(|u| match u {

@@ -41,7 +41,7 @@ impl Log {
             if st.failed.is_some() || !(has_batches || marker_due) {
                 if st.stop {
                     st.flusher_gone = true;
-                    self.changed.notify_all();
+                    self.notify_all_waiters();
                     return;
                 }
                 self.work.wait_for(&mut st, Duration::from_millis(100));
@@ -65,11 +65,14 @@ impl Log {
                     st.reserve_marker_until = 0;
                     st.close_marker_until = 0;
                     log::warn!("cannot write a marker buffer: {e}");
-                    self.changed.notify_all();
+                    self.notify_all_waiters();
                     continue;
                 }
             }
             let sealed = self.seal(&mut st);
+            // Writers waiting for room may fill the buffer opened behind it (or open the next
+            // segment) while this one is written: the first of them, who wakes the next.
+            self.room.notify_one();
             drop(st);
             let written = self.write_sealed(&sealed);
             if written.is_ok() {
@@ -83,6 +86,7 @@ impl Log {
                 st.completed_seq = sealed.seq;
                 self.close_finished_segments(&mut st);
                 self.changed.notify_all();
+                self.flushed.notify_all();
             }
         }
     }
