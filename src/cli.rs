@@ -126,8 +126,16 @@ struct FsckArgs {
     /// Print one JSON object (problems, notes, damaged files, figures).
     #[arg(long)]
     json: bool,
+    /// Check the bucket a store is mirrored to (s3://BUCKET/PREFIX) instead: every manifest
+    /// against its objects, every piece's checksum. Keys from the AWS_* environment.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    /// A credentials file for --remote (KEY=value lines or an AWS CLI profile).
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    credentials: Option<PathBuf>,
     /// The store directory (unmounted).
-    store: PathBuf,
+    #[arg(required_unless_present = "remote", conflicts_with = "remote")]
+    store: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -184,7 +192,13 @@ pub fn main() -> i32 {
         Command::Resize(args) => format::resize_cmd(&args),
         Command::Stats(args) => stats::run(&args.path, args.json),
         Command::ReplayCut(args) => replay_cut_cmd(&args),
-        Command::Fsck(args) => return fsck::run(&args.store, args.json),
+        Command::Fsck(args) => {
+            return match (&args.remote, &args.store) {
+                (Some(url), _) => fsck::run_remote(url, args.credentials.clone(), args.json),
+                (None, Some(store)) => fsck::run(store, args.json),
+                (None, None) => fsck::USAGE_ERROR,
+            };
+        }
         Command::Man => docs::man(command()),
         Command::Completions { shell } => {
             docs::completions(command(), shell);

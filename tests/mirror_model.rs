@@ -451,3 +451,49 @@ fn a_restored_store_goes_on_from_its_image_without_uploading_it_again() {
         state
     );
 }
+
+#[test]
+fn a_bucket_check_finds_a_missing_object_and_a_flipped_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("a"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let mut rng = SimRng::new(9);
+    let mut state = State::new();
+    for step in 0..300u64 {
+        engine.write(&batch(&mut rng, step, &mut state)).unwrap();
+        if step % 50 == 0 {
+            mirror.round(&engine).unwrap();
+        }
+    }
+    let newest = publish(&mirror, &engine);
+    engine.close().unwrap();
+    let clean = mirror::check_bucket(objects.as_ref()).unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    assert_eq!(clean.newest_manifest, Some(newest));
+    assert!(clean.objects_checked > 2);
+    // A byte flipped in one object the newest manifest names, another object deleted.
+    let m = mirror::read_manifest(objects.as_ref(), newest).unwrap();
+    let (flip, gone) = (m.pieces[0].object(), m.pieces.last().unwrap().object());
+    assert_ne!(flip, gone);
+    let mut bytes = objects.get(&flip).unwrap().to_vec();
+    let at = m.pieces[0].at as usize;
+    bytes[at] ^= 0x40;
+    objects.delete(&flip).unwrap();
+    objects.put_new(&flip, bytes.into()).unwrap();
+    objects.delete(&gone).unwrap();
+    let report = mirror::check_bucket(objects.as_ref()).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&flip) && p.contains("checksum")),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems.iter().any(|p| p.starts_with(&gone)),
+        "{:?}",
+        report.problems
+    );
+}

@@ -908,6 +908,88 @@ mod mirror_on_the_gateway {
     }
 
     #[test]
+    fn an_older_image_mounts_read_only_and_fsck_checks_the_bucket() {
+        let Some((_, vars)) = storage("mirror-older") else {
+            return;
+        };
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-older"));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let _guard = Mounted(mnt.clone());
+        let newest = || mirror::manifests(&s3).unwrap().last().copied().unwrap();
+        ok(&[
+            "mount",
+            "--daemon",
+            "--create",
+            "--size",
+            "64M",
+            "--remote",
+            &url,
+            s(&store),
+            s(&mnt),
+        ]);
+        std::fs::write(mnt.join("doc"), b"version 1").unwrap();
+        std::fs::write(mnt.join("gone"), b"deleted later").unwrap();
+        ok(&["umount", s(&mnt)]);
+        let first = newest();
+        ok(&["mount", "--daemon", "--remote", &url, s(&store), s(&mnt)]);
+        std::fs::write(mnt.join("doc"), b"version 2").unwrap();
+        std::fs::remove_file(mnt.join("gone")).unwrap();
+        ok(&["umount", s(&mnt)]);
+        assert!(newest() > first);
+
+        let out = run(&["fsck", "--remote", &url], &[]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.contains("clean"), "{text}");
+
+        let older = root.join("older");
+        let n = first.to_string();
+        let out = run(
+            &[
+                "mount",
+                "--remote",
+                &url,
+                "--manifest",
+                &n,
+                s(&older),
+                s(&mnt),
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("-o ro") && !older.exists(), "{err}");
+        ok(&[
+            "mount",
+            "--daemon",
+            "-o",
+            "ro",
+            "--remote",
+            &url,
+            "--manifest",
+            &n,
+            s(&older),
+            s(&mnt),
+        ]);
+        assert_eq!(std::fs::read(mnt.join("doc")).unwrap(), b"version 1");
+        assert_eq!(std::fs::read(mnt.join("gone")).unwrap(), b"deleted later");
+        ok(&["umount", s(&mnt)]);
+
+        // An object the newest manifest names goes missing: fsck says so, exit 4.
+        let m = mirror::read_manifest(&s3, newest()).unwrap();
+        s3.delete(&m.pieces[0].object()).unwrap();
+        let out = run(&["fsck", "--remote", &url], &[]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(4), "{text}");
+        assert!(text.contains("problem:"), "{text}");
+        cleanup(&s3);
+    }
+
+    #[test]
     fn a_mount_with_bad_credentials_says_so_and_writes_nothing() {
         if storage("mirror-bad-keys").is_none() {
             return;

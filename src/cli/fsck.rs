@@ -62,3 +62,57 @@ fn check_and_print(store: &Path, json: bool) -> Result<i32, String> {
     }
     Ok(if out.clean { CLEAN } else { UNCORRECTED })
 }
+
+/// `fsck --remote URL`: checks the bucket (see `mirror::check_bucket`); prints the report.
+pub fn run_remote(url: &str, credentials: Option<std::path::PathBuf>, json: bool) -> i32 {
+    let remote = super::remote::Remote {
+        url: url.to_string(),
+        credentials,
+        ..super::remote::Remote::default()
+    };
+    let report = super::remote::open_bucket(&remote).and_then(|objects| {
+        crate::mirror::check_bucket(objects.as_ref()).map_err(|e| format!("--remote {url}: {e}"))
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(msg) => {
+            eprintln!("logstorfs: {msg}");
+            return OPERATIONAL_ERROR;
+        }
+    };
+    if json {
+        print_out(&format!(
+            "{}\n",
+            serde_json::to_string(&report).expect("a report of numbers and strings")
+        ));
+    } else {
+        let mut o = match report.newest_manifest {
+            Some(n) => format!(
+                "{url}: {} manifests, the newest {n} (LSN {}); {} objects read, {} bytes\n",
+                report.manifests, report.newest_lsn, report.objects_checked, report.bytes_read
+            ),
+            None => format!("{url}: no manifest (nothing mirrored there)\n"),
+        };
+        for p in &report.problems {
+            o.push_str(&format!("problem: {p}\n"));
+        }
+        if !report.unreferenced.is_empty() {
+            o.push_str(&format!(
+                "note: {} objects no manifest names (the mirror deletes them at its next \
+                 collection)\n",
+                report.unreferenced.len()
+            ));
+        }
+        o.push_str(if report.problems.is_empty() {
+            "clean\n"
+        } else {
+            "problems found: a restore of a manifest named above may fail\n"
+        });
+        print_out(&o);
+    }
+    if report.problems.is_empty() {
+        CLEAN
+    } else {
+        UNCORRECTED
+    }
+}

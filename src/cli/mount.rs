@@ -75,6 +75,10 @@ pub struct MountArgs {
     /// another writer): this store's images replace it from the next upload.
     #[arg(long, requires = "remote")]
     pub take_over: bool,
+    /// With --remote and -o ro, over an empty STORE: restore manifest N (an older image, kept
+    /// for --retain) instead of the newest, to copy files back from it.
+    #[arg(long, value_name = "N", requires = "remote")]
+    pub manifest: Option<u64>,
     /// Store directory.
     pub store: PathBuf,
     /// Mount point (an existing directory, not already a mount point).
@@ -121,6 +125,7 @@ impl HelperArgs {
             remote_lag: None,
             retain: None,
             take_over: false,
+            manifest: None,
             store,
             mountpoint,
         })
@@ -358,19 +363,33 @@ fn prepare_remote(
     create: bool,
     read_only: bool,
 ) -> Result<bool, String> {
+    if let Some(n) = args.manifest {
+        if !read_only {
+            return Err(format!(
+                "--manifest {n} mounts an older image read-only: add -o ro (a store restored \
+                 from it must not replace the bucket's newer images)"
+            ));
+        }
+        if !create {
+            return Err(format!(
+                "--manifest {n} restores into an empty directory, and {} holds a store",
+                args.store.display()
+            ));
+        }
+    }
     let objects = remote::open_bucket(r)?;
     if !create {
         remote::check_writer(objects.as_ref(), r, &args.store, args.take_over)?;
         return Ok(false);
     }
-    if remote::bucket_holds_store(objects.as_ref(), &r.url)? {
+    if args.manifest.is_some() || remote::bucket_holds_store(objects.as_ref(), &r.url)? {
         crate::engine::storage::create_dir_durably(&args.store).map_err(|e| {
             format!(
                 "cannot create store directory {}: {e}",
                 args.store.display()
             )
         })?;
-        remote::restore_into(objects.as_ref(), r, &args.store)?;
+        remote::restore_into(objects.as_ref(), r, &args.store, args.manifest)?;
         return Ok(false);
     }
     if !args.create || read_only {

@@ -18,7 +18,7 @@ use crate::object::{ErrorKind, ObjectStorage};
 pub const DEFAULT_REMOTE_LAG_SECS: u64 = 5;
 
 /// Where and how often a mount mirrors its store.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Remote {
     pub url: String,
     /// A credentials file (`-o credentials=FILE`), else the `AWS_*` environment.
@@ -187,8 +187,9 @@ pub fn restore_into(
     objects: &dyn ObjectStorage,
     remote: &mut Remote,
     store: &Path,
+    manifest: Option<u64>,
 ) -> Result<(), String> {
-    let restored = restore_image(objects, &remote.url, store)?;
+    let restored = restore_image(objects, &remote.url, store, manifest)?;
     let record = RemoteRecord {
         url: remote.url.clone(),
         writer: new_writer(),
@@ -205,9 +206,14 @@ pub fn restore_into(
     Ok(())
 }
 
-fn restore_image(objects: &dyn ObjectStorage, url: &str, store: &Path) -> Result<Restored, String> {
+fn restore_image(
+    objects: &dyn ObjectStorage,
+    url: &str,
+    store: &Path,
+    manifest: Option<u64>,
+) -> Result<Restored, String> {
     let bar = super::progress::bytes_bar("restoring from the bucket");
-    let restored = mirror::restore(objects, None, store, &mut |done, total| {
+    let restored = mirror::restore(objects, manifest, store, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
