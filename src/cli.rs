@@ -334,7 +334,12 @@ fn serve_inner(args: &ServeArgs, notify: &mut Option<File>) -> Result<(), String
     let uploader = match (remote, bucket) {
         (Some(r), Some(objects)) if !options.read_only => {
             match remote::Uploader::start(fs.clone(), objects, r, store) {
-                Ok(u) => Some(u),
+                Ok(u) => {
+                    if let Some(timeout) = r.sync_timeout {
+                        fs.set_after_sync(u.fsync_waiter(timeout));
+                    }
+                    Some(u)
+                }
                 Err(e) => {
                     if let Err(close) = close_fs(fs) {
                         log::error!("{close}");

@@ -990,6 +990,103 @@ mod mirror_on_the_gateway {
     }
 
     #[test]
+    fn with_remote_sync_an_fsync_returns_once_the_bucket_holds_it_or_fails_with_eio() {
+        let Some((_, vars)) = storage("mirror-sync") else {
+            return;
+        };
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-sync"));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let gateway = vars["AWS_ENDPOINT"]
+            .trim_start_matches("http://")
+            .to_string();
+        let proxy = super::Proxy::start(&gateway, &[]);
+        let listen = proxy.addr.clone();
+        let endpoint = format!("http://{listen}");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let _guard = Mounted(mnt.clone());
+        // No periodic rounds in this test's time: only fsyncs make them.
+        let out = run(
+            &[
+                "mount",
+                "--daemon",
+                "--create",
+                "--size",
+                "64M",
+                "--remote",
+                &url,
+                "--remote-lag",
+                "3600",
+                "--remote-sync",
+                "--remote-sync-timeout",
+                "3",
+                s(&store),
+                s(&mnt),
+            ],
+            &[("AWS_ENDPOINT", endpoint.as_str())],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fsynced = |name: &str, data: &[u8]| -> std::io::Result<()> {
+            let f = std::fs::File::create(mnt.join(name))?;
+            std::io::Write::write_all(&mut &f, data)?;
+            f.sync_all()
+        };
+        fsynced("one", b"in the bucket once fsync returned").unwrap();
+        // Without waiting: the bucket, restored elsewhere, already holds it.
+        let (store2, mnt2) = (root.join("elsewhere"), root.join("mnt2"));
+        std::fs::create_dir(&mnt2).unwrap();
+        let _guard2 = Mounted(mnt2.clone());
+        ok(&[
+            "mount",
+            "--daemon",
+            "-o",
+            "ro",
+            "--remote",
+            &url,
+            s(&store2),
+            s(&mnt2),
+        ]);
+        assert_eq!(
+            std::fs::read(mnt2.join("one")).unwrap(),
+            b"in the bucket once fsync returned"
+        );
+        ok(&["umount", s(&mnt2)]);
+        // The bucket down: fsync fails with EIO once the timeout passed; the data is still
+        // durable locally and readable.
+        drop(proxy);
+        let err = fsynced("two", b"local only").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        assert_eq!(std::fs::read(mnt.join("two")).unwrap(), b"local only");
+        let _proxy = super::Proxy::start(&gateway, &["--listen", &listen]);
+        fsynced("three", b"after the outage").unwrap();
+        ok(&["umount", s(&mnt)]);
+        let (store3, mnt3) = (root.join("third"), mnt2.clone());
+        ok(&[
+            "mount",
+            "--daemon",
+            "-o",
+            "ro",
+            "--remote",
+            &url,
+            s(&store3),
+            s(&mnt3),
+        ]);
+        assert_eq!(std::fs::read(mnt3.join("two")).unwrap(), b"local only");
+        assert_eq!(
+            std::fs::read(mnt3.join("three")).unwrap(),
+            b"after the outage"
+        );
+        ok(&["umount", s(&mnt3)]);
+        cleanup(&s3);
+    }
+
+    #[test]
     fn a_mount_with_bad_credentials_says_so_and_writes_nothing() {
         if storage("mirror-bad-keys").is_none() {
             return;

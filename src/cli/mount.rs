@@ -79,6 +79,13 @@ pub struct MountArgs {
     /// for --retain) instead of the newest, to copy files back from it.
     #[arg(long, value_name = "N", requires = "remote")]
     pub manifest: Option<u64>,
+    /// An fsync returns only once the bucket holds its data too (or fails with EIO after
+    /// --remote-sync-timeout seconds, default 60, the data still durable locally).
+    #[arg(long, requires = "remote")]
+    pub remote_sync: bool,
+    /// How long an fsync waits for the bucket with --remote-sync (default 60 seconds).
+    #[arg(long, value_name = "SECONDS", requires = "remote_sync")]
+    pub remote_sync_timeout: Option<u64>,
     /// Store directory.
     pub store: PathBuf,
     /// Mount point (an existing directory, not already a mount point).
@@ -126,6 +133,8 @@ impl HelperArgs {
             retain: None,
             take_over: false,
             manifest: None,
+            remote_sync: false,
+            remote_sync_timeout: None,
             store,
             mountpoint,
         })
@@ -349,6 +358,12 @@ fn remote_of(args: &MountArgs, opts: &MountOptions) -> Result<Option<Remote>, St
         credentials: opts.credentials.clone(),
         lag: std::time::Duration::from_secs(lag),
         retain: std::time::Duration::from_secs(args.retain.unwrap_or(remote::DEFAULT_RETAIN_SECS)),
+        sync_timeout: args.remote_sync.then(|| {
+            std::time::Duration::from_secs(
+                args.remote_sync_timeout
+                    .unwrap_or(remote::DEFAULT_REMOTE_SYNC_TIMEOUT_SECS),
+            )
+        }),
         writer: 0,
         continues: None,
     }))

@@ -27,6 +27,8 @@ pub struct Remote {
     pub lag: Duration,
     /// How long a manifest stays restorable once a newer one exists.
     pub retain: Duration,
+    /// `--remote-sync`: an fsync also waits, up to this long, until the bucket holds its data.
+    pub sync_timeout: Option<Duration>,
     /// The writer number this store publishes with, and the manifest whose image it goes on
     /// from (decided by `mount` before any write: [`check_writer`], [`restore_into`]).
     pub writer: u64,
@@ -35,6 +37,10 @@ pub struct Remote {
 
 /// Seconds a manifest is kept unless `--retain` says otherwise: a day.
 pub const DEFAULT_RETAIN_SECS: u64 = 24 * 3600;
+
+/// Seconds an fsync waits for the bucket with `--remote-sync` unless
+/// `--remote-sync-timeout` says otherwise.
+pub const DEFAULT_REMOTE_SYNC_TIMEOUT_SECS: u64 = 60;
 
 /// Published manifests between two collections of what no manifest kept needs.
 const ROUNDS_PER_COLLECTION: u64 = 32;
@@ -232,8 +238,26 @@ fn restore_image(
 
 /// The thread that runs mirror rounds while the store is mounted.
 pub struct Uploader {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    control: Arc<Control>,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// Between the uploader thread and whoever asks it for something: the unmount (a last round,
+/// then stop) and `--remote-sync`'s fsyncs (a round now, and word of the bucket's LSN).
+#[derive(Default)]
+struct Control {
+    state: Mutex<ControlState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ControlState {
+    stop: bool,
+    round_wanted: bool,
+    /// Every batch up to it is in the bucket's newest image.
+    bucket_lsn: u64,
+    /// The thread has returned (unmounted, or fenced): nothing more goes up.
+    gone: bool,
 }
 
 impl Uploader {
@@ -260,25 +284,57 @@ impl Uploader {
             .write(store)
             .map_err(|e| format!("cannot write {}: {e}", store.join(REMOTE_FILE).display()))?;
         let store = store.to_path_buf();
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let control = Arc::new(Control::default());
         let (lag, retain) = (remote.lag, remote.retain);
         let thread = {
-            let stop = stop.clone();
+            let control = control.clone();
             std::thread::Builder::new()
                 .name("mirror".into())
                 .spawn(move || {
                     let mut round = RoundLog { store, record };
-                    upload_until_stopped(&fs, &mirror, &url, lag, retain, &stop, &mut round)
+                    upload_until_stopped(&fs, &mirror, &url, lag, retain, &control, &mut round);
+                    control.state.lock().gone = true;
+                    control.changed.notify_all();
                 })
                 .map_err(|e| format!("cannot start the mirror's thread: {e}"))?
         };
-        Ok(Uploader { stop, thread })
+        Ok(Uploader { control, thread })
+    }
+
+    /// What an fsync waits for with `--remote-sync`: a round now, until the bucket holds the
+    /// durable LSN it is given, or `timeout` has passed (then the fsync fails with EIO).
+    pub fn fsync_waiter(&self, timeout: Duration) -> crate::fs::AfterSync {
+        let control = self.control.clone();
+        Box::new(move |lsn| {
+            let deadline = std::time::Instant::now() + timeout;
+            let mut c = control.state.lock();
+            while c.bucket_lsn < lsn {
+                if c.gone {
+                    return Err(
+                        "the mirror has stopped (fenced, or unmounting): the bucket \
+                                does not hold this fsync's data"
+                            .into(),
+                    );
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "the bucket did not take this fsync's data within {} s \
+                         (--remote-sync-timeout); it is durable locally",
+                        timeout.as_secs()
+                    ));
+                }
+                c.round_wanted = true;
+                control.changed.notify_all();
+                control.changed.wait_until(&mut c, deadline);
+            }
+            Ok(())
+        })
     }
 
     /// Stops the rounds after one last (everything durable so far goes up), and waits.
     pub fn finish(self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
+        self.control.state.lock().stop = true;
+        self.control.changed.notify_all();
         let _ = self.thread.join();
     }
 }
@@ -289,20 +345,26 @@ fn upload_until_stopped(
     url: &str,
     lag: Duration,
     retain: Duration,
-    stop: &(Mutex<bool>, Condvar),
+    control: &Control,
     log: &mut RoundLog,
 ) {
     let mut published = 0u64;
     loop {
         let stopping = {
-            let mut stopped = stop.0.lock();
-            if !*stopped {
-                stop.1.wait_for(&mut stopped, lag);
+            let mut c = control.state.lock();
+            if !c.stop && !c.round_wanted {
+                control.changed.wait_for(&mut c, lag);
             }
-            *stopped
+            c.round_wanted = false;
+            c.stop
         };
         let result = mirror.round(fs.engine());
         log.after_round(mirror, fs, &result);
+        {
+            let mut c = control.state.lock();
+            c.bucket_lsn = c.bucket_lsn.max(mirror.stats().bucket_lsn);
+            control.changed.notify_all();
+        }
         match result {
             Ok(Round::Published(n)) => {
                 log::debug!("mirror: manifest {n} published to {url}");

@@ -55,10 +55,11 @@ pub fn run(path: &Path, json: bool) -> Result<(), String> {
     };
     let remote = store_dir.and_then(|d| RemoteRecord::read(&d));
     if json {
-        let mut value: serde_json::Value =
-            serde_json::from_str(&report.json()).map_err(|e| e.to_string())?;
-        value["remote"] = serde_json::to_value(&remote).map_err(|e| e.to_string())?;
-        print_out(&format!("{value}\n"));
+        // The report's own fields first, in their order, then the mirror's record.
+        let json = report.json();
+        let body = json.strip_suffix('}').unwrap_or(&json);
+        let remote = serde_json::to_string(&remote).map_err(|e| e.to_string())?;
+        print_out(&format!("{body},\"remote\":{remote}}}\n"));
     } else {
         print_out(&report.text());
         if let Some(r) = remote {

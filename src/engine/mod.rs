@@ -311,6 +311,11 @@ impl Engine {
         self.inner.index.pending_count()
     }
 
+    /// The LSN up to which every batch is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.log.durable_lsn()
+    }
+
     /// What recovery found when this engine was opened.
     pub fn recovery_report(&self) -> RecoveryReport {
         self.inner.recovery.clone()

@@ -415,9 +415,22 @@ impl Fs {
         self.fallocate_modes(ino, offset, length, mode, kill_suid_sgid)
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable (and, with an after-sync step set, waits for
+    /// it: see [`Fs::set_after_sync`]).
     pub fn fsync(&self) -> FsResult<()> {
         self.engine.sync()?;
+        if let Some(after) = self.after_sync.get() {
+            after(self.engine.durable_lsn()).map_err(|msg| {
+                FsError::Engine(crate::engine::EngineError::Io(std::io::Error::other(msg)))
+            })?;
+        }
         Ok(())
+    }
+
+    /// Sets what every later fsync waits for once the store made its data durable (a mirror
+    /// holding it: `--remote-sync`); called with the durable LSN, without the state lock. Set
+    /// once; a second call is ignored.
+    pub fn set_after_sync(&self, after: super::AfterSync) {
+        let _ = self.after_sync.set(after);
     }
 }

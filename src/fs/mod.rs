@@ -312,6 +312,9 @@ pub struct Fs {
     rebuild_stop: AtomicBool,
     atime: atime::AtimeMode,
     writeback_cache: bool,
+    /// Called by [`Fs::fsync`] once the store made everything durable, with the durable LSN:
+    /// a further copy (a mirror) that an fsync waits for too. Its error fails the fsync.
+    after_sync: std::sync::OnceLock<AfterSync>,
     /// Test hook: called between the batches of a copy, with the state lock let go.
     #[cfg(any(test, feature = "test-hooks"))]
     test_between_copy_batches: Mutex<Option<CopyBatchHook>>,
@@ -319,6 +322,9 @@ pub struct Fs {
 
 #[cfg(any(test, feature = "test-hooks"))]
 type CopyBatchHook = Arc<dyn Fn() + Send + Sync>;
+
+/// See [`Fs::set_after_sync`].
+pub type AfterSync = Box<dyn Fn(u64) -> Result<(), String> + Send + Sync>;
 
 fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > MAX_NAME_LEN {
@@ -421,6 +427,7 @@ impl Fs {
             rebuild_stop: AtomicBool::new(false),
             atime: options.atime,
             writeback_cache: options.writeback_cache,
+            after_sync: std::sync::OnceLock::new(),
             #[cfg(any(test, feature = "test-hooks"))]
             test_between_copy_batches: Mutex::new(None),
         };

@@ -251,6 +251,8 @@ impl Mirror {
             })
             .collect();
         if st.published.as_ref() == Some(&pieces) {
+            // The bucket's newest image is this one: it holds every batch up to its LSN.
+            st.stats.bucket_lsn = st.stats.bucket_lsn.max(image.durable_lsn);
             return Ok(Round::Unchanged);
         }
         // Numbers are spent before their PUTs: a PUT whose reply was lost may have created its
