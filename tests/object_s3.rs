@@ -903,6 +903,33 @@ mod mirror_on_the_gateway {
         // B, fenced in turn, may still be mounted without --remote to copy its files out.
         ok(&["mount", "--daemon", s(&b), s(&mnt)]);
         assert_eq!(std::fs::read(mnt.join("from-b")).unwrap(), b"b");
+        std::fs::write(mnt.join("only-in-b"), b"b2").unwrap();
+        ok(&["umount", s(&mnt)]);
+        // --discard-local: B is moved aside whole, and the bucket's image takes its place.
+        let out = run(
+            &[
+                "mount",
+                "--daemon",
+                "--remote",
+                &url,
+                "--discard-local",
+                s(&b),
+                s(&mnt),
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(mnt.join("from-a-again").exists() && !mnt.join("only-in-b").exists());
+        ok(&["umount", s(&mnt)]);
+        let kept = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_str().unwrap().contains("b.discarded-"))
+            .unwrap_or_else(|| panic!("the discarded store was not kept: {err}"));
+        ok(&["mount", "--daemon", s(&kept), s(&mnt)]);
+        assert_eq!(std::fs::read(mnt.join("only-in-b")).unwrap(), b"b2");
         ok(&["umount", s(&mnt)]);
         cleanup(&s3);
     }
@@ -1111,6 +1138,22 @@ mod mirror_on_the_gateway {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("holds none to restore"), "{err}");
+        assert!(!store.exists(), "a refused mount created the store");
+        let missing = format!("s3://no-such-bucket-{}/p", std::process::id());
+        let out = run(
+            &[
+                "mount",
+                "--create",
+                "--remote",
+                &missing,
+                s(&store),
+                s(&mnt),
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("no such bucket"), "{err}");
         assert!(!store.exists(), "a refused mount created the store");
     }
 }

@@ -79,6 +79,11 @@ pub struct MountArgs {
     /// for --retain) instead of the newest, to copy files back from it.
     #[arg(long, value_name = "N", requires = "remote")]
     pub manifest: Option<u64>,
+    /// For a store that lost the prefix to another writer (fenced): move it aside (to
+    /// STORE.discarded-SECONDS, where what the bucket lacks stays readable) and mount the
+    /// bucket's newest image in its place.
+    #[arg(long, requires = "remote", conflicts_with = "take_over")]
+    pub discard_local: bool,
     /// An fsync returns only once the bucket holds its data too (or fails with EIO after
     /// --remote-sync-timeout seconds, default 60, the data still durable locally).
     #[arg(long, requires = "remote")]
@@ -133,6 +138,7 @@ impl HelperArgs {
             retain: None,
             take_over: false,
             manifest: None,
+            discard_local: false,
             remote_sync: false,
             remote_sync_timeout: None,
             store,
@@ -394,8 +400,26 @@ fn prepare_remote(
     }
     let objects = remote::open_bucket(r)?;
     if !create {
-        remote::check_writer(objects.as_ref(), r, &args.store, args.take_over)?;
-        return Ok(false);
+        return match remote::check_writer(objects.as_ref(), r, &args.store, args.take_over) {
+            Ok(()) if args.discard_local => Err(format!(
+                "--discard-local: {} is the writer of {}'s newest image: nothing to discard",
+                args.store.display(),
+                r.url
+            )),
+            Ok(()) => Ok(false),
+            Err(_) if args.discard_local => {
+                let kept = remote::discard_local(objects.as_ref(), r, &args.store)?;
+                eprintln!(
+                    "logstorfs: {} now holds {}'s newest image; the store it held was moved to \
+                     {}: mount that without --remote to copy out what the bucket lacks",
+                    args.store.display(),
+                    r.url,
+                    kept.display()
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        };
     }
     if args.manifest.is_some() || remote::bucket_holds_store(objects.as_ref(), &r.url)? {
         crate::engine::storage::create_dir_durably(&args.store).map_err(|e| {

@@ -212,6 +212,32 @@ pub fn restore_into(
     Ok(())
 }
 
+/// `--discard-local`: moves the fenced store in `store` aside (nothing of it is deleted) and
+/// restores the bucket's newest image in its place. Returns where the old store went.
+pub fn discard_local(
+    objects: &dyn ObjectStorage,
+    remote: &mut Remote,
+    store: &Path,
+) -> Result<PathBuf, String> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut kept = store.as_os_str().to_owned();
+    kept.push(format!(".discarded-{secs}"));
+    let kept = PathBuf::from(kept);
+    std::fs::rename(store, &kept).map_err(|e| {
+        format!(
+            "--discard-local: cannot move {} to {}: {e}",
+            store.display(),
+            kept.display()
+        )
+    })?;
+    crate::engine::storage::create_dir_durably(store)
+        .map_err(|e| format!("cannot create store directory {}: {e}", store.display()))?;
+    restore_into(objects, remote, store, None)?;
+    Ok(kept)
+}
+
 fn restore_image(
     objects: &dyn ObjectStorage,
     url: &str,
