@@ -285,31 +285,12 @@ def append(path, n):
     os.close(fd)
     print("fsync_append %.1f" % (n / el))
 def fill(d, n, ndirs, procs):
-    # n files of MOUNT_FILE_BYTES in ndirs directories, by procs processes (one per share of the dirs)
-    buf = os.urandom(int(os.environ.get("MOUNT_FILE_BYTES", "100")))
-    t = pc()
-    pids = []
-    for k in range(procs):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                for j in range(k, ndirs, procs):
-                    p = os.path.join(d, "d%04d" % j)
-                    os.mkdir(p)
-                    for i in range(j, n, ndirs):
-                        fd = os.open(os.path.join(p, "f%07d" % i), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-                        os.write(fd, buf)
-                        os.close(fd)
-                os._exit(0)
-            except BaseException as e:
-                sys.stderr.write("fill: %r\n" % e)
-                os._exit(1)
-        pids.append(pid)
-    ok = all(os.waitpid(p, 0)[1] == 0 for p in pids)
-    os.sync()
-    if not ok: sys.exit(1)
+    # n files of MOUNT_FILE_BYTES in ndirs directories, by procs processes (scripts/fill_store.py)
+    sys.path.insert(0, os.environ["SCRIPTS_DIR"])
+    from fill_store import fill as fill_store
+    rate = fill_store(d, n, ndirs, procs, int(os.environ.get("MOUNT_FILE_BYTES", "100")))
     print("mount_files %d" % n)
-    print("mount_fill %.1f" % (n / (pc() - t)))
+    print("mount_fill %.1f" % rate)
 def fio_iops(path, bs):
     import json
     j = json.load(open(path))["jobs"][0]["write"]
@@ -318,7 +299,7 @@ cmd = sys.argv[1]
 args = [int(a) if a.isdigit() else a for a in sys.argv[2:]]
 globals()[cmd](*args)
 EOF
-wl() { python3 "$W/wl.py" "$@"; }
+wl() { SCRIPTS_DIR="$PWD/scripts" python3 "$W/wl.py" "$@"; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$@"; }
 median() { tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "ERR"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }

@@ -163,35 +163,6 @@ os.sync()
 print("%.1f" % (n / (time.perf_counter() - t)))
 EOF
 
-# The fill of scripts/bench.sh's mount workload: N files in NDIRS directories by PROCS processes
-# (one per share of the directories), then sync; prints files/s.
-cat > "$WORK/fill.py" <<'EOF'
-import os, sys, time
-d, n, ndirs, procs, fbytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-buf = os.urandom(fbytes)
-t = time.perf_counter()
-pids = []
-for k in range(procs):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            for j in range(k, ndirs, procs):
-                p = os.path.join(d, "d%04d" % j)
-                os.mkdir(p)
-                for i in range(j, n, ndirs):
-                    fd = os.open(os.path.join(p, "f%07d" % i), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-                    os.write(fd, buf)
-                    os.close(fd)
-            os._exit(0)
-        except BaseException as e:
-            sys.stderr.write("fill: %r\n" % e)
-            os._exit(1)
-    pids.append(pid)
-ok = all(os.waitpid(p, 0)[1] == 0 for p in pids)
-os.sync()
-if not ok: sys.exit(1)
-print("%.1f" % (n / (time.perf_counter() - t)))
-EOF
 count_files() { python3 -c "
 import os, sys
 print(sum(len(os.listdir(os.path.join(sys.argv[1], e))) for e in os.listdir(sys.argv[1])))" "$1"; }
@@ -262,7 +233,7 @@ if [[ $BIG_FILES -gt 0 ]]; then
     mkdir -p "$store"
     mount_wait "$mnt" "$LOGSTORFS" mount --daemon --create --size 4G --remote "$url" --remote-lag "$LAG" "$store" "$mnt"
     log "big store: filling $BIG_FILES files of $BIG_FILE_BYTES B in $BIG_DIRS dirs by $BIG_PROCS creators"
-    fill_rate="$(python3 "$WORK/fill.py" "$mnt" "$BIG_FILES" "$BIG_DIRS" "$BIG_PROCS" "$BIG_FILE_BYTES")"
+    fill_rate="$(python3 "$REPO_ROOT/scripts/fill_store.py" "$mnt" "$BIG_FILES" "$BIG_DIRS" "$BIG_PROCS" "$BIG_FILE_BYTES")"
     t0=$(now); umount_store "$mnt"; t1=$(now); big_umount="$(secs "$t0" "$t1")"
     big_puts="$(remote_field "$store" objects_put)"; big_bytes="$(remote_field "$store" bytes_put)"
     big_err="$(remote_field "$store" last_error)"
