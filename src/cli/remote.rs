@@ -452,7 +452,7 @@ impl RoundLog {
             Ok(_) => r.last_error = None,
             Err(e) => r.last_error = Some(e.to_string()),
         }
-        r.local_lsn = fs.engine().stats().durable_lsn;
+        r.local_lsn = fs.engine().durable_lsn();
         r.manifests_published = s.manifests;
         r.objects_put = s.objects_put;
         r.bytes_put = s.bytes_put;
