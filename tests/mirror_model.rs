@@ -241,7 +241,7 @@ fn a_segment_use_that_ended_is_never_read_for_an_older_image() {
             .write(&[Mutation::put(1, format!("k{n}"), value(0, n))])
             .unwrap();
     }
-    let image = engine.durable_image().unwrap();
+    let image = engine.durable_image(None).unwrap();
     let old = *image
         .segments
         .iter()
@@ -267,7 +267,7 @@ fn a_segment_use_that_ended_is_never_read_for_an_older_image() {
         }
         engine.test_separate().unwrap();
         engine.test_compact().unwrap();
-        let now = engine.durable_image().unwrap();
+        let now = engine.durable_image(None).unwrap();
         if let Some(e) = now
             .segments
             .iter()
@@ -298,8 +298,12 @@ fn a_segment_use_that_ended_is_never_read_for_an_older_image() {
 /// Every object a manifest names, and the manifest itself.
 fn named_by(objects: &dyn ObjectStorage, n: u64) -> std::collections::BTreeSet<String> {
     let m = mirror::read_manifest(objects, n).unwrap();
-    let mut names: std::collections::BTreeSet<String> =
-        m.pieces.iter().map(|p| p.object()).collect();
+    let mut names: std::collections::BTreeSet<String> = m
+        .pieces
+        .iter()
+        .map(|p| p.object())
+        .chain(m.checkpoint.map(|c| c.object()))
+        .collect();
     names.insert(mirror::manifest::manifest_object(n));
     names
 }
@@ -503,4 +507,112 @@ fn a_bucket_check_finds_a_missing_object_and_a_flipped_byte() {
         "{:?}",
         report.problems
     );
+}
+
+/// Checkpoints written while rounds take images never give an image a checkpoint newer than
+/// its segments (one that names bytes the image lacks): with one thread writing batches and
+/// another writing checkpoints one after another, every manifest restores to exactly the
+/// batches up to its LSN, and the images carry checkpoints.
+#[test]
+fn images_taken_while_checkpoints_and_writes_go_on_restore_as_of_their_lsn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Arc::new(Engine::open(&dir.path().join("store"), &options()).unwrap());
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let rounds_published = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Each batch's LSN and what it set (None: deleted), in LSN order (one writer).
+    type Changes = Vec<(u64, Vec<(Vec<u8>, Option<Vec<u8>>)>)>;
+    let writer = {
+        let (engine, done, rounds) = (engine.clone(), done.clone(), rounds_published.clone());
+        std::thread::spawn(move || -> Changes {
+            let mut rng = SimRng::new(0x5eed_c4ec);
+            let mut state = State::new();
+            let mut changes = Changes::new();
+            // Until enough rounds overlapped the writes, whatever the speed of either.
+            for step in 0..400_000u64 {
+                if step >= 1000 && rounds.load(Ordering::SeqCst) >= 12 {
+                    break;
+                }
+                let b = batch(&mut rng, step, &mut state);
+                let lsn = engine.write(&b).unwrap();
+                let set = b
+                    .iter()
+                    .map(|m| match m {
+                        Mutation::Put { key, .. } | Mutation::Delete { key, .. } => key.clone(),
+                        _ => unreachable!("only puts and deletes are written here"),
+                    })
+                    .map(|k| (k.clone(), state.get(&k).cloned()))
+                    .collect();
+                changes.push((lsn, set));
+            }
+            done.store(true, Ordering::SeqCst);
+            changes
+        })
+    };
+    let checkpointer = {
+        let (engine, done) = (engine.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                engine.test_checkpoint();
+            }
+        })
+    };
+    let mut published = Vec::new();
+    while !done.load(Ordering::SeqCst) {
+        if let Round::Published(n) = mirror.round(&engine).unwrap() {
+            published.push(n);
+            rounds_published.store(published.len() as u64, Ordering::SeqCst);
+        }
+    }
+    let changes = writer.join().unwrap();
+    checkpointer.join().unwrap();
+    // The last writes, unless the last round took them already.
+    loop {
+        match mirror.round(&engine).unwrap() {
+            Round::Published(n) => published.push(n),
+            Round::Unchanged => break,
+            Round::Overtaken => {}
+        }
+    }
+    Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
+    let with_checkpoint = published
+        .iter()
+        .filter(|&&n| {
+            mirror::read_manifest(objects.as_ref(), n)
+                .unwrap()
+                .checkpoint
+                .is_some()
+        })
+        .count();
+    eprintln!(
+        "{} manifests, {with_checkpoint} with a checkpoint",
+        published.len()
+    );
+    assert!(published.len() >= 12, "{} manifests", published.len());
+    assert!(
+        with_checkpoint >= 3,
+        "{with_checkpoint} manifests name a checkpoint"
+    );
+    for n in published {
+        let lsn = mirror::read_manifest(objects.as_ref(), n)
+            .unwrap()
+            .durable_lsn;
+        let mut expected = State::new();
+        for (_, set) in changes.iter().take_while(|(l, _)| *l <= lsn) {
+            for (k, v) in set {
+                match v {
+                    Some(v) => expected.insert(k.clone(), v.clone()),
+                    None => expected.remove(k),
+                };
+            }
+        }
+        let into = dir.path().join(format!("restore-{n}"));
+        let got = restored(objects.as_ref(), Some(n), &into);
+        assert!(
+            got == expected,
+            "manifest {n} (LSN {lsn}) does not restore the batches up to its LSN"
+        );
+    }
 }

@@ -148,7 +148,9 @@ impl Inner {
                 return;
             }
         };
+        let mut writes = self.checkpoint_writes.lock();
         checkpoint::store(&self.storage, &data, started);
+        *writes += 1;
     }
 
     pub(super) fn background_loop(&self) {

@@ -4,10 +4,11 @@
 //! A durable image is the store as a power cut at one moment could leave it: the superblock, and
 //! for every segment in use its current use's bytes up to the end written before that moment,
 //! all of them synced. Every other byte reads as zeros (a free segment, the unsynced rest of an
-//! open one). Recovery takes such a directory as it takes any power-cut image, and it needs
-//! none of the store's other files: the sync table, the checkpoint and the summaries only spare
-//! or sharpen work a full scan does without them (see `synctable.rs`, `checkpoint.rs`,
-//! `summaries.rs`).
+//! open one). Recovery takes such a directory as it takes any power-cut image. It also holds
+//! the index checkpoint file as it was at that moment (if there was one), which spares the
+//! recovery of a restored store the scan of every segment it proves unchanged; the sync table
+//! and the summaries stay out (they only spare or sharpen work a full scan does without them:
+//! see `synctable.rs`, `summaries.rs`).
 //!
 //! Rules that make the image exact although its bytes are read after the moment it describes:
 //! - a segment's use never rewrites a byte below its written end (buffers are appended at block
@@ -39,10 +40,22 @@ pub struct SegmentExtent {
 pub struct DurableImage {
     /// The superblock file's bytes.
     pub superblock: Vec<u8>,
-    /// The durable LSN once the image was synced: every batch up to it is in the image.
+    /// The image holds exactly the batches up to this LSN (all durable once it was synced).
     pub durable_lsn: u64,
     /// Every segment in use that holds a byte, by segment number.
     pub segments: Vec<SegmentExtent>,
+    /// The checkpoint file at the image's moment; `None` if the store had none.
+    pub checkpoint: Option<ImageCheckpoint>,
+}
+
+/// The index checkpoint file an image holds.
+#[derive(Clone, Debug)]
+pub struct ImageCheckpoint {
+    /// How many checkpoints the engine had written since it opened when the file was read:
+    /// the same number means the same file.
+    pub writes: u64,
+    /// The file's bytes; `None` when the caller said it holds this file already.
+    pub bytes: Option<Vec<u8>>,
 }
 
 impl Engine {
@@ -50,27 +63,38 @@ impl Engine {
     /// writes out every such batch), notes every segment's use and written end, then syncs
     /// again, so that what was written meanwhile and noted is durable too. Costs two
     /// [`Engine::sync`]s (the second one cheap when nothing was written in between).
-    pub fn durable_image(&self) -> Result<DurableImage> {
+    ///
+    /// The checkpoint file is read while no checkpoint can be written, after the uses are
+    /// noted: it was taken of batches durable before it was written, so of batches the image
+    /// holds, and together they are what a power cut at that moment leaves. `have_checkpoint`:
+    /// the [`ImageCheckpoint::writes`] of the checkpoint the caller holds already (its bytes
+    /// are not read again).
+    pub fn durable_image(&self, have_checkpoint: Option<u64>) -> Result<DurableImage> {
         self.inner.check_open()?;
         if !self.inner.read_only {
             self.inner.sync()?;
         }
-        let segments = self
-            .inner
-            .segments
-            .infos()
-            .into_iter()
-            .enumerate()
-            .filter(|(_, i)| {
-                matches!(i.state, SegmentState::Open | SegmentState::Closed) && i.used > 0
-            })
-            .map(|(s, i)| SegmentExtent {
-                segment: s as u32,
-                generation: i.generation,
-                len: i.used,
-                closed: i.state == SegmentState::Closed,
-            })
-            .collect();
+        let checkpoint_writes = self.inner.checkpoint_writes.lock();
+        // The uses' ends and the last batch they hold, as one moment: batches written later
+        // (and synced by the second sync) lie beyond the ends noted, so the image's LSN is
+        // exact, not only a lower bound. Copies hold only batches durable before them.
+        let (segments, durable_lsn) = self.inner.log.while_no_write_completes(|| {
+            self.inner
+                .segments
+                .infos()
+                .into_iter()
+                .enumerate()
+                .filter(|(_, i)| {
+                    matches!(i.state, SegmentState::Open | SegmentState::Closed) && i.used > 0
+                })
+                .map(|(s, i)| SegmentExtent {
+                    segment: s as u32,
+                    generation: i.generation,
+                    len: i.used,
+                    closed: i.state == SegmentState::Closed,
+                })
+                .collect::<Vec<_>>()
+        });
         // Read after the uses: a generation is handed out only once a superblock whose
         // high-water mark covers it is durable, so this one covers every use noted above.
         let superblock = self
@@ -78,13 +102,30 @@ impl Engine {
             .storage
             .read_superblock()?
             .ok_or_else(|| EngineError::NotAStore("the store has no superblock".into()))?;
+        let writes = *checkpoint_writes;
+        let checkpoint = if have_checkpoint == Some(writes) {
+            Some(ImageCheckpoint {
+                writes,
+                bytes: None,
+            })
+        } else {
+            self.inner
+                .storage
+                .read_checkpoint()?
+                .map(|bytes| ImageCheckpoint {
+                    writes,
+                    bytes: Some(bytes),
+                })
+        };
+        drop(checkpoint_writes);
         if !self.inner.read_only {
             self.inner.sync()?;
         }
         Ok(DurableImage {
             superblock,
-            durable_lsn: self.inner.log.durable_lsn(),
+            durable_lsn,
             segments,
+            checkpoint,
         })
     }
 
@@ -157,6 +198,12 @@ impl ImageWriter {
         }
         let (file, base) = sb.segment_position(segment);
         self.storage.write_at(file, base + offset as u64, bytes)?;
+        Ok(())
+    }
+
+    /// Writes the image's checkpoint file (atomically, durably).
+    pub fn checkpoint(&self, bytes: &[u8]) -> Result<()> {
+        self.storage.write_checkpoint(bytes)?;
         Ok(())
     }
 

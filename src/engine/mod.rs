@@ -134,6 +134,9 @@ struct Inner {
     reclaim_lock: Mutex<()>,
     /// `SegmentManager::taken` when the background last wrote a checkpoint.
     taken_at_checkpoint: AtomicU64,
+    /// How many checkpoints this engine wrote; held while one is written, so that a durable
+    /// image (`image.rs`) reads the checkpoint file whole and knows whether it changed.
+    checkpoint_writes: Mutex<u64>,
     /// Held for each step of removing what pending range deletes hide (see
     /// [`Inner::settle_pending`]), so that pausing the background waits out a step under way.
     removal_lock: Mutex<()>,

@@ -207,6 +207,7 @@ impl Engine {
             // Everything is durable and nothing runs any more: the next open may load this
             // instead of scanning every segment (see checkpoint.rs).
             if let Ok(Some(sb)) = self.inner.storage.read_superblock() {
+                let mut writes = self.inner.checkpoint_writes.lock();
                 checkpoint::write(
                     &self.inner.storage,
                     &sb,
@@ -215,6 +216,7 @@ impl Engine {
                     &self.inner.put_notes,
                     log.last_lsn(),
                 );
+                *writes += 1;
             }
         }
         // After the checkpoint, whose durability must not rest on this write-out's sync.
@@ -496,6 +498,7 @@ impl Inner {
             wake: Condvar::new(),
             reclaim_lock: Mutex::new(()),
             taken_at_checkpoint: AtomicU64::new(0),
+            checkpoint_writes: Mutex::new(0),
             removal_lock: Mutex::new(()),
             removal_step: AtomicU64::new(REMOVAL_STEP_ENTRIES as u64),
             read_pins: Default::default(),

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `seg/WWWWWWWWWWWWWWWW-SSSSSSSS-GGGGGGGGGGGGGGGG` | bytes `0..len` of segment `S`'s closed use of generation `G`, uploaded by writer `W` (hex) |
 //! | `log/NNNNNNNNNNNNNNNN` | the `N`th upload of bytes of open segments, pieces end to end |
+//! | `checkpoint/NNNNNNNNNNNNNNNN` | an index checkpoint file (`engine/checkpoint.rs`), numbered from the `log/` sequence |
 //! | `manifest/NNNNNNNNNNNNNNNN` | the `N`th manifest: one durable image, made of pieces of the above |
 //!
 //! A name is never used for other bytes: generations are never handed out twice within a
@@ -20,16 +21,21 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 8 | magic `LSMANI01` |
+//! | 0 | 8 | magic `LSMANI02` |
 //! | 8 | 8 | manifest number |
 //! | 16 | 8 | the writer: a random number the store that made it keeps (see `cli/remote.rs`) |
 //! | 24 | 8 | durable LSN of the image |
 //! | 32 | 8 | when it was made, milliseconds since the Unix epoch (what `--retain` counts from) |
 //! | 40 | 4 | superblock length `S` |
 //! | 44 | `S` | the store's superblock file |
-//! | 44+S | 4 | piece count `P` |
-//! | 48+S | 44 x `P` | pieces (below), by segment then offset |
+//! | 44+S | 8 | the image's checkpoint: its `checkpoint/` object's number, 0 for none |
+//! | 52+S | 8 | the checkpoint's length |
+//! | 60+S | 4 | the checkpoint's CRC-32 |
+//! | 64+S | 4 | piece count `P` |
+//! | 68+S | 44 x `P` | pieces (below), by segment then offset |
 //! | end-4 | 4 | CRC-32 of every byte before it |
+//!
+//! `LSMANI01` is the same without the checkpoint's 20 bytes (an image without a checkpoint).
 //!
 //! A piece: `segment` u32, `generation` u64, `offset` u32 (in the segment), `len` u32, `crc`
 //! u32 (CRC-32 of the piece's bytes), `kind` u32 (0: a `seg/` object, 1: a `log/` object),
@@ -38,7 +44,9 @@
 
 use crate::engine::image::SegmentExtent;
 
-pub const MANIFEST_MAGIC: &[u8; 8] = b"LSMANI01";
+pub const MANIFEST_MAGIC: &[u8; 8] = b"LSMANI02";
+/// The first version, still read: no checkpoint.
+const MANIFEST_MAGIC_V1: &[u8; 8] = b"LSMANI01";
 const PIECE_SIZE: usize = 44;
 const HEADER_SIZE: usize = 44;
 
@@ -54,6 +62,26 @@ pub fn log_object(number: u64) -> String {
 
 pub const MANIFEST_PREFIX: &str = "manifest/";
 pub const LOG_PREFIX: &str = "log/";
+pub const CHECKPOINT_PREFIX: &str = "checkpoint/";
+
+pub fn checkpoint_object(number: u64) -> String {
+    format!("{CHECKPOINT_PREFIX}{number:016x}")
+}
+
+/// The checkpoint file of an image: the `checkpoint/` object `number`, `len` bytes whose
+/// CRC-32 is `crc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointRef {
+    pub number: u64,
+    pub len: u64,
+    pub crc: u32,
+}
+
+impl CheckpointRef {
+    pub fn object(&self) -> String {
+        checkpoint_object(self.number)
+    }
+}
 
 pub fn manifest_object(number: u64) -> String {
     format!("{MANIFEST_PREFIX}{number:016x}")
@@ -106,6 +134,8 @@ pub struct Manifest {
     pub durable_lsn: u64,
     pub created_unix_ms: u64,
     pub superblock: Vec<u8>,
+    /// The index checkpoint file as it was at the image's moment, if the store had one.
+    pub checkpoint: Option<CheckpointRef>,
     pub pieces: Vec<Piece>,
 }
 
@@ -121,6 +151,14 @@ impl Manifest {
         b.extend_from_slice(&self.created_unix_ms.to_le_bytes());
         b.extend_from_slice(&(self.superblock.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.superblock);
+        let c = self.checkpoint.unwrap_or(CheckpointRef {
+            number: 0,
+            len: 0,
+            crc: 0,
+        });
+        b.extend_from_slice(&c.number.to_le_bytes());
+        b.extend_from_slice(&c.len.to_le_bytes());
+        b.extend_from_slice(&c.crc.to_le_bytes());
         b.extend_from_slice(&(self.pieces.len() as u32).to_le_bytes());
         for p in &self.pieces {
             let (kind, number) = match p.source {
@@ -142,8 +180,13 @@ impl Manifest {
     }
 
     pub fn decode(b: &[u8]) -> Result<Manifest, String> {
-        if b.len() < HEADER_SIZE + 8 || &b[..8] != MANIFEST_MAGIC {
-            return Err("not a manifest (bad magic or too short)".into());
+        let version = match b.get(..8) {
+            Some(m) if m == MANIFEST_MAGIC => 2,
+            Some(m) if m == MANIFEST_MAGIC_V1 => 1,
+            _ => return Err("not a manifest (bad magic or too short)".into()),
+        };
+        if b.len() < HEADER_SIZE + 8 {
+            return Err("not a manifest (too short)".into());
         }
         let (body, crc) = b.split_at(b.len() - 4);
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
@@ -156,6 +199,16 @@ impl Manifest {
         let created_unix_ms = r.u64()?;
         let sb_len = r.u32()? as usize;
         let superblock = r.bytes(sb_len)?.to_vec();
+        let checkpoint = if version >= 2 {
+            let c = CheckpointRef {
+                number: r.u64()?,
+                len: r.u64()?,
+                crc: r.u32()?,
+            };
+            (c.number != 0).then_some(c)
+        } else {
+            None
+        };
         let count = r.u32()? as usize;
         if body.len() - r.at != count * PIECE_SIZE {
             return Err(format!("the manifest's length does not fit {count} pieces"));
@@ -191,6 +244,7 @@ impl Manifest {
             durable_lsn,
             created_unix_ms,
             superblock,
+            checkpoint,
             pieces,
         };
         m.extents()?;
@@ -265,6 +319,11 @@ mod tests {
             durable_lsn: 99,
             created_unix_ms: 1_800_000_000_000,
             superblock: vec![1, 2, 3],
+            checkpoint: Some(CheckpointRef {
+                number: 6,
+                len: 70_000,
+                crc: 14,
+            }),
             pieces: vec![
                 Piece {
                     segment: 2,
@@ -313,6 +372,36 @@ mod tests {
         assert_eq!(
             (ext[1].segment, ext[1].len, ext[1].closed),
             (3, 12288, false)
+        );
+    }
+
+    /// A first-version manifest (no checkpoint) as that version wrote it: the version-2
+    /// encoding less the checkpoint's 20 bytes, under the old magic and a CRC of its own.
+    fn encode_v1(m: &Manifest) -> Vec<u8> {
+        let v2 = Manifest {
+            checkpoint: None,
+            ..m.clone()
+        }
+        .encode();
+        let at = HEADER_SIZE + m.superblock.len();
+        let mut b = MANIFEST_MAGIC_V1.to_vec();
+        b.extend_from_slice(&v2[8..at]);
+        b.extend_from_slice(&v2[at + 20..v2.len() - 4]);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_first_version_manifest_still_reads_as_an_image_without_a_checkpoint() {
+        let m = sample();
+        let read = Manifest::decode(&encode_v1(&m)).unwrap();
+        assert_eq!(
+            read,
+            Manifest {
+                checkpoint: None,
+                ..m
+            }
         );
     }
 

@@ -6,7 +6,10 @@
 //! what the bucket lacks of it, and publishes a manifest naming the image's pieces:
 //! 1. a closed segment use goes up whole, once, as its own `seg/` object (its bytes are final);
 //! 2. the bytes open uses gained since the last round go up together as one `log/` object;
-//! 3. then `manifest/N+1` names, for every use in the image, the pieces that cover it.
+//! 3. the index checkpoint file, when the engine wrote a new one, as a `checkpoint/` object
+//!    (a restored store's recovery then reads only the segments it cannot prove unchanged);
+//! 4. then `manifest/N+1` names, for every use in the image, the pieces that cover it, and the
+//!    checkpoint.
 //!
 //! Nothing is uploaded before it is durable locally (the image is synced first), and a
 //! manifest is created only after every object it names is in the bucket, so the newest
@@ -32,7 +35,9 @@ use parking_lot::Mutex;
 use crate::engine::image::ImageWriter;
 use crate::engine::{Engine, EngineError};
 use crate::object::{Bytes, ErrorKind, MAX_OBJECT_BYTES, ObjectError, ObjectStorage};
-use manifest::{LOG_PREFIX, MANIFEST_PREFIX, Manifest, Piece, Source};
+use manifest::{
+    CHECKPOINT_PREFIX, CheckpointRef, LOG_PREFIX, MANIFEST_PREFIX, Manifest, Piece, Source,
+};
 
 #[derive(Debug)]
 pub enum MirrorError {
@@ -108,8 +113,13 @@ struct State {
     /// the piece that names it. Kept across rounds that publish nothing: the object is valid
     /// for any image that holds the use.
     whole: BTreeMap<(u32, u64), Piece>,
-    /// The pieces of the newest manifest published.
-    published: Option<Vec<Piece>>,
+    /// The engine's checkpoint (by [`ImageCheckpoint::writes`]) last seen, and its object in
+    /// the bucket (`None`: too large for one object, left out of the images).
+    ///
+    /// [`ImageCheckpoint::writes`]: crate::engine::image::ImageCheckpoint::writes
+    checkpoint: Option<(u64, Option<CheckpointRef>)>,
+    /// The pieces and checkpoint of the newest manifest published.
+    published: Option<(Vec<Piece>, Option<CheckpointRef>)>,
     /// When each manifest this mirror published was made (what `--retain` counts from).
     created: BTreeMap<u64, u64>,
     /// The newest manifest of this mirror that names each object (see [`Mirror::collect`]).
@@ -155,7 +165,10 @@ impl Mirror {
         };
         let newest_manifest = newest(MANIFEST_PREFIX)?;
         let next_manifest = newest_manifest.map_or(1, |n| n + 1);
-        let next_log = newest(LOG_PREFIX)?.map_or(1, |n| n + 1);
+        // Checkpoint objects are numbered from the log objects' sequence.
+        let next_log = newest(LOG_PREFIX)?
+            .max(newest(CHECKPOINT_PREFIX)?)
+            .map_or(1, |n| n + 1);
         Ok(Mirror {
             objects,
             writer,
@@ -164,6 +177,7 @@ impl Mirror {
                 next_log,
                 uses: BTreeMap::new(),
                 whole,
+                checkpoint: None,
                 published: None,
                 created: BTreeMap::new(),
                 last_named_by: BTreeMap::new(),
@@ -181,7 +195,7 @@ impl Mirror {
     /// its manifest (see the module's doc). One round at a time (the state lock is held).
     pub fn round(&self, engine: &Engine) -> Result<Round> {
         let mut st = self.state.lock();
-        let image = engine.durable_image()?;
+        let image = engine.durable_image(st.checkpoint.map(|(writes, _)| writes))?;
         // Worked on a copy: an overtaken or failed round leaves the state as it was.
         let mut uses: BTreeMap<(u32, u64), Vec<Piece>> = BTreeMap::new();
         // This round's log objects, numbered from `st.next_log` on, each at most
@@ -212,6 +226,18 @@ impl Mirror {
             st.stats.objects_put += 1;
             st.whole.insert(key, piece);
         }
+        // Before the log objects are numbered: it takes the next number itself.
+        let checkpoint = match image.checkpoint {
+            None => None,
+            Some(c) => match c.bytes {
+                None => st.checkpoint.and_then(|(_, r)| r),
+                Some(bytes) => {
+                    let uploaded = self.put_checkpoint(&mut st, bytes)?;
+                    st.checkpoint = Some((c.writes, uploaded));
+                    uploaded
+                }
+            },
+        };
         for e in image.segments.iter().filter(|e| !e.closed) {
             let key = (e.segment, e.generation);
             let mut pieces = st.uses.get(&key).cloned().unwrap_or_default();
@@ -250,7 +276,11 @@ impl Mirror {
                 _ => uses[&(e.segment, e.generation)].clone(),
             })
             .collect();
-        if st.published.as_ref() == Some(&pieces) {
+        if st
+            .published
+            .as_ref()
+            .is_some_and(|(p, c)| *p == pieces && *c == checkpoint)
+        {
             // The bucket's newest image is this one: it holds every batch up to its LSN.
             st.stats.bucket_lsn = st.stats.bucket_lsn.max(image.durable_lsn);
             return Ok(Round::Unchanged);
@@ -274,6 +304,7 @@ impl Mirror {
             durable_lsn: image.durable_lsn,
             created_unix_ms: created,
             superblock: image.superblock.clone(),
+            checkpoint,
             pieces: pieces.clone(),
         };
         let encoded = m.encode();
@@ -284,8 +315,12 @@ impl Mirror {
         st.stats.manifests += 1;
         st.stats.bucket_lsn = image.durable_lsn;
         st.created.insert(number, created);
-        for p in &pieces {
-            st.last_named_by.insert(p.object(), number);
+        for name in pieces
+            .iter()
+            .map(Piece::object)
+            .chain(checkpoint.map(|c| c.object()))
+        {
+            st.last_named_by.insert(name, number);
         }
         st.uses = uses;
         let in_image: std::collections::BTreeSet<(u32, u64)> = image
@@ -294,8 +329,32 @@ impl Mirror {
             .map(|e| (e.segment, e.generation))
             .collect();
         st.whole.retain(|k, _| in_image.contains(k));
-        st.published = Some(pieces);
+        st.published = Some((pieces, checkpoint));
         Ok(Round::Published(m.number))
+    }
+
+    /// Uploads a checkpoint file as the next `checkpoint/` object; `None` if it does not fit
+    /// in one object (images then go without one: recovery scans instead).
+    fn put_checkpoint(&self, st: &mut State, bytes: Vec<u8>) -> Result<Option<CheckpointRef>> {
+        if bytes.len() > MAX_OBJECT_BYTES {
+            ::log::warn!(
+                "the index checkpoint ({} bytes) is larger than an object may be: a store \
+                 restored from the bucket scans every segment",
+                bytes.len()
+            );
+            return Ok(None);
+        }
+        // Spent before the PUT, as log numbers are (see `round`).
+        let c = CheckpointRef {
+            number: st.next_log,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(&bytes),
+        };
+        st.next_log += 1;
+        st.stats.bytes_put += c.len;
+        self.objects.put_new(&c.object(), Bytes::from(bytes))?;
+        st.stats.objects_put += 1;
+        Ok(Some(c))
     }
 }
 
@@ -339,9 +398,13 @@ impl Mirror {
             }
         }
         st.created.retain(|n, _| *n >= oldest_kept);
-        let held: std::collections::BTreeSet<String> =
-            st.whole.values().map(Piece::object).collect();
-        for prefix in [manifest::SEGMENT_PREFIX, LOG_PREFIX] {
+        let held: std::collections::BTreeSet<String> = st
+            .whole
+            .values()
+            .map(Piece::object)
+            .chain(st.checkpoint.and_then(|(_, c)| c).map(|c| c.object()))
+            .collect();
+        for prefix in OBJECT_PREFIXES {
             for o in self.objects.list(prefix)? {
                 let named = held.contains(&o.name)
                     || st
@@ -358,6 +421,9 @@ impl Mirror {
         Ok(done)
     }
 }
+
+/// The prefixes of the objects manifests name.
+const OBJECT_PREFIXES: [&str; 3] = [manifest::SEGMENT_PREFIX, LOG_PREFIX, CHECKPOINT_PREFIX];
 
 /// The newest manifest in the bucket, if any.
 pub fn newest_manifest(objects: &dyn ObjectStorage) -> Result<Option<Manifest>> {
@@ -424,7 +490,8 @@ pub fn restore(
     };
     let m = read_manifest(objects, number)?;
     let writer = ImageWriter::create(dir, &m.superblock)?;
-    let total: u64 = m.pieces.iter().map(|p| p.len as u64).sum();
+    let total: u64 =
+        m.pieces.iter().map(|p| p.len as u64).sum::<u64>() + m.checkpoint.map_or(0, |c| c.len);
     let mut by_object: BTreeMap<String, Vec<Piece>> = BTreeMap::new();
     for p in &m.pieces {
         by_object.entry(p.object()).or_default().push(*p);
@@ -436,6 +503,21 @@ pub fn restore(
     };
     let mut written = 0u64;
     progress(0, total);
+    if let Some(c) = m.checkpoint {
+        let name = c.object();
+        let bytes = objects.get(&name)?;
+        done.objects_fetched += 1;
+        done.bytes_fetched += bytes.len() as u64;
+        if !checkpoint_matches(&bytes, &c) {
+            return Err(MirrorError::Bucket(format!(
+                "{name}: the checkpoint is not the {} bytes the manifest names",
+                c.len
+            )));
+        }
+        writer.checkpoint(&bytes)?;
+        written += c.len;
+        progress(written, total);
+    }
     for (name, pieces) in by_object {
         let bytes = objects.get(&name)?;
         done.objects_fetched += 1;
@@ -457,6 +539,10 @@ pub fn restore(
     }
     writer.finish()?;
     Ok(done)
+}
+
+fn checkpoint_matches(bytes: &[u8], c: &CheckpointRef) -> bool {
+    bytes.len() as u64 == c.len && crc32fast::hash(bytes) == c.crc
 }
 
 fn unix_now_ms() -> u64 {
@@ -486,12 +572,16 @@ pub struct BucketReport {
 pub fn check_bucket(objects: &dyn ObjectStorage) -> Result<BucketReport> {
     let mut report = BucketReport::default();
     let mut named: BTreeMap<String, Vec<(u64, Piece)>> = BTreeMap::new();
+    let mut checkpoints: BTreeMap<String, (u64, CheckpointRef)> = BTreeMap::new();
     for n in manifests(objects)? {
         report.manifests += 1;
         match read_manifest(objects, n) {
             Ok(m) => {
                 report.newest_manifest = Some(n);
                 report.newest_lsn = m.durable_lsn;
+                if let Some(c) = m.checkpoint {
+                    checkpoints.entry(c.object()).or_insert((n, c));
+                }
                 for p in m.pieces {
                     named.entry(p.object()).or_default().push((n, p));
                 }
@@ -526,9 +616,27 @@ pub fn check_bucket(objects: &dyn ObjectStorage) -> Result<BucketReport> {
             }
         }
     }
-    for prefix in [manifest::SEGMENT_PREFIX, LOG_PREFIX] {
+    for (name, (n, c)) in &checkpoints {
+        match objects.get(name) {
+            Ok(bytes) => {
+                report.objects_checked += 1;
+                report.bytes_read += bytes.len() as u64;
+                if !checkpoint_matches(&bytes, c) {
+                    report.problems.push(format!(
+                        "{name} (named by manifest {n} and on): not the {} bytes of checksum \
+                         {:08x} named",
+                        c.len, c.crc
+                    ));
+                }
+            }
+            Err(e) => report
+                .problems
+                .push(format!("{name} (named by manifest {n} and on): {e}")),
+        }
+    }
+    for prefix in OBJECT_PREFIXES {
         for o in objects.list(prefix)? {
-            if !named.contains_key(&o.name) {
+            if !named.contains_key(&o.name) && !checkpoints.contains_key(&o.name) {
                 report.unreferenced.push(o.name);
             }
         }

@@ -231,6 +231,15 @@ impl Log {
         self.state.lock().next_lsn - 1
     }
 
+    /// Runs `f` while no buffer write completes, and returns with its result the LSN of the
+    /// last batch written: segments' written ends that `f` reads then hold exactly the batches
+    /// up to that LSN (buffers are written in LSN order, and a buffer's end is noted under
+    /// this lock: `Log::write_sealed`).
+    pub fn while_no_write_completes<R>(&self, f: impl FnOnce() -> R) -> (R, u64) {
+        let st = self.state.lock();
+        (f(), st.written_lsn)
+    }
+
     pub fn failure(&self) -> Option<String> {
         self.state.lock().failed.clone()
     }
