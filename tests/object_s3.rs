@@ -643,6 +643,78 @@ mod mirror_on_the_gateway {
         cleanup(&s3);
     }
 
+    /// `format --remote` publishes the new store's first manifest, so that `mount --remote`
+    /// takes the prefix as this store's own; a prefix that holds a store is refused before
+    /// anything is written.
+    #[test]
+    fn format_remote_starts_a_new_prefix_and_never_one_that_holds_a_store() {
+        let Some((_, vars)) = storage("mirror-format") else {
+            return;
+        };
+        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-format"));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let _guard = Mounted(mnt.clone());
+        let out = run(
+            &["format", "--size", "64M", "--remote", &url, s(&store)],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("mirrored to"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let first = mirror::newest_manifest(&s3)
+            .unwrap()
+            .expect("format published a manifest");
+        // The formatted store mounts as the prefix's writer (no --take-over) and goes on.
+        ok(&["mount", "--daemon", "--remote", &url, s(&store), s(&mnt)]);
+        std::fs::write(mnt.join("after-format"), b"kept").unwrap();
+        ok(&["umount", s(&mnt)]);
+        let newest = mirror::newest_manifest(&s3).unwrap().unwrap();
+        assert!(newest.number > first.number && newest.writer == first.writer);
+        // A prefix that holds a store: refused, and nothing created.
+        let other = root.join("other");
+        let out = run(&["format", "--remote", &url, s(&other)], &[]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("already holds a store"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !other.exists(),
+            "a refused format created {}",
+            other.display()
+        );
+        assert_eq!(
+            mirror::newest_manifest(&s3).unwrap().unwrap().number,
+            newest.number
+        );
+        // And the bucket alone gives the file back.
+        std::fs::remove_dir_all(&store).unwrap();
+        ok(&[
+            "mount",
+            "--daemon",
+            "--remote",
+            &url,
+            s(&root.join("again")),
+            s(&mnt),
+        ]);
+        let back = std::fs::read(mnt.join("after-format"));
+        ok(&["umount", s(&mnt)]);
+        assert_eq!(back.unwrap(), b"kept");
+        cleanup(&s3);
+    }
+
     fn file_bytes(i: usize) -> Vec<u8> {
         (0..1000 + (i * 997) % 20_000)
             .map(|j| (i * 31 + j) as u8)

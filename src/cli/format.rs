@@ -22,6 +22,13 @@ pub struct FormatArgs {
     /// Replace an existing (unmounted) store: everything in it is lost.
     #[arg(long)]
     pub force: bool,
+    /// Start mirroring the new store to this bucket prefix, which must hold no store: its
+    /// first manifest is published before format returns (then `mount --remote` goes on).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub remote: Option<String>,
+    /// With --remote: the S3 credentials file (else the AWS_* environment).
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub credentials: Option<PathBuf>,
     /// The store directory: missing, empty, or (with --force) holding a store.
     pub store: PathBuf,
 }
@@ -146,6 +153,11 @@ pub fn new_store_capacity(size: u64) -> u64 {
 
 pub fn format_cmd(args: &FormatArgs) -> Result<(), String> {
     let store = &args.store;
+    // The bucket is checked before anything is written, as the store directory is.
+    let bucket = match &args.remote {
+        Some(url) => Some(super::remote::new_prefix(url, args.credentials.as_deref())?),
+        None => None,
+    };
     match inspect_store_dir(store)? {
         StoreDir::Missing | StoreDir::Empty => {}
         StoreDir::Store if !args.force => {
@@ -177,6 +189,15 @@ pub fn format_cmd(args: &FormatArgs) -> Result<(), String> {
     // writes nothing) finds a complete filesystem.
     let fs = Fs::with_options(engine, FsOptions::default())
         .map_err(|e| format!("creating the root directory in {}: {e}", store.display()))?;
+    let published = match &bucket {
+        Some((remote, objects)) => Some(super::remote::publish_first(
+            fs.engine(),
+            objects.clone(),
+            remote,
+            store,
+        )?),
+        None => None,
+    };
     fs.close()
         .map_err(|e| format!("closing the new store: {e}"))?;
     println!(
@@ -184,6 +205,9 @@ pub fn format_cmd(args: &FormatArgs) -> Result<(), String> {
         capacity >> 20,
         store.display()
     );
+    if let (Some((remote, _)), Some(n)) = (&bucket, published) {
+        println!("mirrored to {} (manifest {n})", remote.url);
+    }
     Ok(())
 }
 

@@ -185,6 +185,79 @@ pub fn bucket_holds_store(objects: &dyn ObjectStorage, url: &str) -> Result<bool
         .map_err(|e| format!("--remote {url}: {e}"))
 }
 
+/// `format --remote`: opens the bucket prefix a new store will start, which must hold no
+/// manifest (an existing store there is never overwritten by a format).
+pub fn new_prefix(
+    url: &str,
+    credentials: Option<&Path>,
+) -> Result<(Remote, Arc<dyn ObjectStorage>), String> {
+    crate::object::S3Url::parse(url).map_err(|e| format!("--remote {url}: {e}"))?;
+    let remote = Remote {
+        url: url.to_string(),
+        credentials: credentials.map(Path::to_path_buf),
+        lag: Duration::from_secs(DEFAULT_REMOTE_LAG_SECS),
+        retain: Duration::from_secs(DEFAULT_RETAIN_SECS),
+        writer: new_writer(),
+        ..Remote::default()
+    };
+    let objects = open_bucket(&remote)?;
+    if bucket_holds_store(objects.as_ref(), url)? {
+        return Err(format!(
+            "--remote {url} already holds a store: give format a new prefix, or mount that \
+             store (an empty directory restores it; --take-over replaces it with another)"
+        ));
+    }
+    Ok((remote, objects))
+}
+
+/// `format --remote`: records the new store's writer (durably, before any upload) and
+/// publishes its first manifest; returns the manifest's number.
+pub fn publish_first(
+    engine: &crate::engine::Engine,
+    objects: Arc<dyn ObjectStorage>,
+    remote: &Remote,
+    store: &Path,
+) -> Result<u64, String> {
+    let url = &remote.url;
+    let mut record = RemoteRecord {
+        url: url.clone(),
+        writer: remote.writer,
+        lag_secs: remote.lag.as_secs(),
+        retain_secs: remote.retain.as_secs(),
+        ..RemoteRecord::default()
+    };
+    let write_record = |record: &RemoteRecord| {
+        record
+            .write(store)
+            .map_err(|e| format!("cannot write {}: {e}", store.join(REMOTE_FILE).display()))
+    };
+    write_record(&record)?;
+    let mirror =
+        Mirror::attach(objects, remote.writer, None).map_err(|e| format!("--remote {url}: {e}"))?;
+    // Nothing else writes: a round is overtaken only by the background's own moves.
+    let mut n = None;
+    for _ in 0..100 {
+        match mirror.round(engine) {
+            Ok(Round::Published(m)) => {
+                n = Some(m);
+                break;
+            }
+            Ok(Round::Overtaken | Round::Unchanged) => {}
+            Err(e) => return Err(format!("--remote {url}: {e}")),
+        }
+    }
+    let n = n.ok_or_else(|| format!("--remote {url}: no image could be published"))?;
+    let s = mirror.stats();
+    record.manifest = n;
+    record.bucket_lsn = s.bucket_lsn;
+    record.local_lsn = engine.durable_lsn();
+    record.manifests_published = s.manifests;
+    record.objects_put = s.objects_put;
+    record.bytes_put = s.bytes_put;
+    write_record(&record)?;
+    Ok(n)
+}
+
 /// Restores the bucket's newest manifest into `store` (which holds no store), showing progress
 /// on a terminal, and records it there with a new writer number: the restored store may go on
 /// mirroring while the bucket's newest image is the one it came from, and its first manifest
