@@ -518,27 +518,72 @@ pub fn restore(
         written += c.len;
         progress(written, total);
     }
-    for (name, pieces) in by_object {
-        let bytes = objects.get(&name)?;
-        done.objects_fetched += 1;
-        done.bytes_fetched += bytes.len() as u64;
-        for p in pieces {
-            let piece = bytes
-                .get(p.at as usize..p.at as usize + p.len as usize)
-                .filter(|b| crc32fast::hash(b) == p.crc)
-                .ok_or_else(|| {
-                    MirrorError::Bucket(format!(
-                        "{name}: bytes {}..+{} for segment {} are missing or fail their checksum",
-                        p.at, p.len, p.segment
-                    ))
-                })?;
-            writer.write(p.segment, p.offset, piece)?;
-            written += p.len as u64;
+    // Objects are fetched by `RESTORE_FETCHES` threads at once: against a real network each
+    // GET is mostly waiting. Each writes its pieces where they go; the superblock is written
+    // last, after all of them (`ImageWriter::finish`).
+    let queue = Mutex::new(by_object.into_iter());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(u64, u64)>>();
+    std::thread::scope(|scope| {
+        for _ in 0..RESTORE_FETCHES {
+            let tx = tx.clone();
+            let (queue, failed, writer) = (&queue, &failed, &writer);
+            scope.spawn(move || {
+                while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Some((name, pieces)) = queue.lock().next() else {
+                        return;
+                    };
+                    let fetched = fetch_pieces(objects, writer, &name, &pieces);
+                    if fetched.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if tx.send(fetched).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for fetched in rx {
+            let (object_bytes, piece_bytes) = fetched?;
+            done.objects_fetched += 1;
+            done.bytes_fetched += object_bytes;
+            written += piece_bytes;
             progress(written, total);
         }
-    }
+        Ok::<(), MirrorError>(())
+    })?;
     writer.finish()?;
     Ok(done)
+}
+
+/// GETs at once during a restore.
+const RESTORE_FETCHES: usize = 4;
+
+/// Fetches object `name` and writes `pieces` of it into the image, each checked against its
+/// CRC first; returns (the object's bytes, the pieces' bytes).
+fn fetch_pieces(
+    objects: &dyn ObjectStorage,
+    writer: &ImageWriter,
+    name: &str,
+    pieces: &[Piece],
+) -> Result<(u64, u64)> {
+    let bytes = objects.get(name)?;
+    let mut written = 0;
+    for p in pieces {
+        let piece = bytes
+            .get(p.at as usize..p.at as usize + p.len as usize)
+            .filter(|b| crc32fast::hash(b) == p.crc)
+            .ok_or_else(|| {
+                MirrorError::Bucket(format!(
+                    "{name}: bytes {}..+{} for segment {} are missing or fail their checksum",
+                    p.at, p.len, p.segment
+                ))
+            })?;
+        writer.write(p.segment, p.offset, piece)?;
+        written += p.len as u64;
+    }
+    Ok((bytes.len() as u64, written))
 }
 
 fn checkpoint_matches(bytes: &[u8], c: &CheckpointRef) -> bool {
