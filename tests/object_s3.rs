@@ -481,7 +481,7 @@ mod mirror_on_the_gateway {
         for step in 0..400u64 {
             let n = rng.below(60);
             let mut v = format!("{step}").into_bytes();
-            v.resize(if n % 7 == 0 { 30_000 } else { 200 }, step as u8);
+            v.resize(if n.is_multiple_of(7) { 30_000 } else { 200 }, step as u8);
             state.insert(format!("k{n}").into_bytes(), v.clone());
             engine
                 .write(&[Mutation::put(1 + (n % 3) as u32, format!("k{n}"), v)])
