@@ -18,6 +18,14 @@
 //! a power cut, and the store holds exactly the batches up to the manifest's durable LSN (and
 //! possibly copies that recovery cuts as it always does).
 //!
+//! Compaction needs no PUT term of its own in its policy: its copies fill group segments densely
+//! (a pass goes on in the group's open segment), each segment goes up once, whole, when it
+//! closes, and a victim's object is deleted once no kept manifest names it. So a pass costs
+//! `live / segment size` PUTs and one DELETE per victim: the bytes it copies over a constant
+//! and the read of each victim, the two terms its cost-benefit score (`engine/compaction/
+//! policy.rs`) already weighs. What a PUT costs beyond its bytes is paid per round instead (one
+//! `log/` object, one manifest), which `--remote-lag` bounds.
+//!
 //! Every object is created once (`If-None-Match: *`); a create refused because another writer
 //! made the name (a manifest number taken) stops the mirror: one writer per prefix. Formats and
 //! names: `manifest.rs`.
