@@ -595,6 +595,7 @@ fn images_taken_while_checkpoints_and_writes_go_on_restore_as_of_their_lsn() {
         with_checkpoint >= 3,
         "{with_checkpoint} manifests name a checkpoint"
     );
+
     for n in published {
         let lsn = mirror::read_manifest(objects.as_ref(), n)
             .unwrap()
@@ -615,4 +616,45 @@ fn images_taken_while_checkpoints_and_writes_go_on_restore_as_of_their_lsn() {
             "manifest {n} (LSN {lsn}) does not restore the batches up to its LSN"
         );
     }
+}
+
+/// Checkpoints go up at most at a quarter of the segment bytes (after a mirror's first): a
+/// store of small records has an index as large as a good part of its data, and one written
+/// for every round here would put more checkpoint bytes than data.
+#[test]
+fn checkpoints_go_up_at_most_at_a_quarter_of_the_segment_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    for round in 0..30u64 {
+        let batch: Vec<Mutation> = (0..500)
+            .map(|i| Mutation::put(1, format!("s{round:03}{i:04}"), vec![round as u8; 8]))
+            .collect();
+        engine.write(&batch).unwrap();
+        engine.test_checkpoint();
+        publish(&mirror, &engine);
+    }
+    let last = mirror::newest_manifest(objects.as_ref()).unwrap().unwrap();
+    engine.close().unwrap();
+    let sizes = |prefix: &str| -> Vec<u64> {
+        objects
+            .list(prefix)
+            .unwrap()
+            .iter()
+            .map(|o| o.size)
+            .collect()
+    };
+    let checkpoints = sizes("checkpoint/");
+    let segments: u64 = sizes("seg/").iter().chain(&sizes("log/")).sum();
+    let after_first: u64 = checkpoints.iter().skip(1).sum();
+    assert!(
+        !checkpoints.is_empty() && after_first <= segments / 4,
+        "{} checkpoints, {after_first} bytes after the first, for {segments} bytes of segments",
+        checkpoints.len()
+    );
+    // A manifest without a checkpoint (the engine's newest was not uploaded) still restores.
+    let into = dir.path().join("restored");
+    let got = restored(objects.as_ref(), Some(last.number), &into);
+    assert_eq!(got.len(), 30 * 500);
 }

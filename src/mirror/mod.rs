@@ -126,6 +126,8 @@ struct State {
     ///
     /// [`ImageCheckpoint::writes`]: crate::engine::image::ImageCheckpoint::writes
     checkpoint: Option<(u64, Option<CheckpointRef>)>,
+    /// Bytes of segments put since the last checkpoint went up (see [`Mirror::put_checkpoint`]).
+    put_since_checkpoint: u64,
     /// The pieces and checkpoint of the newest manifest published.
     published: Option<(Vec<Piece>, Option<CheckpointRef>)>,
     /// When each manifest this mirror published was made (what `--retain` counts from).
@@ -186,6 +188,7 @@ impl Mirror {
                 uses: BTreeMap::new(),
                 whole,
                 checkpoint: None,
+                put_since_checkpoint: 0,
                 published: None,
                 created: BTreeMap::new(),
                 last_named_by: BTreeMap::new(),
@@ -230,6 +233,7 @@ impl Mirror {
                 at: 0,
             };
             st.stats.bytes_put += bytes.len() as u64;
+            st.put_since_checkpoint += bytes.len() as u64;
             self.objects.put_new(&piece.object(), Bytes::from(bytes))?;
             st.stats.objects_put += 1;
             st.whole.insert(key, piece);
@@ -300,6 +304,7 @@ impl Mirror {
         for (i, log) in logs.into_iter().enumerate() {
             let name = manifest::log_object(first_log + i as u64);
             st.stats.bytes_put += log.len() as u64;
+            st.put_since_checkpoint += log.len() as u64;
             self.objects.put_new(&name, Bytes::from(log))?;
             st.stats.objects_put += 1;
         }
@@ -341,9 +346,18 @@ impl Mirror {
         Ok(Round::Published(m.number))
     }
 
-    /// Uploads a checkpoint file as the next `checkpoint/` object; `None` if it does not fit
-    /// in one object (images then go without one: recovery scans instead).
+    /// Uploads a checkpoint file as the next `checkpoint/` object, or `None`: images then go
+    /// without one until the engine writes the next (recovery scans what it would have
+    /// vouched for). A store of small records has an index about half the size of its data,
+    /// and the engine writes a checkpoint each time a quarter of its segments were taken: every
+    /// one uploaded would double the bytes a mirror puts. So after the mirror's first, one goes
+    /// up only once segments of [`CHECKPOINT_UPLOAD_RATIO`] times its size went up since the
+    /// last; never one larger than an object may be.
     fn put_checkpoint(&self, st: &mut State, bytes: Vec<u8>) -> Result<Option<CheckpointRef>> {
+        let first = st.checkpoint.is_none();
+        if !first && st.put_since_checkpoint < CHECKPOINT_UPLOAD_RATIO * bytes.len() as u64 {
+            return Ok(None);
+        }
         if bytes.len() > MAX_OBJECT_BYTES {
             ::log::warn!(
                 "the index checkpoint ({} bytes) is larger than an object may be: a store \
@@ -359,6 +373,7 @@ impl Mirror {
             crc: crc32fast::hash(&bytes),
         };
         st.next_log += 1;
+        st.put_since_checkpoint = 0;
         st.stats.bytes_put += c.len;
         self.objects.put_new(&c.object(), Bytes::from(bytes))?;
         st.stats.objects_put += 1;
@@ -429,6 +444,9 @@ impl Mirror {
         Ok(done)
     }
 }
+
+/// Segment bytes put per checkpoint byte put, at least (see [`Mirror::put_checkpoint`]).
+const CHECKPOINT_UPLOAD_RATIO: u64 = 4;
 
 /// The prefixes of the objects manifests name.
 const OBJECT_PREFIXES: [&str; 3] = [manifest::SEGMENT_PREFIX, LOG_PREFIX, CHECKPOINT_PREFIX];
