@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The crash workload and its checker, shared by crash_kill9.sh and powercut_replay.sh.
 
-  crash_workload.py run MNT JOURNAL SEED READY [--steps N] [--mark]
+  crash_workload.py run MNT JOURNAL SEED READY [--steps N] [--until FILE] [--mark]
   crash_workload.py verify MNT JOURNAL [--upto-mark M|none]
 
 run: creates, writes, partial overwrites, truncates, renames across directories (some over an
@@ -10,7 +10,8 @@ once the fsync of the file and of every directory involved has returned. Journal
 "I <json>" (a step is about to start: the paths it may touch), "C <json>" (the step is durable).
 Started with the journal of earlier rounds, it first adopts, as confirmed, whatever state the
 paths of an unconfirmed step have after the crash (the remount made that state durable). It runs
-until the mount dies (kill -9), or for N steps. With --mark, once a step is durable and before
+until the mount dies (kill -9), or for N steps, or until FILE exists (checked between steps: the
+journal then ends with a confirmed step, as scripts/mirror_outage.sh needs). With --mark, once a step is durable and before
 its "C" line, it sends mark K (K = its number, kept in the "C" line as "step") into the mount's
 I/O log (`mount --test-record-io`), by reading the root's xattr user.logstorfs.replay_mark.K.
 
@@ -79,7 +80,7 @@ def replay(journal_path, upto_mark=None):
     return model, inflight, gone, steps
 
 
-def run(mnt, journal_path, seed, ready_path, steps_max, mark):
+def run(mnt, journal_path, seed, ready_path, steps_max, mark, until=None):
     rng = random.Random(seed)
     journal = open(journal_path, "a")
 
@@ -145,6 +146,8 @@ def run(mnt, journal_path, seed, ready_path, steps_max, mark):
 
     done = [0]
     while steps_max is None or done[0] < steps_max:
+        if until is not None and os.path.exists(until):
+            break
         files = sorted(contents)
         r = rng.random()
         if not files or (r < 0.3 and len(files) < 80):
@@ -247,8 +250,9 @@ def main(argv):
         steps_max = None
         if "--steps" in argv:
             steps_max = int(argv[argv.index("--steps") + 1])
+        until = argv[argv.index("--until") + 1] if "--until" in argv else None
         try:
-            run(argv[1], argv[2], int(argv[3]), argv[4], steps_max, "--mark" in argv)
+            run(argv[1], argv[2], int(argv[3]), argv[4], steps_max, "--mark" in argv, until)
         except OSError as e:
             # The daemon was killed under us (ENOTCONN and friends): the round is over.
             print("workload stopped: %s" % e)

@@ -135,8 +135,10 @@ if stage unit; then
 fi
 if stage object; then
     # The object tier against a real S3 gateway (radosgw on a memstore OSD, scripts/ceph.sh):
-    # up, tests/object_s3.rs (a missing gateway fails them), down; ~20 s after the build.
-    timed "object tier (Ceph S3 gateway)" watchdog 600 bash scripts/object_s3.sh || true
+    # up, tests/object_s3.rs (a missing gateway fails them), then scripts/mirror_outage.sh (a
+    # minute with radosgw stopped under a mirrored mount; "mirror-outage" in the summary), down;
+    # ~20 s after the build, and ~75 s for the outage.
+    timed "object tier (Ceph S3 gateway)" watchdog 700 bash scripts/object_s3.sh || true
 fi
 if stage mutants; then
     # Each invariant of DESIGN.md section 4 broken on purpose must make a test fail.

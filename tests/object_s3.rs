@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logstorfs::object::s3::{S3Options, S3Storage};
@@ -318,6 +318,8 @@ fn an_endpoint_that_does_not_answer_is_unreachable() {
 struct Proxy {
     child: Child,
     addr: String,
+    /// Its lines on stderr so far (one a fault), each also passed on to the test's stderr.
+    said: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -327,9 +329,20 @@ impl Proxy {
             .arg(to)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start faultproxy");
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn({
+            let said = Arc::clone(&said);
+            move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    said.lock().unwrap().push(line);
+                }
+            }
+        });
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -341,7 +354,13 @@ impl Proxy {
         Proxy {
             addr: addr.to_string(),
             child,
+            said,
         }
+    }
+
+    /// Whether one of its lines so far contains `what`.
+    fn said(&self, what: &str) -> bool {
+        self.said.lock().unwrap().iter().any(|l| l.contains(what))
     }
 }
 
@@ -526,8 +545,28 @@ mod mirror_on_the_gateway {
             .expect("run logstorfs")
     }
 
+    #[track_caller]
     fn ok(args: &[&str]) {
-        let out = run(args, &[]);
+        let mut out = run(args, &[]);
+        // An unmount that meets EBUSY while `umount` finds no process holding the mount (it
+        // names any it finds) met a holder gone a moment later: most likely a child that
+        // another test thread was starting, which until it execs holds a copy of every
+        // descriptor this process had open, this test's files under its mount among them (seen
+        // about once in 5 runs of this file). That is the tests' threads, not the mount: the
+        // unmount is tried again.
+        for _ in 0..50 {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if args[0] != "umount"
+                || out.status.success()
+                || !err.contains("Device or resource busy")
+                || err.contains("in use by")
+            {
+                break;
+            }
+            eprintln!("{args:?} again: {}", err.trim());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            out = run(args, &[]);
+        }
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -817,52 +856,180 @@ mod mirror_on_the_gateway {
         cleanup(&s3);
     }
 
-    #[test]
-    fn writes_go_on_while_the_gateway_is_down_and_the_mirror_catches_up() {
-        let Some((_, vars)) = storage("mirror-outage") else {
-            return;
-        };
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-outage"));
+    /// File `f{i:05}` of `dir`, written with [`file_bytes`] and fsynced.
+    fn write_fsynced(dir: &Path, i: usize) -> std::io::Result<()> {
+        let f = std::fs::File::create(dir.join(format!("f{i:05}")))?;
+        std::io::Write::write_all(&mut &f, &file_bytes(i))?;
+        f.sync_all()
+    }
+
+    /// Files `range` of `dir` written and fsynced by another thread, all without an error. A
+    /// writer that waits for the bucket fails the test after 2 minutes instead of hanging it.
+    fn write_fsynced_or_fail(dir: &Path, mut range: std::ops::Range<usize>) {
+        let (dir, what) = (dir.to_path_buf(), format!("files {range:?}"));
+        let writer = std::thread::spawn(move || {
+            range.try_for_each(|i| write_fsynced(&dir, i).map_err(|e| format!("f{i:05}: {e}")))
+        });
+        let hang_guard = std::time::Instant::now();
+        while !writer.is_finished() {
+            assert!(
+                hang_guard.elapsed().as_secs() < 120,
+                "{what} not written and fsynced in 2 minutes: the writer waits for the bucket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        writer.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Files `f00000` to `f{n-1:05}` hold their [`file_bytes`], and nothing else is there.
+    fn assert_files_up_to(got: &BTreeMap<PathBuf, (u32, Vec<u8>)>, n: usize) {
+        assert_eq!(got.len(), n, "{:?}", got.keys().collect::<Vec<_>>());
+        for i in 0..n {
+            let path = PathBuf::from(format!("f{i:05}"));
+            let bytes = got.get(&path).map(|(_, b)| b);
+            assert!(
+                bytes == Some(&file_bytes(i)),
+                "{} differs or is missing",
+                path.display()
+            );
+        }
+    }
+
+    /// A new store mounted with `--remote` (and `extra` mount arguments), its daemon reaching
+    /// the gateway through a `faultproxy`; a test faults that path by dropping the proxy or by
+    /// starting another at its address (`listen`). Fields drop in order: unmount, then the
+    /// directory's removal.
+    struct ProxiedMount {
+        _guard: Mounted,
+        /// The bucket prefix, as the daemon mirrors to it, and reached directly (no proxy).
+        url: String,
+        s3: logstorfs::object::s3::S3Storage,
+        /// The gateway's `host:port`, and the proxy's address in front of it.
+        gateway: String,
+        listen: String,
+        root: PathBuf,
+        store: PathBuf,
+        mnt: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    fn proxied_mount(test: &str, extra: &[&str]) -> Option<(ProxiedMount, super::Proxy)> {
+        let (_, vars) = storage(test)?;
+        let url = format!("s3://{}/{}", bucket(), unique_prefix(test));
         let s3 = storage_with(&vars, &url, Default::default());
         let gateway = vars["AWS_ENDPOINT"]
             .trim_start_matches("http://")
+            .trim_end_matches('/')
             .to_string();
-        // The daemon reaches the gateway through a proxy; stopping the proxy is the outage.
         let proxy = super::Proxy::start(&gateway, &[]);
         let listen = proxy.addr.clone();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         let (store, mnt) = (root.join("store"), root.join("mnt"));
         std::fs::create_dir(&mnt).unwrap();
-        let _guard = Mounted(mnt.clone());
+        let guard = Mounted(mnt.clone());
+        let mut args = vec![
+            "mount", "--daemon", "--create", "--size", "64M", "--remote", &url,
+        ];
+        args.extend_from_slice(extra);
+        args.extend([s(&store), s(&mnt)]);
         let endpoint = format!("http://{listen}");
-        let env = [("AWS_ENDPOINT", endpoint.as_str())];
-        let out = run(
-            &[
-                "mount",
-                "--daemon",
-                "--create",
-                "--size",
-                "64M",
-                "--remote",
-                &url,
-                "--remote-lag",
-                "1",
-                s(&store),
-                s(&mnt),
-            ],
-            &env,
-        );
+        let out = run(&args, &[("AWS_ENDPOINT", endpoint.as_str())]);
         assert!(
             out.status.success(),
-            "{}",
+            "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let write = |i: usize| {
-            let f = std::fs::File::create(mnt.join(format!("f{i:05}"))).unwrap();
-            std::io::Write::write_all(&mut &f, &file_bytes(i)).unwrap();
-            f.sync_all().unwrap();
+        let m = ProxiedMount {
+            _guard: guard,
+            url,
+            s3,
+            gateway,
+            listen,
+            root,
+            store,
+            mnt,
+            _dir: dir,
         };
+        Some((m, proxy))
+    }
+
+    impl ProxiedMount {
+        /// The bucket's newest manifest, read directly from the gateway (0: none yet).
+        fn newest(&self) -> u64 {
+            mirror::manifests(&self.s3)
+                .unwrap()
+                .last()
+                .copied()
+                .unwrap_or(0)
+        }
+
+        /// The store's durable LSN and the LSN the bucket's newest image holds, as `logstorfs
+        /// stats --json` shows them (its "remote" section: the daemon's record of its rounds).
+        fn lsns(&self) -> (u64, u64) {
+            let out = run(&["stats", "--json", s(&self.mnt)], &[]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let durable = v["durable_lsn"].as_u64().expect("durable_lsn");
+            (durable, v["remote"]["bucket_lsn"].as_u64().unwrap_or(0))
+        }
+
+        /// The bucket's LSN from the record `stats` shows (`STORE/remote.json`), read without
+        /// starting a process for each look.
+        fn bucket_lsn(&self) -> u64 {
+            let json = std::fs::read(self.store.join("remote.json")).unwrap_or_default();
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap_or_default()["bucket_lsn"]
+                .as_u64()
+                .unwrap_or(0)
+        }
+
+        /// Waits until the bucket's newest image holds everything durable in the store now.
+        fn wait_for_the_bucket(&self) {
+            let (durable, _) = self.lsns();
+            let hang_guard = std::time::Instant::now();
+            while self.bucket_lsn() < durable {
+                assert!(
+                    hang_guard.elapsed().as_secs() < 180,
+                    "the bucket has not caught up with LSN {durable} for 3 minutes: it holds {}",
+                    self.bucket_lsn()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+
+        /// The files of the bucket's newest image, restored into a new directory and mounted
+        /// read-only there (while the daemon goes on).
+        fn restored_files(&self, name: &str) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+            let (store2, mnt2) = (self.root.join(name), self.root.join(format!("{name}-mnt")));
+            std::fs::create_dir(&mnt2).unwrap();
+            let _guard2 = Mounted(mnt2.clone());
+            ok(&[
+                "mount",
+                "--daemon",
+                "-o",
+                "ro",
+                "--remote",
+                &self.url,
+                s(&store2),
+                s(&mnt2),
+            ]);
+            let got = files(&mnt2);
+            ok(&["umount", s(&mnt2)]);
+            got
+        }
+    }
+
+    #[test]
+    fn writes_go_on_while_the_gateway_is_down_and_the_mirror_catches_up() {
+        // The daemon reaches the gateway through a proxy; stopping the proxy is the outage.
+        let Some((m, proxy)) = proxied_mount("mirror-outage", &["--remote-lag", "1"]) else {
+            return;
+        };
+        let write = |i: usize| write_fsynced(&m.mnt, i).unwrap();
         (0..10).for_each(write);
         drop(proxy);
         // Down: every write and fsync still returns (the daemon's writers never wait for the
@@ -870,11 +1037,10 @@ mod mirror_on_the_gateway {
         (10..200).for_each(write);
         std::thread::sleep(std::time::Duration::from_secs(3));
         (200..210).for_each(write);
-        let _proxy = super::Proxy::start(&gateway, &["--listen", &listen]);
-        let newest = || mirror::manifests(&s3).unwrap().last().copied().unwrap_or(0);
-        let at_return = newest();
+        let _proxy = super::Proxy::start(&m.gateway, &["--listen", &m.listen]);
+        let at_return = m.newest();
         let hang_guard = std::time::Instant::now();
-        while newest() < at_return + 2 {
+        while m.newest() < at_return + 2 {
             assert!(
                 hang_guard.elapsed().as_secs() < 180,
                 "no round published for 3 minutes"
@@ -882,29 +1048,60 @@ mod mirror_on_the_gateway {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         // What the bucket holds now, with the daemon still mounted: a store of all 210 files.
-        let store2 = root.join("elsewhere");
-        let mnt2 = root.join("mnt2");
-        std::fs::create_dir(&mnt2).unwrap();
-        let _guard2 = Mounted(mnt2.clone());
-        ok(&[
-            "mount",
-            "--daemon",
-            "-o",
-            "ro",
-            "--remote",
-            &url,
-            s(&store2),
-            s(&mnt2),
-        ]);
-        let got = files(&mnt2);
-        ok(&["umount", s(&mnt2)]);
-        ok(&["umount", s(&mnt)]);
-        assert_eq!(got.len(), 210);
-        for (path, (_, bytes)) in &got {
-            let i: usize = path.to_str().unwrap()[1..].parse().unwrap();
-            assert!(*bytes == file_bytes(i), "{} differs", path.display());
+        let got = m.restored_files("elsewhere");
+        ok(&["umount", s(&m.mnt)]);
+        assert_files_up_to(&got, 210);
+        cleanup(&m.s3);
+    }
+
+    #[test]
+    fn a_round_stalled_mid_put_holds_up_no_writer_without_remote_sync() {
+        let Some((m, proxy)) = proxied_mount("mirror-stall", &["--remote-lag", "1"]) else {
+            return;
+        };
+        // The rounds go up through the proxy as it is.
+        for i in 0..5 {
+            write_fsynced(&m.mnt, i).unwrap();
         }
-        cleanup(&s3);
+        m.wait_for_the_bucket();
+        // A gateway so slow that each chunk of a request waits 10 minutes at the proxy: a PUT
+        // outlasts the client's request timeout, and no round can publish while it is there.
+        drop(proxy);
+        let slow =
+            super::Proxy::start(&m.gateway, &["--listen", &m.listen, "--delay-ms", "600000"]);
+        write_fsynced_or_fail(&m.mnt, 5..6);
+        let hang_guard = std::time::Instant::now();
+        while !slow.said("holding the request \"PUT ") {
+            assert!(
+                hang_guard.elapsed().as_secs() < 120,
+                "no round sent a PUT through the slow proxy for 2 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // A round is stalled in the middle of a PUT: the bucket's newest manifest is fixed
+        // until the delay is gone. Writers and their fsyncs go on all the same.
+        let stalled_at = m.newest();
+        let (durable_at_stall, bucket_at_stall) = m.lsns();
+        write_fsynced_or_fail(&m.mnt, 6..206);
+        let (durable, bucket) = m.lsns();
+        assert_eq!(
+            m.newest(),
+            stalled_at,
+            "a manifest was published through the stalled proxy: the test proves nothing"
+        );
+        assert!(
+            durable > durable_at_stall && bucket == bucket_at_stall,
+            "the files must be durable locally and not in the bucket: the store's LSN went \
+             {durable_at_stall} -> {durable}, the bucket's {bucket_at_stall} -> {bucket}"
+        );
+        // The delay gone, the bucket catches up; its image holds every file.
+        drop(slow);
+        let _proxy = super::Proxy::start(&m.gateway, &["--listen", &m.listen]);
+        m.wait_for_the_bucket();
+        let got = m.restored_files("elsewhere");
+        ok(&["umount", s(&m.mnt)]);
+        assert_files_up_to(&got, 206);
+        cleanup(&m.s3);
     }
 
     #[test]
@@ -1090,47 +1287,28 @@ mod mirror_on_the_gateway {
 
     #[test]
     fn with_remote_sync_an_fsync_returns_once_the_bucket_holds_it_or_fails_with_eio() {
-        let Some((_, vars)) = storage("mirror-sync") else {
-            return;
-        };
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-sync"));
-        let s3 = storage_with(&vars, &url, Default::default());
-        let gateway = vars["AWS_ENDPOINT"]
-            .trim_start_matches("http://")
-            .to_string();
-        let proxy = super::Proxy::start(&gateway, &[]);
-        let listen = proxy.addr.clone();
-        let endpoint = format!("http://{listen}");
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (store, mnt) = (root.join("store"), root.join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let _guard = Mounted(mnt.clone());
         // No periodic rounds in this test's time: only fsyncs make them.
-        let out = run(
+        let Some((m, proxy)) = proxied_mount(
+            "mirror-sync",
             &[
-                "mount",
-                "--daemon",
-                "--create",
-                "--size",
-                "64M",
-                "--remote",
-                &url,
                 "--remote-lag",
                 "3600",
                 "--remote-sync",
                 "--remote-sync-timeout",
                 "3",
-                s(&store),
-                s(&mnt),
             ],
-            &[("AWS_ENDPOINT", endpoint.as_str())],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ) else {
+            return;
+        };
+        let ProxiedMount {
+            url,
+            s3,
+            gateway,
+            listen,
+            root,
+            mnt,
+            ..
+        } = &m;
         let fsynced = |name: &str, data: &[u8]| -> std::io::Result<()> {
             let f = std::fs::File::create(mnt.join(name))?;
             std::io::Write::write_all(&mut &f, data)?;
@@ -1147,7 +1325,7 @@ mod mirror_on_the_gateway {
             "-o",
             "ro",
             "--remote",
-            &url,
+            url,
             s(&store2),
             s(&mnt2),
         ]);
@@ -1162,9 +1340,9 @@ mod mirror_on_the_gateway {
         let err = fsynced("two", b"local only").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
         assert_eq!(std::fs::read(mnt.join("two")).unwrap(), b"local only");
-        let _proxy = super::Proxy::start(&gateway, &["--listen", &listen]);
+        let _proxy = super::Proxy::start(gateway, &["--listen", listen]);
         fsynced("three", b"after the outage").unwrap();
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         let (store3, mnt3) = (root.join("third"), mnt2.clone());
         ok(&[
             "mount",
@@ -1172,7 +1350,7 @@ mod mirror_on_the_gateway {
             "-o",
             "ro",
             "--remote",
-            &url,
+            url,
             s(&store3),
             s(&mnt3),
         ]);
@@ -1182,7 +1360,7 @@ mod mirror_on_the_gateway {
             b"after the outage"
         );
         ok(&["umount", s(&mnt3)]);
-        cleanup(&s3);
+        cleanup(s3);
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Prints `listening on ADDR` on stdout once it accepts connections, then one line on stderr
-//! per fault. `--delay-ms` holds every chunk, either way, that long before passing it on.
+//! per fault. `--delay-ms` holds every chunk, either way, that long before passing it on; a
+//! held chunk that opens a request is reported with the request line (`connection N: holding
+//! the request "PUT /bucket/name HTTP/1.1" for D ms`), so that a test can tell that a request
+//! is stalled in the middle.
 //! `--drop-replies N`: the first N replies (across connections) never reach the client: when
 //! the server starts answering a request, the proxy closes both sides instead. The server has
 //! done the request by then; the client sees a connection closed without an answer, as when
@@ -160,6 +163,19 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
+/// The request line that `chunk` opens (`METHOD TARGET HTTP/1.x`), if it opens one.
+fn request_line(chunk: &[u8]) -> Option<&str> {
+    let end = chunk.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let line = std::str::from_utf8(&chunk[..end]).ok()?;
+    let mut words = line.split(' ');
+    let method = words.next()?;
+    let is_request = !method.is_empty()
+        && method.bytes().all(|b| b.is_ascii_uppercase())
+        && words.next().is_some()
+        && words.next().is_some_and(|v| v.starts_with("HTTP/1."));
+    is_request.then_some(line)
+}
+
 fn relay(n: usize, client: TcpStream, server: TcpStream, delay: Duration, faults: &Faults) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
@@ -176,6 +192,12 @@ fn relay(n: usize, client: TcpStream, server: TcpStream, delay: Duration, faults
                     Ok(k) => k,
                 };
                 if !delay.is_zero() {
+                    if let Some(line) = request_line(&buf[..k]) {
+                        eprintln!(
+                            "faultproxy: connection {n}: holding the request {line:?} for {} ms",
+                            delay.as_millis()
+                        );
+                    }
                     thread::sleep(delay);
                 }
                 asked.store(true, Ordering::SeqCst);
@@ -221,4 +243,22 @@ fn relay(n: usize, client: TcpStream, server: TcpStream, delay: Duration, faults
     }
     let _ = to.shutdown(Shutdown::Write);
     let _ = up.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_line;
+
+    #[test]
+    fn a_request_line_is_told_from_other_bytes() {
+        assert_eq!(
+            request_line(b"PUT /b/seg/1 HTTP/1.1\r\nHost: x\r\n\r\nbody"),
+            Some("PUT /b/seg/1 HTTP/1.1")
+        );
+        assert_eq!(request_line(b"GET / HTTP/1.1\r\n"), Some("GET / HTTP/1.1"));
+        assert_eq!(request_line(b"PUT /b/seg/1 HTTP/1.1"), None, "no line end");
+        assert_eq!(request_line(b"\x00\x01body bytes\r\n"), None);
+        assert_eq!(request_line(b"HTTP/1.1 200 OK\r\n"), None, "a reply");
+        assert_eq!(request_line(b"some body text HTTP/1.1\r\n"), None);
+    }
 }
