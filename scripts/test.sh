@@ -139,6 +139,8 @@ if stage object; then
     # minute with radosgw stopped under a mirrored mount; "mirror-outage" in the summary), down;
     # ~20 s after the build, and ~75 s for the outage.
     timed "object tier (Ceph S3 gateway)" watchdog 700 bash scripts/object_s3.sh || true
+    # The object tier's code and tests are built only with the `s3` feature: linted here.
+    timed "cargo clippy (s3)" cargo clippy --release --all-targets --features s3 -- -D warnings || true
 fi
 if stage mutants; then
     # Each invariant of DESIGN.md section 4 broken on purpose must make a test fail.

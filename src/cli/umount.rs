@@ -106,11 +106,25 @@ pub fn umount_cmd(args: &UmountArgs) -> Result<(), String> {
             mnt.display()
         ));
     }
-    let out = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt)
-        .output()
-        .map_err(|e| format!("cannot run fusermount3 (apt-get install fuse3): {e}"))?;
+    let fusermount = || {
+        std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(&mnt)
+            .output()
+            .map_err(|e| format!("cannot run fusermount3 (apt-get install fuse3): {e}"))
+    };
+    let mut out = fusermount()?;
+    // Busy with no holder to be found: a process that forked while it had a file of the mount
+    // open holds a copy of it until it execs or exits, which takes milliseconds. Tried again
+    // for up to a second before the error is reported.
+    for _ in 0..10 {
+        let busy = String::from_utf8_lossy(&out.stderr).contains("busy");
+        if out.status.success() || !busy || !holders(&mnt, daemon).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = fusermount()?;
+    }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let held = holders(&mnt, daemon);
