@@ -138,19 +138,19 @@ one_run() {
     "$LOGSTORFS" umount "$MNT" >>"$WORK/mount.out" 2>&1
     cp "$store/remote.json" "$WORK/lag-$lag-r$r.remote.json"
     s3_list "$RUN_PREFIX/lag$lag-r$r/" > "$WORK/lag-$lag-r$r.bucket"
+    if [[ -r "$RGW_LOG" ]]; then   # the gateway's requests from the mount to the unmount, by method
+        sleep 1
+        tail -c +$((off0 + 1)) "$RGW_LOG" | grep ' beast: ' | grep -v -e 'Python-urllib' -e '"rclone/' \
+            | grep -o '"[A-Z]* /' | tr -d '"/ ' | sort | uniq -c | awk '{printf "%s%s=%s", (NR>1?",":""), $2, $1}' > "$WORK/lag-$lag-r$r.reqs"
+    else
+        echo n/a > "$WORK/lag-$lag-r$r.reqs"
+    fi
     if command -v rclone >/dev/null; then   # free the memstore gateway's RAM for the next run
         env -u AWS_CA_BUNDLE RCLONE_CONFIG_GW_TYPE=s3 RCLONE_CONFIG_GW_PROVIDER=Ceph \
             RCLONE_CONFIG_GW_ENDPOINT="$AWS_ENDPOINT" RCLONE_CONFIG_GW_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
             RCLONE_CONFIG_GW_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" RCLONE_CONFIG_GW_REGION="${AWS_REGION:-us-east-1}" \
             RCLONE_CONFIG_GW_FORCE_PATH_STYLE=true rclone --config /dev/null purge "gw:$BUCKET/$RUN_PREFIX/lag$lag-r$r" \
             >>"$WORK/purge.out" 2>&1 || log "rclone purge failed (see $WORK/purge.out)"
-    fi
-    if [[ -r "$RGW_LOG" ]]; then   # the gateway's requests from the mount to the unmount, by method
-        sleep 1
-        tail -c +$((off0 + 1)) "$RGW_LOG" | grep ' beast: ' | grep -v 'Python-urllib' \
-            | grep -o '"[A-Z]* /' | tr -d '"/ ' | sort | uniq -c | awk '{printf "%s%s=%s", (NR>1?",":""), $2, $1}' > "$WORK/lag-$lag-r$r.reqs"
-    else
-        echo n/a > "$WORK/lag-$lag-r$r.reqs"
     fi
     log "lag $lag round $r: $(wc -l < "$samples") samples; $(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['manifests_published'], 'manifests,', r['objects_put'], 'PUTs,', r['bytes_put'], 'B put, last_error', r['last_error'])" "$store/remote.json")"
     rm -rf "$dir"
