@@ -24,6 +24,8 @@
 #
 # The gateway: as scripts/mirror_bench.sh (the AWS_* environment, or with AWS_ENDPOINT unset a
 # cluster of scripts/ceph.sh in CEPH_DIR, default /tmp/mirrorlag-ceph, stopped at exit).
+# With WORK given, the samples (lag-L-rR.samples: "TIME STATS_JSON" lines), fio's JSON, the
+# store's remote.json and logstorfs.log of each run are left there.
 # Env: LOGSTORFS, LAGS, ROUNDS, DURATION, RATE_MIB, FILE_MIB, FSYNC_EVERY, WORK, OUT (also write
 # the tables, as markdown, to this file). Needs fio.
 set -euo pipefail
@@ -59,7 +61,7 @@ cleanup() {
     if [[ -n "$MNT" ]] && mountpoint -q "$MNT"; then
         "$LOGSTORFS" umount "$MNT" >/dev/null 2>&1 || fusermount3 -uz "$MNT" 2>/dev/null
     fi
-    if [[ $OWN_WORK == 1 ]]; then rm -rf "$WORK"; else rm -rf "$WORK"/lag-*; fi
+    if [[ $OWN_WORK == 1 ]]; then rm -rf "$WORK"; else rm -rf "$WORK"/lag-*-r*/; fi
     if [[ $STARTED_CEPH == 1 ]]; then "$REPO_ROOT/scripts/ceph.sh" down >/dev/null 2>&1; fi
     exit "$rc"
 }
@@ -137,6 +139,7 @@ one_run() {
     FIO_PID=""
     "$LOGSTORFS" umount "$MNT" >>"$WORK/mount.out" 2>&1
     cp "$store/remote.json" "$WORK/lag-$lag-r$r.remote.json"
+    cp "$store/logstorfs.log" "$WORK/lag-$lag-r$r.log" 2>/dev/null || true
     s3_list "$RUN_PREFIX/lag$lag-r$r/" > "$WORK/lag-$lag-r$r.bucket"
     if [[ -r "$RGW_LOG" ]]; then   # the gateway's requests from the mount to the unmount, by method
         sleep 1
