@@ -42,6 +42,9 @@ pub const DEFAULT_RETAIN_SECS: u64 = 24 * 3600;
 /// `--remote-sync-timeout` says otherwise.
 pub const DEFAULT_REMOTE_SYNC_TIMEOUT_SECS: u64 = 60;
 
+/// Rounds overtaken in a row before the uploader waits a lag again.
+const MAX_OVERTAKEN_IN_A_ROW: u32 = 20;
+
 /// Published manifests between two collections of what no manifest kept needs.
 const ROUNDS_PER_COLLECTION: u64 = 32;
 
@@ -448,10 +451,13 @@ fn upload_until_stopped(
     log: &mut RoundLog,
 ) {
     let mut published = 0u64;
+    // Rounds overtaken in a row: the next one starts at once (a round that waited a whole lag
+    // after each overtaken one fell behind a store writing faster than the lag's worth).
+    let mut overtaken = 0u32;
     loop {
         let stopping = {
             let mut c = control.state.lock();
-            if !c.stop && !c.round_wanted {
+            if !c.stop && !c.round_wanted && overtaken == 0 {
                 control.changed.wait_for(&mut c, lag);
             }
             c.round_wanted = false;
@@ -459,6 +465,17 @@ fn upload_until_stopped(
         };
         let result = mirror.round(fs.engine());
         log.after_round(mirror, fs, &result);
+        if matches!(result, Ok(Round::Overtaken)) {
+            overtaken += 1;
+            log::debug!(
+                "mirror: round overtaken by a segment freed under it ({overtaken} in a row)"
+            );
+            // At unmount too: the last writes go up unless rounds keep being overtaken.
+            if overtaken < MAX_OVERTAKEN_IN_A_ROW {
+                continue;
+            }
+        }
+        overtaken = 0;
         {
             let mut c = control.state.lock();
             c.bucket_lsn = c.bucket_lsn.max(mirror.stats().bucket_lsn);
