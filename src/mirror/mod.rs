@@ -219,9 +219,9 @@ impl Mirror {
             .iter()
             .filter(|e| e.closed)
             .filter(|e| {
-                !st.whole
+                st.whole
                     .get(&(e.segment, e.generation))
-                    .is_some_and(|p| p.len == e.len)
+                    .is_none_or(|p| p.len != e.len)
             })
             .copied()
             .collect();
