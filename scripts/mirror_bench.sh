@@ -109,35 +109,8 @@ mount_wait() {
 }
 umount_store() { "$LOGSTORFS" umount "$1" >>"$WORK/mount.out" 2>&1; }
 
-# s3_list PREFIX: "OBJECTS BYTES" under PREFIX in the bucket (ListObjects, AWS signature v2
-# from Python's standard library, as scripts/ceph.sh makes its bucket).
-s3_list() {
-    python3 - "$AWS_ENDPOINT" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$BUCKET" "$1" <<'EOF'
-import base64, hmac, hashlib, sys, urllib.parse, urllib.request
-import xml.etree.ElementTree as ET
-from email.utils import formatdate
-endpoint, access, secret, bucket, prefix = sys.argv[1:6]
-ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-n = size = 0
-marker = ""
-while True:
-    date = formatdate(usegmt=True)
-    sig = base64.b64encode(hmac.new(secret.encode(), f"GET\n\n\n{date}\n/{bucket}".encode(),
-                                    hashlib.sha1).digest()).decode()
-    q = urllib.parse.urlencode({"prefix": prefix, "marker": marker, "max-keys": "1000"})
-    req = urllib.request.Request(f"{endpoint}/{bucket}?{q}",
-                                 headers={"Date": date, "Authorization": f"AWS {access}:{sig}"})
-    root = ET.fromstring(urllib.request.urlopen(req, timeout=60).read())
-    keys = root.findall(ns + "Contents")
-    for c in keys:
-        n += 1
-        size += int(c.find(ns + "Size").text)
-    if root.findtext(ns + "IsTruncated") != "true" or not keys:
-        break
-    marker = keys[-1].find(ns + "Key").text
-print(n, size)
-EOF
-}
+# s3_list PREFIX: "OBJECTS BYTES" under PREFIX in the bucket
+s3_list() { python3 "$REPO_ROOT/scripts/s3_list.py" "$BUCKET" "$1"; }
 
 remote_field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1/remote.json" "$2"; }
 
