@@ -24,7 +24,7 @@ use logstorfs::object::{Bytes, ErrorKind, ObjectError, ObjectStorage, PutOutcome
 
 /// The gateway's settings. A run without a gateway fails: these tests are built only with the
 /// `s3` feature, which asks for them (`scripts/object_s3.sh` starts a gateway first).
-fn gateway_vars() -> Option<BTreeMap<String, String>> {
+fn gateway_vars() -> BTreeMap<String, String> {
     let vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("AWS_"))
         .collect();
@@ -33,7 +33,7 @@ fn gateway_vars() -> Option<BTreeMap<String, String>> {
         "AWS_ENDPOINT is not set: start a gateway first (eval \"$(scripts/ceph.sh up)\"), or run \
          scripts/object_s3.sh"
     );
-    Some(vars)
+    vars
 }
 
 fn bucket() -> String {
@@ -65,14 +65,14 @@ fn storage_with(vars: &BTreeMap<String, String>, url: &str, options: S3Options) 
     S3Storage::new(&config, options).expect("client")
 }
 
-/// The test's own storage, or `None` without a gateway.
-fn storage(test: &str) -> Option<(S3Storage, BTreeMap<String, String>)> {
-    let vars = gateway_vars()?;
+/// The test's own storage, under a prefix of its own, and the gateway's settings.
+fn storage(test: &str) -> (S3Storage, BTreeMap<String, String>) {
+    let vars = gateway_vars();
     let url = format!("s3://{}/{}", bucket(), unique_prefix(test));
     let s = storage_with(&vars, &url, S3Options::default());
     s.check()
         .unwrap_or_else(|e| panic!("the gateway is not usable: {e}"));
-    Some((s, vars))
+    (s, vars)
 }
 
 fn cleanup(s: &S3Storage) {
@@ -90,9 +90,7 @@ fn kind_of<T: std::fmt::Debug>(r: Result<T, ObjectError>) -> (ErrorKind, String)
 
 #[test]
 fn put_new_get_range_list_delete() {
-    let Some((s, _)) = storage("basic") else {
-        return;
-    };
+    let (s, _) = storage("basic");
     let a = Bytes::from(b"segment zero".to_vec());
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     assert_eq!(
@@ -161,9 +159,7 @@ fn put_new_get_range_list_delete() {
 
 #[test]
 fn create_only_refuses_a_different_body() {
-    let Some((s, _)) = storage("fence") else {
-        return;
-    };
+    let (s, _) = storage("fence");
     assert_eq!(
         s.put_new("manifest/000007", Bytes::from_static(b"writer one"))
             .unwrap(),
@@ -186,9 +182,7 @@ fn create_only_refuses_a_different_body() {
 #[test]
 fn a_repeated_put_of_the_same_bytes_succeeds() {
     // What a retry after a lost reply meets: the object is there, with our bytes.
-    let Some((s, _)) = storage("retry") else {
-        return;
-    };
+    let (s, _) = storage("retry");
     let body = Bytes::from(vec![0x5a; 100_000]);
     assert_eq!(
         s.put_new("log/000001", body.clone()).unwrap(),
@@ -204,9 +198,7 @@ fn a_repeated_put_of_the_same_bytes_succeeds() {
 
 #[test]
 fn many_threads_share_one_storage() {
-    let Some((s, _)) = storage("threads") else {
-        return;
-    };
+    let (s, _) = storage("threads");
     let s = Arc::new(s);
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -230,9 +222,7 @@ fn many_threads_share_one_storage() {
 
 #[test]
 fn names_and_sizes_are_checked_before_sending() {
-    let Some((s, _)) = storage("names") else {
-        return;
-    };
+    let (s, _) = storage("names");
     for bad in ["", "/abs", "a//b", "a/../b", "trailing/"] {
         let (kind, msg) = kind_of(s.put_new(bad, Bytes::from_static(b"x")));
         assert_eq!(kind, ErrorKind::Other, "{bad:?}: {msg}");
@@ -250,7 +240,7 @@ fn names_and_sizes_are_checked_before_sending() {
 
 #[test]
 fn bad_credentials_are_an_auth_error_that_says_so() {
-    let Some(vars) = gateway_vars() else { return };
+    let vars = gateway_vars();
     let url = format!("s3://{}/{}", bucket(), unique_prefix("auth"));
     let mut wrong_secret = vars.clone();
     wrong_secret.insert("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret".into());
@@ -275,7 +265,7 @@ fn bad_credentials_are_an_auth_error_that_says_so() {
 
 #[test]
 fn a_missing_bucket_is_named_as_such() {
-    let Some(vars) = gateway_vars() else { return };
+    let vars = gateway_vars();
     let url = format!("s3://logstorfs-no-such-bucket-{}/p", std::process::id());
     let s = storage_with(&vars, &url, quick());
     for (op, r) in [
@@ -295,9 +285,7 @@ fn a_missing_bucket_is_named_as_such() {
 
 #[test]
 fn an_endpoint_that_does_not_answer_is_unreachable() {
-    let Some(mut vars) = gateway_vars() else {
-        return;
-    };
+    let mut vars = gateway_vars();
     // A port that was free a moment ago: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -373,9 +361,7 @@ impl Drop for Proxy {
 
 #[test]
 fn a_lost_put_reply_is_recovered_by_the_read_back() {
-    let Some(mut vars) = gateway_vars() else {
-        return;
-    };
+    let mut vars = gateway_vars();
     let endpoint = vars["AWS_ENDPOINT"].clone();
     let to = endpoint
         .strip_prefix("http://")
@@ -405,9 +391,7 @@ fn a_lost_put_reply_is_recovered_by_the_read_back() {
 
 #[test]
 fn a_put_reply_cut_by_a_reset_is_retried_by_put_new_itself() {
-    let Some(mut vars) = gateway_vars() else {
-        return;
-    };
+    let mut vars = gateway_vars();
     let endpoint = vars["AWS_ENDPOINT"].clone();
     let to = endpoint
         .strip_prefix("http://")
@@ -487,9 +471,7 @@ mod mirror_on_the_gateway {
 
     #[test]
     fn mirror_rounds_restore_exactly_from_the_gateway() {
-        let Some((s3, _)) = storage("mirror-rounds") else {
-            return;
-        };
+        let (s3, _) = storage("mirror-rounds");
         let s3: Arc<dyn ObjectStorage> = Arc::new(s3);
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
@@ -606,6 +588,40 @@ mod mirror_on_the_gateway {
         out
     }
 
+    /// What a mirror test starts from: a bucket prefix of its own (`url`, reached directly
+    /// through `s3`) and a temporary directory (`root`) for the store and the mount point.
+    /// Fields drop in order: the mount point is unmounted before the directory is removed.
+    struct Scratch {
+        _guard: Mounted,
+        vars: BTreeMap<String, String>,
+        url: String,
+        s3: logstorfs::object::s3::S3Storage,
+        root: PathBuf,
+        store: PathBuf,
+        mnt: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    fn scratch(test: &str) -> Scratch {
+        let (_, vars) = storage(test);
+        let url = format!("s3://{}/{}", bucket(), unique_prefix(test));
+        let s3 = storage_with(&vars, &url, Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (store, mnt) = (root.join("store"), root.join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        Scratch {
+            _guard: Mounted(mnt.clone()),
+            vars,
+            url,
+            s3,
+            root,
+            store,
+            mnt,
+            _dir: dir,
+        }
+    }
+
     struct Mounted(PathBuf);
 
     impl Drop for Mounted {
@@ -619,16 +635,8 @@ mod mirror_on_the_gateway {
 
     #[test]
     fn a_mounted_store_is_mounted_on_another_machine_from_the_bucket_alone() {
-        let Some((_, vars)) = storage("mirror-mount") else {
-            return;
-        };
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-mount"));
-        let s3 = storage_with(&vars, &url, Default::default());
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (store, mnt) = (root.join("store"), root.join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let _guard = Mounted(mnt.clone());
+        let at = scratch("mirror-mount");
+        let (url, s3, root, store, mnt) = (&at.url, &at.s3, &at.root, &at.store, &at.mnt);
         let mount = [
             "mount",
             "--daemon",
@@ -636,11 +644,11 @@ mod mirror_on_the_gateway {
             "--size",
             "64M",
             "--remote",
-            &url,
+            url,
             "--remote-lag",
             "1",
-            s(&store),
-            s(&mnt),
+            s(store),
+            s(mnt),
         ];
         ok(&mount);
         std::fs::create_dir_all(mnt.join("a/b")).unwrap();
@@ -655,17 +663,17 @@ mod mirror_on_the_gateway {
         }
         std::os::unix::fs::symlink("a/f2", mnt.join("link")).unwrap();
         std::fs::remove_file(mnt.join("a/f4")).unwrap();
-        let expected = files(&mnt);
-        ok(&["umount", s(&mnt)]);
-        let manifests = mirror::manifests(&s3).unwrap();
+        let expected = files(mnt);
+        ok(&["umount", s(mnt)]);
+        let manifests = mirror::manifests(s3).unwrap();
         assert!(!manifests.is_empty(), "the unmount left no manifest");
 
         // Another machine: the store is gone; only the bucket is left.
-        std::fs::remove_dir_all(&store).unwrap();
+        std::fs::remove_dir_all(store).unwrap();
         let store2 = root.join("elsewhere");
-        ok(&["mount", "--daemon", "--remote", &url, s(&store2), s(&mnt)]);
-        let got = files(&mnt);
-        ok(&["umount", s(&mnt)]);
+        ok(&["mount", "--daemon", "--remote", url, s(&store2), s(mnt)]);
+        let got = files(mnt);
+        ok(&["umount", s(mnt)]);
         assert_eq!(
             got.len(),
             expected.len(),
@@ -679,7 +687,7 @@ mod mirror_on_the_gateway {
                 path.display()
             );
         }
-        cleanup(&s3);
+        cleanup(s3);
     }
 
     /// `format --remote` publishes the new store's first manifest, so that `mount --remote`
@@ -687,20 +695,9 @@ mod mirror_on_the_gateway {
     /// anything is written.
     #[test]
     fn format_remote_starts_a_new_prefix_and_never_one_that_holds_a_store() {
-        let Some((_, vars)) = storage("mirror-format") else {
-            return;
-        };
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-format"));
-        let s3 = storage_with(&vars, &url, Default::default());
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (store, mnt) = (root.join("store"), root.join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let _guard = Mounted(mnt.clone());
-        let out = run(
-            &["format", "--size", "64M", "--remote", &url, s(&store)],
-            &[],
-        );
+        let at = scratch("mirror-format");
+        let (url, s3, root, store, mnt) = (&at.url, &at.s3, &at.root, &at.store, &at.mnt);
+        let out = run(&["format", "--size", "64M", "--remote", url, s(store)], &[]);
         assert!(
             out.status.success(),
             "{}",
@@ -711,18 +708,18 @@ mod mirror_on_the_gateway {
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let first = mirror::newest_manifest(&s3)
+        let first = mirror::newest_manifest(s3)
             .unwrap()
             .expect("format published a manifest");
         // The formatted store mounts as the prefix's writer (no --take-over) and goes on.
-        ok(&["mount", "--daemon", "--remote", &url, s(&store), s(&mnt)]);
+        ok(&["mount", "--daemon", "--remote", url, s(store), s(mnt)]);
         std::fs::write(mnt.join("after-format"), b"kept").unwrap();
-        ok(&["umount", s(&mnt)]);
-        let newest = mirror::newest_manifest(&s3).unwrap().unwrap();
+        ok(&["umount", s(mnt)]);
+        let newest = mirror::newest_manifest(s3).unwrap().unwrap();
         assert!(newest.number > first.number && newest.writer == first.writer);
         // A prefix that holds a store: refused, and nothing created.
         let other = root.join("other");
-        let out = run(&["format", "--remote", &url, s(&other)], &[]);
+        let out = run(&["format", "--remote", url, s(&other)], &[]);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("already holds a store"),
@@ -735,23 +732,23 @@ mod mirror_on_the_gateway {
             other.display()
         );
         assert_eq!(
-            mirror::newest_manifest(&s3).unwrap().unwrap().number,
+            mirror::newest_manifest(s3).unwrap().unwrap().number,
             newest.number
         );
         // And the bucket alone gives the file back.
-        std::fs::remove_dir_all(&store).unwrap();
+        std::fs::remove_dir_all(store).unwrap();
         ok(&[
             "mount",
             "--daemon",
             "--remote",
-            &url,
+            url,
             s(&root.join("again")),
-            s(&mnt),
+            s(mnt),
         ]);
         let back = std::fs::read(mnt.join("after-format"));
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         assert_eq!(back.unwrap(), b"kept");
-        cleanup(&s3);
+        cleanup(s3);
     }
 
     fn file_bytes(i: usize) -> Vec<u8> {
@@ -762,16 +759,8 @@ mod mirror_on_the_gateway {
 
     #[test]
     fn after_kill_9_mid_upload_the_bucket_mounts_as_a_prefix_of_the_writes() {
-        let Some((_, vars)) = storage("mirror-kill") else {
-            return;
-        };
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-kill"));
-        let s3 = storage_with(&vars, &url, Default::default());
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (store, mnt) = (root.join("store"), root.join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let _guard = Mounted(mnt.clone());
+        let at = scratch("mirror-kill");
+        let (url, s3, root, store, mnt) = (&at.url, &at.s3, &at.root, &at.store, &at.mnt);
         ok(&[
             "mount",
             "--daemon",
@@ -779,11 +768,11 @@ mod mirror_on_the_gateway {
             "--size",
             "64M",
             "--remote",
-            &url,
+            url,
             "--remote-lag",
             "1",
-            s(&store),
-            s(&mnt),
+            s(store),
+            s(mnt),
         ]);
         let write = |i: usize| -> std::io::Result<()> {
             let f = std::fs::File::create(mnt.join(format!("f{i:05}")))?;
@@ -794,7 +783,7 @@ mod mirror_on_the_gateway {
         for i in 0..20 {
             write(i).unwrap();
         }
-        let newest = || mirror::manifests(&s3).unwrap().last().copied().unwrap_or(0);
+        let newest = || mirror::manifests(s3).unwrap().last().copied().unwrap_or(0);
         let at_fsync = newest();
         let hang_guard = std::time::Instant::now();
         while newest() < at_fsync + 2 {
@@ -820,12 +809,12 @@ mod mirror_on_the_gateway {
                 .unwrap();
             writer.join().unwrap()
         });
-        let _ = Command::new("fusermount3").arg("-uz").arg(&mnt).status();
+        let _ = Command::new("fusermount3").arg("-uz").arg(mnt).status();
 
         let store2 = root.join("elsewhere");
-        ok(&["mount", "--daemon", "--remote", &url, s(&store2), s(&mnt)]);
-        let got = files(&mnt);
-        ok(&["umount", s(&mnt)]);
+        ok(&["mount", "--daemon", "--remote", url, s(&store2), s(mnt)]);
+        let got = files(mnt);
+        ok(&["umount", s(mnt)]);
         let mut n = 0;
         while got.contains_key(Path::new(&format!("f{n:05}"))) {
             n += 1;
@@ -853,7 +842,7 @@ mod mirror_on_the_gateway {
             }
         }
         eprintln!("{n} files restored of {}", 20 + written);
-        cleanup(&s3);
+        cleanup(s3);
     }
 
     /// File `f{i:05}` of `dir`, written with [`file_bytes`] and fsynced.
@@ -897,42 +886,34 @@ mod mirror_on_the_gateway {
 
     /// A new store mounted with `--remote` (and `extra` mount arguments), its daemon reaching
     /// the gateway through a `faultproxy`; a test faults that path by dropping the proxy or by
-    /// starting another at its address (`listen`). Fields drop in order: unmount, then the
-    /// directory's removal.
+    /// starting another at its address (`listen`).
     struct ProxiedMount {
-        _guard: Mounted,
-        /// The bucket prefix, as the daemon mirrors to it, and reached directly (no proxy).
-        url: String,
-        s3: logstorfs::object::s3::S3Storage,
+        at: Scratch,
         /// The gateway's `host:port`, and the proxy's address in front of it.
         gateway: String,
         listen: String,
-        root: PathBuf,
-        store: PathBuf,
-        mnt: PathBuf,
-        _dir: tempfile::TempDir,
     }
 
-    fn proxied_mount(test: &str, extra: &[&str]) -> Option<(ProxiedMount, super::Proxy)> {
-        let (_, vars) = storage(test)?;
-        let url = format!("s3://{}/{}", bucket(), unique_prefix(test));
-        let s3 = storage_with(&vars, &url, Default::default());
-        let gateway = vars["AWS_ENDPOINT"]
+    impl std::ops::Deref for ProxiedMount {
+        type Target = Scratch;
+        fn deref(&self) -> &Scratch {
+            &self.at
+        }
+    }
+
+    fn proxied_mount(test: &str, extra: &[&str]) -> (ProxiedMount, super::Proxy) {
+        let at = scratch(test);
+        let gateway = at.vars["AWS_ENDPOINT"]
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_string();
         let proxy = super::Proxy::start(&gateway, &[]);
         let listen = proxy.addr.clone();
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (store, mnt) = (root.join("store"), root.join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let guard = Mounted(mnt.clone());
         let mut args = vec![
-            "mount", "--daemon", "--create", "--size", "64M", "--remote", &url,
+            "mount", "--daemon", "--create", "--size", "64M", "--remote", &at.url,
         ];
         args.extend_from_slice(extra);
-        args.extend([s(&store), s(&mnt)]);
+        args.extend([s(&at.store), s(&at.mnt)]);
         let endpoint = format!("http://{listen}");
         let out = run(&args, &[("AWS_ENDPOINT", endpoint.as_str())]);
         assert!(
@@ -941,17 +922,11 @@ mod mirror_on_the_gateway {
             String::from_utf8_lossy(&out.stderr)
         );
         let m = ProxiedMount {
-            _guard: guard,
-            url,
-            s3,
+            at,
             gateway,
             listen,
-            root,
-            store,
-            mnt,
-            _dir: dir,
         };
-        Some((m, proxy))
+        (m, proxy)
     }
 
     impl ProxiedMount {
@@ -1026,9 +1001,7 @@ mod mirror_on_the_gateway {
     #[test]
     fn writes_go_on_while_the_gateway_is_down_and_the_mirror_catches_up() {
         // The daemon reaches the gateway through a proxy; stopping the proxy is the outage.
-        let Some((m, proxy)) = proxied_mount("mirror-outage", &["--remote-lag", "1"]) else {
-            return;
-        };
+        let (m, proxy) = proxied_mount("mirror-outage", &["--remote-lag", "1"]);
         let write = |i: usize| write_fsynced(&m.mnt, i).unwrap();
         (0..10).for_each(write);
         drop(proxy);
@@ -1056,9 +1029,7 @@ mod mirror_on_the_gateway {
 
     #[test]
     fn a_round_stalled_mid_put_holds_up_no_writer_without_remote_sync() {
-        let Some((m, proxy)) = proxied_mount("mirror-stall", &["--remote-lag", "1"]) else {
-            return;
-        };
+        let (m, proxy) = proxied_mount("mirror-stall", &["--remote-lag", "1"]);
         // The rounds go up through the proxy as it is.
         for i in 0..5 {
             write_fsynced(&m.mnt, i).unwrap();
@@ -1106,18 +1077,10 @@ mod mirror_on_the_gateway {
 
     #[test]
     fn one_writer_per_prefix_a_fenced_store_is_refused_until_it_takes_over() {
-        let Some((_, vars)) = storage("mirror-fence") else {
-            return;
-        };
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-fence"));
-        let s3 = storage_with(&vars, &url, Default::default());
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let mnt = root.join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let _guard = Mounted(mnt.clone());
+        let at = scratch("mirror-fence");
+        let (url, s3, root, mnt) = (&at.url, &at.s3, &at.root, &at.mnt);
         let (a, b, c) = (root.join("a"), root.join("b"), root.join("c"));
-        let writer = || mirror::newest_manifest(&s3).unwrap().unwrap().writer;
+        let writer = || mirror::newest_manifest(s3).unwrap().unwrap().writer;
         // A mirrors; B is restored from the bucket and writes: B's first manifest fences A.
         ok(&[
             "mount",
@@ -1126,23 +1089,20 @@ mod mirror_on_the_gateway {
             "--size",
             "64M",
             "--remote",
-            &url,
+            url,
             s(&a),
-            s(&mnt),
+            s(mnt),
         ]);
         std::fs::write(mnt.join("from-a"), b"a").unwrap();
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         let writer_a = writer();
-        ok(&["mount", "--daemon", "--remote", &url, s(&b), s(&mnt)]);
+        ok(&["mount", "--daemon", "--remote", url, s(&b), s(mnt)]);
         assert_eq!(std::fs::read(mnt.join("from-a")).unwrap(), b"a");
         std::fs::write(mnt.join("from-b"), b"b").unwrap();
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         assert_ne!(writer(), writer_a, "B published under its own writer");
         // A again: refused, nothing mounted; with --take-over it is the writer again.
-        let out = run(
-            &["mount", "--daemon", "--remote", &url, s(&a), s(&mnt)],
-            &[],
-        );
+        let out = run(&["mount", "--daemon", "--remote", url, s(&a), s(mnt)], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("fenced"), "{err}");
@@ -1150,72 +1110,61 @@ mod mirror_on_the_gateway {
             "mount",
             "--daemon",
             "--remote",
-            &url,
+            url,
             "--take-over",
             s(&a),
-            s(&mnt),
+            s(mnt),
         ]);
-        let stats = String::from_utf8(run(&["stats", s(&mnt)], &[]).stdout).unwrap();
+        let stats = String::from_utf8(run(&["stats", s(mnt)], &[]).stdout).unwrap();
         assert!(stats.contains(&format!("mirror: {url}")), "{stats}");
         std::fs::write(mnt.join("from-a-again"), b"a2").unwrap();
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         assert_eq!(writer(), writer_a);
         // A store that never mirrored there is refused: the prefix holds another store.
         ok(&["format", "--size", "64M", s(&c)]);
-        let out = run(
-            &["mount", "--daemon", "--remote", &url, s(&c), s(&mnt)],
-            &[],
-        );
+        let out = run(&["mount", "--daemon", "--remote", url, s(&c), s(mnt)], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("already holds another store"), "{err}");
         // B, fenced in turn, may still be mounted without --remote to copy its files out.
-        ok(&["mount", "--daemon", s(&b), s(&mnt)]);
+        ok(&["mount", "--daemon", s(&b), s(mnt)]);
         assert_eq!(std::fs::read(mnt.join("from-b")).unwrap(), b"b");
         std::fs::write(mnt.join("only-in-b"), b"b2").unwrap();
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         // --discard-local: B is moved aside whole, and the bucket's image takes its place.
         let out = run(
             &[
                 "mount",
                 "--daemon",
                 "--remote",
-                &url,
+                url,
                 "--discard-local",
                 s(&b),
-                s(&mnt),
+                s(mnt),
             ],
             &[],
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(mnt.join("from-a-again").exists() && !mnt.join("only-in-b").exists());
-        ok(&["umount", s(&mnt)]);
-        let kept = std::fs::read_dir(&root)
+        ok(&["umount", s(mnt)]);
+        let kept = std::fs::read_dir(root)
             .unwrap()
             .flatten()
             .map(|e| e.path())
             .find(|p| p.to_str().unwrap().contains("b.discarded-"))
             .unwrap_or_else(|| panic!("the discarded store was not kept: {err}"));
-        ok(&["mount", "--daemon", s(&kept), s(&mnt)]);
+        ok(&["mount", "--daemon", s(&kept), s(mnt)]);
         assert_eq!(std::fs::read(mnt.join("only-in-b")).unwrap(), b"b2");
-        ok(&["umount", s(&mnt)]);
-        cleanup(&s3);
+        ok(&["umount", s(mnt)]);
+        cleanup(s3);
     }
 
     #[test]
     fn an_older_image_mounts_read_only_and_fsck_checks_the_bucket() {
-        let Some((_, vars)) = storage("mirror-older") else {
-            return;
-        };
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-older"));
-        let s3 = storage_with(&vars, &url, Default::default());
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (store, mnt) = (root.join("store"), root.join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let _guard = Mounted(mnt.clone());
-        let newest = || mirror::manifests(&s3).unwrap().last().copied().unwrap();
+        let at = scratch("mirror-older");
+        let (url, s3, root, store, mnt) = (&at.url, &at.s3, &at.root, &at.store, &at.mnt);
+        let newest = || mirror::manifests(s3).unwrap().last().copied().unwrap();
         ok(&[
             "mount",
             "--daemon",
@@ -1223,21 +1172,21 @@ mod mirror_on_the_gateway {
             "--size",
             "64M",
             "--remote",
-            &url,
-            s(&store),
-            s(&mnt),
+            url,
+            s(store),
+            s(mnt),
         ]);
         std::fs::write(mnt.join("doc"), b"version 1").unwrap();
         std::fs::write(mnt.join("gone"), b"deleted later").unwrap();
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         let first = newest();
-        ok(&["mount", "--daemon", "--remote", &url, s(&store), s(&mnt)]);
+        ok(&["mount", "--daemon", "--remote", url, s(store), s(mnt)]);
         std::fs::write(mnt.join("doc"), b"version 2").unwrap();
         std::fs::remove_file(mnt.join("gone")).unwrap();
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
         assert!(newest() > first);
 
-        let out = run(&["fsck", "--remote", &url], &[]);
+        let out = run(&["fsck", "--remote", url], &[]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{text}");
         assert!(text.contains("clean"), "{text}");
@@ -1248,11 +1197,11 @@ mod mirror_on_the_gateway {
             &[
                 "mount",
                 "--remote",
-                &url,
+                url,
                 "--manifest",
                 &n,
                 s(&older),
-                s(&mnt),
+                s(mnt),
             ],
             &[],
         );
@@ -1265,30 +1214,30 @@ mod mirror_on_the_gateway {
             "-o",
             "ro",
             "--remote",
-            &url,
+            url,
             "--manifest",
             &n,
             s(&older),
-            s(&mnt),
+            s(mnt),
         ]);
         assert_eq!(std::fs::read(mnt.join("doc")).unwrap(), b"version 1");
         assert_eq!(std::fs::read(mnt.join("gone")).unwrap(), b"deleted later");
-        ok(&["umount", s(&mnt)]);
+        ok(&["umount", s(mnt)]);
 
         // An object the newest manifest names goes missing: fsck says so, exit 4.
-        let m = mirror::read_manifest(&s3, newest()).unwrap();
+        let m = mirror::read_manifest(s3, newest()).unwrap();
         s3.delete(&m.pieces[0].object()).unwrap();
-        let out = run(&["fsck", "--remote", &url], &[]);
+        let out = run(&["fsck", "--remote", url], &[]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(4), "{text}");
         assert!(text.contains("problem:"), "{text}");
-        cleanup(&s3);
+        cleanup(s3);
     }
 
     #[test]
     fn with_remote_sync_an_fsync_returns_once_the_bucket_holds_it_or_fails_with_eio() {
         // No periodic rounds in this test's time: only fsyncs make them.
-        let Some((m, proxy)) = proxied_mount(
+        let (m, proxy) = proxied_mount(
             "mirror-sync",
             &[
                 "--remote-lag",
@@ -1297,18 +1246,9 @@ mod mirror_on_the_gateway {
                 "--remote-sync-timeout",
                 "3",
             ],
-        ) else {
-            return;
-        };
-        let ProxiedMount {
-            url,
-            s3,
-            gateway,
-            listen,
-            root,
-            mnt,
-            ..
-        } = &m;
+        );
+        let (url, s3, root, mnt) = (&m.url, &m.s3, &m.root, &m.mnt);
+        let (gateway, listen) = (&m.gateway, &m.listen);
         let fsynced = |name: &str, data: &[u8]| -> std::io::Result<()> {
             let f = std::fs::File::create(mnt.join(name))?;
             std::io::Write::write_all(&mut &f, data)?;
@@ -1365,16 +1305,10 @@ mod mirror_on_the_gateway {
 
     #[test]
     fn a_mount_with_bad_credentials_says_so_and_writes_nothing() {
-        if storage("mirror-bad-keys").is_none() {
-            return;
-        }
-        let url = format!("s3://{}/{}", bucket(), unique_prefix("mirror-bad-keys"));
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        let (store, mnt) = (root.join("store"), root.join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
+        let at = scratch("mirror-bad-keys");
+        let (url, store, mnt) = (&at.url, &at.store, &at.mnt);
         let out = run(
-            &["mount", "--create", "--remote", &url, s(&store), s(&mnt)],
+            &["mount", "--create", "--remote", url, s(store), s(mnt)],
             &[("AWS_SECRET_ACCESS_KEY", "not-the-key")],
         );
         let err = String::from_utf8_lossy(&out.stderr);
@@ -1382,7 +1316,7 @@ mod mirror_on_the_gateway {
         assert!(err.contains("credentials"), "{err}");
         assert!(!store.exists(), "a refused mount created the store");
         let out = run(
-            &["mount", s(&store), s(&mnt), "-o", &format!("remote={url}")],
+            &["mount", s(store), s(mnt), "-o", &format!("remote={url}")],
             &[],
         );
         let err = String::from_utf8_lossy(&out.stderr);
@@ -1391,14 +1325,7 @@ mod mirror_on_the_gateway {
         assert!(!store.exists(), "a refused mount created the store");
         let missing = format!("s3://no-such-bucket-{}/p", std::process::id());
         let out = run(
-            &[
-                "mount",
-                "--create",
-                "--remote",
-                &missing,
-                s(&store),
-                s(&mnt),
-            ],
+            &["mount", "--create", "--remote", &missing, s(store), s(mnt)],
             &[],
         );
         let err = String::from_utf8_lossy(&out.stderr);
