@@ -124,6 +124,15 @@ impl Piece {
             Source::Log(n) => log_object(n),
         }
     }
+
+    /// The piece's bytes in `object` (the bytes of the object it names), if they are all there
+    /// and pass their checksum.
+    pub fn bytes_in<'a>(&self, object: &'a [u8]) -> Option<&'a [u8]> {
+        let start = usize::try_from(self.at).ok()?;
+        object
+            .get(start..start.checked_add(self.len as usize)?)
+            .filter(|b| crc32fast::hash(b) == self.crc)
+    }
 }
 
 /// One durable image in the bucket.

@@ -670,15 +670,12 @@ fn fetch_pieces(
     let bytes = objects.get(name)?;
     let mut written = 0;
     for p in pieces {
-        let piece = bytes
-            .get(p.at as usize..p.at as usize + p.len as usize)
-            .filter(|b| crc32fast::hash(b) == p.crc)
-            .ok_or_else(|| {
-                MirrorError::Bucket(format!(
-                    "{name}: bytes {}..+{} for segment {} are missing or fail their checksum",
-                    p.at, p.len, p.segment
-                ))
-            })?;
+        let piece = p.bytes_in(&bytes).ok_or_else(|| {
+            MirrorError::Bucket(format!(
+                "{name}: bytes {}..+{} for segment {} are missing or fail their checksum",
+                p.at, p.len, p.segment
+            ))
+        })?;
         writer.write(p.segment, p.offset, piece)?;
         written += p.len as u64;
     }
@@ -748,10 +745,7 @@ pub fn check_bucket(objects: &dyn ObjectStorage) -> Result<BucketReport> {
         report.bytes_read += bytes.len() as u64;
         let mut bad = std::collections::BTreeSet::new();
         for (n, p) in pieces {
-            let ok = bytes
-                .get(p.at as usize..p.at as usize + p.len as usize)
-                .is_some_and(|b| crc32fast::hash(b) == p.crc);
-            if !ok && bad.insert((p.at, p.len)) {
+            if p.bytes_in(&bytes).is_none() && bad.insert((p.at, p.len)) {
                 report.problems.push(format!(
                     "{name}: bytes {}..+{} (segment {} at {}, named by manifest {n}) are \
                      missing or fail their checksum",
