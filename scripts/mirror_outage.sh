@@ -172,6 +172,13 @@ t_resumed() {
     workload_runs
 }
 check_here "uploads resume while the workload goes on" t_resumed || true
+t_warned() {
+    # A round retried through the outage published at last: the daemon says how far behind
+    # the bucket was (writers never wait for it, so the log and stats are how a user learns).
+    grep -h "s behind the store until manifest" "$STORE"/logstorfs.log* \
+        || { echo "no warning in $STORE/logstorfs.log that the bucket was behind"; return 1; }
+}
+check "the daemon warned that the bucket was behind the store" t_warned
 
 touch "$STOP"
 t_stopped() {

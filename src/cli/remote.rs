@@ -45,6 +45,15 @@ pub const DEFAULT_REMOTE_SYNC_TIMEOUT_SECS: u64 = 60;
 /// Rounds overtaken in a row before the uploader waits a lag again.
 const MAX_OVERTAKEN_IN_A_ROW: u32 = 20;
 
+/// A published image that replaced one this many `--remote-lag`s old (and at least
+/// [`BEHIND_WARN_FLOOR`]) is logged as a warning: the store writes faster than it uploads, or
+/// the gateway is slow or was away. Writers never wait for the bucket without `--remote-sync`,
+/// so this warning and `stats` are how a user learns that the bucket fell behind.
+const BEHIND_WARN_LAGS: u32 = 4;
+const BEHIND_WARN_FLOOR: Duration = Duration::from_secs(30);
+/// At most one such warning in this long.
+const BEHIND_WARN_EVERY: Duration = Duration::from_secs(300);
+
 /// Published manifests between two collections of what no manifest kept needs.
 const ROUNDS_PER_COLLECTION: u64 = 32;
 
@@ -454,6 +463,10 @@ fn upload_until_stopped(
     // Rounds overtaken in a row: the next one starts at once (a round that waited a whole lag
     // after each overtaken one fell behind a store writing faster than the lag's worth).
     let mut overtaken = 0u32;
+    // The bucket held the whole store as of this instant: the start of the last round that
+    // published or found nothing new.
+    let mut bucket_current_as_of = std::time::Instant::now();
+    let mut last_behind_warning: Option<std::time::Instant> = None;
     loop {
         let stopping = {
             let mut c = control.state.lock();
@@ -463,6 +476,8 @@ fn upload_until_stopped(
             c.round_wanted = false;
             c.stop
         };
+        let round_start = std::time::Instant::now();
+        let bytes_before = mirror.stats().bytes_put;
         let result = mirror.round(fs.engine());
         log.after_round(mirror, fs, &result);
         if matches!(result, Ok(Round::Overtaken)) {
@@ -484,6 +499,21 @@ fn upload_until_stopped(
         match result {
             Ok(Round::Published(n)) => {
                 log::debug!("mirror: manifest {n} published to {url}");
+                let behind = bucket_current_as_of.elapsed();
+                bucket_current_as_of = round_start;
+                if behind > (lag * BEHIND_WARN_LAGS).max(BEHIND_WARN_FLOOR)
+                    && last_behind_warning.is_none_or(|t| t.elapsed() >= BEHIND_WARN_EVERY)
+                {
+                    last_behind_warning = Some(std::time::Instant::now());
+                    log::warn!(
+                        "mirror to {url}: the bucket was {:.0} s behind the store until manifest \
+                         {n} ({} MiB put in {:.1} s): the store writes faster than the uploads \
+                         go, or the gateway is slow or was away",
+                        behind.as_secs_f64(),
+                        (mirror.stats().bytes_put - bytes_before) >> 20,
+                        round_start.elapsed().as_secs_f64()
+                    );
+                }
                 published += 1;
                 if published.is_multiple_of(ROUNDS_PER_COLLECTION) && !stopping {
                     match mirror.collect(retain) {
@@ -496,7 +526,8 @@ fn upload_until_stopped(
                     }
                 }
             }
-            Ok(Round::Unchanged | Round::Overtaken) => {}
+            Ok(Round::Unchanged) => bucket_current_as_of = round_start,
+            Ok(Round::Overtaken) => {}
             Err(MirrorError::Object(e)) if e.kind == ErrorKind::AlreadyExists => {
                 log::error!(
                     "mirror to {url} stopped: another writer took this prefix ({e}); the local \
