@@ -1417,6 +1417,14 @@ whatever order concurrent writers update the index in",
         "        if let Some(n) = continues.filter(|_| false) {",
         ["--release", "--test", "mirror_model", "a_restored_store_goes_on"],
     ),
+    (
+        "mirror-numbers-over-a-dead-rounds-objects",
+        "mirror: a writer numbers its objects after every one in the bucket, those of a round killed before its manifest too",
+        "src/mirror/mod.rs",
+        "        let next_log = newest(LOG_PREFIX)?\n",
+        "        let next_log = None::<u64>\n",
+        ["--release", "--test", "mirror_model", "a_writer_killed_between"],
+    ),
 ]
 
 

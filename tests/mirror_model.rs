@@ -658,3 +658,122 @@ fn checkpoints_go_up_at_most_at_a_quarter_of_the_segment_bytes() {
     let got = restored(objects.as_ref(), Some(last.number), &into);
     assert_eq!(got.len(), 30 * 500);
 }
+
+/// `stats` shows the upload queue: the bytes of the last round's image the bucket lacks.
+#[test]
+fn the_upload_queue_is_what_the_bucket_lacks_of_the_last_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    // The background's moves between two images would change the image this test compares
+    // with the round's.
+    engine.test_pause_background();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let write = |from: u64, to: u64| {
+        for n in from..to {
+            let value = vec![(n % 251) as u8; 30_000];
+            engine
+                .write(&[Mutation::put(1 + (n % 4) as u32, key(n), value)])
+                .unwrap();
+        }
+    };
+    // Enough for closed segment uses (256 KiB each) as well as open ones.
+    write(0, 60);
+    objects.set_unreachable(true);
+    assert!(mirror.round(&engine).is_err());
+    let image = engine.durable_image(None).unwrap();
+    assert!(image.segments.iter().any(|e| e.closed) && image.segments.iter().any(|e| !e.closed));
+    let whole: u64 = image.segments.iter().map(|e| e.len as u64).sum();
+    assert_eq!(
+        mirror.stats().queued_bytes,
+        whole,
+        "nothing reached the bucket: the whole image is queued"
+    );
+
+    objects.set_unreachable(false);
+    publish(&mirror, &engine);
+    assert_eq!(mirror.stats().queued_bytes, 0, "the image is in the bucket");
+
+    // Only what the store gained since is queued after the next failed round.
+    write(60, 64);
+    objects.set_unreachable(true);
+    assert!(mirror.round(&engine).is_err());
+    let queued = mirror.stats().queued_bytes;
+    assert!(
+        (4 * 30_000..whole).contains(&queued),
+        "{queued} bytes queued after 4 writes of 30,000 bytes"
+    );
+    objects.set_unreachable(false);
+    publish(&mirror, &engine);
+    assert_eq!(mirror.stats().queued_bytes, 0);
+    engine.close().unwrap();
+}
+
+/// A writer killed between a round's uploads and its manifest: the bucket's newest image is
+/// still the one before; the store recovered after the crash goes on mirroring under numbers
+/// the dead round never used, and what the dead round uploaded is collected.
+#[test]
+fn a_writer_killed_between_its_uploads_and_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let store = dir.path().join("store");
+    let engine = Engine::open(&store, &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let mut rng = SimRng::new(5);
+    let mut state = State::new();
+    for step in 0..200u64 {
+        engine.write(&batch(&mut rng, step, &mut state)).unwrap();
+    }
+    let first = publish(&mirror, &engine);
+    let at_first = state.clone();
+    for step in 200..400u64 {
+        engine.write(&batch(&mut rng, step, &mut state)).unwrap();
+    }
+    objects.refuse_puts_under(Some(mirror::manifest::MANIFEST_PREFIX));
+    // Rounds overtaken by the background are tried again, as the uploader does.
+    let cut = (0..100).find_map(|_| match mirror.round(&engine) {
+        Ok(Round::Overtaken) => None,
+        other => Some(other),
+    });
+    assert!(matches!(cut, Some(Err(_))), "{cut:?}");
+    let left_by_the_dead_round: Vec<String> = objects
+        .names()
+        .into_iter()
+        .filter(|n| !named_by(objects.as_ref(), first).contains(n))
+        .collect();
+    assert!(
+        !left_by_the_dead_round.is_empty(),
+        "the round uploaded nothing before its manifest"
+    );
+    // Killed: neither the mirror nor the engine is closed.
+    drop(mirror);
+    drop(engine);
+    objects.refuse_puts_under(None);
+    assert_eq!(
+        restored(objects.as_ref(), None, &dir.path().join("r1")),
+        at_first,
+        "the newest image is still the one before the dead round"
+    );
+
+    // The round synced every batch before uploading: recovery keeps them all.
+    let engine = Engine::open(&store, &options()).unwrap();
+    assert_eq!(contents(&engine), state);
+    let mirror = Mirror::attach(objects.clone(), 1, Some(first)).unwrap();
+    for step in 400..450u64 {
+        engine.write(&batch(&mut rng, step, &mut state)).unwrap();
+    }
+    let second = publish(&mirror, &engine);
+    assert_eq!(second, first + 1, "the dead round created no manifest");
+    mirror.collect(Duration::ZERO).unwrap();
+    let left: std::collections::BTreeSet<String> = objects.names().into_iter().collect();
+    assert_eq!(
+        left,
+        named_by(objects.as_ref(), second),
+        "what the dead round left is collected"
+    );
+    engine.close().unwrap();
+    assert_eq!(
+        restored(objects.as_ref(), None, &dir.path().join("r2")),
+        state
+    );
+}

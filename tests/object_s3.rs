@@ -667,6 +667,21 @@ mod mirror_on_the_gateway {
         ok(&["umount", s(mnt)]);
         let manifests = mirror::manifests(s3).unwrap();
         assert!(!manifests.is_empty(), "the unmount left no manifest");
+        // `stats` on the store: the mirror's requests, and nothing left in the upload queue.
+        let out = run(&["stats", "--json", s(store)], &[]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("stats --json: {e}: {out:?}"));
+        let remote = &json["remote"];
+        let (objects_put, puts) = (&remote["objects_put"], &remote["requests"]["puts"]);
+        assert!(
+            objects_put
+                .as_u64()
+                .is_some_and(|n| n >= manifests.len() as u64)
+                && puts.as_u64() >= objects_put.as_u64()
+                && remote["requests"]["lists"].as_u64() > Some(0)
+                && remote["queued_bytes"].as_u64() == Some(0),
+            "{remote}"
+        );
 
         // Another machine: the store is gone; only the bucket is left.
         std::fs::remove_dir_all(store).unwrap();

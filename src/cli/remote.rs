@@ -12,6 +12,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::fs::Fs;
 use crate::mirror::{self, Mirror, MirrorError, Restored, Round};
+use crate::object::counted::{Counted, RequestCounts};
 use crate::object::{ErrorKind, ObjectStorage};
 
 /// Seconds between mirror rounds unless `--remote-lag` says otherwise.
@@ -62,8 +63,10 @@ const ROUNDS_PER_COLLECTION: u64 = 32;
 /// (`logstorfs stats` shows them).
 pub const REMOTE_FILE: &str = "remote.json";
 
-/// What [`REMOTE_FILE`] holds.
+/// What [`REMOTE_FILE`] holds. Fields added later default when an older file lacks them: the
+/// writer number in it must never be lost to a format change.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RemoteRecord {
     pub url: String,
     /// Written into every manifest this store publishes; a newest manifest with another
@@ -80,6 +83,10 @@ pub struct RemoteRecord {
     pub manifests_published: u64,
     pub objects_put: u64,
     pub bytes_put: u64,
+    /// Bytes of the last round's image not in the bucket (see `MirrorStats::queued_bytes`).
+    pub queued_bytes: u64,
+    /// Requests to the bucket since the mount, by kind (the restore before it not counted).
+    pub requests: RequestCounts,
     /// The last round's error, if it failed.
     pub last_error: Option<String>,
 }
@@ -382,7 +389,8 @@ impl Uploader {
     ) -> Result<Uploader, String> {
         let writer = remote.writer;
         let url = remote.url.clone();
-        let mirror = Mirror::attach(objects, writer, remote.continues)
+        let counted = Arc::new(Counted::new(objects));
+        let mirror = Mirror::attach(counted.clone(), writer, remote.continues)
             .map_err(|e| format!("--remote {url}: {e}"))?;
         let mut record = RemoteRecord::read(store)
             .filter(|r| r.url == url && r.writer == writer)
@@ -402,7 +410,11 @@ impl Uploader {
             std::thread::Builder::new()
                 .name("mirror".into())
                 .spawn(move || {
-                    let mut round = RoundLog { store, record };
+                    let mut round = RoundLog {
+                        store,
+                        record,
+                        requests: counted,
+                    };
                     upload_until_stopped(&fs, &mirror, &url, lag, retain, &control, &mut round);
                     control.state.lock().gone = true;
                     control.changed.notify_all();
@@ -555,6 +567,7 @@ fn upload_until_stopped(
 struct RoundLog {
     store: PathBuf,
     record: RemoteRecord,
+    requests: Arc<Counted>,
 }
 
 impl RoundLog {
@@ -577,11 +590,36 @@ impl RoundLog {
         r.manifests_published = s.manifests;
         r.objects_put = s.objects_put;
         r.bytes_put = s.bytes_put;
+        r.queued_bytes = s.queued_bytes;
+        r.requests = self.requests.counts();
         if let Err(e) = r.write(&self.store) {
             log::warn!(
                 "cannot write {}: {e}",
                 self.store.join(REMOTE_FILE).display()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_file_written_before_fields_were_added_keeps_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        // The file as the first mirrored stores wrote it, before the upload queue and the
+        // request counts were kept.
+        std::fs::write(
+            dir.path().join(REMOTE_FILE),
+            r#"{"url": "s3://b/p", "writer": 77, "lag_secs": 5, "retain_secs": 86400,
+                "manifest": 3, "bucket_lsn": 10, "local_lsn": 12, "published_unix_ms": 1,
+                "manifests_published": 3, "objects_put": 9, "bytes_put": 100,
+                "last_error": null}"#,
+        )
+        .unwrap();
+        let record = RemoteRecord::read(dir.path()).expect("the older file reads");
+        assert_eq!((record.url.as_str(), record.writer), ("s3://b/p", 77));
+        assert_eq!(record.requests, RequestCounts::default());
     }
 }

@@ -87,8 +87,9 @@ fn remote_text(r: &RemoteRecord) -> String {
         .saturating_sub(r.published_unix_ms);
     let mut o = format!(
         "mirror: {} (every {} s, images kept {} s)\n  bucket: manifest {}, LSN {} of {} \
-         ({} LSNs behind), last published {:.1} s ago\n  uploaded since mount: {} manifests, \
-         {} objects, {} bytes\n",
+         ({} LSNs behind), last published {:.1} s ago\n  upload queue: {} bytes\n  uploaded \
+         since mount: {} manifests, {} objects, {} bytes\n  requests since mount: {} PUT, {} \
+         GET ({} bytes), {} LIST, {} DELETE\n",
         r.url,
         r.lag_secs,
         r.retain_secs,
@@ -97,9 +98,15 @@ fn remote_text(r: &RemoteRecord) -> String {
         r.local_lsn,
         r.local_lsn.saturating_sub(r.bucket_lsn),
         lag_ms as f64 / 1000.0,
+        r.queued_bytes,
         r.manifests_published,
         r.objects_put,
-        r.bytes_put
+        r.bytes_put,
+        r.requests.puts,
+        r.requests.gets,
+        r.requests.bytes_got,
+        r.requests.lists,
+        r.requests.deletes
     );
     if let Some(e) = &r.last_error {
         o.push_str(&format!("  last round failed: {e}\n"));

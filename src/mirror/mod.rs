@@ -101,6 +101,10 @@ pub struct MirrorStats {
     pub bytes_put: u64,
     /// Durable LSN of the newest manifest published by this mirror.
     pub bucket_lsn: u64,
+    /// The upload queue: bytes of the last round's image that the bucket lacks (closed segment
+    /// uses not put, bytes open uses gained). 0 once a round published its image or found the
+    /// bucket holding it; after a round that failed or was overtaken, what it left to put.
+    pub queued_bytes: u64,
 }
 
 /// A store's mirror in one bucket prefix (see the module's doc).
@@ -225,6 +229,19 @@ impl Mirror {
             })
             .copied()
             .collect();
+        let open_gains: u64 = image
+            .segments
+            .iter()
+            .filter(|e| !e.closed)
+            .map(|e| {
+                let have: u64 = st
+                    .uses
+                    .get(&(e.segment, e.generation))
+                    .map_or(0, |pieces| pieces.iter().map(|p| p.len as u64).sum());
+                (e.len as u64).saturating_sub(have)
+            })
+            .sum();
+        st.stats.queued_bytes = missing.iter().map(|e| e.len as u64).sum::<u64>() + open_gains;
         match self.put_closed_uses(engine, &missing, &mut st) {
             Ok(true) => {}
             Ok(false) => return Ok(Round::Overtaken),
@@ -287,6 +304,7 @@ impl Mirror {
         {
             // The bucket's newest image is this one: it holds every batch up to its LSN.
             st.stats.bucket_lsn = st.stats.bucket_lsn.max(image.durable_lsn);
+            st.stats.queued_bytes = 0;
             return Ok(Round::Unchanged);
         }
         // Numbers are spent before their PUTs: a PUT whose reply was lost may have created its
@@ -297,8 +315,10 @@ impl Mirror {
             let name = manifest::log_object(first_log + i as u64);
             st.stats.bytes_put += log.len() as u64;
             st.put_since_checkpoint += log.len() as u64;
+            let len = log.len() as u64;
             self.objects.put_new(&name, Bytes::from(log))?;
             st.stats.objects_put += 1;
+            st.stats.queued_bytes = st.stats.queued_bytes.saturating_sub(len);
         }
         let number = st.next_manifest;
         st.next_manifest += 1;
@@ -319,6 +339,7 @@ impl Mirror {
         st.stats.objects_put += 1;
         st.stats.manifests += 1;
         st.stats.bucket_lsn = image.durable_lsn;
+        st.stats.queued_bytes = 0;
         st.created.insert(number, created);
         for name in pieces
             .iter()
@@ -376,6 +397,8 @@ impl Mirror {
                         st.stats.bytes_put += piece.len as u64;
                         st.put_since_checkpoint += piece.len as u64;
                         st.stats.objects_put += 1;
+                        st.stats.queued_bytes =
+                            st.stats.queued_bytes.saturating_sub(piece.len as u64);
                         st.whole.insert((piece.segment, piece.generation), piece);
                     }
                     Ok(None) => overtaken = true,

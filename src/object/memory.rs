@@ -1,7 +1,8 @@
 //! A bucket in memory, for the model tests of the tiers above the door: the same create-only
 //! rules as [`super::s3::S3Storage`] (a second create of a name with other bytes is refused, the
 //! same bytes are [`PutOutcome::AlreadyThere`]), and faults a test turns on: the bucket
-//! unreachable, or a PUT whose reply is lost after the object was stored.
+//! unreachable, a PUT whose reply is lost after the object was stored, or PUTs of some names
+//! refused (a writer killed before it made them).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -21,6 +22,8 @@ struct State {
     unreachable: bool,
     /// PUTs still to come whose object is stored but whose reply is lost.
     replies_to_lose: u32,
+    /// PUTs of names under this prefix fail without storing anything.
+    refused_prefix: Option<String>,
     puts: u64,
     gets: u64,
 }
@@ -38,6 +41,12 @@ impl MemoryObjects {
     /// The next `n` PUTs store their object and then fail as if the reply never came.
     pub fn lose_replies(&self, n: u32) {
         self.state.lock().replies_to_lose = n;
+    }
+
+    /// While set, a PUT of a name under `prefix` fails as unreachable and stores nothing (the
+    /// writer was killed before it); other requests go on.
+    pub fn refuse_puts_under(&self, prefix: Option<&str>) {
+        self.state.lock().refused_prefix = prefix.map(str::to_string);
     }
 
     /// Every object's name.
@@ -68,6 +77,18 @@ impl ObjectStorage for MemoryObjects {
     fn put_new(&self, name: &str, bytes: Bytes) -> Result<PutOutcome, ObjectError> {
         let mut st = self.state.lock();
         Self::reachable(&st, "put", name)?;
+        if st
+            .refused_prefix
+            .as_deref()
+            .is_some_and(|p| name.starts_with(p))
+        {
+            return Err(ObjectError::new(
+                ErrorKind::Unreachable,
+                "put",
+                name,
+                "the writer died before this PUT (test)",
+            ));
+        }
         st.puts += 1;
         if let Some(there) = st.objects.get(name) {
             return judge_existing(name, &bytes, there);

@@ -10,12 +10,14 @@
 //! - [`s3::S3Storage`] (feature `s3`): the implementation over Apache Arrow's `object_store`
 //!   crate. `tokio` is confined to that file: it owns a small runtime and every method blocks
 //!   on it.
+//! - [`counted::Counted`]: any storage with its requests counted (`stats`).
 //! - [`memory::MemoryObjects`]: a bucket in memory, with faults on demand, for the model tests
 //!   of the tiers above (never in place of a real gateway in the gateway tests).
 //!
 //! Names are relative to the URL's prefix, `/`-separated, and never reused by the tier's users:
 //! every object is created once ([`ObjectStorage::put_new`]) and later only read or deleted.
 
+pub mod counted;
 pub mod memory;
 #[cfg(feature = "s3")]
 pub mod s3;
