@@ -1162,6 +1162,11 @@ mod mirror_on_the_gateway {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(mnt.join("from-a-again").exists() && !mnt.join("only-in-b").exists());
+        // It says what the bucket's image lacks: B's own files, which A's image never had.
+        assert!(
+            err.contains("2 paths of") && err.contains("  /from-b\n  /only-in-b\n"),
+            "{err}"
+        );
         ok(&["umount", s(mnt)]);
         let kept = std::fs::read_dir(root)
             .unwrap()

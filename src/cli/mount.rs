@@ -416,6 +416,7 @@ fn prepare_remote(
                     r.url,
                     kept.display()
                 );
+                report_lost(&kept, &args.store);
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -472,6 +473,35 @@ fn fuse_config(opts: &MountOptions, store: &Path) -> Config {
     config.clone_fd = true;
     config
 }
+
+/// Says which files of the store `--discard-local` moved aside the bucket's image lacks or
+/// holds otherwise (at most [`LOST_PATHS_SHOWN`] of them by name).
+fn report_lost(kept: &Path, store: &Path) {
+    match remote::lost_paths(kept, store) {
+        Ok(lost) if lost.is_empty() => eprintln!(
+            "logstorfs: every file of {} is in the bucket's image as it was",
+            kept.display()
+        ),
+        Ok(lost) => {
+            eprintln!(
+                "logstorfs: {} paths of {} are missing from the bucket's image or differ \
+                 there:",
+                lost.len(),
+                kept.display()
+            );
+            for path in lost.iter().take(LOST_PATHS_SHOWN) {
+                eprintln!("  {path}");
+            }
+            if lost.len() > LOST_PATHS_SHOWN {
+                eprintln!("  ... and {} more", lost.len() - LOST_PATHS_SHOWN);
+            }
+        }
+        Err(e) => eprintln!("logstorfs: cannot tell what the bucket's image lacks: {e}"),
+    }
+}
+
+/// Paths [`report_lost`] names one by one.
+const LOST_PATHS_SHOWN: usize = 20;
 
 /// The engine's options: `-o` options first, then the command line's, then the defaults.
 fn engine_options(args: &MountArgs, opts: &MountOptions, create: bool) -> EngineOptions {

@@ -330,6 +330,63 @@ pub fn discard_local(
     Ok(kept)
 }
 
+/// The paths of store `kept` (a store moved aside by `--discard-local`) that store `now` lacks
+/// or holds otherwise (another kind, size or modification time): what the discarded store
+/// held that the bucket's image does not. Both are opened read-only; nothing is written.
+pub fn lost_paths(kept: &Path, now: &Path) -> Result<Vec<String>, String> {
+    use crate::engine::{Engine, EngineOptions};
+    use crate::fs::{FileKind, ROOT_INO};
+    let open = |dir: &Path| {
+        let options = EngineOptions {
+            read_only: true,
+            tombstone_prefix_lengths: crate::fs::keys::TOMBSTONE_PREFIX_LENGTHS.to_vec(),
+            ..Default::default()
+        };
+        Engine::open(dir, &options)
+            .map_err(|e| e.to_string())
+            .and_then(|engine| Fs::new(engine).map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot open {} read-only: {e}", dir.display()))
+    };
+    let (old, new) = (open(kept)?, open(now)?);
+    let fs_error = |path: &str, e: crate::fs::FsError| format!("{}{path}: {e}", kept.display());
+    let mut lost = Vec::new();
+    // (directory in `old`, the same directory in `new` if it is there, its path)
+    let mut dirs = vec![(ROOT_INO, Some(ROOT_INO), String::new())];
+    while let Some((dir, there, path)) = dirs.pop() {
+        let mut cookie = 0;
+        loop {
+            let entries = old.readdir(dir, cookie).map_err(|e| fs_error(&path, e))?;
+            let Some(last) = entries.last() else {
+                break;
+            };
+            cookie = last.cookie;
+            for entry in entries.iter().filter(|e| e.name != b"." && e.name != b"..") {
+                let name = format!("{path}/{}", String::from_utf8_lossy(&entry.name));
+                let was = old
+                    .lookup(dir, &entry.name)
+                    .map_err(|e| fs_error(&name, e))?;
+                let is = there.and_then(|t| new.lookup(t, &entry.name).ok());
+                let same = is.as_ref().is_some_and(|is| {
+                    is.kind == was.kind
+                        && (was.kind == FileKind::Directory
+                            || (is.size, is.mtime) == (was.size, was.mtime))
+                });
+                if was.kind == FileKind::Directory {
+                    let there = is.filter(|is| is.kind == FileKind::Directory);
+                    dirs.push((was.ino, there.map(|is| is.ino), name.clone()));
+                }
+                if !same {
+                    lost.push(name);
+                }
+            }
+        }
+    }
+    lost.sort();
+    old.close().map_err(|e| e.to_string())?;
+    new.close().map_err(|e| e.to_string())?;
+    Ok(lost)
+}
+
 fn restore_image(
     objects: &dyn ObjectStorage,
     url: &str,
