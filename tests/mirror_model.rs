@@ -777,3 +777,49 @@ fn a_writer_killed_between_its_uploads_and_its_manifest() {
         state
     );
 }
+
+/// The round before an unmount leaves a checkpoint in the newest image when the ratio had left
+/// the recent ones out, so that a store restored after a clean unmount reads only the segments
+/// written after it; an unmount whose newest image has one uploads no other.
+#[test]
+fn the_last_round_before_an_unmount_leaves_a_checkpoint_in_the_newest_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    for round in 0..10u64 {
+        let batch: Vec<Mutation> = (0..500)
+            .map(|i| Mutation::put(1, format!("s{round:03}{i:04}"), vec![round as u8; 8]))
+            .collect();
+        engine.write(&batch).unwrap();
+        engine.test_checkpoint();
+        publish(&mirror, &engine);
+    }
+    let newest = || mirror::newest_manifest(objects.as_ref()).unwrap().unwrap();
+    assert!(
+        newest().checkpoint.is_none(),
+        "the ratio left the recent checkpoints out (the case this test is about)"
+    );
+    let last_round = |mirror: &Mirror| {
+        (0..100)
+            .find_map(|_| match mirror.last_round(&engine).unwrap() {
+                Round::Overtaken => None,
+                done => Some(done),
+            })
+            .expect("a round that was not overtaken")
+    };
+    assert!(matches!(last_round(&mirror), Round::Published(_)));
+    let with = newest();
+    assert!(with.checkpoint.is_some(), "no checkpoint in the last image");
+    let checkpoints = objects.list("checkpoint/").unwrap().len();
+    // A second unmount with nothing written: the newest image has a checkpoint already.
+    assert_eq!(last_round(&mirror), Round::Unchanged);
+    assert_eq!(objects.list("checkpoint/").unwrap().len(), checkpoints);
+    engine.close().unwrap();
+    let into = dir.path().join("restored");
+    assert_eq!(restored(objects.as_ref(), None, &into).len(), 10 * 500);
+    assert!(
+        std::fs::metadata(into.join("checkpoint")).is_ok_and(|m| m.len() > 0),
+        "the restored store has no checkpoint file"
+    );
+}

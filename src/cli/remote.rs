@@ -547,7 +547,11 @@ fn upload_until_stopped(
         };
         let round_start = std::time::Instant::now();
         let bytes_before = mirror.stats().bytes_put;
-        let result = mirror.round(fs.engine());
+        let result = if stopping {
+            mirror.last_round(fs.engine())
+        } else {
+            mirror.round(fs.engine())
+        };
         log.after_round(mirror, fs, &result);
         if matches!(result, Ok(Round::Overtaken)) {
             overtaken += 1;

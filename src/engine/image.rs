@@ -59,6 +59,17 @@ pub struct ImageCheckpoint {
 }
 
 impl Engine {
+    /// Writes an index checkpoint now, as the background does when one is due (it syncs
+    /// first: a checkpoint names only durable batches). For a mirror's last image before an
+    /// unmount, so that a store restored from it reads only the segments written after it.
+    pub fn write_checkpoint(&self) -> Result<()> {
+        self.inner.check_open()?;
+        if !self.inner.read_only {
+            self.inner.write_checkpoint_now();
+        }
+        Ok(())
+    }
+
     /// Takes a durable image that holds every batch written before the call: syncs (which
     /// writes out every such batch), notes every segment's use and written end, then syncs
     /// again, so that what was written meanwhile and noted is durable too. Costs two

@@ -132,6 +132,9 @@ struct State {
     checkpoint: Option<(u64, Option<CheckpointRef>)>,
     /// Bytes of segments put since the last checkpoint went up (see [`Mirror::put_checkpoint`]).
     put_since_checkpoint: u64,
+    /// The next checkpoint the engine writes goes up whatever the ratio (see
+    /// [`Mirror::last_round`]).
+    checkpoint_wanted: bool,
     /// The pieces and checkpoint of the newest manifest published.
     published: Option<(Vec<Piece>, Option<CheckpointRef>)>,
     /// When each manifest this mirror published was made (what `--retain` counts from).
@@ -193,6 +196,7 @@ impl Mirror {
                 whole,
                 checkpoint: None,
                 put_since_checkpoint: 0,
+                checkpoint_wanted: false,
                 published: None,
                 created: BTreeMap::new(),
                 last_named_by: BTreeMap::new(),
@@ -204,6 +208,25 @@ impl Mirror {
 
     pub fn stats(&self) -> MirrorStats {
         self.state.lock().stats
+    }
+
+    /// The round before the store closes (an unmount): if the newest image in the bucket names
+    /// no checkpoint (the ratio of [`Mirror::put_checkpoint`] left the recent ones out), the
+    /// engine writes one and this round uploads it, so that a store restored from the bucket
+    /// after a clean unmount need not scan every segment. At most one per unmount: a store
+    /// whose newest image has a checkpoint goes as it is. Called again after an overtaken
+    /// round, it asks for no second checkpoint.
+    pub fn last_round(&self, engine: &Engine) -> Result<Round> {
+        {
+            let mut st = self.state.lock();
+            let image_has_one = st.published.as_ref().is_some_and(|(_, c)| c.is_some());
+            if !image_has_one && !st.checkpoint_wanted {
+                st.checkpoint_wanted = true;
+                drop(st);
+                engine.write_checkpoint()?;
+            }
+        }
+        self.round(engine)
     }
 
     /// Takes a durable image of `engine`, uploads what the bucket lacks of it, and publishes
@@ -446,7 +469,10 @@ impl Mirror {
     /// last; never one larger than an object may be.
     fn put_checkpoint(&self, st: &mut State, bytes: Vec<u8>) -> Result<Option<CheckpointRef>> {
         let first = st.checkpoint.is_none();
-        if !first && st.put_since_checkpoint < CHECKPOINT_UPLOAD_RATIO * bytes.len() as u64 {
+        if !first
+            && !st.checkpoint_wanted
+            && st.put_since_checkpoint < CHECKPOINT_UPLOAD_RATIO * bytes.len() as u64
+        {
             return Ok(None);
         }
         if bytes.len() > MAX_OBJECT_BYTES {
@@ -465,6 +491,7 @@ impl Mirror {
         };
         st.next_log += 1;
         st.put_since_checkpoint = 0;
+        st.checkpoint_wanted = false;
         st.stats.bytes_put += c.len;
         self.objects.put_new(&c.object(), Bytes::from(bytes))?;
         st.stats.objects_put += 1;
