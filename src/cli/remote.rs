@@ -270,9 +270,7 @@ pub fn publish_first(
     record.manifest = n;
     record.bucket_lsn = s.bucket_lsn;
     record.local_lsn = engine.durable_lsn();
-    record.manifests_published = s.manifests;
-    record.objects_put = s.objects_put;
-    record.bytes_put = s.bytes_put;
+    record.published_unix_ms = mirror::unix_now_ms();
     write_record(&record)?;
     Ok(n)
 }
@@ -456,6 +454,13 @@ impl Uploader {
         record.writer = writer;
         record.lag_secs = remote.lag.as_secs();
         record.retain_secs = remote.retain.as_secs();
+        // What the bucket holds stays; the figures of this mount's work start at zero.
+        record.manifests_published = 0;
+        record.objects_put = 0;
+        record.bytes_put = 0;
+        record.queued_bytes = 0;
+        record.requests = RequestCounts::default();
+        record.last_error = None;
         record
             .write(store)
             .map_err(|e| format!("cannot write {}: {e}", store.join(REMOTE_FILE).display()))?;
@@ -639,9 +644,7 @@ impl RoundLog {
             Ok(Round::Published(n)) => {
                 r.manifest = *n;
                 r.bucket_lsn = s.bucket_lsn;
-                r.published_unix_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
+                r.published_unix_ms = mirror::unix_now_ms();
                 r.last_error = None;
             }
             Ok(_) => r.last_error = None,

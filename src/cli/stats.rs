@@ -85,9 +85,14 @@ fn remote_text(r: &RemoteRecord) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
         .saturating_sub(r.published_unix_ms);
+    let published = if r.published_unix_ms == 0 {
+        "none published yet".to_string()
+    } else {
+        format!("last published {:.1} s ago", lag_ms as f64 / 1000.0)
+    };
     let mut o = format!(
         "mirror: {} (every {} s, images kept {} s)\n  bucket: manifest {}, LSN {} of {} \
-         ({} LSNs behind), last published {:.1} s ago\n  upload queue: {} bytes\n  uploaded \
+         ({} LSNs behind), {published}\n  upload queue: {} bytes\n  uploaded \
          since mount: {} manifests, {} objects, {} bytes\n  requests since mount: {} PUT, {} \
          GET ({} bytes), {} LIST, {} DELETE\n",
         r.url,
@@ -97,7 +102,6 @@ fn remote_text(r: &RemoteRecord) -> String {
         r.bucket_lsn,
         r.local_lsn,
         r.local_lsn.saturating_sub(r.bucket_lsn),
-        lag_ms as f64 / 1000.0,
         r.queued_bytes,
         r.manifests_published,
         r.objects_put,
@@ -112,4 +116,28 @@ fn remote_text(r: &RemoteRecord) -> String {
         o.push_str(&format!("  last round failed: {e}\n"));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirror_says_when_nothing_was_published_rather_than_counting_from_1970() {
+        let mut r = RemoteRecord {
+            url: "s3://b/p".into(),
+            ..RemoteRecord::default()
+        };
+        assert!(
+            remote_text(&r).contains("none published yet"),
+            "{}",
+            remote_text(&r)
+        );
+        r.published_unix_ms = crate::mirror::unix_now_ms() - 2_000;
+        let text = remote_text(&r);
+        assert!(
+            text.contains("last published ") && !text.contains("none published"),
+            "{text}"
+        );
+    }
 }

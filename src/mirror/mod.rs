@@ -736,7 +736,9 @@ fn checkpoint_matches(bytes: &[u8], c: &CheckpointRef) -> bool {
     bytes.len() as u64 == c.len && crc32fast::hash(bytes) == c.crc
 }
 
-fn unix_now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it): manifests' and
+/// `remote.json`'s times.
+pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
