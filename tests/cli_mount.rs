@@ -194,6 +194,14 @@ fn refused_arguments_write_nothing() {
         1,
         "a read-only mount cannot create one",
     );
+    // Too large for one manifest to name: refused before the bucket is even asked.
+    refused(
+        root,
+        &[],
+        &["format", "--size", "16T", "--remote", "s3://bucket/p", st],
+        1,
+        "cannot be mirrored",
+    );
     let missing = d.path("nowhere");
     refused(
         root,

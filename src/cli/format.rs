@@ -146,6 +146,11 @@ fn new_store_options(capacity_bytes: u64) -> EngineOptions {
     }
 }
 
+/// The segment size of a new store of `size` bytes.
+pub fn new_store_segment_size(size: u64) -> u64 {
+    new_store_options(size).segment_size_bytes as u64
+}
+
 /// The capacity a new store of `size` bytes gets (whole segments).
 pub fn new_store_capacity(size: u64) -> u64 {
     store_dir::rounded_capacity(size, new_store_options(size).segment_size_bytes)
@@ -155,7 +160,11 @@ pub fn format_cmd(args: &FormatArgs) -> Result<(), String> {
     let store = &args.store;
     // The bucket is checked before anything is written, as the store directory is.
     let bucket = match &args.remote {
-        Some(url) => Some(super::remote::new_prefix(url, args.credentials.as_deref())?),
+        Some(url) => {
+            let size = new_store_capacity(args.size);
+            super::remote::check_mirrorable(size, new_store_segment_size(args.size), url)?;
+            Some(super::remote::new_prefix(url, args.credentials.as_deref())?)
+        }
         None => None,
     };
     match inspect_store_dir(store)? {

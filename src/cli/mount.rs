@@ -398,6 +398,11 @@ fn prepare_remote(
             ));
         }
     }
+    if !create {
+        let (capacity, segment_size) = crate::engine::store_dir::geometry(&args.store)
+            .map_err(|e| format!("{}: {e}", args.store.display()))?;
+        remote::check_mirrorable(capacity, segment_size, &r.url)?;
+    }
     let objects = remote::open_bucket(r)?;
     if !create {
         return match remote::check_writer(objects.as_ref(), r, &args.store, args.take_over) {
@@ -440,6 +445,11 @@ fn prepare_remote(
             r.url
         ));
     }
+    let size = super::format::new_store_capacity(
+        args.size
+            .unwrap_or_else(|| parse_capacity(super::format::DEFAULT_CAPACITY).unwrap_or(1 << 30)),
+    );
+    remote::check_mirrorable(size, super::format::new_store_segment_size(size), &r.url)?;
     r.writer = remote::writer_of_new_store();
     Ok(true)
 }

@@ -275,6 +275,25 @@ pub fn publish_first(
     Ok(n)
 }
 
+/// Refuses a store too large for one manifest to name ([`largest_mirrored_capacity`]): its
+/// mirror could never publish an image.
+///
+/// [`largest_mirrored_capacity`]: mirror::manifest::largest_mirrored_capacity
+pub fn check_mirrorable(capacity: u64, segment_size: u64, url: &str) -> Result<(), String> {
+    let largest = mirror::manifest::largest_mirrored_capacity(segment_size);
+    if capacity > largest {
+        let size = crate::fs::stats::human_bytes;
+        return Err(format!(
+            "--remote {url}: a store of {} cannot be mirrored: a manifest (one object) names \
+             the segments of at most {} of store ({} segments)",
+            size(capacity),
+            size(largest),
+            size(segment_size)
+        ));
+    }
+    Ok(())
+}
+
 /// Restores the bucket's newest manifest into `store` (which holds no store), showing progress
 /// on a terminal, and records it there with a new writer number: the restored store may go on
 /// mirroring while the bucket's newest image is the one it came from, and its first manifest

@@ -64,6 +64,11 @@ pub fn capacity(dir: &Path) -> Result<u64> {
     read_superblock(dir).map(|sb| capacity_of(&sb))
 }
 
+/// The capacity of the store in `dir` and its segments' size, read without writing.
+pub fn geometry(dir: &Path) -> Result<(u64, u64)> {
+    read_superblock(dir).map(|sb| (capacity_of(&sb), sb.segment_size as u64))
+}
+
 /// The capacity a store created with `capacity_bytes` gets: whole segments of `segment_size`.
 pub fn rounded_capacity(capacity_bytes: u64, segment_size: u32) -> u64 {
     capacity_bytes / segment_size as u64 * segment_size as u64

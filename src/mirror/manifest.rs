@@ -48,6 +48,20 @@ pub const MANIFEST_MAGIC: &[u8; 8] = b"LSMANI02";
 /// The first version, still read: no checkpoint.
 const MANIFEST_MAGIC_V1: &[u8; 8] = b"LSMANI01";
 const PIECE_SIZE: usize = 44;
+
+/// Pieces kept free in a manifest for the open segment uses, whose bytes may be in a piece per
+/// round each (far more than the open uses of any store need).
+const PIECES_FOR_OPEN_USES: u64 = 1 << 20;
+/// Room a manifest keeps for its header and the store's superblock.
+const MANIFEST_ROOM_BESIDE_PIECES: u64 = 1 << 20;
+
+/// The largest store whose manifest fits in one object (`MAX_OBJECT_BYTES`): a closed segment
+/// is one piece, and [`PIECES_FOR_OPEN_USES`] are kept for the open ones. With 1 MiB segments,
+/// about 4.8 TiB. A larger store could not publish a single image.
+pub fn largest_mirrored_capacity(segment_size: u64) -> u64 {
+    let room = crate::object::MAX_OBJECT_BYTES as u64 - MANIFEST_ROOM_BESIDE_PIECES;
+    (room / PIECE_SIZE as u64 - PIECES_FOR_OPEN_USES) * segment_size
+}
 const HEADER_SIZE: usize = 44;
 
 pub const SEGMENT_PREFIX: &str = "seg/";
@@ -430,5 +444,19 @@ mod tests {
             segment_object(10, 1, 2),
             "seg/000000000000000a-00000001-0000000000000002"
         );
+    }
+
+    #[test]
+    fn the_largest_mirrored_store_fills_one_object_with_room_to_spare() {
+        let segment = 1u64 << 20;
+        let largest = largest_mirrored_capacity(segment);
+        let pieces = largest / segment + PIECES_FOR_OPEN_USES;
+        let manifest = HEADER_SIZE as u64 + 64 + pieces * PIECE_SIZE as u64;
+        assert!(
+            manifest <= crate::object::MAX_OBJECT_BYTES as u64,
+            "{manifest}"
+        );
+        // About 4.8 TiB with 1 MiB segments.
+        assert!((4u64 << 40..5 << 40).contains(&largest), "{largest}");
     }
 }
