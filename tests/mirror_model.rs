@@ -52,6 +52,15 @@ fn batch(rng: &mut SimRng, step: u64, state: &mut State) -> Vec<Mutation> {
         .collect()
 }
 
+/// A new store (`DIR/store`) mirrored by writer 1 into a bucket in memory.
+fn mirrored_store() -> (tempfile::TempDir, Arc<MemoryObjects>, Engine, Mirror) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(MemoryObjects::new());
+    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
+    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    (dir, objects, engine, mirror)
+}
+
 fn contents(engine: &Engine) -> State {
     engine
         .scan(b"", None, usize::MAX)
@@ -75,10 +84,7 @@ fn restored(objects: &dyn ObjectStorage, manifest: Option<u64>, dir: &Path) -> S
 
 #[test]
 fn every_manifest_restores_to_the_store_as_of_its_round() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = Arc::new(MemoryObjects::new());
-    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let (dir, objects, engine, mirror) = mirrored_store();
     let mut rng = SimRng::new(0x5eed_0021);
     let mut state = State::new();
     let mut at_manifest: Vec<(u64, State)> = Vec::new();
@@ -176,10 +182,7 @@ fn a_restore_refuses_a_damaged_object_and_an_empty_bucket() {
 
 #[test]
 fn a_mirror_stops_where_another_writer_took_the_next_manifest() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = Arc::new(MemoryObjects::new());
-    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let (_dir, objects, engine, mirror) = mirrored_store();
     engine
         .write(&[Mutation::put(1, b"a".to_vec(), b"1".to_vec())])
         .unwrap();
@@ -203,10 +206,7 @@ fn a_mirror_stops_where_another_writer_took_the_next_manifest() {
 
 #[test]
 fn a_lost_reply_is_retried_into_the_same_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = Arc::new(MemoryObjects::new());
-    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let (dir, objects, engine, mirror) = mirrored_store();
     engine
         .write(&[Mutation::put(1, b"a".to_vec(), b"1".to_vec())])
         .unwrap();
@@ -623,10 +623,7 @@ fn images_taken_while_checkpoints_and_writes_go_on_restore_as_of_their_lsn() {
 /// for every round here would put more checkpoint bytes than data.
 #[test]
 fn checkpoints_go_up_at_most_at_a_quarter_of_the_segment_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = Arc::new(MemoryObjects::new());
-    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let (dir, objects, engine, mirror) = mirrored_store();
     for round in 0..30u64 {
         let batch: Vec<Mutation> = (0..500)
             .map(|i| Mutation::put(1, format!("s{round:03}{i:04}"), vec![round as u8; 8]))
@@ -783,10 +780,7 @@ fn a_writer_killed_between_its_uploads_and_its_manifest() {
 /// written after it; an unmount whose newest image has one uploads no other.
 #[test]
 fn the_last_round_before_an_unmount_leaves_a_checkpoint_in_the_newest_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = Arc::new(MemoryObjects::new());
-    let engine = Engine::open(&dir.path().join("store"), &options()).unwrap();
-    let mirror = Mirror::attach(objects.clone(), 1, None).unwrap();
+    let (dir, objects, engine, mirror) = mirrored_store();
     for round in 0..10u64 {
         let batch: Vec<Mutation> = (0..500)
             .map(|i| Mutation::put(1, format!("s{round:03}{i:04}"), vec![round as u8; 8]))
