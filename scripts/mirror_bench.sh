@@ -2,11 +2,17 @@
 # What mirroring to S3 (`mount --remote`, issue 21) costs and what a restore takes.
 #
 # ROUNDS alternating rounds (local first in odd rounds, remote first in even ones), each system
-# on a fresh store (`--create --size 2G`) on the host file system:
+# on a fresh store (`--create --size 2G`) on the host file system; the workloads of
+# scripts/bench.sh's peer table, in smaller sizes:
 #   seq      SEQ_MIB (512) MiB of random data (pre-generated once in /dev/shm) written with
 #            dd bs=1M conv=fsync, MiB/s
+#   rand     RAND_OPS (20000) 4 KiB pwrites at random page offsets of that file, then fsync,
+#            writes/s
 #   small    SMALL_FILES (5000) files of 4 KiB (distinct random data) created, written,
 #            closed by one process in one directory, then sync(), files/s
+#   meta     META_FILES (2000) empty files created in one directory, then stat'ed (warm), then
+#            unlinked, files/s for each
+#   append   APPEND_OPS (300) appends of 4 KiB to one file, each followed by fsync, ops/s
 #   umount   `logstorfs umount` after both (for --remote: the last upload included), s
 # For the --remote store, after the umount: PUT requests and bytes uploaded (STORE/remote.json:
 # objects_put, bytes_put), per GiB the workloads wrote; the objects and bytes under the prefix
@@ -26,7 +32,8 @@
 # and stops it at exit. Every run uses its own prefix mirrorbench-<time>-<pid>/ in the bucket.
 #
 # Env: LOGSTORFS (binary; default $CARGO_TARGET_DIR/release/logstorfs, built with --features s3),
-#      ROUNDS (3), REMOTE_LAG (5), SEQ_MIB (512), SMALL_FILES (5000), BIG_FILES (330000;
+#      ROUNDS (3), REMOTE_LAG (5), SEQ_MIB (512), RAND_OPS (20000), SMALL_FILES (5000),
+#      META_FILES (2000), APPEND_OPS (300), BIG_FILES (330000;
 #      0 skips the big store), WORK (a directory on the host file system; default a new one
 #      under /var/tmp), OUT (also write the result tables, as markdown, to this file).
 set -euo pipefail
@@ -37,6 +44,9 @@ ROUNDS="${ROUNDS:-3}"
 LAG="${REMOTE_LAG:-5}"
 SEQ_MIB="${SEQ_MIB:-512}"
 SMALL_FILES="${SMALL_FILES:-5000}"
+RAND_OPS="${RAND_OPS:-20000}"
+META_FILES="${META_FILES:-2000}"
+APPEND_OPS="${APPEND_OPS:-300}"
 SMALL_BYTES=4096
 BIG_FILES="${BIG_FILES:-330000}"
 BIG_DIRS=330
@@ -136,13 +146,58 @@ os.sync()
 print("%.1f" % (n / (time.perf_counter() - t)))
 EOF
 
+cat > "$WORK/rand.py" <<'EOF'
+import os, random, sys, time
+path, ops = sys.argv[1], int(sys.argv[2])
+pages = os.path.getsize(path) // 4096
+rng = random.Random(7)
+offsets = [rng.randrange(pages) * 4096 for _ in range(ops)]
+data = os.urandom(4096)
+fd = os.open(path, os.O_WRONLY)
+t = time.perf_counter()
+for off in offsets:
+    os.pwrite(fd, data, off)
+os.fsync(fd)
+os.close(fd)
+print("%.1f" % (ops / (time.perf_counter() - t)))
+EOF
+
+cat > "$WORK/meta.py" <<'EOF'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+os.mkdir(d)
+names = [os.path.join(d, "m%06d" % i) for i in range(n)]
+rates = []
+for step in (lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)),
+             os.stat, os.unlink):
+    t = time.perf_counter()
+    for p in names:
+        step(p)
+    rates.append("%.1f" % (n / (time.perf_counter() - t)))
+print(" ".join(rates))
+EOF
+
+cat > "$WORK/append.py" <<'EOF'
+import os, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+data = os.urandom(4096)
+fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+t = time.perf_counter()
+for _ in range(n):
+    os.write(fd, data)
+    os.fsync(fd)
+os.close(fd)
+print("%.1f" % (n / (time.perf_counter() - t)))
+EOF
+
 count_files() { python3 -c "
 import os, sys
 print(sum(len(os.listdir(os.path.join(sys.argv[1], e))) for e in os.listdir(sys.argv[1])))" "$1"; }
 
 log "random data: $SEQ_MIB MiB in $RAND"
 head -c "$((SEQ_MIB << 20))" /dev/urandom > "$RAND"
-WRITTEN=$(((SEQ_MIB << 20) + SMALL_FILES * SMALL_BYTES))   # bytes the workloads write per store
+# Bytes the workloads write per store (metadata aside).
+WRITTEN=$(((SEQ_MIB << 20) + (RAND_OPS + SMALL_FILES + APPEND_OPS) * 4096))
 log "logstorfs $LOGSTORFS, gateway $AWS_ENDPOINT, s3://$BUCKET/$RUN_PREFIX/, work in $WORK"
 
 declare -A R    # R[kind,round,metric]
@@ -161,10 +216,15 @@ one_store() {
     dd if="$RAND" of="$mnt/seq" bs=1M count="$SEQ_MIB" conv=fsync status=none
     t1=$(now)
     R[$kind,$r,seq]="$(python3 -c "print('%.1f' % ($SEQ_MIB / ($t1 - $t0)))")"
+    R[$kind,$r,rand]="$(python3 "$WORK/rand.py" "$mnt/seq" "$RAND_OPS")"
+    cp "$mnt/seq" "$WORK/seq-written"   # what the restore must give back
     R[$kind,$r,small]="$(python3 "$WORK/small.py" "$mnt/small" "$SMALL_FILES" "$SMALL_BYTES")"
+    local meta; read -r -a meta <<< "$(python3 "$WORK/meta.py" "$mnt/meta" "$META_FILES")"
+    R[$kind,$r,create]="${meta[0]}"; R[$kind,$r,stat]="${meta[1]}"; R[$kind,$r,unlink]="${meta[2]}"
+    R[$kind,$r,append]="$(python3 "$WORK/append.py" "$mnt/append" "$APPEND_OPS")"
     t0=$(now); umount_store "$mnt"; t1=$(now)
     R[$kind,$r,umount]="$(secs "$t0" "$t1")"
-    log "round $r $kind: seq ${R[$kind,$r,seq]} MiB/s, small ${R[$kind,$r,small]} files/s, umount ${R[$kind,$r,umount]} s"
+    log "round $r $kind: seq ${R[$kind,$r,seq]} MiB/s, rand ${R[$kind,$r,rand]}/s, small ${R[$kind,$r,small]} files/s, create/stat/unlink ${R[$kind,$r,create]}/${R[$kind,$r,stat]}/${R[$kind,$r,unlink]} /s, append ${R[$kind,$r,append]}/s, umount ${R[$kind,$r,umount]} s"
     [[ $kind == remote ]] || { rm -rf "$dir"; return 0; }
 
     local puts bytes err listing restored new="$dir/restored"
@@ -184,7 +244,8 @@ one_store() {
     restored="$(restored_line "$new")"
     R[$kind,$r,fetch_objs]="${restored% *}"; R[$kind,$r,fetch_bytes]="${restored#* }"
     local ok=yes n
-    cmp -s "$RAND" "$mnt/seq" || { ok=no; log "round $r: the restored seq file differs from what was written"; }
+    cmp -s "$WORK/seq-written" "$mnt/seq" || { ok=no; log "round $r: the restored seq file differs from what was written"; }
+    [[ $(stat -c %s "$mnt/append") == $((APPEND_OPS * 4096)) ]] || { ok=no; log "round $r: the restored append file has the wrong size"; }
     n="$(find "$mnt/small" -type f | wc -l)"
     [[ $n == "$SMALL_FILES" ]] || { ok=no; log "round $r: $n small files restored, $SMALL_FILES written"; }
     R[$kind,$r,verified]="$ok"
@@ -240,13 +301,18 @@ print('%s (%s..%s)' % (f(statistics.median(v)), f(min(v)), f(max(v))))" $1
 }
 {
 echo "Rounds: $ROUNDS (alternating order), --remote-lag $LAG s; each store fresh (--create --size 2G) on the host file system; median (min..max) over the rounds."
-echo "Written per store: $SEQ_MIB MiB sequential + $SMALL_FILES x $SMALL_BYTES B files = $(python3 -c "print('%.3f' % ($WRITTEN / 2**30))") GiB."
+echo "Written per store: $SEQ_MIB MiB sequential, $RAND_OPS random 4 KiB overwrites of it, $SMALL_FILES x $SMALL_BYTES B files, $META_FILES empty files created and removed, $APPEND_OPS fsynced 4 KiB appends = $(python3 -c "print('%.3f' % ($WRITTEN / 2**30))") GiB."
 echo
 echo "| workload | unit | local | --remote | ratio remote/local |"
 echo "|---|---|---|---|---|"
 echo "| sequential write ${SEQ_MIB} MiB + fsync (dd bs=1M) | MiB/s | $(stat3 "$(vals local seq)") | $(stat3 "$(vals remote seq)") | $(stat3 "$(ratios seq)") |"
+echo "| random 4 KiB overwrites x $RAND_OPS, then fsync | writes/s | $(stat3 "$(vals local rand)") | $(stat3 "$(vals remote rand)") | $(stat3 "$(ratios rand)") |"
 echo "| small files: $SMALL_FILES x 4 KiB, then sync | files/s | $(stat3 "$(vals local small)") | $(stat3 "$(vals remote small)") | $(stat3 "$(ratios small)") |"
-echo "| logstorfs umount after both | s | $(stat3 "$(vals local umount)") | $(stat3 "$(vals remote umount)") | $(stat3 "$(ratios umount)") |"
+echo "| create $META_FILES empty files | files/s | $(stat3 "$(vals local create)") | $(stat3 "$(vals remote create)") | $(stat3 "$(ratios create)") |"
+echo "| stat them (the kernel's cache warm) | files/s | $(stat3 "$(vals local stat)") | $(stat3 "$(vals remote stat)") | $(stat3 "$(ratios stat)") |"
+echo "| unlink them | files/s | $(stat3 "$(vals local unlink)") | $(stat3 "$(vals remote unlink)") | $(stat3 "$(ratios unlink)") |"
+echo "| $APPEND_OPS x (4 KiB append + fsync) | ops/s | $(stat3 "$(vals local append)") | $(stat3 "$(vals remote append)") | $(stat3 "$(ratios append)") |"
+echo "| logstorfs umount after all of them | s | $(stat3 "$(vals local umount)") | $(stat3 "$(vals remote umount)") | $(stat3 "$(ratios umount)") |"
 echo
 echo "Per round: $(for r in $(seq 1 "$ROUNDS"); do printf 'r%s seq %s/%s MiB/s, small %s/%s files/s; ' "$r" "${R[local,$r,seq]}" "${R[remote,$r,seq]}" "${R[local,$r,small]}" "${R[remote,$r,small]}"; done)(local/remote)"
 echo
