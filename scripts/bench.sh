@@ -11,7 +11,8 @@
 #   logstorfs  logstorfs with its store on the ext4 mount
 #
 # Every workload runs RUNS times (default 3) on every system, the systems alternating within each
-# run (the order rotates from run to run); the median is reported, with ratios logstorfs/peer.
+# run (the order rotates from run to run); the median is reported, with ratios logstorfs/peer
+# (the median of the per-round ratios, with their range).
 # Ratios are "how fast logstorfs is relative to the peer": > 1 means logstorfs is faster (for a
 # time, lower is better, so the ratio is peer time / logstorfs time).
 #
@@ -467,13 +468,24 @@ if [[ -n "${BENCH_RAW:-}" ]]; then
 fi
 
 # ---- report -------------------------------------------------------------------------------------
-ratio() { # ratio LOGSTORFS PEER BETTER
+# ratio "LOGSTORFS RUNS" "PEER RUNS" BETTER: the median of the per-round ratios, with their
+# range when there is more than one round. Round r of both lists ran in the same alternation, so
+# a drift of the machine weighs on both sides of each ratio; a list with a failed run has fewer
+# values, and then the ratio of the medians is all that can be said ("of medians").
+ratio() {
     python3 -c "
-import sys
+import statistics, sys
 l, p, b = sys.argv[1:]
 try:
-    l, p = float(l), float(p)
-    print('%.2f' % ((l / p) if b == 'higher' else (p / l)))
+    l, p = [float(v) for v in l.split()], [float(v) for v in p.split()]
+    f = (lambda x, y: x / y) if b == 'higher' else (lambda x, y: y / x)
+    if len(l) != len(p):
+        print('%.2f of medians' % f(statistics.median(l), statistics.median(p)))
+    elif len(l) == 1:
+        print('%.2f' % f(l[0], p[0]))
+    else:
+        r = [f(x, y) for x, y in zip(l, p)]
+        print('%.2f (%.2f..%.2f)' % (statistics.median(r), min(r), max(r)))
 except Exception: print('-')" "$@"
 }
 peers=()
@@ -496,7 +508,7 @@ TABLE="$W/table.md"
         printf '| %s | %s |' "$label" "$u"; for s in "${SYS[@]}"; do printf ' %s |' "${MED[$s]}"; done
         for p in "${peers[@]}"; do
             if [[ $better == info || ${MED[$p]} == n/a ]]; then printf ' n/a |'
-            else printf ' %s |' "$(ratio "${MED[logstorfs]:-ERR}" "${MED[$p]}" "$better")"; fi
+            else printf ' %s |' "$(ratio "${RES[$m|logstorfs]:-ERR}" "${RES[$m|$p]}" "$better")"; fi
         done; echo
         unset MED
     done
@@ -516,7 +528,7 @@ DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/
     if [[ " ${WORKLOADS[*]} " == *" mount "* ]]; then
         echo "Mount and memory (logstorfs only, once): a fresh store (--size ${MOUNT_STORE_SIZE}) of ${MOUNT_FILES} files of ${MOUNT_FILE_BYTES} B in ${MOUNT_DIRS} dirs; median of ${MOUNT_REPEATS} remounts, timed from \`logstorfs mount --daemon\` until \`stat\` of the mount point sees it; VmRSS of the daemon after the last (warm) remount."
     fi
-    echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time); n/a: does not apply."
+    echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time), the median of the per-round ratios with their range; n/a: does not apply."
     echo
     cat "$TABLE"
     echo
