@@ -324,6 +324,12 @@ impl Engine {
         self.inner.recovery.clone()
     }
 
+    /// The usable capacity ([`EngineStats::usable_capacity_bytes`]) alone: `statfs` asks for it
+    /// on every call, and the full [`Engine::stats`] walks every segment and the index.
+    pub fn usable_capacity_bytes(&self) -> u64 {
+        self.inner.user_capacity()
+    }
+
     /// Bytes that user writes may still add before the store is full (capacity less the
     /// reserve, less live bytes). Exact, as [`Engine::stats`]: what pending range deletes hide
     /// is removed first, so that space a delete freed is there for the caller to count on

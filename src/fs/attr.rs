@@ -155,12 +155,11 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> StatFs {
-        let s = self.engine.stats();
         let bs = u64::from(BLOCK_SIZE);
         // The usable capacity, not the store's size: the reserve and compaction's headroom are
         // never the user's, so an empty store shows nothing used and `df`'s use% is the live
         // data level that compaction's cost depends on.
-        let blocks = s.usable_capacity_bytes / bs;
+        let blocks = self.engine.usable_capacity_bytes() / bs;
         // What user writes may still add before ENOSPC, so `df` never promises space a write
         // would not get.
         let free = self.engine.available_bytes() / bs;
