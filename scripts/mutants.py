@@ -240,8 +240,8 @@ MUTANTS = [
         "summary-written-before-its-segments-sync",
         "4.9 recovery: a segment summary is written only once the bytes it describes are durable",
         "src/engine/summaries.rs",
-        "        self.storage.sync()?;\n        ready.retain_mut(",
-        "        ready.retain_mut(",
+        "        self.storage.sync()?;\n        let mut read_back",
+        "        let mut read_back",
         ["--release", "--lib", "engine::tests::summaries::recovery_from_summaries_equals_a_full_scan"],
     ),
     (

@@ -6,6 +6,7 @@
 //! meanwhile stays where its newest version is (its copy is dead on arrival), and a pass writes
 //! no copy of a segment unless the free segments can hold them all.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::compaction::{self, LiveRecord};
@@ -13,6 +14,9 @@ use super::concurrency::{AtomicU64, Ordering};
 use super::format::{self, RECORD_HEADER_SIZE, RecordHeader, RecordKind};
 use super::index::Location;
 use super::{EngineError, Inner, Result, groups, scan, segments};
+
+/// A key and its value, if it has one.
+type KeyAndValue = (Vec<u8>, Option<Vec<u8>>);
 
 impl Inner {
     /// Takes out of `live` (records of `victim` about to be moved) the tombstones that no
@@ -141,7 +145,22 @@ impl Inner {
         let Some(current) = self.current_group.read().clone() else {
             return false;
         };
-        let read = |key: &[u8]| self.get(key).ok().flatten();
+        // The owner reads a record to place a key (the filesystem reads a file's inode for each
+        // of its pages), and consecutive records are mostly one file's: the last read is kept
+        // for the next key that asks for the same record. A value read a moment earlier in the
+        // same pass places a copy as a read at the pass's start would have: placement is only
+        // where a copy goes, and a later pass moves it again if its owner changed meanwhile.
+        let last_read: RefCell<Option<KeyAndValue>> = RefCell::new(None);
+        let read = |key: &[u8]| {
+            if let Some((k, v)) = &*last_read.borrow()
+                && k == key
+            {
+                return v.clone();
+            }
+            let v = self.get(key).ok().flatten();
+            *last_read.borrow_mut() = Some((key.to_vec(), v.clone()));
+            v
+        };
         let mut moved = false;
         for (group, record) in live.iter_mut() {
             if record.kind != RecordKind::Put {
