@@ -304,7 +304,27 @@ fn serve(args: &ServeArgs, mut notify: Option<File>) -> Result<(), String> {
     result
 }
 
+/// Requests and buffers up to this size come from the allocator's heap rather than a map of
+/// their own: a WRITE of 1 MiB, its encoded batch, a 256 KiB log buffer and a 1 MiB segment read
+/// back. Mapped anew each time, every 4 KiB of them cost the host a page fault and a zeroed page
+/// (8% of a FUSE thread's time in a long sequential write; `docs/BENCHMARKS.md`, issue 20).
+const MALLOC_MMAP_THRESHOLD: libc::c_int = 4 << 20;
+/// Free memory the allocator keeps at the top of its heap instead of giving it back at once
+/// (without a fixed value, glibc raises it to twice the largest block it has freed, up to 64 MiB).
+const MALLOC_TRIM_THRESHOLD: libc::c_int = 16 << 20;
+
+/// Sets the allocator's thresholds for a serving daemon, before its threads start.
+fn tune_allocator() {
+    // SAFETY: mallopt only sets glibc's allocator parameters, under the allocator's own lock.
+    // A refusal (it returns 0) leaves glibc's defaults, which are correct, only slower.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
+    }
+}
+
 fn serve_inner(args: &ServeArgs, notify: &mut Option<File>) -> Result<(), String> {
+    tune_allocator();
     let ServeArgs {
         store,
         mountpoint,
