@@ -14,6 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+for tool in fusermount3 python3 mountpoint; do
+    # Without fusermount3 the mounts could not be detached at the end, and the wait for the
+    # daemons would never return.
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y fuse3)"
+done
 ROUNDS="${ROUNDS:-5}"; N="${N:-3000}"; RT="${RT:-20000}"
 cargo build --release --quiet --bin logstorfs --bin fuse_floor
 T="${CARGO_TARGET_DIR:-target}/release"

@@ -161,10 +161,6 @@ pub struct Summaries {
     /// The newest slot on disk (slot, sequence) and how many summaries it holds; held across
     /// a write-out, so that write-outs run one at a time.
     written: Mutex<(Option<(usize, u64)>, usize)>,
-    /// The buffer each segment is read back into for its check, kept from one check to the
-    /// next: a fresh one costs the host a page fault and a zeroed page per 4 KiB (the zeroing
-    /// alone was 9% of the daemon's CPU in a long sequential write).
-    read_back: Mutex<Vec<u8>>,
 }
 
 impl Summaries {
@@ -181,7 +177,6 @@ impl Summaries {
             segment_size,
             building: Mutex::new(BTreeMap::new()),
             written: Mutex::new((newest, count)),
-            read_back: Mutex::new(Vec::new()),
         }
     }
 
@@ -274,7 +269,11 @@ impl Summaries {
             ready.iter().map(|s| building[s].summary.clone()).collect()
         };
         self.storage.sync()?;
-        let mut read_back = self.read_back.lock();
+        let mut read_back = Vec::new();
+        // One buffer for every segment checked here: a fresh one per segment cost the host a
+        // page fault and a zeroed page per 4 KiB (the zeroing alone was 9% of the daemon's CPU
+        // in a long sequential write). Not kept between write-outs, where it would hold a
+        // segment's size of memory for the engine's whole life.
         ready.retain_mut(|s| match scan_agrees(segments, s, &mut read_back) {
             Some(tail_puts) => {
                 s.tail_puts = tail_puts;
