@@ -16,6 +16,9 @@ set -euo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "run as root (loop mount, drop_caches)" >&2; exit 1; }
 for b in "$@"; do [[ -x "$b" ]] || { echo "not an executable: $b" >&2; exit 2; }; done
+for tool in fusermount3 mkfs.ext4 mountpoint; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install -y fuse3 e2fsprogs)" >&2; exit 1; }
+done
 ROUNDS="${ROUNDS:-5}"
 MIB="${MIB:-2048}"
 W="$(mktemp -d "${BENCH_DIR:-/tmp}/daemon-cpu.XXXXXX")"
