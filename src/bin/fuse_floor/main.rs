@@ -4,7 +4,14 @@
 //! fuser allows, so its figures are the floor of the FUSE path on this machine: what logstorfs
 //! could reach at most with the same kernel settings (see `scripts/spikes/fuse_floor.sh`).
 //!
-//!   fuse_floor MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache]
+//!   fuse_floor MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache] [--xattrs]
+//!
+//! `--xattrs` answers GETXATTR and LISTXATTR as a file system whose files have no extended
+//! attributes (ENODATA, an empty list) instead of ENOSYS. Without it the kernel stops asking
+//! after the first ENOSYS; with it, the kernel asks for `security.capability` before the first
+//! write to every new file, as it asks logstorfs (and ext4, bindfs, fuse2fs: any file system
+//! with extended attributes). That round trip is part of the floor for a daemon that stores
+//! extended attributes.
 //!
 //! Runs in the foreground until unmounted. Not part of logstorfs: a measuring tool only.
 
@@ -16,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, Session, TimeOrNow,
-    WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, Session,
+    TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -38,6 +45,7 @@ struct Floor {
     t: Mutex<Tables>,
     ttl: Duration,
     writeback_cache: bool,
+    xattrs: bool,
 }
 
 fn attr(ino: u64, n: &Node) -> FileAttr {
@@ -280,6 +288,31 @@ impl Filesystem for Floor {
         reply.ok();
     }
 
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(if self.xattrs {
+            Errno::ENODATA
+        } else {
+            Errno::ENOSYS
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            reply.error(Errno::ENOSYS);
+        } else if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
     fn create(
         &self,
         _req: &Request,
@@ -303,12 +336,13 @@ impl Filesystem for Floor {
     }
 }
 
-/// The command line: `MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache]`.
+/// The command line: `MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache] [--xattrs]`.
 struct Args {
     mountpoint: PathBuf,
     ttl: Duration,
     default_permissions: bool,
     writeback_cache: bool,
+    xattrs: bool,
 }
 
 /// Parses the command line; a usage error exits with status 2.
@@ -318,6 +352,7 @@ fn parse_args() -> Args {
     let mut ttl = Duration::from_secs(1);
     let mut default_permissions = true;
     let mut writeback_cache = false;
+    let mut xattrs = false;
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("--ttl-ms") => {
@@ -330,10 +365,11 @@ fn parse_args() -> Args {
             }
             Some("--no-default-permissions") => default_permissions = false,
             Some("--writeback-cache") => writeback_cache = true,
+            Some("--xattrs") => xattrs = true,
             _ if mountpoint.is_none() => mountpoint = Some(PathBuf::from(a)),
             _ => {
                 eprintln!(
-                    "usage: fuse_floor MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache]"
+                    "usage: fuse_floor MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache] [--xattrs]"
                 );
                 std::process::exit(2);
             }
@@ -341,7 +377,7 @@ fn parse_args() -> Args {
     }
     let Some(mountpoint) = mountpoint else {
         eprintln!(
-            "usage: fuse_floor MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache]"
+            "usage: fuse_floor MOUNTPOINT [--ttl-ms N] [--no-default-permissions] [--writeback-cache] [--xattrs]"
         );
         std::process::exit(2);
     };
@@ -350,6 +386,7 @@ fn parse_args() -> Args {
         ttl,
         default_permissions,
         writeback_cache,
+        xattrs,
     }
 }
 
@@ -359,6 +396,7 @@ fn main() {
         ttl,
         default_permissions,
         writeback_cache,
+        xattrs,
     } = parse_args();
     let root = Node {
         kind: FileType::Directory,
@@ -374,6 +412,7 @@ fn main() {
         }),
         ttl,
         writeback_cache,
+        xattrs,
     };
     let mut config = Config::default();
     config.mount_options = vec![MountOption::FSName("fuse_floor".into())];
