@@ -87,7 +87,7 @@ mod write_path;
 pub use api::*;
 pub use recovery::RecoveryReport;
 
-use concurrency::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, RwLock};
+use concurrency::{Arc, AtomicBool, AtomicU64, Condvar, JoinHandle, Mutex, Ordering, RwLock};
 
 use index::{Index, Location};
 use segments::SegmentManager;
@@ -108,6 +108,10 @@ struct Inner {
     options: EngineOptions,
     recovery: RecoveryReport,
     user_bytes_written: AtomicU64,
+    /// Live bytes promised to writes to come: space the layer above holds for records it will
+    /// write later (fallocate's unwritten pages), counted against the capacity as live bytes
+    /// until a batch releases it (see [`Engine::write_with_promise`]).
+    promised_bytes: AtomicU64,
     compaction_bytes_written: AtomicU64,
     separator_bytes_written: AtomicU64,
     /// Mixed segments handed to a group whole, without copying (their live records all
@@ -180,7 +184,29 @@ impl Engine {
     /// Applies `batch` atomically and returns its LSN. Returns once the batch is written to the
     /// segment file and indexed: every reader sees it. Durable after the next [`Engine::sync`].
     pub fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
-        self.inner.write(batch)
+        self.inner.write(batch, 0)
+    }
+
+    /// [`Engine::write`], and changes the promised bytes by `promise_change` with the batch:
+    /// a batch that writes records into space promised earlier releases that promise (a
+    /// negative change), so that it adds no live bytes beyond it and is taken even in a full
+    /// store; one that holds space for later writes promises it (a positive change), and is
+    /// refused with `NoSpace` as if it wrote those bytes. The engine keeps the total in memory
+    /// only: the layer above knows which of its records hold promises, and sets the total
+    /// again at every open ([`Engine::set_promised_bytes`]).
+    pub fn write_with_promise(&self, batch: &[Mutation], promise_change: i64) -> Result<Lsn> {
+        self.inner.write(batch, promise_change)
+    }
+
+    /// Sets the live bytes promised to writes to come (see [`Engine::write_with_promise`]), as
+    /// the layer above counts them from its records when it opens the store.
+    pub fn set_promised_bytes(&self, bytes: u64) {
+        self.inner.promised_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The live bytes promised to writes to come.
+    pub fn promised_bytes(&self) -> u64 {
+        self.inner.promised_bytes.load(Ordering::Relaxed)
     }
 
     /// The value of `key`, or `None` if it does not exist or was deleted.
@@ -265,6 +291,23 @@ impl Engine {
         self.inner.index.count_live(start, end)
     }
 
+    /// How many live keys in `start..end` (`end` exclusive; empty: unbounded) have a record of
+    /// exactly `record_len` bytes (as [`Mutation::encoded_len`] counts them), from the index
+    /// alone (no I/O): records of one kind that a length tells apart, such as empty values
+    /// under keys of one length.
+    pub fn count_records_of_len(&self, start: &[u8], end: &[u8], record_len: u64) -> u64 {
+        self.inner.index.count_of_len(start, end, record_len)
+    }
+
+    /// The bytes of `key`'s record (header, key and value), if it exists, from the index alone.
+    pub fn record_len(&self, key: &[u8]) -> Option<u64> {
+        self.inner
+            .index
+            .get(key)
+            .filter(|e| !e.tombstone)
+            .map(|e| u64::from(e.location.len))
+    }
+
     /// The live keys in `start..end` (`end` exclusive) with the bytes of each one's record
     /// (header, key and value, as [`Mutation::encoded_len`] counts them), at most `limit`, from
     /// the index alone (no I/O): what a caller needs to know how much live data rewriting
@@ -338,7 +381,7 @@ impl Engine {
         self.inner.settle_pending(false);
         self.inner
             .user_capacity()
-            .saturating_sub(self.inner.segments.live_total())
+            .saturating_sub(self.inner.live_and_promised())
     }
 }
 

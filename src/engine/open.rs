@@ -483,6 +483,7 @@ impl Inner {
             options: options.clone(),
             recovery,
             user_bytes_written: AtomicU64::new(0),
+            promised_bytes: AtomicU64::new(0),
             compaction_bytes_written: AtomicU64::new(0),
             separator_bytes_written: AtomicU64::new(0),
             segments_handed_over: AtomicU64::new(0),

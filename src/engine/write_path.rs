@@ -64,15 +64,23 @@ impl Inner {
         closed_at_worst as u64 * g.segment_size as u64 * SUSTAINABLE_FILL_EIGHTHS / 8
     }
 
-    /// Live bytes `batch` (of `total` record bytes) adds once written: its records, less the
-    /// live records its puts replace, less its puts of a key that a later put in the batch
-    /// replaces at once. An overwrite of data the store already holds must not be refused at
-    /// the capacity (ext4 does not refuse a write over allocated blocks either). Only computed
-    /// near the capacity: it costs an index lookup per put.
-    pub(super) fn growth(&self, batch: &[Mutation], total: usize) -> u64 {
+    /// Live bytes the store counts against its capacity: the records the index points at, and
+    /// the bytes promised to writes to come ([`super::Engine::write_with_promise`]).
+    pub(super) fn live_and_promised(&self) -> u64 {
+        self.segments.live_total() + self.promised_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Live bytes `batch` (of `total` record bytes) adds once written, with the promise it
+    /// makes or releases (`promise_change`): its records, less the live records its puts
+    /// replace, less its puts of a key that a later put in the batch replaces at once, plus
+    /// the change. An overwrite of data the store already holds must not be refused at the
+    /// capacity (ext4 does not refuse a write over allocated blocks either), nor a write into
+    /// space promised to it. Only computed near the capacity: it costs an index lookup per put.
+    pub(super) fn growth(&self, batch: &[Mutation], total: usize, promise_change: i64) -> u64 {
         let total = total as u64;
-        if self.segments.live_total() + total <= self.user_capacity() {
-            return total;
+        let promised = promise_change.max(0) as u64;
+        if self.live_and_promised() + total + promised <= self.user_capacity() {
+            return total + promised;
         }
         let mut growth = 0u64;
         let mut replaced = 0u64;
@@ -90,7 +98,8 @@ impl Inner {
                 replaced += entry.location.len as u64;
             }
         }
-        growth.saturating_sub(replaced)
+        let released = promise_change.min(0).unsigned_abs();
+        (growth + promised).saturating_sub(replaced + released)
     }
 
     /// Whether the puts of `batch` add live data: more bytes than the live records they replace
@@ -146,15 +155,16 @@ impl Inner {
         added > removed
     }
 
-    /// Applies `batch` atomically: checked, appended, indexed; see [`super::Engine::write`].
-    pub(super) fn write(&self, batch: &[Mutation]) -> Result<Lsn> {
+    /// Applies `batch` atomically: checked, appended, indexed, with the change it makes to the
+    /// promised bytes; see [`super::Engine::write_with_promise`].
+    pub(super) fn write(&self, batch: &[Mutation], promise_change: i64) -> Result<Lsn> {
         self.check_open()?;
         if self.read_only {
             return Err(EngineError::ReadOnly);
         }
         let total = validate(batch)?;
         let deletes = batch.iter().any(|m| !matches!(m, Mutation::Put { .. }));
-        let exempt = self.refuse_without_room(batch, total, deletes)?;
+        let exempt = self.refuse_without_room(batch, total, deletes, promise_change)?;
         let mut encoded = EncodedBatch::new(batch);
         encoded.frees_space = exempt;
         let ticket = self.append_making_room(&encoded)?;
@@ -163,6 +173,7 @@ impl Inner {
             concurrency::sleep(Duration::from_millis(delay));
         }
         self.index_batch(&encoded, &ticket);
+        self.change_promise(promise_change);
         let lsn = ticket.lsn;
         if deletes && self.index.has_pending() {
             // A range delete left entries for the background to remove.
@@ -174,28 +185,37 @@ impl Inner {
         Ok(lsn)
     }
 
-    /// Refuses with `NoSpace` a batch (of `total` record bytes) that adds live data beyond
-    /// [`Inner::user_capacity`]. Returns whether the batch is exempt from that limit: one that
-    /// deletes and adds no live data may use the reserve.
-    fn refuse_without_room(&self, batch: &[Mutation], total: usize, deletes: bool) -> Result<bool> {
+    /// Refuses with `NoSpace` a batch (of `total` record bytes, making `promise_change`) that
+    /// adds live data beyond [`Inner::user_capacity`]. Returns whether the batch is exempt from
+    /// that limit: one that deletes and adds no live data may use the reserve.
+    fn refuse_without_room(
+        &self,
+        batch: &[Mutation],
+        total: usize,
+        deletes: bool,
+        promise_change: i64,
+    ) -> Result<bool> {
         // Only a batch that adds no live data: a put beside a delete (a write that also drops
         // an xattr) would otherwise reach the reserve, which the deletes need.
-        let exempt = deletes && total <= DELETE_BATCH_ALLOWANCE && !self.puts_grow_live_data(batch);
+        let exempt = deletes
+            && total <= DELETE_BATCH_ALLOWANCE
+            && promise_change <= 0
+            && !self.puts_grow_live_data(batch);
         if !exempt {
             // A batch that does not add live bytes (an overwrite) is always taken: live bytes
             // may stand a little above the capacity (the check races other writers), and an
             // overwrite must not be refused for that.
-            let mut growth = self.growth(batch, total);
+            let mut growth = self.growth(batch, total, promise_change);
             if growth > 0
-                && self.segments.live_total() + growth > self.user_capacity()
+                && self.live_and_promised() + growth > self.user_capacity()
                 && self.index.has_pending()
             {
                 // Live bytes still count what pending range deletes hide: no write is refused
                 // for data already deleted.
                 self.settle_pending(false);
-                growth = self.growth(batch, total);
+                growth = self.growth(batch, total, promise_change);
             }
-            if growth > 0 && self.segments.live_total() + growth > self.user_capacity() {
+            if growth > 0 && self.live_and_promised() + growth > self.user_capacity() {
                 return Err(EngineError::NoSpace);
             }
         }
@@ -225,6 +245,24 @@ impl Inner {
                 self.segments.sub_live(old.segment, old.len);
             }
         }
+    }
+
+    /// Adds a written batch's change to the promised bytes. A release larger than the total
+    /// (a caller's count gone wrong) leaves none rather than wrapping.
+    fn change_promise(&self, promise_change: i64) {
+        if promise_change == 0 {
+            return;
+        }
+        let change = promise_change.unsigned_abs();
+        let _ = self
+            .promised_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(if promise_change > 0 {
+                    p.saturating_add(change)
+                } else {
+                    p.saturating_sub(change)
+                })
+            });
     }
 
     /// Counts `total` user bytes written, and wakes the background once another segment's

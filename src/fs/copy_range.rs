@@ -423,7 +423,7 @@ impl Fs {
         rec.mtime = now;
         rec.ctime = now;
         batch.push(Mutation::put(group, keys::inode_key(ino_out), rec.encode()));
-        self.engine.write(&batch)?;
+        self.store(&batch)?;
         if let Some(node) = st.nodes.get_mut(&ino_out) {
             node.rec = rec.clone();
         }

@@ -3,19 +3,15 @@
 //! `FALLOC_FL_INSERT_RANGE`, with ext4's errno for every bad combination (as Linux 6.18's
 //! `vfs_fallocate` and `ext4_fallocate` give them, checked on a kernel ext4 with 4 KiB blocks).
 //!
-//! How space is reserved: an allocated page is stored as a page record of full length (4096
-//! bytes of zeros where it was a hole, an existing shorter page padded with zeros). That is
-//! what the engine's capacity check already honours: a later write into the range replaces a
-//! record by one of the same length, adds no live bytes, and the engine never refuses such a
-//! batch, even in a store that is otherwise full. The reservation is then ordinary live data:
-//! durable like any write, counted by recovery after a crash or remount without anything new
-//! in the format, reclaimed by a punch, truncate or unlink like any page. `st_blocks` counts
-//! stored pages, so it shows the allocation. The cost is the one ext4 avoids with unwritten
-//! extents: an allocation writes its zeros through the log (a 1 GiB fallocate writes 1 GiB).
-//! A compact record ("pages a..b reserved") would need the engine to count bytes no record
-//! holds, in its live-byte accounting and in recovery, and a write into the range to take its
-//! bytes from the reservation: a change of the engine's format and invariants that the
-//! zero-page form does not need.
+//! How space is reserved: a page allocated over a hole is an unwritten page, a page record
+//! with an empty value that holds the rest of a full page's space in the engine (see
+//! `unwritten.rs`): a later write into the range adds no live bytes beyond what was promised,
+//! and is taken even in a store that is otherwise full. An existing shorter page is padded
+//! with zeros to full length instead (a page holds data or is unwritten, never both), and
+//! `ZERO_RANGE` makes each whole page of its range unwritten (zeros, still allocated, as
+//! ext4's unwritten extents). The reservation is then ordinary records: durable like any
+//! write, counted again from the index at every mount, released by a write into the page, a
+//! punch, truncate or unlink. `st_blocks` counts stored pages, so it shows the allocation.
 //!
 //! Allocation and zeroing check the whole range against the free space (from the index alone,
 //! no I/O) before they write anything, then write in batches of [`PAGES_PER_BATCH`] pages,
@@ -35,11 +31,12 @@
 
 use std::collections::BTreeMap;
 
+use super::unwritten::{full_page_record, unwritten_page_record};
 use super::{
     BLOCK_SIZE, FileKind, Fs, FsError, FsResult, InGroup, MAX_FILE_SIZE, State, TOMBSTONE_GROUP,
     Timestamp, drop_privileges, keys,
 };
-use crate::engine::{Mutation, ROOT_GROUP};
+use crate::engine::Mutation;
 use keys::InodeRecord;
 
 pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
@@ -94,16 +91,6 @@ fn parse_mode(mode: i32) -> FsResult<Op> {
         FALLOC_FL_INSERT_RANGE if !keep_size => Ok(Op::Insert),
         _ => Err(FsError::NotSupported),
     }
-}
-
-/// Bytes of the record of a full page of `ino` (header, key, 4096 bytes of value).
-fn full_page_record(ino: u64) -> u64 {
-    Mutation::put(
-        ROOT_GROUP,
-        keys::chunk_key(ino, 0),
-        vec![0u8; PAGE as usize],
-    )
-    .encoded_len() as u64
 }
 
 impl Fs {
@@ -182,7 +169,7 @@ impl Fs {
     ) -> FsResult<()> {
         rec.group = st.record_group(ino, &rec);
         batch.push(Mutation::put(rec.group, keys::inode_key(ino), rec.encode()));
-        self.engine.write(&batch)?;
+        self.store(&batch)?;
         let parent = rec.parent;
         let pages_after = rec.pages;
         if let Some(node) = st.nodes.get_mut(&ino) {
@@ -201,10 +188,12 @@ impl Fs {
         Ok(())
     }
 
-    /// Live bytes that storing every page of `first..last` at full length adds: a full page
-    /// record per hole, the missing bytes of each shorter page. From the index alone.
+    /// Live bytes that allocating every page of `first..last` adds, promises included: a full
+    /// page record per hole, the missing bytes of each shorter page (an unwritten page is
+    /// charged in full already). From the index alone.
     fn fill_growth(&self, ino: u64, first: u64, last: u64) -> u64 {
-        let full = full_page_record(ino);
+        let full = full_page_record();
+        let unwritten = unwritten_page_record();
         let end = keys::chunk_key(ino, last);
         let mut start = keys::chunk_key(ino, first);
         let mut stored = 0u64;
@@ -213,7 +202,9 @@ impl Fs {
             let lens = self.engine.record_lens(&start, &end, WALK_CHUNK);
             for (_, len) in &lens {
                 stored += 1;
-                short += full.saturating_sub(*len);
+                if *len != unwritten {
+                    short += full.saturating_sub(*len);
+                }
             }
             match lens.last() {
                 Some((key, _)) if lens.len() == WALK_CHUNK => {
@@ -257,9 +248,10 @@ impl Fs {
         top
     }
 
-    /// Mode 0 and `KEEP_SIZE` (`zero` false): every page the range touches is stored at full
-    /// length, existing bytes kept. `ZERO_RANGE` (`zero` true): the same, with the range's
-    /// bytes zeroed. Without `keep_size` the size grows to the range's end.
+    /// Mode 0 and `KEEP_SIZE` (`zero` false): every page the range touches is allocated:
+    /// holes become unwritten pages, shorter pages are padded to full length, existing bytes
+    /// kept. `ZERO_RANGE` (`zero` true): the same, with the range's bytes zeroed (its whole
+    /// pages unwritten). Without `keep_size` the size grows to the range's end.
     fn fill(
         &self,
         ino: u64,
@@ -279,7 +271,8 @@ impl Fs {
                 return Err(FsError::Engine(crate::engine::EngineError::NoSpace));
             }
         }
-        let full = full_page_record(ino);
+        let full = full_page_record();
+        let unwritten = unwritten_page_record();
         let mut page = first;
         while page < last {
             let stop = last.min(page + PAGES_PER_BATCH);
@@ -300,8 +293,10 @@ impl Fs {
                 let whole = from == 0 && to == PAGE as usize;
                 let len = stored.get(&p).copied();
                 let value = match len {
-                    None => vec![0u8; PAGE as usize],
-                    Some(_) if zero && whole => vec![0u8; PAGE as usize],
+                    None => Vec::new(),
+                    // Allocated already, and zeros.
+                    Some(l) if l == unwritten => continue,
+                    Some(_) if zero && whole => Vec::new(),
                     Some(l) if !zero && l >= full => continue, // allocated already
                     Some(_) => {
                         let key = keys::chunk_key(ino, p);
@@ -455,7 +450,7 @@ impl Fs {
                 break;
             }
             // The inode record goes with the last batch, which carries the new size.
-            self.engine.write(&std::mem::take(&mut batch))?;
+            self.store(&std::mem::take(&mut batch))?;
         }
         rec.size -= length;
         self.falloc_commit(&mut st, ino, rec, batch, pages_before)
@@ -514,7 +509,7 @@ impl Fs {
                     window = window.saturating_mul(2);
                 } else if lo > first {
                     // The last window's pages go with the inode record and its new size.
-                    self.engine.write(&std::mem::take(&mut batch))?;
+                    self.store(&std::mem::take(&mut batch))?;
                 }
                 hi = lo;
             }

@@ -280,14 +280,14 @@ impl Fs {
                 rec.mtime = now;
                 rec.ctime = now;
                 batch.push(Mutation::put(group, keys::inode_key(ino), rec.encode()));
-                let result = self.engine.write(&batch);
+                let result = self.store(&batch);
                 batch.clear();
                 if let Err(e) = result {
                     if written_end > offset {
                         stopped = Some(e);
                         break;
                     }
-                    return Err(e.into());
+                    return Err(e);
                 }
                 written_end = pos;
                 if let Some(node) = st.nodes.get_mut(&ino) {
@@ -298,7 +298,7 @@ impl Fs {
         self.account_written_pages(&mut st, ino, &rec, pages_before, written_end < end);
         drop(st);
         match stopped {
-            Some(e) if whole => Err(e.into()),
+            Some(e) if whole => Err(e),
             _ => Ok((written_end - offset) as u32),
         }
     }

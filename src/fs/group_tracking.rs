@@ -288,7 +288,7 @@ impl Fs {
                         Mutation::delete(TOMBSTONE_GROUP, keys::group_root_key(dir))
                     }
                 };
-                if let Err(e) = self.engine.write(&[m]) {
+                if let Err(e) = self.store(&[m]) {
                     log::warn!("group change {change:?} not written: {e}");
                     return;
                 }

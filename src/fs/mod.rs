@@ -70,6 +70,7 @@ mod open;
 pub mod seek;
 pub mod stats;
 mod txn;
+mod unwritten;
 pub mod whiteout;
 mod xattr;
 pub mod xattr_names;
@@ -432,6 +433,8 @@ impl Fs {
             test_between_copy_batches: Mutex::new(None),
         };
         let started = std::time::Instant::now();
+        // Before the first batch: purging an orphan releases what its unwritten pages hold.
+        fs.count_promises();
         // A read-only mount leaves a crash's orphans for the next writable one.
         if !fs.engine.is_read_only() {
             fs.reclaim_orphans()?;
@@ -467,7 +470,7 @@ impl Fs {
                     None => Vec::new(),
                 };
                 batch.push(Mutation::delete(ROOT_GROUP, key));
-                self.engine.write(&batch)?;
+                self.store(&batch)?;
                 log::info!("reclaimed orphan inode {ino}");
             }
         }
@@ -548,7 +551,7 @@ impl Fs {
         if node.orphan && !node.gone && node.opens == 0 {
             let mut batch = purge_mutations(ino, &node.rec);
             batch.push(Mutation::delete(TOMBSTONE_GROUP, keys::orphan_key(ino)));
-            self.engine.write(&batch)?;
+            self.store(&batch)?;
             let rec = node.rec.clone();
             Self::account(st, ino, Some(&rec), None);
             self.regroup(st, &[rec.parent]);

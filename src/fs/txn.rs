@@ -167,7 +167,7 @@ impl Fs {
         txn.purged = purged.clone();
         let batch = txn.into_batch();
         if !batch.is_empty() {
-            self.engine.write(&batch)?;
+            self.store(&batch)?;
         }
         if let Some((next, limit)) = alloc {
             st.next_ino = next;

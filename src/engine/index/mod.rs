@@ -358,6 +358,50 @@ impl Index {
         n
     }
 
+    /// How many live entries with keys in `[start, end)` (`end` empty: unbounded) point at a
+    /// record of exactly `len` bytes. The lengths are compared first, so that only the keys
+    /// of entries of that length are built and checked against the span and the pending
+    /// range deletes: a walk of the whole store stays a walk of its entries' lengths.
+    pub fn count_of_len(&self, start: &[u8], end: &[u8], len: u64) -> u64 {
+        let Ok(len) = u32::try_from(len) else {
+            return 0;
+        };
+        let inner = self.inner.read();
+        if !end.is_empty() && end <= start {
+            return 0;
+        }
+        let pending = inner.pending_over(start, end);
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let first = inner
+            .leaves
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
+            .next_back();
+        let rest = inner
+            .leaves
+            .range::<[u8], _>((Bound::Excluded(start), upper));
+        let (mut n, mut visited) = (0u64, 0u64);
+        let mut key = Vec::new();
+        for (_, leaf) in first.into_iter().chain(rest) {
+            visited += leaf.len() as u64;
+            for (i, packed) in leaf.entries.iter().enumerate() {
+                if packed.len != len || leaf.tombs.get(i) {
+                    continue;
+                }
+                leaf.key_into(i, &mut key);
+                let inside = key.as_slice() >= start && (end.is_empty() || key.as_slice() < end);
+                if inside && !inner.hidden(&pending, &key, packed.version()) {
+                    n += 1;
+                }
+            }
+        }
+        inner.visits.fetch_add(visited, Ordering::Relaxed);
+        n
+    }
+
     /// Point entries looked at so far by lookups and walks (see `Inner::visits`).
     pub fn keys_visited(&self) -> u64 {
         self.inner.read().visits.load(Ordering::Relaxed)

@@ -207,7 +207,7 @@ fn nothing_waits_for_a_stopped_flusher() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let marker = inner.log.flush_marker();
-        let write = inner.write(&[put("b", b"2")]);
+        let write = inner.write(&[put("b", b"2")], 0);
         let _ = tx.send((marker, write));
     });
     let (marker, write) = rx
