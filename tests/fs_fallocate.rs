@@ -663,6 +663,15 @@ fn the_promised_space_is_what_the_unwritten_pages_hold_after_any_operation() {
         unwritten_seen >= 20,
         "the operations made {unwritten_seen} unwritten pages at most"
     );
+    // Unwritten pages, past the end of file too (KEEP_SIZE), are what fsck accepts.
+    fs.close().unwrap();
+    let report = logstorfs::fs::check::check_store(dir.path()).unwrap();
+    let problems: Vec<String> = report
+        .all_findings()
+        .filter(|f| f.severity == logstorfs::engine::check::Severity::Problem)
+        .map(|f| f.to_string())
+        .collect();
+    assert!(problems.is_empty(), "fsck: {problems:?}");
 }
 
 /// An allocation writes a small record per page, not the page's zeros.
