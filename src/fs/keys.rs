@@ -9,7 +9,7 @@
 //! |-------|------------------------------------|----------------------------------------------|
 //! | `I`   | `I ino:u64`                        | [`InodeRecord`] (100 bytes, see `encode`)    |
 //! | `D`   | `D parent:u64 name_hash:u64`       | list of [`DirEntry`] sharing the hash        |
-//! | `C`   | `C ino:u64 page_index:u64`         | file bytes of one 4 KiB page (up to 4096)    |
+//! | `C`   | `C ino:u64 page_index:u64`         | file bytes of one 4 KiB page (up to 4096); empty: unwritten |
 //! | `L`   | `L ino:u64`                        | symlink target bytes                         |
 //! | `X`   | `X ino:u64 name...`                | xattr value                                  |
 //! | `O`   | `O ino:u64`                        | empty: the inode is an orphan (unlinked while open) |
@@ -21,7 +21,8 @@
 //! simply absent (reads as zeros: sparse files). The price is a per-record overhead (header plus
 //! a 17-byte key) of about 1% and one index entry per 4 KiB; bigger extents that compaction
 //! merges are a later optimisation. The last page of a file may be shorter than 4096 bytes;
-//! bytes beyond a page's stored length read as zeros.
+//! bytes beyond a page's stored length read as zeros. An empty page is one `fallocate`
+//! allocated and nothing wrote since (see `unwritten.rs`): zeros, with a full page's space held.
 //!
 //! Directory entries are keyed by a 56-bit hash of the name (FNV-1a), so the key stays small
 //! whatever the name's length; names that share a hash share one record whose value is the list
