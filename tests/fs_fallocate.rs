@@ -537,7 +537,7 @@ fn the_promised_space_is_what_the_unwritten_pages_hold_after_any_operation() {
         let off = next(48 * PAGE);
         let len = 1 + next(6 * PAGE);
         let aligned = |x: u64| x / PAGE * PAGE;
-        let what = next(10);
+        let what = next(11);
         match what {
             0 | 1 => {
                 let data = pattern(len as usize, step);
@@ -622,6 +622,17 @@ fn the_promised_space_is_what_the_unwritten_pages_hold_after_any_operation() {
                 }
                 inos[f] = make_file(&fs, ROOT_INO, names[f], b"");
                 model[f].clear();
+            }
+            9 => {
+                // An xattr record as long as an unwritten page's (a 15-byte key, a 2-byte value):
+                // set, replaced or removed, and purged with its file, it holds no space.
+                match next(3) {
+                    0 => fs.setxattr(ino, b"user.x", b"ab", 0).unwrap(),
+                    1 => fs.setxattr(ino, b"user.x", b"abc", 0).unwrap(),
+                    _ => {
+                        let _ = fs.removexattr(ino, b"user.x");
+                    }
+                }
             }
             _ => {
                 if next(4) == 0 {

@@ -131,7 +131,7 @@ impl Fs {
                     now.insert(key, after);
                 }
                 Mutation::Put { .. } => {}
-                Mutation::Delete { key, .. } => {
+                Mutation::Delete { key, .. } if is_page_key(key) => {
                     let before = match now.get(key.as_slice()) {
                         Some(&b) => b,
                         None => !in_deleted(&deleted, key) && stored(key),
@@ -139,6 +139,7 @@ impl Fs {
                     change -= i64::from(before);
                     now.insert(key, false);
                 }
+                Mutation::Delete { .. } => {}
                 Mutation::DeletePrefix { prefix, .. } => {
                     let end = prefix_successor(prefix);
                     change -=
@@ -162,6 +163,12 @@ impl Fs {
         deleted: &mut Vec<(Vec<u8>, Vec<u8>)>,
         stored_any: bool,
     ) -> i64 {
+        // Only page keys: a record of another kind may be as long as an unwritten page.
+        let pages = (&[keys::TAG_CHUNK][..], &[keys::TAG_CHUNK + 1][..]);
+        let Some((start, end)) = intersect((start, end), pages) else {
+            return 0;
+        };
+        let (start, end) = (start.as_slice(), end.as_slice());
         let mut n = 0i64;
         if stored_any {
             // The store's unwritten pages in the range, less those an earlier range delete of
