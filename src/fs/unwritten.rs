@@ -113,29 +113,18 @@ impl Fs {
         let mut now: BTreeMap<&[u8], bool> = BTreeMap::new();
         // Ranges the batch has deleted so far, disjoint.
         let mut deleted: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let in_deleted = |deleted: &[(Vec<u8>, Vec<u8>)], key: &[u8]| {
-            deleted.iter().any(|(s, e)| in_range(key, s, e))
-        };
-        // Whether the store's record of `key`, as the batch left it untouched, is unwritten.
-        let stored = |key: &[u8]| stored_any && self.stored_unwritten(key);
         let mut change = 0i64;
         for m in batch {
             match m {
                 Mutation::Put { key, value, .. } if is_page_key(key) => {
-                    let before = match now.get(key.as_slice()) {
-                        Some(&b) => b,
-                        None => !in_deleted(&deleted, key) && stored(key),
-                    };
+                    let before = self.unwritten_now(key, &now, &deleted, stored_any);
                     let after = value.is_empty();
                     change += i64::from(after) - i64::from(before);
                     now.insert(key, after);
                 }
                 Mutation::Put { .. } => {}
                 Mutation::Delete { key, .. } if is_page_key(key) => {
-                    let before = match now.get(key.as_slice()) {
-                        Some(&b) => b,
-                        None => !in_deleted(&deleted, key) && stored(key),
-                    };
+                    let before = self.unwritten_now(key, &now, &deleted, stored_any);
                     change -= i64::from(before);
                     now.insert(key, false);
                 }
@@ -151,6 +140,25 @@ impl Fs {
             }
         }
         change
+    }
+
+    /// Whether page `key` is unwritten at this point of a batch: as the batch left it (`now`),
+    /// else as the store holds it, unless a range delete of the batch (`deleted`) removed it.
+    fn unwritten_now(
+        &self,
+        key: &[u8],
+        now: &BTreeMap<&[u8], bool>,
+        deleted: &[(Vec<u8>, Vec<u8>)],
+        stored_any: bool,
+    ) -> bool {
+        match now.get(key) {
+            Some(&is_unwritten) => is_unwritten,
+            None => {
+                stored_any
+                    && !deleted.iter().any(|(s, e)| in_range(key, s, e))
+                    && self.stored_unwritten(key)
+            }
+        }
     }
 
     /// The unwritten pages a range delete of `[start, end)` removes, given what the batch did

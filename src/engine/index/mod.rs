@@ -306,19 +306,7 @@ impl Index {
             return 0;
         }
         let pending = inner.pending_over(start, end);
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end)
-        };
-        let first = inner
-            .leaves
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
-            .next_back();
-        let rest = inner
-            .leaves
-            .range::<[u8], _>((Bound::Excluded(start), upper));
-        let mut leaves = first.into_iter().chain(rest).peekable();
+        let mut leaves = inner.leaves_over(start, end).peekable();
         let (mut n, mut visited) = (0u64, 0u64);
         let mut key = Vec::new();
         while let Some((fence, leaf)) = leaves.next() {
@@ -371,21 +359,9 @@ impl Index {
             return 0;
         }
         let pending = inner.pending_over(start, end);
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end)
-        };
-        let first = inner
-            .leaves
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
-            .next_back();
-        let rest = inner
-            .leaves
-            .range::<[u8], _>((Bound::Excluded(start), upper));
         let (mut n, mut visited) = (0u64, 0u64);
         let mut key = Vec::new();
-        for (_, leaf) in first.into_iter().chain(rest) {
+        for (_, leaf) in inner.leaves_over(start, end) {
             visited += leaf.len() as u64;
             for (i, packed) in leaf.entries.iter().enumerate() {
                 if packed.len != len || leaf.tombs.get(i) {
@@ -438,6 +414,29 @@ impl Inner {
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
             .map(|(_, leaf)| leaf)
+    }
+
+    /// The leaves that may hold keys in `[start, end)` (`end` empty: unbounded; else after
+    /// `start`, or the map's range panics), with their fences, in key order: the one holding
+    /// `start`, then those whose fence lies in the span.
+    fn leaves_over<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Box<[u8]>, &'a Leaf)> + 'a {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let first = self
+            .leaves
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
+            .next_back();
+        let rest = self
+            .leaves
+            .range::<[u8], _>((Bound::Excluded(start), upper));
+        first.into_iter().chain(rest)
     }
 
     fn get(&self, key: &[u8]) -> Option<Entry> {

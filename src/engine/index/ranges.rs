@@ -6,8 +6,6 @@
 //! stays); a range delete another one supersedes dies, as an overwritten record does; a
 //! pending range delete is never dropped as a tombstone while it still hides entries.
 
-use std::ops::Bound;
-
 use super::super::concurrency::Ordering;
 use super::leaf::LEAF_MERGE_BELOW;
 use super::{Index, Inner, Location};
@@ -262,22 +260,10 @@ impl Inner {
         if !end.is_empty() && end <= start {
             return (Vec::new(), None); // an empty range (BTreeMap::range would panic on it)
         }
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end)
-        };
         let mut fences: Vec<Box<[u8]>> = Vec::new();
         let mut resume = None;
         let mut taken = 0;
-        let first = self
-            .leaves
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
-            .next_back();
-        let rest = self
-            .leaves
-            .range::<[u8], _>((Bound::Excluded(start), upper));
-        for (fence, leaf) in first.into_iter().chain(rest) {
+        for (fence, leaf) in self.leaves_over(start, end) {
             if taken >= budget && !fences.is_empty() {
                 resume = Some(fence.to_vec());
                 break;
