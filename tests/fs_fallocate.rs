@@ -676,13 +676,7 @@ fn the_promised_space_is_what_the_unwritten_pages_hold_after_any_operation() {
     );
     // Unwritten pages, past the end of file too (KEEP_SIZE), are what fsck accepts.
     fs.close().unwrap();
-    let report = logstorfs::fs::check::check_store(dir.path()).unwrap();
-    let problems: Vec<String> = report
-        .all_findings()
-        .filter(|f| f.severity == logstorfs::engine::check::Severity::Problem)
-        .map(|f| f.to_string())
-        .collect();
-    assert!(problems.is_empty(), "fsck: {problems:?}");
+    assert_fsck_clean(dir.path());
 }
 
 /// An allocation writes a small record per page, not the page's zeros.

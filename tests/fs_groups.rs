@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fs_common::*;
 use logstorfs::engine::{Engine, GroupId, ROOT_GROUP};
-use logstorfs::fs::check::check_store;
 use logstorfs::fs::groups::GroupRoot;
 use logstorfs::fs::{Fs, FsError, FsOptions, ROOT_INO, SetAttr};
 
@@ -127,16 +126,6 @@ fn assert_group_segments_are_pure(fs: &Fs) -> HashMap<GroupId, usize> {
         *seen.entry(group).or_insert(0) += live.len();
     }
     seen
-}
-
-fn assert_fsck_clean(dir: &Path) {
-    let report = check_store(dir).expect("fsck");
-    let problems: Vec<String> = report
-        .all_findings()
-        .filter(|f| f.severity == logstorfs::engine::check::Severity::Problem)
-        .map(|f| f.to_string())
-        .collect();
-    assert!(problems.is_empty(), "fsck problems: {problems:?}");
 }
 
 #[test]

@@ -99,3 +99,14 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Runs the offline checker on the (closed) store in `dir` and fails on any problem it finds.
+pub fn assert_fsck_clean(dir: &Path) {
+    let report = logstorfs::fs::check::check_store(dir).expect("fsck");
+    let problems: Vec<String> = report
+        .all_findings()
+        .filter(|f| f.severity == logstorfs::engine::check::Severity::Problem)
+        .map(|f| f.to_string())
+        .collect();
+    assert!(problems.is_empty(), "fsck problems: {problems:?}");
+}
