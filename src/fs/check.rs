@@ -14,8 +14,8 @@
 //!   as an orphan (unlinked while open; reclaimed at the next mount), every orphan record
 //!   belongs to an unlinked inode;
 //! - data pages belong to regular files, lie within the file's size (but for what fallocate
-//!   allocates past it: unwritten or full pages), and their count is the inode's page count; symlinks have their target, of the recorded length; xattrs belong to
-//!   existing inodes.
+//!   allocates past it: unwritten or full pages), and their count is the inode's page count;
+//!   symlinks have their target, of the recorded length; xattrs belong to existing inodes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

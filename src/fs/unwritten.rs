@@ -22,23 +22,29 @@
 //! remount, or a store recovered elsewhere gets it from the records themselves.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use super::{Fs, FsResult, keys};
 use crate::engine::{Lsn, Mutation, ROOT_GROUP, prefix_successor};
 
+/// Bytes of the record of an unwritten page (header and key, no value) and of a full page
+/// (header, key, 4096 bytes of value), worked out once: every batch asks.
+static PAGE_RECORDS: LazyLock<(u64, u64)> = LazyLock::new(|| {
+    let record = |len: u64| {
+        Mutation::put(ROOT_GROUP, keys::chunk_key(0, 0), vec![0u8; len as usize]).encoded_len()
+            as u64
+    };
+    (record(0), record(keys::PAGE_SIZE))
+});
+
 /// Bytes of the record of an unwritten page (header and key, no value).
 pub(super) fn unwritten_page_record() -> u64 {
-    Mutation::put(ROOT_GROUP, keys::chunk_key(0, 0), Vec::new()).encoded_len() as u64
+    PAGE_RECORDS.0
 }
 
 /// Bytes of the record of a full page (header, key, 4096 bytes of value).
 pub(super) fn full_page_record() -> u64 {
-    Mutation::put(
-        ROOT_GROUP,
-        keys::chunk_key(0, 0),
-        vec![0u8; keys::PAGE_SIZE as usize],
-    )
-    .encoded_len() as u64
+    PAGE_RECORDS.1
 }
 
 /// The live bytes an unwritten page holds besides its own record: what writing it in full adds.
