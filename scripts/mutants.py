@@ -237,6 +237,15 @@ MUTANTS = [
         ["--release", "--lib", "engine::tests::summaries::recovery_from_summaries_equals_a_full_scan"],
     ),
     (
+        "summaries-lock-before-the-segment-table",
+        "lock order: the segment table's lock before the summaries being built (a write-out and a free would wait for each other)",
+        "src/engine/summaries.rs",
+        "            let infos = infos();\n            let building = self.building.lock();\n            let ready = complete(&infos, &building);",
+        "            let building = self.building.lock();\n            let ready = complete(&infos(), &building);",
+        ["--release", "--features", "shuttle", "--test", "engine_schedules",
+         "a_summaries_write_out_and_a_segment_free_never_wait_for_each_other"],
+    ),
+    (
         "summary-written-before-its-segments-sync",
         "4.9 recovery: a segment summary is written only once the bytes it describes are durable",
         "src/engine/summaries.rs",

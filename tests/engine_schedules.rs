@@ -396,6 +396,70 @@ fn a_victim_freed_and_reused_during_its_pass_is_never_copied_whatever_the_schedu
     );
 }
 
+/// A summaries write-out (the background loop's) and a free of a dead segment (the reclaimer's,
+/// which a writer short of free segments runs on its own thread) both take the segment table's
+/// lock and the lock of the summaries being built. Taken in opposite orders, some schedule
+/// holds one in each thread and waits forever for the other (the scheduler reports it).
+#[test]
+fn a_summaries_write_out_and_a_segment_free_never_wait_for_each_other() {
+    shuttle::check_random(
+        || {
+            let storage = SimStorage::new();
+            let engine = Arc::new(Engine::open_on(storage.clone(), &small_store()).unwrap());
+            engine.test_pause_background();
+            let big = |tag: u64, i: u64| {
+                let mut v = value(tag, i);
+                v.resize(40 << 10, b'0' + tag as u8);
+                v
+            };
+            let name = |i: u64| format!("k{i}").into_bytes();
+            // Large records (their segments' summaries are worth keeping) close a few segments;
+            // the first six are then overwritten, which leaves the first segment dead.
+            for i in 0..20 {
+                engine
+                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(1, i))])
+                    .unwrap();
+            }
+            for i in 0..6 {
+                engine
+                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(2, i))])
+                    .unwrap();
+            }
+            engine.sync().unwrap();
+            // The write-out starts once the reclaimer is about to free, so that the two meet.
+            let freeing = Arc::new(shuttle::sync::atomic::AtomicBool::new(false));
+            engine.test_set_step_hook(Some(Box::new({
+                let freeing = freeing.clone();
+                move |step| {
+                    if step == "reclaim: a first block zeroed" {
+                        freeing.store(true, Ordering::SeqCst);
+                    }
+                }
+            })));
+            let writer_out = {
+                let engine = engine.clone();
+                shuttle::thread::spawn(move || {
+                    while !freeing.load(Ordering::SeqCst) {
+                        shuttle::thread::yield_now();
+                    }
+                    engine.test_write_out_summaries().unwrap()
+                })
+            };
+            let freed = engine.test_reclaim().unwrap();
+            engine.test_set_step_hook(None);
+            let written = writer_out.join().unwrap();
+            assert!(freed > 0, "no dead segment was freed");
+            assert!(written > 0, "no summary was written out");
+            for i in 0..20 {
+                let want = if i < 6 { big(2, i) } else { big(1, i) };
+                assert_eq!(engine.get(&name(i)).unwrap(), Some(want), "k{i}");
+            }
+            Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
+        },
+        schedules(300),
+    );
+}
+
 /// A segment allocation (on a real disk: `fallocate`, `fsync`, a superblock write) runs with the
 /// log's lock held. Here one does not finish until a read of a key written earlier has
 /// returned: a read that needed the log's lock for a record already in storage would wait for

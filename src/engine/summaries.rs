@@ -157,6 +157,8 @@ pub(super) fn worth_reading(encoded: usize, end: u32) -> bool {
 pub struct Summaries {
     storage: Arc<dyn Storage>,
     segment_size: u32,
+    /// Taken after the segment table's lock, never before: freeing a segment forgets its
+    /// summary with the table locked (`SegmentManager::finish_free`).
     building: Mutex<BTreeMap<u32, Building>>,
     /// The newest slot on disk (slot, sequence) and how many summaries it holds; held across
     /// a write-out, so that write-outs run one at a time.
@@ -264,8 +266,9 @@ impl Summaries {
         }
         // Rule 3: every buffer noted so far was written before this sync began.
         let mut ready: Vec<SegmentSummary> = {
+            let infos = infos();
             let building = self.building.lock();
-            let ready = complete(&infos(), &building);
+            let ready = complete(&infos, &building);
             ready.iter().map(|s| building[s].summary.clone()).collect()
         };
         self.storage.sync()?;

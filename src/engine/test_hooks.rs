@@ -102,6 +102,17 @@ impl Engine {
         Ok(n)
     }
 
+    /// Test hook: write out every complete segment summary waiting now, as the background
+    /// does when enough of them wait; returns how many it wrote.
+    #[doc(hidden)]
+    pub fn test_write_out_summaries(&self) -> Result<usize> {
+        Ok(self
+            .inner
+            .segments
+            .summaries
+            .write_out(&self.inner.segments, super::summaries::WriteOut::Now)?)
+    }
+
     /// Test hook: write an index checkpoint now, as the background does when one is due.
     #[doc(hidden)]
     pub fn test_checkpoint(&self) {
