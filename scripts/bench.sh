@@ -9,6 +9,11 @@
 #   bindfs     bindfs over a directory on that ext4                   (FUSE pass-through peer)
 #   fuse2fs    fuse2fs on a second ext4 image file                    (FUSE file system peer)
 #   logstorfs  logstorfs with its store on the ext4 mount
+#   floor      `fuse_floor --xattrs` (src/bin/fuse_floor): a fuser daemon that stores nothing,
+#              the FUSE floor of this machine (issue 20 leaves a target unmet only where this
+#              floor is within 20% of logstorfs: logstorfs/floor >= 0.83). It keeps its table
+#              in memory, so a "remount" of it is only the drop_caches that follows; it has no
+#              listing or symlinks, so it runs the workloads seq rand small meta append only.
 #
 # Every workload runs RUNS times (default 3) on every system, the systems alternating within each
 # run (the order rotates from run to run); the median is reported, with ratios logstorfs/peer
@@ -48,7 +53,7 @@
 # Metrics that do not apply to a system (the mount workload's on the peers) show "n/a".
 # Other environment: LOGSTORFS (a logstorfs binary to use instead of building one with `cargo
 # build --release`, which honours CARGO_TARGET_DIR), BENCH_COMMIT (the commit named in the
-# report; default HEAD), WORKLOADS (default "seq rand small meta ls untar append mount"), RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs logstorfs"), LOGSTOR_SIZE (4G),
+# report; default HEAD), WORKLOADS (default "seq rand small meta ls untar append mount"), RUNS (3), SYSTEMS ("ext4 bindfs fuse2fs floor logstorfs"), FUSE_FLOOR (a fuse_floor binary; default built like logstorfs), LOGSTOR_SIZE (4G),
 # LOGSTOR_OPTS (more arguments for logstorfs mount, e.g. "-o writeback_cache"), EXT4_IMG_SIZE (16G), FUSE2FS_IMG_SIZE (8G), MOUNT_STORE_SIZE (4G), BENCH_DOCS (1: add the
 # table at the end of the "Filesystem vs peers" section of docs/BENCHMARKS.md; 0: only print
 # it), KEEP (0; 1 keeps the scratch directory), BENCH_RAW (a file to which every run's figure is
@@ -88,7 +93,7 @@ MOUNT_PROCS="${MOUNT_PROCS:-4}"
 MOUNT_REPEATS="${MOUNT_REPEATS:-3}"
 MOUNT_STORE_SIZE="${MOUNT_STORE_SIZE:-4G}"
 RUNS="${RUNS:-3}"
-SYSTEMS="${SYSTEMS:-ext4 bindfs fuse2fs logstorfs}"
+SYSTEMS="${SYSTEMS:-ext4 bindfs fuse2fs floor logstorfs}"
 LOGSTOR_SIZE="${LOGSTOR_SIZE:-4G}"
 EXT4_IMG_SIZE="${EXT4_IMG_SIZE:-16G}"
 FUSE2FS_IMG_SIZE="${FUSE2FS_IMG_SIZE:-8G}"
@@ -96,7 +101,7 @@ BENCH_DOCS="${BENCH_DOCS:-1}"
 KEEP="${KEEP:-0}"
 read -r -a WORKLOADS <<< "${WORKLOADS:-seq rand small meta ls untar append mount}"
 # Workloads that run only on some systems (others show "n/a"), and how many runs they get.
-declare -A WL_SYSTEMS=([mount]="logstorfs")
+declare -A WL_SYSTEMS=([mount]="logstorfs" [ls]="ext4 bindfs fuse2fs logstorfs" [untar]="ext4 bindfs fuse2fs logstorfs")
 declare -A WL_RUNS=([mount]=1)
 # metric -> "unit|better|label"
 declare -A METRICS=(
@@ -153,6 +158,10 @@ else
     cargo build --release --quiet
     LOGSTORFS="${CARGO_TARGET_DIR:-$REPO/target}/release/logstorfs"
 fi
+if [[ " $SYSTEMS " == *" floor "* && -z "${FUSE_FLOOR:-}" ]]; then
+    cargo build --release --quiet --bin fuse_floor
+    FUSE_FLOOR="${CARGO_TARGET_DIR:-$REPO/target}/release/fuse_floor"
+fi
 [[ -x "$LOGSTORFS" ]] || { echo "no logstorfs binary at $LOGSTORFS" >&2; exit 1; }
 LOGSTORFS="$(realpath "$LOGSTORFS")"
 BENCH_COMMIT="${BENCH_COMMIT:-$(git -C "$REPO" rev-parse --short HEAD)}"
@@ -164,10 +173,10 @@ if [[ -z "${BENCH_DIR:-}" ]]; then
     BENCH_DIR="$(mktemp -d "$base/logstorfs-bench.XXXXXX")"
 fi
 W="$BENCH_DIR"
-mkdir -p "$W/ext4" "$W/mnt/bindfs" "$W/mnt/fuse2fs" "$W/mnt/logstorfs" "$W/mnt/logstor-mt"
+mkdir -p "$W/ext4" "$W/mnt/bindfs" "$W/mnt/fuse2fs" "$W/mnt/floor" "$W/mnt/logstorfs" "$W/mnt/logstor-mt"
 MNT_MT="$W/mnt/logstor-mt"          # the mount workload's own stores
 EXT4="$W/ext4"                      # kernel ext4 mount (the "ext4" system and the others' disk)
-declare -A MNT=([ext4]="$EXT4/bench" [bindfs]="$W/mnt/bindfs" [fuse2fs]="$W/mnt/fuse2fs" [logstorfs]="$W/mnt/logstorfs")
+declare -A MNT=([ext4]="$EXT4/bench" [bindfs]="$W/mnt/bindfs" [fuse2fs]="$W/mnt/fuse2fs" [floor]="$W/mnt/floor" [logstorfs]="$W/mnt/logstorfs")
 FAILURES=()
 
 is_mounted() { grep -qs " $(realpath -m "$1") " /proc/mounts; }
@@ -175,7 +184,7 @@ is_mounted() { grep -qs " $(realpath -m "$1") " /proc/mounts; }
 cleanup() {
     local rc=$? m
     set +e
-    for m in "$MNT_MT" "${MNT[logstorfs]}" "${MNT[fuse2fs]}" "${MNT[bindfs]}"; do
+    for m in "$MNT_MT" "${MNT[logstorfs]}" "${MNT[floor]}" "${MNT[fuse2fs]}" "${MNT[bindfs]}"; do
         is_mounted "$m" && { unmount "$m" >/dev/null 2>&1 || fusermount3 -uz "$m"; }
     done
     is_mounted "$EXT4" && { umount "$EXT4" || umount -l "$EXT4"; }
@@ -194,6 +203,8 @@ mount_ext4() { mount -o loop "$W/ext4.img" "$EXT4"; }
 # Daemons must not inherit stdout (workloads run in $(...) and may remount).
 mount_bindfs() { bindfs "$EXT4/bindfs-src" "${MNT[bindfs]}" </dev/null >/dev/null 2>>"$W/mount.log"; }
 mount_fuse2fs() { fuse2fs "$W/fuse2fs.img" "${MNT[fuse2fs]}" -o fakeroot </dev/null >/dev/null 2>>"$W/mount.log"; }
+# fuse_floor stays in the foreground until unmounted.
+mount_floor() { "$FUSE_FLOOR" "${MNT[floor]}" --xattrs </dev/null >/dev/null 2>>"$W/mount.log" & }
 mount_logstorfs() {
     # shellcheck disable=SC2086 # LOGSTOR_OPTS is a list of arguments
     "$LOGSTORFS" mount --daemon --create --size "$LOGSTOR_SIZE" ${LOGSTOR_OPTS:-} "$EXT4/logstor-store" "${MNT[logstorfs]}" \
@@ -216,7 +227,10 @@ umount_sys() {
         *) unmount "${MNT[$1]}" ;;
     esac
 }
-remount_sys() { umount_sys "$1" && mount_sys "$1"; }
+remount_sys() { # the floor would lose its table (its files) in a remount
+    [[ $1 == floor ]] && return 0
+    umount_sys "$1" && mount_sys "$1"
+}
 
 log "scratch: $W"
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -227,6 +241,7 @@ if [[ " $SYSTEMS " == *" fuse2fs "* ]]; then
     mkfs.ext4 -q -F "$W/fuse2fs.img"
     mount_sys fuse2fs
 fi
+[[ " $SYSTEMS " == *" floor "* ]] && mount_sys floor
 mount_sys ext4
 if [[ " ${WORKLOADS[*]} " == *" untar "* ]]; then
     # the untar source: a real tree of >= 20 MB, tarred once here (not timed)
@@ -489,7 +504,7 @@ try:
 except Exception: print('-')" "$@"
 }
 peers=()
-for s in bindfs fuse2fs ext4; do [[ " $SYSTEMS " == *" $s "* ]] && peers+=("$s"); done
+for s in bindfs fuse2fs ext4 floor; do [[ " $SYSTEMS " == *" $s "* ]] && peers+=("$s"); done
 TABLE="$W/table.md"
 {
     printf '| workload | unit |'; for s in "${SYS[@]}"; do printf ' %s |' "$s"; done
@@ -529,6 +544,9 @@ DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/
         echo "Mount and memory (logstorfs only, once): a fresh store (--size ${MOUNT_STORE_SIZE}) of ${MOUNT_FILES} files of ${MOUNT_FILE_BYTES} B in ${MOUNT_DIRS} dirs; median of ${MOUNT_REPEATS} remounts, timed from \`logstorfs mount --daemon\` until \`stat\` of the mount point sees it; VmRSS of the daemon after the last (warm) remount."
     fi
     echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time), the median of the per-round ratios with their range; n/a: does not apply."
+    if [[ " $SYSTEMS " == *" floor "* ]]; then
+        echo "floor: \`fuse_floor --xattrs\`, a fuser daemon that stores nothing (the FUSE floor here); logstorfs/floor >= 0.83 means the floor is within 20% of logstorfs."
+    fi
     echo
     cat "$TABLE"
     echo
