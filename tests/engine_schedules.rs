@@ -46,6 +46,27 @@ fn value(writer: u64, i: u64) -> Vec<u8> {
     v
 }
 
+/// Key `k{i}`, for the tests of large records.
+fn name(i: u64) -> Vec<u8> {
+    format!("k{i}").into_bytes()
+}
+
+/// A 40 KiB value written by `tag` at step `i` (six fill a segment of the small store).
+fn big(tag: u64, i: u64) -> Vec<u8> {
+    let mut v = value(tag, i);
+    v.resize(40 << 10, b'0' + tag as u8);
+    v
+}
+
+/// Puts `big(tag, i)` under `name(i)` for every `i` of `keys`, one batch each.
+fn put_big(engine: &Engine, tag: u64, keys: std::ops::Range<u64>) {
+    for i in keys {
+        engine
+            .write(&[Mutation::put(ROOT_GROUP, name(i), big(tag, i))])
+            .unwrap();
+    }
+}
+
 /// Writers each put a few keys and sync after each; whatever the schedule, every put whose
 /// sync returned is there after a power cut that keeps only what was synced. Several syncs run
 /// at once here (each writer's, and the flusher's writes between them): a sync that returns
@@ -332,24 +353,10 @@ fn a_victim_freed_and_reused_during_its_pass_is_never_copied_whatever_the_schedu
             let storage = SimStorage::new();
             let engine = Arc::new(Engine::open_on(storage.clone(), &small_store()).unwrap());
             engine.test_pause_background();
-            let big = |tag: u64, i: u64| {
-                let mut v = value(tag, i);
-                v.resize(40 << 10, b'0' + tag as u8);
-                v
-            };
-            let name = |i: u64| format!("k{i}").into_bytes();
             // Eight 40 KiB records fill the first segment and close it; half of them are then
             // overwritten, which leaves it a victim at about half live.
-            for i in 0..8 {
-                engine
-                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(1, i))])
-                    .unwrap();
-            }
-            for i in 0..4 {
-                engine
-                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(2, i))])
-                    .unwrap();
-            }
+            put_big(&engine, 1, 0..8);
+            put_big(&engine, 2, 0..4);
             engine.sync().unwrap();
             let compactor = {
                 let engine = engine.clone();
@@ -358,18 +365,10 @@ fn a_victim_freed_and_reused_during_its_pass_is_never_copied_whatever_the_schedu
                 })
             };
             // The victim's other half dies, it is freed, and new writes take free segments.
-            for i in 4..8 {
-                engine
-                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(3, i))])
-                    .unwrap();
-            }
+            put_big(&engine, 3, 4..8);
             engine.sync().unwrap();
             engine.test_reclaim().unwrap();
-            for i in 8..20 {
-                engine
-                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(4, i))])
-                    .unwrap();
-            }
+            put_big(&engine, 4, 8..20);
             engine.sync().unwrap();
             compactor.join().unwrap();
             let newest = |i: u64| match i {
@@ -399,7 +398,8 @@ fn a_victim_freed_and_reused_during_its_pass_is_never_copied_whatever_the_schedu
 /// A summaries write-out (the background loop's) and a free of a dead segment (the reclaimer's,
 /// which a writer short of free segments runs on its own thread) both take the segment table's
 /// lock and the lock of the summaries being built. Taken in opposite orders, some schedule
-/// holds one in each thread and waits forever for the other (the scheduler reports it).
+/// holds one in each thread and waits forever for the other (the scheduler stops it at its
+/// step bound).
 #[test]
 fn a_summaries_write_out_and_a_segment_free_never_wait_for_each_other() {
     shuttle::check_random(
@@ -407,24 +407,10 @@ fn a_summaries_write_out_and_a_segment_free_never_wait_for_each_other() {
             let storage = SimStorage::new();
             let engine = Arc::new(Engine::open_on(storage.clone(), &small_store()).unwrap());
             engine.test_pause_background();
-            let big = |tag: u64, i: u64| {
-                let mut v = value(tag, i);
-                v.resize(40 << 10, b'0' + tag as u8);
-                v
-            };
-            let name = |i: u64| format!("k{i}").into_bytes();
             // Large records (their segments' summaries are worth keeping) close a few segments;
             // the first six are then overwritten, which leaves the first segment dead.
-            for i in 0..20 {
-                engine
-                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(1, i))])
-                    .unwrap();
-            }
-            for i in 0..6 {
-                engine
-                    .write(&[Mutation::put(ROOT_GROUP, name(i), big(2, i))])
-                    .unwrap();
-            }
+            put_big(&engine, 1, 0..20);
+            put_big(&engine, 2, 0..6);
             engine.sync().unwrap();
             // The write-out starts once the reclaimer is about to free, so that the two meet.
             let freeing = Arc::new(shuttle::sync::atomic::AtomicBool::new(false));
@@ -545,7 +531,7 @@ fn writers_queued_for_room_in_full_buffers_all_get_in_whatever_the_schedule() {
         || {
             let storage = SimStorage::new();
             let engine = Arc::new(Engine::open_on(storage, &small_store()).unwrap());
-            let big = |w: u64, i: u64| {
+            let large = |w: u64, i: u64| {
                 let mut v = value(w, i);
                 v.resize(100 << 10, b'0' + (w * 3 + i) as u8);
                 v
@@ -556,7 +542,7 @@ fn writers_queued_for_room_in_full_buffers_all_get_in_whatever_the_schedule() {
                     shuttle::thread::spawn(move || {
                         for i in 0..2 {
                             engine
-                                .write(&[Mutation::put(ROOT_GROUP, key(w, i), big(w, i))])
+                                .write(&[Mutation::put(ROOT_GROUP, key(w, i), large(w, i))])
                                 .unwrap();
                         }
                     })
@@ -567,7 +553,7 @@ fn writers_queued_for_room_in_full_buffers_all_get_in_whatever_the_schedule() {
             }
             for w in 0..4 {
                 for i in 0..2 {
-                    assert_eq!(engine.get(&key(w, i)).unwrap(), Some(big(w, i)));
+                    assert_eq!(engine.get(&key(w, i)).unwrap(), Some(large(w, i)));
                 }
             }
             Arc::try_unwrap(engine).ok().unwrap().close().unwrap();
