@@ -48,11 +48,11 @@ use super::storage::Storage;
 ///
 /// Why as many, not fewer: every write-out decodes the set on disk and encodes it whole, so
 /// the set grows by doubling and all the write-outs together rewrite it about twice (with a
-/// quarter, five times; going from a quarter to this took 28% off the background thread's CPU
-/// and 8% off the wall time of a 2 GiB `dd conv=fsync`, docs/BENCHMARKS.md). What it costs: a
-/// crash leaves up to half of the summarizable segments unsummarized instead of a fifth, and
-/// they are read whole, but only by a recovery that cannot take the index checkpoint
-/// (`open.rs`): one that can reads no summary at all.
+/// quarter, five times). Going from a quarter to this took a quarter off the background
+/// thread's CPU and 9 to 15% off the wall time of a 2 GiB `dd conv=fsync` (two measurements in
+/// docs/BENCHMARKS.md). What it costs: a crash leaves up to half of the summarizable segments
+/// unsummarized instead of a fifth, and they are read whole, but only by a recovery that
+/// cannot take the index checkpoint (`open.rs`): one that can reads no summary at all.
 pub const MIN_WAITING: usize = 4;
 
 /// When [`Summaries::write_out`] writes.
