@@ -152,6 +152,11 @@ struct Inner {
     /// schedule test can have passes and frees run inside that window.
     #[cfg(feature = "shuttle")]
     test_read_stall_turns: AtomicU64,
+    /// Turns each put gives the other threads between taking its place in a write buffer and
+    /// its index update, so that a schedule test can have a range delete of the same buffer
+    /// appended and applied inside that window.
+    #[cfg(feature = "shuttle")]
+    test_put_index_stall_turns: AtomicU64,
     /// Test hook: milliseconds to sleep between a batch's buffer write and its index update.
     test_index_delay_ms: AtomicU64,
     /// Test hook: the background thread does nothing while set.

@@ -505,6 +505,8 @@ impl Inner {
             read_pins: Default::default(),
             #[cfg(feature = "shuttle")]
             test_read_stall_turns: AtomicU64::new(0),
+            #[cfg(feature = "shuttle")]
+            test_put_index_stall_turns: AtomicU64::new(0),
             test_index_delay_ms: AtomicU64::new(0),
             test_background_paused: AtomicBool::new(false),
             test_step_hook: Mutex::new(None),

@@ -91,6 +91,16 @@ impl Engine {
             .store(turns, Ordering::Relaxed);
     }
 
+    /// Test hook (schedule tests): every put gives the other threads `turns` turns just before
+    /// its index update.
+    #[cfg(feature = "shuttle")]
+    #[doc(hidden)]
+    pub fn test_stall_put_index_updates(&self, turns: u64) {
+        self.inner
+            .test_put_index_stall_turns
+            .store(turns, Ordering::Relaxed);
+    }
+
     /// Test hook: run one compaction pass now; returns the number of victims emptied.
     #[doc(hidden)]
     pub fn test_compact(&self) -> Result<usize> {

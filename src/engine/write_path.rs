@@ -232,6 +232,10 @@ impl Inner {
                 && !entry.tombstone
             {
                 self.put_notes.note_put(ticket.segment, key, entry.version);
+                #[cfg(feature = "shuttle")]
+                for _ in 0..self.test_put_index_stall_turns.load(Ordering::Relaxed) {
+                    concurrency::yield_now();
+                }
             }
             let applied = self.index.apply_in_buffer(&update, &ticket.buffer_ranges);
             let location = match &update {
