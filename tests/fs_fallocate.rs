@@ -695,3 +695,32 @@ fn an_allocation_writes_no_zeros() {
     );
     assert_eq!(read_all(&fs, ino), vec![0u8; 32 << 20]);
 }
+
+#[test]
+fn stats_report_the_space_allocated_pages_hold_mounted_and_offline() {
+    use logstorfs::fs::STATS_XATTR;
+    use logstorfs::fs::stats::{StatsReport, offline_report};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = open(dir.path());
+    let report = |fs: &Fs| -> StatsReport {
+        serde_json::from_slice(&fs.getxattr(ROOT_INO, STATS_XATTR).unwrap()).unwrap()
+    };
+    assert_eq!(report(&fs).promised_bytes, 0);
+    let ino = make_file(&fs, ROOT_INO, "f", b"");
+    fs.fallocate(ino, 0, 1 << 20, 0).unwrap();
+    let held = report(&fs).promised_bytes;
+    // 256 pages, each holding a full page's record less its empty one.
+    assert!(
+        (256 * 4000..=256 * 4096).contains(&held),
+        "1 MiB allocated holds {held} bytes"
+    );
+    assert_eq!(held, fs.engine().promised_bytes());
+    assert!(report(&fs).text().contains("held for allocated pages"));
+    // Half the pages written: half the promise released.
+    fs.write(ino, 0, &pattern(512 << 10, 3)).unwrap();
+    assert_eq!(report(&fs).promised_bytes, held / 2);
+    fs.close().unwrap();
+    let offline = offline_report(dir.path()).unwrap();
+    assert!(!offline.mounted);
+    assert_eq!(offline.promised_bytes, held / 2);
+}

@@ -38,6 +38,7 @@ impl Inner {
             segments_free: free,
             mixed_segments: mixed,
             live_bytes: self.segments.live_total(),
+            promised_bytes: self.promised_bytes.load(Ordering::Relaxed),
             index_entries: (self.index.len() + self.index.range_delete_count()) as u64,
             // The notes of which puts each segment holds are index memory too.
             index_bytes: (self.index.heap_bytes() + self.put_notes.heap_bytes()) as u64,

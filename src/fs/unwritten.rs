@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::{Fs, FsResult, keys};
-use crate::engine::{Lsn, Mutation, ROOT_GROUP, prefix_successor};
+use crate::engine::{Engine, Lsn, Mutation, ROOT_GROUP, prefix_successor};
 
 /// Bytes of the record of an unwritten page (header and key, no value) and of a full page
 /// (header, key, 4096 bytes of value), worked out once: every batch asks.
@@ -50,6 +50,19 @@ pub(super) fn full_page_record() -> u64 {
 /// The live bytes an unwritten page holds besides its own record: what writing it in full adds.
 pub(super) fn page_promise() -> u64 {
     full_page_record() - unwritten_page_record()
+}
+
+/// Sets `engine`'s promised bytes from the unwritten pages its store holds, counted from the
+/// index (no I/O); returns how many pages that is. At mount, and for a report of a store read
+/// offline.
+pub(super) fn set_promises_from_index(engine: &Engine) -> u64 {
+    let pages = engine.count_records_of_len(
+        &[keys::TAG_CHUNK],
+        &[keys::TAG_CHUNK + 1],
+        unwritten_page_record(),
+    );
+    engine.set_promised_bytes(pages * page_promise());
+    pages
 }
 
 fn is_page_key(key: &[u8]) -> bool {
@@ -90,8 +103,7 @@ impl Fs {
     /// Sets the engine's promised bytes from the unwritten pages the store holds: at mount,
     /// before anything is written.
     pub(super) fn count_promises(&self) {
-        let pages = self.count_unwritten(&[keys::TAG_CHUNK], &[keys::TAG_CHUNK + 1]);
-        self.engine.set_promised_bytes(pages * page_promise());
+        let pages = set_promises_from_index(&self.engine);
         if pages > 0 {
             log::info!("mount: {pages} unwritten page(s) hold their space");
         }
