@@ -296,8 +296,8 @@ pub struct EngineStats {
     pub mixed_segments: u64,
     /// Bytes of records the index points at (values, keys and record headers).
     pub live_bytes: u64,
-    /// Live bytes promised to writes to come ([`super::Engine::write_with_promise`]): counted as used
-    /// by the capacity check beside `live_bytes`, though no record holds them yet.
+    /// Live bytes promised to writes to come ([`super::Engine::write_with_promise`]): counted
+    /// as used by the capacity check beside `live_bytes`, though no record holds them yet.
     pub promised_bytes: u64,
     pub index_entries: u64,
     /// Estimated heap bytes of the index.
