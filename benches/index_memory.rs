@@ -247,8 +247,12 @@ fn main() {
             std::thread::sleep(Duration::from_millis(20));
             let started = Instant::now();
             if with_snapshot {
-                let (points, _) = index.entries();
-                assert_eq!(points.len(), len as usize, "updates of existing keys only");
+                let snapshot = index.snapshot();
+                assert_eq!(
+                    snapshot.points().count(),
+                    len as usize,
+                    "updates of existing keys only"
+                );
             } else {
                 std::thread::sleep(Duration::from_millis(300));
             }

@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 
 use super::format::checkpoint::{self as bytes, Preamble, SegmentImage, SegmentMark};
 use super::format::{BUFFER_HEADER_SIZE, BufferHeader, Superblock};
-use super::index::{Entry, Index, RangeDelete};
+use super::index::{Index, Snapshot};
 use super::recovery::{Base, BaseSegment};
 use super::segments::{RecoveredTraces, SegmentInfo, SegmentManager, SegmentState};
 use super::storage::Storage;
@@ -53,8 +53,7 @@ use super::tombstones::PutNotes;
 /// What a checkpoint takes of the engine's state (see [`take`]), before it is encoded.
 pub struct Taking {
     infos: Vec<(SegmentInfo, u64)>,
-    points: Vec<(Vec<u8>, Entry)>,
-    ranges: Vec<RangeDelete>,
+    index: Snapshot,
     traces: RecoveredTraces,
 }
 
@@ -65,13 +64,12 @@ pub struct Taking {
 /// a clean close has stopped them, the background holds `compaction_lock` and `reclaim_lock`.
 pub fn take(segments: &SegmentManager, index: &Index) -> Taking {
     let infos = segments.snapshot();
-    let (points, ranges) = index.entries();
+    let index_then = index.snapshot();
     segments.note_unindexed_records(index.take_resurfacing());
     let traces = segments.traces();
     Taking {
         infos,
-        points,
-        ranges,
+        index: index_then,
         traces,
     }
 }
@@ -94,8 +92,7 @@ impl Taking {
     ) -> Result<Vec<u8>, &'static str> {
         let Taking {
             mut infos,
-            mut points,
-            ranges,
+            index,
             traces,
         } = self;
         if running {
@@ -117,8 +114,12 @@ impl Taking {
             floor_segment: (matches!(images[floor_segment as usize].mark, SegmentMark::Closed(_)))
                 .then_some(floor_segment),
         };
-        points.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(bytes::encode(&preamble, &images, &points, &ranges))
+        Ok(bytes::encode(
+            &preamble,
+            &images,
+            index.points(),
+            &index.ranges,
+        ))
     }
 }
 

@@ -98,22 +98,34 @@ pub struct Image<'a> {
     pub ranges: Vec<RangeDelete>,
 }
 
-/// The checkpoint of these parts (`points` sorted by key), CRC included.
-pub fn encode<K: AsRef<[u8]>>(
+/// The checkpoint of these parts, CRC included: `points` in key order, each key in parts
+/// (concatenated, they are the key).
+pub fn encode<'a>(
     preamble: &Preamble,
     segments: &[SegmentImage],
-    points: &[(K, Entry)],
+    points: impl Iterator<Item = ([&'a [u8]; 2], Entry)> + Clone,
     ranges: &[RangeDelete],
 ) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Sized first (a pass over the points costs less than growing a buffer of tens of MiB by
+    // doubling: each growth copies it and faults in fresh pages).
+    let (count, points_len) = (points.clone()).fold((0u64, 0usize), |(n, len), ([a, b], _)| {
+        (n + 1, len + POINT_FIXED_LEN + a.len() + b.len())
+    });
+    let mut out = Vec::with_capacity(4096 + segments.len() * 64 + points_len + ranges.len() * 64);
     put_preamble(&mut out, preamble);
     out.extend_from_slice(&(segments.len() as u32).to_le_bytes());
     for s in segments {
         put_segment(&mut out, s);
     }
-    out.extend_from_slice(&(points.len() as u64).to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    let mut previous: Option<[&[u8]; 2]> = None;
     for (key, e) in points {
-        put_point(&mut out, key.as_ref(), e);
+        debug_assert!(
+            previous.is_none_or(|p| p.concat() < key.concat()),
+            "checkpoint points out of key order"
+        );
+        previous = Some(key);
+        put_point(&mut out, key[0], key[1], &e);
     }
     out.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
     for r in ranges {
@@ -161,8 +173,14 @@ fn put_segment(out: &mut Vec<u8>, s: &SegmentImage) {
     }
 }
 
-fn put_point(out: &mut Vec<u8>, key: &[u8], e: &Entry) {
-    put_bytes(out, key);
+/// Bytes a point takes besides its key: the key's length, location, version, group, flag.
+const POINT_FIXED_LEN: usize = 4 + 12 + 8 + 4 + 1;
+
+/// A point whose key is `key_start` followed by `key_rest`.
+fn put_point(out: &mut Vec<u8>, key_start: &[u8], key_rest: &[u8], e: &Entry) {
+    out.extend_from_slice(&((key_start.len() + key_rest.len()) as u32).to_le_bytes());
+    out.extend_from_slice(key_start);
+    out.extend_from_slice(key_rest);
     put_location(out, e.location);
     out.extend_from_slice(&e.version.to_le_bytes());
     out.extend_from_slice(&e.group.to_le_bytes());

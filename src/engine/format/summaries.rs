@@ -103,37 +103,45 @@ impl SummaryBuffer {
 
 /// The bytes of a slot holding `summaries`, written with sequence `sequence`.
 pub fn encode(sequence: u64, summaries: &[&SegmentSummary]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&(summaries.len() as u32).to_le_bytes());
-    for s in summaries {
-        body.extend_from_slice(&s.segment.to_le_bytes());
-        body.extend_from_slice(&s.generation.to_le_bytes());
-        body.extend_from_slice(&(s.buffers.len() as u32).to_le_bytes());
-        for b in &s.buffers {
-            body.extend_from_slice(&b.offset.to_le_bytes());
-            body.extend_from_slice(&b.header);
-            body.extend_from_slice(&(b.records.len() as u32).to_le_bytes());
-            for r in &b.records {
-                body.extend_from_slice(&r.at.to_le_bytes());
-                body.extend_from_slice(&r.header);
-                body.extend_from_slice(&(r.key.len() as u16).to_le_bytes());
-                body.extend_from_slice(&r.key);
-                body.extend_from_slice(&(r.range_end.len() as u32).to_le_bytes());
-                body.extend_from_slice(&r.range_end);
-            }
-        }
-        body.extend_from_slice(&(s.tail_puts.len() as u32).to_le_bytes());
-        for (key, version) in &s.tail_puts {
-            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            body.extend_from_slice(key);
-            body.extend_from_slice(&version.to_le_bytes());
-        }
-    }
-    let mut out = Vec::with_capacity(SLOT_HEADER_SIZE + body.len() + CRC_SIZE);
+    // Written in place and sized first: the set is rewritten whole at each write-out, and
+    // growing a fresh buffer (then copying it behind the header) cost the background thread
+    // page faults for every byte of it.
+    let buffers: usize = (summaries.iter())
+        .flat_map(|s| &s.buffers)
+        .map(SummaryBuffer::encoded_len)
+        .sum();
+    let mut out =
+        Vec::with_capacity(SLOT_HEADER_SIZE + 4 + 16 * summaries.len() + buffers + CRC_SIZE);
     out.extend_from_slice(SUMMARY_MAGIC);
     out.extend_from_slice(&sequence.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 8]); // the body's length, once known
+    out.extend_from_slice(&(summaries.len() as u32).to_le_bytes());
+    for s in summaries {
+        out.extend_from_slice(&s.segment.to_le_bytes());
+        out.extend_from_slice(&s.generation.to_le_bytes());
+        out.extend_from_slice(&(s.buffers.len() as u32).to_le_bytes());
+        for b in &s.buffers {
+            out.extend_from_slice(&b.offset.to_le_bytes());
+            out.extend_from_slice(&b.header);
+            out.extend_from_slice(&(b.records.len() as u32).to_le_bytes());
+            for r in &b.records {
+                out.extend_from_slice(&r.at.to_le_bytes());
+                out.extend_from_slice(&r.header);
+                out.extend_from_slice(&(r.key.len() as u16).to_le_bytes());
+                out.extend_from_slice(&r.key);
+                out.extend_from_slice(&(r.range_end.len() as u32).to_le_bytes());
+                out.extend_from_slice(&r.range_end);
+            }
+        }
+        out.extend_from_slice(&(s.tail_puts.len() as u32).to_le_bytes());
+        for (key, version) in &s.tail_puts {
+            out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&version.to_le_bytes());
+        }
+    }
+    let body_len = (out.len() - SLOT_HEADER_SIZE) as u64;
+    out[16..SLOT_HEADER_SIZE].copy_from_slice(&body_len.to_le_bytes());
     let mut crc = Hasher::new();
     crc.update(&out);
     out.extend_from_slice(&crc.finalize().to_le_bytes());

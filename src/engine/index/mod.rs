@@ -46,6 +46,25 @@ pub struct Entry {
     pub tombstone: bool,
 }
 
+/// The index as one moment held it ([`Index::snapshot`]).
+pub struct Snapshot {
+    leaves: Vec<Leaf>,
+    /// Every range delete.
+    pub ranges: Vec<RangeDelete>,
+}
+
+impl Snapshot {
+    /// Every point entry, tombstones and entries a pending range delete hides included, in key
+    /// order. A key comes as two parts (its leaf's shared prefix, then the rest) so that
+    /// nothing is allocated per key (for the half a million pages of a 2 GiB file, those
+    /// allocations were a quarter of the daemon's page faults while it wrote the file).
+    pub fn points(&self) -> impl Iterator<Item = ([&[u8]; 2], Entry)> + Clone + '_ {
+        (self.leaves.iter()).flat_map(|leaf| {
+            (0..leaf.len()).map(move |i| ([&leaf.prefix[..], leaf.suffix(i)], leaf.entry(i)))
+        })
+    }
+}
+
 /// A change to the index: a put or tombstone at `entry`, or a range delete.
 #[derive(Clone, Debug)]
 pub enum Update {
@@ -199,25 +218,15 @@ impl Index {
         self.inner.write().apply(update, same_buffer_ranges)
     }
 
-    /// Every point entry, tombstones and entries a pending range delete hides included, in key
-    /// order, and every range delete: the index as one moment held it (one hold of its read
-    /// lock), for a checkpoint.
-    #[allow(clippy::type_complexity)]
-    pub fn entries(&self) -> (Vec<(Vec<u8>, Entry)>, Vec<RangeDelete>) {
-        // The leaves are copied whole under the lock (a few allocations per leaf) and their
-        // keys built after it: writers' index updates wait only for the copy.
-        let (leaves, ranges): (Vec<Leaf>, Vec<RangeDelete>) = {
-            let inner = self.inner.read();
-            let leaves = inner.leaves.values().cloned().collect();
-            (leaves, inner.ranges.values().cloned().collect())
-        };
-        let mut points = Vec::with_capacity(leaves.iter().map(Leaf::len).sum());
-        for leaf in &leaves {
-            for i in 0..leaf.len() {
-                points.push((leaf.key(i), leaf.entry(i)));
-            }
+    /// The index as one moment held it (one hold of its read lock), for a checkpoint. The
+    /// leaves are copied whole under the lock (a few allocations per leaf, none per key):
+    /// writers' index updates wait only for the copy.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.inner.read();
+        Snapshot {
+            leaves: inner.leaves.values().cloned().collect(),
+            ranges: inner.ranges.values().cloned().collect(),
         }
-        (points, ranges)
     }
 
     /// The segments of tombstones and range deletes displaced since the last call (see
