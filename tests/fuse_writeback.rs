@@ -69,16 +69,28 @@ impl Mount {
         self.mounted = true;
     }
 
+    /// Unmounts. The mount is busy for a moment if another test of this binary spawns a
+    /// process while this one has a file open: the child holds a copy of the descriptor
+    /// between its fork and its exec.
     fn unmount(&mut self) {
-        let st = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .status();
-        assert!(
-            st.is_ok_and(|s| s.success()),
-            "cannot unmount {}",
-            self.mnt.display()
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .output()
+                .expect("run fusermount3");
+            if out.status.success() {
+                break;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("busy") && std::time::Instant::now() < deadline,
+                "cannot unmount {}: {stderr}",
+                self.mnt.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         self.mounted = false;
     }
 }
