@@ -160,7 +160,6 @@ impl Fs {
             return Ok(());
         }
         let end = file_size.min(offset.saturating_add(u64::from(size)));
-        out.resize((end - offset) as usize, 0);
         let first = offset / keys::PAGE_SIZE;
         let last = (end - 1) / keys::PAGE_SIZE;
         let mut bad_key = None;
@@ -179,9 +178,8 @@ impl Fs {
                     let from = pstart.max(offset);
                     let to = (pstart + value.len() as u64).min(end);
                     if from < to {
-                        out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
-                            &value[(from - pstart) as usize..(to - pstart) as usize],
-                        );
+                        let bytes = &value[(from - pstart) as usize..(to - pstart) as usize];
+                        fill_at(out, (from - offset) as usize, bytes);
                     }
                 },
             )
@@ -190,6 +188,7 @@ impl Fs {
             out.clear();
             return Err(corrupt("page key", &key));
         }
+        out.resize((end - offset) as usize, 0); // a hole at the end reads as zeros
         Ok(())
     }
 
@@ -432,5 +431,38 @@ impl Fs {
     /// once; a second call is ignored.
     pub fn set_after_sync(&self, after: super::AfterSync) {
         let _ = self.after_sync.set(after);
+    }
+}
+
+/// Puts `bytes` at `at` in `out`, the bytes before it that no page filled (a hole) reading as
+/// zeros. Pages come in key order, so `out` grows by appending and only holes are zeroed:
+/// zeroing every 2 MiB reply before filling it was a memset per request on a sequential read.
+fn fill_at(out: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    if out.len() <= at {
+        out.resize(at, 0);
+        out.extend_from_slice(bytes);
+    } else {
+        // Not in key order (never from a scan): still correct.
+        let to = at + bytes.len();
+        if out.len() < to {
+            out.resize(to, 0);
+        }
+        out[at..to].copy_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_at;
+
+    #[test]
+    fn fill_at_zeroes_the_holes_between_pages_in_either_order() {
+        let mut out = Vec::new();
+        fill_at(&mut out, 2, b"ab");
+        fill_at(&mut out, 6, b"cd");
+        assert_eq!(out, b"\0\0ab\0\0cd");
+        fill_at(&mut out, 0, b"x");
+        fill_at(&mut out, 7, b"yz");
+        assert_eq!(out, b"x\0ab\0\0cyz");
     }
 }
