@@ -112,9 +112,9 @@ declare -A METRICS=(
     [meta_create]="ops/s|higher|create empty files"
     [meta_stat]="ops/s|higher|stat (cold)"
     [meta_unlink]="ops/s|higher|unlink"
-    [ls_l]="s|lower|ls -l of ${LS_FILES}-file dir (cold)"
-    [untar]="s|lower|untar of a source tree, then sync"
-    [du]="s|lower|du -s of the untarred tree (cold)"
+    [ls_l]="s|lower|ls -l of ${LS_FILES}-file dir (cold)|${WL_SYSTEMS[ls]}"
+    [untar]="s|lower|untar of a source tree, then sync|${WL_SYSTEMS[untar]}"
+    [du]="s|lower|du -s of the untarred tree (cold)|${WL_SYSTEMS[untar]}"
     [fsync_append]="ops/s|higher|4k append + fsync, one file"
     [mount_files]="files|info|mount store: files|logstorfs"
     [mount_records]="records|info|mount store: index entries|logstorfs"
@@ -318,7 +318,9 @@ EOF
 wl() { SCRIPTS_DIR="$PWD/scripts" python3 "$W/wl.py" "$@"; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$@"; }
-median() { tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "ERR"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+# No figures (every run failed) give "ERR", never a failed pipeline: under `set -e` that ended
+# the script before its report, losing every other figure of the run.
+median() { tr ' ' '\n' <<< "$1" | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "ERR"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 rate() { python3 -c "import sys; print('%.1f' % (float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))" "$@"; }
 
 # Each wl_* gets SYSTEM and a fresh empty DIR on it and prints "METRIC VALUE" lines.
