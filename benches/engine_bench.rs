@@ -14,7 +14,11 @@
 //! `--write-rounds N` (issue 20, thread scaling) runs only the write cases, N rounds of them:
 //! within a round every (value size, batch) case is written at 1, 4 and 16 threads, one after
 //! the other (the order reversed every other round, so that no thread count always comes
-//! first), each on a fresh store as in the default run. It prints one line per case and round,
+//! first), each on a fresh store and in a child process of its own (this binary re-run with
+//! `--child-write`), because in one process a case's figure depended on the cases before it: one
+//! writer of 4 KiB values ran 1.3 to 2.4 times as fast after that case's 4 and 16 writers as
+//! after 16 writers of 100 B values, so the per-round 4t/1t followed the round's order (1.5 to
+//! 1.9 in one, 0.8 to 1.0 in the other). It prints one line per case and round,
 //! then a table per (value size, batch): the median records/s at each thread count, and the
 //! median of the per-round ratios 4t/1t and 16t/4t with their min..max. Use 7 rounds or more:
 //!
@@ -161,6 +165,48 @@ fn write_case(
     (records.div_ceil(threads) * threads, secs)
 }
 
+/// [`write_case`] in a child process (this binary with `--child-write`), so that no case
+/// inherits an earlier case's heap.
+fn write_case_in_child(
+    plan: &Plan,
+    base: &Path,
+    size: usize,
+    per_batch: usize,
+    threads: usize,
+) -> (usize, f64) {
+    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.arg("--child-write")
+        .arg(format!("{size}:{per_batch}:{threads}"))
+        .arg("--dir")
+        .arg(base);
+    if plan.quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.output().expect("run child");
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("WRITE "))
+        .expect("child output");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[1].parse().unwrap(), f[2].parse().unwrap())
+}
+
+/// `SIZE:BATCH:THREADS` of `--only` and `--child-write`.
+fn parse_case(arg: &str) -> (usize, usize, usize) {
+    let f: Vec<usize> = arg
+        .split(':')
+        .map(|n| n.parse().expect("a case is SIZE:BATCH:THREADS"))
+        .collect();
+    assert_eq!(f.len(), 3, "a case is SIZE:BATCH:THREADS");
+    (f[0], f[1], f[2])
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -198,7 +244,7 @@ fn write_rounds(plan: &Plan, base: &Path, rounds: usize, offset: usize) {
             };
             for ti in order {
                 let threads = THREADS[ti];
-                let (written, secs) = write_case(plan, base, size, per_batch, threads);
+                let (written, secs) = write_case_in_child(plan, base, size, per_batch, threads);
                 let rps = written as f64 / secs;
                 rates[c][ti].push(rps);
                 say(&format!(
@@ -432,6 +478,12 @@ fn main() {
     };
     std::fs::create_dir_all(&base).expect("create bench directory");
     let plan = Plan::new(quick);
+    if let Some(i) = args.iter().position(|a| a == "--child-write") {
+        let (size, per_batch, threads) = parse_case(&args[i + 1]);
+        let (written, secs) = write_case(&plan, &base, size, per_batch, threads);
+        println!("WRITE {written} {secs}");
+        return;
+    }
     let total = Instant::now();
     say(&format!("load average at the start: {}", loadavg()));
     say(&format!(
@@ -446,12 +498,9 @@ fn main() {
             .filter(|&n| n > 0)
             .expect("--write-rounds takes a number of rounds");
         if let Some(j) = args.iter().position(|a| a == "--only") {
-            let f: Vec<usize> = args[j + 1]
-                .split(':')
-                .map(|n| n.parse().expect("--only SIZE:BATCH:THREADS"))
-                .collect();
+            let (size, per_batch, threads) = parse_case(&args[j + 1]);
             for _ in 0..rounds {
-                let (written, secs) = write_case(&plan, &base, f[0], f[1], f[2]);
+                let (written, secs) = write_case(&plan, &base, size, per_batch, threads);
                 say(&format!("{} records/s", (written as f64 / secs) as u64));
             }
         } else {
