@@ -1477,6 +1477,22 @@ whatever order concurrent writers update the index in",
         "        let next_log = None::<u64>\n",
         ["--release", "--test", "mirror_model", "a_writer_killed_between"],
     ),
+    (
+        "permission-read-search-ignored-on-directories",
+        "access(2): CAP_DAC_READ_SEARCH lets a caller read and search any directory",
+        "src/fs/permission.rs",
+        "        (want & MAY_WRITE == 0 && who.capable(CAP_DAC_READ_SEARCH)) || who.capable(",
+        "        (want & MAY_WRITE == 0 && who.capable(CAP_DAC_READ_SEARCH) && false) || who.capable(",
+        ["--release", "--test", "permission_vs_kernel"],
+    ),
+    (
+        "permission-supplementary-groups-ignored",
+        "access(2): a caller in the owning group by a supplementary group gets the group bits",
+        "src/fs/permission.rs",
+        "    let class = if want & (perm ^ (perm >> 3)) != 0 && who.in_group(target.gid) {\n",
+        "    let class = if want & (perm ^ (perm >> 3)) != 0 && who.uid() == target.gid {\n",
+        ["--release", "--test", "permission_vs_kernel"],
+    ),
 ]
 
 

@@ -261,7 +261,7 @@ fn a_named_acl_entry_grants_what_the_mode_bits_deny() {
     .unwrap();
     let read = libc::R_OK;
     assert!(matches!(
-        fs.access(f, read, OTHER_USER),
+        fs.access(f, read, &OTHER_USER),
         Err(FsError::Access)
     ));
     // setfacl -m u:logstorfs-test:r
@@ -279,10 +279,10 @@ fn a_named_acl_entry_grants_what_the_mode_bits_deny() {
     )
     .unwrap();
     assert_eq!(fs.getattr(f).unwrap().perm, 0o640);
-    fs.access(f, read, OTHER_USER)
+    fs.access(f, read, &OTHER_USER)
         .expect("the named entry grants read");
     assert!(matches!(
-        fs.access(f, libc::W_OK, OTHER_USER),
+        fs.access(f, libc::W_OK, &OTHER_USER),
         Err(FsError::Access)
     ));
     let stranger = Caller {
@@ -290,7 +290,7 @@ fn a_named_acl_entry_grants_what_the_mode_bits_deny() {
         gid: 1002,
     };
     assert!(
-        matches!(fs.access(f, read, stranger), Err(FsError::Access)),
+        matches!(fs.access(f, read, &stranger), Err(FsError::Access)),
         "the group class bits are the mask, which others do not get"
     );
     // The mask limits the named entry: rw- under a mask of r-- grants read only.
@@ -307,10 +307,10 @@ fn a_named_acl_entry_grants_what_the_mode_bits_deny() {
         0,
     )
     .unwrap();
-    fs.access(f, read, OTHER_USER)
+    fs.access(f, read, &OTHER_USER)
         .expect("read within the mask");
     assert!(
-        matches!(fs.access(f, libc::W_OK, OTHER_USER), Err(FsError::Access)),
+        matches!(fs.access(f, libc::W_OK, &OTHER_USER), Err(FsError::Access)),
         "write is outside the mask"
     );
     // chmod 600 cuts the mask to nothing: the entry stays but grants nothing.
@@ -323,10 +323,10 @@ fn a_named_acl_entry_grants_what_the_mode_bits_deny() {
     )
     .unwrap();
     assert!(matches!(
-        fs.access(f, read, OTHER_USER),
+        fs.access(f, read, &OTHER_USER),
         Err(FsError::Access)
     ));
-    fs.access(f, read | libc::W_OK, CALLER)
+    fs.access(f, read | libc::W_OK, &CALLER)
         .expect("the owner keeps rw");
 }
 

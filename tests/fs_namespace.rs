@@ -416,14 +416,14 @@ fn setattr_mode_owner_times() {
     );
     assert_eq!(fs.getattr(ino).unwrap(), a);
     assert_eq!(
-        fs.access(ino, libc::R_OK, CALLER).unwrap_err().errno(),
+        fs.access(ino, libc::R_OK, &CALLER).unwrap_err().errno(),
         libc::EACCES
     );
     assert!(
         fs.access(
             ino,
             libc::R_OK | libc::W_OK,
-            logstorfs::fs::Caller { uid: 42, gid: 0 }
+            &logstorfs::fs::Caller { uid: 42, gid: 0 }
         )
         .is_ok()
     );

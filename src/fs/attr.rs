@@ -4,10 +4,11 @@
 //! access ACL a chmod rewrites).
 
 use super::keys::{InodeRecord, Timestamp};
+use super::permission::{self, Credentials};
 use super::{
-    Attr, BLOCK_SIZE, Caller, FileKind, Fs, FsError, FsResult, IN_EVERY_GROUP, InGroup,
-    MAX_FILE_SIZE, MAX_NAME_LEN, SetAttr, StatFs, State, TimeSet, Txn, acl, drop_privileges,
-    inode_flags, keys, to_attr,
+    Attr, BLOCK_SIZE, FileKind, Fs, FsError, FsResult, IN_EVERY_GROUP, InGroup, MAX_FILE_SIZE,
+    MAX_NAME_LEN, SetAttr, StatFs, State, TimeSet, Txn, acl, drop_privileges, inode_flags, keys,
+    to_attr,
 };
 use crate::engine::Mutation;
 
@@ -176,51 +177,34 @@ impl Fs {
         }
     }
 
-    /// access(2): checks `mask` (R_OK/W_OK/X_OK bits; 0 = existence) against the mode bits and,
-    /// for a caller other than the owner, the access ACL if the group class has any bit (as
-    /// Linux's `acl_permission_check`). The caller's groups are its `gid` only.
-    pub fn access(&self, ino: u64, mask: i32, caller: Caller) -> FsResult<()> {
+    /// access(2): whether `who` gets every bit of `mask` (R_OK, W_OK, X_OK; F_OK asks only
+    /// that the inode exist), as the kernel's `generic_permission` would answer
+    /// ([`permission::permitted`]).
+    pub fn access(&self, ino: u64, mask: i32, who: &dyn Credentials) -> FsResult<()> {
         let st = self.state.lock();
         let rec = self.load(&st, ino)?;
         if mask == libc::F_OK {
             return Ok(());
         }
-        let perm = u32::from(rec.perm);
-        let granted = if caller.uid == 0 {
-            // Root may read and write anything, and execute if any execute bit is set.
-            let x = if perm & 0o111 != 0 || rec.kind == FileKind::Directory {
-                1
-            } else {
-                0
-            };
-            6 | x
-        } else if caller.uid == rec.uid {
-            (perm >> 6) & 7
-        } else if let Some(a) = (perm & 0o070 != 0)
-            .then(|| {
-                self.engine
-                    .get(&keys::xattr_key(ino, acl::ACCESS_ACL_XATTR))
-            })
-            .transpose()?
-            .flatten()
-            .as_deref()
-            .map(acl::Acl::parse)
-            .transpose()?
-            .flatten()
-        {
-            let in_group = |g| g == caller.gid;
-            if a.permits(caller.uid, rec.uid, rec.gid, &in_group, mask as u16) {
-                return Ok(());
-            }
-            return Err(FsError::Access);
-        } else if caller.gid == rec.gid {
-            (perm >> 3) & 7
-        } else {
-            perm & 7
+        let target = permission::Target {
+            uid: rec.uid,
+            gid: rec.gid,
+            perm: rec.perm,
+            directory: rec.kind == FileKind::Directory,
         };
-        if (mask as u32) & 7 & !granted != 0 {
-            return Err(FsError::Access);
+        let access_acl = || {
+            self.engine
+                .get(&keys::xattr_key(ino, acl::ACCESS_ACL_XATTR))?
+                .as_deref()
+                .map(acl::Acl::parse)
+                .transpose()
+                .map(Option::flatten)
+        };
+        // R_OK, W_OK and X_OK are MAY_READ, MAY_WRITE and MAY_EXEC.
+        if permission::permitted(who, target, (mask & 7) as u16, access_acl)? {
+            Ok(())
+        } else {
+            Err(FsError::Access)
         }
-        Ok(())
     }
 }

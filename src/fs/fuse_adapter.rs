@@ -43,7 +43,7 @@ use fuser::{
 };
 
 use super::{Fs, SetAttr, XattrReply};
-use caller::{caller, caller_has_fsetid, caller_in_group};
+use caller::{RequestCredentials, caller, caller_has_fsetid, caller_in_group};
 use convert::{errno, file_attr, file_type, generation, time_set};
 
 /// How long the kernel may cache attributes and directory entries: long, since it is told of
@@ -527,7 +527,10 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.fs.access(ino.0, mask.bits(), caller(req)) {
+        match self
+            .fs
+            .access(ino.0, mask.bits(), &RequestCredentials::new(req))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("access", req, &e)),
         }

@@ -67,6 +67,7 @@ pub mod kernel_time;
 pub mod keys;
 mod namespace;
 mod open;
+pub mod permission;
 pub mod seek;
 pub mod stats;
 mod txn;
@@ -177,6 +178,19 @@ const _: () = assert!(32 * 4096 <= MAX_BATCH_BYTES);
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+}
+
+/// A caller known by its request alone: in its own group only, with no capabilities.
+impl permission::Credentials for Caller {
+    fn uid(&self) -> u32 {
+        self.uid
+    }
+    fn in_group(&self, gid: u32) -> bool {
+        gid == self.gid
+    }
+    fn capable(&self, _cap: u32) -> bool {
+        false
+    }
 }
 
 /// Attributes returned to callers.

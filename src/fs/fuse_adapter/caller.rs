@@ -4,13 +4,51 @@
 
 use fuser::Request;
 
+use std::cell::OnceCell;
+
 use super::super::Caller;
 use super::super::inode_flags::FlagsCaller;
+use super::super::permission::Credentials;
 
 pub(super) fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+    }
+}
+
+/// The caller of one request for a permission check: its groups and capabilities are read
+/// from `/proc` at most once, and only if the check asks.
+pub(super) struct RequestCredentials<'r> {
+    req: &'r Request,
+    status: OnceCell<Option<String>>,
+}
+
+impl<'r> RequestCredentials<'r> {
+    pub(super) fn new(req: &'r Request) -> Self {
+        RequestCredentials {
+            req,
+            status: OnceCell::new(),
+        }
+    }
+
+    fn status(&self) -> Option<&str> {
+        self.status
+            .get_or_init(|| caller_status(self.req))
+            .as_deref()
+    }
+}
+
+impl Credentials for RequestCredentials<'_> {
+    fn uid(&self) -> u32 {
+        self.req.uid()
+    }
+    fn in_group(&self, gid: u32) -> bool {
+        gid == self.req.gid() || self.status().is_some_and(|s| status_in_group(s, gid))
+    }
+    fn capable(&self, cap: u32) -> bool {
+        self.status()
+            .is_some_and(|s| status_has_capability(self.req, s, cap))
     }
 }
 
@@ -37,9 +75,12 @@ pub(super) fn caller_has_fsetid(req: &Request) -> bool {
 /// Whether the caller has capability number `cap` in its effective set, counted only in our
 /// own user namespace (see [`caller_has_fsetid`]).
 pub(super) fn caller_has_capability(req: &Request, cap: u32) -> bool {
-    let Some(status) = caller_status(req) else {
-        return false;
-    };
+    caller_status(req).is_some_and(|status| status_has_capability(req, &status, cap))
+}
+
+/// Whether the `status` of `req`'s caller names capability `cap` in its effective set, counted
+/// only if the caller is in our own user namespace.
+fn status_has_capability(req: &Request, status: &str, cap: u32) -> bool {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
     let theirs = ns(&req.pid().to_string());
     if theirs.is_none() || theirs != ns("self") {
@@ -66,11 +107,13 @@ pub(super) fn flags_caller(req: &Request) -> FlagsCaller {
 /// groups (which the request does not carry: read from `/proc` only when a set-group-ID file
 /// without group execute asks).
 pub(super) fn caller_in_group(req: &Request, gid: u32) -> bool {
-    gid == req.gid()
-        || caller_status(req).is_some_and(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
-        })
+    gid == req.gid() || caller_status(req).is_some_and(|status| status_in_group(&status, gid))
+}
+
+/// Whether a `/proc/PID/status` names `gid` among the supplementary groups.
+fn status_in_group(status: &str, gid: u32) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
 }

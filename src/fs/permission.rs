@@ -1,0 +1,234 @@
+//! May this caller read, write or search (execute) this inode? The kernel's answer, made here:
+//! Linux's `generic_permission` (`acl_permission_check`, then the `CAP_DAC_READ_SEARCH` and
+//! `CAP_DAC_OVERRIDE` overrides), with the access ACL read only when the answer depends on it.
+//!
+//! While mounts keep `default_permissions` the kernel makes this check before any request
+//! reaches us; [`Fs::access`](super::Fs::access) answers access(2) with it when the kernel asks
+//! (`FUSE_ACCESS`), and it is the rule a daemon that checks for itself must follow.
+//! `tests/permission_vs_kernel.rs` holds it against the kernel's own answers.
+
+use super::FsResult;
+use super::acl::Acl;
+
+/// Read, write and search/execute, as in an access ACL entry and the kernel's `MAY_*` bits.
+pub const MAY_READ: u16 = 4;
+pub const MAY_WRITE: u16 = 2;
+pub const MAY_EXEC: u16 = 1;
+
+/// Capability numbers (`linux/capability.h`).
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+
+/// The caller as a permission check sees it. A FUSE request carries the filesystem user and
+/// group IDs only: an implementation learns supplementary groups and capabilities from the
+/// caller's process when asked, so a check that does not need them costs nothing.
+pub trait Credentials {
+    /// The filesystem user ID.
+    fn uid(&self) -> u32;
+    /// Whether `gid` is the filesystem group ID or one of the supplementary groups.
+    fn in_group(&self, gid: u32) -> bool;
+    /// Whether capability number `cap` is in the effective set (counted only where the kernel
+    /// would count it: in doubt, no).
+    fn capable(&self, cap: u32) -> bool;
+}
+
+/// What the check looks at of the inode.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits (0o7777; only 0o777 count).
+    pub perm: u16,
+    pub directory: bool,
+}
+
+/// Whether `who` gets every bit of `want` (`MAY_*`) on `target`; `acl` reads the inode's
+/// access ACL (None without one) and is called only if the answer depends on it.
+pub fn permitted(
+    who: &dyn Credentials,
+    target: Target,
+    want: u16,
+    acl: impl FnOnce() -> FsResult<Option<Acl>>,
+) -> FsResult<bool> {
+    let want = want & 7;
+    if mode_or_acl_permits(who, target, want, acl)? {
+        return Ok(true);
+    }
+    // The overrides (`generic_permission`): on a directory, reading and searching need
+    // CAP_DAC_READ_SEARCH, and anything CAP_DAC_OVERRIDE; on other inodes, reading alone needs
+    // CAP_DAC_READ_SEARCH, and CAP_DAC_OVERRIDE grants reading and writing, and executing
+    // only where some execute bit is set.
+    Ok(if target.directory {
+        (want & MAY_WRITE == 0 && who.capable(CAP_DAC_READ_SEARCH)) || who.capable(CAP_DAC_OVERRIDE)
+    } else {
+        (want == MAY_READ && who.capable(CAP_DAC_READ_SEARCH))
+            || ((want & MAY_EXEC == 0 || target.perm & 0o111 != 0) && who.capable(CAP_DAC_OVERRIDE))
+    })
+}
+
+/// `acl_permission_check`: the owner gets the owner bits; anyone else the access ACL's answer
+/// when the group class has a bit (the ACL's mask), else the group bits if in the owning group,
+/// else the other bits.
+fn mode_or_acl_permits(
+    who: &dyn Credentials,
+    target: Target,
+    want: u16,
+    acl: impl FnOnce() -> FsResult<Option<Acl>>,
+) -> FsResult<bool> {
+    let perm = target.perm & 0o777;
+    if who.uid() == target.uid {
+        return Ok(want & !(perm >> 6) == 0);
+    }
+    if perm & 0o070 != 0
+        && let Some(acl) = acl()?
+    {
+        let in_group = |gid| who.in_group(gid);
+        return Ok(acl.permits(who.uid(), target.uid, target.gid, &in_group, want));
+    }
+    // Group membership is looked up only when group and other bits differ where it matters.
+    let class = if want & (perm ^ (perm >> 3)) != 0 && who.in_group(target.gid) {
+        perm >> 3
+    } else {
+        perm
+    };
+    Ok(want & !class & 7 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Who {
+        uid: u32,
+        groups: &'static [u32],
+        caps: u64,
+    }
+
+    impl Credentials for Who {
+        fn uid(&self) -> u32 {
+            self.uid
+        }
+        fn in_group(&self, gid: u32) -> bool {
+            self.groups.contains(&gid)
+        }
+        fn capable(&self, cap: u32) -> bool {
+            self.caps & (1 << cap) != 0
+        }
+    }
+
+    const FILE: Target = Target {
+        uid: 1000,
+        gid: 100,
+        perm: 0o640,
+        directory: false,
+    };
+
+    fn check(who: &Who, target: Target, want: u16) -> bool {
+        permitted(who, target, want, || Ok(None)).unwrap()
+    }
+
+    #[test]
+    fn classes_and_overrides() {
+        let owner = Who {
+            uid: 1000,
+            groups: &[1000],
+            caps: 0,
+        };
+        let member = Who {
+            uid: 1001,
+            groups: &[1001, 100],
+            caps: 0,
+        };
+        let other = Who {
+            uid: 1002,
+            groups: &[1002],
+            caps: 0,
+        };
+        assert!(check(&owner, FILE, MAY_READ | MAY_WRITE));
+        assert!(!check(&owner, FILE, MAY_EXEC));
+        assert!(check(&member, FILE, MAY_READ));
+        assert!(!check(&member, FILE, MAY_WRITE));
+        assert!(!check(&other, FILE, MAY_READ));
+        // An owner denied by the owner bits is not rescued by the group or other bits.
+        let odd = Target {
+            perm: 0o077,
+            ..FILE
+        };
+        assert!(!check(&owner, odd, MAY_READ));
+        assert!(check(&other, odd, MAY_READ));
+        let reader = Who {
+            uid: 0,
+            groups: &[0],
+            caps: 1 << CAP_DAC_READ_SEARCH,
+        };
+        assert!(check(&reader, FILE, MAY_READ));
+        assert!(!check(&reader, FILE, MAY_WRITE));
+        let root = Who {
+            uid: 0,
+            groups: &[0],
+            caps: 1 << CAP_DAC_OVERRIDE,
+        };
+        assert!(check(&root, FILE, MAY_READ | MAY_WRITE));
+        // Executing needs some execute bit even for root; a directory does not.
+        assert!(!check(&root, FILE, MAY_EXEC));
+        assert!(check(
+            &root,
+            Target {
+                perm: 0o001,
+                ..FILE
+            },
+            MAY_EXEC
+        ));
+        let dir = Target {
+            perm: 0o700,
+            directory: true,
+            ..FILE
+        };
+        assert!(check(&root, dir, MAY_EXEC | MAY_WRITE));
+        assert!(check(&reader, dir, MAY_READ | MAY_EXEC));
+        assert!(!check(&reader, dir, MAY_WRITE));
+        let powerless_root = Who {
+            uid: 0,
+            groups: &[0],
+            caps: 0,
+        };
+        assert!(!check(&powerless_root, FILE, MAY_READ));
+    }
+
+    #[test]
+    fn acl_is_read_only_when_it_decides() {
+        let owner = Who {
+            uid: 1000,
+            groups: &[1000],
+            caps: 0,
+        };
+        let other = Who {
+            uid: 1002,
+            groups: &[1002],
+            caps: 0,
+        };
+        let refuse = || -> FsResult<Option<Acl>> { panic!("the ACL was read") };
+        assert!(permitted(&owner, FILE, MAY_READ, refuse).unwrap());
+        let no_group_bits = Target {
+            perm: 0o604,
+            ..FILE
+        };
+        assert!(permitted(&other, no_group_bits, MAY_READ, refuse).unwrap());
+        // A named entry for 1002 with read, under a mask that keeps it.
+        let acl = Acl::parse(&[
+            2, 0, 0, 0, // version
+            1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, // user::rw-
+            2, 0, 4, 0, 0xea, 3, 0, 0, // user:1002:r--
+            4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // group::---
+            0x10, 0, 4, 0, 0xff, 0xff, 0xff, 0xff, // mask::r--
+            0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // other::---
+        ])
+        .unwrap();
+        let with_acl = Target {
+            perm: 0o640,
+            ..FILE
+        };
+        assert!(permitted(&other, with_acl, MAY_READ, || Ok(acl.clone())).unwrap());
+        assert!(!permitted(&other, with_acl, MAY_WRITE, || Ok(acl.clone())).unwrap());
+    }
+}
