@@ -1493,6 +1493,14 @@ whatever order concurrent writers update the index in",
         "    let class = if want & (perm ^ (perm >> 3)) != 0 && who.uid() == target.gid {\n",
         ["--release", "--test", "permission_vs_kernel"],
     ),
+    (
+        "permission-sticky-ignores-directory-owner",
+        "unlink in a sticky directory: its owner may remove any name in it",
+        "src/fs/permission.rs",
+        "who.uid() != victim.uid && who.uid() != dir.uid && !who.capable(CAP_FOWNER)",
+        "who.uid() != victim.uid && !who.capable(CAP_FOWNER)",
+        ["--release", "--test", "permission_vs_kernel"],
+    ),
 ]
 
 

@@ -1,8 +1,9 @@
-//! The permission rule of `src/fs/permission.rs` against the kernel's own answers. Files and
+//! The permission rules of `src/fs/permission.rs` against the kernel's own answers. Files and
 //! directories on the test's own disk (a kernel filesystem with POSIX ACLs) get random owners,
-//! modes and access ACLs; a child process takes random credentials (user, group, supplementary
-//! groups, and for root all, some or no capabilities) and asks access(2); the rule, given what
-//! `stat` and the ACL xattr then say, must answer the same in every case.
+//! modes (set-ID and sticky bits too) and access ACLs; a child process takes random credentials
+//! (user, group, supplementary groups, and for root all, some or no capabilities) and asks
+//! access(2), removes a name or creates one; the rules, given what `stat` and the ACL xattr
+//! then say, must answer the same in every case, errno included.
 //!
 //! Runs as root, as the rest of the suite does: it changes owners and credentials.
 
@@ -11,7 +12,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use logstorfs::fs::acl::{Acl, AclEntry};
-use logstorfs::fs::permission::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, Credentials, Target};
+use logstorfs::fs::permission::{
+    CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, Credentials, Refusal, Target, may_create,
+    may_delete,
+};
 
 const CASES: usize = 2000;
 const ACL_XATTR: &str = "system.posix_acl_access";
@@ -116,8 +120,9 @@ fn random_acl(rng: &mut Rng) -> Option<Acl> {
     Some(Acl { entries })
 }
 
-/// access(2) of `path` for `want` in a child with `who`'s credentials: true if granted.
-fn kernel_answer(path: &CString, who: &Who, want: u16) -> bool {
+/// Runs `op` (raw system calls only: it runs in a forked child) with `who`'s credentials and
+/// returns its errno, or 0 if it succeeded.
+fn as_who(who: &Who, op: impl Fn() -> i64) -> i32 {
     let groups: Vec<libc::gid_t> = who.groups.clone();
     // Version 3 capability sets: two 32-bit words of (effective, permitted, inheritable).
     let header = [0x2008_0522u32, 0];
@@ -136,30 +141,36 @@ fn kernel_answer(path: &CString, who: &Who, want: u16) -> bool {
                 && (who.uid != 0
                     || libc::syscall(libc::SYS_capset, header.as_ptr(), data.as_ptr()) == 0);
             if !ok {
-                libc::_exit(3);
+                libc::_exit(255);
             }
-            let r = libc::syscall(
-                libc::SYS_faccessat,
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                i32::from(want),
-            );
-            let code = if r == 0 {
+            libc::_exit(if op() >= 0 {
                 0
-            } else if *libc::__errno_location() == libc::EACCES {
-                1
             } else {
-                2
-            };
-            libc::_exit(code);
+                *libc::__errno_location()
+            });
         }
         let mut status = 0;
         assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        match libc::WEXITSTATUS(status) {
-            0 => true,
-            1 => false,
-            n => panic!("the child could not take {who:?} or ask access(2) (exit {n})"),
-        }
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, 255, "the child could not take {who:?}");
+        code
+    }
+}
+
+/// access(2) of `path` for `want` as `who`: true if granted.
+fn kernel_answer(path: &CString, who: &Who, want: u16) -> bool {
+    // SAFETY: a valid C string.
+    match as_who(who, || unsafe {
+        libc::syscall(
+            libc::SYS_faccessat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            i32::from(want),
+        )
+    }) {
+        0 => true,
+        libc::EACCES => false,
+        e => panic!("access(2) as {who:?}: errno {e}"),
     }
 }
 
@@ -191,73 +202,181 @@ fn stored_acl(path: &Path) -> Option<Acl> {
     Acl::parse(&value).expect("the kernel's ACL parses")
 }
 
-#[test]
-fn permission_rule_answers_as_the_kernel_does() {
+/// What `stat` says of `path`, as the rule takes it.
+fn target_of(path: &Path) -> Target {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    Target {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        perm: (meta.mode() & 0o7777) as u16,
+        directory: meta.is_dir(),
+    }
+}
+
+/// A random caller: root with all, some or none of the capabilities that matter here, or one
+/// of three users, in random groups.
+fn random_who(rng: &mut Rng, all_caps: u64) -> Who {
+    let uid = rng.pick(&[0, 1000, 1001, 1002]);
+    Who {
+        uid,
+        gid: rng.pick(&[0, 100, 101, 1000, 1002]),
+        groups: [100, 101, 102]
+            .into_iter()
+            .filter(|_| rng.below(2) == 0)
+            .collect(),
+        caps: if uid != 0 {
+            0
+        } else {
+            rng.pick(&[
+                all_caps,
+                0,
+                1 << CAP_DAC_READ_SEARCH,
+                1 << CAP_DAC_OVERRIDE,
+                1 << CAP_FOWNER,
+                1 << CAP_DAC_OVERRIDE | 1 << CAP_FOWNER,
+            ])
+        },
+    }
+}
+
+/// A new file or directory at `path` with a random owner, group, mode (set-ID and sticky bits
+/// included) and, half the time, access ACL.
+fn random_inode(rng: &mut Rng, path: &Path, directory: bool) {
+    if directory {
+        std::fs::create_dir(path).unwrap();
+    } else {
+        std::fs::write(path, b"").unwrap();
+    }
+    let owner = rng.pick(&[0, 1000, 1001]);
+    let group = rng.pick(&[0, 100, 101, 1000]);
+    std::os::unix::fs::chown(path, Some(owner), Some(group)).unwrap();
+    let mode = rng.below(0o10000) as u32;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    if let Some(acl) = random_acl(rng) {
+        set_acl(path, &acl);
+    }
+}
+
+/// The test runs as root: it changes owners and credentials. Returns its own capabilities,
+/// which must include those the rule's overrides use.
+fn root_caps() -> u64 {
     // SAFETY: no preconditions.
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
         "run as root: this test changes owners and credentials"
     );
-    let seed = std::env::var("PERMISSION_SEED")
+    let all = own_caps();
+    let needed = 1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH | 1 << CAP_FOWNER;
+    assert_eq!(
+        all & needed,
+        needed,
+        "root lacks a capability the rule's overrides use"
+    );
+    all
+}
+
+fn seed() -> u64 {
+    std::env::var("PERMISSION_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_1e55_u64);
-    let mut rng = Rng(seed | 1);
-    let all_caps = own_caps();
-    assert!(
-        all_caps & (1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH)
-            == (1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH),
-        "root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH cannot show their overrides"
-    );
+        .unwrap_or(0x5eed_1e55_u64)
+}
+
+/// A directory of the test's own that every caller may search.
+fn test_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    // Every caller must reach the files: search on the test's directory for all.
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn create_and_delete_rules_answer_as_the_kernel_does() {
+    let all_caps = root_caps();
+    let seed = seed();
+    let mut rng = Rng(seed.rotate_left(17) | 1);
+    let dir = test_dir();
+    let mut outcomes = [0usize; 3]; // allowed, EACCES, EPERM
+    for case in 0..CASES {
+        let parent = dir.path().join(format!("d{case}"));
+        random_inode(&mut rng, &parent, true);
+        let victim_is_dir = rng.below(2) == 0;
+        let victim = parent.join("victim");
+        random_inode(&mut rng, &victim, victim_is_dir);
+        let (dir_target, dir_acl) = (target_of(&parent), stored_acl(&parent));
+        let victim_target = target_of(&victim);
+        let who = random_who(&mut rng, all_caps);
+        let expect = |r: Result<(), Refusal>| match r {
+            Ok(()) => 0,
+            Err(Refusal::Access) => libc::EACCES,
+            Err(Refusal::NotOwner) => libc::EPERM,
+        };
+        let c_victim = CString::new(victim.as_os_str().as_bytes()).unwrap();
+        let flags = if victim_is_dir { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: a valid C string.
+        let kernel = as_who(&who, || unsafe {
+            libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, c_victim.as_ptr(), flags)
+        });
+        let ours = may_delete(&who, dir_target, || Ok(dir_acl.clone()), victim_target).unwrap();
+        assert_eq!(
+            expect(ours),
+            kernel,
+            "case {case} (seed {seed:#x}): {who:?} removing {victim_target:?} from \
+             {dir_target:?} (perm {:#o}) with ACL {dir_acl:?}",
+            dir_target.perm
+        );
+        outcomes[match kernel {
+            0 => 0,
+            libc::EACCES => 1,
+            _ => 2,
+        }] += 1;
+        let c_new = CString::new(parent.join("new").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        let kernel = as_who(&who, || unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                c_new.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o600,
+            )
+        });
+        let ours = may_create(&who, dir_target, || Ok(dir_acl.clone())).unwrap();
+        assert_eq!(
+            expect(ours),
+            kernel,
+            "case {case} (seed {seed:#x}): {who:?} creating in {dir_target:?} (perm {:#o}) \
+             with ACL {dir_acl:?}",
+            dir_target.perm
+        );
+    }
+    // Each answer must come up often enough for the comparison to show something.
+    assert!(
+        outcomes.iter().all(|&n| n > CASES / 20),
+        "removals allowed, refused for access, refused for ownership: {outcomes:?}"
+    );
+}
+
+#[test]
+fn permission_rule_answers_as_the_kernel_does() {
+    let all_caps = root_caps();
+    let seed = seed();
+    let mut rng = Rng(seed | 1);
+    let dir = test_dir();
     let mut granted = 0;
     let mut by_acl = 0;
     for case in 0..CASES {
-        let directory = rng.below(2) == 0;
         let path = dir.path().join(format!("t{case}"));
-        if directory {
-            std::fs::create_dir(&path).unwrap();
-        } else {
-            std::fs::write(&path, b"").unwrap();
-        }
-        let owner = rng.pick(&[0, 1000, 1001]);
-        let group = rng.pick(&[0, 100, 101, 1000]);
-        std::os::unix::fs::chown(&path, Some(owner), Some(group)).unwrap();
-        let mode = rng.below(0o1000) as u32;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .unwrap();
-        if let Some(acl) = random_acl(&mut rng) {
-            set_acl(&path, &acl);
-        }
-        let meta = std::fs::metadata(&path).unwrap();
-        let target = Target {
-            uid: std::os::unix::fs::MetadataExt::uid(&meta),
-            gid: std::os::unix::fs::MetadataExt::gid(&meta),
-            perm: (std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777) as u16,
-            directory,
-        };
+        let directory = rng.below(2) == 0;
+        random_inode(&mut rng, &path, directory);
+        let target = target_of(&path);
         let acl = stored_acl(&path);
-        let uid = rng.pick(&[0, 1000, 1001, 1002]);
-        let who = Who {
-            uid,
-            gid: rng.pick(&[0, 100, 101, 1000, 1002]),
-            groups: [100, 101, 102]
-                .into_iter()
-                .filter(|_| rng.below(2) == 0)
-                .collect(),
-            caps: if uid != 0 {
-                0
-            } else {
-                rng.pick(&[all_caps, 0, 1 << CAP_DAC_READ_SEARCH, 1 << CAP_DAC_OVERRIDE])
-            },
-        };
+        let who = random_who(&mut rng, all_caps);
         let want = 1 + rng.below(7) as u16;
         let c = CString::new(path.as_os_str().as_bytes()).unwrap();
         let kernel = kernel_answer(&c, &who, want);
@@ -265,8 +384,9 @@ fn permission_rule_answers_as_the_kernel_does() {
             logstorfs::fs::permission::permitted(&who, target, want, || Ok(acl.clone())).unwrap();
         assert_eq!(
             ours, kernel,
-            "case {case} (seed {seed:#x}): {who:?} asking {want:#o} of {target:?} with ACL \
-             {acl:?}: the kernel says {kernel}, the rule {ours}"
+            "case {case} (seed {seed:#x}): {who:?} asking {want:#o} of {target:?} (perm {:#o}) \
+             with ACL {acl:?}: the kernel says {kernel}, the rule {ours}",
+            target.perm
         );
         granted += usize::from(kernel);
         by_acl += usize::from(acl.is_some() && target.perm & 0o070 != 0);

@@ -1,6 +1,8 @@
-//! May this caller read, write or search (execute) this inode? The kernel's answer, made here:
-//! Linux's `generic_permission` (`acl_permission_check`, then the `CAP_DAC_READ_SEARCH` and
-//! `CAP_DAC_OVERRIDE` overrides), with the access ACL read only when the answer depends on it.
+//! May this caller read, write or search (execute) this inode, create a name in this directory
+//! or remove one? The kernel's answers, made here: Linux's `generic_permission`
+//! (`acl_permission_check`, then the `CAP_DAC_READ_SEARCH` and `CAP_DAC_OVERRIDE` overrides),
+//! with the access ACL read only when the answer depends on it, and the rules built on it
+//! (`may_create`, `may_delete` with the sticky rule, `inode_owner_or_capable`).
 //!
 //! While mounts keep `default_permissions` the kernel makes this check before any request
 //! reaches us; [`Fs::access`](super::Fs::access) answers access(2) with it when the kernel asks
@@ -18,6 +20,14 @@ pub const MAY_EXEC: u16 = 1;
 /// Capability numbers (`linux/capability.h`).
 pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
+pub const CAP_FOWNER: u32 = 3;
+
+/// Why a change is refused: the mode bits or ACL (EACCES), or ownership (EPERM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Access,
+    NotOwner,
+}
 
 /// The caller as a permission check sees it. A FUSE request carries the filesystem user and
 /// group IDs only: an implementation learns supplementary groups and capabilities from the
@@ -64,6 +74,45 @@ pub fn permitted(
         (want == MAY_READ && who.capable(CAP_DAC_READ_SEARCH))
             || ((want & MAY_EXEC == 0 || target.perm & 0o111 != 0) && who.capable(CAP_DAC_OVERRIDE))
     })
+}
+
+/// Linux's `inode_owner_or_capable`: the owner, or a caller with `CAP_FOWNER` (who may change
+/// an inode's mode, times and ACLs).
+pub fn owner_or_capable(who: &dyn Credentials, target: Target) -> bool {
+    who.uid() == target.uid || who.capable(CAP_FOWNER)
+}
+
+/// Linux's `may_create`: a new name in `dir` needs write and search on it. `dir_acl` reads the
+/// directory's access ACL, if the answer depends on it.
+pub fn may_create(
+    who: &dyn Credentials,
+    dir: Target,
+    dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
+) -> FsResult<Result<(), Refusal>> {
+    Ok(if permitted(who, dir, MAY_WRITE | MAY_EXEC, dir_acl)? {
+        Ok(())
+    } else {
+        Err(Refusal::Access)
+    })
+}
+
+/// The permission part of Linux's `may_delete` (unlink, rmdir, rename away): write and search
+/// on `dir`, then the sticky rule (`check_sticky`): in a sticky directory only `victim`'s
+/// owner, the directory's owner, or a caller with `CAP_FOWNER` may remove it.
+pub fn may_delete(
+    who: &dyn Credentials,
+    dir: Target,
+    dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
+    victim: Target,
+) -> FsResult<Result<(), Refusal>> {
+    if !permitted(who, dir, MAY_WRITE | MAY_EXEC, dir_acl)? {
+        return Ok(Err(Refusal::Access));
+    }
+    let sticky = dir.perm & 0o1000 != 0;
+    if sticky && who.uid() != victim.uid && who.uid() != dir.uid && !who.capable(CAP_FOWNER) {
+        return Ok(Err(Refusal::NotOwner));
+    }
+    Ok(Ok(()))
 }
 
 /// `acl_permission_check`: the owner gets the owner bits; anyone else the access ACL's answer
@@ -193,6 +242,34 @@ mod tests {
             caps: 0,
         };
         assert!(!check(&powerless_root, FILE, MAY_READ));
+    }
+
+    #[test]
+    fn owner_or_capable_is_the_owner_or_cap_fowner() {
+        let owner = Who {
+            uid: 1000,
+            groups: &[1000],
+            caps: 0,
+        };
+        let other = Who {
+            uid: 1002,
+            groups: &[100],
+            caps: 0,
+        };
+        let fowner = Who {
+            uid: 0,
+            groups: &[0],
+            caps: 1 << CAP_FOWNER,
+        };
+        let dac_only = Who {
+            uid: 0,
+            groups: &[0],
+            caps: 1 << CAP_DAC_OVERRIDE,
+        };
+        assert!(owner_or_capable(&owner, FILE));
+        assert!(!owner_or_capable(&other, FILE));
+        assert!(owner_or_capable(&fowner, FILE));
+        assert!(!owner_or_capable(&dac_only, FILE));
     }
 
     #[test]
