@@ -1501,6 +1501,22 @@ whatever order concurrent writers update the index in",
         "who.uid() != victim.uid && !who.capable(CAP_FOWNER)",
         ["--release", "--test", "permission_vs_kernel"],
     ),
+    (
+        "permission-chgrp-ignores-membership",
+        "chgrp: the owner may give a file only a group it is in",
+        "src/fs/permission.rs",
+        "        && !(owner && (gid == target.gid || who.in_group(gid)))\n",
+        "        && !(owner && (gid == target.gid || who.in_group(gid) || true))\n",
+        ["--release", "--test", "permission_vs_kernel", "setattr_rules"],
+    ),
+    (
+        "permission-chmod-keeps-setgid",
+        "chmod: the set-group-ID bit goes unless the caller is in the group or has CAP_FSETID",
+        "src/fs/permission.rs",
+        "            new & !0o2000\n",
+        "            new\n",
+        ["--release", "--test", "permission_vs_kernel", "setattr_rules"],
+    ),
 ]
 
 

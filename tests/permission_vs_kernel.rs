@@ -13,8 +13,8 @@ use std::path::Path;
 
 use logstorfs::fs::acl::{Acl, AclEntry};
 use logstorfs::fs::permission::{
-    CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, Credentials, Refusal, Target, may_create,
-    may_delete,
+    AttrChange, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID,
+    Credentials, Refusal, Target, may_create, may_delete, may_setattr,
 };
 
 const CASES: usize = 2000;
@@ -235,6 +235,8 @@ fn random_who(rng: &mut Rng, all_caps: u64) -> Who {
                 1 << CAP_DAC_OVERRIDE,
                 1 << CAP_FOWNER,
                 1 << CAP_DAC_OVERRIDE | 1 << CAP_FOWNER,
+                1 << CAP_CHOWN,
+                1 << CAP_FSETID | 1 << CAP_FOWNER,
             ])
         },
     }
@@ -268,7 +270,11 @@ fn root_caps() -> u64 {
         "run as root: this test changes owners and credentials"
     );
     let all = own_caps();
-    let needed = 1 << CAP_DAC_OVERRIDE | 1 << CAP_DAC_READ_SEARCH | 1 << CAP_FOWNER;
+    let needed = 1 << CAP_DAC_OVERRIDE
+        | 1 << CAP_DAC_READ_SEARCH
+        | 1 << CAP_FOWNER
+        | 1 << CAP_CHOWN
+        | 1 << CAP_FSETID;
     assert_eq!(
         all & needed,
         needed,
@@ -311,11 +317,6 @@ fn create_and_delete_rules_answer_as_the_kernel_does() {
         let (dir_target, dir_acl) = (target_of(&parent), stored_acl(&parent));
         let victim_target = target_of(&victim);
         let who = random_who(&mut rng, all_caps);
-        let expect = |r: Result<(), Refusal>| match r {
-            Ok(()) => 0,
-            Err(Refusal::Access) => libc::EACCES,
-            Err(Refusal::NotOwner) => libc::EPERM,
-        };
         let c_victim = CString::new(victim.as_os_str().as_bytes()).unwrap();
         let flags = if victim_is_dir { libc::AT_REMOVEDIR } else { 0 };
         // SAFETY: a valid C string.
@@ -324,7 +325,7 @@ fn create_and_delete_rules_answer_as_the_kernel_does() {
         });
         let ours = may_delete(&who, dir_target, || Ok(dir_acl.clone()), victim_target).unwrap();
         assert_eq!(
-            expect(ours),
+            errno_of(ours),
             kernel,
             "case {case} (seed {seed:#x}): {who:?} removing {victim_target:?} from \
              {dir_target:?} (perm {:#o}) with ACL {dir_acl:?}",
@@ -348,7 +349,7 @@ fn create_and_delete_rules_answer_as_the_kernel_does() {
         });
         let ours = may_create(&who, dir_target, || Ok(dir_acl.clone())).unwrap();
         assert_eq!(
-            expect(ours),
+            errno_of(ours),
             kernel,
             "case {case} (seed {seed:#x}): {who:?} creating in {dir_target:?} (perm {:#o}) \
              with ACL {dir_acl:?}",
@@ -357,8 +358,126 @@ fn create_and_delete_rules_answer_as_the_kernel_does() {
     }
     // Each answer must come up often enough for the comparison to show something.
     assert!(
-        outcomes.iter().all(|&n| n > CASES / 20),
+        outcomes.iter().all(|&n| n > CASES / 40),
         "removals allowed, refused for access, refused for ownership: {outcomes:?}"
+    );
+}
+
+/// errno of a rule's refusal, 0 if it allows.
+fn errno_of<T>(r: Result<T, Refusal>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(Refusal::Access) => libc::EACCES,
+        Err(Refusal::NotOwner) => libc::EPERM,
+    }
+}
+
+#[test]
+fn setattr_rules_answer_as_the_kernel_does() {
+    let all_caps = root_caps();
+    let seed = seed();
+    let mut rng = Rng(seed.rotate_left(31) | 1);
+    let dir = test_dir();
+    let mut outcomes = [0usize; 3]; // allowed, EACCES, EPERM
+    let mut setgid_dropped = 0;
+    for case in 0..CASES {
+        let path = dir.path().join(format!("s{case}"));
+        let directory = rng.below(2) == 0;
+        random_inode(&mut rng, &path, directory);
+        let (target, acl) = (target_of(&path), stored_acl(&path));
+        let who = random_who(&mut rng, all_caps);
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mut change = AttrChange::default();
+        let times = [
+            libc::timespec {
+                tv_sec: 1_000_000,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: 2_000_000,
+                tv_nsec: 0,
+            },
+        ];
+        let op = rng.below(5);
+        let kernel = match op {
+            0 | 1 => {
+                // chown, chgrp, or both; -1 leaves one as it is.
+                let uid = (op == 0).then(|| rng.pick(&[0, 1000, 1001, 1002]));
+                let gid =
+                    (op == 1 || rng.below(2) == 0).then(|| rng.pick(&[0, 100, 101, 102, 1000]));
+                change.uid = uid;
+                change.gid = gid;
+                let (u, g) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+                // SAFETY: a valid C string.
+                as_who(&who, || unsafe {
+                    libc::syscall(libc::SYS_fchownat, libc::AT_FDCWD, c.as_ptr(), u, g, 0)
+                })
+            }
+            2 => {
+                let perm = rng.below(0o10000) as u16;
+                change.perm = Some(perm);
+                // SAFETY: a valid C string.
+                as_who(&who, || unsafe {
+                    libc::syscall(
+                        libc::SYS_fchmodat,
+                        libc::AT_FDCWD,
+                        c.as_ptr(),
+                        u32::from(perm),
+                    )
+                })
+            }
+            3 => {
+                change.times_given = true;
+                // SAFETY: a valid C string and two timespecs.
+                as_who(&who, || unsafe {
+                    libc::syscall(
+                        libc::SYS_utimensat,
+                        libc::AT_FDCWD,
+                        c.as_ptr(),
+                        times.as_ptr(),
+                        0,
+                    )
+                })
+            }
+            _ => {
+                change.times_now = true;
+                // SAFETY: a valid C string; no times means now.
+                as_who(&who, || unsafe {
+                    libc::syscall(
+                        libc::SYS_utimensat,
+                        libc::AT_FDCWD,
+                        c.as_ptr(),
+                        std::ptr::null::<libc::timespec>(),
+                        0,
+                    )
+                })
+            }
+        };
+        let ours = may_setattr(&who, target, || Ok(acl.clone()), change).unwrap();
+        let context = format!(
+            "case {case} (seed {seed:#x}): {who:?} making {change:?} of {target:?} (perm {:#o}) \
+             with ACL {acl:?}",
+            target.perm
+        );
+        assert_eq!(errno_of(ours), kernel, "{context}");
+        if let (Ok(Some(perm)), 0) = (ours, kernel) {
+            let stored = target_of(&path).perm;
+            assert_eq!(stored, perm, "{context}: the kernel stored {stored:#o}");
+            setgid_dropped += usize::from(change.perm.unwrap() != perm);
+        }
+        outcomes[match kernel {
+            0 => 0,
+            libc::EACCES => 1,
+            _ => 2,
+        }] += 1;
+    }
+    assert!(
+        outcomes.iter().all(|&n| n > CASES / 50),
+        "changes allowed, refused for access, refused for ownership: {outcomes:?}"
+    );
+    assert!(
+        setgid_dropped > 10,
+        "the set-group-ID bit went {setgid_dropped} times"
     );
 }
 

@@ -21,6 +21,8 @@ pub const MAY_EXEC: u16 = 1;
 pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_FOWNER: u32 = 3;
+pub const CAP_CHOWN: u32 = 0;
+pub const CAP_FSETID: u32 = 4;
 
 /// Why a change is refused: the mode bits or ACL (EACCES), or ownership (EPERM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +115,84 @@ pub fn may_delete(
         return Ok(Err(Refusal::NotOwner));
     }
     Ok(Ok(()))
+}
+
+/// The parts of a setattr that need permission.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrChange {
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New permission bits (0o7777).
+    pub perm: Option<u16>,
+    /// Access or modification time set to a given time.
+    pub times_given: bool,
+    /// Both times set to now (utimes with no times, or both `UTIME_NOW`).
+    pub times_now: bool,
+}
+
+/// Linux's `setattr_prepare` and `may_setattr` for `change` of `target`: a new owner needs
+/// `CAP_CHOWN` (or to be the owner already); a new group the owner who is in it, or
+/// `CAP_CHOWN`; either, on a non-directory whose set-ID bits it takes, also the owner or
+/// `CAP_FOWNER`; new permission bits or given times the owner or `CAP_FOWNER`; times set to now
+/// that, or write permission. Returns the permission bits to store if `change` sets them: the
+/// set-group-ID bit goes unless the caller is in the (new) group or has `CAP_FSETID`.
+pub fn may_setattr(
+    who: &dyn Credentials,
+    target: Target,
+    acl: impl FnOnce() -> FsResult<Option<Acl>>,
+    change: AttrChange,
+) -> FsResult<Result<Option<u16>, Refusal>> {
+    let owner = who.uid() == target.uid;
+    if let Some(uid) = change.uid
+        && !(owner && uid == target.uid)
+        && !who.capable(CAP_CHOWN)
+    {
+        return Ok(Err(Refusal::NotOwner));
+    }
+    if let Some(gid) = change.gid
+        && !(owner && (gid == target.gid || who.in_group(gid)))
+        && !who.capable(CAP_CHOWN)
+    {
+        return Ok(Err(Refusal::NotOwner));
+    }
+    // A new owner or group of a non-directory takes its set-user-ID bit, and its set-group-ID
+    // bit where that means set-group-ID (group execute) or the caller could not have set it
+    // (`setattr_should_drop_sgid`): a change of the mode, which only the owner or CAP_FOWNER
+    // may make.
+    let setuid = target.perm & 0o4000 != 0;
+    let setgid = target.perm & 0o2000 != 0
+        && (target.perm & 0o010 != 0 || !(who.in_group(target.gid) || who.capable(CAP_FSETID)));
+    if (change.uid.is_some() || change.gid.is_some())
+        && !target.directory
+        && (setuid || setgid)
+        && !owner_or_capable(who, target)
+    {
+        return Ok(Err(Refusal::NotOwner));
+    }
+    let mut perm = None;
+    if let Some(new) = change.perm {
+        if !owner_or_capable(who, target) {
+            return Ok(Err(Refusal::NotOwner));
+        }
+        let group = change.gid.unwrap_or(target.gid);
+        perm = Some(if who.in_group(group) || who.capable(CAP_FSETID) {
+            new
+        } else {
+            new & !0o2000
+        });
+    }
+    if change.times_given && !owner_or_capable(who, target) {
+        return Ok(Err(Refusal::NotOwner));
+    }
+    if change.times_now
+        && !owner_or_capable(who, target)
+        && !permitted(who, target, MAY_WRITE, acl)?
+    {
+        return Ok(Err(Refusal::Access));
+    }
+    Ok(Ok(perm))
 }
 
 /// `acl_permission_check`: the owner gets the owner bits; anyone else the access ACL's answer
