@@ -1517,6 +1517,22 @@ whatever order concurrent writers update the index in",
         "            new\n",
         ["--release", "--test", "permission_vs_kernel", "setattr_rules"],
     ),
+    (
+        "permission-rename-moves-a-directory-without-write-on-it",
+        "rename: a directory that changes parent needs write permission on itself (its ..)",
+        "src/fs/permission.rs",
+        "    if !same_dir && source.directory && !permitted(",
+        "    if false && !same_dir && source.directory && !permitted(",
+        ["--release", "--test", "permission_vs_kernel", "rename_and_open"],
+    ),
+    (
+        "permission-noatime-for-anyone",
+        "open: O_NOATIME only for the owner or CAP_FOWNER",
+        "src/fs/permission.rs",
+        "    if noatime && !owner_or_capable(who, target) {\n",
+        "    if false && noatime && !owner_or_capable(who, target) {\n",
+        ["--release", "--test", "permission_vs_kernel", "rename_and_open"],
+    ),
 ]
 
 

@@ -14,7 +14,8 @@ use std::path::Path;
 use logstorfs::fs::acl::{Acl, AclEntry};
 use logstorfs::fs::permission::{
     AttrChange, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID,
-    Credentials, Refusal, Target, may_create, may_delete, may_setattr,
+    Credentials, Refusal, Target, may_create, may_delete, may_lookup, may_open, may_rename,
+    may_setattr,
 };
 
 const CASES: usize = 2000;
@@ -478,6 +479,132 @@ fn setattr_rules_answer_as_the_kernel_does() {
     assert!(
         setgid_dropped > 10,
         "the set-group-ID bit went {setgid_dropped} times"
+    );
+}
+
+#[test]
+fn rename_and_open_rules_answer_as_the_kernel_does() {
+    let all_caps = root_caps();
+    let seed = seed();
+    let mut rng = Rng(seed.rotate_left(47) | 1);
+    let dir = test_dir();
+    let mut renames = [0usize; 3]; // allowed, EACCES, EPERM
+    let mut opens = [0usize; 3];
+    let count = |tally: &mut [usize; 3], errno| {
+        tally[match errno {
+            0 => 0,
+            libc::EACCES => 1,
+            _ => 2,
+        }] += 1
+    };
+    for case in 0..CASES {
+        // A rename from old/source to new/dest (new is old half the time), dest there or not.
+        let old = dir.path().join(format!("o{case}"));
+        random_inode(&mut rng, &old, true);
+        let same_dir = rng.below(2) == 0;
+        let new = if same_dir {
+            old.clone()
+        } else {
+            let new = dir.path().join(format!("n{case}"));
+            random_inode(&mut rng, &new, true);
+            new
+        };
+        let directory = rng.below(2) == 0;
+        let (source, dest) = (old.join("source"), new.join("dest"));
+        random_inode(&mut rng, &source, directory);
+        if rng.below(2) == 0 {
+            random_inode(&mut rng, &dest, directory);
+        }
+        let (old_t, old_acl) = (target_of(&old), stored_acl(&old));
+        let (new_t, new_acl) = (target_of(&new), stored_acl(&new));
+        let (source_t, source_acl) = (target_of(&source), stored_acl(&source));
+        let replaced = dest.exists().then(|| target_of(&dest));
+        let who = random_who(&mut rng, all_caps);
+        let (c_source, c_dest) = (
+            CString::new(source.as_os_str().as_bytes()).unwrap(),
+            CString::new(dest.as_os_str().as_bytes()).unwrap(),
+        );
+        // SAFETY: valid C strings.
+        let kernel = as_who(&who, || unsafe {
+            libc::syscall(
+                libc::SYS_renameat,
+                libc::AT_FDCWD,
+                c_source.as_ptr(),
+                libc::AT_FDCWD,
+                c_dest.as_ptr(),
+            )
+        });
+        // The kernel looks both names up first: search on both directories.
+        let looked_up = may_lookup(&who, old_t, || Ok(old_acl.clone()))
+            .unwrap()
+            .and_then(|()| may_lookup(&who, new_t, || Ok(new_acl.clone())).unwrap());
+        let ours = looked_up.and_then(|()| {
+            may_rename(
+                &who,
+                old_t,
+                || Ok(old_acl.clone()),
+                source_t,
+                || Ok(source_acl.clone()),
+                new_t,
+                || Ok(new_acl.clone()),
+                replaced,
+                same_dir,
+            )
+            .unwrap()
+        });
+        assert_eq!(
+            errno_of(ours),
+            kernel,
+            "case {case} (seed {seed:#x}): {who:?} renaming {source_t:?} from {old_t:?} (perm \
+             {:#o}, ACL {old_acl:?}) to {new_t:?} (perm {:#o}, ACL {new_acl:?}) over \
+             {replaced:?}",
+            old_t.perm,
+            new_t.perm
+        );
+        count(&mut renames, kernel);
+
+        // An open of a fresh inode: a directory for reading, anything else as it comes.
+        let path = dir.path().join(format!("f{case}"));
+        let directory = rng.below(4) == 0;
+        random_inode(&mut rng, &path, directory);
+        let (target, acl) = (target_of(&path), stored_acl(&path));
+        let accmode = if directory {
+            libc::O_RDONLY
+        } else {
+            rng.pick(&[libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR])
+        };
+        let truncate = !directory && rng.below(4) == 0;
+        let noatime = rng.below(4) == 0;
+        let flags = accmode
+            | if truncate { libc::O_TRUNC } else { 0 }
+            | if noatime { libc::O_NOATIME } else { 0 };
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        let kernel = as_who(&who, || unsafe {
+            libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), flags, 0)
+        });
+        let ours = may_open(
+            &who,
+            target,
+            || Ok(acl.clone()),
+            accmode != libc::O_WRONLY,
+            accmode != libc::O_RDONLY || truncate,
+            noatime,
+        )
+        .unwrap();
+        assert_eq!(
+            errno_of(ours),
+            kernel,
+            "case {case} (seed {seed:#x}): {who:?} opening {target:?} (perm {:#o}) with ACL \
+             {acl:?}, flags {flags:#o}",
+            target.perm
+        );
+        count(&mut opens, kernel);
+    }
+    assert!(
+        renames.iter().chain(&opens).all(|&n| n > CASES / 100),
+        "renames and opens allowed, refused for access, refused for ownership: {renames:?} \
+         {opens:?}"
     );
 }
 

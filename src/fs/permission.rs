@@ -84,6 +84,19 @@ pub fn owner_or_capable(who: &dyn Credentials, target: Target) -> bool {
     who.uid() == target.uid || who.capable(CAP_FOWNER)
 }
 
+/// Linux's `may_lookup`: looking a name up in `dir` (each step of a path walk) needs search.
+pub fn may_lookup(
+    who: &dyn Credentials,
+    dir: Target,
+    dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
+) -> FsResult<Result<(), Refusal>> {
+    Ok(if permitted(who, dir, MAY_EXEC, dir_acl)? {
+        Ok(())
+    } else {
+        Err(Refusal::Access)
+    })
+}
+
 /// Linux's `may_create`: a new name in `dir` needs write and search on it. `dir_acl` reads the
 /// directory's access ACL, if the answer depends on it.
 pub fn may_create(
@@ -112,6 +125,61 @@ pub fn may_delete(
     }
     let sticky = dir.perm & 0o1000 != 0;
     if sticky && who.uid() != victim.uid && who.uid() != dir.uid && !who.capable(CAP_FOWNER) {
+        return Ok(Err(Refusal::NotOwner));
+    }
+    Ok(Ok(()))
+}
+
+/// The permission part of Linux's `vfs_rename` of `source` from `old_dir` to `new_dir` (the
+/// same directory if `same_dir`), over `replaced` if that name exists, once both names were
+/// looked up (search on both directories, [`may_lookup`]): removing `source` from
+/// `old_dir` ([`may_delete`]), then removing `replaced` from `new_dir` or creating the name
+/// there, and, for a directory that changes parent, write permission on it (its `..` changes).
+/// The ACL readers are called only for the checks that need them.
+#[allow(clippy::too_many_arguments)]
+pub fn may_rename(
+    who: &dyn Credentials,
+    old_dir: Target,
+    old_dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
+    source: Target,
+    source_acl: impl FnOnce() -> FsResult<Option<Acl>>,
+    new_dir: Target,
+    new_dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
+    replaced: Option<Target>,
+    same_dir: bool,
+) -> FsResult<Result<(), Refusal>> {
+    if let Err(r) = may_delete(who, old_dir, old_dir_acl, source)? {
+        return Ok(Err(r));
+    }
+    let second = match replaced {
+        Some(victim) => may_delete(who, new_dir, new_dir_acl, victim)?,
+        None => may_create(who, new_dir, new_dir_acl)?,
+    };
+    if let Err(r) = second {
+        return Ok(Err(r));
+    }
+    if !same_dir && source.directory && !permitted(who, source, MAY_WRITE, source_acl)? {
+        return Ok(Err(Refusal::Access));
+    }
+    Ok(Ok(()))
+}
+
+/// The permission part of Linux's `may_open` for an inode that is not a directory opened for
+/// writing (that is EISDIR, not a permission): `read` and `write` access as asked (a
+/// truncation asks write), and `O_NOATIME` only for the owner or `CAP_FOWNER`.
+pub fn may_open(
+    who: &dyn Credentials,
+    target: Target,
+    acl: impl FnOnce() -> FsResult<Option<Acl>>,
+    read: bool,
+    write: bool,
+    noatime: bool,
+) -> FsResult<Result<(), Refusal>> {
+    let want = if read { MAY_READ } else { 0 } | if write { MAY_WRITE } else { 0 };
+    if !permitted(who, target, want, acl)? {
+        return Ok(Err(Refusal::Access));
+    }
+    if noatime && !owner_or_capable(who, target) {
         return Ok(Err(Refusal::NotOwner));
     }
     Ok(Ok(()))
