@@ -182,6 +182,13 @@ fn write_case_in_child(
     if plan.quick {
         cmd.arg("--quick");
     }
+    let f = child_line(&mut cmd, "WRITE ");
+    (f[1].parse().unwrap(), f[2].parse().unwrap())
+}
+
+/// Runs `cmd` (this binary as a child) and returns the words of its output line that starts
+/// with `tag`.
+fn child_line(cmd: &mut Command, tag: &str) -> Vec<String> {
     let out = cmd.output().expect("run child");
     assert!(
         out.status.success(),
@@ -191,10 +198,9 @@ fn write_case_in_child(
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
-        .find(|l| l.starts_with("WRITE "))
+        .find(|l| l.starts_with(tag))
         .expect("child output");
-    let f: Vec<&str> = line.split_whitespace().collect();
-    (f[1].parse().unwrap(), f[2].parse().unwrap())
+    line.split_whitespace().map(str::to_string).collect()
 }
 
 /// `SIZE:BATCH:THREADS` of `--only` and `--child-write`.
@@ -428,22 +434,9 @@ struct OpenResult {
 }
 
 fn open_in_child(dir: &Path) -> OpenResult {
-    let out = Command::new(std::env::current_exe().expect("current exe"))
-        .arg("--child-open")
-        .arg(dir)
-        .output()
-        .expect("run child");
-    assert!(
-        out.status.success(),
-        "child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("OPEN "))
-        .expect("child output");
-    let f: Vec<&str> = line.split_whitespace().collect();
+    let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
+    cmd.arg("--child-open").arg(dir);
+    let f = child_line(&mut cmd, "OPEN ");
     OpenResult {
         secs: f[1].parse().unwrap(),
         rss_delta: f[2].parse().unwrap(),

@@ -313,6 +313,10 @@ mod tests {
         }
     }
 
+    fn who(uid: u32, groups: &'static [u32], caps: u64) -> Who {
+        Who { uid, groups, caps }
+    }
+
     const FILE: Target = Target {
         uid: 1000,
         gid: 100,
@@ -326,21 +330,9 @@ mod tests {
 
     #[test]
     fn classes_and_overrides() {
-        let owner = Who {
-            uid: 1000,
-            groups: &[1000],
-            caps: 0,
-        };
-        let member = Who {
-            uid: 1001,
-            groups: &[1001, 100],
-            caps: 0,
-        };
-        let other = Who {
-            uid: 1002,
-            groups: &[1002],
-            caps: 0,
-        };
+        let owner = who(1000, &[1000], 0);
+        let member = who(1001, &[1001, 100], 0);
+        let other = who(1002, &[1002], 0);
         assert!(check(&owner, FILE, MAY_READ | MAY_WRITE));
         assert!(!check(&owner, FILE, MAY_EXEC));
         assert!(check(&member, FILE, MAY_READ));
@@ -353,18 +345,10 @@ mod tests {
         };
         assert!(!check(&owner, odd, MAY_READ));
         assert!(check(&other, odd, MAY_READ));
-        let reader = Who {
-            uid: 0,
-            groups: &[0],
-            caps: 1 << CAP_DAC_READ_SEARCH,
-        };
+        let reader = who(0, &[0], 1 << CAP_DAC_READ_SEARCH);
         assert!(check(&reader, FILE, MAY_READ));
         assert!(!check(&reader, FILE, MAY_WRITE));
-        let root = Who {
-            uid: 0,
-            groups: &[0],
-            caps: 1 << CAP_DAC_OVERRIDE,
-        };
+        let root = who(0, &[0], 1 << CAP_DAC_OVERRIDE);
         assert!(check(&root, FILE, MAY_READ | MAY_WRITE));
         // Executing needs some execute bit even for root; a directory does not.
         assert!(!check(&root, FILE, MAY_EXEC));
@@ -384,36 +368,16 @@ mod tests {
         assert!(check(&root, dir, MAY_EXEC | MAY_WRITE));
         assert!(check(&reader, dir, MAY_READ | MAY_EXEC));
         assert!(!check(&reader, dir, MAY_WRITE));
-        let powerless_root = Who {
-            uid: 0,
-            groups: &[0],
-            caps: 0,
-        };
+        let powerless_root = who(0, &[0], 0);
         assert!(!check(&powerless_root, FILE, MAY_READ));
     }
 
     #[test]
     fn owner_or_capable_is_the_owner_or_cap_fowner() {
-        let owner = Who {
-            uid: 1000,
-            groups: &[1000],
-            caps: 0,
-        };
-        let other = Who {
-            uid: 1002,
-            groups: &[100],
-            caps: 0,
-        };
-        let fowner = Who {
-            uid: 0,
-            groups: &[0],
-            caps: 1 << CAP_FOWNER,
-        };
-        let dac_only = Who {
-            uid: 0,
-            groups: &[0],
-            caps: 1 << CAP_DAC_OVERRIDE,
-        };
+        let owner = who(1000, &[1000], 0);
+        let other = who(1002, &[100], 0);
+        let fowner = who(0, &[0], 1 << CAP_FOWNER);
+        let dac_only = who(0, &[0], 1 << CAP_DAC_OVERRIDE);
         assert!(owner_or_capable(&owner, FILE));
         assert!(!owner_or_capable(&other, FILE));
         assert!(owner_or_capable(&fowner, FILE));
@@ -422,16 +386,8 @@ mod tests {
 
     #[test]
     fn acl_is_read_only_when_it_decides() {
-        let owner = Who {
-            uid: 1000,
-            groups: &[1000],
-            caps: 0,
-        };
-        let other = Who {
-            uid: 1002,
-            groups: &[1002],
-            caps: 0,
-        };
+        let owner = who(1000, &[1000], 0);
+        let other = who(1002, &[1002], 0);
         let refuse = || -> FsResult<Option<Acl>> { panic!("the ACL was read") };
         assert!(permitted(&owner, FILE, MAY_READ, refuse).unwrap());
         let no_group_bits = Target {
