@@ -380,16 +380,9 @@ fn to_attr(ino: u64, rec: &InodeRecord) -> Attr {
 }
 
 /// Clears what a write, truncation or fallocate by a caller without `CAP_FSETID`, or any chown,
-/// clears on Linux (`setattr_should_drop_suidgid`, as ext4 shows it): the set-user-ID bit, and
-/// the set-group-ID bit if the group may execute or the caller is not in the file's group
-/// (without group execute the bit marks mandatory locking, and a member of the group keeps it).
+/// clears on Linux, as ext4 shows it ([`permission::set_id_bits_dropped`]).
 fn drop_privileges(rec: &mut InodeRecord, in_group: InGroup) {
-    rec.perm &= !(libc::S_ISUID as u16);
-    if rec.perm & (libc::S_ISGID as u16) != 0
-        && (rec.perm & (libc::S_IXGRP as u16) != 0 || !in_group(rec.gid))
-    {
-        rec.perm &= !(libc::S_ISGID as u16);
-    }
+    rec.perm &= !permission::set_id_bits_dropped(rec.perm, in_group(rec.gid));
 }
 
 /// The purge of an inode: every record it owns, as a handful of range deletes.

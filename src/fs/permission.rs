@@ -1,8 +1,9 @@
-//! May this caller read, write or search (execute) this inode, create a name in this directory
-//! or remove one? The kernel's answers, made here: Linux's `generic_permission`
-//! (`acl_permission_check`, then the `CAP_DAC_READ_SEARCH` and `CAP_DAC_OVERRIDE` overrides),
-//! with the access ACL read only when the answer depends on it, and the rules built on it
-//! (`may_create`, `may_delete` with the sticky rule, `inode_owner_or_capable`).
+//! May this caller read, write or search (execute) this inode, look a name up, create, remove
+//! or rename one, open a file, change its owner, mode or times? The kernel's answers, made
+//! here: Linux's `generic_permission` (`acl_permission_check`, then the `CAP_DAC_READ_SEARCH`
+//! and `CAP_DAC_OVERRIDE` overrides), with the access ACL read only when the answer depends on
+//! it, and the rules built on it (`may_lookup`, `may_create`, `may_delete` with the sticky
+//! rule, `vfs_rename`, `may_open`, `setattr_prepare`).
 //!
 //! While mounts keep `default_permissions` the kernel makes this check before any request
 //! reaches us; [`Fs::access`](super::Fs::access) answers access(2) with it when the kernel asks
@@ -18,10 +19,10 @@ pub const MAY_WRITE: u16 = 2;
 pub const MAY_EXEC: u16 = 1;
 
 /// Capability numbers (`linux/capability.h`).
+pub const CAP_CHOWN: u32 = 0;
 pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_FOWNER: u32 = 3;
-pub const CAP_CHOWN: u32 = 0;
 pub const CAP_FSETID: u32 = 4;
 
 /// Why a change is refused: the mode bits or ACL (EACCES), or ownership (EPERM).
@@ -84,17 +85,27 @@ pub fn owner_or_capable(who: &dyn Credentials, target: Target) -> bool {
     who.uid() == target.uid || who.capable(CAP_FOWNER)
 }
 
+/// [`permitted`] as a refusal: EACCES unless `who` gets every bit of `want`.
+fn require(
+    who: &dyn Credentials,
+    target: Target,
+    want: u16,
+    acl: impl FnOnce() -> FsResult<Option<Acl>>,
+) -> FsResult<Result<(), Refusal>> {
+    Ok(if permitted(who, target, want, acl)? {
+        Ok(())
+    } else {
+        Err(Refusal::Access)
+    })
+}
+
 /// Linux's `may_lookup`: looking a name up in `dir` (each step of a path walk) needs search.
 pub fn may_lookup(
     who: &dyn Credentials,
     dir: Target,
     dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
 ) -> FsResult<Result<(), Refusal>> {
-    Ok(if permitted(who, dir, MAY_EXEC, dir_acl)? {
-        Ok(())
-    } else {
-        Err(Refusal::Access)
-    })
+    require(who, dir, MAY_EXEC, dir_acl)
 }
 
 /// Linux's `may_create`: a new name in `dir` needs write and search on it. `dir_acl` reads the
@@ -104,11 +115,7 @@ pub fn may_create(
     dir: Target,
     dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
 ) -> FsResult<Result<(), Refusal>> {
-    Ok(if permitted(who, dir, MAY_WRITE | MAY_EXEC, dir_acl)? {
-        Ok(())
-    } else {
-        Err(Refusal::Access)
-    })
+    require(who, dir, MAY_WRITE | MAY_EXEC, dir_acl)
 }
 
 /// The permission part of Linux's `may_delete` (unlink, rmdir, rename away): write and search
@@ -120,11 +127,11 @@ pub fn may_delete(
     dir_acl: impl FnOnce() -> FsResult<Option<Acl>>,
     victim: Target,
 ) -> FsResult<Result<(), Refusal>> {
-    if !permitted(who, dir, MAY_WRITE | MAY_EXEC, dir_acl)? {
-        return Ok(Err(Refusal::Access));
+    if let Err(r) = may_create(who, dir, dir_acl)? {
+        return Ok(Err(r));
     }
     let sticky = dir.perm & 0o1000 != 0;
-    if sticky && who.uid() != victim.uid && who.uid() != dir.uid && !who.capable(CAP_FOWNER) {
+    if sticky && who.uid() != dir.uid && !owner_or_capable(who, victim) {
         return Ok(Err(Refusal::NotOwner));
     }
     Ok(Ok(()))
@@ -155,13 +162,10 @@ pub fn may_rename(
         Some(victim) => may_delete(who, new_dir, new_dir_acl, victim)?,
         None => may_create(who, new_dir, new_dir_acl)?,
     };
-    if let Err(r) = second {
-        return Ok(Err(r));
+    if second.is_err() || same_dir || !source.directory {
+        return Ok(second);
     }
-    if !same_dir && source.directory && !permitted(who, source, MAY_WRITE, source_acl)? {
-        return Ok(Err(Refusal::Access));
-    }
-    Ok(Ok(()))
+    require(who, source, MAY_WRITE, source_acl)
 }
 
 /// The permission part of Linux's `may_open` for an inode that is not a directory opened for
@@ -176,8 +180,8 @@ pub fn may_open(
     noatime: bool,
 ) -> FsResult<Result<(), Refusal>> {
     let want = if read { MAY_READ } else { 0 } | if write { MAY_WRITE } else { 0 };
-    if !permitted(who, target, want, acl)? {
-        return Ok(Err(Refusal::Access));
+    if let Err(r) = require(who, target, want, acl)? {
+        return Ok(Err(r));
     }
     if noatime && !owner_or_capable(who, target) {
         return Ok(Err(Refusal::NotOwner));
@@ -225,16 +229,12 @@ pub fn may_setattr(
     {
         return Ok(Err(Refusal::NotOwner));
     }
-    // A new owner or group of a non-directory takes its set-user-ID bit, and its set-group-ID
-    // bit where that means set-group-ID (group execute) or the caller could not have set it
-    // (`setattr_should_drop_sgid`): a change of the mode, which only the owner or CAP_FOWNER
-    // may make.
-    let setuid = target.perm & 0o4000 != 0;
-    let setgid = target.perm & 0o2000 != 0
-        && (target.perm & 0o010 != 0 || !(who.in_group(target.gid) || who.capable(CAP_FSETID)));
+    // A new owner or group of a non-directory takes its set-ID bits: a change of the mode,
+    // which only the owner or CAP_FOWNER may make.
+    let in_file_group = who.in_group(target.gid) || who.capable(CAP_FSETID);
     if (change.uid.is_some() || change.gid.is_some())
         && !target.directory
-        && (setuid || setgid)
+        && set_id_bits_dropped(target.perm, in_file_group) != 0
         && !owner_or_capable(who, target)
     {
         return Ok(Err(Refusal::NotOwner));
@@ -261,6 +261,16 @@ pub fn may_setattr(
         return Ok(Err(Refusal::Access));
     }
     Ok(Ok(perm))
+}
+
+/// The set-ID bits of `perm` that a chown, or a write, truncation or fallocate by a caller
+/// without `CAP_FSETID`, takes away (Linux's `setattr_should_drop_suidgid`): the set-user-ID
+/// bit, and the set-group-ID bit if the group may execute or the caller is not in the file's
+/// group (`in_file_group`, which a caller with `CAP_FSETID` counts as being). Without group
+/// execute the bit marks mandatory locking, and a member of the group keeps it.
+pub fn set_id_bits_dropped(perm: u16, in_file_group: bool) -> u16 {
+    let setgid = perm & 0o2000 != 0 && (perm & 0o010 != 0 || !in_file_group);
+    (perm & 0o4000) | if setgid { 0o2000 } else { 0 }
 }
 
 /// `acl_permission_check`: the owner gets the owner bits; anyone else the access ACL's answer
