@@ -39,7 +39,7 @@ impl Rng {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Who {
     uid: u32,
     gid: u32,
@@ -243,22 +243,43 @@ fn random_who(rng: &mut Rng, all_caps: u64) -> Who {
     }
 }
 
-/// A new file or directory at `path` with a random owner, group, mode (set-ID and sticky bits
-/// included) and, half the time, access ACL.
+/// An inode's owner, group, mode (set-ID and sticky bits included) and, half the time, access
+/// ACL, drawn at random.
+#[derive(Debug)]
+struct Look {
+    owner: u32,
+    group: u32,
+    mode: u32,
+    acl: Option<Acl>,
+}
+
+fn random_look(rng: &mut Rng) -> Look {
+    Look {
+        owner: rng.pick(&[0, 1000, 1001]),
+        group: rng.pick(&[0, 100, 101, 1000]),
+        mode: rng.below(0o10000) as u32,
+        acl: random_acl(rng),
+    }
+}
+
+/// Gives the inode at `path` its `look`, as root.
+fn apply(path: &Path, look: &Look) {
+    std::os::unix::fs::chown(path, Some(look.owner), Some(look.group)).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(look.mode);
+    std::fs::set_permissions(path, mode).unwrap();
+    if let Some(acl) = &look.acl {
+        set_acl(path, acl);
+    }
+}
+
+/// A new file or directory at `path` with a random [`Look`].
 fn random_inode(rng: &mut Rng, path: &Path, directory: bool) {
     if directory {
         std::fs::create_dir(path).unwrap();
     } else {
         std::fs::write(path, b"").unwrap();
     }
-    let owner = rng.pick(&[0, 1000, 1001]);
-    let group = rng.pick(&[0, 100, 101, 1000]);
-    std::os::unix::fs::chown(path, Some(owner), Some(group)).unwrap();
-    let mode = rng.below(0o10000) as u32;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-    if let Some(acl) = random_acl(rng) {
-        set_acl(path, &acl);
-    }
+    apply(path, &random_look(rng));
 }
 
 /// The test runs as root: it changes owners and credentials. Returns its own capabilities,
@@ -643,4 +664,459 @@ fn permission_rule_answers_as_the_kernel_does() {
         "granted {granted} of {CASES}"
     );
     assert!(by_acl > CASES / 5, "{by_acl} cases went through an ACL");
+}
+
+/// A store mounted for the test with the daemon's own checks (no `allow_other`, so no
+/// `default_permissions`), unmounted when dropped.
+struct CheckingMount {
+    mnt: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl CheckingMount {
+    fn new() -> CheckingMount {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (store, mnt) = (dir.path().join("store"), dir.path().join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_logstorfs"))
+            .args(["mount", "--daemon", "--create", "--size", "64M"])
+            .args([&store, &mnt])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let options = std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+            .map(str::to_string)
+            .expect("the mount is live");
+        assert!(
+            !options.contains("default_permissions"),
+            "the mount leaves its checks to the kernel: {options}"
+        );
+        CheckingMount { mnt, _dir: dir }
+    }
+}
+
+impl Drop for CheckingMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_logstorfs"))
+            .arg("umount")
+            .arg(&self.mnt)
+            .status();
+    }
+}
+
+/// One system call of a caller in a case's directory `d` (file `d/f`, directory `d/s`).
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    Stat,
+    Open(i32),
+    Unlink,
+    Rmdir,
+    Mkdir,
+    Create,
+    RenameInside,
+    RenameDirOut,
+    RenameIn,
+    Chmod(u32),
+    Chown(u32, u32),
+    Utimens(Option<[i64; 2]>),
+    Truncate,
+    Access(i32),
+    SetUserXattr,
+    GetUserXattr,
+    RemoveUserXattr,
+    SetAcl,
+    OpenDir,
+    Chdir,
+    Link,
+    Symlink,
+    Mkfifo,
+}
+
+const UTIME_NOW: i64 = (1 << 30) - 1;
+const UTIME_OMIT: i64 = (1 << 30) - 2;
+
+fn random_call(rng: &mut Rng) -> Call {
+    match rng.below(24) {
+        0 => Call::Stat,
+        1 => Call::Open(rng.pick(&[
+            libc::O_RDONLY,
+            libc::O_WRONLY,
+            libc::O_RDWR,
+            libc::O_WRONLY | libc::O_TRUNC,
+            libc::O_RDONLY | libc::O_NOATIME,
+        ])),
+        2 => Call::Unlink,
+        3 => Call::Rmdir,
+        4 => Call::Mkdir,
+        5 => Call::Create,
+        6 => Call::RenameInside,
+        7 => Call::RenameDirOut,
+        8 => Call::RenameIn,
+        9 => Call::Chmod(rng.below(0o10000) as u32),
+        // Not chown(-1, -1), which the kernel sends on as a setattr of nothing, as it does
+        // the set-ID bits a fallocate drops: the daemon cannot tell the two apart, and takes
+        // it as the second (allowed), where ext4 refuses a caller who may not chmod the file.
+        10 => match rng.below(3) {
+            0 => Call::Chown(rng.pick(&[0, 1000]), u32::MAX),
+            1 => Call::Chown(u32::MAX, rng.pick(&[0, 100, 1000])),
+            _ => Call::Chown(rng.pick(&[0, 1000]), rng.pick(&[0, 100, 1000])),
+        },
+        11 => Call::Utimens(rng.pick(&[
+            None,
+            Some([UTIME_NOW, UTIME_NOW]),
+            Some([UTIME_NOW, UTIME_OMIT]),
+            Some([1_000_000, 2_000_000]),
+        ])),
+        12 => Call::Truncate,
+        13 => Call::Access(rng.pick(&[libc::R_OK, libc::W_OK, libc::X_OK, libc::F_OK])),
+        14 => Call::SetUserXattr,
+        15 => Call::GetUserXattr,
+        16 => Call::RemoveUserXattr,
+        17 => Call::SetAcl,
+        18 => Call::OpenDir,
+        19 => Call::Chdir,
+        20 => Call::Link,
+        21 => Call::Symlink,
+        22 => Call::Mkfifo,
+        // On its own: the kernel truncates through the new read-only handle.
+        _ => Call::Open(libc::O_RDONLY | libc::O_TRUNC),
+    }
+}
+
+/// Makes `call` in case directory `base` as `who` (with `acl` for [`Call::SetAcl`]) and
+/// returns its errno, 0 if it succeeded.
+fn make_call(base: &Path, call: Call, who: &Who, acl: &Acl) -> i32 {
+    let c = |rel: &str| CString::new(base.join(rel).as_os_str().as_bytes()).unwrap();
+    let (f, d, s, g, new) = (c("d/f"), c("d"), c("d/s"), c("d/g"), c("d/new"));
+    let (out, inside, link, x, xin) = (c("s2"), c("d/x"), c("d/s/l"), c("x"), c("d/x"));
+    let (ux, uy) = (
+        CString::new("user.x").unwrap(),
+        CString::new(ACL_XATTR).unwrap(),
+    );
+    let uy_user = CString::new("user.y").unwrap();
+    let acl_value = acl.encode();
+    let target = CString::new("t").unwrap();
+    let at = libc::AT_FDCWD;
+    let _ = (&inside, &xin);
+    // SAFETY: each arm makes one system call with C strings and buffers made above.
+    as_who(who, || unsafe {
+        match call {
+            Call::Stat => {
+                let mut st: libc::stat = std::mem::zeroed();
+                libc::fstatat(at, f.as_ptr(), &mut st, 0) as i64
+            }
+            Call::Open(flags) => libc::syscall(libc::SYS_openat, at, f.as_ptr(), flags, 0),
+            Call::Unlink => libc::syscall(libc::SYS_unlinkat, at, f.as_ptr(), 0),
+            Call::Rmdir => libc::syscall(libc::SYS_unlinkat, at, s.as_ptr(), libc::AT_REMOVEDIR),
+            Call::Mkdir => libc::syscall(libc::SYS_mkdirat, at, new.as_ptr(), 0o755),
+            Call::Create => libc::syscall(
+                libc::SYS_openat,
+                at,
+                new.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o640,
+            ),
+            Call::RenameInside => libc::syscall(libc::SYS_renameat, at, f.as_ptr(), at, g.as_ptr()),
+            Call::RenameDirOut => {
+                libc::syscall(libc::SYS_renameat, at, s.as_ptr(), at, out.as_ptr())
+            }
+            Call::RenameIn => libc::syscall(libc::SYS_renameat, at, x.as_ptr(), at, xin.as_ptr()),
+            Call::Chmod(mode) => libc::syscall(libc::SYS_fchmodat, at, f.as_ptr(), mode),
+            Call::Chown(u, g) => libc::syscall(libc::SYS_fchownat, at, f.as_ptr(), u, g, 0),
+            Call::Utimens(times) => {
+                let ts = times.map(|t| {
+                    [0, 1].map(|i| libc::timespec {
+                        tv_sec: if t[i] > UTIME_OMIT { 0 } else { t[i] },
+                        tv_nsec: if t[i] >= UTIME_OMIT { t[i] } else { 0 },
+                    })
+                });
+                let p = ts.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+                libc::syscall(libc::SYS_utimensat, at, f.as_ptr(), p, 0)
+            }
+            Call::Truncate => libc::syscall(libc::SYS_truncate, f.as_ptr(), 0),
+            Call::Access(mask) => libc::syscall(libc::SYS_faccessat, at, f.as_ptr(), mask),
+            Call::SetUserXattr => libc::syscall(
+                libc::SYS_setxattr,
+                f.as_ptr(),
+                uy_user.as_ptr(),
+                b"v".as_ptr(),
+                1,
+                0,
+            ),
+            Call::GetUserXattr => {
+                let mut buf = [0u8; 16];
+                libc::syscall(
+                    libc::SYS_getxattr,
+                    f.as_ptr(),
+                    ux.as_ptr(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            }
+            Call::RemoveUserXattr => libc::syscall(libc::SYS_removexattr, f.as_ptr(), ux.as_ptr()),
+            Call::SetAcl => libc::syscall(
+                libc::SYS_setxattr,
+                f.as_ptr(),
+                uy.as_ptr(),
+                acl_value.as_ptr(),
+                acl_value.len(),
+                0,
+            ),
+            Call::OpenDir => libc::syscall(
+                libc::SYS_openat,
+                at,
+                d.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            ),
+            Call::Chdir => libc::syscall(libc::SYS_chdir, d.as_ptr()),
+            Call::Link => libc::syscall(libc::SYS_linkat, at, f.as_ptr(), at, link.as_ptr(), 0),
+            Call::Symlink => libc::syscall(libc::SYS_symlinkat, target.as_ptr(), at, g.as_ptr()),
+            Call::Mkfifo => libc::syscall(
+                libc::SYS_mknodat,
+                at,
+                new.as_ptr(),
+                libc::S_IFIFO | 0o644,
+                0,
+            ),
+        }
+    })
+}
+
+/// What a case's directory holds after the call, as root sees it: each name's type, mode,
+/// owner and group, the file's access ACL and user xattrs.
+fn case_state(base: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = String::new();
+    for rel in ["d", "d/f", "d/s", "d/g", "d/new", "s2", "x", "d/x", "d/s/l"] {
+        match std::fs::symlink_metadata(base.join(rel)) {
+            Ok(m) => out += &format!("{rel} {:o} {}:{}; ", m.mode(), m.uid(), m.gid()),
+            Err(_) => out += &format!("{rel} -; "),
+        }
+    }
+    for f in ["d/f", "d/g", "d/x"] {
+        let path = base.join(f);
+        if path.exists() {
+            out += &format!("{f} acl {:?}; ", stored_acl(&path));
+            for name in ["user.x", "user.y"] {
+                out += &format!("{name} {:?}; ", xattr::get(&path, name).ok().flatten());
+            }
+        }
+    }
+    out
+}
+
+/// Sets up a case in `base`: `d` given its look, then holding file `f` (with `user.x`) and
+/// directory `s` given theirs, all looked at by root (the kernel keeps what the daemon lets it
+/// keep); `x` a file beside `d`. (A look that closes `d` after its names were cached takes
+/// effect shortly after, not at once: the test of that is
+/// `entries_the_kernel_holds_go_when_a_directory_is_closed_to_some`.)
+fn set_up_case(base: &Path, looks: &[Look; 3]) {
+    std::fs::create_dir(base).unwrap();
+    let d = base.join("d");
+    std::fs::create_dir(&d).unwrap();
+    apply(&d, &looks[2]);
+    std::fs::write(d.join("f"), b"data").unwrap();
+    xattr::set(d.join("f"), "user.x", b"1").unwrap();
+    std::fs::create_dir(d.join("s")).unwrap();
+    std::fs::write(base.join("x"), b"x").unwrap();
+    apply(&d.join("f"), &looks[0]);
+    apply(&d.join("s"), &looks[1]);
+    for rel in ["d/f", "d/s", "x"] {
+        std::fs::symlink_metadata(base.join(rel)).unwrap();
+    }
+}
+
+#[test]
+fn a_mount_without_default_permissions_answers_as_ext4_does() {
+    const MOUNT_CASES: usize = 1500;
+    let all_caps = root_caps();
+    let seed = seed();
+    let mut rng = Rng(seed.rotate_left(5) | 1);
+    let kernel_dir = test_dir();
+    let mount = CheckingMount::new();
+    let mut outcomes = [0usize; 3]; // allowed, EACCES, EPERM
+    let (mut noatime_refused_first, mut truncated_in_two_steps) = (0, 0);
+    for case in 0..MOUNT_CASES {
+        let looks = [
+            random_look(&mut rng),
+            random_look(&mut rng),
+            random_look(&mut rng),
+        ];
+        let call = random_call(&mut rng);
+        let acl = random_acl(&mut rng).unwrap_or_else(|| {
+            random_acl(&mut rng).unwrap_or(Acl {
+                entries: vec![
+                    AclEntry {
+                        tag: 0x01,
+                        perm: 6,
+                        id: u32::MAX,
+                    },
+                    AclEntry {
+                        tag: 0x04,
+                        perm: 4,
+                        id: u32::MAX,
+                    },
+                    AclEntry {
+                        tag: 0x20,
+                        perm: 0,
+                        id: u32::MAX,
+                    },
+                ],
+            })
+        });
+        // The mount lets only its owner's user and group in (root's): callers differ in
+        // supplementary groups and capabilities.
+        let mut who = random_who(&mut rng, all_caps);
+        who.uid = 0;
+        who.gid = 0;
+        if who.caps == 0 && rng.below(2) == 0 {
+            who.caps = all_caps;
+        }
+        let answers: Vec<(i32, String)> = [kernel_dir.path(), mount.mnt.as_path()]
+            .iter()
+            .map(|root| {
+                let base = root.join(format!("c{case}"));
+                set_up_case(&base, &looks);
+                let errno = make_call(&base, call, &who, &acl);
+                (errno, case_state(&base))
+            })
+            .collect();
+        let mut ours = answers[1].clone();
+        // The answers that differ by design (`src/fs/permit.rs`): on FUSE the kernel refuses
+        // O_NOATIME to a caller who does not own the file before the open reaches us, where
+        // ext4 first refuses it for access: both refuse.
+        if matches!(call, Call::Open(flags) if flags & libc::O_NOATIME != 0)
+            && (answers[0].0, ours.0) == (libc::EACCES, libc::EPERM)
+        {
+            ours.0 = libc::EACCES;
+            noatime_refused_first += 1;
+        }
+        // And O_RDONLY | O_TRUNC is checked as a read at the open and a write at the
+        // truncation, where ext4 asks both at once: a caller who may read only by
+        // CAP_DAC_READ_SEARCH and write only by the mode gets through.
+        let read_search_only = who.capable(CAP_DAC_READ_SEARCH) && !who.capable(CAP_DAC_OVERRIDE);
+        if matches!(call, Call::Open(flags) if flags == libc::O_RDONLY | libc::O_TRUNC)
+            && read_search_only
+            && (answers[0].0, ours.0) == (libc::EACCES, 0)
+        {
+            truncated_in_two_steps += 1;
+            continue;
+        }
+        assert_eq!(
+            answers[0], ours,
+            "case {case} (seed {seed:#x}): {who:?} making {call:?} with d/f {:?}, d/s {:?}, \
+             d {:?}: ext4 (left) and logstorfs (right) differ",
+            looks[0], looks[1], looks[2]
+        );
+        outcomes[match answers[0].0 {
+            0 => 0,
+            libc::EACCES => 1,
+            _ => 2,
+        }] += 1;
+    }
+    assert!(
+        outcomes.iter().all(|&n| n > MOUNT_CASES / 50),
+        "calls allowed, refused for access, refused for ownership: {outcomes:?}"
+    );
+    eprintln!(
+        "{noatime_refused_first} opens with O_NOATIME refused for ownership first, \
+         {truncated_in_two_steps} with O_TRUNC checked in two steps"
+    );
+}
+
+/// A change that closes a directory to some callers, and what it is.
+type Closing = (&'static str, fn(&Path));
+
+/// A directory that some callers may no longer search after a chmod, chown or access ACL:
+/// the entries the kernel held of its names go (shortly after the change returns, from the
+/// daemon's own thread), so that a walk through them asks the daemon again.
+#[test]
+fn entries_the_kernel_holds_go_when_a_directory_is_closed_to_some() {
+    let all_caps = root_caps();
+    let mount = CheckingMount::new();
+    let no_caps = Who {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        caps: 0,
+    };
+    let closings: [Closing; 3] = [
+        ("chmod 700 of a directory another user owns", |d| {
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .unwrap()
+        }),
+        ("chown to another user of a directory of mode 750", |d| {
+            std::os::unix::fs::chown(d, Some(1000), Some(1000)).unwrap()
+        }),
+        ("an access ACL refusing the owning group", |d| {
+            set_acl(
+                d,
+                &Acl::parse(&acl_value(&[(0x01, 7), (0x04, 0), (0x10, 7), (0x20, 5)]))
+                    .unwrap()
+                    .unwrap(),
+            )
+        }),
+    ];
+    for (i, (what, close)) in closings.iter().enumerate() {
+        let d = mount.mnt.join(format!("d{i}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), b"data").unwrap();
+        std::os::unix::fs::chown(&d, Some(if i == 1 { 0 } else { 1000 }), Some(0)).unwrap();
+        let mode = if i == 1 { 0o750 } else { 0o755 };
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let f = CString::new(d.join("f").as_os_str().as_bytes()).unwrap();
+        let stat = || {
+            // SAFETY: a valid C string and a stat buffer.
+            as_who(&no_caps, || unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                libc::fstatat(libc::AT_FDCWD, f.as_ptr(), &mut st, 0) as i64
+            })
+        };
+        // Open to every caller: the kernel keeps the entry, and a caller without
+        // capabilities walks through.
+        assert_eq!(stat(), 0, "{what}: before");
+        close(&d);
+        let since = std::time::Instant::now();
+        while stat() != libc::EACCES {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(10),
+                "{what}: a caller without capabilities still walks through after 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // And root with its capabilities still does.
+        let root = Who {
+            caps: all_caps,
+            ..no_caps.clone()
+        };
+        // SAFETY: a valid C string and a stat buffer.
+        let with_caps = as_who(&root, || unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstatat(libc::AT_FDCWD, f.as_ptr(), &mut st, 0) as i64
+        });
+        assert_eq!(with_caps, 0, "{what}: root with its capabilities");
+    }
+}
+
+/// An ACL's xattr value from (tag, perm) entries without IDs.
+fn acl_value(entries: &[(u16, u16)]) -> Vec<u8> {
+    Acl {
+        entries: entries
+            .iter()
+            .map(|&(tag, perm)| AclEntry {
+                tag,
+                perm,
+                id: u32::MAX,
+            })
+            .collect(),
+    }
+    .encode()
 }

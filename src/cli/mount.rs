@@ -470,11 +470,12 @@ fn fuse_config(opts: &MountOptions, store: &Path) -> Config {
     if let Some(acl) = opts.acl {
         config.acl = acl;
     }
-    // The kernel checks permissions against the mode bits we report (as ext4 would); without
-    // it, any user allowed on the mount could open any file.
-    if !config
-        .mount_options
-        .contains(&MountOption::DefaultPermissions)
+    // Someone must check permissions, or any user allowed on the mount could open any file:
+    // the kernel, against the mode bits we report, unless the daemon does it itself.
+    if !opts.daemon_checks_permissions()
+        && !config
+            .mount_options
+            .contains(&MountOption::DefaultPermissions)
     {
         config.mount_options.push(MountOption::DefaultPermissions);
     }
@@ -548,6 +549,7 @@ fn fs_options(args: &MountArgs, opts: &MountOptions) -> FsOptions {
         defer_group_map: true,
         atime: opts.atime_mode(),
         writeback_cache: opts.writeback_cache,
+        checks_permissions: opts.daemon_checks_permissions(),
     }
 }
 

@@ -72,6 +72,15 @@ pub struct MountOptions {
 }
 
 impl MountOptions {
+    /// Whether the daemon checks permissions itself: on a mount that only its owner may use
+    /// (no `allow_other`, no `allow_root`) and that does not ask for `default_permissions`.
+    /// Such callers differ from the owner only in groups and capabilities, which the daemon
+    /// reads from the caller's process; a mount that others may use keeps the kernel's checks.
+    pub fn daemon_checks_permissions(&self) -> bool {
+        matches!(self.acl, None | Some(SessionACL::Owner))
+            && !self.fuse.contains(&MountOption::DefaultPermissions)
+    }
+
     /// The atime rule of this mount: `relatime` unless an option names another, as the
     /// kernel's default; a read-only mount never changes atime.
     pub fn atime_mode(&self) -> AtimeMode {

@@ -7,9 +7,9 @@
 //!   `posix_acl_create`): a new directory takes it as its default ACL, and every new inode but a
 //!   symlink as its access ACL, masked by the mode of the create call; the umask is then not
 //!   applied. Without a default ACL the umask is.
-//! - Enforcement is the kernel's: we negotiate `FUSE_POSIX_ACL`, so it reads the access ACL
-//!   from us and checks named entries itself. [`Acl::permits`] is the same check, for
-//!   `Fs::access` and the tests.
+//! - Enforcement: on a mount with `default_permissions` the kernel's (we negotiate
+//!   `FUSE_POSIX_ACL`, so it reads the access ACL from us and checks named entries itself); on
+//!   one without, ours ([`Acl::permits`], through `permission` and `permit`).
 
 use super::{FsError, FsResult};
 

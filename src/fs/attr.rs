@@ -192,16 +192,8 @@ impl Fs {
             perm: rec.perm,
             directory: rec.kind == FileKind::Directory,
         };
-        let access_acl = || {
-            self.engine
-                .get(&keys::xattr_key(ino, acl::ACCESS_ACL_XATTR))?
-                .as_deref()
-                .map(acl::Acl::parse)
-                .transpose()
-                .map(Option::flatten)
-        };
         // R_OK, W_OK and X_OK are MAY_READ, MAY_WRITE and MAY_EXEC.
-        if permission::permitted(who, target, (mask & 7) as u16, access_acl)? {
+        if permission::permitted(who, target, (mask & 7) as u16, || self.access_acl(ino))? {
             Ok(())
         } else {
             Err(FsError::Access)

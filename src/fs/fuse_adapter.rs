@@ -8,7 +8,12 @@
 //! - `dir.rs`: READDIRPLUS and its lookup references;
 //! - `ioctl.rs`: the inode flag ioctls.
 //!
-//! Kernel cache settings: attributes and entries are cached for [`TTL`]. Every change reaches
+//! Permissions: on a mount whose permissions the daemon checks ([`Fs::checks_permissions`]),
+//! each handler asks `fs::permit` before it calls the operation ([`FuseFs::permit`]).
+//!
+//! Kernel cache settings: attributes and entries are cached for [`TTL`], but for entries of a
+//! directory that some caller may not search on a mount that checks for itself (none: each walk
+//! through one is a LOOKUP, checked; `fs::permit`). Every change reaches
 //! us through the kernel, which drops its own copy of what the change touches (the entry, the
 //! parent's attributes, the inode's, atime after a read); the one change it does not know the
 //! effect of is an inode flag ioctl (ctime), after which we invalidate the inode's attributes
@@ -26,7 +31,7 @@ mod dir;
 mod ioctl;
 mod session;
 
-use session::negotiate;
+use session::{EntryDropper, negotiate};
 pub use session::{NotifierSlot, raise_read_ahead};
 
 use std::ffi::OsStr;
@@ -42,7 +47,9 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::{Fs, SetAttr, XattrReply};
+use super::permission::AttrChange;
+use super::permit::EntryLifetime;
+use super::{Attr, FileKind, Fs, FsResult, SetAttr, XattrReply};
 use caller::{RequestCredentials, caller, caller_has_fsetid, caller_in_group};
 use convert::{errno, file_attr, file_type, generation, time_set};
 
@@ -64,13 +71,16 @@ thread_local! {
 pub struct FuseFs {
     fs: Arc<Fs>,
     notifier: NotifierSlot,
+    entry_dropper: EntryDropper,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> FuseFs {
+        let notifier = NotifierSlot::default();
         FuseFs {
             fs,
-            notifier: NotifierSlot::default(),
+            entry_dropper: EntryDropper::start(&notifier),
+            notifier,
         }
     }
 
@@ -78,6 +88,47 @@ impl FuseFs {
     /// this `FuseFs`, and the notifier comes from the session).
     pub fn notifier_slot(&self) -> NotifierSlot {
         self.notifier.clone()
+    }
+
+    /// On a mount whose permissions the daemon checks ([`Fs::checks_permissions`]), `check`
+    /// for the request's caller; on any other the kernel has checked before sending it.
+    fn permit<T: Default>(
+        &self,
+        req: &Request,
+        check: impl FnOnce(&RequestCredentials) -> FsResult<T>,
+    ) -> FsResult<T> {
+        if self.fs.checks_permissions() {
+            check(&RequestCredentials::new(req))
+        } else {
+            Ok(T::default())
+        }
+    }
+
+    /// How long the kernel may keep an entry of directory `dir` ([`EntryLifetime`]).
+    fn entry_ttl(&self, dir: u64) -> Duration {
+        match self.fs.entry_lifetime(dir) {
+            EntryLifetime::Usual => TTL,
+            EntryLifetime::None => Duration::ZERO,
+        }
+    }
+
+    /// Replies with the entry of a name in `dir`: its attributes for [`TTL`], the name for
+    /// [`FuseFs::entry_ttl`].
+    fn reply_entry(&self, reply: ReplyEntry, dir: u64, a: &Attr) {
+        reply.entry_with_ttls(&TTL, &self.entry_ttl(dir), &file_attr(a), generation(a));
+    }
+
+    /// After a change of directory `dir`'s owner, mode or access ACL: if some caller may no
+    /// longer search it, the kernel's entries of its names go, since a walk through them would
+    /// not ask us ([`EntryDropper`]).
+    fn drop_entries_if_unsearchable(&self, dir: u64) {
+        if self.fs.entry_lifetime(dir) == EntryLifetime::Usual {
+            return;
+        }
+        match self.fs.names_in(dir) {
+            Ok(names) => self.entry_dropper.drop_entries(dir, names),
+            Err(e) => log::warn!("cannot list directory {dir} to drop its cached entries: {e}"),
+        }
     }
 
     /// Drops the kernel's cached attributes of `ino` (not its pages) after a change the kernel
@@ -105,8 +156,16 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
+        // `.` and `..` come from file handles (`export`), not from a caller's path walk.
+        let walk = !matches!(name.as_bytes(), b"." | b"..");
+        match self
+            .permit(req, |who| match walk {
+                true => self.fs.may_look_up_in(who, parent.0),
+                false => Ok(()),
+            })
+            .and_then(|()| self.fs.lookup(parent.0, name.as_bytes()))
+        {
+            Ok(a) => self.reply_entry(reply, parent.0, &a),
             Err(e) => reply.error(errno("lookup", req, &e)),
         }
     }
@@ -133,7 +192,7 @@ impl Filesystem for FuseFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         crtime: Option<SystemTime>,
         chgtime: Option<SystemTime>,
         bkuptime: Option<SystemTime>,
@@ -156,6 +215,36 @@ impl Filesystem for FuseFs {
             && bkuptime.is_none()
             && flags.is_none();
         let chown = uid.is_some() || gid.is_some();
+        let both_now = matches!((atime, mtime), (Some(TimeOrNow::Now), Some(TimeOrNow::Now)));
+        let change = AttrChange {
+            uid,
+            gid,
+            perm: mode.map(|m| (m & 0o7777) as u16),
+            times_given: (atime.is_some() || mtime.is_some()) && !both_now,
+            times_now: both_now,
+        };
+        // A request of the kernel's own (pid 0: the writeback cache's times at flush) is no
+        // caller's to refuse.
+        let by_caller = req.pid() != 0 || chown || mode.is_some() || size.is_some();
+        // truncate(2), and open(2) with O_TRUNC, whose flag the kernel keeps to itself and
+        // whose truncation comes without a handle; ftruncate(2) comes with one, whose open
+        // was checked.
+        let truncation_needs_write = size.is_some() && fh.is_none();
+        let mode = match self.permit(req, |who| match by_caller {
+            true => self
+                .fs
+                .may_set_attributes(who, ino.0, change, truncation_needs_write),
+            false => Ok(None),
+        }) {
+            Ok(perm) => match (mode, perm) {
+                (Some(m), Some(p)) => Some(m & !0o7777 | u32::from(p)),
+                (m, _) => m,
+            },
+            Err(e) => {
+                reply.error(errno("setattr", req, &e));
+                return;
+            }
+        };
         let fsetid = (chown || nothing || size.is_some()) && caller_has_fsetid(req);
         let in_group = |g| fsetid || caller_in_group(req, g);
         let set = SetAttr {
@@ -175,7 +264,12 @@ impl Filesystem for FuseFs {
             kill_suid_sgid: chown || ((size.is_some() || nothing) && !fsetid),
         };
         match self.fs.setattr_as(ino.0, &set, &in_group) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => {
+                reply.attr(&TTL, &file_attr(&a));
+                if a.kind == FileKind::Directory && (chown || set.mode.is_some()) {
+                    self.drop_entries_if_unsearchable(ino.0);
+                }
+            }
             Err(e) => reply.error(errno("setattr", req, &e)),
         }
     }
@@ -198,10 +292,12 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         match self
-            .fs
-            .mknod(parent.0, name.as_bytes(), mode, umask, rdev, caller(req))
-        {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
+            .permit(req, |who| self.fs.may_create_in(who, parent.0))
+            .and_then(|()| {
+                self.fs
+                    .mknod(parent.0, name.as_bytes(), mode, umask, rdev, caller(req))
+            }) {
+            Ok(a) => self.reply_entry(reply, parent.0, &a),
             Err(e) => reply.error(errno("mknod", req, &e)),
         }
     }
@@ -216,23 +312,35 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         match self
-            .fs
-            .mkdir(parent.0, name.as_bytes(), mode, umask, caller(req))
-        {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
+            .permit(req, |who| self.fs.may_create_in(who, parent.0))
+            .and_then(|()| {
+                self.fs
+                    .mkdir(parent.0, name.as_bytes(), mode, umask, caller(req))
+            }) {
+            Ok(a) => self.reply_entry(reply, parent.0, &a),
             Err(e) => reply.error(errno("mkdir", req, &e)),
         }
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name.as_bytes()) {
+        match self
+            .permit(req, |who| {
+                self.fs.may_delete_from(who, parent.0, name.as_bytes())
+            })
+            .and_then(|()| self.fs.unlink(parent.0, name.as_bytes()))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("unlink", req, &e)),
         }
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name.as_bytes()) {
+        match self
+            .permit(req, |who| {
+                self.fs.may_delete_from(who, parent.0, name.as_bytes())
+            })
+            .and_then(|()| self.fs.rmdir(parent.0, name.as_bytes()))
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rmdir", req, &e)),
         }
@@ -248,10 +356,12 @@ impl Filesystem for FuseFs {
     ) {
         let target = target.as_os_str().as_bytes();
         match self
-            .fs
-            .symlink(parent.0, link_name.as_bytes(), target, caller(req))
-        {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
+            .permit(req, |who| self.fs.may_create_in(who, parent.0))
+            .and_then(|()| {
+                self.fs
+                    .symlink(parent.0, link_name.as_bytes(), target, caller(req))
+            }) {
+            Ok(a) => self.reply_entry(reply, parent.0, &a),
             Err(e) => reply.error(errno("symlink", req, &e)),
         }
     }
@@ -266,15 +376,24 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.fs.rename_as(
-            parent.0,
-            name.as_bytes(),
-            newparent.0,
-            newname.as_bytes(),
-            flags.bits(),
-            caller(req),
-        ) {
-            Ok(()) => reply.ok(),
+        let (from, to) = (name.as_bytes(), newname.as_bytes());
+        match self
+            .permit(req, |who| {
+                self.fs
+                    .may_rename_from(who, parent.0, from, newparent.0, to)
+            })
+            .and_then(|()| {
+                self.fs
+                    .rename_as(parent.0, from, newparent.0, to, flags.bits(), caller(req))
+            }) {
+            Ok(()) => {
+                reply.ok();
+                // The kernel moves its entry, with the lifetime it had in the old directory.
+                if self.fs.entry_lifetime(newparent.0) == EntryLifetime::None {
+                    let name = newname.as_bytes().to_vec();
+                    self.entry_dropper.drop_entries(newparent.0, vec![name]);
+                }
+            }
             Err(e) => reply.error(errno("rename", req, &e)),
         }
     }
@@ -287,8 +406,11 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link(ino.0, newparent.0, newname.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), generation(&a)),
+        match self
+            .permit(req, |who| self.fs.may_link(who, ino.0, newparent.0))
+            .and_then(|()| self.fs.link(ino.0, newparent.0, newname.as_bytes()))
+        {
+            Ok(a) => self.reply_entry(reply, newparent.0, &a),
             Err(e) => reply.error(errno("link", req, &e)),
         }
     }
@@ -304,7 +426,10 @@ impl Filesystem for FuseFs {
         } else {
             FopenFlags::empty()
         };
-        match self.fs.open_with_flags(ino.0, flags.0) {
+        match self
+            .permit(req, |who| self.fs.may_open_with(who, ino.0, flags.0))
+            .and_then(|()| self.fs.open_with_flags(ino.0, flags.0))
+        {
             Ok(fh) => reply.opened(FileHandle(fh), open_flags),
             Err(e) => reply.error(errno("open", req, &e)),
         }
@@ -395,8 +520,11 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self
+            .permit(req, |who| self.fs.may_open_with(who, ino.0, flags.0))
+            .and_then(|()| self.fs.opendir(ino.0))
+        {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", req, &e)),
         }
@@ -487,18 +615,29 @@ impl Filesystem for FuseFs {
             super::IN_EVERY_GROUP
         };
         match self
-            .fs
-            .setxattr_as(ino.0, name.as_bytes(), value, flags, in_group)
-        {
-            Ok(()) => reply.ok(),
+            .permit(req, |who| {
+                self.fs.may_use_xattr(who, ino.0, name.as_bytes(), true)
+            })
+            .and_then(|()| {
+                self.fs
+                    .setxattr_as(ino.0, name.as_bytes(), value, flags, in_group)
+            }) {
+            Ok(()) => {
+                reply.ok();
+                if name.as_bytes() == super::acl::ACCESS_ACL_XATTR {
+                    self.drop_entries_if_unsearchable(ino.0);
+                }
+            }
             Err(e) => reply.error(errno("setxattr", req, &e)),
         }
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         match self
-            .fs
-            .getxattr(ino.0, name.as_bytes())
+            .permit(req, |who| {
+                self.fs.may_use_xattr(who, ino.0, name.as_bytes(), false)
+            })
+            .and_then(|()| self.fs.getxattr(ino.0, name.as_bytes()))
             .and_then(|v| super::xattr_reply(v, size))
         {
             Ok(XattrReply::Size(n)) => reply.size(n),
@@ -520,8 +659,18 @@ impl Filesystem for FuseFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.removexattr(ino.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
+        match self
+            .permit(req, |who| {
+                self.fs.may_use_xattr(who, ino.0, name.as_bytes(), true)
+            })
+            .and_then(|()| self.fs.removexattr(ino.0, name.as_bytes()))
+        {
+            Ok(()) => {
+                reply.ok();
+                if name.as_bytes() == super::acl::ACCESS_ACL_XATTR {
+                    self.drop_entries_if_unsearchable(ino.0);
+                }
+            }
             Err(e) => reply.error(errno("removexattr", req, &e)),
         }
     }
@@ -547,11 +696,13 @@ impl Filesystem for FuseFs {
         reply: ReplyCreate,
     ) {
         match self
-            .fs
-            .create(parent.0, name.as_bytes(), mode, umask, caller(req))
-        {
+            .permit(req, |who| self.fs.may_create_in(who, parent.0))
+            .and_then(|()| {
+                self.fs
+                    .create(parent.0, name.as_bytes(), mode, umask, caller(req))
+            }) {
             Ok((a, fh)) => reply.created(
-                &TTL,
+                &self.entry_ttl(parent.0),
                 &file_attr(&a),
                 generation(&a),
                 FileHandle(fh),

@@ -44,9 +44,9 @@
 //! as EIO at the next write or fsync, as ext4's writeback errors do.
 //!
 //! Other decisions: atime follows the mount's atime option, `relatime` by default ([`atime`]);
-//! permission checks are the kernel's (`default_permissions` is always on, and `FUSE_POSIX_ACL`
-//! makes it enforce ACLs, [`acl`]); `access()` checks mode bits and the access ACL for callers
-//! that ask; fallocate reserves space by storing zero pages and has ext4's modes ([`falloc`]);
+//! permission checks are the daemon's on a mount only its owner may use ([`permit`]), the
+//! kernel's on others (`default_permissions`, and `FUSE_POSIX_ACL` makes it enforce ACLs,
+//! [`acl`]); fallocate reserves space by storing zero pages and has ext4's modes ([`falloc`]);
 //! `st_blocks` is 8 per stored 4 KiB page (directories report 8).
 
 pub mod acl;
@@ -68,6 +68,7 @@ pub mod keys;
 mod namespace;
 mod open;
 pub mod permission;
+pub mod permit;
 pub mod seek;
 pub mod stats;
 mod txn;
@@ -117,6 +118,11 @@ pub struct FsOptions {
     /// then surface at fsync(2) (and at most one close(2)), not at write(2) (README, "Mount
     /// options").
     pub writeback_cache: bool,
+    /// Check permissions in the daemon ([`permit`]) instead of leaving them to the kernel: for
+    /// a mount without `default_permissions`, which the kernel then sends every request
+    /// unchecked. Such a mount costs a round trip less per create, and no access ACL is read
+    /// to decide what the owner may do.
+    pub checks_permissions: bool,
 }
 
 impl Default for FsOptions {
@@ -126,6 +132,7 @@ impl Default for FsOptions {
             defer_group_map: false,
             atime: atime::AtimeMode::default(),
             writeback_cache: false,
+            checks_permissions: false,
         }
     }
 }
@@ -327,6 +334,10 @@ pub struct Fs {
     rebuild_stop: AtomicBool,
     atime: atime::AtimeMode,
     writeback_cache: bool,
+    checks_permissions: bool,
+    /// The daemon's user ID: the mount's owner, whom every caller of a mount without
+    /// `allow_other` shares ([`permit`]).
+    owner_uid: u32,
     /// Called by [`Fs::fsync`] once the store made everything durable, with the durable LSN:
     /// a further copy (a mirror) that an fsync waits for too. Its error fails the fsync.
     after_sync: std::sync::OnceLock<AfterSync>,
@@ -435,6 +446,9 @@ impl Fs {
             rebuild_stop: AtomicBool::new(false),
             atime: options.atime,
             writeback_cache: options.writeback_cache,
+            checks_permissions: options.checks_permissions,
+            // SAFETY: no preconditions.
+            owner_uid: unsafe { libc::geteuid() },
             after_sync: std::sync::OnceLock::new(),
             #[cfg(any(test, feature = "test-hooks"))]
             test_between_copy_batches: Mutex::new(None),

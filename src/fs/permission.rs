@@ -5,9 +5,9 @@
 //! it, and the rules built on it (`may_lookup`, `may_create`, `may_delete` with the sticky
 //! rule, `vfs_rename`, `may_open`, `setattr_prepare`).
 //!
-//! While mounts keep `default_permissions` the kernel makes this check before any request
-//! reaches us; [`Fs::access`](super::Fs::access) answers access(2) with it when the kernel asks
-//! (`FUSE_ACCESS`), and it is the rule a daemon that checks for itself must follow.
+//! On a mount with `default_permissions` the kernel makes these checks before a request reaches
+//! us; on one without, [`super::permit`] makes them with these rules, and
+//! [`Fs::access`](super::Fs::access) answers access(2) (`FUSE_ACCESS`).
 //! `tests/permission_vs_kernel.rs` holds it against the kernel's own answers.
 
 use super::FsResult;
@@ -86,7 +86,7 @@ pub fn owner_or_capable(who: &dyn Credentials, target: Target) -> bool {
 }
 
 /// [`permitted`] as a refusal: EACCES unless `who` gets every bit of `want`.
-fn require(
+pub fn require(
     who: &dyn Credentials,
     target: Target,
     want: u16,

@@ -7,8 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use fuser::{INodeNo, ReplyDirectoryPlus, Request};
 
 use super::super::{DirListEntry, FsError};
+use super::FuseFs;
 use super::convert::{errno, file_attr, generation};
-use super::{FuseFs, TTL};
 
 impl FuseFs {
     /// Lists a directory with each entry's attributes, taking the lookup reference the
@@ -23,6 +23,7 @@ impl FuseFs {
     ) {
         match self.fs.readdir(ino.0, offset) {
             Ok(entries) => {
+                let ttl = self.entry_ttl(ino.0);
                 let names = |e: &&DirListEntry| e.name != b"." && e.name != b"..";
                 self.fs
                     .prefetch_inodes(entries.iter().filter(names).map(|e| e.ino));
@@ -56,7 +57,7 @@ impl FuseFs {
                         INodeNo(e.ino),
                         e.cookie,
                         name,
-                        &TTL,
+                        &ttl,
                         &file_attr(&attr),
                         generation(&attr),
                     ) {

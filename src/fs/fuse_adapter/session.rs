@@ -3,6 +3,7 @@
 //! raised to after INIT, and the notifier through which the filesystem tells the kernel of a
 //! change it cannot see (an inode flag's ctime).
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -30,9 +31,13 @@ pub(super) fn negotiate(config: &mut KernelConfig, fs: &Fs) {
     let _ = config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT);
     // The kernel enforces the access ACLs we store (named entries included), reading them
     // with getxattr; inheritance of default ACLs and the ACL side of chmod are ours (`acl`).
+    // It also turns `default_permissions` on: a mount whose permissions the daemon checks
+    // does without, and its ACLs reach us as the xattrs they are.
     // With FUSE_DONT_MASK it sends the mode unmasked beside the umask, which we apply only
     // where no default ACL replaces it (it would mask it before asking us otherwise).
-    let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+    if !fs.checks_permissions() {
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+    }
     let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
     if fs.writeback_cache()
         && config
@@ -84,5 +89,50 @@ pub struct NotifierSlot(pub(super) Arc<OnceLock<Notifier>>);
 impl NotifierSlot {
     pub fn connect<FS: Filesystem>(&self, session: &Session<FS>) {
         let _ = self.0.set(session.notifier());
+    }
+}
+
+/// Drops entries of the kernel's cache from a thread of its own: dropping an entry takes its
+/// directory's lock, which the kernel may hold while it waits for a request of ours (a LOOKUP
+/// under an rmdir, say); done from a request thread, it could leave none to answer. So an
+/// entry goes shortly after the change that asked for it, not before the change returns.
+pub(super) struct EntryDropper {
+    queue: std::sync::Mutex<std::sync::mpsc::Sender<(u64, Vec<Vec<u8>>)>>,
+}
+
+impl EntryDropper {
+    /// Starts the thread; it ends once the dropper is dropped.
+    pub(super) fn start(slot: &NotifierSlot) -> EntryDropper {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<Vec<u8>>)>();
+        let slot = Arc::clone(&slot.0);
+        let spawned = std::thread::Builder::new()
+            .name("drop-entries".into())
+            .spawn(move || {
+                for (dir, names) in rx {
+                    let Some(n) = slot.get() else { continue };
+                    for name in names {
+                        // ENOENT: the kernel holds no such entry.
+                        let _ =
+                            n.inval_entry(fuser::INodeNo(dir), std::ffi::OsStr::from_bytes(&name));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the thread that drops cached entries: {e}");
+        }
+        EntryDropper {
+            queue: std::sync::Mutex::new(tx),
+        }
+    }
+
+    /// Asks for the kernel's entries of `names` in directory `dir` to be dropped.
+    pub(super) fn drop_entries(&self, dir: u64, names: Vec<Vec<u8>>) {
+        if names.is_empty() {
+            return;
+        }
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.send((dir, names)).is_err() {
+            log::warn!("the thread that drops cached entries is gone: entries of {dir} stay");
+        }
     }
 }
