@@ -18,6 +18,8 @@
 #         flusher) on CPU 1.
 # Prints one line per run, then the median of each figure per system. Figures per file, in µs.
 # Env: ROUNDS (5), N (20000 files), PLACE (free), FUSE_FLOOR (default: built like logstorfs),
+# FLOOR_OPTS (default "--xattrs --no-default-permissions": mounted as logstorfs is, by root
+# without allow_other),
 # BENCH_DIR (where the 16 GiB sparse ext4 image for the stores goes; default /tmp).
 set -euo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
@@ -29,6 +31,7 @@ done
 ROUNDS="${ROUNDS:-5}"
 N="${N:-20000}"
 PLACE="${PLACE:-free}"
+FLOOR_OPTS="${FLOOR_OPTS:---xattrs --no-default-permissions}"
 case "$PLACE" in free | one | split | apart) ;; *) echo "PLACE must be free, one, split or apart, not '$PLACE'" >&2; exit 2 ;; esac
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 if [[ -z "${FUSE_FLOOR:-}" ]]; then
@@ -106,7 +109,8 @@ for r in $(seq 1 "$ROUNDS"); do
         rm -rf "$W/ext4/store"
         sync; echo 3 > /proc/sys/vm/drop_caches
         if [[ $s == floor ]]; then
-            "$FUSE_FLOOR" "$W/mnt" --xattrs </dev/null >/dev/null 2>&1 &
+            # shellcheck disable=SC2086 # FLOOR_OPTS is a list of arguments
+            "$FUSE_FLOOR" "$W/mnt" $FLOOR_OPTS </dev/null >/dev/null 2>&1 &
             pid=$!
             for _ in $(seq 50); do mountpoint -q "$W/mnt" && break; sleep 0.1; done
         else
