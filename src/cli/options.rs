@@ -76,9 +76,12 @@ impl MountOptions {
     /// (no `allow_other`, no `allow_root`) and that does not ask for `default_permissions`.
     /// Such callers differ from the owner only in groups and capabilities, which the daemon
     /// reads from the caller's process; a mount that others may use keeps the kernel's checks.
+    /// So does one with the writeback cache: the kernel then sends a utimes to "now" (which
+    /// write permission allows) as given times (which only the owner may set).
     pub fn daemon_checks_permissions(&self) -> bool {
         matches!(self.acl, None | Some(SessionACL::Owner))
             && !self.fuse.contains(&MountOption::DefaultPermissions)
+            && !self.writeback_cache
     }
 
     /// The atime rule of this mount: `relatime` unless an option names another, as the
@@ -269,6 +272,22 @@ mod tests {
             assert!(
                 err.contains("outside the supported store sizes"),
                 "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_daemon_checks_permissions_only_where_the_owner_alone_uses_the_mount() {
+        assert!(parse("noatime").unwrap().daemon_checks_permissions());
+        for kernel_checks in [
+            "allow_other",
+            "allow_root",
+            "default_permissions",
+            "writeback_cache",
+        ] {
+            assert!(
+                !parse(kernel_checks).unwrap().daemon_checks_permissions(),
+                "{kernel_checks}"
             );
         }
     }

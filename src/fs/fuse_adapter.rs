@@ -223,9 +223,14 @@ impl Filesystem for FuseFs {
             times_given: (atime.is_some() || mtime.is_some()) && !both_now,
             times_now: both_now,
         };
-        // A request of the kernel's own (pid 0: the writeback cache's times at flush) is no
-        // caller's to refuse.
-        let by_caller = req.pid() != 0 || chown || mode.is_some() || size.is_some();
+        // The writeback cache's times at a flush are the kernel's own, not a caller's to
+        // refuse: they come with a file handle (a caller's utimes never does) or, from the
+        // kernel's own threads, with no process (pid 0).
+        let kernel_times = !chown
+            && mode.is_none()
+            && size.is_none()
+            && (fh.is_some() || req.pid() == 0);
+        let by_caller = !kernel_times;
         // truncate(2), and open(2) with O_TRUNC, whose flag the kernel keeps to itself and
         // whose truncation comes without a handle; ftruncate(2) comes with one, whose open
         // was checked.
