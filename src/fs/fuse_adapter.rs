@@ -226,10 +226,8 @@ impl Filesystem for FuseFs {
         // The writeback cache's times at a flush are the kernel's own, not a caller's to
         // refuse: they come with a file handle (a caller's utimes never does) or, from the
         // kernel's own threads, with no process (pid 0).
-        let kernel_times = !chown
-            && mode.is_none()
-            && size.is_none()
-            && (fh.is_some() || req.pid() == 0);
+        let kernel_times =
+            !chown && mode.is_none() && size.is_none() && (fh.is_some() || req.pid() == 0);
         let by_caller = !kernel_times;
         // truncate(2), and open(2) with O_TRUNC, whose flag the kernel keeps to itself and
         // whose truncation comes without a handle; ftruncate(2) comes with one, whose open
