@@ -186,12 +186,7 @@ impl Fs {
         if mask == libc::F_OK {
             return Ok(());
         }
-        let target = permission::Target {
-            uid: rec.uid,
-            gid: rec.gid,
-            perm: rec.perm,
-            directory: rec.kind == FileKind::Directory,
-        };
+        let target = super::permit::target(&rec);
         // R_OK, W_OK and X_OK are MAY_READ, MAY_WRITE and MAY_EXEC.
         if permission::permitted(who, target, (mask & 7) as u16, || self.access_acl(ino))? {
             Ok(())

@@ -41,7 +41,8 @@ use super::{FileKind, Fs, FsError, FsResult, State, corrupt, keys};
 /// by the caller, and need not be readable.
 const FMODE_EXEC: i32 = 0x20;
 
-fn target(rec: &InodeRecord) -> Target {
+/// What a permission rule looks at of an inode.
+pub(super) fn target(rec: &InodeRecord) -> Target {
     Target {
         uid: rec.uid,
         gid: rec.gid,
@@ -182,8 +183,9 @@ impl Fs {
     }
 
     /// A SETATTR of `ino`: `change` as [`permission::may_setattr`] takes it, and a truncation
-    /// by truncate(2) or by open(2) with `O_TRUNC` needs write permission. Returns the permission bits to
-    /// store if `change` sets them (the set-group-ID bit dropped where the kernel drops it).
+    /// by truncate(2) or by open(2) with `O_TRUNC` needs write permission. Returns the
+    /// permission bits to store if `change` sets them (the set-group-ID bit dropped where the
+    /// kernel drops it).
     pub fn may_set_attributes(
         &self,
         who: &dyn Credentials,

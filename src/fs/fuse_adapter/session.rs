@@ -97,7 +97,7 @@ impl NotifierSlot {
 /// under an rmdir, say); done from a request thread, it could leave none to answer. So an
 /// entry goes shortly after the change that asked for it, not before the change returns.
 pub(super) struct EntryDropper {
-    queue: std::sync::Mutex<std::sync::mpsc::Sender<(u64, Vec<Vec<u8>>)>>,
+    queue: std::sync::mpsc::Sender<(u64, Vec<Vec<u8>>)>,
 }
 
 impl EntryDropper {
@@ -120,9 +120,7 @@ impl EntryDropper {
         if let Err(e) = spawned {
             log::error!("cannot start the thread that drops cached entries: {e}");
         }
-        EntryDropper {
-            queue: std::sync::Mutex::new(tx),
-        }
+        EntryDropper { queue: tx }
     }
 
     /// Asks for the kernel's entries of `names` in directory `dir` to be dropped.
@@ -130,8 +128,7 @@ impl EntryDropper {
         if names.is_empty() {
             return;
         }
-        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.send((dir, names)).is_err() {
+        if self.queue.send((dir, names)).is_err() {
             log::warn!("the thread that drops cached entries is gone: entries of {dir} stay");
         }
     }
