@@ -14,8 +14,8 @@ checker's report on it), each group naming one side.
 Usage: scripts/mutants.py [NAME ...]   (default: all)
 
 Env: MUTANTS_SHARD=K/N runs only the mutants whose position in the list is K modulo N (CI runs
-one of two shards, alternating with the commit count, so that every mutant runs in every other CI
-run and the stage stays under half an hour); the log names the shard and what it left out.
+one of three shards, chosen by the commit count, so that every mutant runs in every third CI run
+and the stage takes about a quarter of an hour); the log names the shard and what it left out.
 """
 
 import os
@@ -1572,6 +1572,14 @@ whatever order concurrent writers update the index in",
         "        if protected {\n",
         "        if protected && false {\n",
         ["--release", "--test", "permission_vs_kernel", "a_mount"],
+    ),
+    (
+        "permit-device-opens-unchecked",
+        "someone checks every open: a mount allowing device nodes keeps the kernel's checks",
+        "src/cli/options.rs",
+        "            && !self.allows_devices()\n",
+        "",
+        ["--release", "--test", "permission_vs_kernel", "device_nodes"],
     ),
 ]
 

@@ -666,20 +666,31 @@ fn permission_rule_answers_as_the_kernel_does() {
     assert!(by_acl > CASES / 5, "{by_acl} cases went through an ACL");
 }
 
-/// A store mounted for the test with the daemon's own checks (no `allow_other`, so no
-/// `default_permissions`), unmounted when dropped.
-struct CheckingMount {
+/// A store mounted for the test, unmounted when dropped.
+struct TestMount {
     mnt: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl CheckingMount {
-    fn new() -> CheckingMount {
+impl TestMount {
+    /// With the daemon's own checks: no `allow_other`, so no `default_permissions`.
+    fn checking() -> TestMount {
+        let mount = TestMount::with_options(&[]);
+        assert!(
+            !mount.kernel_options().contains("default_permissions"),
+            "the mount leaves its checks to the kernel: {}",
+            mount.kernel_options()
+        );
+        mount
+    }
+
+    fn with_options(options: &[&str]) -> TestMount {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let (store, mnt) = (dir.path().join("store"), dir.path().join("mnt"));
         std::fs::create_dir(&mnt).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_logstorfs"))
             .args(["mount", "--daemon", "--create", "--size", "64M"])
+            .args(options)
             .args([&store, &mnt])
             .output()
             .unwrap();
@@ -688,21 +699,21 @@ impl CheckingMount {
             "mount: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let options = std::fs::read_to_string("/proc/mounts")
+        TestMount { mnt, _dir: dir }
+    }
+
+    /// The options of the live mount in /proc/mounts.
+    fn kernel_options(&self) -> String {
+        std::fs::read_to_string("/proc/mounts")
             .unwrap()
             .lines()
-            .find(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+            .find(|l| l.split(' ').nth(1) == Some(self.mnt.to_str().unwrap()))
             .map(str::to_string)
-            .expect("the mount is live");
-        assert!(
-            !options.contains("default_permissions"),
-            "the mount leaves its checks to the kernel: {options}"
-        );
-        CheckingMount { mnt, _dir: dir }
+            .expect("the mount is live")
     }
 }
 
-impl Drop for CheckingMount {
+impl Drop for TestMount {
     fn drop(&mut self) {
         let _ = std::process::Command::new(env!("CARGO_BIN_EXE_logstorfs"))
             .arg("umount")
@@ -940,7 +951,7 @@ fn a_mount_without_default_permissions_answers_as_ext4_does() {
     let seed = seed();
     let mut rng = Rng(seed.rotate_left(5) | 1);
     let kernel_dir = test_dir();
-    let mount = CheckingMount::new();
+    let mount = TestMount::checking();
     let mut outcomes = [0usize; 3]; // allowed, EACCES, EPERM
     let (mut noatime_refused_first, mut truncated_in_two_steps) = (0, 0);
     for case in 0..MOUNT_CASES {
@@ -1040,7 +1051,7 @@ type Closing = (&'static str, fn(&Path));
 #[test]
 fn entries_the_kernel_holds_go_when_a_directory_is_closed_to_some() {
     let all_caps = root_caps();
-    let mount = CheckingMount::new();
+    let mount = TestMount::checking();
     let no_caps = Who {
         uid: 0,
         gid: 0,
@@ -1118,4 +1129,45 @@ fn acl_value(entries: &[(u16, u16)]) -> Vec<u8> {
             .collect(),
     }
     .encode()
+}
+
+/// A device node is opened by its driver, with no request to the daemon, so on a mount that
+/// allows device nodes (`-o dev`) only the kernel can check that open: such a mount keeps
+/// `default_permissions`, and a node its mode closes stays closed to a caller of the owner's uid
+/// without CAP_DAC_OVERRIDE, as on ext4.
+#[test]
+fn device_nodes_are_opened_only_as_their_mode_allows() {
+    let all_caps = root_caps();
+    let mount = TestMount::with_options(&["-o", "dev"]);
+    let node = mount.mnt.join("null");
+    let c_node = CString::new(node.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    let made = unsafe { libc::mknod(c_node.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    std::os::unix::fs::chown(&node, Some(65534), Some(65534)).unwrap();
+    let open_as = |caps: u64| {
+        let who = Who {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            caps,
+        };
+        // SAFETY: a valid C string; the descriptor closes with the child.
+        as_who(&who, || unsafe {
+            libc::open(c_node.as_ptr(), libc::O_RDONLY) as i64
+        })
+    };
+    assert_eq!(
+        open_as(all_caps),
+        0,
+        "root opens another user's device node of mode 600"
+    );
+    let without_override = all_caps & !(1 << CAP_DAC_OVERRIDE) & !(1 << CAP_DAC_READ_SEARCH);
+    assert_eq!(
+        open_as(without_override),
+        libc::EACCES,
+        "a caller without CAP_DAC_OVERRIDE opened another user's device node of mode 600 (mount \
+         options: {})",
+        mount.kernel_options()
+    );
 }

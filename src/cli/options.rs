@@ -77,11 +77,24 @@ impl MountOptions {
     /// Such callers differ from the owner only in groups and capabilities, which the daemon
     /// reads from the caller's process; a mount that others may use keeps the kernel's checks.
     /// So does one with the writeback cache: the kernel then sends a utimes to "now" (which
-    /// write permission allows) as given times (which only the owner may set).
+    /// write permission allows) as given times (which only the owner may set). And so does one
+    /// that allows device nodes (`dev`): their driver opens them, with no request to the
+    /// daemon, so only the kernel can check such an open.
     pub fn daemon_checks_permissions(&self) -> bool {
         matches!(self.acl, None | Some(SessionACL::Owner))
             && !self.fuse.contains(&MountOption::DefaultPermissions)
+            && !self.allows_devices()
             && !self.writeback_cache
+    }
+
+    /// Whether device nodes may be opened: `dev`, the last of `dev` and `nodev` winning as in
+    /// mount(8) (FUSE mounts are `nodev` by default).
+    fn allows_devices(&self) -> bool {
+        self.fuse
+            .iter()
+            .rev()
+            .find(|o| matches!(o, MountOption::Dev | MountOption::NoDev))
+            == Some(&MountOption::Dev)
     }
 
     /// The atime rule of this mount: `relatime` unless an option names another, as the
@@ -279,11 +292,13 @@ mod tests {
     #[test]
     fn the_daemon_checks_permissions_only_where_the_owner_alone_uses_the_mount() {
         assert!(parse("noatime").unwrap().daemon_checks_permissions());
+        assert!(parse("dev,nodev").unwrap().daemon_checks_permissions());
         for kernel_checks in [
             "allow_other",
             "allow_root",
             "default_permissions",
             "writeback_cache",
+            "dev",
         ] {
             assert!(
                 !parse(kernel_checks).unwrap().daemon_checks_permissions(),

@@ -21,6 +21,10 @@
 //!   of nothing, as does the drop a fallocate makes, so it is allowed where ext4 asks the
 //!   caller to be allowed a chmod.
 //!
+//! And one open is never ours to check: a FIFO's, a socket's or a device node's, which the kernel
+//! makes without a request. A mount that allows device nodes therefore keeps the kernel's
+//! checks; FIFOs and sockets open (or connect) whatever their mode says.
+//!
 //! A path walk is checked at LOOKUP, which reaches us only for names the kernel does not hold.
 //! Where every caller this mount can have may search a directory
 //! ([`Fs::searched_alike`]), its entries are cached for as long as usual; in any other, for no
