@@ -9,9 +9,8 @@
 #   bindfs     bindfs over a directory on that ext4                   (FUSE pass-through peer)
 #   fuse2fs    fuse2fs on a second ext4 image file                    (FUSE file system peer)
 #   logstorfs  logstorfs with its store on the ext4 mount
-#   floor      `fuse_floor --xattrs --no-default-permissions` (src/bin/fuse_floor): a fuser
-#              daemon that stores nothing, mounted as logstorfs is here (by root without
-#              allow_other: no default_permissions, the daemon would check),
+#   floor      `fuse_floor --xattrs` (src/bin/fuse_floor): a fuser daemon that stores
+#              nothing, mounted as logstorfs is here (default_permissions: the kernel checks),
 #              the FUSE floor of this machine (issue 20 leaves a target unmet only where this
 #              floor is within 20% of logstorfs: logstorfs/floor >= 0.83). It keeps its table
 #              in memory, so a "remount" of it is only the drop_caches that follows; it has no
@@ -206,7 +205,7 @@ mount_ext4() { mount -o loop "$W/ext4.img" "$EXT4"; }
 mount_bindfs() { bindfs "$EXT4/bindfs-src" "${MNT[bindfs]}" </dev/null >/dev/null 2>>"$W/mount.log"; }
 mount_fuse2fs() { fuse2fs "$W/fuse2fs.img" "${MNT[fuse2fs]}" -o fakeroot </dev/null >/dev/null 2>>"$W/mount.log"; }
 # fuse_floor stays in the foreground until unmounted.
-mount_floor() { "$FUSE_FLOOR" "${MNT[floor]}" --xattrs --no-default-permissions </dev/null >/dev/null 2>>"$W/mount.log" & }
+mount_floor() { "$FUSE_FLOOR" "${MNT[floor]}" --xattrs </dev/null >/dev/null 2>>"$W/mount.log" & }
 mount_logstorfs() {
     # shellcheck disable=SC2086 # LOGSTOR_OPTS is a list of arguments
     "$LOGSTORFS" mount --daemon --create --size "$LOGSTOR_SIZE" ${LOGSTOR_OPTS:-} "$EXT4/logstor-store" "${MNT[logstorfs]}" \
@@ -549,7 +548,7 @@ DISK_INFO="$(lsblk -dno NAME,SIZE,ROTA,MODEL "$(lsblk -no PKNAME "$DISK_DEV" 2>/
     fi
     echo "Ratios: > 1 means logstorfs is faster than the peer (for times: peer time / logstorfs time), the median of the per-round ratios with their range; n/a: does not apply."
     if [[ " $SYSTEMS " == *" floor "* ]]; then
-        echo "floor: \`fuse_floor --xattrs --no-default-permissions\`, a fuser daemon that stores nothing, mounted as logstorfs is (the FUSE floor here); logstorfs/floor >= 0.83 means the floor is within 20% of logstorfs."
+        echo "floor: \`fuse_floor --xattrs\`, a fuser daemon that stores nothing, mounted as logstorfs is (the FUSE floor here); logstorfs/floor >= 0.83 means the floor is within 20% of logstorfs."
     fi
     echo
     cat "$TABLE"

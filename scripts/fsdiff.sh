@@ -25,8 +25,7 @@ SECONDS_BUDGET="${FSDIFF_SECONDS:-60}"
 SEED="${FSDIFF_SEED:-$(( $(date +%s%N) % 1000000000 ))}"
 # 1 KiB inodes: user xattrs stay in the inode, so that ext4's st_blocks counts data alone.
 # ext4 is mounted nodev, as the mount under test is by FUSE's default (an open of a whiteout, a
-# 0/0 device, is then EACCES on both), so that the mount keeps the daemon's own permission
-# checks: a mount that allows device nodes leaves them to the kernel (daemon_checks_permissions).
+# 0/0 device, is then EACCES on both).
 with_ext4 logstorfs-verify 512M nodev -I 1024
 
 log "fsdiff on $(backend_name) against ext4, first seed $SEED, ${SECONDS_BUDGET}s, work dir $WORK"

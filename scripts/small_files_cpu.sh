@@ -18,8 +18,8 @@
 #         flusher) on CPU 1.
 # Prints one line per run, then the median of each figure per system. Figures per file, in µs.
 # Env: ROUNDS (5), N (20000 files), PLACE (free), FUSE_FLOOR (default: built like logstorfs),
-# FLOOR_OPTS (default "--xattrs --no-default-permissions": mounted as logstorfs is, by root
-# without allow_other),
+# FLOOR_OPTS (default "--xattrs": mounted as logstorfs is, with default_permissions; add
+# "--no-default-permissions" to compare with logstorfs -o daemon_permissions),
 # BENCH_DIR (where the 16 GiB sparse ext4 image for the stores goes; default /tmp).
 set -euo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 BINARY [BINARY...]" >&2; exit 2; }
@@ -31,7 +31,7 @@ done
 ROUNDS="${ROUNDS:-5}"
 N="${N:-20000}"
 PLACE="${PLACE:-free}"
-FLOOR_OPTS="${FLOOR_OPTS:---xattrs --no-default-permissions}"
+FLOOR_OPTS="${FLOOR_OPTS:---xattrs}"
 case "$PLACE" in free | one | split | apart) ;; *) echo "PLACE must be free, one, split or apart, not '$PLACE'" >&2; exit 2 ;; esac
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 if [[ -z "${FUSE_FLOOR:-}" ]]; then

@@ -673,9 +673,10 @@ struct TestMount {
 }
 
 impl TestMount {
-    /// With the daemon's own checks: no `allow_other`, so no `default_permissions`.
+    /// With the daemon's own checks (`daemon_permissions`, and no `allow_other`), so no
+    /// `default_permissions`.
     fn checking() -> TestMount {
-        let mount = TestMount::with_options(&[]);
+        let mount = TestMount::with_options(&["-o", "daemon_permissions"]);
         assert!(
             !mount.kernel_options().contains("default_permissions"),
             "the mount leaves its checks to the kernel: {}",
@@ -1063,6 +1064,7 @@ fn entries_the_kernel_holds_go_when_a_directory_is_closed_to_some() {
             std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .unwrap()
         }),
+        // Never cached (only two classes may search it), so checked at every walk.
         ("chown to another user of a directory of mode 750", |d| {
             std::os::unix::fs::chown(d, Some(1000), Some(1000)).unwrap()
         }),
@@ -1138,7 +1140,7 @@ fn acl_value(entries: &[(u16, u16)]) -> Vec<u8> {
 #[test]
 fn device_nodes_are_opened_only_as_their_mode_allows() {
     let all_caps = root_caps();
-    let mount = TestMount::with_options(&["-o", "dev"]);
+    let mount = TestMount::with_options(&["-o", "daemon_permissions,dev"]);
     let node = mount.mnt.join("null");
     let c_node = CString::new(node.as_os_str().as_bytes()).unwrap();
     // SAFETY: a valid C string.
@@ -1168,6 +1170,73 @@ fn device_nodes_are_opened_only_as_their_mode_allows() {
         libc::EACCES,
         "a caller without CAP_DAC_OVERRIDE opened another user's device node of mode 600 (mount \
          options: {})",
+        mount.kernel_options()
+    );
+}
+
+/// A caller of a mount without `allow_other` must have the owner's real, effective and saved
+/// user IDs, but one with CAP_SETUID (root) may set its filesystem user ID, the one its requests
+/// carry, to any other, and the capabilities that bypass permissions go with the change. So a
+/// directory only its owner may search is walked through by LOOKUPs the daemon checks, not by
+/// entries the kernel keeps, or such a caller walks into it where ext4 refuses.
+#[test]
+fn a_caller_with_another_filesystem_uid_does_not_walk_through_kept_entries() {
+    let mount = TestMount::checking();
+    let d = mount.mnt.join("private");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(d.join("f"), b"data").unwrap();
+    // The owner walks through: the kernel may now hold the entry of `f`.
+    std::fs::metadata(d.join("f")).unwrap();
+    let f = CString::new(d.join("f").as_os_str().as_bytes()).unwrap();
+    let root = Who {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        caps: root_caps(),
+    };
+    // SAFETY: raw system calls on a valid C string and a stat buffer.
+    let errno = as_who(&root, || unsafe {
+        libc::syscall(libc::SYS_setfsgid, 65534);
+        libc::syscall(libc::SYS_setfsuid, 65534);
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstatat(libc::AT_FDCWD, f.as_ptr(), &mut st, 0) as i64
+    });
+    assert_eq!(
+        errno,
+        libc::EACCES,
+        "a caller with filesystem uid 65534 walked into a directory of mode 700 that root owns"
+    );
+}
+
+/// The kernel's protection of sticky directories (`fs.protected_regular`): an `O_CREAT` open of
+/// a file that neither the caller nor the directory's owner owns is refused, even to root. The
+/// kernel skips it on a mount without `default_permissions`, and the daemon cannot make up for
+/// it (the open reaches it without `O_CREAT`), so a mount keeps the kernel's checks unless
+/// `daemon_permissions` asks otherwise.
+#[test]
+fn a_default_mount_keeps_the_protection_of_sticky_directories() {
+    const SYSCTL: &str = "/proc/sys/fs/protected_regular";
+    let before = std::fs::read_to_string(SYSCTL).unwrap();
+    std::fs::write(SYSCTL, "1").unwrap();
+    let mount = TestMount::with_options(&[]);
+    let tmp = mount.mnt.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let theirs = tmp.join("theirs");
+    std::fs::write(&theirs, b"").unwrap();
+    std::os::unix::fs::chown(&theirs, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&theirs, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&theirs);
+    std::fs::write(SYSCTL, before).unwrap();
+    assert_eq!(
+        opened.map(|_| ()).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EACCES)),
+        "root's O_CREAT open of another user's file in a sticky directory (mount options: {})",
         mount.kernel_options()
     );
 }

@@ -33,7 +33,8 @@ pub struct MountArgs {
     pub daemon: bool,
     /// Mount options, comma separated: the kernel's and FUSE's (ro, allow_other,
     /// default_permissions, noatime, ...), logstorfs' own (flush_interval=SECONDS,
-    /// group_split_size=SIZE, compaction_policy=POLICY); mount(8)'s own words (defaults,
+    /// group_split_size=SIZE, compaction_policy=POLICY, writeback_cache, daemon_permissions);
+    /// mount(8)'s own words (defaults,
     /// noauto, nofail, _netdev, x-*, ...) are ignored, anything else refused.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,

@@ -64,6 +64,9 @@ pub struct MountOptions {
     pub compaction_policy: Option<Policy>,
     /// Ask the kernel for its writeback cache: a flag of FUSE's INIT reply, not of mount(2).
     pub writeback_cache: bool,
+    /// `daemon_permissions`: the daemon checks permissions where it can (see
+    /// [`MountOptions::daemon_checks_permissions`]).
+    pub daemon_permissions: bool,
     /// The bucket prefix to mirror to (`remote=s3://BUCKET/PREFIX`), its credentials file and
     /// the seconds between uploads: `--remote`, `--remote-lag` for fstab lines.
     pub remote: Option<String>,
@@ -72,7 +75,11 @@ pub struct MountOptions {
 }
 
 impl MountOptions {
-    /// Whether the daemon checks permissions itself: on a mount that only its owner may use
+    /// Whether the daemon checks permissions itself: only where `daemon_permissions` asks,
+    /// because the kernel then skips its own protections of sticky directories
+    /// (`fs.protected_regular`, `fs.protected_fifos`: an `O_CREAT` open of another user's file
+    /// there), which the daemon cannot make up for (the open reaches it without `O_CREAT`, or
+    /// not at all); and on a mount that only its owner may use
     /// (no `allow_other`, no `allow_root`) and that does not ask for `default_permissions`.
     /// Such callers differ from the owner only in groups and capabilities, which the daemon
     /// reads from the caller's process; a mount that others may use keeps the kernel's checks.
@@ -81,7 +88,8 @@ impl MountOptions {
     /// that allows device nodes (`dev`): their driver opens them, with no request to the
     /// daemon, so only the kernel can check such an open.
     pub fn daemon_checks_permissions(&self) -> bool {
-        matches!(self.acl, None | Some(SessionACL::Owner))
+        self.daemon_permissions
+            && matches!(self.acl, None | Some(SessionACL::Owner))
             && !self.fuse.contains(&MountOption::DefaultPermissions)
             && !self.allows_devices()
             && !self.writeback_cache
@@ -235,6 +243,10 @@ fn flag_option(out: &mut MountOptions, opt: &str) -> Result<Option<MountOption>,
         }
         // Directories follow the files' rule here, as the kernel leaves it to us.
         "nodiratime" => return Ok(None),
+        "daemon_permissions" => {
+            out.daemon_permissions = true;
+            return Ok(None);
+        }
         "writeback_cache" => {
             out.writeback_cache = true;
             return Ok(None);
@@ -290,9 +302,18 @@ mod tests {
     }
 
     #[test]
-    fn the_daemon_checks_permissions_only_where_the_owner_alone_uses_the_mount() {
-        assert!(parse("noatime").unwrap().daemon_checks_permissions());
-        assert!(parse("dev,nodev").unwrap().daemon_checks_permissions());
+    fn the_daemon_checks_permissions_only_where_asked_and_the_owner_alone_uses_the_mount() {
+        assert!(!parse("noatime").unwrap().daemon_checks_permissions());
+        assert!(
+            parse("daemon_permissions")
+                .unwrap()
+                .daemon_checks_permissions()
+        );
+        assert!(
+            parse("daemon_permissions,dev,nodev")
+                .unwrap()
+                .daemon_checks_permissions()
+        );
         for kernel_checks in [
             "allow_other",
             "allow_root",
@@ -301,7 +322,9 @@ mod tests {
             "dev",
         ] {
             assert!(
-                !parse(kernel_checks).unwrap().daemon_checks_permissions(),
+                !parse(&format!("daemon_permissions,{kernel_checks}"))
+                    .unwrap()
+                    .daemon_checks_permissions(),
                 "{kernel_checks}"
             );
         }

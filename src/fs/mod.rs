@@ -335,9 +335,6 @@ pub struct Fs {
     atime: atime::AtimeMode,
     writeback_cache: bool,
     checks_permissions: bool,
-    /// The daemon's user ID: the mount's owner, whom every caller of a mount without
-    /// `allow_other` shares ([`permit`]).
-    owner_uid: u32,
     /// Called by [`Fs::fsync`] once the store made everything durable, with the durable LSN:
     /// a further copy (a mirror) that an fsync waits for too. Its error fails the fsync.
     after_sync: std::sync::OnceLock<AfterSync>,
@@ -447,8 +444,6 @@ impl Fs {
             atime: options.atime,
             writeback_cache: options.writeback_cache,
             checks_permissions: options.checks_permissions,
-            // SAFETY: no preconditions.
-            owner_uid: unsafe { libc::geteuid() },
             after_sync: std::sync::OnceLock::new(),
             #[cfg(any(test, feature = "test-hooks"))]
             test_between_copy_batches: Mutex::new(None),

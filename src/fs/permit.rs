@@ -1,6 +1,8 @@
 //! The daemon's own permission checks, for mounts where the kernel makes none
-//! ([`FsOptions::checks_permissions`](super::FsOptions::checks_permissions): no
-//! `default_permissions`). Each reads, of the inodes a request names, what a rule of
+//! ([`FsOptions::checks_permissions`](super::FsOptions::checks_permissions): asked for by
+//! `daemon_permissions`, so no `default_permissions`; the kernel then also skips its
+//! protections of sticky directories, `fs.protected_regular` and `fs.protected_fifos`, which is
+//! why a mount does not check this way unless asked). Each reads, of the inodes a request names, what a rule of
 //! [`permission`] needs (owner, group, mode, the access ACL only if the answer depends on it)
 //! and answers EACCES or EPERM as ext4 would. The FUSE adapter calls them before the operation.
 //!
@@ -30,9 +32,9 @@
 //! ([`Fs::searched_alike`]), its entries are cached for as long as usual; in any other, for no
 //! time at all, so that each step of a walk through it is a LOOKUP, checked for its caller; and
 //! a change that makes a directory such (chmod, chown, an access ACL) drops the entries the
-//! kernel holds of it ([`Fs::names_in`]). The callers of a mount without `allow_other` share
-//! the mount owner's user ID (the kernel lets no other in) and differ only in groups and
-//! capabilities.
+//! kernel holds of it ([`Fs::names_in`]). The callers of a mount without `allow_other` have
+//! the mount owner's real, effective and saved user IDs (the kernel lets no other in), but a
+//! request carries the filesystem user ID, which a caller with CAP_SETUID may set to anyone's.
 
 use super::acl::{self, Acl};
 use super::keys::InodeRecord;
@@ -243,20 +245,16 @@ impl Fs {
     }
 
     /// Whether every caller the mount can have gets search permission on `dir`, whatever its
-    /// groups and capabilities: its owner, if the owner may search; anyone else, if both the
-    /// group and the other class may and no access ACL can say otherwise (supplementary groups
-    /// can only narrow a grant through a group entry with fewer rights).
+    /// user ID, groups and capabilities: if the owner, group and other classes all may and no
+    /// access ACL can say otherwise (a named entry can narrow a grant). The owner class alone
+    /// is not enough: a caller may carry another filesystem user ID (see the module's doc).
     pub fn searched_alike(&self, dir: u64) -> FsResult<bool> {
         let st = self.state.lock();
         let t = self.target_of(&st, dir)?;
-        Ok(if t.uid == self.owner_uid {
-            t.perm & 0o100 != 0
-        } else {
-            t.perm & 0o011 == 0o011
-                && !self
-                    .engine
-                    .contains(&keys::xattr_key(dir, acl::ACCESS_ACL_XATTR))
-        })
+        Ok(t.perm & 0o111 == 0o111
+            && !self
+                .engine
+                .contains(&keys::xattr_key(dir, acl::ACCESS_ACL_XATTR)))
     }
 
     /// How long the kernel may keep entries of `dir` (see the module's doc).
