@@ -1216,8 +1216,15 @@ fn a_caller_with_another_filesystem_uid_does_not_walk_through_kept_entries() {
 /// `daemon_permissions` asks otherwise.
 #[test]
 fn a_default_mount_keeps_the_protection_of_sticky_directories() {
+    /// Puts the setting back however the test ends.
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(SYSCTL, &self.0);
+        }
+    }
     const SYSCTL: &str = "/proc/sys/fs/protected_regular";
-    let before = std::fs::read_to_string(SYSCTL).unwrap();
+    let _restore = Restore(std::fs::read_to_string(SYSCTL).unwrap());
     std::fs::write(SYSCTL, "1").unwrap();
     let mount = TestMount::with_options(&[]);
     let tmp = mount.mnt.join("tmp");
@@ -1232,7 +1239,6 @@ fn a_default_mount_keeps_the_protection_of_sticky_directories() {
         .create(true)
         .truncate(false)
         .open(&theirs);
-    std::fs::write(SYSCTL, before).unwrap();
     assert_eq!(
         opened.map(|_| ()).map_err(|e| e.raw_os_error()),
         Err(Some(libc::EACCES)),
