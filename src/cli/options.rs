@@ -75,18 +75,15 @@ pub struct MountOptions {
 }
 
 impl MountOptions {
-    /// Whether the daemon checks permissions itself: only where `daemon_permissions` asks,
-    /// because the kernel then skips its own protections of sticky directories
-    /// (`fs.protected_regular`, `fs.protected_fifos`: an `O_CREAT` open of another user's file
-    /// there), which the daemon cannot make up for (the open reaches it without `O_CREAT`, or
-    /// not at all); and on a mount that only its owner may use
-    /// (no `allow_other`, no `allow_root`) and that does not ask for `default_permissions`.
-    /// Such callers differ from the owner only in groups and capabilities, which the daemon
-    /// reads from the caller's process; a mount that others may use keeps the kernel's checks.
-    /// So does one with the writeback cache: the kernel then sends a utimes to "now" (which
-    /// write permission allows) as given times (which only the owner may set). And so does one
-    /// that allows device nodes (`dev`): their driver opens them, with no request to the
-    /// daemon, so only the kernel can check such an open.
+    /// Whether the daemon checks permissions itself. Only where `daemon_permissions` asks: the
+    /// kernel then also skips its protections of sticky directories (`fs.protected_regular`,
+    /// `fs.protected_fifos`), which the daemon cannot make up for (such an `O_CREAT` open
+    /// reaches it without `O_CREAT`, or not at all). And only on a mount that its owner alone
+    /// may use (no `allow_other`, no `allow_root`) without `default_permissions`: its callers'
+    /// groups, capabilities and filesystem uid the daemon reads per request. Not with the
+    /// writeback cache, where the kernel sends a utimes to "now" (which write permission
+    /// allows) as given times (which only the owner may set); nor where device nodes are
+    /// allowed (`dev`), since their driver opens them with no request to the daemon.
     pub fn daemon_checks_permissions(&self) -> bool {
         self.daemon_permissions
             && matches!(self.acl, None | Some(SessionACL::Owner))
