@@ -1178,7 +1178,8 @@ fn device_nodes_are_opened_only_as_their_mode_allows() {
 /// user IDs, but one with CAP_SETUID (root) may set its filesystem user ID, the one its requests
 /// carry, to any other, and the capabilities that bypass permissions go with the change. So a
 /// directory only its owner may search is walked through by LOOKUPs the daemon checks, not by
-/// entries the kernel keeps, or such a caller walks into it where ext4 refuses.
+/// entries the kernel keeps, or such a caller walks into it where ext4 refuses. (The LOOKUP
+/// that then reaches the daemon is refused, by fuser's owner-only session or by the check.)
 #[test]
 fn a_caller_with_another_filesystem_uid_does_not_walk_through_kept_entries() {
     let mount = TestMount::checking();

@@ -34,8 +34,8 @@ pub struct MountArgs {
     /// Mount options, comma separated: the kernel's and FUSE's (ro, allow_other,
     /// default_permissions, noatime, ...), logstorfs' own (flush_interval=SECONDS,
     /// group_split_size=SIZE, compaction_policy=POLICY, writeback_cache, daemon_permissions);
-    /// mount(8)'s own words (defaults,
-    /// noauto, nofail, _netdev, x-*, ...) are ignored, anything else refused.
+    /// mount(8)'s own words (defaults, noauto, nofail, _netdev, x-*, ...) are ignored, anything
+    /// else refused.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Written data becomes durable at the latest after this many seconds (0: only on fsync,

@@ -1,10 +1,11 @@
 //! The daemon's own permission checks, for mounts where the kernel makes none
 //! ([`FsOptions::checks_permissions`](super::FsOptions::checks_permissions): asked for by
 //! `daemon_permissions`, so no `default_permissions`; the kernel then also skips its
-//! protections of sticky directories, `fs.protected_regular` and `fs.protected_fifos`, which is
-//! why a mount does not check this way unless asked). Each reads, of the inodes a request names, what a rule of
-//! [`permission`] needs (owner, group, mode, the access ACL only if the answer depends on it)
-//! and answers EACCES or EPERM as ext4 would. The FUSE adapter calls them before the operation.
+//! protections of sticky directories, `fs.protected_regular` and `fs.protected_fifos`, which
+//! is why a mount does not check this way unless asked). Each reads, of the inodes a request
+//! names, what a rule of [`permission`] needs (owner, group, mode, the access ACL only if the
+//! answer depends on it) and answers EACCES or EPERM as ext4 would. The FUSE adapter calls them
+//! before the operation.
 //!
 //! A check and the operation after it are two takes of the state lock, and yet no change can
 //! come between them that the kernel would have kept out: it holds the directory's lock over a
